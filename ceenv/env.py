@@ -1,0 +1,160 @@
+"""The Gymnasium environment: move one pod per step, or stop (MODEL.md §3).
+
+A thin shell around :class:`ceenv.simulator.Simulator`: it draws the start state from its own
+seeded generator, turns actions into moves through the shared encoder and reports latency in
+``info``. Registered as ``ceenv/CloudEdge-v0`` (see :mod:`ceenv`). Used by training, evaluation,
+the benchmarks and the tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+from gymnasium import spaces
+
+from ceenv.encoding import BoolArray, decode_action, layout_from_scenario
+from ceenv.latency import LatencyModel
+from ceenv.placement import draw_start
+from ceenv.scenario import Scenario, load_scenario
+from ceenv.simulator import Simulator
+from ceenv.workload import Workload, load_workload
+
+ObsType = npt.NDArray[np.float32]
+DEFAULT_STEP_COST_MS = 1.25
+DEFAULT_MAX_STEPS = 100
+
+
+class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
+    """Adaptive microservice rescheduling in a cloud-edge cluster.
+
+    ## Description
+    A cluster of N nodes in layers (cloud, edge, client) runs the pods of S services; the
+    application latency is the rps-weighted end-to-end latency of MODEL.md §2. Each step the agent
+    migrates one pod to another node, or stops. The start state (free capacity, bandwidth
+    utilisation, delays, replica counts, a random feasible placement) is drawn at every reset
+    (``dynamic=True``) or uses the nominal conditions (``dynamic=False``).
+
+    ## Action Space
+    ``Discrete(N * P + 1)`` with P pod slots: action ``a < N * P`` moves slot ``a % P`` to node
+    ``a // P``; action ``N * P`` is STOP. ``action_masks()`` gives the valid actions (a pod in the
+    slot, a movable service, another node in an allowed layer with room); STOP is always valid.
+
+    ## Observation Space
+    ``Box(0, 1, (2N + P(N + 1),), float32)``: free CPU and memory per node, normalised by the
+    node's largest availability, then a one-hot node index per slot (index 0 = empty). Built by
+    :func:`ceenv.encoding.observe`, the same function the policy service uses.
+
+    ## Rewards
+    ``latency_before - latency_after - step_cost_ms`` (ms) per move; 0 for STOP. An invalid
+    action is not executed: the placement stays and the reward is ``-step_cost_ms``.
+
+    ## Episode End
+    Terminated on STOP; truncated after ``max_steps`` steps (default 100).
+
+    ## Info
+    ``latency_ms`` (now), ``start_latency_ms``, ``moves`` (executed migrations), ``invalid_action``.
+
+    ## Version History
+    * v0: initial version (observation version 1).
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        scenario: Scenario | str | Path,
+        workload: Workload | str | Path,
+        dynamic: bool = True,
+        step_cost_ms: float = DEFAULT_STEP_COST_MS,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        render_mode: str | None = None,
+    ) -> None:
+        if not isinstance(scenario, Scenario):
+            scenario = load_scenario(scenario)
+        if not isinstance(workload, Workload):
+            workload = load_workload(workload, scenario)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {render_mode!r} is not supported; use one of {self.metadata['render_modes']}")
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.scenario = scenario
+        self.workload = workload
+        self.dynamic = dynamic
+        self.step_cost_ms = float(step_cost_ms)
+        self.max_steps = max_steps
+        self.render_mode = render_mode
+        self.model = LatencyModel(scenario, workload)
+        self.layout = layout_from_scenario(scenario)
+        self.action_space = spaces.Discrete(self.layout.action_count)
+        self.observation_space = spaces.Box(0.0, 1.0, (self.layout.observation_size,), dtype=np.float32)
+        self.sim: Simulator | None = None
+        self._steps = 0
+        self._moves = 0
+        self._start_latency_ms = 0.0
+
+    @property
+    def simulator(self) -> Simulator:
+        if self.sim is None:
+            raise gym.error.ResetNeeded("call reset() before using the environment")
+        return self.sim
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[ObsType, dict[str, Any]]:
+        """Draw a new start state. ``options={"state": (conditions, slot_node)}`` starts from a given state."""
+        super().reset(seed=seed)
+        if options and "state" in options:
+            conditions, slot_node = options["state"]
+        else:
+            conditions, slot_node = draw_start(self.model, self.layout, self.np_random, self.dynamic)
+        if self.sim is None:
+            self.sim = Simulator(self.model, self.layout, conditions, slot_node)
+        else:
+            self.sim.reset_to(conditions, slot_node)
+        self._steps = 0
+        self._moves = 0
+        self._start_latency_ms = self.sim.latency_ms
+        return self.sim.observation(), self._info(False)
+
+    def step(self, action: Any) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
+        sim = self.simulator
+        action = int(action)
+        self._steps += 1
+        truncated = self._steps >= self.max_steps
+        decoded = decode_action(self.layout, action)
+        if decoded is None:
+            return sim.observation(), 0.0, True, False, self._info(False)
+        slot, node = decoded
+        if not sim.action_mask()[action]:
+            return sim.observation(), -self.step_cost_ms, False, truncated, self._info(True)
+        before = sim.latency_ms
+        after = sim.move(slot, node)
+        self._moves += 1
+        return sim.observation(), before - after - self.step_cost_ms, False, truncated, self._info(False)
+
+    def action_masks(self) -> BoolArray:
+        """Valid actions for the current state (the method MaskablePPO looks for)."""
+        return self.simulator.action_mask()
+
+    def _info(self, invalid: bool) -> dict[str, Any]:
+        return {
+            "latency_ms": self.simulator.latency_ms,
+            "start_latency_ms": self._start_latency_ms,
+            "moves": self._moves,
+            "invalid_action": invalid,
+        }
+
+    def render(self) -> str | None:  # type: ignore[override]
+        if self.render_mode != "ansi":
+            return None
+        sim = self.simulator
+        lines = [f"latency {sim.latency_ms:.2f} ms after {self._moves} moves"]
+        for n, name in enumerate(self.layout.node_names):
+            pods = [self.layout.slot_name(int(p)) for p in np.flatnonzero(sim.slot_node == n)]
+            lines.append(
+                f"{name:>20} [{self.layout.node_layers[n]:>6}] cpu {sim.free_cpu_millicores[n]:7.0f}m "
+                f"mem {sim.free_memory_bytes[n] / 2**30:6.2f}Gi  {' '.join(pods)}"
+            )
+        return "\n".join(lines)

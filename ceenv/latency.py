@@ -1,0 +1,199 @@
+"""End-to-end latency of a placement (MODEL.md §2), compiled once per scenario and workload.
+
+:class:`LatencyModel` turns the call trees into flat arrays (one row per call, children before
+parents) so that evaluating a placement is a few small matrix products plus one pass over the
+calls. A placement enters as pod counts per service and node, ``counts[s, n]``; replicas enter
+through means (uniform load balancing), so ``W = counts / replicas`` and the mean network cost
+between a caller and a callee is ``W_caller · (D + d · T) · W_callee``. :class:`Network` holds
+``D`` (delay, ms) and ``T`` (ms per byte) for one draw of the dynamic conditions;
+:meth:`LatencyModel.prepare` folds each call's payload into one matrix per call. Used by the simulator, the
+baselines, the search and ``reach sim latency``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ceenv.scenario import Scenario
+from ceenv.workload import Call, Workload
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """One draw of the dynamic conditions of MODEL.md §3 (or the nominal values)."""
+
+    cpu_millicores: FloatArray  # (N,) free CPU before any of our pods
+    memory_bytes: FloatArray  # (N,) free memory before any of our pods
+    utilization: FloatArray  # (N,) fraction of NIC bandwidth used by background traffic
+    delay_ms: FloatArray  # (L, L) one-way delay between layers, scenario layer order
+
+
+@dataclass(frozen=True)
+class Network:
+    """Pairwise network cost between nodes for one :class:`Conditions`: ``D`` and ``T``."""
+
+    delay_ms: FloatArray  # (N, N), 0 on the diagonal
+    ms_per_byte: FloatArray  # (N, N), 8 / min(B_n, B_m) in ms, 0 on the diagonal
+
+
+@dataclass(frozen=True)
+class CallCosts:
+    """A :class:`Network` prepared for one :class:`LatencyModel`: ``M_c`` per call, ``(C, N, N)``."""
+
+    network: Network
+    matrices: FloatArray
+
+
+def nominal_conditions(scenario: Scenario) -> Conditions:
+    """Largest free capacity, lowest utilisation, lowest delay (MODEL.md §1)."""
+    layers = scenario.layers
+    delay = np.array([[scenario.delay_range_ms[(a, b)][0] for b in layers] for a in layers])
+    return Conditions(
+        cpu_millicores=np.array([round(n.nominal_cpu_cores * 1000) for n in scenario.nodes], dtype=np.float64),
+        memory_bytes=np.array([round(n.nominal_memory_bytes) for n in scenario.nodes], dtype=np.float64),
+        utilization=np.array([n.utilization_range[0] for n in scenario.nodes]),
+        delay_ms=delay,
+    )
+
+
+def draw_conditions(scenario: Scenario, rng: np.random.Generator) -> Conditions:
+    """Free CPU and memory uniformly from each node's lists, utilisation and delays uniformly in range.
+
+    Delays are drawn per ordered layer pair, as ``nodes.json`` lists them.
+    """
+    nodes = scenario.nodes
+    picks = rng.random((2, len(nodes)))
+    cpu = [round(n.cpu_choices_cores[int(u * len(n.cpu_choices_cores))] * 1000) for n, u in zip(nodes, picks[0], strict=True)]
+    mem = [round(n.memory_choices_bytes[int(u * len(n.memory_choices_bytes))]) for n, u in zip(nodes, picks[1], strict=True)]
+    util_low, util_high = np.array([n.utilization_range for n in nodes]).T
+    util = rng.uniform(util_low, util_high)
+    layers = scenario.layers
+    delay_low, delay_high = np.array([[scenario.delay_range_ms[(a, b)] for b in layers] for a in layers]).transpose(2, 0, 1)
+    delay = rng.uniform(delay_low, delay_high)
+    return Conditions(np.array(cpu, dtype=np.float64), np.array(mem, dtype=np.float64), util, delay)
+
+
+def build_network(scenario: Scenario, conditions: Conditions) -> Network:
+    """The node-pair matrices ``D`` and ``T`` of MODEL.md §2 for these conditions."""
+    layer_index = {layer: i for i, layer in enumerate(scenario.layers)}
+    node_layer = np.array([layer_index[n.layer] for n in scenario.nodes])
+    delay = conditions.delay_ms[np.ix_(node_layer, node_layer)].copy()
+    bits_per_s = np.array([n.bandwidth_mbps * 1e6 for n in scenario.nodes]) * (1.0 - conditions.utilization)
+    ms_per_byte = 8.0 * 1e3 / np.minimum.outer(bits_per_s, bits_per_s)
+    np.fill_diagonal(delay, 0.0)
+    np.fill_diagonal(ms_per_byte, 0.0)
+    return Network(delay, ms_per_byte)
+
+
+class LatencyModel:
+    """The latency formula of MODEL.md §2 for one scenario and workload, as arrays.
+
+    ``counts`` arguments are ``(S, N)`` pod counts (or ``(K, S, N)`` for a batch of placements),
+    services in scenario order and nodes in node order. Every service the workload calls must have
+    at least one pod; :func:`ceenv.placement.check_placement` enforces that for user input.
+    """
+
+    def __init__(self, scenario: Scenario, workload: Workload) -> None:
+        self.scenario = scenario
+        self.workload = workload
+        service_index = {name: i for i, name in enumerate(scenario.service_names)}
+        cpu_type = np.array([n.cpu_type for n in scenario.nodes])
+        services: list[int] = []
+        parents: list[int] = []
+        data: list[float] = []
+        execs: list[FloatArray] = []
+        children: list[list[list[int]]] = []
+
+        def add(call: Call | None, service: int, parent_service: int, groups: tuple[tuple[Call, ...], ...]) -> int:
+            own_groups = [[add(c, service_index[c.service], service, c.groups) for c in group] for group in groups]
+            services.append(service)
+            parents.append(parent_service)
+            data.append(call.data_bytes if call is not None else 0.0)
+            if call is None:
+                execs.append(np.zeros(len(cpu_type)))
+            else:
+                execs.append(np.array([call.execution_ms[int(t)] for t in cpu_type], dtype=np.float64))
+            children.append(own_groups)
+            return len(services) - 1
+
+        roots = []
+        for endpoint in workload.endpoints:
+            client = service_index[endpoint.client]
+            roots.append(add(None, client, client, endpoint.groups))
+        total_rps = sum(e.rps for e in workload.endpoints)
+        self.endpoint_names = tuple(e.name for e in workload.endpoints)
+        self.endpoint_weights = tuple(e.rps / total_rps for e in workload.endpoints)
+        self.roots = tuple(roots)
+        self.call_service: IntArray = np.array(services, dtype=np.int64)
+        self.call_parent_service: IntArray = np.array(parents, dtype=np.int64)
+        self.call_data_bytes: FloatArray = np.array(data, dtype=np.float64)
+        self.call_exec_ms: FloatArray = np.stack(execs)  # (C, N)
+        self.call_groups: tuple[tuple[tuple[int, ...], ...], ...] = tuple(
+            tuple(tuple(g) for g in groups) for groups in children
+        )
+        self.called_services = np.zeros(len(service_index), dtype=bool)
+        self.called_services[self.call_service] = True
+
+    def prepare(self, network: Network) -> CallCosts:
+        """Per-call network matrices ``M_c = D + d_c · T`` (zero for the root calls)."""
+        matrices = network.delay_ms[None, :, :] + self.call_data_bytes[:, None, None] * network.ms_per_byte[None]
+        matrices[list(self.roots)] = 0.0
+        return CallCosts(network, matrices)
+
+    def _own_costs(self, counts: FloatArray, costs: CallCosts) -> FloatArray:
+        """Per call c: E(c) + N(caller, c), the part of L that the caller adds for c.
+
+        With ``W = counts / replicas``: ``W_c · (exec_c + W_caller · M_c)``.
+        """
+        weights = counts / np.maximum(counts.sum(axis=-1, keepdims=True), 1.0)  # unplaced rows stay 0
+        caller = weights[..., self.call_parent_service, :]  # (..., C, N)
+        reach = (caller[..., None, :] @ costs.matrices)[..., 0, :] + self.call_exec_ms
+        result: FloatArray = (weights[..., self.call_service, :] * reach).sum(axis=-1)
+        return result
+
+    def _tree(self, own: list[float]) -> list[float]:
+        total = [0.0] * len(own)
+        for c, groups in enumerate(self.call_groups):  # children precede parents
+            slowest = 0.0
+            for group in groups:
+                elapsed = 0.0
+                for callee in group:
+                    elapsed += total[callee]
+                if elapsed > slowest:
+                    slowest = elapsed
+            total[c] = own[c] + slowest
+        return total
+
+    def endpoint_latencies(self, counts: FloatArray, costs: CallCosts) -> dict[str, float]:
+        """Latency of each endpoint's root call, ms."""
+        total = self._tree(self._own_costs(counts, costs).tolist())
+        return {name: total[root] for name, root in zip(self.endpoint_names, self.roots, strict=True)}
+
+    def latency(self, counts: FloatArray, costs: CallCosts) -> float:
+        """Application latency: the rps-weighted mean of the endpoint latencies, ms."""
+        total = self._tree(self._own_costs(counts, costs).tolist())
+        return sum(w * total[r] for w, r in zip(self.endpoint_weights, self.roots, strict=True))
+
+    def latency_batch(self, counts: FloatArray, costs: CallCosts) -> FloatArray:
+        """Application latency of a batch of placements ``(K, S, N)`` → ``(K,)``, ms."""
+        own = self._own_costs(counts, costs)
+        batch = counts.shape[0]
+        total: list[FloatArray] = [np.zeros(batch)] * len(self.call_groups)
+        for c, groups in enumerate(self.call_groups):
+            slowest = np.zeros(batch)
+            for group in groups:
+                elapsed = np.zeros(batch)
+                for callee in group:
+                    elapsed = elapsed + total[callee]
+                slowest = np.maximum(slowest, elapsed)
+            total[c] = own[:, c] + slowest
+        result = np.zeros(batch)
+        for weight, root in zip(self.endpoint_weights, self.roots, strict=True):
+            result += weight * total[root]
+        return result

@@ -1,0 +1,113 @@
+"""Placements at the edges: user ``placement.json`` files, and random start placements.
+
+:func:`slots_from_assignment` checks a user's service → node-list mapping against the scenario
+(known names, replica limits, layer rule, capacity under the given conditions, every called
+service placed) and turns it into slot form. :func:`draw_start` draws the dynamic start state of
+MODEL.md §3 from a seeded generator. Used by the env, the CLI and the evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ceenv.encoding import IntArray, Layout
+from ceenv.latency import Conditions, LatencyModel, draw_conditions, nominal_conditions
+from ceenv.validation import ScenarioError, child, read_json
+
+DEFAULT_START_ATTEMPTS = 200
+
+
+def load_assignment(path: str | Path) -> dict[str, list[str]]:
+    """Read ``placement.json`` (``{"service": ["node", ...]}``), checking only its shape."""
+    file = Path(path)
+    raw = read_json(file)
+    if not isinstance(raw, dict):
+        raise ScenarioError(str(file), "$", "wrong type", raw, 'an object such as {"aggregator": ["tb-cloud-vm-8-1"]}')
+    for service, nodes in raw.items():
+        if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+            raise ScenarioError(str(file), child("$", service), "wrong type", nodes, "a list of node names")
+    return raw
+
+
+def slots_from_assignment(
+    model: LatencyModel, layout: Layout, conditions: Conditions, assignment: Mapping[str, list[str]], file: str
+) -> IntArray:
+    """Check a service → nodes mapping and return ``slot_node``; raise :class:`ScenarioError` if infeasible."""
+    scenario = model.scenario
+    node_index = {name: i for i, name in enumerate(layout.node_names)}
+    first_slot = np.concatenate([[0], np.cumsum(layout.service_slots)[:-1]]).astype(int)
+    slot_node = np.full(layout.slot_count, -1, dtype=np.int64)
+    cpu_left = conditions.cpu_millicores.copy()
+    memory_left = conditions.memory_bytes.copy()
+    for service_name, nodes in assignment.items():
+        path = child("$", service_name)
+        if service_name not in layout.service_names:
+            raise ScenarioError(file, path, "unknown service", service_name, f"one of {list(layout.service_names)}")
+        s = layout.service_names.index(service_name)
+        service = scenario.services[s]
+        if len(nodes) > service.max_replica:
+            raise ScenarioError(file, path, f"{len(nodes)} pods exceed max-replica", nodes, f"at most {service.max_replica}")
+        for r, node_name in enumerate(nodes):
+            if node_name not in node_index:
+                raise ScenarioError(file, child(path, r), "unknown node", node_name, f"one of {list(layout.node_names)}")
+            n = node_index[node_name]
+            if not layout.allowed[s, n]:
+                rule = f"nodes of layer {service.layer!r}" if service.layer else "a node outside the client layer"
+                raise ScenarioError(file, child(path, r), "layer rule violated", node_name, rule)
+            cpu_left[n] -= round(service.cpu_cores * 1000)
+            memory_left[n] -= round(service.memory_bytes)
+            if cpu_left[n] < 0 or memory_left[n] < 0:
+                raise ScenarioError(file, child(path, r), f"node {node_name} is over capacity",
+                                    node_name, "pods whose requests fit the node's free CPU and memory")
+            slot_node[first_slot[s] + r] = n
+    for s, called in enumerate(model.called_services):
+        if called and not assignment.get(layout.service_names[s]):
+            raise ScenarioError(file, child("$", layout.service_names[s]), "service called by the workload has no pod",
+                                expected="at least one node")
+    return slot_node
+
+
+def draw_start(
+    model: LatencyModel,
+    layout: Layout,
+    rng: np.random.Generator,
+    dynamic: bool = True,
+    attempts: int = DEFAULT_START_ATTEMPTS,
+) -> tuple[Conditions, IntArray]:
+    """Draw conditions, replica counts and a feasible random placement (MODEL.md §3).
+
+    Each attempt draws everything anew; a scenario where no attempt yields a feasible placement is
+    an error, not a hang.
+    """
+    scenario = model.scenario
+    for _ in range(attempts):
+        conditions = draw_conditions(scenario, rng) if dynamic else nominal_conditions(scenario)
+        cpu_left = conditions.cpu_millicores.copy()
+        memory_left = conditions.memory_bytes.copy()
+        slot_node = np.full(layout.slot_count, -1, dtype=np.int64)
+        slot = 0
+        feasible = True
+        for s, service in enumerate(scenario.services):
+            replicas = int(rng.integers(1, service.max_replica + 1))
+            cpu, memory = round(service.cpu_cores * 1000), round(service.memory_bytes)
+            for r in range(replicas):
+                room = np.flatnonzero(layout.allowed[s] & (cpu_left >= cpu) & (memory_left >= memory))
+                if room.size == 0:
+                    feasible = False
+                    break
+                n = int(room[rng.integers(room.size)])
+                cpu_left[n] -= cpu
+                memory_left[n] -= memory
+                slot_node[slot + r] = n
+            if not feasible:
+                break
+            slot += service.max_replica
+        if feasible:
+            return conditions, slot_node
+    raise ScenarioError(
+        scenario.name, "$", f"no feasible start placement in {attempts} random draws",
+        expected="a cluster whose free CPU and memory can hold the services' pods (raise availability or lower max-replica)",
+    )

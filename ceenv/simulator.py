@@ -1,0 +1,129 @@
+"""The state of one cloud-edge cluster and the operations on it: the env's pure core.
+
+:class:`Simulator` holds one draw of the conditions, the placement of every pod slot, the free
+resources left by the pods and the current latency. It moves pods, answers which moves are valid
+and what a move would do to the latency. The Gymnasium env is a thin shell around it; the
+baselines, the best-known search and the evaluation use it directly. All arrays are plain numpy;
+nothing here validates input (that happens at the edges, :mod:`ceenv.placement`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from ceenv.encoding import BoolArray, FloatArray, IntArray, Layout, move_mask, observe
+from ceenv.latency import Conditions, LatencyModel, build_network
+
+# Integer-valued millicores and bytes are exact in float64; the tolerance only absorbs
+# capacities that the wire payload delivered in GiB.
+_FIT_TOLERANCE = 1e-6
+
+
+class Simulator:
+    """Conditions + placement + latency. ``slot_node[p]`` is the node of slot ``p`` (-1 = empty)."""
+
+    def __init__(self, model: LatencyModel, layout: Layout, conditions: Conditions, slot_node: IntArray) -> None:
+        self.model = model
+        self.layout = layout
+        services = model.scenario.services
+        self.request_cpu_millicores: FloatArray = np.array([round(s.cpu_cores * 1000) for s in services], dtype=float)
+        self.request_memory_bytes: FloatArray = np.array([round(s.memory_bytes) for s in services], dtype=float)
+        self.reset_to(conditions, slot_node)
+
+    def reset_to(self, conditions: Conditions, slot_node: IntArray) -> None:
+        """Replace conditions and placement; recompute everything derived from them."""
+        layout = self.layout
+        self.conditions = conditions
+        self.network = build_network(self.model.scenario, conditions)
+        self.costs = self.model.prepare(self.network)
+        self._mask: BoolArray | None = None
+        self.slot_node = np.asarray(slot_node, dtype=np.int64).copy()
+        counts = np.zeros((len(layout.service_names), layout.node_count))
+        occupied = self.slot_node >= 0
+        np.add.at(counts, (layout.slot_service[occupied], self.slot_node[occupied]), 1.0)
+        self.counts = counts
+        self.free_cpu_millicores = conditions.cpu_millicores - self.request_cpu_millicores @ counts
+        self.free_memory_bytes = conditions.memory_bytes - self.request_memory_bytes @ counts
+        self.latency_ms = self.model.latency(counts, self.costs)
+
+    def copy(self) -> Simulator:
+        clone = object.__new__(Simulator)
+        clone.__dict__.update(self.__dict__)
+        clone.slot_node = self.slot_node.copy()
+        clone.counts = self.counts.copy()
+        clone.free_cpu_millicores = self.free_cpu_millicores.copy()
+        clone.free_memory_bytes = self.free_memory_bytes.copy()
+        return clone
+
+    # --- what is allowed -------------------------------------------------------------------
+    def fits(self) -> BoolArray:
+        """``(S, N)``: a pod of service s would fit on node n now (layer rule and free resources)."""
+        cpu_ok = self.free_cpu_millicores[None, :] + _FIT_TOLERANCE >= self.request_cpu_millicores[:, None]
+        memory_ok = self.free_memory_bytes[None, :] + _FIT_TOLERANCE >= self.request_memory_bytes[:, None]
+        result: BoolArray = self.layout.allowed & cpu_ok & memory_ok
+        return result
+
+    def target_ok(self) -> BoolArray:
+        """``(P, N)``: the capacity and layer rule per slot, the input of :func:`move_mask`."""
+        result: BoolArray = self.fits()[self.layout.slot_service]
+        return result
+
+    def action_mask(self) -> BoolArray:
+        """Valid actions now (cached until the placement changes; do not modify the result)."""
+        if self._mask is None:
+            self._mask = move_mask(self.layout, self.slot_node, self.target_ok())
+        return self._mask
+
+    def observation(self) -> npt.NDArray[np.float32]:
+        return observe(self.layout, self.free_cpu_millicores, self.free_memory_bytes, self.slot_node)
+
+    # --- changing the placement --------------------------------------------------------------
+    def move(self, slot: int, node: int) -> float:
+        """Move the pod in ``slot`` to ``node`` (the caller checked the mask); return the new latency."""
+        source = int(self.slot_node[slot])
+        service = int(self.layout.slot_service[slot])
+        cpu, memory = self.request_cpu_millicores[service], self.request_memory_bytes[service]
+        self._mask = None
+        self.slot_node[slot] = node
+        self.counts[service, source] -= 1.0
+        self.counts[service, node] += 1.0
+        self.free_cpu_millicores[source] += cpu
+        self.free_cpu_millicores[node] -= cpu
+        self.free_memory_bytes[source] += memory
+        self.free_memory_bytes[node] -= memory
+        self.latency_ms = self.model.latency(self.counts, self.costs)
+        return self.latency_ms
+
+    def distinct_moves(self) -> list[tuple[int, int]]:
+        """Valid moves with duplicates removed: pods of one service on one node are interchangeable."""
+        mask = self.action_mask()[:-1].reshape(self.layout.node_count, self.layout.slot_count)
+        seen: set[tuple[int, int, int]] = set()
+        moves = []
+        for node, slot in zip(*np.nonzero(mask), strict=True):
+            key = (int(self.layout.slot_service[slot]), int(self.slot_node[slot]), int(node))
+            if key not in seen:
+                seen.add(key)
+                moves.append((int(slot), int(node)))
+        return moves
+
+    def latency_after(self, moves: list[tuple[int, int]]) -> FloatArray:
+        """Latency after each single move (evaluated together, nothing is changed)."""
+        if not moves:
+            return np.zeros(0)
+        batch = np.repeat(self.counts[None], len(moves), axis=0)
+        index = np.arange(len(moves))
+        slots = np.array([m[0] for m in moves])
+        targets = np.array([m[1] for m in moves])
+        services = self.layout.slot_service[slots]
+        batch[index, services, self.slot_node[slots]] -= 1.0
+        batch[index, services, targets] += 1.0
+        return self.model.latency_batch(batch, self.costs)
+
+    def placement(self) -> dict[str, list[str]]:
+        """Service → node names of its pods, the format of ``placement.json``."""
+        result: dict[str, list[str]] = {name: [] for name in self.layout.service_names}
+        for slot in np.flatnonzero(self.slot_node >= 0):
+            service = self.layout.service_names[self.layout.slot_service[slot]]
+            result[service].append(self.layout.node_names[self.slot_node[slot]])
+        return result
