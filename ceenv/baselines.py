@@ -1,0 +1,132 @@
+"""Baseline rescheduling policies that every evaluation reports beside the learned policy.
+
+Each runner takes a :class:`ceenv.simulator.Simulator` in its start state, works on a copy (the
+input is never changed) and returns an :class:`Outcome`: no-op (keep the scheduler's placement),
+random valid moves, greedy (best single move by the model until no move gains more than the step
+cost) and a utilisation balancer in the spirit of the Kubernetes descheduler's
+LowNodeUtilization. The best-known placement (the ceiling) is in :mod:`ceenv.search`. Used by the
+evaluation, ``reach sim demo`` and the tests.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ceenv.encoding import decode_action
+from ceenv.simulator import Simulator
+
+DEFAULT_STEP_COST_MS = 1.25
+DEFAULT_MAX_MOVES = 100
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a method did to one start state."""
+
+    method: str
+    start_latency_ms: float
+    end_latency_ms: float
+    moves: int
+    decision_seconds: float
+    invalid_actions: int = 0
+    placement: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def reduction_ms(self) -> float:
+        return self.start_latency_ms - self.end_latency_ms
+
+    @property
+    def reduction_pct(self) -> float:
+        return 100.0 * self.reduction_ms / self.start_latency_ms if self.start_latency_ms > 0 else 0.0
+
+
+def _outcome(method: str, start_ms: float, sim: Simulator, moves: int, started: float) -> Outcome:
+    return Outcome(method, start_ms, sim.latency_ms, moves, time.perf_counter() - started, 0, sim.placement())
+
+
+def run_noop(start: Simulator) -> Outcome:
+    """Keep the placement the scheduler left."""
+    return _outcome("noop", start.latency_ms, start, 0, time.perf_counter())
+
+
+def run_random(start: Simulator, rng: np.random.Generator, max_moves: int = DEFAULT_MAX_MOVES) -> Outcome:
+    """Uniformly random valid actions (STOP included) until STOP or ``max_moves`` moves."""
+    began = time.perf_counter()
+    sim = start.copy()
+    moves = 0
+    while moves < max_moves:
+        valid = np.flatnonzero(sim.action_mask())
+        decoded = decode_action(sim.layout, int(valid[rng.integers(valid.size)]))
+        if decoded is None:
+            break
+        sim.move(*decoded)
+        moves += 1
+    return _outcome("random", start.latency_ms, sim, moves, began)
+
+
+def run_greedy(
+    start: Simulator, step_cost_ms: float = DEFAULT_STEP_COST_MS, max_moves: int = DEFAULT_MAX_MOVES
+) -> Outcome:
+    """Apply the single best move by the latency model until no move gains more than ``step_cost_ms``."""
+    began = time.perf_counter()
+    sim = start.copy()
+    moves = 0
+    while moves < max_moves:
+        candidates = sim.distinct_moves()
+        if not candidates:
+            break
+        after = sim.latency_after(candidates)
+        best = int(np.argmin(after))
+        if sim.latency_ms - after[best] <= step_cost_ms:
+            break
+        sim.move(*candidates[best])
+        moves += 1
+    return _outcome("greedy", start.latency_ms, sim, moves, began)
+
+
+def node_utilization(sim: Simulator) -> tuple[np.ndarray, np.ndarray]:
+    """Fraction of each node's CPU and memory requested by our pods (1 = full, 0 = empty)."""
+    cpu_total = np.maximum(sim.conditions.cpu_millicores, 1.0)
+    memory_total = np.maximum(sim.conditions.memory_bytes, 1.0)
+    return 1.0 - sim.free_cpu_millicores / cpu_total, 1.0 - sim.free_memory_bytes / memory_total
+
+
+def run_balancer(
+    start: Simulator,
+    low_threshold: float = 0.2,
+    high_threshold: float = 0.5,
+    max_moves: int = DEFAULT_MAX_MOVES,
+) -> Outcome:
+    """LowNodeUtilization: move pods off over-utilised nodes onto under-utilised ones.
+
+    A node is over-utilised when its CPU or memory use exceeds ``high_threshold``, under-utilised
+    when both are below ``low_threshold``. Pods leave the most loaded node first, to the least
+    loaded under-utilised node they fit on; the balancer ignores latency, like the descheduler.
+    """
+    began = time.perf_counter()
+    sim = start.copy()
+    moves = 0
+    while moves < max_moves:
+        cpu, memory = node_utilization(sim)
+        load = np.maximum(cpu, memory)
+        over = [int(n) for n in np.argsort(-load) if cpu[n] > high_threshold or memory[n] > high_threshold]
+        under = (cpu < low_threshold) & (memory < low_threshold)
+        move = _balancing_move(sim, over, under, load)
+        if move is None:
+            break
+        sim.move(*move)
+        moves += 1
+    return _outcome("balancer", start.latency_ms, sim, moves, began)
+
+
+def _balancing_move(sim: Simulator, over: list[int], under: np.ndarray, load: np.ndarray) -> tuple[int, int] | None:
+    mask = sim.action_mask()[:-1].reshape(sim.layout.node_count, sim.layout.slot_count)
+    for source in over:
+        for slot in np.flatnonzero(sim.slot_node == source):
+            targets = np.flatnonzero(mask[:, slot] & under)
+            if targets.size:
+                return int(slot), int(targets[np.argmin(load[targets])])
+    return None
