@@ -104,29 +104,39 @@ def run_balancer(
 
     A node is over-utilised when its CPU or memory use exceeds ``high_threshold``, under-utilised
     when both are below ``low_threshold``. Pods leave the most loaded node first, to the least
-    loaded under-utilised node they fit on; the balancer ignores latency, like the descheduler.
+    loaded under-utilised node that stays within ``high_threshold``; each pod moves at most once.
+    The balancer ignores latency, like the descheduler.
     """
     began = time.perf_counter()
     sim = start.copy()
-    moves = 0
-    while moves < max_moves:
-        cpu, memory = node_utilization(sim)
-        load = np.maximum(cpu, memory)
-        over = [int(n) for n in np.argsort(-load) if cpu[n] > high_threshold or memory[n] > high_threshold]
-        under = (cpu < low_threshold) & (memory < low_threshold)
-        move = _balancing_move(sim, over, under, load)
+    moved: set[int] = set()
+    while len(moved) < max_moves:
+        move = _balancing_move(sim, moved, low_threshold, high_threshold)
         if move is None:
             break
         sim.move(*move)
-        moves += 1
-    return _outcome("balancer", start.latency_ms, sim, moves, began)
+        moved.add(move[0])
+    return _outcome("balancer", start.latency_ms, sim, len(moved), began)
 
 
-def _balancing_move(sim: Simulator, over: list[int], under: np.ndarray, load: np.ndarray) -> tuple[int, int] | None:
+def _balancing_move(sim: Simulator, moved: set[int], low: float, high: float) -> tuple[int, int] | None:
+    """The next eviction: a pod not yet moved, from the most loaded over-utilised node, to the least
+    loaded under-utilised node that stays at or below ``high`` after receiving it."""
+    cpu, memory = node_utilization(sim)
+    load = np.maximum(cpu, memory)
+    under = (cpu < low) & (memory < low)
+    over = [int(n) for n in np.argsort(-load) if cpu[n] > high or memory[n] > high]
     mask = sim.action_mask()[:-1].reshape(sim.layout.node_count, sim.layout.slot_count)
+    cpu_total = np.maximum(sim.conditions.cpu_millicores, 1.0)
+    memory_total = np.maximum(sim.conditions.memory_bytes, 1.0)
     for source in over:
         for slot in np.flatnonzero(sim.slot_node == source):
-            targets = np.flatnonzero(mask[:, slot] & under)
+            if int(slot) in moved:
+                continue
+            service = sim.layout.slot_service[slot]
+            cpu_after = cpu + sim.request_cpu_millicores[service] / cpu_total
+            memory_after = memory + sim.request_memory_bytes[service] / memory_total
+            targets = np.flatnonzero(mask[:, slot] & under & (cpu_after <= high) & (memory_after <= high))
             if targets.size:
                 return int(slot), int(targets[np.argmin(load[targets])])
     return None

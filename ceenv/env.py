@@ -62,7 +62,7 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
     * v0: initial version (observation version 1).
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium declares it as an instance attribute)
 
     def __init__(
         self,
@@ -78,7 +78,9 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
         if not isinstance(workload, Workload):
             workload = load_workload(workload, scenario)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode {render_mode!r} is not supported; use one of {self.metadata['render_modes']}")
+            raise ValueError(
+                f"render_mode {render_mode!r} is not supported; use one of {self.metadata['render_modes']}"
+            )
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.scenario = scenario
@@ -102,7 +104,9 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
             raise gym.error.ResetNeeded("call reset() before using the environment")
         return self.sim
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[ObsType, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[ObsType, dict[str, Any]]:
         """Draw a new start state. ``options={"state": (conditions, slot_node)}`` starts from a given state."""
         super().reset(seed=seed)
         if options and "state" in options:
@@ -146,7 +150,7 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
             "invalid_action": invalid,
         }
 
-    def render(self) -> str | None:  # type: ignore[override]
+    def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
         sim = self.simulator

@@ -69,12 +69,20 @@ def draw_conditions(scenario: Scenario, rng: np.random.Generator) -> Conditions:
     """
     nodes = scenario.nodes
     picks = rng.random((2, len(nodes)))
-    cpu = [round(n.cpu_choices_cores[int(u * len(n.cpu_choices_cores))] * 1000) for n, u in zip(nodes, picks[0], strict=True)]
-    mem = [round(n.memory_choices_bytes[int(u * len(n.memory_choices_bytes))]) for n, u in zip(nodes, picks[1], strict=True)]
+    cpu = [
+        round(n.cpu_choices_cores[int(u * len(n.cpu_choices_cores))] * 1000)
+        for n, u in zip(nodes, picks[0], strict=True)
+    ]
+    mem = [
+        round(n.memory_choices_bytes[int(u * len(n.memory_choices_bytes))])
+        for n, u in zip(nodes, picks[1], strict=True)
+    ]
     util_low, util_high = np.array([n.utilization_range for n in nodes]).T
     util = rng.uniform(util_low, util_high)
     layers = scenario.layers
-    delay_low, delay_high = np.array([[scenario.delay_range_ms[(a, b)] for b in layers] for a in layers]).transpose(2, 0, 1)
+    delay_low, delay_high = np.array([[scenario.delay_range_ms[(a, b)] for b in layers] for a in layers]).transpose(
+        2, 0, 1
+    )
     delay = rng.uniform(delay_low, delay_high)
     return Conditions(np.array(cpu, dtype=np.float64), np.array(mem, dtype=np.float64), util, delay)
 

@@ -49,10 +49,14 @@ def slots_from_assignment(
         s = layout.service_names.index(service_name)
         service = scenario.services[s]
         if len(nodes) > service.max_replica:
-            raise ScenarioError(file, path, f"{len(nodes)} pods exceed max-replica", nodes, f"at most {service.max_replica}")
+            raise ScenarioError(
+                file, path, f"{len(nodes)} pods exceed max-replica", nodes, f"at most {service.max_replica}"
+            )
         for r, node_name in enumerate(nodes):
             if node_name not in node_index:
-                raise ScenarioError(file, child(path, r), "unknown node", node_name, f"one of {list(layout.node_names)}")
+                raise ScenarioError(
+                    file, child(path, r), "unknown node", node_name, f"one of {list(layout.node_names)}"
+                )
             n = node_index[node_name]
             if not layout.allowed[s, n]:
                 rule = f"nodes of layer {service.layer!r}" if service.layer else "a node outside the client layer"
@@ -60,13 +64,22 @@ def slots_from_assignment(
             cpu_left[n] -= round(service.cpu_cores * 1000)
             memory_left[n] -= round(service.memory_bytes)
             if cpu_left[n] < 0 or memory_left[n] < 0:
-                raise ScenarioError(file, child(path, r), f"node {node_name} is over capacity",
-                                    node_name, "pods whose requests fit the node's free CPU and memory")
+                raise ScenarioError(
+                    file,
+                    child(path, r),
+                    f"node {node_name} is over capacity",
+                    node_name,
+                    "pods whose requests fit the node's free CPU and memory",
+                )
             slot_node[first_slot[s] + r] = n
     for s, called in enumerate(model.called_services):
         if called and not assignment.get(layout.service_names[s]):
-            raise ScenarioError(file, child("$", layout.service_names[s]), "service called by the workload has no pod",
-                                expected="at least one node")
+            raise ScenarioError(
+                file,
+                child("$", layout.service_names[s]),
+                "service called by the workload has no pod",
+                expected="at least one node",
+            )
     return slot_node
 
 
@@ -108,6 +121,8 @@ def draw_start(
         if feasible:
             return conditions, slot_node
     raise ScenarioError(
-        scenario.name, "$", f"no feasible start placement in {attempts} random draws",
+        scenario.name,
+        "$",
+        f"no feasible start placement in {attempts} random draws",
         expected="a cluster whose free CPU and memory can hold the services' pods (raise availability or lower max-replica)",
     )

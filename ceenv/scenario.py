@@ -117,7 +117,9 @@ def _choices(reader: Reader, value: object, path: str, parse: Any, what: str) ->
     return tuple(reader.unit(parse, item, child(path, i)) for i, item in enumerate(items))
 
 
-def parse_nodes(raw: object, file: str) -> tuple[tuple[Node, ...], tuple[str, ...], dict[tuple[str, str], tuple[float, float]]]:
+def parse_nodes(
+    raw: object, file: str
+) -> tuple[tuple[Node, ...], tuple[str, ...], dict[tuple[str, str], tuple[float, float]]]:
     """Validate a ``nodes.json`` document; return nodes in node order, layers, and delay ranges."""
     r = Reader(file)
     doc = r.mapping(raw, "$")
@@ -127,7 +129,11 @@ def parse_nodes(raw: object, file: str) -> tuple[tuple[Node, ...], tuple[str, ..
         path = child("$.node_type", type_name)
         spec = r.mapping(spec, path)
         cpu_type = r.integer(r.field(spec, "cpu_type", path, "an integer CPU type"), child(path, "cpu_type"), 0)
-        bandwidth = r.unit(parse_bandwidth_mbps, r.field(spec, "bandwidth", path, "a bandwidth such as '500m'"), child(path, "bandwidth"))
+        bandwidth = r.unit(
+            parse_bandwidth_mbps,
+            r.field(spec, "bandwidth", path, "a bandwidth such as '500m'"),
+            child(path, "bandwidth"),
+        )
         if bandwidth <= 0:
             raise r.fail(child(path, "bandwidth"), "wrong value", spec["bandwidth"], "a positive bandwidth")
         type_info[type_name] = (cpu_type, bandwidth)
@@ -145,18 +151,45 @@ def parse_nodes(raw: object, file: str) -> tuple[tuple[Node, ...], tuple[str, ..
                 raise r.fail(path, "unknown node type", type_name, f"one of $.node_type: {sorted(type_info)}")
             spec = r.mapping(spec, path)
             count = r.integer(r.field(spec, "count", path, "an integer node count"), child(path, "count"), 0)
-            cpus = _choices(r, r.field(spec, "cpu_availability", path, "a list of CPU quantities"), child(path, "cpu_availability"), parse_cpu_cores, "CPU quantity")
-            mems = _choices(r, r.field(spec, "memory_availability", path, "a list of memory quantities"), child(path, "memory_availability"), parse_memory_bytes, "memory quantity")
+            cpus = _choices(
+                r,
+                r.field(spec, "cpu_availability", path, "a list of CPU quantities"),
+                child(path, "cpu_availability"),
+                parse_cpu_cores,
+                "CPU quantity",
+            )
+            mems = _choices(
+                r,
+                r.field(spec, "memory_availability", path, "a list of memory quantities"),
+                child(path, "memory_availability"),
+                parse_memory_bytes,
+                "memory quantity",
+            )
             util = (0.0, 0.0)
             if "bandwidth_utilization" in spec:
-                util = _range(r, spec["bandwidth_utilization"], child(path, "bandwidth_utilization"), parse_fraction, "fractions of NIC bandwidth")
+                util = _range(
+                    r,
+                    spec["bandwidth_utilization"],
+                    child(path, "bandwidth_utilization"),
+                    parse_fraction,
+                    "fractions of NIC bandwidth",
+                )
                 if util[1] >= 1.0:
-                    raise r.fail(child(path, "bandwidth_utilization"), "wrong value", spec["bandwidth_utilization"], "a utilisation below 1 (a fully used NIC carries nothing)")
+                    raise r.fail(
+                        child(path, "bandwidth_utilization"),
+                        "wrong value",
+                        spec["bandwidth_utilization"],
+                        "a utilisation below 1 (a fully used NIC carries nothing)",
+                    )
             cpu_type, bandwidth = type_info[type_name]
             for i in range(1, count + 1):
                 name = f"{type_name}-{i}"
                 if name in seen:
-                    raise r.fail(child(path, "count"), f"duplicate node name {name!r} (also made by {seen[name]})", expected="node types that appear once across layers")
+                    raise r.fail(
+                        child(path, "count"),
+                        f"duplicate node name {name!r} (also made by {seen[name]})",
+                        expected="node types that appear once across layers",
+                    )
                 seen[name] = path
                 nodes.append(Node(name, layer, type_name, cpu_type, bandwidth, cpus, mems, util))
     if not nodes:
@@ -166,11 +199,19 @@ def parse_nodes(raw: object, file: str) -> tuple[tuple[Node, ...], tuple[str, ..
     latency = r.mapping(r.field(doc, "latency", "$", "an object of layer-to-layer delay ranges"), "$.latency")
     delays: dict[tuple[str, str], tuple[float, float]] = {}
     for a in layers:
-        row = r.mapping(latency.get(a), child("$.latency", a), f"an object of delays from layer {a!r}") if a in latency else None
+        row = (
+            r.mapping(latency.get(a), child("$.latency", a), f"an object of delays from layer {a!r}")
+            if a in latency
+            else None
+        )
         for b in layers:
             path = child(child("$.latency", a), b)
             if row is None or b not in row:
-                raise r.fail(path, f"missing delay from layer {a!r} to layer {b!r}", expected="[low, high] such as ['50ms', '500ms']")
+                raise r.fail(
+                    path,
+                    f"missing delay from layer {a!r} to layer {b!r}",
+                    expected="[low, high] such as ['50ms', '500ms']",
+                )
             delays[(a, b)] = _range(r, row[b], path, parse_time_ms, "delays")
     return tuple(nodes), layers, delays
 
@@ -185,15 +226,25 @@ def parse_services(raw: object, file: str, layers: tuple[str, ...] | None = None
     for name, spec in doc.items():
         path = child("$", name)
         spec = r.mapping(spec, path)
-        cpu = r.unit(parse_cpu_cores, r.field(spec, "cpu-requests", path, "a CPU quantity such as '700m'"), child(path, "cpu-requests"))
-        mem = r.unit(parse_memory_bytes, r.field(spec, "memory-requests", path, "a memory quantity such as '700M'"), child(path, "memory-requests"))
+        cpu = r.unit(
+            parse_cpu_cores,
+            r.field(spec, "cpu-requests", path, "a CPU quantity such as '700m'"),
+            child(path, "cpu-requests"),
+        )
+        mem = r.unit(
+            parse_memory_bytes,
+            r.field(spec, "memory-requests", path, "a memory quantity such as '700M'"),
+            child(path, "memory-requests"),
+        )
         replicas = r.integer(r.field(spec, "max-replica", path, "an integer >= 1"), child(path, "max-replica"), 1)
         layer = spec.get("layer")
         if layer is not None:
             if not isinstance(layer, str):
                 raise r.fail(child(path, "layer"), "wrong type", layer, "a layer name")
             if layers is not None and layer not in layers:
-                raise r.fail(child(path, "layer"), "unknown layer", layer, f"one of the cluster's layers {list(layers)}")
+                raise r.fail(
+                    child(path, "layer"), "unknown layer", layer, f"one of the cluster's layers {list(layers)}"
+                )
         services.append(Service(name, cpu, mem, replicas, layer))
     return tuple(services)
 
@@ -202,12 +253,18 @@ def load_scenario(directory: str | Path) -> Scenario:
     """Load and cross-check ``nodes.json`` and ``services.json`` from a scenario directory."""
     root = Path(directory)
     if not root.is_dir():
-        raise ScenarioError(str(root), "$", "not a directory", expected="a directory holding nodes.json and services.json")
+        raise ScenarioError(
+            str(root), "$", "not a directory", expected="a directory holding nodes.json and services.json"
+        )
     nodes_file, services_file = root / "nodes.json", root / "services.json"
     nodes, layers, delays = parse_nodes(read_json(nodes_file), str(nodes_file))
     services = parse_services(read_json(services_file), str(services_file), layers)
     for service in services:
         if not any(service.allowed_on(node) for node in nodes):
-            raise ScenarioError(str(services_file), child("$", service.name), "no node satisfies the service's layer rule",
-                                expected="a cluster with at least one node the service may run on")
+            raise ScenarioError(
+                str(services_file),
+                child("$", service.name),
+                "no node satisfies the service's layer rule",
+                expected="a cluster with at least one node the service may run on",
+            )
     return Scenario(root.name, nodes, layers, delays, services)

@@ -97,4 +97,6 @@ def best_known(start: Simulator, rng: np.random.Generator, restarts: int = 4, ki
         if candidate.latency_ms < best.latency_ms - _MIN_GAIN_MS:
             best = candidate
     moved = int(((best.slot_node != start.slot_node) & (start.slot_node >= 0)).sum())
-    return Outcome("best_known", start.latency_ms, best.latency_ms, moved, time.perf_counter() - began, 0, best.placement())
+    return Outcome(
+        "best_known", start.latency_ms, best.latency_ms, moved, time.perf_counter() - began, 0, best.placement()
+    )

@@ -61,9 +61,7 @@ def parse_cpu_cores(value: object) -> float:
 
 def parse_bytes(value: object) -> float:
     """Memory or data size (``700M``, ``27.68G``, ``512Mi``, ``100K``) → bytes (M = 10^6, Mi = 2^20)."""
-    return _scale(
-        value, {**_DECIMAL_SUFFIX, **_BINARY_SUFFIX}, "byte quantity", "'700M', '2G', '512Mi' or '0.1M'"
-    )
+    return _scale(value, {**_DECIMAL_SUFFIX, **_BINARY_SUFFIX}, "byte quantity", "'700M', '2G', '512Mi' or '0.1M'")
 
 
 def parse_memory_bytes(value: object) -> float:

@@ -83,7 +83,9 @@ def _parse_groups(r: Reader, value: object, path: str, depth: int) -> tuple[tupl
 def _parse_call(r: Reader, service: str, spec: object, path: str, depth: int) -> Call:
     spec = r.mapping(spec, path)
     data = r.unit(parse_data_bytes, spec.get("data-size", "0"), child(path, "data-size"))
-    times_raw = r.mapping(r.field(spec, "execution-time", path, "an object of times keyed by CPU type"), child(path, "execution-time"))
+    times_raw = r.mapping(
+        r.field(spec, "execution-time", path, "an object of times keyed by CPU type"), child(path, "execution-time")
+    )
     times: dict[int, float] = {}
     for key, value in times_raw.items():
         key_path = child(child(path, "execution-time"), key)
@@ -109,7 +111,9 @@ def parse_workload(raw: object, file: str, name: str) -> Workload:
         client = r.field(spec, "client", path, "the client service's name")
         if not isinstance(client, str):
             raise r.fail(child(path, "client"), "wrong type", client, "a service name")
-        rps = r.number(r.field(spec, "rps", path, "a request rate > 0"), child(path, "rps"), "a request rate > 0", positive=True)
+        rps = r.number(
+            r.field(spec, "rps", path, "a request rate > 0"), child(path, "rps"), "a request rate > 0", positive=True
+        )
         qos = r.unit(parse_time_ms, spec["qos"], child(path, "qos")) if "qos" in spec else None
         groups = _parse_groups(r, r.field(spec, "call-path", path, "a list of groups"), child(path, "call-path"), 0)
         endpoints.append(Endpoint(endpoint, client, rps, qos, groups))
@@ -122,17 +126,31 @@ def check_workload(workload: Workload, scenario: Scenario, file: str) -> None:
     cpu_types = scenario.cpu_types
     for endpoint in workload.endpoints:
         if endpoint.client not in known:
-            raise ScenarioError(file, child(child("$", endpoint.name), "client"), "unknown client service",
-                                endpoint.client, f"a service of services.json: {sorted(known)}")
+            raise ScenarioError(
+                file,
+                child(child("$", endpoint.name), "client"),
+                "unknown client service",
+                endpoint.client,
+                f"a service of services.json: {sorted(known)}",
+            )
         for call in endpoint.calls():
             if call.service not in known:
-                raise ScenarioError(file, call.path, "unknown service in call path", call.service,
-                                    f"a service of services.json: {sorted(known)}")
+                raise ScenarioError(
+                    file,
+                    call.path,
+                    "unknown service in call path",
+                    call.service,
+                    f"a service of services.json: {sorted(known)}",
+                )
             missing = [t for t in cpu_types if t not in call.execution_ms]
             if missing:
-                raise ScenarioError(file, child(call.path, "execution-time"), f"missing CPU type(s) {missing}",
-                                    {str(k): v for k, v in call.execution_ms.items()},
-                                    f"an execution time for every CPU type in the cluster {list(cpu_types)}")
+                raise ScenarioError(
+                    file,
+                    child(call.path, "execution-time"),
+                    f"missing CPU type(s) {missing}",
+                    {str(k): v for k, v in call.execution_ms.items()},
+                    f"an execution time for every CPU type in the cluster {list(cpu_types)}",
+                )
 
 
 def workload_name(path: Path) -> str:

@@ -1,0 +1,77 @@
+"""Baselines and the best-known search: they never change their input and behave as documented."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ceenv.baselines import node_utilization, run_balancer, run_greedy, run_noop, run_random
+from ceenv.env import CloudEdgeEnv
+from ceenv.search import best_known, random_placement
+from ceenv.simulator import Simulator
+from tests.conftest import scenario_dir, workload_file
+
+
+def start(scenario: str = "13-29", seed: int = 0, workload: str = "aggregator_sequential") -> Simulator:
+    env = CloudEdgeEnv(scenario_dir(scenario), workload_file(workload))
+    env.reset(seed=seed)
+    return env.simulator
+
+
+def test_noop_keeps_the_start() -> None:
+    sim = start()
+    outcome = run_noop(sim)
+    assert (outcome.moves, outcome.end_latency_ms) == (0, sim.latency_ms)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_greedy_stops_when_no_move_gains_more_than_the_step_cost(seed: int) -> None:
+    sim = start(seed=seed)
+    outcome = run_greedy(sim, step_cost_ms=1.25)
+    assert outcome.end_latency_ms <= sim.latency_ms
+    final = sim.copy()
+    from ceenv.placement import slots_from_assignment
+
+    final.reset_to(
+        sim.conditions, slots_from_assignment(sim.model, sim.layout, sim.conditions, outcome.placement, "greedy")
+    )
+    assert final.latency_ms == pytest.approx(outcome.end_latency_ms)
+    moves = final.distinct_moves()
+    assert not moves or final.latency_ms - final.latency_after(moves).min() <= 1.25
+
+
+@pytest.mark.parametrize("scenario", ["7-21", "13-29", "19-37"])
+def test_best_known_is_at_least_as_good_as_greedy_and_leaves_the_input_alone(scenario: str) -> None:
+    sim = start(scenario, seed=4)
+    before = sim.slot_node.copy(), sim.latency_ms
+    greedy = run_greedy(sim)
+    best = best_known(sim, np.random.default_rng(0))
+    assert best.end_latency_ms <= greedy.end_latency_ms + 1e-9
+    np.testing.assert_array_equal(sim.slot_node, before[0])
+    assert sim.latency_ms == before[1]
+
+
+def test_random_makes_only_valid_moves_within_the_cap() -> None:
+    sim = start()
+    outcome = run_random(sim, np.random.default_rng(0), max_moves=30)
+    assert 0 <= outcome.moves <= 30
+    assert sum(len(nodes) for nodes in outcome.placement.values()) == int((sim.slot_node >= 0).sum())
+
+
+def test_balancer_only_moves_pods_off_overutilised_nodes_onto_nodes_it_keeps_within_the_threshold() -> None:
+    for seed in range(10):
+        sim = start(seed=seed)
+        outcome = run_balancer(sim, low_threshold=0.2, high_threshold=0.5)
+        assert outcome.moves <= int((sim.slot_node >= 0).sum())
+        cpu, memory = node_utilization(sim)
+        if not ((cpu > 0.5) | (memory > 0.5)).any():
+            assert outcome.moves == 0
+
+
+def test_random_placement_keeps_replica_counts_and_pins() -> None:
+    sim = start("7-21", seed=3)
+    other = random_placement(sim, np.random.default_rng(1))
+    assert other is not None
+    np.testing.assert_array_equal(other.counts.sum(axis=1), sim.counts.sum(axis=1))
+    assert other.slot_node[0] == sim.slot_node[0]  # the client never moves
+    assert (other.free_cpu_millicores >= 0).all()

@@ -1,0 +1,135 @@
+"""The one shared encoder: the golden env-vs-payload test, action codec, layout, payload errors."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from ceenv.encoding import (
+    Layout,
+    PayloadError,
+    decode_action,
+    encode_action,
+    move_mask,
+    observe,
+    request_from_state,
+    state_from_request,
+)
+from ceenv.env import CloudEdgeEnv
+from ceenv.schema import ActionRequest
+from tests.conftest import scenario_dir, workload_file
+
+
+def _env_request(scenario: str, seed: int, moves: int = 0) -> tuple[CloudEdgeEnv, dict[str, Any]]:
+    env = CloudEdgeEnv(scenario_dir(scenario), workload_file("chain"))
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    for _ in range(moves):
+        valid = np.flatnonzero(env.action_masks()[:-1])
+        env.step(int(valid[rng.integers(valid.size)]))
+    sim = env.simulator
+    return env, request_from_state(
+        env.layout, sim.free_cpu_millicores, sim.free_memory_bytes, sim.slot_node, sim.target_ok()
+    )
+
+
+@pytest.mark.parametrize(("scenario", "seed", "moves"), [("7-21", 0, 0), ("13-29", 1, 7), ("19-37", 2, 15)])
+def test_golden_env_observation_equals_the_observation_rebuilt_from_the_wire_payload(
+    scenario: str, seed: int, moves: int
+) -> None:
+    env, raw = _env_request(scenario, seed, moves)
+    decoded = state_from_request(env.layout, ActionRequest.model_validate(raw))
+    rebuilt = observe(env.layout, decoded.free_cpu_millicores, decoded.free_memory_bytes, decoded.slot_node)
+    np.testing.assert_allclose(rebuilt, env.simulator.observation(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(move_mask(env.layout, decoded.slot_node, decoded.target_ok), env.action_masks())
+
+
+def test_action_index_round_trips() -> None:
+    env = CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain"))
+    layout = env.layout
+    for slot in range(layout.slot_count):
+        for node in range(layout.node_count):
+            assert decode_action(layout, encode_action(layout, slot, node)) == (slot, node)
+    assert decode_action(layout, layout.stop_action) is None
+    with pytest.raises(ValueError, match="outside"):
+        decode_action(layout, layout.action_count)
+
+
+def test_layout_survives_its_dict_form_and_the_fingerprint_tracks_changes() -> None:
+    layout = CloudEdgeEnv(scenario_dir("13-29"), workload_file("chain")).layout
+    again = Layout.from_dict(layout.to_dict())
+    assert again == layout and again.fingerprint() == layout.fingerprint()
+    other = CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain")).layout
+    assert other.fingerprint() != layout.fingerprint()
+
+
+def _edit(raw: dict[str, Any], edit: Any) -> ActionRequest:
+    changed = copy.deepcopy(raw)
+    edit(changed)
+    return ActionRequest.model_validate(changed)
+
+
+PAYLOAD_DEFECTS = [
+    (
+        "unknown node",
+        lambda r: r["cluster_state"]["nodes"].update(
+            {"mystery": {"node_name": "mystery", "cpu_availability": 1, "memory_availability": 1}}
+        ),
+        "unknown node 'mystery'",
+    ),
+    (
+        "unknown service",
+        lambda r: r["cluster_state"]["services"].update({"cache": {"service_name": "cache", "pods": []}}),
+        "unknown service 'cache'",
+    ),
+    (
+        "too many pods",
+        lambda r: r["cluster_state"]["services"]["client"]["pods"].append(
+            {"pod_name": "client-x", "node_name": "tb-client-vm-2-1"}
+        ),
+        "2 pods but the model has 1 slots",
+    ),
+    (
+        "pod on unknown node",
+        lambda r: r["cluster_state"]["services"]["db"]["pods"][0].update({"node_name": "nowhere"}),
+        "runs on unknown node 'nowhere'",
+    ),
+    ("unknown pod in pod_deployable", lambda r: r["pod_deployable"].update({"ghost": []}), "unknown pod 'ghost'"),
+    ("unknown deployable node", lambda r: r["pod_deployable"].update({"db-0": ["nowhere"]}), "unknown node 'nowhere'"),
+    (
+        "name mismatch",
+        lambda r: r["cluster_state"]["nodes"]["tb-cloud-vm-8-1"].update({"node_name": "tb-cloud-vm-8-2"}),
+        "expected 'tb-cloud-vm-8-1'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "edit", "message"), PAYLOAD_DEFECTS, ids=[c[0] for c in PAYLOAD_DEFECTS])
+def test_payload_defects_name_the_offending_item(case: str, edit: Any, message: str) -> None:
+    env, raw = _env_request("7-21", 0)
+    with pytest.raises(PayloadError, match=message):
+        state_from_request(env.layout, _edit(raw, edit))
+
+
+def test_negative_resources_are_rejected_by_the_schema() -> None:
+    _, raw = _env_request("7-21", 0)
+    raw["cluster_state"]["nodes"]["tb-cloud-vm-8-1"]["cpu_availability"] = -5
+    with pytest.raises(ValidationError, match="cpu_availability"):
+        ActionRequest.model_validate(raw)
+
+
+def test_missing_nodes_are_unavailable_targets() -> None:
+    env, raw = _env_request("19-37", 0)
+    empty = [
+        n
+        for n in env.layout.node_names
+        if n not in {p["node_name"] for s in raw["cluster_state"]["services"].values() for p in s["pods"]}
+    ]
+    assert empty, "19-37 seed 0 leaves at least one node without pods"
+    raw["cluster_state"]["nodes"].pop(empty[0])
+    decoded = state_from_request(env.layout, ActionRequest.model_validate(raw))
+    assert not decoded.target_ok[:, env.layout.node_names.index(empty[0])].any()

@@ -1,0 +1,111 @@
+"""``reach sim`` as a user runs it: JSON output, clear errors with exit code 2, validation, the demo PNG."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.conftest import scenario_dir
+
+runner = CliRunner()
+GOOD = {
+    "client": ["tb-client-vm-2-1"],
+    "aggregator": ["tb-cloud-vm-8-1"],
+    "machine-learning": ["tb-cloud-vm-8-1"],
+    "detection": ["tb-cloud-vm-8-1"],
+    "db": ["tb-cloud-vm-8-1"],
+}
+
+
+def _placement(tmp_path: Path, content: object) -> Path:
+    file = tmp_path / "placement.json"
+    file.write_text(content if isinstance(content, str) else json.dumps(content))
+    return file
+
+
+def test_latency_json_prints_the_model_md_example(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "sim",
+            "latency",
+            "--scenario",
+            str(scenario_dir("7-21")),
+            "--workload",
+            "aggregator_sequential",
+            "--placement",
+            str(_placement(tmp_path, GOOD)),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "latency_ms": pytest.approx(121.6),
+        "endpoints": {"aggregator_sequential": pytest.approx(121.6)},
+    }
+
+
+def test_latency_accepts_a_workload_file_path(tmp_path: Path, data_dir: Path) -> None:
+    file = data_dir / "workloads" / "chain_call_patterns.json"
+    result = runner.invoke(
+        app, ["sim", "latency", "-s", "7-21", "-w", str(file), "-p", str(_placement(tmp_path, GOOD)), "--json"]
+    )
+    assert result.exit_code == 0 and json.loads(result.stdout)["endpoints"] == {"chain": pytest.approx(121.6)}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({**GOOD, "machine-learning": ["tb-edge-vm-2-1", "tb-edge-vm-2-1"]}, "over capacity"),
+        ({**GOOD, "db": ["tb-client-vm-2-1"]}, "layer rule violated"),
+        ("{oops", "not valid JSON"),
+        ({**GOOD, "db": "tb-cloud-vm-8-1"}, "wrong type"),
+    ],
+)
+def test_bad_placements_exit_2_with_a_clear_message(tmp_path: Path, content: object, message: str) -> None:
+    result = runner.invoke(
+        app, ["sim", "latency", "-s", "7-21", "-w", "chain", "-p", str(_placement(tmp_path, content))]
+    )
+    assert result.exit_code == 2
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.output
+
+
+def test_unknown_workload_name_lists_the_known_ones(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sim", "latency", "-s", "7-21", "-w", "fanout", "-p", str(_placement(tmp_path, GOOD))])
+    assert result.exit_code == 2 and "aggregator_parallel" in result.stderr
+
+
+def test_validate_passes_reference_files_and_fails_broken_ones(tmp_path: Path) -> None:
+    ok = runner.invoke(app, ["sim", "validate", "-s", "13-29", "-w", "chain"])
+    assert ok.exit_code == 0 and "13 nodes" in ok.stdout
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    nodes = json.loads((scenario_dir("7-21") / "nodes.json").read_text())
+    del nodes["latency"]["client"]
+    (broken / "nodes.json").write_text(json.dumps(nodes))
+    (broken / "services.json").write_text("[]")
+    bad = runner.invoke(app, ["sim", "validate", "-s", str(broken)])
+    assert bad.exit_code == 1
+    text = " ".join(bad.stderr.split())
+    assert "missing delay from layer 'client'" in text and "services.json: $: wrong type" in text
+
+
+def test_demo_prints_the_table_and_writes_a_png(tmp_path: Path) -> None:
+    target = tmp_path / "demo.png"
+    result = runner.invoke(app, ["sim", "demo", "-s", "7-21", "-w", "chain", "--seed", "3", "--out", str(target)])
+    assert result.exit_code == 0, result.output
+    assert "best_known" in result.stdout and "greedy" in result.stdout
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_help_does_not_import_heavy_libraries() -> None:
+    code = "import sys, flows.cli; heavy = {'torch', 'gymnasium', 'matplotlib', 'pandas', 'prefect', 'bentoml', 'great_expectations'}; print(sorted(heavy & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
