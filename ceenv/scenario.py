@@ -117,27 +117,50 @@ def _choices(reader: Reader, value: object, path: str, parse: Any, what: str) ->
     return tuple(reader.unit(parse, item, child(path, i)) for i, item in enumerate(items))
 
 
-def parse_nodes(
-    raw: object, file: str
-) -> tuple[tuple[Node, ...], tuple[str, ...], dict[tuple[str, str], tuple[float, float]]]:
-    """Validate a ``nodes.json`` document; return nodes in node order, layers, and delay ranges."""
-    r = Reader(file)
-    doc = r.mapping(raw, "$")
+NodeTypes = dict[str, tuple[int, float]]  # node type → (cpu_type, bandwidth_mbps)
+DelayRanges = dict[tuple[str, str], tuple[float, float]]
+
+
+def _parse_node_types(r: Reader, doc: Any) -> NodeTypes:
     types = r.mapping(r.field(doc, "node_type", "$", "an object of node types"), "$.node_type")
-    type_info: dict[str, tuple[int, float]] = {}
+    info: NodeTypes = {}
     for type_name, spec in types.items():
         path = child("$.node_type", type_name)
         spec = r.mapping(spec, path)
         cpu_type = r.integer(r.field(spec, "cpu_type", path, "an integer CPU type"), child(path, "cpu_type"), 0)
-        bandwidth = r.unit(
-            parse_bandwidth_mbps,
-            r.field(spec, "bandwidth", path, "a bandwidth such as '500m'"),
-            child(path, "bandwidth"),
-        )
+        raw_bandwidth = r.field(spec, "bandwidth", path, "a bandwidth such as '500m'")
+        bandwidth = r.unit(parse_bandwidth_mbps, raw_bandwidth, child(path, "bandwidth"))
         if bandwidth <= 0:
-            raise r.fail(child(path, "bandwidth"), "wrong value", spec["bandwidth"], "a positive bandwidth")
-        type_info[type_name] = (cpu_type, bandwidth)
+            raise r.fail(child(path, "bandwidth"), "wrong value", raw_bandwidth, "a positive bandwidth")
+        info[type_name] = (cpu_type, bandwidth)
+    return info
 
+
+def _parse_group(
+    r: Reader, spec: Any, path: str
+) -> tuple[int, tuple[float, ...], tuple[float, ...], tuple[float, float]]:
+    """One ``cluster_setup.<layer>.<type>`` entry: count, CPU and memory choices, utilisation range."""
+    spec = r.mapping(spec, path)
+    count = r.integer(r.field(spec, "count", path, "an integer node count"), child(path, "count"), 0)
+    cpus_raw = r.field(spec, "cpu_availability", path, "a list of CPU quantities")
+    cpus = _choices(r, cpus_raw, child(path, "cpu_availability"), parse_cpu_cores, "CPU quantity")
+    mems_raw = r.field(spec, "memory_availability", path, "a list of memory quantities")
+    mems = _choices(r, mems_raw, child(path, "memory_availability"), parse_memory_bytes, "memory quantity")
+    util = (0.0, 0.0)
+    if "bandwidth_utilization" in spec:
+        util_path = child(path, "bandwidth_utilization")
+        util = _range(r, spec["bandwidth_utilization"], util_path, parse_fraction, "fractions of NIC bandwidth")
+        if util[1] >= 1.0:
+            raise r.fail(
+                util_path,
+                "wrong value",
+                spec["bandwidth_utilization"],
+                "a utilisation below 1 (a fully used NIC carries nothing)",
+            )
+    return count, cpus, mems, util
+
+
+def _parse_setup(r: Reader, doc: Any, types: NodeTypes) -> tuple[list[Node], tuple[str, ...]]:
     setup = r.mapping(r.field(doc, "cluster_setup", "$", "an object of layers"), "$.cluster_setup")
     if not setup:
         raise r.fail("$.cluster_setup", "no layers", dict(setup), "at least one layer with nodes")
@@ -147,41 +170,10 @@ def parse_nodes(
         layer_path = child("$.cluster_setup", layer)
         for type_name, spec in r.mapping(layer_types, layer_path).items():
             path = child(layer_path, type_name)
-            if type_name not in type_info:
-                raise r.fail(path, "unknown node type", type_name, f"one of $.node_type: {sorted(type_info)}")
-            spec = r.mapping(spec, path)
-            count = r.integer(r.field(spec, "count", path, "an integer node count"), child(path, "count"), 0)
-            cpus = _choices(
-                r,
-                r.field(spec, "cpu_availability", path, "a list of CPU quantities"),
-                child(path, "cpu_availability"),
-                parse_cpu_cores,
-                "CPU quantity",
-            )
-            mems = _choices(
-                r,
-                r.field(spec, "memory_availability", path, "a list of memory quantities"),
-                child(path, "memory_availability"),
-                parse_memory_bytes,
-                "memory quantity",
-            )
-            util = (0.0, 0.0)
-            if "bandwidth_utilization" in spec:
-                util = _range(
-                    r,
-                    spec["bandwidth_utilization"],
-                    child(path, "bandwidth_utilization"),
-                    parse_fraction,
-                    "fractions of NIC bandwidth",
-                )
-                if util[1] >= 1.0:
-                    raise r.fail(
-                        child(path, "bandwidth_utilization"),
-                        "wrong value",
-                        spec["bandwidth_utilization"],
-                        "a utilisation below 1 (a fully used NIC carries nothing)",
-                    )
-            cpu_type, bandwidth = type_info[type_name]
+            if type_name not in types:
+                raise r.fail(path, "unknown node type", type_name, f"one of $.node_type: {sorted(types)}")
+            count, cpus, mems, util = _parse_group(r, spec, path)
+            cpu_type, bandwidth = types[type_name]
             for i in range(1, count + 1):
                 name = f"{type_name}-{i}"
                 if name in seen:
@@ -194,13 +186,15 @@ def parse_nodes(
                 nodes.append(Node(name, layer, type_name, cpu_type, bandwidth, cpus, mems, util))
     if not nodes:
         raise r.fail("$.cluster_setup", "the cluster has no nodes", expected="at least one node with count >= 1")
+    return nodes, tuple(setup)
 
-    layers = tuple(setup)
+
+def _parse_delays(r: Reader, doc: Any, layers: tuple[str, ...]) -> DelayRanges:
     latency = r.mapping(r.field(doc, "latency", "$", "an object of layer-to-layer delay ranges"), "$.latency")
-    delays: dict[tuple[str, str], tuple[float, float]] = {}
+    delays: DelayRanges = {}
     for a in layers:
         row = (
-            r.mapping(latency.get(a), child("$.latency", a), f"an object of delays from layer {a!r}")
+            r.mapping(latency[a], child("$.latency", a), f"an object of delays from layer {a!r}")
             if a in latency
             else None
         )
@@ -213,7 +207,15 @@ def parse_nodes(
                     expected="[low, high] such as ['50ms', '500ms']",
                 )
             delays[(a, b)] = _range(r, row[b], path, parse_time_ms, "delays")
-    return tuple(nodes), layers, delays
+    return delays
+
+
+def parse_nodes(raw: object, file: str) -> tuple[tuple[Node, ...], tuple[str, ...], DelayRanges]:
+    """Validate a ``nodes.json`` document; return nodes in node order, layers, and delay ranges."""
+    r = Reader(file)
+    doc = r.mapping(raw, "$")
+    nodes, layers = _parse_setup(r, doc, _parse_node_types(r, doc))
+    return tuple(nodes), layers, _parse_delays(r, doc, layers)
 
 
 def parse_services(raw: object, file: str, layers: tuple[str, ...] | None = None) -> tuple[Service, ...]:
