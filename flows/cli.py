@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from flows import cli_sim
+from flows import cli_profiles, cli_sim
 
 app = typer.Typer(
     name="reach",
@@ -19,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(cli_sim.app, name="sim")
+app.add_typer(cli_profiles.app, name="profiles")
 
 
 def main() -> None:  # pragma: no cover - console entry point
