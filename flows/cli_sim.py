@@ -121,3 +121,23 @@ def validate(
     if problems:
         raise typer.Exit(1)
     console.print(f"[green]valid:[/] {summary}", highlight=False)
+
+
+@app.command("import-mubench")
+def import_mubench(
+    workmodel: Annotated[Path, typer.Option(help="muBench workmodel.json (compute_pi or loader form).")],
+    times: Annotated[Path, typer.Option(help='Execution times: {"service": {"<cpu_type>": "7ms", ...}, ...}.')],
+    out: Annotated[Path, typer.Option(help="The *_call_patterns.json to write (never overwritten).")],
+    entry: Annotated[str | None, typer.Option(help="Entry service (default: the one no service calls).")] = None,
+    client: Annotated[str, typer.Option(help="Name of the client service that calls the entry.")] = "client",
+    rps: Annotated[float, typer.Option(help="Request rate of the endpoint.")] = 5.0,
+) -> None:
+    """Convert a muBench work model into a REACH call-pattern file, with execution times supplied separately."""
+    from ceenv.validation import ScenarioError
+    from flows.simulation import import_workmodel
+
+    try:
+        written = import_workmodel(workmodel, times, out, entry=entry, client=client, rps=rps)
+    except (ScenarioError, FileExistsError) as err:
+        raise _fail(err) from None
+    console.print(f"wrote {written}")

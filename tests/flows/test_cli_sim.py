@@ -109,3 +109,71 @@ def test_help_does_not_import_heavy_libraries() -> None:
     code = "import sys, flows.cli; heavy = {'torch', 'gymnasium', 'matplotlib', 'pandas', 'prefect', 'bentoml', 'great_expectations'}; print(sorted(heavy & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+REFERENCE_TIMES = {
+    "aggregator": {"0": "7ms", "1": "10.5ms", "2": "14ms"},
+    "machine-learning": {"0": "46ms", "1": "69ms", "2": "92ms"},
+    "detection": {"0": "12.5ms", "1": "18.75ms", "2": "25ms"},
+    "db": {"0": "2.1ms", "1": "3.15ms", "2": "4.2ms"},
+}
+
+
+def test_imported_mubench_work_model_simulates_like_the_reach_workload(tmp_path: Path) -> None:
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "mubench"
+    times = tmp_path / "times.json"
+    times.write_text(json.dumps(REFERENCE_TIMES))
+    out = tmp_path / "mubench_call_patterns.json"
+    made = runner.invoke(
+        app,
+        [
+            "sim",
+            "import-mubench",
+            "--workmodel",
+            str(fixtures / "reference_sequential_loader.json"),
+            "--times",
+            str(times),
+            "--out",
+            str(out),
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    result = runner.invoke(
+        app, ["sim", "latency", "-s", "7-21", "-w", str(out), "-p", str(_placement(tmp_path, GOOD)), "--json"]
+    )
+    assert json.loads(result.stdout)["latency_ms"] == pytest.approx(121.6)
+    again = runner.invoke(
+        app,
+        [
+            "sim",
+            "import-mubench",
+            "--workmodel",
+            str(fixtures / "reference_sequential_loader.json"),
+            "--times",
+            str(times),
+            "--out",
+            str(out),
+        ],
+    )
+    assert again.exit_code == 2 and "never overwrites" in again.stderr
+
+
+def test_import_mubench_reports_a_bad_time_with_its_path(tmp_path: Path) -> None:
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "mubench"
+    times = tmp_path / "times.json"
+    times.write_text(json.dumps({**REFERENCE_TIMES, "db": {"0": "fast"}}))
+    result = runner.invoke(
+        app,
+        [
+            "sim",
+            "import-mubench",
+            "--workmodel",
+            str(fixtures / "reference_sequential_loader.json"),
+            "--times",
+            str(times),
+            "--out",
+            str(tmp_path / "x_call_patterns.json"),
+        ],
+    )
+    assert result.exit_code == 2 and "$.db.0" in result.stderr
+    assert not (tmp_path / "x_call_patterns.json").exists()
