@@ -251,6 +251,27 @@ def parse_services(raw: object, file: str, layers: tuple[str, ...] | None = None
     return tuple(services)
 
 
+def scenario_from_documents(
+    name: str,
+    nodes_doc: object,
+    services_doc: object,
+    nodes_file: str = "nodes.json",
+    services_file: str = "services.json",
+) -> Scenario:
+    """Validate and cross-check parsed ``nodes.json`` and ``services.json`` documents (files or artefact copies)."""
+    nodes, layers, delays = parse_nodes(nodes_doc, nodes_file)
+    services = parse_services(services_doc, services_file, layers)
+    for service in services:
+        if not any(service.allowed_on(node) for node in nodes):
+            raise ScenarioError(
+                services_file,
+                child("$", service.name),
+                "no node satisfies the service's layer rule",
+                expected="a cluster with at least one node the service may run on",
+            )
+    return Scenario(name, nodes, layers, delays, services)
+
+
 def load_scenario(directory: str | Path) -> Scenario:
     """Load and cross-check ``nodes.json`` and ``services.json`` from a scenario directory."""
     root = Path(directory)
@@ -259,14 +280,6 @@ def load_scenario(directory: str | Path) -> Scenario:
             str(root), "$", "not a directory", expected="a directory holding nodes.json and services.json"
         )
     nodes_file, services_file = root / "nodes.json", root / "services.json"
-    nodes, layers, delays = parse_nodes(read_json(nodes_file), str(nodes_file))
-    services = parse_services(read_json(services_file), str(services_file), layers)
-    for service in services:
-        if not any(service.allowed_on(node) for node in nodes):
-            raise ScenarioError(
-                str(services_file),
-                child("$", service.name),
-                "no node satisfies the service's layer rule",
-                expected="a cluster with at least one node the service may run on",
-            )
-    return Scenario(root.name, nodes, layers, delays, services)
+    return scenario_from_documents(
+        root.name, read_json(nodes_file), read_json(services_file), str(nodes_file), str(services_file)
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from flows import cli_profiles, cli_sim
+from flows import cli_migrate, cli_ops, cli_profiles, cli_sim, cli_train
 
 app = typer.Typer(
     name="reach",
@@ -19,7 +19,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(cli_sim.app, name="sim")
+cli_train.register(app)
 app.add_typer(cli_profiles.app, name="profiles")
+app.add_typer(cli_ops.pipeline_app, name="pipeline")
+app.add_typer(cli_ops.retrain_app, name="retrain")
+for command in (cli_ops.deploy, cli_ops.serve, cli_ops.up, cli_ops.down, cli_ops.status):
+    app.command()(command)
+app.command("migrate")(cli_migrate.migrate)
+app.add_typer(cli_migrate.cluster_app, name="cluster")
 
 
 def main() -> None:  # pragma: no cover - console entry point

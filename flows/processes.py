@@ -77,7 +77,14 @@ def start(name: str, argv: list[str], port: int, env: dict[str, str] | None = No
         raise RuntimeError(f"{name} is already running (pid {existing.pid}, {existing.url}); stop it first")
     log = _records_dir() / f"{name}.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
     record = ProcessRecord(name, proc.pid, port, argv, str(log), time.time())
     tmp = _records_dir() / f".{name}.json.tmp"
     tmp.write_text(json.dumps(asdict(record)))

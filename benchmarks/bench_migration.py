@@ -1,0 +1,124 @@
+"""Migration speed on the local Kubernetes 1.20 cluster: time from decision to replacement Ready and to old pod gone.
+
+Protocol: start a private local cluster for the 7-21 scenario (own state directory and ports, or
+``--kubeconfig`` to reuse a running one), deploy its services (aggregator ×3, db ×2, others ×1),
+then run ``--migrations`` controller cycles whose policy (in-process, no HTTP) always advises moving
+the first movable aggregator pod to the last node of its ``pod_deployable``. For every migration the
+actuator measures, from the moment the guarded decision is handed to it, (a) the replacement Ready
+on the target and (b) the old pod deleted from the API. Reports median and p95 of both, in seconds,
+as JSON. Hollow nodes confirm pod deletions on their 10 s sync period, which dominates (b).
+
+    flock /tmp/reach-heavy.lock .venv/bin/python benchmarks/bench_migration.py [--migrations 20] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ceenv.schema import ActionRequest
+from migrator.app import build_controller
+from migrator.guards import Move
+from migrator.policy import Advice, Stop
+from migrator.settings import MigratorSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = ROOT / "data" / "scenarios" / "7-21"
+BENCH_PORTS = {
+    "etcd_client": 33790, "etcd_peer": 33800, "apiserver": 26443,
+    "controller_manager": 30257, "scheduler": 30259, "kubelet_base": 30300,
+}  # fmt: skip
+
+
+def load_deploy_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"reach_deploy_{name}", ROOT / "deploy" / "local" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class MoveFirstAggregator:
+    """An in-process policy: the first aggregator pod that can move goes to its last deployable node."""
+
+    def ask(self, request: ActionRequest) -> Advice:
+        for pod in request.cluster_state.services["aggregator"].pods:
+            targets = request.pod_deployable.get(pod.pod_name)
+            if targets:
+                return Move(pod.pod_name, targets[-1])
+        return Stop()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    return {"median_s": round(statistics.median(values), 3), "p95_s": round(percentile(values, 0.95), 3)}
+
+
+def run(kubeconfig: str, migrations: int) -> dict[str, Any]:
+    demo_app = load_deploy_module("demo_app")
+    settings = MigratorSettings(  # type: ignore[call-arg]
+        _env_file=None, kubeconfig=kubeconfig, pod_cooldown_s=0.0, max_migrations_per_window=10_000
+    )
+    controller = build_controller(settings)
+    controller.policy = MoveFirstAggregator()
+    demo_app.deploy(controller.ops.api_client, SCENARIO, replicas={"aggregator": 3, "db": 2})  # type: ignore[attr-defined]
+    demo_app.wait_ready(controller.ops.api_client)  # type: ignore[attr-defined]
+    ready_s, gone_s, failures = [], [], []
+    for _ in range(migrations):
+        outcome = controller.run_cycle()[0]
+        if outcome.result is not None and outcome.result.migrated:
+            ready_s.append(outcome.result.replacement_ready_s)
+            gone_s.append(outcome.result.old_pod_gone_s)
+        else:
+            failures.append(f"{outcome.kind}: {outcome.detail}")
+    demo_app.delete(controller.ops.api_client)  # type: ignore[attr-defined]
+    return {
+        "scenario": "7-21",
+        "server": controller.ops.server_version(),  # type: ignore[attr-defined]
+        "migrations": migrations,
+        "succeeded": len(gone_s),
+        "decision_to_replacement_ready": summarize(ready_s) if ready_s else None,
+        "decision_to_old_pod_gone": summarize(gone_s) if gone_s else None,
+        "failures": failures,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--migrations", type=int, default=20)
+    parser.add_argument("--kubeconfig", default=None, help="use this running cluster instead of starting one")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    args = parser.parse_args()
+    if args.kubeconfig:
+        report = run(args.kubeconfig, args.migrations)
+    else:
+        cluster_mod = load_deploy_module("cluster")
+        with tempfile.TemporaryDirectory(prefix="reach-bench-cluster-") as state:
+            cluster = cluster_mod.LocalCluster(Path(state), ports=cluster_mod.Ports(**BENCH_PORTS))
+            try:
+                report = run(str(cluster.up(SCENARIO)), args.migrations)
+            finally:
+                cluster.down()
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    return 0 if report["succeeded"] == args.migrations else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""Policy-service speed and stability: ``POST /get_action`` over HTTP on loopback against ``bentoml serve``.
+
+Protocol. A 13-29 / aggregator_sequential policy (``--artefact DIR``, or by default a MaskablePPO
+trained for ``--train-steps`` steps here: decision latency does not depend on policy quality) is
+saved into a private BentoML home (a temporary folder, never the repository) and served by
+``bentoml serve bento.service:PolicyService`` on a free 127.0.0.1 port (one worker). The request
+bodies are REACH payloads of 64 different start states of the env. Phases, after a warm-up:
+
+1. *sequential*: one client, one request at a time, keep-alive connection (httpx), and a second
+   run opening a new connection per request (urllib, as the migrator does); p50/p99 per request.
+2. *concurrent*: 8 clients in threads, closed loop; throughput and p50/p99.
+3. *load*: 8 clients, closed loop (the highest rate the server sustains), for ``--load-seconds``
+   (default 120); every failed request is counted, the server's RSS (its whole process tree) is
+   sampled every 5 s and the drift after the first minute is reported.
+
+The server is stopped by its PID. Results print as a table and go to ``--json`` if given.
+
+    flock /tmp/reach-heavy.lock .venv/bin/python benchmarks/bench_service.py [--load-seconds 120] [--json out/bench_service.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BENTOML = Path(sys.executable).with_name("bentoml")
+TARGET_P50_MS, TARGET_P99_MS = 5.0, 15.0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--scenario", default="13-29", help="Scenario name under data/scenarios.")
+    parser.add_argument("--workload", default="aggregator_sequential", help="Workload name under data/workloads.")
+    parser.add_argument("--artefact", type=Path, help="A trained artefact directory (default: train one briefly).")
+    parser.add_argument("--train-steps", type=int, default=512, help="Steps of the brief training (no --artefact).")
+    parser.add_argument("--sequential", type=int, default=2000, help="Requests of each sequential run.")
+    parser.add_argument("--clients", type=int, default=8, help="Concurrent clients of the concurrent and load runs.")
+    parser.add_argument("--concurrent-seconds", type=float, default=20.0, help="Duration of the concurrent run.")
+    parser.add_argument("--load-seconds", type=float, default=120.0, help="Duration of the load run (0 = skip).")
+    parser.add_argument("--json", type=Path, help="Write the results here as JSON.")
+    return parser.parse_args()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def summarise(latencies_s: list[float]) -> dict[str, float]:
+    ms = [x * 1e3 for x in latencies_s]
+    return {
+        "requests": len(ms),
+        "p50_ms": percentile(ms, 50),
+        "p90_ms": percentile(ms, 90),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms),
+        "mean_ms": statistics.fmean(ms),
+    }
+
+
+def prepare_model(args: argparse.Namespace, home: Path) -> tuple[str, str]:
+    """Save the artefact (trained here if none was given) into the private store; (tag, description)."""
+    os.environ["BENTOML_HOME"] = str(home)  # before bentoml is imported: its stores read it once
+    from bento.policy import GateVerdict
+    from bento.store import save_policy
+
+    scenario_dir = REPO / "data" / "scenarios" / args.scenario
+    workload_file = REPO / "data" / "workloads" / f"{args.workload}_call_patterns.json"
+    artefact, description = args.artefact, f"artefact {args.artefact}"
+    if artefact is None:
+        artefact = train_briefly(scenario_dir, workload_file, home.parent / "artefact", args.train_steps)
+        description = f"MaskablePPO trained {args.train_steps} steps here (speed does not depend on quality)"
+    gate = GateVerdict(passed=False, reason="benchmark model: not gated")
+    return str(save_policy(artefact, gate=gate, labels={"purpose": "benchmark"}).tag), description
+
+
+def train_briefly(scenario_dir: Path, workload_file: Path, target: Path, steps: int) -> Path:
+    import torch
+    from sb3_contrib import MaskablePPO
+
+    from bento.artefact import ArtefactMetadata, save_artefact, scenario_sources, source_file
+    from ceenv.encoding import OBSERVATION_VERSION
+    from ceenv.env import CloudEdgeEnv
+    from ceenv.workload import workload_name
+
+    torch.set_num_threads(1)
+    env = CloudEdgeEnv(scenario_dir, workload_file)
+    model = MaskablePPO("MlpPolicy", env, n_steps=128, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    model.learn(steps)
+    metadata = ArtefactMetadata(
+        observation_version=OBSERVATION_VERSION,
+        layout=env.layout.to_dict(),
+        layout_fingerprint=env.layout.fingerprint(),
+        scenario_name=scenario_dir.name,
+        scenario_files=scenario_sources(scenario_dir),
+        workload_name=workload_name(workload_file),
+        workload_file=source_file(workload_file),
+        step_cost_ms=env.step_cost_ms,
+        max_steps=env.max_steps,
+        training_summary={"steps": steps, "purpose": "benchmark"},
+    )
+    return save_artefact(target, model, metadata)
+
+
+def request_bodies(args: argparse.Namespace, count: int = 64) -> list[bytes]:
+    """REACH payloads of ``count`` start states of the env, serialised once."""
+    from ceenv.encoding import request_from_state
+    from ceenv.env import CloudEdgeEnv
+
+    env = CloudEdgeEnv(
+        REPO / "data" / "scenarios" / args.scenario,
+        REPO / "data" / "workloads" / f"{args.workload}_call_patterns.json",
+    )
+    bodies = []
+    for seed in range(count):
+        env.reset(seed=seed)
+        sim = env.simulator
+        payload = request_from_state(
+            env.layout, sim.free_cpu_millicores, sim.free_memory_bytes, sim.slot_node, sim.target_ok()
+        )
+        bodies.append(json.dumps(payload).encode())
+    return bodies
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(home: Path, tag: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    command = [str(BENTOML), "serve", "bento.service:PolicyService", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*command, "--arg", f"model_tag={tag}"], cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with {process.returncode}; see {log}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    stop_server(process)
+    raise RuntimeError(f"bentoml serve was not ready after 120 s; see {log}")
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def tree_rss_mb(pid: int) -> float:
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.memory_info().rss
+    return total / 2**20
+
+
+def run_sequential_keepalive(url: str, bodies: list[bytes], n: int) -> tuple[list[float], int]:
+    import httpx
+
+    latencies, failures = [], 0
+    headers = {"Content-Type": "application/json"}
+    with httpx.Client(timeout=10) as client:
+        for i in range(n):
+            began = time.perf_counter()
+            response = client.post(f"{url}/get_action", content=bodies[i % len(bodies)], headers=headers)
+            latencies.append(time.perf_counter() - began)
+            failures += response.status_code != 200
+    return latencies, failures
+
+
+def run_sequential_new_connection(url: str, bodies: list[bytes], n: int) -> tuple[list[float], int]:
+    """Like the migrator: urllib, a new connection per request."""
+    latencies, failures = [], 0
+    for i in range(n):
+        request = urllib.request.Request(
+            f"{url}/get_action", data=bodies[i % len(bodies)], headers={"Content-Type": "application/json"}
+        )
+        began = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+                failures += response.status != 200
+        except OSError:
+            failures += 1
+        latencies.append(time.perf_counter() - began)
+    return latencies, failures
+
+
+class ClosedLoop:
+    """``clients`` threads, each with its own keep-alive connection, posting as fast as answers come."""
+
+    def __init__(self, url: str, bodies: list[bytes], clients: int) -> None:
+        self.url, self.bodies, self.clients = url, bodies, clients
+        self.latencies: list[list[float]] = [[] for _ in range(clients)]
+        self.failures = [0] * clients
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+
+    def _client(self, index: int) -> None:
+        import httpx
+
+        headers = {"Content-Type": "application/json"}
+        i = index
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                began = time.perf_counter()
+                try:
+                    response = client.post(
+                        f"{self.url}/get_action", content=self.bodies[i % len(self.bodies)], headers=headers
+                    )
+                    ok = response.status_code == 200 and "is_stop" in response.json()
+                except Exception as err:  # counted, not raised: the run reports every failure
+                    ok = False
+                    self.errors.append(f"{type(err).__name__}: {err}")
+                self.latencies[index].append(time.perf_counter() - began)
+                self.failures[index] += not ok
+                i += self.clients
+
+    def run(self, seconds: float, on_tick: Any = None, tick_s: float = 5.0) -> float:
+        threads = [threading.Thread(target=self._client, args=(k,), daemon=True) for k in range(self.clients)]
+        began = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        next_tick = began
+        while time.perf_counter() - began < seconds:
+            if on_tick is not None and time.perf_counter() >= next_tick:
+                on_tick(time.perf_counter() - began)
+                next_tick += tick_s
+            time.sleep(0.05)
+        self._stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+        return time.perf_counter() - began
+
+    def summary(self, elapsed_s: float) -> dict[str, Any]:
+        flat = [x for per_client in self.latencies for x in per_client]
+        return {
+            **summarise(flat),
+            "clients": self.clients,
+            "seconds": elapsed_s,
+            "throughput_rps": len(flat) / elapsed_s,
+            "failed": sum(self.failures),
+            "errors": self.errors[:5],
+        }
+
+
+def main() -> None:
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="reach-bench-service-") as scratch:
+        home = Path(scratch) / "bentoml"
+        home.mkdir()
+        tag, model_description = prepare_model(args, home)
+        bodies = request_bodies(args)
+        log = Path(scratch) / "serve.log"
+        process, url = start_server(home, tag, log)
+        results: dict[str, Any] = {"model": tag, "model_description": model_description, "scenario": args.scenario}
+        try:
+            results["server_pid"] = process.pid
+            run_sequential_keepalive(url, bodies, 300)  # warm-up
+            latencies, failed = run_sequential_keepalive(url, bodies, args.sequential)
+            results["sequential_keepalive"] = {**summarise(latencies), "failed": failed}
+            latencies, failed = run_sequential_new_connection(url, bodies, args.sequential)
+            results["sequential_new_connection"] = {**summarise(latencies), "failed": failed}
+            loop = ClosedLoop(url, bodies, args.clients)
+            results["concurrent"] = loop.summary(loop.run(args.concurrent_seconds))
+            if args.load_seconds > 0:
+                samples: list[tuple[float, float]] = []
+                load = ClosedLoop(url, bodies, args.clients)
+                elapsed = load.run(args.load_seconds, on_tick=lambda t: samples.append((t, tree_rss_mb(process.pid))))
+                samples.append((elapsed, tree_rss_mb(process.pid)))
+                after_warmup = [mb for t, mb in samples if t >= min(60.0, args.load_seconds / 2)]
+                results["load"] = {
+                    **load.summary(elapsed),
+                    "rss_mb_first": samples[0][1],
+                    "rss_mb_last": samples[-1][1],
+                    "rss_mb_max": max(mb for _, mb in samples),
+                    "rss_mb_drift_after_warmup": after_warmup[-1] - after_warmup[0] if after_warmup else 0.0,
+                    "rss_samples": [(round(t, 1), round(mb, 1)) for t, mb in samples],
+                }
+        finally:
+            stop_server(process)
+        report(results)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=1))
+
+
+def report(results: dict[str, Any]) -> None:
+    print(f"model {results['model']} ({results['model_description']}), scenario {results['scenario']}")
+    print(f"{'run':<28}{'requests':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'req/s':>9}{'failed':>8}")
+    for name in ("sequential_keepalive", "sequential_new_connection", "concurrent", "load"):
+        if name not in results:
+            continue
+        r = results[name]
+        rps = r.get("throughput_rps", 1e3 / r["mean_ms"])
+        print(
+            f"{name:<28}{r['requests']:>9}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['max_ms']:>9.1f}{rps:>9.0f}{r['failed']:>8}"
+        )
+    seq = results["sequential_keepalive"]
+    verdict = "met" if seq["p50_ms"] <= TARGET_P50_MS and seq["p99_ms"] <= TARGET_P99_MS else "MISSED"
+    print(f"targets p50 <= {TARGET_P50_MS} ms, p99 <= {TARGET_P99_MS} ms (sequential, keep-alive): {verdict}")
+    if "load" in results:
+        load = results["load"]
+        print(
+            f"load: RSS {load['rss_mb_first']:.0f} -> {load['rss_mb_last']:.0f} MB (max {load['rss_mb_max']:.0f}, "
+            f"drift after warm-up {load['rss_mb_drift_after_warmup']:+.1f} MB), failed {load['failed']}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The policy artefact on disk: a directory with the MaskablePPO zip and a JSON metadata file.
+
+``policy.zip`` is the sb3-contrib MaskablePPO model; ``metadata.json`` (:class:`ArtefactMetadata`)
+carries what serving needs besides the weights: the node/slot layout (``Layout.to_dict()`` and its
+fingerprint), the observation version, the scenario and workload files' raw contents with their
+SHA-256, the training config and the evaluation report. :func:`save_artefact` writes it,
+:func:`load_artefact` reads it back and refuses, with a message saying what to do, an artefact
+whose observation version or layout does not match this code (or the caller's scenario).
+:class:`LoadedPolicy.decide` is the deterministic prediction path. Written by the trainer, read by
+the evaluation, the BentoML packaging and the service; torch and sb3 are imported only when a
+model is saved or loaded, and nothing here imports bentoml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ceenv.encoding import OBSERVATION_VERSION, Layout
+
+ARTEFACT_FORMAT = 1
+POLICY_FILE = "policy.zip"
+METADATA_FILE = "metadata.json"
+SCENARIO_FILES = ("nodes.json", "services.json")
+
+
+class ArtefactError(ValueError):
+    """An artefact is missing, malformed or does not fit this code or scenario; the message says the fix."""
+
+
+class SourceFile(BaseModel):
+    """One input file, kept verbatim so the artefact can be served and re-evaluated without the repo."""
+
+    name: str = Field(description="File name as it was read (nodes.json, services.json, <pattern>_call_patterns.json).")
+    sha256: str = Field(description="SHA-256 of the file's bytes.")
+    content: Any = Field(description="The parsed JSON contents.")
+
+
+class ArtefactMetadata(BaseModel):
+    """``metadata.json`` of a policy artefact."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artefact_format: int = Field(default=ARTEFACT_FORMAT, description="Version of this metadata layout.")
+    algorithm: str = Field(default="MaskablePPO", description="The sb3-contrib class that loads policy.zip.")
+    created_utc: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    observation_version: int = Field(description="ceenv.encoding.OBSERVATION_VERSION at training time.")
+    layout: dict[str, Any] = Field(description="Layout.to_dict() of the training scenario.")
+    layout_fingerprint: str = Field(description="Layout.fingerprint() at training time.")
+    scenario_name: str = Field(description="Scenario name, e.g. 13-29.")
+    scenario_files: list[SourceFile] = Field(description="nodes.json and services.json, verbatim.")
+    workload_name: str = Field(description="Workload name, e.g. aggregator_sequential.")
+    workload_file: SourceFile = Field(description="The call-pattern file, verbatim.")
+    step_cost_ms: float = Field(description="Rescheduling cost per migration the policy was trained with, ms.")
+    max_steps: int = Field(description="Episode truncation length the policy was trained with.")
+    training_config: dict[str, Any] = Field(default_factory=dict, description="TrainConfig.model_dump().")
+    training_summary: dict[str, Any] = Field(
+        default_factory=dict, description="Steps, wall time, best validation score."
+    )
+    evaluation_report: dict[str, Any] | None = Field(default=None, description="The evaluation report, once evaluated.")
+
+
+def source_file(path: str | Path) -> SourceFile:
+    """Read a JSON input file into a :class:`SourceFile` (name, hash, contents)."""
+    file = Path(path)
+    raw = file.read_bytes()
+    return SourceFile(name=file.name, sha256=hashlib.sha256(raw).hexdigest(), content=json.loads(raw))
+
+
+def scenario_sources(scenario_dir: str | Path) -> list[SourceFile]:
+    return [source_file(Path(scenario_dir) / name) for name in SCENARIO_FILES]
+
+
+def save_artefact(directory: str | Path, model: Any, metadata: ArtefactMetadata) -> Path:
+    """Write ``model`` (a MaskablePPO) and ``metadata`` into ``directory`` (created; replaced if it exists)."""
+    target = Path(directory)
+    staging = target.with_name(target.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    model.save(str(staging / POLICY_FILE))
+    (staging / METADATA_FILE).write_text(json.dumps(metadata.model_dump(mode="json"), indent=1))
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)  # a reader never sees a half-written artefact
+    return target
+
+
+def read_metadata(directory: str | Path) -> ArtefactMetadata:
+    """Read and validate ``metadata.json``; raise :class:`ArtefactError` naming the file and field."""
+    file = Path(directory) / METADATA_FILE
+    if not file.is_file():
+        raise ArtefactError(f"{file}: missing; pass a directory written by `reach train` (policy.zip + metadata.json)")
+    try:
+        return ArtefactMetadata.model_validate_json(file.read_text())
+    except ValidationError as err:
+        fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+        raise ArtefactError(f"{file}: invalid metadata ({fields}); re-train or re-save the artefact") from None
+
+
+def write_evaluation(directory: str | Path, report: dict[str, Any]) -> None:
+    """Store an evaluation report in the artefact's metadata (the policy file is untouched)."""
+    metadata = read_metadata(directory)
+    metadata.evaluation_report = report
+    (Path(directory) / METADATA_FILE).write_text(json.dumps(metadata.model_dump(mode="json"), indent=1))
+
+
+def check_compatible(metadata: ArtefactMetadata, file: Path, expected: Layout | None = None) -> Layout:
+    """The artefact's layout, after checking observation version, fingerprint and (optionally) ``expected``."""
+    if metadata.observation_version != OBSERVATION_VERSION:
+        raise ArtefactError(
+            f"{file}: observation_version is {metadata.observation_version}, but this code builds observation "
+            f"version {OBSERVATION_VERSION}; use the reach version the policy was trained with, or retrain it"
+        )
+    try:
+        layout = Layout.from_dict(metadata.layout)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ArtefactError(
+            f"{file}: field layout cannot be read ({type(err).__name__}: {err}); retrain the policy"
+        ) from None
+    if layout.fingerprint() != metadata.layout_fingerprint:
+        raise ArtefactError(
+            f"{file}: layout_fingerprint is {metadata.layout_fingerprint} but the stored layout hashes to "
+            f"{layout.fingerprint()}: the encoder changed or the file was edited; retrain the policy"
+        )
+    if expected is not None and expected.fingerprint() != layout.fingerprint():
+        raise ArtefactError(
+            f"{file}: the policy was trained for layout {layout.fingerprint()} ({layout.node_count} nodes, "
+            f"{layout.slot_count} slots, scenario {metadata.scenario_name!r}) but the scenario given has layout "
+            f"{expected.fingerprint()} ({expected.node_count} nodes, {expected.slot_count} slots); evaluate or serve it "
+            "with the scenario it was trained on, or train a policy for this scenario"
+        )
+    return layout
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A checked artefact: the model, its metadata and layout, and the deterministic decision."""
+
+    model: Any
+    metadata: ArtefactMetadata
+    layout: Layout
+    directory: Path
+
+    def decide(self, observation: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_]) -> int:
+        """The action index the policy picks (deterministic: the most likely valid action)."""
+        action, _ = self.model.predict(observation, action_masks=mask, deterministic=True)
+        return int(np.asarray(action).reshape(-1)[0])
+
+
+def load_artefact(directory: str | Path, expected_layout: Layout | None = None) -> LoadedPolicy:
+    """Load and check an artefact; ``expected_layout`` is the layout of the scenario it will act on."""
+    root = Path(directory)
+    metadata = read_metadata(root)
+    layout = check_compatible(metadata, root / METADATA_FILE, expected_layout)
+    policy_file = root / POLICY_FILE
+    if not policy_file.is_file():
+        raise ArtefactError(f"{policy_file}: missing; the artefact is incomplete, re-train or copy it again")
+    from sb3_contrib import MaskablePPO  # heavy: only when a model is really loaded
+
+    model: Any = MaskablePPO.load(str(policy_file), device="cpu")
+    if (
+        tuple(model.observation_space.shape) != (layout.observation_size,)
+        or int(model.action_space.n) != layout.action_count
+    ):
+        raise ArtefactError(
+            f"{policy_file}: the network takes {tuple(model.observation_space.shape)} observations and "
+            f"{model.action_space.n} actions, but the layout needs ({layout.observation_size},) and "
+            f"{layout.action_count}; the artefact is inconsistent, retrain it"
+        )
+    return LoadedPolicy(model, metadata, layout, root)

@@ -1,0 +1,238 @@
+"""A trained policy ready to answer REACH requests: the model card, the compatibility check, the decision.
+
+:class:`PolicyCard` is the metadata stored with every policy in the BentoML model store (layout,
+scenario and workload identity, observation version, evaluation summary, gate verdict);
+:func:`check_card` refuses a card whose observation version or layout does not match this code.
+:class:`Policy` turns one ``POST /get_action`` request into a decision through the shared encoder
+(:mod:`ceenv.encoding`): observation, mask from ``pod_deployable``, a deterministic MaskablePPO
+prediction (:meth:`bento.artefact.LoadedPolicy.decide`), and STOP whenever the chosen action is
+not valid. Used by :mod:`bento.store` (which builds it from a stored model) and by
+:mod:`bento.service` (which serves it); nothing here touches HTTP or the model store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bento.artefact import ArtefactMetadata
+from ceenv.encoding import (
+    OBSERVATION_VERSION,
+    DecodedState,
+    Layout,
+    decode_action,
+    move_mask,
+    observe,
+    state_from_request,
+)
+from ceenv.latency import CallCosts, LatencyModel, build_network, nominal_conditions
+from ceenv.scenario import scenario_from_documents
+from ceenv.schema import ActionRequest, ActionResponse
+from ceenv.workload import check_workload, parse_workload
+
+CARD_FORMAT = 1
+
+
+class IncompatibleModelError(RuntimeError):
+    """A stored model cannot be served by this code; the message says why and what to do."""
+
+
+class FileIdentity(BaseModel):
+    """Which scenario or workload a policy was trained on."""
+
+    name: str = Field(description="Scenario name (e.g. 13-29) or workload name (e.g. aggregator_sequential).")
+    sha256: str = Field(description="SHA-256 of the file (scenario: of nodes.json and services.json, joined by +).")
+
+
+class GateVerdict(BaseModel):
+    """The promotion gate's decision on this policy (flows' evaluate → gate step)."""
+
+    passed: bool
+    reason: str = Field(description="Why the gate passed or refused the policy, in one line.")
+
+
+class PolicyCard(BaseModel):
+    """The BentoML model metadata of a reach policy; validated whenever a model is loaded."""
+
+    model_config = ConfigDict(extra="allow")
+
+    card_format: int = Field(default=CARD_FORMAT, description="Version of this metadata layout.")
+    observation_version: int = Field(description="ceenv.encoding.OBSERVATION_VERSION the policy was trained with.")
+    layout: dict[str, Any] = Field(description="ceenv.encoding.Layout.to_dict() of the training scenario.")
+    layout_fingerprint: str = Field(description="Layout.fingerprint() at packaging time.")
+    scenario: FileIdentity
+    workload: FileIdentity
+    evaluation: dict[str, Any] = Field(default_factory=dict, description="Evaluation report (policy vs baselines).")
+    gate: GateVerdict
+    algorithm: str = Field(default="MaskablePPO", description="The sb3-contrib class that loads policy.zip.")
+    trained_utc: str = Field(default="", description="When the artefact was written.")
+
+    @classmethod
+    def from_artefact(cls, metadata: ArtefactMetadata, gate: GateVerdict) -> PolicyCard:
+        """The card of an artefact: its identity and evaluation, plus the gate's verdict."""
+        return cls(
+            observation_version=metadata.observation_version,
+            layout=metadata.layout,
+            layout_fingerprint=metadata.layout_fingerprint,
+            scenario=FileIdentity(
+                name=metadata.scenario_name, sha256="+".join(f.sha256 for f in metadata.scenario_files)
+            ),
+            workload=FileIdentity(name=metadata.workload_name, sha256=metadata.workload_file.sha256),
+            evaluation=metadata.evaluation_report or {},
+            gate=gate,
+            algorithm=metadata.algorithm,
+            trained_utc=metadata.created_utc,
+        )
+
+
+def check_card(metadata: Mapping[str, Any], tag: str) -> tuple[PolicyCard, Layout]:
+    """Validate a stored model's metadata against this code; raise :class:`IncompatibleModelError`."""
+    try:
+        card = PolicyCard.model_validate(dict(metadata))
+    except ValidationError as err:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors())
+        raise IncompatibleModelError(
+            f"model {tag}: its metadata is not a reach policy card (bad or missing: {fields}); "
+            "package it with bento.store.save_policy (or `reach package`)"
+        ) from None
+    if card.card_format != CARD_FORMAT:
+        raise IncompatibleModelError(
+            f"model {tag}: card format {card.card_format}, this code reads format {CARD_FORMAT}; "
+            "re-package the artefact with this version of bento.store"
+        )
+    if card.observation_version != OBSERVATION_VERSION:
+        raise IncompatibleModelError(
+            f"model {tag} was trained with observation version {card.observation_version}, but this code "
+            f"builds observation version {OBSERVATION_VERSION}; serve it with the reach version it was trained "
+            "with, or retrain and re-package it with this one"
+        )
+    try:
+        layout = Layout.from_dict(card.layout)
+    except (KeyError, TypeError, ValueError) as err:
+        raise IncompatibleModelError(
+            f"model {tag}: metadata.layout cannot be read by this code ({type(err).__name__}: {err}); "
+            "re-package the model with this reach version"
+        ) from None
+    if layout.version != OBSERVATION_VERSION:
+        raise IncompatibleModelError(
+            f"model {tag}: layout version {layout.version} differs from observation version {OBSERVATION_VERSION}"
+        )
+    if layout.fingerprint() != card.layout_fingerprint:
+        raise IncompatibleModelError(
+            f"model {tag}: layout fingerprint {card.layout_fingerprint} does not match {layout.fingerprint()} "
+            "computed by this code from the same layout, so the encoder changed since packaging; "
+            "retrain and re-package the model with this reach version"
+        )
+    return card, layout
+
+
+class Decider(Protocol):
+    """What :class:`Policy` needs of a loaded artefact (:class:`bento.artefact.LoadedPolicy`)."""
+
+    def decide(self, observation: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_]) -> int: ...
+
+
+@dataclass(frozen=True)
+class NominalLatency:
+    """The simulator's latency of a placement under the scenario's nominal network conditions."""
+
+    model: LatencyModel
+    costs: CallCosts
+
+    @classmethod
+    def from_artefact(cls, metadata: ArtefactMetadata) -> NominalLatency:
+        """Built from the scenario and workload files the artefact carries verbatim."""
+        files = {f.name: f for f in metadata.scenario_files}
+        scenario = scenario_from_documents(
+            metadata.scenario_name,
+            files["nodes.json"].content,
+            files["services.json"].content,
+            "artefact:nodes.json",
+            "artefact:services.json",
+        )
+        workload_file = f"artefact:{metadata.workload_file.name}"
+        workload = parse_workload(metadata.workload_file.content, workload_file, metadata.workload_name)
+        check_workload(workload, scenario, workload_file)
+        model = LatencyModel(scenario, workload)
+        return cls(model, model.prepare(build_network(scenario, nominal_conditions(scenario))))
+
+    def of(self, layout: Layout, slot_node: npt.NDArray[np.int64]) -> float | None:
+        """Latency in ms, or ``None`` when a called service has no pod (the formula needs one)."""
+        counts = np.zeros((len(layout.service_names), layout.node_count))
+        occupied = slot_node >= 0
+        np.add.at(counts, (layout.slot_service[occupied], slot_node[occupied]), 1.0)
+        if not counts.sum(axis=1)[self.model.called_services].all():
+            return None
+        return float(self.model.latency(counts, self.costs))
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A request as the policy sees it."""
+
+    state: DecodedState
+    observation: npt.NDArray[np.float32]
+    mask: npt.NDArray[np.bool_]
+
+
+class Policy:
+    """A loaded, checked policy: ``decide(request)`` is the whole of ``POST /get_action``."""
+
+    def __init__(
+        self, predictor: Decider, card: PolicyCard, layout: Layout, tag: str, latency: NominalLatency | None = None
+    ) -> None:
+        self.predictor = predictor
+        self.card = card
+        self.layout = layout
+        self.tag = tag
+        self.latency = latency
+
+    def encode(self, request: ActionRequest) -> Encoded:
+        """Observation and mask of a request; raises :class:`ceenv.encoding.PayloadError` on bad input."""
+        state = state_from_request(self.layout, request)
+        observation = observe(self.layout, state.free_cpu_millicores, state.free_memory_bytes, state.slot_node)
+        return Encoded(state, observation, move_mask(self.layout, state.slot_node, state.target_ok))
+
+    def decide(self, request: ActionRequest) -> ActionResponse:
+        """The move the policy picks (deterministically), or STOP; an invalid pick becomes STOP."""
+        encoded = self.encode(request)
+        action = self.predictor.decide(encoded.observation, encoded.mask)
+        extras: dict[str, Any] = {"model_version": self.tag, "action": action}
+        before = self.latency.of(self.layout, encoded.state.slot_node) if self.latency else None
+        if before is not None:
+            extras["predicted_latency_before_ms"] = before
+        decoded = decode_action(self.layout, action) if 0 <= action < self.layout.action_count else None
+        if decoded is None or not encoded.mask[action]:
+            reason = "policy chose STOP" if action == self.layout.stop_action else "policy chose an invalid move"
+            return ActionResponse.stop(stop_reason=reason, **extras)
+        slot, node = decoded
+        if before is not None and self.latency is not None:
+            after_nodes = encoded.state.slot_node.copy()
+            after_nodes[slot] = node
+            extras["predicted_latency_after_ms"] = self.latency.of(self.layout, after_nodes)
+        return ActionResponse(
+            pod_name=encoded.state.slot_pod[slot], target_node=self.layout.node_names[node], is_stop=False, **extras
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What ``GET /metadata`` answers."""
+        card = self.card
+        return {
+            "model_tag": self.tag,
+            "algorithm": card.algorithm,
+            "trained_utc": card.trained_utc,
+            "observation_version": card.observation_version,
+            "layout_fingerprint": card.layout_fingerprint,
+            "nodes": list(self.layout.node_names),
+            "services": dict(zip(self.layout.service_names, self.layout.service_slots, strict=True)),
+            "scenario": card.scenario.model_dump(),
+            "workload": card.workload.model_dump(),
+            "evaluation": card.evaluation,
+            "gate": card.gate.model_dump(),
+            "predicts_latency": self.latency is not None,
+        }

@@ -1,0 +1,83 @@
+"""The reach policy service: BentoML serving ``POST /get_action`` and ``GET /metadata`` (MODEL.md §4).
+
+One small ``@bentoml.service`` class in the style of BentoML's quickstart. The model reference
+sits at class level (so ``bentoml build`` packs the model's tag into the bento); the model itself
+is loaded and checked in ``__init__``, once per worker, and the worker refuses to start with
+:class:`bento.policy.IncompatibleModelError` when the model does not fit this code. The model tag
+is the bento argument ``model_tag`` (``bentoml serve … --arg model_tag=reach-policy:VERSION``;
+default ``reach-policy:latest``). Request bodies are the REACH payload (:mod:`ceenv.schema`);
+schema errors answer 400, payloads that do not fit the model's layout 422, each naming the item.
+BentoML adds ``/readyz``, ``/livez`` and ``/metrics``. Run with ``bentoml serve bento.service:PolicyService``.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import bentoml
+from bentoml.exceptions import BentoMLException
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+
+from bento.policy import Policy
+from bento.store import MODEL_NAME, load_policy
+from ceenv.encoding import PayloadError
+from ceenv.schema import ActionRequest, ActionResponse, ClusterState
+
+logger = logging.getLogger("bentoml.service.reach")
+
+
+class ServiceArguments(BaseModel):
+    """Bento arguments (``--arg key=value`` on ``bentoml build`` and ``bentoml serve``)."""
+
+    model_tag: str = Field(default=f"{MODEL_NAME}:latest", description="Model store tag of the policy to serve.")
+    torch_threads: int = Field(
+        default=1, ge=1, description="Torch intra-op threads per worker; 1 is fastest for this MLP."
+    )
+
+
+class InvalidPayload(BentoMLException):
+    """A well-formed request that does not fit the model's layout (unknown node, too many pods…)."""
+
+    error_code = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+ARGUMENTS = bentoml.use_arguments(ServiceArguments)
+metadata_app = FastAPI(title="reach policy metadata", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@bentoml.service(name="reach_policy", workers=1, traffic={"timeout": 10})
+@bentoml.asgi_app(metadata_app, path="/")
+class PolicyService:
+    """Answers REACH's pod-migrator: which pod to move where, or stop."""
+
+    model_ref = bentoml.models.BentoModel(ARGUMENTS.model_tag)
+
+    def __init__(self) -> None:
+        import torch
+
+        torch.set_num_threads(ARGUMENTS.torch_threads)
+        self.policy: Policy = load_policy(self.model_ref)
+        if not self.policy.card.gate.passed:
+            logger.warning("serving %s although its gate refused it: %s", self.policy.tag, self.policy.card.gate.reason)
+        logger.info("reach policy service: model %s, code %s", self.policy.tag, __file__)
+
+    @bentoml.api(route="/get_action")  # type: ignore[untyped-decorator]  # bentoml's lazy module has no stubs
+    def get_action(
+        self,
+        cluster_state: ClusterState,
+        pod_deployable: dict[str, list[str]] = Field(default_factory=dict),  # noqa: B008 - BentoML's way to give an API field a default
+    ) -> ActionResponse:
+        """The REACH request (``cluster_state``, ``pod_deployable``) → ``pod_name``, ``target_node``, ``is_stop``."""
+        request = ActionRequest(cluster_state=cluster_state, pod_deployable=pod_deployable)
+        try:
+            return self.policy.decide(request)
+        except PayloadError as err:
+            raise InvalidPayload(f"{err}; fix the request or serve a model trained for this cluster") from None
+
+    @metadata_app.get("/metadata")
+    def metadata(self) -> dict[str, Any]:
+        """Model tag, scenario and workload identity, layout fingerprint, evaluation summary, gate."""
+        return self.policy.summary()

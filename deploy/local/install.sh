@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Install the local Kubernetes 1.20 control plane used by the migrator's e2e tests and the demo.
+#
+# Idempotent: when the four static binaries are already cached under $REACH_K8S_CACHE
+# (default ~/.cache/reach/k8s-v1.20.2/) and etcd and strace are installed, it does nothing.
+# Otherwise it installs Debian's packages (golang-go rsync etcd-server etcd-client prometheus
+# strace), enables deb-src, downloads the source package of Debian 12's `kubernetes` (1.20.2),
+# applies the loopback patches BEFORE building (no cloud credential providers, hollow kubelets on
+# 127.0.0.1) and patches/hollow-node-capacity.patch (hollow nodes read their CPU cores and memory
+# from REACH_HOLLOW_CPU_CORES / REACH_HOLLOW_MEMORY_BYTES, so a cluster mirrors a scenario), and builds kube-apiserver, kube-controller-manager, kube-scheduler and kubemark
+# with `make WHAT=...`. The build takes about 5 minutes on 2 cores; run this script under
+# `flock /tmp/reach-heavy.lock` on shared machines. See docs/migrator.md and LOCAL-CLUSTER.md.
+set -euo pipefail
+
+K8S_VERSION="v1.20.2"
+CACHE_DIR="${REACH_K8S_CACHE:-$HOME/.cache/reach/k8s-$K8S_VERSION}"
+BUILD_DIR="${REACH_K8S_BUILD_DIR:-$HOME/.cache/reach/build}"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubemark)
+APT_PACKAGES=(golang-go rsync etcd-server etcd-client prometheus strace patch)
+
+log() { printf '[reach install] %s\n' "$*" >&2; }
+
+binaries_cached() {
+  local b
+  for b in "${BINARIES[@]}"; do [[ -x "$CACHE_DIR/$b" ]] || return 1; done
+}
+
+packages_installed() {
+  command -v etcd >/dev/null && command -v strace >/dev/null && command -v prometheus >/dev/null
+}
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+install_packages() {
+  log "installing Debian packages: ${APT_PACKAGES[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}"
+}
+
+enable_deb_src() {
+  local src=/etc/apt/sources.list.d/debian.sources dst=/etc/apt/sources.list.d/debian-src.sources
+  if [[ -f "$dst" ]]; then return 0; fi
+  if [[ ! -f "$src" ]]; then
+    log "cannot enable deb-src: $src is missing; add deb-src lines for bookworm by hand and rerun"
+    exit 1
+  fi
+  log "enabling deb-src in $dst"
+  sed 's/^Types: deb$/Types: deb-src/' "$src" | as_root tee "$dst" >/dev/null
+  as_root apt-get update -qq
+}
+
+fetch_source() {
+  mkdir -p "$BUILD_DIR"
+  cd "$BUILD_DIR"
+  if ! ls kubernetes_*.orig.tar.gz >/dev/null 2>&1; then
+    log "downloading the kubernetes source package into $BUILD_DIR"
+    apt-get source --download-only kubernetes
+  fi
+  if [[ ! -d src/cmd/kubemark ]]; then
+    rm -rf src && mkdir src
+    tar -xzf kubernetes_*.orig.tar.gz -C src --strip-components=1
+  fi
+}
+
+apply_source_patches() {
+  cd "$BUILD_DIR/src"
+  log "applying the loopback patches (no cloud credential providers, hollow kubelet on 127.0.0.1)"
+  sed -i '/pkg\/credentialprovider\/\(aws\|azure\|gcp\)"/d' cmd/kubelet/app/plugins.go
+  sed -i 's/c.Address = "0.0.0.0"/c.Address = "127.0.0.1"/' pkg/kubemark/hollow_kubelet.go
+  if grep -q 'credentialprovider/\(aws\|azure\|gcp\)"' cmd/kubelet/app/plugins.go; then
+    log "patch failed: cmd/kubelet/app/plugins.go still imports a cloud credential provider"; exit 1
+  fi
+  if ! grep -q 'c.Address = "127.0.0.1"' pkg/kubemark/hollow_kubelet.go; then
+    log "patch failed: pkg/kubemark/hollow_kubelet.go does not bind the kubelet to 127.0.0.1"; exit 1
+  fi
+  if ! grep -q REACH_HOLLOW_CPU_CORES pkg/kubelet/cadvisor/testing/cadvisor_fake.go; then
+    log "applying hollow-node-capacity.patch (capacity from REACH_HOLLOW_CPU_CORES / REACH_HOLLOW_MEMORY_BYTES)"
+    patch -p1 --forward < "$SCRIPT_DIR/patches/hollow-node-capacity.patch"
+  fi
+}
+
+build_binaries() {
+  cd "$BUILD_DIR/src"
+  export GOPATH="$PWD/.go" CGO_ENABLED=0 GOPROXY=off
+  export KUBE_GIT_VERSION="$K8S_VERSION" KUBE_GIT_MAJOR=1 KUBE_GIT_MINOR=20 KUBE_GIT_TREE_STATE=clean
+  mkdir -p .go/src/k8s.io
+  [[ -e .go/src/k8s.io/kubernetes ]] || ln -s ../../.. .go/src/k8s.io/kubernetes
+  log "building ${BINARIES[*]} (about 5 minutes on 2 cores)"
+  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubemark" GOLDFLAGS="-s -w"
+  mkdir -p "$CACHE_DIR"
+  local b
+  for b in "${BINARIES[@]}"; do
+    install -m 0755 "_output/local/bin/linux/amd64/$b" "$CACHE_DIR/$b"
+  done
+  log "cached binaries in $CACHE_DIR"
+}
+
+main() {
+  if binaries_cached && packages_installed; then
+    log "nothing to do: binaries cached in $CACHE_DIR and packages installed"
+    return 0
+  fi
+  packages_installed || install_packages
+  if ! binaries_cached; then
+    enable_deb_src
+    fetch_source
+    apply_source_patches
+    build_binaries
+  fi
+  if [[ "${REACH_KEEP_BUILD:-0}" != "1" ]]; then
+    log "removing the build tree $BUILD_DIR/src (set REACH_KEEP_BUILD=1 to keep it)"
+    rm -rf "$BUILD_DIR/src"
+  fi
+}
+
+main "$@"

@@ -1,0 +1,168 @@
+"""``reach pipeline|retrain|deploy|serve|up|down|status``: drive the Prefect flows and the service.
+
+Thin typer commands over :mod:`flows.ops`, :mod:`flows.pipeline`, :mod:`flows.redeploy` and
+:mod:`flows.serving`. Prefect, BentoML and torch are imported inside the commands only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+errors = Console(stderr=True)
+
+pipeline_app = typer.Typer(
+    help="Run the pipeline: ingest → validate → train → evaluate → gate → package.", no_args_is_help=True
+)
+GATE_REFUSED_EXIT = 3
+
+retrain_app = typer.Typer(help="Schedule retraining (pipeline, then redeploy).", no_args_is_help=True)
+
+
+def _use_local_server() -> None:
+    """Point Prefect at reach's local server when it runs (else Prefect runs an ephemeral one)."""
+    from flows import ops, processes
+
+    server = processes.find(ops.PREFECT_SERVER)
+    if server is not None and "PREFECT_API_URL" not in os.environ:
+        os.environ.update(ops.prefect_env(server.port))
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    params: Annotated[
+        Path | None, typer.Option(help="JSON file of pipeline parameters (see `reach pipeline params`).")
+    ] = None,
+) -> None:
+    """Run the pipeline now, in this process (on the local Prefect server when `reach up` started one).
+
+    Exit codes: 0 passed (and packaged), 3 refused by the gate, 2 bad parameters, 1 any other failure.
+    """
+    from pydantic import ValidationError
+
+    from flows.pipeline import PipelineParams
+
+    try:
+        parsed = PipelineParams.model_validate_json(params.read_text()) if params else PipelineParams()
+    except (OSError, ValidationError) as err:
+        errors.print(f"[bold red]error:[/] {params}: {err}", highlight=False)
+        raise typer.Exit(2) from None
+    _use_local_server()
+    from flows.pipeline import reach_pipeline
+
+    result = reach_pipeline(parsed)
+    console.print_json(json.dumps(result))
+    if not result["passed"]:
+        errors.print(
+            f"[bold yellow]gate refused the policy[/] ({result['gate']}); nothing was packaged or deployed",
+            highlight=False,
+        )
+        raise typer.Exit(GATE_REFUSED_EXIT)
+
+
+@pipeline_app.command("params")
+def pipeline_params() -> None:
+    """Print the default parameters as JSON (a starting point for --params)."""
+    from flows.pipeline import PipelineParams
+
+    console.print_json(PipelineParams().model_dump_json())
+
+
+@retrain_app.command("schedule")
+def retrain_schedule(
+    cron: Annotated[str, typer.Option(help="5-field cron, e.g. '0 3 * * 0' (Sundays 03:00).")],
+) -> None:
+    """Set the retraining schedule; a running `reach up` runner picks it up after `reach down && reach up`."""
+    from flows.deployments import save_retrain_cron
+
+    try:
+        save_retrain_cron(cron)
+    except ValueError as err:
+        errors.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"retraining scheduled: {cron!r} (restart the runner with `reach down && reach up` to apply)")
+
+
+def deploy(
+    bento: Annotated[str | None, typer.Option(help="Bento tag (default: the newest gated bento not serving).")] = None,
+) -> None:
+    """Blue/green deploy of a gated bento, with a canary check (runs the reach-redeploy flow)."""
+    _use_local_server()
+    from flows.redeploy import reach_redeploy
+    from flows.serving import RedeployError
+
+    try:
+        result = reach_redeploy(bento)
+    except RedeployError as err:
+        errors.print(f"[bold red]deploy failed, the previous service keeps serving:[/] {err}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print_json(json.dumps(result))
+
+
+def serve(
+    bento: Annotated[str | None, typer.Option(help="Bento tag (default: the newest gated bento).")] = None,
+) -> None:
+    """Serve a bento in the foreground on 127.0.0.1:3000 (development; `reach deploy` for blue/green)."""
+    from flows.release import newest_gated_bento
+
+    tag = bento or newest_gated_bento()
+    if tag is None:
+        errors.print(
+            "[bold red]error:[/] no gated bento in the BentoML store; run `reach pipeline run` first", highlight=False
+        )
+        raise typer.Exit(2)
+    bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
+    os.execv(bentoml, [bentoml, "serve", tag, "--host", "127.0.0.1", "--port", "3000"])
+
+
+def up(port: Annotated[int, typer.Option(help="Port of the Prefect server on 127.0.0.1.")] = 4200) -> None:
+    """Start the local Prefect server (SQLite under $REACH_HOME) and serve the deployments."""
+    from flows import ops
+
+    try:
+        result = ops.up(port)
+    except (TimeoutError, RuntimeError) as err:
+        errors.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(
+        f"Prefect dashboard: {result.dashboard_url}  (server pid {result.server_pid}, runner pid {result.runner_pid})"
+    )
+
+
+def down() -> None:
+    """Stop everything reach started (runner, bento servers, Prefect server), by PID."""
+    from flows import ops
+
+    stopped = ops.down()
+    console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+def status() -> None:
+    """What is serving, which model, which processes run, and the last flow runs."""
+    from flows import ops, processes
+    from flows.serving import current_endpoint
+
+    endpoint = current_endpoint()
+    console.print(f"serving: {endpoint.bento} at {endpoint.url} ({endpoint.slot})" if endpoint else "serving: nothing")
+    if endpoint is not None:
+        import bentoml
+
+        labels = bentoml.bentos.get(endpoint.bento).info.labels
+        console.print(
+            f"model: {labels.get('model')} (scenario {labels.get('scenario')}, workload {labels.get('workload')})"
+        )
+    for record in processes.running():
+        console.print(f"process {record.name}: pid {record.pid}, {record.url}, log {record.log}")
+    server = processes.find(ops.PREFECT_SERVER)
+    if server is None:
+        console.print("prefect: not running (`reach up` starts it)")
+        return
+    for run in ops.recent_runs(f"{server.url}/api"):
+        console.print(f"run {run['name']}: {run['state']} since {run['start_time']}")

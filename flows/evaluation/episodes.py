@@ -1,0 +1,124 @@
+"""One evaluation episode per method on one start state, and the start states of each scenario family.
+
+:func:`start_state` draws the held-out start state of an episode for a family: ``steady`` (the
+dynamic start of MODEL.md §3), ``node_failure`` (then one or two nodes fail and the default
+scheduler re-places their pods, :func:`ceenv.events.fail_nodes`) or ``traffic_surge`` (then the
+aggregator grows to its max-replica, :func:`ceenv.events.surge_service`). :func:`run_policy` plays a
+policy in the env from such a state; :func:`run_methods` runs the policy and every baseline on it.
+Used by the evaluation units and by the trainer's validation callback.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from ceenv.baselines import Outcome, run_balancer, run_greedy, run_noop, run_random
+from ceenv.env import CloudEdgeEnv
+from ceenv.events import EventError, draw_failed_nodes, fail_nodes, surge_service
+from ceenv.search import best_known
+from ceenv.simulator import Simulator
+
+Family = Literal["steady", "node_failure", "traffic_surge"]
+FAMILIES: tuple[Family, ...] = ("steady", "node_failure", "traffic_surge")
+BASELINES = ("noop", "random", "greedy", "balancer", "best_known")
+SURGE_SERVICE = "aggregator"
+EVENT_ATTEMPTS = 50
+Decide = Callable[[npt.NDArray[np.float32], npt.NDArray[np.bool_]], int]
+State = tuple[Any, npt.NDArray[np.int64]]
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    """What one method did on one held-out start state."""
+
+    scenario: str
+    workload: str
+    family: str
+    seed: int
+    episode: int
+    method: str
+    start_latency_ms: float
+    end_latency_ms: float
+    moves: int
+    decision_seconds: float
+    invalid_actions: int
+
+
+def _apply_event(env: CloudEdgeEnv, family: Family, rng: np.random.Generator) -> State | None:
+    sim = env.simulator
+    try:
+        if family == "node_failure":
+            outcome = fail_nodes(sim, draw_failed_nodes(sim, rng, count=int(rng.integers(1, 3))))
+        else:
+            outcome = surge_service(sim, SURGE_SERVICE, extra_replicas=env.layout.slot_count)
+            if not outcome.rescheduled_slots:
+                return None  # the aggregator was already at max-replica: no surge possible, draw again
+    except EventError:
+        return None
+    return outcome.conditions, outcome.slot_node
+
+
+def start_state(env: CloudEdgeEnv, family: Family, seed: int) -> State:
+    """The start state of a held-out episode: ``env.reset(seed=seed)``, then the family's event."""
+    rng = np.random.default_rng(seed)
+    for attempt in range(EVENT_ATTEMPTS):
+        env.reset(seed=seed if attempt == 0 else int(rng.integers(2**31)))
+        sim = env.simulator
+        if family == "steady":
+            return sim.conditions, sim.slot_node.copy()
+        state = _apply_event(env, family, rng)
+        if state is not None:
+            return state
+    raise RuntimeError(f"no start state for family {family!r} after {EVENT_ATTEMPTS} draws from seed {seed}")
+
+
+def run_policy(env: CloudEdgeEnv, state: State, decide: Decide) -> Outcome:
+    """Play ``decide`` in ``env`` from ``state`` until STOP or truncation; time only the decisions."""
+    obs, info = env.reset(options={"state": state})
+    start_ms = info["start_latency_ms"]
+    decision_seconds = 0.0
+    invalid = 0
+    done = False
+    while not done:
+        began = time.perf_counter()
+        action = decide(obs, env.action_masks())
+        decision_seconds += time.perf_counter() - began
+        obs, _, terminated, truncated, info = env.step(action)
+        invalid += int(info["invalid_action"])
+        done = terminated or truncated
+    return Outcome("policy", start_ms, info["latency_ms"], info["moves"], decision_seconds, invalid)
+
+
+def run_baselines(
+    sim: Simulator, seed: int, step_cost_ms: float, methods: tuple[str, ...] = BASELINES
+) -> list[Outcome]:
+    """Every baseline in ``methods`` on the same start (random and best_known seeded by ``seed``)."""
+    runners: dict[str, Callable[[], Outcome]] = {
+        "noop": lambda: run_noop(sim),
+        "random": lambda: run_random(sim, np.random.default_rng(seed)),
+        "greedy": lambda: run_greedy(sim, step_cost_ms),
+        "balancer": lambda: run_balancer(sim),
+        "best_known": lambda: best_known(sim, np.random.default_rng(seed)),
+    }
+    unknown = set(methods) - set(runners)
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {sorted(unknown)}; choose from {list(runners)}")
+    return [runners[m]() for m in methods]
+
+
+def record(outcome: Outcome, labels: dict[str, Any]) -> EpisodeRecord:
+    return EpisodeRecord(
+        method=outcome.method,
+        start_latency_ms=outcome.start_latency_ms,
+        end_latency_ms=outcome.end_latency_ms,
+        moves=outcome.moves,
+        decision_seconds=outcome.decision_seconds,
+        invalid_actions=outcome.invalid_actions,
+        **labels,
+    )

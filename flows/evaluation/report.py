@@ -1,0 +1,159 @@
+"""The evaluation report: per-group, per-method statistics with confidence intervals over seeds.
+
+A *group* is one (scenario, workload, family). For every method in a group the report gives mean
+and p95 end latency, latency reduction vs the start (%), the fraction of the best-known reduction,
+moves per episode, decision time per move and the invalid-action count. Means come with 95 %
+confidence intervals over the evaluation seeds (Student t on the per-seed means), so at least two
+seeds are needed for an interval and five are the documented minimum. The pydantic models are the
+JSON format that ``reach gate`` reads. Used by :func:`flows.evaluation.evaluate` and the gate.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from flows.evaluation.episodes import EpisodeRecord
+
+REPORT_FORMAT = 1
+CI_LEVEL = 0.95
+# Two-sided 95 % Student t quantiles by degrees of freedom (1..30); above 30 the normal 1.96 is used.
+_T95 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
+
+
+class Estimate(BaseModel):
+    """A mean over seeds with its 95 % confidence interval (equal to the mean with one seed)."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+
+
+class MethodStats(BaseModel):
+    method: str
+    episodes: int
+    seeds: int
+    mean_end_latency_ms: Estimate
+    p95_end_latency_ms: float
+    mean_start_latency_ms: float
+    reduction_pct: Estimate = Field(description="Mean latency reduction vs the start, % of the start latency.")
+    fraction_of_best_known: Estimate = Field(description="Sum of reductions / sum of best-known reductions, per seed.")
+    moves_per_episode: Estimate
+    decision_ms_per_move: float = Field(description="Total decision time / total moves (per episode if no move).")
+    invalid_actions: int
+
+
+class GroupReport(BaseModel):
+    scenario: str
+    workload: str
+    family: str
+    methods: dict[str, MethodStats]
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.scenario, self.workload, self.family
+
+
+class EvaluationReport(BaseModel):
+    report_format: int = REPORT_FORMAT
+    model: dict[str, Any] = Field(
+        default_factory=dict, description="Artefact directory, fingerprint, training summary."
+    )
+    settings: dict[str, Any] = Field(default_factory=dict, description="Seeds, episodes, families, seed split.")
+    groups: list[GroupReport]
+
+
+def estimate(per_seed: list[float]) -> Estimate:
+    """Mean and 95 % t-interval of per-seed values."""
+    values = np.asarray(per_seed, dtype=float)
+    mean = float(values.mean())
+    if values.size < 2:
+        return Estimate(mean=mean, ci_low=mean, ci_high=mean)
+    df = values.size - 1
+    t = _T95[df - 1] if df <= len(_T95) else 1.96
+    half = t * float(values.std(ddof=1)) / np.sqrt(values.size)
+    return Estimate(mean=mean, ci_low=mean - half, ci_high=mean + half)
+
+
+def _method_stats(method: str, rows: list[EpisodeRecord], best_by_episode: dict[tuple[int, int], float]) -> MethodStats:
+    by_seed: dict[int, list[EpisodeRecord]] = defaultdict(list)
+    for r in rows:
+        by_seed[r.seed].append(r)
+    seeds = sorted(by_seed)
+
+    def per_seed(fn: Any) -> Estimate:
+        return estimate([fn(by_seed[s]) for s in seeds])
+
+    def fraction(rs: list[EpisodeRecord]) -> float:
+        best = sum(max(best_by_episode[(r.seed, r.episode)], 0.0) for r in rs)
+        return sum(r.start_latency_ms - r.end_latency_ms for r in rs) / best if best > 0 else 1.0
+
+    moves = sum(r.moves for r in rows)
+    seconds = sum(r.decision_seconds for r in rows)
+    return MethodStats(
+        method=method,
+        episodes=len(rows),
+        seeds=len(seeds),
+        mean_end_latency_ms=per_seed(lambda rs: float(np.mean([r.end_latency_ms for r in rs]))),
+        p95_end_latency_ms=float(np.percentile([r.end_latency_ms for r in rows], 95)),
+        mean_start_latency_ms=float(np.mean([r.start_latency_ms for r in rows])),
+        reduction_pct=per_seed(
+            lambda rs: float(np.mean([100 * (1 - r.end_latency_ms / r.start_latency_ms) for r in rs]))
+        ),
+        fraction_of_best_known=per_seed(fraction),
+        moves_per_episode=per_seed(lambda rs: float(np.mean([r.moves for r in rs]))),
+        decision_ms_per_move=1000 * seconds / (moves if moves else len(rows)),
+        invalid_actions=sum(r.invalid_actions for r in rows),
+    )
+
+
+def summarize(records: list[EpisodeRecord]) -> list[GroupReport]:
+    """Group the records by (scenario, workload, family) and compute every method's statistics."""
+    groups: dict[tuple[str, str, str], list[EpisodeRecord]] = defaultdict(list)
+    for r in records:
+        groups[(r.scenario, r.workload, r.family)].append(r)
+    reports = []
+    for (scenario, workload, family), rows in groups.items():
+        best = {(r.seed, r.episode): r.start_latency_ms - r.end_latency_ms for r in rows if r.method == "best_known"}
+        if not best:
+            raise ValueError(f"group {scenario}/{workload}/{family} has no best_known records; the fraction needs them")
+        methods: dict[str, list[EpisodeRecord]] = defaultdict(list)
+        for r in rows:
+            methods[r.method].append(r)
+        stats = {m: _method_stats(m, rs, best) for m, rs in methods.items()}
+        reports.append(GroupReport(scenario=scenario, workload=workload, family=family, methods=stats))
+    return reports

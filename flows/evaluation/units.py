@@ -1,0 +1,87 @@
+"""The unit of evaluation work: one (scenario, workload, family, seed) with N held-out episodes.
+
+:class:`EvalUnit` holds only plain, serialisable fields so that a Prefect flow can map
+:func:`evaluate_unit` over units as tasks; :func:`plan_units` lists the units of an evaluation.
+Each unit loads what it needs (scenario, workload, and the policy artefact unless one is passed),
+draws its start states from the evaluation seed range (:mod:`flows.evaluation.seeds`) and returns
+one :class:`EpisodeRecord` per method and episode. Used by :func:`flows.evaluation.evaluate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ceenv.encoding import layout_from_scenario
+from ceenv.env import CloudEdgeEnv
+from ceenv.scenario import load_scenario
+from ceenv.simulator import Simulator
+from ceenv.workload import load_workload, workload_name
+from flows.evaluation.episodes import BASELINES, EpisodeRecord, Family, record, run_baselines, run_policy, start_state
+from flows.evaluation.seeds import evaluation_seed
+
+
+@dataclass(frozen=True)
+class EvalUnit:
+    """One fan-out unit: ``episodes`` held-out episodes of one seed, family, workload and scenario."""
+
+    scenario_dir: str
+    workload_file: str
+    family: Family
+    seed: int
+    episodes: int
+    model_dir: str | None = None  # None: baselines only
+    step_cost_ms: float = 1.25
+    max_steps: int = 100
+    baselines: tuple[str, ...] = BASELINES
+
+
+def plan_units(
+    scenario_dir: str | Path,
+    workload_files: list[str | Path],
+    families: list[Family],
+    seeds: list[int],
+    episodes: int,
+    model_dir: str | Path | None,
+    **settings: Any,
+) -> list[EvalUnit]:
+    """All units of an evaluation, workload-major (the order of the report's groups)."""
+    return [
+        EvalUnit(
+            str(scenario_dir), str(w), family, seed, episodes, None if model_dir is None else str(model_dir), **settings
+        )
+        for w in workload_files
+        for family in families
+        for seed in seeds
+    ]
+
+
+def evaluate_unit(unit: EvalUnit, policy: Any = None) -> list[EpisodeRecord]:
+    """Run the policy (``policy`` or the unit's artefact) and the baselines on the unit's episodes."""
+    scenario = load_scenario(unit.scenario_dir)
+    workload = load_workload(unit.workload_file, scenario)
+    env = CloudEdgeEnv(scenario, workload, dynamic=True, step_cost_ms=unit.step_cost_ms, max_steps=unit.max_steps)
+    if policy is None and unit.model_dir is not None:
+        from bento.artefact import load_artefact  # torch only when a policy is evaluated
+
+        policy = load_artefact(unit.model_dir, layout_from_scenario(scenario))
+    records: list[EpisodeRecord] = []
+    labels_base = {
+        "scenario": scenario.name,
+        "workload": workload_name(Path(unit.workload_file)),
+        "family": unit.family,
+    }
+    for episode in range(unit.episodes):
+        seed = evaluation_seed(unit.seed, episode)
+        state = start_state(env, unit.family, seed)
+        labels = {**labels_base, "seed": unit.seed, "episode": episode}
+        if policy is not None:
+            records.append(record(run_policy(env, state, policy.decide), labels))
+        sim = Simulator(env.model, env.layout, *state)
+        records.extend(record(o, labels) for o in run_baselines(sim, seed, unit.step_cost_ms, unit.baselines))
+    return records
+
+
+def unit_to_dict(unit: EvalUnit) -> dict[str, Any]:
+    return asdict(unit)

@@ -1,0 +1,167 @@
+"""The evaluation gate: may a candidate policy replace the incumbent?
+
+:func:`gate` is a pure function of the candidate's evaluation report, the incumbent's report (or
+``None`` when nothing is deployed yet) and :class:`GateRules` (``data/gate/default.json``, validated
+by :func:`load_gate_rules`). It returns a :class:`Verdict` whose checks each say what was compared,
+the numbers and whether it passed; the candidate passes only if every check passes. Used by
+``reach gate`` and, later, the Prefect flow before packaging and redeploying.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.evaluation.report import EvaluationReport, GroupReport
+from flows.training.config import read_config
+
+
+class GateRules(BaseModel):
+    """The promotion rules; every field has a safe default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    beat_noop: bool = Field(True, description="Policy mean end latency < no-op's in every group evaluated.")
+    beat_random: bool = Field(True, description="Policy mean end latency < random's in every group evaluated.")
+    beat_greedy: bool = Field(False, description="Policy mean end latency <= greedy's in every group (off by default).")
+    min_fraction_of_best_known: float = Field(
+        0.9, ge=0, le=1.5, description="Minimum mean fraction of the best-known latency reduction, in every group."
+    )
+    max_invalid_actions: int = Field(0, ge=0, description="Most invalid actions allowed over the whole evaluation.")
+    incumbent_tolerance_pct: float = Field(
+        1.0,
+        ge=0,
+        description="Candidate mean end latency may exceed the incumbent's by at most this % per shared group.",
+    )
+    require_incumbent: bool = Field(
+        False, description="Refuse when no incumbent report is given (false: first deploy passes)."
+    )
+
+
+class Check(BaseModel):
+    rule: str
+    group: str
+    passed: bool
+    detail: str
+
+
+class Verdict(BaseModel):
+    passed: bool
+    checks: list[Check]
+
+    @property
+    def reasons(self) -> list[str]:
+        """One line per check, failures first."""
+        ordered = sorted(self.checks, key=lambda c: c.passed)
+        return [f"{'PASS' if c.passed else 'FAIL'} {c.rule} [{c.group}]: {c.detail}" for c in ordered]
+
+    def summary(self) -> str:
+        failed = [c for c in self.checks if not c.passed]
+        if not failed:
+            return f"passed all {len(self.checks)} checks"
+        return f"refused: {len(failed)} of {len(self.checks)} checks failed ({', '.join(sorted({c.rule for c in failed}))})"
+
+
+def load_gate_rules(path: str | Path) -> GateRules:
+    """Gate rules from a JSON file; errors name the file, field, value and fix."""
+    return read_config(GateRules, path)
+
+
+def _name(group: GroupReport) -> str:
+    return "/".join(group.key)
+
+
+def _beats(group: GroupReport, rule: str, baseline: str, strict: bool) -> Check:
+    policy = group.methods["policy"].mean_end_latency_ms.mean
+    if baseline not in group.methods:
+        return Check(
+            rule=rule,
+            group=_name(group),
+            passed=False,
+            detail=f"no {baseline} results in the report; re-run the evaluation with it",
+        )
+    other = group.methods[baseline].mean_end_latency_ms.mean
+    ok = policy < other if strict else policy <= other
+    return Check(
+        rule=rule, group=_name(group), passed=ok, detail=f"policy {policy:.2f} ms vs {baseline} {other:.2f} ms"
+    )
+
+
+def _group_checks(group: GroupReport, rules: GateRules) -> list[Check]:
+    name = _name(group)
+    if "policy" not in group.methods:
+        return [Check(rule="policy_evaluated", group=name, passed=False, detail="the report has no policy results")]
+    checks = []
+    if rules.beat_noop:
+        checks.append(_beats(group, "beat_noop", "noop", strict=True))
+    if rules.beat_random:
+        checks.append(_beats(group, "beat_random", "random", strict=True))
+    if rules.beat_greedy:
+        checks.append(_beats(group, "beat_greedy", "greedy", strict=False))
+    fraction = group.methods["policy"].fraction_of_best_known.mean
+    checks.append(
+        Check(
+            rule="min_fraction_of_best_known",
+            group=name,
+            passed=fraction >= rules.min_fraction_of_best_known,
+            detail=f"{fraction:.3f} of the best-known reduction, need >= {rules.min_fraction_of_best_known:.3f}",
+        )
+    )
+    return checks
+
+
+def _incumbent_checks(report: EvaluationReport, incumbent: EvaluationReport | None, rules: GateRules) -> list[Check]:
+    if incumbent is None:
+        ok = not rules.require_incumbent
+        detail = "no incumbent report: " + (
+            "required by the rules" if not ok else "first deployment, nothing to compare"
+        )
+        return [Check(rule="not_worse_than_incumbent", group="all", passed=ok, detail=detail)]
+    theirs = {g.key: g for g in incumbent.groups if "policy" in g.methods}
+    shared = [g for g in report.groups if g.key in theirs and "policy" in g.methods]
+    if not shared:
+        return [
+            Check(
+                rule="not_worse_than_incumbent",
+                group="all",
+                passed=False,
+                detail="the incumbent report shares no (scenario, workload, family) group; evaluate both on the same groups",
+            )
+        ]
+    checks = []
+    for group in shared:
+        ours = group.methods["policy"].mean_end_latency_ms.mean
+        limit_ms = theirs[group.key].methods["policy"].mean_end_latency_ms.mean * (
+            1 + rules.incumbent_tolerance_pct / 100
+        )
+        checks.append(
+            Check(
+                rule="not_worse_than_incumbent",
+                group=_name(group),
+                passed=ours <= limit_ms,
+                detail=f"candidate {ours:.2f} ms vs incumbent limit {limit_ms:.2f} ms (+{rules.incumbent_tolerance_pct}%)",
+            )
+        )
+    return checks
+
+
+def gate(report: EvaluationReport, incumbent: EvaluationReport | None, rules: GateRules) -> Verdict:
+    """Decide whether ``report``'s policy may replace ``incumbent``'s; every reason is in the verdict."""
+    if not report.groups:
+        return Verdict(
+            passed=False,
+            checks=[Check(rule="report_not_empty", group="all", passed=False, detail="the report has no groups")],
+        )
+    checks = [c for g in report.groups for c in _group_checks(g, rules)]
+    invalid = sum(g.methods["policy"].invalid_actions for g in report.groups if "policy" in g.methods)
+    checks.append(
+        Check(
+            rule="max_invalid_actions",
+            group="all",
+            passed=invalid <= rules.max_invalid_actions,
+            detail=f"{invalid} invalid actions, at most {rules.max_invalid_actions} allowed",
+        )
+    )
+    checks.extend(_incumbent_checks(report, incumbent, rules))
+    return Verdict(passed=all(c.passed for c in checks), checks=checks)

@@ -1,0 +1,232 @@
+"""The ``reach-pipeline`` flow: ingest → validate → train → evaluate → gate → package.
+
+Each task is a verb calling library code (:mod:`flows.profiles`, :mod:`ceenv`,
+:mod:`flows.training`, :mod:`flows.evaluation`, :mod:`flows.gate`, :mod:`bento.store`). The flow
+body reads like a table of contents. Evaluation fans out over (workload, family, seed) units as
+mapped tasks, so a distributed task runner or a Kubernetes work pool spreads it across machines.
+Every run publishes artifacts (validation summary, evaluation table and plots, gate verdict) so
+the dashboard shows why a model was or was not packaged. A failed validation fails the run; a
+refused gate completes it without packaging; nothing deployed is touched either way.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from pydantic import BaseModel, ConfigDict, Field
+
+from ceenv.workload import workload_name
+from flows.evaluation.episodes import Family
+from flows.paths import data_dir, out_dir, resolve_scenario, resolve_workload
+
+if TYPE_CHECKING:
+    from flows.evaluation.report import EvaluationReport
+    from flows.gate import Verdict
+
+
+class PipelineParams(BaseModel):
+    """Parameters of one pipeline run (the dashboard's run form shows these descriptions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scenario: str = Field("7-21", description="Scenario directory or name under data/scenarios.")
+    workload: str = Field(
+        "aggregator_sequential", description="Workload name or *_call_patterns.json path the policy is trained on."
+    )
+    profiles_csv: list[str] = Field(default_factory=list, description="CSV profiles to ingest first (optional).")
+    profiles_jaeger: list[str] = Field(
+        default_factory=list, description="Jaeger trace exports to ingest first (optional)."
+    )
+    node_types: str | None = Field(None, description="Node/host → CPU type table for Jaeger hosts.")
+    train_config: str = Field("default", description="Training config: a name under data/train or a JSON path.")
+    total_timesteps: int | None = Field(None, ge=1, description="Override the config's step budget.")
+    max_wall_seconds: float | None = Field(None, gt=0, description="Override the config's wall-clock limit.")
+    eval_seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2, 3, 4],
+        min_length=1,
+        description="Held-out evaluation seeds (≥ 5 for confidence intervals).",
+    )
+    eval_episodes: int = Field(4, ge=1, description="Episodes per evaluation seed.")
+    families: list[Family] = Field(
+        default_factory=lambda: list[Family](["steady"]),
+        description="Scenario families: steady, node_failure, traffic_surge.",
+    )
+    gate_rules: str = Field("default", description="Gate rules: a name under data/gate or a JSON path.")
+    package: bool = Field(True, description="Package a passing policy as a bento.")
+    run_dir: str | None = Field(None, description="Where this run writes (default out/runs/<time>).")
+
+
+def _config_path(value: str, folder: str) -> Path:
+    path = Path(value)
+    return path if path.suffix == ".json" else data_dir() / folder / f"{value}.json"
+
+
+@task
+def ingest_profiles(params: PipelineParams, scenario_dir: Path, workload_file: Path, run_dir: Path) -> Path:
+    """Validate the profiles (Great Expectations) and write a new dataset; return its workload file."""
+    from flows.profiles.ingest import ProfileInputs
+    from flows.profiles.ingest import ingest_profiles as ingest
+
+    inputs = ProfileInputs(
+        tuple(Path(p) for p in params.profiles_csv),
+        tuple(Path(p) for p in params.profiles_jaeger),
+        Path(params.node_types) if params.node_types else None,
+    )
+    dataset, run = ingest(inputs, scenario_dir, [workload_file], run_dir / "dataset", reports_dir=run_dir / "reports")
+    checks = run.report.get("checks", [])
+    create_markdown_artifact(
+        "# Profile validation (Great Expectations)\n\n"
+        + "\n".join(f"- {'PASS' if c.get('success') else 'FAIL'} {c.get('name', c)}" for c in checks),
+        key="profile-validation",
+        description="GX validation summary of the ingested profiles",
+    )
+    return dataset / workload_file.name
+
+
+@task
+def validate_scenario(scenario_dir: Path, workload_file: Path) -> str:
+    """Validate the scenario and workload files (ceenv's checks); fail the run with every problem."""
+    from flows.simulation import validate_files
+
+    problems, summary = validate_files(str(scenario_dir), str(workload_file))
+    if problems:
+        raise ValueError("invalid scenario or workload:\n" + "\n".join(problems))
+    return summary
+
+
+@task
+def train_policy(params: PipelineParams, scenario_dir: Path, workload_file: Path, run_dir: Path) -> dict[str, Any]:
+    """Train MaskablePPO (no progress bar inside the flow; Prefect logs instead) and save the artefact."""
+    from flows.training.config import load_train_config
+    from flows.training.trainer import train
+
+    overrides = {
+        k: v
+        for k, v in (("total_timesteps", params.total_timesteps), ("max_wall_seconds", params.max_wall_seconds))
+        if v is not None
+    }
+    config = load_train_config(_config_path(params.train_config, "train"), **overrides)
+    result = train(config, scenario_dir, workload_file, run_dir / "training", progress=False)
+    get_run_logger().info(
+        "trained %d steps in %.0f s; best validation fraction %.3f",
+        result.timesteps,
+        result.wall_seconds,
+        result.best_fraction_of_best_known,
+    )
+    return {
+        "artefact_dir": str(result.artefact_dir),
+        "timesteps": result.timesteps,
+        "wall_seconds": result.wall_seconds,
+    }
+
+
+@task
+def evaluate_unit(unit: Any) -> list[Any]:
+    """One (workload, family, seed) unit: the policy and every baseline on held-out start states."""
+    from flows.evaluation.units import evaluate_unit as run_unit
+
+    return run_unit(unit)
+
+
+def _image_markdown(path: Path) -> str:
+    return f"![{path.stem}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+
+@task
+def publish_evaluation(
+    artefact_dir: str, records: list[Any], settings: dict[str, Any], run_dir: Path
+) -> EvaluationReport:
+    """Summarise the records, write report.json/.md and plots, attach them to the run and the artefact."""
+    from bento.artefact import write_evaluation
+    from flows.evaluation import report_from_records
+    from flows.evaluation.output import markdown, write_report
+
+    report = report_from_records(artefact_dir, records, settings)
+    written = write_report(report, records, run_dir / "evaluation")
+    write_evaluation(artefact_dir, report.model_dump(mode="json"))
+    create_markdown_artifact(
+        markdown(report), key="evaluation-table", description="Policy vs baselines on held-out start states"
+    )
+    plots = [p for p in written if p.suffix == ".png"]
+    if plots:
+        create_markdown_artifact(
+            "\n\n".join(_image_markdown(p) for p in plots),
+            key="evaluation-plots",
+            description="Latency distribution per method; moves vs gain",
+        )
+    return report
+
+
+@task
+def find_incumbent(scenario: str, workload: str) -> EvaluationReport | None:
+    """The evaluation report of the policy now serving (or the newest gated one for this scenario/workload)."""
+    from flows.release import incumbent_report
+
+    return incumbent_report(scenario, workload)
+
+
+@task
+def gate_policy(report: EvaluationReport, incumbent: EvaluationReport | None, rules_file: Path) -> Verdict:
+    """Apply the gate rules; publish the verdict with every reason."""
+    from flows.gate import gate, load_gate_rules
+
+    verdict = gate(report, incumbent, load_gate_rules(rules_file))
+    create_markdown_artifact(
+        f"# Gate: {'PASSED' if verdict.passed else 'REFUSED'}\n\n{verdict.summary()}\n\n"
+        + "\n".join(f"- {r}" for r in verdict.reasons)
+        + ("\n\n(no incumbent: nothing deployed yet)" if incumbent is None else ""),
+        key="gate-verdict",
+        description="Why the policy was or was not packaged",
+    )
+    create_table_artifact([c.model_dump() for c in verdict.checks], key="gate-checks", description="Gate checks")
+    return verdict
+
+
+@task(retries=2, retry_delay_seconds=5)
+def package_bento(artefact_dir: str, verdict: Verdict) -> str:
+    """Store the policy in the BentoML model store and build its bento (labelled with the verdict)."""
+    from flows.release import package
+
+    return package(artefact_dir, verdict.passed, verdict.summary())
+
+
+@flow(name="reach-pipeline", log_prints=True)
+def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
+    """Ingest → validate → train → evaluate → gate → package (see the module docstring)."""
+    from flows.evaluation.units import plan_units
+
+    params = params or PipelineParams()
+    run_dir = Path(params.run_dir) if params.run_dir else out_dir() / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    scenario_dir = resolve_scenario(params.scenario)
+    workload_file = resolve_workload(params.workload, scenario_dir)
+    if params.profiles_csv or params.profiles_jaeger:
+        workload_file = ingest_profiles(params, scenario_dir, workload_file, run_dir)
+    summary = validate_scenario(scenario_dir, workload_file)
+    trained = train_policy(params, scenario_dir, workload_file, run_dir)
+    units = plan_units(
+        scenario_dir, [workload_file], params.families, params.eval_seeds, params.eval_episodes, trained["artefact_dir"]
+    )
+    records = [r for batch in evaluate_unit.map(units).result() for r in batch]
+    settings = {"seeds": params.eval_seeds, "episodes": params.eval_episodes, "families": params.families}
+    report = publish_evaluation(trained["artefact_dir"], records, settings, run_dir)
+    incumbent = find_incumbent(scenario_dir.name, workload_name(workload_file))
+    verdict = gate_policy(report, incumbent, _config_path(params.gate_rules, "gate"))
+    result: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "validated": summary,
+        "training": trained,
+        "gate": verdict.summary(),
+        "passed": verdict.passed,
+        "bento": None,
+    }
+    if verdict.passed and params.package:
+        result["bento"] = package_bento(trained["artefact_dir"], verdict)
+    (run_dir / "pipeline.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,112 @@
+"""The validated training configuration: PPO hyperparameters, parallelism, budget, seed, evaluation.
+
+:class:`TrainConfig` is what ``data/train/*.json`` holds and what :func:`flows.training.train`
+takes. Its defaults are Stable-Baselines3's PPO defaults, the settings REACH trained with;
+``data/train/fast.json`` holds the settings tuned for the 2-core benchmark. :func:`load_train_config`
+reads a file and turns every validation problem into a :class:`ConfigError` naming the file, the
+field, the value and the fix. Used by the trainer, ``reach train`` and the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flows.evaluation.seeds import TRAIN_SEED_LIMIT
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or invalid; the message says where and how to fix it."""
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a training run, besides the scenario and workload files."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    total_timesteps: int = Field(200_000, ge=1, description="Environment steps to train for (all envs together).")
+    max_wall_seconds: float | None = Field(
+        None, gt=0, description="Stop (keeping the best model) after this many seconds of training; null = no limit."
+    )
+    seed: int = Field(0, ge=0, description=f"Training seed; env i uses seed + i, which must stay < {TRAIN_SEED_LIMIT}.")
+    n_envs: int = Field(8, ge=1, le=256, description="Parallel environments collecting experience.")
+    vec_env: Literal["dummy", "subproc"] = Field(
+        "dummy", description="dummy = envs in this process (fastest for this cheap env); subproc = one process each."
+    )
+    torch_threads: int = Field(
+        1, ge=1, le=64, description="torch.set_num_threads for training (1 is fastest on 2 cores)."
+    )
+    learning_rate: float = Field(3e-4, gt=0, le=1, description="Adam learning rate (SB3 PPO default 3e-4).")
+    n_steps: int = Field(2048, ge=2, description="Steps per env per rollout (SB3 default 2048).")
+    batch_size: int = Field(64, ge=2, description="Minibatch size (SB3 default 64).")
+    n_epochs: int = Field(10, ge=1, description="Optimisation epochs per rollout (SB3 default 10).")
+    gamma: float = Field(0.99, gt=0, le=1, description="Discount factor (SB3 default 0.99).")
+    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda (SB3 default 0.95).")
+    clip_range: float = Field(0.2, gt=0, le=1, description="PPO clip range (SB3 default 0.2).")
+    ent_coef: float = Field(0.0, ge=0, description="Entropy bonus (SB3 default 0.0).")
+    vf_coef: float = Field(0.5, ge=0, description="Value loss weight (SB3 default 0.5).")
+    max_grad_norm: float = Field(0.5, gt=0, description="Gradient clipping (SB3 default 0.5).")
+    net_arch: list[int] = Field(
+        default_factory=lambda: [64, 64], description="Hidden layer sizes of policy and value nets."
+    )
+    reward_scale: Literal["none", "start_latency"] = Field(
+        "none",
+        description="none = the env's reward in ms (REACH); start_latency = reward / episode start latency, so "
+        "every episode's return is its fractional latency reduction.",
+    )
+    step_cost_ms: float = Field(1.25, ge=0, description="Rescheduling cost per migration, ms (MODEL.md §3).")
+    max_steps: int = Field(100, ge=1, description="Episode truncation length.")
+    eval_freq_steps: int = Field(20_000, ge=1, description="Evaluate the policy every this many env steps (all envs).")
+    eval_episodes: int = Field(32, ge=1, description="Held-out validation start states per evaluation.")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> TrainConfig:
+        if self.seed + self.n_envs > TRAIN_SEED_LIMIT:
+            raise ValueError(f"seed + n_envs must be <= {TRAIN_SEED_LIMIT} (seeds above are held out for evaluation)")
+        if self.batch_size > self.n_steps * self.n_envs:
+            raise ValueError(
+                f"batch_size {self.batch_size} exceeds the rollout size n_steps * n_envs = {self.n_steps * self.n_envs}"
+            )
+        if not self.net_arch or any(width < 1 for width in self.net_arch):
+            raise ValueError(f"net_arch must list positive layer widths, got {self.net_arch}")
+        return self
+
+
+def validate_file(model: type[ModelT], data: Any, file: str) -> ModelT:
+    """``model.model_validate(data)``, with errors rewritten to name the file, field, value and fix."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            field = ".".join(str(p) for p in e["loc"]) or "$"
+            problems.append(f"{file}: field {field!r}: {e['msg']} (got {e.get('input')!r})")
+        fields = ", ".join(f"{name} ({info.description})" for name, info in model.model_fields.items())
+        raise ConfigError("; ".join(problems) + f". Fix the file; valid fields: {fields}") from None
+
+
+def read_config(model: type[ModelT], path: str | Path) -> ModelT:
+    """Read a JSON config file into ``model``; raise :class:`ConfigError` with file, field, value and fix."""
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such config file; pass an existing JSON file (see data/train/)") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{file}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the top level must be a JSON object of fields, got {type(data).__name__}")
+    return validate_file(model, data, str(file))
+
+
+def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from a JSON file, with optional field overrides (e.g. from the CLI)."""
+    config = read_config(TrainConfig, path)
+    if not overrides:
+        return config
+    return validate_file(TrainConfig, {**config.model_dump(), **overrides}, f"{path} (with overrides {overrides})")

@@ -1,0 +1,69 @@
+"""The training environments: CloudEdgeEnv instances, reward scaling and the vectorised env.
+
+:class:`RelativeReward` divides the env's reward (ms) by the episode's start latency, so every
+episode's return is its fractional latency reduction whatever the drawn delays; the env's own
+reward is untouched (REACH's), and ``Monitor`` sits inside the wrapper so TensorBoard's
+``rollout/ep_rew_mean`` stays in ms. :func:`make_vec_env` builds ``n_envs`` of them in this process
+(``DummyVecEnv``, fastest for an env this cheap on 2 cores) or one process each
+(``SubprocVecEnv``). We do not use SB3's ``make_vec_env`` helper because it passes
+``render_mode="rgb_array"``, which the env rejects. Used by :mod:`flows.training.trainer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+
+from ceenv.env import CloudEdgeEnv
+from flows.training.config import TrainConfig
+
+
+class RelativeReward(gym.Wrapper[Any, Any, Any, Any]):
+    """Reward / episode start latency (ms / ms): the return is the fractional latency reduction."""
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        super().__init__(env)
+        self._start_latency_ms = 1.0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self._start_latency_ms = max(float(info["start_latency_ms"]), 1e-9)
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, float(reward) / self._start_latency_ms, terminated, truncated, info
+
+    def action_masks(self) -> Any:
+        return self.env.get_wrapper_attr("action_masks")()
+
+
+def env_factory(
+    scenario_dir: str | Path, workload_file: str | Path, config: TrainConfig
+) -> Callable[[], gym.Env[Any, Any]]:
+    """A picklable-by-closure factory of one training env (SubprocVecEnv needs a callable)."""
+
+    def make() -> gym.Env[Any, Any]:
+        from stable_baselines3.common.monitor import Monitor
+
+        env: gym.Env[Any, Any] = Monitor(
+            CloudEdgeEnv(
+                scenario_dir, workload_file, dynamic=True, step_cost_ms=config.step_cost_ms, max_steps=config.max_steps
+            )
+        )
+        return RelativeReward(env) if config.reward_scale == "start_latency" else env
+
+    return make
+
+
+def make_vec_env(scenario_dir: str | Path, workload_file: str | Path, config: TrainConfig) -> Any:
+    """``config.n_envs`` training envs, seeded ``config.seed + i``."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    factories = [env_factory(scenario_dir, workload_file, config) for _ in range(config.n_envs)]
+    venv = DummyVecEnv(factories) if config.vec_env == "dummy" else SubprocVecEnv(factories, start_method="spawn")
+    venv.seed(config.seed)
+    return venv

@@ -1,0 +1,196 @@
+"""Training a MaskablePPO rescheduling policy and saving it as an artefact.
+
+:func:`train` builds the vectorised envs (:mod:`flows.training.envs`), the MaskablePPO model with the
+config's hyperparameters, a progress bar (SB3's rich/tqdm bar), TensorBoard logs under
+``<out>/tensorboard`` and the validation callback that keeps the best model
+(:mod:`flows.training.validation`). Ctrl-C (KeyboardInterrupt) and the wall-clock limit stop
+training cleanly: the best model so far becomes the artefact. The artefact
+(:mod:`bento.artefact`) is written to ``<out>/policy`` and the learning curve to
+``<out>/training_curve.csv``. Used by ``reach train``, the (later) Prefect training flow and the benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ceenv.encoding import OBSERVATION_VERSION
+from ceenv.env import CloudEdgeEnv
+from ceenv.scenario import load_scenario
+from ceenv.workload import load_workload, workload_name
+from flows.training.config import TrainConfig
+
+POLICY_DIR = "policy"
+CURVE_FILE = "training_curve.csv"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the artefact is and how training ended."""
+
+    artefact_dir: Path
+    timesteps: int
+    wall_seconds: float
+    best_fraction_of_best_known: float
+    best_timesteps: int
+    interrupted: bool
+    stopped_by_wall_clock: bool
+    curve: list[dict[str, float]]
+
+
+def build_model(config: TrainConfig, venv: Any, tensorboard_dir: Path | None) -> Any:
+    """A MaskablePPO with the config's hyperparameters (SB3 names), on CPU."""
+    from sb3_contrib import MaskablePPO
+
+    return MaskablePPO(
+        "MlpPolicy",
+        venv,
+        learning_rate=config.learning_rate,
+        n_steps=config.n_steps,
+        batch_size=config.batch_size,
+        n_epochs=config.n_epochs,
+        gamma=config.gamma,
+        gae_lambda=config.gae_lambda,
+        clip_range=config.clip_range,
+        ent_coef=config.ent_coef,
+        vf_coef=config.vf_coef,
+        max_grad_norm=config.max_grad_norm,
+        policy_kwargs={"net_arch": list(config.net_arch)},
+        tensorboard_log=None if tensorboard_dir is None else str(tensorboard_dir),
+        seed=config.seed,
+        device="cpu",
+        verbose=0,
+    )
+
+
+def _learn(model: Any, config: TrainConfig, callback: Any, progress: bool) -> bool:
+    """Run ``model.learn``; return True when the user interrupted it (Ctrl-C)."""
+    try:
+        model.learn(config.total_timesteps, callback=callback, progress_bar=progress, tb_log_name="ppo")
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def train(
+    config: TrainConfig,
+    scenario_dir: str | Path,
+    workload_file: str | Path,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    tensorboard: bool = True,
+) -> TrainResult:
+    """Train on ``scenario_dir`` + ``workload_file``; write the artefact under ``out_dir``; keep the best model."""
+    import torch
+
+    from flows.training.envs import make_vec_env
+    from flows.training.validation import ValidationCallback, Validator
+
+    torch.set_num_threads(config.torch_threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scenario = load_scenario(scenario_dir)
+    workload = load_workload(workload_file, scenario)
+    eval_env = CloudEdgeEnv(
+        scenario, workload, dynamic=True, step_cost_ms=config.step_cost_ms, max_steps=config.max_steps
+    )
+    validator = Validator(eval_env, config.eval_episodes)
+    venv = make_vec_env(scenario_dir, workload_file, config)
+    started = time.perf_counter()
+    try:
+        model = build_model(config, venv, out / "tensorboard" if tensorboard else None)
+        best_path = out / "best_model.zip"
+        callback = ValidationCallback(validator, config.eval_freq_steps, best_path, started, config.max_wall_seconds)
+        callback.init_callback(model)
+        interrupted = _learn(model, config, callback, progress)
+        if not callback.state.curve or callback.state.curve[-1].timesteps != model.num_timesteps:
+            callback.validate()  # the final weights may be the best
+    finally:
+        _close(venv)
+    wall_seconds = time.perf_counter() - started
+    return _finish(out, model, callback.state, config, interrupted, wall_seconds, scenario_dir, workload_file)
+
+
+def _finish(
+    out: Path,
+    model: Any,
+    state: Any,
+    config: TrainConfig,
+    interrupted: bool,
+    wall_seconds: float,
+    scenario_dir: str | Path,
+    workload_file: str | Path,
+) -> TrainResult:
+    """Write the learning curve and the artefact (from the best model); build the result."""
+    curve = [asdict(p) for p in state.curve]
+    _write_curve(out / CURVE_FILE, curve)
+    timesteps = int(model.num_timesteps)
+    summary = {
+        "timesteps": timesteps,
+        "wall_seconds": wall_seconds,
+        "interrupted": interrupted,
+        "stopped_by_wall_clock": state.stopped_by_wall_clock,
+        "best_timesteps": state.best_timesteps,
+        "best_validation_fraction_of_best_known": state.best_fraction,
+        "validation_episodes": config.eval_episodes,
+    }
+    artefact = _save(out / "best_model.zip", out / POLICY_DIR, config, scenario_dir, workload_file, summary)
+    return TrainResult(
+        artefact,
+        timesteps,
+        wall_seconds,
+        state.best_fraction,
+        state.best_timesteps,
+        interrupted,
+        state.stopped_by_wall_clock,
+        curve,
+    )
+
+
+def _close(venv: Any) -> None:
+    # After Ctrl-C the SubprocVecEnv workers got the signal too and may already be gone.
+    with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
+        venv.close()
+
+
+def _write_curve(file: Path, curve: list[dict[str, Any]]) -> None:
+    with file.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(curve[0]) if curve else ["wall_seconds"])
+        writer.writeheader()
+        writer.writerows(curve)
+
+
+def _save(
+    best_path: Path,
+    target: Path,
+    config: TrainConfig,
+    scenario_dir: str | Path,
+    workload_file: str | Path,
+    summary: dict[str, Any],
+) -> Path:
+    from sb3_contrib import MaskablePPO
+
+    from bento.artefact import ArtefactMetadata, save_artefact, scenario_sources, source_file
+    from ceenv.encoding import layout_from_scenario
+
+    scenario = load_scenario(scenario_dir)
+    layout = layout_from_scenario(scenario)
+    metadata = ArtefactMetadata(
+        observation_version=OBSERVATION_VERSION,
+        layout=layout.to_dict(),
+        layout_fingerprint=layout.fingerprint(),
+        scenario_name=scenario.name,
+        scenario_files=scenario_sources(scenario_dir),
+        workload_name=workload_name(Path(workload_file)),
+        workload_file=source_file(workload_file),
+        step_cost_ms=config.step_cost_ms,
+        max_steps=config.max_steps,
+        training_config=config.model_dump(mode="json"),
+        training_summary=summary,
+    )
+    return save_artefact(target, MaskablePPO.load(str(best_path), device="cpu"), metadata)

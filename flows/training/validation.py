@@ -1,0 +1,135 @@
+"""Validation during training: a fixed set of held-out start states, the best-known ceiling, the best model.
+
+:class:`Validator` draws ``eval_episodes`` start states from the validation seed range
+(:func:`flows.evaluation.seeds.validation_seed`), computes each state's best-known reduction once,
+and then scores any decision function by the fraction of the best-known reduction it achieves
+(ratio of sums). :class:`ValidationCallback` is the SB3 callback that scores the model every
+``eval_freq_steps``, logs to TensorBoard, records the learning curve against wall time, saves the
+best model and stops at the wall-time limit. Used by :mod:`flows.training.trainer`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from ceenv.env import CloudEdgeEnv
+from ceenv.search import best_known
+from ceenv.simulator import Simulator
+from flows.evaluation.episodes import Decide, State, run_policy, start_state
+from flows.evaluation.seeds import validation_seed
+
+
+@dataclass(frozen=True)
+class Score:
+    """A policy's result on the validation states."""
+
+    fraction_of_best_known: float
+    reduction_pct: float
+    moves_per_episode: float
+    invalid_actions: int
+
+
+class Validator:
+    """Fixed validation states and their best-known reductions."""
+
+    def __init__(self, env: CloudEdgeEnv, episodes: int) -> None:
+        self.env = env
+        self.states: list[State] = [start_state(env, "steady", validation_seed(e)) for e in range(episodes)]
+        self.best_reduction_ms = [
+            best_known(Simulator(env.model, env.layout, *s), np.random.default_rng(validation_seed(e))).reduction_ms
+            for e, s in enumerate(self.states)
+        ]
+
+    def score(self, decide: Decide) -> Score:
+        outcomes = [run_policy(self.env, state, decide) for state in self.states]
+        best = sum(max(b, 0.0) for b in self.best_reduction_ms)
+        return Score(
+            fraction_of_best_known=sum(o.reduction_ms for o in outcomes) / best if best > 0 else 1.0,
+            reduction_pct=float(np.mean([o.reduction_pct for o in outcomes])),
+            moves_per_episode=float(np.mean([o.moves for o in outcomes])),
+            invalid_actions=sum(o.invalid_actions for o in outcomes),
+        )
+
+
+@dataclass
+class CurvePoint:
+    wall_seconds: float
+    timesteps: int
+    fraction_of_best_known: float
+    reduction_pct: float
+    moves_per_episode: float
+
+
+@dataclass
+class ValidationState:
+    """What the callback learned so far; read by the trainer after ``learn`` returns or is interrupted."""
+
+    curve: list[CurvePoint] = field(default_factory=list)
+    best_fraction: float = -np.inf
+    best_timesteps: int = 0
+    stopped_by_wall_clock: bool = False
+
+
+def model_decide(model: Any) -> Decide:
+    """The deterministic decision of a MaskablePPO model (the same path as the artefact's)."""
+
+    def decide(obs: Any, mask: Any) -> int:
+        action, _ = model.predict(obs, action_masks=mask, deterministic=True)
+        return int(np.asarray(action).reshape(-1)[0])
+
+    return decide
+
+
+class ValidationCallback(BaseCallback):
+    """Score every ``eval_freq_steps`` env steps, keep the best model at ``best_path``, honour the wall clock."""
+
+    def __init__(
+        self,
+        validator: Validator,
+        eval_freq_steps: int,
+        best_path: Path,
+        started: float,
+        max_wall_seconds: float | None,
+    ) -> None:
+        super().__init__()
+        self.validator = validator
+        self.eval_freq_steps = eval_freq_steps
+        self.best_path = best_path
+        self.started = started
+        self.max_wall_seconds = max_wall_seconds
+        self.state = ValidationState()
+        self._next_eval = eval_freq_steps
+
+    def validate(self) -> None:
+        """Score the current model now, record the point, save it if it is the best so far."""
+        score = self.validator.score(model_decide(self.model))
+        point = CurvePoint(
+            time.perf_counter() - self.started,
+            self.num_timesteps,
+            score.fraction_of_best_known,
+            score.reduction_pct,
+            score.moves_per_episode,
+        )
+        self.state.curve.append(point)
+        for key in ("fraction_of_best_known", "reduction_pct", "moves_per_episode"):
+            self.logger.record(f"validation/{key}", getattr(point, key))
+        self.logger.record("validation/wall_seconds", point.wall_seconds)
+        if score.fraction_of_best_known > self.state.best_fraction:
+            self.state.best_fraction = score.fraction_of_best_known
+            self.state.best_timesteps = self.num_timesteps
+            self.model.save(str(self.best_path))
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next_eval:
+            self._next_eval += self.eval_freq_steps
+            self.validate()
+        if self.max_wall_seconds is not None and time.perf_counter() - self.started >= self.max_wall_seconds:
+            self.state.stopped_by_wall_clock = True
+            return False
+        return True

@@ -1,0 +1,266 @@
+"""Make-before-break migration of one ReplicaSet pod, with deadline, rollback and crash-safe bookkeeping.
+
+Mechanism (works on Kubernetes 1.20, which lacks ``pod-deletion-cost``, and on current servers):
+
+1. Record the intent on the old pod (annotations: target, ReplicaSet, original ``pod-template-hash``).
+2. Temporarily cordon every other schedulable node (annotation ``reach.io/temporary-cordon=<id>``).
+3. Orphan the old pod: set its ``pod-template-hash`` label to ``reach-migrating``. Its ReplicaSet
+   releases it and creates a replacement, which the scheduler can only place on the target. The
+   old pod keeps its other labels, so it keeps serving behind the Service: Ready pods go N → N+1.
+4. Wait (deadline) until the replacement is Ready on the target; then lift the cordons.
+5. Delete the old pod (N+1 → N) and wait until it is gone. This request is the commit point.
+
+On timeout or error the migration rolls back: cordon the remaining nodes, delete the replacement,
+hand the old pod back to its ReplicaSet (restore the label) — the ReplicaSet then removes its
+surplus pod, an unscheduled one first — and lift every cordon of this migration. Every temporary
+change is written on the objects, so ``clean_up_leftovers`` (run before anything else when the
+migrator starts) rolls back whatever a killed migrator left half-done. The Kubernetes calls sit
+behind the ``ClusterOps`` protocol (implemented by :mod:`migrator.kube`), so this module is pure
+logic, unit-tested with an in-memory fake.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from migrator.guards import Move
+from migrator.snapshot import (
+    ANNOTATION_MIGRATION_TARGET,
+    ANNOTATION_ORIGINAL_HASH,
+    ANNOTATION_REPLACEMENT,
+    ANNOTATION_REPLICASET,
+    ANNOTATION_STARTED_AT,
+    ANNOTATION_TEMPORARY_CORDON,
+    LABEL_MIGRATION,
+    ORPHANED_HASH_VALUE,
+    POD_TEMPLATE_HASH,
+    ClusterSnapshot,
+    PodInfo,
+)
+
+ANNOTATION_MIGRATION_ID = "reach.io/migration-id"
+_BOOKKEEPING_ANNOTATIONS = (
+    ANNOTATION_MIGRATION_ID,
+    ANNOTATION_MIGRATION_TARGET,
+    ANNOTATION_ORIGINAL_HASH,
+    ANNOTATION_REPLICASET,
+    ANNOTATION_REPLACEMENT,
+    ANNOTATION_STARTED_AT,
+)
+
+
+class ClusterOps(Protocol):
+    """The Kubernetes operations the actuator needs (implemented by ``migrator.kube.KubeOps``)."""
+
+    def snapshot(self) -> ClusterSnapshot: ...
+
+    def get_pod(self, name: str) -> PodInfo | None: ...
+
+    def list_pods(self, match_labels: Mapping[str, str]) -> list[PodInfo]: ...
+
+    def patch_pod_metadata(
+        self, name: str, labels: Mapping[str, str | None], annotations: Mapping[str, str | None]
+    ) -> None: ...
+
+    def set_cordon(self, node_name: str, migration_id: str | None) -> None: ...
+
+    def delete_pod(self, name: str) -> None: ...
+
+    def replicaset_selector(self, name: str) -> dict[str, str]: ...
+
+    def replicaset_replicas(self, name: str) -> int: ...
+
+
+class Clock(Protocol):
+    def now_s(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now_s(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def _attempt(errors: list[str], what: str, step: Callable[..., object], *args: object) -> None:
+    try:
+        step(*args)
+    except Exception as exc:  # rollback steps are independent: report and go on
+        errors.append(f"{what}: {exc}")
+
+
+class MigrationFailed(Exception):
+    """The migration could not complete; the actuator rolls it back."""
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    move: Move
+    migration_id: str
+    migrated: bool
+    detail: str
+    replacement_pod: str = ""
+    replacement_ready_s: float = 0.0
+    old_pod_gone_s: float = 0.0
+
+
+@dataclass
+class Actuator:
+    """Carries out one guarded move; ``migrate`` never raises for an expected failure."""
+
+    ops: ClusterOps
+    clock: Clock
+    deadline_s: float = 60.0
+    poll_s: float = 0.2
+    settle_s: float = 30.0
+
+    def migrate(self, move: Move, snapshot: ClusterSnapshot) -> MigrationResult:
+        started_s = self.clock.now_s()
+        pod = snapshot.app_pod(move.pod_name)
+        if pod is None or pod.owner_kind != "ReplicaSet" or POD_TEMPLATE_HASH not in pod.labels:
+            raise ValueError(f"pod {move.pod_name} is not a ReplicaSet pod with {POD_TEMPLATE_HASH}; guard it first")
+        migration_id = uuid.uuid4().hex[:10]
+        selector = self.ops.replicaset_selector(pod.owner_name)
+        before = {p.name for p in self.ops.list_pods(selector)}
+        replacement = ""
+        try:
+            self._record_intent(pod, move, migration_id)
+            for node in snapshot.nodes:
+                if node.name != move.target_node and not node.unschedulable:
+                    self.ops.set_cordon(node.name, migration_id)
+            self.ops.patch_pod_metadata(
+                pod.name, {POD_TEMPLATE_HASH: ORPHANED_HASH_VALUE, LABEL_MIGRATION: migration_id}, {}
+            )
+            replacement = self._wait_for_replacement(selector, before, move, started_s)
+            ready_s = self.clock.now_s() - started_s
+            self._lift_cordons(migration_id)
+            self.ops.delete_pod(pod.name)
+        except Exception as exc:  # any failure, API errors included, must end in a rollback
+            errors = self.roll_back(migration_id, pod.name, pod.owner_name, replacement)
+            detail = f"rolled back: {exc}"
+            if errors:
+                detail += f"; rollback incomplete ({'; '.join(errors)}), the next start cleans up"
+            return MigrationResult(move, migration_id, False, detail, replacement)
+        detail = f"moved {pod.name} from {pod.node_name} to {move.target_node} as {replacement}"
+        try:  # committed: the replacement serves; only the confirmation of the removal can fail now
+            self._wait_until_gone(pod.name)
+        except Exception as exc:
+            detail += f"; removal of {pod.name} not confirmed: {exc}"
+        gone_s = self.clock.now_s() - started_s
+        return MigrationResult(move, migration_id, True, detail, replacement, ready_s, gone_s)
+
+    def _record_intent(self, pod: PodInfo, move: Move, migration_id: str) -> None:
+        annotations: dict[str, str | None] = {
+            ANNOTATION_MIGRATION_ID: migration_id,
+            ANNOTATION_MIGRATION_TARGET: move.target_node,
+            ANNOTATION_ORIGINAL_HASH: pod.labels[POD_TEMPLATE_HASH],
+            ANNOTATION_REPLICASET: pod.owner_name,
+            ANNOTATION_STARTED_AT: f"{time.time():.3f}",
+        }
+        self.ops.patch_pod_metadata(pod.name, {}, annotations)
+
+    def _wait_for_replacement(self, selector: Mapping[str, str], before: set[str], move: Move, started_s: float) -> str:
+        """The ReplicaSet's new pod, once Ready on the target; raises MigrationFailed otherwise."""
+        recorded = ""
+        while self.clock.now_s() - started_s < self.deadline_s:
+            fresh = [p for p in self.ops.list_pods(selector) if p.name not in before and not p.terminating]
+            if fresh:
+                candidate = fresh[0]
+                if candidate.name != recorded:
+                    self.ops.patch_pod_metadata(move.pod_name, {}, {ANNOTATION_REPLACEMENT: candidate.name})
+                    recorded = candidate.name
+                if candidate.node_name and candidate.node_name != move.target_node:
+                    raise MigrationFailed(f"replacement {candidate.name} landed on {candidate.node_name}")
+                if candidate.ready:
+                    return candidate.name
+            self.clock.sleep(self.poll_s)
+        what = f"replacement {recorded}" if recorded else "no replacement pod"
+        raise MigrationFailed(f"{what} Ready on {move.target_node} within the {self.deadline_s:.0f} s deadline")
+
+    def _wait_until_gone(self, pod_name: str) -> None:
+        end_s = self.clock.now_s() + self.settle_s
+        while self.clock.now_s() < end_s:
+            if self.ops.get_pod(pod_name) is None:
+                return
+            self.clock.sleep(self.poll_s)
+
+    def _lift_cordons(self, migration_id: str) -> None:
+        for node in self.ops.snapshot().nodes:
+            if node.annotations.get(ANNOTATION_TEMPORARY_CORDON) == migration_id:
+                self.ops.set_cordon(node.name, None)
+
+    def roll_back(self, migration_id: str, old_pod: str, replicaset: str, replacement: str) -> list[str]:
+        """Undo a migration: no replacement, the old pod back in its ReplicaSet, no cordons of ours.
+
+        Best effort: a failing step is reported and the others still run; what is left is marked
+        on the objects and undone by the next ``clean_up_leftovers``. Once the old pod is being
+        deleted the migration is committed: only the cordons are lifted, the replacement stays.
+        """
+        errors: list[str] = []
+        try:
+            pod = self.ops.get_pod(old_pod)
+        except Exception as exc:  # unknown state: fall through to the full rollback, which reports
+            errors.append(f"read {old_pod}: {exc}")
+            pod = PodInfo(old_pod, "", "")
+        if pod is None or pod.terminating:  # the old pod's removal was committed: keep the replacement
+            _attempt(errors, "lift the cordons", self._lift_cordons, migration_id)
+            return errors
+        _attempt(errors, "cordon the remaining nodes", self._cordon_all, migration_id)
+        if replacement:
+            _attempt(errors, f"delete replacement {replacement}", self.ops.delete_pod, replacement)
+        _attempt(errors, f"return {old_pod} to its ReplicaSet", self._readopt, old_pod)
+        if replicaset:
+            _attempt(errors, f"wait for ReplicaSet {replicaset}", self._wait_until_settled, replicaset)
+        _attempt(errors, "lift the cordons", self._lift_cordons, migration_id)
+        return errors
+
+    def _cordon_all(self, migration_id: str) -> None:
+        for node in self.ops.snapshot().nodes:
+            if not node.unschedulable:
+                self.ops.set_cordon(node.name, migration_id)
+
+    def _readopt(self, old_pod: str) -> None:
+        pod = self.ops.get_pod(old_pod)
+        if pod is None or pod.terminating:
+            return
+        original_hash = pod.annotations.get(ANNOTATION_ORIGINAL_HASH) or pod.labels.get(POD_TEMPLATE_HASH, "")
+        labels: dict[str, str | None] = {POD_TEMPLATE_HASH: original_hash, LABEL_MIGRATION: None}
+        self.ops.patch_pod_metadata(old_pod, labels, dict.fromkeys(_BOOKKEEPING_ANNOTATIONS))
+
+    def _wait_until_settled(self, replicaset: str) -> None:
+        """Wait until the ReplicaSet owns exactly its replicas, none of them unscheduled."""
+        try:
+            selector = self.ops.replicaset_selector(replicaset)
+            wanted = self.ops.replicaset_replicas(replicaset)
+        except Exception:  # the ReplicaSet itself is gone: nothing to settle
+            return
+        end_s = self.clock.now_s() + self.settle_s
+        while self.clock.now_s() < end_s:
+            owned = [p for p in self.ops.list_pods(selector) if not p.terminating]
+            if len(owned) == wanted and all(p.node_name for p in owned):
+                return
+            self.clock.sleep(self.poll_s)
+
+    def clean_up_leftovers(self) -> list[str]:
+        """Roll back every half-done migration found on the cluster; returns what was cleaned."""
+        cleaned: list[str] = []
+        snapshot = self.ops.snapshot()
+        for pod in snapshot.app_pods:
+            if ANNOTATION_MIGRATION_TARGET in pod.annotations or LABEL_MIGRATION in pod.labels:
+                migration_id = pod.annotations.get(ANNOTATION_MIGRATION_ID) or pod.labels.get(LABEL_MIGRATION, "")
+                replicaset = pod.annotations.get(ANNOTATION_REPLICASET, pod.owner_name)
+                replacement = pod.annotations.get(ANNOTATION_REPLACEMENT, "")
+                self.roll_back(migration_id or "leftover", pod.name, replicaset, replacement)
+                cleaned.append(f"pod {pod.name} (migration {migration_id})")
+        for node in self.ops.snapshot().nodes:
+            if ANNOTATION_TEMPORARY_CORDON in node.annotations:
+                self.ops.set_cordon(node.name, None)
+                cleaned.append(f"node {node.name} cordon")
+        return cleaned

@@ -1,0 +1,61 @@
+"""Entry point of the migrator process: wire settings to the Kubernetes, policy and Prometheus clients and run.
+
+``run_migrator`` is what ``reach migrate`` and ``python -m migrator`` (the in-cluster Deployment)
+call. It configures logging (one JSON record per line on stderr), builds the real clients, and
+stops cleanly on SIGTERM/SIGINT after the current step; a migrator killed harder than that leaves
+annotations that the next start rolls back (``Controller.clean_up``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from migrator.actuator import SystemClock
+from migrator.controller import Controller
+from migrator.kube import KubeOps, make_api_client
+from migrator.policy import PolicyClient
+from migrator.settings import MigratorSettings
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+
+
+def build_controller(settings: MigratorSettings) -> Controller:
+    """The production wiring of a controller from settings (no network call happens here)."""
+    api_client = make_api_client(settings.kubeconfig)
+    ops = KubeOps(api_client, settings.namespace, settings.pod_selector, settings.event_component)
+    policy = PolicyClient(
+        settings.policy_url,
+        settings.policy_timeout_s,
+        settings.policy_retries,
+        settings.policy_backoff_s,
+        endpoint_file=Path(settings.policy_endpoint_file) if settings.policy_endpoint_file else None,
+    )
+    controller = Controller(settings, ops, policy, SystemClock())
+    if settings.prometheus_url:
+        from migrator.metrics import PrometheusMetrics
+
+        metrics = PrometheusMetrics(settings.prometheus_url, settings.latency_query, settings.node_usage_query)
+        controller.latency_ms = metrics.latency_ms
+    return controller
+
+
+def run_migrator(settings: MigratorSettings) -> int:
+    """Run the controller until its mode ends (``once``) or a stop signal; returns an exit code."""
+    configure_logging()
+    stop_requested = {"flag": False}
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        stop_requested["flag"] = True
+        logging.getLogger("reach.migrator").info('{"event": "stop-requested", "signal": %d}', signum)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    controller = build_controller(settings)
+    controller.run(should_stop=lambda: stop_requested["flag"])
+    return 0

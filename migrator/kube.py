@@ -1,0 +1,246 @@
+"""The migrator's only contact with the Kubernetes API: reads snapshots, patches, deletes, emits Events.
+
+``KubeOps`` implements the actuator's ``ClusterOps`` protocol with the official ``kubernetes``
+client and converts API objects into :mod:`migrator.snapshot` dataclasses, so that no other module
+of the migrator imports ``kubernetes``. PodDisruptionBudgets are read through the dynamic client:
+``policy/v1`` where the server has it, else ``policy/v1beta1`` (Kubernetes 1.20). API failures are
+classified by ``is_temporary`` (timeouts, 429, 5xx: try again next cycle) versus permanent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes.utils import parse_quantity
+
+from migrator.snapshot import (
+    ANNOTATION_TEMPORARY_CORDON,
+    ClusterSnapshot,
+    LabelSelector,
+    NodeInfo,
+    PdbInfo,
+    PodInfo,
+    SelectorRequirement,
+    Taint,
+    Toleration,
+)
+
+
+def make_api_client(kubeconfig: str | None) -> client.ApiClient:
+    """An API client from a kubeconfig file, or from the in-cluster service account when None."""
+    configuration = client.Configuration()
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return client.ApiClient(configuration)
+
+
+def is_temporary(error: BaseException) -> bool:
+    """Whether an API error may go away by itself (retry next cycle) or needs a fix."""
+    if isinstance(error, ApiException):
+        return error.status in (0, 408, 409, 429) or (error.status or 0) >= 500
+    return isinstance(error, (TimeoutError, ConnectionError, OSError))
+
+
+def _parse_quantity(text: str) -> Any:
+    """The client's exact Decimal parser (the kubernetes package has no type hints)."""
+    return parse_quantity(text)  # type: ignore[no-untyped-call]
+
+
+def _millicores(quantity: object) -> float:
+    return float(_parse_quantity(str(quantity)) * 1000) if quantity is not None else 0.0
+
+
+def _bytes(quantity: object) -> float:
+    return float(_parse_quantity(str(quantity))) if quantity is not None else 0.0
+
+
+def _condition_true(conditions: list[Any] | None, kind: str) -> bool:
+    return any(c.type == kind and c.status == "True" for c in conditions or [])
+
+
+def node_info(node: Any) -> NodeInfo:
+    allocatable = node.status.allocatable or {}
+    taints = tuple(Taint(t.key, t.value or "", t.effect) for t in node.spec.taints or [])
+    return NodeInfo(
+        name=node.metadata.name,
+        allocatable_cpu_millicores=_millicores(allocatable.get("cpu")),
+        allocatable_memory_bytes=_bytes(allocatable.get("memory")),
+        labels=dict(node.metadata.labels or {}),
+        unschedulable=bool(node.spec.unschedulable),
+        ready=_condition_true(node.status.conditions, "Ready"),
+        taints=taints,
+        annotations=dict(node.metadata.annotations or {}),
+    )
+
+
+def pod_info(pod: Any) -> PodInfo:
+    cpu_m = mem_b = 0.0
+    for container in pod.spec.containers or []:
+        requests = (container.resources.requests if container.resources else None) or {}
+        cpu_m += _millicores(requests.get("cpu"))
+        mem_b += _bytes(requests.get("memory"))
+    owner = next((o for o in pod.metadata.owner_references or [] if o.controller), None)
+    tolerations = tuple(
+        Toleration(t.key or "", t.operator or "Equal", t.value or "", t.effect or "")
+        for t in pod.spec.tolerations or []
+    )
+    created = pod.metadata.creation_timestamp
+    return PodInfo(
+        name=pod.metadata.name,
+        namespace=pod.metadata.namespace,
+        node_name=pod.spec.node_name or "",
+        labels=dict(pod.metadata.labels or {}),
+        cpu_request_millicores=cpu_m,
+        memory_request_bytes=mem_b,
+        ready=_condition_true(pod.status.conditions if pod.status else None, "Ready"),
+        terminating=pod.metadata.deletion_timestamp is not None,
+        phase=(pod.status.phase if pod.status else None) or "Pending",
+        owner_kind=owner.kind if owner else "",
+        owner_name=owner.name if owner else "",
+        node_selector=dict(pod.spec.node_selector or {}),
+        tolerations=tolerations,
+        annotations=dict(pod.metadata.annotations or {}),
+        created_at_s=created.timestamp() if created else 0.0,
+    )
+
+
+def label_selector(raw: Mapping[str, Any] | None) -> LabelSelector:
+    raw = raw or {}
+    expressions = tuple(
+        SelectorRequirement(e["key"], e["operator"], tuple(e.get("values") or ()))
+        for e in raw.get("matchExpressions") or []
+    )
+    return LabelSelector(dict(raw.get("matchLabels") or {}), expressions)
+
+
+def selector_string(match_labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
+
+
+class KubeOps:
+    """Kubernetes operations of the migrator in one namespace (see ``migrator.actuator.ClusterOps``)."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str, pod_selector: str, event_component: str):
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.api_client = api_client
+        self.namespace = namespace
+        self.pod_selector = pod_selector
+        self.event_component = event_component
+        self._pdb_resource: Any = None
+
+    # ---- reads ------------------------------------------------------------------------------
+    def snapshot(self) -> ClusterSnapshot:
+        nodes = tuple(node_info(n) for n in self.core.list_node().items)
+        pods = tuple(pod_info(p) for p in self.core.list_pod_for_all_namespaces().items)
+        app = self.core.list_namespaced_pod(self.namespace, label_selector=self.pod_selector).items
+        return ClusterSnapshot(nodes, pods, tuple(pod_info(p) for p in app), tuple(self.pdbs()))
+
+    def get_pod(self, name: str) -> PodInfo | None:
+        try:
+            return pod_info(self.core.read_namespaced_pod(name, self.namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list_pods(self, match_labels: Mapping[str, str]) -> list[PodInfo]:
+        items = self.core.list_namespaced_pod(self.namespace, label_selector=selector_string(match_labels)).items
+        return [pod_info(p) for p in items]
+
+    def replicaset_selector(self, name: str) -> dict[str, str]:
+        rs = self.apps.read_namespaced_replica_set(name, self.namespace)
+        return dict(rs.spec.selector.match_labels or {})
+
+    def replicaset_replicas(self, name: str) -> int:
+        return int(self.apps.read_namespaced_replica_set(name, self.namespace).spec.replicas or 0)
+
+    def _pdb_api(self) -> tuple[Any, bool]:
+        """The PDB resource of the newest policy group the server serves, and whether it is v1."""
+        if self._pdb_resource is None:
+            dynamic = DynamicClient(self.api_client)  # type: ignore[no-untyped-call]
+            for version in ("policy/v1", "policy/v1beta1"):
+                try:
+                    self._pdb_resource = (
+                        dynamic.resources.get(api_version=version, kind="PodDisruptionBudget"),
+                        version,
+                    )
+                    break
+                except ResourceNotFoundError:
+                    continue
+            else:
+                raise RuntimeError("the server serves PodDisruptionBudget in neither policy/v1 nor policy/v1beta1")
+        resource, version = self._pdb_resource
+        return resource, version == "policy/v1"
+
+    def pdbs(self) -> list[PdbInfo]:
+        resource, is_v1 = self._pdb_api()
+        result = []
+        for item in resource.get(namespace=self.namespace).to_dict().get("items", []):
+            status = item.get("status") or {}
+            result.append(
+                PdbInfo(
+                    name=item["metadata"]["name"],
+                    namespace=item["metadata"]["namespace"],
+                    selector=label_selector((item.get("spec") or {}).get("selector")),
+                    disruptions_allowed=int(status.get("disruptionsAllowed") or 0),
+                    empty_selector_matches_all=is_v1,
+                )
+            )
+        return result
+
+    # ---- writes -----------------------------------------------------------------------------
+    def patch_pod_metadata(
+        self, name: str, labels: Mapping[str, str | None], annotations: Mapping[str, str | None]
+    ) -> None:
+        metadata: dict[str, Any] = {}
+        if labels:
+            metadata["labels"] = dict(labels)
+        if annotations:
+            metadata["annotations"] = dict(annotations)
+        if metadata:
+            self.core.patch_namespaced_pod(name, self.namespace, {"metadata": metadata})
+
+    def set_cordon(self, node_name: str, migration_id: str | None) -> None:
+        """Cordon a node for a migration (recorded as an annotation), or lift that cordon (None)."""
+        body = {
+            "metadata": {"annotations": {ANNOTATION_TEMPORARY_CORDON: migration_id}},
+            "spec": {"unschedulable": True if migration_id else None},
+        }
+        self.core.patch_node(node_name, body)
+
+    def delete_pod(self, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def emit_event(self, pod_name: str, reason: str, message: str, warning: bool = False) -> None:
+        """A Kubernetes Event on the pod; failures to record it never stop the migrator."""
+        now = dt.datetime.now(dt.UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{pod_name}.reach-"),
+            involved_object=client.V1ObjectReference(kind="Pod", name=pod_name, namespace=self.namespace),
+            reason=reason,
+            message=message[:1000],
+            type="Warning" if warning else "Normal",
+            source=client.V1EventSource(component=self.event_component),
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        with contextlib.suppress(ApiException):
+            self.core.create_namespaced_event(self.namespace, event)
+
+    def server_version(self) -> str:
+        return str(client.VersionApi(self.api_client).get_code().git_version)

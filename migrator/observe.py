@@ -1,0 +1,138 @@
+"""Turn a cluster snapshot into the REACH request (MODEL.md §4): free resources, services, real fit.
+
+Pure functions on :mod:`migrator.snapshot` data, used by the controller every cycle and by the
+guards. Free CPU/memory of a node = allocatable − the requests of every pod bound to it that still
+holds resources. ``pod_deployable`` lists, for each application pod, the *other* nodes where a copy
+of it would be scheduled now: node Ready and not cordoned, taints tolerated, the pod's node
+selector satisfied (that is how a service is pinned to a layer), an unpinned service kept off the
+client layer (MODEL.md §1), and the pod's requests within the node's free capacity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ceenv.schema import ActionRequest, ClusterState, NodeState, PodRef, ServiceState
+from migrator.snapshot import ClusterSnapshot, NodeInfo, PodInfo
+
+BYTES_PER_GIB = 2**30
+_SCHEDULING_EFFECTS = ("NoSchedule", "NoExecute")
+
+
+@dataclass(frozen=True)
+class FreeResources:
+    cpu_millicores: float
+    memory_bytes: float
+
+
+@dataclass(frozen=True)
+class FitRules:
+    """Which labels express layers and which layer unpinned services must avoid."""
+
+    layer_label: str = "reach.io/layer"
+    client_layer: str = "client"
+    service_label: str = "app"
+
+
+def free_resources(snapshot: ClusterSnapshot) -> dict[str, FreeResources]:
+    """Allocatable minus the requests of the pods bound to each node (all namespaces)."""
+    used_cpu = {n.name: 0.0 for n in snapshot.nodes}
+    used_memory = {n.name: 0.0 for n in snapshot.nodes}
+    for pod in snapshot.pods:
+        if pod.node_name in used_cpu and pod.holds_resources:
+            used_cpu[pod.node_name] += pod.cpu_request_millicores
+            used_memory[pod.node_name] += pod.memory_request_bytes
+    return {
+        n.name: FreeResources(
+            max(0.0, n.allocatable_cpu_millicores - used_cpu[n.name]),
+            max(0.0, n.allocatable_memory_bytes - used_memory[n.name]),
+        )
+        for n in snapshot.nodes
+    }
+
+
+def node_accepts_pods(node: NodeInfo) -> bool:
+    """A node is a possible target only when it is Ready and not cordoned."""
+    return node.ready and not node.unschedulable
+
+
+def tolerates_taints(pod: PodInfo, node: NodeInfo) -> bool:
+    scheduling_taints = [t for t in node.taints if t.effect in _SCHEDULING_EFFECTS]
+    return all(any(tol.tolerates(t) for tol in pod.tolerations) for t in scheduling_taints)
+
+
+def satisfies_layer_rule(pod: PodInfo, node: NodeInfo, rules: FitRules) -> bool:
+    """Node selector must match; a pod not pinned to a layer stays off the client layer."""
+    if any(node.labels.get(k) != v for k, v in pod.node_selector.items()):
+        return False
+    pinned = rules.layer_label in pod.node_selector
+    return pinned or node.labels.get(rules.layer_label) != rules.client_layer
+
+
+def has_room(pod: PodInfo, free: FreeResources) -> bool:
+    return pod.cpu_request_millicores <= free.cpu_millicores and pod.memory_request_bytes <= free.memory_bytes
+
+
+def fits(pod: PodInfo, node: NodeInfo, free: FreeResources, rules: FitRules) -> bool:
+    """Would a copy of ``pod`` be scheduled on ``node`` now (the node the pod is on excluded)?"""
+    return (
+        node.name != pod.node_name
+        and node_accepts_pods(node)
+        and tolerates_taints(pod, node)
+        and satisfies_layer_rule(pod, node, rules)
+        and has_room(pod, free)
+    )
+
+
+def pod_deployable(snapshot: ClusterSnapshot, rules: FitRules) -> dict[str, list[str]]:
+    free = free_resources(snapshot)
+    return {
+        pod.name: [n.name for n in snapshot.nodes if fits(pod, n, free[n.name], rules)]
+        for pod in snapshot.app_pods
+        if pod.node_name
+    }
+
+
+def service_of(pod: PodInfo, rules: FitRules) -> str:
+    return pod.labels.get(rules.service_label, "")
+
+
+def group_by_service(pods: tuple[PodInfo, ...], rules: FitRules) -> dict[str, list[PodInfo]]:
+    services: dict[str, list[PodInfo]] = {}
+    for pod in pods:
+        if pod.node_name and service_of(pod, rules) and not pod.terminating:
+            services.setdefault(service_of(pod, rules), []).append(pod)
+    return services
+
+
+def build_request(snapshot: ClusterSnapshot, rules: FitRules) -> ActionRequest:
+    """The REACH ``/get_action`` request for the live placement; unavailable nodes are left out."""
+    free = free_resources(snapshot)
+    nodes = {
+        n.name: NodeState(
+            node_name=n.name,
+            cpu_availability=free[n.name].cpu_millicores,
+            memory_availability=free[n.name].memory_bytes / BYTES_PER_GIB,
+        )
+        for n in snapshot.nodes
+        if n.ready
+    }
+    services = {
+        name: ServiceState(service_name=name, pods=[PodRef(pod_name=p.name, node_name=p.node_name) for p in pods])
+        for name, pods in group_by_service(snapshot.app_pods, rules).items()
+    }
+    return ActionRequest(
+        cluster_state=ClusterState(nodes=nodes, services=services),
+        pod_deployable=pod_deployable(snapshot, rules),
+    )
+
+
+def pods_per_node(snapshot: ClusterSnapshot, rules: FitRules) -> dict[str, Mapping[str, int]]:
+    """Pod-distribution mode: service → node → number of pods."""
+    table: dict[str, dict[str, int]] = {}
+    for service, pods in group_by_service(snapshot.app_pods, rules).items():
+        for pod in pods:
+            table.setdefault(service, {}).setdefault(pod.node_name, 0)
+            table[service][pod.node_name] += 1
+    return dict(table)

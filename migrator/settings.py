@@ -1,0 +1,103 @@
+"""The migrator's settings: one typed object, read from flags, environment variables or a ``.env`` file.
+
+Every knob of the controller lives here with its unit in its name and a description, in the spirit
+of kubernetes-sigs/descheduler's policy file: dry-run and the per-cycle and per-window limits are
+first-class settings, not afterthoughts. Environment variables carry the ``REACH_MIGRATOR_`` prefix
+(``REACH_MIGRATOR_POLICY_URL``, ``REACH_MIGRATOR_DRY_RUN`` …); flags given to ``reach migrate``
+override them. Used by the controller, the CLI and the tests.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Mode(StrEnum):
+    """What the controller does each cycle."""
+
+    MONITORING = "monitoring"
+    EPISODE = "episode"
+    POD_DISTRIBUTION = "pod-distribution"
+
+
+class MigratorSettings(BaseSettings):
+    """All settings of ``reach migrate``; see docs/migrator.md for the mechanism they steer."""
+
+    model_config = SettingsConfigDict(env_prefix="REACH_MIGRATOR_", env_file=".env", extra="ignore", frozen=True)
+
+    kubeconfig: str | None = Field(
+        default=None, description="Path of the kubeconfig; empty means in-cluster service-account credentials."
+    )
+    policy_url: str = Field(
+        default="http://127.0.0.1:3000",
+        description="Base URL of the policy service; the migrator POSTs the REACH request to <url>/get_action.",
+    )
+    policy_endpoint_file: str | None = Field(
+        default=None,
+        description="reach's endpoint file ($REACH_HOME/endpoint.json); when set, the policy URL is read from it "
+        "before every request, so a blue/green redeploy is followed; policy_url is the fallback.",
+    )
+    namespace: str = Field(default="default", description="Namespace of the application's pods.")
+    pod_selector: str = Field(
+        default="reach.io/app=demo", description="Label selector of the application's pods (kubectl syntax)."
+    )
+    service_label: str = Field(default="app", description="Pod label whose value is the REACH service name of the pod.")
+    layer_label: str = Field(default="reach.io/layer", description="Node label that holds the node's layer.")
+    client_layer: str = Field(
+        default="client",
+        description="Layer that only services pinned to it may use (MODEL.md §1: unpinned services avoid it).",
+    )
+    mode: Mode = Field(default=Mode.MONITORING, description="monitoring, episode or pod-distribution.")
+    dry_run: bool = Field(default=False, description="Decide and guard, log what would happen, change nothing.")
+    once: bool = Field(default=False, description="Run one cycle (or one episode) and exit.")
+    interval_s: float = Field(default=30.0, gt=0, description="Seconds between two cycles.")
+    max_migrations_per_cycle: int = Field(default=1, ge=0, description="Most migrations started in one cycle.")
+    max_migrations_per_window: int = Field(
+        default=10, ge=0, description="Most migrations within any sliding window of window_s seconds."
+    )
+    window_s: float = Field(default=600.0, gt=0, description="Length of the sliding window for the limit above.")
+    pod_cooldown_s: float = Field(
+        default=120.0, ge=0, description="A pod (or its replacement) is not moved again within this many seconds."
+    )
+    migration_deadline_s: float = Field(
+        default=60.0, gt=0, description="Time for the replacement to become Ready before the migration rolls back."
+    )
+    policy_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one HTTP call to the policy service.")
+    policy_retries: int = Field(default=2, ge=0, description="Retries after a failed policy call (so 1 + retries).")
+    policy_backoff_s: float = Field(
+        default=0.5, ge=0, description="First retry delay; it doubles after each failed attempt."
+    )
+    episode_max_steps: int = Field(
+        default=20, ge=1, description="Episode mode: most migrations before stopping when the policy never says stop."
+    )
+    episode_csv: str = Field(
+        default="migration_episode.csv", description="Episode mode: CSV of the step, move and latency before/after."
+    )
+    distribution_csv: str = Field(
+        default="pod_distribution.csv", description="Pod-distribution mode: CSV of pods per node per service."
+    )
+    qos_threshold_ms: float = Field(
+        default=250.0, gt=0, description="Monitoring mode: act only when the measured latency exceeds this (REACH)."
+    )
+    prometheus_url: str | None = Field(
+        default=None, description="Prometheus base URL; empty means latency is unknown and monitoring always acts."
+    )
+    latency_query: str = Field(
+        default="reach_app_latency_ms",
+        description="PromQL that returns the application's end-to-end latency in milliseconds (one sample).",
+    )
+    node_usage_query: str = Field(
+        default="reach_node_cpu_usage_millicores",
+        description="PromQL returning per-node CPU usage in millicores, label `node`; recorded only, never required.",
+    )
+    event_component: str = Field(default="reach-migrator", description="Source component of Kubernetes Events.")
+
+    @field_validator("policy_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"policy_url {value!r} must start with http:// or https://, e.g. http://127.0.0.1:3000")
+        return value.rstrip("/")

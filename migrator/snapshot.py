@@ -1,0 +1,146 @@
+"""Plain-data view of the live cluster that every decision of the migrator is made on.
+
+``migrator.kube`` (the only module that imports the Kubernetes client) converts API objects into
+these frozen dataclasses; observing, guarding and planning then work on them without I/O, which is
+what the unit tests build by hand. Units are in the names: CPU in millicores, memory in bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Annotations and labels the migrator writes; a restarted migrator finds leftovers by them.
+ANNOTATION_PREFIX = "reach.io/"
+LABEL_MIGRATION = "reach.io/migration"
+ANNOTATION_TEMPORARY_CORDON = "reach.io/temporary-cordon"
+ANNOTATION_MIGRATION_TARGET = "reach.io/migration-target"
+ANNOTATION_ORIGINAL_HASH = "reach.io/original-pod-template-hash"
+ANNOTATION_REPLICASET = "reach.io/replicaset"
+ANNOTATION_REPLACEMENT = "reach.io/replacement-pod"
+ANNOTATION_STARTED_AT = "reach.io/migration-started-at"
+POD_TEMPLATE_HASH = "pod-template-hash"
+ORPHANED_HASH_VALUE = "reach-migrating"
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str = ""
+    effect: str = "NoSchedule"
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str = ""
+    operator: str = "Equal"
+    value: str = ""
+    effect: str = ""
+
+    def tolerates(self, taint: Taint) -> bool:
+        """Kubernetes' toleration matching (an empty key with Exists tolerates everything)."""
+        if self.effect and self.effect != taint.effect:
+            return False
+        if not self.key:
+            return self.operator == "Exists"
+        if self.key != taint.key:
+            return False
+        return self.operator == "Exists" or self.value == taint.value
+
+
+@dataclass(frozen=True)
+class SelectorRequirement:
+    key: str
+    operator: str  # In, NotIn, Exists, DoesNotExist
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A Kubernetes label selector (matchLabels + matchExpressions)."""
+
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    match_expressions: tuple[SelectorRequirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        return all(_requirement_holds(r, labels) for r in self.match_expressions)
+
+    def is_empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+
+def _requirement_holds(req: SelectorRequirement, labels: Mapping[str, str]) -> bool:
+    if req.operator == "In":
+        return labels.get(req.key) in req.values
+    if req.operator == "NotIn":
+        return labels.get(req.key) not in req.values
+    if req.operator == "Exists":
+        return req.key in labels
+    if req.operator == "DoesNotExist":
+        return req.key not in labels
+    raise ValueError(f"label selector operator {req.operator!r} on key {req.key!r} is not one of In/NotIn/Exists/...")
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    allocatable_cpu_millicores: float
+    allocatable_memory_bytes: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+    unschedulable: bool = False
+    ready: bool = True
+    taints: tuple[Taint, ...] = ()
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    name: str
+    namespace: str
+    node_name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    cpu_request_millicores: float = 0.0
+    memory_request_bytes: float = 0.0
+    ready: bool = True
+    terminating: bool = False
+    phase: str = "Running"
+    owner_kind: str = ""
+    owner_name: str = ""
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    created_at_s: float = 0.0
+
+    @property
+    def holds_resources(self) -> bool:
+        """Pods in a terminal phase no longer count against their node's allocatable."""
+        return self.phase not in ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class PdbInfo:
+    """A PodDisruptionBudget reduced to what the guard needs."""
+
+    name: str
+    namespace: str
+    selector: LabelSelector
+    disruptions_allowed: int
+    empty_selector_matches_all: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """Nodes, all pods (for resource accounting), the application's pods and PDBs at one instant."""
+
+    nodes: tuple[NodeInfo, ...]
+    pods: tuple[PodInfo, ...]
+    app_pods: tuple[PodInfo, ...]
+    pdbs: tuple[PdbInfo, ...] = ()
+
+    def node(self, name: str) -> NodeInfo | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+    def app_pod(self, name: str) -> PodInfo | None:
+        return next((p for p in self.app_pods if p.name == name), None)

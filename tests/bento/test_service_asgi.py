@@ -1,0 +1,68 @@
+"""ASGI tests: the service's ``to_asgi()`` app driven by Starlette's test client (HTTP semantics, no socket).
+
+Checks status codes and bodies of ``/get_action`` and ``/metadata`` and BentoML's own probes,
+including every shared contract fixture (tests/contract/cases.json).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from ceenv.schema import ActionResponse
+from tests.bento.conftest import CONTRACT_DIR
+
+CASES: dict[str, Any] = json.loads((CONTRACT_DIR / "cases.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def client(stored_model: str) -> Iterator[TestClient]:
+    from bento.service import PolicyService
+
+    service: Any = PolicyService  # a bentoml.Service once decorated; its stubs do not say so
+    with TestClient(service.to_asgi()) as test_client:
+        yield test_client
+
+
+def test_get_action_answers_the_reach_fields(client: TestClient) -> None:
+    body = (CONTRACT_DIR / "request_7-21.json").read_bytes()
+    response = client.post("/get_action", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert {"pod_name", "target_node", "is_stop"} <= answer.keys()
+    ActionResponse.model_validate(answer)
+
+
+def test_extra_top_level_fields_are_ignored(client: TestClient) -> None:
+    body = json.loads((CONTRACT_DIR / "request_7-21.json").read_text())
+    body["timestamp"] = "2026-11-28T12:00:00Z"
+    assert client.post("/get_action", json=body).status_code == 200
+
+
+@pytest.mark.parametrize("case", CASES["invalid"], ids=[c["file"] for c in CASES["invalid"]])
+def test_bad_input_is_a_4xx_naming_the_item(client: TestClient, case: dict[str, Any]) -> None:
+    body = (CONTRACT_DIR / case["file"]).read_bytes()
+    response = client.post("/get_action", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == case["status"], response.text
+    assert case["mentions"].lower() in response.text.lower()
+
+
+def test_an_empty_body_is_a_400_naming_cluster_state(client: TestClient) -> None:
+    response = client.post("/get_action", content=b"", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and "cluster_state" in response.text
+
+
+def test_metadata_is_a_get(client: TestClient, stored_model: str) -> None:
+    response = client.get("/metadata")
+    assert response.status_code == 200
+    assert response.json()["model_tag"] == stored_model
+    assert response.json()["scenario"]["name"] == "7-21"
+
+
+def test_bentoml_probes_answer(client: TestClient) -> None:
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200

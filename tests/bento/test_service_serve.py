@@ -1,0 +1,99 @@
+"""End-to-end tests against a real ``bentoml serve`` on 127.0.0.1: BentoML's client and plain HTTP JSON.
+
+The plain-HTTP tests send the bytes of the shared contract fixtures with the standard library,
+the way REACH's pod-migrator (and ours) does, and check the status and the message of every bad
+input. One test starts a server on a model whose observation version differs from the code and
+expects it to refuse to start with a message that says so.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import httpx
+import pytest
+
+from ceenv.encoding import OBSERVATION_VERSION
+from ceenv.schema import ActionResponse
+from tests.bento.conftest import CONTRACT_DIR, Server, start_server
+
+CASES: dict[str, Any] = json.loads((CONTRACT_DIR / "cases.json").read_text())
+
+pytestmark = pytest.mark.e2e
+
+
+def post_like_the_migrator(url: str, body: bytes) -> tuple[int, bytes]:
+    """``POST`` a JSON body with urllib, as the migrator does; returns (status, body)."""
+    request = urllib.request.Request(
+        f"{url}/get_action", data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as err:
+        return int(err.code), bytes(err.read())
+
+
+def test_sync_http_client_gets_a_decision(server: Server) -> None:
+    body = json.loads((CONTRACT_DIR / "request_7-21.json").read_text())
+    with bentoml.SyncHTTPClient(server.url) as client:
+        answer = client.get_action(cluster_state=body["cluster_state"], pod_deployable=body["pod_deployable"])
+    decision = ActionResponse.model_validate(answer)
+    if not decision.is_stop:
+        assert decision.target_node in body["pod_deployable"][decision.pod_name]
+
+
+def test_plain_http_json_like_the_migrator(server: Server) -> None:
+    status, raw = post_like_the_migrator(server.url, (CONTRACT_DIR / "request_7-21.json").read_bytes())
+    assert status == 200, raw
+    answer = json.loads(raw)
+    assert set(answer) >= {"pod_name", "target_node", "is_stop"}
+    assert isinstance(answer["is_stop"], bool)
+
+
+def test_no_targets_means_stop(server: Server) -> None:
+    status, raw = post_like_the_migrator(server.url, (CONTRACT_DIR / "request_7-21_no_targets.json").read_bytes())
+    assert status == 200
+    answer = json.loads(raw)
+    assert answer["is_stop"] is True and answer["pod_name"] == "" and answer["target_node"] == ""
+
+
+@pytest.mark.parametrize("case", CASES["invalid"], ids=[c["file"] for c in CASES["invalid"]])
+def test_bad_input_over_http_is_a_4xx_naming_the_item(server: Server, case: dict[str, Any]) -> None:
+    status, raw = post_like_the_migrator(server.url, (CONTRACT_DIR / case["file"]).read_bytes())
+    assert status == case["status"], raw
+    assert case["mentions"].lower() in raw.decode().lower()
+
+
+def test_metadata_and_probes(server: Server, stored_model: str) -> None:
+    metadata = httpx.get(f"{server.url}/metadata", timeout=10)
+    assert metadata.status_code == 200 and metadata.json()["model_tag"] == stored_model
+    assert httpx.get(f"{server.url}/livez", timeout=10).status_code == 200
+    assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10)
+    assert metrics.status_code == 200 and "bentoml_service_request" in metrics.text
+
+
+def test_server_refuses_to_start_on_a_model_of_another_observation_version(
+    stored_model: str, bentoml_home: Path, tmp_path: Path
+) -> None:
+    from tests.bento.test_service_inprocess import _store_with_metadata
+
+    tag = _store_with_metadata(stored_model, observation_version=OBSERVATION_VERSION + 1)
+    with pytest.raises(RuntimeError) as refused:
+        started = start_server(
+            "bento.service:PolicyService",
+            bentoml_home,
+            tmp_path / "serve.log",
+            "--arg",
+            f"model_tag={tag}",
+            timeout_s=60,
+        )
+        started.stop()
+    assert f"model {tag} was trained with observation version {OBSERVATION_VERSION + 1}" in str(refused.value)
+    assert "IncompatibleModelError" in str(refused.value)

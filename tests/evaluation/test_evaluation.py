@@ -1,0 +1,137 @@
+"""Evaluation: held-out start states per family, every method on the same states, report fields and outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ceenv.env import CloudEdgeEnv
+from flows.evaluation import FAMILIES, evaluate, plan_units
+from flows.evaluation.episodes import BASELINES, run_policy, start_state
+from flows.evaluation.output import write_report
+from flows.evaluation.report import EvaluationReport, estimate
+from flows.evaluation.seeds import (
+    TEST_SEED_BASE,
+    TRAIN_SEED_LIMIT,
+    VALIDATION_SEED_BASE,
+    evaluation_seed,
+    validation_seed,
+)
+from tests.conftest import scenario_dir, workload_file
+
+
+class FirstValidMove:
+    """A stand-in policy: the first valid move for three steps, then STOP."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def decide(self, obs: np.ndarray, mask: np.ndarray) -> int:
+        self.calls += 1
+        return int(np.flatnonzero(mask)[0]) if self.calls % 4 else len(mask) - 1
+
+
+def _env() -> CloudEdgeEnv:
+    return CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain"))
+
+
+def test_seed_ranges_are_disjoint() -> None:
+    assert TRAIN_SEED_LIMIT <= VALIDATION_SEED_BASE <= validation_seed(0)
+    assert validation_seed(TEST_SEED_BASE - VALIDATION_SEED_BASE - 1) < evaluation_seed(0, 0)
+    assert evaluation_seed(1, 0) > evaluation_seed(0, 9_999)
+    with pytest.raises(ValueError, match="outside"):
+        evaluation_seed(0, 10_000)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_start_states_are_reproducible_per_family(family: str) -> None:
+    a, b = start_state(_env(), family, evaluation_seed(0, 1)), start_state(_env(), family, evaluation_seed(0, 1))  # type: ignore[arg-type]
+    assert (a[1] == b[1]).all() and (a[0].cpu_millicores == b[0].cpu_millicores).all()
+
+
+def test_node_failure_start_has_failed_nodes_without_pods() -> None:
+    conditions, slot_node = start_state(_env(), "node_failure", evaluation_seed(0, 2))
+    failed = np.flatnonzero(conditions.cpu_millicores == 0)
+    assert 1 <= failed.size <= 2 and not np.isin(slot_node, failed).any()
+
+
+def test_traffic_surge_start_has_more_aggregator_pods_than_the_plain_start() -> None:
+    env = _env()
+    seed = evaluation_seed(0, 3)
+    steady = start_state(env, "steady", seed)[1]
+    surged = start_state(env, "traffic_surge", seed)[1]
+    aggregator = env.layout.slot_service == env.layout.service_names.index("aggregator")
+    assert (surged[aggregator] >= 0).sum() >= (steady[aggregator] >= 0).sum()
+
+
+def test_policy_rollout_counts_moves_and_time_and_makes_no_invalid_action() -> None:
+    env = _env()
+    outcome = run_policy(env, start_state(env, "steady", evaluation_seed(0, 0)), FirstValidMove().decide)
+    assert outcome.moves == 3 and outcome.invalid_actions == 0 and outcome.decision_seconds > 0
+
+
+def test_units_fan_out_by_workload_family_and_seed() -> None:
+    units = plan_units(
+        scenario_dir("7-21"),
+        [workload_file("chain"), workload_file("aggregator_parallel")],
+        ["steady", "node_failure"],
+        [0, 1, 2],
+        4,
+        None,
+    )
+    assert len(units) == 12 and len({(u.workload_file, u.family, u.seed) for u in units}) == 12
+
+
+def test_report_has_every_method_and_field_with_intervals(tmp_path: Path) -> None:
+    report, records = evaluate(
+        scenario_dir("7-21"),
+        [workload_file("chain")],
+        None,
+        [0, 1, 2, 3, 4],
+        2,
+        ["steady", "traffic_surge"],
+        policy=FirstValidMove(),
+    )
+    assert [g.family for g in report.groups] == ["steady", "traffic_surge"]
+    for group in report.groups:
+        assert set(group.methods) == {"policy", *BASELINES}
+        for m in group.methods.values():
+            assert m.episodes == 10 and m.seeds == 5
+            assert m.mean_end_latency_ms.ci_low <= m.mean_end_latency_ms.mean <= m.mean_end_latency_ms.ci_high
+            assert m.p95_end_latency_ms >= min(r.end_latency_ms for r in records if r.method == m.method)
+            assert m.decision_ms_per_move >= 0 and m.invalid_actions == 0
+        assert group.methods["best_known"].fraction_of_best_known.mean == pytest.approx(1.0)
+        assert group.methods["noop"].reduction_pct.mean == 0
+        assert (
+            group.methods["best_known"].mean_end_latency_ms.mean
+            <= group.methods["greedy"].mean_end_latency_ms.mean + 1e-9
+        )
+    assert report.settings["min_seeds_met"] is True
+    written = write_report(report, records, tmp_path)
+    assert {p.name for p in written} == {"report.json", "report.md", "latency_distribution.png", "moves_vs_gain.png"}
+    assert EvaluationReport.model_validate(json.loads((tmp_path / "report.json").read_text())) == report
+    assert "| policy |" in (tmp_path / "report.md").read_text()
+
+
+def test_every_method_sees_the_same_start_states() -> None:
+    _, records = evaluate(
+        scenario_dir("7-21"), [workload_file("chain")], None, [0, 1], 2, ["node_failure"], policy=FirstValidMove()
+    )
+    starts: dict[tuple[int, int], set[float]] = {}
+    for r in records:
+        starts.setdefault((r.seed, r.episode), set()).add(round(r.start_latency_ms, 9))
+    assert all(len(s) == 1 for s in starts.values())
+
+
+def test_confidence_interval_is_student_t_over_seeds() -> None:
+    e = estimate([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert e.mean == 3.0 and e.ci_high - e.mean == pytest.approx(2.776 * np.std([1, 2, 3, 4, 5], ddof=1) / np.sqrt(5))
+    assert estimate([7.0]).ci_low == 7.0
+
+
+def test_duplicate_seeds_are_rejected() -> None:
+    with pytest.raises(ValueError, match="duplicates"):
+        evaluate(scenario_dir("7-21"), [workload_file("chain")], None, [0, 0], 1)

@@ -1,0 +1,207 @@
+"""The Prefect flows: parameters, tasks via .fn(), and end-to-end runs under one test harness.
+
+The end-to-end tests train a tiny policy on 7-21, evaluate it, gate it, package it as a real bento,
+serve it with ``bentoml serve`` on loopback, and switch to a second bento blue/green while a client
+sends requests throughout; a bento that never becomes ready is rolled back.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from flows.pipeline import PipelineParams, validate_scenario
+from tests.conftest import scenario_dir, workload_file
+
+PERMISSIVE_GATE = {
+    "beat_noop": True,
+    "beat_random": True,
+    "beat_greedy": False,
+    "min_fraction_of_best_known": 0.0,
+    "max_invalid_actions": 0,
+    "incumbent_tolerance_pct": 1000.0,
+    "require_incumbent": False,
+}
+STRICT_GATE = {**PERMISSIVE_GATE, "beat_greedy": True, "min_fraction_of_best_known": 1.2}
+TINY_TRAIN = {
+    "total_timesteps": 4096,
+    "n_envs": 4,
+    "n_steps": 256,
+    "batch_size": 256,
+    "n_epochs": 4,
+    "learning_rate": 0.001,
+    "eval_freq_steps": 2048,
+    "eval_episodes": 4,
+}
+
+
+def test_default_parameters_are_valid_and_unknown_ones_are_refused() -> None:
+    params = PipelineParams()
+    assert (params.scenario, params.workload, len(params.eval_seeds)) == ("7-21", "aggregator_sequential", 5)
+    with pytest.raises(ValidationError, match="extra"):
+        PipelineParams.model_validate({"scenario": "7-21", "epochs": 3})
+    with pytest.raises(ValidationError, match="families"):
+        PipelineParams.model_validate({"families": ["earthquake"]})
+
+
+def test_validate_scenario_task_lists_every_problem(tmp_path: Path) -> None:
+    assert "7 nodes" in validate_scenario.fn(scenario_dir("7-21"), workload_file("chain"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "nodes.json").write_text("{}")
+    (broken / "services.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"nodes.json.*\n.*services.json"):
+        validate_scenario.fn(broken, workload_file("chain"))
+
+
+def _write(path: Path, content: dict[str, Any]) -> str:
+    path.write_text(json.dumps(content))
+    return str(path)
+
+
+def _params(tmp_path: Path, gate: dict[str, Any], name: str) -> PipelineParams:
+    base = json.loads((Path(__file__).resolve().parents[2] / "data" / "train" / "default.json").read_text())
+    return PipelineParams(
+        train_config=_write(tmp_path / "train.json", {**base, **TINY_TRAIN}),
+        gate_rules=_write(tmp_path / f"gate-{name}.json", gate),
+        eval_seeds=[0, 1, 2, 3, 4],
+        eval_episodes=1,
+        run_dir=str(tmp_path / name),
+    )
+
+
+def _artifact_keys(flow_run_id: Any) -> set[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key for a in artifacts if a.key}
+
+
+@pytest.fixture(scope="module")
+def passed_run(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from flows.pipeline import reach_pipeline
+
+    state = reach_pipeline(_params(tmp_path_factory.mktemp("pipeline"), PERMISSIVE_GATE, "passed"), return_state=True)
+    return {"result": state.result(), "flow_run_id": state.state_details.flow_run_id}
+
+
+@pytest.mark.e2e
+def test_pipeline_run_trains_evaluates_gates_and_packages_a_bento(passed_run: dict[str, Any]) -> None:
+    import bentoml
+
+    result = passed_run["result"]
+    assert result["passed"] and result["bento"]
+    bento = bentoml.bentos.get(result["bento"])
+    assert bento.info.labels["gate"] == "passed" and bento.info.labels["scenario"] == "7-21"
+    model = bentoml.models.get(bento.info.labels["model"])
+    assert model.info.metadata["evaluation"]["groups"]
+    assert {"evaluation-table", "evaluation-plots", "gate-verdict", "gate-checks"} <= _artifact_keys(
+        passed_run["flow_run_id"]
+    )
+    run_dir = Path(result["run_dir"])
+    assert (run_dir / "evaluation" / "report.json").exists() and (run_dir / "pipeline.json").exists()
+
+
+@pytest.mark.e2e
+def test_a_refused_gate_stops_before_packaging(passed_run: dict[str, Any], tmp_path: Path) -> None:
+    import bentoml
+
+    from flows.pipeline import reach_pipeline
+
+    before = {str(b.tag) for b in bentoml.bentos.list()}
+    result = reach_pipeline(_params(tmp_path, STRICT_GATE, "refused"))
+    assert not result["passed"] and result["bento"] is None and "refused" in result["gate"]
+    assert {str(b.tag) for b in bentoml.bentos.list()} == before
+
+
+def _traffic(stop: threading.Event, outcomes: list[int], body: dict[str, Any]) -> None:
+    from flows.serving import current_endpoint, post_json
+
+    while not stop.is_set():
+        endpoint = current_endpoint()
+        if endpoint is None:
+            time.sleep(0.05)
+            continue
+        try:
+            status, _ = post_json(f"{endpoint.url}/get_action", body, timeout_s=10)
+        except OSError:
+            status = -1
+        outcomes.append(status)
+        time.sleep(0.02)
+
+
+@pytest.mark.e2e
+def test_redeploy_switches_blue_green_without_failed_requests_and_rolls_back_a_broken_bento(
+    passed_run: dict[str, Any],
+) -> None:
+    import bentoml
+
+    from flows.redeploy import canary_requests, reach_redeploy
+    from flows.release import BENTOFILE, REPO_ROOT, package
+    from flows.serving import RedeployError, current_endpoint, undeploy
+
+    first = passed_run["result"]["bento"]
+    try:
+        assert reach_redeploy(first)["bento"] == first
+        serving = current_endpoint()
+        assert serving is not None and serving.bento == first
+        artefact = Path(passed_run["result"]["training"]["artefact_dir"])
+        second = package(artefact, True, "re-packaged for the switch test")
+        stop, outcomes = threading.Event(), []
+        client = threading.Thread(
+            target=_traffic, args=(stop, outcomes, canary_requests("7-21", "aggregator_sequential", 1)[0])
+        )
+        client.start()
+        try:
+            time.sleep(1.0)
+            assert reach_redeploy()["bento"] == second  # the newest gated bento that is not serving
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            client.join()
+        assert outcomes and set(outcomes) == {200}, (
+            f"failed requests during the switch: {[s for s in outcomes if s != 200]}"
+        )
+        switched = current_endpoint()
+        assert switched is not None and switched.bento == second and switched.slot != serving.slot
+        broken = bentoml.bentos.build_bentofile(
+            str(BENTOFILE),
+            build_ctx=str(REPO_ROOT),
+            labels={
+                "gate": "passed",
+                "scenario": "7-21",
+                "workload": "aggregator_sequential",
+                "model": "reach-policy:missing",
+            },
+            args={"model_tag": "reach-policy:doesnotexist"},
+        )
+        with pytest.raises(RedeployError, match="did not become ready"):
+            reach_redeploy(str(broken.tag), ready_timeout_s=45)
+        still = current_endpoint()
+        assert still == switched
+    finally:
+        undeploy()
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "data" / "pipeline").glob("*.json"))
+)
+def test_every_shipped_pipeline_parameter_file_is_valid(name: str) -> None:
+    from flows.gate import load_gate_rules
+    from flows.pipeline import _config_path
+    from flows.training.config import load_train_config
+
+    data = Path(__file__).resolve().parents[2] / "data"
+    params = PipelineParams.model_validate_json((data / "pipeline" / name).read_text())
+    load_train_config(_config_path(params.train_config, "train"))
+    load_gate_rules(_config_path(params.gate_rules, "gate"))

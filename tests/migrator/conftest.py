@@ -1,0 +1,96 @@
+"""Fixtures of the migrator's e2e tests: one local cluster per session, the demo app per test, a fake policy.
+
+The cluster gets its own state directory (under pytest's temporary directory, outside the
+repository) and its own loopback ports, so it never collides with a cluster a developer started
+with ``reach cluster up``. Without the cached Kubernetes binaries the e2e tests are skipped with the
+reason, unless ``REACH_REQUIRE_CLUSTER`` is set (CI), in which case they fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .e2e_support import APP_REPLICAS, SCENARIO, FakePolicy, cluster_requirement, load_deploy_module
+
+E2E_PORTS = {
+    "etcd_client": 23790,
+    "etcd_peer": 23800,
+    "apiserver": 16443,
+    "controller_manager": 20257,
+    "scheduler": 20259,
+    "kubelet_base": 20300,
+}
+
+
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    run, why = cluster_requirement()
+    if not run:
+        pytest.skip(why)
+    cluster_mod = load_deploy_module("cluster")
+    cluster = cluster_mod.LocalCluster(tmp_path_factory.mktemp("reach-cluster"), ports=cluster_mod.Ports(**E2E_PORTS))
+    cluster.up(SCENARIO)
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(local_cluster: Any) -> str:
+    return str(local_cluster.kubeconfig_path)
+
+
+@pytest.fixture(scope="session")
+def api_client(kubeconfig: str) -> Any:
+    from migrator.kube import make_api_client
+
+    return make_api_client(kubeconfig)
+
+
+@pytest.fixture
+def core(api_client: Any) -> Any:
+    from kubernetes import client
+
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture
+def demo_app(api_client: Any, core: Any) -> Iterator[Any]:
+    """The 7-21 scenario's services (aggregator ×3, db ×2, others ×1), Ready; removed afterwards."""
+    demo = load_deploy_module("demo_app")
+    demo.deploy(api_client, SCENARIO, replicas=APP_REPLICAS)
+    demo.wait_ready(api_client)
+    yield demo
+    demo.delete(api_client)
+    for node in core.list_node().items:
+        if node.spec.unschedulable:
+            core.patch_node(node.metadata.name, {"spec": {"unschedulable": None}})
+
+
+@pytest.fixture
+def fake_policy() -> Iterator[FakePolicy]:
+    policy = FakePolicy()
+    yield policy
+    policy.close()
+
+
+@pytest.fixture
+def settings_for(kubeconfig: str, tmp_path: Path) -> Any:
+    from migrator.settings import MigratorSettings
+
+    def make(policy_url: str, **overrides: object) -> MigratorSettings:
+        values: dict[str, object] = {
+            "kubeconfig": kubeconfig, "policy_url": policy_url, "pod_cooldown_s": 0.0,
+            "max_migrations_per_window": 100, "policy_timeout_s": 2.0, "policy_retries": 1,
+            "policy_backoff_s": 0.1, "migration_deadline_s": 30.0,
+            "episode_csv": str(tmp_path / "episode.csv"), "distribution_csv": str(tmp_path / "dist.csv"),
+        }  # fmt: skip
+        values.update(overrides)
+        return MigratorSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make

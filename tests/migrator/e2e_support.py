@@ -1,0 +1,156 @@
+"""Support for the migrator's e2e tests: the local cluster fixture's helpers, a fake policy server, a Ready watcher.
+
+The e2e tests run on the real local control plane of ``deploy/local/cluster.py`` (its own state
+directory and ports, so a developer's cluster keeps running). The fake policy is a tiny HTTP server
+on 127.0.0.1 whose answer a test sets per call: a JSON body, a function of the request, a delay or
+an HTTP status. ``ReadyWatcher`` follows a service's pods through the watch API and records the
+lowest Ready count it ever saw.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = ROOT / "data" / "scenarios" / "7-21"
+APP_REPLICAS = {"aggregator": 3, "db": 2}
+
+
+def load_deploy_module(name: str) -> ModuleType:
+    path = ROOT / "deploy" / "local" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"reach_deploy_{name}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def cluster_requirement() -> tuple[bool, str]:
+    """(run?, why not): e2e tests skip only when the binaries are absent and not required."""
+    cluster_mod = load_deploy_module("cluster")
+    bin_dir = cluster_mod.default_bin_dir()
+    missing = [b for b in ("kube-apiserver", "kubemark") if not (bin_dir / b).exists()]
+    if not missing:
+        return True, ""
+    why = f"Kubernetes binaries {missing} not in {bin_dir}: run `flock /tmp/reach-heavy.lock deploy/local/install.sh`"
+    if os.environ.get("REACH_REQUIRE_CLUSTER"):
+        raise RuntimeError(f"REACH_REQUIRE_CLUSTER is set but {why}")
+    return False, why
+
+
+Answer = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class FakePolicy:
+    """A policy service on 127.0.0.1 that answers what the test says; records every request."""
+
+    def __init__(self) -> None:
+        self.answer: Answer = {"pod_name": "", "target_node": "", "is_stop": True}
+        self.delay_s = 0.0
+        self.status = 200
+        self.requests: list[dict[str, Any]] = []
+        policy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                policy.requests.append(body)
+                time.sleep(policy.delay_s)
+                answer = policy.answer(body) if callable(policy.answer) else policy.answer
+                payload = json.dumps(answer).encode()
+                self.send_response(policy.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ReadyWatcher:
+    """Watch a service's pods and keep the lowest number of Ready, non-terminating pods seen."""
+
+    def __init__(self, core: Any, namespace: str, service: str):
+        from kubernetes import watch
+
+        self.core, self.namespace, self.selector = core, namespace, f"app={service}"
+        self.watch = watch.Watch()
+        self.ready: dict[str, bool] = {}
+        self.lowest: int | None = None
+        self.events = 0
+        self.stopped = False
+        self.error: Exception | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _count(self) -> int:
+        return sum(self.ready.values())
+
+    def start(self) -> ReadyWatcher:
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
+        for pod in pods.items:
+            self.ready[pod.metadata.name] = _is_ready(pod)
+        self.lowest = self._count()
+        self.resource_version = pods.metadata.resource_version
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._follow()
+        except Exception as exc:  # closing the stream in stop() ends it with a protocol error
+            if not self.stopped:
+                self.error = exc
+
+    def _follow(self) -> None:
+        stream = self.watch.stream(
+            self.core.list_namespaced_pod, self.namespace, label_selector=self.selector,
+            resource_version=self.resource_version, timeout_seconds=600,
+        )  # fmt: skip
+        for event in stream:
+            pod = event["object"]
+            self.events += 1
+            if event["type"] == "DELETED":
+                self.ready.pop(pod.metadata.name, None)
+            else:
+                self.ready[pod.metadata.name] = _is_ready(pod)
+            self.lowest = min(self.lowest if self.lowest is not None else 1 << 30, self._count())
+
+    def stop(self) -> int:
+        """Stop watching and return the lowest Ready count; a broken watch fails the test."""
+        time.sleep(0.5)
+        self.stopped = True
+        self.watch.stop()
+        if self.error is not None:
+            raise AssertionError(f"the watch of {self.selector} broke, the Ready count is unknown: {self.error}")
+        return self.lowest if self.lowest is not None else 0
+
+
+def _is_ready(pod: Any) -> bool:
+    if pod.metadata.deletion_timestamp is not None:
+        return False
+    conditions = pod.status.conditions if pod.status else None
+    return any(c.type == "Ready" and c.status == "True" for c in conditions or [])

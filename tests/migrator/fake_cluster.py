@@ -1,0 +1,137 @@
+"""An in-memory cluster for the actuator's unit tests: a ReplicaSet controller, a scheduler and kubelets in miniature.
+
+Each ``sleep`` of the ``FakeClock`` advances time and runs one reconcile ``tick``: ReplicaSets
+create or remove pods (surplus: unscheduled, then not Ready, then newest first), pending pods are
+scheduled on the first schedulable node with room, and scheduled pods become Ready one tick later
+unless their node is in ``never_ready_nodes``. The Ready count of every service is recorded per
+tick, so tests can assert that it never dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from migrator.snapshot import ClusterSnapshot, NodeInfo, PodInfo
+
+_names = itertools.count(1)
+
+
+@dataclass
+class FakeCluster:
+    nodes: dict[str, NodeInfo]
+    pods: dict[str, PodInfo] = field(default_factory=dict)
+    replicasets: dict[str, tuple[dict[str, str], int]] = field(default_factory=dict)
+    never_ready_nodes: set[str] = field(default_factory=set)
+    ready_history: list[dict[str, int]] = field(default_factory=list)
+    events: list[tuple[str, str]] = field(default_factory=list)
+    label_patch_failures: int = 0
+
+    # ---- ClusterOps --------------------------------------------------------------------------
+    def snapshot(self) -> ClusterSnapshot:
+        pods = tuple(self.pods.values())
+        return ClusterSnapshot(tuple(self.nodes.values()), pods, pods)
+
+    def get_pod(self, name: str) -> PodInfo | None:
+        return self.pods.get(name)
+
+    def list_pods(self, match_labels: Mapping[str, str]) -> list[PodInfo]:
+        return [p for p in self.pods.values() if all(p.labels.get(k) == v for k, v in match_labels.items())]
+
+    def patch_pod_metadata(
+        self, name: str, labels: Mapping[str, str | None], annotations: Mapping[str, str | None]
+    ) -> None:
+        if self.label_patch_failures and labels:
+            self.label_patch_failures -= 1
+            raise RuntimeError("API server said 500")
+        pod = self.pods[name]
+        self.pods[name] = replace(
+            pod, labels=_merge(pod.labels, labels), annotations=_merge(pod.annotations, annotations)
+        )
+
+    def set_cordon(self, node_name: str, migration_id: str | None) -> None:
+        node = self.nodes[node_name]
+        annotations = _merge(node.annotations, {"reach.io/temporary-cordon": migration_id})
+        self.nodes[node_name] = replace(node, unschedulable=migration_id is not None, annotations=annotations)
+
+    def delete_pod(self, name: str) -> None:
+        self.pods.pop(name, None)
+
+    def replicaset_selector(self, name: str) -> dict[str, str]:
+        return dict(self.replicasets[name][0])
+
+    def replicaset_replicas(self, name: str) -> int:
+        return self.replicasets[name][1]
+
+    def emit_event(self, pod_name: str, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append((pod_name, reason))
+
+    # ---- the miniature controllers -------------------------------------------------------------
+    def add_deployment(self, service: str, nodes: list[str], cpu_m: float = 500) -> None:
+        rs = f"{service}-abc"
+        selector = {"app": service, "pod-template-hash": "abc"}
+        self.replicasets[rs] = (selector, len(nodes))
+        for node_name in nodes:
+            self._create(rs, node_name, ready=True, cpu_m=cpu_m)
+
+    def _create(self, rs: str, node_name: str, ready: bool, cpu_m: float = 500) -> None:
+        name = f"{rs}-{next(_names)}"
+        labels = {**self.replicasets[rs][0], "reach.io/app": "demo"}
+        self.pods[name] = PodInfo(
+            name, "default", node_name, labels, cpu_m, 2**29, ready=ready, owner_kind="ReplicaSet", owner_name=rs,
+            created_at_s=float(next(_names)),
+        )  # fmt: skip
+
+    def tick(self) -> None:
+        for rs, (selector, replicas) in self.replicasets.items():
+            for pod in list(self.pods.values()):
+                matches = all(pod.labels.get(k) == v for k, v in selector.items())
+                if pod.owner_name == rs and not matches:  # release
+                    self.pods[pod.name] = replace(pod, owner_kind="", owner_name="")
+                elif matches and not pod.owner_name:  # adopt
+                    self.pods[pod.name] = replace(pod, owner_kind="ReplicaSet", owner_name=rs)
+            owned = self.list_pods(selector)
+            if len(owned) < replicas:
+                self._create(rs, "", ready=False)
+            elif len(owned) > replicas:
+                surplus = sorted(owned, key=lambda p: (bool(p.node_name), p.ready, -p.created_at_s))[0]
+                del self.pods[surplus.name]
+        for name, pod in list(self.pods.items()):
+            if not pod.node_name:
+                node = next((n for n in self.nodes.values() if not n.unschedulable), None)
+                if node is not None:
+                    self.pods[name] = replace(pod, node_name=node.name)
+            elif not pod.ready and pod.node_name not in self.never_ready_nodes:
+                self.pods[name] = replace(pod, ready=True)
+        self.ready_history.append(self.ready_counts())
+
+    def ready_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for pod in self.pods.values():
+            if pod.ready and not pod.terminating:
+                counts[pod.labels["app"]] = counts.get(pod.labels["app"], 0) + 1
+        return counts
+
+
+@dataclass
+class FakeClock:
+    cluster: FakeCluster
+    now: float = 0.0
+
+    def now_s(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.cluster.tick()
+
+
+def _merge(base: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
+    merged = dict(base)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,127 @@
+"""Actuator: make-before-break on an in-memory cluster; deadline, rollback and leftover clean-up."""
+
+from __future__ import annotations
+
+import pytest
+
+from migrator.actuator import Actuator
+from migrator.guards import Move
+
+from .builders import node
+from .fake_cluster import FakeClock, FakeCluster
+
+
+@pytest.fixture
+def world() -> tuple[FakeCluster, FakeClock, Actuator]:
+    nodes = {n.name: n for n in (node("cloud-1", "cloud"), node("cloud-2", "cloud"), node("edge-1", "edge"))}
+    cluster = FakeCluster(nodes)
+    cluster.add_deployment("agg", ["cloud-1", "cloud-2"])
+    cluster.add_deployment("db", ["cloud-1"])
+    clock = FakeClock(cluster)
+    return cluster, clock, Actuator(cluster, clock, deadline_s=5.0, poll_s=0.1, settle_s=5.0)
+
+
+def pods_of(cluster: FakeCluster, service: str) -> dict[str, str]:
+    return {p.name: p.node_name for p in cluster.pods.values() if p.labels["app"] == service}
+
+
+def no_reach_marks(cluster: FakeCluster) -> bool:
+    nodes_clean = all(not n.unschedulable and not n.annotations for n in cluster.nodes.values())
+    pods_clean = all(not any(k.startswith("reach.io/m") for k in p.labels) for p in cluster.pods.values())
+    annotations_clean = all(not p.annotations for p in cluster.pods.values())
+    hashes = all(p.labels["pod-template-hash"] == "abc" for p in cluster.pods.values())
+    return nodes_clean and pods_clean and annotations_clean and hashes
+
+
+def test_migration_moves_exactly_the_chosen_pod_and_ready_never_drops(world) -> None:  # type: ignore[no-untyped-def]
+    cluster, _, actuator = world
+    old = next(n for n, where in pods_of(cluster, "agg").items() if where == "cloud-1")
+    others = {n: w for n, w in cluster.pods.items() if n != old}
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert result.migrated, result.detail
+    assert old not in cluster.pods
+    assert cluster.pods[result.replacement_pod].node_name == "edge-1"
+    assert {n: cluster.pods[n] for n in others} == others
+    assert len(cluster.pods) == 3 and no_reach_marks(cluster)
+    assert min(h.get("agg", 0) for h in cluster.ready_history) >= 2
+    assert result.replacement_ready_s <= result.old_pod_gone_s
+
+
+def test_a_replacement_that_never_gets_ready_is_rolled_back_before_the_deadline(world) -> None:  # type: ignore[no-untyped-def]
+    cluster, clock, actuator = world
+    cluster.never_ready_nodes.add("edge-1")
+    old = next(iter(pods_of(cluster, "agg")))
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert not result.migrated and "deadline" in result.detail
+    assert old in cluster.pods and cluster.pods[old].ready
+    assert len(pods_of(cluster, "agg")) == 2 and no_reach_marks(cluster)
+    assert min(h.get("agg", 0) for h in cluster.ready_history) >= 2
+    assert clock.now < 5.0 + 5.0 + 1.0
+
+
+def test_an_api_error_mid_way_rolls_back(world) -> None:  # type: ignore[no-untyped-def]
+    cluster, _, actuator = world
+    cluster.label_patch_failures = 1
+    old = next(iter(pods_of(cluster, "agg")))
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert not result.migrated and "500" in result.detail
+    assert old in cluster.pods and len(pods_of(cluster, "agg")) == 2 and no_reach_marks(cluster)
+
+
+def test_a_failing_rollback_step_does_not_stop_the_others_and_is_reported(world) -> None:  # type: ignore[no-untyped-def]
+    cluster, _, actuator = world
+    cluster.label_patch_failures = 2
+    old = next(iter(pods_of(cluster, "agg")))
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert not result.migrated and "rollback incomplete" in result.detail
+    assert all(not n.unschedulable for n in cluster.nodes.values())
+
+
+def test_clean_up_rolls_back_what_a_killed_migrator_left(world) -> None:  # type: ignore[no-untyped-def]
+    cluster, _, actuator = world
+    old = next(iter(pods_of(cluster, "agg")))
+    cluster.patch_pod_metadata(
+        old,
+        {"pod-template-hash": "reach-migrating", "reach.io/migration": "m1"},
+        {"reach.io/migration-id": "m1", "reach.io/migration-target": "edge-1",
+         "reach.io/original-pod-template-hash": "abc", "reach.io/replicaset": "agg-abc"},
+    )  # fmt: skip
+    for name in ("cloud-1", "cloud-2"):
+        cluster.set_cordon(name, "m1")
+    cluster.tick()
+    cluster.tick()
+    assert len(pods_of(cluster, "agg")) == 3
+    cleaned = actuator.clean_up_leftovers()
+    assert any(old in c for c in cleaned)
+    assert old in cluster.pods and len(pods_of(cluster, "agg")) == 2
+    assert no_reach_marks(cluster)
+
+
+def test_clean_up_on_a_clean_cluster_changes_nothing(world) -> None:  # type: ignore[no-untyped-def]
+    cluster, _, actuator = world
+    before = dict(cluster.pods)
+    assert actuator.clean_up_leftovers() == []
+    assert cluster.pods == before
+
+
+def test_clean_up_keeps_the_replacement_once_the_old_pod_is_being_deleted(world) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    cluster, _, actuator = world
+    old = next(iter(pods_of(cluster, "agg")))
+    cluster.patch_pod_metadata(
+        old,
+        {"pod-template-hash": "reach-migrating", "reach.io/migration": "m2"},
+        {"reach.io/migration-id": "m2", "reach.io/original-pod-template-hash": "abc",
+         "reach.io/migration-target": "edge-1", "reach.io/replicaset": "agg-abc"},
+    )  # fmt: skip
+    cluster.set_cordon("cloud-1", "m2")
+    before = set(pods_of(cluster, "agg"))
+    cluster.tick()
+    cluster.tick()
+    [replacement] = set(pods_of(cluster, "agg")) - before
+    cluster.pods[old] = replace(cluster.pods[old], terminating=True)
+    cluster.patch_pod_metadata(old, {}, {"reach.io/replacement-pod": replacement})
+    actuator.clean_up_leftovers()
+    assert replacement in cluster.pods and cluster.pods[replacement].ready
+    assert all(not n.unschedulable for n in cluster.nodes.values())

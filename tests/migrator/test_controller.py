@@ -1,0 +1,107 @@
+"""Controller: one cycle end to end on the in-memory cluster with a scripted policy; modes and records."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ceenv.schema import ActionRequest
+from migrator.controller import Controller
+from migrator.guards import Move
+from migrator.policy import Advice, NoAdvice, Stop
+from migrator.settings import MigratorSettings
+
+from .builders import node
+from .fake_cluster import FakeClock, FakeCluster
+
+
+class ScriptedPolicy:
+    def __init__(self, *answers: Advice):
+        self.answers = list(answers)
+        self.requests: list[ActionRequest] = []
+
+    def ask(self, request: ActionRequest) -> Advice:
+        self.requests.append(request)
+        return self.answers.pop(0) if self.answers else Stop()
+
+
+def make(tmp_path: Path, *answers: Advice, **settings: object) -> tuple[Controller, FakeCluster, ScriptedPolicy]:
+    nodes = {n.name: n for n in (node("cloud-1", "cloud"), node("edge-1", "edge"), node("client-1", "client"))}
+    cluster = FakeCluster(nodes)
+    cluster.add_deployment("agg", ["cloud-1", "cloud-1"])
+    defaults: dict[str, object] = {
+        "migration_deadline_s": 5.0, "episode_csv": str(tmp_path / "episode.csv"),
+        "distribution_csv": str(tmp_path / "dist.csv"), "pod_cooldown_s": 0.0,
+    }  # fmt: skip
+    defaults.update(settings)
+    policy = ScriptedPolicy(*answers)
+    controller = Controller(MigratorSettings(_env_file=None, **defaults), cluster, policy, FakeClock(cluster))  # type: ignore[call-arg]
+    return controller, cluster, policy
+
+
+def first_agg(cluster: FakeCluster) -> str:
+    return sorted(cluster.pods)[0]
+
+
+def test_a_cycle_sends_the_live_state_and_migrates_the_advised_pod(tmp_path: Path) -> None:
+    controller, cluster, policy = make(tmp_path)
+    pod = first_agg(cluster)
+    policy.answers = [Move(pod, "edge-1")]
+    [outcome] = controller.run_cycle()
+    assert outcome.kind == "migrated", outcome.detail
+    assert set(policy.requests[0].cluster_state.nodes) == {"cloud-1", "edge-1", "client-1"}
+    assert policy.requests[0].pod_deployable[pod] == ["edge-1"]
+    assert (pod, "Migrated") in cluster.events
+    assert [r["event"] for r in controller.journal.records] == ["migrating", "migrated"]
+
+
+def test_no_advice_means_no_action_and_a_logged_reason(tmp_path: Path) -> None:
+    controller, cluster, _ = make(tmp_path, NoAdvice("cannot reach http://127.0.0.1:9: refused", temporary=True))
+    before = dict(cluster.pods)
+    [outcome] = controller.run_cycle()
+    assert outcome.kind == "no-advice" and cluster.pods == before
+    assert controller.journal.records[-1]["reason"] == "cannot reach http://127.0.0.1:9: refused"
+
+
+def test_dry_run_changes_nothing_but_records_the_would_be_move(tmp_path: Path) -> None:
+    controller, cluster, policy = make(tmp_path, dry_run=True)
+    pod = first_agg(cluster)
+    policy.answers = [Move(pod, "edge-1")]
+    before = dict(cluster.pods)
+    [outcome] = controller.run_cycle()
+    assert outcome.kind == "refused" and outcome.verdict and outcome.verdict.reason.value == "dry-run"  # type: ignore[union-attr]
+    assert cluster.pods == before and (pod, "MigrationRefused") in cluster.events
+
+
+def test_an_unknown_pod_is_refused_without_an_event(tmp_path: Path) -> None:
+    controller, cluster, _ = make(tmp_path, Move("ghost-pod", "edge-1"))
+    [outcome] = controller.run_cycle()
+    assert outcome.kind == "refused" and cluster.events == []
+    assert controller.journal.records[-1]["reason"] == "unknown-pod"
+
+
+def test_episode_mode_stops_on_stop_and_writes_a_csv_row_per_step(tmp_path: Path) -> None:
+    controller, cluster, policy = make(tmp_path, episode_max_steps=5)
+    policy.answers = [Move(first_agg(cluster), "edge-1"), Stop()]
+    latencies = iter([120.0, 110.0, 110.0, 110.0])
+    controller.latency_ms = lambda: next(latencies)
+    outcomes = controller.run_episode()
+    assert [o.kind for o in outcomes] == ["migrated", "stop"]
+    rows = list(csv.DictReader((tmp_path / "episode.csv").open()))
+    assert [r["outcome"] for r in rows] == ["migrated", "stop"]
+    assert rows[0]["latency_before_ms"] == "120.000" and rows[0]["latency_after_ms"] == "110.000"
+
+
+def test_monitoring_acts_only_above_the_qos_threshold(tmp_path: Path) -> None:
+    controller, _, policy = make(tmp_path, qos_threshold_ms=250.0)
+    controller.latency_ms = lambda: 120.0
+    assert controller.monitoring_step()[0].detail == "QoS met" and policy.requests == []
+    controller.latency_ms = lambda: 300.0
+    assert controller.monitoring_step()[0].kind == "stop" and len(policy.requests) == 1
+
+
+def test_pod_distribution_counts_pods_per_node_per_service(tmp_path: Path) -> None:
+    controller, _, _ = make(tmp_path)
+    assert controller.record_distribution() == {"agg": {"cloud-1": 2}}
+    rows = list(csv.DictReader((tmp_path / "dist.csv").open()))
+    assert rows[0]["service"] == "agg" and rows[0]["pods"] == "2"

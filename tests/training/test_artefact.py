@@ -1,0 +1,97 @@
+"""The policy artefact: round trip, deterministic prediction, and clear errors on mismatch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bento.artefact import METADATA_FILE, POLICY_FILE, ArtefactError, load_artefact, read_metadata, write_evaluation
+from ceenv.encoding import OBSERVATION_VERSION, layout_from_scenario
+from ceenv.env import CloudEdgeEnv
+from ceenv.scenario import load_scenario
+from flows.training import TrainResult
+from tests.conftest import scenario_dir, workload_file
+
+pytestmark = pytest.mark.slow
+
+
+def _copy(run: TrainResult, tmp_path: Path) -> Path:
+    target = tmp_path / "policy"
+    shutil.copytree(run.artefact_dir, target)
+    return target
+
+
+def _edit(directory: Path, **fields: object) -> None:
+    file = directory / METADATA_FILE
+    data = json.loads(file.read_text())
+    data.update(fields)
+    file.write_text(json.dumps(data))
+
+
+def test_artefact_round_trip_keeps_layout_sources_and_config(tiny_run: TrainResult) -> None:
+    loaded = load_artefact(tiny_run.artefact_dir, layout_from_scenario(load_scenario(scenario_dir("7-21"))))
+    meta = loaded.metadata
+    assert (tiny_run.artefact_dir / POLICY_FILE).is_file()
+    assert meta.observation_version == OBSERVATION_VERSION
+    assert meta.layout_fingerprint == layout_from_scenario(load_scenario(scenario_dir("7-21"))).fingerprint()
+    assert {f.name for f in meta.scenario_files} == {"nodes.json", "services.json"}
+    assert meta.workload_file.content == json.loads(workload_file("aggregator_sequential").read_text())
+    assert len(meta.workload_file.sha256) == 64
+    assert meta.training_config["total_timesteps"] == 12_288
+    assert meta.training_summary["timesteps"] >= 12_288
+
+
+def test_prediction_is_deterministic_and_valid(tiny_run: TrainResult) -> None:
+    loaded = load_artefact(tiny_run.artefact_dir)
+    env = CloudEdgeEnv(scenario_dir("7-21"), workload_file("aggregator_sequential"))
+    for seed in range(5):
+        obs, _ = env.reset(seed=seed)
+        mask = env.action_masks()
+        actions = {loaded.decide(obs, mask) for _ in range(3)}
+        assert len(actions) == 1 and mask[actions.pop()]
+
+
+def test_loading_for_another_scenario_names_both_layouts(tiny_run: TrainResult) -> None:
+    other = layout_from_scenario(load_scenario(scenario_dir("13-29")))
+    with pytest.raises(ArtefactError, match=r"trained for layout .* scenario '7-21'.*train a policy for this scenario"):
+        load_artefact(tiny_run.artefact_dir, other)
+
+
+def test_observation_version_mismatch_is_refused(tiny_run: TrainResult, tmp_path: Path) -> None:
+    target = _copy(tiny_run, tmp_path)
+    _edit(target, observation_version=OBSERVATION_VERSION + 1)
+    with pytest.raises(ArtefactError, match=r"observation_version is .*retrain"):
+        load_artefact(target)
+
+
+def test_tampered_layout_fingerprint_is_refused(tiny_run: TrainResult, tmp_path: Path) -> None:
+    target = _copy(tiny_run, tmp_path)
+    _edit(target, layout_fingerprint="0000000000000000")
+    with pytest.raises(ArtefactError, match="layout_fingerprint is 0000000000000000"):
+        load_artefact(target)
+
+
+def test_missing_files_are_named(tiny_run: TrainResult, tmp_path: Path) -> None:
+    target = _copy(tiny_run, tmp_path)
+    (target / POLICY_FILE).unlink()
+    with pytest.raises(ArtefactError, match=r"policy\.zip: missing"):
+        load_artefact(target)
+    with pytest.raises(ArtefactError, match=r"metadata\.json: missing"):
+        load_artefact(tmp_path / "nowhere")
+
+
+def test_evaluation_report_is_stored_in_the_metadata(tiny_run: TrainResult, tmp_path: Path) -> None:
+    target = _copy(tiny_run, tmp_path)
+    write_evaluation(target, {"groups": [], "note": "x"})
+    assert read_metadata(target).evaluation_report == {"groups": [], "note": "x"}
+    assert (
+        load_artefact(target).decide(
+            np.zeros(load_artefact(target).layout.observation_size, np.float32),
+            np.ones(load_artefact(target).layout.action_count, bool),
+        )
+        >= 0
+    )
