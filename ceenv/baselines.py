@@ -67,12 +67,9 @@ def run_random(start: Simulator, rng: np.random.Generator, max_moves: int = DEFA
     return _outcome("random", start.latency_ms, sim, moves, began)
 
 
-def run_greedy(
-    start: Simulator, step_cost_ms: float = DEFAULT_STEP_COST_MS, max_moves: int = DEFAULT_MAX_MOVES
-) -> Outcome:
-    """Apply the single best move by the latency model until no move gains more than ``step_cost_ms``."""
-    began = time.perf_counter()
-    sim = start.copy()
+def climb(sim: Simulator, min_gain_ms: float, max_moves: int) -> int:
+    """Apply the best single move (all distinct moves scored in one batch) while it gains more than
+    ``min_gain_ms``; change ``sim`` in place and return the number of moves made."""
     moves = 0
     while moves < max_moves:
         candidates = sim.distinct_moves()
@@ -80,10 +77,20 @@ def run_greedy(
             break
         after = sim.latency_after(candidates)
         best = int(np.argmin(after))
-        if sim.latency_ms - after[best] <= step_cost_ms:
+        if sim.latency_ms - after[best] <= min_gain_ms:
             break
         sim.move(*candidates[best])
         moves += 1
+    return moves
+
+
+def run_greedy(
+    start: Simulator, step_cost_ms: float = DEFAULT_STEP_COST_MS, max_moves: int = DEFAULT_MAX_MOVES
+) -> Outcome:
+    """Apply the single best move by the latency model until no move gains more than ``step_cost_ms``."""
+    began = time.perf_counter()
+    sim = start.copy()
+    moves = climb(sim, step_cost_ms, max_moves)
     return _outcome("greedy", start.latency_ms, sim, moves, began)
 
 

@@ -41,6 +41,9 @@ def migrate(
     max_per_window: Annotated[int | None, typer.Option(help="most migrations per sliding window")] = None,
     deadline: Annotated[float | None, typer.Option(help="seconds for the replacement to become Ready")] = None,
     prometheus_url: Annotated[str | None, typer.Option(help="Prometheus base URL for latency")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="publish the migrator's own Prometheus metrics on 127.0.0.1:<port>")
+    ] = None,
     env_file: Annotated[Path | None, typer.Option(help="settings file (default: .env if present)")] = None,
 ) -> None:
     """Observe the cluster, ask the policy, guard, and migrate pods make-before-break."""
@@ -53,7 +56,7 @@ def migrate(
         "kubeconfig": kubeconfig, "policy_url": policy_url, "policy_endpoint_file": policy_endpoint_file, "mode": mode, "dry_run": dry_run, "once": once,
         "interval_s": interval, "namespace": namespace, "pod_selector": pod_selector,
         "max_migrations_per_cycle": max_per_cycle, "max_migrations_per_window": max_per_window,
-        "migration_deadline_s": deadline, "prometheus_url": prometheus_url,
+        "migration_deadline_s": deadline, "prometheus_url": prometheus_url, "metrics_port": metrics_port,
     }  # fmt: skip
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     try:

@@ -92,6 +92,16 @@ def start(name: str, argv: list[str], port: int, env: dict[str, str] | None = No
     return record
 
 
+def adopt(name: str, pid: int, port: int, argv: list[str], log: str) -> ProcessRecord:
+    """Record a process that something else started (the local cluster's components), so that
+    ``reach down`` stops it by PID like the ones :func:`start` records."""
+    record = ProcessRecord(name, pid, port, argv, log, time.time())
+    tmp = _records_dir() / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(asdict(record)))
+    tmp.replace(_records_dir() / f"{name}.json")
+    return record
+
+
 def find(name: str) -> ProcessRecord | None:
     """The live process recorded as ``name``, or None (stale records are removed)."""
     path = _records_dir() / f"{name}.json"

@@ -72,12 +72,21 @@ def post_json(url: str, body: Any, timeout_s: float = 10.0) -> tuple[int, Any]:
         return err.code, err.read().decode(errors="replace")
 
 
+def bentoml_home() -> str:
+    """The BentoML home this process uses, so that a server we start reads the same bento store."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return str(BentoMLContainer.bentoml_home.get())
+
+
 def start_bento(bento: str, slot: str, ready_timeout_s: float = 120.0) -> processes.ProcessRecord:
     """``bentoml serve <bento>`` on a free loopback port as process ``bento-<slot>``; wait until ready."""
     port = processes.free_port()
     bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
     argv = [bentoml, "serve", bento, "--host", "127.0.0.1", "--port", str(port)]
-    record = processes.start(f"bento-{slot}", argv, port, {"BENTOML_DO_NOT_TRACK": "true"})
+    record = processes.start(
+        f"bento-{slot}", argv, port, {"BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": bentoml_home()}
+    )
     try:
         processes.wait_http(f"{record.url}/readyz", ready_timeout_s, record.pid)
     except (TimeoutError, RuntimeError) as err:

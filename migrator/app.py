@@ -19,14 +19,18 @@ from migrator.controller import Controller
 from migrator.kube import KubeOps, make_api_client
 from migrator.policy import PolicyClient
 from migrator.settings import MigratorSettings
+from migrator.telemetry import InstrumentedController, MeteredJournal, MigratorTelemetry, TimedAdvisor
 
 
 def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
 
 
-def build_controller(settings: MigratorSettings) -> Controller:
-    """The production wiring of a controller from settings (no network call happens here)."""
+def build_controller(settings: MigratorSettings, telemetry: MigratorTelemetry | None = None) -> Controller:
+    """The production wiring of a controller from settings (no network call happens here).
+
+    With ``telemetry`` the controller counts its records and times its questions and cycles.
+    """
     api_client = make_api_client(settings.kubeconfig)
     ops = KubeOps(api_client, settings.namespace, settings.pod_selector, settings.event_component)
     policy = PolicyClient(
@@ -36,7 +40,13 @@ def build_controller(settings: MigratorSettings) -> Controller:
         settings.policy_backoff_s,
         endpoint_file=Path(settings.policy_endpoint_file) if settings.policy_endpoint_file else None,
     )
-    controller = Controller(settings, ops, policy, SystemClock())
+    controller: Controller
+    if telemetry is None:
+        controller = Controller(settings, ops, policy, SystemClock())
+    else:
+        advisor = TimedAdvisor(policy, telemetry)
+        journal = MeteredJournal(telemetry=telemetry)
+        controller = InstrumentedController(settings, ops, advisor, SystemClock(), journal=journal, telemetry=telemetry)
     if settings.prometheus_url:
         from migrator.metrics import PrometheusMetrics
 
@@ -56,6 +66,10 @@ def run_migrator(settings: MigratorSettings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    controller = build_controller(settings)
+    telemetry = None
+    if settings.metrics_port is not None:
+        telemetry = MigratorTelemetry()
+        telemetry.serve(settings.metrics_port)
+    controller = build_controller(settings, telemetry)
     controller.run(should_stop=lambda: stop_requested["flag"])
     return 0

@@ -94,6 +94,13 @@ class MigratorSettings(BaseSettings):
         description="PromQL returning per-node CPU usage in millicores, label `node`; recorded only, never required.",
     )
     event_component: str = Field(default="reach-migrator", description="Source component of Kubernetes Events.")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port on 127.0.0.1 where the migrator publishes its own Prometheus metrics "
+        "(migrations, refusals, decision and loop time); empty means none.",
+    )
 
     @field_validator("policy_url")
     @classmethod

@@ -54,7 +54,7 @@ def test_every_manifest_is_accepted_by_the_server_in_a_dry_run(applied_rbac: Any
             if path.name not in ("namespace.yaml", "rbac.yaml"):
                 create(applied_rbac, doc, dry_run=True)
             kinds.append(doc["kind"])
-    assert {"ServiceAccount", "ClusterRole", "Role", "ConfigMap", "Deployment"} <= set(kinds)
+    assert {"ServiceAccount", "ClusterRole", "Role", "ConfigMap", "Deployment", "Service"} <= set(kinds)
 
 
 def test_the_service_account_can_carry_out_a_migration_with_exactly_these_rules(

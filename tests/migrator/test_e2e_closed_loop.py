@@ -1,0 +1,201 @@
+"""The closed loop end to end: live cluster → exporter → Prometheus → policy → migrator → live cluster.
+
+On the real local Kubernetes 1.20 control plane (private ports, see conftest), the 7-21 app is
+placed deliberately poorly; the latency exporter (latency **simulated by the CEEnv model from the
+live placement**) is scraped by a real Prometheus on 127.0.0.1, which the migrator reads through
+prometheus-api-client. To stay fast and independent of training quality the policy is the greedy
+stand-in (:mod:`flows.standin`, the simulator's best single move — not the learned policy). The
+test checks that the latency Prometheus reports after the moves is lower than before, that no
+moved service's Ready count ever dropped, and that every move was recorded (journal, Kubernetes
+Event, metric). A second test drains the two busiest nodes (the default scheduler re-places their pods) and
+checks that the loop then lowers the latency again, without using the drained nodes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .e2e_support import SCENARIO, ReadyWatcher, load_deploy_module
+
+pytestmark = pytest.mark.e2e
+NS = "default"
+WORKLOAD = SCENARIO.parents[1] / "workloads" / "aggregator_sequential_call_patterns.json"
+MOVABLE = ("aggregator", "machine-learning", "detection", "db")
+
+
+@pytest.fixture
+def prometheus_binary() -> str:
+    found = shutil.which("prometheus")
+    if found is None:
+        if os.environ.get("REACH_REQUIRE_CLUSTER"):
+            raise RuntimeError("REACH_REQUIRE_CLUSTER is set but prometheus is not installed (deploy/local/install.sh)")
+        pytest.skip("prometheus is not installed: run deploy/local/install.sh")
+    return found
+
+
+@pytest.fixture
+def exporter(kubeconfig: str) -> Iterator[str]:
+    """The latency exporter in-process on a free loopback port; yields its host:port."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from ceenv.latency import LatencyModel
+    from ceenv.scenario import load_scenario
+    from ceenv.workload import load_workload
+    from flows.exporter import LatencyCollector, PodCache, SimulatedLatency, pod_lister
+    from flows.processes import free_port
+
+    scenario = load_scenario(SCENARIO)
+    model = LatencyModel(scenario, load_workload(WORKLOAD, scenario))
+    cache = PodCache(pod_lister(kubeconfig, NS, "reach.io/app=demo"), 0.3).start()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LatencyCollector(cache.current, SimulatedLatency(scenario, model, noise_pct=0.0), "app"))
+    port = free_port()
+    server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+    yield f"127.0.0.1:{port}"
+    cache.stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def prometheus(prometheus_binary: str, exporter: str, tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus on 127.0.0.1 scraping the exporter every second; stopped by PID."""
+    from flows.processes import free_port, wait_http
+
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: reach-exporter\n"
+        f"    static_configs:\n      - targets: ['{exporter}']\n"
+    )
+    port = free_port()
+    argv = [prometheus_binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
+    with (tmp_path / "prometheus.log").open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/ready", 30, proc.pid)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+@pytest.fixture
+def standin() -> Iterator[Any]:
+    from flows.standin import GreedyStandIn, greedy_advisor
+
+    server = GreedyStandIn(greedy_advisor(SCENARIO, WORKLOAD)).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def poor_app(api_client: Any, core: Any) -> Iterator[dict[str, list[str]]]:
+    """The app on the worst of 300 seeded random placements (aggregator ×2, the rest ×1); removed afterwards."""
+    from ceenv.encoding import layout_from_scenario
+    from ceenv.latency import LatencyModel
+    from ceenv.scenario import load_scenario
+    from ceenv.workload import load_workload
+    from flows.demo_cluster import DEFAULT_REPLICAS, place_app, poor_start, uncordon_all
+
+    scenario = load_scenario(SCENARIO)
+    model = LatencyModel(scenario, load_workload(WORKLOAD, scenario))
+    start = poor_start(model, layout_from_scenario(scenario), DEFAULT_REPLICAS, seed=0)
+    demo = load_deploy_module("demo_app")
+    place_app(api_client, NS, demo, SCENARIO, start.assignment)
+    yield start.assignment
+    demo.delete(api_client, NS)
+    uncordon_all(api_client)
+
+
+def latency_now(prometheus_url: str, settle_s: float = 3.0, timeout_s: float = 30.0) -> float:
+    """The latency Prometheus reports once its scrapes caught up with the placement."""
+    from migrator.metrics import PrometheusMetrics
+
+    time.sleep(settle_s)
+    reader = PrometheusMetrics(prometheus_url, "reach_app_latency_ms", "reach_node_cpu_usage_millicores")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = reader.latency_ms()
+        if value is not None:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"Prometheus reported no latency: {reader.last_error}")
+
+
+def run_until_stop(controller: Any, max_cycles: int = 8) -> list[str]:
+    """Monitoring cycles until the policy says stop (or the cap); the outcome kinds."""
+    kinds = []
+    for _ in range(max_cycles):
+        [outcome] = controller.monitoring_step()
+        kinds.append(outcome.kind)
+        if outcome.kind != "migrated":
+            break
+    return kinds
+
+
+def loop_controller(settings_for: Any, url: str, prometheus_url: str) -> tuple[Any, Any]:
+    from migrator.app import build_controller
+    from migrator.telemetry import MigratorTelemetry
+
+    telemetry = MigratorTelemetry()
+    settings = settings_for(url, prometheus_url=prometheus_url, qos_threshold_ms=1.0, migration_deadline_s=30.0)
+    return build_controller(settings, telemetry), telemetry
+
+
+def migrated_records(controller: Any) -> list[dict[str, Any]]:
+    return [r for r in controller.journal.records if r["event"] == "migrated"]
+
+
+def test_the_policys_moves_lower_the_measured_latency_without_dropping_ready_replicas(
+    core: Any, poor_app: dict[str, list[str]], standin: Any, prometheus: str, settings_for: Any
+) -> None:
+    before_ms = latency_now(prometheus)
+    controller, telemetry = loop_controller(settings_for, standin.url, prometheus)
+    watchers = {s: ReadyWatcher(core, NS, s).start() for s in MOVABLE}
+    started = {s: w.lowest for s, w in watchers.items()}
+    kinds = run_until_stop(controller)
+    lowest = {s: w.stop() for s, w in watchers.items()}
+    after_ms = latency_now(prometheus)
+
+    moves = migrated_records(controller)
+    assert moves, f"the stand-in moved nothing: {kinds}"
+    assert "rolled-back" not in kinds, controller.journal.records
+    assert after_ms < before_ms, f"latency {before_ms:.1f} → {after_ms:.1f} ms after {len(moves)} moves"
+    assert all(lowest[s] >= started[s] for s in MOVABLE), f"Ready dropped: {started} → {lowest}"
+    moves_answered = [a for a in standin.answers if not a["is_stop"]]
+    assert len(moves_answered) == len(moves)
+    for record in moves:
+        reasons = [
+            e.reason
+            for e in core.list_namespaced_event(NS, field_selector=f"involvedObject.name={record['pod']}").items
+        ]
+        assert "Migrated" in reasons, (record, reasons)
+    assert telemetry.migrations.labels(result="migrated")._value.get() == len(moves)
+
+
+def test_after_two_nodes_are_drained_the_loop_lowers_the_latency_again_off_those_nodes(
+    api_client: Any, core: Any, poor_app: dict[str, list[str]], standin: Any, prometheus: str, settings_for: Any
+) -> None:
+    from flows.demo_cluster import busiest_nodes, drain_nodes
+
+    client_nodes = {n.metadata.name for n in core.list_node().items if n.metadata.labels["reach.io/layer"] == "client"}
+    drained = busiest_nodes(api_client, NS, 2, client_nodes)
+    assert drain_nodes(api_client, NS, drained)
+    load_deploy_module("demo_app").wait_ready(api_client, NS, timeout_s=60)  # the default scheduler re-placed them
+    disrupted_ms = latency_now(prometheus)
+    controller, _ = loop_controller(settings_for, standin.url, prometheus)
+    kinds = run_until_stop(controller)
+    recovered_ms = latency_now(prometheus)
+    assert "migrated" in kinds and "rolled-back" not in kinds, controller.journal.records
+    assert recovered_ms < disrupted_ms, f"no recovery after draining {drained}: {disrupted_ms:.1f} → {recovered_ms:.1f}"
+    pods = core.list_namespaced_pod(NS, label_selector="reach.io/app=demo").items
+    assert not {p.spec.node_name for p in pods if not p.metadata.deletion_timestamp} & set(drained)

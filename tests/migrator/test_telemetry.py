@@ -1,0 +1,61 @@
+"""The migrator's own metrics: counted from its records, timed around its questions and cycles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migrator.policy import NoAdvice, Stop
+from migrator.telemetry import MeteredJournal, MigratorTelemetry, TimedAdvisor
+
+
+def value(telemetry: MigratorTelemetry, name: str, **labels: str) -> float:
+    sample = telemetry.registry.get_sample_value(name, labels or None)
+    return sample if sample is not None else 0.0
+
+
+def test_migrations_and_refusals_are_counted_from_the_journal() -> None:
+    telemetry = MigratorTelemetry()
+    journal = MeteredJournal(telemetry=telemetry)
+    journal.record("migrated", pod="a", target="n")
+    journal.record("rolled-back", pod="b", target="n")
+    journal.record("refused", pod="c", target="n", reason="pdb-blocks")
+    journal.record("policy-stop")
+    assert value(telemetry, "reach_migrator_migrations_total", result="migrated") == 1
+    assert value(telemetry, "reach_migrator_migrations_total", result="rolled-back") == 1
+    assert value(telemetry, "reach_migrator_refusals_total", reason="pdb-blocks") == 1
+    assert [r["event"] for r in journal.records] == ["migrated", "rolled-back", "refused", "policy-stop"]
+
+
+class Scripted:
+    def __init__(self, answers: list[Any]):
+        self.answers = answers
+
+    def ask(self, request: Any) -> Any:
+        return self.answers.pop(0)
+
+
+def test_every_policy_question_is_timed_and_its_answer_kind_counted() -> None:
+    telemetry = MigratorTelemetry()
+    advisor = TimedAdvisor(Scripted([Stop(), NoAdvice("down", True)]), telemetry)
+    advisor.ask(None)  # type: ignore[arg-type]
+    advisor.ask(None)  # type: ignore[arg-type]
+    assert value(telemetry, "reach_migrator_decision_seconds_count") == 2
+    assert value(telemetry, "reach_migrator_decisions_total", kind="stop") == 1
+    assert value(telemetry, "reach_migrator_decisions_total", kind="no-advice") == 1
+
+
+def test_the_metrics_are_served_on_loopback_only() -> None:
+    import urllib.request
+
+    from flows.processes import free_port
+
+    telemetry = MigratorTelemetry()
+    port = free_port()
+    server = telemetry.serve(port)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert b"reach_migrator_loop_seconds" in response.read()
+    finally:
+        server.shutdown()
+        server.server_close()
