@@ -6,7 +6,7 @@ Run after ``reach up`` (and a pipeline run, so there is something to see):
 
 It loads the deployments page and the flow-runs page in Debian's ``chromium`` (install it with
 ``apt-get install -y chromium``), saves a PNG of each, and fails unless the rendered pages name the
-three reach deployments (and, on the runs page, at least one reach flow run). Loopback only; the
+three reach deployments, at least one reach flow run, and the evaluation and gate artifacts. Loopback only; the
 browser runs with networking features that would call out switched off.
 """
 
@@ -32,7 +32,11 @@ FLAGS = [
     "--window-size=1400,900",
     "--virtual-time-budget=15000",
 ]
-PAGES = {"deployments": ["reach-pipeline", "reach-retrain", "reach-redeploy"], "runs": ["reach-"]}
+PAGES = {
+    "deployments": ["reach-pipeline", "reach-retrain", "reach-redeploy"],
+    "runs": ["reach-"],
+    "artifacts": ["evaluation-table", "gate-verdict"],
+}
 
 
 def chromium(args: list[str], profile: str) -> str:
