@@ -80,6 +80,9 @@ def experiment(
     event_at: Annotated[float, typer.Option(help="seconds into each run when the event happens")] = 25.0,
     qos: Qos = 100.0,
     start: Annotated[str, typer.Option(help="scheduler (the default scheduler's placement) or poor")] = "scheduler",
+    drain: Annotated[
+        str, typer.Option(help="node-failure: comma-separated nodes to drain (default: the two busiest at the event)")
+    ] = "",
     seed: Seed = 0,
     out: Out = None,
 ) -> None:
@@ -91,6 +94,7 @@ def experiment(
         raise typer.BadParameter(f"unknown experiment {kind!r}: use node-failure or surge")
     settings = _settings(scenario=scenario, policy=policy, duration_s=duration, event_at_s=event_at,
                          qos_threshold_ms=qos, seed=seed, out=out, experiment=kind, prefect=False, start=start,
+                         drain=[n for n in drain.split(",") if n],
                          keep_migrating=False)  # fmt: skip
     results = run_experiment(settings, workload or list(WORKLOADS))
     typer.echo(comparison_table(results))

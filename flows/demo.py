@@ -33,6 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 ALERT_RULES = REPO_ROOT / "deploy" / "observability" / "alerts.yml"
 EXPORTER, PROMETHEUS, STANDIN = "reach-exporter", "reach-prometheus", "reach-policy-standin"
 MIGRATOR = "reach-migrator"
+STANDIN_LABEL = "greedy-standin"
 Experiment = Literal["none", "node-failure", "surge"]
 
 
@@ -64,6 +65,9 @@ class DemoSettings(BaseModel):
     experiment: Experiment = Field("none", description="none, node-failure (drain nodes) or surge (scale up).")
     event_at_s: float = Field(30.0, ge=0, description="When the experiment's event happens, seconds into the run.")
     drain_count: int = Field(2, ge=1, description="node-failure: how many of the busiest nodes are drained.")
+    drain: list[str] = Field(
+        default_factory=list, description="node-failure: these nodes instead of the busiest (the same in every run)."
+    )
     surge_service: str = Field("aggregator", description="surge: the Deployment that is scaled up.")
     surge_extra: int = Field(2, ge=1, description="surge: replicas added.")
     out: Path = Field(default_factory=lambda: out_dir() / "demo", description="Output folder (CSV, PNG, JSON).")
@@ -172,7 +176,7 @@ def start_standin(settings: DemoSettings, workload: str) -> tuple[str, str]:
     argv = [sys.executable, "-m", "flows.standin", "--scenario", settings.scenario, "--workload", workload,
             "--port", str(port)]  # fmt: skip
     record = restart(STANDIN, argv, port, "/readyz")
-    return record.url, "greedy-standin (not the learned policy)"
+    return record.url, f"{STANDIN_LABEL} (not the learned policy)"
 
 
 def gated_bento_for(scenario: str, workload: str) -> str | None:
@@ -251,7 +255,7 @@ def apply_event(session: Session, run: LoopRun) -> None:
     s, api = session.settings, session.api_client
     if s.experiment == "node-failure":
         client_nodes = {n for n, layer in node_layers(session).items() if layer == "client"}
-        nodes = demo_cluster.busiest_nodes(api, s.namespace, s.drain_count, client_nodes)
+        nodes = s.drain or demo_cluster.busiest_nodes(api, s.namespace, s.drain_count, client_nodes)
         for pod, node in demo_cluster.drain_nodes(api, s.namespace, nodes):
             run.events.append(Event(time.time(), "evicted", pod, node, ""))
         run.events.append(Event(time.time(), "drained", "", ",".join(nodes), ""))
@@ -377,10 +381,14 @@ def prepare_run(session: Session, workload: str) -> StartPlacement | None:
     return start
 
 
-def keep_migrating(session: Session, url: str) -> processes.ProcessRecord:
-    """A background migrator (monitoring mode) that runs until ``reach down``."""
+def keep_migrating(session: Session, url: str, policy: str) -> processes.ProcessRecord:
+    """A background migrator (monitoring mode) that runs until ``reach down``; it follows blue/green switches."""
+    from flows.serving import endpoint_file
+
     s = migrator_settings(session, url)
     env = {f"REACH_MIGRATOR_{k.upper()}": str(v) for k, v in s.model_dump().items() if v is not None}
+    if not policy.startswith(STANDIN_LABEL):
+        env["REACH_MIGRATOR_POLICY_ENDPOINT_FILE"] = str(endpoint_file())
     env["REACH_MIGRATOR_METRICS_PORT"] = str(session.settings.migrator_metrics_port)
     session.metrics_server.shutdown()  # the background migrator publishes on the same port from now on
     session.metrics_server.server_close()

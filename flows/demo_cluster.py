@@ -152,12 +152,15 @@ def place_app(
 
 
 def busiest_nodes(api_client: Any, namespace: str, count: int, client_layer_nodes: set[str]) -> list[str]:
-    """The ``count`` nodes (outside the client layer) running the most app pods now, ties by name."""
-    load = Counter(
-        p.spec.node_name for p in app_pods(api_client, namespace)
-        if p.spec.node_name and p.spec.node_name not in client_layer_nodes and p.metadata.deletion_timestamp is None
+    """The ``count`` nodes outside the client layer running the most app pods now (nodes without
+    pods fill up the list when the app sits on fewer nodes); ties by name."""
+    core, _ = _apis(api_client)
+    load: Counter[str] = Counter({n.metadata.name: 0 for n in core.list_node().items})
+    load.update(
+        p.spec.node_name for p in app_pods(api_client, namespace) if p.spec.node_name and p.metadata.deletion_timestamp is None
     )  # fmt: skip
-    return [node for node, _ in sorted(load.items(), key=lambda kv: (-kv[1], kv[0]))[:count]]
+    ranked = sorted((kv for kv in load.items() if kv[0] not in client_layer_nodes), key=lambda kv: (-kv[1], kv[0]))
+    return [node for node, _ in ranked[:count]]
 
 
 def drain_nodes(api_client: Any, namespace: str, nodes: list[str]) -> list[tuple[str, str]]:

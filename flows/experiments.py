@@ -3,15 +3,16 @@
 :func:`demo` is ``reach demo``: Prefect dashboard (optional), cluster, exporter, Prometheus, the
 policy, the poor start, one run with the migrator, the report, and a background migrator left
 running. :func:`experiment` is ``reach demo experiment node-failure|surge``: for each workload, the
-same run twice from the same start — once with the default scheduler only, once with the migrator —
-and the reduction of the mean latency after the event, next to REACH's published figures. All
+same run twice from the same kind of start (by default the default scheduler's own placement) with
+the same event — once with the migrator, once with the default scheduler only — and the reduction
+of the mean latency after the event, next to REACH's published figures. All
 latencies are simulated from the live placement (see :mod:`flows.exporter`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from flows.demo import DemoSettings, Session, keep_migrating, open_session, policy_url, prepare_run, run_loop
@@ -66,17 +67,26 @@ def demo(settings: DemoSettings) -> DemoResult:
     result = DemoResult(summary(run), csv, plot, session.prometheus_url, dashboard)
     (settings.out / f"{stem}.json").write_text(json.dumps(asdict(result.summary), indent=1))
     if settings.keep_migrating:
-        keep_migrating(session, url)
+        keep_migrating(session, url, policy)
     return result
 
 
+def drained_nodes(run: LoopRun) -> list[str]:
+    return [n for e in run.events if e.event == "drained" for n in e.source.split(",") if n]
+
+
 def paired_runs(session: Session, workload: str) -> tuple[LoopRun, LoopRun, str]:
-    """The same start and event, first without rescheduling, then with the migrator."""
+    """The same kind of start and the same event, with the migrator and then without rescheduling.
+
+    A node failure hits the nodes busiest at the event in the run with the migrator (unless
+    ``drain`` names them); the run without rescheduling then loses the very same nodes.
+    """
     url, policy = policy_url(session.settings, workload)
     prepare_run(session, workload)
-    without = run_loop(session, f"{workload}: default scheduler only", None, "")
-    prepare_run(session, workload)
     with_reach = run_loop(session, f"{workload}: with the migrator", url, policy)
+    same_event = replace(session, settings=session.settings.model_copy(update={"drain": drained_nodes(with_reach)}))
+    prepare_run(same_event, workload)
+    without = run_loop(same_event, f"{workload}: default scheduler only", None, "")
     return without, with_reach, policy
 
 

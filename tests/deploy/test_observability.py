@@ -28,8 +28,9 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_the_alert_rules_pass_promtool_check_rules() -> None:
-    result = promtool("check", "rules", str(OBSERVABILITY / "alerts.yml"))
+@pytest.mark.parametrize("rules", ["alerts.yml", "real-latency.rules.yml"])
+def test_the_rule_files_pass_promtool_check_rules(rules: str) -> None:
+    result = promtool("check", "rules", str(OBSERVABILITY / rules))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
