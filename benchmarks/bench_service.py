@@ -91,23 +91,17 @@ def train_briefly(scenario_dir: Path, workload_file: Path, target: Path, steps: 
     import torch
     from sb3_contrib import MaskablePPO
 
-    from bento.artefact import ArtefactMetadata, save_artefact, scenario_sources, source_file
-    from ceenv.encoding import OBSERVATION_VERSION
+    from bento.artefact import describe, save_artefact
     from ceenv.env import CloudEdgeEnv
-    from ceenv.workload import workload_name
 
     torch.set_num_threads(1)
     env = CloudEdgeEnv(scenario_dir, workload_file)
     model = MaskablePPO("MlpPolicy", env, n_steps=128, batch_size=64, n_epochs=1, seed=0, device="cpu")
     model.learn(steps)
-    metadata = ArtefactMetadata(
-        observation_version=OBSERVATION_VERSION,
-        layout=env.layout.to_dict(),
-        layout_fingerprint=env.layout.fingerprint(),
-        scenario_name=scenario_dir.name,
-        scenario_files=scenario_sources(scenario_dir),
-        workload_name=workload_name(workload_file),
-        workload_file=source_file(workload_file),
+    metadata = describe(
+        env.layout,
+        scenario_dir,
+        workload_file,
         step_cost_ms=env.step_cost_ms,
         max_steps=env.max_steps,
         training_summary={"steps": steps, "purpose": "benchmark"},

@@ -80,6 +80,32 @@ def scenario_sources(scenario_dir: str | Path) -> list[SourceFile]:
     return [source_file(Path(scenario_dir) / name) for name in SCENARIO_FILES]
 
 
+def describe(
+    layout: Layout,
+    scenario_dir: str | Path,
+    workload_file: str | Path,
+    *,
+    step_cost_ms: float,
+    max_steps: int,
+    **fields: Any,
+) -> ArtefactMetadata:
+    """The metadata of a policy trained for ``layout`` on these files (other fields via ``fields``)."""
+    from ceenv.workload import workload_name
+
+    return ArtefactMetadata(
+        observation_version=OBSERVATION_VERSION,
+        layout=layout.to_dict(),
+        layout_fingerprint=layout.fingerprint(),
+        scenario_name=Path(scenario_dir).name,
+        scenario_files=scenario_sources(scenario_dir),
+        workload_name=workload_name(Path(workload_file)),
+        workload_file=source_file(workload_file),
+        step_cost_ms=step_cost_ms,
+        max_steps=max_steps,
+        **fields,
+    )
+
+
 def save_artefact(directory: str | Path, model: Any, metadata: ArtefactMetadata) -> Path:
     """Write ``model`` (a MaskablePPO) and ``metadata`` into ``directory`` (created; replaced if it exists)."""
     target = Path(directory)

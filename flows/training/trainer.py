@@ -18,10 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ceenv.encoding import OBSERVATION_VERSION
 from ceenv.env import CloudEdgeEnv
 from ceenv.scenario import load_scenario
-from ceenv.workload import load_workload, workload_name
+from ceenv.workload import load_workload
 from flows.training.config import TrainConfig
 
 POLICY_DIR = "policy"
@@ -175,19 +174,13 @@ def _save(
 ) -> Path:
     from sb3_contrib import MaskablePPO
 
-    from bento.artefact import ArtefactMetadata, save_artefact, scenario_sources, source_file
+    from bento.artefact import describe, save_artefact
     from ceenv.encoding import layout_from_scenario
 
-    scenario = load_scenario(scenario_dir)
-    layout = layout_from_scenario(scenario)
-    metadata = ArtefactMetadata(
-        observation_version=OBSERVATION_VERSION,
-        layout=layout.to_dict(),
-        layout_fingerprint=layout.fingerprint(),
-        scenario_name=scenario.name,
-        scenario_files=scenario_sources(scenario_dir),
-        workload_name=workload_name(Path(workload_file)),
-        workload_file=source_file(workload_file),
+    metadata = describe(
+        layout_from_scenario(load_scenario(scenario_dir)),
+        scenario_dir,
+        workload_file,
         step_cost_ms=config.step_cost_ms,
         max_steps=config.max_steps,
         training_config=config.model_dump(mode="json"),
