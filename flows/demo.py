@@ -4,8 +4,8 @@
 REACH benchmark app with a deliberately poor start placement, starts the latency exporter (latency
 **simulated from the live placement**) and Prometheus on 127.0.0.1, serves a policy (the serving
 or newest gated bento for the scenario, a freshly trained one, or the clearly named greedy
-stand-in), runs the migrator in monitoring mode for a bounded time, and reports before/after, a
-CSV time series and a PNG. Everything it starts is recorded with :mod:`flows.processes` (the
+stand-in; see :mod:`flows.demo_policy`), runs the migrator in monitoring mode for a bounded time,
+and reports before/after, a CSV time series and a PNG. Everything it starts is recorded with :mod:`flows.processes` (the
 cluster's components included), so ``reach down`` stops it by PID. :func:`experiment` repeats a
 run with a node failure or a surge, with and without rescheduling. The typer commands are in
 :mod:`flows.cli_demo`.
@@ -46,8 +46,14 @@ class DemoSettings(BaseModel):
     workload: str = Field("aggregator_sequential", description="Workload whose latency the exporter simulates.")
     policy: str = Field(
         "auto",
-        description="auto (the serving or newest gated bento of the scenario, else train one with the quickstart "
-        "pipeline), greedy-standin (the simulator's greedy move, not the learned policy), or a bento tag.",
+        description="auto (the serving or newest gated bento of the scenario and workload, else train one with the "
+        "quickstart pipeline when train_missing, else the greedy stand-in), greedy-standin (the simulator's "
+        "greedy move, not the learned policy), or a bento tag.",
+    )
+    train_missing: bool = Field(
+        True,
+        description="auto without a gated bento for the scenario and workload: train one with the quickstart "
+        "pipeline (reach demo) instead of falling back to the greedy stand-in (the experiments).",
     )
     duration_s: float = Field(90.0, gt=0, description="How long the migrator runs (bounded run).")
     interval_s: float = Field(2.0, gt=0, description="Seconds between two migrator cycles.")
@@ -168,57 +174,6 @@ def start_prometheus(settings: DemoSettings) -> processes.ProcessRecord:
         f"--web.listen-address=127.0.0.1:{settings.prometheus_port}", "--storage.tsdb.retention.time=2d",
     ]  # fmt: skip
     return restart(PROMETHEUS, argv, settings.prometheus_port, "/-/ready")
-
-
-# ---- the policy ----------------------------------------------------------------------------------
-def start_standin(settings: DemoSettings, workload: str) -> tuple[str, str]:
-    port = processes.free_port()
-    argv = [sys.executable, "-m", "flows.standin", "--scenario", settings.scenario, "--workload", workload,
-            "--port", str(port)]  # fmt: skip
-    record = restart(STANDIN, argv, port, "/readyz")
-    return record.url, f"{STANDIN_LABEL} (not the learned policy)"
-
-
-def gated_bento_for(scenario: str, workload: str) -> str | None:
-    from flows.release import gated_bentos
-
-    for bento in gated_bentos():
-        labels = bento.info.labels
-        if labels.get("scenario") == scenario and labels.get("workload") == workload:
-            return str(bento.tag)
-    return None
-
-
-def train_gated_bento(settings: DemoSettings) -> str:
-    """Run the quickstart pipeline for the scenario and workload; the gated bento's tag, or an error."""
-    from flows.pipeline import PipelineParams, reach_pipeline
-
-    params = PipelineParams.model_validate_json((REPO_ROOT / "data" / "pipeline" / "quickstart.json").read_text())
-    result = reach_pipeline(params.model_copy(update={"scenario": settings.scenario, "workload": settings.workload}))
-    if not result.get("passed") or not result.get("bento"):
-        raise RuntimeError("the trained policy did not pass the gate: rerun, or use --policy greedy-standin")
-    return str(result["bento"])
-
-
-def serve_bento(settings: DemoSettings) -> tuple[str, str]:
-    """Serve the wanted bento blue/green (reusing it when it already serves); (URL, tag)."""
-    from flows.redeploy import canary_requests
-    from flows.serving import current_endpoint, redeploy
-
-    scenario = Path(settings.scenario).name
-    wanted = settings.policy if settings.policy != "auto" else gated_bento_for(scenario, settings.workload)
-    serving = current_endpoint()
-    if serving is not None and (wanted is None or serving.bento == wanted):
-        return serving.url, serving.bento
-    bento = wanted or train_gated_bento(settings)
-    endpoint = redeploy(bento, canary_requests(settings.scenario, settings.workload, 8)).endpoint
-    return endpoint.url, endpoint.bento
-
-
-def policy_url(settings: DemoSettings, workload: str) -> tuple[str, str]:
-    if settings.policy == "greedy-standin":
-        return start_standin(settings, workload)
-    return serve_bento(settings)
 
 
 # ---- one run ---------------------------------------------------------------------------------------
