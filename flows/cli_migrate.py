@@ -41,8 +41,15 @@ def migrate(
     max_per_window: Annotated[int | None, typer.Option(help="most migrations per sliding window")] = None,
     deadline: Annotated[float | None, typer.Option(help="seconds for the replacement to become Ready")] = None,
     prometheus_url: Annotated[str | None, typer.Option(help="Prometheus base URL for latency")] = None,
+    latency_query: Annotated[
+        str | None, typer.Option(help="PromQL giving the application's end-to-end latency in ms (one sample)")
+    ] = None,
+    qos: Annotated[float | None, typer.Option(help="monitoring mode acts only above this latency (ms)")] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="publish the migrator's own Prometheus metrics on 127.0.0.1:<port>")
+        int | None, typer.Option(help="publish the migrator's own Prometheus metrics on <metrics-host>:<port>")
+    ] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(help="address of the metrics port (default 127.0.0.1; the pod IP in a cluster)")
     ] = None,
     env_file: Annotated[Path | None, typer.Option(help="settings file (default: .env if present)")] = None,
 ) -> None:
@@ -56,7 +63,8 @@ def migrate(
         "kubeconfig": kubeconfig, "policy_url": policy_url, "policy_endpoint_file": policy_endpoint_file, "mode": mode, "dry_run": dry_run, "once": once,
         "interval_s": interval, "namespace": namespace, "pod_selector": pod_selector,
         "max_migrations_per_cycle": max_per_cycle, "max_migrations_per_window": max_per_window,
-        "migration_deadline_s": deadline, "prometheus_url": prometheus_url, "metrics_port": metrics_port,
+        "migration_deadline_s": deadline, "prometheus_url": prometheus_url, "latency_query": latency_query,
+        "qos_threshold_ms": qos, "metrics_port": metrics_port, "metrics_host": metrics_host,
     }  # fmt: skip
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     try:

@@ -69,7 +69,7 @@ def run_migrator(settings: MigratorSettings) -> int:
     telemetry = None
     if settings.metrics_port is not None:
         telemetry = MigratorTelemetry()
-        telemetry.serve(settings.metrics_port)
+        telemetry.serve(settings.metrics_port, settings.metrics_host)
     controller = build_controller(settings, telemetry)
     controller.run(should_stop=lambda: stop_requested["flag"])
     return 0

@@ -98,8 +98,13 @@ class MigratorSettings(BaseSettings):
         default=None,
         ge=1,
         le=65535,
-        description="Port on 127.0.0.1 where the migrator publishes its own Prometheus metrics "
-        "(migrations, refusals, decision and loop time); empty means none.",
+        description="Port where the migrator publishes its own Prometheus metrics "
+        "(migrations, refusals, decision and loop time) on metrics_host; empty means none.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the metrics port binds to: loopback by default; in a cluster the pod's IP "
+        "(deploy/k8s/migrator.yaml sets it from status.podIP) so that Prometheus can scrape it.",
     )
 
     @field_validator("policy_url")

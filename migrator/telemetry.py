@@ -1,7 +1,7 @@
 """The migrator's own Prometheus metrics: migrations by result, refusals by reason, decision latency, loop duration.
 
-Published on 127.0.0.1 when ``metrics_port`` is set (``reach migrate --metrics-port``, ``reach demo``)
-and read by the Grafana dashboard and alert rules in ``deploy/observability/``. Nothing in the
+Published on 127.0.0.1 (``metrics_host``: the pod's IP in a cluster) when ``metrics_port`` is set
+(``reach migrate --metrics-port``, ``reach demo``) and read by the Grafana dashboard and alert rules in ``deploy/observability/``. Nothing in the
 controller changes: :class:`MeteredJournal` counts the structured records the controller already
 writes, :class:`TimedAdvisor` times each policy question, and :class:`InstrumentedController` times
 each cycle of a mode. Uses ``prometheus_client`` (the exporter side), never ``prometheus_api_client``
@@ -56,9 +56,9 @@ class MigratorTelemetry:
             registry=self.registry,
         )  # fmt: skip
 
-    def serve(self, port: int) -> Any:
-        """Publish the registry on http://127.0.0.1:<port>/metrics; returns the server (``shutdown()`` stops it)."""
-        server, _thread = start_http_server(port, addr=LOOPBACK, registry=self.registry)
+    def serve(self, port: int, host: str = LOOPBACK) -> Any:
+        """Publish the registry on http://<host>:<port>/metrics (loopback by default); ``shutdown()`` stops it."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
         return server
 
     def observe_record(self, entry: dict[str, object]) -> None:

@@ -28,7 +28,9 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
-@pytest.mark.parametrize("rules", ["alerts.yml", "real-latency.rules.yml"])
+@pytest.mark.parametrize(
+    "rules", ["alerts.yml", "real-latency.rules.yml", "real-latency-linkerd.rules.yml", "real-latency-mubench.rules.yml"]
+)
 def test_the_rule_files_pass_promtool_check_rules(rules: str) -> None:
     result = promtool("check", "rules", str(OBSERVABILITY / rules))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -36,6 +38,11 @@ def test_the_rule_files_pass_promtool_check_rules(rules: str) -> None:
 
 def test_the_alert_rules_pass_their_promtool_unit_tests() -> None:
     result = promtool("test", "rules", str(OBSERVABILITY / "alerts.test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_istio_linkerd_and_mubench_latency_become_the_metric_the_migrator_reads() -> None:
+    result = promtool("test", "rules", str(OBSERVABILITY / "real-latency.test.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
