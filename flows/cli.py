@@ -23,7 +23,7 @@ cli_train.register(app)
 app.add_typer(cli_profiles.app, name="profiles")
 app.add_typer(cli_ops.pipeline_app, name="pipeline")
 app.add_typer(cli_ops.retrain_app, name="retrain")
-for command in (cli_ops.deploy, cli_ops.serve, cli_ops.up, cli_ops.down, cli_ops.status):
+for command in (cli_ops.package, cli_ops.deploy, cli_ops.serve, cli_ops.up, cli_ops.down, cli_ops.status):
     app.command()(command)
 app.command("migrate")(cli_migrate.migrate)
 app.add_typer(cli_migrate.cluster_app, name="cluster")

@@ -1,4 +1,4 @@
-"""``reach pipeline|retrain|deploy|serve|up|down|status``: drive the Prefect flows and the service.
+"""``reach pipeline|retrain|package|deploy|serve|up|down|status``: drive the Prefect flows and the service.
 
 Thin typer commands over :mod:`flows.ops`, :mod:`flows.pipeline`, :mod:`flows.redeploy` and
 :mod:`flows.serving`. Prefect, BentoML and torch are imported inside the commands only.
@@ -104,6 +104,36 @@ def deploy(
         errors.print(f"[bold red]deploy failed, the previous service keeps serving:[/] {err}", highlight=False)
         raise typer.Exit(1) from None
     console.print_json(json.dumps(result))
+
+
+def package(
+    artefact: Annotated[Path, typer.Option(help="Artefact directory from `reach train` (policy.zip + metadata.json).")],
+    rules: Annotated[str, typer.Option(help="Gate rules: a name under data/gate or a JSON path.")] = "default",
+    report: Annotated[
+        Path | None, typer.Option(help="report.json of `reach evaluate` (default: the one stored in the artefact).")
+    ] = None,
+) -> None:
+    """Gate an evaluated artefact (`reach evaluate --model DIR` first) and package it as a bento (`reach deploy`).
+
+    Exit codes: 0 passed and packaged, 3 refused by the gate (nothing packaged), 2 bad input.
+    """
+    from bento.artefact import ArtefactError
+    from flows.paths import data_dir
+    from flows.release import release_artefact
+    from flows.training.config import ConfigError
+
+    rules_file = Path(rules) if rules.endswith(".json") else data_dir() / "gate" / f"{rules}.json"
+    try:
+        verdict, bento = release_artefact(artefact, rules_file, report)
+    except (ArtefactError, ConfigError, ValueError) as err:
+        errors.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(2) from None
+    for line in verdict.reasons:
+        console.print(line, highlight=False)
+    if bento is None:
+        errors.print(f"[bold yellow]gate refused the policy[/] ({verdict.summary()}); nothing was packaged")
+        raise typer.Exit(GATE_REFUSED_EXIT)
+    console.print(f"packaged {bento} ({verdict.summary()}, rules {rules_file.name})", highlight=False)
 
 
 def serve(

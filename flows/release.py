@@ -3,7 +3,8 @@
 A release is a BentoML model (:func:`bento.store.save_policy`, carrying the policy card with the
 evaluation report and the gate verdict) plus a bento built from ``bento/bentofile.yaml`` that
 references it, labelled ``gate=passed|refused``, ``model``, ``scenario`` and ``workload``. The
-redeploy flow serves only bentos labelled ``gate=passed``. Used by the pipeline and redeploy flows.
+redeploy flow serves only bentos labelled ``gate=passed``. Used by the pipeline and redeploy flows, and by
+``reach package`` (:func:`release_artefact`: gate and package an artefact trained outside the pipeline).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flows.evaluation.report import EvaluationReport
+    from flows.gate import Verdict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENTOFILE = REPO_ROOT / "bento" / "bentofile.yaml"
@@ -36,6 +38,55 @@ def package(artefact_dir: str | Path, passed: bool, reason: str) -> str:
         str(BENTOFILE), build_ctx=str(REPO_ROOT), labels=labels, args={"model_tag": str(model.tag)}
     )
     return str(bento.tag)
+
+
+def release_artefact(
+    artefact_dir: str | Path, rules_file: str | Path, report_file: str | Path | None = None
+) -> tuple[Verdict, str | None]:
+    """Gate an already trained and evaluated artefact (``reach train`` + ``reach evaluate``) and package it.
+
+    The candidate's report is ``report_file`` (a ``report.json`` of ``reach evaluate``, which must be of
+    this artefact: same layout fingerprint) or else the one stored in the artefact's metadata; the
+    incumbent is the serving (or newest gated) policy of the same scenario and workload. The artefact
+    directory is never written: a given report is stored in a copy. Returns the verdict and the bento tag
+    (None when the gate refused: nothing is packaged then).
+    """
+    import shutil
+    import tempfile
+
+    from bento.artefact import read_metadata, write_evaluation
+    from flows.evaluation.report import EvaluationReport
+    from flows.gate import gate, load_gate_rules
+    from flows.training.config import read_config
+
+    metadata = read_metadata(artefact_dir)
+    if report_file is not None:
+        report = read_config(EvaluationReport, report_file)
+        fingerprint = report.model.get("layout_fingerprint")
+        if fingerprint != metadata.layout_fingerprint:
+            raise ValueError(
+                f"{report_file}: evaluates layout {fingerprint}, but {artefact_dir} has layout "
+                f"{metadata.layout_fingerprint}; pass the report.json that `reach evaluate --model {artefact_dir}` wrote"
+            )
+    elif (metadata.evaluation_report or {}).get("groups"):
+        report = EvaluationReport.model_validate(metadata.evaluation_report)
+    else:
+        raise ValueError(
+            f"{artefact_dir}: no evaluation report in metadata.json; evaluate it first "
+            f"(reach evaluate --model {artefact_dir} --out <folder>) or pass --report <folder>/report.json"
+        )
+    incumbent = incumbent_report(metadata.scenario_name, metadata.workload_name)
+    verdict = gate(report, incumbent, load_gate_rules(rules_file))
+    if not verdict.passed:
+        return verdict, None
+    reason = f"{verdict.summary()} (gate rules {Path(rules_file).name})"
+    if report_file is None:
+        return verdict, package(artefact_dir, True, reason)
+    with tempfile.TemporaryDirectory(prefix="reach-release-") as scratch:
+        copy = Path(scratch) / "policy"
+        shutil.copytree(artefact_dir, copy)
+        write_evaluation(copy, report.model_dump(mode="json"))
+        return verdict, package(copy, True, reason)
 
 
 def gated_bentos() -> list[Any]:
