@@ -37,6 +37,9 @@ def migrate(
     interval: Annotated[float | None, typer.Option(help="seconds between cycles")] = None,
     namespace: Annotated[str | None, typer.Option(help="namespace of the application's pods")] = None,
     pod_selector: Annotated[str | None, typer.Option(help="label selector of the application's pods")] = None,
+    node_name_label: Annotated[
+        str | None, typer.Option(help="node label holding the scenario's name of each node, e.g. reach.io/node-name")
+    ] = None,
     max_per_cycle: Annotated[int | None, typer.Option(help="most migrations per cycle")] = None,
     max_per_window: Annotated[int | None, typer.Option(help="most migrations per sliding window")] = None,
     deadline: Annotated[float | None, typer.Option(help="seconds for the replacement to become Ready")] = None,
@@ -61,7 +64,7 @@ def migrate(
 
     given = {
         "kubeconfig": kubeconfig, "policy_url": policy_url, "policy_endpoint_file": policy_endpoint_file, "mode": mode, "dry_run": dry_run, "once": once,
-        "interval_s": interval, "namespace": namespace, "pod_selector": pod_selector,
+        "interval_s": interval, "namespace": namespace, "pod_selector": pod_selector, "node_name_label": node_name_label,
         "max_migrations_per_cycle": max_per_cycle, "max_migrations_per_window": max_per_window,
         "migration_deadline_s": deadline, "prometheus_url": prometheus_url, "latency_query": latency_query,
         "qos_threshold_ms": qos, "metrics_port": metrics_port, "metrics_host": metrics_host,

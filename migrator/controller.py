@@ -22,6 +22,7 @@ from typing import Protocol
 
 from ceenv.schema import ActionRequest
 from migrator.actuator import Actuator, Clock, ClusterOps, MigrationResult
+from migrator.aliases import AliasError, from_policy_name, node_aliases, to_policy_names
 from migrator.guards import GuardLimits, MigrationLedger, Move, Verdict, check_move
 from migrator.observe import FitRules, build_request, pods_per_node
 from migrator.policy import Advice, NoAdvice, Stop
@@ -113,7 +114,11 @@ class Controller:
             self.journal.record("skipped", reason=f"cannot read the cluster: {exc}")
             return CycleOutcome("skipped", str(exc))
         request = build_request(snapshot, self.rules)
-        advice = self.policy.ask(request)
+        try:
+            advice = self._ask(snapshot, request)
+        except AliasError as exc:  # a labelling mistake: no move until it is fixed
+            self.journal.record("no-advice", reason=str(exc), temporary=False)
+            return CycleOutcome("no-advice", str(exc))
         if isinstance(advice, Stop):
             self.journal.record("policy-stop")
             return CycleOutcome("stop")
@@ -125,6 +130,17 @@ class Controller:
         if not verdict.allowed:
             return self._refuse(verdict, snapshot.app_pod(advice.pod_name) is not None)
         return self._act(advice, snapshot, now_s)
+
+    def _ask(self, snapshot: ClusterSnapshot, request: ActionRequest) -> Advice:
+        """Ask the policy, in the scenario's node names when ``node_name_label`` is set (migrator.aliases)."""
+        label = self.settings.node_name_label
+        if not label:
+            return self.policy.ask(request)
+        aliases = node_aliases(snapshot, label)
+        advice = self.policy.ask(to_policy_names(request, aliases))
+        if isinstance(advice, Move):
+            return Move(advice.pod_name, from_policy_name(advice.target_node, aliases))
+        return advice
 
     def _refuse(self, verdict: Verdict, pod_exists: bool) -> CycleOutcome:
         reason = verdict.reason.value if verdict.reason else ""

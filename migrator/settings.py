@@ -46,6 +46,11 @@ class MigratorSettings(BaseSettings):
     )
     service_label: str = Field(default="app", description="Pod label whose value is the REACH service name of the pod.")
     layer_label: str = Field(default="reach.io/layer", description="Node label that holds the node's layer.")
+    node_name_label: str | None = Field(
+        default=None,
+        description="Node label holding the node's name in the policy's scenario (e.g. reach.io/node-name) when "
+        "the Kubernetes names differ; empty means the Kubernetes node names are the scenario's.",
+    )
     client_layer: str = Field(
         default="client",
         description="Layer that only services pinned to it may use (MODEL.md §1: unpinned services avoid it).",

@@ -22,7 +22,14 @@ def setting_names(text: str) -> set[str]:
 
 def test_every_migrator_variable_the_guide_names_is_a_setting() -> None:
     named = setting_names(GUIDE.read_text())
-    assert {"prometheus_url", "latency_query", "qos_threshold_ms", "metrics_host", "dry_run"} <= named
+    assert {
+        "prometheus_url",
+        "latency_query",
+        "qos_threshold_ms",
+        "metrics_host",
+        "dry_run",
+        "node_name_label",
+    } <= named
     assert named <= set(MigratorSettings.model_fields), named - set(MigratorSettings.model_fields)
 
 
@@ -31,14 +38,14 @@ def test_every_variable_of_the_manifests_is_a_setting() -> None:
     for manifest in ("configmap.yaml", "migrator.yaml"):
         for doc in yaml.safe_load_all((ROOT / "deploy" / "k8s" / manifest).read_text()):
             named |= setting_names(yaml.safe_dump(doc))
-    assert {"latency_query", "metrics_port", "metrics_host"} <= named
+    assert {"latency_query", "metrics_port", "metrics_host", "node_name_label"} <= named
     assert named <= set(MigratorSettings.model_fields), named - set(MigratorSettings.model_fields)
 
 
 def test_every_reach_migrate_flag_in_the_guide_exists() -> None:
     commands = re.findall(r"reach migrate ((?:\\\n|[^\n])+)", GUIDE.read_text())
     flags = {f for command in commands for f in re.findall(r"(--[a-z][a-z-]+)", command)}
-    assert {"--latency-query", "--prometheus-url", "--qos", "--dry-run"} <= flags
+    assert {"--latency-query", "--prometheus-url", "--qos", "--dry-run", "--node-name-label"} <= flags
     result = CliRunner().invoke(app, ["migrate", "--help"], env={"COLUMNS": "250"})
     assert result.exit_code == 0
     assert {f for f in flags if f not in result.output} == set()

@@ -1,0 +1,60 @@
+"""Node aliases: talk to the policy in the scenario's node names when the cluster's names differ.
+
+A policy is trained on a scenario whose nodes are named ``<node_type>-<i>`` (MODEL.md §1) and
+refuses a node it does not know. A real cluster's nodes have names of their own
+(``ip-10-0-1-23.ec2.internal``). With ``node_name_label`` set (e.g. ``reach.io/node-name``), each
+node carries its scenario name in that label: the controller sends the policy the request in those
+names (:func:`to_policy_names`) and maps the chosen target back (:func:`from_policy_name`); the
+guards, the actuator and every record keep the Kubernetes names. Pure functions; used by the
+controller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ceenv.schema import ActionRequest
+from migrator.snapshot import ClusterSnapshot
+
+
+class AliasError(ValueError):
+    """Two nodes carry the same alias: the policy's answer could not be mapped back."""
+
+
+def node_aliases(snapshot: ClusterSnapshot, label: str) -> dict[str, str]:
+    """Kubernetes node name → the policy's name (the label's value; a node without the label keeps its name)."""
+    aliases = {node.name: node.labels.get(label) or node.name for node in snapshot.nodes}
+    owners: dict[str, str] = {}
+    for node, alias in sorted(aliases.items()):
+        if alias in owners:
+            raise AliasError(
+                f"nodes {owners[alias]} and {node} both map to {alias!r} (label {label}): "
+                f"give each node its own scenario name, e.g. kubectl label node {node} {label}=<name> --overwrite"
+            )
+        owners[alias] = node
+    return aliases
+
+
+def to_policy_names(request: ActionRequest, aliases: Mapping[str, str]) -> ActionRequest:
+    """The same request with every node name (keys, fields, pods' nodes, deployable targets) replaced by its alias."""
+
+    def alias(name: str) -> str:
+        return aliases.get(name, name)
+
+    nodes = {
+        alias(k): v.model_copy(update={"node_name": alias(v.node_name)}) for k, v in request.cluster_state.nodes.items()
+    }
+    services = {
+        name: service.model_copy(
+            update={"pods": [p.model_copy(update={"node_name": alias(p.node_name)}) for p in service.pods]}
+        )
+        for name, service in request.cluster_state.services.items()
+    }
+    deployable = {pod: [alias(n) for n in targets] for pod, targets in request.pod_deployable.items()}
+    state = request.cluster_state.model_copy(update={"nodes": nodes, "services": services})
+    return request.model_copy(update={"cluster_state": state, "pod_deployable": deployable})
+
+
+def from_policy_name(target: str, aliases: Mapping[str, str]) -> str:
+    """The Kubernetes node behind the policy's ``target`` (unchanged when no node has that alias: the guard refuses it)."""
+    return next((node for node, alias in aliases.items() if alias == target), target)
