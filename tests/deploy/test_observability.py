@@ -29,7 +29,8 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "rules", ["alerts.yml", "real-latency.rules.yml", "real-latency-linkerd.rules.yml", "real-latency-mubench.rules.yml"]
+    "rules",
+    ["alerts.yml", "real-latency.rules.yml", "real-latency-linkerd.rules.yml", "real-latency-mubench.rules.yml"],
 )
 def test_the_rule_files_pass_promtool_check_rules(rules: str) -> None:
     result = promtool("check", "rules", str(OBSERVABILITY / rules))
