@@ -22,3 +22,17 @@ def test_bad_settings_are_refused_with_the_field_named() -> None:
 def test_help_lists_the_experiment_command() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0 and "experiment" in result.output
+
+
+def test_a_refused_gate_exits_3_and_says_what_happened(monkeypatch: object) -> None:
+    import flows.experiments
+    from flows.demo_policy import GateRefused
+
+    def refuse(settings: object) -> None:
+        raise GateRefused("7-21", "aggregator_sequential", "refused: 1 of 5 checks failed", "out/runs/x")
+
+    monkeypatch.setattr(flows.experiments, "demo", refuse)  # type: ignore[attr-defined]
+    result = CliRunner().invoke(app, ["--no-prefect"])
+    assert result.exit_code == 3
+    assert "the gate refused" in result.output and "--policy greedy-standin" in result.output
+    assert "reach down" in result.output
