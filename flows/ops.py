@@ -68,11 +68,24 @@ def up(port: int = DEFAULT_PREFECT_PORT, timeout_s: float = 90.0) -> Up:
     return Up(f"{server.url}/dashboard", server.pid, runner.pid)
 
 
+# `reach down` stops the clients first (the deployment runner; the demo's background migrator, which would
+# otherwise act on a cluster that is going away), then the other servers, the local cluster, and Prefect last.
+FIRST = (PREFECT_RUNNER, "reach-migrator")
+CLUSTER_PREFIX = "cluster-"
+
+
+def stop_order(name: str) -> int:
+    if name in FIRST:
+        return 0
+    if name == PREFECT_SERVER:
+        return 3
+    return 2 if name.startswith(CLUSTER_PREFIX) else 1
+
+
 def down() -> list[str]:
-    """Stop every process reach started (runner first, servers last); return their names."""
-    order = {PREFECT_RUNNER: 0, PREFECT_SERVER: 2}
+    """Stop every process reach started (clients first, the cluster late, Prefect last); return their names."""
     stopped = []
-    for record in sorted(processes.running(), key=lambda r: order.get(r.name, 1)):
+    for record in sorted(processes.running(), key=lambda r: stop_order(r.name)):
         if processes.stop(record.name):
             stopped.append(record.name)
     return stopped

@@ -14,6 +14,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
@@ -239,8 +240,9 @@ class KubeOps:
             last_timestamp=now,
             count=1,
         )
-        with contextlib.suppress(ApiException):
-            self.core.create_namespaced_event(self.namespace, event)
+        # An API server that refuses or drops the connection (urllib3's HTTPError, OSError) is no reason to stop.
+        with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError, OSError):
+            self.core.create_namespaced_event(self.namespace, event, _request_timeout=5)
 
     def server_version(self) -> str:
         return str(client.VersionApi(self.api_client).get_code().git_version)
