@@ -92,11 +92,12 @@ def train_briefly(scenario_dir: Path, workload_file: Path, target: Path, steps: 
     from sb3_contrib import MaskablePPO
 
     from bento.artefact import describe, save_artefact
+    from bento.network import GainBiasedPolicy
     from ceenv.env import CloudEdgeEnv
 
     torch.set_num_threads(1)
-    env = CloudEdgeEnv(scenario_dir, workload_file)
-    model = MaskablePPO("MlpPolicy", env, n_steps=128, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    env = CloudEdgeEnv(scenario_dir, workload_file)  # the default observation and network, as `reach train`
+    model = MaskablePPO(GainBiasedPolicy, env, n_steps=128, batch_size=64, n_epochs=1, seed=0, device="cpu")
     model.learn(steps)
     metadata = describe(
         env.layout,

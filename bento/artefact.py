@@ -13,6 +13,7 @@ model is saved or loaded, and nothing here imports bentoml.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -25,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ceenv.encoding import OBSERVATION_VERSION, Layout
+from ceenv.encoding import SUPPORTED_OBSERVATION_VERSIONS, Layout
 
 ARTEFACT_FORMAT = 1
 POLICY_FILE = "policy.zip"
@@ -53,7 +54,7 @@ class ArtefactMetadata(BaseModel):
     artefact_format: int = Field(default=ARTEFACT_FORMAT, description="Version of this metadata layout.")
     algorithm: str = Field(default="MaskablePPO", description="The sb3-contrib class that loads policy.zip.")
     created_utc: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    observation_version: int = Field(description="ceenv.encoding.OBSERVATION_VERSION at training time.")
+    observation_version: int = Field(description="ceenv.encoding observation version the policy was trained with.")
     layout: dict[str, Any] = Field(description="Layout.to_dict() of the training scenario.")
     layout_fingerprint: str = Field(description="Layout.fingerprint() at training time.")
     scenario_name: str = Field(description="Scenario name, e.g. 13-29.")
@@ -93,7 +94,7 @@ def describe(
     from ceenv.workload import workload_name
 
     return ArtefactMetadata(
-        observation_version=OBSERVATION_VERSION,
+        observation_version=layout.version,
         layout=layout.to_dict(),
         layout_fingerprint=layout.fingerprint(),
         scenario_name=Path(scenario_dir).name,
@@ -142,10 +143,11 @@ def write_evaluation(directory: str | Path, report: dict[str, Any]) -> None:
 
 def check_compatible(metadata: ArtefactMetadata, file: Path, expected: Layout | None = None) -> Layout:
     """The artefact's layout, after checking observation version, fingerprint and (optionally) ``expected``."""
-    if metadata.observation_version != OBSERVATION_VERSION:
+    if metadata.observation_version not in SUPPORTED_OBSERVATION_VERSIONS:
         raise ArtefactError(
             f"{file}: observation_version is {metadata.observation_version}, but this code builds observation "
-            f"version {OBSERVATION_VERSION}; use the reach version the policy was trained with, or retrain it"
+            f"versions {list(SUPPORTED_OBSERVATION_VERSIONS)}; use the reach version the policy was trained with, "
+            "or retrain it"
         )
     try:
         layout = Layout.from_dict(metadata.layout)
@@ -153,11 +155,19 @@ def check_compatible(metadata: ArtefactMetadata, file: Path, expected: Layout | 
         raise ArtefactError(
             f"{file}: field layout cannot be read ({type(err).__name__}: {err}); retrain the policy"
         ) from None
+    if layout.version != metadata.observation_version:
+        raise ArtefactError(
+            f"{file}: layout version {layout.version} differs from observation_version "
+            f"{metadata.observation_version}; the file was edited, retrain the policy"
+        )
     if layout.fingerprint() != metadata.layout_fingerprint:
         raise ArtefactError(
             f"{file}: layout_fingerprint is {metadata.layout_fingerprint} but the stored layout hashes to "
             f"{layout.fingerprint()}: the encoder changed or the file was edited; retrain the policy"
         )
+    if expected is not None:
+        # The cluster must match; the observation version is the artefact's own choice.
+        expected = dataclasses.replace(expected, version=layout.version)
     if expected is not None and expected.fingerprint() != layout.fingerprint():
         raise ArtefactError(
             f"{file}: the policy was trained for layout {layout.fingerprint()} ({layout.node_count} nodes, "

@@ -22,15 +22,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bento.artefact import ArtefactMetadata
 from ceenv.encoding import (
-    OBSERVATION_VERSION,
+    SUPPORTED_OBSERVATION_VERSIONS,
     DecodedState,
     Layout,
     decode_action,
+    move_gain_features,
     move_mask,
     observe,
     state_from_request,
 )
-from ceenv.latency import CallCosts, LatencyModel, build_network, nominal_conditions
+from ceenv.latency import CallCosts, LatencyModel
 from ceenv.scenario import scenario_from_documents
 from ceenv.schema import ActionRequest, ActionResponse
 from ceenv.workload import check_workload, parse_workload
@@ -105,11 +106,11 @@ def check_card(metadata: Mapping[str, Any], tag: str) -> tuple[PolicyCard, Layou
             f"model {tag}: card format {card.card_format}, this code reads format {CARD_FORMAT}; "
             "re-package the artefact with this version of bento.store"
         )
-    if card.observation_version != OBSERVATION_VERSION:
+    if card.observation_version not in SUPPORTED_OBSERVATION_VERSIONS:
         raise IncompatibleModelError(
             f"model {tag} was trained with observation version {card.observation_version}, but this code "
-            f"builds observation version {OBSERVATION_VERSION}; serve it with the reach version it was trained "
-            "with, or retrain and re-package it with this one"
+            f"builds observation versions {list(SUPPORTED_OBSERVATION_VERSIONS)}; serve it with the reach version "
+            "it was trained with, or retrain and re-package it with this one"
         )
     try:
         layout = Layout.from_dict(card.layout)
@@ -118,9 +119,10 @@ def check_card(metadata: Mapping[str, Any], tag: str) -> tuple[PolicyCard, Layou
             f"model {tag}: metadata.layout cannot be read by this code ({type(err).__name__}: {err}); "
             "re-package the model with this reach version"
         ) from None
-    if layout.version != OBSERVATION_VERSION:
+    if layout.version != card.observation_version:
         raise IncompatibleModelError(
-            f"model {tag}: layout version {layout.version} differs from observation version {OBSERVATION_VERSION}"
+            f"model {tag}: layout version {layout.version} differs from its observation version "
+            f"{card.observation_version}; re-package the artefact"
         )
     if layout.fingerprint() != card.layout_fingerprint:
         raise IncompatibleModelError(
@@ -159,7 +161,7 @@ class NominalLatency:
         workload = parse_workload(metadata.workload_file.content, workload_file, metadata.workload_name)
         check_workload(workload, scenario, workload_file)
         model = LatencyModel(scenario, workload)
-        return cls(model, model.prepare(build_network(scenario, nominal_conditions(scenario))))
+        return cls(model, model.nominal_costs())
 
     def of(self, layout: Layout, slot_node: npt.NDArray[np.int64]) -> float | None:
         """Latency in ms, or ``None`` when a called service has no pod (the formula needs one)."""
@@ -195,8 +197,17 @@ class Policy:
     def encode(self, request: ActionRequest) -> Encoded:
         """Observation and mask of a request; raises :class:`ceenv.encoding.PayloadError` on bad input."""
         state = state_from_request(self.layout, request)
-        observation = observe(self.layout, state.free_cpu_millicores, state.free_memory_bytes, state.slot_node)
-        return Encoded(state, observation, move_mask(self.layout, state.slot_node, state.target_ok))
+        mask = move_mask(self.layout, state.slot_node, state.target_ok)
+        gains = None
+        if self.layout.needs_move_gains:
+            if self.latency is None:
+                raise IncompatibleModelError(
+                    f"model {self.tag}: observation version {self.layout.version} needs the nominal latency model; "
+                    "load the policy with bento.store.load_policy"
+                )
+            gains = move_gain_features(self.layout, self.latency.model, self.latency.costs, state.slot_node, mask)
+        observation = observe(self.layout, state.free_cpu_millicores, state.free_memory_bytes, state.slot_node, gains)
+        return Encoded(state, observation, mask)
 
     def decide(self, request: ActionRequest) -> ActionResponse:
         """The move the policy picks (deterministically), or STOP; an invalid pick becomes STOP."""

@@ -10,6 +10,19 @@ test compares them).
 Observation version 1 (all float32 in [0, 1]): free CPU per node / the node's largest CPU
 availability; free memory per node / its largest memory availability; then, for every slot, a
 one-hot of ``N + 1`` entries (index 0 = empty slot, ``1 + n`` = on node ``n``).
+
+Observation version 2 (the default) appends two blocks computed from the same placement: for
+every service, the fraction of its pods on each node (``S * N`` entries; the weights ``W`` through
+which replicas enter the latency formula, MODEL.md §2), then each service's pod count / its slots
+(``S`` entries). A layout carries its version, so a policy trained on version 1 is still served
+with version-1 observations.
+
+Observation version 3 appends, to version 2, one entry per move action (``N * P``, in action
+order): the latency the move would save under the scenario's *nominal* network conditions, as a
+fraction of the current nominal latency, clipped to [-1, 1]; 0 for an invalid move. It is the
+simulator's own one-step look-ahead, computed by :func:`move_gain_features` from the placement and
+the scenario and workload saved with the model, so the env and the service compute it alike; the
+policy learns when to follow it and when to plan past it. Its entries may be negative.
 """
 
 from __future__ import annotations
@@ -22,10 +35,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ceenv.latency import CallCosts, LatencyModel
 from ceenv.scenario import Scenario
 from ceenv.schema import ActionRequest
 
-OBSERVATION_VERSION = 1
+OBSERVATION_VERSION = 3
+SUPPORTED_OBSERVATION_VERSIONS = (1, 2, 3)
 GIB = float(2**30)
 
 BoolArray = npt.NDArray[np.bool_]
@@ -59,6 +74,11 @@ class Layout:
     _memory_scale: FloatArray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.version not in SUPPORTED_OBSERVATION_VERSIONS:
+            raise ValueError(
+                f"observation version {self.version} is not supported; this reach builds versions "
+                f"{list(SUPPORTED_OBSERVATION_VERSIONS)}"
+            )
         slot_service = np.repeat(np.arange(len(self.service_names)), self.service_slots).astype(np.int64)
         slot_replica = np.concatenate([np.arange(k) for k in self.service_slots]).astype(np.int64)
         n = len(self.node_names)
@@ -93,7 +113,22 @@ class Layout:
 
     @property
     def observation_size(self) -> int:
-        return 2 * self.node_count + self.slot_count * (self.node_count + 1)
+        size = 2 * self.node_count + self.slot_count * (self.node_count + 1)
+        if self.version >= 2:
+            size += len(self.service_names) * (self.node_count + 1)
+        if self.version >= 3:
+            size += self.node_count * self.slot_count
+        return size
+
+    @property
+    def observation_low(self) -> float:
+        """Lower bound of every observation entry (move gains can be negative from version 3)."""
+        return -1.0 if self.version >= 3 else 0.0
+
+    @property
+    def needs_move_gains(self) -> bool:
+        """Whether :func:`observe` needs :func:`move_gain_features` (version 3 and later)."""
+        return self.version >= 3
 
     def slot_name(self, slot: int) -> str:
         """A stable pod name for a slot, used when a payload is built from simulator state."""
@@ -132,7 +167,7 @@ class Layout:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def layout_from_scenario(scenario: Scenario) -> Layout:
+def layout_from_scenario(scenario: Scenario, version: int = OBSERVATION_VERSION) -> Layout:
     """The layout of a scenario: its node order, its slots, its nominal capacities as scales."""
     return Layout(
         node_names=scenario.node_names,
@@ -143,13 +178,21 @@ def layout_from_scenario(scenario: Scenario) -> Layout:
         service_slots=tuple(s.max_replica for s in scenario.services),
         service_movable=tuple(s.movable for s in scenario.services),
         service_allowed=tuple(tuple(s.allowed_on(n) for n in scenario.nodes) for s in scenario.services),
+        version=version,
     )
 
 
 def observe(
-    layout: Layout, free_cpu_millicores: FloatArray, free_memory_bytes: FloatArray, slot_node: IntArray
+    layout: Layout,
+    free_cpu_millicores: FloatArray,
+    free_memory_bytes: FloatArray,
+    slot_node: IntArray,
+    move_gains: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
-    """The observation of a state (see the module docstring for the layout of the vector)."""
+    """The observation of a state (see the module docstring for the layout of the vector).
+
+    ``move_gains`` (from :func:`move_gain_features`) is required from version 3 and ignored before.
+    """
     n = layout.node_count
     obs = np.zeros(layout.observation_size, dtype=np.float32)
     # Free resources are never negative (the env keeps them so, the schema rejects it); a node
@@ -157,7 +200,56 @@ def observe(
     np.minimum(free_cpu_millicores / layout._cpu_scale, 1.0, out=obs[:n], casting="unsafe")
     np.minimum(free_memory_bytes / layout._memory_scale, 1.0, out=obs[n : 2 * n], casting="unsafe")
     obs[layout._onehot_base + slot_node] = 1.0
+    if layout.version >= 2:
+        services = len(layout.service_names)
+        occupied = slot_node >= 0
+        counts = np.bincount(layout.slot_service[occupied] * n + slot_node[occupied], minlength=services * n).reshape(
+            services, n
+        )
+        pods = counts.sum(axis=1)
+        start = 2 * n + layout.slot_count * (n + 1)
+        obs[start : start + services * n] = (counts / np.maximum(pods, 1)[:, None]).ravel()
+        obs[start + services * n : start + services * (n + 1)] = pods / np.array(layout.service_slots)
+    if layout.needs_move_gains:
+        if move_gains is None:
+            raise ValueError(f"observation version {layout.version} needs move_gains (see move_gain_features)")
+        obs[-n * layout.slot_count :] = move_gains
     return obs
+
+
+def move_gain_features(
+    layout: Layout, model: LatencyModel, costs: CallCosts, slot_node: IntArray, mask: BoolArray
+) -> npt.NDArray[np.float32]:
+    """Per move action: (latency now - latency after the move) / latency now under ``costs``, in [-1, 1].
+
+    Invalid moves get 0. Pods of one service on one node are interchangeable, so each distinct
+    (service, source, target) move is evaluated once, all in one batch.
+    """
+    n, slots = layout.node_count, layout.slot_count
+    gains = np.zeros(n * slots, dtype=np.float32)
+    services = len(layout.service_names)
+    occupied = slot_node >= 0
+    flat = np.bincount(layout.slot_service[occupied] * n + slot_node[occupied], minlength=services * n)
+    counts: FloatArray = flat.reshape(services, n).astype(np.float64)
+    if not counts.sum(axis=1)[model.called_services].all():
+        return gains  # the formula needs a pod of every called service
+    actions = np.flatnonzero(mask[:-1])
+    if actions.size == 0:
+        return gains
+    action_slot, target = actions % slots, actions // slots
+    service, source = layout.slot_service[action_slot], slot_node[action_slot]
+    keys = (service * n + source) * n + target
+    distinct, inverse = np.unique(keys, return_inverse=True)
+    d_service, rest = np.divmod(distinct, n * n)
+    d_source, d_target = np.divmod(rest, n)
+    batch: FloatArray = np.repeat(counts[None], distinct.size, axis=0)
+    index = np.arange(distinct.size)
+    batch[index, d_service, d_source] -= 1.0
+    batch[index, d_service, d_target] += 1.0
+    now = model.latency(counts, costs)
+    after = model.latency_batch(batch, costs)
+    gains[actions] = np.clip((now - after) / max(now, 1e-9), -1.0, 1.0)[inverse]
+    return gains
 
 
 def move_mask(layout: Layout, slot_node: IntArray, target_ok: BoolArray) -> BoolArray:

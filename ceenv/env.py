@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from gymnasium import spaces
 
-from ceenv.encoding import BoolArray, decode_action, layout_from_scenario
+from ceenv.encoding import OBSERVATION_VERSION, BoolArray, decode_action, layout_from_scenario
 from ceenv.latency import LatencyModel
 from ceenv.placement import draw_start
 from ceenv.scenario import Scenario, load_scenario
@@ -72,6 +72,7 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
         step_cost_ms: float = DEFAULT_STEP_COST_MS,
         max_steps: int = DEFAULT_MAX_STEPS,
         render_mode: str | None = None,
+        observation_version: int = OBSERVATION_VERSION,
     ) -> None:
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
@@ -90,9 +91,11 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
         self.max_steps = max_steps
         self.render_mode = render_mode
         self.model = LatencyModel(scenario, workload)
-        self.layout = layout_from_scenario(scenario)
+        self.layout = layout_from_scenario(scenario, observation_version)
         self.action_space = spaces.Discrete(self.layout.action_count)
-        self.observation_space = spaces.Box(0.0, 1.0, (self.layout.observation_size,), dtype=np.float32)
+        self.observation_space = spaces.Box(
+            self.layout.observation_low, 1.0, (self.layout.observation_size,), dtype=np.float32
+        )
         self.sim: Simulator | None = None
         self._steps = 0
         self._moves = 0

@@ -148,6 +148,14 @@ class LatencyModel:
         self.called_services = np.zeros(len(service_index), dtype=bool)
         self.called_services[self.call_service] = True
 
+    def nominal_costs(self) -> CallCosts:
+        """:meth:`prepare` of the scenario's nominal network (computed once, then reused)."""
+        cached: CallCosts | None = self.__dict__.get("_nominal_costs")
+        if cached is None:
+            cached = self.prepare(build_network(self.scenario, nominal_conditions(self.scenario)))
+            self.__dict__["_nominal_costs"] = cached
+        return cached
+
     def prepare(self, network: Network) -> CallCosts:
         """Per-call network matrices ``M_c = D + d_c · T`` (zero for the root calls)."""
         matrices = network.delay_ms[None, :, :] + self.call_data_bytes[:, None, None] * network.ms_per_byte[None]

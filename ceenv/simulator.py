@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ceenv.encoding import BoolArray, FloatArray, IntArray, Layout, move_mask, observe
+from ceenv.encoding import BoolArray, FloatArray, IntArray, Layout, move_gain_features, move_mask, observe
 from ceenv.latency import Conditions, LatencyModel, build_network
 
 # Integer-valued millicores and bytes are exact in float64; the tolerance only absorbs
@@ -76,7 +76,12 @@ class Simulator:
         return self._mask
 
     def observation(self) -> npt.NDArray[np.float32]:
-        return observe(self.layout, self.free_cpu_millicores, self.free_memory_bytes, self.slot_node)
+        gains = None
+        if self.layout.needs_move_gains:  # always the nominal network: the service cannot see the drawn one
+            gains = move_gain_features(
+                self.layout, self.model, self.model.nominal_costs(), self.slot_node, self.action_mask()
+            )
+        return observe(self.layout, self.free_cpu_millicores, self.free_memory_bytes, self.slot_node, gains)
 
     # --- changing the placement --------------------------------------------------------------
     def move(self, slot: int, node: int) -> float:

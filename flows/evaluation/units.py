@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ceenv.encoding import layout_from_scenario
+from ceenv.encoding import OBSERVATION_VERSION, layout_from_scenario
 from ceenv.env import CloudEdgeEnv
 from ceenv.scenario import load_scenario
 from ceenv.simulator import Simulator
@@ -61,11 +61,20 @@ def evaluate_unit(unit: EvalUnit, policy: Any = None) -> list[EpisodeRecord]:
     """Run the policy (``policy`` or the unit's artefact) and the baselines on the unit's episodes."""
     scenario = load_scenario(unit.scenario_dir)
     workload = load_workload(unit.workload_file, scenario)
-    env = CloudEdgeEnv(scenario, workload, dynamic=True, step_cost_ms=unit.step_cost_ms, max_steps=unit.max_steps)
     if policy is None and unit.model_dir is not None:
         from bento.artefact import load_artefact  # torch only when a policy is evaluated
 
         policy = load_artefact(unit.model_dir, layout_from_scenario(scenario))
+    # The env builds the observations the policy was trained on (its layout's version).
+    version = policy.layout.version if policy is not None and hasattr(policy, "layout") else OBSERVATION_VERSION
+    env = CloudEdgeEnv(
+        scenario,
+        workload,
+        dynamic=True,
+        step_cost_ms=unit.step_cost_ms,
+        max_steps=unit.max_steps,
+        observation_version=version,
+    )
     records: list[EpisodeRecord] = []
     labels_base = {
         "scenario": scenario.name,

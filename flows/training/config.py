@@ -54,14 +54,28 @@ class TrainConfig(BaseModel):
     net_arch: list[int] = Field(
         default_factory=lambda: [64, 64], description="Hidden layer sizes of policy and value nets."
     )
-    reward_scale: Literal["none", "start_latency"] = Field(
+    reward_scale: Literal["none", "start_latency", "running_std"] = Field(
         "none",
         description="none = the env's reward in ms (REACH); start_latency = reward / episode start latency, so "
-        "every episode's return is its fractional latency reduction.",
+        "every episode's return is its fractional latency reduction; running_std = reward / running std of the "
+        "discounted return (SB3 VecNormalize, observations untouched), the same objective on a steadier scale.",
+    )
+    policy: Literal["mlp", "gain_biased"] = Field(
+        "gain_biased",
+        description="mlp = MaskablePPO's MlpPolicy; gain_biased = bento.network.GainBiasedPolicy, whose move logits "
+        "start from the observation's move gains (needs observation_version 3).",
+    )
+    learning_rate_schedule: Literal["constant", "linear"] = Field(
+        "constant", description="constant (SB3 default) or linear decay to 0 over total_timesteps."
     )
     step_cost_ms: float = Field(1.25, ge=0, description="Rescheduling cost per migration, ms (MODEL.md §3).")
     max_steps: int = Field(100, ge=1, description="Episode truncation length.")
     eval_freq_steps: int = Field(20_000, ge=1, description="Evaluate the policy every this many env steps (all envs).")
+    observation_version: Literal[1, 2, 3] = Field(
+        3,
+        description="Observation encoding (ceenv.encoding): 1 = REACH's; 2 adds per-service placement fractions; "
+        "3 adds each move's nominal latency gain.",
+    )
     eval_episodes: int = Field(32, ge=1, description="Held-out validation start states per evaluation.")
 
     @model_validator(mode="after")
@@ -72,6 +86,8 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"batch_size {self.batch_size} exceeds the rollout size n_steps * n_envs = {self.n_steps * self.n_envs}"
             )
+        if self.policy == "gain_biased" and self.observation_version < 3:
+            raise ValueError("policy gain_biased needs observation_version 3 (the move gains); use policy mlp")
         if not self.net_arch or any(width < 1 for width in self.net_arch):
             raise ValueError(f"net_arch must list positive layer widths, got {self.net_arch}")
         return self

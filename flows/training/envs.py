@@ -51,7 +51,12 @@ def env_factory(
 
         env: gym.Env[Any, Any] = Monitor(
             CloudEdgeEnv(
-                scenario_dir, workload_file, dynamic=True, step_cost_ms=config.step_cost_ms, max_steps=config.max_steps
+                scenario_dir,
+                workload_file,
+                dynamic=True,
+                step_cost_ms=config.step_cost_ms,
+                max_steps=config.max_steps,
+                observation_version=config.observation_version,
             )
         )
         return RelativeReward(env) if config.reward_scale == "start_latency" else env
@@ -66,4 +71,8 @@ def make_vec_env(scenario_dir: str | Path, workload_file: str | Path, config: Tr
     factories = [env_factory(scenario_dir, workload_file, config) for _ in range(config.n_envs)]
     venv = DummyVecEnv(factories) if config.vec_env == "dummy" else SubprocVecEnv(factories, start_method="spawn")
     venv.seed(config.seed)
+    if config.reward_scale == "running_std":
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        return VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=config.gamma)
     return venv

@@ -125,6 +125,11 @@ class ValidationCallback(BaseCallback):
             self.state.best_timesteps = self.num_timesteps
             self.model.save(str(self.best_path))
 
+    def _on_training_start(self) -> None:
+        # The untrained policy's score is the curve's first point (and the first best model).
+        if not self.state.curve:
+            self.validate()
+
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next_eval:
             self._next_eval += self.eval_freq_steps

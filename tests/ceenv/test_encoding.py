@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from ceenv.encoding import (
     PayloadError,
     decode_action,
     encode_action,
+    move_gain_features,
     move_mask,
     observe,
     request_from_state,
@@ -43,9 +45,11 @@ def test_golden_env_observation_equals_the_observation_rebuilt_from_the_wire_pay
 ) -> None:
     env, raw = _env_request(scenario, seed, moves)
     decoded = state_from_request(env.layout, ActionRequest.model_validate(raw))
-    rebuilt = observe(env.layout, decoded.free_cpu_millicores, decoded.free_memory_bytes, decoded.slot_node)
+    mask = move_mask(env.layout, decoded.slot_node, decoded.target_ok)
+    np.testing.assert_array_equal(mask, env.action_masks())
+    gains = move_gain_features(env.layout, env.model, env.model.nominal_costs(), decoded.slot_node, mask)
+    rebuilt = observe(env.layout, decoded.free_cpu_millicores, decoded.free_memory_bytes, decoded.slot_node, gains)
     np.testing.assert_allclose(rebuilt, env.simulator.observation(), rtol=1e-6, atol=1e-7)
-    np.testing.assert_array_equal(move_mask(env.layout, decoded.slot_node, decoded.target_ok), env.action_masks())
 
 
 def test_action_index_round_trips() -> None:
@@ -65,6 +69,35 @@ def test_layout_survives_its_dict_form_and_the_fingerprint_tracks_changes() -> N
     assert again == layout and again.fingerprint() == layout.fingerprint()
     other = CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain")).layout
     assert other.fingerprint() != layout.fingerprint()
+
+
+def test_version_2_observation_appends_each_services_placement_fractions_and_pod_share() -> None:
+    env = CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain"), observation_version=2)
+    env.reset(seed=4)
+    layout, sim = env.layout, env.simulator
+    v1 = dataclasses.replace(layout, version=1)
+    obs = sim.observation()
+    old = observe(v1, sim.free_cpu_millicores, sim.free_memory_bytes, sim.slot_node)
+    assert obs.shape == (layout.observation_size,) and old.shape == (v1.observation_size,)
+    np.testing.assert_array_equal(obs[: old.size], old)  # version 2 extends version 1
+    services, n = len(layout.service_names), layout.node_count
+    fractions = obs[old.size : old.size + services * n].reshape(services, n)
+    share = obs[old.size + services * n :]
+    for s in range(services):
+        nodes = sim.slot_node[(layout.slot_service == s) & (sim.slot_node >= 0)]
+        expected = np.bincount(nodes, minlength=n) / max(nodes.size, 1)
+        np.testing.assert_allclose(fractions[s], expected, rtol=1e-6)
+        assert share[s] == pytest.approx(nodes.size / layout.service_slots[s])
+    assert env.observation_space.contains(obs)
+
+
+def test_a_version_1_env_builds_version_1_observations_and_unknown_versions_are_refused() -> None:
+    env = CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain"), observation_version=1)
+    obs, _ = env.reset(seed=0)
+    n, slots = env.layout.node_count, env.layout.slot_count
+    assert obs.shape == (2 * n + slots * (n + 1),)
+    with pytest.raises(ValueError, match="observation version 4 is not supported"):
+        CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain"), observation_version=4)
 
 
 def _edit(raw: dict[str, Any], edit: Any) -> ActionRequest:

@@ -95,3 +95,38 @@ def test_evaluation_report_is_stored_in_the_metadata(tiny_run: TrainResult, tmp_
         )
         >= 0
     )
+
+
+def test_a_version_1_artefact_still_loads_evaluates_and_serves_with_version_1_observations(tmp_path: Path) -> None:
+    from sb3_contrib import MaskablePPO
+
+    from bento.artefact import describe, save_artefact
+    from bento.policy import GateVerdict, PolicyCard, check_card
+    from flows.evaluation.units import EvalUnit, evaluate_unit
+
+    scenario = load_scenario(scenario_dir("7-21"))
+    env = CloudEdgeEnv(scenario, workload_file("aggregator_sequential"), observation_version=1)
+    model = MaskablePPO("MlpPolicy", env, n_steps=64, batch_size=64, device="cpu")  # untrained is enough
+    layout = layout_from_scenario(scenario, version=1)
+    metadata = describe(layout, scenario_dir("7-21"), workload_file("aggregator_sequential"), step_cost_ms=1.25,
+                        max_steps=100)  # fmt: skip
+    target = save_artefact(tmp_path / "v1", model, metadata)
+
+    loaded = load_artefact(target, layout_from_scenario(scenario))  # the default layout is a later version
+    assert loaded.metadata.observation_version == loaded.layout.version == 1
+    records = evaluate_unit(
+        EvalUnit(
+            str(scenario_dir("7-21")),
+            str(workload_file("aggregator_sequential")),
+            "steady",
+            0,
+            1,
+            model_dir=str(target),
+            baselines=("noop",),
+        )
+    )
+    policy = [r for r in records if r.method == "policy"]
+    assert len(policy) == 1 and policy[0].invalid_actions == 0
+    card = PolicyCard.from_artefact(loaded.metadata, GateVerdict(passed=True, reason="test"))
+    _, served_layout = check_card(card.model_dump(mode="json"), "reach-policy:v1")
+    assert served_layout.version == 1 and served_layout.observation_size == env.observation_space.shape[0]
