@@ -17,13 +17,31 @@ import csv
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_FRACTION = 0.95
 
 
-def write_curve(curve: list[dict[str, float]], out: Path, minutes: float) -> None:
-    """curve.csv, curve.md and curve.png of the validation curve."""
+def greedy_reference(config: Any, scenario: Path, workload: Path) -> float:
+    """Greedy's fraction of the best-known reduction on the validation states the curve is scored on."""
+    from ceenv.baselines import run_greedy
+    from ceenv.env import CloudEdgeEnv
+    from ceenv.simulator import Simulator
+    from flows.training.validation import Validator
+
+    env = CloudEdgeEnv(scenario, workload, step_cost_ms=config.step_cost_ms, max_steps=config.max_steps)
+    validator = Validator(env, config.eval_episodes)
+    best = sum(max(b, 0.0) for b in validator.best_reduction_ms)
+    gained = sum(
+        run_greedy(Simulator(env.model, env.layout, *state), config.step_cost_ms).reduction_ms
+        for state in validator.states
+    )
+    return gained / best
+
+
+def write_curve(curve: list[dict[str, float]], out: Path, minutes: float, greedy: float | None = None) -> None:
+    """curve.csv, curve.md and curve.png of the validation curve (with greedy's level when given)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,6 +69,8 @@ def write_curve(curve: list[dict[str, float]], out: Path, minutes: float) -> Non
         label="policy (validation)",
     )
     ax.axhline(TARGET_FRACTION, color="red", linestyle="--", label=f"target {TARGET_FRACTION:.0%} of best-known")
+    if greedy is not None:
+        ax.axhline(greedy, color="green", linestyle="-.", label=f"greedy, exact simulator ({greedy:.3f})")
     ax.axvline(minutes, color="grey", linestyle=":", label=f"{minutes:g}-minute budget")
     ax.set_xlabel("wall time (minutes, this machine)")
     ax.set_ylabel("fraction of the best-known latency reduction")
@@ -71,7 +91,8 @@ def run_training(args: argparse.Namespace) -> None:
     scenario = ROOT / "data" / "scenarios" / "13-29"
     workload = ROOT / "data" / "workloads" / "aggregator_sequential_call_patterns.json"
     result = train(config, scenario, workload, out / "run", progress=False)
-    write_curve(result.curve, out, args.minutes)
+    greedy = greedy_reference(config, scenario, workload)
+    write_curve(result.curve, out, args.minutes, greedy)
     reached = [p for p in result.curve if p["fraction_of_best_known"] >= TARGET_FRACTION]
     summary = {
         "config": str(args.config),
@@ -81,6 +102,7 @@ def run_training(args: argparse.Namespace) -> None:
         "best_validation_fraction": result.best_fraction_of_best_known,
         "best_at_timesteps": result.best_timesteps,
         "target_reached_at_seconds": reached[0]["wall_seconds"] if reached else None,
+        "greedy_validation_fraction": greedy,
     }
     started = time.perf_counter()
     report, records = evaluate(
@@ -97,6 +119,25 @@ def run_training(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=1))
     print((out / "curve.md").read_text())
     print((out / "evaluation" / "report.md").read_text())
+
+
+def replot(args: argparse.Namespace) -> None:
+    """Redraw the curve of an earlier run from its curve.csv; record greedy's level in summary.json."""
+    from flows.training import load_train_config
+
+    out = Path(args.out)
+    with (out / "curve.csv").open() as handle:
+        curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    config = load_train_config(args.config)
+    scenario = ROOT / "data" / "scenarios" / "13-29"
+    workload = ROOT / "data" / "workloads" / "aggregator_sequential_call_patterns.json"
+    greedy = greedy_reference(config, scenario, workload)
+    write_curve(curve, out, args.minutes, greedy)
+    summary_file = out / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    summary["greedy_validation_fraction"] = greedy
+    summary_file.write_text(json.dumps(summary, indent=1))
+    print(f"greedy on the validation states: {greedy:.3f}; redrew {out / 'curve.png'}")
 
 
 def run_throughput(args: argparse.Namespace) -> None:
@@ -151,8 +192,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="Evaluation seeds.")
     parser.add_argument("--episodes", type=int, default=20, help="Evaluation episodes per seed and family.")
     parser.add_argument("--throughput", action="store_true", help="Only measure training throughput.")
+    parser.add_argument(
+        "--replot", action="store_true", help="Only redraw curve.{png,md} from OUT/curve.csv (adds greedy's level)."
+    )
     args = parser.parse_args()
-    run_throughput(args) if args.throughput else run_training(args)
+    if args.throughput:
+        run_throughput(args)
+    elif args.replot:
+        replot(args)
+    else:
+        run_training(args)
 
 
 if __name__ == "__main__":
