@@ -26,11 +26,11 @@ TARGET_FRACTION = 0.95
 def greedy_reference(config: Any, scenario: Path, workload: Path) -> float:
     """Greedy's fraction of the best-known reduction on the validation states the curve is scored on."""
     from ceenv.baselines import run_greedy
-    from ceenv.env import CloudEdgeEnv
     from ceenv.simulator import Simulator
+    from flows.training.envs import make_env
     from flows.training.validation import Validator
 
-    env = CloudEdgeEnv(scenario, workload, step_cost_ms=config.step_cost_ms, max_steps=config.max_steps)
+    env = make_env(scenario, workload, config)
     validator = Validator(env, config.eval_episodes)
     best = sum(max(b, 0.0) for b in validator.best_reduction_ms)
     gained = sum(

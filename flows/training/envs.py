@@ -18,6 +18,8 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 
 from ceenv.env import CloudEdgeEnv
+from ceenv.scenario import Scenario
+from ceenv.workload import Workload
 from flows.training.config import TrainConfig
 
 
@@ -41,6 +43,18 @@ class RelativeReward(gym.Wrapper[Any, Any, Any, Any]):
         return self.env.get_wrapper_attr("action_masks")()
 
 
+def make_env(scenario: Scenario | str | Path, workload: Workload | str | Path, config: TrainConfig) -> CloudEdgeEnv:
+    """One env as the config trains it: dynamic start states, its step cost, truncation and observation."""
+    return CloudEdgeEnv(
+        scenario,
+        workload,
+        dynamic=True,
+        step_cost_ms=config.step_cost_ms,
+        max_steps=config.max_steps,
+        observation_version=config.observation_version,
+    )
+
+
 def env_factory(
     scenario_dir: str | Path, workload_file: str | Path, config: TrainConfig
 ) -> Callable[[], gym.Env[Any, Any]]:
@@ -49,16 +63,7 @@ def env_factory(
     def make() -> gym.Env[Any, Any]:
         from stable_baselines3.common.monitor import Monitor
 
-        env: gym.Env[Any, Any] = Monitor(
-            CloudEdgeEnv(
-                scenario_dir,
-                workload_file,
-                dynamic=True,
-                step_cost_ms=config.step_cost_ms,
-                max_steps=config.max_steps,
-                observation_version=config.observation_version,
-            )
-        )
+        env: gym.Env[Any, Any] = Monitor(make_env(scenario_dir, workload_file, config))
         return RelativeReward(env) if config.reward_scale == "start_latency" else env
 
     return make

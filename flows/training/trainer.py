@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ceenv.env import CloudEdgeEnv
 from ceenv.scenario import load_scenario
 from ceenv.workload import load_workload
 from flows.training.config import TrainConfig
@@ -97,7 +96,7 @@ def train(
     """Train on ``scenario_dir`` + ``workload_file``; write the artefact under ``out_dir``; keep the best model."""
     import torch
 
-    from flows.training.envs import make_vec_env
+    from flows.training.envs import make_env, make_vec_env
     from flows.training.validation import ValidationCallback, Validator
 
     torch.set_num_threads(config.torch_threads)
@@ -108,15 +107,7 @@ def train(
     # The clock starts before the validation states get their best-known ceilings: selecting the
     # best model is part of training, so its set-up counts against max_wall_seconds too.
     started = time.perf_counter()
-    eval_env = CloudEdgeEnv(
-        scenario,
-        workload,
-        dynamic=True,
-        step_cost_ms=config.step_cost_ms,
-        max_steps=config.max_steps,
-        observation_version=config.observation_version,
-    )
-    validator = Validator(eval_env, config.eval_episodes)
+    validator = Validator(make_env(scenario, workload, config), config.eval_episodes)
     venv = make_vec_env(scenario_dir, workload_file, config)
     try:
         model = build_model(config, venv, out / "tensorboard" if tensorboard else None)
