@@ -127,7 +127,9 @@ def replot(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     with (out / "curve.csv").open() as handle:
-        curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        curve = [
+            {k: int(v) if k == "timesteps" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)
+        ]
     config = load_train_config(args.config)
     scenario = ROOT / "data" / "scenarios" / "13-29"
     workload = ROOT / "data" / "workloads" / "aggregator_sequential_call_patterns.json"
