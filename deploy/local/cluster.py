@@ -298,7 +298,21 @@ class LocalCluster:
             argv, env = self.hollow_node_argv(node, index)
             self.spawn(f"node-{node.name}", argv, env)
         names = {n.name for n in nodes}
-        _wait_for(lambda: names <= self.ready_node_names(), 120, f"{len(names)} hollow nodes Ready")
+        try:
+            _wait_for(lambda: names <= self.ready_node_names(), 120, f"{len(names)} hollow nodes Ready")
+        except TimeoutError as err:
+            missing = sorted(names - self.ready_node_names())
+            tails = {name: self.log_tail(f"node-{name}") for name in missing[:2]}
+            detail = "; ".join(f"{name}: {tail}" for name, tail in tails.items())
+            raise TimeoutError(f"{err}; not Ready: {missing}; last log lines: {detail}") from None
+
+    def log_tail(self, name: str, lines: int = 3) -> str:
+        """The last lines of a component's log (for error messages), or a note that there is none."""
+        log = self.state_dir / "logs" / f"{name}.log"
+        if not log.is_file():
+            return "(no log)"
+        text = log.read_text(errors="replace").strip().splitlines()
+        return " | ".join(line[:200] for line in text[-lines:])
 
     # ---- API reads (stdlib HTTP, loopback only) ------------------------------------------
     def api_get(self, path: str) -> dict[str, object] | None:
@@ -348,7 +362,7 @@ class LocalCluster:
             self.start_controllers()
             self.start_hollow_nodes(nodes)
         except BaseException:
-            self.down()
+            self.down(keep_state=True)  # stop what started, keep the logs for the error's reader
             raise
         print(
             f"cluster up in {time.monotonic() - started_s:.1f} s: {len(nodes)} nodes Ready; "

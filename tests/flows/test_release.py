@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.release import release_artefact
-from tests.bento.conftest import SCENARIO_DIR, WORKLOAD_FILE, bentoml_home, train_briefly  # noqa: F401 (fixture)
+from tests.bento.conftest import SCENARIO_DIR, WORKLOAD_FILE, train_briefly
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +43,14 @@ def test_a_refused_artefact_is_not_packaged_and_exits_3(evaluated_artefact: Path
     assert "FAIL min_fraction_of_best_known" in result.output and "nothing was packaged" in result.output
 
 
-@pytest.mark.usefixtures("bentoml_home")
 def test_a_passing_artefact_becomes_a_bento_labelled_with_its_verdict(
     evaluated_artefact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 256-step policy cannot pass real rules: the gate's verdict is replaced (the gate has its own tests)."""
+    """A 256-step policy cannot pass real rules: the gate's verdict is replaced (the gate has its own tests).
+
+    The BentoML store is the flows tests' private one (tests/flows/conftest.py), the same one the
+    pipeline tests package into; a second patched store in one session loses track of the model.
+    """
     import bentoml
 
     import flows.gate
