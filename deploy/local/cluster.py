@@ -268,6 +268,9 @@ class LocalCluster:
             self.binary("kube-controller-manager"), *common, *auth, f"--secure-port={p.controller_manager}",
             f"--service-account-private-key-file={self.state_dir / 'pki' / 'sa.key'}",
             "--use-service-account-credentials=false",
+            # On 2 busy cores a hollow kubelet's status update can be late; the default 40 s grace
+            # would flip its node NotReady and its pods with it, mid-migration.
+            "--node-monitor-grace-period=120s",
         ])  # fmt: skip
         self.spawn("kube-scheduler", [
             self.binary("kube-scheduler"), *common, *auth, f"--secure-port={p.scheduler}",
@@ -299,7 +302,7 @@ class LocalCluster:
             self.spawn(f"node-{node.name}", argv, env)
         names = {n.name for n in nodes}
         try:
-            _wait_for(lambda: names <= self.ready_node_names(), 120, f"{len(names)} hollow nodes Ready")
+            _wait_for(lambda: names <= self.ready_node_names(), 240, f"{len(names)} hollow nodes Ready")
         except TimeoutError as err:
             missing = sorted(names - self.ready_node_names())
             tails = {name: self.log_tail(f"node-{name}") for name in missing[:2]}
