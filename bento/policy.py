@@ -29,6 +29,7 @@ from ceenv.encoding import (
     move_gain_features,
     move_mask,
     observe,
+    placement_counts,
     state_from_request,
 )
 from ceenv.latency import CallCosts, LatencyModel
@@ -165,9 +166,7 @@ class NominalLatency:
 
     def of(self, layout: Layout, slot_node: npt.NDArray[np.int64]) -> float | None:
         """Latency in ms, or ``None`` when a called service has no pod (the formula needs one)."""
-        counts = np.zeros((len(layout.service_names), layout.node_count))
-        occupied = slot_node >= 0
-        np.add.at(counts, (layout.slot_service[occupied], slot_node[occupied]), 1.0)
+        counts = placement_counts(layout, slot_node)
         if not counts.sum(axis=1)[self.model.called_services].all():
             return None
         return float(self.model.latency(counts, self.costs))

@@ -11,13 +11,13 @@ Observation version 1 (all float32 in [0, 1]): free CPU per node / the node's la
 availability; free memory per node / its largest memory availability; then, for every slot, a
 one-hot of ``N + 1`` entries (index 0 = empty slot, ``1 + n`` = on node ``n``).
 
-Observation version 2 (the default) appends two blocks computed from the same placement: for
+Observation version 2 appends two blocks computed from the same placement: for
 every service, the fraction of its pods on each node (``S * N`` entries; the weights ``W`` through
 which replicas enter the latency formula, MODEL.md §2), then each service's pod count / its slots
 (``S`` entries). A layout carries its version, so a policy trained on version 1 is still served
 with version-1 observations.
 
-Observation version 3 appends, to version 2, one entry per move action (``N * P``, in action
+Observation version 3 (the default) appends, to version 2, one entry per move action (``N * P``, in action
 order): the latency the move would save under the scenario's *nominal* network conditions, as a
 fraction of the current nominal latency, clipped to [-1, 1]; 0 for an invalid move. It is the
 simulator's own one-step look-ahead, computed by :func:`move_gain_features` from the placement and
@@ -202,10 +202,7 @@ def observe(
     obs[layout._onehot_base + slot_node] = 1.0
     if layout.version >= 2:
         services = len(layout.service_names)
-        occupied = slot_node >= 0
-        counts = np.bincount(layout.slot_service[occupied] * n + slot_node[occupied], minlength=services * n).reshape(
-            services, n
-        )
+        counts = placement_counts(layout, slot_node)
         pods = counts.sum(axis=1)
         start = 2 * n + layout.slot_count * (n + 1)
         obs[start : start + services * n] = (counts / np.maximum(pods, 1)[:, None]).ravel()
@@ -215,6 +212,15 @@ def observe(
             raise ValueError(f"observation version {layout.version} needs move_gains (see move_gain_features)")
         obs[-n * layout.slot_count :] = move_gains
     return obs
+
+
+def placement_counts(layout: Layout, slot_node: IntArray) -> FloatArray:
+    """``(S, N)`` pods of each service on each node: the ``counts`` the latency model takes."""
+    services, n = len(layout.service_names), layout.node_count
+    occupied = slot_node >= 0
+    flat = np.bincount(layout.slot_service[occupied] * n + slot_node[occupied], minlength=services * n)
+    counts: FloatArray = flat.reshape(services, n).astype(np.float64)
+    return counts
 
 
 def move_gain_features(
@@ -227,10 +233,7 @@ def move_gain_features(
     """
     n, slots = layout.node_count, layout.slot_count
     gains = np.zeros(n * slots, dtype=np.float32)
-    services = len(layout.service_names)
-    occupied = slot_node >= 0
-    flat = np.bincount(layout.slot_service[occupied] * n + slot_node[occupied], minlength=services * n)
-    counts: FloatArray = flat.reshape(services, n).astype(np.float64)
+    counts = placement_counts(layout, slot_node)
     if not counts.sum(axis=1)[model.called_services].all():
         return gains  # the formula needs a pod of every called service
     actions = np.flatnonzero(mask[:-1])
