@@ -300,6 +300,10 @@ class LocalCluster:
         for index, node in enumerate(nodes):
             argv, env = self.hollow_node_argv(node, index)
             self.spawn(f"node-{node.name}", argv, env)
+            # Every hollow kubelet of this kubemark build serves its fake runtime on the same
+            # /tmp/kubelet_remote.sock; nodes started in the same instant can replace each other's
+            # socket and die ("dial unix /tmp/kubelet_remote.sock: connect: no such file").
+            time.sleep(HOLLOW_NODE_STAGGER_S)
         names = {n.name for n in nodes}
         try:
             _wait_for(lambda: names <= self.ready_node_names(), 240, f"{len(names)} hollow nodes Ready")
@@ -436,6 +440,9 @@ def _http_ok(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+HOLLOW_NODE_STAGGER_S = 1.5
 
 
 def _wait_for(predicate: object, timeout_s: float, what: str) -> None:
