@@ -21,7 +21,6 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from ceenv.workload import workload_name
 from flows.evaluation.episodes import Family
 from flows.local.paths import data_dir, out_dir, resolve_scenario, resolve_workload
 
@@ -164,11 +163,12 @@ def publish_evaluation(
 
 
 @task
-def find_incumbent(scenario: str, workload: str) -> EvaluationReport | None:
-    """The evaluation report of the policy now serving (or the newest gated one for this scenario/workload)."""
+def find_incumbent(scenario_dir: Path, workload_file: Path) -> EvaluationReport | None:
+    """The evaluation report of the incumbent of this scenario and workload: the policy serving this cluster,
+    else the newest gated bento that can serve it (never a policy serving another cluster)."""
     from flows.release.packaging import incumbent_report
 
-    return incumbent_report(scenario, workload)
+    return incumbent_report(str(scenario_dir), str(workload_file))
 
 
 @task
@@ -216,7 +216,7 @@ def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     records = [r for batch in evaluate_unit.map(units).result() for r in batch]
     settings = {"seeds": params.eval_seeds, "episodes": params.eval_episodes, "families": params.families}
     report = publish_evaluation(trained["artefact_dir"], records, settings, run_dir)
-    incumbent = find_incumbent(scenario_dir.name, workload_name(workload_file))
+    incumbent = find_incumbent(scenario_dir, workload_file)
     verdict = gate_policy(report, incumbent, _config_path(params.gate_rules, "gate"))
     result: dict[str, Any] = {
         "run_dir": str(run_dir),

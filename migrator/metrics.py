@@ -31,6 +31,31 @@ class PrometheusMetrics:
             self._connection = PrometheusConnect(url=self.url, disable_ssl=False, timeout=self.timeout_s)
         return self._connection
 
+    def latency_series_ms(self, start_s: float, end_s: float, step_s: float) -> list[float]:
+        """The latency query evaluated every ``step_s`` seconds from ``start_s`` to ``end_s`` (Unix times).
+
+        The finite values of its first series, oldest first (the redeploy's analysis compares two such
+        periods); an empty list when unknown, the reason in ``last_error``.
+        """
+        from datetime import UTC, datetime
+
+        try:
+            result = self._prometheus().custom_query_range(
+                query=self.latency_query,
+                start_time=datetime.fromtimestamp(start_s, UTC),
+                end_time=datetime.fromtimestamp(end_s, UTC),
+                step=f"{step_s:g}s",
+            )
+        except Exception as exc:  # the library raises many types (requests, its own, ValueError)
+            self.last_error = f"Prometheus at {self.url} failed on the range of {self.latency_query!r}: {exc}"
+            return []
+        series = [s for s in result if isinstance(s, dict) and isinstance(s.get("values"), list)]
+        if not series:
+            self.last_error = f"Prometheus query {self.latency_query!r} had no sample in the range"
+            return []
+        values = [_sample_value({"value": pair}) for pair in series[0]["values"]]
+        return [v for v in values if v is not None]
+
     def _query(self, promql: str) -> list[dict[str, object]]:
         try:
             result = self._prometheus().custom_query(query=promql)

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -91,19 +91,76 @@ def retrain_schedule(
     console.print(f"retraining scheduled: {cron!r} (restart the runner with `reach down && reach up` to apply)")
 
 
+def _analysis_params(
+    prometheus_url: str | None, latency_query: str | None, period_s: float, tolerance_pct: float
+) -> Any:
+    """The analysis of ``reach deploy``: Prometheus from the option, the migrator's settings or the local stack."""
+    from flows.local import processes
+    from flows.loop.settings import PROMETHEUS
+    from flows.release.analysis import AnalysisParams
+    from migrator.settings import MigratorSettings
+
+    migrator = MigratorSettings()
+    local = processes.find(PROMETHEUS)
+    url = prometheus_url or migrator.prometheus_url or (local.url if local is not None else None)
+    if url is None:
+        return None
+    return AnalysisParams(
+        prometheus_url=url,
+        latency_query=latency_query or migrator.latency_query,
+        period_s=period_s,
+        tolerance_pct=tolerance_pct,
+    )
+
+
 def deploy(
-    bento: Annotated[str | None, typer.Option(help="Bento tag (default: the newest gated bento not serving).")] = None,
+    bento: Annotated[
+        str | None, typer.Option(help="Bento tag (default: the newest gated bento that can serve the cluster).")
+    ] = None,
+    scenario: Annotated[
+        str | None, typer.Option(help="Scenario served (name or dir; default: the one the serving deployment serves).")
+    ] = None,
+    workload: Annotated[
+        str | None, typer.Option(help="Workload served (name or file; default: the serving deployment's).")
+    ] = None,
+    analysis: Annotated[
+        bool,
+        typer.Option(
+            "--analysis/--no-analysis",
+            help="After the switch, compare the measured latency with the incumbent's and roll back if worse "
+            "(needs a Prometheus: --prometheus-url, REACH_MIGRATOR_PROMETHEUS_URL or `reach up`'s).",
+        ),
+    ] = True,
+    prometheus_url: Annotated[str | None, typer.Option(help="Prometheus base URL for the analysis.")] = None,
+    latency_query: Annotated[
+        str | None, typer.Option(help="PromQL of the latency in ms (default: the migrator's latency_query).")
+    ] = None,
+    analysis_s: Annotated[float, typer.Option(help="Seconds of each analysed period.", min=1)] = 60.0,
+    tolerance_pct: Annotated[float, typer.Option(help="How much worse (%) the new policy may be.", min=0)] = 5.0,
 ) -> None:
-    """Blue/green deploy of a gated bento, with a canary check (runs the reach-redeploy flow)."""
+    """Blue/green deploy of a gated bento for one cluster (scenario, workload), with a canary and an analysis.
+
+    Exit codes: 0 deployed (or nothing to deploy), 1 the switch failed or the analysis rolled back
+    (the previous service serves), 2 bad input (unknown cluster, a bento that cannot serve it).
+    """
+    params = _analysis_params(prometheus_url, latency_query, analysis_s, tolerance_pct) if analysis else None
+    if analysis and params is None:
+        errors.print("no Prometheus configured: deploying without the analysis period", highlight=False)
     _use_local_server()
-    from flows.release.redeploy import reach_redeploy
+    from flows.release.redeploy import RolledBack, reach_redeploy
     from flows.release.serving import RedeployError
 
     try:
-        result = reach_redeploy(bento)
+        result = reach_redeploy(bento, scenario, workload, analysis=params)
+    except RolledBack as err:
+        errors.print(f"[bold red]rolled back:[/] {err}", highlight=False)
+        raise typer.Exit(1) from None
     except RedeployError as err:
         errors.print(f"[bold red]deploy failed, the previous service keeps serving:[/] {err}", highlight=False)
         raise typer.Exit(1) from None
+    except ValueError as err:  # an unknown scenario, workload or bento; a bento that cannot serve the cluster
+        errors.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(2) from None
     console.print_json(json.dumps(result))
 
 
@@ -138,15 +195,29 @@ def package(
 
 
 def serve(
-    bento: Annotated[str | None, typer.Option(help="Bento tag (default: the newest gated bento).")] = None,
+    bento: Annotated[
+        str | None, typer.Option(help="Bento tag (default: the newest gated bento for the cluster).")
+    ] = None,
+    scenario: Annotated[str, typer.Option(help="Scenario served (name or dir).")] = "7-21",
+    workload: Annotated[str, typer.Option(help="Workload served (name or file).")] = "aggregator_sequential",
 ) -> None:
     """Serve a bento in the foreground on 127.0.0.1:3000 (development; `reach deploy` for blue/green)."""
-    from flows.release.packaging import newest_gated_bento
+    from flows.release.packaging import bento_labels, gated_bento_for
+    from flows.release.selection import check_servable, cluster_of
 
-    tag = bento or newest_gated_bento()
+    try:
+        cluster = cluster_of(scenario, workload)
+        tag = bento or gated_bento_for(cluster)
+        if tag is not None:
+            check_servable(tag, bento_labels(tag), cluster)
+    except ValueError as err:  # ScenarioError, NotServable, an unknown bento
+        errors.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(2) from None
     if tag is None:
         errors.print(
-            "[bold red]error:[/] no gated bento in the BentoML store; run `reach pipeline run` first", highlight=False
+            f"[bold red]error:[/] no gated bento for {cluster} in the BentoML store; run "
+            f"`reach pipeline run` for it first (or pass --scenario/--workload of one you have)",
+            highlight=False,
         )
         raise typer.Exit(2)
     bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")

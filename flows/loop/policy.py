@@ -2,9 +2,10 @@
 
 :func:`policy_url` resolves ``DemoSettings.policy`` for one workload: ``greedy-standin`` starts the
 clearly named greedy stand-in (:mod:`flows.loop.standin`, not the learned policy); a bento tag is
-served blue/green (the machinery of ``reach deploy``); ``auto`` serves the bento that already
-serves when it was trained for this scenario and workload, else the newest bento labelled
-``gate=passed`` for them, else — when ``train_missing`` is on (``reach demo``) — trains one with the
+served blue/green (the machinery of ``reach deploy``) when it can serve this scenario and workload;
+``auto`` serves the bento that already serves when it was deployed for this scenario and workload,
+else the newest bento labelled ``gate=passed`` that can serve them (:mod:`flows.release.selection`:
+trained for them, or general within its limits), else — when ``train_missing`` is on (``reach demo``) — trains one with the
 quickstart pipeline, and otherwise (the experiments) falls back to the greedy stand-in. A policy
 the gate refuses raises :class:`GateRefused` with the verdict, so the CLI can say what happened.
 """
@@ -45,24 +46,12 @@ def start_standin(settings: DemoSettings, workload: str) -> tuple[str, str]:
     return record.url, f"{STANDIN_LABEL} (not the learned policy)"
 
 
-def bento_labels(tag: str) -> dict[str, str]:
-    import bentoml
-
-    try:
-        return dict(bentoml.bentos.get(tag).info.labels)
-    except bentoml.exceptions.NotFound:
-        return {}
-
-
 def gated_bento_for(scenario: str, workload: str) -> str | None:
-    """The newest bento labelled ``gate=passed`` for this scenario (name) and workload, or None."""
-    from flows.release.packaging import gated_bentos
+    """The newest gated bento that can serve this scenario and workload (:mod:`flows.release.selection`), or None."""
+    from flows.release.packaging import gated_bento_for as newest_for
+    from flows.release.selection import cluster_of
 
-    for bento in gated_bentos():
-        labels = bento.info.labels
-        if labels.get("scenario") == scenario and labels.get("workload") == workload:
-            return str(bento.tag)
-    return None
+    return newest_for(cluster_of(scenario, workload))
 
 
 def train_gated_bento(settings: DemoSettings, workload: str) -> str:
@@ -78,26 +67,29 @@ def train_gated_bento(settings: DemoSettings, workload: str) -> str:
 
 def serve_bento(settings: DemoSettings, workload: str, wanted: str | None) -> tuple[str, str]:
     """Serve ``wanted`` (or a freshly trained gated bento) blue/green, reusing it when it already serves."""
+    from flows.release.packaging import bento_labels
     from flows.release.redeploy import canary_requests
+    from flows.release.selection import check_servable, cluster_of
     from flows.release.serving import current_endpoint, redeploy
 
+    cluster = cluster_of(settings.scenario, workload)
     serving = current_endpoint()
-    if serving is not None and wanted is not None and serving.bento == wanted:
+    if serving is not None and wanted is not None and serving.bento == wanted and serving.serves(cluster):
         return serving.url, serving.bento
     bento = wanted or train_gated_bento(settings, workload)
-    endpoint = redeploy(bento, canary_requests(settings.scenario, workload, 8)).endpoint
+    check_servable(bento, bento_labels(bento), cluster)
+    endpoint = redeploy(bento, canary_requests(settings.scenario, workload, 8), cluster=cluster).endpoint
     return endpoint.url, endpoint.bento
 
 
 def resolve_auto(scenario: str, workload: str) -> str | None:
-    """``auto``: the serving bento when it is for this scenario and workload, else the newest gated one."""
+    """``auto``: the serving bento when it was deployed for this scenario and workload, else the newest gated one."""
+    from flows.release.selection import cluster_of
     from flows.release.serving import current_endpoint
 
     serving = current_endpoint()
-    if serving is not None:
-        labels = bento_labels(serving.bento)
-        if labels.get("scenario") == scenario and labels.get("workload") == workload:
-            return serving.bento
+    if serving is not None and serving.serves(cluster_of(scenario, workload)):
+        return serving.bento
     return gated_bento_for(scenario, workload)
 
 

@@ -1,10 +1,12 @@
-"""Releases: package a gated policy as a bento, find the newest gated bento, and the incumbent's report.
+"""Releases: package a gated policy as a bento, find the gated bento for a cluster, and the incumbent's report.
 
 A release is a BentoML model (:func:`bento.store.save_policy`, carrying the policy card with the
 evaluation report and the gate verdict) plus a bento built from ``bento/bentofile.yaml`` that
-references it, labelled ``gate=passed|refused``, ``model``, ``scenario`` and ``workload``. The
-redeploy flow serves only bentos labelled ``gate=passed``. Used by the pipeline and redeploy flows, and by
-``reach package`` (:func:`release_artefact`: gate and package an artefact trained outside the pipeline).
+references it, labelled ``gate=passed|refused``, ``model``, ``scenario`` and ``workload`` (``*`` and
+``max_nodes``/``max_slots`` for a general policy: :mod:`.selection`). The redeploy flow serves only
+bentos labelled ``gate=passed`` that can serve the cluster asked for. Used by the pipeline and redeploy
+flows, and by ``reach package`` (:func:`release_artefact`: gate and package an artefact trained outside
+the pipeline).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from flows.local.paths import repo_root
 if TYPE_CHECKING:
     from flows.evaluation.gate import Verdict
     from flows.evaluation.report import EvaluationReport
+    from flows.release.selection import Cluster
 
 REPO_ROOT = repo_root()
 BENTOFILE = REPO_ROOT / "bento" / "bentofile.yaml"
@@ -28,14 +31,10 @@ def package(artefact_dir: str | Path, passed: bool, reason: str) -> str:
 
     from bento.policy import GateVerdict
     from bento.store import save_policy
+    from flows.release.selection import release_labels
 
     model = save_policy(artefact_dir, gate=GateVerdict(passed=passed, reason=reason))
-    labels = {
-        "gate": "passed" if passed else "refused",
-        "model": str(model.tag),
-        "scenario": model.info.labels.get("scenario", ""),
-        "workload": model.info.labels.get("workload", ""),
-    }
+    labels = release_labels(passed, str(model.tag), model.info.labels, model.info.metadata)
     bento = bentoml.bentos.build_bentofile(
         str(BENTOFILE), build_ctx=str(REPO_ROOT), labels=labels, args={"model_tag": str(model.tag)}
     )
@@ -99,34 +98,49 @@ def gated_bentos() -> list[Any]:
     return sorted(bentos, key=lambda b: b.info.creation_time, reverse=True)
 
 
-def newest_gated_bento(exclude: str | None = None) -> str | None:
-    """The tag of the newest gated bento other than ``exclude`` (the one serving), or None."""
-    for bento in gated_bentos():
-        if str(bento.tag) != exclude:
-            return str(bento.tag)
-    return None
+def bento_labels(tag: str) -> dict[str, str]:
+    """The labels of a bento in the store; :class:`ValueError` naming the tag when there is none."""
+    import bentoml
+
+    try:
+        return dict(bentoml.bentos.get(tag).info.labels)
+    except bentoml.exceptions.NotFound:
+        raise ValueError(f"no bento {tag} in the BentoML store (`bentoml list` shows them)") from None
+
+
+def gated_bento_for(cluster: Cluster, exclude: str | None = None) -> str | None:
+    """The newest gated bento that can serve ``cluster`` (:mod:`.selection`), other than ``exclude``; or None."""
+    from flows.release.selection import choose
+
+    return choose(((str(b.tag), b.info.labels) for b in gated_bentos()), cluster, exclude)
 
 
 def incumbent_report(scenario: str, workload: str) -> EvaluationReport | None:
-    """The evaluation report of the serving policy, else of the newest gated bento for this scenario/workload."""
+    """The evaluation report of the incumbent of this scenario and workload, or None.
+
+    The incumbent is the policy serving this cluster (the endpoint file records which cluster a
+    deployment serves), else the newest gated bento that can serve it (with an evaluation report).
+    A policy serving another cluster is never the incumbent.
+    """
     import bentoml
+    from pydantic import ValidationError
 
     from flows.evaluation.report import EvaluationReport
+    from flows.release.selection import cluster_of, why_not
     from flows.release.serving import current_endpoint
 
+    cluster = cluster_of(scenario, workload, strict=False)
     endpoint = current_endpoint()
-    candidates = [endpoint.bento] if endpoint is not None else []
-    candidates += [
-        str(b.tag)
-        for b in gated_bentos()
-        if b.info.labels.get("scenario") == scenario and b.info.labels.get("workload") == workload
-    ]
+    candidates = [endpoint.bento] if endpoint is not None and endpoint.serves(cluster) else []
+    candidates += [str(b.tag) for b in gated_bentos() if why_not(b.info.labels, cluster) is None]
     for tag in candidates:
         try:
             model_tag = bentoml.bentos.get(tag).info.labels["model"]
             evaluation = bentoml.models.get(model_tag).info.metadata.get("evaluation")
         except (bentoml.exceptions.NotFound, KeyError):
             continue
-        if evaluation:
+        try:
             return EvaluationReport.model_validate(evaluation)
+        except ValidationError:  # no report, or a note instead of one (a policy packaged unevaluated)
+            continue
     return None

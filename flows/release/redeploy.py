@@ -1,24 +1,45 @@
 """The ``reach-redeploy`` and ``reach-retrain`` flows.
 
-Redeploy picks the newest bento whose gate passed and that is not serving, starts it beside the
-running one, checks it with a canary batch of requests, switches the endpoint and stops the old
-server (:func:`flows.release.serving.redeploy`); any failure leaves the old service serving. Canary
-requests are drawn from the bento's own scenario by the simulator (the same REACH payload a
-cluster would send). Retrain runs the pipeline, then redeploy when the gate passed.
+Redeploy serves one cluster, named by (scenario, workload): the ones asked for, else the cluster the
+serving deployment was made for, else the one an explicitly named bento was trained for. It picks
+the bento asked for (refused with :class:`flows.release.selection.NotServable` when it cannot serve
+that cluster) or the newest gated bento that can (:mod:`.selection`: a specific bento of that
+scenario and workload, or a general one within its limits), starts it beside the running one, checks
+it with a canary batch of requests *of the served cluster* (the simulator's REACH payloads from that
+scenario and workload), switches the endpoint and stops the old server
+(:func:`flows.release.serving.redeploy`); any failure leaves the old service serving.
+
+With :class:`flows.release.analysis.AnalysisParams` the old server stays up, idle, through an
+analysis period: the latency Prometheus measured under the new policy is compared with the
+incumbent's last period (:func:`flows.release.analysis.decide`); when it is worse beyond the
+tolerance (or unmeasured) the previous bento serves again at once (blue/green back), the run
+publishes a ``redeploy-analysis`` artifact and fails with :class:`RolledBack`. Retrain runs the
+pipeline, then redeploy for the pipeline's scenario and workload when the gate passed.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.pipeline import PipelineParams, reach_pipeline
+from flows.release.analysis import AnalysisParams, AnalysisVerdict, decide
+from flows.release.serving import RedeployError
+
+if TYPE_CHECKING:
+    from flows.release.selection import Cluster
+    from flows.release.serving import RedeployResult
+
+
+class RolledBack(RedeployError):
+    """The analysis found the new policy worse (or could not measure it): the previous bento serves again."""
 
 
 def canary_requests(scenario: str, workload: str, count: int, seed: int = 20_000) -> list[dict[str, Any]]:
-    """``count`` REACH requests from random start states of the scenario (dynamic draws)."""
+    """``count`` REACH requests from random start states of the scenario and workload (dynamic draws)."""
     from ceenv.env import CloudEdgeEnv
     from ceenv.payload import request_from_state
     from flows.local.paths import resolve_scenario, resolve_workload
@@ -38,61 +59,166 @@ def canary_requests(scenario: str, workload: str, count: int, seed: int = 20_000
 
 
 @task
-def choose_bento(requested: str | None) -> str | None:
-    """The bento to deploy: the one asked for, else the newest gated bento that is not serving."""
-    from flows.release.packaging import newest_gated_bento
+def target_cluster(bento: str | None, scenario: str | None, workload: str | None) -> Cluster:
+    """The cluster to serve: as asked, else the serving deployment's, else a named specific bento's own."""
+    from flows.release.packaging import bento_labels
+    from flows.release.selection import ANY, cluster_of
     from flows.release.serving import current_endpoint
 
-    if requested:
-        return requested
     serving = current_endpoint()
-    return newest_gated_bento(exclude=serving.bento if serving else None)
+    if serving is not None and serving.scenario:
+        scenario, workload = scenario or serving.scenario, workload or serving.workload
+    elif bento is not None:
+        labels = bento_labels(bento)
+        own_scenario, own_workload = labels.get("scenario", ""), labels.get("workload", "")
+        scenario = scenario or (own_scenario if own_scenario != ANY else None)
+        workload = workload or (own_workload if own_workload != ANY else None)
+    if not scenario or not workload:
+        raise RedeployError(
+            "which cluster is this deployment for? nothing serves one yet; name it: "
+            "reach deploy --scenario <name or dir> --workload <name or file> (e.g. --scenario 7-21 "
+            "--workload aggregator_sequential)"
+        )
+    return cluster_of(scenario, workload)
 
 
 @task
-def switch_service(bento: str, canary_size: int, ready_timeout_s: float) -> dict[str, Any]:
-    """Blue/green switch with a canary; raises (and keeps the old service) on any failure."""
-    import bentoml
+def choose_bento(requested: str | None, cluster: Cluster) -> str | None:
+    """The bento to deploy for ``cluster``: the one asked for (if it can serve it), else the newest eligible gated one.
 
+    None when the newest eligible bento already serves this cluster (nothing to do) or there is none.
+    """
+    from flows.release.packaging import bento_labels, gated_bento_for
+    from flows.release.selection import check_servable
+    from flows.release.serving import current_endpoint
+
+    if requested:
+        check_servable(requested, bento_labels(requested), cluster)
+        return requested
+    serving = current_endpoint()
+    newest = gated_bento_for(cluster)
+    if serving is not None and serving.serves(cluster) and serving.bento == newest:
+        return None
+    return newest
+
+
+@task
+def switch_service(
+    bento: str, cluster: Cluster, canary_size: int, ready_timeout_s: float, keep_previous: bool
+) -> RedeployResult:
+    """Blue/green switch with a canary of the served cluster; raises (and keeps the old service) on any failure."""
     from flows.release.serving import redeploy
 
-    labels = bentoml.bentos.get(bento).info.labels
-    requests = canary_requests(
-        labels.get("scenario", "7-21"), labels.get("workload", "aggregator_sequential"), canary_size
-    )
-    result = redeploy(bento, requests, ready_timeout_s)
-    summary = {
-        "bento": bento,
-        "url": result.endpoint.url,
-        "slot": result.endpoint.slot,
-        "previous": result.previous.bento if result.previous else None,
-        "canary": f"{result.canary.requests} requests, 0 failures, {result.canary.agreements} agree with the old service",
-    }
+    requests = canary_requests(cluster.scenario, cluster.workload, canary_size)
+    result = redeploy(bento, requests, ready_timeout_s, cluster=cluster, retire_previous=not keep_previous)
     create_markdown_artifact(
-        "# Redeploy\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in summary.items()),
+        "# Redeploy\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in _summary(result).items()),
         key="redeploy",
         description="Blue/green switch",
     )
-    return summary
+    return result
+
+
+def _summary(result: RedeployResult) -> dict[str, Any]:
+    canary = result.canary
+    return {
+        "bento": result.endpoint.bento,
+        "scenario": result.endpoint.scenario,
+        "workload": result.endpoint.workload,
+        "url": result.endpoint.url,
+        "slot": result.endpoint.slot,
+        "previous": result.previous.bento if result.previous else None,
+        "canary": f"{canary.requests} requests of {result.endpoint.scenario} / {result.endpoint.workload}, "
+        f"0 failures, {canary.agreements} agree with the old service",
+    }
+
+
+@task
+def measure_periods(switched_at_s: float, params: AnalysisParams) -> tuple[list[float], list[float]]:
+    """Wait out the analysis period; the latency samples of the incumbent's last period and of the new one."""
+    from migrator.metrics import PrometheusMetrics
+
+    after_end_s = switched_at_s + params.warmup_s + params.period_s
+    time.sleep(max(0.0, after_end_s - time.time()) + params.step_s)  # one more step: the last scrape lands
+    reader = PrometheusMetrics(params.prometheus_url, params.latency_query, "")
+    before = reader.latency_series_ms(switched_at_s - params.period_s, switched_at_s, params.step_s)
+    after = reader.latency_series_ms(switched_at_s + params.warmup_s, after_end_s, params.step_s)
+    if reader.last_error:
+        get_run_logger().warning("analysis: %s", reader.last_error)
+    return before, after
+
+
+def _verdict_markdown(verdict: AnalysisVerdict, result: RedeployResult, params: AnalysisParams) -> str:
+    def ms(value: float | None) -> str:
+        return "—" if value is None else f"{value:.2f}"
+
+    change = "—" if verdict.change_pct is None else f"{verdict.change_pct:+.1f} %"
+    previous = result.previous.bento if result.previous else "—"
+    return (
+        f"# Redeploy analysis: {verdict.outcome.upper()}{' — rolled back' if verdict.roll_back else ''}\n\n"
+        f"Query `{params.latency_query}` on {params.prometheus_url}, {params.period_s:g} s per period, "
+        f"{params.statistic}, tolerance {params.tolerance_pct:g} %.\n\n"
+        "| policy | bento | samples | latency (ms) |\n|---|---|---:|---:|\n"
+        f"| incumbent | {previous} | {verdict.before_samples} | {ms(verdict.before_ms)} |\n"
+        f"| new | {result.endpoint.bento} | {verdict.after_samples} | {ms(verdict.after_ms)} |\n\n"
+        f"Change: {change}\n\n" + "\n".join(f"- {r}" for r in verdict.reasons)
+    )
+
+
+def analyse_release(result: RedeployResult, params: AnalysisParams, ready_timeout_s: float) -> AnalysisVerdict:
+    """The analysis period after a switch: keep the new bento (retire the old server) or roll back and raise."""
+    from flows.release.serving import retire, roll_back
+
+    assert result.previous is not None  # the flow analyses only a switch that replaced a deployment
+    try:
+        before, after = measure_periods(result.endpoint.since, params)
+        verdict = decide(before, after, params)
+    except BaseException:
+        roll_back(result, ready_timeout_s)  # a crash in the analysis must not leave an untrusted policy serving
+        raise
+    create_markdown_artifact(
+        _verdict_markdown(verdict, result, params), key="redeploy-analysis", description=verdict.summary()
+    )
+    if not verdict.roll_back:
+        retire(result.previous)
+        return verdict
+    restored = roll_back(result, ready_timeout_s)
+    raise RolledBack(f"{verdict.summary()}; {restored.bento} serves again at {restored.url} (blue/green back)")
 
 
 @flow(name="reach-redeploy", log_prints=True)
-def reach_redeploy(bento: str | None = None, canary_size: int = 16, ready_timeout_s: float = 120.0) -> dict[str, Any]:
-    """Serve the newest gated bento (or ``bento``), blue/green, with a canary check."""
-    chosen = choose_bento(bento)
+def reach_redeploy(
+    bento: str | None = None,
+    scenario: str | None = None,
+    workload: str | None = None,
+    canary_size: int = 16,
+    ready_timeout_s: float = 120.0,
+    analysis: AnalysisParams | None = None,
+) -> dict[str, Any]:
+    """Serve the newest gated bento for the cluster (or ``bento``), blue/green, with a canary and an optional analysis."""
+    cluster = target_cluster(bento, scenario, workload)
+    chosen = choose_bento(bento, cluster)
     if chosen is None:
-        get_run_logger().info("no gated bento newer than the one serving: nothing to deploy")
-        return {"bento": None, "reason": "nothing to deploy"}
-    return switch_service(chosen, canary_size, ready_timeout_s)
+        get_run_logger().info("no gated bento for %s newer than the one serving it: nothing to deploy", cluster)
+        return {"bento": None, "reason": f"nothing to deploy for {cluster}"}
+    result = switch_service(chosen, cluster, canary_size, ready_timeout_s, keep_previous=analysis is not None)
+    summary = _summary(result)
+    if analysis is not None and result.previous is None:
+        summary["analysis"] = "skipped: the first deployment has no incumbent to compare with or to restore"
+    elif analysis is not None:
+        summary["analysis"] = analyse_release(result, analysis, ready_timeout_s).summary()
+    return summary
 
 
 @flow(name="reach-retrain", log_prints=True)
-def reach_retrain(params: PipelineParams | None = None) -> dict[str, Any]:
-    """The scheduled job: run the pipeline, then redeploy if its policy passed the gate."""
+def reach_retrain(params: PipelineParams | None = None, analysis: AnalysisParams | None = None) -> dict[str, Any]:
+    """The scheduled job: run the pipeline, then redeploy for its scenario and workload if the gate passed."""
+    params = params or PipelineParams()
     result = reach_pipeline(params)
     if not result["passed"] or not result["bento"]:
         return {"pipeline": result, "redeploy": None}
-    return {"pipeline": result, "redeploy": reach_redeploy(result["bento"])}
+    redeployed = reach_redeploy(result["bento"], params.scenario, params.workload, analysis=analysis)
+    return {"pipeline": result, "redeploy": redeployed}
 
 
-__all__ = ["canary_requests", "reach_redeploy", "reach_retrain"]
+__all__ = ["RolledBack", "canary_requests", "reach_redeploy", "reach_retrain"]

@@ -1,11 +1,14 @@
 """Blue/green serving of policy bentos on loopback, and the endpoint file the migrator reads.
 
 The serving endpoint is one small JSON file, ``$REACH_HOME/endpoint.json`` (URL, bento tag, slot,
-PID), replaced atomically. :func:`redeploy` starts the new bento in the free slot (``blue`` or
-``green``) on another 127.0.0.1 port, waits for ``/readyz``, replays a canary batch of recorded
-requests against both servers, switches the endpoint file, lets in-flight requests drain and only
-then stops the old server. Any failure stops the new server and leaves the old one serving and
-the endpoint file untouched. Used by the ``reach-redeploy`` flow and ``reach deploy``/``reach serve``.
+PID, and the scenario and workload it serves), replaced atomically. :func:`redeploy` starts the new
+bento in the free slot (``blue`` or ``green``) on another 127.0.0.1 port, waits for ``/readyz``,
+replays a canary batch of requests of the cluster it will serve against both servers, switches the
+endpoint file, lets in-flight requests drain and only then stops the old server — or, with
+``retire_previous=False``, keeps the old server idle so that :func:`roll_back` can switch back in
+an instant (the analysis period of the redeploy flow) and :func:`retire` stops it once the new one
+is trusted. Any failure stops the new server and leaves the old one serving and the endpoint file
+untouched. Used by the ``reach-redeploy`` flow and ``reach deploy``/``reach serve``.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flows.local import processes
+
+if TYPE_CHECKING:
+    from flows.release.selection import Cluster
 
 SLOTS = ("blue", "green")
 
@@ -38,6 +44,12 @@ class Endpoint:
     slot: str
     pid: int
     since: float
+    scenario: str = ""  # the cluster it was deployed for ("" in files written before this field)
+    workload: str = ""
+
+    def serves(self, cluster: Cluster) -> bool:
+        """Whether this deployment was made for ``cluster`` (scenario and workload names)."""
+        return (self.scenario, self.workload) == (cluster.scenario, cluster.workload)
 
 
 def endpoint_file() -> Path:
@@ -127,11 +139,21 @@ class RedeployResult:
 
 
 def redeploy(
-    bento: str, canary_requests: list[dict[str, Any]], ready_timeout_s: float = 120.0, drain_s: float = 3.0
+    bento: str,
+    canary_requests: list[dict[str, Any]],
+    ready_timeout_s: float = 120.0,
+    drain_s: float = 3.0,
+    cluster: Cluster | None = None,
+    retire_previous: bool = True,
 ) -> RedeployResult:
-    """Blue/green switch to ``bento``; on any failure the old server keeps serving (see module doc)."""
+    """Blue/green switch to ``bento`` for ``cluster``; on any failure the old server keeps serving (see module doc)."""
     previous = current_endpoint()
-    if previous is not None and previous.bento == bento:
+    scenario, workload = (cluster.scenario, cluster.workload) if cluster is not None else ("", "")
+    if (
+        previous is not None
+        and previous.bento == bento
+        and (previous.scenario, previous.workload) == (scenario, workload)
+    ):
         raise RedeployError(f"bento {bento} is already serving at {previous.url}")
     slot = SLOTS[1] if previous is not None and previous.slot == SLOTS[0] else SLOTS[0]
     processes.stop(f"bento-{slot}")  # a leftover of an earlier failed switch
@@ -142,12 +164,38 @@ def redeploy(
         raise RedeployError(
             f"bento {bento} failed {len(result.failures)} of {result.requests} canary requests: {result.failures[0]}"
         )
-    endpoint = Endpoint(record.url, bento, slot, record.pid, time.time())
+    endpoint = Endpoint(record.url, bento, slot, record.pid, time.time(), scenario, workload)
     switch(endpoint)
-    if previous is not None:
-        time.sleep(drain_s)  # clients that read the old endpoint finish their requests
-        processes.stop(f"bento-{previous.slot}")
+    if previous is not None and retire_previous:
+        retire(previous, drain_s)
     return RedeployResult(endpoint, previous, result)
+
+
+def retire(previous: Endpoint, drain_s: float = 3.0) -> None:
+    """Stop a server that no longer serves, once clients that read the old endpoint finished their requests."""
+    time.sleep(drain_s)
+    processes.stop(f"bento-{previous.slot}")
+
+
+def roll_back(result: RedeployResult, ready_timeout_s: float = 120.0, drain_s: float = 3.0) -> Endpoint:
+    """Blue/green back: serve ``result.previous`` again and stop the new server; return the restored endpoint.
+
+    The previous server is normally still running (``redeploy(..., retire_previous=False)``), so the
+    switch is one atomic file replace; if it died meanwhile, its bento is started again in its slot first.
+    """
+    previous = result.previous
+    if previous is None:
+        raise RedeployError(f"nothing to roll back to: {result.endpoint.bento} was the first deployment")
+    if not processes.is_alive(previous.pid):
+        record = start_bento(previous.bento, previous.slot, ready_timeout_s)
+        previous = Endpoint(record.url, previous.bento, previous.slot, record.pid, time.time(),
+                            previous.scenario, previous.workload)  # fmt: skip
+    restored = Endpoint(previous.url, previous.bento, previous.slot, previous.pid, time.time(),
+                        previous.scenario, previous.workload)  # fmt: skip
+    switch(restored)
+    time.sleep(drain_s)
+    processes.stop(f"bento-{result.endpoint.slot}")
+    return restored
 
 
 def undeploy() -> bool:

@@ -1,0 +1,154 @@
+"""Which bento may serve which cluster: eligibility by (scenario, workload), and the choice among gated bentos.
+
+A bento's labels say what it can serve (written by :func:`release_labels` when it is packaged):
+
+- a **specific** bento (``scenario=7-21``, ``workload=chain``) serves exactly the scenario and the
+  workload it was trained for;
+- a **general** bento (``scenario=*``) serves any scenario whose node count and pod slots are within
+  its declared limits (labels ``max_nodes`` and ``max_slots``, from the padded layout of its policy
+  card), and any workload when labelled ``workload=*`` (else only the one named). Packaging labels a
+  policy general (``scenario=*``, ``workload=*``: both become serve-time arguments) when its model
+  says so (model label ``scenario=*``) or its card's layout declares limits (``max_nodes > 0``:
+  observation version 4, one artefact for every cluster within them).
+
+Among the eligible gated bentos the newest wins (the gate already compared each with the incumbent of
+its cluster). :class:`Cluster` is the target: names as the labels spell them plus the sizes the limits
+are checked against. Used by :mod:`.packaging`, :mod:`.redeploy`, ``reach deploy``/``reach serve``,
+the pipeline's incumbent lookup and the demo's ``auto`` policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ANY = "*"
+
+
+class NotServable(ValueError):
+    """The bento cannot serve the cluster asked for (another scenario or workload, or beyond its limits)."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The cluster a policy is deployed for: scenario and workload names, and its size."""
+
+    scenario: str
+    workload: str
+    node_count: int | None = None  # None: the scenario's files are unknown here (general bentos not eligible)
+    slot_count: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.scenario} / {self.workload}"
+
+
+def cluster_of(scenario: str, workload: str, strict: bool = True) -> Cluster:
+    """The cluster of a scenario and workload, each a name under data/ or a path; sizes from the scenario files.
+
+    ``strict`` (deploying): both must exist (:class:`ceenv.validation.ScenarioError` names the known ones).
+    Not strict (looking up an incumbent by the names a policy card records): an unknown scenario or
+    workload is kept as a name, and the scenario's size stays unknown.
+    """
+    from pathlib import Path
+
+    from ceenv.layout import layout_from_scenario
+    from ceenv.scenario import load_scenario
+    from ceenv.validation import ScenarioError
+    from ceenv.workload import workload_name
+    from flows.local.paths import resolve_scenario, resolve_workload
+
+    try:
+        scenario_dir = resolve_scenario(scenario)
+    except ScenarioError:
+        if strict:
+            raise
+        return Cluster(Path(scenario).name, workload_name(Path(workload)))
+    try:
+        workload_file = resolve_workload(workload, scenario_dir)
+    except ScenarioError:
+        if strict:
+            raise
+        workload_file = Path(workload)
+    layout = layout_from_scenario(load_scenario(scenario_dir))
+    return Cluster(scenario_dir.name, workload_name(workload_file), layout.node_count, layout.slot_count)
+
+
+def _limit(labels: Mapping[str, str], key: str) -> int | None:
+    try:
+        return int(labels[key])
+    except (KeyError, ValueError):
+        return None
+
+
+def why_not(labels: Mapping[str, str], cluster: Cluster) -> str | None:
+    """None when a bento with these labels can serve ``cluster``; else the reason, in one line."""
+    scenario, workload = labels.get("scenario", ""), labels.get("workload", "")
+    if workload not in (ANY, cluster.workload):
+        return f"trained for workload {workload or '(unlabelled)'}, not {cluster.workload}"
+    if scenario == ANY:
+        max_nodes, max_slots = _limit(labels, "max_nodes"), _limit(labels, "max_slots")
+        if max_nodes is None or max_slots is None:
+            return "labelled scenario=* but without max_nodes/max_slots limits; re-package it"
+        if cluster.node_count is None or cluster.slot_count is None:
+            return f"the size of scenario {cluster.scenario} is unknown here, so its limits cannot be checked"
+        if cluster.node_count > max_nodes or cluster.slot_count > max_slots:
+            return (
+                f"scenario {cluster.scenario} has {cluster.node_count} nodes and {cluster.slot_count} pod slots, "
+                f"beyond the policy's limits ({max_nodes} nodes, {max_slots} slots)"
+            )
+        return None
+    if scenario != cluster.scenario:
+        return f"trained for scenario {scenario or '(unlabelled)'}, not {cluster.scenario}"
+    return None
+
+
+def check_servable(tag: str, labels: Mapping[str, str], cluster: Cluster) -> None:
+    """Raise :class:`NotServable` naming the bento, the cluster and the fix when the bento cannot serve it."""
+    reason = why_not(labels, cluster)
+    if reason is not None:
+        raise NotServable(
+            f"bento {tag} cannot serve {cluster}: {reason}; pick a gated bento for this cluster "
+            f"(`reach deploy --scenario {cluster.scenario} --workload {cluster.workload}` chooses one) or train one"
+        )
+
+
+def choose(bentos: Iterable[tuple[str, Mapping[str, str]]], cluster: Cluster, exclude: str | None = None) -> str | None:
+    """The first (newest, when ``bentos`` is newest first) tag eligible for ``cluster`` other than ``exclude``."""
+    for tag, labels in bentos:
+        if tag != exclude and why_not(labels, cluster) is None:
+            return tag
+    return None
+
+
+def is_general(model_labels: Mapping[str, str], card: Mapping[str, Any]) -> bool:
+    """A policy is general when its model is labelled ``scenario=*`` or its card's layout declares limits."""
+    layout = card.get("layout") or {}
+    return model_labels.get("scenario") == ANY or int(layout.get("max_nodes", 0) or 0) > 0
+
+
+def release_labels(
+    passed: bool, model_tag: str, model_labels: Mapping[str, str], card: Mapping[str, Any]
+) -> dict[str, str]:
+    """The labels of a bento: gate verdict, model, and what it can serve (see the module docstring)."""
+    labels = {"gate": "passed" if passed else "refused", "model": model_tag}
+    if not is_general(model_labels, card):
+        labels.update(scenario=model_labels.get("scenario", ""), workload=model_labels.get("workload", ""))
+        return labels
+    layout = card.get("layout") or {}
+    max_nodes = int(model_labels.get("max_nodes") or layout.get("max_nodes") or 0)
+    max_slots = int(model_labels.get("max_slots") or layout.get("max_slots") or 0)
+    if max_nodes <= 0 or max_slots <= 0:
+        raise ValueError(
+            f"model {model_tag} is general (scenario=*) but declares no max_nodes/max_slots limits in its labels "
+            "or its card's layout; save it with those limits"
+        )
+    labels.update(
+        scenario=ANY,
+        workload=ANY,
+        max_nodes=str(max_nodes),
+        max_slots=str(max_slots),
+        trained_scenario=str((card.get("scenario") or {}).get("name", "")),
+        trained_workload=str((card.get("workload") or {}).get("name", "")),
+    )
+    return labels
