@@ -13,7 +13,10 @@ bodies are REACH payloads of 64 different start states of the env. Phases, after
    (default 120); every failed request is counted, the server's RSS (its whole process tree) is
    sampled every 5 s and the drift after the first minute is reported.
 
-The server is stopped by its PID. Results print as a table and go to ``--json`` if given.
+The server is stopped by its PID. Results print as a table, go to ``--json`` if given, and are
+written as a Markdown table with the command and the date to ``--markdown``
+(``benchmarks/results/service/bench.md`` by default), which the README includes
+(``scripts/readme_tables.py``).
 
     flock /tmp/reach-heavy.lock .venv/bin/python benchmarks/bench_service.py [--load-seconds 120] [--json out/bench_service.json]
 """
@@ -51,6 +54,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrent-seconds", type=float, default=20.0, help="Duration of the concurrent run.")
     parser.add_argument("--load-seconds", type=float, default=120.0, help="Duration of the load run (0 = skip).")
     parser.add_argument("--json", type=Path, help="Write the results here as JSON.")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=REPO / "benchmarks" / "results" / "service" / "bench.md",
+        help="Write the results here as a Markdown table (the README includes it).",
+    )
     return parser.parse_args()
 
 
@@ -83,6 +92,9 @@ def prepare_model(args: argparse.Namespace, home: Path) -> tuple[str, str]:
     if artefact is None:
         artefact = train_briefly(scenario_dir, workload_file, home.parent / "artefact", args.train_steps)
         description = f"MaskablePPO trained {args.train_steps} steps here (speed does not depend on quality)"
+    from bento.artefact import read_metadata
+
+    description += f", observation version {read_metadata(artefact).observation_version}"
     gate = GateVerdict(passed=False, reason="benchmark model: not gated")
     return str(save_policy(artefact, gate=gate, labels={"purpose": "benchmark"}).tag), description
 
@@ -311,6 +323,58 @@ def main() -> None:
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(results, indent=1))
+        write_markdown(results, args)
+
+
+RUN_NAMES = {
+    "sequential_keepalive": "sequential, keep-alive (httpx)",
+    "sequential_new_connection": "sequential, new connection per request (like the migrator)",
+    "concurrent": "{clients} concurrent clients, {concurrent_seconds:g} s",
+    "load": "load: {clients} clients at full speed, {load_seconds:g} s",
+}
+
+
+def write_markdown(results: dict[str, Any], args: argparse.Namespace) -> None:
+    """The README's table of this benchmark (benchmarks/bench_tables.py), with the command and the date."""
+    from bench_tables import table, write_tables
+
+    rows = []
+    for name, label in RUN_NAMES.items():
+        if name not in results:
+            continue
+        r = results[name]
+        rps = r.get("throughput_rps", 1e3 / r["mean_ms"])
+        title = label.format(
+            clients=args.clients, concurrent_seconds=args.concurrent_seconds, load_seconds=args.load_seconds
+        )
+        rows.append(
+            [
+                title,
+                r["requests"],
+                f"{r['p50_ms']:.2f}",
+                f"{r['p99_ms']:.2f}",
+                f"{r['max_ms']:.1f}",
+                f"{rps:.0f}",
+                r["failed"],
+            ]
+        )
+    seq = results["sequential_keepalive"]
+    met = seq["p50_ms"] <= TARGET_P50_MS and seq["p99_ms"] <= TARGET_P99_MS
+    blocks = [
+        f"Model: {results['model_description']}; scenario {results['scenario']}; `bentoml serve`, one worker, 127.0.0.1.",
+        table(["run", "requests", "p50 ms", "p99 ms", "max ms", "req/s", "failed"], rows, "lrrrrrr"),
+        f"Targets p50 ≤ {TARGET_P50_MS:g} ms, p99 ≤ {TARGET_P99_MS:g} ms (sequential, keep-alive): "
+        f"**{'met' if met else 'missed'}**.",
+    ]
+    if "load" in results:
+        load = results["load"]
+        blocks.append(
+            f"Server memory (process tree RSS) over the load run: {load['rss_mb_first']:.0f} MB → "
+            f"{load['rss_mb_last']:.0f} MB (max {load['rss_mb_max']:.0f} MB, "
+            f"{load['rss_mb_drift_after_warmup']:+.1f} MB after the warm-up)."
+        )
+    path = write_tables(args.markdown, "bench_service.py", blocks)
+    print(f"wrote {path}")
 
 
 def report(results: dict[str, Any]) -> None:

@@ -5,9 +5,14 @@ machine, validating every ``eval_freq_steps`` on held-out validation states, and
 learning curve (fraction of the best-known latency reduction and latency reduction vs wall time)
 as ``curve.csv``, ``curve.md`` and ``curve.png``; then evaluates the best policy with every
 baseline on the held-out evaluation seeds and writes ``evaluation/report.{json,md}`` and plots.
-``--throughput`` instead measures env steps per second of PPO training for a few vec-env /
-thread settings (the measurement behind the defaults). Heavy: run it under
-``flock /tmp/reach-heavy.lock``. Usage: ``python benchmarks/bench_training.py --out benchmarks/results/training-13-29``.
+The README's tables are ``curve.md`` and ``bench.md`` (the run's summary and the policy against
+the baselines on the held-out states, one row per method and family), each headed by the command
+and the date (``benchmarks/bench_tables.py``; ``scripts/readme_tables.py`` copies them into the
+README). ``--tables`` rewrites both from the files of an earlier run (``curve.csv``,
+``summary.json``, ``evaluation/report.json``) and says so in their first line. ``--throughput``
+instead measures env steps per second of PPO training for a few vec-env / thread settings (the
+measurement behind the defaults). Heavy: run it under ``flock /tmp/reach-heavy.lock``. Usage:
+``python benchmarks/bench_training.py --out benchmarks/results/training-13-29``.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ def greedy_reference(config: Any, scenario: Path, workload: Path) -> float:
     return gained / best
 
 
-def write_curve(curve: list[dict[str, float]], out: Path, minutes: float, greedy: float | None = None) -> None:
+def write_curve(
+    curve: list[dict[str, float]], out: Path, minutes: float, greedy: float | None = None, note: str = ""
+) -> None:
     """curve.csv, curve.md and curve.png of the validation curve (with greedy's level when given)."""
     import matplotlib
 
@@ -51,16 +58,7 @@ def write_curve(curve: list[dict[str, float]], out: Path, minutes: float, greedy
         writer = csv.DictWriter(handle, fieldnames=list(curve[0]))
         writer.writeheader()
         writer.writerows(curve)
-    lines = [
-        "| wall time (s) | env steps | fraction of best-known reduction | latency reduction (%) | moves / episode |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {p['wall_seconds']:.0f} | {p['timesteps']:.0f} | {p['fraction_of_best_known']:.3f} | "
-        f"{p['reduction_pct']:.1f} | {p['moves_per_episode']:.1f} |"
-        for p in curve
-    ]
-    (out / "curve.md").write_text("\n".join(lines) + "\n")
+    write_curve_table(curve, out, note)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot(
         [p["wall_seconds"] / 60 for p in curve],
@@ -79,6 +77,77 @@ def write_curve(curve: list[dict[str, float]], out: Path, minutes: float, greedy
     fig.tight_layout()
     fig.savefig(out / "curve.png", dpi=110)
     plt.close(fig)
+
+
+def write_curve_table(curve: list[dict[str, float]], out: Path, note: str = "") -> None:
+    """curve.md: the validation curve as a Markdown table, headed by the command and the date."""
+    from bench_tables import table, write_tables
+
+    rows = [
+        [f"{p['wall_seconds']:.0f}", f"{p['timesteps']:,.0f}", f"{p['fraction_of_best_known']:.3f}",
+         f"{p['reduction_pct']:.1f}", f"{p['moves_per_episode']:.1f}"]
+        for p in curve
+    ]  # fmt: skip
+    header = ["wall time (s)", "env steps", "fraction of best-known reduction", "latency reduction (%)",
+              "moves / episode"]  # fmt: skip
+    write_tables(out / "curve.md", "bench_training.py", [table(header, rows, "rrrrr")], note=note)
+
+
+def _estimate(value: dict[str, float], digits: int) -> str:
+    half = (value["ci_high"] - value["ci_low"]) / 2
+    return f"{value['mean']:.{digits}f}" + (f" ± {half:.{digits}f}" if half > 0 else "")
+
+
+def write_bench_table(out: Path, note: str = "") -> None:
+    """bench.md: the run's summary and the held-out evaluation (policy and baselines per family)."""
+    from bench_tables import table, write_tables
+
+    summary = json.loads((out / "summary.json").read_text())
+    report = json.loads((out / "evaluation" / "report.json").read_text())
+    reached = summary.get("target_reached_at_seconds")
+    greedy = summary.get("greedy_validation_fraction")
+    run = table(
+        ["config", "env steps", "wall time (s)", "steps/s", "best validation fraction", "at env steps",
+         f"{TARGET_FRACTION:g} reached", "greedy on the same states"],
+        [[Path(summary["config"]).name, f"{summary['timesteps']:,}", f"{summary['wall_seconds']:.0f}",
+          f"{summary['steps_per_second']:,.0f}", f"{summary['best_validation_fraction']:.3f}",
+          f"{summary['best_at_timesteps']:,}", "no" if reached is None else f"after {reached:.0f} s",
+          "—" if greedy is None else f"{greedy:.3f}"]],
+        "lrrrrrlr",
+    )  # fmt: skip
+    rows = []
+    for group in report["groups"]:
+        for method, stats in group["methods"].items():
+            rows.append(
+                [group["family"], method, _estimate(stats["mean_end_latency_ms"], 1),
+                 _estimate(stats["reduction_pct"], 1), _estimate(stats["fraction_of_best_known"], 3),
+                 _estimate(stats["moves_per_episode"], 1), stats["invalid_actions"]]
+            )  # fmt: skip
+    settings = report.get("settings", {})
+    evaluation = table(
+        ["family", "method", "mean end latency (ms)", "reduction vs start (%)", "fraction of best-known",
+         "moves / episode", "invalid actions"],
+        rows,
+        "llrrrrr",
+    )  # fmt: skip
+    caption = (
+        f"Held-out evaluation: seeds {settings.get('seeds')}, {settings.get('episodes')} episodes per seed and family; "
+        "± is the half-width of the 95 % interval over seeds."
+    )
+    write_tables(out / "bench.md", "bench_training.py", [run, caption, evaluation], note=note)
+
+
+def rewrite_tables(args: argparse.Namespace) -> None:
+    """``--tables``: curve.md and bench.md again from an earlier run's files (no training)."""
+    out = Path(args.out)
+    with (out / "curve.csv").open() as handle:
+        curve = [
+            {k: int(v) if k == "timesteps" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)
+        ]
+    note = f", from the files of the run in {out.name}/ (curve.csv, summary.json, evaluation/report.json)"
+    write_curve_table(curve, out, note)
+    write_bench_table(out, note)
+    print(f"rewrote {out / 'curve.md'} and {out / 'bench.md'}")
 
 
 def run_training(args: argparse.Namespace) -> None:
@@ -116,9 +185,10 @@ def run_training(args: argparse.Namespace) -> None:
     write_report(report, records, out / "evaluation")
     summary["evaluation_seconds"] = time.perf_counter() - started
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_bench_table(out)
     print(json.dumps(summary, indent=1))
     print((out / "curve.md").read_text())
-    print((out / "evaluation" / "report.md").read_text())
+    print((out / "bench.md").read_text())
 
 
 def replot(args: argparse.Namespace) -> None:
@@ -134,7 +204,7 @@ def replot(args: argparse.Namespace) -> None:
     scenario = ROOT / "data" / "scenarios" / "13-29"
     workload = ROOT / "data" / "workloads" / "aggregator_sequential_call_patterns.json"
     greedy = greedy_reference(config, scenario, workload)
-    write_curve(curve, out, args.minutes, greedy)
+    write_curve(curve, out, args.minutes, greedy, f", redrawn from {out.name}/curve.csv of an earlier run")
     summary_file = out / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     summary["greedy_validation_fraction"] = greedy
@@ -195,11 +265,16 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20, help="Evaluation episodes per seed and family.")
     parser.add_argument("--throughput", action="store_true", help="Only measure training throughput.")
     parser.add_argument(
+        "--tables", action="store_true", help="Only rewrite curve.md and bench.md from OUT's files of an earlier run."
+    )
+    parser.add_argument(
         "--replot", action="store_true", help="Only redraw curve.{png,md} from OUT/curve.csv (adds greedy's level)."
     )
     args = parser.parse_args()
     if args.throughput:
         run_throughput(args)
+    elif args.tables:
+        rewrite_tables(args)
     elif args.replot:
         replot(args)
     else:

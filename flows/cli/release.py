@@ -137,6 +137,12 @@ def deploy(
     ] = None,
     analysis_s: Annotated[float, typer.Option(help="Seconds of each analysed period.", min=1)] = 60.0,
     tolerance_pct: Annotated[float, typer.Option(help="How much worse (%) the new policy may be.", min=0)] = 5.0,
+    kubeconfig: Annotated[
+        str | None,
+        typer.Option(
+            help="Live cluster whose own request leads the canary (default: REACH_MIGRATOR_KUBECONFIG, else none)."
+        ),
+    ] = None,
 ) -> None:
     """Blue/green deploy of a gated bento for one cluster (scenario, workload), with a canary and an analysis.
 
@@ -149,9 +155,11 @@ def deploy(
     _use_local_server()
     from flows.release.redeploy import RolledBack, reach_redeploy
     from flows.release.serving import RedeployError
+    from migrator.settings import MigratorSettings
 
+    live = kubeconfig or MigratorSettings().kubeconfig
     try:
-        result = reach_redeploy(bento, scenario, workload, analysis=params)
+        result = reach_redeploy(bento, scenario, workload, analysis=params, kubeconfig=live)
     except RolledBack as err:
         errors.print(f"[bold red]rolled back:[/] {err}", highlight=False)
         raise typer.Exit(1) from None

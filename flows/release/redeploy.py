@@ -5,8 +5,9 @@ serving deployment was made for, else the one an explicitly named bento was trai
 the bento asked for (refused with :class:`flows.release.selection.NotServable` when it cannot serve
 that cluster) or the newest gated bento that can (:mod:`.selection`: a specific bento of that
 scenario and workload, or a general one within its limits), starts it beside the running one, checks
-it with a canary batch of requests *of the served cluster* (the simulator's REACH payloads from that
-scenario and workload), switches the endpoint and stops the old server
+it with a canary batch of requests *of the served cluster* (:mod:`.canary`: the simulator's REACH
+payloads from that scenario and workload, led by the live cluster's own request when a kubeconfig
+is given), switches the endpoint and stops the old server
 (:func:`flows.release.serving.redeploy`); any failure leaves the old service serving.
 
 With :class:`flows.release.analysis.AnalysisParams` the old server stays up, idle, through an
@@ -27,6 +28,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.pipeline import PipelineParams, reach_pipeline
 from flows.release.analysis import AnalysisParams, AnalysisVerdict, decide
+from flows.release.canary import canary_requests
 from flows.release.serving import RedeployError
 
 if TYPE_CHECKING:
@@ -36,26 +38,6 @@ if TYPE_CHECKING:
 
 class RolledBack(RedeployError):
     """The analysis found the new policy worse (or could not measure it): the previous bento serves again."""
-
-
-def canary_requests(scenario: str, workload: str, count: int, seed: int = 20_000) -> list[dict[str, Any]]:
-    """``count`` REACH requests from random start states of the scenario and workload (dynamic draws)."""
-    from ceenv.env import CloudEdgeEnv
-    from ceenv.payload import request_from_state
-    from flows.local.paths import resolve_scenario, resolve_workload
-
-    scenario_dir = resolve_scenario(scenario)
-    env = CloudEdgeEnv(scenario_dir, resolve_workload(workload, scenario_dir))
-    requests = []
-    for i in range(count):
-        env.reset(seed=seed + i)
-        sim = env.simulator
-        requests.append(
-            request_from_state(
-                env.layout, sim.free_cpu_millicores, sim.free_memory_bytes, sim.slot_node, sim.target_ok()
-            )
-        )
-    return requests
 
 
 @task
@@ -104,12 +86,25 @@ def choose_bento(requested: str | None, cluster: Cluster) -> str | None:
 
 @task
 def switch_service(
-    bento: str, cluster: Cluster, canary_size: int, ready_timeout_s: float, keep_previous: bool
+    bento: str,
+    cluster: Cluster,
+    canary_size: int,
+    ready_timeout_s: float,
+    keep_previous: bool,
+    kubeconfig: str | None = None,
 ) -> RedeployResult:
-    """Blue/green switch with a canary of the served cluster; raises (and keeps the old service) on any failure."""
+    """Blue/green switch with a canary of the served cluster; raises (and keeps the old service) on any failure.
+
+    With ``kubeconfig`` the live cluster's own request (as the migrator builds it) comes first.
+    """
     from flows.release.serving import redeploy
 
     requests = canary_requests(cluster.scenario, cluster.workload, canary_size)
+    if kubeconfig:
+        from flows.release.canary import live_request
+        from migrator.settings import MigratorSettings
+
+        requests.insert(0, live_request(MigratorSettings(kubeconfig=kubeconfig)))
     result = redeploy(bento, requests, ready_timeout_s, cluster=cluster, retire_previous=not keep_previous)
     create_markdown_artifact(
         "# Redeploy\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in _summary(result).items()),
@@ -194,6 +189,7 @@ def reach_redeploy(
     canary_size: int = 16,
     ready_timeout_s: float = 120.0,
     analysis: AnalysisParams | None = None,
+    kubeconfig: str | None = None,
 ) -> dict[str, Any]:
     """Serve the newest gated bento for the cluster (or ``bento``), blue/green, with a canary and an optional analysis."""
     cluster = target_cluster(bento, scenario, workload)
@@ -201,7 +197,7 @@ def reach_redeploy(
     if chosen is None:
         get_run_logger().info("no gated bento for %s newer than the one serving it: nothing to deploy", cluster)
         return {"bento": None, "reason": f"nothing to deploy for {cluster}"}
-    result = switch_service(chosen, cluster, canary_size, ready_timeout_s, keep_previous=analysis is not None)
+    result = switch_service(chosen, cluster, canary_size, ready_timeout_s, analysis is not None, kubeconfig)
     summary = _summary(result)
     if analysis is not None and result.previous is None:
         summary["analysis"] = "skipped: the first deployment has no incumbent to compare with or to restore"

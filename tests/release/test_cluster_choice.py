@@ -162,3 +162,42 @@ def test_reach_deploy_refuses_an_unknown_scenario_with_exit_2(
     result = CliRunner().invoke(app, ["deploy", "--scenario", "99-99", "--workload", "chain", "--no-analysis"])
     assert result.exit_code == 2, result.output
     assert "no such scenario" in result.output
+
+
+def test_a_live_cluster_request_is_the_migrators_own_in_the_policys_node_names() -> None:
+    from flows.release.canary import request_of_snapshot
+    from migrator.settings import MigratorSettings
+    from migrator.snapshot import NodeInfo
+    from tests.migrator.builders import GIB, cluster, pod
+
+    nodes = tuple(
+        NodeInfo(name, 4000, 8 * GIB, labels={"reach.io/layer": layer, "reach.io/node-name": alias})
+        for name, layer, alias in (("ip-10-0-0-1", "cloud", "cloud-1"), ("ip-10-0-0-2", "edge", "edge-1"))
+    )
+    snapshot = cluster(pod("db-1", "db", "ip-10-0-0-1"), nodes=nodes)
+    plain = request_of_snapshot(snapshot, MigratorSettings())
+    assert set(plain["cluster_state"]["nodes"]) == {"ip-10-0-0-1", "ip-10-0-0-2"}
+    aliased = request_of_snapshot(snapshot, MigratorSettings(node_name_label="reach.io/node-name"))
+    assert set(aliased["cluster_state"]["nodes"]) == {"cloud-1", "edge-1"}
+    assert aliased["pod_deployable"] == {"db-1": ["edge-1"]}
+
+
+def test_the_live_request_leads_the_canary_when_a_kubeconfig_is_given(
+    store: dict[tuple[str, str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.release import canary, serving
+    from flows.release.redeploy import switch_service
+    from flows.release.selection import cluster_of
+
+    live = {"cluster_state": {"nodes": {}}, "live": True}
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(canary, "live_request", lambda settings: {**live, "kubeconfig": settings.kubeconfig})
+
+    def record(bento: str, requests: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+        seen.extend(requests)
+        raise serving.RedeployError("recorded")
+
+    monkeypatch.setattr(serving, "redeploy", record)
+    with pytest.raises(serving.RedeployError):
+        switch_service.fn(store[("7-21", "chain")], cluster_of("7-21", "chain"), 2, 1.0, False, "/tmp/kubeconfig")
+    assert len(seen) == 3 and seen[0] == {**live, "kubeconfig": "/tmp/kubeconfig"}

@@ -1,0 +1,143 @@
+"""The redeploy's analysis rule on the real stack: a bad policy is rolled back, a good one is kept.
+
+Real parts: ``bentoml serve`` of gated bentos (blue/green, :mod:`flows.release.serving`), a real
+Prometheus on 127.0.0.1 scraping every second, the ``reach-redeploy`` flow under the session's
+Prefect test server. The application's latency is stood in for by a tiny metrics endpoint that this
+test controls, so that the verdict is deterministic: it reports ``reach_app_latency_ms`` for
+whichever bento the endpoint file says is serving — 100 ms for the good policies, 200 ms for the
+one marked bad (the same artefact, packaged as another bento: what makes it bad is what the
+stand-in measures under it, exactly as a worse placement would show in the app's latency).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from tests.bento.conftest import train_briefly
+from tests.conftest import scenario_dir, workload_file
+
+SCENARIO, WORKLOAD = "7-21", "aggregator_sequential"
+GOOD_MS, BAD_MS = 100.0, 200.0
+
+
+@pytest.fixture(scope="module")
+def bentos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Three gated bentos of one briefly trained 7-21 policy: first, bad, better."""
+    from flows.release.packaging import package
+
+    artefact = train_briefly(
+        scenario_dir(SCENARIO), workload_file(WORKLOAD), tmp_path_factory.mktemp("analysis") / "policy", 64
+    )
+    return {name: package(artefact, True, f"analysis test: {name}") for name in ("first", "bad", "better")}
+
+
+@pytest.fixture(scope="module")
+def latency_standin(bentos: dict[str, str]) -> Iterator[str]:
+    """``/metrics`` with the latency under the serving bento (none while nothing serves); yields host:port."""
+    from flows.release.serving import current_endpoint
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            endpoint = current_endpoint()
+            lines = ["# TYPE reach_app_latency_ms gauge"]
+            if endpoint is not None:
+                latency_ms = BAD_MS if endpoint.bento == bentos["bad"] else GOOD_MS
+                lines.append(f"reach_app_latency_ms {latency_ms}")
+            body = ("\n".join(lines) + "\n").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(latency_standin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prometheus on 127.0.0.1 scraping the stand-in every second; stopped by its PID."""
+    from flows.local.processes import free_port, wait_http
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("REACH_REQUIRE_CLUSTER"):
+            raise RuntimeError("REACH_REQUIRE_CLUSTER is set but prometheus is not installed (deploy/local/install.sh)")
+        pytest.skip("prometheus is not installed: run deploy/local/install.sh")
+    folder = tmp_path_factory.mktemp("prometheus")
+    config = folder / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: reach-app-standin\n"
+        f"    static_configs:\n      - targets: ['{latency_standin}']\n"
+    )
+    port = free_port()
+    argv = [binary, f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
+    with (folder / "prometheus.log").open("wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/ready", 30, process.pid)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def _artifacts(flow_run_id: Any) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: str(a.data) for a in found if a.key}
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_worse_policy_is_rolled_back_and_a_good_one_kept(
+    prefect_harness: None, bentos: dict[str, str], prometheus: str
+) -> None:
+    from flows.local import processes
+    from flows.release.analysis import AnalysisParams
+    from flows.release.redeploy import reach_redeploy
+    from flows.release.serving import current_endpoint, undeploy
+
+    analysis = AnalysisParams(prometheus_url=prometheus, period_s=6, warmup_s=2, step_s=1, min_samples=4)
+    try:
+        first = reach_redeploy(bentos["first"], SCENARIO, WORKLOAD, canary_size=4, analysis=analysis)
+        assert first["analysis"].startswith("skipped: the first deployment")
+        serving = current_endpoint()
+        assert serving is not None and serving.bento == bentos["first"]
+
+        state = reach_redeploy(bentos["bad"], SCENARIO, WORKLOAD, canary_size=4, analysis=analysis, return_state=True)
+        assert state.is_failed()
+        assert "analysis failed" in str(state.message) and "blue/green back" in str(state.message), state.message
+        restored = current_endpoint()
+        assert restored is not None and restored.bento == bentos["first"] and restored.pid == serving.pid
+        bad_slot = "green" if serving.slot == "blue" else "blue"
+        assert processes.find(f"bento-{bad_slot}") is None, "the bad policy's server still runs"
+        report = _artifacts(state.state_details.flow_run_id)["redeploy-analysis"]
+        assert "FAILED — rolled back" in report and f"{BAD_MS:.2f}" in report and f"{GOOD_MS:.2f}" in report
+
+        kept = reach_redeploy(bentos["better"], SCENARIO, WORKLOAD, canary_size=4, analysis=analysis)
+        assert kept["analysis"].startswith("analysis passed"), kept
+        now = current_endpoint()
+        assert now is not None and now.bento == bentos["better"]
+        assert processes.find(f"bento-{serving.slot}") is None, "the retired server still runs"
+    finally:
+        undeploy()
