@@ -209,15 +209,21 @@ def serve(
     scenario: Annotated[str, typer.Option(help="Scenario served (name or dir).")] = "7-21",
     workload: Annotated[str, typer.Option(help="Workload served (name or file).")] = "aggregator_sequential",
 ) -> None:
-    """Serve a bento in the foreground on 127.0.0.1:3000 (development; `reach deploy` for blue/green)."""
-    from flows.release.packaging import bento_labels, gated_bento_for
-    from flows.release.selection import check_servable, cluster_of
+    """Serve a bento for a cluster in the foreground on 127.0.0.1:3000 (development; `reach deploy` for blue/green).
 
+    A general bento gets the cluster's files as its serve-time arguments (docs/release.md).
+    """
+    from flows.release.packaging import bento_labels, gated_bento_for
+    from flows.release.selection import check_servable, cluster_of, serve_arguments
+
+    arguments: dict[str, str] = {}
     try:
         cluster = cluster_of(scenario, workload)
         tag = bento or gated_bento_for(cluster)
         if tag is not None:
-            check_servable(tag, bento_labels(tag), cluster)
+            labels = bento_labels(tag)
+            check_servable(tag, labels, cluster)
+            arguments = serve_arguments(tag, labels, cluster)
     except ValueError as err:  # ScenarioError, NotServable, an unknown bento
         errors.print(f"[bold red]error:[/] {err}", highlight=False)
         raise typer.Exit(2) from None
@@ -229,4 +235,5 @@ def serve(
         )
         raise typer.Exit(2)
     bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
-    os.execv(bentoml, [bentoml, "serve", tag, "--host", "127.0.0.1", "--port", "3000"])
+    cluster_args = [part for key, value in arguments.items() for part in ("--arg", f"{key}={value}")]
+    os.execv(bentoml, [bentoml, "serve", tag, "--host", "127.0.0.1", "--port", "3000", *cluster_args])

@@ -69,7 +69,7 @@ def serve_bento(settings: DemoSettings, workload: str, wanted: str | None) -> tu
     """Serve ``wanted`` (or a freshly trained gated bento) blue/green, reusing it when it already serves."""
     from flows.release.packaging import bento_labels
     from flows.release.redeploy import canary_requests
-    from flows.release.selection import check_servable, cluster_of
+    from flows.release.selection import check_servable, cluster_of, serve_arguments
     from flows.release.serving import current_endpoint, redeploy
 
     cluster = cluster_of(settings.scenario, workload)
@@ -77,8 +77,10 @@ def serve_bento(settings: DemoSettings, workload: str, wanted: str | None) -> tu
     if serving is not None and wanted is not None and serving.bento == wanted and serving.serves(cluster):
         return serving.url, serving.bento
     bento = wanted or train_gated_bento(settings, workload)
-    check_servable(bento, bento_labels(bento), cluster)
-    endpoint = redeploy(bento, canary_requests(settings.scenario, workload, 8), cluster=cluster).endpoint
+    labels = bento_labels(bento)
+    check_servable(bento, labels, cluster)
+    requests = canary_requests(settings.scenario, workload, 8)
+    endpoint = redeploy(bento, requests, cluster=cluster, arguments=serve_arguments(bento, labels, cluster)).endpoint
     return endpoint.url, endpoint.bento
 
 

@@ -61,11 +61,14 @@ def deployments() -> list[Any]:
         reach_retrain.to_deployment(
             name="scheduled",
             cron=retrain_cron(),
-            description="Retrain on a schedule, then redeploy the newest gated bento.",
+            description="Retrain on a schedule, then redeploy for the pipeline's scenario and workload.",
             tags=["reach"],
         ),
         reach_redeploy.to_deployment(
-            name="on-demand", description="Blue/green switch to the newest gated bento.", tags=["reach"]
+            name="on-demand",
+            description="Blue/green switch to the newest gated bento for a (scenario, workload), with a canary "
+            "and an optional analysis period that rolls back a worse policy.",
+            tags=["reach"],
         ),
     ]
 

@@ -97,15 +97,20 @@ def switch_service(
 
     With ``kubeconfig`` the live cluster's own request (as the migrator builds it) comes first.
     """
+    from flows.release.packaging import bento_labels
+    from flows.release.selection import serve_arguments
     from flows.release.serving import redeploy
 
+    arguments = serve_arguments(bento, bento_labels(bento), cluster)
     requests = canary_requests(cluster.scenario, cluster.workload, canary_size)
     if kubeconfig:
         from flows.release.canary import live_request
         from migrator.settings import MigratorSettings
 
         requests.insert(0, live_request(MigratorSettings(kubeconfig=kubeconfig)))
-    result = redeploy(bento, requests, ready_timeout_s, cluster=cluster, retire_previous=not keep_previous)
+    result = redeploy(
+        bento, requests, ready_timeout_s, cluster=cluster, retire_previous=not keep_previous, arguments=arguments
+    )
     create_markdown_artifact(
         "# Redeploy\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in _summary(result).items()),
         key="redeploy",

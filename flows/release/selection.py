@@ -12,7 +12,8 @@ A bento's labels say what it can serve (written by :func:`release_labels` when i
   observation version 4, one artefact for every cluster within them).
 
 Among the eligible gated bentos the newest wins (the gate already compared each with the incumbent of
-its cluster). :class:`Cluster` is the target: names as the labels spell them plus the sizes the limits
+its cluster). A general bento is started with the served cluster's files as its serve-time
+arguments (:func:`serve_arguments`: ``bentoml serve … --arg scenario=DIR --arg workload=FILE``). :class:`Cluster` is the target: names as the labels spell them plus the sizes the limits
 are checked against. Used by :mod:`.packaging`, :mod:`.redeploy`, ``reach deploy``/``reach serve``,
 the pipeline's incumbent lookup and the demo's ``auto`` policy.
 """
@@ -38,6 +39,8 @@ class Cluster:
     workload: str
     node_count: int | None = None  # None: the scenario's files are unknown here (general bentos not eligible)
     slot_count: int | None = None
+    scenario_dir: str = ""  # absolute paths, for a general bento's serve-time arguments ("" when unknown)
+    workload_file: str = ""
 
     def __str__(self) -> str:
         return f"{self.scenario} / {self.workload}"
@@ -71,7 +74,14 @@ def cluster_of(scenario: str, workload: str, strict: bool = True) -> Cluster:
             raise
         workload_file = Path(workload)
     layout = layout_from_scenario(load_scenario(scenario_dir))
-    return Cluster(scenario_dir.name, workload_name(workload_file), layout.node_count, layout.slot_count)
+    return Cluster(
+        scenario_dir.name,
+        workload_name(workload_file),
+        layout.node_count,
+        layout.slot_count,
+        str(scenario_dir.resolve()),
+        str(workload_file.resolve()) if workload_file.is_file() else "",
+    )
 
 
 def _limit(labels: Mapping[str, str], key: str) -> int | None:
@@ -119,6 +129,16 @@ def choose(bentos: Iterable[tuple[str, Mapping[str, str]]], cluster: Cluster, ex
         if tag != exclude and why_not(labels, cluster) is None:
             return tag
     return None
+
+
+def serve_arguments(tag: str, labels: Mapping[str, str], cluster: Cluster) -> dict[str, str]:
+    """The bento arguments that make a bento serve ``cluster``: none for a specific bento (it serves its own);
+    ``scenario`` (directory) and ``workload`` (call-pattern file) for a general one (``bentoml serve --arg``)."""
+    if labels.get("scenario") != ANY:
+        return {}
+    if not cluster.scenario_dir or not cluster.workload_file:
+        raise NotServable(f"bento {tag} is general but the files of {cluster} are unknown here; name them by path")
+    return {"scenario": cluster.scenario_dir, "workload": cluster.workload_file}
 
 
 def is_general(model_labels: Mapping[str, str], card: Mapping[str, Any]) -> bool:

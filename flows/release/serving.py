@@ -13,13 +13,14 @@ untouched. Used by the ``reach-redeploy`` flow and ``reach deploy``/``reach serv
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,7 @@ class Endpoint:
     since: float
     scenario: str = ""  # the cluster it was deployed for ("" in files written before this field)
     workload: str = ""
+    arguments: dict[str, str] = field(default_factory=dict)  # serve-time bento arguments (a general policy's cluster)
 
     def serves(self, cluster: Cluster) -> bool:
         """Whether this deployment was made for ``cluster`` (scenario and workload names)."""
@@ -91,11 +93,14 @@ def bentoml_home() -> str:
     return str(BentoMLContainer.bentoml_home.get())
 
 
-def start_bento(bento: str, slot: str, ready_timeout_s: float = 120.0) -> processes.ProcessRecord:
-    """``bentoml serve <bento>`` on a free loopback port as process ``bento-<slot>``; wait until ready."""
+def start_bento(
+    bento: str, slot: str, ready_timeout_s: float = 120.0, arguments: dict[str, str] | None = None
+) -> processes.ProcessRecord:
+    """``bentoml serve <bento> [--arg k=v …]`` on a free loopback port as process ``bento-<slot>``; wait until ready."""
     port = processes.free_port()
     bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
     argv = [bentoml, "serve", bento, "--host", "127.0.0.1", "--port", str(port)]
+    argv += [part for key, value in (arguments or {}).items() for part in ("--arg", f"{key}={value}")]
     record = processes.start(
         f"bento-{slot}", argv, port, {"BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": bentoml_home()}
     )
@@ -145,6 +150,7 @@ def redeploy(
     drain_s: float = 3.0,
     cluster: Cluster | None = None,
     retire_previous: bool = True,
+    arguments: dict[str, str] | None = None,
 ) -> RedeployResult:
     """Blue/green switch to ``bento`` for ``cluster``; on any failure the old server keeps serving (see module doc)."""
     previous = current_endpoint()
@@ -157,14 +163,14 @@ def redeploy(
         raise RedeployError(f"bento {bento} is already serving at {previous.url}")
     slot = SLOTS[1] if previous is not None and previous.slot == SLOTS[0] else SLOTS[0]
     processes.stop(f"bento-{slot}")  # a leftover of an earlier failed switch
-    record = start_bento(bento, slot, ready_timeout_s)
+    record = start_bento(bento, slot, ready_timeout_s, arguments)
     result = canary(record.url, previous.url if previous else None, canary_requests)
     if result.failures:
         processes.stop(record.name)
         raise RedeployError(
             f"bento {bento} failed {len(result.failures)} of {result.requests} canary requests: {result.failures[0]}"
         )
-    endpoint = Endpoint(record.url, bento, slot, record.pid, time.time(), scenario, workload)
+    endpoint = Endpoint(record.url, bento, slot, record.pid, time.time(), scenario, workload, dict(arguments or {}))
     switch(endpoint)
     if previous is not None and retire_previous:
         retire(previous, drain_s)
@@ -186,12 +192,11 @@ def roll_back(result: RedeployResult, ready_timeout_s: float = 120.0, drain_s: f
     previous = result.previous
     if previous is None:
         raise RedeployError(f"nothing to roll back to: {result.endpoint.bento} was the first deployment")
-    if not processes.is_alive(previous.pid):
-        record = start_bento(previous.bento, previous.slot, ready_timeout_s)
-        previous = Endpoint(record.url, previous.bento, previous.slot, record.pid, time.time(),
-                            previous.scenario, previous.workload)  # fmt: skip
-    restored = Endpoint(previous.url, previous.bento, previous.slot, previous.pid, time.time(),
-                        previous.scenario, previous.workload)  # fmt: skip
+    url, pid = previous.url, previous.pid
+    if not processes.is_alive(pid):
+        record = start_bento(previous.bento, previous.slot, ready_timeout_s, previous.arguments)
+        url, pid = record.url, record.pid
+    restored = dataclasses.replace(previous, url=url, pid=pid, since=time.time())
     switch(restored)
     time.sleep(drain_s)
     processes.stop(f"bento-{result.endpoint.slot}")

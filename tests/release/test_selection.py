@@ -96,3 +96,15 @@ def test_a_card_with_padding_limits_is_labelled_general() -> None:
 def test_a_general_model_without_limits_is_refused() -> None:
     with pytest.raises(ValueError, match="declares no max_nodes/max_slots"):
         release_labels(True, "reach-policy:c", {"scenario": ANY, "workload": ANY}, {"layout": {}})
+
+
+def test_a_general_bento_is_served_with_the_clusters_files_and_a_specific_one_with_none() -> None:
+    from flows.release.selection import serve_arguments
+
+    cluster = cluster_of("13-29", "chain")
+    assert serve_arguments("b1", {"scenario": "13-29", "workload": "chain"}, cluster) == {}
+    arguments = serve_arguments("b2", GENERAL_20, cluster)
+    assert arguments["scenario"].endswith("data/scenarios/13-29")
+    assert arguments["workload"].endswith("data/workloads/chain_call_patterns.json")
+    with pytest.raises(NotServable, match="files of custom / chain are unknown"):
+        serve_arguments("b2", GENERAL_20, Cluster("custom", "chain", 5, 10))

@@ -79,3 +79,23 @@ def test_a_bento_that_never_gets_ready_is_stopped_and_reported(
     with pytest.raises(serving.RedeployError, match="did not become ready"):
         serving.start_bento("reach-policy-service:never", "blue", ready_timeout_s=1.5)
     assert serving.processes.find("bento-blue") is None
+
+
+def test_a_general_bento_is_started_with_its_serve_time_arguments(
+    reach_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fake ``bentoml`` writes its argv and exits: the start fails, the command line is what is checked."""
+    fake_bin = reach_home / "fakebin-args"
+    fake_bin.mkdir(parents=True, exist_ok=True)
+    seen = reach_home / "argv.json"
+    fake = fake_bin / "bentoml"
+    fake.write_text(f"#!{sys.executable}\nimport json, sys\nopen({str(seen)!r}, 'w').write(json.dumps(sys.argv[1:]))\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(serving.sys, "executable", str(fake_bin / "python"))
+    with pytest.raises(serving.RedeployError, match="did not become ready"):
+        serving.start_bento(
+            "reach-policy-service:general", "green", 5.0, {"scenario": "/d/13-29", "workload": "/w.json"}
+        )
+    argv = json.loads(seen.read_text())
+    assert argv[:2] == ["serve", "reach-policy-service:general"]
+    assert argv[-4:] == ["--arg", "scenario=/d/13-29", "--arg", "workload=/w.json"]
