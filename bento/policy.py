@@ -22,9 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bento.artefact import ArtefactMetadata
 from ceenv.encoding import (
+    GIB,
     SUPPORTED_OBSERVATION_VERSIONS,
     DecodedState,
     Layout,
+    PayloadError,
     decode_action,
     move_gain_features,
     move_mask,
@@ -172,6 +174,30 @@ class NominalLatency:
         return float(self.model.latency(counts, self.costs))
 
 
+CAPACITY_TOLERANCE = 1e-6  # relative: rounding in the client's unit conversions is not an error
+
+
+def check_capacity(layout: Layout, state: DecodedState) -> None:
+    """Refuse free resources larger than the node's capacity in the model's scenario (nominal CPU and memory).
+
+    A client reporting more free CPU or memory than the node has is wrong (or hostile), and its
+    numbers would steer the policy; :class:`ceenv.encoding.PayloadError` names the node and both numbers.
+    """
+    checks = (
+        ("cpu_availability", state.free_cpu_millicores, layout.node_cpu_scale_millicores, 1.0, "millicores"),
+        ("memory_availability", state.free_memory_bytes, layout.node_memory_scale_bytes, GIB, "GiB"),
+    )
+    for field_name, free, capacity, unit, unit_name in checks:
+        over = np.flatnonzero(free > np.asarray(capacity) * (1 + CAPACITY_TOLERANCE))
+        if over.size:
+            i = int(over[0])
+            name = layout.node_names[i]
+            raise PayloadError(
+                f"cluster_state.nodes.{name}.{field_name} is {free[i] / unit:g} {unit_name}, more than the node's "
+                f"capacity of {capacity[i] / unit:g} {unit_name} in the model's scenario"
+            )
+
+
 @dataclass(frozen=True)
 class Encoded:
     """A request as the policy sees it."""
@@ -196,6 +222,7 @@ class Policy:
     def encode(self, request: ActionRequest) -> Encoded:
         """Observation and mask of a request; raises :class:`ceenv.encoding.PayloadError` on bad input."""
         state = state_from_request(self.layout, request)
+        check_capacity(self.layout, state)
         mask = move_mask(self.layout, state.slot_node, state.target_ok)
         gains = None
         if self.layout.needs_move_gains:
