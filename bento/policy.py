@@ -4,7 +4,7 @@
 scenario and workload identity, observation version, evaluation summary, gate verdict);
 :func:`check_card` refuses a card whose observation version or layout does not match this code.
 :class:`Policy` turns one ``POST /get_action`` request into a decision through the shared encoder
-(:mod:`ceenv.encoding`): observation, mask from ``pod_deployable``, a deterministic MaskablePPO
+(:mod:`ceenv.observation`): observation, mask from ``pod_deployable``, a deterministic MaskablePPO
 prediction (:meth:`bento.artefact.LoadedPolicy.decide`), and STOP whenever the chosen action is
 not valid. Used by :mod:`bento.store` (which builds it from a stored model) and by
 :mod:`bento.service` (which serves it); nothing here touches HTTP or the model store.
@@ -21,22 +21,12 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bento.artefact import ArtefactMetadata
-from ceenv.encoding import (
-    GIB,
-    SUPPORTED_OBSERVATION_VERSIONS,
-    DecodedState,
-    Layout,
-    PayloadError,
-    decode_action,
-    move_gain_features,
-    move_mask,
-    observe,
-    placement_counts,
-    state_from_request,
-)
 from ceenv.latency import CallCosts, LatencyModel
+from ceenv.layout import SUPPORTED_OBSERVATION_VERSIONS, Layout, placement_counts
+from ceenv.observation import decode_action, move_gain_features, move_mask, observe
+from ceenv.payload import DecodedState, PayloadError, state_from_request
 from ceenv.scenario import scenario_from_documents
-from ceenv.schema import ActionRequest, ActionResponse
+from ceenv.schema import BYTES_PER_GIB, ActionRequest, ActionResponse
 from ceenv.workload import check_workload, parse_workload
 
 CARD_FORMAT = 1
@@ -66,8 +56,8 @@ class PolicyCard(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     card_format: int = Field(default=CARD_FORMAT, description="Version of this metadata layout.")
-    observation_version: int = Field(description="ceenv.encoding.OBSERVATION_VERSION the policy was trained with.")
-    layout: dict[str, Any] = Field(description="ceenv.encoding.Layout.to_dict() of the training scenario.")
+    observation_version: int = Field(description="ceenv.layout.OBSERVATION_VERSION the policy was trained with.")
+    layout: dict[str, Any] = Field(description="ceenv.layout.Layout.to_dict() of the training scenario.")
     layout_fingerprint: str = Field(description="Layout.fingerprint() at packaging time.")
     scenario: FileIdentity
     workload: FileIdentity
@@ -181,11 +171,11 @@ def check_capacity(layout: Layout, state: DecodedState) -> None:
     """Refuse free resources larger than the node's capacity in the model's scenario (nominal CPU and memory).
 
     A client reporting more free CPU or memory than the node has is wrong (or hostile), and its
-    numbers would steer the policy; :class:`ceenv.encoding.PayloadError` names the node and both numbers.
+    numbers would steer the policy; :class:`ceenv.payload.PayloadError` names the node and both numbers.
     """
     checks = (
         ("cpu_availability", state.free_cpu_millicores, layout.node_cpu_scale_millicores, 1.0, "millicores"),
-        ("memory_availability", state.free_memory_bytes, layout.node_memory_scale_bytes, GIB, "GiB"),
+        ("memory_availability", state.free_memory_bytes, layout.node_memory_scale_bytes, BYTES_PER_GIB, "GiB"),
     )
     for field_name, free, capacity, unit, unit_name in checks:
         over = np.flatnonzero(free > np.asarray(capacity) * (1 + CAPACITY_TOLERANCE))
@@ -220,7 +210,7 @@ class Policy:
         self.latency = latency
 
     def encode(self, request: ActionRequest) -> Encoded:
-        """Observation and mask of a request; raises :class:`ceenv.encoding.PayloadError` on bad input."""
+        """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input."""
         state = state_from_request(self.layout, request)
         check_capacity(self.layout, state)
         mask = move_mask(self.layout, state.slot_node, state.target_ok)

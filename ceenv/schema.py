@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 SCHEMA_VERSION = 1
+BYTES_PER_GIB = 2**30  # memory_availability is in GiB on the wire
 MAX_NAME_CHARS = 253  # a Kubernetes object name (DNS subdomain) is at most 253 characters
 
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]

@@ -27,9 +27,23 @@ CONFIG = SchemathesisConfig.from_dict(
 )
 
 
+def without_lifespan(app: Any) -> Any:
+    """``app`` for requests only: its lifespan belongs to the session's test client, which started it."""
+
+    async def requests_only(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+    return requests_only
+
+
 @pytest.fixture(scope="module")
-def api_schema(asgi_app: Any) -> Any:
-    return schemathesis.openapi.from_asgi("/docs.json", asgi_app, config=CONFIG)
+def api_schema(asgi_app: Any, asgi_client: Any) -> Any:
+    return schemathesis.openapi.from_asgi("/docs.json", without_lifespan(asgi_app), config=CONFIG)
 
 
 def test_the_document_lists_the_api_with_its_errors(api_schema: Any) -> None:
