@@ -1,4 +1,4 @@
-"""The migrator's own Prometheus metrics: migrations by result, refusals by reason, decision latency, loop duration.
+"""The migrator's own Prometheus metrics: migrations by result, refusals and blind cycles by reason, decision latency, loop duration.
 
 Published on 127.0.0.1 (``metrics_host``: the pod's IP in a cluster) when ``metrics_port`` is set
 (``reach migrate --metrics-port``, ``reach demo``) and read by the Grafana dashboard and alert rules in ``deploy/observability/``. Nothing in the
@@ -39,6 +39,11 @@ class MigratorTelemetry:
             "reach_migrator_refusals", "Moves the guards refused, by reason (docs/migrator.md).",
             ["reason"], registry=self.registry,
         )  # fmt: skip
+        self.blind_cycles = Counter(
+            "reach_migrator_blind_cycles", "Cycles that moved nothing because the migrator could not observe "
+            "(latency or cluster) or could not check the policy's answer, by reason (docs/migrator.md).",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
         self.decisions = Counter(
             "reach_migrator_decisions", "Answers per policy question (stop, no-advice, move).",
             ["kind"], registry=self.registry,
@@ -67,6 +72,8 @@ class MigratorTelemetry:
             self.migrations.labels(result=RESULT_EVENTS[event]).inc()
         elif event == "refused":
             self.refusals.labels(reason=str(entry.get("reason") or "unknown")).inc()
+        elif event == "blind":
+            self.blind_cycles.labels(reason=str(entry.get("reason") or "unknown")).inc()
 
 
 @dataclass
