@@ -9,6 +9,7 @@ is stopped by the minimum predicted gain and by the return hold-down: the loop c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from ceenv.schema import ActionRequest
 from migrator.controller import Controller
@@ -116,7 +117,7 @@ class FlappingPolicy:
     every second move is predicted to make latency worse (109.6 → 110.65 ms), as in issue 13.
     """
 
-    LATENCY_MS = {"edge-1": 110.65, "edge-2": 109.6}
+    LATENCY_MS: ClassVar[dict[str, float]] = {"edge-1": 110.65, "edge-2": 109.6}
 
     def __init__(self, predict: bool):
         self.predict = predict
@@ -173,5 +174,5 @@ def test_stop_is_not_blind(tmp_path: Path) -> None:
         def ask(self, request: ActionRequest) -> Advice:
             return Stop()
 
-    controller, _, telemetry = make(Stops(), tmp_path)
+    controller, _, _ = make(Stops(), tmp_path)
     assert controller.run_cycle()[0].kind == "stop" and not controller.run_cycle()[0].blind
