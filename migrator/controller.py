@@ -39,6 +39,8 @@ from migrator.snapshot import ClusterSnapshot, LatencyReading
 CLUSTER_UNREADABLE = "cluster-unreadable"
 POLICY_ANSWER_MALFORMED = "policy-answer-malformed"
 POLICY_ANSWER_UNCHECKED = "policy-answer-unchecked"
+LATENCY_PROBLEMS = ("prometheus-unreachable", "latency-empty", "latency-not-a-number", "latency-stale")
+BLIND_REASONS = (*LATENCY_PROBLEMS, CLUSTER_UNREADABLE, POLICY_ANSWER_MALFORMED, POLICY_ANSWER_UNCHECKED)
 
 LOGGER = logging.getLogger("reach.migrator")
 

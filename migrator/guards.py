@@ -119,6 +119,9 @@ class MigrationLedger:
         inherited[left_node] = now_s + hold_down_s
         for name in pod_names:
             self.left_until_s[name] = dict(inherited)
+        expired = [n for n, nodes in self.left_until_s.items() if max(nodes.values()) <= now_s]
+        for name in expired:  # pods come and go: keep only live hold-downs
+            del self.left_until_s[name]
 
     def left_recently(self, pod_name: str, node_name: str, now_s: float) -> float | None:
         """Seconds until ``pod_name`` may return to ``node_name``, or None when it may."""

@@ -17,10 +17,12 @@ from prometheus_api_client import PrometheusConnect
 
 from migrator.snapshot import LatencyReading
 
-UNREACHABLE = "prometheus-unreachable"
-EMPTY = "latency-empty"
-NOT_A_NUMBER = "latency-not-a-number"
-STALE = "latency-stale"
+UNREACHABLE, EMPTY, NOT_A_NUMBER, STALE = (
+    "prometheus-unreachable",
+    "latency-empty",
+    "latency-not-a-number",
+    "latency-stale",
+)  # the same strings as migrator.controller.LATENCY_PROBLEMS (this module stays out of the controller's imports)
 
 
 @dataclass

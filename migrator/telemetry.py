@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from ceenv.schema import ActionRequest
-from migrator.controller import Controller, CycleOutcome, Journal, PolicyAdvisor
+from migrator.controller import BLIND_REASONS, Controller, CycleOutcome, Journal, PolicyAdvisor
+from migrator.guards import Refusal
 from migrator.policy import Advice, NoAdvice, Stop
 
 LOOPBACK = "127.0.0.1"
@@ -60,6 +61,11 @@ class MigratorTelemetry:
             "reach_migrator_last_cycle_timestamp_seconds", "Unix time when the last cycle ended.",
             registry=self.registry,
         )  # fmt: skip
+
+        for reason in Refusal:  # every reason is a series from the start (0 until it happens)
+            self.refusals.labels(reason=reason.value)
+        for blind_reason in BLIND_REASONS:
+            self.blind_cycles.labels(reason=blind_reason)
 
     def serve(self, port: int, host: str = LOOPBACK) -> Any:
         """Publish the registry on http://<host>:<port>/metrics (loopback by default); ``shutdown()`` stops it."""
