@@ -6,8 +6,8 @@ label ``reach.io/node-type``) with one scheduling constraint, reads it back thro
 and checks three things: ``pod_deployable`` lists exactly the nodes the constraint allows, the
 guard refuses a move to a forbidden node with the constraint's own reason, and the real
 kube-scheduler agrees: a probe copy of the pod (same labels, but not adopted by the ReplicaSet),
-pinned to one node with ``matchFields metadata.name``, is Unschedulable on a forbidden node with
-the scheduler's own words, and is bound on an allowed one. Everything created is deleted.
+offered with every other node cordoned (as the actuator aims a replacement), is Unschedulable on a
+forbidden node with the scheduler's own words, and is bound on an allowed one. Everything created is deleted.
 """
 
 from __future__ import annotations
@@ -101,24 +101,22 @@ def guard_reason(api_client: Any, pod: str, target: str) -> str:
 
 
 def scheduler_says(api_client: Any, core: Any, pod_name: str, node: str) -> str:
-    """Bind a probe copy of the pod to ``node`` through kube-scheduler: '' when bound, else its message."""
+    """Offer a probe copy of the pod to kube-scheduler with every other node cordoned (the actuator's
+    own way to aim a replacement; cordons change no filter's counting): '' when bound to ``node``,
+    else the scheduler's message."""
     from kubernetes import client
 
     source = core.read_namespaced_pod(pod_name, NS)
     spec = client.ApiClient().sanitize_for_serialization(source.spec)
     for computed in ("nodeName", "priority", "preemptionPolicy"):
         spec.pop(computed, None)
-    pin = {"key": "metadata.name", "operator": "In", "values": [node]}
-    required = spec.setdefault("affinity", {}).setdefault("nodeAffinity", {}).get(
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    ) or {"nodeSelectorTerms": [{}]}
-    for term in required["nodeSelectorTerms"]:
-        term["matchFields"] = [*term.get("matchFields", []), pin]
-    spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] = required
     labels = {**copy.deepcopy(source.metadata.labels), "pod-template-hash": "probe"}
     name = f"probe-{next(_probe_ids)}"
-    core.create_namespaced_pod(NS, {"metadata": {"name": name, "labels": labels}, "spec": spec})
+    cordoned = [n.metadata.name for n in core.list_node().items if n.metadata.name != node and not n.spec.unschedulable]
+    for other in cordoned:
+        core.patch_node(other, {"spec": {"unschedulable": True}})
     try:
+        core.create_namespaced_pod(NS, {"metadata": {"name": name, "labels": labels}, "spec": spec})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             probe = core.read_namespaced_pod(name, NS)
@@ -131,6 +129,8 @@ def scheduler_says(api_client: Any, core: Any, pod_name: str, node: str) -> str:
             time.sleep(0.3)
         raise TimeoutError(f"the scheduler neither bound nor refused probe {name} within 30 s")
     finally:
+        for other in cordoned:
+            core.patch_node(other, {"spec": {"unschedulable": None}})
         core.delete_namespaced_pod(name, NS, grace_period_seconds=0)
         while any(p.metadata.name == name for p in core.list_namespaced_pod(NS, label_selector=SELECTOR).items):
             time.sleep(0.3)
@@ -148,7 +148,7 @@ def test_required_node_affinity(api_client: Any, core: Any, fit: Any) -> None:
     _, request = observe(api_client)
     assert sorted(request.pod_deployable[pod]) == sorted({*small, big[0]} - {node})
     assert guard_reason(api_client, pod, big[1]) == "target-node-affinity"
-    assert "node selector" in scheduler_says(api_client, core, pod, big[1])
+    assert "node affinity" in scheduler_says(api_client, core, pod, big[1])
     allowed = sorted({*small, big[0]} - {node})[0]
     assert scheduler_says(api_client, core, pod, allowed) == ""
 
