@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ceenv.scenario import Scenario
+from ceenv.units import cpu_millicores
 from ceenv.workload import Call, Workload
 
 FloatArray = npt.NDArray[np.float64]
@@ -55,7 +56,7 @@ def nominal_conditions(scenario: Scenario) -> Conditions:
     layers = scenario.layers
     delay = np.array([[scenario.delay_range_ms[(a, b)][0] for b in layers] for a in layers])
     return Conditions(
-        cpu_millicores=np.array([round(n.nominal_cpu_cores * 1000) for n in scenario.nodes], dtype=np.float64),
+        cpu_millicores=np.array([n.nominal_cpu_millicores for n in scenario.nodes], dtype=np.float64),
         memory_bytes=np.array([round(n.nominal_memory_bytes) for n in scenario.nodes], dtype=np.float64),
         utilization=np.array([n.utilization_range[0] for n in scenario.nodes]),
         delay_ms=delay,
@@ -70,7 +71,7 @@ def draw_conditions(scenario: Scenario, rng: np.random.Generator) -> Conditions:
     nodes = scenario.nodes
     picks = rng.random((2, len(nodes)))
     cpu = [
-        round(n.cpu_choices_cores[int(u * len(n.cpu_choices_cores))] * 1000)
+        cpu_millicores(n.cpu_choices_cores[int(u * len(n.cpu_choices_cores))])
         for n, u in zip(nodes, picks[0], strict=True)
     ]
     mem = [
@@ -104,7 +105,7 @@ class LatencyModel:
 
     ``counts`` arguments are ``(S, N)`` pod counts (or ``(K, S, N)`` for a batch of placements),
     services in scenario order and nodes in node order. Every service the workload calls must have
-    at least one pod; :func:`ceenv.placement.check_placement` enforces that for user input.
+    at least one pod; :func:`ceenv.placement.slots_from_assignment` enforces that for user input.
     """
 
     def __init__(self, scenario: Scenario, workload: Workload) -> None:
@@ -149,7 +150,7 @@ class LatencyModel:
         self.called_services[self.call_service] = True
 
     def nominal_costs(self) -> CallCosts:
-        """:meth:`prepare` of the scenario's nominal network (computed once, then reused)."""
+        """:meth:`LatencyModel.prepare` of the scenario's nominal network (computed once, then reused)."""
         cached: CallCosts | None = self.__dict__.get("_nominal_costs")
         if cached is None:
             cached = self.prepare(build_network(self.scenario, nominal_conditions(self.scenario)))
