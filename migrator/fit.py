@@ -11,6 +11,7 @@ scheduler counts it. Pods in a terminal phase count nowhere; terminating pods co
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
 from migrator.snapshot import (
@@ -71,8 +72,23 @@ def node_affinity_ok(pod: PodInfo, node: NodeInfo) -> bool:
     return not pod.required_node_affinity or any(term_matches(t, node) for t in pod.required_node_affinity)
 
 
-def _counted_pods(snapshot: ClusterSnapshot) -> list[PodInfo]:
-    return [p for p in snapshot.pods if p.node_name and p.holds_resources]
+@dataclass(frozen=True)
+class FitIndex:
+    """What every filter reads from one snapshot, computed once (``pod_deployable`` asks pods × nodes times)."""
+
+    nodes: Mapping[str, NodeInfo]
+    counted: tuple[PodInfo, ...]
+    pods_per_node: Mapping[str, int]
+    anti_affinity_holders: tuple[PodInfo, ...]
+
+    @classmethod
+    def of(cls, snapshot: ClusterSnapshot) -> FitIndex:
+        counted = tuple(p for p in snapshot.pods if p.node_name and p.holds_resources)
+        per_node: dict[str, int] = {}
+        for p in counted:
+            per_node[p.node_name] = per_node.get(p.node_name, 0) + 1
+        holders = tuple(p for p in counted if p.required_anti_affinity)
+        return cls({n.name: n for n in snapshot.nodes}, counted, per_node, holders)
 
 
 def _term_selects(term: PodAffinityTerm, owner: PodInfo, other: PodInfo) -> bool:
@@ -85,13 +101,14 @@ def _same_domain(nodes: Mapping[str, NodeInfo], a: str, b: NodeInfo, key: str) -
     return node_a is not None and key in b.labels and node_a.labels.get(key) == b.labels[key]
 
 
-def anti_affinity_conflict(pod: PodInfo, node: NodeInfo, snapshot: ClusterSnapshot) -> str:
+def anti_affinity_conflict(pod: PodInfo, node: NodeInfo, index: FitIndex) -> str:
     """The pod that forbids the node (either side's required anti-affinity), or ''."""
-    nodes = {n.name: n for n in snapshot.nodes}
-    for other in _counted_pods(snapshot):
-        for term in pod.required_anti_affinity:
+    nodes = index.nodes
+    for term in pod.required_anti_affinity:
+        for other in index.counted:
             if _term_selects(term, pod, other) and _same_domain(nodes, other.node_name, node, term.topology_key):
                 return f"pod {other.name} on {other.node_name} matches {pod.name}'s anti-affinity ({term.topology_key})"
+    for other in index.anti_affinity_holders:
         for term in other.required_anti_affinity:
             if _term_selects(term, other, pod) and _same_domain(nodes, other.node_name, node, term.topology_key):
                 return f"pod {other.name}'s anti-affinity ({term.topology_key}) excludes {pod.name}"
@@ -104,25 +121,27 @@ def _eligible_for_spread(pod: PodInfo, node: NodeInfo, keys: tuple[str, ...]) ->
     return selector_ok and node_affinity_ok(pod, node) and all(k in node.labels for k in keys)
 
 
-def spread_violation(pod: PodInfo, node: NodeInfo, snapshot: ClusterSnapshot) -> str:
+def spread_violation(pod: PodInfo, node: NodeInfo, index: FitIndex) -> str:
     """The first DoNotSchedule constraint a copy of the pod on ``node`` would break, or ''."""
     hard = [c for c in pod.topology_spread if c.when_unsatisfiable == "DoNotSchedule"]
+    if not hard:
+        return ""
     keys = tuple(c.topology_key for c in hard)
-    eligible = {n.name: n for n in snapshot.nodes if _eligible_for_spread(pod, n, keys)}
+    eligible = {n.name: n for n in index.nodes.values() if _eligible_for_spread(pod, n, keys)}
     for constraint in hard:
         if constraint.topology_key not in node.labels:
             return f"node {node.name} has no label {constraint.topology_key!r} (spread constraint)"
-        skew = _skew_after(pod, node, constraint, eligible, snapshot)
+        skew = _skew_after(pod, node, constraint, eligible, index)
         if skew > constraint.max_skew:
             return f"skew on {constraint.topology_key} would be {skew} > maxSkew {constraint.max_skew}"
     return ""
 
 
 def _skew_after(
-    pod: PodInfo, node: NodeInfo, c: SpreadConstraint, eligible: Mapping[str, NodeInfo], snapshot: ClusterSnapshot
+    pod: PodInfo, node: NodeInfo, c: SpreadConstraint, eligible: Mapping[str, NodeInfo], index: FitIndex
 ) -> int:
     counts = {n.labels[c.topology_key]: 0 for n in eligible.values()}
-    for other in _counted_pods(snapshot):
+    for other in index.counted:
         if other.node_name in eligible and other.namespace == pod.namespace and c.selector.matches(other.labels):
             counts[eligible[other.node_name].labels[c.topology_key]] += 1
     domain = node.labels[c.topology_key]
@@ -136,8 +155,8 @@ def _ports_clash(a: HostPort, b: HostPort) -> bool:
     return a.port == b.port and a.protocol == b.protocol and same_address
 
 
-def host_port_conflict(pod: PodInfo, node: NodeInfo, snapshot: ClusterSnapshot) -> str:
-    for other in _counted_pods(snapshot):
+def host_port_conflict(pod: PodInfo, node: NodeInfo, index: FitIndex) -> str:
+    for other in index.counted:
         if other.node_name != node.name:
             continue
         for mine in pod.host_ports:
@@ -146,20 +165,20 @@ def host_port_conflict(pod: PodInfo, node: NodeInfo, snapshot: ClusterSnapshot) 
     return ""
 
 
-def pods_on(node: NodeInfo, snapshot: ClusterSnapshot) -> int:
-    return sum(1 for p in _counted_pods(snapshot) if p.node_name == node.name)
-
-
-def unfit(pod: PodInfo, node: NodeInfo, snapshot: ClusterSnapshot) -> tuple[Unfit, str] | None:
-    """The first of these scheduler filters that refuses a copy of ``pod`` on ``node``, with the detail."""
+def unfit(
+    pod: PodInfo, node: NodeInfo, snapshot: ClusterSnapshot, index: FitIndex | None = None
+) -> tuple[Unfit, str] | None:
+    """The first of these scheduler filters that refuses a copy of ``pod`` on ``node``, with the detail;
+    ``index`` is ``FitIndex.of(snapshot)``, passed in when many pairs are judged on one snapshot."""
+    index = index or FitIndex.of(snapshot)
     if not node_affinity_ok(pod, node):
         return Unfit.NODE_AFFINITY, f"node {node.name} matches none of {pod.name}'s required node affinity terms"
-    if node.allocatable_pods is not None and pods_on(node, snapshot) >= node.allocatable_pods:
+    if node.allocatable_pods is not None and index.pods_per_node.get(node.name, 0) >= node.allocatable_pods:
         return Unfit.POD_LIMIT, f"node {node.name} already runs its {node.allocatable_pods} allocatable pods"
-    if pod.host_ports and (detail := host_port_conflict(pod, node, snapshot)):
+    if pod.host_ports and (detail := host_port_conflict(pod, node, index)):
         return Unfit.HOST_PORT, detail
-    if detail := anti_affinity_conflict(pod, node, snapshot):
+    if detail := anti_affinity_conflict(pod, node, index):
         return Unfit.ANTI_AFFINITY, detail
-    if detail := spread_violation(pod, node, snapshot):
+    if detail := spread_violation(pod, node, index):
         return Unfit.TOPOLOGY_SPREAD, detail
     return None

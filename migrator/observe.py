@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ceenv.schema import BYTES_PER_GIB, ActionRequest, ClusterState, NodeState, PodRef, ServiceState
-from migrator.fit import unfit
+from migrator.fit import FitIndex, unfit
 from migrator.snapshot import ClusterSnapshot, NodeInfo, PodInfo
 
 _SCHEDULING_EFFECTS = ("NoSchedule", "NoExecute")
@@ -90,9 +90,12 @@ def fits(pod: PodInfo, node: NodeInfo, free: FreeResources, rules: FitRules) -> 
 def pod_deployable(snapshot: ClusterSnapshot, rules: FitRules) -> dict[str, list[str]]:
     """Per running pod, the nodes a copy fits on; terminating pods are left out, as in ``services``."""
     free = free_resources(snapshot)
+    index = FitIndex.of(snapshot)
     return {
         pod.name: [
-            n.name for n in snapshot.nodes if fits(pod, n, free[n.name], rules) and unfit(pod, n, snapshot) is None
+            n.name
+            for n in snapshot.nodes
+            if fits(pod, n, free[n.name], rules) and unfit(pod, n, snapshot, index) is None
         ]
         for pod in snapshot.app_pods
         if pod.node_name and not pod.terminating
