@@ -1,11 +1,17 @@
-"""Never act blind, on the real local stack: Prometheus stopped by PID mid-run, then restarted.
+"""Never act blind and no flapping, on the real local stack.
 
+Never act blind: Prometheus stopped by PID mid-run, then restarted.
 The 7-21 app runs on the local Kubernetes 1.20 control plane; a real Prometheus on 127.0.0.1
 scrapes a latency gauge held above the QoS threshold every second, and the production controller
 (``build_controller``: KubeOps, the policy client, PrometheusMetrics) reads it. While Prometheus is
 stopped, monitoring cycles ask nothing and move nothing, and each writes one ``blind`` record with
 the reason (and a count in ``reach_migrator_blind_cycles_total``); once Prometheus is back, the
 next cycle says ``resumed`` and migrates the pod the fake policy names.
+
+No flapping: a fake policy that, after moving a db pod S → T, keeps asking to move it back, first
+with the service's predicted latencies saying the way back is worse, then without predictions. The
+controller (its own settings: minimum predicted gain 1 ms, return hold-down 600 s) migrates once,
+refuses ``gain-too-small`` and then ``return-hold-down``, and the pod stays on T.
 """
 
 from __future__ import annotations
@@ -159,3 +165,34 @@ def test_prometheus_stopped_mid_run_means_no_move_and_a_reason_then_the_loop_res
     assert len(fake_policy.requests) == 1
     assert "resumed" in [r["event"] for r in controller.journal.records]
     assert app_placement(core) != before
+
+
+def test_a_policy_that_would_flap_is_stopped_after_one_move(
+    core: Any, demo_app: Any, fake_policy: Any, settings_for: Any
+) -> None:
+    from migrator.app import build_controller
+
+    moved: dict[str, str] = {}
+    original_pods: set[str] = set()
+
+    def flapping(request: dict[str, Any]) -> dict[str, Any]:
+        if not moved:
+            answer = first_move(request)
+            original_pods.update(app_placement(core))
+            moved.update(source=app_placement(core)[answer["pod_name"]], target=answer["target_node"])
+            return {**answer, "predicted_latency_before_ms": 110.65, "predicted_latency_after_ms": 109.6}
+        [pod] = [ref["pod_name"] for ref in request["cluster_state"]["services"]["db"]["pods"]
+                 if ref["pod_name"] not in original_pods]  # the replacement, on the target  # fmt: skip
+        back = {"pod_name": pod, "target_node": moved["source"], "is_stop": False}
+        if len(fake_policy.requests) == 2:  # the service's own prediction: the way back is worse
+            return {**back, "predicted_latency_before_ms": 109.6, "predicted_latency_after_ms": 110.65}
+        return back  # a REACH-compatible policy without predictions
+
+    fake_policy.answer = flapping
+    controller = build_controller(settings_for(fake_policy.url, return_hold_down_s=600.0, min_predicted_gain_ms=1.0))
+    kinds = [controller.run_cycle()[0] for _ in range(4)]
+    assert [o.kind for o in kinds] == ["migrated", "refused", "refused", "refused"], [o.detail for o in kinds]
+    reasons = [o.verdict.reason.value for o in kinds[1:] if o.verdict and o.verdict.reason]
+    assert reasons == ["gain-too-small", "return-hold-down", "return-hold-down"]
+    db_nodes = {node for pod, node in app_placement(core).items() if pod.startswith("db-")}
+    assert moved["target"] in db_nodes
