@@ -194,7 +194,10 @@ class Controller:
     def _act(self, move: Move, snapshot: ClusterSnapshot, now_s: float) -> CycleOutcome:
         source = snapshot.app_pod(move.pod_name)
         source_node = source.node_name if source else ""
-        self.journal.record("migrating", pod=move.pod_name, source=source_node, target=move.target_node)
+        self.journal.record(
+            "migrating", pod=move.pod_name, source=source_node, target=move.target_node,
+            predicted_before_ms=move.predicted_before_ms, predicted_after_ms=move.predicted_after_ms,
+        )  # fmt: skip
         result = self.actuator.migrate(move, snapshot)
         lineage = (move.pod_name, result.replacement_pod)
         self.ledger.record(now_s, lineage, self.limits.pod_cooldown_s)
