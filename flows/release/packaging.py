@@ -99,7 +99,7 @@ def gated_bentos() -> list[Any]:
 
 
 def bento_labels(tag: str) -> dict[str, str]:
-    """The labels of a bento in the store; :class:`ValueError` naming the tag when there is none."""
+    """The labels of a bento in the store; ``ValueError`` naming the tag when there is none."""
     import bentoml
 
     try:
