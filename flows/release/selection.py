@@ -116,11 +116,18 @@ def why_not(labels: Mapping[str, str], cluster: Cluster) -> str | None:
 def check_servable(tag: str, labels: Mapping[str, str], cluster: Cluster) -> None:
     """Raise :class:`NotServable` naming the bento, the cluster and the fix when the bento cannot serve it."""
     reason = why_not(labels, cluster)
-    if reason is not None:
-        raise NotServable(
-            f"bento {tag} cannot serve {cluster}: {reason}; pick a gated bento for this cluster "
-            f"(`reach deploy --scenario {cluster.scenario} --workload {cluster.workload}` chooses one) or train one"
-        )
+    if reason is None:
+        return
+    own = (labels.get("scenario", ""), labels.get("workload", ""))
+    switch = (
+        f", or serve the cluster it was trained for (--scenario {own[0]} --workload {own[1]})"
+        if all(own) and ANY not in own
+        else ""
+    )
+    raise NotServable(
+        f"bento {tag} cannot serve {cluster}: {reason}; deploy a gated bento for this cluster "
+        f"(`reach deploy --scenario {cluster.scenario} --workload {cluster.workload}` chooses one){switch}"
+    )
 
 
 def choose(bentos: Iterable[tuple[str, Mapping[str, str]]], cluster: Cluster, exclude: str | None = None) -> str | None:

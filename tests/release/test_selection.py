@@ -63,8 +63,12 @@ def test_the_newest_eligible_bento_is_chosen_and_the_excluded_one_skipped() -> N
 
 
 def test_a_bento_that_cannot_serve_the_cluster_is_refused_with_the_fix() -> None:
-    with pytest.raises(NotServable, match=r"bento b3 cannot serve 7-21 / chain: trained for workload .*reach deploy"):
+    with pytest.raises(
+        NotServable, match=r"bento b3 cannot serve 7-21 / chain: trained for workload .*reach deploy"
+    ) as err:
         check_servable("b3", specific("7-21", "aggregator_sequential"), SMALL)
+    assert "serve the cluster it was trained for (--scenario 7-21 --workload aggregator_sequential)" in str(err.value)
+    check_servable("b1", specific("7-21", "chain"), SMALL)  # no error
 
 
 def test_cluster_of_reads_names_and_sizes_from_the_shipped_files() -> None:
