@@ -141,11 +141,17 @@ def measure_periods(switched_at_s: float, params: AnalysisParams) -> tuple[list[
     after_end_s = switched_at_s + params.warmup_s + params.period_s
     time.sleep(max(0.0, after_end_s - time.time()) + params.step_s)  # one more step: the last scrape lands
     reader = PrometheusMetrics(params.prometheus_url, params.latency_query, "")
-    before = reader.latency_series_ms(switched_at_s - params.period_s, switched_at_s, params.step_s)
-    after = reader.latency_series_ms(switched_at_s + params.warmup_s, after_end_s, params.step_s)
-    if reader.last_error:
-        get_run_logger().warning("analysis: %s", reader.last_error)
-    return before, after
+    periods = {
+        "incumbent": (switched_at_s - params.period_s, switched_at_s),
+        "new policy": (switched_at_s + params.warmup_s, after_end_s),
+    }
+    samples = {}
+    for name, (start_s, end_s) in periods.items():
+        reader.last_error = ""
+        samples[name] = reader.latency_series_ms(start_s, end_s, params.step_s)
+        if reader.last_error:
+            get_run_logger().warning("analysis, %s period: %s", name, reader.last_error)
+    return samples["incumbent"], samples["new policy"]
 
 
 def _verdict_markdown(verdict: AnalysisVerdict, result: RedeployResult, params: AnalysisParams) -> str:

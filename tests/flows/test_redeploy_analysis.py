@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -107,11 +108,32 @@ def _artifacts(flow_run_id: Any) -> dict[str, str]:
     return {a.key: str(a.data) for a in found if a.key}
 
 
-@pytest.mark.e2e
-@pytest.mark.slow
-def test_a_worse_policy_is_rolled_back_and_a_good_one_kept(
-    prefect_harness: None, bentos: dict[str, str], prometheus: str
-) -> None:
+FAKE_BENTOML = """#!{python}
+# Stands in for `bentoml serve TAG --host H --port P`: /readyz and a well-formed STOP on /get_action.
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def _send(self, body):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(body).encode())
+    def do_GET(self):
+        self._send("ok")
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._send({{"pod_name": "", "target_node": "", "is_stop": True}})
+    def log_message(self, *args):
+        pass
+
+port = int(sys.argv[sys.argv.index("--port") + 1])
+ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+
+def _roll_back_the_bad_keep_the_better(bentos: dict[str, str], prometheus: str) -> None:
+    """First deploy (no analysis possible), a bad bento (rolled back), a better one (kept)."""
     from flows.local import processes
     from flows.release.analysis import AnalysisParams
     from flows.release.redeploy import reach_redeploy
@@ -123,6 +145,7 @@ def test_a_worse_policy_is_rolled_back_and_a_good_one_kept(
         assert first["analysis"].startswith("skipped: the first deployment")
         serving = current_endpoint()
         assert serving is not None and serving.bento == bentos["first"]
+        time.sleep(analysis.period_s + 2)  # the incumbent's last period is measured before the next switch
 
         state = reach_redeploy(bentos["bad"], SCENARIO, WORKLOAD, canary_size=4, analysis=analysis, return_state=True)
         assert state.is_failed()
@@ -141,3 +164,33 @@ def test_a_worse_policy_is_rolled_back_and_a_good_one_kept(
         assert processes.find(f"bento-{serving.slot}") is None, "the retired server still runs"
     finally:
         undeploy()
+
+
+@pytest.mark.slow
+def test_the_analysis_rolls_back_with_stand_in_policy_servers(
+    prefect_harness: None,
+    bentos: dict[str, str],
+    prometheus: str,
+    reach_home: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The flow, Prometheus and the processes are real; each policy server is a tiny stand-in (no torch)."""
+    import sys
+
+    from flows.release import serving
+
+    fake_bin = reach_home / "fake-bentoml"
+    fake_bin.mkdir(parents=True, exist_ok=True)
+    (fake_bin / "bentoml").write_text(FAKE_BENTOML.format(python=sys.executable))
+    (fake_bin / "bentoml").chmod(0o755)
+    monkeypatch.setattr(serving.sys, "executable", str(fake_bin / "python"))
+    _roll_back_the_bad_keep_the_better(bentos, prometheus)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_worse_policy_is_rolled_back_and_a_good_one_kept(
+    prefect_harness: None, bentos: dict[str, str], prometheus: str
+) -> None:
+    """The same with real ``bentoml serve`` processes of the bentos."""
+    _roll_back_the_bad_keep_the_better(bentos, prometheus)
