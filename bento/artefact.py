@@ -165,6 +165,14 @@ def check_compatible(metadata: ArtefactMetadata, file: Path, expected: Layout | 
             f"{file}: layout_fingerprint is {metadata.layout_fingerprint} but the stored layout hashes to "
             f"{layout.fingerprint()}: the encoder changed or the file was edited; retrain the policy"
         )
+    if expected is not None and layout.padded:
+        # Version 4 is size-agnostic: any cluster within the artefact's limits is served as itself.
+        try:
+            return dataclasses.replace(
+                expected, version=layout.version, max_nodes=layout.max_nodes, max_slots=layout.max_slots
+            )
+        except ValueError as err:
+            raise ArtefactError(f"{file}: {err}") from None
     if expected is not None:
         # The cluster must match; the observation version is the artefact's own choice.
         expected = dataclasses.replace(expected, version=layout.version)

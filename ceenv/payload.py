@@ -67,7 +67,10 @@ def state_from_request(layout: Layout, request: ActionRequest) -> DecodedState:
                 f"cluster_state.services.{key}: {len(service.pods)} pods but the model has "
                 f"{layout.service_slots[s]} slots for this service"
             )
-        for r, pod in enumerate(service.pods):
+        pods = list(service.pods)
+        if layout.padded:
+            pods.sort(key=lambda p: node_index.get(p.node_name, -1))
+        for r, pod in enumerate(pods):
             if pod.node_name not in node_index:
                 raise PayloadError(f"pod {pod.pod_name!r} of service {key!r} runs on unknown node {pod.node_name!r}")
             if not present[node_index[pod.node_name]]:

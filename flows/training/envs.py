@@ -52,6 +52,8 @@ def make_env(scenario: Scenario | str | Path, workload: Workload | str | Path, c
         step_cost_ms=config.step_cost_ms,
         max_steps=config.max_steps,
         observation_version=config.observation_version,
+        max_nodes=config.max_nodes,
+        max_slots=config.max_slots,
     )
 
 
@@ -69,11 +71,21 @@ def env_factory(
     return make
 
 
-def make_vec_env(scenario_dir: str | Path, workload_file: str | Path, config: TrainConfig) -> Any:
-    """``config.n_envs`` training envs, seeded ``config.seed + i``."""
+Cluster = tuple[str | Path, str | Path]  # (scenario directory, workload file)
+
+
+def make_vec_env(
+    scenario_dir: str | Path, workload_file: str | Path, config: TrainConfig, clusters: list[Cluster] | None = None
+) -> Any:
+    """``config.n_envs`` training envs, seeded ``config.seed + i``.
+
+    With ``clusters`` (observation version 4: one padded space for all), env *i* runs cluster
+    ``i mod len(clusters)``, so one rollout mixes every cluster and workload.
+    """
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    factories = [env_factory(scenario_dir, workload_file, config) for _ in range(config.n_envs)]
+    pairs = clusters or [(scenario_dir, workload_file)]
+    factories = [env_factory(*pairs[i % len(pairs)], config) for i in range(config.n_envs)]
     venv = DummyVecEnv(factories) if config.vec_env == "dummy" else SubprocVecEnv(factories, start_method="spawn")
     venv.seed(config.seed)
     if config.reward_scale == "running_std":
