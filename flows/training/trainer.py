@@ -77,13 +77,13 @@ def build_model(config: TrainConfig, venv: Any, tensorboard_dir: Path | None) ->
 
 def _init_from(model: Any, artefact_dir: str) -> None:
     """Start from an artefact's weights (fine-tuning); refuse one whose network does not fit."""
-    from bento.artefact import ArtefactError, load_artefact
+    from bento.artefact import PolicyError, load_artefact
 
     source = load_artefact(artefact_dir)
     try:
         model.policy.load_state_dict(source.model.policy.state_dict())
     except RuntimeError as err:
-        raise ArtefactError(
+        raise PolicyError(
             f"init_from {artefact_dir}: its network does not fit this config ({str(err).splitlines()[0]}); use the "
             "same policy, observation_version, limits and hidden width as the artefact, or init_from null"
         ) from None
