@@ -68,24 +68,57 @@ def draw_conditions(scenario: Scenario, rng: np.random.Generator) -> Conditions:
 
     Delays are drawn per ordered layer pair, as ``nodes.json`` lists them.
     """
+    table = _draw_table(scenario)
+    picks = rng.random((2, len(scenario.nodes)))
+    rows = np.arange(len(scenario.nodes))
+    cpu = table.cpu_millicores[rows, (picks[0] * table.cpu_choices).astype(np.int64)]
+    mem = table.memory_bytes[rows, (picks[1] * table.memory_choices).astype(np.int64)]
+    util = rng.uniform(table.util_low, table.util_high)
+    delay = rng.uniform(table.delay_low, table.delay_high)
+    return Conditions(cpu, mem, util, delay)
+
+
+@dataclass(frozen=True)
+class _DrawTable:
+    """A scenario's choices and ranges as arrays (built once per scenario), for :func:`draw_conditions`."""
+
+    cpu_millicores: FloatArray  # (N, K) choices, padded
+    cpu_choices: FloatArray  # (N,) number of choices
+    memory_bytes: FloatArray
+    memory_choices: FloatArray
+    util_low: FloatArray
+    util_high: FloatArray
+    delay_low: FloatArray  # (L, L)
+    delay_high: FloatArray
+
+
+def _draw_table(scenario: Scenario) -> _DrawTable:
+    cached: _DrawTable | None = scenario.__dict__.get("_draw_table")  # derived once, like nominal_costs
+    if cached is not None:
+        return cached
     nodes = scenario.nodes
-    picks = rng.random((2, len(nodes)))
-    cpu = [
-        cpu_millicores(n.cpu_choices_cores[int(u * len(n.cpu_choices_cores))])
-        for n, u in zip(nodes, picks[0], strict=True)
-    ]
-    mem = [
-        round(n.memory_choices_bytes[int(u * len(n.memory_choices_bytes))])
-        for n, u in zip(nodes, picks[1], strict=True)
-    ]
-    util_low, util_high = np.array([n.utilization_range for n in nodes]).T
-    util = rng.uniform(util_low, util_high)
+
+    def padded(values: list[list[float]]) -> FloatArray:
+        width = max(len(v) for v in values)
+        return np.array([v + [v[-1]] * (width - len(v)) for v in values], dtype=np.float64)
+
     layers = scenario.layers
+    util_low, util_high = np.array([n.utilization_range for n in nodes]).T
     delay_low, delay_high = np.array([[scenario.delay_range_ms[(a, b)] for b in layers] for a in layers]).transpose(
         2, 0, 1
     )
-    delay = rng.uniform(delay_low, delay_high)
-    return Conditions(np.array(cpu, dtype=np.float64), np.array(mem, dtype=np.float64), util, delay)
+    table = _DrawTable(
+        cpu_millicores=padded([[float(cpu_millicores(c)) for c in n.cpu_choices_cores] for n in nodes]),
+        cpu_choices=np.array([len(n.cpu_choices_cores) for n in nodes], dtype=np.float64),
+        memory_bytes=padded([[float(round(m)) for m in n.memory_choices_bytes] for n in nodes]),
+        memory_choices=np.array([len(n.memory_choices_bytes) for n in nodes], dtype=np.float64),
+        util_low=util_low,
+        util_high=util_high,
+        delay_low=delay_low,
+        delay_high=delay_high,
+    )
+    scenario.__dict__["_draw_table"] = table
+    return table
 
 
 def build_network(scenario: Scenario, conditions: Conditions) -> Network:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from ceenv.gains import latency_after_moves
 from ceenv.latency import CallCosts, LatencyModel
 from ceenv.layout import (
     NODE_FEATURES,
@@ -66,24 +67,40 @@ def observe(
 
     ``move_gains`` (from :func:`move_gain_features`) is required from version 3 and ignored before.
     """
+    gains = None if move_gains is None else move_gains[None]
+    obs: npt.NDArray[np.float32] = observe_batch(
+        layout, free_cpu_millicores[None], free_memory_bytes[None], slot_node[None], gains
+    )[0]
+    return obs
+
+
+def observe_batch(
+    layout: Layout,
+    free_cpu_millicores: FloatArray,
+    free_memory_bytes: FloatArray,
+    slot_node: IntArray,
+    move_gains: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.float32]:
+    """:func:`observe` of ``B`` states at once: arguments with a leading batch axis, result ``(B, size)``."""
     n = layout.node_count
-    obs = np.zeros(layout.observation_size, dtype=np.float32)
+    batch = slot_node.shape[0]
+    obs = np.zeros((batch, layout.observation_size), dtype=np.float32)
     # Free resources are never negative (the env keeps them so, the schema rejects it); a node
     # bigger than the one trained on is capped at 1 rather than leaving the observation space.
-    np.minimum(free_cpu_millicores / layout._cpu_scale, 1.0, out=obs[:n], casting="unsafe")
-    np.minimum(free_memory_bytes / layout._memory_scale, 1.0, out=obs[n : 2 * n], casting="unsafe")
-    obs[layout._onehot_base + slot_node] = 1.0
+    np.minimum(free_cpu_millicores / layout._cpu_scale, 1.0, out=obs[:, :n], casting="unsafe")
+    np.minimum(free_memory_bytes / layout._memory_scale, 1.0, out=obs[:, n : 2 * n], casting="unsafe")
+    obs[np.arange(batch)[:, None], layout._onehot_base + slot_node] = 1.0
     if layout.version >= 2:
         services = len(layout.service_names)
-        counts = placement_counts(layout, slot_node)
-        pods = counts.sum(axis=1)
+        counts = placement_counts_batch(layout, slot_node)
+        pods = counts.sum(axis=2)
         start = 2 * n + layout.slot_count * (n + 1)
-        obs[start : start + services * n] = (counts / np.maximum(pods, 1)[:, None]).ravel()
-        obs[start + services * n : start + services * (n + 1)] = pods / np.array(layout.service_slots)
+        obs[:, start : start + services * n] = (counts / np.maximum(pods, 1)[:, :, None]).reshape(batch, -1)
+        obs[:, start + services * n : start + services * (n + 1)] = pods / np.array(layout.service_slots)
     if layout.needs_move_gains:
         if move_gains is None:
             raise ValueError(f"observation version {layout.version} needs move_gains (see move_gain_features)")
-        obs[-n * layout.slot_count :] = move_gains
+        obs[:, -n * layout.slot_count :] = move_gains
     return obs
 
 
@@ -92,31 +109,55 @@ def move_gain_features(
 ) -> npt.NDArray[np.float32]:
     """Per move action: (latency now - latency after the move) / latency now under ``costs``, in [-1, 1].
 
-    Invalid moves get 0. Pods of one service on one node are interchangeable, so each distinct
-    (service, source, target) move is evaluated once, all in one batch.
+    Invalid moves get 0. Only the terms of the moved service change, so every move is evaluated
+    incrementally from one pass over the state (:func:`ceenv.gains.latency_after_moves`).
+    """
+    gains: npt.NDArray[np.float32] = move_gain_features_batch(
+        layout, model, costs.matrices, slot_node[None], mask[None]
+    )[0]
+    return gains
+
+
+def move_gain_features_batch(
+    layout: Layout, model: LatencyModel, matrices: FloatArray, slot_node: IntArray, mask: BoolArray
+) -> npt.NDArray[np.float32]:
+    """:func:`move_gain_features` of ``B`` states: ``slot_node`` ``(B, P)``, ``mask`` ``(B, A)`` → ``(B, N * P)``.
+
+    ``matrices`` are the per-call network matrices, shared ``(C, N, N)`` (:class:`CallCosts`) or
+    one set per state ``(B, C, N, N)``.
     """
     n, slots = layout.node_count, layout.slot_count
-    gains = np.zeros(n * slots, dtype=np.float32)
-    counts = placement_counts(layout, slot_node)
-    if not counts.sum(axis=1)[model.called_services].all():
-        return gains  # the formula needs a pod of every called service
-    actions = np.flatnonzero(mask[:-1])
-    if actions.size == 0:
+    batch = slot_node.shape[0]
+    gains = np.zeros((batch, n * slots), dtype=np.float32)
+    counts = placement_counts_batch(layout, slot_node)
+    # The formula needs a pod of every called service; a state without one keeps zero gains.
+    ready = counts.sum(axis=2)[:, model.called_services].all(axis=1) & mask[:, :-1].any(axis=1)
+    if not ready.any():
         return gains
-    action_slot, target = actions % slots, actions // slots
-    service, source = layout.slot_service[action_slot], slot_node[action_slot]
-    keys = (service * n + source) * n + target
-    distinct, inverse = np.unique(keys, return_inverse=True)
-    d_service, rest = np.divmod(distinct, n * n)
-    d_source, d_target = np.divmod(rest, n)
-    batch: FloatArray = np.repeat(counts[None], distinct.size, axis=0)
-    index = np.arange(distinct.size)
-    batch[index, d_service, d_source] -= 1.0
-    batch[index, d_service, d_target] += 1.0
-    now = model.latency(counts, costs)
-    after = model.latency_batch(batch, costs)
-    gains[actions] = np.clip((now - after) / max(now, 1e-9), -1.0, 1.0)[inverse]
+    if not ready.all():
+        slot_node, counts, mask = slot_node[ready], counts[ready], mask[ready]
+        matrices = matrices if matrices.ndim == 3 else matrices[ready]
+    now, after = latency_after_moves(model, counts, matrices, layout.slot_service, slot_node, layout.slot_movable)
+    fractions = np.clip((now[:, None, None] - after) / np.maximum(now, 1e-9)[:, None, None], -1.0, 1.0)
+    valid = mask[:, :-1]
+    values = np.where(valid, fractions.transpose(0, 2, 1).reshape(valid.shape), 0.0)
+    if ready.all():
+        gains[:] = values
+    else:
+        gains[ready] = values
     return gains
+
+
+def placement_counts_batch(layout: Layout, slot_node: IntArray) -> FloatArray:
+    """:func:`ceenv.layout.placement_counts` of ``B`` placements ``(B, P)`` → ``(B, S, N)``."""
+    batch = slot_node.shape[0]
+    services, n = len(layout.service_names), layout.node_count
+    occupied = slot_node >= 0
+    rows = np.broadcast_to(np.arange(batch)[:, None], slot_node.shape)
+    flat = (rows * services + layout.slot_service) * n + slot_node
+    counts = np.bincount(flat[occupied], minlength=batch * services * n)
+    result: FloatArray = counts.reshape(batch, services, n).astype(np.float64)
+    return result
 
 
 def move_mask(layout: Layout, slot_node: IntArray, target_ok: BoolArray) -> BoolArray:
@@ -125,14 +166,21 @@ def move_mask(layout: Layout, slot_node: IntArray, target_ok: BoolArray) -> Bool
     ``target_ok`` (P, N) is the capacity and layer rule: the simulator derives it from free
     resources, the service from ``pod_deployable``. STOP (the last action) is always valid.
     """
+    mask: BoolArray = move_mask_batch(layout, slot_node[None], target_ok[None])[0]
+    return mask
+
+
+def move_mask_batch(layout: Layout, slot_node: IntArray, target_ok: BoolArray) -> BoolArray:
+    """:func:`move_mask` of ``B`` states: ``slot_node`` ``(B, P)``, ``target_ok`` ``(B, P, N)`` → ``(B, A)``."""
     n, slots = layout.node_count, layout.slot_count
-    mask = np.empty(n * slots + 1, dtype=bool)
-    moves = mask[:-1].reshape(n, slots)
-    movable = (slot_node >= 0) & layout.slot_movable
-    np.logical_and(target_ok.T, movable, out=moves)
-    movable_slots = np.flatnonzero(movable)
-    moves[slot_node[movable_slots], movable_slots] = False  # a move must change the node
-    mask[-1] = True
+    batch = slot_node.shape[0]
+    mask = np.empty((batch, n * slots + 1), dtype=bool)
+    movable = (slot_node >= 0) & layout.slot_movable  # (B, P)
+    moves = target_ok.transpose(0, 2, 1) & movable[:, None, :]  # (B, N, P)
+    rows, movable_slots = np.nonzero(movable)
+    moves[rows, slot_node[rows, movable_slots], movable_slots] = False  # a move must change the node
+    mask[:, :-1] = moves.reshape(batch, -1)
+    mask[:, -1] = True
     return mask
 
 
