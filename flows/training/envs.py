@@ -58,7 +58,7 @@ def make_env(scenario: Scenario | str | Path, workload: Workload | str | Path, c
 
 
 def env_factory(
-    scenario_dir: str | Path, workload_file: str | Path, config: TrainConfig
+    scenario_dir: Scenario | str | Path, workload_file: Workload | str | Path, config: TrainConfig
 ) -> Callable[[], gym.Env[Any, Any]]:
     """A picklable-by-closure factory of one training env (SubprocVecEnv needs a callable)."""
 
@@ -71,7 +71,7 @@ def env_factory(
     return make
 
 
-Cluster = tuple[str | Path, str | Path]  # (scenario directory, workload file)
+Cluster = tuple[Scenario | str | Path, Workload | str | Path]  # (scenario or its directory, workload or its file)
 
 
 def make_vec_env(

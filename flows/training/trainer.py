@@ -114,8 +114,8 @@ def train(
     *,
     progress: bool = True,
     tensorboard: bool = True,
-    clusters: list[tuple[str | Path, str | Path]] | None = None,
-    validation_clusters: list[tuple[str | Path, str | Path]] | None = None,
+    clusters: list[tuple[Any, Any]] | None = None,
+    validation_clusters: list[tuple[Any, Any]] | None = None,
 ) -> TrainResult:
     """Train on ``scenario_dir`` + ``workload_file``; write the artefact under ``out_dir``; keep the best model.
 
@@ -151,7 +151,7 @@ def train(
     finally:
         _close(venv)
     wall_seconds = time.perf_counter() - started
-    trained_on = [[Path(s).name, Path(w).name] for s, w in (clusters or [(scenario_dir, workload_file)])]
+    trained_on = [[_name(s), _name(w)] for s, w in (clusters or [(scenario_dir, workload_file)])]
     return _finish(
         out, model, callback.state, config, interrupted, wall_seconds, scenario_dir, workload_file, trained_on
     )
@@ -193,6 +193,11 @@ def _finish(
         state.stopped_by_wall_clock,
         curve,
     )
+
+
+def _name(source: Any) -> str:
+    """A cluster's scenario or workload name: a path's file name or a loaded object's ``name``."""
+    return str(getattr(source, "name", source) if not isinstance(source, str) else Path(source).name)
 
 
 def _close(venv: Any) -> None:
