@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bento.artefact import ArtefactMetadata, PolicyError, PolicyIdentity, check_compatible
 from ceenv.latency import CallCosts, LatencyModel
 from ceenv.layout import Layout, placement_counts
-from ceenv.observation import decode_action, move_gain_features, move_mask, observe
+from ceenv.observation import decode_action, encode_state, move_gain_features, move_mask, observe, policy_mask
 from ceenv.payload import DecodedState, state_from_request
 from ceenv.scenario import scenario_from_documents
 from ceenv.schema import ActionRequest, ActionResponse
@@ -109,6 +109,16 @@ class NominalLatency:
     costs: CallCosts
 
     @classmethod
+    def from_files(cls, scenario_dir: str, workload_file: str) -> NominalLatency:
+        """Built from a REACH-format scenario directory and call-pattern file (serve-time arguments)."""
+        from ceenv.scenario import load_scenario
+        from ceenv.workload import load_workload
+
+        scenario = load_scenario(scenario_dir)
+        model = LatencyModel(scenario, load_workload(workload_file, scenario))
+        return cls(model, model.nominal_costs())
+
+    @classmethod
     def from_artefact(cls, metadata: ArtefactMetadata) -> NominalLatency:
         """Built from the scenario and workload files the artefact carries verbatim."""
         files = {f.name: f for f in metadata.scenario_files}
@@ -158,6 +168,17 @@ class Policy:
         """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input."""
         state = state_from_request(self.layout, request)
         mask = move_mask(self.layout, state.slot_node, state.target_ok)
+        if self.layout.padded and self.latency is not None:  # version 4: rows padded to the limits
+            observation = encode_state(
+                self.layout,
+                self.latency.model,
+                self.latency.costs,
+                state.free_cpu_millicores,
+                state.free_memory_bytes,
+                state.slot_node,
+                mask,
+            )
+            return Encoded(state, observation, policy_mask(self.layout, mask))
         gains = None
         if self.layout.needs_move_gains:
             if self.latency is None:
