@@ -42,6 +42,10 @@ class Simulator:
         self.conditions = conditions
         self.network = build_network(self.model.scenario, conditions)
         self.costs = self.model.prepare(self.network)
+        # What the policy may know of the network (the interface of issue 14): the nominal costs
+        # unless the env reports measured conditions (CloudEdgeEnv(measured_conditions=True) sets
+        # it after every reset). Greedy and the reward keep using the true ``costs``.
+        self.known_costs = self.model.nominal_costs()
         self._mask: BoolArray | None = None
         self.slot_node = np.asarray(slot_node, dtype=np.int64).copy()
         counts = np.zeros((len(layout.service_names), layout.node_count))
@@ -82,7 +86,8 @@ class Simulator:
 
     def observation(self) -> npt.NDArray[np.float32]:
         gains = None
-        if self.layout.needs_move_gains:  # always the nominal network: the service cannot see the drawn one
+        # Versions <= 3 always see the nominal network (they were trained on it), not known_costs.
+        if self.layout.needs_move_gains:
             gains = move_gain_features(
                 self.layout, self.model, self.model.nominal_costs(), self.slot_node, self.action_mask()
             )

@@ -35,8 +35,10 @@ class TrainConfig(BaseModel):
     )
     seed: int = Field(0, ge=0, description=f"Training seed; env i uses seed + i, which must stay < {TRAIN_SEED_LIMIT}.")
     n_envs: int = Field(8, ge=1, le=256, description="Parallel environments collecting experience.")
-    vec_env: Literal["dummy", "subproc"] = Field(
-        "dummy", description="dummy = envs in this process (fastest for this cheap env); subproc = one process each."
+    vec_env: Literal["dummy", "subproc", "batched"] = Field(
+        "dummy",
+        description="dummy = envs in this process, one at a time; subproc = one process each; batched = all envs "
+        "stepped as one numpy batch (ceenv.vector, fastest: one mask, move-gain and observation pass per step).",
     )
     torch_threads: int = Field(
         1, ge=1, le=64, description="torch.set_num_threads for training (1 is fastest on 2 cores)."
