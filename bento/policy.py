@@ -24,7 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bento.artefact import ArtefactMetadata, PolicyError, PolicyIdentity, check_compatible
 from ceenv.latency import CallCosts, LatencyModel
 from ceenv.layout import Layout, placement_counts
-from ceenv.observation import decode_action, encode_state, move_gain_features, move_mask, observe, policy_mask
+from ceenv.observation import (
+    LAST_NOMINAL_NETWORK_VERSION,
+    decode_action,
+    encode_state,
+    move_gain_features,
+    move_mask,
+    observe,
+    policy_mask,
+)
 from ceenv.payload import DecodedState, state_from_request
 from ceenv.scenario import scenario_from_documents
 from ceenv.schema import ActionRequest, ActionResponse
@@ -165,14 +173,19 @@ class Policy:
         self.latency = latency
 
     def encode(self, request: ActionRequest) -> Encoded:
-        """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input."""
-        state = state_from_request(self.layout, request)
+        """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input.
+
+        The request's optional ``measured`` block is decoded into ``state.measured_network`` (its
+        errors name the node); :meth:`known_costs` decides whether the observation uses it.
+        """
+        scenario = self.latency.model.scenario if self.latency is not None else None
+        state = state_from_request(self.layout, request, scenario)
         mask = move_mask(self.layout, state.slot_node, state.target_ok)
         if self.layout.padded and self.latency is not None:  # version 4: rows padded to the limits
             observation = encode_state(
                 self.layout,
                 self.latency.model,
-                self.latency.costs,
+                self.known_costs(state),
                 state.free_cpu_millicores,
                 state.free_memory_bytes,
                 state.slot_node,
@@ -186,9 +199,22 @@ class Policy:
                     f"model {self.tag}: observation version {self.layout.version} needs the nominal latency model; "
                     "load the policy with bento.store.load_policy"
                 )
-            gains = move_gain_features(self.layout, self.latency.model, self.latency.costs, state.slot_node, mask)
+            gains = move_gain_features(self.layout, self.latency.model, self.known_costs(state), state.slot_node, mask)
         observation = observe(self.layout, state.free_cpu_millicores, state.free_memory_bytes, state.slot_node, gains)
         return Encoded(state, observation, mask)
+
+    def known_costs(self, state: DecodedState) -> CallCosts:
+        """The network the observation's move gains use.
+
+        Observation versions up to ``LAST_NOMINAL_NETWORK_VERSION`` (3) were trained on the scenario's
+        nominal network and keep it whatever the request measured; a later version (one that reads
+        measured conditions) gets the request's measured network when the request carries one.
+        """
+        if self.latency is None:
+            raise PolicyError(f"model {self.tag} has no latency model to compute network costs with")
+        if state.measured_network is None or self.layout.version <= LAST_NOMINAL_NETWORK_VERSION:
+            return self.latency.costs
+        return self.latency.model.prepare(state.measured_network)
 
     def decide(self, request: ActionRequest) -> ActionResponse:
         """The move the policy picks (deterministically), or STOP; an invalid pick becomes STOP."""

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from gymnasium import spaces
 
-from ceenv.latency import LatencyModel
+from ceenv.latency import LatencyModel, measured_network
 from ceenv.layout import (
     DEFAULT_MAX_NODES,
     DEFAULT_MAX_SLOTS,
@@ -35,6 +35,7 @@ from ceenv.workload import Workload, load_workload
 
 ObsType = npt.NDArray[np.float32]
 DEFAULT_MAX_STEPS = 100
+DEFAULT_MEASUREMENT_NOISE = 0.1  # relative (log-normal sigma) noise of measured delays and bandwidths
 
 
 class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
@@ -88,8 +89,15 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
     ``scenario`` (a :class:`Scenario` or a directory; default REACH's 13-29), ``workload`` (a
     :class:`Workload` or a call-pattern file; default ``aggregator_sequential``), ``dynamic``,
     ``step_cost_ms`` (default 1.25 ms, MODEL.md §3), ``max_steps``, ``render_mode`` (``"ansi"``),
-    ``observation_version`` (fixed by the registered id, see below), ``max_nodes``/``max_slots``
-    (version 4's limits).
+    ``observation_version`` (fixed by the registered id, see below), ``measured_conditions`` and
+    ``measurement_noise``: with ``measured_conditions=True`` every reset also draws (after the start
+    state, from the same generator) what a monitor would report of the drawn network: each node
+    pair's delay and each node's available bandwidth times ``exp(measurement_noise * z)``,
+    ``z ~ N(0, 1)`` (default noise 0.1; 0 reports the truth). It becomes ``simulator.known_costs``,
+    the conditions a policy may know (the wire payload's optional ``measured`` block, MODEL.md §4);
+    without it ``known_costs`` is the nominal network. Observation versions 1-3 always use the
+    nominal network (they were trained on it); the reward always uses the true drawn network.
+    ``max_nodes``/``max_slots``: version 4's limits.
 
     ## Version History
     * v2: observation version 4 (size-agnostic, padded to ``max_nodes`` x ``max_slots``).
@@ -110,7 +118,11 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
         observation_version: int = OBSERVATION_VERSION,
         max_nodes: int = DEFAULT_MAX_NODES,
         max_slots: int = DEFAULT_MAX_SLOTS,
+        measured_conditions: bool = False,
+        measurement_noise: float = DEFAULT_MEASUREMENT_NOISE,
     ) -> None:
+        if not (np.isfinite(measurement_noise) and measurement_noise >= 0):
+            raise ValueError(f"measurement_noise must be a finite relative noise >= 0, got {measurement_noise}")
         if scenario is None:
             scenario = reference_scenario()
         elif not isinstance(scenario, Scenario):
@@ -131,6 +143,8 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
         self.step_cost_ms = float(step_cost_ms)
         self.max_steps = max_steps
         self.render_mode = render_mode
+        self.measured_conditions = measured_conditions
+        self.measurement_noise = float(measurement_noise)
         self.model = LatencyModel(scenario, workload)
         self.layout = layout_from_scenario(scenario, observation_version, max_nodes, max_slots)
         self.action_space = spaces.Discrete(self.layout.action_count)
@@ -161,6 +175,9 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
             self.sim = Simulator(self.model, self.layout, conditions, slot_node)
         else:
             self.sim.reset_to(conditions, slot_node)
+        if self.measured_conditions:  # drawn after the start state, so the start draws stay as without it
+            network = measured_network(self.scenario, conditions, self.np_random, self.measurement_noise)
+            self.sim.known_costs = self.model.prepare(network)
         self._steps = 0
         self._moves = 0
         self._start_latency_ms = self.sim.latency_ms

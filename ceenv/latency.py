@@ -125,12 +125,41 @@ def build_network(scenario: Scenario, conditions: Conditions) -> Network:
     """The node-pair matrices ``D`` and ``T`` of MODEL.md §2 for these conditions."""
     layer_index = {layer: i for i, layer in enumerate(scenario.layers)}
     node_layer = np.array([layer_index[n.layer] for n in scenario.nodes])
-    delay = conditions.delay_ms[np.ix_(node_layer, node_layer)].copy()
-    bits_per_s = np.array([n.bandwidth_mbps * 1e6 for n in scenario.nodes]) * (1.0 - conditions.utilization)
+    delay = conditions.delay_ms[np.ix_(node_layer, node_layer)]
+    return network_from_parts(delay, available_bits_per_s(scenario, conditions.utilization))
+
+
+def network_from_parts(delay_ms: FloatArray, bits_per_s: FloatArray) -> Network:
+    """``D`` and ``T`` from a node-pair delay matrix (ms) and each node's available bandwidth (bit/s)."""
+    delay = np.array(delay_ms, dtype=np.float64)
     ms_per_byte = 8.0 * 1e3 / np.minimum.outer(bits_per_s, bits_per_s)
     np.fill_diagonal(delay, 0.0)
     np.fill_diagonal(ms_per_byte, 0.0)
     return Network(delay, ms_per_byte)
+
+
+def available_bits_per_s(scenario: Scenario, utilization: FloatArray) -> FloatArray:
+    """``B(n)`` of MODEL.md §2: NIC bandwidth times the share background traffic leaves free."""
+    result: FloatArray = np.array([n.bandwidth_mbps * 1e6 for n in scenario.nodes]) * (1.0 - utilization)
+    return result
+
+
+def measured_network(
+    scenario: Scenario, conditions: Conditions, rng: np.random.Generator, relative_noise: float
+) -> Network:
+    """The network a monitoring system would report for ``conditions``, through measurement noise.
+
+    Each node pair's delay and each node's available bandwidth are multiplied by an independent
+    log-normal factor ``exp(relative_noise * z)``, ``z ~ N(0, 1)`` drawn from ``rng`` (delays first,
+    row by row, then bandwidths); ``relative_noise = 0`` reports the true network and draws nothing.
+    """
+    true = build_network(scenario, conditions)
+    if relative_noise == 0.0:
+        return true
+    n = len(scenario.nodes)
+    delay = true.delay_ms * np.exp(relative_noise * rng.standard_normal((n, n)))
+    bits = available_bits_per_s(scenario, conditions.utilization) * np.exp(relative_noise * rng.standard_normal(n))
+    return network_from_parts(delay, bits)
 
 
 class LatencyModel:

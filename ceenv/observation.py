@@ -55,6 +55,11 @@ from ceenv.layout import (
     placement_counts,
 )
 
+# Observation versions up to this one compute their move gains under the scenario's nominal
+# network, in the env and in the service alike, because they were trained on it; a request's
+# measured conditions (ceenv.payload) are for the versions after it.
+LAST_NOMINAL_NETWORK_VERSION = 3
+
 
 def observe(
     layout: Layout,

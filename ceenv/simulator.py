@@ -42,6 +42,10 @@ class Simulator:
         self.conditions = conditions
         self.network = build_network(self.model.scenario, conditions)
         self.costs = self.model.prepare(self.network)
+        # What the policy may know of the network (the interface of issue 14): the nominal costs
+        # unless the env reports measured conditions (CloudEdgeEnv(measured_conditions=True) sets
+        # it after every reset). Greedy and the reward keep using the true ``costs``.
+        self.known_costs = self.model.nominal_costs()
         self._mask: BoolArray | None = None
         self.slot_node = np.asarray(slot_node, dtype=np.int64).copy()
         if layout.padded:  # observation version 4 sees pods in canonical order (by node within a service)
@@ -83,11 +87,11 @@ class Simulator:
         return self._mask
 
     def observation(self) -> npt.NDArray[np.float32]:
-        # Move gains use the nominal network: the service cannot see the drawn one.
+        # Versions <= 3 see the nominal network (they were trained on it); version 4 sees known_costs.
         return encode_state(
             self.layout,
             self.model,
-            self.model.nominal_costs(),
+            self.known_costs if self.layout.padded else self.model.nominal_costs(),
             self.free_cpu_millicores,
             self.free_memory_bytes,
             self.slot_node,

@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 from gymnasium.utils import seeding
 
-from ceenv.env import CloudEdgeEnv
+from ceenv.env import DEFAULT_MEASUREMENT_NOISE, CloudEdgeEnv
 from ceenv.gains import application_latency, call_terms, tree_totals
-from ceenv.latency import Conditions, build_network
+from ceenv.latency import Conditions, build_network, measured_network
 from ceenv.layout import OBSERVATION_VERSION, BoolArray, FloatArray, IntArray
 from ceenv.observation import move_gain_features_batch, move_mask_batch, observe_batch
 from ceenv.placement import draw_start
@@ -47,6 +47,8 @@ class BatchedCloudEdgeEnv:
         step_cost_ms: float = DEFAULT_STEP_COST_MS,
         max_steps: int = 100,
         observation_version: int = OBSERVATION_VERSION,
+        measured_conditions: bool = False,
+        measurement_noise: float = DEFAULT_MEASUREMENT_NOISE,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -58,6 +60,8 @@ class BatchedCloudEdgeEnv:
             step_cost_ms=step_cost_ms,
             max_steps=max_steps,
             observation_version=observation_version,
+            measured_conditions=measured_conditions,
+            measurement_noise=measurement_noise,
         )
         self.num_envs = num_envs
         self.model = self.template.model
@@ -70,7 +74,8 @@ class BatchedCloudEdgeEnv:
         services = self.model.scenario.services
         self._request_cpu = np.array([s.cpu_millicores for s in services])
         self._request_memory = np.array([round(s.memory_bytes) for s in services], dtype=float)
-        self._known = self.model.nominal_costs().matrices  # what the observation's move gains see
+        # Observation versions 1-3 see the nominal network (they were trained on it).
+        self._observation_matrices = self.model.nominal_costs().matrices
         b, n = num_envs, self.layout.node_count
         self.rngs = [seeding.np_random(None)[0] for _ in range(b)]
         self.slot_node: IntArray = np.full((b, self.layout.slot_count), -1, dtype=np.int64)
@@ -78,6 +83,9 @@ class BatchedCloudEdgeEnv:
         self.free_cpu_millicores: FloatArray = np.zeros((b, n))
         self.free_memory_bytes: FloatArray = np.zeros((b, n))
         self.matrices: FloatArray = np.zeros((b, len(self.model.call_service), n, n))
+        # What each copy's policy may know (CloudEdgeEnv's simulator.known_costs, per copy);
+        # None without measured_conditions (then it is the nominal network for every copy).
+        self.known_matrices: FloatArray | None = np.zeros_like(self.matrices) if measured_conditions else None
         self.latency_ms: FloatArray = np.zeros(b)
         self.start_latency_ms: FloatArray = np.zeros(b)
         self.steps: IntArray = np.zeros(b, dtype=np.int64)
@@ -104,6 +112,10 @@ class BatchedCloudEdgeEnv:
     def _reset_one(self, i: int) -> None:
         conditions, slot_node = draw_start(self.model, self.layout, self.rngs[i], self.dynamic)
         self._set_state(i, conditions, slot_node)
+        if self.known_matrices is not None:  # same draw order as CloudEdgeEnv.reset
+            template = self.template
+            network = measured_network(self.model.scenario, conditions, self.rngs[i], template.measurement_noise)
+            self.known_matrices[i] = self.model.prepare(network).matrices
 
     def reset(self, seed: int | list[int | None] | None = None) -> ObsBatch:
         """Reset every copy; ``seed`` (one int → ``seed + i``, or one per copy) reseeds their generators."""
@@ -144,7 +156,7 @@ class BatchedCloudEdgeEnv:
         gains = None
         if self.layout.needs_move_gains:
             mask = self.action_masks()[pick]
-            gains = move_gain_features_batch(self.layout, self.model, self._known, slot_node, mask)
+            gains = move_gain_features_batch(self.layout, self.model, self._observation_matrices, slot_node, mask)
         return observe_batch(
             self.layout, self.free_cpu_millicores[pick], self.free_memory_bytes[pick], slot_node, gains
         )

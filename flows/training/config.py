@@ -36,8 +36,10 @@ class TrainConfig(BaseModel):
     )
     seed: int = Field(0, ge=0, description=f"Training seed; env i uses seed + i, which must stay < {TRAIN_SEED_LIMIT}.")
     n_envs: int = Field(8, ge=1, le=256, description="Parallel environments collecting experience.")
-    vec_env: Literal["dummy", "subproc"] = Field(
-        "dummy", description="dummy = envs in this process (fastest for this cheap env); subproc = one process each."
+    vec_env: Literal["dummy", "subproc", "batched"] = Field(
+        "dummy",
+        description="dummy = envs in this process, one at a time; subproc = one process each; batched = all envs "
+        "stepped as one numpy batch (ceenv.vector, fastest: one mask, move-gain and observation pass per step).",
     )
     torch_threads: int = Field(
         1, ge=1, le=64, description="torch.set_num_threads for training (1 is fastest on 2 cores)."
@@ -70,6 +72,14 @@ class TrainConfig(BaseModel):
     max_nodes: int = Field(40, ge=1, le=1024, description="Observation version 4: nodes the policy is padded to.")
     max_slots: int = Field(80, ge=1, le=4096, description="Observation version 4: pod slots the policy is padded to.")
     hidden: int = Field(32, ge=4, le=512, description="pod_node policy: width of the embeddings and pair scorer.")
+    measured_conditions: bool = Field(
+        False,
+        description="Show the policy the drawn network through measurement noise (the payload's measured block), "
+        "not the nominal one; read by observation version 4 only (versions 1-3 always see the nominal network).",
+    )
+    measurement_noise: float = Field(
+        0.1, ge=0, le=2, description="Relative (log-normal sigma) noise of the measured delays and bandwidths."
+    )
     init_from: str | None = Field(
         None,
         description="An artefact directory (e.g. data/policies/general-v4) whose weights training starts from "
