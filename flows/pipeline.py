@@ -44,7 +44,11 @@ class PipelineParams(BaseModel):
         default_factory=list, description="Jaeger trace exports to ingest first (optional)."
     )
     node_types: str | None = Field(None, description="Node/host → CPU type table for Jaeger hosts.")
-    train_config: str = Field("default", description="Training config: a name under data/train or a JSON path.")
+    train_config: str = Field(
+        "finetune",
+        description="Training config: a name under data/train or a JSON path. The default, finetune, starts from the "
+        "shipped general policy (data/policies/general-v4) and fine-tunes it on this cluster for 2 minutes.",
+    )
     total_timesteps: int | None = Field(None, ge=1, description="Override the config's step budget.")
     max_wall_seconds: float | None = Field(None, gt=0, description="Override the config's wall-clock limit.")
     eval_seeds: list[int] = Field(
