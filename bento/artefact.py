@@ -235,3 +235,39 @@ def load_artefact(directory: str | Path, expected_layout: Layout | None = None) 
             f"{layout.action_count}; the artefact is inconsistent, retrain it"
         )
     return LoadedPolicy(model, metadata, layout, root)
+
+
+def retarget_artefact(
+    source: str | Path, scenario_dir: str | Path, workload_file: str | Path, target: str | Path
+) -> Path:
+    """A size-agnostic (observation 4) artefact re-labelled for another cluster: same weights, new cluster.
+
+    The copy's metadata names ``scenario_dir`` and ``workload_file`` (verbatim, with their hashes)
+    and their layout within the source's limits, so evaluation, the gate, packaging and serving
+    treat it as a policy for that cluster. Raises :class:`PolicyError` for an older observation
+    version (its weights fit one layout only) or a cluster beyond the limits.
+    """
+    from ceenv.layout import layout_from_scenario
+    from ceenv.scenario import load_scenario
+
+    loaded = load_artefact(source)
+    if not loaded.layout.padded:
+        raise PolicyError(
+            f"{source}: observation version {loaded.layout.version} fits only the cluster it was trained on; "
+            "retarget a general (observation version 4) policy, or train one for this cluster"
+        )
+    layout = check_compatible(
+        loaded.metadata, str(Path(source) / METADATA_FILE), loaded.metadata.scenario_name,
+        layout_from_scenario(load_scenario(scenario_dir), 3),
+    )  # fmt: skip
+    summary = {**loaded.metadata.training_summary, "retargeted_from": str(source)}
+    metadata = describe(
+        layout,
+        scenario_dir,
+        workload_file,
+        step_cost_ms=loaded.metadata.step_cost_ms,
+        max_steps=loaded.metadata.max_steps,
+        training_config=loaded.metadata.training_config,
+        training_summary=summary,
+    )
+    return save_artefact(target, loaded.model, metadata)

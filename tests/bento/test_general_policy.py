@@ -97,3 +97,20 @@ def test_a_cluster_beyond_the_limits_or_a_half_named_cluster_is_refused(general_
     (tmp_path / big.workload_file).write_text(json.dumps(big.workload_doc))
     with pytest.raises(PolicyError, match="limits"):
         load_policy(general_model, str(tmp_path / "big"), str(tmp_path / big.workload_file))
+
+
+def test_a_general_artefact_is_retargeted_to_another_cluster_and_an_old_one_is_not(
+    general_model: Any, artefact_dir: Path, tmp_path: Path
+) -> None:
+    from bento.artefact import load_artefact, read_metadata, retarget_artefact
+    from ceenv.layout import layout_from_scenario
+    from ceenv.scenario import load_scenario
+
+    source = Path(general_model.path)
+    target = retarget_artefact(source, scenario_dir("19-37"), workload_file("aggregator_parallel"), tmp_path / "p")
+    metadata = read_metadata(target)
+    assert (metadata.scenario_name, metadata.workload_name) == ("19-37", "aggregator_parallel")
+    loaded = load_artefact(target, layout_from_scenario(load_scenario(scenario_dir("19-37")), 3))
+    assert loaded.layout.node_count == 19 and loaded.layout.max_nodes == 40
+    with pytest.raises(PolicyError, match="fits only the cluster it was trained on"):
+        retarget_artefact(artefact_dir, scenario_dir("19-37"), workload_file("chain"), tmp_path / "q")
