@@ -55,9 +55,86 @@ def evaluate_cells(
 
     groups = []
     for scenario, workload in cells:
-        report, _ = evaluate(scenario, [workload], model, seeds, episodes, families, baselines=("greedy", "best_known"))
+        report, records = evaluate(
+            scenario, [workload], model, seeds, episodes, families, baselines=("greedy", "best_known")
+        )
         groups.extend(report.groups)
+        RECORDS.extend(records)
     return groups
+
+
+RECORDS: list[Any] = []  # every evaluation record, for the planning rows' best-known reductions
+
+
+def planning_rows(
+    model_dir: Path, cells: list[tuple[Path, Path]], seeds: list[int], episodes: int, k: int, horizon: int
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The policy with decision-time planning (:func:`bento.planning.plan_action`) on the same start states."""
+    from bento.artefact import load_artefact
+    from bento.planning import plan_action
+    from ceenv.env import CloudEdgeEnv
+    from ceenv.layout import layout_from_scenario
+    from ceenv.scenario import load_scenario
+    from ceenv.workload import load_workload, workload_name
+    from flows.evaluation.episodes import start_state
+    from flows.evaluation.seeds import evaluation_seed
+
+    best = {(r.scenario, r.workload, r.family, r.seed, r.episode): r for r in RECORDS if r.method == "best_known"}
+    greedy = {(r.scenario, r.workload, r.family, r.seed, r.episode): r for r in RECORDS if r.method == "greedy"}
+    rows, times = [], []
+    for scenario_dir, workload_file in cells:
+        scenario = load_scenario(scenario_dir)
+        workload = load_workload(workload_file, scenario)
+        name = workload_name(Path(workload_file))
+        loaded = load_artefact(model_dir, layout_from_scenario(scenario, 3))
+        layout = loaded.layout
+        env = CloudEdgeEnv(
+            scenario, workload, observation_version=4, max_nodes=layout.max_nodes, max_slots=layout.max_slots,
+            measured_conditions=True,
+        )  # fmt: skip
+        for family in FAMILIES:
+            per_seed, moves, greedy_seed, greedy_moves = [], [], [], []
+            for seed in seeds:
+                gained = best_sum = greedy_gained = 0.0
+                for episode in range(episodes):
+                    key = (scenario.name, name, family, seed, episode)
+                    if key not in best:
+                        continue
+                    state = start_state(env, family, evaluation_seed(seed, episode))
+                    _, info = env.reset(options={"state": state})
+                    start, done = info["start_latency_ms"], False
+                    while not done:
+                        began = time.perf_counter()
+                        action = plan_action(loaded.model, env.simulator, k, horizon, env.step_cost_ms)
+                        times.append(1000 * (time.perf_counter() - began))
+                        _, _, terminated, truncated, info = env.step(action)
+                        done = terminated or truncated
+                    gained += start - info["latency_ms"]
+                    best_sum += max(best[key].start_latency_ms - best[key].end_latency_ms, 0.0)
+                    greedy_gained += greedy[key].start_latency_ms - greedy[key].end_latency_ms
+                    moves.append(info["moves"])
+                    greedy_moves.append(greedy[key].moves)
+                per_seed.append(gained / best_sum if best_sum > 0 else 1.0)
+                greedy_seed.append(greedy_gained / best_sum if best_sum > 0 else 1.0)
+            mean, greedy_mean = float(np.mean(per_seed)), float(np.mean(greedy_seed))
+            rows.append(
+                {
+                    "setting": f"general policy + planning (best of top-{k}, {horizon}-step rollouts on the twin)",
+                    "scenario": scenario.name,
+                    "workload": name,
+                    "family": family,
+                    "policy_fraction": mean,
+                    "policy_ci": [float(np.min(per_seed)), float(np.max(per_seed))],
+                    "greedy_fraction": greedy_mean,
+                    "policy_moves": float(np.mean(moves)),
+                    "greedy_moves": float(np.mean(greedy_moves)),
+                    "invalid_actions": 0,
+                    "ge_greedy": mean >= greedy_mean,
+                    "moves_ok": float(np.mean(moves)) <= float(np.mean(greedy_moves)) + 1,
+                }
+            )
+    timing = {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
+    return rows, timing
 
 
 def decision_times_ms(model: Path, size: str, workload: str, requests: int = 200) -> dict[str, float]:
@@ -147,8 +224,15 @@ def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[
                 f"| {r['invalid_actions']} | {'yes' if r['ge_greedy'] else 'no'} | {'yes' if r['moves_ok'] else 'no'} |"
             )
         lines.append("")
-    lines += ["## Decision time (in-process `Policy.decide`: encode, network, answer; no planning)", ""]
-    lines += ["| cluster | p50 ms | p99 ms |", "|---|---|---|"]
+    lines += [
+        "## Decision time",
+        "",
+        "Raw policy: in-process `Policy.decide` (decode the REACH request, encode, network, answer) on 200 requests "
+        "per size. Planning: one `bento.planning.plan_action` call per decision in the evaluation above (the "
+        "service does not plan yet).",
+        "",
+    ]
+    lines += ["| what | p50 ms | p99 ms |", "|---|---|---|"]
     lines += [f"| {size} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} |" for size, t in timing.items()]
     lines.append("")
     return "\n".join(lines)
@@ -161,6 +245,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--large", type=int, default=2, help="Generated 38-node clusters to evaluate on.")
+    parser.add_argument("--plan-k", type=int, default=4, help="Planning: candidates per decision (0 = no planning).")
+    parser.add_argument("--horizon", type=int, default=4, help="Planning: rollout steps per candidate.")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "general")
     args = parser.parse_args()
     import torch
@@ -193,13 +279,17 @@ def main() -> None:
             for g in evaluate_cells(args.reach_model, cell, seeds, args.episodes)
         ]
     timing = {size: decision_times_ms(args.model, size, "aggregator_sequential") for size in SIZES}
+    if args.plan_k > 0:
+        planned, plan_timing = planning_rows(args.model, reference, seeds, args.episodes, args.plan_k, args.horizon)
+        rows += planned
+        timing[f"planning (top-{args.plan_k}, {args.horizon}-step rollouts), all reference cells"] = plan_timing
     settings = {
         "model": str(args.model),
         "seeds": seeds,
         "episodes": args.episodes,
         "wall_seconds": time.perf_counter() - began,
         "command": f"python benchmarks/bench_general.py --model {args.model} --seeds {args.seeds} "
-        f"--episodes {args.episodes} --large {args.large}"
+        f"--episodes {args.episodes} --large {args.large} --plan-k {args.plan_k} --horizon {args.horizon}"
         + (f" --reach-model {args.reach_model}" if args.reach_model else ""),
     }
     (args.out / "general.json").write_text(json.dumps({"settings": settings, "rows": rows, "timing": timing}, indent=1))
