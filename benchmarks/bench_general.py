@@ -137,7 +137,9 @@ def planning_rows(
     return rows, timing
 
 
-def decision_times_ms(model: Path, size: str, workload: str, requests: int = 200) -> dict[str, float]:
+def decision_times_ms(
+    model: Path, size: str, workload: str, requests: int = 200, plan_k: int = 0, horizon: int = 4
+) -> dict[str, float]:
     """``Policy.decide`` (encode + network + answer) on REACH requests of ``size``: p50 and p99, ms."""
     from bento.artefact import load_artefact
     from bento.policy import GateVerdict, NominalLatency, Policy, PolicyCard
@@ -152,7 +154,7 @@ def decision_times_ms(model: Path, size: str, workload: str, requests: int = 200
     loaded = load_artefact(model, layout_from_scenario(env.scenario, 3))
     card = PolicyCard.from_artefact(loaded.metadata, GateVerdict(passed=True, reason="benchmark"))
     latency = NominalLatency.from_files(str(scenario_dir), str(workload_file))
-    policy = Policy(loaded, card, loaded.layout, "benchmark", latency)
+    policy = Policy(loaded, card, loaded.layout, "benchmark", latency, plan_k, horizon)
     bodies = []
     for seed in range(requests):
         env.reset(seed=seed)
@@ -227,9 +229,9 @@ def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[
     lines += [
         "## Decision time",
         "",
-        "Raw policy: in-process `Policy.decide` (decode the REACH request, encode, network, answer) on 200 requests "
-        "per size. Planning: one `bento.planning.plan_action` call per decision in the evaluation above (the "
-        "service does not plan yet).",
+        "In-process `bento.policy.Policy.decide` (decode the REACH request, encode, network or planning, answer) "
+        "on 200 requests per size (`/get_action` adds HTTP); planning = bento argument `plan_k`. The last row: "
+        "one `bento.planning.plan_action` call per decision in the planning evaluation above.",
         "",
     ]
     lines += ["| what | p50 ms | p99 ms |", "|---|---|---|"]
@@ -278,11 +280,18 @@ def main() -> None:
             row(g, "REACH's setting (observation v1, MLP)")
             for g in evaluate_cells(args.reach_model, cell, seeds, args.episodes)
         ]
-    timing = {size: decision_times_ms(args.model, size, "aggregator_sequential") for size in SIZES}
+    timing = {f"{size}, raw policy": decision_times_ms(args.model, size, "aggregator_sequential") for size in SIZES}
+    if args.plan_k > 0:
+        for size in SIZES:
+            timing[f"{size}, with planning (top-{args.plan_k}, {args.horizon} steps)"] = decision_times_ms(
+                args.model, size, "aggregator_sequential", plan_k=args.plan_k, horizon=args.horizon
+            )
     if args.plan_k > 0:
         planned, plan_timing = planning_rows(args.model, reference, seeds, args.episodes, args.plan_k, args.horizon)
         rows += planned
-        timing[f"planning (top-{args.plan_k}, {args.horizon}-step rollouts), all reference cells"] = plan_timing
+        timing[f"planning in the evaluation (top-{args.plan_k}, {args.horizon} steps), all reference cells"] = (
+            plan_timing
+        )
     settings = {
         "model": str(args.model),
         "seeds": seeds,

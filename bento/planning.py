@@ -5,7 +5,9 @@ candidates), plays each on a copy of the simulator whose costs are the *known* o
 policy may know: the measured network, or the nominal one), follows it with up to ``horizon`` of
 the policy's own deterministic decisions, and picks the candidate whose rollout ends with the
 lowest known latency plus ``step_cost_ms`` per move. Nothing here sees the true drawn network.
-Used by ``benchmarks/bench_general.py`` (planning beside the raw policy).
+:func:`twin_from_state` builds that simulator from a served request's state. Used by
+:class:`bento.policy.Policy` (bento argument ``plan_k``) and ``benchmarks/bench_general.py``
+(planning beside the raw policy).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ceenv.latency import CallCosts, Conditions, LatencyModel, nominal_conditions
+from ceenv.layout import FloatArray, IntArray, Layout, placement_counts
 from ceenv.observation import decode_action, policy_mask
 from ceenv.simulator import Simulator
 
@@ -60,9 +64,41 @@ def _rollout(model: Any, twin: Simulator, horizon: int, step_cost_ms: float) -> 
     return twin.latency_ms + cost
 
 
-def plan_action(model: Any, sim: Simulator, k: int = 4, horizon: int = 4, step_cost_ms: float = 1.25) -> int:
-    """The policy action (padded index) with the best ``horizon``-step rollout among its top ``k`` and STOP."""
-    mask = policy_mask(sim.layout, sim.action_mask())
+def twin_from_state(
+    model: LatencyModel,
+    layout: Layout,
+    known_costs: CallCosts,
+    free_cpu_millicores: FloatArray,
+    free_memory_bytes: FloatArray,
+    slot_node: IntArray,
+) -> Simulator:
+    """A simulator of a served request's state: free capacity plus our pods' requests, the known costs."""
+    scenario = model.scenario
+    counts = placement_counts(layout, slot_node)
+    cpu = np.array([s.cpu_millicores for s in scenario.services]) @ counts
+    memory = np.array([round(s.memory_bytes) for s in scenario.services], dtype=float) @ counts
+    nominal = nominal_conditions(scenario)
+    conditions = Conditions(
+        free_cpu_millicores + cpu, free_memory_bytes + memory, nominal.utilization, nominal.delay_ms
+    )
+    sim = Simulator(model, layout, conditions, slot_node)
+    sim.known_costs = known_costs
+    return sim
+
+
+def plan_action(
+    model: Any,
+    sim: Simulator,
+    k: int = 4,
+    horizon: int = 4,
+    step_cost_ms: float = 1.25,
+    mask: np.ndarray | None = None,
+) -> int:
+    """The policy action (padded index) with the best ``horizon``-step rollout among its top ``k`` and STOP.
+
+    ``mask`` (the policy's action index) restricts the first action, e.g. to a request's ``pod_deployable``.
+    """
+    mask = policy_mask(sim.layout, sim.action_mask()) if mask is None else mask
     logits = _logits(model, sim.observation(), mask)
     valid = np.flatnonzero(mask)
     ranked = valid[np.argsort(-logits[valid], kind="stable")][:k]

@@ -36,6 +36,7 @@ from ceenv.observation import (
 from ceenv.payload import DecodedState, state_from_request
 from ceenv.scenario import scenario_from_documents
 from ceenv.schema import ActionRequest, ActionResponse
+from ceenv.simulator import DEFAULT_STEP_COST_MS
 from ceenv.workload import check_workload, parse_workload
 
 CARD_FORMAT = 1
@@ -164,13 +165,21 @@ class Policy:
     """A loaded, checked policy: ``decide(request)`` is the whole of ``POST /get_action``."""
 
     def __init__(
-        self, predictor: Decider, card: PolicyCard, layout: Layout, tag: str, latency: NominalLatency | None = None
+        self,
+        predictor: Decider,
+        card: PolicyCard,
+        layout: Layout,
+        tag: str,
+        latency: NominalLatency | None = None,
+        plan_k: int = 0,
+        plan_horizon: int = 4,
     ) -> None:
         self.predictor = predictor
         self.card = card
         self.layout = layout
         self.tag = tag
         self.latency = latency
+        self.plan_k, self.plan_horizon = plan_k, plan_horizon
 
     def encode(self, request: ActionRequest) -> Encoded:
         """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input.
@@ -219,7 +228,7 @@ class Policy:
     def decide(self, request: ActionRequest) -> ActionResponse:
         """The move the policy picks (deterministically), or STOP; an invalid pick becomes STOP."""
         encoded = self.encode(request)
-        action = self.predictor.decide(encoded.observation, encoded.mask)
+        action = self._plan(encoded) if self.plan_k > 0 else self.predictor.decide(encoded.observation, encoded.mask)
         extras: dict[str, Any] = {"model_version": self.tag, "action": action}
         before = self.latency.of(self.layout, encoded.state.slot_node) if self.latency else None
         if before is not None:
@@ -236,6 +245,26 @@ class Policy:
         return ActionResponse(
             pod_name=encoded.state.slot_pod[slot], target_node=self.layout.node_names[node], is_stop=False, **extras
         )
+
+    def _plan(self, encoded: Encoded) -> int:
+        """Decision-time planning on the twin (:mod:`bento.planning`); general (version 4) policies only."""
+        from bento.planning import plan_action, twin_from_state
+
+        model = getattr(self.predictor, "model", None)
+        if not self.layout.padded or self.latency is None or model is None:
+            raise PolicyError(f"model {self.tag}: planning needs a general (observation version 4) policy")
+        state = encoded.state
+        twin = twin_from_state(
+            self.latency.model,
+            self.layout,
+            self.known_costs(state),
+            state.free_cpu_millicores,
+            state.free_memory_bytes,
+            state.slot_node,
+        )
+        metadata = getattr(self.predictor, "metadata", None)
+        step_cost = float(metadata.step_cost_ms) if metadata is not None else DEFAULT_STEP_COST_MS
+        return plan_action(model, twin, self.plan_k, self.plan_horizon, step_cost, encoded.mask)
 
     def summary(self) -> dict[str, Any]:
         """What ``GET /metadata`` answers."""

@@ -44,6 +44,14 @@ class ServiceArguments(BaseModel):
         default=None,
         description="Call-pattern file of the application to serve (with scenario); default: the training one.",
     )
+    plan_k: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Decision-time planning (general policies): judge the policy's top plan_k actions by short "
+        "rollouts on the twin; 0 = the raw policy.",
+    )
+    plan_horizon: int = Field(default=4, ge=1, le=16, description="Planning: rollout steps per candidate.")
     torch_threads: int = Field(
         default=1, ge=1, description="Torch intra-op threads per worker; 1 is fastest for this MLP."
     )
@@ -70,7 +78,9 @@ class PolicyService:
         import torch
 
         torch.set_num_threads(ARGUMENTS.torch_threads)
-        self.policy: Policy = load_policy(self.model_ref, ARGUMENTS.scenario, ARGUMENTS.workload)
+        self.policy: Policy = load_policy(
+            self.model_ref, ARGUMENTS.scenario, ARGUMENTS.workload, ARGUMENTS.plan_k, ARGUMENTS.plan_horizon
+        )
         if not self.policy.card.gate.passed:
             logger.warning("serving %s although its gate refused it: %s", self.policy.tag, self.policy.card.gate.reason)
         logger.info("reach policy service: model %s, code %s", self.policy.tag, __file__)

@@ -54,7 +54,11 @@ def save_policy(
 
 
 def load_policy(
-    model: bentoml.Model | str, scenario_dir: str | None = None, workload_file: str | None = None
+    model: bentoml.Model | str,
+    scenario_dir: str | None = None,
+    workload_file: str | None = None,
+    plan_k: int = 0,
+    plan_horizon: int = 4,
 ) -> Policy:
     """A stored model (or its tag, e.g. ``reach-policy:latest``) as a checked :class:`Policy`.
 
@@ -77,7 +81,12 @@ def load_policy(
             f"model {tag}: its card says observation version {card.observation_version} but the stored artefact "
             f"says {loaded.metadata.observation_version}; re-package the artefact with bento.store.save_policy"
         )
-    return Policy(loaded, card, layout, tag, latency or NominalLatency.from_artefact(loaded.metadata))
+    policy = Policy(
+        loaded, card, layout, tag, latency or NominalLatency.from_artefact(loaded.metadata), plan_k, plan_horizon
+    )
+    if plan_k > 0 and not layout.padded:
+        raise PolicyError(f"model {tag}: planning (plan_k > 0) needs a general (observation version 4) policy")
+    return policy
 
 
 def _serve_time_cluster(

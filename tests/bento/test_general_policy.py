@@ -114,3 +114,24 @@ def test_a_general_artefact_is_retargeted_to_another_cluster_and_an_old_one_is_n
     assert loaded.layout.node_count == 19 and loaded.layout.max_nodes == 40
     with pytest.raises(PolicyError, match="fits only the cluster it was trained on"):
         retarget_artefact(artefact_dir, scenario_dir("19-37"), workload_file("chain"), tmp_path / "q")
+
+
+def test_planning_in_the_service_answers_a_valid_move_or_stop(general_model: Any) -> None:
+    from bento.store import load_policy
+
+    planned = load_policy(general_model, str(scenario_dir("13-29")), str(workload_file("chain")), plan_k=3)
+    raw = _request("13-29", "chain", seed=2)
+    request = ActionRequest.model_validate(raw)
+    answer = planned.decide(request)
+    if not answer.is_stop:
+        assert answer.target_node in raw["pod_deployable"][answer.pod_name]
+    assert planned.encode(request).mask[answer.action]  # type: ignore[index]
+
+
+def test_planning_is_refused_for_a_single_cluster_policy(bentoml_home: Path, artefact_dir: Path) -> None:
+    from bento.policy import GateVerdict
+    from bento.store import load_policy, save_policy
+
+    stored = save_policy(artefact_dir, gate=GateVerdict(passed=True, reason="test"), name="reach-policy-old")
+    with pytest.raises(PolicyError, match="planning"):
+        load_policy(stored, plan_k=2)
