@@ -140,9 +140,12 @@ def evaluate_command(
     report, records = evaluate(scenario, list(workloads), model, _parse_seeds(seeds), episodes, families)  # type: ignore[arg-type]
     written = write_report(report, records, out)
     if model is not None and store:
-        from bento.artefact import write_evaluation
+        from bento.artefact import read_metadata, write_evaluation
 
-        write_evaluation(model, report.model_dump(mode="json"))
+        if Path(scenario).name == read_metadata(model).scenario_name:
+            write_evaluation(model, report.model_dump(mode="json"))
+        else:  # a general policy evaluated on another cluster: its stored report stays its own cluster's
+            typer.echo(f"report not stored in {model}: it is for {Path(scenario).name}, the artefact's cluster differs")
     typer.echo((out / "report.md").read_text())
     typer.echo("wrote " + ", ".join(str(p) for p in written))
 
