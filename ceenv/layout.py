@@ -4,7 +4,9 @@ A :class:`Layout` fixes the order of nodes and pod slots (MODEL.md §3: slots or
 then replica), the capacity scales of the observation, the layer rule per (service, node) and the
 observation version; it is saved with the model (:meth:`Layout.to_dict`, :meth:`Layout.fingerprint`)
 and checked when a service starts. :func:`placement_counts` turns a slot placement into the
-``(S, N)`` pod counts that the latency model takes. Used by the encoder (:mod:`ceenv.observation`),
+``(S, N)`` pod counts that the latency model takes. From observation version 4 the layout also
+declares padding limits (``max_nodes``, ``max_slots``), and :func:`canonical_slots` gives the pod
+order that version sees (by node within each service). Used by the encoder (:mod:`ceenv.observation`),
 the payload mapping (:mod:`ceenv.payload`), the simulator, the env, the artefact and the service.
 """
 
