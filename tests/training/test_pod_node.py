@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,19 @@ def test_the_untrained_policy_follows_the_gain_prior() -> None:
 
 def layout_pairs(env: CloudEdgeEnv) -> int:
     return env.layout.max_nodes * env.layout.max_slots * 5
+
+
+def test_the_shipped_general_policy_loads_and_fine_tuning_starts_from_its_weights() -> None:
+    from bento.artefact import load_artefact
+    from flows.training.config import load_train_config
+    from flows.training.envs import make_vec_env
+    from flows.training.trainer import build_model
+
+    root = Path(__file__).resolve().parents[2]
+    shipped = load_artefact(root / "data" / "policies" / "general-v4")
+    assert (shipped.layout.max_nodes, shipped.layout.max_slots) == (40, 80)
+    config = load_train_config(root / "data" / "train" / "finetune.json", n_envs=1, batch_size=64)
+    venv = make_vec_env(scenario_dir("7-21"), workload_file("chain"), config)
+    model = build_model(config, venv, None)
+    for name, value in shipped.model.policy.state_dict().items():
+        assert torch.equal(model.policy.state_dict()[name], value), name
