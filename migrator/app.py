@@ -50,8 +50,15 @@ def build_controller(settings: MigratorSettings, telemetry: MigratorTelemetry | 
     if settings.prometheus_url:
         from migrator.metrics import PrometheusMetrics
 
-        metrics = PrometheusMetrics(settings.prometheus_url, settings.latency_query, settings.node_usage_query)
+        metrics = PrometheusMetrics(
+            settings.prometheus_url,
+            settings.latency_query,
+            settings.node_usage_query,
+            measured_delay_query=settings.measured_delay_query,
+            node_utilization_query=settings.node_utilization_query,
+        )
         controller.latency_ms = metrics.latency_ms
+        controller.measured_conditions = metrics.measured_conditions
     return controller
 
 

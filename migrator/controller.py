@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ceenv.schema import ActionRequest
+from ceenv.schema import ActionRequest, MeasuredConditions
 from migrator.actuator import Actuator, Clock, ClusterOps, MigrationResult
 from migrator.aliases import AliasError, from_policy_name, node_aliases, to_policy_names
 from migrator.guards import GuardLimits, MigrationLedger, Move, Verdict, check_move
@@ -72,6 +72,7 @@ class Controller:
     policy: PolicyAdvisor
     clock: Clock
     latency_ms: Callable[[], float | None] = lambda: None
+    measured_conditions: Callable[[], MeasuredConditions | None] = lambda: None
     journal: Journal = field(default_factory=Journal)
     ledger: MigrationLedger = field(default_factory=MigrationLedger)
 
@@ -113,7 +114,7 @@ class Controller:
         except Exception as exc:  # the API server may be briefly away: skip the cycle, never crash
             self.journal.record("skipped", reason=f"cannot read the cluster: {exc}")
             return CycleOutcome("skipped", str(exc))
-        request = build_request(snapshot, self.rules)
+        request = build_request(snapshot, self.rules, self.measured_conditions())
         try:
             advice = self._ask(snapshot, request)
         except AliasError as exc:  # a labelling mistake: no move until it is fixed
