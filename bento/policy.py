@@ -158,7 +158,7 @@ class Policy:
         """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input.
 
         The request's optional ``measured`` block is decoded into ``state.measured_network`` (its
-        errors name the node); :meth:`known_costs` decides whether the observation uses it.
+        errors name the node); :meth:`Policy.known_costs` decides whether the observation uses it.
         """
         scenario = self.latency.model.scenario if self.latency is not None else None
         state = state_from_request(self.layout, request, scenario)
