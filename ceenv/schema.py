@@ -2,23 +2,27 @@
 
 Pydantic only, no numpy: the migrator imports this module and nothing else of :mod:`ceenv`.
 Extra fields are allowed in both directions (REACH clients send their own metadata); the fields
-below keep REACH's meaning. Units: free CPU in millicores, free memory in GiB.
+below keep REACH's meaning. Units: free CPU in millicores, free memory in GiB. Numbers must be
+finite (JSON has no infinity, but Python's parser reads ``Infinity`` and ``NaN``), and names are at
+most :data:`MAX_NAME_CHARS` characters (Kubernetes' own limit), so an error that quotes one is short.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 SCHEMA_VERSION = 1
 BYTES_PER_GIB = 2**30  # memory_availability is in GiB on the wire
+MAX_NAME_CHARS = 253  # a Kubernetes object name (DNS subdomain) is at most 253 characters
 # The optional ``measured`` block (MODEL.md §4): its own version, so that it can grow without
 # touching REACH's fields. Version 1 is the payload without it.
 MEASURED_SCHEMA_VERSION = 2
 MAX_MEASURED_DELAY_MS = 600_000.0  # ten minutes: anything longer is a broken probe, not a delay
 MAX_MEASURED_BANDWIDTH_MBPS = 1e7  # 10 Tbit/s
 
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
 DelayMs = Annotated[float, Field(ge=0, le=MAX_MEASURED_DELAY_MS, allow_inf_nan=False)]
 Utilization = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
 BandwidthMbps = Annotated[float, Field(gt=0, le=MAX_MEASURED_BANDWIDTH_MBPS, allow_inf_nan=False)]
@@ -31,30 +35,30 @@ class _Open(BaseModel):
 class NodeState(_Open):
     """Free resources of one node as the cluster reports them."""
 
-    node_name: str = Field(description="The node's name; must match the key it is listed under.")
-    cpu_availability: float = Field(ge=0, description="Free CPU in millicores.")
-    memory_availability: float = Field(ge=0, description="Free memory in GiB (2^30 bytes).")
+    node_name: Name = Field(description="The node's name; must match the key it is listed under.")
+    cpu_availability: float = Field(ge=0, allow_inf_nan=False, description="Free CPU in millicores.")
+    memory_availability: float = Field(ge=0, allow_inf_nan=False, description="Free memory in GiB (2^30 bytes).")
 
 
 class PodRef(_Open):
     """A running pod and the node it runs on."""
 
-    pod_name: str = Field(min_length=1)
-    node_name: str = Field(min_length=1)
+    pod_name: Name = Field(min_length=1)
+    node_name: Name = Field(min_length=1)
 
 
 class ServiceState(_Open):
     """The pods of one service."""
 
-    service_name: str
+    service_name: Name
     pods: list[PodRef] = Field(default_factory=list)
 
 
 class ClusterState(_Open):
     """Nodes and services keyed by name, as REACH's pod-migrator sends them."""
 
-    nodes: dict[str, NodeState]
-    services: dict[str, ServiceState]
+    nodes: dict[Name, NodeState]
+    services: dict[Name, ServiceState]
 
 
 class MeasuredConditions(_Open):
@@ -70,15 +74,15 @@ class MeasuredConditions(_Open):
         le=MEASURED_SCHEMA_VERSION,
         description=f"Version of this block; this reach reads version {MEASURED_SCHEMA_VERSION}.",
     )
-    node_delay_ms: dict[str, dict[str, DelayMs]] = Field(
+    node_delay_ms: dict[Name, dict[Name, DelayMs]] = Field(
         default_factory=dict,
         description="One-way delay from node (outer key) to node (inner key), ms; the diagonal is ignored (0).",
     )
-    node_utilization: dict[str, Utilization] = Field(
+    node_utilization: dict[Name, Utilization] = Field(
         default_factory=dict,
         description="Fraction of each node's NIC bandwidth used by background traffic, in [0, 1).",
     )
-    bandwidth_mbps: dict[str, BandwidthMbps] = Field(
+    bandwidth_mbps: dict[Name, BandwidthMbps] = Field(
         default_factory=dict, description="Each node's NIC bandwidth, Mbit/s (replaces the node type's bandwidth)."
     )
 
@@ -87,7 +91,7 @@ class ActionRequest(_Open):
     """Request body of ``POST /get_action``."""
 
     cluster_state: ClusterState
-    pod_deployable: dict[str, list[str]] = Field(
+    pod_deployable: dict[Name, list[Name]] = Field(
         default_factory=dict, description="For each pod, the nodes where it would fit now."
     )
     measured: MeasuredConditions | None = Field(

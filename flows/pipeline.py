@@ -3,7 +3,9 @@
 Each task is a verb calling library code (:mod:`flows.profiles`, :mod:`ceenv`,
 :mod:`flows.training`, :mod:`flows.evaluation`, :mod:`flows.evaluation.gate`, :mod:`bento.store`). The flow
 body reads like a table of contents. Evaluation fans out over (workload, family, seed) units as
-mapped tasks, so a distributed task runner or a Kubernetes work pool spreads it across machines.
+mapped tasks in a subflow whose task runner the ``task_runner`` parameter picks
+(:mod:`flows.evaluation.runner`: Prefect's default, a local Dask cluster, or a Dask scheduler
+whose workers span machines).
 Every run publishes artifacts (validation summary, evaluation table and plots, gate verdict) so
 the dashboard shows why a model was or was not packaged. A failed validation fails the run; a
 refused gate completes it without packaging; nothing deployed is touched either way.
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ceenv.workload import workload_name
 from flows.evaluation.episodes import Family
@@ -69,6 +71,18 @@ class PipelineParams(BaseModel):
     gate_rules: str = Field("default", description="Gate rules: a name under data/gate or a JSON path.")
     package: bool = Field(True, description="Package a passing policy as a bento.")
     run_dir: str | None = Field(None, description="Where this run writes (default out/runs/<time>).")
+    task_runner: str = Field(
+        "default",
+        description="Where the evaluation fan-out runs: default (Prefect's thread pool), dask (a local Dask "
+        "cluster, one worker process per core) or dask://HOST:PORT (a Dask scheduler; deploy/README.md).",
+    )
+
+    @field_validator("task_runner")
+    @classmethod
+    def _known_runner(cls, value: str) -> str:
+        from flows.evaluation.runner import check_runner_spec
+
+        return check_runner_spec(value)
 
 
 def _config_path(value: str, folder: str) -> Path:
@@ -147,14 +161,6 @@ def train_policy(params: PipelineParams, scenario_dir: Path, workload_file: Path
     }
 
 
-@task
-def evaluate_unit(unit: Any) -> list[Any]:
-    """One (workload, family, seed) unit: the policy and every baseline on held-out start states."""
-    from flows.evaluation.units import evaluate_unit as run_unit
-
-    return run_unit(unit)
-
-
 def _image_markdown(path: Path) -> str:
     return f"![{path.stem}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
 
@@ -220,6 +226,7 @@ def package_bento(artefact_dir: str, verdict: Verdict) -> str:
 @flow(name="reach-pipeline", log_prints=True)
 def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     """Ingest → validate → train → evaluate → gate → package (see the module docstring)."""
+    from flows.evaluation.runner import evaluate_on
     from flows.evaluation.units import plan_units
 
     params = params or PipelineParams()
@@ -234,7 +241,7 @@ def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     units = plan_units(
         scenario_dir, [workload_file], params.families, params.eval_seeds, params.eval_episodes, trained["artefact_dir"]
     )
-    records = [r for batch in evaluate_unit.map(units).result() for r in batch]
+    records = evaluate_on(params.task_runner, units)  # a subflow on the chosen task runner
     settings = {"seeds": params.eval_seeds, "episodes": params.eval_episodes, "families": params.families}
     report = publish_evaluation(trained["artefact_dir"], records, settings, run_dir)
     incumbent = find_incumbent(scenario_dir.name, workload_name(workload_file))

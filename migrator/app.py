@@ -50,8 +50,16 @@ def build_controller(settings: MigratorSettings, telemetry: MigratorTelemetry | 
     if settings.prometheus_url:
         from migrator.metrics import PrometheusMetrics
 
-        metrics = PrometheusMetrics(settings.prometheus_url, settings.latency_query, settings.node_usage_query)
-        controller.latency_ms = metrics.latency_ms
+        metrics = PrometheusMetrics(
+            settings.prometheus_url,
+            settings.latency_query,
+            settings.node_usage_query,
+            max_age_s=settings.latency_max_age_s,
+            measured_delay_query=settings.measured_delay_query,
+            node_utilization_query=settings.node_utilization_query,
+        )
+        controller.latency = metrics.read_latency
+        controller.measured_conditions = metrics.measured_conditions
     return controller
 
 
