@@ -62,7 +62,9 @@ def _used(present: th.Tensor) -> int:
 class PodNodeNet(nn.Module):
     """The shared-weight scorer: padded observation → (move logits + STOP logit, value)."""
 
-    def __init__(self, max_nodes: int, max_slots: int, hidden: int = DEFAULT_HIDDEN) -> None:
+    def __init__(
+        self, max_nodes: int, max_slots: int, hidden: int = DEFAULT_HIDDEN, gain_scale: float = INITIAL_GAIN_SCALE
+    ) -> None:
         super().__init__()
         self.max_nodes, self.max_slots = max_nodes, max_slots
         self.node_net = _mlp(NODE_FEATURES, hidden)
@@ -75,7 +77,7 @@ class PodNodeNet(nn.Module):
         self.pair_out = nn.Linear(hidden, 1)
         self.stop_net = nn.Linear(context + 2 * hidden, 1)
         self.value_net = nn.Sequential(nn.Linear(context + 2 * hidden, 64), nn.ReLU(), nn.Linear(64, 1))
-        self.log_gain_scale = nn.Parameter(th.tensor(math.log(INITIAL_GAIN_SCALE)))
+        self.log_gain_scale = nn.Parameter(th.tensor(math.log(gain_scale)))
         self.stop_logit = nn.Parameter(th.tensor(INITIAL_STOP_LOGIT))
         self.move_bias = nn.Parameter(th.tensor(INITIAL_MOVE_BIAS))
         # The learned corrections start near zero, so the untrained policy follows the gain prior.
@@ -130,11 +132,13 @@ class PodNodePolicy(MaskableActorCriticPolicy):
         max_nodes: int = 0,
         max_slots: int = 0,
         hidden: int = DEFAULT_HIDDEN,
+        gain_scale: float = INITIAL_GAIN_SCALE,
         **kwargs: Any,
     ) -> None:
         if max_nodes < 1 or max_slots < 1:
             raise ValueError("PodNodePolicy needs the observation's limits: policy_kwargs max_nodes and max_slots")
         self._limits = (max_nodes, max_slots, hidden)
+        self._gain_scale = gain_scale
         kwargs["net_arch"] = []
         super().__init__(*args, **kwargs)
 
@@ -146,13 +150,13 @@ class PodNodePolicy(MaskableActorCriticPolicy):
                 f"action space {self.action_space} does not match the limits {max_nodes} x {max_slots} "
                 f"(expected Discrete({expected})); train with observation version 4 and the same limits"
             )
-        self.net = PodNodeNet(max_nodes, max_slots, hidden)
+        self.net = PodNodeNet(max_nodes, max_slots, hidden, self._gain_scale)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         max_nodes, max_slots, hidden = self._limits
-        data.update(max_nodes=max_nodes, max_slots=max_slots, hidden=hidden)
+        data.update(max_nodes=max_nodes, max_slots=max_slots, hidden=hidden, gain_scale=self._gain_scale)
         data.pop("net_arch", None)
         return data
 

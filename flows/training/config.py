@@ -72,6 +72,13 @@ class TrainConfig(BaseModel):
     max_nodes: int = Field(40, ge=1, le=1024, description="Observation version 4: nodes the policy is padded to.")
     max_slots: int = Field(80, ge=1, le=4096, description="Observation version 4: pod slots the policy is padded to.")
     hidden: int = Field(32, ge=4, le=512, description="pod_node policy: width of the embeddings and pair scorer.")
+    gain_scale: float = Field(
+        2000.0,
+        gt=0,
+        le=1e5,
+        description="pod_node policy: initial logits per unit of move gain (trained); lower = a softer, more "
+        "exploring prior (the STOP threshold, (stop_logit - move_bias) / gain_scale, grows as it drops).",
+    )
     measured_conditions: bool = Field(
         False,
         description="Show the policy the drawn network through measurement noise (the payload's measured block), "

@@ -50,7 +50,12 @@ def build_model(config: TrainConfig, venv: Any, tensorboard_dir: Path | None) ->
     policy_class: Any = {"gain_biased": GainBiasedPolicy, "pod_node": PodNodePolicy}.get(config.policy, "MlpPolicy")
     policy_kwargs: dict[str, Any] = {"net_arch": list(config.net_arch)}
     if config.policy == "pod_node":
-        policy_kwargs = {"max_nodes": config.max_nodes, "max_slots": config.max_slots, "hidden": config.hidden}
+        policy_kwargs = {
+            "max_nodes": config.max_nodes,
+            "max_slots": config.max_slots,
+            "hidden": config.hidden,
+            "gain_scale": config.gain_scale,
+        }
     model = MaskablePPO(
         policy_class,
         venv,
