@@ -5,7 +5,10 @@ random proves nothing. Here the policy is shown the scenario's *nominal* network
 conditions) while the reward uses the drawn one: on 13-29 ``aggregator_parallel`` the nominal
 gains mislead the prior, and a small, seeded PPO budget must raise the validation score (fraction
 of the best-known reduction on held-out states) above the untrained network's, which is the
-curve's first point.
+curve's first point. The prior is softened (``gain_scale`` 300 instead of 2000) so that the
+sampled policy explores: with the default scale it is nearly deterministic and this budget does
+not move it (measured: 0.598 untrained, at most 0.601 after 24,576 steps at learning rate 1e-3;
+with gain scale 300, 0.549 untrained and 0.658 after 20,480 steps, on this 2-core machine).
 """
 
 from __future__ import annotations
@@ -18,20 +21,21 @@ from flows.training import TrainConfig, train
 from tests.conftest import scenario_dir, workload_file
 
 LEARNING_BUDGET = TrainConfig(
-    total_timesteps=12_288,
+    total_timesteps=20_480,
     seed=0,
     n_envs=4,
     n_steps=256,
     batch_size=256,
-    n_epochs=4,
-    learning_rate=3e-4,
+    n_epochs=10,
+    learning_rate=1e-3,
+    gain_scale=300.0,
     reward_scale="start_latency",
     policy="pod_node",
     observation_version=4,
     max_nodes=16,
     max_slots=32,
     measured_conditions=False,
-    eval_freq_steps=2048,
+    eval_freq_steps=4096,
     eval_episodes=24,
 )
 
