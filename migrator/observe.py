@@ -15,7 +15,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ceenv.schema import BYTES_PER_GIB, ActionRequest, ClusterState, NodeState, PodRef, ServiceState
+from ceenv.schema import (
+    BYTES_PER_GIB,
+    ActionRequest,
+    ClusterState,
+    MeasuredConditions,
+    NodeState,
+    PodRef,
+    ServiceState,
+)
 from migrator.fit import FitIndex, unfit
 from migrator.snapshot import ClusterSnapshot, NodeInfo, PodInfo
 
@@ -114,8 +122,14 @@ def group_by_service(pods: tuple[PodInfo, ...], rules: FitRules) -> dict[str, li
     return services
 
 
-def build_request(snapshot: ClusterSnapshot, rules: FitRules) -> ActionRequest:
-    """The REACH ``/get_action`` request for the live placement; unavailable nodes are left out."""
+def build_request(
+    snapshot: ClusterSnapshot, rules: FitRules, measured: MeasuredConditions | None = None
+) -> ActionRequest:
+    """The REACH ``/get_action`` request for the live placement; unavailable nodes are left out.
+
+    ``measured`` (from Prometheus, :meth:`migrator.metrics.PrometheusMetrics.measured_conditions`)
+    becomes the optional ``measured`` block, restricted to the nodes the request lists.
+    """
     free = free_resources(snapshot)
     nodes = {
         n.name: NodeState(
@@ -133,6 +147,22 @@ def build_request(snapshot: ClusterSnapshot, rules: FitRules) -> ActionRequest:
     return ActionRequest(
         cluster_state=ClusterState(nodes=nodes, services=services),
         pod_deployable=pod_deployable(snapshot, rules),
+        measured=None if measured is None else _on_nodes(measured, set(nodes)),
+    )
+
+
+def _on_nodes(measured: MeasuredConditions, nodes: set[str]) -> MeasuredConditions | None:
+    """The measurements between listed nodes only (a node left out is unavailable to the policy anyway)."""
+    delays = {
+        a: {b: ms for b, ms in row.items() if b in nodes} for a, row in measured.node_delay_ms.items() if a in nodes
+    }
+    delays = {a: row for a, row in delays.items() if row}
+    utilization = {n: u for n, u in measured.node_utilization.items() if n in nodes}
+    bandwidth = {n: b for n, b in measured.bandwidth_mbps.items() if n in nodes}
+    if not (delays or utilization or bandwidth):
+        return None
+    return measured.model_copy(
+        update={"node_delay_ms": delays, "node_utilization": utilization, "bandwidth_mbps": bandwidth}
     )
 
 

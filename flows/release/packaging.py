@@ -119,20 +119,21 @@ def incumbent_report(scenario: str, workload: str) -> EvaluationReport | None:
     """The evaluation report of the incumbent of this scenario and workload, or None.
 
     The incumbent is the policy serving this cluster (the endpoint file records which cluster a
-    deployment serves), else the newest gated bento that can serve it (with an evaluation report).
+    deployment serves), else the first gated bento that can serve it in :func:`.selection.ranked`
+    order (with an evaluation report).
     A policy serving another cluster is never the incumbent.
     """
     import bentoml
     from pydantic import ValidationError
 
     from flows.evaluation.report import EvaluationReport
-    from flows.release.selection import cluster_of, why_not
+    from flows.release.selection import cluster_of, ranked
     from flows.release.serving import current_endpoint
 
     cluster = cluster_of(scenario, workload, strict=False)
     endpoint = current_endpoint()
     candidates = [endpoint.bento] if endpoint is not None and endpoint.serves(cluster) else []
-    candidates += [str(b.tag) for b in gated_bentos() if why_not(b.info.labels, cluster) is None]
+    candidates += ranked(((str(b.tag), b.info.labels) for b in gated_bentos()), cluster)
     for tag in candidates:
         try:
             model_tag = bentoml.bentos.get(tag).info.labels["model"]

@@ -11,10 +11,14 @@ A bento's labels say what it can serve (written by :func:`release_labels` when i
   says so (model label ``scenario=*``) or its card's layout declares limits (``max_nodes > 0``:
   observation version 4, one artefact for every cluster within them).
 
-Among the eligible gated bentos the newest wins (the gate already compared each with the incumbent of
-its cluster). A general bento is started with the served cluster's files as its serve-time
-arguments (:func:`serve_arguments`: ``bentoml serve … --arg scenario=DIR --arg workload=FILE``). :class:`Cluster` is the target: names as the labels spell them plus the sizes the limits
-are checked against. Used by :mod:`.packaging`, :mod:`.redeploy`, ``reach deploy``/``reach serve``,
+Among the eligible gated bentos, those whose policy was trained (fine-tuned, or adopted and gated)
+on exactly this cluster come first — a specific bento of it, or a general one whose
+``trained_scenario``/``trained_workload`` are it — then general bentos trained elsewhere; the
+newest wins within each group (the gate already compared each with the incumbent of its cluster).
+A general bento is started with the served cluster's files as its serve-time arguments
+(:func:`serve_arguments`: ``bentoml serve … --arg scenario=DIR --arg workload=FILE``).
+:class:`Cluster` is the target: names as the labels spell them plus the sizes the limits are
+checked against. Used by :mod:`.packaging`, :mod:`.redeploy`, ``reach deploy``/``reach serve``,
 the pipeline's incumbent lookup and the demo's ``auto`` policy.
 """
 
@@ -130,12 +134,24 @@ def check_servable(tag: str, labels: Mapping[str, str], cluster: Cluster) -> Non
     )
 
 
+def trained_for(labels: Mapping[str, str], cluster: Cluster) -> bool:
+    """Whether the bento's policy was trained (or fine-tuned, or adopted and gated) on exactly this cluster."""
+    scenario = labels.get("trained_scenario") or labels.get("scenario")
+    workload = labels.get("trained_workload") or labels.get("workload")
+    return (scenario, workload) == (cluster.scenario, cluster.workload)
+
+
+def ranked(bentos: Iterable[tuple[str, Mapping[str, str]]], cluster: Cluster) -> list[str]:
+    """The tags eligible for ``cluster``: those trained on it first, then general ones trained elsewhere;
+    each group in the given order (newest first when ``bentos`` is)."""
+    eligible = [(tag, labels) for tag, labels in bentos if why_not(labels, cluster) is None]
+    own = [tag for tag, labels in eligible if trained_for(labels, cluster)]
+    return own + [tag for tag, labels in eligible if not trained_for(labels, cluster)]
+
+
 def choose(bentos: Iterable[tuple[str, Mapping[str, str]]], cluster: Cluster, exclude: str | None = None) -> str | None:
-    """The first (newest, when ``bentos`` is newest first) tag eligible for ``cluster`` other than ``exclude``."""
-    for tag, labels in bentos:
-        if tag != exclude and why_not(labels, cluster) is None:
-            return tag
-    return None
+    """The first of :func:`ranked` other than ``exclude``, or None."""
+    return next((tag for tag in ranked(bentos, cluster) if tag != exclude), None)
 
 
 def serve_arguments(tag: str, labels: Mapping[str, str], cluster: Cluster) -> dict[str, str]:

@@ -49,15 +49,16 @@ def test_eligibility(labels: dict[str, str], cluster: Cluster, reason: str | Non
         assert found is not None and reason in found
 
 
-def test_the_newest_eligible_bento_is_chosen_and_the_excluded_one_skipped() -> None:
+def test_a_bento_trained_on_the_cluster_wins_then_the_newest_general_one() -> None:
     newest_first = [
         ("b4", specific("13-29", "chain")),
         ("b3", specific("7-21", "aggregator_sequential")),
         ("b2", GENERAL_20),
         ("b1", specific("7-21", "chain")),
     ]
-    assert choose(newest_first, SMALL) == "b2"
-    assert choose(newest_first, SMALL, exclude="b2") == "b1"
+    assert choose(newest_first, SMALL) == "b1"  # trained on 7-21/chain: before the newer general b2
+    assert choose(newest_first, SMALL, exclude="b1") == "b2"
+    assert choose(newest_first, Cluster("7-21", "aggregator_parallel", 7, 21)) == "b2"
     assert choose(newest_first, LARGE) is None
     assert choose(newest_first, Cluster("13-29", "chain", 13, 29)) == "b4"
 
@@ -112,3 +113,12 @@ def test_a_general_bento_is_served_with_the_clusters_files_and_a_specific_one_wi
     assert arguments["workload"].endswith("data/workloads/chain_call_patterns.json")
     with pytest.raises(NotServable, match="files of custom / chain are unknown"):
         serve_arguments("b2", GENERAL_20, Cluster("custom", "chain", 5, 10))
+
+
+def test_a_general_bento_fine_tuned_on_the_cluster_ranks_with_the_specific_ones() -> None:
+    from flows.release.selection import ranked
+
+    tuned_here = {**GENERAL_20, "trained_scenario": "7-21", "trained_workload": "chain"}
+    tuned_elsewhere = {**GENERAL_20, "trained_scenario": "13-29", "trained_workload": "chain"}
+    newest_first = [("g-else", tuned_elsewhere), ("g-here", tuned_here), ("s-here", specific("7-21", "chain"))]
+    assert ranked(newest_first, SMALL) == ["g-here", "s-here", "g-else"]
