@@ -137,8 +137,9 @@ def _roll_back_the_bad_keep_the_better(bentos: dict[str, str], prometheus: str) 
     from flows.local import processes
     from flows.release.analysis import AnalysisParams
     from flows.release.redeploy import reach_redeploy
-    from flows.release.serving import current_endpoint, undeploy
+    from flows.release.serving import current_endpoint, endpoint_file, undeploy
 
+    endpoint_file().unlink(missing_ok=True)  # earlier tests of the session may have left one
     analysis = AnalysisParams(prometheus_url=prometheus, period_s=6, warmup_s=2, step_s=1, min_samples=4)
     try:
         first = reach_redeploy(bentos["first"], SCENARIO, WORKLOAD, canary_size=4, analysis=analysis)

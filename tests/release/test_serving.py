@@ -45,6 +45,7 @@ def test_switch_replaces_the_endpoint_atomically_and_ignores_dead_servers(reach_
     serving.switch(live)
     assert serving.current_endpoint() == live
     assert not list(serving.endpoint_file().parent.glob(".*.tmp"))
+    serving.endpoint_file().unlink()  # this process is no serving policy for the tests after this one
 
 
 def test_canary_accepts_well_formed_answers_and_counts_agreement() -> None:
