@@ -2,9 +2,10 @@
 
 :class:`PolicyCard` is the metadata stored with every policy in the BentoML model store (layout,
 scenario and workload identity, observation version, evaluation summary, gate verdict);
-:func:`check_card` refuses a card whose observation version or layout does not match this code.
+:func:`check_card` refuses a card whose observation version or layout does not match this code
+(:func:`bento.artefact.check_compatible`, the one check, raising the one :class:`PolicyError`).
 :class:`Policy` turns one ``POST /get_action`` request into a decision through the shared encoder
-(:mod:`ceenv.encoding`): observation, mask from ``pod_deployable``, a deterministic MaskablePPO
+(:mod:`ceenv.observation`): observation, mask from ``pod_deployable``, a deterministic MaskablePPO
 prediction (:meth:`bento.artefact.LoadedPolicy.decide`), and STOP whenever the chosen action is
 not valid. Used by :mod:`bento.store` (which builds it from a stored model) and by
 :mod:`bento.service` (which serves it); nothing here touches HTTP or the model store.
@@ -20,28 +21,16 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bento.artefact import ArtefactMetadata
-from ceenv.encoding import (
-    SUPPORTED_OBSERVATION_VERSIONS,
-    DecodedState,
-    Layout,
-    decode_action,
-    move_gain_features,
-    move_mask,
-    observe,
-    placement_counts,
-    state_from_request,
-)
+from bento.artefact import ArtefactMetadata, PolicyError, PolicyIdentity, check_compatible
 from ceenv.latency import CallCosts, LatencyModel
+from ceenv.layout import Layout, placement_counts
+from ceenv.observation import decode_action, move_gain_features, move_mask, observe
+from ceenv.payload import DecodedState, state_from_request
 from ceenv.scenario import scenario_from_documents
 from ceenv.schema import ActionRequest, ActionResponse
 from ceenv.workload import check_workload, parse_workload
 
 CARD_FORMAT = 1
-
-
-class IncompatibleModelError(RuntimeError):
-    """A stored model cannot be served by this code; the message says why and what to do."""
 
 
 class FileIdentity(BaseModel):
@@ -58,20 +47,16 @@ class GateVerdict(BaseModel):
     reason: str = Field(description="Why the gate passed or refused the policy, in one line.")
 
 
-class PolicyCard(BaseModel):
+class PolicyCard(PolicyIdentity):
     """The BentoML model metadata of a reach policy; validated whenever a model is loaded."""
 
     model_config = ConfigDict(extra="allow")
 
     card_format: int = Field(default=CARD_FORMAT, description="Version of this metadata layout.")
-    observation_version: int = Field(description="ceenv.encoding.OBSERVATION_VERSION the policy was trained with.")
-    layout: dict[str, Any] = Field(description="ceenv.encoding.Layout.to_dict() of the training scenario.")
-    layout_fingerprint: str = Field(description="Layout.fingerprint() at packaging time.")
     scenario: FileIdentity
     workload: FileIdentity
     evaluation: dict[str, Any] = Field(default_factory=dict, description="Evaluation report (policy vs baselines).")
     gate: GateVerdict
-    algorithm: str = Field(default="MaskablePPO", description="The sb3-contrib class that loads policy.zip.")
     trained_utc: str = Field(default="", description="When the artefact was written.")
 
     @classmethod
@@ -93,45 +78,21 @@ class PolicyCard(BaseModel):
 
 
 def check_card(metadata: Mapping[str, Any], tag: str) -> tuple[PolicyCard, Layout]:
-    """Validate a stored model's metadata against this code; raise :class:`IncompatibleModelError`."""
+    """Validate a stored model's metadata against this code; raise :class:`PolicyError`."""
     try:
         card = PolicyCard.model_validate(dict(metadata))
     except ValidationError as err:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors())
-        raise IncompatibleModelError(
+        raise PolicyError(
             f"model {tag}: its metadata is not a reach policy card (bad or missing: {fields}); "
             "package it with bento.store.save_policy (or `reach package`)"
         ) from None
     if card.card_format != CARD_FORMAT:
-        raise IncompatibleModelError(
+        raise PolicyError(
             f"model {tag}: card format {card.card_format}, this code reads format {CARD_FORMAT}; "
             "re-package the artefact with this version of bento.store"
         )
-    if card.observation_version not in SUPPORTED_OBSERVATION_VERSIONS:
-        raise IncompatibleModelError(
-            f"model {tag} was trained with observation version {card.observation_version}, but this code "
-            f"builds observation versions {list(SUPPORTED_OBSERVATION_VERSIONS)}; serve it with the reach version "
-            "it was trained with, or retrain and re-package it with this one"
-        )
-    try:
-        layout = Layout.from_dict(card.layout)
-    except (KeyError, TypeError, ValueError) as err:
-        raise IncompatibleModelError(
-            f"model {tag}: metadata.layout cannot be read by this code ({type(err).__name__}: {err}); "
-            "re-package the model with this reach version"
-        ) from None
-    if layout.version != card.observation_version:
-        raise IncompatibleModelError(
-            f"model {tag}: layout version {layout.version} differs from its observation version "
-            f"{card.observation_version}; re-package the artefact"
-        )
-    if layout.fingerprint() != card.layout_fingerprint:
-        raise IncompatibleModelError(
-            f"model {tag}: layout fingerprint {card.layout_fingerprint} does not match {layout.fingerprint()} "
-            "computed by this code from the same layout, so the encoder changed since packaging; "
-            "retrain and re-package the model with this reach version"
-        )
-    return card, layout
+    return card, check_compatible(card, f"model {tag}", card.scenario.name)
 
 
 class Decider(Protocol):
@@ -194,13 +155,13 @@ class Policy:
         self.latency = latency
 
     def encode(self, request: ActionRequest) -> Encoded:
-        """Observation and mask of a request; raises :class:`ceenv.encoding.PayloadError` on bad input."""
+        """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input."""
         state = state_from_request(self.layout, request)
         mask = move_mask(self.layout, state.slot_node, state.target_ok)
         gains = None
         if self.layout.needs_move_gains:
             if self.latency is None:
-                raise IncompatibleModelError(
+                raise PolicyError(
                     f"model {self.tag}: observation version {self.layout.version} needs the nominal latency model; "
                     "load the policy with bento.store.load_policy"
                 )

@@ -18,7 +18,7 @@ import bentoml
 import httpx
 import pytest
 
-from ceenv.encoding import OBSERVATION_VERSION
+from ceenv.layout import OBSERVATION_VERSION
 from ceenv.schema import ActionResponse
 from tests.bento.conftest import CONTRACT_DIR, Server, start_server
 
@@ -96,4 +96,4 @@ def test_server_refuses_to_start_on_a_model_of_another_observation_version(
         )
         started.stop()
     assert f"model {tag} was trained with observation version {OBSERVATION_VERSION + 1}" in str(refused.value)
-    assert "IncompatibleModelError" in str(refused.value)
+    assert "PolicyError" in str(refused.value)

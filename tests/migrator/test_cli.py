@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from typer.testing import CliRunner
 
-from flows import cli_migrate
+from flows.cli import migrate as cli_migrate
 
 
 def app() -> typer.Typer:

@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from flows import cli_profiles
+from flows.cli import profiles as cli_profiles
 from tests.profiles.conftest import EXAMPLE_CSVS, EXAMPLES, FIXTURES, ROOT
 
 runner = CliRunner()
@@ -28,7 +28,7 @@ def _csv_args(paths: tuple[Path, ...]) -> list[str]:
 
 
 def test_importing_the_command_module_loads_neither_pandas_nor_gx() -> None:
-    code = "import sys, flows.cli_profiles; print(sorted({'pandas', 'great_expectations'} & set(sys.modules)))"
+    code = "import sys, flows.cli.profiles; print(sorted({'pandas', 'great_expectations'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"
 

@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from flows import cli_train
+from flows.cli import train as cli_train
 from flows.training import TrainResult
 from tests.conftest import scenario_dir, workload_file
 
