@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from flows.images import INSTALL_SCRIPT, LOCAL_BASE_IMAGE, RunningContainer, build_base_image
+from flows.release.images import INSTALL_SCRIPT, LOCAL_BASE_IMAGE, RunningContainer, build_base_image
 
 
 def require_image_tools() -> None:

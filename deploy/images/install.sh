@@ -2,7 +2,7 @@
 # Install the image tooling of `reach images build`: Debian's buildah (builds and runs OCI images
 # without a daemon) and mmdebstrap (makes the Debian bookworm root filesystem of the local base
 # image). Idempotent: when both commands are on the PATH it does nothing. Called by the Makefile's
-# test target and by `reach images build`'s error message; see deploy/README.md ("Images").
+# test target and by `reach images build`'s error message; see deploy/README.md (step 4).
 set -euo pipefail
 
 APT_PACKAGES=(buildah mmdebstrap)
@@ -22,4 +22,4 @@ if ! command -v apt-get >/dev/null; then
 fi
 log "installing Debian packages: ${APT_PACKAGES[*]}"
 as_root apt-get update -qq
-DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}"
+DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${APT_PACKAGES[@]}"

@@ -4,7 +4,7 @@ One module per command group: :mod:`flows.cli.sim` (``reach sim``), :mod:`flows.
 (``train``, ``evaluate``, ``gate``), :mod:`flows.cli.profiles`, :mod:`flows.cli.release`
 (``pipeline``, ``retrain``, ``package``, ``deploy``, ``serve``), :mod:`flows.cli.local` (``up``,
 ``down``, ``status``), :mod:`flows.cli.migrate` (``migrate``, ``cluster``) and
-:mod:`flows.cli.demo`. Heavy imports (torch, sb3, great_expectations, prefect, bentoml,
+:mod:`flows.cli.demo`, :mod:`flows.cli.images` (``images build``). Heavy imports (torch, sb3, great_expectations, prefect, bentoml,
 matplotlib, kubernetes) happen inside the commands, never at module level, so that
 ``reach --help`` answers at once. The package may import only the other ``flows`` packages.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import demo, local, migrate, profiles, release, sim, train
+from flows.cli import demo, images, local, migrate, profiles, release, sim, train
 
 app = typer.Typer(
     name="reach",
@@ -32,6 +32,7 @@ for command in (release.package, release.deploy, release.serve, local.up, local.
 app.command("migrate")(migrate.migrate)
 app.add_typer(migrate.cluster_app, name="cluster")
 app.add_typer(demo.app, name="demo")
+app.add_typer(images.app, name="images")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.images import BuiltImage, build_policy_service_image, local_torch_wheel, run_container
+from flows.release.images import BuiltImage, build_policy_service_image, local_torch_wheel, run_container
 from tests.bento.conftest import BENTOML, CONTRACT_DIR, REPO, free_port, server_env
 from tests.image_support import base_image, wait_ready
 
@@ -24,8 +24,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 @pytest.fixture(scope="module")
 def bento_tag(stored_model: str, bentoml_home: Path) -> str:
-    command = [str(BENTOML), "build", "-f", "bento/bentofile.yaml", "--arg", f"model_tag={stored_model}", "-o", "tag", "."]
-    result = subprocess.run(command, cwd=REPO, env=server_env(bentoml_home), capture_output=True, text=True, timeout=300)
+    command = [
+        str(BENTOML),
+        "build",
+        "-f",
+        "bento/bentofile.yaml",
+        "--arg",
+        f"model_tag={stored_model}",
+        "-o",
+        "tag",
+        ".",
+    ]
+    result = subprocess.run(
+        command, cwd=REPO, env=server_env(bentoml_home), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
 

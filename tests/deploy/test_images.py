@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.images import IMAGES_DIR, MIGRATOR_IMAGE, POLICY_SERVICE_IMAGE
+from flows.release.images import IMAGES_DIR, MIGRATOR_IMAGE, POLICY_SERVICE_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,9 @@ def test_the_migrator_image_carries_no_heavy_stack() -> None:
     assert not {"torch", "bentoml", "prefect", "pandas", "matplotlib", "stable-baselines3"} & set(image)
 
 
-@pytest.mark.parametrize(("manifest", "tag"), [("migrator.yaml", MIGRATOR_IMAGE), ("policy-service.yaml", POLICY_SERVICE_IMAGE)])
+@pytest.mark.parametrize(
+    ("manifest", "tag"), [("migrator.yaml", MIGRATOR_IMAGE), ("policy-service.yaml", POLICY_SERVICE_IMAGE)]
+)
 def test_the_manifests_name_the_images_that_reach_images_build_builds(manifest: str, tag: str) -> None:
     assert container_images(manifest) == [tag]
 

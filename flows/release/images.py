@@ -27,7 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from flows.local.paths import repo_root
+
+REPO_ROOT = repo_root()
 IMAGES_DIR = REPO_ROOT / "deploy" / "images"
 INSTALL_SCRIPT = IMAGES_DIR / "install.sh"
 IMAGE_VERSION = "0.1.0"
@@ -111,7 +113,9 @@ def _buildah_build(containerfile: Path, context: Path, tag: str, base_image: str
     return BuiltImage(tag, image_size_bytes(tag), time.monotonic() - started)
 
 
-def fill_wheelhouse(requirements: Path, wheelhouse: Path, *, no_deps: bool, extra_links: Sequence[Path] = (), log: Log = _quiet) -> None:
+def fill_wheelhouse(
+    requirements: Path, wheelhouse: Path, *, no_deps: bool, extra_links: Sequence[Path] = (), log: Log = _quiet
+) -> None:
     """Wheels of every requirement, made on this machine with its pip (its index, proxy, CA and cache).
 
     The images then install with ``pip --no-index`` from these wheels only: the build steps need no
@@ -144,7 +148,17 @@ def build_base_image(tag: str = LOCAL_BASE_IMAGE, *, rebuild: bool = False, log:
         ]  # fmt: skip
         _run(command, "mmdebstrap of the base root filesystem", log)
         shutil.copy2(IMAGES_DIR / "base.Containerfile", context / "Containerfile")
-        command = ["buildah", "build", "--isolation", "chroot", "-f", str(context / "Containerfile"), "-t", tag, str(context)]
+        command = [
+            "buildah",
+            "build",
+            "--isolation",
+            "chroot",
+            "-f",
+            str(context / "Containerfile"),
+            "-t",
+            tag,
+            str(context),
+        ]
         _run(command, f"building {tag}", log)
     return BuiltImage(tag, image_size_bytes(tag), time.monotonic() - started)
 
@@ -288,7 +302,9 @@ def run_container(
     """
     result = subprocess.run(["buildah", "from", "--pull-never", image], capture_output=True, text=True)
     if result.returncode != 0:
-        raise ImageBuildError(f"no working container of {image}: {result.stderr.strip()} (build it: reach images build)")
+        raise ImageBuildError(
+            f"no working container of {image}: {result.stderr.strip()} (build it: reach images build)"
+        )
     container = result.stdout.strip().splitlines()[-1]
     argv = ["buildah", "run", "--isolation", "chroot"]
     for name, value in (env or {}).items():

@@ -1,6 +1,6 @@
 """``reach images build``: the OCI images of the policy service and the migrator, built with buildah.
 
-A thin typer command over :func:`flows.images.build_images`; it prints each image's tag, size and
+A thin typer command over :func:`flows.release.images.build_images`; it prints each image's tag, size and
 build time. BentoML is imported inside the command only.
 """
 
@@ -33,18 +33,22 @@ def build(
     ] = None,
     torch_wheel: Annotated[
         Path | None,
-        typer.Option(help="torch CPU wheel to install; default: the one in pip's find-links, else the PyTorch CPU index."),
+        typer.Option(
+            help="torch CPU wheel to install; default: the one in pip's find-links, else the PyTorch CPU index."
+        ),
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every buildah and mmdebstrap command.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print every buildah and mmdebstrap command.")
+    ] = False,
 ) -> None:
     """Build (or reuse from buildah's layer cache) the base, migrator and policy service images.
 
     Exit codes: 0 built, 2 no bento to containerize, 1 a build failed (the message names the step).
     """
-    from flows.images import ImageBuildError, build_images
+    from flows.release.images import ImageBuildError, build_images
 
     if bento is None:
-        from flows.release import newest_gated_bento
+        from flows.release.packaging import newest_gated_bento
 
         bento = newest_gated_bento()
         if bento is None:
