@@ -2,7 +2,8 @@
 
 It answers ``--help`` as the non-root user 10001, imports every migrator module while carrying none
 of torch, BentoML, Prefect, pandas, numpy or gymnasium, and one dry-run cycle of ``python -m migrator`` in the image, configured only by ``REACH_MIGRATOR_*``
-variables, observes the local control plane, asks the policy and changes nothing.
+variables, observes the local control plane, asks the policy and changes nothing: no pod moves and
+no file is written outside /tmp (the Deployment's root file system is read-only).
 """
 
 from __future__ import annotations
@@ -27,18 +28,42 @@ def migrator_image() -> BuiltImage:
     return build_migrator_image(base_image())
 
 
-def run_to_end(image: str, command: list[str], log: Path, timeout_s: float = 120.0, **kwargs: Any) -> tuple[int, str]:
+def run_to_end(
+    image: str, command: list[str], log: Path, timeout_s: float = 120.0, written: list[str] | None = None, **kwargs: Any
+) -> tuple[int, str]:
+    """Run ``command`` in a fresh container; ``written`` receives what it wrote into its root file system."""
     running = run_container(image, command, log, **kwargs)
     try:
         code = running.process.wait(timeout=timeout_s)
+        if written is not None:
+            written += written_paths(running.container)
     finally:
         running.stop()
     return code, running.output()
 
 
+def written_paths(container: str) -> list[str]:
+    """Paths the container's processes created or changed (its overlay upper layer), minus run-time mounts."""
+    merged = Path(
+        subprocess.run(["buildah", "mount", container], capture_output=True, text=True, check=True).stdout.strip()
+    )
+    try:
+        upper = merged.parent / "diff"
+        assert upper.is_dir(), f"not an overlay container: {merged}"
+        paths = ["/" + str(p.relative_to(upper)) for p in upper.rglob("*") if not p.is_dir()]
+    finally:
+        subprocess.run(["buildah", "umount", container], capture_output=True, text=True)
+    mounts = ("/tmp/", "/run/", "/dev/", "/proc/", "/sys/", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
+    return [p for p in paths if not p.startswith(mounts)]
+
+
 def test_the_migrator_image_answers_help_as_a_non_root_user(migrator_image: BuiltImage, tmp_path: Path) -> None:
-    code, output = run_to_end(migrator_image.tag, ["python", "-m", "migrator", "--help"], tmp_path / "help.log")
+    written: list[str] = []
+    code, output = run_to_end(
+        migrator_image.tag, ["python", "-m", "migrator", "--help"], tmp_path / "help.log", written=written
+    )
     assert code == 0, output
+    assert written == [], written
     assert "REACH_MIGRATOR_DRY_RUN" in output and "REACH_MIGRATOR_POLICY_URL" in output
     config = subprocess.run(
         ["buildah", "inspect", "--type", "image", "--format", "{{.OCIv1.Config.User}} {{.OCIv1.Config.Entrypoint}}",
@@ -79,11 +104,13 @@ def test_a_dry_run_cycle_in_the_image_asks_the_policy_about_the_local_cluster_an
         "REACH_MIGRATOR_NAMESPACE": NS, "REACH_MIGRATOR_DRY_RUN": "true", "REACH_MIGRATOR_ONCE": "true",
         "REACH_MIGRATOR_POD_COOLDOWN_S": "0",
     }  # fmt: skip
+    written: list[str] = []
     code, output = run_to_end(
         migrator_image.tag, ["python", "-m", "migrator"], tmp_path / "cycle.log", env=env,
-        volumes=[f"{kube_dir}:{kube_dir}:ro"],
+        volumes=[f"{kube_dir}:{kube_dir}:ro"], written=written,
     )  # fmt: skip
     assert code == 0, output
+    assert written == [], f"the migrator wrote outside /tmp (its root file system is read-only in k8s): {written}"
     assert fake_policy.requests, f"the migrator in the image never asked the policy:\n{output}"
     nodes = {node.metadata.name for node in core.list_node().items}
     assert set(fake_policy.requests[0]["cluster_state"]["nodes"]) == nodes
