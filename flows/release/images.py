@@ -214,12 +214,14 @@ def build_policy_service_image(
     tag: str = POLICY_SERVICE_IMAGE,
     *,
     torch_wheel: Path | None = None,
+    tag_bento_version: bool = True,
     log: Log = _quiet,
 ) -> BuiltImage:
     """The policy service image of a built bento, from deploy/images/policy-service.Containerfile.
 
     ``torch_wheel`` (a torch CPU wheel) is installed instead of the one the bento's requirements
-    fetch from the PyTorch CPU index; it stays in the builder stage, out of the image.
+    fetch from the PyTorch CPU index; it stays in the builder stage, out of the image. With
+    ``tag_bento_version`` the image is also tagged ``<name>:<bento version>``.
     """
     require_tools()
     with tempfile.TemporaryDirectory(prefix="reach-policy-image-") as tmp, _bento_context(bento_tag) as bento_dir:
@@ -236,7 +238,7 @@ def build_policy_service_image(
         fill_wheelhouse(requirements, context / "wheels", no_deps=False, extra_links=links, log=log)
         built = _buildah_build(IMAGES_DIR / "policy-service.Containerfile", context, tag, base_image, log)
     version = bento_tag.partition(":")[2]
-    if version:
+    if version and tag_bento_version:
         _run(["buildah", "tag", tag, f"{tag.rpartition(':')[0]}:{version}"], "tagging with the bento version", log)
     return built
 

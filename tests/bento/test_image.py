@@ -20,6 +20,7 @@ from tests.bento.conftest import BENTOML, CONTRACT_DIR, REPO, free_port, server_
 from tests.image_support import base_image, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+SMOKE_TEST_TAG = "localhost/reach-policy-service:smoke-test"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,10 @@ def bento_tag(stored_model: str, bentoml_home: Path) -> str:
 
 @pytest.fixture(scope="module")
 def service_image(bento_tag: str) -> BuiltImage:
-    return build_policy_service_image(bento_tag, base_image(), torch_wheel=local_torch_wheel())
+    # a tag of its own, so that the test's bento never replaces a policy image the user built
+    return build_policy_service_image(
+        bento_tag, base_image(), SMOKE_TEST_TAG, torch_wheel=local_torch_wheel(), tag_bento_version=False
+    )
 
 
 def test_the_service_image_answers_readyz_and_get_action_with_its_model(
