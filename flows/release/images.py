@@ -148,18 +148,12 @@ def build_base_image(tag: str = LOCAL_BASE_IMAGE, *, rebuild: bool = False, log:
         ]  # fmt: skip
         _run(command, "mmdebstrap of the base root filesystem", log)
         shutil.copy2(IMAGES_DIR / "base.Containerfile", context / "Containerfile")
-        command = [
-            "buildah",
-            "build",
-            "--isolation",
-            "chroot",
-            "-f",
-            str(context / "Containerfile"),
-            "-t",
-            tag,
-            str(context),
-        ]
-        _run(command, f"building {tag}", log)
+        containerfile = str(context / "Containerfile")
+        _run(
+            ["buildah", "build", "--isolation", "chroot", "-f", containerfile, "-t", tag, str(context)],
+            f"building {tag}",
+            log,
+        )
     return BuiltImage(tag, image_size_bytes(tag), time.monotonic() - started)
 
 
@@ -187,7 +181,7 @@ def local_torch_wheel() -> Path | None:
     links = os.environ.get("PIP_FIND_LINKS", "")
     if not links:
         result = subprocess.run(
-            ["python3", "-m", "pip", "config", "get", "global.find-links"], capture_output=True, text=True
+            [sys.executable, "-m", "pip", "config", "get", "global.find-links"], capture_output=True, text=True
         )
         links = result.stdout if result.returncode == 0 else ""
     for folder in links.split():
