@@ -164,16 +164,20 @@ def build_migrator_image(base_image: str, tag: str = MIGRATOR_IMAGE, *, log: Log
         context = Path(tmp)
         shutil.copy2(IMAGES_DIR / "migrator-requirements.txt", context / "migrator-requirements.txt")
         fill_wheelhouse(context / "migrator-requirements.txt", context / "wheels", no_deps=True, log=log)
-        for module in sorted((REPO_ROOT / "migrator").glob("*.py")):
-            _mkdir_copy(module, context / "src" / "migrator" / module.name)
-        for name in MIGRATOR_CEENV_FILES:
-            _mkdir_copy(REPO_ROOT / "ceenv" / name, context / "src" / "ceenv" / name)
+        stage_migrator_sources(context / "src")
         return _buildah_build(IMAGES_DIR / "migrator.Containerfile", context, tag, base_image, log)
 
 
-def _mkdir_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source, target)
+def stage_migrator_sources(target: Path) -> list[Path]:
+    """Copy the migrator package and ceenv's package marker and schema under ``target``; returns the copies."""
+    sources = sorted((REPO_ROOT / "migrator").glob("*.py")) + [REPO_ROOT / "ceenv" / n for n in MIGRATOR_CEENV_FILES]
+    copies = []
+    for source in sources:
+        copy = target / source.relative_to(REPO_ROOT)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, copy)
+        copies.append(copy)
+    return copies
 
 
 def local_torch_wheel() -> Path | None:

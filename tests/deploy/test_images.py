@@ -6,6 +6,7 @@ Fast checks without buildah; the images themselves are built and run by the smok
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.release.images import IMAGES_DIR, MIGRATOR_IMAGE, POLICY_SERVICE_IMAGE
+from flows.release.images import IMAGES_DIR, MIGRATOR_IMAGE, POLICY_SERVICE_IMAGE, stage_migrator_sources
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,3 +65,15 @@ def test_python_m_migrator_help_lists_every_setting(capsys: pytest.CaptureFixtur
     assert all(f"REACH_MIGRATOR_{name.upper()}" in output for name in MigratorSettings.model_fields)
     assert main(["--dry-run"]) == 2
     assert "takes no arguments" in capsys.readouterr().err
+
+
+def test_the_migrator_image_carries_every_repository_module_the_migrator_imports(tmp_path: Path) -> None:
+    staged = {str(p.relative_to(tmp_path).with_suffix("")).replace("/", ".") for p in stage_migrator_sources(tmp_path)}
+    imported = set()
+    for module in (ROOT / "migrator").glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            imported |= {n for n in names if n.split(".")[0] in ("ceenv", "migrator")}
+    assert "ceenv.schema" in imported
+    assert imported <= staged, imported - staged
