@@ -55,6 +55,7 @@ def forget(*tags: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cold-base", action="store_true", help="also make the Debian base again (mmdebstrap)")
+    parser.add_argument("--note", default="", help="how the machine was loaded during the run, for the table")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))  # tests.bento.conftest makes the briefly trained policy
     from flows.release import images
@@ -76,10 +77,9 @@ def main() -> None:
     lines = [
         "# Image builds (buildah, chroot isolation, 2 shared cores)",
         "",
-        "`flock /tmp/reach-heavy.lock .venv/bin/python benchmarks/bench_images.py"
-        + (" --cold-base`" if args.cold_base else "`")
-        + f", {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Build time includes staging the"
-        " context and making the wheels with the host's pip (its cache warm). Target: migrator ≤ 250 MB.",
+        f"`{' '.join(['benchmarks/bench_images.py', *sys.argv[1:]])}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f"{' — ' + args.note if args.note else ''}. Build time includes staging the context and making the"
+        " wheels with the host's pip (its cache warm). Target: migrator ≤ 250 MB.",
         "",
         "| image | build | time (s) | size (MB) |",
         "|---|---|---:|---:|",

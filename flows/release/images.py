@@ -14,6 +14,7 @@ image with ``buildah run`` (host network, so servers listen on the host's loopba
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -270,20 +271,67 @@ class RunningContainer:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def processes(self) -> set[int]:
+        """The PIDs of the command's processes inside the container (empty once it has ended)."""
+        return _container_processes(self.process.pid) if self.process.poll() is None else set()
+
     def stop(self, timeout_s: float = 20.0) -> int | None:
-        """Stop the command (SIGTERM to its process group, then SIGKILL) and remove the working container."""
-        try:
-            if self.process.poll() is None:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                try:
-                    self.process.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                    self.process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        """Stop every process of the command, then remove the working container.
+
+        SIGTERM, then SIGKILL after ``timeout_s``, to the command's process tree and to every process
+        chrooted into the same root: servers such as BentoML's start workers in sessions of their own.
+        """
+        pids = self.processes()
+        _signal_all(pids, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and (self.process.poll() is None or _alive(pids)):
+            time.sleep(0.2)
+        _signal_all(_alive(pids), signal.SIGKILL)
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
         subprocess.run(["buildah", "rm", self.container], capture_output=True, text=True)
         return self.process.returncode
+
+
+def _process_parents() -> dict[int, int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return parents
+
+
+def _root_of(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/root")
+    except OSError:
+        return None
+
+
+def _container_processes(pid: int) -> set[int]:
+    """``pid``, its descendants, and every process whose root directory is one of theirs other than ``/``."""
+    parents = _process_parents()
+    tree = {pid}
+    while True:
+        grown = tree | {child for child, parent in parents.items() if parent in tree}
+        if grown == tree:
+            break
+        tree = grown
+    roots = {root for root in map(_root_of, tree) if root not in (None, "/")}
+    return tree | {other for other in parents if _root_of(other) in roots}
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+
+
+def _signal_all(pids: set[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
 
 
 def run_container(

@@ -59,6 +59,7 @@ def test_the_service_image_answers_readyz_and_get_action_with_its_model(
     running = run_container(
         service_image.tag, [entrypoint, "serve", "--host", "127.0.0.1", "--port", str(port)], tmp_path / "serve.log"
     )
+    started: set[int] = set()
     try:
         wait_ready(running, f"http://127.0.0.1:{port}/readyz")
         body = json.loads((CONTRACT_DIR / "request_7-21.json").read_text())
@@ -66,8 +67,11 @@ def test_the_service_image_answers_readyz_and_get_action_with_its_model(
         assert answer.status_code == 200, answer.text
         assert answer.json()["model_version"] == stored_model
         assert set(answer.json()) >= {"pod_name", "target_node", "is_stop"}
+        started = running.processes()
     finally:
         running.stop()
+    assert len(started) > 2, started  # buildah, the arbiter and the worker(s) at least
+    assert [pid for pid in started if Path(f"/proc/{pid}").exists()] == [], "stop() left processes of the server"
 
 
 def test_the_service_image_runs_as_bentoml_without_torch_cuda(service_image: BuiltImage, tmp_path: Path) -> None:
