@@ -1,7 +1,7 @@
 """``reach images build``: the OCI images of the policy service and the migrator, built with buildah.
 
 A thin typer command over :func:`flows.release.images.build_images`; it prints each image's tag, size and
-build time. BentoML is imported inside the command only.
+build time (staging the context and making the wheels included). BentoML is imported inside the command only.
 """
 
 from __future__ import annotations

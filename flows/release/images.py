@@ -104,8 +104,10 @@ def image_size_bytes(tag: str) -> int:
     return sum(int(layer["size"]) for layer in manifest["layers"])
 
 
-def _buildah_build(containerfile: Path, context: Path, tag: str, base_image: str, log: Log) -> BuiltImage:
-    started = time.monotonic()
+def _buildah_build(
+    containerfile: Path, context: Path, tag: str, base_image: str, started: float, log: Log
+) -> BuiltImage:
+    """``buildah build --layers`` of ``containerfile``; the build time counts from ``started`` (staging included)."""
     command = [
         "buildah", "build", "--layers", "--isolation", "chroot", "--pull-never" if base_image.startswith("localhost/") else "--pull",
         "--build-arg", f"BASE_IMAGE={base_image}", "-f", str(containerfile), "-t", tag, str(context),
@@ -161,12 +163,13 @@ def build_base_image(tag: str = LOCAL_BASE_IMAGE, *, rebuild: bool = False, log:
 def build_migrator_image(base_image: str, tag: str = MIGRATOR_IMAGE, *, log: Log = _quiet) -> BuiltImage:
     """The migrator image from deploy/images/migrator.Containerfile on ``base_image``."""
     require_tools()
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="reach-migrator-image-") as tmp:
         context = Path(tmp)
         shutil.copy2(IMAGES_DIR / "migrator-requirements.txt", context / "migrator-requirements.txt")
         fill_wheelhouse(context / "migrator-requirements.txt", context / "wheels", no_deps=True, log=log)
         stage_migrator_sources(context / "src")
-        return _buildah_build(IMAGES_DIR / "migrator.Containerfile", context, tag, base_image, log)
+        return _buildah_build(IMAGES_DIR / "migrator.Containerfile", context, tag, base_image, started, log)
 
 
 def stage_migrator_sources(target: Path) -> list[Path]:
@@ -223,6 +226,7 @@ def build_policy_service_image(
     ``tag_bento_version`` the image is also tagged ``<name>:<bento version>``.
     """
     require_tools()
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="reach-policy-image-") as tmp, _bento_context(bento_tag) as bento_dir:
         context = Path(tmp)
         shutil.copytree(bento_dir, context / "bento", ignore=shutil.ignore_patterns("Dockerfile", "__pycache__"))
@@ -235,7 +239,7 @@ def build_policy_service_image(
             lines = (context / "bento" / "env" / "python" / "requirements.txt").read_text().splitlines()
             requirements.write_text("".join(f"{line}\n" for line in lines if not line.startswith("--extra-index-url")))
         fill_wheelhouse(requirements, context / "wheels", no_deps=False, extra_links=links, log=log)
-        built = _buildah_build(IMAGES_DIR / "policy-service.Containerfile", context, tag, base_image, log)
+        built = _buildah_build(IMAGES_DIR / "policy-service.Containerfile", context, tag, base_image, started, log)
     version = bento_tag.partition(":")[2]
     if version and tag_bento_version:
         _run(["buildah", "tag", tag, f"{tag.rpartition(':')[0]}:{version}"], "tagging with the bento version", log)
