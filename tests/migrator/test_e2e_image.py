@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from flows.release.images import BuiltImage, build_migrator_image, run_container
 from tests.image_support import base_image
@@ -57,6 +58,20 @@ def written_paths(container: str) -> list[str]:
     return [p for p in paths if not p.startswith(mounts)]
 
 
+def readable_credentials(kubeconfig: Path, target: Path) -> Path:
+    """The local cluster's kubeconfig and CA (root-only files) as copies the image's user 10001 can read at /kube."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    target.mkdir(mode=0o755)
+    for cluster in config["clusters"]:
+        ca = Path(cluster["cluster"]["certificate-authority"])
+        (target / "ca.crt").write_bytes(ca.read_bytes())
+        cluster["cluster"]["certificate-authority"] = "/kube/ca.crt"
+    (target / "config").write_text(yaml.safe_dump(config))
+    for path in (target / "ca.crt", target / "config"):
+        path.chmod(0o644)
+    return target
+
+
 def test_the_migrator_image_answers_help_as_a_non_root_user(migrator_image: BuiltImage, tmp_path: Path) -> None:
     written: list[str] = []
     code, output = run_to_end(
@@ -98,16 +113,16 @@ def test_a_dry_run_cycle_in_the_image_asks_the_policy_about_the_local_cluster_an
 
     fake_policy.answer = move_the_first_movable_pod
     before = placement(core)
-    kube_dir = str(Path(kubeconfig).parent)
+    kube_dir = readable_credentials(Path(kubeconfig), tmp_path / "kube")
     env = {
-        "REACH_MIGRATOR_KUBECONFIG": kubeconfig, "REACH_MIGRATOR_POLICY_URL": fake_policy.url,
+        "REACH_MIGRATOR_KUBECONFIG": "/kube/config", "REACH_MIGRATOR_POLICY_URL": fake_policy.url,
         "REACH_MIGRATOR_NAMESPACE": NS, "REACH_MIGRATOR_DRY_RUN": "true", "REACH_MIGRATOR_ONCE": "true",
         "REACH_MIGRATOR_POD_COOLDOWN_S": "0",
     }  # fmt: skip
     written: list[str] = []
     code, output = run_to_end(
         migrator_image.tag, ["python", "-m", "migrator"], tmp_path / "cycle.log", env=env,
-        volumes=[f"{kube_dir}:{kube_dir}:ro"], written=written,
+        volumes=[f"{kube_dir}:/kube:ro"], written=written,
     )  # fmt: skip
     assert code == 0, output
     assert written == [], f"the migrator wrote outside /tmp (its root file system is read-only in k8s): {written}"
