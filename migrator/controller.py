@@ -85,7 +85,7 @@ class Controller:
             pod_cooldown_s=s.pod_cooldown_s,
             dry_run=s.dry_run,
         )
-        self.actuator = Actuator(self.ops, self.clock, deadline_s=s.migration_deadline_s)
+        self.actuator = Actuator(self.ops, self.clock, deadline_s=s.migration_deadline_s, cordon_cap_s=s.cordon_cap_s)
 
     # ---- start --------------------------------------------------------------------------------
     def clean_up(self) -> list[str]:
@@ -166,6 +166,8 @@ class Controller:
             replacement=result.replacement_pod,
             replacement_ready_s=round(result.replacement_ready_s, 3),
             old_pod_gone_s=round(result.old_pod_gone_s, 3),
+            cordon_window_s=round(result.cordon_window_s, 3),
+            forced_removal=result.forced_removal,
             detail=result.detail,
         )
         reason = "Migrated" if result.migrated else "MigrationRolledBack"

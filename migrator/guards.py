@@ -94,13 +94,20 @@ def _refuse(move: Move, reason: Refusal, detail: str) -> Verdict:
     return Verdict(move, reason, detail)
 
 
+def is_evacuation(move: Move, snapshot: ClusterSnapshot) -> bool:
+    """The pod runs on a node that is not Ready: moving it off adds a Ready pod and removes none."""
+    pod = snapshot.app_pod(move.pod_name)
+    node = snapshot.node(pod.node_name) if pod is not None and pod.node_name else None
+    return node is not None and not node.ready
+
+
 def check_pod(move: Move, snapshot: ClusterSnapshot) -> Verdict | None:
     pod = snapshot.app_pod(move.pod_name)
     if pod is None:
         return _refuse(move, Refusal.UNKNOWN_POD, f"pod {move.pod_name!r} is not one of the application's pods")
     if pod.terminating:
         return _refuse(move, Refusal.POD_TERMINATING, f"pod {pod.name} is terminating")
-    if not pod.ready:
+    if not pod.ready and not is_evacuation(move, snapshot):  # a pod on a failed node is not Ready: move it off
         return _refuse(move, Refusal.POD_NOT_READY, f"pod {pod.name} is not Ready")
     if pod.owner_kind != "ReplicaSet":
         owner = pod.owner_kind or "no controller"
@@ -135,8 +142,13 @@ def check_target(move: Move, snapshot: ClusterSnapshot, request: ActionRequest) 
 
 
 def check_service(move: Move, snapshot: ClusterSnapshot, rules: FitRules) -> Verdict | None:
+    """Every pod of the service Ready and the PDBs allow a disruption; an evacuation (the pod's node is
+    not Ready) skips both: the pod it moves serves nothing any more and it is removed only after its
+    replacement is Ready, so the Ready count only grows (docs/migrator.md, node failure)."""
     pod = snapshot.app_pod(move.pod_name)
     assert pod is not None
+    if is_evacuation(move, snapshot):
+        return None
     siblings = [p for p in snapshot.app_pods if service_of(p, rules) == service_of(pod, rules)]
     not_ready = [p.name for p in siblings if not p.ready or p.terminating]
     if not_ready:
