@@ -51,3 +51,15 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture
 def reach_home() -> Path:
     return Path(os.environ["REACH_HOME"])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """A tiny policy trained once per session on 7-21 (a few seconds): ``tests.training.conftest.TINY``."""
+    from flows.training import train
+    from tests.training.conftest import TINY
+
+    out: Path = tmp_path_factory.mktemp("tiny-run")
+    return train(
+        TINY, scenario_dir("7-21"), workload_file("aggregator_sequential"), out, progress=False, tensorboard=True
+    )
