@@ -10,6 +10,7 @@ DNS. Used by :class:`flows.local.cluster.control_plane.LocalCluster`.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +30,18 @@ HOLLOW_NODE_STAGGER_S = 1.5
 # period (control_plane.py) detects a failed node within 36 s and rides out 5 late renewals; the
 # kubelet's status batch retries the removal of a terminated pod every second instead of every
 # 10 s, so a deleted pod is gone in about a second (benchmarks/bench_migration.py measures both).
+# A variable set in the environment of the process that starts the cluster wins (to experiment).
 HOLLOW_TIMING_ENV = {
     "REACH_HOLLOW_NODE_LEASE_DURATION_S": "20",
     "REACH_KUBELET_STATUS_SYNC_PERIOD_S": "1",
+    "REACH_HOLLOW_SYNC_FREQUENCY_S": "10",
+    "REACH_HOLLOW_NODE_STATUS_UPDATE_S": "10",
 }
+
+
+def hollow_timing_env() -> dict[str, str]:
+    """The timing variables of the hollow kubelets: the defaults above, each overridable from the environment."""
+    return {key: os.environ.get(key, value) for key, value in HOLLOW_TIMING_ENV.items()}
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,7 @@ def hollow_node_argv(
         f"--kubelet-port={kubelet_port}", f"--kubelet-read-only-port={read_only_port}", f"--node-labels={labels}",
     ]  # fmt: skip
     env = {
-        **HOLLOW_TIMING_ENV,
+        **hollow_timing_env(),
         "TMPDIR": str(node_tmp),
         "REACH_HOLLOW_CPU_CORES": str(node.cpu_cores),
         # Hollow nodes run a stub container manager: allocatable equals this capacity exactly.
