@@ -5,8 +5,8 @@
 # (default ~/.cache/reach/k8s-v1.20.2/), were built with today's patch set (the stamp file
 # .patches.sha256 there holds the SHA-256 of this script's patch steps and of patches/*.patch) and
 # etcd and strace are installed, it does nothing; a changed patch set rebuilds the binaries.
-# Otherwise it installs Debian's packages (golang-go rsync etcd-server etcd-client prometheus
-# strace), enables deb-src, downloads the source package of Debian 12's `kubernetes` (1.20.2),
+# Otherwise it installs Debian's packages (golang-go rsync etcd-server etcd-client prometheus, which
+# ships promtool, strace), enables deb-src, downloads the source package of Debian 12's `kubernetes` (1.20.2),
 # applies the loopback patches BEFORE building (no cloud credential providers, hollow kubelets on
 # 127.0.0.1) and every patches/*.patch in name order: hollow-node-capacity.patch (hollow nodes read
 # their CPU cores and memory from REACH_HOLLOW_CPU_CORES / REACH_HOLLOW_MEMORY_BYTES, so a cluster
@@ -40,7 +40,17 @@ patch_set_hash() {
 }
 
 packages_installed() {
-  command -v etcd >/dev/null && command -v strace >/dev/null && command -v prometheus >/dev/null
+  command -v etcd >/dev/null && command -v strace >/dev/null && command -v prometheus >/dev/null \
+    && command -v promtool >/dev/null
+}
+
+# Debian's prometheus package ships promtool, which the observability tests need (they fail, not
+# skip, under REACH_REQUIRE_CLUSTER): check it is on PATH after the install.
+check_promtool() {
+  if ! command -v promtool >/dev/null; then
+    log "promtool is not on PATH after installing prometheus; install it with: apt-get install prometheus"
+    exit 1
+  fi
 }
 
 as_root() {
@@ -123,6 +133,7 @@ main() {
     return 0
   fi
   packages_installed || install_packages
+  check_promtool
   if ! binaries_cached; then
     enable_deb_src
     fetch_source
