@@ -234,9 +234,16 @@ def check_gain(move: Move, limits: GuardLimits) -> Verdict | None:
 
 
 def check_rate(
-    move: Move, ledger: MigrationLedger, limits: GuardLimits, now_s: float, started_this_cycle: int
+    move: Move,
+    ledger: MigrationLedger,
+    limits: GuardLimits,
+    now_s: float,
+    started_this_cycle: int,
+    evacuation: bool = False,
 ) -> Verdict | None:
-    wait_s = ledger.left_recently(move.pod_name, move.target_node, now_s)
+    """Hold-down (not for an evacuation: a pod on a failed node may go back where it came from), cooldown,
+    the per-cycle and per-window limits."""
+    wait_s = None if evacuation else ledger.left_recently(move.pod_name, move.target_node, now_s)
     if wait_s is not None:
         detail = f"pod {move.pod_name} left {move.target_node} less than {limits.return_hold_down_s:.0f} s ago"
         return _refuse(move, Refusal.RETURN_HOLD_DOWN, f"{detail} ({wait_s:.0f} s to go)")
@@ -260,13 +267,15 @@ def check_move(
     now_s: float,
     started_this_cycle: int = 0,
 ) -> Verdict:
-    """Run every guard in order; the first refusal wins."""
+    """Run every guard in order; the first refusal wins. An evacuation (the pod's node is not Ready) needs
+    no predicted gain: it restores a pod that serves nothing, wherever the latency goes."""
+    evacuation = snapshot.app_pod(move.pod_name) is not None and is_evacuation(move, snapshot)
     verdict = (
         check_pod(move, snapshot)
         or check_target(move, snapshot, request)
         or check_service(move, snapshot, rules)
-        or check_gain(move, limits)
-        or check_rate(move, ledger, limits, now_s, started_this_cycle)
+        or (None if evacuation else check_gain(move, limits))
+        or check_rate(move, ledger, limits, now_s, started_this_cycle, evacuation)
     )
     if verdict is not None:
         return verdict

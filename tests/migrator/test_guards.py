@@ -127,3 +127,15 @@ def test_an_evacuation_still_respects_the_target_and_the_rate_limits() -> None:
     assert verdict(snap, Move("a1", "edge-1")).reason is Refusal.TARGET_CORDONED
     full = verdict(snap, Move("a1", "cloud-1"), limits=GuardLimits(max_migrations_per_cycle=0))
     assert full.reason is Refusal.CYCLE_LIMIT
+
+
+def test_an_evacuation_needs_no_predicted_gain_and_ignores_the_return_hold_down() -> None:
+    nodes = (node("cloud-1", "cloud"), node("down", "cloud", ready=False), node("edge-1", "edge"))
+    snap = cluster(pod("a1", "agg", "down", ready=False), pod("b1", "agg", "cloud-1"), nodes=nodes)
+    worse = Move("a1", "edge-1", predicted_before_ms=100.0, predicted_after_ms=120.0)
+    ledger = MigrationLedger()
+    ledger.record_departure(990.0, ("a1",), "edge-1", 900.0)
+    assert verdict(snap, worse, ledger=ledger, limits=GuardLimits(require_predicted_gain=True)).allowed
+    healthy = cluster(pod("a1", "agg", "cloud-1"), nodes=(*nodes[:1], node("cloud-2", "cloud"), nodes[2]))
+    refused = verdict(healthy, Move("a1", "edge-1", predicted_before_ms=100.0, predicted_after_ms=120.0))
+    assert refused.reason is Refusal.GAIN_TOO_SMALL
