@@ -10,10 +10,9 @@
 # applies the loopback patches BEFORE building (no cloud credential providers, hollow kubelets on
 # 127.0.0.1) and every patches/*.patch in name order: hollow-node-capacity.patch (hollow nodes read
 # their CPU cores and memory from REACH_HOLLOW_CPU_CORES / REACH_HOLLOW_MEMORY_BYTES, so a cluster
-# mirrors a scenario) and hollow-node-timing.patch (node status, lease, pod sync, the kubelet's PLEG
-# relist and status batch periods from REACH_HOLLOW_NODE_STATUS_UPDATE_S,
-# REACH_HOLLOW_NODE_LEASE_DURATION_S, REACH_HOLLOW_SYNC_FREQUENCY_S,
-# REACH_KUBELET_PLEG_RELIST_PERIOD_S, REACH_KUBELET_STATUS_SYNC_PERIOD_S; upstream when unset),
+# mirrors a scenario) and hollow-node-timing.patch (node status, lease, pod sync and the kubelet's
+# status batch periods from REACH_HOLLOW_NODE_STATUS_UPDATE_S, REACH_HOLLOW_NODE_LEASE_DURATION_S,
+# REACH_HOLLOW_SYNC_FREQUENCY_S, REACH_KUBELET_STATUS_SYNC_PERIOD_S; upstream when unset),
 # and builds kube-apiserver, kube-controller-manager, kube-scheduler and kubemark
 # with `make WHAT=...`. The build takes about 5 minutes on 2 cores; run this script under
 # `flock /tmp/reach-heavy.lock` on shared machines. See docs/migrator.md and LOCAL-CLUSTER.md.
