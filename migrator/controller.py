@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ceenv.schema import ActionRequest
+from ceenv.schema import ActionRequest, MeasuredConditions
 from migrator.actuator import Actuator, Clock, ClusterOps, MigrationResult
 from migrator.aliases import AliasError, from_policy_name, node_aliases, to_policy_names
 from migrator.guards import UNCHECKED_ANSWER, GuardLimits, MigrationLedger, Move, Verdict, check_move
@@ -87,6 +87,7 @@ class Controller:
     policy: PolicyAdvisor
     clock: Clock
     latency: Callable[[], LatencyReading] | None = None
+    measured_conditions: Callable[[], MeasuredConditions | None] = lambda: None
     journal: Journal = field(default_factory=Journal)
     ledger: MigrationLedger = field(default_factory=MigrationLedger)
     blind_since_s: float | None = None
@@ -131,7 +132,7 @@ class Controller:
             snapshot = self.ops.snapshot()
         except Exception as exc:  # the API server may be briefly away: skip the cycle, never crash
             return self._blind(CLUSTER_UNREADABLE, f"cannot read the cluster: {exc}")
-        request = build_request(snapshot, self.rules)
+        request = build_request(snapshot, self.rules, self.measured_conditions())
         try:
             advice = self._ask(snapshot, request)
         except AliasError as exc:  # a labelling mistake: no move until it is fixed

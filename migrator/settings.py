@@ -127,6 +127,17 @@ class MigratorSettings(BaseSettings):
         default="reach_node_cpu_usage_millicores",
         description="PromQL returning per-node CPU usage in millicores, label `node`; recorded only, never required.",
     )
+    measured_delay_query: str | None = Field(
+        default=None,
+        description="PromQL returning the measured one-way delay in ms between node pairs, labels `source_node` "
+        "and `target_node`; when set (with prometheus_url), the request carries it in its optional `measured` "
+        "block (MODEL.md §4). Empty means the policy assumes the nominal delays.",
+    )
+    node_utilization_query: str | None = Field(
+        default=None,
+        description="PromQL returning each node's NIC bandwidth utilisation by background traffic as a fraction "
+        "in [0, 1), label `node`; sent in the request's `measured` block like measured_delay_query.",
+    )
     event_component: str = Field(default="reach-migrator", description="Source component of Kubernetes Events.")
     metrics_port: int | None = Field(
         default=None,

@@ -18,7 +18,7 @@ import pytest
 from bento.artefact import METADATA_FILE, POLICY_FILE, PolicyError
 from bento.policy import GateVerdict, Policy, check_card
 from bento.store import load_policy, save_policy
-from ceenv.layout import OBSERVATION_VERSION
+from ceenv.layout import OBSERVATION_VERSION, SUPPORTED_OBSERVATION_VERSIONS
 from ceenv.payload import PayloadError
 from ceenv.schema import ActionRequest, ActionResponse
 from tests.bento.conftest import CONTRACT_DIR
@@ -180,7 +180,7 @@ def _store_with_metadata(stored_model: str, **changes: Any) -> str:
 
 
 def test_a_model_of_another_observation_version_is_refused(stored_model: str) -> None:
-    tag = _store_with_metadata(stored_model, observation_version=OBSERVATION_VERSION + 1)
+    tag = _store_with_metadata(stored_model, observation_version=max(SUPPORTED_OBSERVATION_VERSIONS) + 1)
     with pytest.raises(PolicyError, match="observation version"):
         load_policy(tag)
 

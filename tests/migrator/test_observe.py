@@ -89,3 +89,20 @@ def test_a_notready_node_with_pods_is_listed_unavailable_with_its_pods_and_never
 def test_pods_per_node_counts_pods_of_each_service() -> None:
     snap = cluster(pod("a1", "agg", "cloud-1"), pod("a2", "agg", "cloud-1"), pod("d", "db", "edge-1"))
     assert pods_per_node(snap, RULES) == {"agg": {"cloud-1": 2}, "db": {"edge-1": 1}}
+
+
+def test_the_measured_block_is_restricted_to_the_nodes_the_request_lists() -> None:
+    from ceenv.schema import MeasuredConditions
+
+    snap = cluster(pod("a", "agg", "cloud-1"))
+    measured = MeasuredConditions(
+        node_delay_ms={"cloud-1": {"edge-1": 60.0, "gone": 1.0}, "gone": {"cloud-1": 2.0}},
+        node_utilization={"cloud-2": 0.3, "gone": 0.1},
+    )
+    request = build_request(snap, RULES, measured)
+    assert request.measured is not None
+    assert request.measured.node_delay_ms == {"cloud-1": {"edge-1": 60.0}}
+    assert request.measured.node_utilization == {"cloud-2": 0.3}
+    assert build_request(snap, RULES).measured is None
+    only_gone = MeasuredConditions(node_utilization={"gone": 0.2})
+    assert build_request(snap, RULES, only_gone).measured is None
