@@ -22,7 +22,7 @@ KNOWN_METRICS = {
     "reach_node_cpu_usage_millicores", "reach_node_memory_usage_bytes", "reach_exporter_unknown_pods",
     "reach_migrator_migrations_total", "reach_migrator_refusals_total", "reach_migrator_decisions_total",
     "reach_migrator_decision_seconds_bucket", "reach_migrator_loop_seconds_bucket",
-    "reach_migrator_last_cycle_timestamp_seconds",
+    "reach_migrator_last_cycle_timestamp_seconds", "reach_migrator_blind_cycles_total",
 }  # fmt: skip
 
 
@@ -99,6 +99,7 @@ def test_the_published_metric_names_match_the_exporter_and_the_migrator() -> Non
     telemetry.migrations.labels(result="migrated").inc()
     telemetry.refusals.labels(reason="dry-run").inc()
     telemetry.decisions.labels(kind="stop").inc()
+    telemetry.blind_cycles.labels(reason="latency-stale").inc()
     text = generate_latest(telemetry.registry).decode()
     published = set(re.findall(r"^(reach_[a-z_]+)", text, flags=re.MULTILINE))
     assert {m for m in KNOWN_METRICS if m.startswith("reach_migrator")} <= published
