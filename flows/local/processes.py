@@ -2,10 +2,14 @@
 runner, and the BentoML servers of the blue/green switch.
 
 Each process is recorded as a small JSON file under ``$REACH_HOME/run`` (default
-``~/.local/share/reach/run``) with its PID, port, command, extra environment and log file, so that
-``reach down``, ``reach status`` and the redeploy flow find it again from another process. A record
-outlives its process: ``reach status`` lists a process that died as dead, and :func:`restart` starts
-it again with its recorded command, port and environment. Processes are never stopped by name. Used by :mod:`flows.cli.release` and :mod:`flows.release.redeploy`.
+    finally:
+        if writer.stdin is not None:
+            writer.stdin.close()  # the process holds the pipe now; the writer ends when it closes
+    return _write(ProcessRecord(name, proc.pid, port, argv, str(log), time.time(), dict(env or {})))
+
+
+def _write(record: ProcessRecord) -> ProcessRecord:
+    tmp = _records_dir() / f".{record.name}.json.tmp"
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from flows.local import logpipe
 
 
 def reach_home() -> Path:
@@ -72,21 +78,32 @@ def is_alive(pid: int) -> bool:
         return True
 
 
-def start(name: str, argv: list[str], port: int, env: dict[str, str] | None = None) -> ProcessRecord:
-    """Start ``argv`` in its own session with output to ``<name>.log``; record it as ``name``."""
+def start(
+    name: str,
+    argv: list[str],
+    port: int,
+    env: dict[str, str] | None = None,
+    log_max_bytes: int = logpipe.DEFAULT_MAX_BYTES,
+    log_keep: int = logpipe.DEFAULT_KEEP,
+) -> ProcessRecord:
+    """Start ``argv`` in its own session with output to ``<name>.log`` (rotated by size); record it as ``name``."""
     existing = find(name)
     if existing is not None:
         raise RuntimeError(f"{name} is already running (pid {existing.pid}, {existing.url}); stop it first")
     log = _records_dir() / f"{name}.log"
-    with log.open("ab") as out:
+    writer = logpipe.spawn(log, log_max_bytes, log_keep)
+    try:
         proc = subprocess.Popen(
             argv,
-            stdout=out,
+            stdout=writer.stdin,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
+    finally:
+        if writer.stdin is not None:
+            writer.stdin.close()  # the process holds the pipe now; the writer ends when it closes
     return _write(ProcessRecord(name, proc.pid, port, argv, str(log), time.time(), dict(env or {})))
 
 

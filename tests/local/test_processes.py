@@ -40,9 +40,12 @@ def _wait_dead(pid: int) -> None:
     raise AssertionError(f"pid {pid} still alive")
 
 
-def test_a_dead_process_stays_listed_as_dead_until_down_forgets_it(reach_home: Path) -> None:
+def test_a_dead_process_stays_listed_as_dead_until_down_forgets_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flows.local import ops
 
+    monkeypatch.setenv("REACH_HOME", str(tmp_path))  # its own registry: `down` must not touch other tests' processes
     port = processes.free_port()
     record = processes.start("test-short", [sys.executable, "-c", "pass"], port)
     _wait_dead(record.pid)

@@ -1,8 +1,9 @@
 """The processes of one local cluster: start each in its own session with a log, record its PID, stop by PID.
 
-A :class:`ProcessTable` keeps ``pids.json`` (name → PID, executable, command line and extra
-environment) and ``logs/<name>.log`` in the cluster's state directory, so that a component that
-died can be started again exactly as it was (:meth:`ProcessTable.restart`). Processes are stopped only by their recorded PID, and only while
+        finally:
+            if writer.stdin is not None:
+                writer.stdin.close()  # the component holds the pipe now; the writer ends when it closes
+        self.record(name, proc.pid, argv, env)
 that PID still runs the executable that was started (guards against PID reuse); never by name.
 Every child gets a loopback-only environment (no proxies, no cloud metadata look-ups). Used by
 :class:`flows.local.cluster.control_plane.LocalCluster`.
@@ -18,6 +19,8 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from flows.local import logpipe
 
 # Stop order: hollow nodes first (rank 0), then the controllers, the API server, etcd last.
 _STOP_RANK = {"kube-scheduler": 1, "kube-controller-manager": 1, "kube-apiserver": 2, "etcd": 3}
@@ -82,14 +85,16 @@ class ProcessTable:
         return bool(entries) and all(is_our_process(int(str(e["pid"])), str(e["exe"])) for e in entries.values())
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start one component in its own session, log to logs/<name>.log, record its PID."""
-        log_dir = self.state_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with (log_dir / f"{name}.log").open("ab") as log:
+        """Start one component in its own session, log to logs/<name>.log (rotated by size), record its PID."""
+        writer = logpipe.spawn(self.state_dir / "logs" / f"{name}.log")
+        try:
             proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                argv, stdout=writer.stdin, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=loopback_env(env), start_new_session=True,
             )  # fmt: skip
+        finally:
+            if writer.stdin is not None:
+                writer.stdin.close()  # the component holds the pipe now; the writer ends when it closes
         self.record(name, proc.pid, argv, env)
         return proc
 
