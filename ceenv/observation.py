@@ -21,6 +21,20 @@ as a fraction of the current nominal latency, clipped to [-1, 1]; 0 for an inval
 simulator's own one-step look-ahead, computed by :func:`move_gain_features` from the placement and
 the scenario and workload saved with the model, so the env and the service compute it alike; the
 policy learns when to follow it and when to plan past it. Its entries may be negative.
+
+Observation version 4 (:func:`observe_v4`) is size-agnostic: three blocks of rows, each padded to
+the layout's limits (``max_nodes`` x ``max_slots``) with zero rows whose ``present`` entry is 0 —
+per node (``NODE_FEATURES``: present, CPU and memory capacity, free CPU and memory fractions, CPU
+utilisation by our pods, layer flags cloud/edge/client, share of our pods), per slot
+(``SLOT_FEATURES``: present, movable, the service's rps-weighted execution time per request, call
+volume, payload received, replicas / slots, the pod's weight 1 / replicas, and its node's CPU
+execution time), and per (node, slot) pair in action order (``PAIR_FEATURES``: the move's
+latency gain under the costs the policy knows, whether the move is valid, whether the pod is on
+that node, the service's execution time on that node relative to its mean, and the fraction of
+the service's pods already on that node). No entry depends on which slot a pod is listed in
+beyond its own row, so permuting the pods of a request permutes rows and never changes a value;
+the pod×node network (:mod:`bento.pod_node`) is equivariant to that permutation. Actions are
+``node * max_slots + slot``; :func:`policy_mask` pads the simulator's mask to that index.
 """
 
 from __future__ import annotations
@@ -30,7 +44,16 @@ import numpy.typing as npt
 
 from ceenv.gains import latency_after_moves
 from ceenv.latency import CallCosts, LatencyModel
-from ceenv.layout import BoolArray, FloatArray, IntArray, Layout
+from ceenv.layout import (
+    NODE_FEATURES,
+    PAIR_FEATURES,
+    SLOT_FEATURES,
+    BoolArray,
+    FloatArray,
+    IntArray,
+    Layout,
+    placement_counts,
+)
 
 # Observation versions up to this one compute their move gains under the scenario's nominal
 # network, in the env and in the service alike, because they were trained on it; a request's
@@ -167,14 +190,142 @@ def move_mask_batch(layout: Layout, slot_node: IntArray, target_ok: BoolArray) -
 
 
 def decode_action(layout: Layout, action: int) -> tuple[int, int] | None:
-    """Action index → ``(slot, node)``, or ``None`` for STOP."""
+    """Action index → ``(slot, node)``, or ``None`` for STOP (padded index from version 4)."""
     if not 0 <= action < layout.action_count:
         raise ValueError(f"action {action} is outside 0..{layout.action_count - 1}")
     if action == layout.stop_action:
         return None
-    return action % layout.slot_count, action // layout.slot_count
+    slot, node = action % layout.action_slots, action // layout.action_slots
+    if slot >= layout.slot_count or node >= layout.node_count:
+        return None  # a padding row: never valid (the mask excludes it)
+    return slot, node
 
 
 def encode_action(layout: Layout, slot: int, node: int) -> int:
     """``(slot, node)`` → action index."""
-    return node * layout.slot_count + slot
+    return node * layout.action_slots + slot
+
+
+def native_action(layout: Layout, action: int) -> int:
+    """A policy action index → the simulator's unpadded index ``node * P + slot`` (STOP → ``N * P``)."""
+    decoded = decode_action(layout, action)
+    if decoded is None:
+        return layout.node_count * layout.slot_count
+    return decoded[1] * layout.slot_count + decoded[0]
+
+
+def policy_mask(layout: Layout, mask: BoolArray) -> BoolArray:
+    """The simulator's mask (``N * P + 1``, :func:`move_mask`) in the policy's action index."""
+    if not layout.padded:
+        return mask
+    n, slots = layout.node_count, layout.slot_count
+    padded = np.zeros(layout.action_count, dtype=bool)
+    padded[:-1].reshape(layout.max_nodes, layout.max_slots)[:n, :slots] = mask[:-1].reshape(n, slots)
+    padded[-1] = True
+    return padded
+
+
+def encode_state(
+    layout: Layout,
+    model: LatencyModel,
+    costs: CallCosts,
+    free_cpu_millicores: FloatArray,
+    free_memory_bytes: FloatArray,
+    slot_node: IntArray,
+    mask: BoolArray,
+) -> npt.NDArray[np.float32]:
+    """The observation of a state in the layout's version (the env and the service both call this).
+
+    ``mask`` is the simulator's :func:`move_mask`; ``costs`` the network costs the policy may know.
+    """
+    if layout.padded:
+        return observe_v4(layout, model, costs, free_cpu_millicores, free_memory_bytes, slot_node, mask)
+    gains = move_gain_features(layout, model, costs, slot_node, mask) if layout.needs_move_gains else None
+    return observe(layout, free_cpu_millicores, free_memory_bytes, slot_node, gains)
+
+
+# Scales of observation version 4: logarithms keep clusters of any size and speed in a few units.
+_LOG_CORES, _LOG_GIB, _LOG_MS, _LOG_CALLS, _LOG_BYTES = np.log1p([128.0, 512.0, 1000.0, 32.0, 1e8])
+_LAYER_FLAGS = ("cloud", "edge", "client")
+
+
+def _service_tables(layout: Layout, model: LatencyModel) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per service: execution ms per request on each node ``(S, N)``, calls and bytes per request ``(S,)``.
+
+    Each call counts with its endpoint's rps weight; cached on the model (it depends on nothing else).
+    """
+    cached = model.__dict__.get("_v4_tables")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    call_weight = np.zeros(len(model.call_groups))
+
+    def visit(call: int, weight: float) -> None:
+        call_weight[call] = weight
+        for group in model.call_groups[call]:
+            for callee in group:
+                visit(callee, weight)
+
+    for root, weight in zip(model.roots, model.endpoint_weights, strict=True):
+        visit(root, weight)
+        call_weight[root] = 0.0  # the root is the client's own request, not a call to it
+    services = len(layout.service_names)
+    exec_ms = np.zeros((services, layout.node_count))
+    np.add.at(exec_ms, model.call_service, call_weight[:, None] * model.call_exec_ms)
+    calls: FloatArray = np.bincount(model.call_service, weights=call_weight, minlength=services).astype(np.float64)
+    data: FloatArray = np.bincount(
+        model.call_service, weights=call_weight * model.call_data_bytes, minlength=services
+    ).astype(np.float64)
+    tables = (exec_ms, calls, data)
+    model.__dict__["_v4_tables"] = tables
+    return tables
+
+
+def observe_v4(
+    layout: Layout,
+    model: LatencyModel,
+    costs: CallCosts,
+    free_cpu_millicores: FloatArray,
+    free_memory_bytes: FloatArray,
+    slot_node: IntArray,
+    mask: BoolArray,
+) -> npt.NDArray[np.float32]:
+    """Observation version 4 (see the module docstring): node, slot and pair rows, padded."""
+    n, slots, max_n, max_p = layout.node_count, layout.slot_count, layout.max_nodes, layout.max_slots
+    obs = np.zeros(layout.observation_size, dtype=np.float32)
+    nodes = obs[: max_n * NODE_FEATURES].reshape(max_n, NODE_FEATURES)
+    slot_rows = obs[max_n * NODE_FEATURES : max_n * NODE_FEATURES + max_p * SLOT_FEATURES].reshape(max_p, SLOT_FEATURES)
+    pairs = obs[max_n * NODE_FEATURES + max_p * SLOT_FEATURES :].reshape(max_n, max_p, PAIR_FEATURES)
+    exec_ms, calls, data = _service_tables(layout, model)
+    counts = placement_counts(layout, slot_node)
+    replicas = counts.sum(axis=1)
+    occupied = slot_node >= 0
+    cpu_scale, memory_scale = layout._cpu_scale, layout._memory_scale
+    nodes[:n, 0] = 1.0
+    nodes[:n, 1] = np.log1p(cpu_scale / 1000.0) / _LOG_CORES
+    nodes[:n, 2] = np.log1p(memory_scale / 2**30) / _LOG_GIB
+    nodes[:n, 3] = np.clip(free_cpu_millicores / cpu_scale, 0.0, 1.0)
+    nodes[:n, 4] = np.clip(free_memory_bytes / memory_scale, 0.0, 1.0)
+    nodes[:n, 5] = 1.0 - nodes[:n, 3]
+    for k, flag in enumerate(_LAYER_FLAGS):
+        nodes[:n, 6 + k] = np.array(layout.node_layers) == flag
+    nodes[:n, 9] = counts.sum(axis=0) / max(float(occupied.sum()), 1.0)
+    service = layout.slot_service
+    mean_exec = exec_ms.mean(axis=1)
+    slot_rows[:slots, 0] = occupied
+    slot_rows[:slots, 1] = layout.slot_movable & occupied
+    slot_rows[:slots, 2] = np.log1p(mean_exec[service]) / _LOG_MS
+    slot_rows[:slots, 3] = np.log1p(calls[service]) / _LOG_CALLS
+    slot_rows[:slots, 4] = np.log1p(data[service]) / _LOG_BYTES
+    slot_rows[:slots, 5] = replicas[service] / np.array(layout.service_slots)[service]
+    slot_rows[:slots, 6] = occupied / np.maximum(replicas[service], 1.0)
+    here = np.where(occupied, slot_node, 0)
+    slot_rows[:slots, 7] = occupied * np.log1p(exec_ms[service, here]) / _LOG_MS
+    gains = move_gain_features(layout, model, costs, slot_node, mask).reshape(n, slots)
+    pairs[:n, :slots, 0] = gains
+    pairs[:n, :slots, 1] = mask[:-1].reshape(n, slots)
+    pairs[:n, :slots, 2] = (slot_node[None, :] == np.arange(n)[:, None]) & occupied[None, :]
+    relative = np.log((exec_ms + 1e-3) / (mean_exec[:, None] + 1e-3))  # (S, N)
+    pairs[:n, :slots, 3] = np.clip(relative[service].T, -1.0, 1.0) * occupied[None, :]
+    fraction = counts / np.maximum(replicas, 1.0)[:, None]  # (S, N)
+    pairs[:n, :slots, 4] = fraction[service].T * occupied[None, :]
+    return obs

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ceenv.workload import workload_name
 from flows.evaluation.episodes import Family
-from flows.local.paths import data_dir, out_dir, resolve_scenario, resolve_workload
+from flows.local.paths import data_dir, out_dir, repo_root, resolve_scenario, resolve_workload
 
 if TYPE_CHECKING:
     from flows.evaluation.gate import Verdict
@@ -46,7 +46,16 @@ class PipelineParams(BaseModel):
         default_factory=list, description="Jaeger trace exports to ingest first (optional)."
     )
     node_types: str | None = Field(None, description="Node/host → CPU type table for Jaeger hosts.")
-    train_config: str = Field("default", description="Training config: a name under data/train or a JSON path.")
+    train_config: str = Field(
+        "finetune",
+        description="Training config: a name under data/train or a JSON path. The default, finetune, starts from the "
+        "shipped general policy (data/policies/general-v4) and fine-tunes it on this cluster for 2 minutes.",
+    )
+    policy_from: str | None = Field(
+        None,
+        description="Adopt this general (observation 4) artefact for the cluster instead of training (e.g. "
+        "data/policies/general-v4): evaluated, gated and packaged like a trained one; null = train.",
+    )
     total_timesteps: int | None = Field(None, ge=1, description="Override the config's step budget.")
     max_wall_seconds: float | None = Field(None, gt=0, description="Override the config's wall-clock limit.")
     eval_seeds: list[int] = Field(
@@ -116,9 +125,21 @@ def validate_scenario(scenario_dir: Path, workload_file: Path) -> str:
 
 @task
 def train_policy(params: PipelineParams, scenario_dir: Path, workload_file: Path, run_dir: Path) -> dict[str, Any]:
-    """Train MaskablePPO (no progress bar inside the flow; Prefect logs instead) and save the artefact."""
+    """Train MaskablePPO (no progress bar inside the flow; Prefect logs instead) and save the artefact.
+
+    With ``policy_from`` the shipped general policy is adopted for the cluster instead (no training).
+    """
     from flows.training.config import load_train_config
     from flows.training.trainer import train
+
+    if params.policy_from is not None:
+        from bento.artefact import retarget_artefact
+
+        source = Path(params.policy_from)
+        source = source if source.is_absolute() or source.exists() else repo_root() / source
+        artefact = retarget_artefact(source, scenario_dir, workload_file, run_dir / "training" / "policy")
+        get_run_logger().info("adopted %s for %s (no training)", source, scenario_dir.name)
+        return {"artefact_dir": str(artefact), "timesteps": 0, "wall_seconds": 0.0, "adopted_from": str(source)}
 
     overrides = {
         k: v

@@ -52,11 +52,15 @@ def make_env(scenario: Scenario | str | Path, workload: Workload | str | Path, c
         step_cost_ms=config.step_cost_ms,
         max_steps=config.max_steps,
         observation_version=config.observation_version,
+        max_nodes=config.max_nodes,
+        max_slots=config.max_slots,
+        measured_conditions=config.measured_conditions,
+        measurement_noise=config.measurement_noise,
     )
 
 
 def env_factory(
-    scenario_dir: str | Path, workload_file: str | Path, config: TrainConfig
+    scenario_dir: Scenario | str | Path, workload_file: Workload | str | Path, config: TrainConfig
 ) -> Callable[[], gym.Env[Any, Any]]:
     """A picklable-by-closure factory of one training env (SubprocVecEnv needs a callable)."""
 
@@ -69,12 +73,23 @@ def env_factory(
     return make
 
 
-def make_vec_env(scenario_dir: str | Path, workload_file: str | Path, config: TrainConfig) -> Any:
-    """``config.n_envs`` training envs, seeded ``config.seed + i``."""
+Cluster = tuple[Scenario | str | Path, Workload | str | Path]  # (scenario or its directory, workload or its file)
+
+
+def make_vec_env(
+    scenario_dir: str | Path, workload_file: str | Path, config: TrainConfig, clusters: list[Cluster] | None = None
+) -> Any:
+    """``config.n_envs`` training envs, seeded ``config.seed + i``.
+
+    With ``clusters`` (observation version 4: one padded space for all), env *i* runs cluster
+    ``i mod len(clusters)``, so one rollout mixes every cluster and workload.
+    """
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
     venv: VecEnv
     if config.vec_env == "batched":
+        if clusters is not None and len(clusters) > 1:
+            raise ValueError("vec_env batched runs one cluster; train across clusters with vec_env dummy or subproc")
         from ceenv.vector import BatchedCloudEdgeEnv
         from flows.training.vecenv import BatchedVecEnv
 
@@ -89,7 +104,8 @@ def make_vec_env(scenario_dir: str | Path, workload_file: str | Path, config: Tr
         )
         venv = BatchedVecEnv(batched, relative_reward=config.reward_scale == "start_latency")
     else:
-        factories = [env_factory(scenario_dir, workload_file, config) for _ in range(config.n_envs)]
+        pairs = clusters or [(scenario_dir, workload_file)]
+        factories = [env_factory(*pairs[i % len(pairs)], config) for i in range(config.n_envs)]
         venv = DummyVecEnv(factories) if config.vec_env == "dummy" else SubprocVecEnv(factories, start_method="spawn")
     venv.seed(config.seed)
     if config.reward_scale == "running_std":
