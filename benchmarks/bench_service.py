@@ -112,8 +112,8 @@ def train_briefly(scenario_dir: Path, workload_file: Path, target: Path, steps: 
 
 def request_bodies(args: argparse.Namespace, count: int = 64) -> list[bytes]:
     """REACH payloads of ``count`` start states of the env, serialised once."""
-    from ceenv.encoding import request_from_state
     from ceenv.env import CloudEdgeEnv
+    from ceenv.payload import request_from_state
 
     env = CloudEdgeEnv(
         REPO / "data" / "scenarios" / args.scenario,

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ceenv.encoding import SUPPORTED_OBSERVATION_VERSIONS, Layout
+from ceenv.layout import SUPPORTED_OBSERVATION_VERSIONS, Layout
 
 ARTEFACT_FORMAT = 1
 POLICY_FILE = "policy.zip"
@@ -54,7 +54,7 @@ class ArtefactMetadata(BaseModel):
     artefact_format: int = Field(default=ARTEFACT_FORMAT, description="Version of this metadata layout.")
     algorithm: str = Field(default="MaskablePPO", description="The sb3-contrib class that loads policy.zip.")
     created_utc: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    observation_version: int = Field(description="ceenv.encoding observation version the policy was trained with.")
+    observation_version: int = Field(description="ceenv.observation version the policy was trained with.")
     layout: dict[str, Any] = Field(description="Layout.to_dict() of the training scenario.")
     layout_fingerprint: str = Field(description="Layout.fingerprint() at training time.")
     scenario_name: str = Field(description="Scenario name, e.g. 13-29.")

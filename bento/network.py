@@ -1,6 +1,6 @@
 """The policy network for observation version 3: a masked actor-critic whose move logits start from the model's look-ahead.
 
-Observation version 3 (:mod:`ceenv.encoding`) ends with one entry per move action: the latency the
+Observation version 3 (:mod:`ceenv.observation`) ends with one entry per move action: the latency the
 move would save under the nominal network, as a fraction of the current latency. :class:`GainBiasedPolicy`
 adds ``gain_scale * gain`` to each move's logit and a learned ``stop_logit`` to STOP, on top of the
 usual MLP logits. With the MLP's output layer initialised near zero (SB3's 0.01 gain), a fresh

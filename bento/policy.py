@@ -4,7 +4,7 @@
 scenario and workload identity, observation version, evaluation summary, gate verdict);
 :func:`check_card` refuses a card whose observation version or layout does not match this code.
 :class:`Policy` turns one ``POST /get_action`` request into a decision through the shared encoder
-(:mod:`ceenv.encoding`): observation, mask from ``pod_deployable``, a deterministic MaskablePPO
+(:mod:`ceenv.observation`): observation, mask from ``pod_deployable``, a deterministic MaskablePPO
 prediction (:meth:`bento.artefact.LoadedPolicy.decide`), and STOP whenever the chosen action is
 not valid. Used by :mod:`bento.store` (which builds it from a stored model) and by
 :mod:`bento.service` (which serves it); nothing here touches HTTP or the model store.
@@ -21,18 +21,10 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bento.artefact import ArtefactMetadata
-from ceenv.encoding import (
-    SUPPORTED_OBSERVATION_VERSIONS,
-    DecodedState,
-    Layout,
-    decode_action,
-    move_gain_features,
-    move_mask,
-    observe,
-    placement_counts,
-    state_from_request,
-)
 from ceenv.latency import CallCosts, LatencyModel
+from ceenv.layout import SUPPORTED_OBSERVATION_VERSIONS, Layout, placement_counts
+from ceenv.observation import decode_action, move_gain_features, move_mask, observe
+from ceenv.payload import DecodedState, state_from_request
 from ceenv.scenario import scenario_from_documents
 from ceenv.schema import ActionRequest, ActionResponse
 from ceenv.workload import check_workload, parse_workload
@@ -64,8 +56,8 @@ class PolicyCard(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     card_format: int = Field(default=CARD_FORMAT, description="Version of this metadata layout.")
-    observation_version: int = Field(description="ceenv.encoding.OBSERVATION_VERSION the policy was trained with.")
-    layout: dict[str, Any] = Field(description="ceenv.encoding.Layout.to_dict() of the training scenario.")
+    observation_version: int = Field(description="ceenv.layout.OBSERVATION_VERSION the policy was trained with.")
+    layout: dict[str, Any] = Field(description="ceenv.layout.Layout.to_dict() of the training scenario.")
     layout_fingerprint: str = Field(description="Layout.fingerprint() at packaging time.")
     scenario: FileIdentity
     workload: FileIdentity
@@ -194,7 +186,7 @@ class Policy:
         self.latency = latency
 
     def encode(self, request: ActionRequest) -> Encoded:
-        """Observation and mask of a request; raises :class:`ceenv.encoding.PayloadError` on bad input."""
+        """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input."""
         state = state_from_request(self.layout, request)
         mask = move_mask(self.layout, state.slot_node, state.target_ok)
         gains = None

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from bento.policy import Policy
 from bento.store import MODEL_NAME, load_policy
-from ceenv.encoding import PayloadError
+from ceenv.payload import PayloadError
 from ceenv.schema import ActionRequest, ActionResponse, ClusterState
 
 logger = logging.getLogger("bentoml.service.reach")

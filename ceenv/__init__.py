@@ -1,16 +1,21 @@
 """ceenv: the pure cloud-edge simulator core of reach (numpy, gymnasium and pydantic only).
 
-Importing the package registers the Gymnasium environment ``ceenv/CloudEdge-v0``, the way
-Gymnasium's own packages register theirs; nothing else happens at import time.
+Importing the package registers the Gymnasium environments ``ceenv/CloudEdge-v1`` (observation
+version 3, the default) and ``ceenv/CloudEdge-v0`` (REACH's observation, version 1), the way
+Gymnasium's own packages register theirs; nothing else happens at import time. Both run REACH's
+13-29 cluster with ``aggregator_sequential`` when ``gym.make`` gets no other scenario.
 """
 
 from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-ENV_ID = "ceenv/CloudEdge-v0"
+ENV_ID = "ceenv/CloudEdge-v1"
+ENV_ID_REACH_OBSERVATION = "ceenv/CloudEdge-v0"
 
 if ENV_ID not in registry:
-    register(id=ENV_ID, entry_point="ceenv.env:CloudEdgeEnv")
+    register(id=ENV_ID, entry_point="ceenv.env:CloudEdgeEnv", kwargs={"observation_version": 3})
+if ENV_ID_REACH_OBSERVATION not in registry:
+    register(id=ENV_ID_REACH_OBSERVATION, entry_point="ceenv.env:CloudEdgeEnv", kwargs={"observation_version": 1})
 
-__all__ = ["ENV_ID"]
+__all__ = ["ENV_ID", "ENV_ID_REACH_OBSERVATION"]

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ceenv.encoding import decode_action
-from ceenv.simulator import Simulator
+from ceenv.observation import decode_action
+from ceenv.simulator import DEFAULT_STEP_COST_MS, Simulator
 
-DEFAULT_STEP_COST_MS = 1.25
 DEFAULT_MAX_MOVES = 100
 
 

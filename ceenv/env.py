@@ -2,7 +2,8 @@
 
 A thin shell around :class:`ceenv.simulator.Simulator`: it draws the start state from its own
 seeded generator, turns actions into moves through the shared encoder and reports latency in
-``info``. Registered as ``ceenv/CloudEdge-v0`` (see :mod:`ceenv`). Used by training, evaluation,
+``info``. Registered as ``ceenv/CloudEdge-v1`` (observation version 3) and ``ceenv/CloudEdge-v0``
+(REACH's observation, version 1); see :mod:`ceenv`. Used by training, evaluation,
 the benchmarks and the tests.
 """
 
@@ -16,15 +17,16 @@ import numpy as np
 import numpy.typing as npt
 from gymnasium import spaces
 
-from ceenv.encoding import OBSERVATION_VERSION, BoolArray, decode_action, layout_from_scenario
 from ceenv.latency import LatencyModel
+from ceenv.layout import OBSERVATION_VERSION, BoolArray, layout_from_scenario
+from ceenv.observation import decode_action
 from ceenv.placement import draw_start
+from ceenv.reference import reference_scenario, reference_workload
 from ceenv.scenario import Scenario, load_scenario
-from ceenv.simulator import Simulator
+from ceenv.simulator import DEFAULT_STEP_COST_MS, Simulator
 from ceenv.workload import Workload, load_workload
 
 ObsType = npt.NDArray[np.float32]
-DEFAULT_STEP_COST_MS = 1.25
 DEFAULT_MAX_STEPS = 100
 
 
@@ -32,25 +34,38 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
     """Adaptive microservice rescheduling in a cloud-edge cluster.
 
     ## Description
-    A cluster of N nodes in layers (cloud, edge, client) runs the pods of S services; the
-    application latency is the rps-weighted end-to-end latency of MODEL.md §2. Each step the agent
-    migrates one pod to another node, or stops. The start state (free capacity, bandwidth
-    utilisation, delays, replica counts, a random feasible placement) is drawn at every reset
-    (``dynamic=True``) or uses the nominal conditions (``dynamic=False``).
+    A cluster of N nodes in layers (cloud, edge, client) runs the pods of S services in P pod slots
+    (``max-replica`` slots per service, ordered by service then replica); the application latency is
+    the rps-weighted end-to-end latency of MODEL.md §2. Each step the agent migrates one pod to
+    another node, or stops. The start state (free capacity, bandwidth utilisation, delays, replica
+    counts, a random feasible placement) is drawn at every reset (``dynamic=True``) or uses the
+    nominal conditions (``dynamic=False``). Without arguments the env runs REACH's 13-29 cluster
+    with the ``aggregator_sequential`` call pattern (:mod:`ceenv.reference`).
 
     ## Action Space
-    ``Discrete(N * P + 1)`` with P pod slots: action ``a < N * P`` moves slot ``a % P`` to node
-    ``a // P``; action ``N * P`` is STOP. ``action_masks()`` gives the valid actions (a pod in the
-    slot, a movable service, another node in an allowed layer with room); STOP is always valid.
+    ``Discrete(N * P + 1)``: action ``a < N * P`` moves slot ``a % P`` to node ``a // P``; action
+    ``N * P`` is STOP. ``action_masks()`` gives the valid actions (a pod in the slot, a movable
+    service, another node in an allowed layer with room); STOP is always valid.
 
     ## Observation Space
-    ``Box(0, 1, (2N + P(N + 1),), float32)``: free CPU and memory per node, normalised by the
-    node's largest availability, then a one-hot node index per slot (index 0 = empty). Built by
-    :func:`ceenv.encoding.observe`, the same function the policy service uses.
+    Built by :func:`ceenv.observation.observe`, the function the policy service uses too; all
+    entries float32. The blocks, in order, by observation version:
+
+    * version 1 — ``Box(0, 1, (2N + P(N + 1),))``: free CPU per node / the node's largest CPU
+      availability, free memory per node / its largest memory availability, then per slot a one-hot
+      of ``N + 1`` entries (0 = empty slot, ``1 + n`` = on node ``n``).
+    * version 2 — ``Box(0, 1, (2N + P(N + 1) + S(N + 1),))``: version 1, then the fraction of each
+      service's pods on each node (``S * N``), then each service's pod count / its slots (``S``).
+    * version 3 — ``Box(-1, 1, (2N + P(N + 1) + S(N + 1) + N * P,))``: version 2, then per move
+      action (action order) the latency the move saves under the scenario's nominal network, as a
+      fraction of the current nominal latency, clipped to [-1, 1] (0 for an invalid move).
 
     ## Rewards
     ``latency_before - latency_after - step_cost_ms`` (ms) per move; 0 for STOP. An invalid
     action is not executed: the placement stays and the reward is ``-step_cost_ms``.
+
+    ## Starting State
+    See Description; ``reset(options={"state": (conditions, slot_node)})`` starts from a given state.
 
     ## Episode End
     Terminated on STOP; truncated after ``max_steps`` steps (default 100).
@@ -58,25 +73,36 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
     ## Info
     ``latency_ms`` (now), ``start_latency_ms``, ``moves`` (executed migrations), ``invalid_action``.
 
+    ## Arguments
+    ``scenario`` (a :class:`Scenario` or a directory; default REACH's 13-29), ``workload`` (a
+    :class:`Workload` or a call-pattern file; default ``aggregator_sequential``), ``dynamic``,
+    ``step_cost_ms`` (default 1.25 ms, MODEL.md §3), ``max_steps``, ``render_mode`` (``"ansi"``),
+    ``observation_version`` (fixed by the registered id, see below).
+
     ## Version History
-    * v0: initial version (observation version 1).
+    * v1: observation version 3 (placement fractions and nominal move gains); the default id.
+    * v0: observation version 1 (REACH's observation).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium declares it as an instance attribute)
 
     def __init__(
         self,
-        scenario: Scenario | str | Path,
-        workload: Workload | str | Path,
+        scenario: Scenario | str | Path | None = None,
+        workload: Workload | str | Path | None = None,
         dynamic: bool = True,
         step_cost_ms: float = DEFAULT_STEP_COST_MS,
         max_steps: int = DEFAULT_MAX_STEPS,
         render_mode: str | None = None,
         observation_version: int = OBSERVATION_VERSION,
     ) -> None:
-        if not isinstance(scenario, Scenario):
+        if scenario is None:
+            scenario = reference_scenario()
+        elif not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
-        if not isinstance(workload, Workload):
+        if workload is None:
+            workload = reference_workload(scenario)
+        elif not isinstance(workload, Workload):
             workload = load_workload(workload, scenario)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(

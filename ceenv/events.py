@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ceenv.encoding import FloatArray, IntArray
 from ceenv.latency import Conditions
+from ceenv.layout import FloatArray, IntArray
 from ceenv.simulator import Simulator
 
 

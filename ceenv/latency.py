@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ceenv.scenario import Scenario
+from ceenv.units import cpu_millicores
 from ceenv.workload import Call, Workload
 
 FloatArray = npt.NDArray[np.float64]
@@ -55,7 +56,7 @@ def nominal_conditions(scenario: Scenario) -> Conditions:
     layers = scenario.layers
     delay = np.array([[scenario.delay_range_ms[(a, b)][0] for b in layers] for a in layers])
     return Conditions(
-        cpu_millicores=np.array([round(n.nominal_cpu_cores * 1000) for n in scenario.nodes], dtype=np.float64),
+        cpu_millicores=np.array([n.nominal_cpu_millicores for n in scenario.nodes], dtype=np.float64),
         memory_bytes=np.array([round(n.nominal_memory_bytes) for n in scenario.nodes], dtype=np.float64),
         utilization=np.array([n.utilization_range[0] for n in scenario.nodes]),
         delay_ms=delay,
@@ -70,7 +71,7 @@ def draw_conditions(scenario: Scenario, rng: np.random.Generator) -> Conditions:
     nodes = scenario.nodes
     picks = rng.random((2, len(nodes)))
     cpu = [
-        round(n.cpu_choices_cores[int(u * len(n.cpu_choices_cores))] * 1000)
+        cpu_millicores(n.cpu_choices_cores[int(u * len(n.cpu_choices_cores))])
         for n, u in zip(nodes, picks[0], strict=True)
     ]
     mem = [

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ceenv.encoding import IntArray, Layout
 from ceenv.latency import Conditions, LatencyModel, draw_conditions, nominal_conditions
+from ceenv.layout import IntArray, Layout
 from ceenv.validation import ScenarioError, child, read_json
 
 DEFAULT_START_ATTEMPTS = 200
@@ -61,7 +61,7 @@ def slots_from_assignment(
             if not layout.allowed[s, n]:
                 rule = f"nodes of layer {service.layer!r}" if service.layer else "a node outside the client layer"
                 raise ScenarioError(file, child(path, r), "layer rule violated", node_name, rule)
-            cpu_left[n] -= round(service.cpu_cores * 1000)
+            cpu_left[n] -= service.cpu_millicores
             memory_left[n] -= round(service.memory_bytes)
             if cpu_left[n] < 0 or memory_left[n] < 0:
                 raise ScenarioError(
@@ -105,7 +105,7 @@ def draw_start(
         feasible = True
         for s, service in enumerate(scenario.services):
             replicas = int(rng.integers(1, service.max_replica + 1))
-            cpu, memory = round(service.cpu_cores * 1000), round(service.memory_bytes)
+            cpu, memory = service.cpu_millicores, round(service.memory_bytes)
             for r in range(replicas):
                 room = np.flatnonzero(layout.allowed[s] & (cpu_left >= cpu) & (memory_left >= memory))
                 if room.size == 0:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ceenv.units import (
+    cpu_millicores,
     parse_bandwidth_mbps,
     parse_cpu_cores,
     parse_fraction,
@@ -46,6 +47,11 @@ class Node:
     def nominal_memory_bytes(self) -> float:
         return max(self.memory_choices_bytes)
 
+    @property
+    def nominal_cpu_millicores(self) -> float:
+        """The largest free CPU in whole millicores (the unit of the wire payload and the simulator)."""
+        return float(cpu_millicores(self.nominal_cpu_cores))
+
 
 @dataclass(frozen=True)
 class Service:
@@ -56,6 +62,11 @@ class Service:
     memory_bytes: float
     max_replica: int
     layer: str | None
+
+    @property
+    def cpu_millicores(self) -> float:
+        """The pod's CPU request in whole millicores."""
+        return float(cpu_millicores(self.cpu_cores))
 
     @property
     def movable(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
+BYTES_PER_GIB = 2**30  # memory_availability is in GiB on the wire
 
 
 class _Open(BaseModel):

@@ -12,8 +12,13 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ceenv.encoding import BoolArray, FloatArray, IntArray, Layout, move_gain_features, move_mask, observe
 from ceenv.latency import Conditions, LatencyModel, build_network
+from ceenv.layout import BoolArray, FloatArray, IntArray, Layout
+from ceenv.observation import move_gain_features, move_mask, observe
+
+# The rescheduling cost λ of one migration (MODEL.md §3): the env's step cost, greedy's minimum
+# gain and the training default all use this one value.
+DEFAULT_STEP_COST_MS = 1.25
 
 # Integer-valued millicores and bytes are exact in float64; the tolerance only absorbs
 # capacities that the wire payload delivered in GiB.
@@ -27,7 +32,7 @@ class Simulator:
         self.model = model
         self.layout = layout
         services = model.scenario.services
-        self.request_cpu_millicores: FloatArray = np.array([round(s.cpu_cores * 1000) for s in services], dtype=float)
+        self.request_cpu_millicores: FloatArray = np.array([s.cpu_millicores for s in services])
         self.request_memory_bytes: FloatArray = np.array([round(s.memory_bytes) for s in services], dtype=float)
         self.reset_to(conditions, slot_node)
 

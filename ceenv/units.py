@@ -59,6 +59,11 @@ def parse_cpu_cores(value: object) -> float:
     return _scale(value, _CPU_SUFFIX, "CPU quantity", "'700m', '2' or 1.5")
 
 
+def cpu_millicores(cores: float) -> int:
+    """Cores → whole millicores, the unit of free CPU in the simulator and on the wire."""
+    return round(cores * 1000)
+
+
 def parse_bytes(value: object) -> float:
     """Memory or data size (``700M``, ``27.68G``, ``512Mi``, ``100K``) → bytes (M = 10^6, Mi = 2^20)."""
     return _scale(value, {**_DECIMAL_SUFFIX, **_BINARY_SUFFIX}, "byte quantity", "'700M', '2G', '512Mi' or '0.1M'")

@@ -301,8 +301,8 @@ def open_session(settings: DemoSettings) -> Session:
 
 
 def start_placement(session: Session, workload: str) -> StartPlacement:
-    from ceenv.encoding import layout_from_scenario
     from ceenv.latency import LatencyModel
+    from ceenv.layout import layout_from_scenario
     from ceenv.scenario import load_scenario
     from ceenv.workload import load_workload
     from flows.demo_cluster import poor_start

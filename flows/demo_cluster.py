@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ceenv.encoding import Layout
 from ceenv.latency import LatencyModel, build_network, nominal_conditions
+from ceenv.layout import Layout
 from ceenv.placement import slots_from_assignment
 from ceenv.validation import ScenarioError
 

@@ -99,7 +99,7 @@ class SimulatedLatency:
         self.noise_pct = noise_pct
         self.rng = np.random.default_rng(seed)
         self.call_weights = _call_weights(model)
-        self.cpu_request = np.array([round(s.cpu_cores * 1000) for s in scenario.services], dtype=float)
+        self.cpu_request = np.array([s.cpu_millicores for s in scenario.services])
         self.memory_request = np.array([round(s.memory_bytes) for s in scenario.services], dtype=float)
 
     def _noise(self) -> float:

@@ -19,8 +19,8 @@ from flows.pipeline import PipelineParams, reach_pipeline
 
 def canary_requests(scenario: str, workload: str, count: int, seed: int = 20_000) -> list[dict[str, Any]]:
     """``count`` REACH requests from random start states of the scenario (dynamic draws)."""
-    from ceenv.encoding import request_from_state
     from ceenv.env import CloudEdgeEnv
+    from ceenv.payload import request_from_state
     from flows.paths import resolve_scenario, resolve_workload
 
     scenario_dir = resolve_scenario(scenario)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from ceenv.baselines import Outcome, run_balancer, run_greedy, run_noop
-from ceenv.encoding import layout_from_scenario
 from ceenv.latency import LatencyModel, build_network, nominal_conditions
+from ceenv.layout import layout_from_scenario
 from ceenv.placement import draw_start, load_assignment, slots_from_assignment
 from ceenv.scenario import Scenario, load_scenario, parse_nodes, parse_services
 from ceenv.search import best_known

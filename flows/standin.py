@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ceenv.encoding import Layout, PayloadError, layout_from_scenario, state_from_request
 from ceenv.latency import LatencyModel, nominal_conditions
+from ceenv.layout import Layout, layout_from_scenario
+from ceenv.payload import PayloadError, state_from_request
 from ceenv.scenario import load_scenario
 from ceenv.schema import ActionRequest
 from ceenv.simulator import Simulator

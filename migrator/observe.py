@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ceenv.schema import ActionRequest, ClusterState, NodeState, PodRef, ServiceState
+from ceenv.schema import BYTES_PER_GIB, ActionRequest, ClusterState, NodeState, PodRef, ServiceState
 from migrator.snapshot import ClusterSnapshot, NodeInfo, PodInfo
 
-BYTES_PER_GIB = 2**30
 _SCHEDULING_EFFECTS = ("NoSchedule", "NoExecute")
 
 

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ceenv.encoding import OBSERVATION_VERSION, layout_from_scenario
 from ceenv.env import CloudEdgeEnv
+from ceenv.layout import OBSERVATION_VERSION, layout_from_scenario
 from ceenv.scenario import load_scenario
 from ceenv.simulator import Simulator
 from ceenv.workload import load_workload, workload_name

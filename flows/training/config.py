@@ -73,7 +73,7 @@ class TrainConfig(BaseModel):
     eval_freq_steps: int = Field(20_000, ge=1, description="Evaluate the policy every this many env steps (all envs).")
     observation_version: Literal[1, 2, 3] = Field(
         3,
-        description="Observation encoding (ceenv.encoding): 1 = REACH's; 2 adds per-service placement fractions; "
+        description="Observation encoding (ceenv.observation): 1 = REACH's; 2 adds per-service placement fractions; "
         "3 adds each move's nominal latency gain.",
     )
     eval_episodes: int = Field(32, ge=1, description="Held-out validation start states per evaluation.")

@@ -183,7 +183,7 @@ def _save(
     from sb3_contrib import MaskablePPO
 
     from bento.artefact import describe, save_artefact
-    from ceenv.encoding import layout_from_scenario
+    from ceenv.layout import layout_from_scenario
 
     metadata = describe(
         layout_from_scenario(load_scenario(scenario_dir), config.observation_version),

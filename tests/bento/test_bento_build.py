@@ -50,7 +50,14 @@ def test_the_bento_carries_the_code_the_model_tag_and_pinned_dependencies(
     assert info["service"] == "bento.service:PolicyService"
     assert info["args"] == {"model_tag": stored_model}
     assert [m["tag"] for m in info["services"][0]["models"]] == [stored_model]
-    for module in ("ceenv/encoding.py", "ceenv/schema.py", "bento/service.py", "bento/artefact.py"):
+    for module in (
+        "ceenv/layout.py",
+        "ceenv/observation.py",
+        "ceenv/payload.py",
+        "ceenv/schema.py",
+        "bento/service.py",
+        "bento/artefact.py",
+    ):
         assert (root / "src" / module).is_file(), module
     assert not (root / "src" / "flows").exists() and not (root / "src" / "migrator").exists()
     requirements = (root / "env" / "python" / "requirements.txt").read_text()

@@ -3,7 +3,7 @@
 The fixtures in tests/contract/ are REACH ``POST /get_action`` bodies and answers that the
 migrator's tests reuse; here they are checked against the schema and the 7-21 layout. The golden
 tests build, for many env states, the request a cluster in that state would send
-(:func:`ceenv.encoding.request_from_state`) and assert that the service sees exactly the env's
+(:func:`ceenv.payload.request_from_state`) and assert that the service sees exactly the env's
 observation and mask, and picks the action the policy picks inside the env.
 """
 
@@ -17,8 +17,9 @@ import pytest
 
 from bento.policy import Policy
 from bento.store import load_policy
-from ceenv.encoding import layout_from_scenario, request_from_state, state_from_request
 from ceenv.env import CloudEdgeEnv
+from ceenv.layout import layout_from_scenario
+from ceenv.payload import request_from_state, state_from_request
 from ceenv.scenario import load_scenario
 from ceenv.schema import ActionRequest, ActionResponse
 from tests.bento.conftest import CONTRACT_DIR, SCENARIO_DIR, WORKLOAD_FILE

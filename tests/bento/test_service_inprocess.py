@@ -18,7 +18,8 @@ import pytest
 from bento.artefact import METADATA_FILE, POLICY_FILE, ArtefactError
 from bento.policy import GateVerdict, IncompatibleModelError, Policy, check_card
 from bento.store import load_policy, save_policy
-from ceenv.encoding import OBSERVATION_VERSION, PayloadError
+from ceenv.layout import OBSERVATION_VERSION
+from ceenv.payload import PayloadError
 from ceenv.schema import ActionRequest, ActionResponse
 from tests.bento.conftest import CONTRACT_DIR
 

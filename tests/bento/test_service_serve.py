@@ -18,7 +18,7 @@ import bentoml
 import httpx
 import pytest
 
-from ceenv.encoding import OBSERVATION_VERSION
+from ceenv.layout import OBSERVATION_VERSION
 from ceenv.schema import ActionResponse
 from tests.bento.conftest import CONTRACT_DIR, Server, start_server
 

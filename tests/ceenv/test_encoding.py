@@ -10,18 +10,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from ceenv.encoding import (
-    Layout,
-    PayloadError,
-    decode_action,
-    encode_action,
-    move_gain_features,
-    move_mask,
-    observe,
-    request_from_state,
-    state_from_request,
-)
 from ceenv.env import CloudEdgeEnv
+from ceenv.layout import Layout
+from ceenv.observation import decode_action, encode_action, move_gain_features, move_mask, observe
+from ceenv.payload import PayloadError, request_from_state, state_from_request
 from ceenv.schema import ActionRequest
 from tests.conftest import scenario_dir, workload_file
 

@@ -10,9 +10,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from ceenv import ENV_ID
-from ceenv.encoding import decode_action, encode_action
+from ceenv import ENV_ID, ENV_ID_REACH_OBSERVATION
 from ceenv.env import CloudEdgeEnv
+from ceenv.observation import decode_action, encode_action
 from tests.conftest import scenario_dir, workload_file
 
 
@@ -153,3 +153,26 @@ def test_render_ansi_lists_every_node() -> None:
     env.reset(seed=0)
     text = env.render()
     assert text is not None and all(name in text for name in env.layout.node_names)
+
+
+def test_gym_make_without_arguments_runs_the_embedded_13_29_default() -> None:
+    env = gym.make(ENV_ID)
+    obs, _ = env.reset(seed=0)
+    unwrapped = env.unwrapped
+    assert isinstance(unwrapped, CloudEdgeEnv)
+    assert unwrapped.scenario.name == "13-29" and unwrapped.workload.name == "aggregator_sequential"
+    assert obs.shape == env.observation_space.shape
+    check_env(unwrapped)
+
+
+@pytest.mark.parametrize(("env_id", "version"), [(ENV_ID_REACH_OBSERVATION, 1), (ENV_ID, 3)])
+def test_each_registered_id_has_the_spaces_its_docstring_states(env_id: str, version: int) -> None:
+    env = gym.make(env_id, scenario=str(scenario_dir("7-21")), workload=str(workload_file("chain")))
+    unwrapped = env.unwrapped
+    assert isinstance(unwrapped, CloudEdgeEnv)
+    n, p, s = unwrapped.layout.node_count, unwrapped.layout.slot_count, len(unwrapped.layout.service_names)
+    size = {1: 2 * n + p * (n + 1), 3: 2 * n + p * (n + 1) + s * (n + 1) + n * p}[version]
+    assert unwrapped.layout.version == version
+    assert env.observation_space.shape == (size,)
+    assert float(env.observation_space.low.min()) == (-1.0 if version == 3 else 0.0)  # type: ignore[attr-defined]
+    assert env.action_space.n == n * p + 1  # type: ignore[attr-defined]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ceenv.encoding import layout_from_scenario
 from ceenv.events import EventError, draw_failed_nodes, fail_nodes, schedule_pod, surge_service
 from ceenv.latency import LatencyModel
+from ceenv.layout import layout_from_scenario
 from ceenv.placement import draw_start
 from ceenv.scenario import load_scenario
 from ceenv.simulator import Simulator

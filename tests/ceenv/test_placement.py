@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ceenv.encoding import layout_from_scenario
 from ceenv.latency import LatencyModel, nominal_conditions
+from ceenv.layout import layout_from_scenario
 from ceenv.placement import draw_start, load_assignment, slots_from_assignment
 from ceenv.scenario import load_scenario
 from ceenv.validation import ScenarioError
@@ -77,7 +77,7 @@ def test_random_starts_are_feasible_and_reproducible() -> None:
         np.add.at(
             used,
             slot_node[occupied],
-            [round(scenario.services[s].cpu_cores * 1000) for s in layout.slot_service[occupied]],
+            [scenario.services[s].cpu_millicores for s in layout.slot_service[occupied]],
         )
         assert (used <= conditions.cpu_millicores).all()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ceenv.encoding import state_from_request
+from ceenv.payload import state_from_request
 from ceenv.schema import ActionRequest
 from flows.standin import STOP, GreedyAdvisor, GreedyStandIn, greedy_advisor
 

@@ -100,8 +100,8 @@ def standin() -> Iterator[Any]:
 @pytest.fixture
 def poor_app(api_client: Any, core: Any) -> Iterator[dict[str, list[str]]]:
     """The app on the worst of 300 seeded random placements (aggregator ×2, the rest ×1); removed afterwards."""
-    from ceenv.encoding import layout_from_scenario
     from ceenv.latency import LatencyModel
+    from ceenv.layout import layout_from_scenario
     from ceenv.scenario import load_scenario
     from ceenv.workload import load_workload
     from flows.demo_cluster import DEFAULT_REPLICAS, place_app, poor_start, uncordon_all

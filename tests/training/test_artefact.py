@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from bento.artefact import METADATA_FILE, POLICY_FILE, ArtefactError, load_artefact, read_metadata, write_evaluation
-from ceenv.encoding import OBSERVATION_VERSION, layout_from_scenario
 from ceenv.env import CloudEdgeEnv
+from ceenv.layout import OBSERVATION_VERSION, layout_from_scenario
 from ceenv.scenario import load_scenario
 from flows.training import TrainResult
 from tests.conftest import scenario_dir, workload_file

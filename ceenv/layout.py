@@ -1,0 +1,166 @@
+"""The node/slot layout a policy is trained for, and the placement in slot form.
+
+A :class:`Layout` fixes the order of nodes and pod slots (MODEL.md §3: slots ordered by service,
+then replica), the capacity scales of the observation, the layer rule per (service, node) and the
+observation version; it is saved with the model (:meth:`Layout.to_dict`, :meth:`Layout.fingerprint`)
+and checked when a service starts. :func:`placement_counts` turns a slot placement into the
+``(S, N)`` pod counts that the latency model takes. Used by the encoder (:mod:`ceenv.observation`),
+the payload mapping (:mod:`ceenv.payload`), the simulator, the env, the artefact and the service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ceenv.scenario import Scenario
+
+OBSERVATION_VERSION = 3
+SUPPORTED_OBSERVATION_VERSIONS = (1, 2, 3)
+BoolArray = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Node order, slot order and scales a policy is trained for; saved with the model."""
+
+    node_names: tuple[str, ...]
+    node_layers: tuple[str, ...]
+    node_cpu_scale_millicores: tuple[float, ...]
+    node_memory_scale_bytes: tuple[float, ...]
+    service_names: tuple[str, ...]
+    service_slots: tuple[int, ...]
+    service_movable: tuple[bool, ...]
+    service_allowed: tuple[tuple[bool, ...], ...]  # (S, N) layer rule
+    version: int = OBSERVATION_VERSION
+    slot_service: IntArray = field(init=False, repr=False, compare=False)
+    slot_replica: IntArray = field(init=False, repr=False, compare=False)
+    slot_movable: BoolArray = field(init=False, repr=False, compare=False)
+    allowed: BoolArray = field(init=False, repr=False, compare=False)
+    _onehot_base: IntArray = field(init=False, repr=False, compare=False)
+    _cpu_scale: FloatArray = field(init=False, repr=False, compare=False)
+    _memory_scale: FloatArray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.version not in SUPPORTED_OBSERVATION_VERSIONS:
+            raise ValueError(
+                f"observation version {self.version} is not supported; this reach builds versions "
+                f"{list(SUPPORTED_OBSERVATION_VERSIONS)}"
+            )
+        slot_service = np.repeat(np.arange(len(self.service_names)), self.service_slots).astype(np.int64)
+        slot_replica = np.concatenate([np.arange(k) for k in self.service_slots]).astype(np.int64)
+        n = len(self.node_names)
+        derived = {
+            "slot_service": slot_service,
+            "slot_replica": slot_replica,
+            "slot_movable": np.array(self.service_movable, dtype=bool)[slot_service],
+            "allowed": np.array(self.service_allowed, dtype=bool).reshape(len(self.service_names), n),
+            "_onehot_base": (2 * n + np.arange(len(slot_service)) * (n + 1) + 1).astype(np.int64),
+            "_cpu_scale": np.array(self.node_cpu_scale_millicores, dtype=np.float64),
+            "_memory_scale": np.array(self.node_memory_scale_bytes, dtype=np.float64),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def node_count(self) -> int:
+        return len(self.node_names)
+
+    @property
+    def slot_count(self) -> int:
+        return len(self.slot_service)
+
+    @property
+    def action_count(self) -> int:
+        """``N * P`` moves plus STOP."""
+        return self.node_count * self.slot_count + 1
+
+    @property
+    def stop_action(self) -> int:
+        return self.node_count * self.slot_count
+
+    @property
+    def observation_size(self) -> int:
+        size = 2 * self.node_count + self.slot_count * (self.node_count + 1)
+        if self.version >= 2:
+            size += len(self.service_names) * (self.node_count + 1)
+        if self.version >= 3:
+            size += self.node_count * self.slot_count
+        return size
+
+    @property
+    def observation_low(self) -> float:
+        """Lower bound of every observation entry (move gains can be negative from version 3)."""
+        return -1.0 if self.version >= 3 else 0.0
+
+    @property
+    def needs_move_gains(self) -> bool:
+        """Whether :func:`observe` needs :func:`move_gain_features` (version 3 and later)."""
+        return self.version >= 3
+
+    def slot_name(self, slot: int) -> str:
+        """A stable pod name for a slot, used when a payload is built from simulator state."""
+        return f"{self.service_names[self.slot_service[slot]]}-{self.slot_replica[slot]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form, stored in the model's metadata."""
+        return {
+            "version": self.version,
+            "node_names": list(self.node_names),
+            "node_layers": list(self.node_layers),
+            "node_cpu_scale_millicores": list(self.node_cpu_scale_millicores),
+            "node_memory_scale_bytes": list(self.node_memory_scale_bytes),
+            "service_names": list(self.service_names),
+            "service_slots": list(self.service_slots),
+            "service_movable": list(self.service_movable),
+            "service_allowed": [list(row) for row in self.service_allowed],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Layout:
+        return cls(
+            node_names=tuple(data["node_names"]),
+            node_layers=tuple(data["node_layers"]),
+            node_cpu_scale_millicores=tuple(float(x) for x in data["node_cpu_scale_millicores"]),
+            node_memory_scale_bytes=tuple(float(x) for x in data["node_memory_scale_bytes"]),
+            service_names=tuple(data["service_names"]),
+            service_slots=tuple(int(x) for x in data["service_slots"]),
+            service_movable=tuple(bool(x) for x in data["service_movable"]),
+            service_allowed=tuple(tuple(bool(x) for x in row) for row in data["service_allowed"]),
+            version=int(data["version"]),
+        )
+
+    def fingerprint(self) -> str:
+        """A short hash of the layout, to check a model against the code and the cluster."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def layout_from_scenario(scenario: Scenario, version: int = OBSERVATION_VERSION) -> Layout:
+    """The layout of a scenario: its node order, its slots, its nominal capacities as scales."""
+    return Layout(
+        node_names=scenario.node_names,
+        node_layers=tuple(n.layer for n in scenario.nodes),
+        node_cpu_scale_millicores=tuple(n.nominal_cpu_millicores for n in scenario.nodes),
+        node_memory_scale_bytes=tuple(float(round(n.nominal_memory_bytes)) for n in scenario.nodes),
+        service_names=scenario.service_names,
+        service_slots=tuple(s.max_replica for s in scenario.services),
+        service_movable=tuple(s.movable for s in scenario.services),
+        service_allowed=tuple(tuple(s.allowed_on(n) for n in scenario.nodes) for s in scenario.services),
+        version=version,
+    )
+
+
+def placement_counts(layout: Layout, slot_node: IntArray) -> FloatArray:
+    """``(S, N)`` pods of each service on each node: the ``counts`` the latency model takes."""
+    services, n = len(layout.service_names), layout.node_count
+    occupied = slot_node >= 0
+    flat = np.bincount(layout.slot_service[occupied] * n + slot_node[occupied], minlength=services * n)
+    counts: FloatArray = flat.reshape(services, n).astype(np.float64)
+    return counts
