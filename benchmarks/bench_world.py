@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ceenv.encoding import layout_from_scenario
 from ceenv.latency import LatencyModel
+from ceenv.layout import layout_from_scenario
 from ceenv.placement import draw_start
 from ceenv.scenario import Scenario, load_scenario
 from ceenv.workload import Workload, load_workload

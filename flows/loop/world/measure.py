@@ -90,7 +90,7 @@ def checked_pods(
     scenario: Scenario, workload: Workload, assignment: Mapping[str, list[str]], file: str
 ) -> list[PodSpec]:
     """The placement file's pods, after the same checks as ``reach sim latency`` (layer rule, capacity)."""
-    from ceenv.encoding import layout_from_scenario
+    from ceenv.layout import layout_from_scenario
     from ceenv.placement import slots_from_assignment
 
     model = LatencyModel(scenario, workload)
