@@ -119,9 +119,13 @@ class World:
             self.env.process(self._pings())
 
     # ----- placement and events -----------------------------------------------------------------
-    def set_placement(self, pods: Sequence[PodSpec]) -> None:
-        """Make ``pods`` the endpoints; pods that keep their name keep their queue (a live re-read)."""
-        check_pods(self.workload, pods)
+    def set_placement(self, pods: Sequence[PodSpec], require_all: bool = True) -> None:
+        """Make ``pods`` the endpoints; pods that keep their name keep their queue (a live re-read).
+
+        With ``require_all=False`` a called service may have no pod: its calls answer 503, as a mesh does.
+        """
+        if require_all:
+            check_pods(self.workload, pods)
         current = {}
         for spec in pods:
             if spec.service not in self._cores:
