@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from flows import cli_demo, cli_migrate, cli_ops, cli_profiles, cli_sim, cli_train
+from flows import cli_demo, cli_migrate, cli_ops, cli_profiles, cli_sim, cli_train, cli_world
 
 app = typer.Typer(
     name="reach",
@@ -28,6 +28,7 @@ for command in (cli_ops.package, cli_ops.deploy, cli_ops.serve, cli_ops.up, cli_
 app.command("migrate")(cli_migrate.migrate)
 app.add_typer(cli_migrate.cluster_app, name="cluster")
 app.add_typer(cli_demo.app, name="demo")
+app.add_typer(cli_world.app, name="world")
 
 
 def main() -> None:  # pragma: no cover - console entry point
