@@ -31,14 +31,26 @@ from migrator.snapshot import PodInfo
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 9464
-_CLIENT_VIEW = 'reporter="source", source_workload="client", destination_workload="aggregator"'
-MEAN_QUERY = (
-    f"sum(rate(istio_request_duration_milliseconds_sum{{{_CLIENT_VIEW}}}[1m]))"
-    f" / sum(rate(istio_request_duration_milliseconds_count{{{_CLIENT_VIEW}}}[1m]))"
-)
-P95_QUERY = (
-    f"histogram_quantile(0.95, sum by (le) (rate(istio_request_duration_milliseconds_bucket{{{_CLIENT_VIEW}}}[1m])))"
-)
+CLIENT_VIEW = 'reporter="source", source_workload="client", destination_workload="aggregator"'
+
+
+def mean_query(window: str = "1m", selector: str = CLIENT_VIEW) -> str:
+    """Istio's mean request duration as the client's proxy sees it: rate(sum) / rate(count), ms."""
+    return (
+        f"sum(rate(istio_request_duration_milliseconds_sum{{{selector}}}[{window}]))"
+        f" / sum(rate(istio_request_duration_milliseconds_count{{{selector}}}[{window}]))"
+    )
+
+
+def p95_query(window: str = "1m", selector: str = CLIENT_VIEW) -> str:
+    """Istio's p95 request duration from the histogram, ms."""
+    return (
+        "histogram_quantile(0.95, sum by (le) "
+        f"(rate(istio_request_duration_milliseconds_bucket{{{selector}}}[{window}])))"
+    )
+
+
+MEAN_QUERY, P95_QUERY = mean_query(), p95_query()
 
 
 def live_pod_specs(pods: Iterable[PodInfo], cluster: Cluster, service_label: str) -> tuple[list[PodSpec], int]:
