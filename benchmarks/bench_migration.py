@@ -14,18 +14,19 @@ as JSON. Hollow nodes confirm pod deletions on their 10 s sync period, which dom
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from ceenv.schema import ActionRequest
+from flows.local.cluster import LocalCluster, Ports
+from flows.loop import app
 from migrator.app import build_controller
 from migrator.guards import Move
+from migrator.kube import ClusterAdmin, make_api_client
 from migrator.policy import Advice, Stop
 from migrator.settings import MigratorSettings
 
@@ -35,15 +36,6 @@ BENCH_PORTS = {
     "etcd_client": 33790, "etcd_peer": 33800, "apiserver": 26443,
     "controller_manager": 30257, "scheduler": 30259, "kubelet_base": 30300,
 }  # fmt: skip
-
-
-def load_deploy_module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"reach_deploy_{name}", ROOT / "deploy" / "local" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class MoveFirstAggregator:
@@ -68,14 +60,14 @@ def summarize(values: list[float]) -> dict[str, float]:
 
 
 def run(kubeconfig: str, migrations: int) -> dict[str, Any]:
-    demo_app = load_deploy_module("demo_app")
     settings = MigratorSettings(  # type: ignore[call-arg]
         _env_file=None, kubeconfig=kubeconfig, pod_cooldown_s=0.0, max_migrations_per_window=10_000
     )
     controller = build_controller(settings)
     controller.policy = MoveFirstAggregator()
-    demo_app.deploy(controller.ops.api_client, SCENARIO, replicas={"aggregator": 3, "db": 2})  # type: ignore[attr-defined]
-    demo_app.wait_ready(controller.ops.api_client)  # type: ignore[attr-defined]
+    admin = ClusterAdmin(make_api_client(kubeconfig))
+    app.deploy(admin, SCENARIO, replicas={"aggregator": 3, "db": 2})
+    app.wait_ready(admin)
     ready_s, gone_s, failures = [], [], []
     for _ in range(migrations):
         outcome = controller.run_cycle()[0]
@@ -84,7 +76,7 @@ def run(kubeconfig: str, migrations: int) -> dict[str, Any]:
             gone_s.append(outcome.result.old_pod_gone_s)
         else:
             failures.append(f"{outcome.kind}: {outcome.detail}")
-    demo_app.delete(controller.ops.api_client)  # type: ignore[attr-defined]
+    app.delete(admin)
     return {
         "scenario": "7-21",
         "server": controller.ops.server_version(),  # type: ignore[attr-defined]
@@ -105,9 +97,8 @@ def main() -> int:
     if args.kubeconfig:
         report = run(args.kubeconfig, args.migrations)
     else:
-        cluster_mod = load_deploy_module("cluster")
         with tempfile.TemporaryDirectory(prefix="reach-bench-cluster-") as state:
-            cluster = cluster_mod.LocalCluster(Path(state), ports=cluster_mod.Ports(**BENCH_PORTS))
+            cluster = LocalCluster(Path(state), ports=Ports(**BENCH_PORTS))
             try:
                 report = run(str(cluster.up(SCENARIO)), args.migrations)
             finally:

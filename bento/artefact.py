@@ -34,8 +34,10 @@ METADATA_FILE = "metadata.json"
 SCENARIO_FILES = ("nodes.json", "services.json")
 
 
-class ArtefactError(ValueError):
-    """An artefact is missing, malformed or does not fit this code or scenario; the message says the fix."""
+class PolicyError(ValueError):
+    """A policy (an artefact on disk or a model in the store) is missing, malformed, or does not fit this code
+    or the scenario it should act on; the message names the file or model and says the fix. The one error type
+    of :func:`check_compatible`, the artefact loader and the service's card check."""
 
 
 class SourceFile(BaseModel):
@@ -46,17 +48,26 @@ class SourceFile(BaseModel):
     content: Any = Field(description="The parsed JSON contents.")
 
 
-class ArtefactMetadata(BaseModel):
+class PolicyIdentity(BaseModel):
+    """What decides whether this code can run a policy: its observation version and node/slot layout.
+
+    Shared by the artefact's ``metadata.json`` (:class:`ArtefactMetadata`) and the model card in
+    the BentoML store (:class:`bento.policy.PolicyCard`); :func:`check_compatible` checks it.
+    """
+
+    algorithm: str = Field(default="MaskablePPO", description="The sb3-contrib class that loads policy.zip.")
+    observation_version: int = Field(description="ceenv.observation version the policy was trained with.")
+    layout: dict[str, Any] = Field(description="ceenv.layout.Layout.to_dict() of the training scenario.")
+    layout_fingerprint: str = Field(description="Layout.fingerprint() at training time.")
+
+
+class ArtefactMetadata(PolicyIdentity):
     """``metadata.json`` of a policy artefact."""
 
     model_config = ConfigDict(extra="forbid")
 
     artefact_format: int = Field(default=ARTEFACT_FORMAT, description="Version of this metadata layout.")
-    algorithm: str = Field(default="MaskablePPO", description="The sb3-contrib class that loads policy.zip.")
     created_utc: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    observation_version: int = Field(description="ceenv.observation version the policy was trained with.")
-    layout: dict[str, Any] = Field(description="Layout.to_dict() of the training scenario.")
-    layout_fingerprint: str = Field(description="Layout.fingerprint() at training time.")
     scenario_name: str = Field(description="Scenario name, e.g. 13-29.")
     scenario_files: list[SourceFile] = Field(description="nodes.json and services.json, verbatim.")
     workload_name: str = Field(description="Workload name, e.g. aggregator_sequential.")
@@ -123,15 +134,15 @@ def save_artefact(directory: str | Path, model: Any, metadata: ArtefactMetadata)
 
 
 def read_metadata(directory: str | Path) -> ArtefactMetadata:
-    """Read and validate ``metadata.json``; raise :class:`ArtefactError` naming the file and field."""
+    """Read and validate ``metadata.json``; raise :class:`PolicyError` naming the file and field."""
     file = Path(directory) / METADATA_FILE
     if not file.is_file():
-        raise ArtefactError(f"{file}: missing; pass a directory written by `reach train` (policy.zip + metadata.json)")
+        raise PolicyError(f"{file}: missing; pass a directory written by `reach train` (policy.zip + metadata.json)")
     try:
         return ArtefactMetadata.model_validate_json(file.read_text())
     except ValidationError as err:
         fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        raise ArtefactError(f"{file}: invalid metadata ({fields}); re-train or re-save the artefact") from None
+        raise PolicyError(f"{file}: invalid metadata ({fields}); re-train or re-save the artefact") from None
 
 
 def write_evaluation(directory: str | Path, report: dict[str, Any]) -> None:
@@ -141,37 +152,39 @@ def write_evaluation(directory: str | Path, report: dict[str, Any]) -> None:
     (Path(directory) / METADATA_FILE).write_text(json.dumps(metadata.model_dump(mode="json"), indent=1))
 
 
-def check_compatible(metadata: ArtefactMetadata, file: Path, expected: Layout | None = None) -> Layout:
-    """The artefact's layout, after checking observation version, fingerprint and (optionally) ``expected``."""
-    if metadata.observation_version not in SUPPORTED_OBSERVATION_VERSIONS:
-        raise ArtefactError(
-            f"{file}: observation_version is {metadata.observation_version}, but this code builds observation "
-            f"versions {list(SUPPORTED_OBSERVATION_VERSIONS)}; use the reach version the policy was trained with, "
-            "or retrain it"
+def check_compatible(identity: PolicyIdentity, where: str, trained_for: str, expected: Layout | None = None) -> Layout:
+    """The policy's layout, after checking its observation version, its fingerprint and (optionally) that it
+    fits ``expected``, the layout of the scenario it should act on; :class:`PolicyError` names ``where``
+    (a file or a model tag) and the fix. ``trained_for`` names the training scenario in messages."""
+    version = identity.observation_version
+    if version not in SUPPORTED_OBSERVATION_VERSIONS:
+        raise PolicyError(
+            f"{where}: observation_version is {version}, but this code builds observation versions "
+            f"{list(SUPPORTED_OBSERVATION_VERSIONS)}; use the reach version the policy was trained with, or retrain it"
         )
     try:
-        layout = Layout.from_dict(metadata.layout)
+        layout = Layout.from_dict(identity.layout)
     except (KeyError, TypeError, ValueError) as err:
-        raise ArtefactError(
-            f"{file}: field layout cannot be read ({type(err).__name__}: {err}); retrain the policy"
+        raise PolicyError(
+            f"{where}: its layout cannot be read by this code ({type(err).__name__}: {err}); retrain the policy"
         ) from None
-    if layout.version != metadata.observation_version:
-        raise ArtefactError(
-            f"{file}: layout version {layout.version} differs from observation_version "
-            f"{metadata.observation_version}; the file was edited, retrain the policy"
+    if layout.version != version:
+        raise PolicyError(
+            f"{where}: layout version {layout.version} differs from observation_version {version}; "
+            "the metadata was edited, retrain or re-package the policy"
         )
-    if layout.fingerprint() != metadata.layout_fingerprint:
-        raise ArtefactError(
-            f"{file}: layout_fingerprint is {metadata.layout_fingerprint} but the stored layout hashes to "
-            f"{layout.fingerprint()}: the encoder changed or the file was edited; retrain the policy"
+    if layout.fingerprint() != identity.layout_fingerprint:
+        raise PolicyError(
+            f"{where}: layout_fingerprint is {identity.layout_fingerprint} but the stored layout hashes to "
+            f"{layout.fingerprint()}: the encoder changed or the metadata was edited; retrain the policy"
         )
     if expected is not None:
-        # The cluster must match; the observation version is the artefact's own choice.
+        # The cluster must match; the observation version is the policy's own choice.
         expected = dataclasses.replace(expected, version=layout.version)
     if expected is not None and expected.fingerprint() != layout.fingerprint():
-        raise ArtefactError(
-            f"{file}: the policy was trained for layout {layout.fingerprint()} ({layout.node_count} nodes, "
-            f"{layout.slot_count} slots, scenario {metadata.scenario_name!r}) but the scenario given has layout "
+        raise PolicyError(
+            f"{where}: the policy was trained for layout {layout.fingerprint()} ({layout.node_count} nodes, "
+            f"{layout.slot_count} slots, scenario {trained_for!r}) but the scenario given has layout "
             f"{expected.fingerprint()} ({expected.node_count} nodes, {expected.slot_count} slots); evaluate or serve it "
             "with the scenario it was trained on, or train a policy for this scenario"
         )
@@ -197,10 +210,10 @@ def load_artefact(directory: str | Path, expected_layout: Layout | None = None) 
     """Load and check an artefact; ``expected_layout`` is the layout of the scenario it will act on."""
     root = Path(directory)
     metadata = read_metadata(root)
-    layout = check_compatible(metadata, root / METADATA_FILE, expected_layout)
+    layout = check_compatible(metadata, str(root / METADATA_FILE), metadata.scenario_name, expected_layout)
     policy_file = root / POLICY_FILE
     if not policy_file.is_file():
-        raise ArtefactError(f"{policy_file}: missing; the artefact is incomplete, re-train or copy it again")
+        raise PolicyError(f"{policy_file}: missing; the artefact is incomplete, re-train or copy it again")
     from sb3_contrib import MaskablePPO  # heavy: only when a model is really loaded
 
     model: Any = MaskablePPO.load(str(policy_file), device="cpu")
@@ -208,7 +221,7 @@ def load_artefact(directory: str | Path, expected_layout: Layout | None = None) 
         tuple(model.observation_space.shape) != (layout.observation_size,)
         or int(model.action_space.n) != layout.action_count
     ):
-        raise ArtefactError(
+        raise PolicyError(
             f"{policy_file}: the network takes {tuple(model.observation_space.shape)} observations and "
             f"{model.action_space.n} actions, but the layout needs ({layout.observation_size},) and "
             f"{layout.action_count}; the artefact is inconsistent, retrain it"

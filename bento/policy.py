@@ -2,7 +2,8 @@
 
 :class:`PolicyCard` is the metadata stored with every policy in the BentoML model store (layout,
 scenario and workload identity, observation version, evaluation summary, gate verdict);
-:func:`check_card` refuses a card whose observation version or layout does not match this code.
+:func:`check_card` refuses a card whose observation version or layout does not match this code
+(:func:`bento.artefact.check_compatible`, the one check, raising the one :class:`PolicyError`).
 :class:`Policy` turns one ``POST /get_action`` request into a decision through the shared encoder
 (:mod:`ceenv.observation`): observation, mask from ``pod_deployable``, a deterministic MaskablePPO
 prediction (:meth:`bento.artefact.LoadedPolicy.decide`), and STOP whenever the chosen action is
@@ -20,9 +21,9 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bento.artefact import ArtefactMetadata
+from bento.artefact import ArtefactMetadata, PolicyError, PolicyIdentity, check_compatible
 from ceenv.latency import CallCosts, LatencyModel
-from ceenv.layout import SUPPORTED_OBSERVATION_VERSIONS, Layout, placement_counts
+from ceenv.layout import Layout, placement_counts
 from ceenv.observation import decode_action, move_gain_features, move_mask, observe
 from ceenv.payload import DecodedState, state_from_request
 from ceenv.scenario import scenario_from_documents
@@ -30,10 +31,6 @@ from ceenv.schema import ActionRequest, ActionResponse
 from ceenv.workload import check_workload, parse_workload
 
 CARD_FORMAT = 1
-
-
-class IncompatibleModelError(RuntimeError):
-    """A stored model cannot be served by this code; the message says why and what to do."""
 
 
 class FileIdentity(BaseModel):
@@ -50,20 +47,16 @@ class GateVerdict(BaseModel):
     reason: str = Field(description="Why the gate passed or refused the policy, in one line.")
 
 
-class PolicyCard(BaseModel):
+class PolicyCard(PolicyIdentity):
     """The BentoML model metadata of a reach policy; validated whenever a model is loaded."""
 
     model_config = ConfigDict(extra="allow")
 
     card_format: int = Field(default=CARD_FORMAT, description="Version of this metadata layout.")
-    observation_version: int = Field(description="ceenv.layout.OBSERVATION_VERSION the policy was trained with.")
-    layout: dict[str, Any] = Field(description="ceenv.layout.Layout.to_dict() of the training scenario.")
-    layout_fingerprint: str = Field(description="Layout.fingerprint() at packaging time.")
     scenario: FileIdentity
     workload: FileIdentity
     evaluation: dict[str, Any] = Field(default_factory=dict, description="Evaluation report (policy vs baselines).")
     gate: GateVerdict
-    algorithm: str = Field(default="MaskablePPO", description="The sb3-contrib class that loads policy.zip.")
     trained_utc: str = Field(default="", description="When the artefact was written.")
 
     @classmethod
@@ -85,45 +78,21 @@ class PolicyCard(BaseModel):
 
 
 def check_card(metadata: Mapping[str, Any], tag: str) -> tuple[PolicyCard, Layout]:
-    """Validate a stored model's metadata against this code; raise :class:`IncompatibleModelError`."""
+    """Validate a stored model's metadata against this code; raise :class:`PolicyError`."""
     try:
         card = PolicyCard.model_validate(dict(metadata))
     except ValidationError as err:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors())
-        raise IncompatibleModelError(
+        raise PolicyError(
             f"model {tag}: its metadata is not a reach policy card (bad or missing: {fields}); "
             "package it with bento.store.save_policy (or `reach package`)"
         ) from None
     if card.card_format != CARD_FORMAT:
-        raise IncompatibleModelError(
+        raise PolicyError(
             f"model {tag}: card format {card.card_format}, this code reads format {CARD_FORMAT}; "
             "re-package the artefact with this version of bento.store"
         )
-    if card.observation_version not in SUPPORTED_OBSERVATION_VERSIONS:
-        raise IncompatibleModelError(
-            f"model {tag} was trained with observation version {card.observation_version}, but this code "
-            f"builds observation versions {list(SUPPORTED_OBSERVATION_VERSIONS)}; serve it with the reach version "
-            "it was trained with, or retrain and re-package it with this one"
-        )
-    try:
-        layout = Layout.from_dict(card.layout)
-    except (KeyError, TypeError, ValueError) as err:
-        raise IncompatibleModelError(
-            f"model {tag}: metadata.layout cannot be read by this code ({type(err).__name__}: {err}); "
-            "re-package the model with this reach version"
-        ) from None
-    if layout.version != card.observation_version:
-        raise IncompatibleModelError(
-            f"model {tag}: layout version {layout.version} differs from its observation version "
-            f"{card.observation_version}; re-package the artefact"
-        )
-    if layout.fingerprint() != card.layout_fingerprint:
-        raise IncompatibleModelError(
-            f"model {tag}: layout fingerprint {card.layout_fingerprint} does not match {layout.fingerprint()} "
-            "computed by this code from the same layout, so the encoder changed since packaging; "
-            "retrain and re-package the model with this reach version"
-        )
-    return card, layout
+    return card, check_compatible(card, f"model {tag}", card.scenario.name)
 
 
 class Decider(Protocol):
@@ -192,7 +161,7 @@ class Policy:
         gains = None
         if self.layout.needs_move_gains:
             if self.latency is None:
-                raise IncompatibleModelError(
+                raise PolicyError(
                     f"model {self.tag}: observation version {self.layout.version} needs the nominal latency model; "
                     "load the policy with bento.store.load_policy"
                 )

@@ -3,7 +3,7 @@
 One small ``@bentoml.service`` class in the style of BentoML's quickstart. The model reference
 sits at class level (so ``bentoml build`` packs the model's tag into the bento); the model itself
 is loaded and checked in ``__init__``, once per worker, and the worker refuses to start with
-:class:`bento.policy.IncompatibleModelError` when the model does not fit this code. The model tag
+:class:`bento.policy.PolicyError` when the model does not fit this code. The model tag
 is the bento argument ``model_tag`` (``bentoml serve … --arg model_tag=reach-policy:VERSION``;
 default ``reach-policy:latest``). Request bodies are the REACH payload (:mod:`ceenv.schema`);
 schema errors answer 400, payloads that do not fit the model's layout 422, each naming the item.

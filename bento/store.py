@@ -18,8 +18,8 @@ from pathlib import Path
 
 import bentoml
 
-from bento.artefact import METADATA_FILE, POLICY_FILE, ArtefactError, load_artefact
-from bento.policy import GateVerdict, IncompatibleModelError, NominalLatency, Policy, PolicyCard, check_card
+from bento.artefact import METADATA_FILE, POLICY_FILE, PolicyError, load_artefact
+from bento.policy import GateVerdict, NominalLatency, Policy, PolicyCard, check_card
 
 MODEL_NAME = "reach-policy"
 
@@ -33,7 +33,7 @@ def save_policy(
 ) -> bentoml.Model:
     """Store the artefact in ``artefact_dir`` as a BentoML model; return the stored model.
 
-    Raises :class:`bento.artefact.ArtefactError` (naming the file and the fix) when the artefact is
+    Raises :class:`bento.artefact.PolicyError` (naming the file and the fix) when the artefact is
     incomplete or does not match this code; nothing is written then.
     """
     source = Path(artefact_dir)
@@ -55,7 +55,7 @@ def save_policy(
 def load_policy(model: bentoml.Model | str) -> Policy:
     """A stored model (or its tag, e.g. ``reach-policy:latest``) as a checked :class:`Policy`.
 
-    Raises :class:`IncompatibleModelError`, naming the model and the fix, when the card's observation
+    Raises :class:`PolicyError`, naming the model and the fix, when the card's observation
     version or layout does not match this code, or when the stored artefact is missing, broken or
     disagrees with the card.
     """
@@ -64,10 +64,10 @@ def load_policy(model: bentoml.Model | str) -> Policy:
     card, layout = check_card(stored.info.metadata, tag)
     try:
         loaded = load_artefact(stored.path, expected_layout=layout)
-    except ArtefactError as err:
-        raise IncompatibleModelError(f"model {tag}: {err}") from None
+    except PolicyError as err:
+        raise PolicyError(f"model {tag}: {err}") from None
     if loaded.metadata.observation_version != card.observation_version:
-        raise IncompatibleModelError(
+        raise PolicyError(
             f"model {tag}: its card says observation version {card.observation_version} but the stored artefact "
             f"says {loaded.metadata.observation_version}; re-package the artefact with bento.store.save_policy"
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ceenv.layout import BoolArray
 from ceenv.observation import decode_action
 from ceenv.simulator import DEFAULT_STEP_COST_MS, Simulator
 
@@ -66,19 +67,26 @@ def run_random(start: Simulator, rng: np.random.Generator, max_moves: int = DEFA
     return _outcome("random", start.latency_ms, sim, moves, began)
 
 
+def best_move(sim: Simulator, min_gain_ms: float, action_mask: BoolArray | None = None) -> tuple[int, int] | None:
+    """Greedy's decision: the valid move that lowers the latency most (all distinct moves scored in
+    one batch), or ``None`` when none gains more than ``min_gain_ms``. ``action_mask`` replaces the
+    simulator's own mask (the greedy stand-in passes the request's ``pod_deployable``)."""
+    candidates = sim.distinct_moves(action_mask)
+    if not candidates:
+        return None
+    after = sim.latency_after(candidates)
+    best = int(np.argmin(after))
+    return candidates[best] if sim.latency_ms - after[best] > min_gain_ms else None
+
+
 def climb(sim: Simulator, min_gain_ms: float, max_moves: int) -> int:
-    """Apply the best single move (all distinct moves scored in one batch) while it gains more than
-    ``min_gain_ms``; change ``sim`` in place and return the number of moves made."""
+    """Apply :func:`best_move` while there is one; change ``sim`` in place and return the number of moves made."""
     moves = 0
     while moves < max_moves:
-        candidates = sim.distinct_moves()
-        if not candidates:
+        move = best_move(sim, min_gain_ms)
+        if move is None:
             break
-        after = sim.latency_after(candidates)
-        best = int(np.argmin(after))
-        if sim.latency_ms - after[best] <= min_gain_ms:
-            break
-        sim.move(*candidates[best])
+        sim.move(*move)
         moves += 1
     return moves
 

@@ -105,7 +105,7 @@ class LatencyModel:
 
     ``counts`` arguments are ``(S, N)`` pod counts (or ``(K, S, N)`` for a batch of placements),
     services in scenario order and nodes in node order. Every service the workload calls must have
-    at least one pod; :func:`ceenv.placement.check_placement` enforces that for user input.
+    at least one pod; :func:`ceenv.placement.slots_from_assignment` enforces that for user input.
     """
 
     def __init__(self, scenario: Scenario, workload: Workload) -> None:
@@ -150,7 +150,7 @@ class LatencyModel:
         self.called_services[self.call_service] = True
 
     def nominal_costs(self) -> CallCosts:
-        """:meth:`prepare` of the scenario's nominal network (computed once, then reused)."""
+        """:meth:`LatencyModel.prepare` of the scenario's nominal network (computed once, then reused)."""
         cached: CallCosts | None = self.__dict__.get("_nominal_costs")
         if cached is None:
             cached = self.prepare(build_network(self.scenario, nominal_conditions(self.scenario)))

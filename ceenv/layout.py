@@ -102,7 +102,7 @@ class Layout:
 
     @property
     def needs_move_gains(self) -> bool:
-        """Whether :func:`observe` needs :func:`move_gain_features` (version 3 and later)."""
+        """Whether :func:`ceenv.observation.observe` needs :func:`ceenv.observation.move_gain_features` (version 3 and later)."""
         return self.version >= 3
 
     def slot_name(self, slot: int) -> str:

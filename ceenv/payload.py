@@ -24,7 +24,7 @@ class PayloadError(ValueError):
 
 @dataclass(frozen=True)
 class DecodedState:
-    """A REACH request mapped onto a layout: what :func:`observe` and :func:`move_mask` need."""
+    """A REACH request mapped onto a layout: what :func:`ceenv.observation.observe` and :func:`ceenv.observation.move_mask` need."""
 
     free_cpu_millicores: FloatArray
     free_memory_bytes: FloatArray

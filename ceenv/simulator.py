@@ -105,9 +105,13 @@ class Simulator:
         self.latency_ms = self.model.latency(self.counts, self.costs)
         return self.latency_ms
 
-    def distinct_moves(self) -> list[tuple[int, int]]:
-        """Valid moves with duplicates removed: pods of one service on one node are interchangeable."""
-        mask = self.action_mask()[:-1].reshape(self.layout.node_count, self.layout.slot_count)
+    def distinct_moves(self, action_mask: BoolArray | None = None) -> list[tuple[int, int]]:
+        """Valid moves with duplicates removed: pods of one service on one node are interchangeable.
+
+        ``action_mask`` replaces the simulator's own mask (a served request's ``pod_deployable``).
+        """
+        valid = self.action_mask() if action_mask is None else action_mask
+        mask = valid[:-1].reshape(self.layout.node_count, self.layout.slot_count)
         seen: set[tuple[int, int, int]] = set()
         moves = []
         for node, slot in zip(*np.nonzero(mask), strict=True):

@@ -1,7 +1,7 @@
 """The ``reach-pipeline`` flow: ingest → validate → train → evaluate → gate → package.
 
 Each task is a verb calling library code (:mod:`flows.profiles`, :mod:`ceenv`,
-:mod:`flows.training`, :mod:`flows.evaluation`, :mod:`flows.gate`, :mod:`bento.store`). The flow
+:mod:`flows.training`, :mod:`flows.evaluation`, :mod:`flows.evaluation.gate`, :mod:`bento.store`). The flow
 body reads like a table of contents. Evaluation fans out over (workload, family, seed) units as
 mapped tasks, so a distributed task runner or a Kubernetes work pool spreads it across machines.
 Every run publishes artifacts (validation summary, evaluation table and plots, gate verdict) so
@@ -23,11 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ceenv.workload import workload_name
 from flows.evaluation.episodes import Family
-from flows.paths import data_dir, out_dir, resolve_scenario, resolve_workload
+from flows.local.paths import data_dir, out_dir, resolve_scenario, resolve_workload
 
 if TYPE_CHECKING:
+    from flows.evaluation.gate import Verdict
     from flows.evaluation.report import EvaluationReport
-    from flows.gate import Verdict
 
 
 class PipelineParams(BaseModel):
@@ -92,7 +92,7 @@ def ingest_profiles(params: PipelineParams, scenario_dir: Path, workload_file: P
 @task
 def validate_scenario(scenario_dir: Path, workload_file: Path) -> str:
     """Validate the scenario and workload files (ceenv's checks); fail the run with every problem."""
-    from flows.simulation import validate_files
+    from flows.evaluation.placements import validate_files
 
     problems, summary = validate_files(str(scenario_dir), str(workload_file))
     if problems:
@@ -166,7 +166,7 @@ def publish_evaluation(
 @task
 def find_incumbent(scenario: str, workload: str) -> EvaluationReport | None:
     """The evaluation report of the policy now serving (or the newest gated one for this scenario/workload)."""
-    from flows.release import incumbent_report
+    from flows.release.packaging import incumbent_report
 
     return incumbent_report(scenario, workload)
 
@@ -174,7 +174,7 @@ def find_incumbent(scenario: str, workload: str) -> EvaluationReport | None:
 @task
 def gate_policy(report: EvaluationReport, incumbent: EvaluationReport | None, rules_file: Path) -> Verdict:
     """Apply the gate rules; publish the verdict with every reason."""
-    from flows.gate import gate, load_gate_rules
+    from flows.evaluation.gate import gate, load_gate_rules
 
     verdict = gate(report, incumbent, load_gate_rules(rules_file))
     create_markdown_artifact(
@@ -191,7 +191,7 @@ def gate_policy(report: EvaluationReport, incumbent: EvaluationReport | None, ru
 @task(retries=2, retry_delay_seconds=5)
 def package_bento(artefact_dir: str, verdict: Verdict) -> str:
     """Store the policy in the BentoML model store and build its bento (labelled with the verdict)."""
-    from flows.release import package
+    from flows.release.packaging import package
 
     return package(artefact_dir, verdict.passed, verdict.summary())
 

@@ -114,6 +114,18 @@ def pod_info(pod: Any) -> PodInfo:
     )
 
 
+def patch_cordon(core: client.CoreV1Api, node_name: str, mark: str | None, value: str | None) -> None:
+    """The one cordon implementation: cordon ``node_name`` (``value`` set) or lift it (``None``).
+
+    ``mark`` names the annotation that records who cordoned the node and why, so that whoever lifts
+    it (or cleans up after a crash) touches only its own cordons.
+    """
+    annotations = {mark: value} if mark else {}
+    core.patch_node(
+        node_name, {"metadata": {"annotations": annotations}, "spec": {"unschedulable": True if value else None}}
+    )
+
+
 def label_selector(raw: Mapping[str, Any] | None) -> LabelSelector:
     raw = raw or {}
     expressions = tuple(
@@ -213,11 +225,7 @@ class KubeOps:
 
     def set_cordon(self, node_name: str, migration_id: str | None) -> None:
         """Cordon a node for a migration (recorded as an annotation), or lift that cordon (None)."""
-        body = {
-            "metadata": {"annotations": {ANNOTATION_TEMPORARY_CORDON: migration_id}},
-            "spec": {"unschedulable": True if migration_id else None},
-        }
-        self.core.patch_node(node_name, body)
+        patch_cordon(self.core, node_name, ANNOTATION_TEMPORARY_CORDON, migration_id)
 
     def delete_pod(self, name: str) -> None:
         try:
@@ -246,3 +254,88 @@ class KubeOps:
 
     def server_version(self) -> str:
         return str(client.VersionApi(self.api_client).get_code().git_version)
+
+
+class ClusterAdmin:
+    """What the closed loop and the local demo do to a cluster besides migrating: the app's Deployments,
+    scaling, cordons, evictions (a drain), and the nodes' readiness. Pods and nodes come back as
+    :mod:`migrator.snapshot` data, so no caller outside this module touches a Kubernetes object."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+
+    # ---- reads ------------------------------------------------------------------------------
+    def api_ready(self) -> bool:
+        """The API server answers ``/readyz`` with 200 (etcd reachable, post-start hooks done)."""
+        method, url, headers, body, post = self.api_client.param_serialize(
+            "GET", "/readyz", auth_settings=["BearerToken"]
+        )
+        response = self.api_client.call_api(method, url, headers, body, post, _request_timeout=5)
+        return bool(response.status == 200)
+
+    def nodes(self) -> list[NodeInfo]:
+        return [node_info(n) for n in self.core.list_node().items]
+
+    def ready_node_names(self) -> set[str]:
+        return {n.name for n in self.nodes() if n.ready}
+
+    def pods(self, namespace: str, selector: str) -> list[PodInfo]:
+        return [pod_info(p) for p in self.core.list_namespaced_pod(namespace, label_selector=selector).items]
+
+    # ---- writes -----------------------------------------------------------------------------
+    def set_cordon(self, node_name: str, cordoned: bool, mark: str | None = None) -> None:
+        patch_cordon(self.core, node_name, mark, "true" if cordoned else None)
+
+    def evict(self, pod_name: str, namespace: str) -> None:
+        """An Eviction (``policy/v1beta1`` body, served by Kubernetes 1.20 and later): PDBs are honoured."""
+        body: Any = {
+            "apiVersion": "policy/v1beta1",
+            "kind": "Eviction",
+            "metadata": {"name": pod_name, "namespace": namespace},
+        }
+        self.core.create_namespaced_pod_eviction(pod_name, namespace, body)
+
+    def apply_deployment(self, namespace: str, manifest: Any) -> None:
+        """Create a Deployment, or replace the one of that name."""
+        try:
+            self.apps.create_namespaced_deployment(namespace, manifest)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.apps.replace_namespaced_deployment(manifest["metadata"]["name"], namespace, manifest)
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        self.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}})
+
+    def deployments_settled(self, namespace: str, selector: str) -> bool:
+        """Every selected Deployment has all its replicas Ready and no pod is terminating or surplus."""
+        deployments = self.apps.list_namespaced_deployment(namespace, label_selector=selector).items
+        pods = self.pods(namespace, selector)
+        wanted: int = 0
+        for d in deployments:
+            wanted += int(d.spec.replicas or 0) if d.spec else 0
+        ready = all(
+            d.spec is not None and ((d.status.ready_replicas if d.status else None) or 0) == d.spec.replicas
+            for d in deployments
+        )
+        return ready and not any(p.terminating for p in pods) and len(pods) == wanted
+
+    def delete_deployments(self, namespace: str, selector: str) -> None:
+        """Delete the selected Deployments and their ReplicaSets (foreground: no ReplicaSet recreates a pod)."""
+        self.apps.delete_collection_namespaced_deployment(
+            namespace, label_selector=selector, propagation_policy="Foreground"
+        )
+        self.apps.delete_collection_namespaced_replica_set(
+            namespace, label_selector=selector, propagation_policy="Foreground"
+        )
+
+    def controllers_left(self, namespace: str, selector: str) -> int:
+        """Deployments plus ReplicaSets still matching ``selector``."""
+        left = len(self.apps.list_namespaced_replica_set(namespace, label_selector=selector).items)
+        return left + len(self.apps.list_namespaced_deployment(namespace, label_selector=selector).items)
+
+    def delete_pods_now(self, namespace: str, selector: str) -> None:
+        """Delete the selected pods without grace (hollow nodes run nothing to stop)."""
+        self.core.delete_collection_namespaced_pod(namespace, label_selector=selector, grace_period_seconds=0)

@@ -1,8 +1,14 @@
-"""Shared fixtures: the reference scenarios and workloads shipped in data/, telemetry off."""
+"""Shared fixtures: the reference scenarios and workloads shipped in data/, telemetry off, isolated state.
+
+REACH_HOME, BENTOML_HOME, PREFECT_HOME and the output folder live in one temporary directory for the
+whole session, so no test touches a developer's state; one Prefect test server serves every flow test.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +16,12 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+_STATE = Path(tempfile.mkdtemp(prefix="reach-tests-"))
+os.environ["REACH_HOME"] = str(_STATE / "reach")
+os.environ["BENTOML_HOME"] = str(_STATE / "bentoml")
+os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
+os.environ["REACH_OUT_DIR"] = str(_STATE / "out")
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -25,3 +37,29 @@ def scenario_dir(name: str) -> Path:
 
 def workload_file(name: str) -> Path:
     return DATA / "workloads" / f"{name}_call_patterns.json"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server for the whole session (Prefect's recommended test set-up)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def reach_home() -> Path:
+    return Path(os.environ["REACH_HOME"])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """A tiny policy trained once per session on 7-21 (a few seconds): ``tests.training.conftest.TINY``."""
+    from flows.training import train
+    from tests.training.conftest import TINY
+
+    out: Path = tmp_path_factory.mktemp("tiny-run")
+    return train(
+        TINY, scenario_dir("7-21"), workload_file("aggregator_sequential"), out, progress=False, tensorboard=True
+    )

@@ -1,9 +1,12 @@
-"""Evaluation of a policy against the baselines on held-out start states (issue 3).
+"""Evaluation of a policy against the baselines on held-out start states, and the gate.
 
 :func:`evaluate` plans the (workload, family, seed) units (:mod:`flows.evaluation.units`), runs
 them one after another (a Prefect flow maps :func:`evaluate_unit` over the same units instead) and
-summarises the records into an :class:`EvaluationReport` (:mod:`flows.evaluation.report`). Used
-by ``reach evaluate``, the trainer's final report and the benchmark.
+summarises the records into an :class:`EvaluationReport` (:mod:`flows.evaluation.report`);
+:mod:`flows.evaluation.gate` decides from reports whether a candidate may replace the incumbent;
+:mod:`flows.evaluation.placements` evaluates single placements for ``reach sim``. Used by ``reach
+evaluate``/``gate``, the trainer's final report, the pipeline and the benchmarks. It imports ceenv,
+bento (to load policies) and flows.training; never flows.release, flows.loop or the CLI.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 dynamic start of MODEL.md §3), ``node_failure`` (then one or two nodes fail and the default
 scheduler re-places their pods, :func:`ceenv.events.fail_nodes`) or ``traffic_surge`` (then the
 aggregator grows to its max-replica, :func:`ceenv.events.surge_service`). :func:`run_policy` plays a
-policy in the env from such a state; :func:`run_methods` runs the policy and every baseline on it.
+policy in the env from such a state; :func:`run_policy` runs the policy and :func:`run_baselines` every baseline on it.
 Used by the evaluation units and by the trainer's validation callback.
 """
 

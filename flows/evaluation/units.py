@@ -16,7 +16,7 @@ from typing import Any
 from ceenv.env import CloudEdgeEnv
 from ceenv.layout import OBSERVATION_VERSION, layout_from_scenario
 from ceenv.scenario import load_scenario
-from ceenv.simulator import Simulator
+from ceenv.simulator import DEFAULT_STEP_COST_MS, Simulator
 from ceenv.workload import load_workload, workload_name
 from flows.evaluation.episodes import BASELINES, EpisodeRecord, Family, record, run_baselines, run_policy, start_state
 from flows.evaluation.seeds import evaluation_seed
@@ -32,7 +32,7 @@ class EvalUnit:
     seed: int
     episodes: int
     model_dir: str | None = None  # None: baselines only
-    step_cost_ms: float = 1.25
+    step_cost_ms: float = DEFAULT_STEP_COST_MS
     max_steps: int = 100
     baselines: tuple[str, ...] = BASELINES
 

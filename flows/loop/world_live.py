@@ -183,8 +183,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build(args: argparse.Namespace) -> LiveWorld:
     from ceenv.scenario import load_scenario
     from ceenv.workload import load_workload
-    from flows.exporter import pod_lister
-    from flows.paths import resolve_scenario, resolve_workload
+    from flows.local.paths import resolve_scenario, resolve_workload
+    from flows.loop.exporter import pod_lister
 
     scenario_dir = resolve_scenario(args.scenario)
     scenario = load_scenario(scenario_dir)

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ceenv.simulator import DEFAULT_STEP_COST_MS
 from flows.evaluation.seeds import TRAIN_SEED_LIMIT
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -68,7 +69,9 @@ class TrainConfig(BaseModel):
     learning_rate_schedule: Literal["constant", "linear"] = Field(
         "constant", description="constant (SB3 default) or linear decay to 0 over total_timesteps."
     )
-    step_cost_ms: float = Field(1.25, ge=0, description="Rescheduling cost per migration, ms (MODEL.md §3).")
+    step_cost_ms: float = Field(
+        DEFAULT_STEP_COST_MS, ge=0, description="Rescheduling cost per migration, ms (MODEL.md §3)."
+    )
     max_steps: int = Field(100, ge=1, description="Episode truncation length.")
     eval_freq_steps: int = Field(20_000, ge=1, description="Evaluate the policy every this many env steps (all envs).")
     observation_version: Literal[1, 2, 3] = Field(

@@ -15,8 +15,8 @@ import bentoml
 import numpy as np
 import pytest
 
-from bento.artefact import METADATA_FILE, POLICY_FILE, ArtefactError
-from bento.policy import GateVerdict, IncompatibleModelError, Policy, check_card
+from bento.artefact import METADATA_FILE, POLICY_FILE, PolicyError
+from bento.policy import GateVerdict, Policy, check_card
 from bento.store import load_policy, save_policy
 from ceenv.layout import OBSERVATION_VERSION
 from ceenv.payload import PayloadError
@@ -181,33 +181,33 @@ def _store_with_metadata(stored_model: str, **changes: Any) -> str:
 
 def test_a_model_of_another_observation_version_is_refused(stored_model: str) -> None:
     tag = _store_with_metadata(stored_model, observation_version=OBSERVATION_VERSION + 1)
-    with pytest.raises(IncompatibleModelError, match="observation version"):
+    with pytest.raises(PolicyError, match="observation version"):
         load_policy(tag)
 
 
 def test_a_model_whose_layout_fingerprint_differs_from_the_code_is_refused(stored_model: str) -> None:
     tag = _store_with_metadata(stored_model, layout_fingerprint="0123456789abcdef")
-    with pytest.raises(IncompatibleModelError, match="fingerprint"):
+    with pytest.raises(PolicyError, match="fingerprint"):
         load_policy(tag)
 
 
 def test_a_model_whose_layout_the_code_cannot_read_is_refused(stored_model: str) -> None:
     tag = _store_with_metadata(stored_model, layout={"node_names": ["a"]})
-    with pytest.raises(IncompatibleModelError, match="layout"):
+    with pytest.raises(PolicyError, match="layout"):
         load_policy(tag)
 
 
 def test_a_model_without_a_card_is_refused(bentoml_home: Path) -> None:
     with bentoml.models.create("not-a-reach-policy", metadata={"hello": "world"}) as model:
         (Path(model.path) / "weights.bin").write_bytes(b"\0")
-    with pytest.raises(IncompatibleModelError, match="not a reach policy card"):
+    with pytest.raises(PolicyError, match="not a reach policy card"):
         load_policy(str(model.tag))
 
 
 def test_a_stored_model_missing_its_weights_is_refused(stored_model: str) -> None:
     tag = _store_with_metadata(stored_model)
     (Path(bentoml.models.get(tag).path) / POLICY_FILE).unlink()
-    with pytest.raises(IncompatibleModelError, match=f"model {tag}.*policy.zip: missing"):
+    with pytest.raises(PolicyError, match=f"model {tag}.*policy.zip: missing"):
         load_policy(tag)
 
 
@@ -222,7 +222,7 @@ def test_saving_an_artefact_of_another_observation_version_is_refused_before_wri
     metadata["observation_version"] = OBSERVATION_VERSION + 1
     (broken / METADATA_FILE).write_text(json.dumps(metadata))
     before = len(bentoml.models.list())
-    with pytest.raises(ArtefactError, match="observation_version"):
+    with pytest.raises(PolicyError, match="observation_version"):
         save_policy(broken, gate=GateVerdict(passed=True, reason="test"))
     assert len(bentoml.models.list()) == before
 

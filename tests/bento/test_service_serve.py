@@ -96,4 +96,4 @@ def test_server_refuses_to_start_on_a_model_of_another_observation_version(
         )
         started.stop()
     assert f"model {tag} was trained with observation version {OBSERVATION_VERSION + 1}" in str(refused.value)
-    assert "IncompatibleModelError" in str(refused.value)
+    assert "PolicyError" in str(refused.value)

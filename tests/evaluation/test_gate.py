@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from flows.evaluation.gate import GateRules, gate, load_gate_rules
 from flows.evaluation.report import Estimate, EvaluationReport, GroupReport, MethodStats
-from flows.gate import GateRules, gate, load_gate_rules
 from flows.training.config import ConfigError
 
 DATA = Path(__file__).resolve().parents[2] / "data"

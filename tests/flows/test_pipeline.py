@@ -125,7 +125,7 @@ def test_a_refused_gate_stops_before_packaging(passed_run: dict[str, Any], tmp_p
 
 
 def _traffic(stop: threading.Event, outcomes: list[int], body: dict[str, Any]) -> None:
-    from flows.serving import current_endpoint, post_json
+    from flows.release.serving import current_endpoint, post_json
 
     while not stop.is_set():
         endpoint = current_endpoint()
@@ -146,9 +146,9 @@ def test_redeploy_switches_blue_green_without_failed_requests_and_rolls_back_a_b
 ) -> None:
     import bentoml
 
-    from flows.redeploy import canary_requests, reach_redeploy
-    from flows.release import BENTOFILE, REPO_ROOT, package
-    from flows.serving import RedeployError, current_endpoint, undeploy
+    from flows.release.packaging import BENTOFILE, REPO_ROOT, package
+    from flows.release.redeploy import canary_requests, reach_redeploy
+    from flows.release.serving import RedeployError, current_endpoint, undeploy
 
     first = passed_run["result"]["bento"]
     try:
@@ -197,7 +197,7 @@ def test_redeploy_switches_blue_green_without_failed_requests_and_rolls_back_a_b
     "name", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "data" / "pipeline").glob("*.json"))
 )
 def test_every_shipped_pipeline_parameter_file_is_valid(name: str) -> None:
-    from flows.gate import load_gate_rules
+    from flows.evaluation.gate import load_gate_rules
     from flows.pipeline import _config_path
     from flows.training.config import load_train_config
 

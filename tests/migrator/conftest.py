@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .e2e_support import APP_REPLICAS, SCENARIO, FakePolicy, cluster_requirement, load_deploy_module
+from .e2e_support import APP_REPLICAS, SCENARIO, FakePolicy, cluster_requirement
 
 E2E_PORTS = {
     "etcd_client": 23790,
@@ -31,8 +31,9 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     run, why = cluster_requirement()
     if not run:
         pytest.skip(why)
-    cluster_mod = load_deploy_module("cluster")
-    cluster = cluster_mod.LocalCluster(tmp_path_factory.mktemp("reach-cluster"), ports=cluster_mod.Ports(**E2E_PORTS))
+    from flows.local.cluster import LocalCluster, Ports
+
+    cluster = LocalCluster(tmp_path_factory.mktemp("reach-cluster"), ports=Ports(**E2E_PORTS))
     cluster.up(SCENARIO)
     try:
         yield cluster
@@ -52,6 +53,14 @@ def api_client(kubeconfig: str) -> Any:
     return make_api_client(kubeconfig)
 
 
+@pytest.fixture(scope="session")
+def admin(api_client: Any) -> Any:
+    """The migrator's adapter for everything but migrations (the app's Deployments, cordons, evictions)."""
+    from migrator.kube import ClusterAdmin
+
+    return ClusterAdmin(api_client)
+
+
 @pytest.fixture
 def core(api_client: Any) -> Any:
     from kubernetes import client
@@ -60,13 +69,14 @@ def core(api_client: Any) -> Any:
 
 
 @pytest.fixture
-def demo_app(api_client: Any, core: Any) -> Iterator[Any]:
+def demo_app(admin: Any, core: Any) -> Iterator[Any]:
     """The 7-21 scenario's services (aggregator ×3, db ×2, others ×1), Ready; removed afterwards."""
-    demo = load_deploy_module("demo_app")
-    demo.deploy(api_client, SCENARIO, replicas=APP_REPLICAS)
-    demo.wait_ready(api_client)
-    yield demo
-    demo.delete(api_client)
+    from flows.loop import app
+
+    app.deploy(admin, SCENARIO, replicas=APP_REPLICAS)
+    app.wait_ready(admin)
+    yield app
+    app.delete(admin)
     for node in core.list_node().items:
         if node.spec.unschedulable:
             core.patch_node(node.metadata.name, {"spec": {"unschedulable": None}})

@@ -1,6 +1,6 @@
 """Support for the migrator's e2e tests: the local cluster fixture's helpers, a fake policy server, a Ready watcher.
 
-The e2e tests run on the real local control plane of ``deploy/local/cluster.py`` (its own state
+The e2e tests run on the real local control plane of :mod:`flows.local.cluster` (its own state
 directory and ports, so a developer's cluster keeps running). The fake policy is a tiny HTTP server
 on 127.0.0.1 whose answer a test sets per call: a JSON body, a function of the request, a delay or
 an HTTP status. ``ReadyWatcher`` follows a service's pods through the watch API and records the
@@ -9,16 +9,13 @@ lowest Ready count it ever saw.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,20 +23,11 @@ SCENARIO = ROOT / "data" / "scenarios" / "7-21"
 APP_REPLICAS = {"aggregator": 3, "db": 2}
 
 
-def load_deploy_module(name: str) -> ModuleType:
-    path = ROOT / "deploy" / "local" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"reach_deploy_{name}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def cluster_requirement() -> tuple[bool, str]:
     """(run?, why not): e2e tests skip only when the binaries are absent and not required."""
-    cluster_mod = load_deploy_module("cluster")
-    bin_dir = cluster_mod.default_bin_dir()
+    from flows.local.cluster import default_bin_dir
+
+    bin_dir = default_bin_dir()
     missing = [b for b in ("kube-apiserver", "kubemark") if not (bin_dir / b).exists()]
     if not missing:
         return True, ""

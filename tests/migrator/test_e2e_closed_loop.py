@@ -4,7 +4,7 @@ On the real local Kubernetes 1.20 control plane (private ports, see conftest), t
 placed deliberately poorly; the latency exporter (latency **simulated by the CEEnv model from the
 live placement**) is scraped by a real Prometheus on 127.0.0.1, which the migrator reads through
 prometheus-api-client. To stay fast and independent of training quality the policy is the greedy
-stand-in (:mod:`flows.standin`, the simulator's best single move — not the learned policy). The
+stand-in (:mod:`flows.loop.standin`, the simulator's best single move — not the learned policy). The
 test checks that the latency Prometheus reports after the moves is lower than before, that no
 moved service's Ready count ever dropped, and that every move was recorded (journal, Kubernetes
 Event, metric). A second test drains the two busiest nodes (the default scheduler re-places their pods) and
@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from .e2e_support import SCENARIO, ReadyWatcher, load_deploy_module
+from .e2e_support import SCENARIO, ReadyWatcher
 
 pytestmark = pytest.mark.e2e
 NS = "default"
@@ -49,8 +49,8 @@ def exporter(kubeconfig: str) -> Iterator[str]:
     from ceenv.latency import LatencyModel
     from ceenv.scenario import load_scenario
     from ceenv.workload import load_workload
-    from flows.exporter import LatencyCollector, PodCache, SimulatedLatency, pod_lister
-    from flows.processes import free_port
+    from flows.local.processes import free_port
+    from flows.loop.exporter import LatencyCollector, PodCache, SimulatedLatency, pod_lister
 
     scenario = load_scenario(SCENARIO)
     model = LatencyModel(scenario, load_workload(WORKLOAD, scenario))
@@ -68,7 +68,7 @@ def exporter(kubeconfig: str) -> Iterator[str]:
 @pytest.fixture
 def prometheus(prometheus_binary: str, exporter: str, tmp_path: Path) -> Iterator[str]:
     """A real Prometheus on 127.0.0.1 scraping the exporter every second; stopped by PID."""
-    from flows.processes import free_port, wait_http
+    from flows.local.processes import free_port, wait_http
 
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -90,7 +90,7 @@ def prometheus(prometheus_binary: str, exporter: str, tmp_path: Path) -> Iterato
 
 @pytest.fixture
 def standin() -> Iterator[Any]:
-    from flows.standin import GreedyStandIn, greedy_advisor
+    from flows.loop.standin import GreedyStandIn, greedy_advisor
 
     server = GreedyStandIn(greedy_advisor(SCENARIO, WORKLOAD)).start()
     yield server
@@ -98,22 +98,22 @@ def standin() -> Iterator[Any]:
 
 
 @pytest.fixture
-def poor_app(api_client: Any, core: Any) -> Iterator[dict[str, list[str]]]:
+def poor_app(admin: Any, core: Any) -> Iterator[dict[str, list[str]]]:
     """The app on the worst of 300 seeded random placements (aggregator ×2, the rest ×1); removed afterwards."""
     from ceenv.latency import LatencyModel
     from ceenv.layout import layout_from_scenario
     from ceenv.scenario import load_scenario
     from ceenv.workload import load_workload
-    from flows.demo_cluster import DEFAULT_REPLICAS, place_app, poor_start, uncordon_all
+    from flows.loop import app
+    from flows.loop.placement import DEFAULT_REPLICAS, place_app, poor_start, uncordon_all
 
     scenario = load_scenario(SCENARIO)
     model = LatencyModel(scenario, load_workload(WORKLOAD, scenario))
     start = poor_start(model, layout_from_scenario(scenario), DEFAULT_REPLICAS, seed=0)
-    demo = load_deploy_module("demo_app")
-    place_app(api_client, NS, demo, SCENARIO, start.assignment)
+    place_app(admin, NS, SCENARIO, start.assignment)
     yield start.assignment
-    demo.delete(api_client, NS)
-    uncordon_all(api_client)
+    app.delete(admin, NS)
+    uncordon_all(admin)
 
 
 def latency_now(prometheus_url: str, settle_s: float = 3.0, timeout_s: float = 30.0) -> float:
@@ -183,14 +183,15 @@ def test_the_policys_moves_lower_the_measured_latency_without_dropping_ready_rep
 
 
 def test_after_two_nodes_are_drained_the_loop_lowers_the_latency_again_off_those_nodes(
-    api_client: Any, core: Any, poor_app: dict[str, list[str]], standin: Any, prometheus: str, settings_for: Any
+    admin: Any, core: Any, poor_app: dict[str, list[str]], standin: Any, prometheus: str, settings_for: Any
 ) -> None:
-    from flows.demo_cluster import busiest_nodes, drain_nodes
+    from flows.loop import app
+    from flows.loop.placement import busiest_nodes, drain_nodes
 
     client_nodes = {n.metadata.name for n in core.list_node().items if n.metadata.labels["reach.io/layer"] == "client"}
-    drained = busiest_nodes(api_client, NS, 2, client_nodes)
-    assert drain_nodes(api_client, NS, drained)
-    load_deploy_module("demo_app").wait_ready(api_client, NS, timeout_s=60)  # the default scheduler re-placed them
+    drained = busiest_nodes(admin, NS, 2, client_nodes)
+    assert drain_nodes(admin, NS, drained)
+    app.wait_ready(admin, NS, timeout_s=60)  # the default scheduler re-placed them
     disrupted_ms = latency_now(prometheus)
     controller, _ = loop_controller(settings_for, standin.url, prometheus)
     kinds = run_until_stop(controller)

@@ -19,8 +19,6 @@ from typing import Any
 
 import pytest
 
-from .e2e_support import load_deploy_module
-
 PROBE = "reach-strace-probe"
 _CONNECT = re.compile(r"connect\(\d+, \{sa_family=(AF_\w+)(.*?)\}")
 _INET = re.compile(r'inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6, "([^"]+)"')
@@ -56,13 +54,15 @@ def test_a_hollow_node_connects_only_to_loopback_and_local_sockets(
 ) -> None:
     if not shutil.which("strace"):
         pytest.fail("strace is missing: deploy/local/install.sh installs it (apt-get install strace)")
-    cluster_mod = load_deploy_module("cluster")
-    probe = cluster_mod.HollowNodeSpec(PROBE, "edge", "probe", 1, 1, 2**30)
-    cluster_mod.ensure_hosts_entries([PROBE])
+    from flows.local.cluster.hollow import HollowNodeSpec, ensure_hosts_entries
+    from flows.local.cluster.supervisor import loopback_env
+
+    probe = HollowNodeSpec(PROBE, "edge", "probe", 1, 1, 2**30)
+    ensure_hosts_entries([PROBE])
     argv, env = local_cluster.hollow_node_argv(probe, index=60)
     trace_path = tmp_path / "connect.trace"
     command = ["strace", "-f", "-e", "trace=connect", "-o", str(trace_path), *argv]
-    proc = subprocess.Popen(command, env=cluster_mod.loopback_env(env), start_new_session=True,
+    proc = subprocess.Popen(command, env=loopback_env(env), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 90

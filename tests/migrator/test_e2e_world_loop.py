@@ -43,10 +43,10 @@ def world(kubeconfig: str) -> Iterator[tuple[str, Any]]:
 
     from ceenv.scenario import load_scenario
     from ceenv.workload import load_workload
-    from flows.exporter import pod_lister
+    from flows.local.processes import free_port
+    from flows.loop.exporter import pod_lister
     from flows.loop.world.model import WorldOptions
     from flows.loop.world_live import LiveWorld, MeshCollector
-    from flows.processes import free_port
 
     scenario = load_scenario(SCENARIO)
     workload = load_workload(WORKLOAD, scenario)
@@ -74,7 +74,7 @@ def world(kubeconfig: str) -> Iterator[tuple[str, Any]]:
 @pytest.fixture
 def mesh_prometheus(prometheus_binary: str, world: tuple[str, Any], tmp_path: Path) -> Iterator[str]:  # noqa: F811
     """A real Prometheus on 127.0.0.1 scraping the world every second; stopped by PID."""
-    from flows.processes import free_port, wait_http
+    from flows.local.processes import free_port, wait_http
 
     config = tmp_path / "prometheus.yml"
     config.write_text(

@@ -47,7 +47,7 @@ def test_every_policy_question_is_timed_and_its_answer_kind_counted() -> None:
 def test_the_metrics_are_served_on_loopback_only() -> None:
     import urllib.request
 
-    from flows.processes import free_port
+    from flows.local.processes import free_port
 
     telemetry = MigratorTelemetry()
     port = free_port()

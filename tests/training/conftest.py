@@ -1,13 +1,9 @@
-"""A tiny policy trained once per session on 7-21 (a few seconds), shared by the training tests."""
+"""The tiny training config of the training tests; the policy trained with it once per session is the
+``tiny_run`` fixture of tests/conftest.py (shared with the CLI tests)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-from flows.training import TrainConfig, TrainResult, train
-from tests.conftest import scenario_dir, workload_file
+from flows.training import TrainConfig
 
 TINY = TrainConfig(
     total_timesteps=12_288,
@@ -22,11 +18,3 @@ TINY = TrainConfig(
     eval_episodes=8,
     seed=0,
 )
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    out: Path = tmp_path_factory.mktemp("tiny-run")
-    return train(
-        TINY, scenario_dir("7-21"), workload_file("aggregator_sequential"), out, progress=False, tensorboard=True
-    )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bento.artefact import METADATA_FILE, POLICY_FILE, ArtefactError, load_artefact, read_metadata, write_evaluation
+from bento.artefact import METADATA_FILE, POLICY_FILE, PolicyError, load_artefact, read_metadata, write_evaluation
 from ceenv.env import CloudEdgeEnv
 from ceenv.layout import OBSERVATION_VERSION, layout_from_scenario
 from ceenv.scenario import load_scenario
@@ -57,30 +57,30 @@ def test_prediction_is_deterministic_and_valid(tiny_run: TrainResult) -> None:
 
 def test_loading_for_another_scenario_names_both_layouts(tiny_run: TrainResult) -> None:
     other = layout_from_scenario(load_scenario(scenario_dir("13-29")))
-    with pytest.raises(ArtefactError, match=r"trained for layout .* scenario '7-21'.*train a policy for this scenario"):
+    with pytest.raises(PolicyError, match=r"trained for layout .* scenario '7-21'.*train a policy for this scenario"):
         load_artefact(tiny_run.artefact_dir, other)
 
 
 def test_observation_version_mismatch_is_refused(tiny_run: TrainResult, tmp_path: Path) -> None:
     target = _copy(tiny_run, tmp_path)
     _edit(target, observation_version=OBSERVATION_VERSION + 1)
-    with pytest.raises(ArtefactError, match=r"observation_version is .*retrain"):
+    with pytest.raises(PolicyError, match=r"observation_version is .*retrain"):
         load_artefact(target)
 
 
 def test_tampered_layout_fingerprint_is_refused(tiny_run: TrainResult, tmp_path: Path) -> None:
     target = _copy(tiny_run, tmp_path)
     _edit(target, layout_fingerprint="0000000000000000")
-    with pytest.raises(ArtefactError, match="layout_fingerprint is 0000000000000000"):
+    with pytest.raises(PolicyError, match="layout_fingerprint is 0000000000000000"):
         load_artefact(target)
 
 
 def test_missing_files_are_named(tiny_run: TrainResult, tmp_path: Path) -> None:
     target = _copy(tiny_run, tmp_path)
     (target / POLICY_FILE).unlink()
-    with pytest.raises(ArtefactError, match=r"policy\.zip: missing"):
+    with pytest.raises(PolicyError, match=r"policy\.zip: missing"):
         load_artefact(target)
-    with pytest.raises(ArtefactError, match=r"metadata\.json: missing"):
+    with pytest.raises(PolicyError, match=r"metadata\.json: missing"):
         load_artefact(tmp_path / "nowhere")
 
 

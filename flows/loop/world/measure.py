@@ -111,7 +111,7 @@ def measure_placement(
 ) -> Measurement:
     """``reach world measure``: resolve the names and the file, measure, optionally write traces."""
     from ceenv.placement import load_assignment
-    from flows.simulation import load_problem
+    from flows.evaluation.placements import load_problem
 
     loaded, work = load_problem(scenario, workload)
     pods = checked_pods(loaded, work, load_assignment(placement), str(placement))

@@ -1,0 +1,131 @@
+"""``reach demo`` and ``reach demo experiment``: the closed loop on one machine, and REACH's experiments.
+
+Thin typer commands around :mod:`flows.loop.experiments`; heavy imports happen inside the commands so
+that ``reach --help`` stays instant. Everything they start keeps running until ``reach down``.
+Every latency they print is simulated by the CEEnv model from the live placement.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="The closed loop on a local cluster: exporter, Prometheus, served policy, migrator.",
+    invoke_without_command=True,
+)
+
+Scenario = Annotated[str, typer.Option(help="scenario directory or name (7-21, 13-29)")]
+Policy = Annotated[str, typer.Option(help="auto | greedy-standin (not the learned policy) | a bento tag")]
+Duration = Annotated[float, typer.Option(help="seconds the migrator runs")]
+Out = Annotated[Path | None, typer.Option(help="output folder (default out/demo)")]
+Seed = Annotated[int, typer.Option(help="seed of the start placement and the exporter's noise")]
+Qos = Annotated[float, typer.Option(help="monitoring mode acts only above this latency (ms)")]
+GATE_REFUSED_EXIT = 3  # as `reach pipeline run`: the gate refused the freshly trained policy
+
+
+def parse_seeds(runs: int, seeds: str, first: int) -> list[int]:
+    """``--seeds 0,1,2`` wins; else ``--runs N`` seeds from ``--seed`` on."""
+    if seeds:
+        try:
+            parsed = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise typer.BadParameter(f"--seeds {seeds!r}: give comma-separated integers, e.g. 0,1,2") from None
+        if parsed:
+            return parsed
+        raise typer.BadParameter("--seeds is empty: give comma-separated integers, e.g. 0,1,2")
+    if runs < 1:
+        raise typer.BadParameter(f"--runs {runs}: give at least 1")
+    return list(range(first, first + runs))
+
+
+def _settings(**values: Any) -> Any:
+    from pydantic import ValidationError
+
+    from flows.loop.settings import DemoSettings
+
+    given = {k: v for k, v in values.items() if v is not None}
+    try:
+        return DemoSettings(**given)
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.callback()
+def demo(
+    ctx: typer.Context,
+    scenario: Scenario = "7-21",
+    workload: Annotated[str, typer.Option(help="workload whose latency is simulated")] = "aggregator_sequential",
+    policy: Policy = "auto",
+    duration: Duration = 90.0,
+    qos: Qos = 100.0,
+    noise: Annotated[float, typer.Option(help="exporter noise, standard deviation in % of the latency")] = 2.0,
+    seed: Seed = 0,
+    out: Out = None,
+    prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="start the Prefect dashboard")] = True,
+    keep_migrating: Annotated[bool, typer.Option("--keep-migrating/--stop-migrating")] = True,
+) -> None:
+    """Run the closed loop for a bounded time, print before/after, write CSV + PNG; leave it running."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from flows.loop.experiments import demo as run_demo
+    from flows.loop.experiments import table
+    from flows.loop.policy import GateRefused
+
+    settings = _settings(scenario=scenario, workload=workload, policy=policy, duration_s=duration,
+                         qos_threshold_ms=qos, noise_pct=noise, seed=seed, out=out, prefect=prefect,
+                         keep_migrating=keep_migrating)  # fmt: skip
+    try:
+        result = run_demo(settings)
+    except GateRefused as refused:
+        typer.echo(f"reach demo: {refused}", err=True)
+        typer.echo("the cluster, Prometheus and the dashboard keep running until `reach down`", err=True)
+        raise typer.Exit(GATE_REFUSED_EXIT) from None
+    typer.echo(table([result.summary]))
+    typer.echo(f"time series: {result.csv}\nplot: {result.plot}\nPrometheus: {result.prometheus_url}")
+    if result.dashboard_url:
+        typer.echo(f"Prefect dashboard: {result.dashboard_url}")
+    typer.echo("everything keeps running until `reach down`")
+
+
+@app.command("experiment")
+def experiment(
+    kind: Annotated[str, typer.Argument(help="node-failure (drain two nodes) or surge (scale the aggregator)")],
+    workload: Annotated[
+        list[str] | None, typer.Option(help="workload(s); default: aggregator_parallel, aggregator_sequential, chain")
+    ] = None,
+    scenario: Scenario = "7-21",
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="auto (the gated bento for the scenario and workload, else the greedy stand-in) | "
+            "greedy-standin (not the learned policy) | a bento tag"
+        ),
+    ] = "auto",
+    duration: Duration = 60.0,
+    event_at: Annotated[float, typer.Option(help="seconds into each run when the event happens")] = 25.0,
+    runs: Annotated[int, typer.Option(help="seeded run pairs per workload (seeds --seed, --seed+1, …)")] = 3,
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds instead of --runs, e.g. 0,1,2")] = "",
+    qos: Qos = 100.0,
+    start: Annotated[str, typer.Option(help="scheduler (the default scheduler's placement) or poor")] = "scheduler",
+    drain: Annotated[
+        str, typer.Option(help="node-failure: comma-separated nodes to drain (default: the two busiest at the event)")
+    ] = "",
+    seed: Seed = 0,
+    out: Out = None,
+) -> None:
+    """Per workload and seed, two runs: default scheduler only vs. with the migrator; the same event mid-run."""
+    from flows.loop.experiments import WORKLOADS, comparison_table
+    from flows.loop.experiments import experiment as run_experiment
+
+    if kind not in ("node-failure", "surge"):
+        raise typer.BadParameter(f"unknown experiment {kind!r}: use node-failure or surge")
+    chosen_seeds = parse_seeds(runs, seeds, seed)
+    settings = _settings(scenario=scenario, policy=policy, train_missing=False, duration_s=duration, event_at_s=event_at,
+                         qos_threshold_ms=qos, seed=seed, out=out, experiment=kind, prefect=False, start=start,
+                         drain=[n for n in drain.split(",") if n],
+                         keep_migrating=False)  # fmt: skip
+    results = run_experiment(settings, workload or list(WORKLOADS), chosen_seeds)
+    typer.echo(comparison_table(results))

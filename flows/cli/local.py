@@ -1,0 +1,61 @@
+"""``reach up|down|status``: the local Prefect server and deployment runner, and what runs.
+
+Thin typer commands over :mod:`flows.local.ops` and :mod:`flows.local.processes`; Prefect and
+BentoML are imported inside the commands only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def up(port: Annotated[int, typer.Option(help="Port of the Prefect server on 127.0.0.1.")] = 4200) -> None:
+    """Start the local Prefect server (SQLite under $REACH_HOME) and serve the deployments."""
+    from flows.local import ops
+
+    try:
+        result = ops.up(port)
+    except (TimeoutError, RuntimeError) as err:
+        errors.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(
+        f"Prefect dashboard: {result.dashboard_url}  (server pid {result.server_pid}, runner pid {result.runner_pid})"
+    )
+
+
+def down() -> None:
+    """Stop everything reach started (runner, bento servers, Prefect server), by PID."""
+    from flows.local import ops
+
+    stopped = ops.down()
+    console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+def status() -> None:
+    """What is serving, which model, which processes run, and the last flow runs."""
+    from flows.local import ops, processes
+    from flows.release.serving import current_endpoint
+
+    endpoint = current_endpoint()
+    console.print(f"serving: {endpoint.bento} at {endpoint.url} ({endpoint.slot})" if endpoint else "serving: nothing")
+    if endpoint is not None:
+        import bentoml
+
+        labels = bentoml.bentos.get(endpoint.bento).info.labels
+        console.print(
+            f"model: {labels.get('model')} (scenario {labels.get('scenario')}, workload {labels.get('workload')})"
+        )
+    for record in processes.running():
+        console.print(f"process {record.name}: pid {record.pid}, {record.url}, log {record.log}")
+    server = processes.find(ops.PREFECT_SERVER)
+    if server is None:
+        console.print("prefect: not running (`reach up` starts it)")
+        return
+    for run in ops.recent_runs(f"{server.url}/api"):
+        console.print(f"run {run['name']}: {run['state']} since {run['start_time']}")

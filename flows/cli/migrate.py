@@ -1,0 +1,101 @@
+"""``reach migrate`` and ``reach cluster up|down``: run the migrator, and the local Kubernetes cluster it is tested on.
+
+Thin typer commands: ``migrate`` turns the flags that were given into ``MigratorSettings``
+overrides (everything else comes from ``REACH_MIGRATOR_*`` variables or ``.env``) and calls
+``migrator.app.run_migrator``; ``cluster`` calls :mod:`flows.local.cluster` (and, with ``--app``,
+:mod:`flows.loop.app`). Heavy imports (kubernetes, pydantic-settings)
+happen inside the commands so that ``reach --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+cluster_app = typer.Typer(
+    help="A local Kubernetes 1.20 control plane with hollow nodes, on 127.0.0.1.", no_args_is_help=True
+)
+
+
+def migrate(
+    kubeconfig: Annotated[str | None, typer.Option(help="kubeconfig path; default: in-cluster credentials")] = None,
+    policy_url: Annotated[str | None, typer.Option(help="policy service base URL (POST <url>/get_action)")] = None,
+    policy_endpoint_file: Annotated[
+        str | None,
+        typer.Option(help="follow reach's blue/green endpoint file, e.g. ~/.local/share/reach/endpoint.json"),
+    ] = None,
+    mode: Annotated[str | None, typer.Option(help="monitoring | episode | pod-distribution")] = None,
+    dry_run: Annotated[bool | None, typer.Option("--dry-run/--no-dry-run", help="decide and guard only")] = None,
+    once: Annotated[bool | None, typer.Option("--once/--loop", help="one cycle (or episode) and exit")] = None,
+    interval: Annotated[float | None, typer.Option(help="seconds between cycles")] = None,
+    namespace: Annotated[str | None, typer.Option(help="namespace of the application's pods")] = None,
+    pod_selector: Annotated[str | None, typer.Option(help="label selector of the application's pods")] = None,
+    node_name_label: Annotated[
+        str | None, typer.Option(help="node label holding the scenario's name of each node, e.g. reach.io/node-name")
+    ] = None,
+    max_per_cycle: Annotated[int | None, typer.Option(help="most migrations per cycle")] = None,
+    max_per_window: Annotated[int | None, typer.Option(help="most migrations per sliding window")] = None,
+    deadline: Annotated[float | None, typer.Option(help="seconds for the replacement to become Ready")] = None,
+    prometheus_url: Annotated[str | None, typer.Option(help="Prometheus base URL for latency")] = None,
+    latency_query: Annotated[
+        str | None, typer.Option(help="PromQL giving the application's end-to-end latency in ms (one sample)")
+    ] = None,
+    qos: Annotated[float | None, typer.Option(help="monitoring mode acts only above this latency (ms)")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="publish the migrator's own Prometheus metrics on <metrics-host>:<port>")
+    ] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(help="address of the metrics port (default 127.0.0.1; the pod IP in a cluster)")
+    ] = None,
+    env_file: Annotated[Path | None, typer.Option(help="settings file (default: .env if present)")] = None,
+) -> None:
+    """Observe the cluster, ask the policy, guard, and migrate pods make-before-break."""
+    from pydantic import ValidationError
+
+    from migrator.app import run_migrator
+    from migrator.settings import MigratorSettings
+
+    given = {
+        "kubeconfig": kubeconfig, "policy_url": policy_url, "policy_endpoint_file": policy_endpoint_file, "mode": mode, "dry_run": dry_run, "once": once,
+        "interval_s": interval, "namespace": namespace, "pod_selector": pod_selector, "node_name_label": node_name_label,
+        "max_migrations_per_cycle": max_per_cycle, "max_migrations_per_window": max_per_window,
+        "migration_deadline_s": deadline, "prometheus_url": prometheus_url, "latency_query": latency_query,
+        "qos_threshold_ms": qos, "metrics_port": metrics_port, "metrics_host": metrics_host,
+    }  # fmt: skip
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    try:
+        settings = MigratorSettings(_env_file=env_file or ".env", **overrides)
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    raise typer.Exit(run_migrator(settings))
+
+
+@cluster_app.command("up")
+def cluster_up(
+    scenario: Annotated[Path, typer.Option(help="REACH scenario directory")] = Path("data/scenarios/7-21"),
+    state_dir: Annotated[Path | None, typer.Option(help="state directory (PIDs, logs, kubeconfig)")] = None,
+    app: Annotated[bool, typer.Option("--app/--no-app", help="also deploy the scenario's services")] = False,
+) -> None:
+    """Start etcd, the control plane and one hollow node per scenario node (needs deploy/local/install.sh)."""
+    from flows.local.cluster import LocalCluster
+
+    cluster = LocalCluster(state_dir)
+    cluster.up(scenario)
+    if app:
+        from flows.loop import app as demo_app
+
+        demo_app.deploy(cluster.admin(), scenario)
+        demo_app.wait_ready(cluster.admin())
+        typer.echo("demo app Ready (label reach.io/app=demo)")
+
+
+@cluster_app.command("down")
+def cluster_down(
+    state_dir: Annotated[Path | None, typer.Option(help="state directory of the cluster to stop")] = None,
+) -> None:
+    """Stop the processes recorded by `reach cluster up` (by PID) and remove their state."""
+    from flows.local.cluster import LocalCluster
+
+    LocalCluster(state_dir).down()

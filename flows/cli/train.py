@@ -1,0 +1,156 @@
+"""``reach train``, ``reach evaluate`` and ``reach gate``: thin typer commands over the library.
+
+Each command validates its input, calls one library function (:func:`flows.training.train`,
+:func:`flows.evaluation.evaluate`, :func:`flows.evaluation.gate.gate`) and prints a short summary. torch,
+sb3 and matplotlib are imported inside the library calls, never at module level, so that
+``reach --help`` stays fast. Attached to the ``reach`` app in :mod:`flows.cli`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DEFAULT_TRAIN_CONFIG = Path("data/train/default.json")
+DEFAULT_GATE_RULES = Path("data/gate/default.json")
+WORKLOADS_DIR = Path("data/workloads")
+SCENARIOS_DIR = Path("data/scenarios")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=2)
+
+
+def _parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` → [0, 1, 2]; ``"0-4"`` → [0..4]; ``"5"`` → [0..4] (a count)."""
+    try:
+        if "-" in text:
+            low, high = (int(x) for x in text.split("-", 1))
+            return list(range(low, high + 1))
+        if "," in text:
+            return [int(x) for x in text.split(",") if x.strip()]
+        return list(range(int(text)))
+    except ValueError:
+        raise _fail(f"--seeds {text!r} is not a count (5), a range (0-4) or a list (0,1,2,3,4)") from None
+
+
+def train_command(
+    scenario: Annotated[Path, typer.Option(help="Scenario directory (nodes.json, services.json).")],
+    workload: Annotated[Path, typer.Option(help="Call-pattern file, e.g. data/workloads/chain_call_patterns.json.")],
+    out: Annotated[Path, typer.Option(help="Run directory: policy/ artefact, tensorboard/, training_curve.csv.")],
+    config: Annotated[Path, typer.Option(help="Training config JSON (see docs/training.md).")] = DEFAULT_TRAIN_CONFIG,
+    timesteps: Annotated[int | None, typer.Option(help="Override total_timesteps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override seed.")] = None,
+    max_wall_seconds: Annotated[float | None, typer.Option(help="Override max_wall_seconds.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a policy; Ctrl-C stops cleanly and keeps the best model so far."""
+    from flows.training import ConfigError, load_train_config, train
+
+    overrides = {
+        k: v
+        for k, v in {"total_timesteps": timesteps, "seed": seed, "max_wall_seconds": max_wall_seconds}.items()
+        if v is not None
+    }
+    try:
+        cfg = load_train_config(config, **overrides)
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+    result = train(cfg, scenario, workload, out, progress=progress)
+    state = (
+        "interrupted (Ctrl-C)"
+        if result.interrupted
+        else "stopped at the wall-clock limit"
+        if result.stopped_by_wall_clock
+        else "finished"
+    )
+    typer.echo(
+        f"training {state} after {result.timesteps} steps in {result.wall_seconds:.0f} s; best validation "
+        f"fraction of the best-known reduction {result.best_fraction_of_best_known:.3f} at {result.best_timesteps} steps; "
+        f"artefact: {result.artefact_dir}"
+    )
+
+
+def evaluate_command(
+    model: Annotated[Path | None, typer.Option(help="Policy artefact directory (omit: baselines only).")] = None,
+    scenario: Annotated[
+        Path | None,
+        typer.Option(help="Scenario directory; default: the artefact's training scenario name under data/scenarios."),
+    ] = None,
+    workload: Annotated[
+        list[Path] | None,
+        typer.Option(help="Call-pattern file(s); repeat the option. Default: the artefact's workload."),
+    ] = None,
+    episodes: Annotated[int, typer.Option(help="Held-out episodes per seed and group.")] = 20,
+    seeds: Annotated[str, typer.Option(help="Evaluation seeds: a count (5), a range (0-4) or a list (0,1,2).")] = "5",
+    family: Annotated[
+        list[str] | None, typer.Option(help="steady, node_failure, traffic_surge; repeat. Default: all three.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output directory for report.json, report.md, PNG plots.")] = Path("eval"),
+    store: Annotated[bool, typer.Option(help="Also store the report in the artefact's metadata.json.")] = True,
+) -> None:
+    """Evaluate a policy and every baseline on held-out start states; write JSON, Markdown and PNGs."""
+    from flows.evaluation import FAMILIES, evaluate
+    from flows.evaluation.output import write_report
+
+    families = family or list(FAMILIES)
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise _fail(f"--family {unknown} unknown; choose from {list(FAMILIES)}")
+    if model is None and (scenario is None or not workload):
+        raise _fail("without --model, pass --scenario and at least one --workload")
+    if scenario is None or not workload:
+        from bento.artefact import read_metadata
+
+        metadata = read_metadata(model)  # type: ignore[arg-type]
+        scenario = scenario or SCENARIOS_DIR / metadata.scenario_name
+        workload = workload or [WORKLOADS_DIR / f"{metadata.workload_name}_call_patterns.json"]
+    workloads = workload
+    report, records = evaluate(scenario, list(workloads), model, _parse_seeds(seeds), episodes, families)  # type: ignore[arg-type]
+    written = write_report(report, records, out)
+    if model is not None and store:
+        from bento.artefact import write_evaluation
+
+        write_evaluation(model, report.model_dump(mode="json"))
+    typer.echo((out / "report.md").read_text())
+    typer.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+def gate_command(
+    report: Annotated[Path, typer.Option(help="Candidate's report.json (from reach evaluate).")],
+    incumbent: Annotated[
+        Path | None, typer.Option(help="Incumbent's report.json; omit when nothing is deployed.")
+    ] = None,
+    rules: Annotated[Path, typer.Option(help="Gate rules JSON.")] = DEFAULT_GATE_RULES,
+    out: Annotated[Path | None, typer.Option(help="Write the verdict as JSON here.")] = None,
+) -> None:
+    """Apply the gate; exit 0 when the candidate passes, 1 when it is refused."""
+    from flows.evaluation.gate import gate, load_gate_rules
+    from flows.evaluation.report import EvaluationReport
+    from flows.training.config import ConfigError, read_config
+
+    try:
+        verdict = gate(
+            read_config(EvaluationReport, report),
+            None if incumbent is None else read_config(EvaluationReport, incumbent),
+            load_gate_rules(rules),
+        )
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+    for line in verdict.reasons:
+        typer.echo(line)
+    typer.echo(verdict.summary())
+    if out is not None:
+        out.write_text(json.dumps(verdict.model_dump(mode="json"), indent=1))
+    raise typer.Exit(code=0 if verdict.passed else 1)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``train``, ``evaluate`` and ``gate`` to the ``reach`` app."""
+    app.command("train")(train_command)
+    app.command("evaluate")(evaluate_command)
+    app.command("gate")(gate_command)

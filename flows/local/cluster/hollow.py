@@ -1,0 +1,103 @@
+"""Scenario nodes as kubemark hollow nodes: names, labels, capacities, command lines and host names.
+
+:func:`read_scenario_nodes` reads a REACH scenario with ceenv's loader (the one units parser) and
+gives one :class:`HollowNodeSpec` per node, in MODEL.md §1 order, with the node's nominal (largest)
+free CPU and memory as its capacity. :func:`hollow_node_argv` is the loopback-only kubemark command
+line of one node; :func:`ensure_hosts_entries` makes every node name resolve to 127.0.0.1 without
+DNS. Used by :class:`flows.local.cluster.control_plane.LocalCluster`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ceenv.scenario import load_scenario
+
+LABEL_LAYER = "reach.io/layer"
+LABEL_NODE_TYPE = "reach.io/node-type"
+LABEL_CPU_TYPE = "reach.io/cpu-type"
+HOSTS_MARKER = "# reach-local-cluster"
+LOOPBACK = "127.0.0.1"
+# Every hollow kubelet of this kubemark build serves its fake runtime on the same
+# /tmp/kubelet_remote.sock; nodes started in the same instant can replace each other's socket and
+# die ("dial unix /tmp/kubelet_remote.sock: connect: no such file"), so starts are staggered.
+HOLLOW_NODE_STAGGER_S = 1.5
+
+
+@dataclass(frozen=True)
+class HollowNodeSpec:
+    """One scenario node as a hollow node: name, labels and capacity."""
+
+    name: str
+    layer: str
+    node_type: str
+    cpu_type: int
+    cpu_cores: int
+    memory_bytes: int
+
+    def labels(self) -> dict[str, str]:
+        return {LABEL_LAYER: self.layer, LABEL_NODE_TYPE: self.node_type, LABEL_CPU_TYPE: str(self.cpu_type)}
+
+
+def read_scenario_nodes(scenario_dir: Path) -> list[HollowNodeSpec]:
+    """The scenario's nodes in MODEL.md §1 order, with nominal (largest) free CPU and memory."""
+    if not (scenario_dir / "nodes.json").is_file():
+        raise FileNotFoundError(
+            f"{scenario_dir / 'nodes.json'} is missing: pass a scenario directory such as data/scenarios/7-21"
+        )
+    specs: list[HollowNodeSpec] = []
+    for node in load_scenario(scenario_dir).nodes:
+        if node.nominal_cpu_cores != math.floor(node.nominal_cpu_cores):
+            raise ValueError(
+                f"{scenario_dir / 'nodes.json'}: node type {node.node_type} has a largest cpu_availability of "
+                f"{node.nominal_cpu_cores} cores; hollow nodes report whole cores, round it in the scenario"
+            )
+        specs.append(
+            HollowNodeSpec(
+                node.name, node.layer, node.node_type, node.cpu_type, int(node.nominal_cpu_cores),
+                round(node.nominal_memory_bytes),
+            )
+        )  # fmt: skip
+    return specs
+
+
+def ensure_hosts_entries(names: list[str], hosts_path: Path = Path("/etc/hosts")) -> None:
+    """Make every node name resolve to 127.0.0.1 without DNS; adds only the missing names."""
+    present: set[str] = set()
+    for line in hosts_path.read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        if fields and fields[0] == LOOPBACK:
+            present.update(fields[1:])
+    missing = [n for n in names if n not in present]
+    if not missing:
+        return
+    line = f"{LOOPBACK} {' '.join(missing)} {HOSTS_MARKER}\n"
+    try:
+        with hosts_path.open("a") as hosts:
+            hosts.write(line)
+    except PermissionError as exc:
+        raise PermissionError(
+            f"cannot append to {hosts_path}: add this line as root and rerun: {line.strip()}"
+        ) from exc
+
+
+def hollow_node_argv(
+    kubemark: str, kubeconfig: Path, node: HollowNodeSpec, ports: tuple[int, int], node_tmp: Path
+) -> tuple[list[str], dict[str, str]]:
+    """The kubemark command line and environment of one hollow node (kubelet and read-only ports given)."""
+    kubelet_port, read_only_port = ports
+    labels = ",".join(f"{k}={v}" for k, v in node.labels().items())
+    node_tmp.mkdir(parents=True, exist_ok=True)
+    argv = [
+        kubemark, "--morph=kubelet", f"--name={node.name}", f"--kubeconfig={kubeconfig}",
+        f"--kubelet-port={kubelet_port}", f"--kubelet-read-only-port={read_only_port}", f"--node-labels={labels}",
+    ]  # fmt: skip
+    env = {
+        "TMPDIR": str(node_tmp),
+        "REACH_HOLLOW_CPU_CORES": str(node.cpu_cores),
+        # Hollow nodes run a stub container manager: allocatable equals this capacity exactly.
+        "REACH_HOLLOW_MEMORY_BYTES": str(node.memory_bytes),
+    }
+    return argv, env

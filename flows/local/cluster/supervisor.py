@@ -1,0 +1,135 @@
+"""The processes of one local cluster: start each in its own session with a log, record its PID, stop by PID.
+
+A :class:`ProcessTable` keeps ``pids.json`` (name → PID and executable) and ``logs/<name>.log`` in
+the cluster's state directory. Processes are stopped only by their recorded PID, and only while
+that PID still runs the executable that was started (guards against PID reuse); never by name.
+Every child gets a loopback-only environment (no proxies, no cloud metadata look-ups). Used by
+:class:`flows.local.cluster.control_plane.LocalCluster`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# Stop order: hollow nodes first (rank 0), then the controllers, the API server, etcd last.
+_STOP_RANK = {"kube-scheduler": 1, "kube-controller-manager": 1, "kube-apiserver": 2, "etcd": 3}
+
+
+def loopback_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of every child: no proxies, no cloud metadata lookups."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in {"http_proxy", "https_proxy", "all_proxy"}}
+    env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    env.update(extra or {})
+    return env
+
+
+class ProcessTable:
+    """PIDs and logs of the processes one cluster started, under its state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    @property
+    def pids_path(self) -> Path:
+        return self.state_dir / "pids.json"
+
+    def recorded(self) -> dict[str, dict[str, object]]:
+        """name → {"pid": int, "exe": argv[0]} of every process this cluster started."""
+        if not self.pids_path.is_file():
+            return {}
+        return dict(json.loads(self.pids_path.read_text()))
+
+    def recorded_pids(self) -> dict[str, int]:
+        return {name: int(str(entry["pid"])) for name, entry in self.recorded().items()}
+
+    def record(self, name: str, pid: int, exe: str) -> None:
+        entries = self.recorded()
+        entries[name] = {"pid": pid, "exe": exe}
+        self.pids_path.write_text(json.dumps(entries, indent=1))
+
+    def all_running(self) -> bool:
+        entries = self.recorded()
+        return bool(entries) and all(is_our_process(int(str(e["pid"])), str(e["exe"])) for e in entries.values())
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start one component in its own session, log to logs/<name>.log, record its PID."""
+        log_dir = self.state_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with (log_dir / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=loopback_env(env), start_new_session=True,
+            )  # fmt: skip
+        self.record(name, proc.pid, argv[0])
+        return proc
+
+    def log_tail(self, name: str, lines: int = 3) -> str:
+        """The last lines of a component's log (for error messages), or a note that there is none."""
+        log = self.state_dir / "logs" / f"{name}.log"
+        if not log.is_file():
+            return "(no log)"
+        text = log.read_text(errors="replace").strip().splitlines()
+        return " | ".join(line[:200] for line in text[-lines:])
+
+    def stop_all(self) -> int:
+        """Stop every recorded process that still runs (hollow nodes first, etcd last); returns how many were recorded."""
+        entries = self.recorded()
+        for name in sorted(entries, key=lambda n: _STOP_RANK.get(n, 0)):
+            pid, exe = int(str(entries[name]["pid"])), str(entries[name]["exe"])
+            if is_our_process(pid, exe):
+                stop_pid(pid)
+        return len(entries)
+
+
+def is_our_process(pid: int, exe: str) -> bool:
+    """The PID is alive and still runs the binary we started (guards against PID reuse)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+    except OSError:
+        return False
+    return Path(argv0).name == Path(exe).name
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ", 1)[-1].startswith("Z"))
+
+
+def stop_pid(pid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM one recorded PID, SIGKILL it after the grace period; a gone PID is fine."""
+    if not pid_alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.1)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` every 0.5 s until it holds; a timeout says what was not reached."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not reached within {timeout_s:.0f} s: see the logs under the cluster state directory")

@@ -1,0 +1,110 @@
+"""Local operations: start and stop the Prefect server and the deployment runner, and report status.
+
+``up`` starts a Prefect server on 127.0.0.1 (SQLite under ``$REACH_HOME/prefect``), waits until it
+is healthy, then starts a runner process (``python -m flows.release.deployments``) that registers and
+serves the deployments. ``down`` stops everything reach started, by PID. Used by ``reach up``,
+``reach down`` and ``reach status``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from flows.local import processes
+
+PREFECT_SERVER = "prefect-server"
+PREFECT_RUNNER = "prefect-runner"
+DEFAULT_PREFECT_PORT = 4200
+
+
+def prefect_env(port: int) -> dict[str, str]:
+    """Environment for processes that talk to reach's local Prefect server."""
+    home = processes.reach_home() / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+
+
+@dataclass(frozen=True)
+class Up:
+    dashboard_url: str
+    server_pid: int
+    runner_pid: int
+
+
+def up(port: int = DEFAULT_PREFECT_PORT, timeout_s: float = 90.0) -> Up:
+    """Start the Prefect server and the deployment runner (idempotent: reuses running ones)."""
+    env = prefect_env(port)
+    server = processes.find(PREFECT_SERVER)
+    if server is None:
+        prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
+        server = processes.start(
+            PREFECT_SERVER,
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
+            port,
+            env,
+        )
+    processes.wait_http(f"{server.url}/api/health", timeout_s, server.pid)
+    runner = processes.find(PREFECT_RUNNER)
+    if runner is None:
+        runner = processes.start(
+            PREFECT_RUNNER,
+            [sys.executable, "-m", "flows.release.deployments"],
+            port,
+            {**env, "PREFECT_API_URL": f"{server.url}/api"},
+        )
+    return Up(f"{server.url}/dashboard", server.pid, runner.pid)
+
+
+# `reach down` stops the clients first (the deployment runner; the demo's background migrator, which would
+# otherwise act on a cluster that is going away), then the other servers, the local cluster, and Prefect last.
+FIRST = (PREFECT_RUNNER, "reach-migrator")
+CLUSTER_PREFIX = "cluster-"
+
+
+def stop_order(name: str) -> int:
+    if name in FIRST:
+        return 0
+    if name == PREFECT_SERVER:
+        return 3
+    return 2 if name.startswith(CLUSTER_PREFIX) else 1
+
+
+def down() -> list[str]:
+    """Stop every process reach started (clients first, the cluster late, Prefect last); return their names."""
+    stopped = []
+    for record in sorted(processes.running(), key=lambda r: stop_order(r.name)):
+        if processes.stop(record.name):
+            stopped.append(record.name)
+    return stopped
+
+
+def recent_runs(api_url: str, limit: int = 5) -> list[dict[str, Any]]:
+    """The latest flow runs from the Prefect API (name, flow, state, start time)."""
+    body = json.dumps({"limit": limit, "sort": "START_TIME_DESC"}).encode()
+    request = urllib.request.Request(
+        f"{api_url}/flow_runs/filter", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        runs = json.loads(response.read())
+    return [
+        {
+            "name": r["name"],
+            "state": r.get("state_name"),
+            "start_time": r.get("start_time"),
+            "deployment_id": r.get("deployment_id"),
+        }
+        for r in runs
+    ]

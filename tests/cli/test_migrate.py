@@ -1,0 +1,33 @@
+"""``flows/cli_migrate.py``: the migrate command and the cluster sub-app, attached as flows/cli.py will attach them."""
+
+from __future__ import annotations
+
+import typer
+from typer.testing import CliRunner
+
+from flows.cli import migrate as cli_migrate
+
+
+def app() -> typer.Typer:
+    root = typer.Typer()
+    root.command("migrate")(cli_migrate.migrate)
+    root.add_typer(cli_migrate.cluster_app, name="cluster")
+    return root
+
+
+def test_migrate_help_lists_the_flags_of_the_issue() -> None:
+    result = CliRunner().invoke(app(), ["migrate", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for flag in ("--kubeconfig", "--policy-url", "--dry-run", "--once", "--interval", "--mode"):
+        assert flag in result.output
+
+
+def test_a_bad_setting_is_a_usage_error_that_names_the_field(tmp_path: object) -> None:
+    result = CliRunner().invoke(app(), ["migrate", "--policy-url", "127.0.0.1:3000", "--once"])
+    assert result.exit_code == 2
+    assert "policy_url" in result.output
+
+
+def test_cluster_has_up_and_down() -> None:
+    result = CliRunner().invoke(app(), ["cluster", "--help"])
+    assert result.exit_code == 0 and "up" in result.output and "down" in result.output

@@ -1,0 +1,108 @@
+"""``reach train``, ``reach evaluate`` and ``reach gate`` end to end on a tiny 7-21 policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from flows.cli import train as cli_train
+from flows.training import TrainResult
+from tests.conftest import scenario_dir, workload_file
+
+pytestmark = pytest.mark.slow
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    cli_train.register(app)
+    return app
+
+
+def test_train_command_writes_an_artefact(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.json"
+    config.write_text(
+        json.dumps(
+            {
+                "total_timesteps": 1024,
+                "n_envs": 2,
+                "n_steps": 256,
+                "batch_size": 128,
+                "eval_freq_steps": 512,
+                "eval_episodes": 2,
+            }
+        )
+    )
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "train",
+            "--scenario",
+            str(scenario_dir("7-21")),
+            "--workload",
+            str(workload_file("chain")),
+            "--out",
+            str(tmp_path / "run"),
+            "--config",
+            str(config),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "training finished" in result.output and (tmp_path / "run" / "policy" / "policy.zip").is_file()
+
+
+def test_train_command_reports_a_bad_config_without_a_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"n_envs": 0}))
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "train",
+            "--scenario",
+            str(scenario_dir("7-21")),
+            "--workload",
+            str(workload_file("chain")),
+            "--out",
+            str(tmp_path),
+            "--config",
+            str(config),
+        ],
+    )
+    assert result.exit_code == 2 and "n_envs" in result.output
+
+
+def test_evaluate_then_gate(tiny_run: TrainResult, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "evaluate",
+            "--model",
+            str(tiny_run.artefact_dir),
+            "--scenario",
+            str(scenario_dir("7-21")),
+            "--episodes",
+            "2",
+            "--seeds",
+            "0-1",
+            "--family",
+            "steady",
+            "--out",
+            str(out),
+            "--no-store",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "report.json").is_file() and (out / "latency_distribution.png").is_file()
+    verdict_file = tmp_path / "verdict.json"
+    gated = CliRunner().invoke(_app(), ["gate", "--report", str(out / "report.json"), "--out", str(verdict_file)])
+    assert gated.exit_code in (0, 1) and ("passed all" in gated.output or "refused" in gated.output)
+    assert json.loads(verdict_file.read_text())["passed"] == (gated.exit_code == 0)
+    strict = tmp_path / "strict.json"
+    strict.write_text(json.dumps({"min_fraction_of_best_known": 1.5}))
+    refused = CliRunner().invoke(_app(), ["gate", "--report", str(out / "report.json"), "--rules", str(strict)])
+    assert refused.exit_code == 1 and "FAIL min_fraction_of_best_known" in refused.output

@@ -1,0 +1,73 @@
+"""The local cluster package without starting anything: scenario → hollow nodes, hosts entries, command lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.local.cluster import LocalCluster, read_scenario_nodes
+from flows.local.cluster.hollow import ensure_hosts_entries
+from flows.local.cluster.supervisor import loopback_env
+from tests.conftest import scenario_dir
+
+SCENARIO = scenario_dir("7-21")
+
+
+def test_scenario_nodes_get_names_labels_and_nominal_capacity() -> None:
+    nodes = read_scenario_nodes(SCENARIO)
+    assert [n.name for n in nodes] == [
+        "tb-cloud-vm-8-1", "tb-cloud-vm-8-2", "tb-edge-vm-4-1", "tb-edge-vm-4-2",
+        "tb-edge-vm-2-1", "tb-edge-vm-2-2", "tb-client-vm-2-1",
+    ]  # fmt: skip
+    cloud = nodes[0]
+    assert (cloud.cpu_cores, cloud.memory_bytes) == (7, 27_680_000_000)
+    assert cloud.labels() == {
+        "reach.io/layer": "cloud",
+        "reach.io/node-type": "tb-cloud-vm-8",
+        "reach.io/cpu-type": "0",
+    }
+    assert nodes[-1].labels()["reach.io/layer"] == "client"
+
+
+def test_a_missing_scenario_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nodes.json is missing: pass a scenario directory"):
+        read_scenario_nodes(tmp_path)
+
+
+def test_hosts_entries_are_added_once(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n")
+    ensure_hosts_entries(["a-1", "b-1"], hosts)
+    ensure_hosts_entries(["a-1", "b-1", "c-1"], hosts)
+    assert hosts.read_text().splitlines()[1:] == [
+        "127.0.0.1 a-1 b-1 # reach-local-cluster",
+        "127.0.0.1 c-1 # reach-local-cluster",
+    ]
+
+
+def test_hollow_nodes_bind_distinct_loopback_ports_and_carry_their_capacity(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path, bin_dir=tmp_path)
+    (tmp_path / "kubemark").write_text("")
+    (tmp_path / "kubemark").chmod(0o755)
+    nodes = read_scenario_nodes(SCENARIO)
+    argv0, env0 = cluster.hollow_node_argv(nodes[0], 0)
+    argv1, _ = cluster.hollow_node_argv(nodes[1], 1)
+    ports0 = {a for a in argv0 if "port=" in a}
+    ports1 = {a for a in argv1 if "port=" in a}
+    assert len(ports0) == 2 and not ports0 & ports1
+    assert env0["REACH_HOLLOW_CPU_CORES"] == "7" and env0["REACH_HOLLOW_MEMORY_BYTES"] == "27680000000"
+    assert "--node-labels=reach.io/layer=cloud,reach.io/node-type=tb-cloud-vm-8,reach.io/cpu-type=0" in argv0
+    env = loopback_env(env0)
+    assert env["AWS_EC2_METADATA_DISABLED"] == "true" and "HTTPS_PROXY" not in env
+
+
+def test_a_missing_binary_names_the_install_script(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"deploy/local/install\.sh"):
+        LocalCluster(tmp_path, bin_dir=tmp_path).binary("kube-apiserver")
+
+
+def test_down_on_a_cluster_that_never_started_is_a_no_op(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path / "state")
+    cluster.down()
+    assert not cluster.is_running()

@@ -1,0 +1,23 @@
+"""``reach down`` stops the clients of the cluster first, the cluster late and Prefect's server last."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from flows.local import ops, processes
+
+
+def test_the_migrator_stops_before_the_cluster_it_talks_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    names = ["cluster-etcd", "prefect-server", "cluster-kube-apiserver", "reach-exporter", "reach-migrator",
+             "bento-blue", "prefect-runner", "reach-prometheus"]  # fmt: skip
+    stopped: list[str] = []
+    monkeypatch.setattr(processes, "running", lambda: [SimpleNamespace(name=n) for n in names])
+    monkeypatch.setattr(processes, "stop", lambda name: stopped.append(name) or True)
+    assert ops.down() == stopped
+    assert set(stopped[:2]) == {"prefect-runner", "reach-migrator"}
+    assert stopped[-1] == "prefect-server"
+    cluster = [stopped.index(n) for n in ("cluster-etcd", "cluster-kube-apiserver")]
+    others = [stopped.index(n) for n in ("reach-exporter", "bento-blue", "reach-prometheus")]
+    assert max(others) < min(cluster)

@@ -1,0 +1,73 @@
+"""The demo's report: before/after, the reduction against a run without rescheduling, the CSV and the plot."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from flows.loop.demo import prometheus_config
+from flows.loop.report import Event, LoopRun, compare, summary, table, write_csv, write_plot
+from flows.loop.run import journal_events
+from flows.loop.settings import DemoSettings
+
+
+def a_run(values: list[float], policy: str = "greedy-standin", start: float = 1000.0) -> LoopRun:
+    run = LoopRun("r", policy, start, start + len(values))
+    run.samples = [(start + i, v) for i, v in enumerate(values)]
+    return run
+
+
+def test_before_is_the_start_and_after_is_the_end_of_the_run() -> None:
+    run = a_run([300, 310, 290, 200, 120, 118, 121, 119, 120])
+    run.events = [Event(1003.5, "migrated", "agg-1", "cloud-1", "edge-1"), Event(1004.2, "refused", "db-1")]
+    s = summary(run)
+    assert (s.before_ms, s.after_ms, s.moves) == (300, 120, 1)
+    assert s.reduction_pct == pytest.approx(60.0)
+    assert s.first_move_s == pytest.approx(3.5)
+    assert "simulated" in table([s])
+
+
+def test_the_reduction_compares_mean_latency_after_the_event() -> None:
+    without, with_reach = a_run([100, 100, 200, 200, 200], ""), a_run([100, 100, 200, 150, 130])
+    numbers = compare(with_reach, without, since_s=2)
+    assert numbers["without_ms"] == 200 and numbers["with_ms"] == pytest.approx(160)
+    assert numbers["reduction_pct"] == pytest.approx(20.0)
+
+
+def test_a_run_without_samples_is_an_error_that_names_prometheus() -> None:
+    with pytest.raises(ValueError, match="Prometheus"):
+        summary(LoopRun("empty", "", 0.0))
+
+
+def test_the_csv_interleaves_samples_and_events_with_pod_from_and_to(tmp_path: Path) -> None:
+    run = a_run([300, 200, 100])
+    run.events = [Event(1001.5, "migrated", "agg-1", "cloud-1", "edge-1")]
+    rows = list(csv.DictReader(write_csv(run, tmp_path / "run.csv").open()))
+    assert list(rows[0]) == ["timestamp", "latency_ms", "event", "pod", "from", "to"]
+    assert [r["event"] for r in rows] == ["sample", "sample", "migrated", "sample"]
+    assert rows[2] | {} == {"timestamp": "1001.500", "latency_ms": "200.000", "event": "migrated",
+                            "pod": "agg-1", "from": "cloud-1", "to": "edge-1"}  # fmt: skip
+
+
+def test_the_plot_is_written(tmp_path: Path) -> None:
+    run = a_run([300, 200, 100])
+    run.events = [Event(1001.5, "migrated", "a", "b", "c"), Event(1000.5, "drained", "", "n1,n2", "")]
+    path = write_plot([run], tmp_path / "p.png", "t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_migration_events_come_from_the_migrators_records_with_their_source() -> None:
+    records: list[dict[str, object]] = [
+        {"event": "migrating", "time": 1.0, "pod": "p", "source": "n1", "target": "n2"},
+        {"event": "refused", "time": 1.5, "pod": "q", "target": "n3", "reason": "pdb-blocks"},
+        {"event": "migrated", "time": 2.0, "pod": "p", "target": "n2"},
+    ]
+    assert journal_events(records) == [Event(2.0, "migrated", "p", "n1", "n2")]
+
+
+def test_prometheus_scrapes_only_loopback_targets_and_loads_the_alert_rules() -> None:
+    config = prometheus_config(DemoSettings(exporter_port=19464, migrator_metrics_port=19465))
+    assert "'127.0.0.1:19464'" in config and "'127.0.0.1:19465'" in config
+    assert "alerts.yml" in config

@@ -1,0 +1,79 @@
+"""``reach package``: an artefact trained outside the pipeline is gated on its stored evaluation, then packaged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.release.packaging import release_artefact
+from tests.bento.conftest import SCENARIO_DIR, WORKLOAD_FILE, train_briefly
+
+
+@pytest.fixture(scope="module")
+def evaluated_artefact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from bento.artefact import write_evaluation
+    from flows.evaluation import evaluate
+
+    artefact = train_briefly(SCENARIO_DIR, WORKLOAD_FILE, tmp_path_factory.mktemp("release") / "policy")
+    report, _ = evaluate(SCENARIO_DIR, [WORKLOAD_FILE], artefact, [0, 1], 1, ["steady"])
+    write_evaluation(artefact, report.model_dump(mode="json"))
+    return artefact
+
+
+def rules(tmp_path: Path, **values: object) -> Path:
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+def test_an_artefact_without_an_evaluation_is_refused_with_the_command_that_fixes_it(tmp_path: Path) -> None:
+    artefact = train_briefly(SCENARIO_DIR, WORKLOAD_FILE, tmp_path / "policy", steps=64)
+    with pytest.raises(ValueError, match="reach evaluate --model"):
+        release_artefact(artefact, rules(tmp_path))
+
+
+def test_a_refused_artefact_is_not_packaged_and_exits_3(evaluated_artefact: Path, tmp_path: Path) -> None:
+    impossible = rules(tmp_path, beat_noop=False, beat_random=False, min_fraction_of_best_known=1.5)
+    result = CliRunner().invoke(app, ["package", "--artefact", str(evaluated_artefact), "--rules", str(impossible)])
+    assert result.exit_code == 3, result.output
+    assert "FAIL min_fraction_of_best_known" in result.output and "nothing was packaged" in result.output
+
+
+def test_a_passing_artefact_becomes_a_bento_labelled_with_its_verdict(
+    evaluated_artefact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 256-step policy cannot pass real rules: the gate's verdict is replaced (the gate has its own tests).
+
+    The BentoML store is the flows tests' private one (tests/flows/conftest.py), the same one the
+    pipeline tests package into; a second patched store in one session loses track of the model.
+    """
+    import bentoml
+
+    import flows.evaluation.gate
+    import flows.release.packaging
+    from flows.evaluation.gate import Check, Verdict
+
+    monkeypatch.setattr(flows.release.packaging, "incumbent_report", lambda scenario, workload: None)
+    passing = Verdict(passed=True, checks=[Check(rule="beat_noop", group="all", passed=True, detail="test")])
+    monkeypatch.setattr(flows.evaluation.gate, "gate", lambda report, incumbent, rules: passing)
+    verdict, tag = release_artefact(evaluated_artefact, rules(tmp_path))
+    assert verdict.passed and tag is not None
+    labels = bentoml.bentos.get(tag).info.labels
+    assert labels["gate"] == "passed" and labels["scenario"] == "7-21" and labels["workload"] == "aggregator_sequential"
+    card = bentoml.models.get(labels["model"]).info.metadata
+    assert "passed all 1 checks (gate rules rules.json)" in json.dumps(card)
+
+
+def test_a_report_of_another_layout_is_refused(evaluated_artefact: Path, tmp_path: Path) -> None:
+    from bento.artefact import read_metadata
+
+    report = dict(read_metadata(evaluated_artefact).evaluation_report or {})
+    report["model"] = {**report["model"], "layout_fingerprint": "0000000000000000"}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    with pytest.raises(ValueError, match="evaluates layout 0000000000000000"):
+        release_artefact(evaluated_artefact, rules(tmp_path), path)

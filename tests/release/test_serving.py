@@ -1,0 +1,81 @@
+"""The endpoint file and the canary check of the blue/green switch (no BentoML needed here)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.release import serving
+
+
+class _Policy(BaseHTTPRequestHandler):
+    answer: Any = {"pod_name": "", "target_node": "", "is_stop": True}  # noqa: RUF012
+    status = 200
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps(self.answer).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_switch_replaces_the_endpoint_atomically_and_ignores_dead_servers(reach_home: Path) -> None:
+    endpoint = serving.Endpoint("http://127.0.0.1:1", "reach-policy-service:abc", "blue", 999_999_999, 0.0)
+    serving.switch(endpoint)
+    assert json.loads(serving.endpoint_file().read_text())["bento"] == "reach-policy-service:abc"
+    assert serving.current_endpoint() is None  # its pid is not alive
+    live = serving.Endpoint("http://127.0.0.1:1", "reach-policy-service:def", "green", __import__("os").getpid(), 0.0)
+    serving.switch(live)
+    assert serving.current_endpoint() == live
+    assert not list(serving.endpoint_file().parent.glob(".*.tmp"))
+
+
+def test_canary_accepts_well_formed_answers_and_counts_agreement() -> None:
+    server, url = _serve(_Policy)
+    try:
+        result = serving.canary(url, url, [{"cluster_state": {}}] * 3)
+    finally:
+        server.shutdown()
+    assert (result.requests, result.agreements, result.failures) == (3, 3, [])
+
+
+@pytest.mark.parametrize(("status", "answer"), [(500, {"error": "boom"}), (200, {"pod_name": "x"}), (422, "bad")])
+def test_canary_fails_on_errors_and_malformed_answers(status: int, answer: Any) -> None:
+    handler = type("Broken", (_Policy,), {"status": status, "answer": answer})
+    server, url = _serve(handler)
+    try:
+        result = serving.canary(url, None, [{"cluster_state": {}}])
+    finally:
+        server.shutdown()
+    assert len(result.failures) == 1 and f"HTTP {status}" in result.failures[0]
+
+
+def test_a_bento_that_never_gets_ready_is_stopped_and_reported(
+    reach_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_bin = reach_home / "fakebin"
+    fake_bin.mkdir(parents=True, exist_ok=True)
+    fake = fake_bin / "bentoml"
+    fake.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(serving.sys, "executable", str(fake_bin / "python"))
+    with pytest.raises(serving.RedeployError, match="did not become ready"):
+        serving.start_bento("reach-policy-service:never", "blue", ready_timeout_s=1.5)
+    assert serving.processes.find("bento-blue") is None
