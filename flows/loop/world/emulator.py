@@ -72,7 +72,7 @@ class Completed:
 
 
 class World:
-    """The application running on ``pods`` in ``scenario``; :meth:`run` advances it."""
+    """The application running on ``pods`` in ``scenario``; :meth:`World.run` advances it."""
 
     def __init__(
         self,

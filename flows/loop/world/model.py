@@ -31,7 +31,7 @@ class WorldError(ValueError):
 
 @dataclass(frozen=True)
 class WorldOptions:
-    """The world's physics. Defaults are the non-ideal world; :meth:`idealised` is the twin's limit.
+    """The world's physics. Defaults are the non-ideal world; :meth:`WorldOptions.idealised` is the twin's limit.
 
     Times are milliseconds unless the name says otherwise; ``*_cv`` are coefficients of variation.
     """

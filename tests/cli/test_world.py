@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.world.conftest import ALL_ON_CLOUD_1, SPREAD
+from tests.loop.world.conftest import ALL_ON_CLOUD_1, SPREAD
 
 runner = CliRunner()
 

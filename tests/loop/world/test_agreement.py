@@ -8,7 +8,7 @@ from ceenv.scenario import Scenario
 from ceenv.workload import Workload
 from flows.loop.world.measure import measure_world, twin_latency_ms
 from flows.loop.world.model import Cluster, WorldOptions, pods_from_assignment
-from tests.world.conftest import ALL_ON_CLOUD_1, NEAR_AND_FAR, SPREAD
+from tests.loop.world.conftest import ALL_ON_CLOUD_1, NEAR_AND_FAR, SPREAD
 
 IDEAL = WorldOptions().idealised()
 

@@ -16,7 +16,7 @@ from flows.loop.world.model import Cluster, WorldError, WorldOptions, pod_concur
 from flows.loop.world.traces import TraceLog, write_jaeger
 from flows.profiles.hosts import CpuTypeResolver
 from flows.profiles.jaeger import JaegerOptions, read_jaeger_profiles
-from tests.world.conftest import ALL_ON_CLOUD_1, SPREAD
+from tests.loop.world.conftest import ALL_ON_CLOUD_1, SPREAD
 
 TWO_ML = {**ALL_ON_CLOUD_1, "machine-learning": ["tb-cloud-vm-8-1", "tb-cloud-vm-8-2"]}
 

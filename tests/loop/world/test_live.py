@@ -11,7 +11,7 @@ from ceenv.workload import Workload
 from flows.loop.world.model import Cluster, WorldOptions
 from flows.loop.world_live import LiveWorld, MeshCollector, live_pod_specs
 from migrator.snapshot import PodInfo
-from tests.world.conftest import ALL_ON_CLOUD_1
+from tests.loop.world.conftest import ALL_ON_CLOUD_1
 
 
 def _pods(placement: dict[str, list[str]]) -> list[PodInfo]:

@@ -9,7 +9,7 @@ import pytest
 from ceenv.scenario import Scenario, load_scenario
 from ceenv.workload import Workload, load_workload
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCENARIO_DIR = ROOT / "data" / "scenarios" / "7-21"
 WORKLOADS = ROOT / "data" / "workloads"
 
