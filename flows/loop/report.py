@@ -38,6 +38,7 @@ class LoopRun:
     ended_s: float = 0.0
     samples: list[tuple[float, float]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    p95_samples: list[tuple[float, float]] = field(default_factory=list)  # the world's p95 (empty on the twin)
 
     @property
     def moves(self) -> list[Event]:
