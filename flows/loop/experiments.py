@@ -22,7 +22,7 @@ from pathlib import Path
 from flows.loop.demo import Session, keep_migrating, open_session
 from flows.loop.policy import policy_url
 from flows.loop.report import LoopRun, Summary, compare, summary, table, write_csv, write_plot
-from flows.loop.run import prepare_run, run_loop
+from flows.loop.run import prepare_run, run_loop, twin_on_live
 from flows.loop.settings import DemoSettings
 
 # REACH's published latency reductions on its testbed, in the order the paper lists its three apps
@@ -38,6 +38,8 @@ class DemoResult:
     plot: Path
     prometheus_url: str
     dashboard_url: str | None
+    p95_ms: tuple[float, float] | None = None  # the world's p95 before and after (None on the twin)
+    twin_ms: tuple[float | None, float | None] = (None, None)  # the twin's formula on the live placements
 
 
 @dataclass(frozen=True)
@@ -94,10 +96,14 @@ def demo(settings: DemoSettings) -> DemoResult:
     session = open_session(settings)
     url, policy = policy_url(settings, settings.workload)
     prepare_run(session, settings.workload)
+    twin_before = twin_on_live(session, settings.workload)
     run = run_loop(session, f"{settings.workload} with the migrator", url, policy)
+    twin_after = twin_on_live(session, settings.workload)
     stem = f"demo-{Path(settings.scenario).name}-{settings.workload}"
     csv, plot = write_run(run, settings.out, stem, f"reach demo: {settings.scenario} {settings.workload}, {policy}")
-    result = DemoResult(summary(run), csv, plot, session.prometheus_url, dashboard)
+    p95 = [v for _, v in run.p95_samples]
+    p95_ms = (statistics.median(p95[:3]), statistics.median(p95[-5:])) if p95 else None
+    result = DemoResult(summary(run), csv, plot, session.prometheus_url, dashboard, p95_ms, (twin_before, twin_after))
     (settings.out / f"{stem}.json").write_text(json.dumps(asdict(result.summary), indent=1))
     if settings.keep_migrating:
         keep_migrating(session, url, policy)

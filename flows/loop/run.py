@@ -128,6 +128,25 @@ def start_placement(session: Session, workload: str) -> StartPlacement:
     return poor_start(model, layout_from_scenario(scenario), session.settings.replicas, session.settings.seed)
 
 
+def twin_on_live(session: Session, workload: str) -> float | None:
+    """The twin's latency (MODEL.md §2, nominal) of the app's live placement; None if a called service has no pod."""
+    from ceenv.scenario import load_scenario
+    from ceenv.workload import load_workload
+    from flows.local.paths import resolve_workload
+    from flows.loop.world.measure import twin_latency_ms
+    from flows.loop.world.model import Cluster, WorldError, check_pods, pods_from_assignment
+
+    scenario = load_scenario(session.scenario_dir)
+    work = load_workload(resolve_workload(workload, session.scenario_dir), scenario)
+    live = placement.live_assignment(session.admin, session.settings.namespace)
+    try:
+        pods = pods_from_assignment(Cluster.from_scenario(scenario), live)
+        check_pods(work, pods)
+    except WorldError:
+        return None
+    return twin_latency_ms(scenario, work, pods)
+
+
 def wait_for_first_sample(session: Session, timeout_s: float = 60.0) -> None:
     """Prometheus answers nothing until its first scrape after the exporter (re)started: wait for it."""
     from migrator.metrics import PrometheusMetrics
