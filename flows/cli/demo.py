@@ -2,7 +2,8 @@
 
 Thin typer commands around :mod:`flows.loop.experiments`; heavy imports happen inside the commands so
 that ``reach --help`` stays instant. Everything they start keeps running until ``reach down``.
-Every latency they print is simulated by the CEEnv model from the live placement.
+Every latency they print is measured on the local loop: the world's emulated requests (default) or the
+CEEnv model on the live placement (``--latency-source twin``), and says which.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def demo(
     from flows.loop.experiments import demo as run_demo
     from flows.loop.experiments import table
     from flows.loop.policy import GateRefused
+    from flows.loop.report import latency_note
 
     settings = _settings(scenario=scenario, workload=workload, policy=policy, duration_s=duration,
                          qos_threshold_ms=qos, noise_pct=noise, seed=seed, out=out, prefect=prefect,
@@ -88,7 +90,7 @@ def demo(
         typer.echo(f"reach demo: {refused}", err=True)
         typer.echo("the cluster, Prometheus and the dashboard keep running until `reach down`", err=True)
         raise typer.Exit(GATE_REFUSED_EXIT) from None
-    typer.echo(table([result.summary]))
+    typer.echo(table([result.summary], latency_note(settings.latency_source)))
     if result.p95_ms is not None:
         typer.echo(f"world p95: {result.p95_ms[0]:.1f} → {result.p95_ms[1]:.1f} ms")
     twin_before, twin_after = result.twin_ms
