@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SIMULATED_NOTE = "latency simulated by the CEEnv model from the live placement"
-WORLD_NOTE = "latency of requests emulated on the live placement by the world, read with Istio's PromQL"
+WORLD_NOTE = "latency of requests emulated on the live placement by the world (Istio's PromQL)"
 
 
 def latency_note(source: str) -> str:
