@@ -63,8 +63,10 @@ class Pod:
 
 @dataclass
 class Completed:
-    """Finished requests: arrival time (ms), latency (ms), endpoint index, success."""
+    """Finished requests: arrival time (ms), latency (ms), endpoint index, success; ``keep=False`` only counts."""
 
+    keep: bool = True
+    count: int = 0
     start_ms: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
     endpoint: list[int] = field(default_factory=list)
@@ -193,10 +195,12 @@ class World:
         ok = yield from self._groups(caller, groups, trace, root)
         end = self.env.now
         done = self.completed
-        done.start_ms.append(start)
-        done.latency_ms.append(end - start)
-        done.endpoint.append(e)
-        done.ok.append(ok)
+        done.count += 1
+        if done.keep:
+            done.start_ms.append(start)
+            done.latency_ms.append(end - start)
+            done.endpoint.append(e)
+            done.ok.append(ok)
         if trace is not None and root is not None:
             node = self._nodes[caller.node]
             name = self.workload.endpoints[e].name
