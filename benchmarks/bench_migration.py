@@ -61,7 +61,11 @@ def summarize(values: list[float]) -> dict[str, float]:
 
 def run(kubeconfig: str, migrations: int) -> dict[str, Any]:
     settings = MigratorSettings(  # type: ignore[call-arg]
-        _env_file=None, kubeconfig=kubeconfig, pod_cooldown_s=0.0, max_migrations_per_window=10_000
+        _env_file=None,
+        kubeconfig=kubeconfig,
+        pod_cooldown_s=0.0,
+        return_hold_down_s=0.0,
+        max_migrations_per_window=10_000,
     )
     controller = build_controller(settings)
     controller.policy = MoveFirstAggregator()

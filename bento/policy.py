@@ -25,9 +25,9 @@ from bento.artefact import ArtefactMetadata, PolicyError, PolicyIdentity, check_
 from ceenv.latency import CallCosts, LatencyModel
 from ceenv.layout import Layout, placement_counts
 from ceenv.observation import decode_action, move_gain_features, move_mask, observe
-from ceenv.payload import DecodedState, state_from_request
+from ceenv.payload import DecodedState, PayloadError, state_from_request
 from ceenv.scenario import scenario_from_documents
-from ceenv.schema import ActionRequest, ActionResponse
+from ceenv.schema import BYTES_PER_GIB, ActionRequest, ActionResponse
 from ceenv.workload import check_workload, parse_workload
 
 CARD_FORMAT = 1
@@ -133,6 +133,30 @@ class NominalLatency:
         return float(self.model.latency(counts, self.costs))
 
 
+CAPACITY_TOLERANCE = 1e-6  # relative: rounding in the client's unit conversions is not an error
+
+
+def check_capacity(layout: Layout, state: DecodedState) -> None:
+    """Refuse free resources larger than the node's capacity in the model's scenario (nominal CPU and memory).
+
+    A client reporting more free CPU or memory than the node has is wrong (or hostile), and its
+    numbers would steer the policy; :class:`ceenv.payload.PayloadError` names the node and both numbers.
+    """
+    checks = (
+        ("cpu_availability", state.free_cpu_millicores, layout.node_cpu_scale_millicores, 1.0, "millicores"),
+        ("memory_availability", state.free_memory_bytes, layout.node_memory_scale_bytes, BYTES_PER_GIB, "GiB"),
+    )
+    for field_name, free, capacity, unit, unit_name in checks:
+        over = np.flatnonzero(free > np.asarray(capacity) * (1 + CAPACITY_TOLERANCE))
+        if over.size:
+            i = int(over[0])
+            name = layout.node_names[i]
+            raise PayloadError(
+                f"cluster_state.nodes.{name}.{field_name} is {free[i] / unit:g} {unit_name}, more than the node's "
+                f"capacity of {capacity[i] / unit:g} {unit_name} in the model's scenario"
+            )
+
+
 @dataclass(frozen=True)
 class Encoded:
     """A request as the policy sees it."""
@@ -157,6 +181,7 @@ class Policy:
     def encode(self, request: ActionRequest) -> Encoded:
         """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input."""
         state = state_from_request(self.layout, request)
+        check_capacity(self.layout, state)
         mask = move_mask(self.layout, state.slot_node, state.target_ok)
         gains = None
         if self.layout.needs_move_gains:

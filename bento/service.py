@@ -7,7 +7,8 @@ is loaded and checked in ``__init__``, once per worker, and the worker refuses t
 is the bento argument ``model_tag`` (``bentoml serve … --arg model_tag=reach-policy:VERSION``;
 default ``reach-policy:latest``). Request bodies are the REACH payload (:mod:`ceenv.schema`);
 schema errors answer 400, payloads that do not fit the model's layout 422, each naming the item.
-BentoML adds ``/readyz``, ``/livez`` and ``/metrics``. Run with ``bentoml serve bento.service:PolicyService``.
+:class:`bento.guard.RequestGuard` sits in front: 413 above ``max_request_bytes``, 415 for a body that
+is not JSON, bounded 4xx bodies and one-line 4xx logs, the OpenAPI document as answered. BentoML adds ``/readyz``, ``/livez`` and ``/metrics``. Run with ``bentoml serve bento.service:PolicyService``.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from bentoml.exceptions import BentoMLException
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
+from bento.guard import MAX_QUOTED_CHARS, RequestGuard, bounded
 from bento.policy import Policy
 from bento.store import MODEL_NAME, load_policy
 from ceenv.payload import PayloadError
-from ceenv.schema import ActionRequest, ActionResponse, ClusterState
+from ceenv.schema import ActionRequest, ActionResponse, ClusterState, Name
 
 logger = logging.getLogger("bentoml.service.reach")
+
+
+MAX_REQUEST_BYTES = 1 << 20  # 1 MiB: a 37-node, 100-pod request is about 20 KB
 
 
 class ServiceArguments(BaseModel):
@@ -35,6 +40,11 @@ class ServiceArguments(BaseModel):
     model_tag: str = Field(default=f"{MODEL_NAME}:latest", description="Model store tag of the policy to serve.")
     torch_threads: int = Field(
         default=1, ge=1, description="Torch intra-op threads per worker; 1 is fastest for this MLP."
+    )
+    max_request_bytes: int = Field(
+        default=MAX_REQUEST_BYTES,
+        ge=1024,
+        description="Largest /get_action body accepted; larger ones get 413 before they are read whole.",
     )
 
 
@@ -68,16 +78,22 @@ class PolicyService:
     def get_action(
         self,
         cluster_state: ClusterState,
-        pod_deployable: dict[str, list[str]] = Field(default_factory=dict),  # noqa: B008 - BentoML's way to give an API field a default
+        pod_deployable: dict[Name, list[Name]] = Field(default_factory=dict),  # noqa: B008 - BentoML's way to give an API field a default
     ) -> ActionResponse:
         """The REACH request (``cluster_state``, ``pod_deployable``) → ``pod_name``, ``target_node``, ``is_stop``."""
         request = ActionRequest(cluster_state=cluster_state, pod_deployable=pod_deployable)
         try:
             return self.policy.decide(request)
         except PayloadError as err:
-            raise InvalidPayload(f"{err}; fix the request or serve a model trained for this cluster") from None
+            message = f"{err}; fix the request or serve a model trained for this cluster"
+            raise InvalidPayload(bounded(message, MAX_QUOTED_CHARS)) from None
 
     @metadata_app.get("/metadata")
     def metadata(self) -> dict[str, Any]:
         """Model tag, scenario and workload identity, layout fingerprint, evaluation summary, gate."""
         return self.policy.summary()
+
+
+PolicyService.add_asgi_middleware(  # type: ignore[attr-defined]  # a bentoml.Service once decorated
+    RequestGuard, api_routes=("/get_action",), max_body_bytes=ARGUMENTS.max_request_bytes
+)

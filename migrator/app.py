@@ -50,8 +50,11 @@ def build_controller(settings: MigratorSettings, telemetry: MigratorTelemetry | 
     if settings.prometheus_url:
         from migrator.metrics import PrometheusMetrics
 
-        metrics = PrometheusMetrics(settings.prometheus_url, settings.latency_query, settings.node_usage_query)
-        controller.latency_ms = metrics.latency_ms
+        metrics = PrometheusMetrics(
+            settings.prometheus_url, settings.latency_query, settings.node_usage_query,
+            max_age_s=settings.latency_max_age_s,
+        )  # fmt: skip
+        controller.latency = metrics.read_latency
     return controller
 
 

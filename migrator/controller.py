@@ -6,12 +6,18 @@ modes: ``monitoring`` (act only while the measured latency exceeds the QoS thres
 250 ms), ``episode`` (REACH's test mode: migrate until the policy says stop, a refusal, or the step
 cap, recording latency before and after each step to CSV) and ``pod-distribution`` (record pods per
 node per service to CSV). Every decision, refusal and migration is a structured log record and,
-when it concerns a pod, a Kubernetes Event on that pod. Errors reading the cluster skip the cycle.
+when it concerns a pod, a Kubernetes Event on that pod.
+
+Never act blind: a cycle that cannot observe (cluster unreadable; latency configured but unknown:
+Prometheus down, empty, stale, not a number) or cannot check the policy's answer (malformed, an
+unknown pod or node, a target not in the request's ``pod_deployable``) moves nothing and writes one
+``blind`` record with its ``reason``; the first cycle that sees again writes ``resumed``.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import time
@@ -23,11 +29,18 @@ from typing import Protocol
 from ceenv.schema import ActionRequest
 from migrator.actuator import Actuator, Clock, ClusterOps, MigrationResult
 from migrator.aliases import AliasError, from_policy_name, node_aliases, to_policy_names
-from migrator.guards import GuardLimits, MigrationLedger, Move, Verdict, check_move
+from migrator.guards import UNCHECKED_ANSWER, GuardLimits, MigrationLedger, Move, Verdict, check_move
 from migrator.observe import FitRules, build_request, pods_per_node
 from migrator.policy import Advice, NoAdvice, Stop
 from migrator.settings import MigratorSettings, Mode
-from migrator.snapshot import ClusterSnapshot
+from migrator.snapshot import ClusterSnapshot, LatencyReading
+
+# Reasons of a blind cycle besides a LatencyReading's problem (reach_migrator_blind_cycles_total{reason}).
+CLUSTER_UNREADABLE = "cluster-unreadable"
+POLICY_ANSWER_MALFORMED = "policy-answer-malformed"
+POLICY_ANSWER_UNCHECKED = "policy-answer-unchecked"
+LATENCY_PROBLEMS = ("prometheus-unreachable", "latency-empty", "latency-not-a-number", "latency-stale")
+BLIND_REASONS = (*LATENCY_PROBLEMS, CLUSTER_UNREADABLE, POLICY_ANSWER_MALFORMED, POLICY_ANSWER_UNCHECKED)
 
 LOGGER = logging.getLogger("reach.migrator")
 
@@ -57,12 +70,14 @@ class Journal:
 
 @dataclass(frozen=True)
 class CycleOutcome:
-    """What one cycle did: ``kind`` is stop, no-advice, refused, migrated, rolled-back or skipped."""
+    """What one cycle did: ``kind`` is stop, no-advice, refused, migrated, rolled-back, skipped or blind;
+    ``blind`` also marks a refusal of an answer that could not be checked."""
 
     kind: str
     detail: str = ""
     verdict: Verdict | None = None
     result: MigrationResult | None = None
+    blind: bool = False
 
 
 @dataclass
@@ -71,9 +86,10 @@ class Controller:
     ops: ControllerOps
     policy: PolicyAdvisor
     clock: Clock
-    latency_ms: Callable[[], float | None] = lambda: None
+    latency: Callable[[], LatencyReading] | None = None
     journal: Journal = field(default_factory=Journal)
     ledger: MigrationLedger = field(default_factory=MigrationLedger)
+    blind_since_s: float | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -84,6 +100,9 @@ class Controller:
             window_s=s.window_s,
             pod_cooldown_s=s.pod_cooldown_s,
             dry_run=s.dry_run,
+            min_predicted_gain_ms=s.min_predicted_gain_ms,
+            require_predicted_gain=s.require_predicted_gain,
+            return_hold_down_s=s.return_hold_down_s,
         )
         self.actuator = Actuator(self.ops, self.clock, deadline_s=s.migration_deadline_s)
 
@@ -111,8 +130,7 @@ class Controller:
         try:
             snapshot = self.ops.snapshot()
         except Exception as exc:  # the API server may be briefly away: skip the cycle, never crash
-            self.journal.record("skipped", reason=f"cannot read the cluster: {exc}")
-            return CycleOutcome("skipped", str(exc))
+            return self._blind(CLUSTER_UNREADABLE, f"cannot read the cluster: {exc}")
         request = build_request(snapshot, self.rules)
         try:
             advice = self._ask(snapshot, request)
@@ -123,13 +141,34 @@ class Controller:
             self.journal.record("policy-stop")
             return CycleOutcome("stop")
         if isinstance(advice, NoAdvice):
+            if advice.malformed:
+                return self._blind(POLICY_ANSWER_MALFORMED, advice.reason)
             self.journal.record("no-advice", reason=advice.reason, temporary=advice.temporary)
             return CycleOutcome("no-advice", advice.reason)
         now_s = self.clock.now_s()
         verdict = check_move(advice, snapshot, request, self.ledger, self.limits, self.rules, now_s, started_this_cycle)
         if not verdict.allowed:
-            return self._refuse(verdict, snapshot.app_pod(advice.pod_name) is not None)
+            outcome = self._refuse(verdict, snapshot.app_pod(advice.pod_name) is not None)
+            if verdict.reason in UNCHECKED_ANSWER:
+                self._blind(POLICY_ANSWER_UNCHECKED, verdict.detail)
+                return dataclasses.replace(outcome, blind=True)
+            return outcome
         return self._act(advice, snapshot, now_s)
+
+    def _blind(self, reason: str, detail: str) -> CycleOutcome:
+        """No action this cycle because something could not be observed or checked: one record, with why."""
+        now_s = self.clock.now_s()
+        if self.blind_since_s is None:
+            self.blind_since_s = now_s
+        blind_for_s = round(now_s - self.blind_since_s, 3)
+        self.journal.record("blind", reason=reason, detail=detail, blind_for_s=blind_for_s, action="none")
+        return CycleOutcome("blind", f"{reason}: {detail}", blind=True)
+
+    def _seeing(self) -> None:
+        """The signal is back: say so once, with how long the migrator was blind."""
+        if self.blind_since_s is not None:
+            self.journal.record("resumed", blind_for_s=round(self.clock.now_s() - self.blind_since_s, 3))
+            self.blind_since_s = None
 
     def _ask(self, snapshot: ClusterSnapshot, request: ActionRequest) -> Advice:
         """Ask the policy, in the scenario's node names when ``node_name_label`` is set (migrator.aliases)."""
@@ -139,7 +178,8 @@ class Controller:
         aliases = node_aliases(snapshot, label)
         advice = self.policy.ask(to_policy_names(request, aliases))
         if isinstance(advice, Move):
-            return Move(advice.pod_name, from_policy_name(advice.target_node, aliases))
+            target = from_policy_name(advice.target_node, aliases)
+            return Move(advice.pod_name, target, advice.predicted_before_ms, advice.predicted_after_ms)
         return advice
 
     def _refuse(self, verdict: Verdict, pod_exists: bool) -> CycleOutcome:
@@ -154,9 +194,15 @@ class Controller:
     def _act(self, move: Move, snapshot: ClusterSnapshot, now_s: float) -> CycleOutcome:
         source = snapshot.app_pod(move.pod_name)
         source_node = source.node_name if source else ""
-        self.journal.record("migrating", pod=move.pod_name, source=source_node, target=move.target_node)
+        self.journal.record(
+            "migrating", pod=move.pod_name, source=source_node, target=move.target_node,
+            predicted_before_ms=move.predicted_before_ms, predicted_after_ms=move.predicted_after_ms,
+        )  # fmt: skip
         result = self.actuator.migrate(move, snapshot)
-        self.ledger.record(now_s, (move.pod_name, result.replacement_pod), self.limits.pod_cooldown_s)
+        lineage = (move.pod_name, result.replacement_pod)
+        self.ledger.record(now_s, lineage, self.limits.pod_cooldown_s)
+        if result.migrated and source_node:
+            self.ledger.record_departure(now_s, lineage, source_node, self.limits.return_hold_down_s)
         kind = "migrated" if result.migrated else "rolled-back"
         self.journal.record(
             kind,
@@ -175,12 +221,24 @@ class Controller:
         return CycleOutcome(kind, result.detail, result=result)
 
     # ---- modes --------------------------------------------------------------------------------
+    def latency_ms(self) -> float | None:
+        """The latency now, in ms; None when no latency is configured or it is unknown."""
+        return self.latency().value_ms if self.latency is not None else None
+
     def monitoring_step(self) -> list[CycleOutcome]:
-        latency = self.latency_ms()
-        if latency is not None and latency <= self.settings.qos_threshold_ms:
-            self.journal.record("qos-met", latency_ms=latency, threshold_ms=self.settings.qos_threshold_ms)
-            return [CycleOutcome("skipped", "QoS met")]
-        return self.run_cycle()
+        """Act only while the latency exceeds the QoS threshold; an unknown latency means no action."""
+        if self.latency is not None:
+            reading = self.latency()
+            if reading.value_ms is None:
+                return [self._blind(reading.problem or "latency-unknown", reading.detail)]
+            if reading.value_ms <= self.settings.qos_threshold_ms:
+                self._seeing()
+                self.journal.record("qos-met", latency_ms=reading.value_ms, threshold_ms=self.settings.qos_threshold_ms)
+                return [CycleOutcome("skipped", "QoS met")]
+        outcomes = self.run_cycle()
+        if not any(o.blind for o in outcomes):
+            self._seeing()
+        return outcomes
 
     def run_episode(self) -> list[CycleOutcome]:
         """REACH's test mode: one move per step until stop, refusal, failure or the step cap."""

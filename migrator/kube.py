@@ -1,7 +1,9 @@
 """The migrator's only contact with the Kubernetes API: reads snapshots, patches, deletes, emits Events.
 
 ``KubeOps`` implements the actuator's ``ClusterOps`` protocol with the official ``kubernetes``
-client and converts API objects into :mod:`migrator.snapshot` dataclasses, so that no other module
+client and converts API objects into :mod:`migrator.snapshot` dataclasses (with the scheduling
+constraints :mod:`migrator.fit` judges: required node affinity and pod anti-affinity, topology
+spread, host ports, the node's allocatable pods), so that no other module
 of the migrator imports ``kubernetes``. PodDisruptionBudgets are read through the dynamic client:
 ``policy/v1`` where the server has it, else ``policy/v1beta1`` (Kubernetes 1.20). API failures are
 classified by ``is_temporary`` (timeouts, 429, 5xx: try again next cycle) versus permanent.
@@ -24,11 +26,15 @@ from kubernetes.utils import parse_quantity
 from migrator.snapshot import (
     ANNOTATION_TEMPORARY_CORDON,
     ClusterSnapshot,
+    HostPort,
     LabelSelector,
     NodeInfo,
+    NodeSelectorTerm,
     PdbInfo,
+    PodAffinityTerm,
     PodInfo,
     SelectorRequirement,
+    SpreadConstraint,
     Taint,
     Toleration,
 )
@@ -80,7 +86,51 @@ def node_info(node: Any) -> NodeInfo:
         ready=_condition_true(node.status.conditions, "Ready"),
         taints=taints,
         annotations=dict(node.metadata.annotations or {}),
+        allocatable_pods=int(_parse_quantity(str(allocatable["pods"]))) if allocatable.get("pods") else None,
     )
+
+
+def _requirements(items: list[Any] | None) -> tuple[SelectorRequirement, ...]:
+    return tuple(SelectorRequirement(r.key, r.operator, tuple(r.values or ())) for r in items or [])
+
+
+def _model_selector(selector: Any) -> LabelSelector:
+    """A V1LabelSelector; a missing one selects no pod, as in the scheduler."""
+    if selector is None:
+        return LabelSelector({}, (SelectorRequirement("", "In", ()),))
+    return LabelSelector(dict(selector.match_labels or {}), _requirements(selector.match_expressions))
+
+
+def _scheduling_constraints(spec: Any) -> dict[str, Any]:
+    """Required node affinity, required pod anti-affinity, topology spread and host ports of a pod spec."""
+    affinity = spec.affinity
+    node_aff = affinity.node_affinity if affinity else None
+    required = node_aff.required_during_scheduling_ignored_during_execution if node_aff else None
+    terms = tuple(
+        NodeSelectorTerm(_requirements(t.match_expressions), _requirements(t.match_fields))
+        for t in (required.node_selector_terms if required else None) or []
+    )
+    anti = affinity.pod_anti_affinity if affinity else None
+    anti_terms = tuple(
+        PodAffinityTerm(_model_selector(t.label_selector), t.topology_key, tuple(t.namespaces or ()))
+        for t in (anti.required_during_scheduling_ignored_during_execution if anti else None) or []
+    )
+    spread = tuple(
+        SpreadConstraint(int(c.max_skew), c.topology_key, c.when_unsatisfiable, _model_selector(c.label_selector))
+        for c in spec.topology_spread_constraints or []
+    )
+    ports = tuple(
+        HostPort(int(p.host_port), p.protocol or "TCP", p.host_ip or "")
+        for c in spec.containers or []
+        for p in c.ports or []
+        if p.host_port
+    )
+    return {
+        "required_node_affinity": terms,
+        "required_anti_affinity": anti_terms,
+        "topology_spread": spread,
+        "host_ports": ports,
+    }
 
 
 def pod_info(pod: Any) -> PodInfo:
@@ -111,6 +161,7 @@ def pod_info(pod: Any) -> PodInfo:
         tolerations=tolerations,
         annotations=dict(pod.metadata.annotations or {}),
         created_at_s=created.timestamp() if created else 0.0,
+        **_scheduling_constraints(pod.spec),
     )
 
 

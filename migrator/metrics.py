@@ -1,9 +1,10 @@
 """Prometheus reads of the migrator (application latency, node usage): the only module that imports prometheus_api_client.
 
 Every failure mode is an answer, never a crash: an unreachable Prometheus, a query error, an empty
-result (right after Prometheus starts, before the first scrape) or a non-numeric sample all give
-``None`` (latency) or an empty mapping (node usage), with the reason kept in ``last_error`` for
-the log. On the local cluster the latency comes from the project's own exporter and is simulated
+result (right after Prometheus starts, before the first scrape), a non-numeric sample or a stale
+one (its newest sample, read with PromQL's ``timestamp()``, older than ``max_age_s``) all give an
+unknown ``LatencyReading`` with the reason (``read_latency``), ``None`` (``latency_ms``) or an empty
+mapping (node usage), with the reason also kept in ``last_error`` for the log. On the local cluster the latency comes from the project's own exporter and is simulated
 from the live placement: label it so wherever it is shown.
 """
 
@@ -14,6 +15,15 @@ from dataclasses import dataclass, field
 
 from prometheus_api_client import PrometheusConnect
 
+from migrator.snapshot import LatencyReading
+
+UNREACHABLE, EMPTY, NOT_A_NUMBER, STALE = (
+    "prometheus-unreachable",
+    "latency-empty",
+    "latency-not-a-number",
+    "latency-stale",
+)  # the same strings as migrator.controller.LATENCY_PROBLEMS (this module stays out of the controller's imports)
+
 
 @dataclass
 class PrometheusMetrics:
@@ -23,7 +33,9 @@ class PrometheusMetrics:
     latency_query: str
     node_usage_query: str
     timeout_s: float = 5.0
+    max_age_s: float = 90.0
     last_error: str = ""
+    last_problem: str = ""
     _connection: PrometheusConnect | None = field(default=None, repr=False)
 
     def _prometheus(self) -> PrometheusConnect:
@@ -35,21 +47,36 @@ class PrometheusMetrics:
         try:
             result = self._prometheus().custom_query(query=promql)
         except Exception as exc:  # the library raises many types (requests, its own, ValueError)
-            self.last_error = f"Prometheus at {self.url} failed on {promql!r}: {exc}"
+            self.last_error, self.last_problem = f"Prometheus at {self.url} failed on {promql!r}: {exc}", UNREACHABLE
             return []
         if not result:
-            self.last_error = f"Prometheus query {promql!r} returned no sample yet"
+            self.last_error, self.last_problem = f"Prometheus query {promql!r} returned no sample", EMPTY
             return []
-        self.last_error = ""
+        self.last_error = self.last_problem = ""
         return list(result)
 
+    def read_latency(self) -> LatencyReading:
+        """The first finite sample of the latency query, in ms, if its newest sample is fresh; else why not."""
+        values = [v for v in (_sample_value(s) for s in self._query(self.latency_query)) if v is not None]
+        if not values:
+            if not self.last_problem:
+                self.last_error = f"Prometheus query {self.latency_query!r} gave no finite number"
+                self.last_problem = NOT_A_NUMBER
+            return LatencyReading(None, self.last_problem, self.last_error)
+        ages_s = [_sample_age_s(s) for s in self._query(f"timestamp({self.latency_query})")]
+        if self.last_problem:
+            return LatencyReading(None, self.last_problem, self.last_error)
+        known_ages = [a for a in ages_s if a is not None]
+        if not known_ages or min(known_ages) > self.max_age_s:
+            newest = f"{min(known_ages):.0f} s old" if known_ages else "of unknown age"
+            self.last_error = f"the newest sample of {self.latency_query!r} is {newest} (> {self.max_age_s:.0f} s)"
+            self.last_problem = STALE
+            return LatencyReading(None, STALE, self.last_error)
+        return LatencyReading(values[0])
+
     def latency_ms(self) -> float | None:
-        """The first sample of the latency query, in ms; None when unknown."""
-        for sample in self._query(self.latency_query):
-            value = _sample_value(sample)
-            if value is not None:
-                return value
-        return None
+        """The latency in ms; None when unknown (``last_error`` says why)."""
+        return self.read_latency().value_ms
 
     def node_usage_millicores(self) -> dict[str, float]:
         usage: dict[str, float] = {}
@@ -59,6 +86,15 @@ class PrometheusMetrics:
             if isinstance(metric, dict) and "node" in metric and value is not None:
                 usage[str(metric["node"])] = value
         return usage
+
+
+def _sample_age_s(sample: dict[str, object]) -> float | None:
+    """Evaluation time minus the sample's own timestamp (both Prometheus' clock) of a ``timestamp()`` sample."""
+    pair = sample.get("value")
+    try:
+        return float(pair[0]) - float(pair[1]) if isinstance(pair, (list, tuple)) and len(pair) == 2 else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _sample_value(sample: dict[str, object]) -> float | None:

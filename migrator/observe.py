@@ -5,7 +5,9 @@ guards. Free CPU/memory of a node = allocatable − the requests of every pod bo
 holds resources. ``pod_deployable`` lists, for each application pod, the *other* nodes where a copy
 of it would be scheduled now: node Ready and not cordoned, taints tolerated, the pod's node
 selector satisfied (that is how a service is pinned to a layer), an unpinned service kept off the
-client layer (MODEL.md §1), and the pod's requests within the node's free capacity.
+client layer (MODEL.md §1), the pod's requests within the node's free capacity, and the
+scheduler's other filters of :mod:`migrator.fit` (node affinity, pod anti-affinity, topology spread,
+host ports, the node's pod limit). Terminating pods are in neither ``services`` nor ``pod_deployable``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ceenv.schema import BYTES_PER_GIB, ActionRequest, ClusterState, NodeState, PodRef, ServiceState
+from migrator.fit import FitIndex, unfit
 from migrator.snapshot import ClusterSnapshot, NodeInfo, PodInfo
 
 _SCHEDULING_EFFECTS = ("NoSchedule", "NoExecute")
@@ -85,11 +88,17 @@ def fits(pod: PodInfo, node: NodeInfo, free: FreeResources, rules: FitRules) -> 
 
 
 def pod_deployable(snapshot: ClusterSnapshot, rules: FitRules) -> dict[str, list[str]]:
+    """Per running pod, the nodes a copy fits on; terminating pods are left out, as in ``services``."""
     free = free_resources(snapshot)
+    index = FitIndex.of(snapshot)
     return {
-        pod.name: [n.name for n in snapshot.nodes if fits(pod, n, free[n.name], rules)]
+        pod.name: [
+            n.name
+            for n in snapshot.nodes
+            if fits(pod, n, free[n.name], rules) and unfit(pod, n, snapshot, index) is None
+        ]
         for pod in snapshot.app_pods
-        if pod.node_name
+        if pod.node_name and not pod.terminating
     }
 
 

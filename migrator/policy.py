@@ -1,16 +1,20 @@
 """HTTP client of the policy service: ``POST <policy_url>/get_action`` with timeouts, retries and backoff.
 
 The policy only advises. Anything but a well-formed answer (service down, too slow, HTTP error,
-not JSON, not an ``ActionResponse``, a move with an empty pod or node name) becomes
+not JSON, not an ``ActionResponse``, a move with an empty pod or node name, a predicted latency
+that is not a finite number) becomes
 ``NoAdvice(reason)``: the controller logs the reason and makes no migration this cycle; it never
 guesses a move. Temporary failures (connection refused, timeout, 5xx, 429) are retried with
 exponential backoff; permanent ones (4xx, nonsense) are not. Standard library only; the transport
-is injectable so that the unit tests never open a socket.
+is injectable so that the unit tests never open a socket. The service's optional extra fields
+``predicted_latency_before_ms``/``predicted_latency_after_ms`` (bento/policy.py) travel with the
+``Move`` for the minimum-gain guard.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.error
 import urllib.request
@@ -31,10 +35,12 @@ class Stop:
 
 @dataclass(frozen=True)
 class NoAdvice:
-    """No usable answer; ``temporary`` tells whether asking again later may help."""
+    """No usable answer; ``temporary`` tells whether asking again later may help; ``malformed`` that the
+    service did answer, but with something the migrator cannot check (a blind cycle, counted as such)."""
 
     reason: str
     temporary: bool
+    malformed: bool = False
 
 
 Advice = Move | Stop | NoAdvice
@@ -66,17 +72,37 @@ def urllib_transport(url: str, body: bytes, timeout_s: float) -> bytes:
         raise TransportError(f"cannot reach {url}: {reason}", temporary=True) from exc
 
 
+PREDICTED_BEFORE = "predicted_latency_before_ms"
+PREDICTED_AFTER = "predicted_latency_after_ms"
+
+
+def _prediction(extra: dict[str, object], key: str) -> float | None:
+    """An optional predicted latency (the service's extra field); raises ValueError when it is not a finite number ≥ 0."""
+    value = extra.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{key} is {value!r}, not a finite number of ms")
+    return float(value)
+
+
 def parse_advice(body: bytes) -> Advice:
     """Validate the policy's answer; anything odd is NoAdvice, never a guessed move."""
     try:
         response = ActionResponse.model_validate(json.loads(body))
     except (ValueError, ValidationError) as exc:
-        return NoAdvice(f"policy answered nonsense ({type(exc).__name__}): {body[:200]!r}", temporary=False)
+        reason = f"policy answered nonsense ({type(exc).__name__}): {body[:200]!r}"
+        return NoAdvice(reason, temporary=False, malformed=True)
     if response.is_stop:
         return Stop()
     if not response.pod_name or not response.target_node:
-        return NoAdvice(f"policy answered a move without pod or node: {body[:200]!r}", temporary=False)
-    return Move(response.pod_name, response.target_node)
+        return NoAdvice(f"policy answered a move without pod or node: {body[:200]!r}", temporary=False, malformed=True)
+    extra = dict(response.model_extra or {})
+    try:
+        before, after = _prediction(extra, PREDICTED_BEFORE), _prediction(extra, PREDICTED_AFTER)
+    except ValueError as exc:
+        return NoAdvice(f"policy answered a malformed prediction: {exc}", temporary=False, malformed=True)
+    return Move(response.pod_name, response.target_node, before, after)
 
 
 @dataclass

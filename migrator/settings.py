@@ -67,6 +67,21 @@ class MigratorSettings(BaseSettings):
     pod_cooldown_s: float = Field(
         default=120.0, ge=0, description="A pod (or its replacement) is not moved again within this many seconds."
     )
+    min_predicted_gain_ms: float = Field(
+        default=1.0,
+        description="A move is refused (gain-too-small) when the policy's predicted latency before minus after "
+        "(predicted_latency_before_ms/after_ms, sent by the reach service) is below this many ms.",
+    )
+    require_predicted_gain: bool = Field(
+        default=False,
+        description="Refuse (no-prediction) moves from a policy that sends no predicted latencies; off by "
+        "default so that REACH-compatible policies without them still work (the hold-down still applies).",
+    )
+    return_hold_down_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="A pod (or its replacement) does not go back to a node it left within this many seconds.",
+    )
     migration_deadline_s: float = Field(
         default=60.0, gt=0, description="Time for the replacement to become Ready before the migration rolls back."
     )
@@ -88,7 +103,15 @@ class MigratorSettings(BaseSettings):
         default=250.0, gt=0, description="Monitoring mode: act only when the measured latency exceeds this (REACH)."
     )
     prometheus_url: str | None = Field(
-        default=None, description="Prometheus base URL; empty means latency is unknown and monitoring always acts."
+        default=None,
+        description="Prometheus base URL; empty means no latency gate: monitoring asks the policy every cycle. "
+        "When set, a latency that cannot be read (Prometheus down, empty, stale, not a number) means no action.",
+    )
+    latency_max_age_s: float = Field(
+        default=90.0,
+        gt=0,
+        description="Monitoring: a latency whose newest sample is older than this many seconds is stale, "
+        "i.e. unknown: the cycle makes no move (Prometheus' timestamp() of the latency query).",
     )
     latency_query: str = Field(
         default="reach_app_latency_ms",

@@ -71,6 +71,57 @@ class LabelSelector:
         return not self.match_labels and not self.match_expressions
 
 
+@dataclass(frozen=True)
+class NodeSelectorTerm:
+    """One term of required node affinity: all its label and field requirements must hold (In, NotIn,
+    Exists, DoesNotExist, Gt, Lt); the terms of a pod are ORed. ``match_fields`` knows ``metadata.name``."""
+
+    match_expressions: tuple[SelectorRequirement, ...] = ()
+    match_fields: tuple[SelectorRequirement, ...] = ()
+
+
+@dataclass(frozen=True)
+class PodAffinityTerm:
+    """A required pod anti-affinity term: no pod matched by ``selector`` (in ``namespaces``, empty means
+    the pod's own) may run in the same ``topology_key`` domain."""
+
+    selector: LabelSelector
+    topology_key: str
+    namespaces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SpreadConstraint:
+    """A topology spread constraint; only ``DoNotSchedule`` ones bind the scheduler."""
+
+    max_skew: int
+    topology_key: str
+    when_unsatisfiable: str
+    selector: LabelSelector
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A container port bound on the node (``hostPort``); an empty or 0.0.0.0 ``host_ip`` means every address."""
+
+    port: int
+    protocol: str = "TCP"
+    host_ip: str = ""
+
+
+@dataclass(frozen=True)
+class LatencyReading:
+    """The application latency as the migrator observed it: a value in ms, or ``problem`` saying why it is unknown.
+
+    ``problem`` is one of ``prometheus-unreachable``, ``latency-empty``, ``latency-not-a-number``,
+    ``latency-stale`` (the newest sample is older than ``latency_max_age_s``); ``detail`` is for the log.
+    """
+
+    value_ms: float | None
+    problem: str = ""
+    detail: str = ""
+
+
 def _requirement_holds(req: SelectorRequirement, labels: Mapping[str, str]) -> bool:
     if req.operator == "In":
         return labels.get(req.key) in req.values
@@ -93,6 +144,7 @@ class NodeInfo:
     ready: bool = True
     taints: tuple[Taint, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
+    allocatable_pods: int | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +164,10 @@ class PodInfo:
     tolerations: tuple[Toleration, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
     created_at_s: float = 0.0
+    required_node_affinity: tuple[NodeSelectorTerm, ...] = ()
+    required_anti_affinity: tuple[PodAffinityTerm, ...] = ()
+    topology_spread: tuple[SpreadConstraint, ...] = ()
+    host_ports: tuple[HostPort, ...] = ()
 
     @property
     def holds_resources(self) -> bool:

@@ -1,4 +1,4 @@
-"""The migrator's own Prometheus metrics: migrations by result, refusals by reason, decision latency, loop duration.
+"""The migrator's own Prometheus metrics: migrations by result, refusals and blind cycles by reason, decision latency, loop duration.
 
 Published on 127.0.0.1 (``metrics_host``: the pod's IP in a cluster) when ``metrics_port`` is set
 (``reach migrate --metrics-port``, ``reach demo``) and read by the Grafana dashboard and alert rules in ``deploy/observability/``. Nothing in the
@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from ceenv.schema import ActionRequest
-from migrator.controller import Controller, CycleOutcome, Journal, PolicyAdvisor
+from migrator.controller import BLIND_REASONS, Controller, CycleOutcome, Journal, PolicyAdvisor
+from migrator.guards import Refusal
 from migrator.policy import Advice, NoAdvice, Stop
 
 LOOPBACK = "127.0.0.1"
@@ -39,6 +40,11 @@ class MigratorTelemetry:
             "reach_migrator_refusals", "Moves the guards refused, by reason (docs/migrator.md).",
             ["reason"], registry=self.registry,
         )  # fmt: skip
+        self.blind_cycles = Counter(
+            "reach_migrator_blind_cycles", "Cycles that moved nothing because the migrator could not observe "
+            "(latency or cluster) or could not check the policy's answer, by reason (docs/migrator.md).",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
         self.decisions = Counter(
             "reach_migrator_decisions", "Answers per policy question (stop, no-advice, move).",
             ["kind"], registry=self.registry,
@@ -56,6 +62,11 @@ class MigratorTelemetry:
             registry=self.registry,
         )  # fmt: skip
 
+        for reason in Refusal:  # every reason is a series from the start (0 until it happens)
+            self.refusals.labels(reason=reason.value)
+        for blind_reason in BLIND_REASONS:
+            self.blind_cycles.labels(reason=blind_reason)
+
     def serve(self, port: int, host: str = LOOPBACK) -> Any:
         """Publish the registry on http://<host>:<port>/metrics (loopback by default); ``shutdown()`` stops it."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
@@ -67,6 +78,8 @@ class MigratorTelemetry:
             self.migrations.labels(result=RESULT_EVENTS[event]).inc()
         elif event == "refused":
             self.refusals.labels(reason=str(entry.get("reason") or "unknown")).inc()
+        elif event == "blind":
+            self.blind_cycles.labels(reason=str(entry.get("reason") or "unknown")).inc()
 
 
 @dataclass

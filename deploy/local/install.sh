@@ -3,8 +3,8 @@
 #
 # Idempotent: when the four static binaries are already cached under $REACH_K8S_CACHE
 # (default ~/.cache/reach/k8s-v1.20.2/) and etcd and strace are installed, it does nothing.
-# Otherwise it installs Debian's packages (golang-go rsync etcd-server etcd-client prometheus
-# strace), enables deb-src, downloads the source package of Debian 12's `kubernetes` (1.20.2),
+# Otherwise it installs Debian's packages (golang-go rsync etcd-server etcd-client prometheus, which
+# ships promtool, strace), enables deb-src, downloads the source package of Debian 12's `kubernetes` (1.20.2),
 # applies the loopback patches BEFORE building (no cloud credential providers, hollow kubelets on
 # 127.0.0.1) and patches/hollow-node-capacity.patch (hollow nodes read their CPU cores and memory
 # from REACH_HOLLOW_CPU_CORES / REACH_HOLLOW_MEMORY_BYTES, so a cluster mirrors a scenario), and builds kube-apiserver, kube-controller-manager, kube-scheduler and kubemark
@@ -27,7 +27,17 @@ binaries_cached() {
 }
 
 packages_installed() {
-  command -v etcd >/dev/null && command -v strace >/dev/null && command -v prometheus >/dev/null
+  command -v etcd >/dev/null && command -v strace >/dev/null && command -v prometheus >/dev/null \
+    && command -v promtool >/dev/null
+}
+
+# Debian's prometheus package ships promtool, which the observability tests need (they fail, not
+# skip, under REACH_REQUIRE_CLUSTER): check it is on PATH after the install.
+check_promtool() {
+  if ! command -v promtool >/dev/null; then
+    log "promtool is not on PATH after installing prometheus; install it with: apt-get install prometheus"
+    exit 1
+  fi
 }
 
 as_root() {
@@ -104,6 +114,7 @@ main() {
     return 0
   fi
   packages_installed || install_packages
+  check_promtool
   if ! binaries_cached; then
     enable_deb_src
     fetch_source

@@ -43,6 +43,19 @@ def migrate(
         str | None, typer.Option(help="PromQL giving the application's end-to-end latency in ms (one sample)")
     ] = None,
     qos: Annotated[float | None, typer.Option(help="monitoring mode acts only above this latency (ms)")] = None,
+    latency_max_age: Annotated[
+        float | None, typer.Option(help="seconds after which a latency sample is stale: no action (blind)")
+    ] = None,
+    min_gain: Annotated[
+        float | None, typer.Option(help="refuse moves the policy predicts to gain less than this (ms)")
+    ] = None,
+    require_predicted_gain: Annotated[
+        bool | None,
+        typer.Option("--require-predicted-gain/--no-require-predicted-gain", help="refuse moves without predictions"),
+    ] = None,
+    return_hold_down: Annotated[
+        float | None, typer.Option(help="seconds before a pod may go back to a node it left")
+    ] = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="publish the migrator's own Prometheus metrics on <metrics-host>:<port>")
     ] = None,
@@ -63,6 +76,8 @@ def migrate(
         "max_migrations_per_cycle": max_per_cycle, "max_migrations_per_window": max_per_window,
         "migration_deadline_s": deadline, "prometheus_url": prometheus_url, "latency_query": latency_query,
         "qos_threshold_ms": qos, "metrics_port": metrics_port, "metrics_host": metrics_host,
+        "latency_max_age_s": latency_max_age, "min_predicted_gain_ms": min_gain,
+        "require_predicted_gain": require_predicted_gain, "return_hold_down_s": return_hold_down,
     }  # fmt: skip
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     try:

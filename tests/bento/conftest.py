@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -85,6 +86,26 @@ def stored_model(bentoml_home: Path, artefact_dir: Path) -> str:
     from bento.store import save_policy
 
     return str(save_policy(artefact_dir, gate=GateVerdict(passed=True, reason="test fixture")).tag)
+
+
+@pytest.fixture(scope="session")
+def asgi_app(stored_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The service's ASGI app, once per session (BentoML registers its request metrics once per process)."""
+    from bento.service import PolicyService
+
+    service: Any = PolicyService  # a bentoml.Service once decorated; its stubs do not say so
+    with pytest.MonkeyPatch.context() as patch:  # `bentoml serve` sets it; GET /metrics needs it
+        patch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path_factory.mktemp("prometheus")))
+        yield service.to_asgi()
+
+
+@pytest.fixture(scope="session")
+def asgi_client(asgi_app: Any) -> Iterator[Any]:
+    """Starlette's test client on :func:`asgi_app` (HTTP semantics, no socket), lifespan started."""
+    from starlette.testclient import TestClient
+
+    with TestClient(asgi_app) as client:
+        yield client
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ including every shared contract fixture (tests/contract/cases.json).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,13 +18,9 @@ from tests.bento.conftest import CONTRACT_DIR
 CASES: dict[str, Any] = json.loads((CONTRACT_DIR / "cases.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def client(stored_model: str) -> Iterator[TestClient]:
-    from bento.service import PolicyService
-
-    service: Any = PolicyService  # a bentoml.Service once decorated; its stubs do not say so
-    with TestClient(service.to_asgi()) as test_client:
-        yield test_client
+@pytest.fixture
+def client(asgi_client: TestClient) -> TestClient:
+    return asgi_client
 
 
 def test_get_action_answers_the_reach_fields(client: TestClient) -> None:

@@ -97,3 +97,51 @@ def test_server_refuses_to_start_on_a_model_of_another_observation_version(
         started.stop()
     assert f"model {tag} was trained with observation version {OBSERVATION_VERSION + 1}" in str(refused.value)
     assert "PolicyError" in str(refused.value)
+
+
+def process_tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``bentoml serve`` and its workers."""
+    import psutil
+
+    root = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+
+
+def post_large(url: str, size_bytes: int) -> int | str:
+    """POST a ``size_bytes`` JSON-ish body; the status, or the transport error when the server hung up first."""
+    try:
+        response = httpx.post(
+            f"{url}/get_action",
+            content=b"{" + b" " * size_bytes,
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
+    except httpx.TransportError as err:
+        return type(err).__name__
+    return response.status_code
+
+
+def test_eight_concurrent_10_mb_bodies_are_refused_and_the_worker_does_not_grow(server: Server) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert post_like_the_migrator(server.url, (CONTRACT_DIR / "request_7-21.json").read_bytes())[0] == 200
+    log_size_before = server.log.stat().st_size
+    rss_before = process_tree_rss_bytes(server.process.pid)
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda _: post_large(server.url, 10 * 2**20), range(8)))
+    rss_growth = process_tree_rss_bytes(server.process.pid) - rss_before
+    assert 413 in outcomes and all(o in (413, "WriteError", "RemoteProtocolError") for o in outcomes), outcomes
+    assert rss_growth < 32 * 2**20, f"the server grew by {rss_growth / 2**20:.0f} MiB"
+    assert post_like_the_migrator(server.url, (CONTRACT_DIR / "request_7-21.json").read_bytes())[0] == 200
+    log = server.log.read_bytes()[log_size_before:]
+    assert b"Traceback" not in log and len(log) < 20_000, log[-2000:]
+    assert b"-> 413" in log
+
+
+def test_client_errors_are_logged_in_one_line_without_traceback(server: Server) -> None:
+    log_size_before = server.log.stat().st_size
+    for case in CASES["invalid"]:
+        post_like_the_migrator(server.url, (CONTRACT_DIR / case["file"]).read_bytes())
+    log = server.log.read_text(errors="replace")[log_size_before:]
+    assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
+    assert log.count("POST /get_action -> 4") == len(CASES["invalid"]), log[-3000:]

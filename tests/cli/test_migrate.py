@@ -31,3 +31,22 @@ def test_a_bad_setting_is_a_usage_error_that_names_the_field(tmp_path: object) -
 def test_cluster_has_up_and_down() -> None:
     result = CliRunner().invoke(app(), ["cluster", "--help"])
     assert result.exit_code == 0 and "up" in result.output and "down" in result.output
+
+
+def test_the_safety_flags_become_settings(monkeypatch: object) -> None:
+    import migrator.app
+
+    seen = {}
+
+    def fake_run(settings: object) -> int:
+        seen["settings"] = settings
+        return 0
+
+    monkeypatch.setattr(migrator.app, "run_migrator", fake_run)  # type: ignore[attr-defined]
+    flags = ["--min-gain", "2.5", "--return-hold-down", "300", "--latency-max-age", "45", "--require-predicted-gain"]
+    result = CliRunner().invoke(app(), ["migrate", "--once", *flags])
+    assert result.exit_code == 0, result.output
+    s = seen["settings"]
+    assert (s.min_predicted_gain_ms, s.return_hold_down_s, s.latency_max_age_s, s.require_predicted_gain) == (
+        2.5, 300.0, 45.0, True,
+    )  # fmt: skip

@@ -95,7 +95,7 @@ def settings_for(kubeconfig: str, tmp_path: Path) -> Any:
 
     def make(policy_url: str, **overrides: object) -> MigratorSettings:
         values: dict[str, object] = {
-            "kubeconfig": kubeconfig, "policy_url": policy_url, "pod_cooldown_s": 0.0,
+            "kubeconfig": kubeconfig, "policy_url": policy_url, "pod_cooldown_s": 0.0, "return_hold_down_s": 0.0,
             "max_migrations_per_window": 100, "policy_timeout_s": 2.0, "policy_retries": 1,
             "policy_backoff_s": 0.1, "migration_deadline_s": 30.0,
             "episode_csv": str(tmp_path / "episode.csv"), "distribution_csv": str(tmp_path / "dist.csv"),

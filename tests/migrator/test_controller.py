@@ -10,6 +10,7 @@ from migrator.controller import Controller
 from migrator.guards import Move
 from migrator.policy import Advice, NoAdvice, Stop
 from migrator.settings import MigratorSettings
+from migrator.snapshot import LatencyReading
 
 from .builders import node
 from .fake_cluster import FakeClock, FakeCluster
@@ -76,15 +77,17 @@ def test_dry_run_changes_nothing_but_records_the_would_be_move(tmp_path: Path) -
 def test_an_unknown_pod_is_refused_without_an_event(tmp_path: Path) -> None:
     controller, cluster, _ = make(tmp_path, Move("ghost-pod", "edge-1"))
     [outcome] = controller.run_cycle()
-    assert outcome.kind == "refused" and cluster.events == []
-    assert controller.journal.records[-1]["reason"] == "unknown-pod"
+    assert outcome.kind == "refused" and outcome.blind and cluster.events == []
+    assert [(r["event"], r["reason"]) for r in controller.journal.records] == [
+        ("refused", "unknown-pod"), ("blind", "policy-answer-unchecked"),
+    ]  # fmt: skip
 
 
 def test_episode_mode_stops_on_stop_and_writes_a_csv_row_per_step(tmp_path: Path) -> None:
     controller, cluster, policy = make(tmp_path, episode_max_steps=5)
     policy.answers = [Move(first_agg(cluster), "edge-1"), Stop()]
     latencies = iter([120.0, 110.0, 110.0, 110.0])
-    controller.latency_ms = lambda: next(latencies)
+    controller.latency = lambda: LatencyReading(next(latencies))
     outcomes = controller.run_episode()
     assert [o.kind for o in outcomes] == ["migrated", "stop"]
     rows = list(csv.DictReader((tmp_path / "episode.csv").open()))
@@ -94,9 +97,9 @@ def test_episode_mode_stops_on_stop_and_writes_a_csv_row_per_step(tmp_path: Path
 
 def test_monitoring_acts_only_above_the_qos_threshold(tmp_path: Path) -> None:
     controller, _, policy = make(tmp_path, qos_threshold_ms=250.0)
-    controller.latency_ms = lambda: 120.0
+    controller.latency = lambda: LatencyReading(120.0)
     assert controller.monitoring_step()[0].detail == "QoS met" and policy.requests == []
-    controller.latency_ms = lambda: 300.0
+    controller.latency = lambda: LatencyReading(300.0)
     assert controller.monitoring_step()[0].kind == "stop" and len(policy.requests) == 1
 
 

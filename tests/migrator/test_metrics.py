@@ -1,44 +1,63 @@
-"""Prometheus reads: empty results, failures and odd samples are 'unknown', never a crash."""
+"""Prometheus reads: empty results, failures, stale and odd samples are 'unknown' with a reason, never a crash."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from migrator.metrics import PrometheusMetrics
+from migrator.metrics import EMPTY, NOT_A_NUMBER, STALE, UNREACHABLE, PrometheusMetrics
+
+NOW = 1_700_000_000.0
 
 
 class FakePrometheus:
-    def __init__(self, answer: Any):
+    """Answers the latency query with ``answer`` and its ``timestamp()`` with samples ``age_s`` old."""
+
+    def __init__(self, answer: Any, age_s: float = 2.0):
         self.answer = answer
+        self.age_s = age_s
+        self.queries: list[str] = []
 
     def custom_query(self, query: str) -> Any:
+        self.queries.append(query)
         if isinstance(self.answer, Exception):
             raise self.answer
+        if query.startswith("timestamp("):
+            return [{"metric": s.get("metric", {}), "value": [NOW, str(NOW - self.age_s)]} for s in self.answer]
         return self.answer
 
 
-def metrics_answering(answer: Any) -> PrometheusMetrics:
-    metrics = PrometheusMetrics("http://127.0.0.1:9090", "reach_app_latency_ms", "reach_node_cpu_usage_millicores")
-    metrics._connection = FakePrometheus(answer)  # type: ignore[assignment]
+def metrics_answering(answer: Any, age_s: float = 2.0, max_age_s: float = 90.0) -> PrometheusMetrics:
+    metrics = PrometheusMetrics(
+        "http://127.0.0.1:9090", "reach_app_latency_ms", "reach_node_cpu_usage_millicores", max_age_s=max_age_s
+    )
+    metrics._connection = FakePrometheus(answer, age_s)  # type: ignore[assignment]
     return metrics
 
 
-def test_a_sample_is_read_in_milliseconds() -> None:
-    assert metrics_answering([{"metric": {}, "value": [1700000000.0, "123.5"]}]).latency_ms() == 123.5
+def test_a_fresh_sample_is_read_in_milliseconds() -> None:
+    metrics = metrics_answering([{"metric": {}, "value": [NOW, "123.5"]}])
+    assert metrics.latency_ms() == 123.5
+    assert metrics._connection.queries == ["reach_app_latency_ms", "timestamp(reach_app_latency_ms)"]  # type: ignore[union-attr]
 
 
 def test_an_empty_result_right_after_start_is_unknown() -> None:
-    metrics = metrics_answering([])
-    assert metrics.latency_ms() is None and "no sample yet" in metrics.last_error
+    reading = metrics_answering([]).read_latency()
+    assert reading.value_ms is None and reading.problem == EMPTY and "no sample" in reading.detail
 
 
 def test_an_unreachable_prometheus_is_unknown_with_the_reason() -> None:
-    metrics = metrics_answering(ConnectionError("connection refused"))
-    assert metrics.latency_ms() is None and "connection refused" in metrics.last_error
+    reading = metrics_answering(ConnectionError("connection refused")).read_latency()
+    assert reading.value_ms is None and reading.problem == UNREACHABLE and "connection refused" in reading.detail
 
 
-def test_nan_and_malformed_samples_are_skipped() -> None:
-    assert metrics_answering([{"value": [0, "NaN"]}, {"value": "x"}]).latency_ms() is None
+def test_a_sample_older_than_the_max_age_is_stale() -> None:
+    reading = metrics_answering([{"metric": {}, "value": [NOW, "123.5"]}], age_s=300.0, max_age_s=90.0).read_latency()
+    assert reading.value_ms is None and reading.problem == STALE and "300 s old" in reading.detail
+
+
+def test_nan_and_malformed_samples_are_not_a_number() -> None:
+    reading = metrics_answering([{"value": [0, "NaN"]}, {"value": "x"}]).read_latency()
+    assert reading.value_ms is None and reading.problem == NOT_A_NUMBER
 
 
 def test_node_usage_is_keyed_by_the_node_label() -> None:

@@ -59,3 +59,16 @@ def test_the_metrics_are_served_on_loopback_only() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_every_refusal_and_blind_reason_is_a_series_from_the_start() -> None:
+    from migrator.controller import BLIND_REASONS, LATENCY_PROBLEMS
+    from migrator.guards import Refusal
+    from migrator.metrics import EMPTY, NOT_A_NUMBER, STALE, UNREACHABLE
+
+    telemetry = MigratorTelemetry()
+    for reason in Refusal:
+        assert telemetry.registry.get_sample_value("reach_migrator_refusals_total", {"reason": reason.value}) == 0
+    for reason in BLIND_REASONS:
+        assert telemetry.registry.get_sample_value("reach_migrator_blind_cycles_total", {"reason": reason}) == 0
+    assert {UNREACHABLE, EMPTY, NOT_A_NUMBER, STALE} == set(LATENCY_PROBLEMS)
