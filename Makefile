@@ -53,4 +53,5 @@ bench: setup
 	$(VENV)/python benchmarks/bench_env.py
 	$(LOCK) $(VENV)/python benchmarks/bench_service.py --json out/bench_service.json
 	$(LOCK) $(VENV)/python benchmarks/bench_migration.py --migrations 20
+	$(LOCK) $(VENV)/python benchmarks/bench_failure.py --failures 3
 	$(LOCK) $(VENV)/python benchmarks/bench_training.py --out benchmarks/results/training-13-29

@@ -2,10 +2,14 @@
 
 Protocol (the one REACH's prototype figure of ~2,400 steps/s on 7 nodes / 13 pods refers to): an
 agent asks ``action_masks()``, picks a uniformly random valid action, steps; on termination or
-truncation it resets (dynamic mode). Also measures latency evaluations per second (one placement,
-and a batch of 256 as greedy and the search use it) for 7-21, 13-29 and 19-37.
+truncation it resets (dynamic mode). Measured for every observation version (the full observation,
+move gains included from version 3) on 7-21, 13-29 and 19-37: one ``CloudEdgeEnv``, and
+:class:`ceenv.vector.BatchedCloudEdgeEnv` with 64 and 256 copies stepped as one batch (the random
+valid actions drawn for the whole batch at once; steps counted over all copies). Also measures
+latency evaluations per second (one placement, and a batch of 256 as greedy and the search use it).
+Writes its Markdown table to ``benchmarks/results/env/bench.md`` and the figures to ``bench.json``.
 
-    .venv/bin/python benchmarks/bench_env.py [--seconds 3] [--json out/bench_env.json]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_env.py [--seconds 3]
 """
 
 from __future__ import annotations
@@ -25,9 +29,13 @@ import numpy as np  # noqa: E402
 
 import ceenv  # noqa: E402
 from ceenv.env import CloudEdgeEnv  # noqa: E402
+from ceenv.layout import SUPPORTED_OBSERVATION_VERSIONS  # noqa: E402
+from ceenv.vector import BatchedCloudEdgeEnv  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
 SCENARIOS = ("7-21", "13-29", "19-37")
+BATCHES = (64, 256)
 
 
 def steps_per_second(env: gym.Env, seconds: float, seed: int = 0) -> tuple[float, int]:
@@ -50,6 +58,21 @@ def steps_per_second(env: gym.Env, seconds: float, seed: int = 0) -> tuple[float
     return steps / (time.perf_counter() - began), resets
 
 
+def batched_steps_per_second(env: BatchedCloudEdgeEnv, seconds: float, seed: int = 0) -> float:
+    """Steps per second over all copies; each copy takes a uniformly random valid action."""
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    steps = 0
+    began = time.perf_counter()
+    deadline = began + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(20):
+            masks = env.action_masks()
+            env.step(np.argmax(rng.random(masks.shape) * masks, axis=1))  # uniform among the valid actions
+            steps += env.num_envs
+    return steps / (time.perf_counter() - began)
+
+
 def evaluations_per_second(env: CloudEdgeEnv, seconds: float, batch: int) -> float:
     env.reset(seed=1)
     sim = env.simulator
@@ -66,45 +89,77 @@ def evaluations_per_second(env: CloudEdgeEnv, seconds: float, batch: int) -> flo
     return done / (time.perf_counter() - began)
 
 
+def measure(name: str, workload: Path, seconds: float) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    scenario = DATA / "scenarios" / name
+    for version in SUPPORTED_OBSERVATION_VERSIONS:
+        env = CloudEdgeEnv(scenario, workload, observation_version=version)
+        single, resets = steps_per_second(env, seconds)
+        row: dict[str, object] = {
+            "scenario": name,
+            "observation_version": version,
+            "nodes": env.layout.node_count,
+            "slots": env.layout.slot_count,
+            "actions": env.layout.action_count,
+            "observation_size": env.layout.observation_size,
+            "steps_per_s": single,
+            "resets": resets,
+        }
+        for batch in BATCHES:
+            batched = BatchedCloudEdgeEnv(batch, scenario, workload, observation_version=version)
+            row[f"batched_{batch}_steps_per_s"] = batched_steps_per_second(batched, seconds)
+        if version == SUPPORTED_OBSERVATION_VERSIONS[-1]:
+            wrapped = gym.make(ceenv.ENV_ID, scenario=str(scenario), workload=str(workload))
+            row["steps_per_s_gym_make"] = steps_per_second(wrapped, seconds)[0]
+            row["latency_evals_per_s"] = evaluations_per_second(env, seconds, 1)
+            row["batched_latency_evals_per_s"] = evaluations_per_second(env, seconds, 256)
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def table(rows: list[dict[str, object]], workload: str, seconds: float) -> str:
+    batch_heads = " | ".join(f"batched x{b} steps/s" for b in BATCHES)
+    lines = [
+        f"Env steps per second on one core (`OMP_NUM_THREADS=1`), random valid actions, resets included, "
+        f"workload `{workload}`, {seconds:g} s per figure. Measured by `python benchmarks/bench_env.py`.",
+        "",
+        f"| scenario | observation | obs size | actions | single env steps/s | {batch_heads} |",
+        "|---|---|---|---|---|" + "---|" * len(BATCHES),
+    ]
+    for r in rows:
+        batched = " | ".join(f"{r[f'batched_{b}_steps_per_s']:,.0f}" for b in BATCHES)
+        lines.append(
+            f"| {r['scenario']} | v{r['observation_version']} | {r['observation_size']} | {r['actions']} | "
+            f"{r['steps_per_s']:,.0f} | {batched} |"
+        )
+    lines += [
+        "",
+        "| scenario | steps/s via gym.make (v3) | latency evals/s | batched latency evals/s (256) |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['scenario']} | {r['steps_per_s_gym_make']:,.0f} | {r['latency_evals_per_s']:,.0f} | "
+        f"{r['batched_latency_evals_per_s']:,.0f} |"
+        for r in rows
+        if "latency_evals_per_s" in r
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure")
     parser.add_argument("--workload", default="aggregator_sequential")
-    parser.add_argument("--json", type=Path, default=Path("out/bench_env.json"), help="where to write the results")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "env", help="results folder")
     args = parser.parse_args()
     workload = DATA / "workloads" / f"{args.workload}_call_patterns.json"
-    rows = []
-    for name in SCENARIOS:
-        env = CloudEdgeEnv(DATA / "scenarios" / name, workload)
-        wrapped = gym.make(ceenv.ENV_ID, scenario=str(DATA / "scenarios" / name), workload=str(workload))
-        raw_sps, resets = steps_per_second(env, args.seconds)
-        wrapped_sps, _ = steps_per_second(wrapped, args.seconds)
-        rows.append(
-            {
-                "scenario": name,
-                "nodes": env.layout.node_count,
-                "slots": env.layout.slot_count,
-                "actions": env.layout.action_count,
-                "steps_per_s": raw_sps,
-                "steps_per_s_gym_make": wrapped_sps,
-                "resets": resets,
-                "latency_evals_per_s": evaluations_per_second(env, args.seconds, 1),
-                "batched_latency_evals_per_s": evaluations_per_second(env, args.seconds, 256),
-            }
-        )
-    base = rows[0]
-    print(
-        "| scenario | nodes | slots | actions | env steps/s | steps/s via gym.make | latency evals/s | batched evals/s | step cost vs 7-21 |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['scenario']} | {r['nodes']} | {r['slots']} | {r['actions']} | {r['steps_per_s']:,.0f} | "
-            f"{r['steps_per_s_gym_make']:,.0f} | {r['latency_evals_per_s']:,.0f} | {r['batched_latency_evals_per_s']:,.0f} | "
-            f"{base['steps_per_s'] / r['steps_per_s']:.2f}x |"
-        )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"workload": args.workload, "rows": rows}, indent=2))
+    rows = [row for name in SCENARIOS for row in measure(name, workload, args.seconds)]
+    markdown = table(rows, args.workload, args.seconds)
+    print(markdown)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.md").write_text(markdown)
+    (args.out / "bench.json").write_text(json.dumps({"workload": args.workload, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

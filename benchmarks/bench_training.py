@@ -142,8 +142,23 @@ def replot(args: argparse.Namespace) -> None:
     print(f"greedy on the validation states: {greedy:.3f}; redrew {out / 'curve.png'}")
 
 
+THROUGHPUT_SETTINGS = [  # (vec_env, n_envs, torch threads, n_steps per env, batch size)
+    ("dummy", 8, 1, 256, 256),  # data/train/fast.json, the previous default
+    ("subproc", 2, 1, 1024, 256),
+    ("batched", 64, 1, 64, 256),
+    ("batched", 128, 1, 32, 1024),
+    ("batched", 128, 2, 32, 1024),
+    ("batched", 256, 2, 16, 1024),
+]
+
+
 def run_throughput(args: argparse.Namespace) -> None:
-    """Env steps per second of MaskablePPO training (8 192 steps) per vec-env kind, env count and threads."""
+    """Env steps per second of MaskablePPO training, PPO updates included, per vec env and batch setting.
+
+    Each setting trains 4 096 warm-up steps, then measures ``--throughput-steps`` more on 13-29
+    ``aggregator_sequential`` (observation 3, gain-biased policy, 10 epochs per rollout); writes
+    ``throughput.json`` and ``throughput.md`` under ``--out``.
+    """
     import torch
 
     from flows.training import TrainConfig
@@ -153,27 +168,24 @@ def run_throughput(args: argparse.Namespace) -> None:
     scenario = ROOT / "data" / "scenarios" / "13-29"
     workload = ROOT / "data" / "workloads" / "aggregator_sequential_call_patterns.json"
     rows = []
-    for vec_env, n_envs, threads in [
-        ("dummy", 8, 1),
-        ("dummy", 8, 2),
-        ("subproc", 2, 1),
-        ("subproc", 8, 1),
-        ("dummy", 1, 1),
-    ]:
+    for vec_env, n_envs, threads, n_steps, batch_size in THROUGHPUT_SETTINGS:
         torch.set_num_threads(threads)
         config = TrainConfig(
-            vec_env=vec_env, n_envs=n_envs, torch_threads=threads, n_steps=2048 // n_envs, batch_size=256
+            vec_env=vec_env, n_envs=n_envs, torch_threads=threads, n_steps=n_steps, batch_size=batch_size
         )  # type: ignore[arg-type]
         venv = make_vec_env(scenario, workload, config)
         model = build_model(config, venv, None)
+        model.learn(4096)
         began = time.perf_counter()
-        model.learn(8192)
+        model.learn(args.throughput_steps, reset_num_timesteps=False)
         rows.append(
             {
                 "vec_env": vec_env,
                 "n_envs": n_envs,
                 "torch_threads": threads,
-                "steps_per_second": round(8192 / (time.perf_counter() - began)),
+                "n_steps": n_steps,
+                "batch_size": batch_size,
+                "steps_per_second": round(args.throughput_steps / (time.perf_counter() - began)),
             }
         )
         venv.close()
@@ -181,6 +193,20 @@ def run_throughput(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.json").write_text(json.dumps(rows, indent=1))
+    lines = [
+        f"Training throughput on 13-29 aggregator_sequential (MaskablePPO, gain-biased policy, observation 3, "
+        f"10 epochs per rollout, PPO updates included; {args.throughput_steps} measured steps after 4096 warm-up).",
+        "Measured by `python benchmarks/bench_training.py --throughput`.",
+        "",
+        "| vec env | envs | torch threads | n_steps per env | batch size | env steps/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['vec_env']} | {r['n_envs']} | {r['torch_threads']} | {r['n_steps']} | {r['batch_size']} | "
+        f"{r['steps_per_second']:,} |"
+        for r in rows
+    ]
+    (out / "throughput.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -194,6 +220,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="Evaluation seeds.")
     parser.add_argument("--episodes", type=int, default=20, help="Evaluation episodes per seed and family.")
     parser.add_argument("--throughput", action="store_true", help="Only measure training throughput.")
+    parser.add_argument("--throughput-steps", type=int, default=16384, help="Measured steps per throughput setting.")
     parser.add_argument(
         "--replot", action="store_true", help="Only redraw curve.{png,md} from OUT/curve.csv (adds greedy's level)."
     )

@@ -7,7 +7,9 @@ scenario and workload identity, observation version, evaluation summary, gate ve
 :class:`Policy` turns one ``POST /get_action`` request into a decision through the shared encoder
 (:mod:`ceenv.observation`): observation, mask from ``pod_deployable``, a deterministic MaskablePPO
 prediction (:meth:`bento.artefact.LoadedPolicy.decide`), and STOP whenever the chosen action is
-not valid. Used by :mod:`bento.store` (which builds it from a stored model) and by
+not valid. One rule comes before the policy: a pod on a node the request marks ``available:
+false`` is evacuated first, to its deployable node with the lowest predicted latency
+(:mod:`ceenv.evacuation`; the policies were never trained with failed nodes). Used by :mod:`bento.store` (which builds it from a stored model) and by
 :mod:`bento.service` (which serves it); nothing here touches HTTP or the model store.
 """
 
@@ -22,12 +24,22 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bento.artefact import ArtefactMetadata, PolicyError, PolicyIdentity, check_compatible
+from ceenv.evacuation import EVACUATION_RULE, evacuation_move
 from ceenv.latency import CallCosts, LatencyModel
 from ceenv.layout import Layout, placement_counts
-from ceenv.observation import decode_action, move_gain_features, move_mask, observe
+from ceenv.observation import (
+    LAST_NOMINAL_NETWORK_VERSION,
+    decode_action,
+    encode_state,
+    move_gain_features,
+    move_mask,
+    observe,
+    policy_mask,
+)
 from ceenv.payload import DecodedState, PayloadError, state_from_request
 from ceenv.scenario import scenario_from_documents
 from ceenv.schema import BYTES_PER_GIB, ActionRequest, ActionResponse
+from ceenv.simulator import DEFAULT_STEP_COST_MS
 from ceenv.workload import check_workload, parse_workload
 
 CARD_FORMAT = 1
@@ -109,6 +121,16 @@ class NominalLatency:
     costs: CallCosts
 
     @classmethod
+    def from_files(cls, scenario_dir: str, workload_file: str) -> NominalLatency:
+        """Built from a REACH-format scenario directory and call-pattern file (serve-time arguments)."""
+        from ceenv.scenario import load_scenario
+        from ceenv.workload import load_workload
+
+        scenario = load_scenario(scenario_dir)
+        model = LatencyModel(scenario, load_workload(workload_file, scenario))
+        return cls(model, model.nominal_costs())
+
+    @classmethod
     def from_artefact(cls, metadata: ArtefactMetadata) -> NominalLatency:
         """Built from the scenario and workload files the artefact carries verbatim."""
         files = {f.name: f for f in metadata.scenario_files}
@@ -170,19 +192,43 @@ class Policy:
     """A loaded, checked policy: ``decide(request)`` is the whole of ``POST /get_action``."""
 
     def __init__(
-        self, predictor: Decider, card: PolicyCard, layout: Layout, tag: str, latency: NominalLatency | None = None
+        self,
+        predictor: Decider,
+        card: PolicyCard,
+        layout: Layout,
+        tag: str,
+        latency: NominalLatency | None = None,
+        plan_k: int = 0,
+        plan_horizon: int = 4,
     ) -> None:
         self.predictor = predictor
         self.card = card
         self.layout = layout
         self.tag = tag
         self.latency = latency
+        self.plan_k, self.plan_horizon = plan_k, plan_horizon
 
     def encode(self, request: ActionRequest) -> Encoded:
-        """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input."""
-        state = state_from_request(self.layout, request)
+        """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input.
+
+        The request's optional ``measured`` block is decoded into ``state.measured_network`` (its
+        errors name the node); :meth:`Policy.known_costs` decides whether the observation uses it.
+        """
+        scenario = self.latency.model.scenario if self.latency is not None else None
+        state = state_from_request(self.layout, request, scenario)
         check_capacity(self.layout, state)
         mask = move_mask(self.layout, state.slot_node, state.target_ok)
+        if self.layout.padded and self.latency is not None:  # version 4: rows padded to the limits
+            observation = encode_state(
+                self.layout,
+                self.latency.model,
+                self.known_costs(state),
+                state.free_cpu_millicores,
+                state.free_memory_bytes,
+                state.slot_node,
+                mask,
+            )
+            return Encoded(state, observation, policy_mask(self.layout, mask))
         gains = None
         if self.layout.needs_move_gains:
             if self.latency is None:
@@ -190,30 +236,86 @@ class Policy:
                     f"model {self.tag}: observation version {self.layout.version} needs the nominal latency model; "
                     "load the policy with bento.store.load_policy"
                 )
-            gains = move_gain_features(self.layout, self.latency.model, self.latency.costs, state.slot_node, mask)
+            gains = move_gain_features(self.layout, self.latency.model, self.known_costs(state), state.slot_node, mask)
         observation = observe(self.layout, state.free_cpu_millicores, state.free_memory_bytes, state.slot_node, gains)
         return Encoded(state, observation, mask)
 
+    def known_costs(self, state: DecodedState) -> CallCosts:
+        """The network the observation's move gains use.
+
+        Observation versions up to ``LAST_NOMINAL_NETWORK_VERSION`` (3) were trained on the scenario's
+        nominal network and keep it whatever the request measured; a later version (one that reads
+        measured conditions) gets the request's measured network when the request carries one.
+        """
+        if self.latency is None:
+            raise PolicyError(f"model {self.tag} has no latency model to compute network costs with")
+        if state.measured_network is None or self.layout.version <= LAST_NOMINAL_NETWORK_VERSION:
+            return self.latency.costs
+        return self.latency.model.prepare(state.measured_network)
+
     def decide(self, request: ActionRequest) -> ActionResponse:
-        """The move the policy picks (deterministically), or STOP; an invalid pick becomes STOP."""
+        """The move the policy picks (deterministically), or STOP; an invalid pick becomes STOP.
+
+        A pod on an unavailable node is moved off first, whatever the policy would pick.
+        """
         encoded = self.encode(request)
-        action = self.predictor.decide(encoded.observation, encoded.mask)
-        extras: dict[str, Any] = {"model_version": self.tag, "action": action}
         before = self.latency.of(self.layout, encoded.state.slot_node) if self.latency else None
+        evacuation = self._evacuation(encoded)
+        if evacuation is not None:
+            return self._move(
+                encoded, evacuation, before, {"model_version": self.tag, "decision_rule": EVACUATION_RULE}
+            )
+        action = self._plan(encoded) if self.plan_k > 0 else self.predictor.decide(encoded.observation, encoded.mask)
+        extras: dict[str, Any] = {"model_version": self.tag, "action": action}
         if before is not None:
             extras["predicted_latency_before_ms"] = before
         decoded = decode_action(self.layout, action) if 0 <= action < self.layout.action_count else None
         if decoded is None or not encoded.mask[action]:
             reason = "policy chose STOP" if action == self.layout.stop_action else "policy chose an invalid move"
             return ActionResponse.stop(stop_reason=reason, **extras)
-        slot, node = decoded
+        return self._move(encoded, decoded, before, extras)
+
+    def _evacuation(self, encoded: Encoded) -> tuple[int, int] | None:
+        """The evacuation rule's ``(slot, node)`` (:mod:`ceenv.evacuation`), or None when nothing must move off."""
+        latency = self.latency
+
+        def latency_of(slot_node: npt.NDArray[np.int64]) -> float | None:
+            return latency.of(self.layout, slot_node) if latency is not None else None
+
+        return evacuation_move(self.layout, encoded.state, encoded.mask, latency_of)
+
+    def _move(
+        self, encoded: Encoded, move: tuple[int, int], before: float | None, extras: dict[str, Any]
+    ) -> ActionResponse:
+        slot, node = move
         if before is not None and self.latency is not None:
+            extras["predicted_latency_before_ms"] = before
             after_nodes = encoded.state.slot_node.copy()
             after_nodes[slot] = node
             extras["predicted_latency_after_ms"] = self.latency.of(self.layout, after_nodes)
         return ActionResponse(
             pod_name=encoded.state.slot_pod[slot], target_node=self.layout.node_names[node], is_stop=False, **extras
         )
+
+    def _plan(self, encoded: Encoded) -> int:
+        """Decision-time planning on the twin (:mod:`bento.planning`); general (version 4) policies only."""
+        from bento.planning import plan_action, twin_from_state
+
+        model = getattr(self.predictor, "model", None)
+        if not self.layout.padded or self.latency is None or model is None:
+            raise PolicyError(f"model {self.tag}: planning needs a general (observation version 4) policy")
+        state = encoded.state
+        twin = twin_from_state(
+            self.latency.model,
+            self.layout,
+            self.known_costs(state),
+            state.free_cpu_millicores,
+            state.free_memory_bytes,
+            state.slot_node,
+        )
+        metadata = getattr(self.predictor, "metadata", None)
+        step_cost = float(metadata.step_cost_ms) if metadata is not None else DEFAULT_STEP_COST_MS
+        return plan_action(model, twin, self.plan_k, self.plan_horizon, step_cost, encoded.mask)
 
     def summary(self) -> dict[str, Any]:
         """What ``GET /metadata`` answers."""

@@ -5,7 +5,9 @@ sits at class level (so ``bentoml build`` packs the model's tag into the bento);
 is loaded and checked in ``__init__``, once per worker, and the worker refuses to start with
 :class:`bento.policy.PolicyError` when the model does not fit this code. The model tag
 is the bento argument ``model_tag`` (``bentoml serve … --arg model_tag=reach-policy:VERSION``;
-default ``reach-policy:latest``). Request bodies are the REACH payload (:mod:`ceenv.schema`);
+default ``reach-policy:latest``); a size-agnostic policy (observation version 4) serves any
+cluster within its limits, named by the arguments ``scenario`` (a directory) and ``workload`` (a
+call-pattern file). Request bodies are the REACH payload (:mod:`ceenv.schema`);
 schema errors answer 400, payloads that do not fit the model's layout 422, each naming the item.
 :class:`bento.guard.RequestGuard` sits in front: 413 above ``max_request_bytes``, 415 for a body that
 is not JSON, bounded 4xx bodies and one-line 4xx logs, the OpenAPI document as answered. BentoML adds ``/readyz``, ``/livez`` and ``/metrics``. Run with ``bentoml serve bento.service:PolicyService``.
@@ -38,6 +40,23 @@ class ServiceArguments(BaseModel):
     """Bento arguments (``--arg key=value`` on ``bentoml build`` and ``bentoml serve``)."""
 
     model_tag: str = Field(default=f"{MODEL_NAME}:latest", description="Model store tag of the policy to serve.")
+    scenario: str | None = Field(
+        default=None,
+        description="Scenario directory (nodes.json, services.json) to serve; only for a size-agnostic "
+        "(observation version 4) policy; default: the scenario it was trained on.",
+    )
+    workload: str | None = Field(
+        default=None,
+        description="Call-pattern file of the application to serve (with scenario); default: the training one.",
+    )
+    plan_k: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Decision-time planning (general policies): judge the policy's top plan_k actions by short "
+        "rollouts on the twin; 0 = the raw policy.",
+    )
+    plan_horizon: int = Field(default=4, ge=1, le=16, description="Planning: rollout steps per candidate.")
     torch_threads: int = Field(
         default=1, ge=1, description="Torch intra-op threads per worker; 1 is fastest for this MLP."
     )
@@ -69,7 +88,9 @@ class PolicyService:
         import torch
 
         torch.set_num_threads(ARGUMENTS.torch_threads)
-        self.policy: Policy = load_policy(self.model_ref)
+        self.policy: Policy = load_policy(
+            self.model_ref, ARGUMENTS.scenario, ARGUMENTS.workload, ARGUMENTS.plan_k, ARGUMENTS.plan_horizon
+        )
         if not self.policy.card.gate.passed:
             logger.warning("serving %s although its gate refused it: %s", self.policy.tag, self.policy.card.gate.reason)
         logger.info("reach policy service: model %s, code %s", self.policy.tag, __file__)

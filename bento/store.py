@@ -18,8 +18,9 @@ from pathlib import Path
 
 import bentoml
 
-from bento.artefact import METADATA_FILE, POLICY_FILE, PolicyError, load_artefact
+from bento.artefact import METADATA_FILE, POLICY_FILE, PolicyError, check_compatible, load_artefact
 from bento.policy import GateVerdict, NominalLatency, Policy, PolicyCard, check_card
+from ceenv.layout import Layout
 
 MODEL_NAME = "reach-policy"
 
@@ -52,7 +53,13 @@ def save_policy(
     return model
 
 
-def load_policy(model: bentoml.Model | str) -> Policy:
+def load_policy(
+    model: bentoml.Model | str,
+    scenario_dir: str | None = None,
+    workload_file: str | None = None,
+    plan_k: int = 0,
+    plan_horizon: int = 4,
+) -> Policy:
     """A stored model (or its tag, e.g. ``reach-policy:latest``) as a checked :class:`Policy`.
 
     Raises :class:`PolicyError`, naming the model and the fix, when the card's observation
@@ -62,6 +69,9 @@ def load_policy(model: bentoml.Model | str) -> Policy:
     stored = bentoml.models.get(model) if isinstance(model, str) else model
     tag = str(stored.tag)
     card, layout = check_card(stored.info.metadata, tag)
+    latency: NominalLatency | None = None
+    if scenario_dir is not None or workload_file is not None:
+        latency, layout = _serve_time_cluster(card, tag, scenario_dir, workload_file)
     try:
         loaded = load_artefact(stored.path, expected_layout=layout)
     except PolicyError as err:
@@ -71,4 +81,34 @@ def load_policy(model: bentoml.Model | str) -> Policy:
             f"model {tag}: its card says observation version {card.observation_version} but the stored artefact "
             f"says {loaded.metadata.observation_version}; re-package the artefact with bento.store.save_policy"
         )
-    return Policy(loaded, card, layout, tag, NominalLatency.from_artefact(loaded.metadata))
+    policy = Policy(
+        loaded, card, layout, tag, latency or NominalLatency.from_artefact(loaded.metadata), plan_k, plan_horizon
+    )
+    if plan_k > 0 and not layout.padded:
+        raise PolicyError(f"model {tag}: planning (plan_k > 0) needs a general (observation version 4) policy")
+    return policy
+
+
+def _serve_time_cluster(
+    card: PolicyCard, tag: str, scenario_dir: str | None, workload_file: str | None
+) -> tuple[NominalLatency, Layout]:
+    """The cluster and application named at serve time, checked against a size-agnostic card's limits."""
+    from ceenv.layout import layout_from_scenario
+    from ceenv.validation import ScenarioError
+
+    if card.observation_version < 4:
+        raise PolicyError(
+            f"model {tag}: observation version {card.observation_version} serves only the cluster it was trained on "
+            f"({card.scenario.name}); drop the scenario/workload arguments or serve a version-4 (general) policy"
+        )
+    if scenario_dir is None or workload_file is None:
+        raise PolicyError(f"model {tag}: give both the scenario directory and the workload file, or neither")
+    try:
+        latency = NominalLatency.from_files(scenario_dir, workload_file)
+    except (ScenarioError, OSError, ValueError) as err:
+        raise PolicyError(
+            f"model {tag}: cannot serve scenario {scenario_dir} with workload {workload_file}: {err}"
+        ) from None
+    # The card's limits decide: a cluster larger than them is refused with the fix.
+    expected = layout_from_scenario(latency.model.scenario, 3)  # unpadded; the card's limits pad it
+    return latency, check_compatible(card, f"model {tag}", card.scenario.name, expected)

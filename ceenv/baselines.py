@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ceenv.layout import BoolArray
-from ceenv.observation import decode_action
 from ceenv.simulator import DEFAULT_STEP_COST_MS, Simulator
 
 DEFAULT_MAX_MOVES = 100
@@ -58,11 +57,12 @@ def run_random(start: Simulator, rng: np.random.Generator, max_moves: int = DEFA
     sim = start.copy()
     moves = 0
     while moves < max_moves:
-        valid = np.flatnonzero(sim.action_mask())
-        decoded = decode_action(sim.layout, int(valid[rng.integers(valid.size)]))
-        if decoded is None:
+        mask = sim.action_mask()  # the simulator's unpadded index: node * P + slot, STOP last
+        valid = np.flatnonzero(mask)
+        action = int(valid[rng.integers(valid.size)])
+        if action == mask.size - 1:
             break
-        sim.move(*decoded)
+        sim.move(action % sim.layout.slot_count, action // sim.layout.slot_count)
         moves += 1
     return _outcome("random", start.latency_ms, sim, moves, began)
 

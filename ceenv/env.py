@@ -2,8 +2,9 @@
 
 A thin shell around :class:`ceenv.simulator.Simulator`: it draws the start state from its own
 seeded generator, turns actions into moves through the shared encoder and reports latency in
-``info``. Registered as ``ceenv/CloudEdge-v1`` (observation version 3) and ``ceenv/CloudEdge-v0``
-(REACH's observation, version 1); see :mod:`ceenv`. Used by training, evaluation,
+``info``. Registered as ``ceenv/CloudEdge-v1`` (observation version 3), ``ceenv/CloudEdge-v2``
+(observation version 4, size-agnostic) and ``ceenv/CloudEdge-v0`` (REACH's observation, version 1);
+see :mod:`ceenv`. Used by training, evaluation,
 the benchmarks and the tests.
 """
 
@@ -17,9 +18,15 @@ import numpy as np
 import numpy.typing as npt
 from gymnasium import spaces
 
-from ceenv.latency import LatencyModel
-from ceenv.layout import OBSERVATION_VERSION, BoolArray, layout_from_scenario
-from ceenv.observation import decode_action
+from ceenv.latency import LatencyModel, measured_network
+from ceenv.layout import (
+    DEFAULT_MAX_NODES,
+    DEFAULT_MAX_SLOTS,
+    OBSERVATION_VERSION,
+    BoolArray,
+    layout_from_scenario,
+)
+from ceenv.observation import decode_action, native_action, policy_mask
 from ceenv.placement import draw_start
 from ceenv.reference import reference_scenario, reference_workload
 from ceenv.scenario import Scenario, load_scenario
@@ -28,6 +35,7 @@ from ceenv.workload import Workload, load_workload
 
 ObsType = npt.NDArray[np.float32]
 DEFAULT_MAX_STEPS = 100
+DEFAULT_MEASUREMENT_NOISE = 0.1  # relative (log-normal sigma) noise of measured delays and bandwidths
 
 
 class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
@@ -44,7 +52,8 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
 
     ## Action Space
     ``Discrete(N * P + 1)``: action ``a < N * P`` moves slot ``a % P`` to node ``a // P``; action
-    ``N * P`` is STOP. ``action_masks()`` gives the valid actions (a pod in the slot, a movable
+    ``N * P`` is STOP. From observation version 4, ``N`` and ``P`` are the padded limits
+    ``max_nodes`` and ``max_slots`` (default 40 x 80) and padding actions are always masked. ``action_masks()`` gives the valid actions (a pod in the slot, a movable
     service, another node in an allowed layer with room); STOP is always valid.
 
     ## Observation Space
@@ -59,6 +68,9 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
     * version 3 — ``Box(-1, 1, (2N + P(N + 1) + S(N + 1) + N * P,))``: version 2, then per move
       action (action order) the latency the move saves under the scenario's nominal network, as a
       fraction of the current nominal latency, clipped to [-1, 1] (0 for an invalid move).
+    * version 4 — ``Box(-1, 1, (10 N_max + 8 P_max + 5 N_max P_max,))``: per node, per slot and per
+      (node, slot) pair rows padded to the limits (:func:`ceenv.observation.observe_v4`); no entry
+      depends on the order in which pods are listed beyond its own row.
 
     ## Rewards
     ``latency_before - latency_after - step_cost_ms`` (ms) per move; 0 for STOP. An invalid
@@ -77,9 +89,18 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
     ``scenario`` (a :class:`Scenario` or a directory; default REACH's 13-29), ``workload`` (a
     :class:`Workload` or a call-pattern file; default ``aggregator_sequential``), ``dynamic``,
     ``step_cost_ms`` (default 1.25 ms, MODEL.md §3), ``max_steps``, ``render_mode`` (``"ansi"``),
-    ``observation_version`` (fixed by the registered id, see below).
+    ``observation_version`` (fixed by the registered id, see below), ``measured_conditions`` and
+    ``measurement_noise``: with ``measured_conditions=True`` every reset also draws (after the start
+    state, from the same generator) what a monitor would report of the drawn network: each node
+    pair's delay and each node's available bandwidth times ``exp(measurement_noise * z)``,
+    ``z ~ N(0, 1)`` (default noise 0.1; 0 reports the truth). It becomes ``simulator.known_costs``,
+    the conditions a policy may know (the wire payload's optional ``measured`` block, MODEL.md §4);
+    without it ``known_costs`` is the nominal network. Observation versions 1-3 always use the
+    nominal network (they were trained on it); the reward always uses the true drawn network.
+    ``max_nodes``/``max_slots``: version 4's limits.
 
     ## Version History
+    * v2: observation version 4 (size-agnostic, padded to ``max_nodes`` x ``max_slots``).
     * v1: observation version 3 (placement fractions and nominal move gains); the default id.
     * v0: observation version 1 (REACH's observation).
     """
@@ -95,7 +116,13 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
         max_steps: int = DEFAULT_MAX_STEPS,
         render_mode: str | None = None,
         observation_version: int = OBSERVATION_VERSION,
+        max_nodes: int = DEFAULT_MAX_NODES,
+        max_slots: int = DEFAULT_MAX_SLOTS,
+        measured_conditions: bool = False,
+        measurement_noise: float = DEFAULT_MEASUREMENT_NOISE,
     ) -> None:
+        if not (np.isfinite(measurement_noise) and measurement_noise >= 0):
+            raise ValueError(f"measurement_noise must be a finite relative noise >= 0, got {measurement_noise}")
         if scenario is None:
             scenario = reference_scenario()
         elif not isinstance(scenario, Scenario):
@@ -116,8 +143,10 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
         self.step_cost_ms = float(step_cost_ms)
         self.max_steps = max_steps
         self.render_mode = render_mode
+        self.measured_conditions = measured_conditions
+        self.measurement_noise = float(measurement_noise)
         self.model = LatencyModel(scenario, workload)
-        self.layout = layout_from_scenario(scenario, observation_version)
+        self.layout = layout_from_scenario(scenario, observation_version, max_nodes, max_slots)
         self.action_space = spaces.Discrete(self.layout.action_count)
         self.observation_space = spaces.Box(
             self.layout.observation_low, 1.0, (self.layout.observation_size,), dtype=np.float32
@@ -146,6 +175,9 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
             self.sim = Simulator(self.model, self.layout, conditions, slot_node)
         else:
             self.sim.reset_to(conditions, slot_node)
+        if self.measured_conditions:  # drawn after the start state, so the start draws stay as without it
+            network = measured_network(self.scenario, conditions, self.np_random, self.measurement_noise)
+            self.sim.known_costs = self.model.prepare(network)
         self._steps = 0
         self._moves = 0
         self._start_latency_ms = self.sim.latency_ms
@@ -157,19 +189,20 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
         self._steps += 1
         truncated = self._steps >= self.max_steps
         decoded = decode_action(self.layout, action)
-        if decoded is None:
+        if action == self.layout.stop_action:
             return sim.observation(), 0.0, True, False, self._info(False)
-        slot, node = decoded
-        if not sim.action_mask()[action]:
+        if decoded is None or not sim.action_mask()[native_action(self.layout, action)]:
+            # a padding row (version 4) or a move the mask forbids
             return sim.observation(), -self.step_cost_ms, False, truncated, self._info(True)
+        slot, node = decoded
         before = sim.latency_ms
         after = sim.move(slot, node)
         self._moves += 1
         return sim.observation(), before - after - self.step_cost_ms, False, truncated, self._info(False)
 
     def action_masks(self) -> BoolArray:
-        """Valid actions for the current state (the method MaskablePPO looks for)."""
-        return self.simulator.action_mask()
+        """Valid actions for the current state (the method MaskablePPO looks for), in the policy's index."""
+        return policy_mask(self.layout, self.simulator.action_mask())
 
     def _info(self, invalid: bool) -> dict[str, Any]:
         return {

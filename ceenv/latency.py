@@ -68,36 +68,98 @@ def draw_conditions(scenario: Scenario, rng: np.random.Generator) -> Conditions:
 
     Delays are drawn per ordered layer pair, as ``nodes.json`` lists them.
     """
+    table = _draw_table(scenario)
+    picks = rng.random((2, len(scenario.nodes)))
+    rows = np.arange(len(scenario.nodes))
+    cpu = table.cpu_millicores[rows, (picks[0] * table.cpu_choices).astype(np.int64)]
+    mem = table.memory_bytes[rows, (picks[1] * table.memory_choices).astype(np.int64)]
+    util = rng.uniform(table.util_low, table.util_high)
+    delay = rng.uniform(table.delay_low, table.delay_high)
+    return Conditions(cpu, mem, util, delay)
+
+
+@dataclass(frozen=True)
+class _DrawTable:
+    """A scenario's choices and ranges as arrays (built once per scenario), for :func:`draw_conditions`."""
+
+    cpu_millicores: FloatArray  # (N, K) choices, padded
+    cpu_choices: FloatArray  # (N,) number of choices
+    memory_bytes: FloatArray
+    memory_choices: FloatArray
+    util_low: FloatArray
+    util_high: FloatArray
+    delay_low: FloatArray  # (L, L)
+    delay_high: FloatArray
+
+
+def _draw_table(scenario: Scenario) -> _DrawTable:
+    cached: _DrawTable | None = scenario.__dict__.get("_draw_table")  # derived once, like nominal_costs
+    if cached is not None:
+        return cached
     nodes = scenario.nodes
-    picks = rng.random((2, len(nodes)))
-    cpu = [
-        cpu_millicores(n.cpu_choices_cores[int(u * len(n.cpu_choices_cores))])
-        for n, u in zip(nodes, picks[0], strict=True)
-    ]
-    mem = [
-        round(n.memory_choices_bytes[int(u * len(n.memory_choices_bytes))])
-        for n, u in zip(nodes, picks[1], strict=True)
-    ]
-    util_low, util_high = np.array([n.utilization_range for n in nodes]).T
-    util = rng.uniform(util_low, util_high)
+
+    def padded(values: list[list[float]]) -> FloatArray:
+        width = max(len(v) for v in values)
+        return np.array([v + [v[-1]] * (width - len(v)) for v in values], dtype=np.float64)
+
     layers = scenario.layers
+    util_low, util_high = np.array([n.utilization_range for n in nodes]).T
     delay_low, delay_high = np.array([[scenario.delay_range_ms[(a, b)] for b in layers] for a in layers]).transpose(
         2, 0, 1
     )
-    delay = rng.uniform(delay_low, delay_high)
-    return Conditions(np.array(cpu, dtype=np.float64), np.array(mem, dtype=np.float64), util, delay)
+    table = _DrawTable(
+        cpu_millicores=padded([[float(cpu_millicores(c)) for c in n.cpu_choices_cores] for n in nodes]),
+        cpu_choices=np.array([len(n.cpu_choices_cores) for n in nodes], dtype=np.float64),
+        memory_bytes=padded([[float(round(m)) for m in n.memory_choices_bytes] for n in nodes]),
+        memory_choices=np.array([len(n.memory_choices_bytes) for n in nodes], dtype=np.float64),
+        util_low=util_low,
+        util_high=util_high,
+        delay_low=delay_low,
+        delay_high=delay_high,
+    )
+    scenario.__dict__["_draw_table"] = table
+    return table
 
 
 def build_network(scenario: Scenario, conditions: Conditions) -> Network:
     """The node-pair matrices ``D`` and ``T`` of MODEL.md §2 for these conditions."""
     layer_index = {layer: i for i, layer in enumerate(scenario.layers)}
     node_layer = np.array([layer_index[n.layer] for n in scenario.nodes])
-    delay = conditions.delay_ms[np.ix_(node_layer, node_layer)].copy()
-    bits_per_s = np.array([n.bandwidth_mbps * 1e6 for n in scenario.nodes]) * (1.0 - conditions.utilization)
+    delay = conditions.delay_ms[np.ix_(node_layer, node_layer)]
+    return network_from_parts(delay, available_bits_per_s(scenario, conditions.utilization))
+
+
+def network_from_parts(delay_ms: FloatArray, bits_per_s: FloatArray) -> Network:
+    """``D`` and ``T`` from a node-pair delay matrix (ms) and each node's available bandwidth (bit/s)."""
+    delay = np.array(delay_ms, dtype=np.float64)
     ms_per_byte = 8.0 * 1e3 / np.minimum.outer(bits_per_s, bits_per_s)
     np.fill_diagonal(delay, 0.0)
     np.fill_diagonal(ms_per_byte, 0.0)
     return Network(delay, ms_per_byte)
+
+
+def available_bits_per_s(scenario: Scenario, utilization: FloatArray) -> FloatArray:
+    """``B(n)`` of MODEL.md §2: NIC bandwidth times the share background traffic leaves free."""
+    result: FloatArray = np.array([n.bandwidth_mbps * 1e6 for n in scenario.nodes]) * (1.0 - utilization)
+    return result
+
+
+def measured_network(
+    scenario: Scenario, conditions: Conditions, rng: np.random.Generator, relative_noise: float
+) -> Network:
+    """The network a monitoring system would report for ``conditions``, through measurement noise.
+
+    Each node pair's delay and each node's available bandwidth are multiplied by an independent
+    log-normal factor ``exp(relative_noise * z)``, ``z ~ N(0, 1)`` drawn from ``rng`` (delays first,
+    row by row, then bandwidths); ``relative_noise = 0`` reports the true network and draws nothing.
+    """
+    true = build_network(scenario, conditions)
+    if relative_noise == 0.0:
+        return true
+    n = len(scenario.nodes)
+    delay = true.delay_ms * np.exp(relative_noise * rng.standard_normal((n, n)))
+    bits = available_bits_per_s(scenario, conditions.utilization) * np.exp(relative_noise * rng.standard_normal(n))
+    return network_from_parts(delay, bits)
 
 
 class LatencyModel:

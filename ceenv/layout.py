@@ -4,7 +4,9 @@ A :class:`Layout` fixes the order of nodes and pod slots (MODEL.md §3: slots or
 then replica), the capacity scales of the observation, the layer rule per (service, node) and the
 observation version; it is saved with the model (:meth:`Layout.to_dict`, :meth:`Layout.fingerprint`)
 and checked when a service starts. :func:`placement_counts` turns a slot placement into the
-``(S, N)`` pod counts that the latency model takes. Used by the encoder (:mod:`ceenv.observation`),
+``(S, N)`` pod counts that the latency model takes. From observation version 4 the layout also
+declares padding limits (``max_nodes``, ``max_slots``), and :func:`canonical_slots` gives the pod
+order that version sees (by node within each service). Used by the encoder (:mod:`ceenv.observation`),
 the payload mapping (:mod:`ceenv.payload`), the simulator, the env, the artefact and the service.
 """
 
@@ -21,7 +23,15 @@ import numpy.typing as npt
 from ceenv.scenario import Scenario
 
 OBSERVATION_VERSION = 3
-SUPPORTED_OBSERVATION_VERSIONS = (1, 2, 3)
+SUPPORTED_OBSERVATION_VERSIONS = (1, 2, 3, 4)
+# Observation version 4 is padded to declared limits (nodes, pod slots) so that one policy serves
+# every cluster within them: twice the largest reference size (19 nodes, 37 slots) fits.
+DEFAULT_MAX_NODES = 40
+DEFAULT_MAX_SLOTS = 80
+# Entries per node, per pod slot and per (node, slot) pair in observation version 4.
+NODE_FEATURES = 10
+SLOT_FEATURES = 8
+PAIR_FEATURES = 5
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -40,6 +50,8 @@ class Layout:
     service_movable: tuple[bool, ...]
     service_allowed: tuple[tuple[bool, ...], ...]  # (S, N) layer rule
     version: int = OBSERVATION_VERSION
+    max_nodes: int = 0  # version 4: the padded node count (0 = unpadded, versions 1-3)
+    max_slots: int = 0  # version 4: the padded slot count
     slot_service: IntArray = field(init=False, repr=False, compare=False)
     slot_replica: IntArray = field(init=False, repr=False, compare=False)
     slot_movable: BoolArray = field(init=False, repr=False, compare=False)
@@ -53,6 +65,12 @@ class Layout:
             raise ValueError(
                 f"observation version {self.version} is not supported; this reach builds versions "
                 f"{list(SUPPORTED_OBSERVATION_VERSIONS)}"
+            )
+        if self.version >= 4 and (self.max_nodes < len(self.node_names) or self.max_slots < sum(self.service_slots)):
+            raise ValueError(
+                f"the cluster has {len(self.node_names)} nodes and {sum(self.service_slots)} pod slots, more than the "
+                f"observation's limits ({self.max_nodes} nodes, {self.max_slots} slots); use a policy with larger "
+                "limits (max_nodes/max_slots) or a smaller cluster"
             )
         slot_service = np.repeat(np.arange(len(self.service_names)), self.service_slots).astype(np.int64)
         slot_replica = np.concatenate([np.arange(k) for k in self.service_slots]).astype(np.int64)
@@ -78,16 +96,33 @@ class Layout:
         return len(self.slot_service)
 
     @property
+    def padded(self) -> bool:
+        """Version 4: observation and actions are padded to ``max_nodes`` x ``max_slots``."""
+        return self.version >= 4
+
+    @property
+    def action_nodes(self) -> int:
+        """Nodes in the action index (``max_nodes`` when padded)."""
+        return self.max_nodes if self.padded else self.node_count
+
+    @property
+    def action_slots(self) -> int:
+        """Slots in the action index: action ``node * action_slots + slot`` (``max_slots`` when padded)."""
+        return self.max_slots if self.padded else self.slot_count
+
+    @property
     def action_count(self) -> int:
-        """``N * P`` moves plus STOP."""
-        return self.node_count * self.slot_count + 1
+        """``N * P`` moves plus STOP (padded sizes from version 4)."""
+        return self.action_nodes * self.action_slots + 1
 
     @property
     def stop_action(self) -> int:
-        return self.node_count * self.slot_count
+        return self.action_nodes * self.action_slots
 
     @property
     def observation_size(self) -> int:
+        if self.padded:
+            return self.max_nodes * NODE_FEATURES + self.max_slots * SLOT_FEATURES + self.stop_action * PAIR_FEATURES
         size = 2 * self.node_count + self.slot_count * (self.node_count + 1)
         if self.version >= 2:
             size += len(self.service_names) * (self.node_count + 1)
@@ -110,8 +145,8 @@ class Layout:
         return f"{self.service_names[self.slot_service[slot]]}-{self.slot_replica[slot]}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form, stored in the model's metadata."""
-        return {
+        """JSON-safe form, stored in the model's metadata (the limits only from version 4)."""
+        data: dict[str, Any] = {
             "version": self.version,
             "node_names": list(self.node_names),
             "node_layers": list(self.node_layers),
@@ -122,6 +157,9 @@ class Layout:
             "service_movable": list(self.service_movable),
             "service_allowed": [list(row) for row in self.service_allowed],
         }
+        if self.padded:
+            data.update(max_nodes=self.max_nodes, max_slots=self.max_slots)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Layout:
@@ -135,6 +173,8 @@ class Layout:
             service_movable=tuple(bool(x) for x in data["service_movable"]),
             service_allowed=tuple(tuple(bool(x) for x in row) for row in data["service_allowed"]),
             version=int(data["version"]),
+            max_nodes=int(data.get("max_nodes", 0)),
+            max_slots=int(data.get("max_slots", 0)),
         )
 
     def fingerprint(self) -> str:
@@ -142,8 +182,16 @@ class Layout:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def layout_from_scenario(scenario: Scenario, version: int = OBSERVATION_VERSION) -> Layout:
-    """The layout of a scenario: its node order, its slots, its nominal capacities as scales."""
+def layout_from_scenario(
+    scenario: Scenario,
+    version: int = OBSERVATION_VERSION,
+    max_nodes: int = DEFAULT_MAX_NODES,
+    max_slots: int = DEFAULT_MAX_SLOTS,
+) -> Layout:
+    """The layout of a scenario: its node order, its slots, its nominal capacities as scales.
+
+    ``max_nodes``/``max_slots`` are the padding limits of version 4 (ignored before).
+    """
     return Layout(
         node_names=scenario.node_names,
         node_layers=tuple(n.layer for n in scenario.nodes),
@@ -154,6 +202,8 @@ def layout_from_scenario(scenario: Scenario, version: int = OBSERVATION_VERSION)
         service_movable=tuple(s.movable for s in scenario.services),
         service_allowed=tuple(tuple(s.allowed_on(n) for n in scenario.nodes) for s in scenario.services),
         version=version,
+        max_nodes=max_nodes if version >= 4 else 0,
+        max_slots=max_slots if version >= 4 else 0,
     )
 
 
@@ -164,3 +214,15 @@ def placement_counts(layout: Layout, slot_node: IntArray) -> FloatArray:
     flat = np.bincount(layout.slot_service[occupied] * n + slot_node[occupied], minlength=services * n)
     counts: FloatArray = flat.reshape(services, n).astype(np.float64)
     return counts
+
+
+def canonical_slots(layout: Layout, slot_node: IntArray) -> IntArray:
+    """The slot order of observation version 4: within each service, pods sorted by node, empty slots last.
+
+    Pods of one service on one node are interchangeable, so this is the same placement; making it
+    the only order the policy sees makes every observation a function of the placement alone.
+    Returns the permutation ``order`` with ``slot_node[order]`` canonical.
+    """
+    node_key = np.where(slot_node >= 0, slot_node, layout.node_count)
+    order: IntArray = np.lexsort((node_key, layout.slot_service))
+    return order

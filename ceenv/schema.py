@@ -16,8 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 SCHEMA_VERSION = 1
 BYTES_PER_GIB = 2**30  # memory_availability is in GiB on the wire
 MAX_NAME_CHARS = 253  # a Kubernetes object name (DNS subdomain) is at most 253 characters
+# The optional ``measured`` block (MODEL.md §4): its own version, so that it can grow without
+# touching REACH's fields. Version 1 is the payload without it.
+MEASURED_SCHEMA_VERSION = 2
+MAX_MEASURED_DELAY_MS = 600_000.0  # ten minutes: anything longer is a broken probe, not a delay
+MAX_MEASURED_BANDWIDTH_MBPS = 1e7  # 10 Tbit/s
 
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
+DelayMs = Annotated[float, Field(ge=0, le=MAX_MEASURED_DELAY_MS, allow_inf_nan=False)]
+Utilization = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+BandwidthMbps = Annotated[float, Field(gt=0, le=MAX_MEASURED_BANDWIDTH_MBPS, allow_inf_nan=False)]
 
 
 class _Open(BaseModel):
@@ -30,6 +38,12 @@ class NodeState(_Open):
     node_name: Name = Field(description="The node's name; must match the key it is listed under.")
     cpu_availability: float = Field(ge=0, allow_inf_nan=False, description="Free CPU in millicores.")
     memory_availability: float = Field(ge=0, allow_inf_nan=False, description="Free memory in GiB (2^30 bytes).")
+    available: bool = Field(
+        default=True,
+        description="False for a node that failed (NotReady or unreachable): its pods are listed so that they "
+        "can be moved off, it is never a target, and its pods are evacuated before any other move. "
+        "An optional reach extension; REACH clients that omit it mean true.",
+    )
 
 
 class PodRef(_Open):
@@ -53,12 +67,41 @@ class ClusterState(_Open):
     services: dict[Name, ServiceState]
 
 
+class MeasuredConditions(_Open):
+    """Measured network conditions (optional; REACH's clients omit it and the nominal values apply).
+
+    Every map is partial: a node or node pair it does not list keeps the nominal value of the
+    scenario the policy was trained with (MODEL.md §1).
+    """
+
+    schema_version: int = Field(
+        MEASURED_SCHEMA_VERSION,
+        ge=MEASURED_SCHEMA_VERSION,
+        le=MEASURED_SCHEMA_VERSION,
+        description=f"Version of this block; this reach reads version {MEASURED_SCHEMA_VERSION}.",
+    )
+    node_delay_ms: dict[Name, dict[Name, DelayMs]] = Field(
+        default_factory=dict,
+        description="One-way delay from node (outer key) to node (inner key), ms; the diagonal is ignored (0).",
+    )
+    node_utilization: dict[Name, Utilization] = Field(
+        default_factory=dict,
+        description="Fraction of each node's NIC bandwidth used by background traffic, in [0, 1).",
+    )
+    bandwidth_mbps: dict[Name, BandwidthMbps] = Field(
+        default_factory=dict, description="Each node's NIC bandwidth, Mbit/s (replaces the node type's bandwidth)."
+    )
+
+
 class ActionRequest(_Open):
     """Request body of ``POST /get_action``."""
 
     cluster_state: ClusterState
     pod_deployable: dict[Name, list[Name]] = Field(
         default_factory=dict, description="For each pod, the nodes where it would fit now."
+    )
+    measured: MeasuredConditions | None = Field(
+        None, description="Optional measured network conditions; absent = the nominal network (MODEL.md §4)."
     )
 
 

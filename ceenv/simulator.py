@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ceenv.latency import Conditions, LatencyModel, build_network
-from ceenv.layout import BoolArray, FloatArray, IntArray, Layout
-from ceenv.observation import move_gain_features, move_mask, observe
+from ceenv.layout import BoolArray, FloatArray, IntArray, Layout, canonical_slots
+from ceenv.observation import encode_state, move_mask
 
 # The rescheduling cost λ of one migration (MODEL.md §3): the env's step cost, greedy's minimum
 # gain and the training default all use this one value.
@@ -42,8 +42,14 @@ class Simulator:
         self.conditions = conditions
         self.network = build_network(self.model.scenario, conditions)
         self.costs = self.model.prepare(self.network)
+        # What the policy may know of the network (the interface of issue 14): the nominal costs
+        # unless the env reports measured conditions (CloudEdgeEnv(measured_conditions=True) sets
+        # it after every reset). Greedy and the reward keep using the true ``costs``.
+        self.known_costs = self.model.nominal_costs()
         self._mask: BoolArray | None = None
         self.slot_node = np.asarray(slot_node, dtype=np.int64).copy()
+        if layout.padded:  # observation version 4 sees pods in canonical order (by node within a service)
+            self.slot_node = self.slot_node[canonical_slots(layout, self.slot_node)]
         counts = np.zeros((len(layout.service_names), layout.node_count))
         occupied = self.slot_node >= 0
         np.add.at(counts, (layout.slot_service[occupied], self.slot_node[occupied]), 1.0)
@@ -81,12 +87,16 @@ class Simulator:
         return self._mask
 
     def observation(self) -> npt.NDArray[np.float32]:
-        gains = None
-        if self.layout.needs_move_gains:  # always the nominal network: the service cannot see the drawn one
-            gains = move_gain_features(
-                self.layout, self.model, self.model.nominal_costs(), self.slot_node, self.action_mask()
-            )
-        return observe(self.layout, self.free_cpu_millicores, self.free_memory_bytes, self.slot_node, gains)
+        # Versions <= 3 see the nominal network (they were trained on it); version 4 sees known_costs.
+        return encode_state(
+            self.layout,
+            self.model,
+            self.known_costs if self.layout.padded else self.model.nominal_costs(),
+            self.free_cpu_millicores,
+            self.free_memory_bytes,
+            self.slot_node,
+            self.action_mask(),
+        )
 
     # --- changing the placement --------------------------------------------------------------
     def move(self, slot: int, node: int) -> float:
@@ -102,6 +112,8 @@ class Simulator:
         self.free_cpu_millicores[node] -= cpu
         self.free_memory_bytes[source] += memory
         self.free_memory_bytes[node] -= memory
+        if self.layout.padded:
+            self.slot_node = self.slot_node[canonical_slots(self.layout, self.slot_node)]
         self.latency_ms = self.model.latency(self.counts, self.costs)
         return self.latency_ms
 

@@ -3,7 +3,9 @@
 Each task is a verb calling library code (:mod:`flows.profiles`, :mod:`ceenv`,
 :mod:`flows.training`, :mod:`flows.evaluation`, :mod:`flows.evaluation.gate`, :mod:`bento.store`). The flow
 body reads like a table of contents. Evaluation fans out over (workload, family, seed) units as
-mapped tasks, so a distributed task runner or a Kubernetes work pool spreads it across machines.
+mapped tasks in a subflow whose task runner the ``task_runner`` parameter picks
+(:mod:`flows.evaluation.runner`: Prefect's default, a local Dask cluster, or a Dask scheduler
+whose workers span machines).
 Every run publishes artifacts (validation summary, evaluation table and plots, gate verdict) so
 the dashboard shows why a model was or was not packaged. A failed validation fails the run; a
 refused gate completes it without packaging; nothing deployed is touched either way.
@@ -19,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ceenv.workload import workload_name
 from flows.evaluation.episodes import Family
-from flows.local.paths import data_dir, out_dir, resolve_scenario, resolve_workload
+from flows.local.paths import data_dir, out_dir, repo_root, resolve_scenario, resolve_workload
 
 if TYPE_CHECKING:
     from flows.evaluation.gate import Verdict
@@ -44,7 +46,16 @@ class PipelineParams(BaseModel):
         default_factory=list, description="Jaeger trace exports to ingest first (optional)."
     )
     node_types: str | None = Field(None, description="Node/host → CPU type table for Jaeger hosts.")
-    train_config: str = Field("default", description="Training config: a name under data/train or a JSON path.")
+    train_config: str = Field(
+        "finetune",
+        description="Training config: a name under data/train or a JSON path. The default, finetune, starts from the "
+        "shipped general policy (data/policies/general-v4) and fine-tunes it on this cluster for 2 minutes.",
+    )
+    policy_from: str | None = Field(
+        None,
+        description="Adopt this general (observation 4) artefact for the cluster instead of training (e.g. "
+        "data/policies/general-v4): evaluated, gated and packaged like a trained one; null = train.",
+    )
     total_timesteps: int | None = Field(None, ge=1, description="Override the config's step budget.")
     max_wall_seconds: float | None = Field(None, gt=0, description="Override the config's wall-clock limit.")
     eval_seeds: list[int] = Field(
@@ -60,6 +71,18 @@ class PipelineParams(BaseModel):
     gate_rules: str = Field("default", description="Gate rules: a name under data/gate or a JSON path.")
     package: bool = Field(True, description="Package a passing policy as a bento.")
     run_dir: str | None = Field(None, description="Where this run writes (default out/runs/<time>).")
+    task_runner: str = Field(
+        "default",
+        description="Where the evaluation fan-out runs: default (Prefect's thread pool), dask (a local Dask "
+        "cluster, one worker process per core) or dask://HOST:PORT (a Dask scheduler; deploy/README.md).",
+    )
+
+    @field_validator("task_runner")
+    @classmethod
+    def _known_runner(cls, value: str) -> str:
+        from flows.evaluation.runner import check_runner_spec
+
+        return check_runner_spec(value)
 
 
 def _config_path(value: str, folder: str) -> Path:
@@ -102,9 +125,21 @@ def validate_scenario(scenario_dir: Path, workload_file: Path) -> str:
 
 @task
 def train_policy(params: PipelineParams, scenario_dir: Path, workload_file: Path, run_dir: Path) -> dict[str, Any]:
-    """Train MaskablePPO (no progress bar inside the flow; Prefect logs instead) and save the artefact."""
+    """Train MaskablePPO (no progress bar inside the flow; Prefect logs instead) and save the artefact.
+
+    With ``policy_from`` the shipped general policy is adopted for the cluster instead (no training).
+    """
     from flows.training.config import load_train_config
     from flows.training.trainer import train
+
+    if params.policy_from is not None:
+        from bento.artefact import retarget_artefact
+
+        source = Path(params.policy_from)
+        source = source if source.is_absolute() or source.exists() else repo_root() / source
+        artefact = retarget_artefact(source, scenario_dir, workload_file, run_dir / "training" / "policy")
+        get_run_logger().info("adopted %s for %s (no training)", source, scenario_dir.name)
+        return {"artefact_dir": str(artefact), "timesteps": 0, "wall_seconds": 0.0, "adopted_from": str(source)}
 
     overrides = {
         k: v
@@ -124,14 +159,6 @@ def train_policy(params: PipelineParams, scenario_dir: Path, workload_file: Path
         "timesteps": result.timesteps,
         "wall_seconds": result.wall_seconds,
     }
-
-
-@task
-def evaluate_unit(unit: Any) -> list[Any]:
-    """One (workload, family, seed) unit: the policy and every baseline on held-out start states."""
-    from flows.evaluation.units import evaluate_unit as run_unit
-
-    return run_unit(unit)
 
 
 def _image_markdown(path: Path) -> str:
@@ -199,6 +226,7 @@ def package_bento(artefact_dir: str, verdict: Verdict) -> str:
 @flow(name="reach-pipeline", log_prints=True)
 def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     """Ingest → validate → train → evaluate → gate → package (see the module docstring)."""
+    from flows.evaluation.runner import evaluate_on
     from flows.evaluation.units import plan_units
 
     params = params or PipelineParams()
@@ -213,7 +241,7 @@ def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     units = plan_units(
         scenario_dir, [workload_file], params.families, params.eval_seeds, params.eval_episodes, trained["artefact_dir"]
     )
-    records = [r for batch in evaluate_unit.map(units).result() for r in batch]
+    records = evaluate_on(params.task_runner, units)  # a subflow on the chosen task runner
     settings = {"seeds": params.eval_seeds, "episodes": params.eval_episodes, "families": params.families}
     report = publish_evaluation(trained["artefact_dir"], records, settings, run_dir)
     incumbent = find_incumbent(scenario_dir.name, workload_name(workload_file))

@@ -52,7 +52,19 @@ def to_policy_names(request: ActionRequest, aliases: Mapping[str, str]) -> Actio
     }
     deployable = {pod: [alias(n) for n in targets] for pod, targets in request.pod_deployable.items()}
     state = request.cluster_state.model_copy(update={"nodes": nodes, "services": services})
-    return request.model_copy(update={"cluster_state": state, "pod_deployable": deployable})
+    update: dict[str, object] = {"cluster_state": state, "pod_deployable": deployable}
+    if request.measured is not None:
+        m = request.measured
+        update["measured"] = m.model_copy(
+            update={
+                "node_delay_ms": {
+                    alias(a): {alias(b): v for b, v in row.items()} for a, row in m.node_delay_ms.items()
+                },
+                "node_utilization": {alias(n): v for n, v in m.node_utilization.items()},
+                "bandwidth_mbps": {alias(n): v for n, v in m.bandwidth_mbps.items()},
+            }
+        )
+    return request.model_copy(update=update)
 
 
 def from_policy_name(target: str, aliases: Mapping[str, str]) -> str:

@@ -51,10 +51,15 @@ def build_controller(settings: MigratorSettings, telemetry: MigratorTelemetry | 
         from migrator.metrics import PrometheusMetrics
 
         metrics = PrometheusMetrics(
-            settings.prometheus_url, settings.latency_query, settings.node_usage_query,
+            settings.prometheus_url,
+            settings.latency_query,
+            settings.node_usage_query,
             max_age_s=settings.latency_max_age_s,
-        )  # fmt: skip
+            measured_delay_query=settings.measured_delay_query,
+            node_utilization_query=settings.node_utilization_query,
+        )
         controller.latency = metrics.read_latency
+        controller.measured_conditions = metrics.measured_conditions
     return controller
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ceenv.schema import ActionRequest
+from ceenv.schema import ActionRequest, MeasuredConditions
 from migrator.actuator import Actuator, Clock, ClusterOps, MigrationResult
 from migrator.aliases import AliasError, from_policy_name, node_aliases, to_policy_names
 from migrator.guards import UNCHECKED_ANSWER, GuardLimits, MigrationLedger, Move, Verdict, check_move
@@ -87,6 +87,7 @@ class Controller:
     policy: PolicyAdvisor
     clock: Clock
     latency: Callable[[], LatencyReading] | None = None
+    measured_conditions: Callable[[], MeasuredConditions | None] = lambda: None
     journal: Journal = field(default_factory=Journal)
     ledger: MigrationLedger = field(default_factory=MigrationLedger)
     blind_since_s: float | None = None
@@ -104,7 +105,7 @@ class Controller:
             require_predicted_gain=s.require_predicted_gain,
             return_hold_down_s=s.return_hold_down_s,
         )
-        self.actuator = Actuator(self.ops, self.clock, deadline_s=s.migration_deadline_s)
+        self.actuator = Actuator(self.ops, self.clock, deadline_s=s.migration_deadline_s, cordon_cap_s=s.cordon_cap_s)
 
     # ---- start --------------------------------------------------------------------------------
     def clean_up(self) -> list[str]:
@@ -131,7 +132,7 @@ class Controller:
             snapshot = self.ops.snapshot()
         except Exception as exc:  # the API server may be briefly away: skip the cycle, never crash
             return self._blind(CLUSTER_UNREADABLE, f"cannot read the cluster: {exc}")
-        request = build_request(snapshot, self.rules)
+        request = build_request(snapshot, self.rules, self.measured_conditions())
         try:
             advice = self._ask(snapshot, request)
         except AliasError as exc:  # a labelling mistake: no move until it is fixed
@@ -212,6 +213,8 @@ class Controller:
             replacement=result.replacement_pod,
             replacement_ready_s=round(result.replacement_ready_s, 3),
             old_pod_gone_s=round(result.old_pod_gone_s, 3),
+            cordon_window_s=round(result.cordon_window_s, 3),
+            forced_removal=result.forced_removal,
             detail=result.detail,
         )
         reason = "Migrated" if result.migrated else "MigrationRolledBack"
@@ -225,8 +228,25 @@ class Controller:
         """The latency now, in ms; None when no latency is configured or it is unknown."""
         return self.latency().value_ms if self.latency is not None else None
 
+    def failed_nodes_with_pods(self) -> list[str]:
+        """NotReady nodes that still hold application pods (read from the API; none when it cannot be read)."""
+        try:
+            snapshot = self.ops.snapshot()
+        except Exception:  # the cycle itself reports an unreadable cluster
+            return []
+        hosting = {p.node_name for p in snapshot.app_pods if p.node_name and not p.terminating}
+        return sorted(n.name for n in snapshot.nodes if not n.ready and n.name in hosting)
+
     def monitoring_step(self) -> list[CycleOutcome]:
-        """Act only while the latency exceeds the QoS threshold; an unknown latency means no action."""
+        """Act only while the latency exceeds the QoS threshold; an unknown latency means no action.
+
+        A failed node's pods are the exception: they are moved off whatever the latency (the node's
+        state is read from the API, not guessed), so a cycle runs while a NotReady node holds pods.
+        """
+        failed = self.failed_nodes_with_pods()
+        if failed:
+            self.journal.record("node-failure", nodes=failed)
+            return self.run_cycle()
         if self.latency is not None:
             reading = self.latency()
             if reading.value_ms is None:

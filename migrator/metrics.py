@@ -1,10 +1,11 @@
-"""Prometheus reads of the migrator (application latency, node usage): the only module that imports prometheus_api_client.
+"""Prometheus reads of the migrator (application latency, node usage, measured network): the only module that imports prometheus_api_client.
 
 Every failure mode is an answer, never a crash: an unreachable Prometheus, a query error, an empty
 result (right after Prometheus starts, before the first scrape), a non-numeric sample or a stale
 one (its newest sample, read with PromQL's ``timestamp()``, older than ``max_age_s``) all give an
 unknown ``LatencyReading`` with the reason (``read_latency``), ``None`` (``latency_ms``) or an empty
-mapping (node usage), with the reason also kept in ``last_error`` for the log. On the local cluster the latency comes from the project's own exporter and is simulated
+mapping (node usage), with the reason also kept in ``last_error`` for the log; a measured delay
+or utilisation outside the payload's bounds is skipped the same way. On the local cluster the latency comes from the project's own exporter and is simulated
 from the live placement: label it so wherever it is shown.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 from prometheus_api_client import PrometheusConnect
 
+from ceenv.schema import MAX_MEASURED_DELAY_MS, MeasuredConditions
 from migrator.snapshot import LatencyReading
 
 UNREACHABLE, EMPTY, NOT_A_NUMBER, STALE = (
@@ -34,6 +36,8 @@ class PrometheusMetrics:
     node_usage_query: str
     timeout_s: float = 5.0
     max_age_s: float = 90.0
+    measured_delay_query: str | None = None
+    node_utilization_query: str | None = None
     last_error: str = ""
     last_problem: str = ""
     _connection: PrometheusConnect | None = field(default=None, repr=False)
@@ -86,6 +90,30 @@ class PrometheusMetrics:
             if isinstance(metric, dict) and "node" in metric and value is not None:
                 usage[str(metric["node"])] = value
         return usage
+
+    def measured_conditions(self) -> MeasuredConditions | None:
+        """The request's ``measured`` block from the configured queries; None when none is set or nothing usable came back."""
+        delays: dict[str, dict[str, float]] = {}
+        for labels, value in self._labelled(self.measured_delay_query, ("source_node", "target_node")):
+            if 0.0 <= value <= MAX_MEASURED_DELAY_MS:
+                delays.setdefault(labels[0], {})[labels[1]] = value
+        utilization = {
+            labels[0]: value
+            for labels, value in self._labelled(self.node_utilization_query, ("node",))
+            if 0.0 <= value < 1.0
+        }
+        if not delays and not utilization:
+            return None
+        return MeasuredConditions(node_delay_ms=delays, node_utilization=utilization)
+
+    def _labelled(self, promql: str | None, names: tuple[str, ...]) -> list[tuple[tuple[str, ...], float]]:
+        """Finite samples of ``promql`` that carry every label in ``names`` (none when the query is unset)."""
+        found = []
+        for sample in self._query(promql) if promql else []:
+            metric, value = sample.get("metric"), _sample_value(sample)
+            if isinstance(metric, dict) and all(n in metric for n in names) and value is not None:
+                found.append((tuple(str(metric[n]) for n in names), value))
+        return found
 
 
 def _sample_age_s(sample: dict[str, object]) -> float | None:

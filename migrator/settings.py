@@ -85,6 +85,12 @@ class MigratorSettings(BaseSettings):
     migration_deadline_s: float = Field(
         default=60.0, gt=0, description="Time for the replacement to become Ready before the migration rolls back."
     )
+    cordon_cap_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Most seconds a migration keeps the other nodes cordoned: the cordons are lifted as soon as "
+        "the replacement is bound to the target; not bound within this cap, the migration rolls back.",
+    )
     policy_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one HTTP call to the policy service.")
     policy_retries: int = Field(default=2, ge=0, description="Retries after a failed policy call (so 1 + retries).")
     policy_backoff_s: float = Field(
@@ -120,6 +126,17 @@ class MigratorSettings(BaseSettings):
     node_usage_query: str = Field(
         default="reach_node_cpu_usage_millicores",
         description="PromQL returning per-node CPU usage in millicores, label `node`; recorded only, never required.",
+    )
+    measured_delay_query: str | None = Field(
+        default=None,
+        description="PromQL returning the measured one-way delay in ms between node pairs, labels `source_node` "
+        "and `target_node`; when set (with prometheus_url), the request carries it in its optional `measured` "
+        "block (MODEL.md §4). Empty means the policy assumes the nominal delays.",
+    )
+    node_utilization_query: str | None = Field(
+        default=None,
+        description="PromQL returning each node's NIC bandwidth utilisation by background traffic as a fraction "
+        "in [0, 1), label `node`; sent in the request's `measured` block like measured_delay_query.",
     )
     event_component: str = Field(default="reach-migrator", description="Source component of Kubernetes Events.")
     metrics_port: int | None = Field(

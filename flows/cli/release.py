@@ -139,8 +139,18 @@ def package(
 
 def serve(
     bento: Annotated[str | None, typer.Option(help="Bento tag (default: the newest gated bento).")] = None,
+    scenario: Annotated[
+        Path | None,
+        typer.Option(help="Cluster to serve (scenario directory); a general (observation v4) policy only."),
+    ] = None,
+    workload: Annotated[
+        Path | None, typer.Option(help="Application to serve (call-pattern file), with --scenario.")
+    ] = None,
 ) -> None:
     """Serve a bento in the foreground on 127.0.0.1:3000 (development; `reach deploy` for blue/green)."""
+    if (scenario is None) != (workload is None):
+        errors.print("[bold red]error:[/] give --scenario and --workload together, or neither", highlight=False)
+        raise typer.Exit(2)
     from flows.release.packaging import newest_gated_bento
 
     tag = bento or newest_gated_bento()
@@ -150,4 +160,7 @@ def serve(
         )
         raise typer.Exit(2)
     bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
-    os.execv(bentoml, [bentoml, "serve", tag, "--host", "127.0.0.1", "--port", "3000"])
+    cluster = []
+    if scenario is not None and workload is not None:
+        cluster = ["--arg", f"scenario={scenario.resolve()}", "--arg", f"workload={workload.resolve()}"]
+    os.execv(bentoml, [bentoml, "serve", tag, "--host", "127.0.0.1", "--port", "3000", *cluster])

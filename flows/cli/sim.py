@@ -141,3 +141,56 @@ def import_mubench(
     except (ScenarioError, FileExistsError) as err:
         raise _fail(err) from None
     console.print(f"wrote {written}")
+
+
+@app.command()
+def generate(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory to write nodes.json, services.json and the workload into.")
+    ],
+    seed: Annotated[int, typer.Option(help="Seed of the generator: the same seed writes the same files.")] = 0,
+    nodes: Annotated[
+        int | None, typer.Option(help="Nodes, the client node included (default: drawn in 5..20).")
+    ] = None,
+    services: Annotated[int | None, typer.Option(help="Services besides the client (default: drawn in 3..8).")] = None,
+    cpu_types: Annotated[int | None, typer.Option(help="CPU types (default: drawn in 1..3).")] = None,
+    endpoints: Annotated[int | None, typer.Option(help="Endpoints of the workload (default: drawn in 1..3).")] = None,
+    max_replica: Annotated[int, typer.Option(help="Largest max-replica a service may draw.")] = 5,
+    force: Annotated[bool, typer.Option(help="Overwrite files already in --out.")] = False,
+) -> None:
+    """Write a random, feasible cluster and application in REACH's file format (ceenv.generator)."""
+    import numpy as np
+
+    from ceenv.generator import GeneratorLimits, generate_scenario
+
+    try:
+        limits = GeneratorLimits(max_replica=(1, max_replica))
+        generated = generate_scenario(
+            np.random.default_rng(seed),
+            nodes=nodes,
+            services=services,
+            cpu_types=cpu_types,
+            endpoints=endpoints,
+            limits=limits,
+            name=out.name or "generated",
+        )
+        scenario, workload = generated.parse()
+    except ValueError as err:
+        raise _fail(err) from None
+    files = {
+        "nodes.json": generated.nodes_doc,
+        "services.json": generated.services_doc,
+        generated.workload_file: generated.workload_doc,
+    }
+    existing = [name for name in files if (out / name).exists()]
+    if existing and not force:
+        raise _fail(ValueError(f"{out} already holds {', '.join(existing)}; pass --force to overwrite"))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, doc in files.items():  # each file appears whole or not at all
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        tmp.replace(out / name)
+    console.print(
+        f"wrote {out}: {len(scenario.nodes)} nodes ({', '.join(scenario.layers)}), {len(scenario.services)} services, "
+        f"{scenario.slot_count} pod slots, workload {generated.workload_file} with {len(workload.endpoints)} endpoint(s)"
+    )

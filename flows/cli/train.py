@@ -1,4 +1,4 @@
-"""``reach train``, ``reach evaluate`` and ``reach gate``: thin typer commands over the library.
+"""``reach train``, ``reach train-general``, ``reach evaluate`` and ``reach gate``: thin typer commands over the library.
 
 Each command validates its input, calls one library function (:func:`flows.training.train`,
 :func:`flows.evaluation.evaluate`, :func:`flows.evaluation.gate.gate`) and prints a short summary. torch,
@@ -75,6 +75,33 @@ def train_command(
     )
 
 
+def train_general_command(
+    out: Annotated[Path, typer.Option(help="Run directory: policy/ artefact, training_curve.csv.")],
+    config: Annotated[Path, typer.Option(help="Training config (observation 4, pod_node).")] = Path(
+        "data/train/general.json"
+    ),
+    generated: Annotated[int, typer.Option(help="Generated training clusters beside the 9 reference cells.")] = 7,
+    validation: Annotated[int, typer.Option(help="Held-out generated clusters in validation.")] = 3,
+    max_wall_seconds: Annotated[float | None, typer.Option(help="Override max_wall_seconds.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override seed.")] = None,
+) -> None:
+    """Train the general (size-agnostic) policy across REACH's 3 sizes x 3 workloads and generated clusters."""
+    from flows.training import ConfigError, load_train_config
+    from flows.training.general import train_general
+
+    overrides = {k: v for k, v in {"max_wall_seconds": max_wall_seconds, "seed": seed}.items() if v is not None}
+    try:
+        cfg = load_train_config(config, **overrides)
+        result = train_general(cfg, out, generated_count=generated, validation_count=validation)
+    except (ConfigError, ValueError) as err:
+        raise _fail(str(err)) from None
+    typer.echo(
+        f"trained {result.timesteps} steps in {result.wall_seconds:.0f} s; best validation fraction of the best-known "
+        f"reduction {result.best_fraction_of_best_known:.3f} at {result.best_timesteps} steps; "
+        f"artefact: {result.artefact_dir}"
+    )
+
+
 def evaluate_command(
     model: Annotated[Path | None, typer.Option(help="Policy artefact directory (omit: baselines only).")] = None,
     scenario: Annotated[
@@ -113,9 +140,12 @@ def evaluate_command(
     report, records = evaluate(scenario, list(workloads), model, _parse_seeds(seeds), episodes, families)  # type: ignore[arg-type]
     written = write_report(report, records, out)
     if model is not None and store:
-        from bento.artefact import write_evaluation
+        from bento.artefact import read_metadata, write_evaluation
 
-        write_evaluation(model, report.model_dump(mode="json"))
+        if Path(scenario).name == read_metadata(model).scenario_name:
+            write_evaluation(model, report.model_dump(mode="json"))
+        else:  # a general policy evaluated on another cluster: its stored report stays its own cluster's
+            typer.echo(f"report not stored in {model}: it is for {Path(scenario).name}, the artefact's cluster differs")
     typer.echo((out / "report.md").read_text())
     typer.echo("wrote " + ", ".join(str(p) for p in written))
 
@@ -152,5 +182,6 @@ def gate_command(
 def register(app: typer.Typer) -> None:
     """Attach ``train``, ``evaluate`` and ``gate`` to the ``reach`` app."""
     app.command("train")(train_command)
+    app.command("train-general")(train_general_command)
     app.command("evaluate")(evaluate_command)
     app.command("gate")(gate_command)

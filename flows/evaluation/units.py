@@ -67,6 +67,15 @@ def evaluate_unit(unit: EvalUnit, policy: Any = None) -> list[EpisodeRecord]:
         policy = load_artefact(unit.model_dir, layout_from_scenario(scenario))
     # The env builds the observations the policy was trained on (its layout's version).
     version = policy.layout.version if policy is not None and hasattr(policy, "layout") else OBSERVATION_VERSION
+    limits: dict[str, Any] = {}
+    if version >= 4:
+        # A version-4 policy is served the migrator's measured conditions (MODEL.md §4): the env
+        # shows it the drawn network through measurement noise; greedy keeps the true one.
+        limits = {
+            "max_nodes": policy.layout.max_nodes,
+            "max_slots": policy.layout.max_slots,
+            "measured_conditions": True,
+        }
     env = CloudEdgeEnv(
         scenario,
         workload,
@@ -74,6 +83,7 @@ def evaluate_unit(unit: EvalUnit, policy: Any = None) -> list[EpisodeRecord]:
         step_cost_ms=unit.step_cost_ms,
         max_steps=unit.max_steps,
         observation_version=version,
+        **limits,
     )
     records: list[EpisodeRecord] = []
     labels_base = {

@@ -79,11 +79,15 @@ def bentoml_home() -> str:
     return str(BentoMLContainer.bentoml_home.get())
 
 
+def bentoml_cli() -> str:
+    """The ``bentoml`` command of this interpreter's environment."""
+    return os.path.join(os.path.dirname(sys.executable), "bentoml")
+
+
 def start_bento(bento: str, slot: str, ready_timeout_s: float = 120.0) -> processes.ProcessRecord:
     """``bentoml serve <bento>`` on a free loopback port as process ``bento-<slot>``; wait until ready."""
     port = processes.free_port()
-    bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
-    argv = [bentoml, "serve", bento, "--host", "127.0.0.1", "--port", str(port)]
+    argv = [bentoml_cli(), "serve", bento, "--host", "127.0.0.1", "--port", str(port)]
     record = processes.start(
         f"bento-{slot}", argv, port, {"BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": bentoml_home()}
     )

@@ -36,8 +36,10 @@ class TrainConfig(BaseModel):
     )
     seed: int = Field(0, ge=0, description=f"Training seed; env i uses seed + i, which must stay < {TRAIN_SEED_LIMIT}.")
     n_envs: int = Field(8, ge=1, le=256, description="Parallel environments collecting experience.")
-    vec_env: Literal["dummy", "subproc"] = Field(
-        "dummy", description="dummy = envs in this process (fastest for this cheap env); subproc = one process each."
+    vec_env: Literal["dummy", "subproc", "batched"] = Field(
+        "dummy",
+        description="dummy = envs in this process, one at a time; subproc = one process each; batched = all envs "
+        "stepped as one numpy batch (ceenv.vector, fastest: one mask, move-gain and observation pass per step).",
     )
     torch_threads: int = Field(
         1, ge=1, le=64, description="torch.set_num_threads for training (1 is fastest on 2 cores)."
@@ -61,10 +63,34 @@ class TrainConfig(BaseModel):
         "every episode's return is its fractional latency reduction; running_std = reward / running std of the "
         "discounted return (SB3 VecNormalize, observations untouched), the same objective on a steadier scale.",
     )
-    policy: Literal["mlp", "gain_biased"] = Field(
+    policy: Literal["mlp", "gain_biased", "pod_node"] = Field(
         "gain_biased",
         description="mlp = MaskablePPO's MlpPolicy; gain_biased = bento.network.GainBiasedPolicy, whose move logits "
-        "start from the observation's move gains (needs observation_version 3).",
+        "start from the observation's move gains (needs observation_version 3); pod_node = "
+        "bento.pod_node.PodNodePolicy, one shared scorer for every (pod, node) move (needs observation_version 4).",
+    )
+    max_nodes: int = Field(40, ge=1, le=1024, description="Observation version 4: nodes the policy is padded to.")
+    max_slots: int = Field(80, ge=1, le=4096, description="Observation version 4: pod slots the policy is padded to.")
+    hidden: int = Field(32, ge=4, le=512, description="pod_node policy: width of the embeddings and pair scorer.")
+    gain_scale: float = Field(
+        2000.0,
+        gt=0,
+        le=1e5,
+        description="pod_node policy: initial logits per unit of move gain (trained); lower = a softer, more "
+        "exploring prior (the STOP threshold, (stop_logit - move_bias) / gain_scale, grows as it drops).",
+    )
+    measured_conditions: bool = Field(
+        False,
+        description="Show the policy the drawn network through measurement noise (the payload's measured block), "
+        "not the nominal one; read by observation version 4 only (versions 1-3 always see the nominal network).",
+    )
+    measurement_noise: float = Field(
+        0.1, ge=0, le=2, description="Relative (log-normal sigma) noise of the measured delays and bandwidths."
+    )
+    init_from: str | None = Field(
+        None,
+        description="An artefact directory (e.g. data/policies/general-v4) whose weights training starts from "
+        "(fine-tuning); null = a fresh network. Its observation version, limits and policy must match.",
     )
     learning_rate_schedule: Literal["constant", "linear"] = Field(
         "constant", description="constant (SB3 default) or linear decay to 0 over total_timesteps."
@@ -74,10 +100,11 @@ class TrainConfig(BaseModel):
     )
     max_steps: int = Field(100, ge=1, description="Episode truncation length.")
     eval_freq_steps: int = Field(20_000, ge=1, description="Evaluate the policy every this many env steps (all envs).")
-    observation_version: Literal[1, 2, 3] = Field(
+    observation_version: Literal[1, 2, 3, 4] = Field(
         3,
         description="Observation encoding (ceenv.observation): 1 = REACH's; 2 adds per-service placement fractions; "
-        "3 adds each move's nominal latency gain.",
+        "3 adds each move's nominal latency gain; 4 = size-agnostic node, pod and (node, pod) rows padded to "
+        "max_nodes x max_slots (one policy for every cluster within them).",
     )
     eval_episodes: int = Field(32, ge=1, description="Held-out validation start states per evaluation.")
 
@@ -89,8 +116,10 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"batch_size {self.batch_size} exceeds the rollout size n_steps * n_envs = {self.n_steps * self.n_envs}"
             )
-        if self.policy == "gain_biased" and self.observation_version < 3:
+        if self.policy == "gain_biased" and self.observation_version != 3:
             raise ValueError("policy gain_biased needs observation_version 3 (the move gains); use policy mlp")
+        if (self.policy == "pod_node") != (self.observation_version == 4):
+            raise ValueError("observation_version 4 goes with policy pod_node (and pod_node needs version 4)")
         if not self.net_arch or any(width < 1 for width in self.net_arch):
             raise ValueError(f"net_arch must list positive layer widths, got {self.net_arch}")
         return self

@@ -4,8 +4,8 @@
 episode's return is its fractional latency reduction whatever the drawn delays; the env's own
 reward is untouched (REACH's), and ``Monitor`` sits inside the wrapper so TensorBoard's
 ``rollout/ep_rew_mean`` stays in ms. :func:`make_vec_env` builds ``n_envs`` of them in this process
-(``DummyVecEnv``, fastest for an env this cheap on 2 cores) or one process each
-(``SubprocVecEnv``). We do not use SB3's ``make_vec_env`` helper because it passes
+(``DummyVecEnv``), one process each (``SubprocVecEnv``), or as one numpy batch
+(``batched``: :class:`flows.training.vecenv.BatchedVecEnv`, the fastest). We do not use SB3's ``make_vec_env`` helper because it passes
 ``render_mode="rgb_array"``, which the env rejects. Used by :mod:`flows.training.trainer`.
 """
 
@@ -52,11 +52,15 @@ def make_env(scenario: Scenario | str | Path, workload: Workload | str | Path, c
         step_cost_ms=config.step_cost_ms,
         max_steps=config.max_steps,
         observation_version=config.observation_version,
+        max_nodes=config.max_nodes,
+        max_slots=config.max_slots,
+        measured_conditions=config.measured_conditions,
+        measurement_noise=config.measurement_noise,
     )
 
 
 def env_factory(
-    scenario_dir: str | Path, workload_file: str | Path, config: TrainConfig
+    scenario_dir: Scenario | str | Path, workload_file: Workload | str | Path, config: TrainConfig
 ) -> Callable[[], gym.Env[Any, Any]]:
     """A picklable-by-closure factory of one training env (SubprocVecEnv needs a callable)."""
 
@@ -69,12 +73,40 @@ def env_factory(
     return make
 
 
-def make_vec_env(scenario_dir: str | Path, workload_file: str | Path, config: TrainConfig) -> Any:
-    """``config.n_envs`` training envs, seeded ``config.seed + i``."""
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+Cluster = tuple[Scenario | str | Path, Workload | str | Path]  # (scenario or its directory, workload or its file)
 
-    factories = [env_factory(scenario_dir, workload_file, config) for _ in range(config.n_envs)]
-    venv = DummyVecEnv(factories) if config.vec_env == "dummy" else SubprocVecEnv(factories, start_method="spawn")
+
+def make_vec_env(
+    scenario_dir: str | Path, workload_file: str | Path, config: TrainConfig, clusters: list[Cluster] | None = None
+) -> Any:
+    """``config.n_envs`` training envs, seeded ``config.seed + i``.
+
+    With ``clusters`` (observation version 4: one padded space for all), env *i* runs cluster
+    ``i mod len(clusters)``, so one rollout mixes every cluster and workload.
+    """
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+    venv: VecEnv
+    if config.vec_env == "batched":
+        if clusters is not None and len(clusters) > 1:
+            raise ValueError("vec_env batched runs one cluster; train across clusters with vec_env dummy or subproc")
+        from ceenv.vector import BatchedCloudEdgeEnv
+        from flows.training.vecenv import BatchedVecEnv
+
+        batched = BatchedCloudEdgeEnv(
+            config.n_envs,
+            scenario_dir,
+            workload_file,
+            dynamic=True,
+            step_cost_ms=config.step_cost_ms,
+            max_steps=config.max_steps,
+            observation_version=config.observation_version,
+        )
+        venv = BatchedVecEnv(batched, relative_reward=config.reward_scale == "start_latency")
+    else:
+        pairs = clusters or [(scenario_dir, workload_file)]
+        factories = [env_factory(*pairs[i % len(pairs)], config) for i in range(config.n_envs)]
+        venv = DummyVecEnv(factories) if config.vec_env == "dummy" else SubprocVecEnv(factories, start_method="spawn")
     venv.seed(config.seed)
     if config.reward_scale == "running_std":
         from stable_baselines3.common.vec_env import VecNormalize

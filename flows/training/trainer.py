@@ -45,9 +45,19 @@ def build_model(config: TrainConfig, venv: Any, tensorboard_dir: Path | None) ->
     from sb3_contrib import MaskablePPO
 
     from bento.network import GainBiasedPolicy
+    from bento.pod_node import PodNodePolicy
 
-    return MaskablePPO(
-        GainBiasedPolicy if config.policy == "gain_biased" else "MlpPolicy",
+    policy_class: Any = {"gain_biased": GainBiasedPolicy, "pod_node": PodNodePolicy}.get(config.policy, "MlpPolicy")
+    policy_kwargs: dict[str, Any] = {"net_arch": list(config.net_arch)}
+    if config.policy == "pod_node":
+        policy_kwargs = {
+            "max_nodes": config.max_nodes,
+            "max_slots": config.max_slots,
+            "hidden": config.hidden,
+            "gain_scale": config.gain_scale,
+        }
+    model = MaskablePPO(
+        policy_class,
         venv,
         learning_rate=_schedule(config),
         n_steps=config.n_steps,
@@ -59,12 +69,32 @@ def build_model(config: TrainConfig, venv: Any, tensorboard_dir: Path | None) ->
         ent_coef=config.ent_coef,
         vf_coef=config.vf_coef,
         max_grad_norm=config.max_grad_norm,
-        policy_kwargs={"net_arch": list(config.net_arch)},
+        policy_kwargs=policy_kwargs,
         tensorboard_log=None if tensorboard_dir is None else str(tensorboard_dir),
         seed=config.seed,
         device="cpu",
         verbose=0,
     )
+    if config.init_from is not None:
+        _init_from(model, config.init_from)
+    return model
+
+
+def _init_from(model: Any, artefact_dir: str) -> None:
+    """Start from an artefact's weights (fine-tuning); refuse one whose network does not fit."""
+    from bento.artefact import PolicyError, load_artefact
+
+    directory = Path(artefact_dir)
+    if not directory.is_absolute() and not directory.exists():
+        directory = Path(__file__).resolve().parents[2] / directory  # a repository path such as data/policies/…
+    source = load_artefact(directory)
+    try:
+        model.policy.load_state_dict(source.model.policy.state_dict())
+    except RuntimeError as err:
+        raise PolicyError(
+            f"init_from {artefact_dir}: its network does not fit this config ({str(err).splitlines()[0]}); use the "
+            "same policy, observation_version, limits and hidden width as the artefact, or init_from null"
+        ) from None
 
 
 def _schedule(config: TrainConfig) -> Any:
@@ -92,8 +122,15 @@ def train(
     *,
     progress: bool = True,
     tensorboard: bool = True,
+    clusters: list[tuple[Any, Any]] | None = None,
+    validation_clusters: list[tuple[Any, Any]] | None = None,
 ) -> TrainResult:
-    """Train on ``scenario_dir`` + ``workload_file``; write the artefact under ``out_dir``; keep the best model."""
+    """Train on ``scenario_dir`` + ``workload_file``; write the artefact under ``out_dir``; keep the best model.
+
+    ``clusters`` (observation version 4) trains across several (scenario, workload) pairs at once;
+    ``validation_clusters`` (default: the training clusters, on held-out seeds) select the best model.
+    ``scenario_dir``/``workload_file`` stay the artefact's default cluster.
+    """
     import torch
 
     from flows.training.envs import make_env, make_vec_env
@@ -107,8 +144,10 @@ def train(
     # The clock starts before the validation states get their best-known ceilings: selecting the
     # best model is part of training, so its set-up counts against max_wall_seconds too.
     started = time.perf_counter()
-    validator = Validator(make_env(scenario, workload, config), config.eval_episodes)
-    venv = make_vec_env(scenario_dir, workload_file, config)
+    checked = validation_clusters or clusters
+    envs = [make_env(s, w, config) for s, w in checked] if checked else make_env(scenario, workload, config)
+    validator = Validator(envs, config.eval_episodes)
+    venv = make_vec_env(scenario_dir, workload_file, config, clusters)
     try:
         model = build_model(config, venv, out / "tensorboard" if tensorboard else None)
         best_path = out / "best_model.zip"
@@ -120,7 +159,10 @@ def train(
     finally:
         _close(venv)
     wall_seconds = time.perf_counter() - started
-    return _finish(out, model, callback.state, config, interrupted, wall_seconds, scenario_dir, workload_file)
+    trained_on = [[_name(s), _name(w)] for s, w in (clusters or [(scenario_dir, workload_file)])]
+    return _finish(
+        out, model, callback.state, config, interrupted, wall_seconds, scenario_dir, workload_file, trained_on
+    )
 
 
 def _finish(
@@ -132,6 +174,7 @@ def _finish(
     wall_seconds: float,
     scenario_dir: str | Path,
     workload_file: str | Path,
+    trained_on: list[list[str]],
 ) -> TrainResult:
     """Write the learning curve and the artefact (from the best model); build the result."""
     curve = [asdict(p) for p in state.curve]
@@ -145,6 +188,7 @@ def _finish(
         "best_timesteps": state.best_timesteps,
         "best_validation_fraction_of_best_known": state.best_fraction,
         "validation_episodes": config.eval_episodes,
+        "clusters": trained_on,
     }
     artefact = _save(out / "best_model.zip", out / POLICY_DIR, config, scenario_dir, workload_file, summary)
     return TrainResult(
@@ -157,6 +201,11 @@ def _finish(
         state.stopped_by_wall_clock,
         curve,
     )
+
+
+def _name(source: Any) -> str:
+    """A cluster's scenario or workload name: a path's file name or a loaded object's ``name``."""
+    return str(getattr(source, "name", source) if not isinstance(source, str) else Path(source).name)
 
 
 def _close(venv: Any) -> None:
@@ -186,7 +235,9 @@ def _save(
     from ceenv.layout import layout_from_scenario
 
     metadata = describe(
-        layout_from_scenario(load_scenario(scenario_dir), config.observation_version),
+        layout_from_scenario(
+            load_scenario(scenario_dir), config.observation_version, config.max_nodes, config.max_slots
+        ),
         scenario_dir,
         workload_file,
         step_cost_ms=config.step_cost_ms,

@@ -94,3 +94,23 @@ def test_golden_service_picks_the_action_the_policy_picks_in_the_env(policy: Pol
         else:
             slot, node = in_env % layout.slot_count, in_env // layout.slot_count
             assert (answer.pod_name, answer.target_node) == (layout.slot_name(slot), layout.node_names[node])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_golden_a_measured_block_is_decoded_and_observation_3_keeps_the_nominal_network(
+    policy: Policy, seed: int
+) -> None:
+    from ceenv.payload import PayloadError, measured_from_conditions
+
+    env = CloudEdgeEnv(SCENARIO_DIR, WORKLOAD_FILE, measured_conditions=True, measurement_noise=0.0)
+    for env_obs, env_mask, request in _walk_states(env, seed, moves=3):
+        request["measured"] = measured_from_conditions(env.scenario, env.simulator.conditions)
+        encoded = policy.encode(ActionRequest.model_validate(request))
+        assert encoded.state.measured_network is not None
+        np.testing.assert_allclose(encoded.state.measured_network.delay_ms, env.simulator.network.delay_ms, atol=1e-9)
+        np.testing.assert_array_equal(encoded.observation, env_obs)
+        np.testing.assert_array_equal(encoded.mask, env_mask)
+        assert policy.known_costs(encoded.state) is policy.latency.costs  # type: ignore[union-attr]
+    request["measured"] = {"node_utilization": {"no-such-node": 0.1}}
+    with pytest.raises(PayloadError, match="no-such-node"):
+        policy.encode(ActionRequest.model_validate(request))

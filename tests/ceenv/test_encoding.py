@@ -88,8 +88,8 @@ def test_a_version_1_env_builds_version_1_observations_and_unknown_versions_are_
     obs, _ = env.reset(seed=0)
     n, slots = env.layout.node_count, env.layout.slot_count
     assert obs.shape == (2 * n + slots * (n + 1),)
-    with pytest.raises(ValueError, match="observation version 4 is not supported"):
-        CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain"), observation_version=4)
+    with pytest.raises(ValueError, match="observation version 5 is not supported"):
+        CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain"), observation_version=5)
 
 
 def _edit(raw: dict[str, Any], edit: Any) -> ActionRequest:

@@ -177,3 +177,35 @@ def test_import_mubench_reports_a_bad_time_with_its_path(tmp_path: Path) -> None
     )
     assert result.exit_code == 2 and "$.db.0" in result.stderr
     assert not (tmp_path / "x_call_patterns.json").exists()
+
+
+def test_generate_writes_reach_files_that_validate_and_the_same_seed_writes_the_same_bytes(tmp_path: Path) -> None:
+    first, second = tmp_path / "gen-a", tmp_path / "gen-b"
+    for out in (first, second):
+        result = runner.invoke(
+            app, ["sim", "generate", "--out", str(out), "--seed", "7", "--nodes", "11", "--services", "4"]
+        )
+        assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in first.iterdir())
+    workload = next(n for n in names if n.endswith("_call_patterns.json"))
+    assert names == sorted(["nodes.json", "services.json", workload])
+    for name in ("nodes.json", "services.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+    nodes = json.loads((first / "nodes.json").read_text())
+    assert sum(spec["count"] for layer in nodes["cluster_setup"].values() for spec in layer.values()) == 11
+    assert len(json.loads((first / "services.json").read_text())) == 5
+    check = runner.invoke(app, ["sim", "validate", "--scenario", str(first), "--workload", str(first / workload)])
+    assert check.exit_code == 0, check.output
+
+
+def test_generate_refuses_to_overwrite_without_force_and_rejects_impossible_sizes(tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    assert runner.invoke(app, ["sim", "generate", "--out", str(out)]).exit_code == 0
+    before = (out / "nodes.json").read_bytes()
+    again = runner.invoke(app, ["sim", "generate", "--out", str(out), "--seed", "1"])
+    assert again.exit_code == 2 and "--force" in again.output
+    assert (out / "nodes.json").read_bytes() == before
+    assert runner.invoke(app, ["sim", "generate", "--out", str(out), "--seed", "1", "--force"]).exit_code == 0
+    bad = runner.invoke(app, ["sim", "generate", "--out", str(tmp_path / "bad"), "--nodes", "1"])
+    assert bad.exit_code == 2 and "nodes" in bad.output
+    assert not (tmp_path / "bad").exists()

@@ -205,3 +205,19 @@ def test_every_shipped_pipeline_parameter_file_is_valid(name: str) -> None:
     params = PipelineParams.model_validate_json((data / "pipeline" / name).read_text())
     load_train_config(_config_path(params.train_config, "train"))
     load_gate_rules(_config_path(params.gate_rules, "gate"))
+
+
+@pytest.mark.e2e
+def test_the_quickstart_pipeline_adopts_the_shipped_general_policy_without_training(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    from flows.pipeline import reach_pipeline
+
+    quickstart = Path(__file__).resolve().parents[2] / "data" / "pipeline" / "quickstart.json"
+    params = PipelineParams.model_validate_json(quickstart.read_text())
+    result = reach_pipeline(
+        params.model_copy(update={"run_dir": str(tmp_path / "run"), "eval_episodes": 1, "package": False})
+    )
+    assert result["training"]["timesteps"] == 0
+    assert result["training"]["adopted_from"].endswith("data/policies/general-v4")
+    assert result["passed"], result["gate"]

@@ -60,6 +60,19 @@ def test_the_request_speaks_the_scenarios_names_everywhere_and_the_answer_maps_b
     assert from_policy_name("nowhere", aliases) == "nowhere"  # the guard then refuses an unknown node
 
 
+def test_measured_conditions_are_sent_in_the_scenarios_names_too() -> None:
+    from ceenv.schema import MeasuredConditions
+
+    nodes = (labelled("ip-1", "cloud", "cloud-vm-1"), labelled("ip-2", "edge", "edge-vm-1"))
+    agg = pod("agg-1", "aggregator", "ip-1")
+    snapshot = ClusterSnapshot(nodes=nodes, pods=(agg,), app_pods=(agg,))  # type: ignore[arg-type]
+    measured = MeasuredConditions(node_delay_ms={"ip-1": {"ip-2": 70.0}}, node_utilization={"ip-2": 0.4})
+    request = to_policy_names(build_request(snapshot, FitRules(), measured), node_aliases(snapshot, LABEL))
+    assert request.measured is not None
+    assert request.measured.node_delay_ms == {"cloud-vm-1": {"edge-vm-1": 70.0}}
+    assert request.measured.node_utilization == {"edge-vm-1": 0.4}
+
+
 def make(tmp_path: Path, label: str | None, aliases: dict[str, str]) -> tuple[Controller, FakeCluster, ScriptedPolicy]:
     nodes = {}
     for name, layer in (("ip-1", "cloud"), ("ip-2", "edge"), ("ip-3", "client")):

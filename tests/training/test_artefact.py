@@ -11,7 +11,7 @@ import pytest
 
 from bento.artefact import METADATA_FILE, POLICY_FILE, PolicyError, load_artefact, read_metadata, write_evaluation
 from ceenv.env import CloudEdgeEnv
-from ceenv.layout import OBSERVATION_VERSION, layout_from_scenario
+from ceenv.layout import OBSERVATION_VERSION, SUPPORTED_OBSERVATION_VERSIONS, layout_from_scenario
 from ceenv.scenario import load_scenario
 from flows.training import TrainResult
 from tests.conftest import scenario_dir, workload_file
@@ -63,7 +63,7 @@ def test_loading_for_another_scenario_names_both_layouts(tiny_run: TrainResult) 
 
 def test_observation_version_mismatch_is_refused(tiny_run: TrainResult, tmp_path: Path) -> None:
     target = _copy(tiny_run, tmp_path)
-    _edit(target, observation_version=OBSERVATION_VERSION + 1)
+    _edit(target, observation_version=max(SUPPORTED_OBSERVATION_VERSIONS) + 1)
     with pytest.raises(PolicyError, match=r"observation_version is .*retrain"):
         load_artefact(target)
 

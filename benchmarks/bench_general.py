@@ -1,0 +1,313 @@
+"""Benchmark: decision quality of the general (size-agnostic) policy in every cell, beside greedy.
+
+Evaluates one artefact on held-out start states (evaluation seeds, ``--seeds`` of them, each with
+``--episodes`` episodes) in every cell of REACH's 3 sizes x 3 workloads and on generated clusters
+of 38 nodes (twice the largest training size, never trained on; their files are written under
+``<out>/clusters/`` so ``reach evaluate`` can reuse them), in the families steady, node_failure and
+traffic_surge (generated applications have no ``aggregator`` to surge: steady and node_failure). For each (cluster, workload, family) it reports the policy's and greedy's fraction of
+the best-known reduction (mean and 95 % CI over seeds), moves per episode and invalid actions, and
+whether the issue's targets hold (fraction ≥ greedy's, moves ≤ greedy's + 1, 0 invalid; ≥ 0.95 on
+average). ``--reach-model`` adds REACH's own setting (observation v1, plain MLP) as rows. The
+in-process decision time (``bento.policy.Policy.decide`` on REACH requests, p50/p99) is measured
+too. Writes ``<out>/general.md`` and ``<out>/general.json``. Heavy: run it under
+``flock /tmp/reach-heavy.lock``. Usage:
+``python benchmarks/bench_general.py --model data/policies/general-v4 --out benchmarks/results/general``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = ["steady", "node_failure", "traffic_surge"]
+TARGET_MEAN_FRACTION = 0.95
+
+
+def write_large_clusters(out: Path, count: int) -> list[tuple[Path, Path]]:
+    """Generated 38-node clusters and applications as REACH files under ``out/clusters``."""
+    from flows.training.general import LARGE_GENERATOR_SEED, LARGE_LIMITS, LARGE_NODES, generated
+
+    cells = []
+    for k in range(count):
+        seed = LARGE_GENERATOR_SEED + k
+        drawn = generated(seed, LARGE_LIMITS, f"large-{seed}", nodes=LARGE_NODES)
+        directory = out / "clusters" / drawn.name
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "nodes.json").write_text(json.dumps(drawn.nodes_doc, indent=1))
+        (directory / "services.json").write_text(json.dumps(drawn.services_doc, indent=1))
+        workload = directory / drawn.workload_file
+        workload.write_text(json.dumps(drawn.workload_doc, indent=1))
+        cells.append((directory, workload))
+    return cells
+
+
+def evaluate_cells(
+    model: Path, cells: list[tuple[Path, Path]], seeds: list[int], episodes: int, families: list[str] = FAMILIES
+) -> list[Any]:
+    """Every (cluster, workload) cell x family: the evaluation report's groups."""
+    from flows.evaluation import evaluate
+
+    groups = []
+    for scenario, workload in cells:
+        report, records = evaluate(
+            scenario, [workload], model, seeds, episodes, families, baselines=("greedy", "best_known")
+        )
+        groups.extend(report.groups)
+        RECORDS.extend(records)
+    return groups
+
+
+RECORDS: list[Any] = []  # every evaluation record, for the planning rows' best-known reductions
+
+
+def planning_rows(
+    model_dir: Path, cells: list[tuple[Path, Path]], seeds: list[int], episodes: int, k: int, horizon: int
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The policy with decision-time planning (:func:`bento.planning.plan_action`) on the same start states."""
+    from bento.artefact import load_artefact
+    from bento.planning import plan_action
+    from ceenv.env import CloudEdgeEnv
+    from ceenv.layout import layout_from_scenario
+    from ceenv.scenario import load_scenario
+    from ceenv.workload import load_workload, workload_name
+    from flows.evaluation.episodes import start_state
+    from flows.evaluation.report import estimate
+    from flows.evaluation.seeds import evaluation_seed
+
+    best = {(r.scenario, r.workload, r.family, r.seed, r.episode): r for r in RECORDS if r.method == "best_known"}
+    greedy = {(r.scenario, r.workload, r.family, r.seed, r.episode): r for r in RECORDS if r.method == "greedy"}
+    rows, times = [], []
+    for scenario_dir, workload_file in cells:
+        scenario = load_scenario(scenario_dir)
+        workload = load_workload(workload_file, scenario)
+        name = workload_name(Path(workload_file))
+        loaded = load_artefact(model_dir, layout_from_scenario(scenario, 3))
+        layout = loaded.layout
+        env = CloudEdgeEnv(
+            scenario, workload, observation_version=4, max_nodes=layout.max_nodes, max_slots=layout.max_slots,
+            measured_conditions=True,
+        )  # fmt: skip
+        for family in FAMILIES:
+            per_seed, moves, greedy_seed, greedy_moves = [], [], [], []
+            for seed in seeds:
+                gained = best_sum = greedy_gained = 0.0
+                for episode in range(episodes):
+                    key = (scenario.name, name, family, seed, episode)
+                    if key not in best:
+                        continue
+                    state = start_state(env, family, evaluation_seed(seed, episode))
+                    _, info = env.reset(options={"state": state})
+                    start, done = info["start_latency_ms"], False
+                    while not done:
+                        began = time.perf_counter()
+                        action = plan_action(loaded.model, env.simulator, k, horizon, env.step_cost_ms)
+                        times.append(1000 * (time.perf_counter() - began))
+                        _, _, terminated, truncated, info = env.step(action)
+                        done = terminated or truncated
+                    gained += start - info["latency_ms"]
+                    best_sum += max(best[key].start_latency_ms - best[key].end_latency_ms, 0.0)
+                    greedy_gained += greedy[key].start_latency_ms - greedy[key].end_latency_ms
+                    moves.append(info["moves"])
+                    greedy_moves.append(greedy[key].moves)
+                per_seed.append(gained / best_sum if best_sum > 0 else 1.0)
+                greedy_seed.append(greedy_gained / best_sum if best_sum > 0 else 1.0)
+            mean, greedy_mean = float(np.mean(per_seed)), float(np.mean(greedy_seed))
+            interval = estimate(per_seed)
+            rows.append(
+                {
+                    "setting": f"general policy + planning (best of top-{k}, {horizon}-step rollouts on the twin)",
+                    "scenario": scenario.name,
+                    "workload": name,
+                    "family": family,
+                    "policy_fraction": mean,
+                    "policy_ci": [interval.ci_low, interval.ci_high],
+                    "greedy_fraction": greedy_mean,
+                    "policy_moves": float(np.mean(moves)),
+                    "greedy_moves": float(np.mean(greedy_moves)),
+                    "invalid_actions": 0,
+                    "ge_greedy": mean >= greedy_mean,
+                    "moves_ok": float(np.mean(moves)) <= float(np.mean(greedy_moves)) + 1,
+                }
+            )
+    timing = {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
+    return rows, timing
+
+
+def decision_times_ms(
+    model: Path, size: str, workload: str, requests: int = 200, plan_k: int = 0, horizon: int = 4
+) -> dict[str, float]:
+    """``Policy.decide`` (encode + network + answer) on REACH requests of ``size``: p50 and p99, ms."""
+    from bento.artefact import load_artefact
+    from bento.policy import GateVerdict, NominalLatency, Policy, PolicyCard
+    from ceenv.env import CloudEdgeEnv
+    from ceenv.layout import layout_from_scenario
+    from ceenv.payload import request_from_state
+    from ceenv.schema import ActionRequest
+    from flows.training.general import reference_files
+
+    scenario_dir, workload_file = reference_files(size, workload)
+    env = CloudEdgeEnv(scenario_dir, workload_file)
+    loaded = load_artefact(model, layout_from_scenario(env.scenario, 3))
+    card = PolicyCard.from_artefact(loaded.metadata, GateVerdict(passed=True, reason="benchmark"))
+    latency = NominalLatency.from_files(str(scenario_dir), str(workload_file))
+    policy = Policy(loaded, card, loaded.layout, "benchmark", latency, plan_k, horizon)
+    bodies = []
+    for seed in range(requests):
+        env.reset(seed=seed)
+        sim = env.simulator
+        raw = request_from_state(
+            env.layout, sim.free_cpu_millicores, sim.free_memory_bytes, sim.slot_node, sim.target_ok()
+        )
+        bodies.append(ActionRequest.model_validate(raw))
+    times = []
+    for body in bodies:
+        began = time.perf_counter()
+        policy.decide(body)
+        times.append(1000 * (time.perf_counter() - began))
+    return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
+
+
+def row(group: Any, label: str) -> dict[str, Any]:
+    policy, greedy = group.methods["policy"], group.methods["greedy"]
+    return {
+        "setting": label,
+        "scenario": group.scenario,
+        "workload": group.workload,
+        "family": group.family,
+        "policy_fraction": policy.fraction_of_best_known.mean,
+        "policy_ci": [policy.fraction_of_best_known.ci_low, policy.fraction_of_best_known.ci_high],
+        "greedy_fraction": greedy.fraction_of_best_known.mean,
+        "policy_moves": policy.moves_per_episode.mean,
+        "greedy_moves": greedy.moves_per_episode.mean,
+        "invalid_actions": policy.invalid_actions,
+        "ge_greedy": policy.fraction_of_best_known.mean >= greedy.fraction_of_best_known.mean,
+        "moves_ok": policy.moves_per_episode.mean <= greedy.moves_per_episode.mean + 1,
+    }
+
+
+def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[str, Any]) -> str:
+    lines = [
+        "# General policy: decision quality in every cell",
+        "",
+        f"Model `{settings['model']}`; {len(settings['seeds'])} evaluation seeds x {settings['episodes']} episodes per "
+        "(cluster, workload, family); fraction of the best-known reduction (mean over seeds, 95 % CI); "
+        "greedy sees the true drawn conditions, the policy the measured ones (the drawn network through 10 % "
+        "log-normal noise, the payload's `measured` block); planning rolls out on those measured conditions. Command: "
+        f"`{settings['command']}` ({settings['wall_seconds']:.0f} s on this machine).",
+        "",
+    ]
+    for label in dict.fromkeys(r["setting"] for r in rows):
+        mine = [r for r in rows if r["setting"] == label]
+        mean = float(np.mean([r["policy_fraction"] for r in mine]))
+        greedy_mean = float(np.mean([r["greedy_fraction"] for r in mine]))
+        cells_ge = sum(r["ge_greedy"] for r in mine)
+        moves_ok = sum(r["moves_ok"] for r in mine)
+        invalid = sum(r["invalid_actions"] for r in mine)
+        lines += [
+            f"## {label}",
+            "",
+            f"Mean fraction {mean:.3f} (greedy {greedy_mean:.3f}; target ≥ {TARGET_MEAN_FRACTION}: "
+            f"{'met' if mean >= TARGET_MEAN_FRACTION else 'NOT met'}); ≥ greedy in {cells_ge}/{len(mine)} cells "
+            f"({'met' if cells_ge == len(mine) else 'NOT met'}); moves ≤ greedy + 1 in {moves_ok}/{len(mine)} "
+            f"cells; invalid actions {invalid}.",
+            "",
+            "| cluster | workload | family | policy fraction (95 % CI) | greedy | policy moves | greedy moves "
+            "| invalid | ≥ greedy | moves ≤ greedy + 1 |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in mine:
+            lo, hi = r["policy_ci"]
+            lines.append(
+                f"| {r['scenario']} | {r['workload']} | {r['family']} | {r['policy_fraction']:.3f} ({lo:.3f}–{hi:.3f}) "
+                f"| {r['greedy_fraction']:.3f} | {r['policy_moves']:.1f} | {r['greedy_moves']:.1f} "
+                f"| {r['invalid_actions']} | {'yes' if r['ge_greedy'] else 'no'} | {'yes' if r['moves_ok'] else 'no'} |"
+            )
+        lines.append("")
+    lines += [
+        "## Decision time",
+        "",
+        "In-process `bento.policy.Policy.decide` (decode the REACH request, encode, network or planning, answer) "
+        "on 200 requests per size (`/get_action` adds HTTP); planning = bento argument `plan_k`. The last row: "
+        "one `bento.planning.plan_action` call per decision in the planning evaluation above.",
+        "",
+    ]
+    lines += ["| what | p50 ms | p99 ms |", "|---|---|---|"]
+    lines += [f"| {size} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} |" for size, t in timing.items()]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="The general (observation v4) artefact.")
+    parser.add_argument("--reach-model", type=Path, help="Optional: a REACH-setting artefact (v1, MLP) for its rows.")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--episodes", type=int, default=4)
+    parser.add_argument("--large", type=int, default=2, help="Generated 38-node clusters to evaluate on.")
+    parser.add_argument("--plan-k", type=int, default=4, help="Planning: candidates per decision (0 = no planning).")
+    parser.add_argument("--horizon", type=int, default=4, help="Planning: rollout steps per candidate.")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "general")
+    args = parser.parse_args()
+    import torch
+
+    from ceenv.reference import SIZES, WORKLOADS
+    from flows.training.general import reference_files
+
+    torch.set_num_threads(1)
+    began = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    seeds = list(range(args.seeds))
+    reference = [reference_files(size, workload) for size in SIZES for workload in WORKLOADS]
+    rows = [
+        row(g, "general policy, reference cells") for g in evaluate_cells(args.model, reference, seeds, args.episodes)
+    ]
+    large = write_large_clusters(args.out, args.large)
+    rows += [
+        row(g, "general policy, generated 38-node clusters")
+        # traffic_surge grows the service named "aggregator", which generated applications do not have
+        for g in evaluate_cells(args.model, large, seeds, args.episodes, ["steady", "node_failure"])
+    ]
+    if args.reach_model is not None:
+        # REACH's setting fits one cluster: its own training cell only.
+        from bento.artefact import read_metadata
+
+        meta = read_metadata(args.reach_model)
+        cell = [reference_files(meta.scenario_name, meta.workload_name)]
+        rows += [
+            row(g, "REACH's setting (observation v1, MLP)")
+            for g in evaluate_cells(args.reach_model, cell, seeds, args.episodes)
+        ]
+    timing = {f"{size}, raw policy": decision_times_ms(args.model, size, "aggregator_sequential") for size in SIZES}
+    if args.plan_k > 0:
+        for size in SIZES:
+            timing[f"{size}, with planning (top-{args.plan_k}, {args.horizon} steps)"] = decision_times_ms(
+                args.model, size, "aggregator_sequential", plan_k=args.plan_k, horizon=args.horizon
+            )
+    if args.plan_k > 0:
+        planned, plan_timing = planning_rows(args.model, reference, seeds, args.episodes, args.plan_k, args.horizon)
+        rows += planned
+        timing[f"planning in the evaluation (top-{args.plan_k}, {args.horizon} steps), all reference cells"] = (
+            plan_timing
+        )
+    settings = {
+        "model": str(args.model),
+        "seeds": seeds,
+        "episodes": args.episodes,
+        "wall_seconds": time.perf_counter() - began,
+        "command": f"python benchmarks/bench_general.py --model {args.model} --seeds {args.seeds} "
+        f"--episodes {args.episodes} --large {args.large} --plan-k {args.plan_k} --horizon {args.horizon}"
+        + (f" --reach-model {args.reach_model}" if args.reach_model else ""),
+    }
+    (args.out / "general.json").write_text(json.dumps({"settings": settings, "rows": rows, "timing": timing}, indent=1))
+    (args.out / "general.md").write_text(markdown(rows, timing, settings))
+    print((args.out / "general.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The size-agnostic policy for observation version 4: one shared scorer for every (pod, node) move.
+
+:class:`PodNodePolicy` is a MaskablePPO actor-critic whose parameters do not depend on the number
+of nodes or pods. It reads the three padded blocks of observation version 4
+(:func:`ceenv.observation.observe_v4`): node rows and slot rows go through small shared MLPs into
+embeddings; a DeepSets context (masked mean and max over the present nodes and pods) summarises
+the cluster; every (node, slot) pair is scored by one shared MLP on
+``[node embedding, pod embedding, pair features, context]`` (the first layer is split per input,
+so the N x P x H hidden tensor is one broadcast sum). As in :mod:`bento.network`, each move's logit
+starts from ``gain_scale * gain`` (the pair's latency gain under the known costs) and STOP's from a
+learned threshold (``stop_logit`` against a learned ``move_bias``), with the learned parts
+initialised near zero: the untrained policy is a soft greedy that stops when no move saves more
+than about ``(stop_logit - move_bias) / gain_scale`` of the latency (0.5 %).
+The value head reads the context and a masked max/mean pooling of the pair hiddens. Permuting pod
+rows (or node rows) permutes the move logits alike, so a decision depends on the placement, not on
+the order in which a request lists its pods.
+
+Used by :mod:`flows.training.trainer` (``policy: pod_node``) and unpickled by ``MaskablePPO.load``
+wherever a policy is served, which is why it lives in the ``bento`` package that every bento carries.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch as th
+from sb3_contrib.common.maskable.distributions import MaskableDistribution
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from torch import nn
+
+from ceenv.layout import NODE_FEATURES, PAIR_FEATURES, SLOT_FEATURES
+
+# A move's logit starts at gain_scale * (gain - 0.25 %) - 5 and STOP's at 5: STOP wins once no move
+# saves more than 0.5 % of the latency (the order of the 1.25 ms step cost), and the sampled policy
+# stays close to that look-ahead (hundreds of near-zero moves together weigh less than STOP), so
+# PPO explores around the prior instead of random-walking the cluster.
+INITIAL_GAIN_SCALE = 2000.0
+INITIAL_MOVE_BIAS = -5.0
+INITIAL_STOP_LOGIT = 5.0
+DEFAULT_HIDDEN = 32
+
+
+def _mlp(inputs: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+
+
+def _pool(rows: th.Tensor, present: th.Tensor) -> th.Tensor:
+    """Masked mean and max over the row axis (-2): ``(..., R, H)`` → ``(..., 2H)``."""
+    weight = present.unsqueeze(-1)
+    mean = (rows * weight).sum(-2) / weight.sum(-2).clamp(min=1.0)
+    top = rows.masked_fill(weight == 0, -1e4).amax(-2).clamp(min=-1.0)
+    return th.cat([mean, top], dim=-1)
+
+
+def _used(present: th.Tensor) -> int:
+    """1 + the last row index present in any observation of the batch ``(B, R)`` (at least 1)."""
+    rows = present.amax(0).nonzero()
+    return int(rows.max().item()) + 1 if rows.numel() else 1
+
+
+class PodNodeNet(nn.Module):
+    """The shared-weight scorer: padded observation → (move logits + STOP logit, value)."""
+
+    def __init__(
+        self, max_nodes: int, max_slots: int, hidden: int = DEFAULT_HIDDEN, gain_scale: float = INITIAL_GAIN_SCALE
+    ) -> None:
+        super().__init__()
+        self.max_nodes, self.max_slots = max_nodes, max_slots
+        self.node_net = _mlp(NODE_FEATURES, hidden)
+        self.pod_net = _mlp(SLOT_FEATURES, hidden)
+        context = 4 * hidden
+        self.pair_node = nn.Linear(hidden, hidden)
+        self.pair_pod = nn.Linear(hidden, hidden, bias=False)
+        self.pair_feat = nn.Linear(PAIR_FEATURES, hidden, bias=False)
+        self.pair_context = nn.Linear(context, hidden, bias=False)
+        self.pair_out = nn.Linear(hidden, 1)
+        self.stop_net = nn.Linear(context + 2 * hidden, 1)
+        self.value_net = nn.Sequential(nn.Linear(context + 2 * hidden, 64), nn.ReLU(), nn.Linear(64, 1))
+        self.log_gain_scale = nn.Parameter(th.tensor(math.log(gain_scale)))
+        self.stop_logit = nn.Parameter(th.tensor(INITIAL_STOP_LOGIT))
+        self.move_bias = nn.Parameter(th.tensor(INITIAL_MOVE_BIAS))
+        # The learned corrections start near zero, so the untrained policy follows the gain prior.
+        for head in (self.pair_out, self.stop_net):
+            nn.init.orthogonal_(head.weight, gain=0.01)
+            nn.init.zeros_(head.bias)
+
+    def split(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """The node ``(B, N, F)``, slot ``(B, P, F)`` and pair ``(B, N, P, F)`` blocks of a batch."""
+        n, p = self.max_nodes, self.max_slots
+        node_end = n * NODE_FEATURES
+        slot_end = node_end + p * SLOT_FEATURES
+        batch = obs.shape[0]
+        return (
+            obs[:, :node_end].reshape(batch, n, NODE_FEATURES),
+            obs[:, node_end:slot_end].reshape(batch, p, SLOT_FEATURES),
+            obs[:, slot_end:].reshape(batch, n, p, PAIR_FEATURES),
+        )
+
+    def forward(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        nodes, slots, pairs = self.split(obs.float())
+        # Padding rows come last: compute on the part some observation of the batch uses (a
+        # 13-node cluster costs 13/40 of the node axis), then pad the logits back (masked anyway).
+        # An empty slot has no moves and is masked out of every pooling, so it counts as padding.
+        used_nodes, used_slots = _used(nodes[..., 0]), _used(slots[..., 0])
+        nodes, slots, pairs = nodes[:, :used_nodes], slots[:, :used_slots], pairs[:, :used_nodes, :used_slots]
+        node_present, slot_present = nodes[..., 0], slots[..., 0]
+        node_emb, pod_emb = self.node_net(nodes), self.pod_net(slots)
+        context = th.cat([_pool(node_emb, node_present), _pool(pod_emb, slot_present)], dim=-1)  # (B, 4H)
+        hidden = th.relu(
+            self.pair_node(node_emb).unsqueeze(2)
+            + self.pair_pod(pod_emb).unsqueeze(1)
+            + self.pair_feat(pairs)
+            + self.pair_context(context)[:, None, None, :]
+        )  # (B, N, P, H)
+        valid = pairs[..., 1].flatten(1)
+        flat_hidden = hidden.flatten(1, 2)
+        summary = th.cat([context, _pool(flat_hidden, valid)], dim=-1)
+        used = self.pair_out(hidden).squeeze(-1) + self.log_gain_scale.exp() * pairs[..., 0] + self.move_bias
+        move_logits = used.new_zeros(used.shape[0], self.max_nodes, self.max_slots)
+        move_logits[:, :used_nodes, :used_slots] = used
+        stop = self.stop_logit + self.stop_net(summary)
+        return th.cat([move_logits.flatten(1), stop], dim=-1), self.value_net(summary)
+
+
+class PodNodePolicy(MaskableActorCriticPolicy):
+    """MaskablePPO policy whose logits and value come from :class:`PodNodeNet` (no flat MLP)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        max_nodes: int = 0,
+        max_slots: int = 0,
+        hidden: int = DEFAULT_HIDDEN,
+        gain_scale: float = INITIAL_GAIN_SCALE,
+        **kwargs: Any,
+    ) -> None:
+        if max_nodes < 1 or max_slots < 1:
+            raise ValueError("PodNodePolicy needs the observation's limits: policy_kwargs max_nodes and max_slots")
+        self._limits = (max_nodes, max_slots, hidden)
+        self._gain_scale = gain_scale
+        kwargs["net_arch"] = []
+        super().__init__(*args, **kwargs)
+
+    def _build(self, lr_schedule: Any) -> None:
+        max_nodes, max_slots, hidden = self._limits
+        expected = max_nodes * max_slots + 1
+        if int(self.action_space.n) != expected:  # type: ignore[attr-defined]
+            raise ValueError(
+                f"action space {self.action_space} does not match the limits {max_nodes} x {max_slots} "
+                f"(expected Discrete({expected})); train with observation version 4 and the same limits"
+            )
+        self.net = PodNodeNet(max_nodes, max_slots, hidden, self._gain_scale)
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        max_nodes, max_slots, hidden = self._limits
+        data.update(max_nodes=max_nodes, max_slots=max_slots, hidden=hidden, gain_scale=self._gain_scale)
+        data.pop("net_arch", None)
+        return data
+
+    def _distribution(self, logits: th.Tensor, action_masks: Any) -> MaskableDistribution:
+        distribution = self.action_dist.proba_distribution(action_logits=logits)
+        if action_masks is not None:
+            distribution.apply_masking(action_masks)
+        return distribution
+
+    def forward(self, obs: th.Tensor, deterministic: bool = False, action_masks: Any = None) -> Any:
+        logits, values = self.net(obs)
+        distribution = self._distribution(logits, action_masks)
+        actions = distribution.get_actions(deterministic=deterministic)
+        return actions, values, distribution.log_prob(actions)
+
+    def evaluate_actions(self, obs: th.Tensor, actions: th.Tensor, action_masks: Any = None) -> Any:
+        logits, values = self.net(obs)
+        distribution = self._distribution(logits, action_masks)
+        return values, distribution.log_prob(actions), distribution.entropy()
+
+    def get_distribution(self, obs: Any, action_masks: Any = None) -> MaskableDistribution:
+        logits, _ = self.net(obs)
+        return self._distribution(logits, action_masks)
+
+    def predict_values(self, obs: Any) -> th.Tensor:
+        _, values = self.net(obs)
+        return values  # type: ignore[no-any-return]

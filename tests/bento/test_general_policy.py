@@ -1,0 +1,138 @@
+"""A size-agnostic (observation version 4) policy serves any cluster within its limits, named at serve time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bento.artefact import PolicyError
+from ceenv.env import CloudEdgeEnv
+from ceenv.payload import request_from_state
+from ceenv.schema import ActionRequest
+from tests.conftest import scenario_dir, workload_file
+
+
+@pytest.fixture(scope="module")
+def general_model(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """An untrained pod×node policy (its gain prior already decides), trained-for 7-21, stored."""
+    import torch
+    from sb3_contrib import MaskablePPO
+
+    from bento.artefact import describe, save_artefact
+    from bento.pod_node import PodNodePolicy
+    from bento.policy import GateVerdict
+    from bento.store import save_policy
+
+    torch.manual_seed(0)
+    env = CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain"), observation_version=4)
+    layout = env.layout
+    model = MaskablePPO(
+        PodNodePolicy, env, policy_kwargs={"max_nodes": layout.max_nodes, "max_slots": layout.max_slots}, device="cpu"
+    )
+    metadata = describe(
+        layout, scenario_dir("7-21"), workload_file("chain"), step_cost_ms=env.step_cost_ms, max_steps=env.max_steps
+    )
+    artefact = save_artefact(tmp_path_factory.mktemp("general") / "policy", model, metadata)
+    # A name of its own: reach-policy:latest stays the 7-21 test model that the other service tests load.
+    return save_policy(artefact, gate=GateVerdict(passed=True, reason="test"), name="reach-policy-general")
+
+
+def _request(size: str, workload: str, seed: int) -> dict[str, Any]:
+    env = CloudEdgeEnv(scenario_dir(size), workload_file(workload), observation_version=4)
+    env.reset(seed=seed)
+    sim = env.simulator
+    return request_from_state(
+        env.layout, sim.free_cpu_millicores, sim.free_memory_bytes, sim.slot_node, sim.target_ok()
+    )
+
+
+def _decision(policy: Any, raw: dict[str, Any]) -> tuple[str, str, str] | None:
+    answer = policy.decide(ActionRequest.model_validate(raw))
+    if answer.is_stop:
+        return None
+    pods = {p["pod_name"]: (s, p["node_name"]) for s, v in raw["cluster_state"]["services"].items() for p in v["pods"]}
+    service, source = pods[answer.pod_name]
+    return service, source, answer.target_node
+
+
+@pytest.mark.parametrize(("size", "workload"), [("13-29", "aggregator_sequential"), ("19-37", "aggregator_parallel")])
+def test_one_policy_serves_another_cluster_and_application_named_at_serve_time(
+    general_model: Any, size: str, workload: str
+) -> None:
+    from bento.store import load_policy
+
+    policy = load_policy(general_model, str(scenario_dir(size)), str(workload_file(workload)))
+    assert policy.layout.node_count == CloudEdgeEnv(scenario_dir(size), workload_file(workload)).layout.node_count
+    decision = _decision(policy, _request(size, workload, seed=5))
+    assert decision is not None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_order_of_the_requests_pods_does_not_change_the_decision(general_model: Any, seed: int) -> None:
+    from bento.store import load_policy
+
+    policy = load_policy(general_model, str(scenario_dir("13-29")), str(workload_file("chain")))
+    raw = _request("13-29", "chain", seed)
+    shuffled = json.loads(json.dumps(raw))
+    rng = np.random.default_rng(seed)
+    for service in shuffled["cluster_state"]["services"].values():
+        service["pods"] = [service["pods"][i] for i in rng.permutation(len(service["pods"]))]
+    assert _decision(policy, shuffled) == _decision(policy, raw)
+
+
+def test_a_cluster_beyond_the_limits_or_a_half_named_cluster_is_refused(general_model: Any, tmp_path: Path) -> None:
+    from bento.store import load_policy
+
+    with pytest.raises(PolicyError, match="give both"):
+        load_policy(general_model, str(scenario_dir("13-29")), None)
+    from ceenv.generator import generate_scenario
+
+    big = generate_scenario(np.random.default_rng(0), nodes=60, name="big")
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "nodes.json").write_text(json.dumps(big.nodes_doc))
+    (tmp_path / "big" / "services.json").write_text(json.dumps(big.services_doc))
+    (tmp_path / big.workload_file).write_text(json.dumps(big.workload_doc))
+    with pytest.raises(PolicyError, match="limits"):
+        load_policy(general_model, str(tmp_path / "big"), str(tmp_path / big.workload_file))
+
+
+def test_a_general_artefact_is_retargeted_to_another_cluster_and_an_old_one_is_not(
+    general_model: Any, artefact_dir: Path, tmp_path: Path
+) -> None:
+    from bento.artefact import load_artefact, read_metadata, retarget_artefact
+    from ceenv.layout import layout_from_scenario
+    from ceenv.scenario import load_scenario
+
+    source = Path(general_model.path)
+    target = retarget_artefact(source, scenario_dir("19-37"), workload_file("aggregator_parallel"), tmp_path / "p")
+    metadata = read_metadata(target)
+    assert (metadata.scenario_name, metadata.workload_name) == ("19-37", "aggregator_parallel")
+    loaded = load_artefact(target, layout_from_scenario(load_scenario(scenario_dir("19-37")), 3))
+    assert loaded.layout.node_count == 19 and loaded.layout.max_nodes == 40
+    with pytest.raises(PolicyError, match="fits only the cluster it was trained on"):
+        retarget_artefact(artefact_dir, scenario_dir("19-37"), workload_file("chain"), tmp_path / "q")
+
+
+def test_planning_in_the_service_answers_a_valid_move_or_stop(general_model: Any) -> None:
+    from bento.store import load_policy
+
+    planned = load_policy(general_model, str(scenario_dir("13-29")), str(workload_file("chain")), plan_k=3)
+    raw = _request("13-29", "chain", seed=2)
+    request = ActionRequest.model_validate(raw)
+    answer = planned.decide(request)
+    if not answer.is_stop:
+        assert answer.target_node in raw["pod_deployable"][answer.pod_name]
+    assert planned.encode(request).mask[answer.action]  # type: ignore[index]
+
+
+def test_planning_is_refused_for_a_single_cluster_policy(bentoml_home: Path, artefact_dir: Path) -> None:
+    from bento.policy import GateVerdict
+    from bento.store import load_policy, save_policy
+
+    stored = save_policy(artefact_dir, gate=GateVerdict(passed=True, reason="test"), name="reach-policy-old")
+    with pytest.raises(PolicyError, match="planning"):
+        load_policy(stored, plan_k=2)

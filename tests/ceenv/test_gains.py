@@ -1,0 +1,163 @@
+"""Incremental move gains agree with the full latency evaluation on random states and moves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ceenv.env import CloudEdgeEnv
+from ceenv.gains import latency_after_moves
+from ceenv.generator import generate_scenario
+from ceenv.latency import LatencyModel, build_network, draw_conditions
+from ceenv.layout import layout_from_scenario
+from ceenv.observation import move_gain_features, move_gain_features_batch
+from ceenv.reference import nodes_document, reference_scenario, services_document
+from ceenv.scenario import scenario_from_documents
+from ceenv.simulator import Simulator
+from ceenv.workload import parse_workload
+
+TOLERANCE_MS = 1e-9
+
+
+def _call(times: str, children: list[dict] | None = None) -> dict:
+    call: dict = {"data-size": "0.3M", "execution-time": {"0": times, "1": times, "2": times}}
+    if children:
+        call["call-path"] = children
+    return call
+
+
+def _self_calling_env() -> CloudEdgeEnv:
+    """A workload where the aggregator calls itself and db is called from two places."""
+    scenario = scenario_from_documents("7-21", nodes_document("7-21"), services_document("7-21"))
+    doc = {
+        "a": {
+            "client": "client",
+            "rps": 3,
+            "call-path": [
+                {
+                    "aggregator": _call(
+                        "5ms",
+                        [
+                            {"aggregator": _call("2ms", [{"db": _call("1ms")}])},
+                            {"db": _call("3ms"), "detection": _call("4ms")},
+                        ],
+                    )
+                }
+            ],
+        },
+        "b": {"client": "client", "rps": 1, "call-path": [{"machine-learning": _call("9ms")}]},
+    }
+    return CloudEdgeEnv(scenario, parse_workload(doc, "self.json", "self"))
+
+
+def _envs() -> list[CloudEdgeEnv]:
+    envs = [CloudEdgeEnv(reference_scenario(size)) for size in ("7-21", "13-29")]
+    envs += [CloudEdgeEnv(*generate_scenario(np.random.default_rng(seed)).parse()) for seed in range(8)]
+    return [*envs, _self_calling_env()]
+
+
+def _random_states(env: CloudEdgeEnv, seed: int, count: int) -> list[Simulator]:
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    states = []
+    for _ in range(count):
+        sim = env.simulator
+        valid = np.flatnonzero(sim.action_mask()[:-1])
+        if valid.size:
+            action = int(valid[rng.integers(valid.size)])
+            sim.move(action % env.layout.slot_count, action // env.layout.slot_count)
+        states.append(sim.copy())
+    return states
+
+
+@pytest.mark.parametrize("env", _envs(), ids=lambda e: f"{e.scenario.name}-{e.workload.name}")
+def test_incremental_latency_after_every_move_equals_the_full_evaluation(env: CloudEdgeEnv) -> None:
+    layout = env.layout
+    for sim in _random_states(env, seed=3, count=12):
+        now, after = latency_after_moves(
+            env.model,
+            sim.counts[None],
+            sim.costs.matrices,
+            layout.slot_service,
+            sim.slot_node[None],
+            layout.slot_movable,
+        )
+        assert abs(now[0] - sim.latency_ms) < TOLERANCE_MS
+        valid = np.flatnonzero(sim.action_mask()[:-1])
+        moves = [(int(a % layout.slot_count), int(a // layout.slot_count)) for a in valid]
+        full = sim.latency_after(moves)
+        incremental = np.array([after[0, slot, node] for slot, node in moves])
+        assert np.abs(full - incremental).max(initial=0.0) < TOLERANCE_MS
+
+
+def test_a_batch_with_one_network_per_state_equals_each_state_alone() -> None:
+    env = _self_calling_env()
+    sims = _random_states(env, seed=5, count=6)
+    rng = np.random.default_rng(9)
+    matrices = np.stack(
+        [env.model.prepare(build_network(env.scenario, draw_conditions(env.scenario, rng))).matrices for _ in sims]
+    )
+    counts = np.stack([s.counts for s in sims])
+    slot_node = np.stack([s.slot_node for s in sims])
+    layout = env.layout
+    now, after = latency_after_moves(env.model, counts, matrices, layout.slot_service, slot_node, layout.slot_movable)
+    for i in range(len(sims)):
+        one_now, one_after = latency_after_moves(
+            env.model, counts[i : i + 1], matrices[i], layout.slot_service, slot_node[i : i + 1], layout.slot_movable
+        )
+        assert abs(now[i] - one_now[0]) < TOLERANCE_MS
+        assert np.abs(after[i] - one_after[0]).max() < TOLERANCE_MS
+
+
+def _gains_by_full_evaluation(env: CloudEdgeEnv, sim: Simulator) -> np.ndarray:
+    """The move-gain feature as first written: every valid move evaluated by the full formula."""
+    layout, model = env.layout, env.model
+    costs = model.nominal_costs()
+    mask = sim.action_mask()
+    gains = np.zeros(layout.node_count * layout.slot_count, dtype=np.float32)
+    actions = np.flatnonzero(mask[:-1])
+    if actions.size == 0:
+        return gains
+    batch = np.repeat(sim.counts[None], actions.size, axis=0)
+    index = np.arange(actions.size)
+    slots, targets = actions % layout.slot_count, actions // layout.slot_count
+    services = layout.slot_service[slots]
+    batch[index, services, sim.slot_node[slots]] -= 1.0
+    batch[index, services, targets] += 1.0
+    now = model.latency(sim.counts, costs)
+    gains[actions] = np.clip((now - model.latency_batch(batch, costs)) / max(now, 1e-9), -1.0, 1.0)
+    return gains
+
+
+@pytest.mark.parametrize("env", _envs()[:4], ids=lambda e: f"{e.scenario.name}-{e.workload.name}")
+def test_move_gain_features_equal_the_full_evaluation_and_the_batch_form(env: CloudEdgeEnv) -> None:
+    layout, model = env.layout, env.model
+    sims = _random_states(env, seed=11, count=8)
+    for sim in sims:
+        features = move_gain_features(layout, model, model.nominal_costs(), sim.slot_node, sim.action_mask())
+        assert np.abs(features - _gains_by_full_evaluation(env, sim)).max() < 1e-6
+        assert (features[~sim.action_mask()[:-1]] == 0).all()
+    batch = move_gain_features_batch(
+        layout,
+        model,
+        model.nominal_costs().matrices,
+        np.stack([s.slot_node for s in sims]),
+        np.stack([s.action_mask() for s in sims]),
+    )
+    for row, sim in zip(batch, sims, strict=True):
+        assert np.array_equal(
+            row, move_gain_features(layout, model, model.nominal_costs(), sim.slot_node, sim.action_mask())
+        )
+
+
+def test_a_state_missing_a_called_service_gets_zero_gains() -> None:
+    scenario = reference_scenario("7-21")
+    env = CloudEdgeEnv(scenario)
+    env.reset(seed=0)
+    sim = env.simulator
+    slot_node = sim.slot_node.copy()
+    slot_node[env.layout.slot_service == 1] = -1  # no aggregator pod
+    layout = layout_from_scenario(scenario)
+    mask = sim.action_mask()
+    gains = move_gain_features(layout, LatencyModel(scenario, env.workload), env.model.nominal_costs(), slot_node, mask)
+    assert not gains.any()

@@ -1,0 +1,76 @@
+"""The batched env behaves exactly like the same number of single envs given the same seeds and actions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ceenv.env import CloudEdgeEnv
+from ceenv.generator import generate_scenario
+from ceenv.reference import reference_scenario
+from ceenv.vector import BatchedCloudEdgeEnv
+
+
+def _lockstep(version: int, scenario_workload: tuple, steps: int, seed: int) -> None:
+    count = 5
+    batched = BatchedCloudEdgeEnv(count, *scenario_workload, max_steps=15, observation_version=version)
+    singles = [CloudEdgeEnv(*scenario_workload, max_steps=15, observation_version=version) for _ in range(count)]
+    obs = batched.reset(seed=seed)
+    expected = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(singles)])
+    assert np.array_equal(obs, expected)
+    rng = np.random.default_rng(seed)
+    finished = 0
+    for _ in range(steps):
+        masks = batched.action_masks()
+        assert np.array_equal(masks, np.stack([env.action_masks() for env in singles]))
+        actions = []
+        for mask in masks:  # mostly valid moves, sometimes STOP or an invalid action
+            u = rng.random()
+            actions.append(
+                batched.layout.stop_action
+                if u < 0.03
+                else int(rng.integers(mask.size))
+                if u < 0.1
+                else int(rng.choice(np.flatnonzero(mask)))
+            )
+        obs, rewards, terminated, truncated, infos = batched.step(np.array(actions))
+        for i, env in enumerate(singles):
+            one_obs, reward, one_terminated, one_truncated, info = env.step(actions[i])
+            assert (terminated[i], truncated[i]) == (one_terminated, one_truncated)
+            assert abs(rewards[i] - reward) < 1e-9
+            assert info["invalid_action"] == infos[i]["invalid_action"]
+            assert info["moves"] == infos[i]["moves"]
+            if one_terminated or one_truncated:
+                finished += 1
+                assert np.abs(infos[i]["terminal_observation"] - one_obs).max() < 1e-6
+                one_obs, _ = env.reset()
+            assert np.abs(obs[i] - one_obs).max() < 1e-6
+    assert finished > 0
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_lockstep_with_single_envs_on_the_reference_cluster(version: int) -> None:
+    _lockstep(version, (reference_scenario("7-21"), None), steps=60, seed=40)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lockstep_with_single_envs_on_generated_clusters(seed: int) -> None:
+    _lockstep(3, generate_scenario(np.random.default_rng(seed)).parse(), steps=40, seed=seed)
+
+
+def test_actions_outside_the_action_space_are_refused() -> None:
+    batched = BatchedCloudEdgeEnv(2, reference_scenario("7-21"))
+    batched.reset(seed=0)
+    with pytest.raises(ValueError, match="outside"):
+        batched.step(np.array([0, batched.layout.action_count]))
+
+
+def test_a_given_state_is_taken_as_is() -> None:
+    single = CloudEdgeEnv(reference_scenario("7-21"))
+    single.reset(seed=3)
+    sim = single.simulator
+    batched = BatchedCloudEdgeEnv(2, reference_scenario("7-21"))
+    batched.reset(seed=0)
+    batched.reset_to(1, sim.conditions, sim.slot_node)
+    assert batched.latency_ms[1] == sim.latency_ms
+    assert np.array_equal(batched.observe()[1], sim.observation())
