@@ -10,7 +10,7 @@ LOCK := flock /tmp/reach-heavy.lock
 # The same lock, its descriptor closed before the command runs: what the demo leaves running never holds it.
 LOCK_CLOSED := flock -o /tmp/reach-heavy.lock
 
-.PHONY: setup cluster run test lint bench down
+.PHONY: setup cluster images-tools images run test lint bench down
 
 setup:
 	@scripts/setup.sh
@@ -18,6 +18,15 @@ setup:
 # The local Kubernetes 1.20 control plane (cached static binaries; about 5 minutes when cold).
 cluster: setup
 	@$(LOCK) deploy/local/install.sh
+
+# buildah and mmdebstrap for the OCI images (Debian packages; idempotent). Their layer cache lives in
+# /var/lib/containers/storage (root) and survives between runs, so warm image builds reuse it.
+images-tools:
+	@deploy/images/install.sh
+
+# The images of the policy service (newest gated bento) and the migrator; prints tags and sizes.
+images: setup images-tools
+	@$(LOCK) $(VENV)/reach images build
 
 # The main job: `reach demo` on embedded defaults — the closed loop on 7-21 (local Kubernetes control plane,
 # Prometheus, latency exporter, Prefect dashboard, the served gated policy, the migrator); when no gated
@@ -45,12 +54,13 @@ lint: setup
 	$(VENV)/lint-imports
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
-test: lint cluster
-	@REACH_REQUIRE_CLUSTER=1 $(VENV)/pytest -q; status=$$?; \
+test: lint cluster images-tools
+	@REACH_REQUIRE_CLUSTER=1 REACH_REQUIRE_IMAGES=1 $(VENV)/pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$status
 
 bench: setup
 	$(VENV)/python benchmarks/bench_env.py
 	$(LOCK) $(VENV)/python benchmarks/bench_service.py --json out/bench_service.json
 	$(LOCK) $(VENV)/python benchmarks/bench_migration.py --migrations 20
+	$(LOCK) $(VENV)/python benchmarks/bench_failure.py --failures 3
 	$(LOCK) $(VENV)/python benchmarks/bench_training.py --out benchmarks/results/training-13-29

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -105,7 +106,7 @@ def main() -> None:
         f"{args.episodes} episodes; a small trained policy and every baseline incl. best-known; "
         f"{len(reference)} records). "
         f"Median of {args.repeats} runs. "
-        "Measured by `python benchmarks/bench_evaluation.py`.",
+        f"Measured by `{' '.join(['python benchmarks/bench_evaluation.py', *sys.argv[1:]])}`.",
         "",
         "| runner | wall time (s) | runs (s) | speed-up vs default runner |",
         "|---|---|---|---|",

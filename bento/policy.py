@@ -7,7 +7,9 @@ scenario and workload identity, observation version, evaluation summary, gate ve
 :class:`Policy` turns one ``POST /get_action`` request into a decision through the shared encoder
 (:mod:`ceenv.observation`): observation, mask from ``pod_deployable``, a deterministic MaskablePPO
 prediction (:meth:`bento.artefact.LoadedPolicy.decide`), and STOP whenever the chosen action is
-not valid. Used by :mod:`bento.store` (which builds it from a stored model) and by
+not valid. One rule comes before the policy: a pod on a node the request marks ``available:
+false`` is evacuated first, to its deployable node with the lowest predicted latency
+(:mod:`ceenv.evacuation`; the policies were never trained with failed nodes). Used by :mod:`bento.store` (which builds it from a stored model) and by
 :mod:`bento.service` (which serves it); nothing here touches HTTP or the model store.
 """
 
@@ -22,6 +24,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bento.artefact import ArtefactMetadata, PolicyError, PolicyIdentity, check_compatible
+from ceenv.evacuation import EVACUATION_RULE, evacuation_move
 from ceenv.latency import CallCosts, LatencyModel
 from ceenv.layout import Layout, placement_counts
 from ceenv.observation import (
@@ -251,19 +254,42 @@ class Policy:
         return self.latency.model.prepare(state.measured_network)
 
     def decide(self, request: ActionRequest) -> ActionResponse:
-        """The move the policy picks (deterministically), or STOP; an invalid pick becomes STOP."""
+        """The move the policy picks (deterministically), or STOP; an invalid pick becomes STOP.
+
+        A pod on an unavailable node is moved off first, whatever the policy would pick.
+        """
         encoded = self.encode(request)
+        before = self.latency.of(self.layout, encoded.state.slot_node) if self.latency else None
+        evacuation = self._evacuation(encoded)
+        if evacuation is not None:
+            return self._move(
+                encoded, evacuation, before, {"model_version": self.tag, "decision_rule": EVACUATION_RULE}
+            )
         action = self._plan(encoded) if self.plan_k > 0 else self.predictor.decide(encoded.observation, encoded.mask)
         extras: dict[str, Any] = {"model_version": self.tag, "action": action}
-        before = self.latency.of(self.layout, encoded.state.slot_node) if self.latency else None
         if before is not None:
             extras["predicted_latency_before_ms"] = before
         decoded = decode_action(self.layout, action) if 0 <= action < self.layout.action_count else None
         if decoded is None or not encoded.mask[action]:
             reason = "policy chose STOP" if action == self.layout.stop_action else "policy chose an invalid move"
             return ActionResponse.stop(stop_reason=reason, **extras)
-        slot, node = decoded
+        return self._move(encoded, decoded, before, extras)
+
+    def _evacuation(self, encoded: Encoded) -> tuple[int, int] | None:
+        """The evacuation rule's ``(slot, node)`` (:mod:`ceenv.evacuation`), or None when nothing must move off."""
+        latency = self.latency
+
+        def latency_of(slot_node: npt.NDArray[np.int64]) -> float | None:
+            return latency.of(self.layout, slot_node) if latency is not None else None
+
+        return evacuation_move(self.layout, encoded.state, encoded.mask, latency_of)
+
+    def _move(
+        self, encoded: Encoded, move: tuple[int, int], before: float | None, extras: dict[str, Any]
+    ) -> ActionResponse:
+        slot, node = move
         if before is not None and self.latency is not None:
+            extras["predicted_latency_before_ms"] = before
             after_nodes = encoded.state.slot_node.copy()
             after_nodes[slot] = node
             extras["predicted_latency_after_ms"] = self.latency.of(self.layout, after_nodes)

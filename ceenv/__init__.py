@@ -10,17 +10,21 @@ Gymnasium's own packages register theirs; nothing else happens at import time. B
 
 from __future__ import annotations
 
-from gymnasium.envs.registration import register, registry
+from importlib.util import find_spec
 
 ENV_ID = "ceenv/CloudEdge-v1"
 ENV_ID_REACH_OBSERVATION = "ceenv/CloudEdge-v0"
 ENV_ID_POD_NODE = "ceenv/CloudEdge-v2"
 
-if ENV_ID not in registry:
-    register(id=ENV_ID, entry_point="ceenv.env:CloudEdgeEnv", kwargs={"observation_version": 3})
-if ENV_ID_REACH_OBSERVATION not in registry:
-    register(id=ENV_ID_REACH_OBSERVATION, entry_point="ceenv.env:CloudEdgeEnv", kwargs={"observation_version": 1})
-if ENV_ID_POD_NODE not in registry:
-    register(id=ENV_ID_POD_NODE, entry_point="ceenv.env:CloudEdgeEnv", kwargs={"observation_version": 4})
+# The migrator's image carries ceenv.schema without gymnasium (and numpy): nothing to register there.
+if find_spec("gymnasium") is not None:
+    from gymnasium.envs.registration import register, registry
+
+    if ENV_ID not in registry:
+        register(id=ENV_ID, entry_point="ceenv.env:CloudEdgeEnv", kwargs={"observation_version": 3})
+    if ENV_ID_REACH_OBSERVATION not in registry:
+        register(id=ENV_ID_REACH_OBSERVATION, entry_point="ceenv.env:CloudEdgeEnv", kwargs={"observation_version": 1})
+    if ENV_ID_POD_NODE not in registry:
+        register(id=ENV_ID_POD_NODE, entry_point="ceenv.env:CloudEdgeEnv", kwargs={"observation_version": 4})
 
 __all__ = ["ENV_ID", "ENV_ID_POD_NODE", "ENV_ID_REACH_OBSERVATION"]

@@ -44,14 +44,24 @@ class DecodedState:
     # The request's ``measured`` block as a network (None: absent, or no scenario to complete it;
     # the policy then uses the nominal network of the scenario saved with the model).
     measured_network: Network | None = None
+    node_available: BoolArray | None = None  # (N,): False for a node listed with ``available: false``
+
+    def evacuation_slots(self) -> list[int]:
+        """Slots whose pod runs on a node the request marks unavailable (``available: false``)."""
+        if self.node_available is None:
+            return []
+        on_node = self.slot_node >= 0
+        return [int(s) for s in np.flatnonzero(on_node) if not self.node_available[self.slot_node[s]]]
 
 
 def state_from_request(layout: Layout, request: ActionRequest, scenario: Scenario | None = None) -> DecodedState:
     """Map a request onto the layout, or raise :class:`PayloadError` naming the offending item.
 
     Nodes of the layout that the request omits are treated as unavailable (no free capacity, no
-    target). Pods fill their service's slots in the order the request lists them. With the
-    ``scenario`` saved with the model, a ``measured`` block becomes :attr:`DecodedState.measured_network`
+    target). A node listed with ``available: false`` (a failed node, MODEL.md §4) is unavailable
+    too, but its pods are placed on it, so that the decision can move them off. Pods fill their
+    service's slots in the order the request lists them. With the ``scenario`` saved with the
+    model, a ``measured`` block becomes :attr:`DecodedState.measured_network`
     (:func:`network_from_measured`).
     """
     node_index = {name: i for i, name in enumerate(layout.node_names)}
@@ -60,6 +70,7 @@ def state_from_request(layout: Layout, request: ActionRequest, scenario: Scenari
     cpu = np.zeros(n)
     memory = np.zeros(n)
     present = np.zeros(n, dtype=bool)
+    available = np.ones(n, dtype=bool)
     for key, node in request.cluster_state.nodes.items():
         if key not in node_index:
             raise PayloadError(f"cluster_state.nodes: unknown node {key!r}; the model knows {list(layout.node_names)}")
@@ -67,6 +78,9 @@ def state_from_request(layout: Layout, request: ActionRequest, scenario: Scenari
             raise PayloadError(f"cluster_state.nodes.{key}.node_name is {node.node_name!r}, expected {key!r}")
         i = node_index[key]
         cpu[i], memory[i], present[i] = node.cpu_availability, node.memory_availability * BYTES_PER_GIB, True
+        if not node.available:  # a failed node: no free capacity, never a target
+            cpu[i] = memory[i] = 0.0
+            available[i] = False
     slot_node = np.full(slots, -1, dtype=np.int64)
     slot_pod = [""] * slots
     first_slot = np.concatenate([[0], np.cumsum(layout.service_slots)[:-1]]).astype(int)
@@ -106,12 +120,12 @@ def state_from_request(layout: Layout, request: ActionRequest, scenario: Scenari
             if target not in node_index:
                 raise PayloadError(f"pod_deployable.{pod_name}: unknown node {target!r}")
             i = node_index[target]
-            target_ok[slot, i] = present[i]
+            target_ok[slot, i] = present[i] and available[i]
     target_ok &= layout.allowed[layout.slot_service]
     measured = None
     if request.measured is not None and scenario is not None:
         measured = network_from_measured(scenario, request.measured)
-    return DecodedState(cpu, memory, slot_node, target_ok, tuple(slot_pod), measured)
+    return DecodedState(cpu, memory, slot_node, target_ok, tuple(slot_pod), measured, available)
 
 
 def network_from_measured(scenario: Scenario, measured: MeasuredConditions) -> Network:

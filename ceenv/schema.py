@@ -38,6 +38,12 @@ class NodeState(_Open):
     node_name: Name = Field(description="The node's name; must match the key it is listed under.")
     cpu_availability: float = Field(ge=0, allow_inf_nan=False, description="Free CPU in millicores.")
     memory_availability: float = Field(ge=0, allow_inf_nan=False, description="Free memory in GiB (2^30 bytes).")
+    available: bool = Field(
+        default=True,
+        description="False for a node that failed (NotReady or unreachable): its pods are listed so that they "
+        "can be moved off, it is never a target, and its pods are evacuated before any other move. "
+        "An optional reach extension; REACH clients that omit it mean true.",
+    )
 
 
 class PodRef(_Open):

@@ -7,8 +7,13 @@ Mechanism (works on Kubernetes 1.20, which lacks ``pod-deletion-cost``, and on c
 3. Orphan the old pod: set its ``pod-template-hash`` label to ``reach-migrating``. Its ReplicaSet
    releases it and creates a replacement, which the scheduler can only place on the target. The
    old pod keeps its other labels, so it keeps serving behind the Service: Ready pods go N → N+1.
-4. Wait (deadline) until the replacement is Ready on the target; then lift the cordons.
-5. Delete the old pod (N+1 → N) and wait until it is gone. This request is the commit point.
+4. As soon as the replacement is *bound* to the target (the only thing the cordons are for), lift
+   the cordons: the cordon window is the scheduling time, capped by ``cordon_cap_s`` (not bound
+   within the cap: roll back). Then wait (deadline) until the replacement is Ready.
+5. Delete the old pod (N+1 → N) and wait until it is gone. This request is the commit point. An
+   old pod on a node that is not Ready (failed, unreachable) is force-deleted (grace period 0),
+   only now, after its replacement is Ready: its kubelet cannot confirm a normal deletion, which
+   would leave it Terminating until the node returns (docs/migrator.md, node failure).
 
 On timeout or error the migration rolls back: cordon the remaining nodes, delete the replacement,
 hand the old pod back to its ReplicaSet (restore the label) — the ReplicaSet then removes its
@@ -70,6 +75,8 @@ class ClusterOps(Protocol):
 
     def delete_pod(self, name: str) -> None: ...
 
+    def force_delete_pod(self, name: str) -> None: ...
+
     def replicaset_selector(self, name: str) -> dict[str, str]: ...
 
     def replicaset_replicas(self, name: str) -> int: ...
@@ -109,6 +116,8 @@ class MigrationResult:
     replacement_pod: str = ""
     replacement_ready_s: float = 0.0
     old_pod_gone_s: float = 0.0
+    cordon_window_s: float = 0.0  # from the first temporary cordon to the last one lifted
+    forced_removal: bool = False  # the old pod's node was not Ready: removed with grace period 0
 
 
 @dataclass
@@ -120,6 +129,7 @@ class Actuator:
     deadline_s: float = 60.0
     poll_s: float = 0.2
     settle_s: float = 30.0
+    cordon_cap_s: float = 10.0
 
     def migrate(self, move: Move, snapshot: ClusterSnapshot) -> MigrationResult:
         started_s = self.clock.now_s()
@@ -129,32 +139,54 @@ class Actuator:
         migration_id = uuid.uuid4().hex[:10]
         selector = self.ops.replicaset_selector(pod.owner_name)
         before = {p.name for p in self.ops.list_pods(selector)}
-        replacement = ""
+        replacement, cordoned_s, window_s = "", None, None
         try:
             self._record_intent(pod, move, migration_id)
+            cordoned_s = self.clock.now_s()
             for node in snapshot.nodes:
                 if node.name != move.target_node and not node.unschedulable:
                     self.ops.set_cordon(node.name, migration_id)
             self.ops.patch_pod_metadata(
                 pod.name, {POD_TEMPLATE_HASH: ORPHANED_HASH_VALUE, LABEL_MIGRATION: migration_id}, {}
             )
-            replacement = self._wait_for_replacement(selector, before, move, started_s)
-            ready_s = self.clock.now_s() - started_s
+            cap_at_s = min(cordoned_s + self.cordon_cap_s, started_s + self.deadline_s)
+            replacement = self._wait_for_replacement(selector, before, move, cap_at_s, "bound to")
             self._lift_cordons(migration_id)
-            self.ops.delete_pod(pod.name)
+            window_s = self.clock.now_s() - cordoned_s
+            replacement = self._wait_for_replacement(selector, before, move, started_s + self.deadline_s, "Ready on")
+            ready_s = self.clock.now_s() - started_s
+            forced = self._remove_old_pod(pod)
         except Exception as exc:  # any failure, API errors included, must end in a rollback
             errors = self.roll_back(migration_id, pod.name, pod.owner_name, replacement)
             detail = f"rolled back: {exc}"
             if errors:
                 detail += f"; rollback incomplete ({'; '.join(errors)}), the next start cleans up"
-            return MigrationResult(move, migration_id, False, detail, replacement)
+            if window_s is None:  # the rollback lifted the cordons
+                window_s = 0.0 if cordoned_s is None else self.clock.now_s() - cordoned_s
+            return MigrationResult(move, migration_id, False, detail, replacement, cordon_window_s=window_s)
         detail = f"moved {pod.name} from {pod.node_name} to {move.target_node} as {replacement}"
+        if forced:
+            detail += f" (node {pod.node_name} not Ready: old pod force-deleted)"
         try:  # committed: the replacement serves; only the confirmation of the removal can fail now
             self._wait_until_gone(pod.name)
         except Exception as exc:
             detail += f"; removal of {pod.name} not confirmed: {exc}"
         gone_s = self.clock.now_s() - started_s
-        return MigrationResult(move, migration_id, True, detail, replacement, ready_s, gone_s)
+        return MigrationResult(move, migration_id, True, detail, replacement, ready_s, gone_s, window_s or 0.0, forced)
+
+    def _remove_old_pod(self, pod: PodInfo) -> bool:
+        """Delete the old pod once its replacement is Ready; force (grace 0) only when its node is not Ready.
+
+        Returns whether the deletion was forced. A NotReady or unreachable node's kubelet cannot confirm
+        a normal deletion, so the pod would stay Terminating (and keep its name and IP) until the node
+        returns; for a ReplicaSet pod whose replacement already serves, removing it from the API is safe.
+        """
+        node = self.ops.snapshot().node(pod.node_name) if pod.node_name else None
+        if node is not None and not node.ready:
+            self.ops.force_delete_pod(pod.name)
+            return True
+        self.ops.delete_pod(pod.name)
+        return False
 
     def _record_intent(self, pod: PodInfo, move: Move, migration_id: str) -> None:
         annotations: dict[str, str | None] = {
@@ -166,10 +198,13 @@ class Actuator:
         }
         self.ops.patch_pod_metadata(pod.name, {}, annotations)
 
-    def _wait_for_replacement(self, selector: Mapping[str, str], before: set[str], move: Move, started_s: float) -> str:
-        """The ReplicaSet's new pod, once Ready on the target; raises MigrationFailed otherwise."""
+    def _wait_for_replacement(
+        self, selector: Mapping[str, str], before: set[str], move: Move, until_s: float, state: str
+    ) -> str:
+        """The ReplicaSet's new pod, once ``state`` ("bound to" or "Ready on") the target before ``until_s``
+        (clock time); raises MigrationFailed otherwise."""
         recorded = ""
-        while self.clock.now_s() - started_s < self.deadline_s:
+        while self.clock.now_s() < until_s:
             fresh = [p for p in self.ops.list_pods(selector) if p.name not in before and not p.terminating]
             if fresh:
                 candidate = fresh[0]
@@ -178,11 +213,14 @@ class Actuator:
                     recorded = candidate.name
                 if candidate.node_name and candidate.node_name != move.target_node:
                     raise MigrationFailed(f"replacement {candidate.name} landed on {candidate.node_name}")
-                if candidate.ready:
+                if candidate.ready or (state == "bound to" and candidate.node_name == move.target_node):
                     return candidate.name
             self.clock.sleep(self.poll_s)
         what = f"replacement {recorded}" if recorded else "no replacement pod"
-        raise MigrationFailed(f"{what} Ready on {move.target_node} within the {self.deadline_s:.0f} s deadline")
+        limit = (
+            f"the {self.cordon_cap_s:g} s cordon cap" if state == "bound to" else f"the {self.deadline_s:g} s deadline"
+        )
+        raise MigrationFailed(f"{what} {state} {move.target_node} within {limit}")
 
     def _wait_until_gone(self, pod_name: str) -> None:
         end_s = self.clock.now_s() + self.settle_s

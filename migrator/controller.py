@@ -105,7 +105,7 @@ class Controller:
             require_predicted_gain=s.require_predicted_gain,
             return_hold_down_s=s.return_hold_down_s,
         )
-        self.actuator = Actuator(self.ops, self.clock, deadline_s=s.migration_deadline_s)
+        self.actuator = Actuator(self.ops, self.clock, deadline_s=s.migration_deadline_s, cordon_cap_s=s.cordon_cap_s)
 
     # ---- start --------------------------------------------------------------------------------
     def clean_up(self) -> list[str]:
@@ -213,6 +213,8 @@ class Controller:
             replacement=result.replacement_pod,
             replacement_ready_s=round(result.replacement_ready_s, 3),
             old_pod_gone_s=round(result.old_pod_gone_s, 3),
+            cordon_window_s=round(result.cordon_window_s, 3),
+            forced_removal=result.forced_removal,
             detail=result.detail,
         )
         reason = "Migrated" if result.migrated else "MigrationRolledBack"
@@ -226,8 +228,25 @@ class Controller:
         """The latency now, in ms; None when no latency is configured or it is unknown."""
         return self.latency().value_ms if self.latency is not None else None
 
+    def failed_nodes_with_pods(self) -> list[str]:
+        """NotReady nodes that still hold application pods (read from the API; none when it cannot be read)."""
+        try:
+            snapshot = self.ops.snapshot()
+        except Exception:  # the cycle itself reports an unreadable cluster
+            return []
+        hosting = {p.node_name for p in snapshot.app_pods if p.node_name and not p.terminating}
+        return sorted(n.name for n in snapshot.nodes if not n.ready and n.name in hosting)
+
     def monitoring_step(self) -> list[CycleOutcome]:
-        """Act only while the latency exceeds the QoS threshold; an unknown latency means no action."""
+        """Act only while the latency exceeds the QoS threshold; an unknown latency means no action.
+
+        A failed node's pods are the exception: they are moved off whatever the latency (the node's
+        state is read from the API, not guessed), so a cycle runs while a NotReady node holds pods.
+        """
+        failed = self.failed_nodes_with_pods()
+        if failed:
+            self.journal.record("node-failure", nodes=failed)
+            return self.run_cycle()
         if self.latency is not None:
             reading = self.latency()
             if reading.value_ms is None:

@@ -141,13 +141,20 @@ def _refuse(move: Move, reason: Refusal, detail: str) -> Verdict:
     return Verdict(move, reason, detail)
 
 
+def is_evacuation(move: Move, snapshot: ClusterSnapshot) -> bool:
+    """The pod runs on a node that is not Ready: moving it off adds a Ready pod and removes none."""
+    pod = snapshot.app_pod(move.pod_name)
+    node = snapshot.node(pod.node_name) if pod is not None and pod.node_name else None
+    return node is not None and not node.ready
+
+
 def check_pod(move: Move, snapshot: ClusterSnapshot) -> Verdict | None:
     pod = snapshot.app_pod(move.pod_name)
     if pod is None:
         return _refuse(move, Refusal.UNKNOWN_POD, f"pod {move.pod_name!r} is not one of the application's pods")
     if pod.terminating:
         return _refuse(move, Refusal.POD_TERMINATING, f"pod {pod.name} is terminating")
-    if not pod.ready:
+    if not pod.ready and not is_evacuation(move, snapshot):  # a pod on a failed node is not Ready: move it off
         return _refuse(move, Refusal.POD_NOT_READY, f"pod {pod.name} is not Ready")
     if pod.owner_kind != "ReplicaSet":
         owner = pod.owner_kind or "no controller"
@@ -184,8 +191,13 @@ def check_target(move: Move, snapshot: ClusterSnapshot, request: ActionRequest) 
 
 
 def check_service(move: Move, snapshot: ClusterSnapshot, rules: FitRules) -> Verdict | None:
+    """Every pod of the service Ready and the PDBs allow a disruption; an evacuation (the pod's node is
+    not Ready) skips both: the pod it moves serves nothing any more and it is removed only after its
+    replacement is Ready, so the Ready count only grows (docs/migrator.md, node failure)."""
     pod = snapshot.app_pod(move.pod_name)
     assert pod is not None
+    if is_evacuation(move, snapshot):
+        return None
     siblings = [p for p in snapshot.app_pods if service_of(p, rules) == service_of(pod, rules)]
     not_ready = [p.name for p in siblings if not p.ready or p.terminating]
     if not_ready:
@@ -222,9 +234,16 @@ def check_gain(move: Move, limits: GuardLimits) -> Verdict | None:
 
 
 def check_rate(
-    move: Move, ledger: MigrationLedger, limits: GuardLimits, now_s: float, started_this_cycle: int
+    move: Move,
+    ledger: MigrationLedger,
+    limits: GuardLimits,
+    now_s: float,
+    started_this_cycle: int,
+    evacuation: bool = False,
 ) -> Verdict | None:
-    wait_s = ledger.left_recently(move.pod_name, move.target_node, now_s)
+    """Hold-down (not for an evacuation: a pod on a failed node may go back where it came from), cooldown,
+    the per-cycle and per-window limits."""
+    wait_s = None if evacuation else ledger.left_recently(move.pod_name, move.target_node, now_s)
     if wait_s is not None:
         detail = f"pod {move.pod_name} left {move.target_node} less than {limits.return_hold_down_s:.0f} s ago"
         return _refuse(move, Refusal.RETURN_HOLD_DOWN, f"{detail} ({wait_s:.0f} s to go)")
@@ -248,13 +267,15 @@ def check_move(
     now_s: float,
     started_this_cycle: int = 0,
 ) -> Verdict:
-    """Run every guard in order; the first refusal wins."""
+    """Run every guard in order; the first refusal wins. An evacuation (the pod's node is not Ready) needs
+    no predicted gain: it restores a pod that serves nothing, wherever the latency goes."""
+    evacuation = snapshot.app_pod(move.pod_name) is not None and is_evacuation(move, snapshot)
     verdict = (
         check_pod(move, snapshot)
         or check_target(move, snapshot, request)
         or check_service(move, snapshot, rules)
-        or check_gain(move, limits)
-        or check_rate(move, ledger, limits, now_s, started_this_cycle)
+        or (None if evacuation else check_gain(move, limits))
+        or check_rate(move, ledger, limits, now_s, started_this_cycle, evacuation)
     )
     if verdict is not None:
         return verdict

@@ -285,6 +285,14 @@ class KubeOps:
             if exc.status != 404:
                 raise
 
+    def force_delete_pod(self, name: str) -> None:
+        """Remove a pod from the API at once (grace period 0): only for a pod whose node is not Ready."""
+        try:
+            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
     def emit_event(self, pod_name: str, reason: str, message: str, warning: bool = False) -> None:
         """A Kubernetes Event on the pod; failures to record it never stop the migrator."""
         now = dt.datetime.now(dt.UTC)

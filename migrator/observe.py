@@ -8,6 +8,9 @@ selector satisfied (that is how a service is pinned to a layer), an unpinned ser
 client layer (MODEL.md §1), the pod's requests within the node's free capacity, and the
 scheduler's other filters of :mod:`migrator.fit` (node affinity, pod anti-affinity, topology spread,
 host ports, the node's pod limit). Terminating pods are in neither ``services`` nor ``pod_deployable``.
+A node that is not Ready (failed or unreachable) is listed with ``available: false`` and no free
+capacity, with its pods, so that the policy service moves them off first (MODEL.md §4) instead of
+answering 422.
 """
 
 from __future__ import annotations
@@ -122,24 +125,29 @@ def group_by_service(pods: tuple[PodInfo, ...], rules: FitRules) -> dict[str, li
     return services
 
 
+def node_state(node: NodeInfo, free: FreeResources) -> NodeState:
+    """A Ready node with its free resources, or a failed one: ``available: false``, nothing free."""
+    if not node.ready:
+        return NodeState(node_name=node.name, cpu_availability=0.0, memory_availability=0.0, available=False)
+    return NodeState(
+        node_name=node.name,
+        cpu_availability=free.cpu_millicores,
+        memory_availability=free.memory_bytes / BYTES_PER_GIB,
+    )
+
+
 def build_request(
     snapshot: ClusterSnapshot, rules: FitRules, measured: MeasuredConditions | None = None
 ) -> ActionRequest:
-    """The REACH ``/get_action`` request for the live placement; unavailable nodes are left out.
+    """The REACH ``/get_action`` request for the live placement; a node that is not Ready is listed
+    with ``available: false`` when an application pod is bound to it, and left out otherwise.
 
     ``measured`` (from Prometheus, :meth:`migrator.metrics.PrometheusMetrics.measured_conditions`)
     becomes the optional ``measured`` block, restricted to the nodes the request lists.
     """
     free = free_resources(snapshot)
-    nodes = {
-        n.name: NodeState(
-            node_name=n.name,
-            cpu_availability=free[n.name].cpu_millicores,
-            memory_availability=free[n.name].memory_bytes / BYTES_PER_GIB,
-        )
-        for n in snapshot.nodes
-        if n.ready
-    }
+    hosting = {p.node_name for p in snapshot.app_pods if p.node_name and not p.terminating}
+    nodes = {n.name: node_state(n, free[n.name]) for n in snapshot.nodes if n.ready or n.name in hosting}
     services = {
         name: ServiceState(service_name=name, pods=[PodRef(pod_name=p.name, node_name=p.node_name) for p in pods])
         for name, pods in group_by_service(snapshot.app_pods, rules).items()

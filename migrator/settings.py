@@ -85,6 +85,12 @@ class MigratorSettings(BaseSettings):
     migration_deadline_s: float = Field(
         default=60.0, gt=0, description="Time for the replacement to become Ready before the migration rolls back."
     )
+    cordon_cap_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Most seconds a migration keeps the other nodes cordoned: the cordons are lifted as soon as "
+        "the replacement is bound to the target; not bound within this cap, the migration rolls back.",
+    )
     policy_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one HTTP call to the policy service.")
     policy_retries: int = Field(default=2, ge=0, description="Retries after a failed policy call (so 1 + retries).")
     policy_backoff_s: float = Field(

@@ -2,12 +2,18 @@
 # Install the local Kubernetes 1.20 control plane used by the migrator's e2e tests and the demo.
 #
 # Idempotent: when the four static binaries are already cached under $REACH_K8S_CACHE
-# (default ~/.cache/reach/k8s-v1.20.2/) and etcd and strace are installed, it does nothing.
+# (default ~/.cache/reach/k8s-v1.20.2/), were built with today's patch set (the stamp file
+# .patches.sha256 there holds the SHA-256 of this script's patch steps and of patches/*.patch) and
+# etcd and strace are installed, it does nothing; a changed patch set rebuilds the binaries.
 # Otherwise it installs Debian's packages (golang-go rsync etcd-server etcd-client prometheus, which
 # ships promtool, strace), enables deb-src, downloads the source package of Debian 12's `kubernetes` (1.20.2),
 # applies the loopback patches BEFORE building (no cloud credential providers, hollow kubelets on
-# 127.0.0.1) and patches/hollow-node-capacity.patch (hollow nodes read their CPU cores and memory
-# from REACH_HOLLOW_CPU_CORES / REACH_HOLLOW_MEMORY_BYTES, so a cluster mirrors a scenario), and builds kube-apiserver, kube-controller-manager, kube-scheduler and kubemark
+# 127.0.0.1) and every patches/*.patch in name order: hollow-node-capacity.patch (hollow nodes read
+# their CPU cores and memory from REACH_HOLLOW_CPU_CORES / REACH_HOLLOW_MEMORY_BYTES, so a cluster
+# mirrors a scenario) and hollow-node-timing.patch (node status, lease, pod sync and the kubelet's
+# status batch periods from REACH_HOLLOW_NODE_STATUS_UPDATE_S, REACH_HOLLOW_NODE_LEASE_DURATION_S,
+# REACH_HOLLOW_SYNC_FREQUENCY_S, REACH_KUBELET_STATUS_SYNC_PERIOD_S; upstream when unset),
+# and builds kube-apiserver, kube-controller-manager, kube-scheduler and kubemark
 # with `make WHAT=...`. The build takes about 5 minutes on 2 cores; run this script under
 # `flock /tmp/reach-heavy.lock` on shared machines. See docs/migrator.md and LOCAL-CLUSTER.md.
 set -euo pipefail
@@ -24,6 +30,12 @@ log() { printf '[reach install] %s\n' "$*" >&2; }
 binaries_cached() {
   local b
   for b in "${BINARIES[@]}"; do [[ -x "$CACHE_DIR/$b" ]] || return 1; done
+  [[ "$(cat "$CACHE_DIR/.patches.sha256" 2>/dev/null)" == "$(patch_set_hash)" ]]
+}
+
+# The identity of the patch set: the patch steps of this script and every patches/*.patch.
+patch_set_hash() {
+  { declare -f apply_source_patches; cat "$SCRIPT_DIR"/patches/*.patch; } | sha256sum | cut -d' ' -f1
 }
 
 packages_installed() {
@@ -86,10 +98,15 @@ apply_source_patches() {
   if ! grep -q 'c.Address = "127.0.0.1"' pkg/kubemark/hollow_kubelet.go; then
     log "patch failed: pkg/kubemark/hollow_kubelet.go does not bind the kubelet to 127.0.0.1"; exit 1
   fi
-  if ! grep -q REACH_HOLLOW_CPU_CORES pkg/kubelet/cadvisor/testing/cadvisor_fake.go; then
-    log "applying hollow-node-capacity.patch (capacity from REACH_HOLLOW_CPU_CORES / REACH_HOLLOW_MEMORY_BYTES)"
-    patch -p1 --forward < "$SCRIPT_DIR/patches/hollow-node-capacity.patch"
-  fi
+  local p
+  for p in "$SCRIPT_DIR"/patches/*.patch; do
+    if patch -p1 --dry-run --reverse --force --silent < "$p" >/dev/null 2>&1; then
+      log "$(basename "$p") is already applied"
+    else
+      log "applying $(basename "$p")"
+      patch -p1 --forward < "$p"
+    fi
+  done
 }
 
 build_binaries() {
@@ -105,12 +122,13 @@ build_binaries() {
   for b in "${BINARIES[@]}"; do
     install -m 0755 "_output/local/bin/linux/amd64/$b" "$CACHE_DIR/$b"
   done
+  patch_set_hash > "$CACHE_DIR/.patches.sha256"
   log "cached binaries in $CACHE_DIR"
 }
 
 main() {
   if binaries_cached && packages_installed; then
-    log "nothing to do: binaries cached in $CACHE_DIR and packages installed"
+    log "nothing to do: binaries cached in $CACHE_DIR (patch set $(patch_set_hash | cut -c1-12)) and packages installed"
     return 0
   fi
   packages_installed || install_packages

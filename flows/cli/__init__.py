@@ -3,17 +3,18 @@
 One module per command group: :mod:`flows.cli.sim` (``reach sim``), :mod:`flows.cli.train`
 (``train``, ``evaluate``, ``gate``), :mod:`flows.cli.profiles`, :mod:`flows.cli.release`
 (``pipeline``, ``retrain``, ``package``, ``deploy``, ``serve``), :mod:`flows.cli.local` (``up``,
-``down``, ``status``), :mod:`flows.cli.migrate` (``migrate``, ``cluster``) and
-:mod:`flows.cli.demo`. Heavy imports (torch, sb3, great_expectations, prefect, bentoml,
-matplotlib, kubernetes) happen inside the commands, never at module level, so that
-``reach --help`` answers at once. The package may import only the other ``flows`` packages.
+``down``, ``status``, ``restart``), :mod:`flows.cli.migrate` (``migrate``, ``cluster``),
+:mod:`flows.cli.demo`, :mod:`flows.cli.images` (``images build``) and :mod:`flows.cli.world` (``reach world``).
+Heavy imports (torch, sb3, great_expectations, prefect, bentoml, matplotlib, kubernetes, simpy) happen
+inside the commands, never at module level, so that ``reach --help`` answers at once. The package may
+import only the other ``flows`` packages.
 """
 
 from __future__ import annotations
 
 import typer
 
-from flows.cli import demo, local, migrate, profiles, release, sim, train
+from flows.cli import demo, images, local, migrate, profiles, release, sim, train, world
 
 app = typer.Typer(
     name="reach",
@@ -27,11 +28,13 @@ train.register(app)
 app.add_typer(profiles.app, name="profiles")
 app.add_typer(release.pipeline_app, name="pipeline")
 app.add_typer(release.retrain_app, name="retrain")
-for command in (release.package, release.deploy, release.serve, local.up, local.down, local.status):
+for command in (release.package, release.deploy, release.serve, local.up, local.down, local.status, local.restart):
     app.command()(command)
 app.command("migrate")(migrate.migrate)
 app.add_typer(migrate.cluster_app, name="cluster")
 app.add_typer(demo.app, name="demo")
+app.add_typer(images.app, name="images")
+app.add_typer(world.app, name="world")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -2,7 +2,8 @@
 
 Thin typer commands around :mod:`flows.loop.experiments`; heavy imports happen inside the commands so
 that ``reach --help`` stays instant. Everything they start keeps running until ``reach down``.
-Every latency they print is simulated by the CEEnv model from the live placement.
+Every latency they print is measured on the local loop: the world's emulated requests (default) or the
+CEEnv model on the live placement (``--latency-source twin``), and says which.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ Scenario = Annotated[str, typer.Option(help="scenario directory or name (7-21, 1
 Policy = Annotated[str, typer.Option(help="auto | greedy-standin (not the learned policy) | a bento tag")]
 Duration = Annotated[float, typer.Option(help="seconds the migrator runs")]
 Out = Annotated[Path | None, typer.Option(help="output folder (default out/demo)")]
-Seed = Annotated[int, typer.Option(help="seed of the start placement and the exporter's noise")]
+Seed = Annotated[int, typer.Option(help="seed of the start placement and of the world (or the exporter's noise)")]
 Qos = Annotated[float, typer.Option(help="monitoring mode acts only above this latency (ms)")]
 GATE_REFUSED_EXIT = 3  # as `reach pipeline run`: the gate refused the freshly trained policy
 
@@ -57,13 +58,17 @@ def _settings(**values: Any) -> Any:
 def demo(
     ctx: typer.Context,
     scenario: Scenario = "7-21",
-    workload: Annotated[str, typer.Option(help="workload whose latency is simulated")] = "aggregator_sequential",
+    workload: Annotated[str, typer.Option(help="workload the app runs")] = "aggregator_sequential",
     policy: Policy = "auto",
     duration: Duration = 90.0,
     qos: Qos = 100.0,
-    noise: Annotated[float, typer.Option(help="exporter noise, standard deviation in % of the latency")] = 2.0,
+    noise: Annotated[float, typer.Option(help="twin: exporter noise, standard deviation in % of the latency")] = 2.0,
     seed: Seed = 0,
     out: Out = None,
+    latency_source: Annotated[
+        str, typer.Option(help="world (requests emulated on the live placement, Istio's PromQL) | twin (the formula)")
+    ] = "world",
+    world_rps: Annotated[float, typer.Option(help="world: multiplies every endpoint's rps")] = 2.0,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="start the Prefect dashboard")] = True,
     keep_migrating: Annotated[bool, typer.Option("--keep-migrating/--stop-migrating")] = True,
 ) -> None:
@@ -73,17 +78,24 @@ def demo(
     from flows.loop.experiments import demo as run_demo
     from flows.loop.experiments import table
     from flows.loop.policy import GateRefused
+    from flows.loop.report import latency_note
 
     settings = _settings(scenario=scenario, workload=workload, policy=policy, duration_s=duration,
                          qos_threshold_ms=qos, noise_pct=noise, seed=seed, out=out, prefect=prefect,
-                         keep_migrating=keep_migrating)  # fmt: skip
+                         keep_migrating=keep_migrating, latency_source=latency_source,
+                         world_rps=world_rps)  # fmt: skip
     try:
         result = run_demo(settings)
     except GateRefused as refused:
         typer.echo(f"reach demo: {refused}", err=True)
         typer.echo("the cluster, Prometheus and the dashboard keep running until `reach down`", err=True)
         raise typer.Exit(GATE_REFUSED_EXIT) from None
-    typer.echo(table([result.summary]))
+    typer.echo(table([result.summary], latency_note(settings.latency_source)))
+    if result.p95_ms is not None:
+        typer.echo(f"world p95: {result.p95_ms[0]:.1f} → {result.p95_ms[1]:.1f} ms")
+    twin_before, twin_after = result.twin_ms
+    if twin_before is not None and twin_after is not None:
+        typer.echo(f"twin (MODEL.md §2 on the same placements): {twin_before:.1f} → {twin_after:.1f} ms")
     typer.echo(f"time series: {result.csv}\nplot: {result.plot}\nPrometheus: {result.prometheus_url}")
     if result.dashboard_url:
         typer.echo(f"Prefect dashboard: {result.dashboard_url}")

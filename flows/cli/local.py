@@ -1,4 +1,4 @@
-"""``reach up|down|status``: the local Prefect server and deployment runner, and what runs.
+"""``reach up|down|status|restart``: the local Prefect server and deployment runner, what runs, what died.
 
 Thin typer commands over :mod:`flows.local.ops` and :mod:`flows.local.processes`; Prefect and
 BentoML are imported inside the commands only.
@@ -51,11 +51,37 @@ def status() -> None:
         console.print(
             f"model: {labels.get('model')} (scenario {labels.get('scenario')}, workload {labels.get('workload')})"
         )
-    for record in processes.running():
-        console.print(f"process {record.name}: pid {record.pid}, {record.url}, log {record.log}")
+    for record, alive in processes.records():
+        if alive:
+            console.print(f"process {record.name}: pid {record.pid}, {record.url}, log {record.log}")
+        else:
+            console.print(
+                f"process {record.name}: [bold red]dead[/] (pid {record.pid} exited), log {record.log}; "
+                f"`reach restart {record.name}` starts it again",
+                highlight=False,
+            )
     server = processes.find(ops.PREFECT_SERVER)
     if server is None:
         console.print("prefect: not running (`reach up` starts it)")
         return
     for run in ops.recent_runs(f"{server.url}/api"):
         console.print(f"run {run['name']}: {run['state']} since {run['start_time']}")
+
+
+def restart(
+    name: Annotated[str, typer.Argument(help="A process name as `reach status` lists it (dead or alive).")],
+) -> None:
+    """Start one recorded process again with its recorded command, port and environment; nothing else changes.
+
+    The local cluster's application keeps running: a cluster component (cluster-node-<node>,
+    cluster-kube-scheduler…) is restarted in place and a hollow node is waited for until Ready.
+    """
+    from flows.local import ops
+
+    try:
+        record = ops.restart(name)
+    except (KeyError, TimeoutError, RuntimeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        errors.print(f"[bold red]error:[/] {message}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"restarted {record.name}: pid {record.pid}, log {record.log}")

@@ -2,8 +2,10 @@
 
 ``up`` starts a Prefect server on 127.0.0.1 (SQLite under ``$REACH_HOME/prefect``), waits until it
 is healthy, then starts a runner process (``python -m flows.release.deployments``) that registers and
-serves the deployments. ``down`` stops everything reach started, by PID. Used by ``reach up``,
-``reach down`` and ``reach status``.
+serves the deployments. ``down`` stops everything reach started, by PID. ``restart`` starts one
+recorded process again as it was (a local cluster component through the cluster's own process
+table), leaving everything else — the cluster's application included — as it is. Used by ``reach
+up``, ``reach down``, ``reach status`` and ``reach restart``.
 """
 
 from __future__ import annotations
@@ -83,12 +85,35 @@ def stop_order(name: str) -> int:
 
 
 def down() -> list[str]:
-    """Stop every process reach started (clients first, the cluster late, Prefect last); return their names."""
+    """Stop every process reach started (clients first, the cluster late, Prefect last); return their names.
+    The records of processes that had died are dropped."""
     stopped = []
-    for record in sorted(processes.running(), key=lambda r: stop_order(r.name)):
-        if processes.stop(record.name):
+    for record, alive in sorted(processes.records(), key=lambda r: stop_order(r[0].name)):
+        if alive and processes.stop(record.name):
             stopped.append(record.name)
+        processes.forget(record.name)
     return stopped
+
+
+def restart(name: str) -> processes.ProcessRecord:
+    """Start the recorded process ``name`` again with its recorded command, port and environment.
+
+    A local cluster component (``cluster-<component>``, e.g. ``cluster-node-tb-edge-vm-4-1``) is
+    restarted by the cluster's own process table (its state directory holds the component's log),
+    and a hollow node is waited for until Ready; the cluster's pods and Deployments are untouched.
+    Raises KeyError for a name reach never recorded.
+    """
+    record = processes.recorded(name)
+    if record is None or not name.startswith(CLUSTER_PREFIX):
+        return processes.restart(name)
+    from pathlib import Path
+
+    from flows.local.cluster import LocalCluster
+
+    cluster = LocalCluster(Path(record.log).parent.parent)
+    component = name.removeprefix(CLUSTER_PREFIX)
+    pid = cluster.restart(component)
+    return processes.adopt(name, pid, record.port, record.argv, record.log)
 
 
 def recent_runs(api_url: str, limit: int = 5) -> list[dict[str, Any]]:

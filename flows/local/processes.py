@@ -2,9 +2,14 @@
 runner, and the BentoML servers of the blue/green switch.
 
 Each process is recorded as a small JSON file under ``$REACH_HOME/run`` (default
-``~/.local/share/reach/run``) with its PID, port, command and log file, so that ``reach down``,
-``reach status`` and the redeploy flow find it again from another process. Processes are never
-stopped by name. Used by :mod:`flows.cli.release` and :mod:`flows.release.redeploy`.
+    finally:
+        if writer.stdin is not None:
+            writer.stdin.close()  # the process holds the pipe now; the writer ends when it closes
+    return _write(ProcessRecord(name, proc.pid, port, argv, str(log), time.time(), dict(env or {})))
+
+
+def _write(record: ProcessRecord) -> ProcessRecord:
+    tmp = _records_dir() / f".{record.name}.json.tmp"
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from flows.local import logpipe
 
 
 def reach_home() -> Path:
@@ -37,6 +44,7 @@ class ProcessRecord:
     argv: list[str]
     log: str
     started_at: float
+    env: dict[str, str] = field(default_factory=dict)  # the environment given on top of reach's own
 
     @property
     def url(self) -> str:
@@ -70,60 +78,94 @@ def is_alive(pid: int) -> bool:
         return True
 
 
-def start(name: str, argv: list[str], port: int, env: dict[str, str] | None = None) -> ProcessRecord:
-    """Start ``argv`` in its own session with output to ``<name>.log``; record it as ``name``."""
+def start(
+    name: str,
+    argv: list[str],
+    port: int,
+    env: dict[str, str] | None = None,
+    log_max_bytes: int = logpipe.DEFAULT_MAX_BYTES,
+    log_keep: int = logpipe.DEFAULT_KEEP,
+) -> ProcessRecord:
+    """Start ``argv`` in its own session with output to ``<name>.log`` (rotated by size); record it as ``name``."""
     existing = find(name)
     if existing is not None:
         raise RuntimeError(f"{name} is already running (pid {existing.pid}, {existing.url}); stop it first")
     log = _records_dir() / f"{name}.log"
-    with log.open("ab") as out:
+    writer = logpipe.spawn(log, log_max_bytes, log_keep)
+    try:
         proc = subprocess.Popen(
             argv,
-            stdout=out,
+            stdout=writer.stdin,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
-    record = ProcessRecord(name, proc.pid, port, argv, str(log), time.time())
-    tmp = _records_dir() / f".{name}.json.tmp"
+    finally:
+        if writer.stdin is not None:
+            writer.stdin.close()  # the process holds the pipe now; the writer ends when it closes
+    return _write(ProcessRecord(name, proc.pid, port, argv, str(log), time.time(), dict(env or {})))
+
+
+def _write(record: ProcessRecord) -> ProcessRecord:
+    tmp = _records_dir() / f".{record.name}.json.tmp"
     tmp.write_text(json.dumps(asdict(record)))
-    tmp.replace(_records_dir() / f"{name}.json")
+    tmp.replace(_records_dir() / f"{record.name}.json")
     return record
 
 
 def adopt(name: str, pid: int, port: int, argv: list[str], log: str) -> ProcessRecord:
     """Record a process that something else started (the local cluster's components), so that
     ``reach down`` stops it by PID like the ones :func:`start` records."""
-    record = ProcessRecord(name, pid, port, argv, log, time.time())
-    tmp = _records_dir() / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(asdict(record)))
-    tmp.replace(_records_dir() / f"{name}.json")
-    return record
+    return _write(ProcessRecord(name, pid, port, argv, log, time.time()))
 
 
-def find(name: str) -> ProcessRecord | None:
-    """The live process recorded as ``name``, or None (stale records are removed)."""
+def recorded(name: str) -> ProcessRecord | None:
+    """The process recorded as ``name``, alive or dead, or None when there is no record."""
     path = _records_dir() / f"{name}.json"
     if not path.exists():
         return None
-    record = ProcessRecord(**json.loads(path.read_text()))
-    if not is_alive(record.pid):
-        path.unlink(missing_ok=True)
-        return None
-    return record
+    known = {f.name for f in fields(ProcessRecord)}
+    return ProcessRecord(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
+
+
+def find(name: str) -> ProcessRecord | None:
+    """The live process recorded as ``name``, or None (a dead one keeps its record: see :func:`records`)."""
+    record = recorded(name)
+    return record if record is not None and is_alive(record.pid) else None
+
+
+def records() -> list[tuple[ProcessRecord, bool]]:
+    """Every recorded process, with whether it is alive (a process that died stays listed)."""
+    found = [recorded(p.stem) for p in sorted(_records_dir().glob("*.json"))]
+    return [(r, is_alive(r.pid)) for r in found if r is not None]
 
 
 def running() -> list[ProcessRecord]:
     """Every live recorded process."""
-    names = sorted(p.stem for p in _records_dir().glob("*.json"))
-    return [r for r in (find(n) for n in names) if r is not None]
+    return [record for record, alive in records() if alive]
+
+
+def forget(name: str) -> None:
+    """Drop the record of a process (after it was stopped or died for good)."""
+    (_records_dir() / f"{name}.json").unlink(missing_ok=True)
+
+
+def restart(name: str) -> ProcessRecord:
+    """Start the process recorded as ``name`` again with its recorded command, port and environment
+    (stopped first if it still runs); nothing else is touched. Raises KeyError for an unknown name."""
+    record = recorded(name)
+    if record is None:
+        known = [r.name for r, _ in records()]
+        raise KeyError(f"no process recorded as {name!r}; recorded: {known or 'none'} (see `reach status`)")
+    stop(name)
+    return start(name, record.argv, record.port, record.env)
 
 
 def stop(name: str, grace_s: float = 10.0) -> bool:
     """Stop the process recorded as ``name`` (its whole session) by PID: SIGTERM, then SIGKILL."""
     record = find(name)
-    (_records_dir() / f"{name}.json").unlink(missing_ok=True)
+    forget(name)
     if record is None:
         return False
     for sig in (signal.SIGTERM, signal.SIGKILL):

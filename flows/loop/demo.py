@@ -2,8 +2,10 @@
 
 :func:`open_session` brings up the local Kubernetes control plane with the scenario's nodes
 (:mod:`flows.local.cluster`), Prometheus and the migrator's metrics on 127.0.0.1, and returns a
-:class:`Session`; :func:`start_exporter` (re)starts the latency exporter (latency **simulated from
-the live placement**, :mod:`flows.loop.exporter`) and :func:`keep_migrating` leaves a migrator
+:class:`Session`; :func:`start_exporter` (re)starts the latency source: the world (requests
+emulated on the live placement, Istio-shaped metrics, :mod:`flows.loop.world_live`; read with
+Istio's PromQL, :func:`latency_query`) or the twin's exporter (the formula on the live placement,
+:mod:`flows.loop.exporter`); and :func:`keep_migrating` leaves a migrator
 running until ``reach down``. Everything is recorded with :mod:`flows.local.processes` (the
 cluster's components included), so ``reach down`` stops it by PID. One run of the loop is in
 :mod:`flows.loop.run`; the demo and the experiments as a whole in :mod:`flows.loop.experiments`.
@@ -63,17 +65,38 @@ def restart(name: str, argv: list[str], port: int, ready_path: str) -> processes
     return record
 
 
+def latency_query(settings: DemoSettings) -> str:
+    """The PromQL of the application's latency: Istio's mean on the world, the exporter's gauge on the twin."""
+    if settings.latency_source == "world":
+        from flows.loop.world_live import mean_query
+
+        return mean_query(settings.latency_window)
+    return "reach_app_latency_ms"
+
+
 def start_exporter(settings: DemoSettings, kubeconfig: Path, workload: str) -> processes.ProcessRecord:
-    argv = [
-        sys.executable, "-m", "flows.loop.exporter", "--kubeconfig", str(kubeconfig), "--scenario", settings.scenario,
-        "--workload", workload, "--namespace", settings.namespace, "--port", str(settings.exporter_port),
-        "--noise-pct", str(settings.noise_pct), "--seed", str(settings.seed),
+    """(Re)start the latency source on ``exporter_port``: the world, or the twin's exporter."""
+    common = [
+        "--kubeconfig", str(kubeconfig), "--scenario", settings.scenario, "--workload", workload,
+        "--namespace", settings.namespace, "--port", str(settings.exporter_port), "--seed", str(settings.seed),
     ]  # fmt: skip
+    if settings.latency_source == "world":
+        argv = [sys.executable, "-m", "flows.loop.world_live", *common, "--rps", str(settings.world_rps)]
+    else:
+        argv = [sys.executable, "-m", "flows.loop.exporter", *common, "--noise-pct", str(settings.noise_pct)]
     return restart(EXPORTER, argv, settings.exporter_port, "/metrics")
 
 
-def prometheus_config(settings: DemoSettings) -> str:
-    """Prometheus' configuration: scrape the exporter and the migrator every second; the alert rules."""
+def world_rules(settings: DemoSettings) -> str:
+    """A recording rule: ``reach_app_latency_ms`` (dashboard, alerts) from the world's Istio metrics."""
+    from flows.loop.world_live import mean_query
+
+    expr = mean_query(settings.latency_window).replace("\n", " ")
+    return f"groups:\n  - name: reach-world-latency\n    interval: 5s\n    rules:\n      - record: reach_app_latency_ms\n        expr: '{expr}'\n"
+
+
+def prometheus_config(settings: DemoSettings, extra_rules: Path | None = None) -> str:
+    """Prometheus' configuration: scrape the latency source and the migrator every second; the rules."""
     targets = {"reach-exporter": settings.exporter_port, "reach-migrator": settings.migrator_metrics_port}
     jobs = "".join(
         f"  - job_name: {job}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
@@ -81,7 +104,9 @@ def prometheus_config(settings: DemoSettings) -> str:
     )
     return (
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 5s\n"
-        f"rule_files:\n  - {ALERT_RULES}\nscrape_configs:\n{jobs}"
+        f"rule_files:\n  - {ALERT_RULES}\n"
+        + (f"  - {extra_rules}\n" if extra_rules else "")
+        + f"scrape_configs:\n{jobs}"
     )
 
 
@@ -93,7 +118,9 @@ def start_prometheus(settings: DemoSettings) -> processes.ProcessRecord:
     home = processes.reach_home() / "prometheus"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "prometheus.yml"
-    config.write_text(prometheus_config(settings))
+    rules = home / "world-latency.rules.yml"  # yields nothing without the world's Istio series: harmless on the twin
+    rules.write_text(world_rules(settings))
+    config.write_text(prometheus_config(settings, rules))
     argv = [
         "prometheus", f"--config.file={config}", f"--storage.tsdb.path={home / 'data'}",
         f"--web.listen-address=127.0.0.1:{settings.prometheus_port}", "--storage.tsdb.retention.time=2d",
@@ -124,7 +151,7 @@ def migrator_settings(session: Session, url: str) -> Any:
         "kubeconfig": str(session.kubeconfig), "policy_url": url, "namespace": s.namespace,
         "interval_s": s.interval_s, "qos_threshold_ms": s.qos_threshold_ms, "pod_cooldown_s": s.pod_cooldown_s,
         "max_migrations_per_window": 100, "migration_deadline_s": 30.0, "prometheus_url": session.prometheus_url,
-        "episode_csv": str(s.out / "migration_episode.csv"),
+        "episode_csv": str(s.out / "migration_episode.csv"), "latency_query": latency_query(s),
     }  # fmt: skip
     return MigratorSettings(_env_file=None, **values)
 

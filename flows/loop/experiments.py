@@ -21,8 +21,8 @@ from pathlib import Path
 
 from flows.loop.demo import Session, keep_migrating, open_session
 from flows.loop.policy import policy_url
-from flows.loop.report import LoopRun, Summary, compare, summary, table, write_csv, write_plot
-from flows.loop.run import prepare_run, run_loop
+from flows.loop.report import LoopRun, Summary, compare, latency_note, summary, table, write_csv, write_plot
+from flows.loop.run import prepare_run, run_loop, twin_on_live
 from flows.loop.settings import DemoSettings
 
 # REACH's published latency reductions on its testbed, in the order the paper lists its three apps
@@ -38,6 +38,8 @@ class DemoResult:
     plot: Path
     prometheus_url: str
     dashboard_url: str | None
+    p95_ms: tuple[float, float] | None = None  # the world's p95 before and after (None on the twin)
+    twin_ms: tuple[float | None, float | None] = (None, None)  # the twin's formula on the live placements
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,8 @@ class WorkloadResult:
     runs: list[Comparison] = field(default_factory=list)
 
 
-def write_run(run: LoopRun, out: Path, stem: str, title: str) -> tuple[Path, Path]:
-    return write_csv(run, out / f"{stem}.csv"), write_plot([run], out / f"{stem}.png", title)
+def write_run(run: LoopRun, out: Path, stem: str, title: str, note: str) -> tuple[Path, Path]:
+    return write_csv(run, out / f"{stem}.csv"), write_plot([run], out / f"{stem}.png", title, note)
 
 
 def demo(settings: DemoSettings) -> DemoResult:
@@ -94,10 +96,15 @@ def demo(settings: DemoSettings) -> DemoResult:
     session = open_session(settings)
     url, policy = policy_url(settings, settings.workload)
     prepare_run(session, settings.workload)
+    twin_before = twin_on_live(session, settings.workload)
     run = run_loop(session, f"{settings.workload} with the migrator", url, policy)
+    twin_after = twin_on_live(session, settings.workload)
     stem = f"demo-{Path(settings.scenario).name}-{settings.workload}"
-    csv, plot = write_run(run, settings.out, stem, f"reach demo: {settings.scenario} {settings.workload}, {policy}")
-    result = DemoResult(summary(run), csv, plot, session.prometheus_url, dashboard)
+    title = f"reach demo: {settings.scenario} {settings.workload}, {policy}"
+    csv, plot = write_run(run, settings.out, stem, title, latency_note(settings.latency_source))
+    p95 = [v for _, v in run.p95_samples]
+    p95_ms = (statistics.median(p95[:3]), statistics.median(p95[-5:])) if p95 else None
+    result = DemoResult(summary(run), csv, plot, session.prometheus_url, dashboard, p95_ms, (twin_before, twin_after))
     (settings.out / f"{stem}.json").write_text(json.dumps(asdict(result.summary), indent=1))
     if settings.keep_migrating:
         keep_migrating(session, url, policy)
@@ -130,7 +137,8 @@ def one_pair(session: Session, workload: str, seed: int, url: str, policy: str) 
     write_csv(without, settings.out / f"{stem}-without.csv")
     csv = write_csv(with_reach, settings.out / f"{stem}-with.csv")
     plot = write_plot([without, with_reach], settings.out / f"{stem}.png",
-                      f"{settings.experiment} at {settings.event_at_s:.0f} s: {workload}, seed {seed}, {policy}")  # fmt: skip
+                      f"{settings.experiment} at {settings.event_at_s:.0f} s: {workload}, seed {seed}, {policy}",
+                      latency_note(settings.latency_source))  # fmt: skip
     numbers = compare(with_reach, without, settings.event_at_s)
     return Comparison(
         workload, settings.experiment, policy, seed, summary(without).before_ms, summary(with_reach).before_ms,
@@ -205,8 +213,8 @@ def comparison_table(results: list[WorkloadResult]) -> str:
                 f"{c.without_ms:.1f}/{c.with_ms:.1f} ms, {c.reduction_pct:.1f} %, {c.moves} moves"
             )
     lines.append("(reduction = mean latency after the event, default scheduler only vs with the migrator; ours is")
-    lines.append(" measured on the simulated-latency loop — the CEEnv model evaluated on the live placement — not on")
-    lines.append(" a real testbed like REACH's published figures)")
+    lines.append(" measured on the local loop — the world's emulated requests, or on the simulated-latency loop (the")
+    lines.append(" CEEnv model on the live placement) with --latency-source twin — not on a real testbed like REACH's)")
     return "\n".join(lines)
 
 

@@ -16,6 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SIMULATED_NOTE = "latency simulated by the CEEnv model from the live placement"
+WORLD_NOTE = "latency of requests emulated on the live placement by the world (Istio's PromQL)"
+
+
+def latency_note(source: str) -> str:
+    """What the latency is, for tables and plots: the world's emulated requests or the twin's formula."""
+    return WORLD_NOTE if source == "world" else SIMULATED_NOTE
+
+
 MIGRATION_EVENTS = ("migrated", "rolled-back")
 
 
@@ -38,6 +46,7 @@ class LoopRun:
     ended_s: float = 0.0
     samples: list[tuple[float, float]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    p95_samples: list[tuple[float, float]] = field(default_factory=list)  # the world's p95 (empty on the twin)
 
     @property
     def moves(self) -> list[Event]:
@@ -94,7 +103,7 @@ def compare(with_reach: LoopRun, without: LoopRun, since_s: float) -> dict[str, 
     return {"with_ms": reach_ms, "without_ms": base_ms, "reduction_pct": 100.0 * (base_ms - reach_ms) / base_ms}
 
 
-def table(rows: list[Summary]) -> str:
+def table(rows: list[Summary], note: str = SIMULATED_NOTE) -> str:
     """A plain-text before/after table (``reach demo`` prints it)."""
     lines = [
         f"{'run':<28} {'policy':<30} {'before ms':>10} {'after ms':>10} {'change':>8} {'moves':>6} {'time s':>7}",
@@ -104,7 +113,7 @@ def table(rows: list[Summary]) -> str:
             f"{r.label:<28} {r.policy:<30} {r.before_ms:>10.1f} {r.after_ms:>10.1f} "
             f"{-r.reduction_pct:>+7.1f}% {r.moves:>6} {r.duration_s:>7.0f}"
         )
-    lines.append(f"({SIMULATED_NOTE}, read from Prometheus)")
+    lines.append(f"({note}, read from Prometheus)")
     return "\n".join(lines)
 
 
@@ -127,7 +136,7 @@ def write_csv(run: LoopRun, path: Path) -> Path:
     return path
 
 
-def write_plot(runs: list[LoopRun], path: Path, title: str) -> Path:
+def write_plot(runs: list[LoopRun], path: Path, title: str, note: str = SIMULATED_NOTE) -> Path:
     """Latency over time of each run; migrations as dotted lines, other events as dashed red lines."""
     import matplotlib
 
@@ -143,7 +152,7 @@ def write_plot(runs: list[LoopRun], path: Path, title: str) -> Path:
             ax.axvline(e.time_s - run.started_s, linestyle=style, color=colour, alpha=0.6, linewidth=1)
     ax.set_xlabel("time since start (s); dotted: migrations, dashed red: node drain / scaling")
     ax.set_ylabel("end-to-end latency (ms)")
-    ax.set_title(f"{title}\n({SIMULATED_NOTE})", fontsize=10)
+    ax.set_title(f"{title}\n({note})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()

@@ -14,7 +14,7 @@ import time
 
 from flows.loop import app, placement
 from flows.loop.app import LAYER_LABEL
-from flows.loop.demo import Session, migrator_settings, start_exporter
+from flows.loop.demo import Session, latency_query, migrator_settings, start_exporter
 from flows.loop.placement import StartPlacement
 from flows.loop.report import Event, LoopRun
 
@@ -35,12 +35,21 @@ def sample_latency(session: Session, run: LoopRun, stop: threading.Event) -> Non
     """Read the application latency from Prometheus every ``sample_s`` until ``stop``."""
     from migrator.metrics import PrometheusMetrics
 
-    reader = PrometheusMetrics(session.prometheus_url, "reach_app_latency_ms", "reach_node_cpu_usage_millicores")
+    s = session.settings
+    reader = PrometheusMetrics(session.prometheus_url, latency_query(s), "reach_node_cpu_usage_millicores")
+    p95 = None
+    if s.latency_source == "world":
+        from flows.loop.world_live import p95_query
+
+        p95 = PrometheusMetrics(session.prometheus_url, p95_query(s.latency_window), "reach_node_cpu_usage_millicores")
     while not stop.is_set():
         value = reader.latency_ms()
         if value is not None:
             run.samples.append((time.time(), value))
-        stop.wait(session.settings.sample_s)
+        tail = p95.latency_ms() if p95 is not None else None
+        if tail is not None:
+            run.p95_samples.append((time.time(), tail))
+        stop.wait(s.sample_s)
 
 
 def apply_event(session: Session, run: LoopRun) -> None:
@@ -119,17 +128,37 @@ def start_placement(session: Session, workload: str) -> StartPlacement:
     return poor_start(model, layout_from_scenario(scenario), session.settings.replicas, session.settings.seed)
 
 
-def wait_for_first_sample(session: Session, timeout_s: float = 30.0) -> None:
+def twin_on_live(session: Session, workload: str) -> float | None:
+    """The twin's latency (MODEL.md §2, nominal) of the app's live placement; None if a called service has no pod."""
+    from ceenv.scenario import load_scenario
+    from ceenv.workload import load_workload
+    from flows.local.paths import resolve_workload
+    from flows.loop.world.measure import twin_latency_ms
+    from flows.loop.world.model import Cluster, WorldError, check_pods, pods_from_assignment
+
+    scenario = load_scenario(session.scenario_dir)
+    work = load_workload(resolve_workload(workload, session.scenario_dir), scenario)
+    live = placement.live_assignment(session.admin, session.settings.namespace)
+    try:
+        pods = pods_from_assignment(Cluster.from_scenario(scenario), live)
+        check_pods(work, pods)
+    except WorldError:
+        return None
+    return twin_latency_ms(scenario, work, pods)
+
+
+def wait_for_first_sample(session: Session, timeout_s: float = 60.0) -> None:
     """Prometheus answers nothing until its first scrape after the exporter (re)started: wait for it."""
     from migrator.metrics import PrometheusMetrics
 
-    reader = PrometheusMetrics(session.prometheus_url, "reach_app_latency_ms", "reach_node_cpu_usage_millicores")
+    query = latency_query(session.settings)
+    reader = PrometheusMetrics(session.prometheus_url, query, "reach_node_cpu_usage_millicores")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if reader.latency_ms() is not None:
             return
         time.sleep(0.5)
-    raise TimeoutError(f"Prometheus at {session.prometheus_url} has no reach_app_latency_ms: {reader.last_error}")
+    raise TimeoutError(f"Prometheus at {session.prometheus_url} has no latency ({query}): {reader.last_error}")
 
 
 def prepare_run(session: Session, workload: str) -> StartPlacement | None:

@@ -27,7 +27,18 @@ class DemoSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scenario: str = Field("7-21", description="Scenario directory or name under data/scenarios.")
-    workload: str = Field("aggregator_sequential", description="Workload whose latency the exporter simulates.")
+    workload: str = Field(
+        "aggregator_sequential", description="Workload the app runs (and the latency source emulates)."
+    )
+    latency_source: Literal["world", "twin"] = Field(
+        "world",
+        description="world (the request-level emulation, flows.loop.world_live, measured through Istio-shaped "
+        "metrics and Istio's PromQL) or twin (the exporter: the CEEnv formula on the live placement).",
+    )
+    world_rps: float = Field(
+        2.0, gt=0, description="world: multiplies every endpoint's rps (more requests per window)."
+    )
+    latency_window: str = Field("15s", description="world: the rate window of the latency PromQL.")
     policy: str = Field(
         "auto",
         description="auto (the serving or newest gated bento of the scenario and workload, else train one with the "
@@ -44,8 +55,8 @@ class DemoSettings(BaseModel):
     sample_s: float = Field(1.0, gt=0, description="Seconds between two latency samples read from Prometheus.")
     qos_threshold_ms: float = Field(100.0, gt=0, description="Monitoring mode acts only above this latency.")
     pod_cooldown_s: float = Field(60.0, ge=0, description="A moved pod is not moved again within this.")
-    noise_pct: float = Field(2.0, ge=0, description="Exporter noise: standard deviation in % of the latency.")
-    seed: int = Field(0, description="Seed of the start placement and of the exporter's noise.")
+    noise_pct: float = Field(2.0, ge=0, description="twin: exporter noise, standard deviation in % of the latency.")
+    seed: int = Field(0, description="Seed of the start placement and of the world (or the exporter's noise).")
     replicas: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_REPLICAS), description="Pods per service.")
     start: Literal["poor", "scheduler"] = Field(
         "poor",
@@ -64,7 +75,7 @@ class DemoSettings(BaseModel):
     namespace: str = Field("default", description="Namespace of the app.")
     cluster_state: Path | None = Field(None, description="State folder of the local cluster (default: reach's).")
     prometheus_port: int = Field(9090, description="Prometheus on 127.0.0.1.")
-    exporter_port: int = Field(9464, description="The latency exporter on 127.0.0.1.")
+    exporter_port: int = Field(9464, description="The latency source (world or exporter) on 127.0.0.1.")
     migrator_metrics_port: int = Field(9465, description="The migrator's own metrics on 127.0.0.1.")
     prefect: bool = Field(True, description="Also start the Prefect server and dashboard (`reach up`).")
     keep_migrating: bool = Field(True, description="After the bounded run, keep a migrator running until reach down.")

@@ -3,7 +3,8 @@
 It is not the learned policy: it speaks the same wire payload (MODEL.md §4, ``POST /get_action``)
 and answers with the single move that the CEEnv latency model (nominal conditions) says lowers the
 application latency most, among the moves the request allows (``pod_deployable``), or stop when no
-move gains more than the migration cost λ. The closed-loop e2e test and ``reach demo --policy
+move gains more than the migration cost λ. Like the policy service, it moves a pod off a node the
+request marks ``available: false`` before anything else (:mod:`ceenv.evacuation`). The closed-loop e2e test and ``reach demo --policy
 greedy-standin`` use it so that the loop can be checked fast and independently of training
 quality; every record and table names it ``greedy-standin``.
 """
@@ -20,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from ceenv.baselines import best_move
+from ceenv.evacuation import EVACUATION_RULE, evacuation_move
 from ceenv.latency import LatencyModel, nominal_conditions
-from ceenv.layout import Layout, layout_from_scenario
+from ceenv.layout import IntArray, Layout, layout_from_scenario, placement_counts
 from ceenv.observation import move_mask
 from ceenv.payload import PayloadError, state_from_request
 from ceenv.scenario import load_scenario
@@ -40,7 +42,15 @@ class GreedyAdvisor:
         self.model = model
         self.layout = layout
         self.nominal = nominal_conditions(model.scenario)
+        self.costs = model.nominal_costs()
         self.min_gain_ms = min_gain_ms
+
+    def latency_of(self, slot_node: IntArray) -> float | None:
+        """Nominal latency in ms of a placement, or None when a called service has no pod."""
+        counts = placement_counts(self.layout, slot_node)
+        if not counts.sum(axis=1)[self.model.called_services].all():
+            return None
+        return float(self.model.latency(counts, self.costs))
 
     def simulator(self, free_cpu: np.ndarray, free_memory: np.ndarray, slot_node: np.ndarray) -> Simulator:
         """A simulator whose free capacity equals the request's (nominal network conditions)."""
@@ -55,8 +65,15 @@ class GreedyAdvisor:
     def answer(self, request: ActionRequest) -> dict[str, Any]:
         """ceenv's greedy decision on the request's state, among the moves its ``pod_deployable`` allows."""
         state = state_from_request(self.layout, request)
+        mask = move_mask(self.layout, state.slot_node, state.target_ok)
+        evacuation = evacuation_move(self.layout, state, mask, self.latency_of)
+        if evacuation is not None:
+            slot, node = evacuation
+            target = self.layout.node_names[node]
+            return {"pod_name": state.slot_pod[slot], "target_node": target, "is_stop": False,
+                    "decision_rule": EVACUATION_RULE}  # fmt: skip
         sim = self.simulator(state.free_cpu_millicores, state.free_memory_bytes, state.slot_node)
-        move = best_move(sim, self.min_gain_ms, move_mask(self.layout, state.slot_node, state.target_ok))
+        move = best_move(sim, self.min_gain_ms, mask)
         if move is None:
             return STOP
         slot, node = move

@@ -5,7 +5,9 @@
 serve which (scenario, workload); :mod:`.serving` runs bentos blue/green on loopback behind the
 endpoint file the migrator follows; :mod:`.redeploy` holds the ``reach-redeploy`` and
 ``reach-retrain`` flows, whose analysis rule is :mod:`.analysis` and whose canary requests come
-from :mod:`.canary`; :mod:`.deployments` serves the Prefect deployments (``reach up``). It imports
-ceenv, bento, flows.evaluation, flows.local, the pipeline flow and the migrator's adapters
-(Prometheus reads, the live cluster's request for the canary); never flows.loop or the CLI.
+from :mod:`.canary`; :mod:`.deployments` serves the Prefect deployments (``reach up``);
+:mod:`.images` builds the OCI images of the policy service and the migrator with buildah (``reach
+images build``). It imports ceenv, bento, flows.evaluation, flows.local, the pipeline flow and the
+migrator's adapters (Prometheus reads, the live cluster's request for the canary); never
+flows.loop or the CLI.
 """

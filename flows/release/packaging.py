@@ -98,6 +98,12 @@ def gated_bentos() -> list[Any]:
     return sorted(bentos, key=lambda b: b.info.creation_time, reverse=True)
 
 
+def newest_gated_bento(exclude: str | None = None) -> str | None:
+    """The newest gated bento of any cluster other than ``exclude``, or None (``reach images build``'s default;
+    serving chooses by cluster: :func:`gated_bento_for`)."""
+    return next((str(b.tag) for b in gated_bentos() if str(b.tag) != exclude), None)
+
+
 def bento_labels(tag: str) -> dict[str, str]:
     """The labels of a bento in the store; ``ValueError`` naming the tag when there is none."""
     import bentoml

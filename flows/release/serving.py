@@ -93,13 +93,17 @@ def bentoml_home() -> str:
     return str(BentoMLContainer.bentoml_home.get())
 
 
+def bentoml_cli() -> str:
+    """The ``bentoml`` command of this interpreter's environment."""
+    return os.path.join(os.path.dirname(sys.executable), "bentoml")
+
+
 def start_bento(
     bento: str, slot: str, ready_timeout_s: float = 120.0, arguments: dict[str, str] | None = None
 ) -> processes.ProcessRecord:
     """``bentoml serve <bento> [--arg k=v …]`` on a free loopback port as process ``bento-<slot>``; wait until ready."""
     port = processes.free_port()
-    bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
-    argv = [bentoml, "serve", bento, "--host", "127.0.0.1", "--port", str(port)]
+    argv = [bentoml_cli(), "serve", bento, "--host", "127.0.0.1", "--port", str(port)]
     argv += [part for key, value in (arguments or {}).items() for part in ("--arg", f"{key}={value}")]
     record = processes.start(
         f"bento-{slot}", argv, port, {"BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": bentoml_home()}

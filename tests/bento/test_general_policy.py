@@ -37,7 +37,8 @@ def general_model(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) 
         layout, scenario_dir("7-21"), workload_file("chain"), step_cost_ms=env.step_cost_ms, max_steps=env.max_steps
     )
     artefact = save_artefact(tmp_path_factory.mktemp("general") / "policy", model, metadata)
-    return save_policy(artefact, gate=GateVerdict(passed=True, reason="test"))
+    # A name of its own: reach-policy:latest stays the 7-21 test model that the other service tests load.
+    return save_policy(artefact, gate=GateVerdict(passed=True, reason="test"), name="reach-policy-general")
 
 
 def _request(size: str, workload: str, seed: int) -> dict[str, Any]:

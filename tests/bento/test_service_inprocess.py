@@ -235,3 +235,28 @@ def test_metadata_names_the_model_scenario_and_evaluation(service: Any, stored_m
     assert summary["evaluation"]["episodes"] == 0
     assert summary["trained_utc"]
     assert summary["gate"]["passed"] is True
+
+
+def test_a_pod_on_a_failed_node_is_evacuated_first_whatever_the_policy_picks(policy: Policy) -> None:
+    body = contract("request_7-21.json")
+    failed = "tb-cloud-vm-8-1"
+    body["cluster_state"]["nodes"][failed]["available"] = False
+    stop_always = Policy(_Stubborn(policy.layout.stop_action), policy.card, policy.layout, policy.tag, policy.latency)
+    response = stop_always.decide(ActionRequest.model_validate(body))
+    extra = response.model_extra or {}
+    assert not response.is_stop and extra["decision_rule"] == "evacuate-unavailable-node"
+    assert response.pod_name in {"machine-learning-3a8f4dd2e1-1c84e", "detection-bf0a919a4b-36a0a"}
+    allowed = [n for n in body["pod_deployable"][response.pod_name] if n != failed]
+    assert response.target_node in allowed
+    assert policy.latency is not None
+    state = policy.encode(ActionRequest.model_validate(body)).state
+    slot = state.slot_pod.index(response.pod_name)
+
+    def after(target: str) -> float | None:
+        placed = state.slot_node.copy()
+        placed[slot] = policy.layout.node_names.index(target)
+        return policy.latency.of(policy.layout, placed) if policy.latency else None
+
+    assert extra["predicted_latency_after_ms"] == min(after(n) or np.inf for n in allowed)
+    body["cluster_state"]["nodes"][failed]["available"] = True
+    assert stop_always.decide(ActionRequest.model_validate(body)).is_stop

@@ -95,7 +95,7 @@ def test_server_refuses_to_start_on_a_model_of_another_observation_version(
             timeout_s=60,
         )
         started.stop()
-    assert f"model {tag} was trained with observation version {OBSERVATION_VERSION + 1}" in str(refused.value)
+    assert f"model {tag}: observation_version is {OBSERVATION_VERSION + 1}" in str(refused.value)
     assert "PolicyError" in str(refused.value)
 
 

@@ -184,7 +184,7 @@ def test_the_analysis_rolls_back_with_stand_in_policy_servers(
     fake_bin.mkdir(parents=True, exist_ok=True)
     (fake_bin / "bentoml").write_text(FAKE_BENTOML.format(python=sys.executable))
     (fake_bin / "bentoml").chmod(0o755)
-    monkeypatch.setattr(serving.sys, "executable", str(fake_bin / "python"))
+    monkeypatch.setattr(serving, "bentoml_cli", lambda: str(fake_bin / "bentoml"))
     _roll_back_the_bad_keep_the_better(bentos, prometheus)
 
 

@@ -71,3 +71,38 @@ def test_down_on_a_cluster_that_never_started_is_a_no_op(tmp_path: Path) -> None
     cluster = LocalCluster(tmp_path / "state")
     cluster.down()
     assert not cluster.is_running()
+
+
+def test_a_component_that_died_is_restarted_with_its_recorded_command_and_environment(tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+    import time
+
+    from flows.local.cluster.supervisor import ProcessTable, pid_alive, stop_pid
+
+    table = ProcessTable(tmp_path)
+    out = tmp_path / "starts.txt"
+    script = "import os, sys, time; open(sys.argv[1], 'a').write(os.environ['REACH_MARK'] + '\\n'); time.sleep(60)"
+
+    def wait_for_starts(count: int) -> list[str]:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < count):
+            time.sleep(0.05)
+        return out.read_text().splitlines()
+
+    first = table.spawn("node-x", [sys.executable, "-c", script, str(out)], {"REACH_MARK": "x"})
+    try:
+        assert wait_for_starts(1) == ["x"]
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+        assert not table.is_alive("node-x")
+        second = table.restart("node-x")
+        assert wait_for_starts(2) == ["x", "x"]
+        assert table.recorded_pids()["node-x"] == second.pid != first.pid and table.is_alive("node-x")
+        with pytest.raises(KeyError, match="node-y"):
+            table.restart("node-y")
+    finally:
+        for pid in table.recorded_pids().values():
+            if pid_alive(pid):
+                stop_pid(pid)

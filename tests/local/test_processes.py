@@ -1,4 +1,4 @@
-"""The process registry: start by argv, find from another process, stop by PID, clean stale records."""
+"""The process registry: start by argv, find from another process, stop by PID, keep dead ones listed, restart."""
 
 from __future__ import annotations
 
@@ -32,15 +32,54 @@ def test_started_process_is_found_reachable_and_stopped_by_pid(reach_home: Path)
     assert not processes.stop("test-http")
 
 
-def test_a_record_of_a_dead_process_is_dropped(reach_home: Path) -> None:
+def _wait_dead(pid: int) -> None:
+    for _ in range(200):
+        if not processes.is_alive(pid):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} still alive")
+
+
+def test_a_dead_process_stays_listed_as_dead_until_down_forgets_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.local import ops
+
+    monkeypatch.setenv("REACH_HOME", str(tmp_path))  # its own registry: `down` must not touch other tests' processes
     port = processes.free_port()
     record = processes.start("test-short", [sys.executable, "-c", "pass"], port)
-    for _ in range(100):
-        if not processes.is_alive(record.pid):
-            break
-        time.sleep(0.05)
+    _wait_dead(record.pid)
     assert processes.find("test-short") is None
-    assert not (reach_home / "run" / "test-short.json").exists()
+    assert [(r.name, alive) for r, alive in processes.records()] == [("test-short", False)]
+    assert ops.down() == []
+    assert processes.records() == []
+
+
+def test_restart_starts_a_dead_process_again_with_its_argv_port_and_environment(reach_home: Path) -> None:
+    port = processes.free_port()
+    script = "import os, sys; open(sys.argv[1], 'a').write(os.environ['REACH_TEST_MARK'] + '\\n')"
+    out = reach_home / "marks.txt"
+    record = processes.start("test-mark", [sys.executable, "-c", script, str(out)], port, {"REACH_TEST_MARK": "m1"})
+    _wait_dead(record.pid)
+    again = processes.restart("test-mark")
+    _wait_dead(again.pid)
+    assert again.pid != record.pid and again.port == port and again.argv == record.argv
+    assert again.env == {"REACH_TEST_MARK": "m1"}
+    assert out.read_text().splitlines() == ["m1", "m1"]
+    with pytest.raises(KeyError, match="test-mark"):
+        processes.restart("no-such-process")
+
+
+def test_restart_of_a_live_process_stops_it_first(reach_home: Path) -> None:
+    port = processes.free_port()
+    record = processes.start("test-http", _http_server(port), port)
+    try:
+        processes.wait_http(f"{record.url}/", 20, record.pid)
+        again = processes.restart("test-http")
+        assert not processes.is_alive(record.pid)
+        processes.wait_http(f"{again.url}/", 20, again.pid)
+    finally:
+        processes.stop("test-http")
 
 
 def test_wait_http_reports_a_process_that_died(reach_home: Path) -> None:

@@ -77,3 +77,23 @@ def test_the_http_server_speaks_the_wire_payload_on_loopback(advisor: GreedyAdvi
         assert err.value.code == 422
     finally:
         server.close()
+
+
+def test_pods_on_a_failed_node_are_moved_off_first_and_never_onto_it(advisor: GreedyAdvisor) -> None:
+    body = json.loads(REQUEST.read_text())
+    failed = "tb-cloud-vm-8-1"
+    body["cluster_state"]["nodes"][failed]["available"] = False
+    moved: list[str] = []
+    for _ in range(2):
+        answer = advisor.answer(ActionRequest.model_validate(body))
+        assert answer.get("decision_rule") == "evacuate-unavailable-node", answer
+        assert answer["target_node"] != failed
+        assert answer["target_node"] in body["pod_deployable"][answer["pod_name"]]
+        moved.append(answer["pod_name"])
+        for service in body["cluster_state"]["services"].values():
+            for p in service["pods"]:
+                if p["pod_name"] == answer["pod_name"]:
+                    p["node_name"] = answer["target_node"]
+    assert sorted(moved) == ["detection-bf0a919a4b-36a0a", "machine-learning-3a8f4dd2e1-1c84e"]
+    answer = advisor.answer(ActionRequest.model_validate(body))
+    assert "decision_rule" not in answer and answer.get("target_node") != failed

@@ -3,7 +3,9 @@
 Each ``sleep`` of the ``FakeClock`` advances time and runs one reconcile ``tick``: ReplicaSets
 create or remove pods (surplus: unscheduled, then not Ready, then newest first), pending pods are
 scheduled on the first schedulable node with room, and scheduled pods become Ready one tick later
-unless their node is in ``never_ready_nodes``. The Ready count of every service is recorded per
+unless their node is in ``never_ready_nodes``; ``bind_delay_ticks`` holds a pending pod that long
+before the scheduler binds it. A node that is not Ready cannot confirm a deletion: its pods stay
+Terminating until they are force-deleted (grace period 0). The Ready count of every service is recorded per
 tick, so tests can assert that it never dropped.
 """
 
@@ -27,6 +29,9 @@ class FakeCluster:
     ready_history: list[dict[str, int]] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)
     label_patch_failures: int = 0
+    bind_delay_ticks: int = 0
+    forced_deletions: list[str] = field(default_factory=list)
+    _pending_ticks: dict[str, int] = field(default_factory=dict)
 
     # ---- ClusterOps --------------------------------------------------------------------------
     def snapshot(self) -> ClusterSnapshot:
@@ -56,6 +61,14 @@ class FakeCluster:
         self.nodes[node_name] = replace(node, unschedulable=migration_id is not None, annotations=annotations)
 
     def delete_pod(self, name: str) -> None:
+        pod = self.pods.get(name)
+        if pod is not None and pod.node_name and not self.nodes[pod.node_name].ready:
+            self.pods[name] = replace(pod, terminating=True)  # its kubelet never confirms the removal
+            return
+        self.pods.pop(name, None)
+
+    def force_delete_pod(self, name: str) -> None:
+        self.forced_deletions.append(name)
         self.pods.pop(name, None)
 
     def replicaset_selector(self, name: str) -> dict[str, str]:
@@ -99,8 +112,9 @@ class FakeCluster:
                 del self.pods[surplus.name]
         for name, pod in list(self.pods.items()):
             if not pod.node_name:
+                self._pending_ticks[name] = self._pending_ticks.get(name, 0) + 1
                 node = next((n for n in self.nodes.values() if not n.unschedulable), None)
-                if node is not None:
+                if node is not None and self._pending_ticks[name] > self.bind_delay_ticks:
                     self.pods[name] = replace(pod, node_name=node.name)
             elif not pod.ready and pod.node_name not in self.never_ready_nodes:
                 self.pods[name] = replace(pod, ready=True)

@@ -125,3 +125,66 @@ def test_clean_up_keeps_the_replacement_once_the_old_pod_is_being_deleted(world)
     actuator.clean_up_leftovers()
     assert replacement in cluster.pods and cluster.pods[replacement].ready
     assert all(not n.unschedulable for n in cluster.nodes.values())
+
+
+def test_the_cordons_are_lifted_once_the_replacement_is_bound_before_it_is_ready(world) -> None:  # type: ignore[no-untyped-def]
+    cluster, _, actuator = world
+    cordoned_while_not_ready: list[bool] = []
+    tick = cluster.tick
+
+    def watching_tick() -> None:  # what the actuator left before the next reconcile
+        fresh = [p for p in cluster.pods.values() if p.node_name == "edge-1" and not p.ready]
+        if fresh:
+            cordoned_while_not_ready.append(any(n.unschedulable for n in cluster.nodes.values()))
+        tick()
+
+    cluster.tick = watching_tick  # type: ignore[method-assign]
+    old = next(iter(pods_of(cluster, "agg")))
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert result.migrated, result.detail
+    assert 0 < result.cordon_window_s <= result.replacement_ready_s
+    assert cordoned_while_not_ready and not cordoned_while_not_ready[-1]
+
+
+def test_a_replacement_not_bound_within_the_cordon_cap_is_rolled_back(world) -> None:  # type: ignore[no-untyped-def]
+    cluster, clock, actuator = world
+    cluster.bind_delay_ticks = 100
+    actuator.cordon_cap_s = 1.0
+    old = next(iter(pods_of(cluster, "agg")))
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert not result.migrated and "cordon cap" in result.detail
+    assert old in cluster.pods and len(pods_of(cluster, "agg")) == 2 and no_reach_marks(cluster)
+    assert result.cordon_window_s >= 1.0 and clock.now < 1.0 + 5.0 + 1.0
+
+
+def test_a_pod_on_a_failed_node_is_force_deleted_only_after_its_replacement_is_ready(world) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    cluster, _, actuator = world
+    cluster.nodes["cloud-1"] = replace(cluster.nodes["cloud-1"], ready=False)
+    old = next(n for n, where in pods_of(cluster, "agg").items() if where == "cloud-1")
+    cluster.pods[old] = replace(cluster.pods[old], ready=False)
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert result.migrated and result.forced_removal, result.detail
+    assert cluster.forced_deletions == [old] and old not in cluster.pods
+    assert cluster.pods[result.replacement_pod].ready and cluster.pods[result.replacement_pod].node_name == "edge-1"
+    assert no_reach_marks(cluster)
+
+
+def test_a_pod_on_a_ready_node_is_never_force_deleted(world) -> None:  # type: ignore[no-untyped-def]
+    cluster, _, actuator = world
+    old = next(iter(pods_of(cluster, "agg")))
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert result.migrated and not result.forced_removal
+    assert cluster.forced_deletions == []
+
+
+def test_a_failed_migration_off_a_failed_node_force_deletes_nothing(world) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    cluster, _, actuator = world
+    cluster.nodes["cloud-1"] = replace(cluster.nodes["cloud-1"], ready=False)
+    cluster.never_ready_nodes.add("edge-1")
+    old = next(n for n, where in pods_of(cluster, "agg").items() if where == "cloud-1")
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert not result.migrated and cluster.forced_deletions == []

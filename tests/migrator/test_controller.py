@@ -108,3 +108,21 @@ def test_pod_distribution_counts_pods_per_node_per_service(tmp_path: Path) -> No
     assert controller.record_distribution() == {"agg": {"cloud-1": 2}}
     rows = list(csv.DictReader((tmp_path / "dist.csv").open()))
     assert rows[0]["service"] == "agg" and rows[0]["pods"] == "2"
+
+
+def test_a_failed_node_with_pods_is_acted_on_whatever_the_latency(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    controller, cluster, policy = make(tmp_path, qos_threshold_ms=250.0)
+    controller.latency = lambda: LatencyReading(120.0)
+    cluster.nodes["cloud-1"] = replace(cluster.nodes["cloud-1"], ready=False)
+    policy.answers = [Move(first_agg(cluster), "edge-1")]
+    [outcome] = controller.monitoring_step()
+    assert outcome.kind == "migrated" and outcome.result is not None and outcome.result.forced_removal
+    request = policy.requests[0]
+    assert request.cluster_state.nodes["cloud-1"].available is False
+    controller.latency = lambda: LatencyReading(None, "latency-unknown", "Prometheus down")
+    policy.answers = [Move(sorted(p for p in cluster.pods if cluster.pods[p].node_name == "cloud-1")[0], "edge-1")]
+    assert controller.monitoring_step()[0].kind == "migrated"
+    assert controller.failed_nodes_with_pods() == []
+    assert controller.monitoring_step()[0].kind == "blind"

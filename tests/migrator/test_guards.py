@@ -111,3 +111,31 @@ def test_dry_run_refuses_last_so_it_reports_only_moves_that_would_happen() -> No
     dry = GuardLimits(dry_run=True)
     assert verdict(snap, Move("a", "edge-1"), limits=dry).reason is Refusal.DRY_RUN
     assert verdict(snap, Move("ghost", "edge-1"), limits=dry).reason is Refusal.UNKNOWN_POD
+
+
+def test_a_pod_on_a_failed_node_may_be_evacuated_though_it_and_its_service_are_not_ready() -> None:
+    nodes = (node("cloud-1", "cloud"), node("down", "cloud", ready=False), node("edge-1", "edge"))
+    dead = pod("a1", "agg", "down", ready=False)
+    snap = cluster(dead, pod("a2", "agg", "cloud-1"), pod("a3", "agg", "down", ready=False), nodes=nodes)
+    assert verdict(snap, Move("a1", "edge-1")).allowed
+    assert verdict(snap, Move("a2", "edge-1")).reason is Refusal.SERVICE_NOT_FULLY_READY
+
+
+def test_an_evacuation_still_respects_the_target_and_the_rate_limits() -> None:
+    nodes = (node("cloud-1", "cloud"), node("down", "cloud", ready=False), node("edge-1", "edge", unschedulable=True))
+    snap = cluster(pod("a1", "agg", "down", ready=False), nodes=nodes)
+    assert verdict(snap, Move("a1", "edge-1")).reason is Refusal.TARGET_CORDONED
+    full = verdict(snap, Move("a1", "cloud-1"), limits=GuardLimits(max_migrations_per_cycle=0))
+    assert full.reason is Refusal.CYCLE_LIMIT
+
+
+def test_an_evacuation_needs_no_predicted_gain_and_ignores_the_return_hold_down() -> None:
+    nodes = (node("cloud-1", "cloud"), node("down", "cloud", ready=False), node("edge-1", "edge"))
+    snap = cluster(pod("a1", "agg", "down", ready=False), pod("b1", "agg", "cloud-1"), nodes=nodes)
+    worse = Move("a1", "edge-1", predicted_before_ms=100.0, predicted_after_ms=120.0)
+    ledger = MigrationLedger()
+    ledger.record_departure(990.0, ("a1",), "edge-1", 900.0)
+    assert verdict(snap, worse, ledger=ledger, limits=GuardLimits(require_predicted_gain=True)).allowed
+    healthy = cluster(pod("a1", "agg", "cloud-1"), nodes=(*nodes[:1], node("cloud-2", "cloud"), nodes[2]))
+    refused = verdict(healthy, Move("a1", "edge-1", predicted_before_ms=100.0, predicted_after_ms=120.0))
+    assert refused.reason is Refusal.GAIN_TOO_SMALL

@@ -64,10 +64,26 @@ def test_a_matching_toleration_makes_a_tainted_node_deployable() -> None:
     assert pod_deployable(cluster(tolerant, nodes=nodes), RULES)["a"] == ["tainted"]
 
 
-def test_notready_nodes_are_left_out_of_the_request() -> None:
+def test_notready_nodes_without_application_pods_are_left_out_of_the_request() -> None:
     nodes = (node("cloud-1", "cloud"), node("down", "edge", ready=False))
     request = build_request(cluster(pod("a", "agg", "cloud-1"), nodes=nodes), RULES)
     assert set(request.cluster_state.nodes) == {"cloud-1"}
+
+
+def test_a_notready_node_with_pods_is_listed_unavailable_with_its_pods_and_never_a_target() -> None:
+    nodes = (node("cloud-1", "cloud"), node("cloud-2", "cloud"), node("down", "edge", ready=False))
+    snap = cluster(pod("a1", "agg", "down", ready=False), pod("a2", "agg", "cloud-1"), nodes=nodes)
+    request = build_request(snap, RULES)
+    down = request.cluster_state.nodes["down"]
+    assert (down.available, down.cpu_availability, down.memory_availability) == (False, 0.0, 0.0)
+    assert request.cluster_state.nodes["cloud-1"].available
+    assert [(p.pod_name, p.node_name) for p in request.cluster_state.services["agg"].pods] == [
+        ("a1", "down"),
+        ("a2", "cloud-1"),
+    ]
+    assert request.pod_deployable["a1"] == ["cloud-1", "cloud-2"]
+    assert "down" not in request.pod_deployable["a2"]
+    assert '"available":false' in request.model_dump_json()
 
 
 def test_pods_per_node_counts_pods_of_each_service() -> None:

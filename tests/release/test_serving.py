@@ -76,7 +76,7 @@ def test_a_bento_that_never_gets_ready_is_stopped_and_reported(
     fake = fake_bin / "bentoml"
     fake.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(serving.sys, "executable", str(fake_bin / "python"))
+    monkeypatch.setattr(serving, "bentoml_cli", lambda: str(fake))
     with pytest.raises(serving.RedeployError, match="did not become ready"):
         serving.start_bento("reach-policy-service:never", "blue", ready_timeout_s=1.5)
     assert serving.processes.find("bento-blue") is None
@@ -92,7 +92,7 @@ def test_a_general_bento_is_started_with_its_serve_time_arguments(
     fake = fake_bin / "bentoml"
     fake.write_text(f"#!{sys.executable}\nimport json, sys\nopen({str(seen)!r}, 'w').write(json.dumps(sys.argv[1:]))\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(serving.sys, "executable", str(fake_bin / "python"))
+    monkeypatch.setattr(serving, "bentoml_cli", lambda: str(fake))
     with pytest.raises(serving.RedeployError, match="did not become ready"):
         serving.start_bento(
             "reach-policy-service:general", "green", 5.0, {"scenario": "/d/13-29", "workload": "/w.json"}

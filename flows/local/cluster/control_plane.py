@@ -34,6 +34,8 @@ from flows.local.cluster.hollow import (
 from flows.local.cluster.supervisor import ProcessTable, wait_for
 
 K8S_VERSION = "v1.20.2"
+NODE_MONITOR_GRACE_S = 32  # a node whose lease is not renewed for this long is NotReady
+NODE_MONITOR_PERIOD_S = 2  # how often the node lifecycle controller checks
 BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubemark")
 
 
@@ -150,9 +152,10 @@ class LocalCluster:
             self.binary("kube-controller-manager"), *common, *auth, f"--secure-port={p.controller_manager}",
             f"--service-account-private-key-file={self.state_dir / 'pki' / 'sa.key'}",
             "--use-service-account-credentials=false",
-            # On 2 busy cores a hollow kubelet's status update can be late; the default 40 s grace
-            # would flip its node NotReady and its pods with it, mid-migration.
-            "--node-monitor-grace-period=120s",
+            # A failed node is NotReady ≤ 36 s after its last lease renewal (grace + 2 periods).
+            # Hollow kubelets renew every 5 s (hollow.py): a node must miss 6 renewals in a row to be
+            # declared failed; busy 2-core CI machines miss one or two.
+            f"--node-monitor-grace-period={NODE_MONITOR_GRACE_S}s", f"--node-monitor-period={NODE_MONITOR_PERIOD_S}s",
         ])  # fmt: skip
         self.processes.spawn("kube-scheduler", [
             self.binary("kube-scheduler"), *common, *auth, f"--secure-port={p.scheduler}",
@@ -182,6 +185,15 @@ class LocalCluster:
 
     def log_tail(self, name: str, lines: int = 3) -> str:
         return self.processes.log_tail(name, lines)
+
+    def restart(self, name: str, timeout_s: float = 240.0) -> int:
+        """Start one recorded component again as it was started (``node-<name>`` for a hollow node), keeping
+        the cluster and its workloads; a hollow node is waited for until Ready. Returns the new PID."""
+        proc = self.processes.restart(name)
+        if name.startswith("node-"):
+            node = name.removeprefix("node-")
+            wait_for(lambda: node in self.ready_node_names(), timeout_s, f"hollow node {node} Ready again")
+        return proc.pid
 
     # ---- lifecycle -----------------------------------------------------------------------
     def up(self, scenario_dir: Path) -> Path:

@@ -10,6 +10,7 @@ DNS. Used by :class:`flows.local.cluster.control_plane.LocalCluster`.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,24 @@ LOOPBACK = "127.0.0.1"
 # /tmp/kubelet_remote.sock; nodes started in the same instant can replace each other's socket and
 # die ("dial unix /tmp/kubelet_remote.sock: connect: no such file"), so starts are staggered.
 HOLLOW_NODE_STAGGER_S = 1.5
+# Timing of the hollow kubelets (read by deploy/local/patches/hollow-node-timing.patch; upstream
+# defaults without it): a 20 s lease is renewed every 5 s, so the controller manager's 32 s grace
+# period (control_plane.py) detects a failed node within 36 s and rides out 5 late renewals. The
+# kubelet's status batch, which sends the final deletion of a terminated pod, runs every second
+# instead of every 10 s: "old pod gone" drops from about 10 s to about 6 s
+# (benchmarks/bench_migration.py measures it; the rest is the kubelet's PLEG, see docs/migrator.md).
+# A variable set in the environment of the process that starts the cluster wins (to experiment).
+HOLLOW_TIMING_ENV = {
+    "REACH_HOLLOW_NODE_LEASE_DURATION_S": "20",
+    "REACH_KUBELET_STATUS_SYNC_PERIOD_S": "1",
+    "REACH_HOLLOW_SYNC_FREQUENCY_S": "10",
+    "REACH_HOLLOW_NODE_STATUS_UPDATE_S": "10",
+}
+
+
+def hollow_timing_env() -> dict[str, str]:
+    """The timing variables of the hollow kubelets: the defaults above, each overridable from the environment."""
+    return {key: os.environ.get(key, value) for key, value in HOLLOW_TIMING_ENV.items()}
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,7 @@ def hollow_node_argv(
         f"--kubelet-port={kubelet_port}", f"--kubelet-read-only-port={read_only_port}", f"--node-labels={labels}",
     ]  # fmt: skip
     env = {
+        **hollow_timing_env(),
         "TMPDIR": str(node_tmp),
         "REACH_HOLLOW_CPU_CORES": str(node.cpu_cores),
         # Hollow nodes run a stub container manager: allocatable equals this capacity exactly.

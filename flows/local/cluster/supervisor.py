@@ -1,7 +1,9 @@
 """The processes of one local cluster: start each in its own session with a log, record its PID, stop by PID.
 
-A :class:`ProcessTable` keeps ``pids.json`` (name → PID and executable) and ``logs/<name>.log`` in
-the cluster's state directory. Processes are stopped only by their recorded PID, and only while
+        finally:
+            if writer.stdin is not None:
+                writer.stdin.close()  # the component holds the pipe now; the writer ends when it closes
+        self.record(name, proc.pid, argv, env)
 that PID still runs the executable that was started (guards against PID reuse); never by name.
 Every child gets a loopback-only environment (no proxies, no cloud metadata look-ups). Used by
 :class:`flows.local.cluster.control_plane.LocalCluster`.
@@ -17,6 +19,8 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from flows.local import logpipe
 
 # Stop order: hollow nodes first (rank 0), then the controllers, the API server, etcd last.
 _STOP_RANK = {"kube-scheduler": 1, "kube-controller-manager": 1, "kube-apiserver": 2, "etcd": 3}
@@ -42,7 +46,7 @@ class ProcessTable:
         return self.state_dir / "pids.json"
 
     def recorded(self) -> dict[str, dict[str, object]]:
-        """name → {"pid": int, "exe": argv[0]} of every process this cluster started."""
+        """name → {"pid", "exe" (argv[0]), "argv", "env" (the extra environment)} of every process started."""
         if not self.pids_path.is_file():
             return {}
         return dict(json.loads(self.pids_path.read_text()))
@@ -50,25 +54,48 @@ class ProcessTable:
     def recorded_pids(self) -> dict[str, int]:
         return {name: int(str(entry["pid"])) for name, entry in self.recorded().items()}
 
-    def record(self, name: str, pid: int, exe: str) -> None:
+    def record(self, name: str, pid: int, argv: list[str], env: dict[str, str] | None = None) -> None:
         entries = self.recorded()
-        entries[name] = {"pid": pid, "exe": exe}
-        self.pids_path.write_text(json.dumps(entries, indent=1))
+        entries[name] = {"pid": pid, "exe": argv[0], "argv": argv, "env": env or {}}
+        tmp = self.pids_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entries, indent=1))
+        tmp.replace(self.pids_path)
+
+    def is_alive(self, name: str) -> bool:
+        entry = self.recorded().get(name)
+        return entry is not None and is_our_process(int(str(entry["pid"])), str(entry["exe"]))
+
+    def restart(self, name: str) -> subprocess.Popen[bytes]:
+        """Start a recorded component again with its recorded command line and environment (stopped first
+        if it still runs); its log continues. Raises KeyError for a name that was never started."""
+        entries = self.recorded()
+        if name not in entries:
+            raise KeyError(f"no component {name!r} in {self.pids_path}; recorded: {sorted(entries)}")
+        entry = entries[name]
+        argv = entry.get("argv")
+        if not isinstance(argv, list):
+            raise KeyError(f"{name!r} was recorded without its command line (an older cluster): restart the cluster")
+        if self.is_alive(name):
+            stop_pid(int(str(entry["pid"])))
+        env = entry.get("env")
+        return self.spawn(name, [str(a) for a in argv], dict(env) if isinstance(env, dict) else None)
 
     def all_running(self) -> bool:
         entries = self.recorded()
         return bool(entries) and all(is_our_process(int(str(e["pid"])), str(e["exe"])) for e in entries.values())
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start one component in its own session, log to logs/<name>.log, record its PID."""
-        log_dir = self.state_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with (log_dir / f"{name}.log").open("ab") as log:
+        """Start one component in its own session, log to logs/<name>.log (rotated by size), record its PID."""
+        writer = logpipe.spawn(self.state_dir / "logs" / f"{name}.log")
+        try:
             proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                argv, stdout=writer.stdin, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=loopback_env(env), start_new_session=True,
             )  # fmt: skip
-        self.record(name, proc.pid, argv[0])
+        finally:
+            if writer.stdin is not None:
+                writer.stdin.close()  # the component holds the pipe now; the writer ends when it closes
+        self.record(name, proc.pid, argv, env)
         return proc
 
     def log_tail(self, name: str, lines: int = 3) -> str:

@@ -1,0 +1,221 @@
+"""The live world: the emulator run in real time on the placement read from the API server, as a mesh's metrics.
+
+Hollow nodes run no containers, so nothing on the local cluster serves a request. This process
+runs :class:`flows.loop.world.emulator.World` stepped to the wall clock (every ``step_s`` it
+advances the emulation to the time elapsed since its start) on the app's Ready, non-terminating
+pods, re-read every ``refresh_s`` through the migrator's adapter (:class:`PodInfo` from
+``migrator.kube``). It publishes on 127.0.0.1 what Istio's proxies and Goldpinger would publish on
+a real cluster: ``istio_request_duration_milliseconds`` (histogram), ``istio_requests_total`` and
+``goldpinger_peers_response_time_s``, plus ``reach_world_*`` gauges about itself. Prometheus
+scrapes it; the migrator's latency query is the same PromQL as on an Istio cluster
+(:data:`MEAN_QUERY`, :data:`P95_QUERY`). The emulation starts when every service the workload
+calls has a Ready pod; afterwards a service without pods answers 503, as behind a mesh. Used by
+``reach demo`` (as ``python -m flows.loop.world_live``) and the closed-loop e2e test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ceenv.scenario import Scenario
+from ceenv.workload import Workload
+from flows.loop.world.emulator import World
+from flows.loop.world.metrics import REQUEST_LABELS, MeshMetrics
+from flows.loop.world.model import Cluster, PodSpec, WorldOptions
+from migrator.snapshot import PodInfo
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_PORT = 9464
+CLIENT_VIEW = 'reporter="source", source_workload="client", destination_workload="aggregator"'
+
+
+def mean_query(window: str = "1m", selector: str = CLIENT_VIEW) -> str:
+    """Istio's mean request duration as the client's proxy sees it: rate(sum) / rate(count), ms."""
+    return (
+        f"sum(rate(istio_request_duration_milliseconds_sum{{{selector}}}[{window}]))"
+        f" / sum(rate(istio_request_duration_milliseconds_count{{{selector}}}[{window}]))"
+    )
+
+
+def p95_query(window: str = "1m", selector: str = CLIENT_VIEW) -> str:
+    """Istio's p95 request duration from the histogram, ms."""
+    return (
+        "histogram_quantile(0.95, sum by (le) "
+        f"(rate(istio_request_duration_milliseconds_bucket{{{selector}}}[{window}])))"
+    )
+
+
+MEAN_QUERY, P95_QUERY = mean_query(), p95_query()
+
+
+def live_pod_specs(pods: Iterable[PodInfo], cluster: Cluster, service_label: str) -> tuple[list[PodSpec], int]:
+    """Ready, non-terminating pods of known services on known nodes; the second value counts the others."""
+    services = set(cluster.scenario.service_names)
+    specs, unknown = [], 0
+    for pod in pods:
+        if not pod.ready or pod.terminating:
+            continue
+        service = pod.labels.get(service_label, "")
+        if service not in services or pod.node_name not in cluster.node_names:
+            unknown += 1
+            continue
+        specs.append(PodSpec(pod.name, service, cluster.node_names.index(pod.node_name)))
+    return specs, unknown
+
+
+class LiveWorld:
+    """A :class:`World` stepped to the wall clock on a placement that ``list_pods`` reports."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        workload: Workload,
+        list_pods: Callable[[], list[PodInfo]],
+        options: WorldOptions,
+        seed: int = 0,
+        service_label: str = "app",
+        refresh_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.scenario, self.workload, self.options, self.seed = scenario, workload, options, seed
+        self.cluster = Cluster.from_scenario(scenario)
+        self.list_pods = list_pods
+        self.service_label = service_label
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self.metrics = MeshMetrics()
+        self.world: World | None = None
+        self.started_at = 0.0
+        self.last_refresh = float("-inf")
+        self.unknown_pods = 0
+        self.pods_seen = 0
+        self.last_error = ""
+
+    def _refresh(self, now: float) -> None:
+        self.last_refresh = now
+        try:
+            specs, self.unknown_pods = live_pod_specs(self.list_pods(), self.cluster, self.service_label)
+        except Exception as exc:  # the API server may be briefly away: keep the last placement
+            self.last_error = str(exc)
+            return
+        self.last_error = ""
+        self.pods_seen = len(specs)
+        if self.world is not None:
+            self.world.set_placement(specs, require_all=False)
+        elif self.workload.services() <= {s.service for s in specs}:
+            self.world = World(self.scenario, self.workload, specs, self.options, self.seed, metrics=self.metrics)
+            self.world.completed.keep = False  # runs for hours: the metrics keep what matters, in constant memory
+            self.started_at = now
+
+    def step(self) -> None:
+        """Re-read the pods when due, then advance the emulation to the wall clock."""
+        now = self.clock()
+        if now - self.last_refresh >= self.refresh_s:
+            self._refresh(now)
+        if self.world is not None:
+            target_ms = (now - self.started_at) * 1000.0
+            if target_ms > self.world.env.now:
+                self.world.env.run(until=target_ms)
+
+    def run(self, stop: threading.Event, step_s: float = 0.05) -> None:
+        while not stop.is_set():
+            self.step()
+            stop.wait(step_s)
+
+
+class MeshCollector:
+    """A prometheus_client collector for the world's mesh metrics (read without stopping the world)."""
+
+    def __init__(self, live: LiveWorld) -> None:
+        self.live = live
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        metrics = self.live.metrics
+        for name, help_text, labels, series in metrics.families():
+            family = HistogramMetricFamily(name, help_text, labels=list(labels))
+            for key, hist in dict(series).items():  # a dict copy is atomic under the GIL
+                family.add_metric(list(key), hist.cumulative(), hist.total)
+            yield family
+        requests = CounterMetricFamily(
+            "istio_requests", "Counter of requests (world emulation).", labels=REQUEST_LABELS
+        )
+        for key, hist in dict(metrics.requests).items():
+            requests.add_metric(list(key), hist.count)
+        yield requests
+        world = self.live.world
+        for name, help_text, value in (
+            ("reach_world_running", "1 once the world emulates requests (every called service had a pod).", world is not None),
+            ("reach_world_time_seconds", "Emulated time since the world started, s.", world.env.now / 1000 if world else 0.0),
+            ("reach_world_requests", "Requests the world completed.", world.completed.count if world else 0),
+            ("reach_world_pods", "Ready app pods the world runs on.", self.live.pods_seen),
+            ("reach_world_unknown_pods", "Ready app pods outside the scenario (ignored).", self.live.unknown_pods),
+        ):  # fmt: skip
+            gauge = GaugeMetricFamily(name, help_text)
+            gauge.add_metric([], float(value))
+            yield gauge
+
+    def describe(self) -> list[Any]:
+        return []
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m flows.loop.world_live", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kubeconfig", default=None, help="kubeconfig path (default: in-cluster)")
+    parser.add_argument("--scenario", default="7-21", help="scenario directory or name")
+    parser.add_argument("--workload", default="aggregator_sequential", help="workload name or call-patterns file")
+    parser.add_argument("--namespace", default="default")
+    parser.add_argument("--pod-selector", default="reach.io/app=demo")
+    parser.add_argument("--service-label", default="app")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the world")
+    parser.add_argument("--rps", type=float, default=1.0, help="multiplies every endpoint's rps")
+    parser.add_argument("--ideal", action="store_true", help="fixed service times, no jitter, no drift")
+    parser.add_argument("--refresh-s", type=float, default=1.0, help="seconds between two reads of the pods")
+    return parser.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> LiveWorld:
+    from ceenv.scenario import load_scenario
+    from ceenv.workload import load_workload
+    from flows.local.paths import resolve_scenario, resolve_workload
+    from flows.loop.exporter import pod_lister
+
+    scenario_dir = resolve_scenario(args.scenario)
+    scenario = load_scenario(scenario_dir)
+    workload = load_workload(resolve_workload(args.workload, scenario_dir), scenario)
+    options = WorldOptions(rps_multiplier=args.rps)
+    if args.ideal:
+        options = options.idealised()
+    options.check()
+    lister = pod_lister(args.kubeconfig, args.namespace, args.pod_selector)
+    return LiveWorld(scenario, workload, lister, options, args.seed, args.service_label, args.refresh_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the world and serve its metrics on 127.0.0.1 until SIGTERM or SIGINT."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    args = parse_args(argv)
+    live = build(args)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MeshCollector(live))
+    server, thread = start_http_server(args.port, addr=LOOPBACK, registry=registry)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"world on http://{LOOPBACK}:{args.port}/metrics (Istio- and Goldpinger-shaped, emulated)", flush=True)
+    live.run(stop)
+    server.shutdown()
+    thread.join(timeout=5)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - process entry point
+    raise SystemExit(main())

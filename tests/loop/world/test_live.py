@@ -1,0 +1,100 @@
+"""The live adapter: the world stepped to a clock on pods as the API server reports them, served as Istio metrics."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+
+from ceenv.scenario import Scenario
+from ceenv.workload import Workload
+from flows.loop.world.model import Cluster, WorldOptions
+from flows.loop.world_live import LiveWorld, MeshCollector, live_pod_specs
+from migrator.snapshot import PodInfo
+from tests.loop.world.conftest import ALL_ON_CLOUD_1
+
+
+def _pods(placement: dict[str, list[str]]) -> list[PodInfo]:
+    return [
+        PodInfo(f"{service}-{i}", "default", node, {"app": service})
+        for service, nodes in placement.items()
+        for i, node in enumerate(nodes)
+    ]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_only_ready_known_pods_count_and_the_rest_is_reported(scenario: Scenario) -> None:
+    pods = [
+        *_pods(ALL_ON_CLOUD_1),
+        PodInfo("x", "default", "tb-cloud-vm-8-1", {"app": "unknown-service"}),
+        PodInfo("y", "default", "elsewhere", {"app": "db"}),
+        PodInfo("z", "default", "tb-cloud-vm-8-1", {"app": "db"}, ready=False),
+        PodInfo("w", "default", "tb-cloud-vm-8-1", {"app": "db"}, terminating=True),
+    ]
+    specs, unknown = live_pod_specs(pods, Cluster.from_scenario(scenario), "app")
+    assert sorted(s.name for s in specs) == sorted(p.name for p in _pods(ALL_ON_CLOUD_1))
+    assert unknown == 2
+
+
+def test_the_world_starts_when_every_called_service_has_a_pod_and_keeps_up_with_the_clock(
+    scenario: Scenario, workloads: dict[str, Workload]
+) -> None:
+    clock = FakeClock()
+    listed: list[PodInfo] = [p for p in _pods(ALL_ON_CLOUD_1) if not p.name.startswith("db")]
+    live = LiveWorld(scenario, workloads["chain"], lambda: listed, WorldOptions(), clock=clock, refresh_s=1.0)
+    live.step()
+    assert live.world is None  # db has no pod yet: nothing to emulate
+    listed.extend(p for p in _pods(ALL_ON_CLOUD_1) if p.name.startswith("db"))
+    clock.now += 1.0
+    live.step()
+    assert live.world is not None
+    clock.now += 60.0
+    live.step()
+    assert live.world.env.now == pytest.approx(60_000.0)
+    assert 200 < live.world.completed.count < 400  # 5 rps for 60 s
+    assert not live.world.completed.latency_ms  # counted, not kept
+    # the app loses db: its calls answer 503 from the next refresh on, as behind a mesh
+    listed[:] = [p for p in listed if not p.name.startswith("db")]
+    clock.now += 30.0
+    live.step()
+    clock.now += 30.0
+    live.step()
+    codes = {key[7] for key in live.metrics.requests if key[3] == "db"}
+    assert codes == {"200", "503"}
+
+
+def test_the_collector_serves_istio_and_goldpinger_families_over_http(
+    scenario: Scenario, workloads: dict[str, Workload]
+) -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    clock = FakeClock()
+    live = LiveWorld(scenario, workloads["chain"], lambda: _pods(ALL_ON_CLOUD_1), WorldOptions(), clock=clock)
+    live.step()
+    clock.now += 30.0
+    live.step()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MeshCollector(live))
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        port = server.server_address[1]
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+    def lines(name: str, *labels: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith(name + "{") and all(x in line for x in labels)]
+
+    client_view = ('reporter="source"', 'source_workload="client"', 'destination_workload="aggregator"')
+    assert len(lines("istio_request_duration_milliseconds_bucket", *client_view)) == 20  # 19 bounds and +Inf
+    assert lines("istio_requests_total", 'reporter="destination"', 'response_code="200"')
+    assert lines("goldpinger_peers_response_time_s_count", 'goldpinger_instance="tb-cloud-vm-8-1"', 'call_type="ping"')
+    assert "reach_world_running 1.0" in text
