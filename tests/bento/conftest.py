@@ -70,7 +70,10 @@ def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         BentoMLContainer.bentoml_home.patch(str(home)),
         BentoMLContainer.model_store.patch(ModelStore(str(home / "models"))),
         BentoMLContainer.bento_store.patch(BentoStore(str(home / "bentos"))),
+        pytest.MonkeyPatch.context() as env,
     ):
+        # Whatever BentoML runs in a subprocess (a build, a serve) must see the same store.
+        env.setenv("BENTOML_HOME", str(home))
         yield home
 
 

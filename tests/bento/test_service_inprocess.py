@@ -219,7 +219,7 @@ def test_saving_an_artefact_of_another_observation_version_is_refused_before_wri
     broken = tmp_path / "artefact"
     shutil.copytree(artefact_dir, broken)
     metadata = json.loads((broken / METADATA_FILE).read_text())
-    metadata["observation_version"] = OBSERVATION_VERSION + 1
+    metadata["observation_version"] = max(SUPPORTED_OBSERVATION_VERSIONS) + 1
     (broken / METADATA_FILE).write_text(json.dumps(metadata))
     before = len(bentoml.models.list())
     with pytest.raises(PolicyError, match="observation_version"):

@@ -18,7 +18,7 @@ import bentoml
 import httpx
 import pytest
 
-from ceenv.layout import OBSERVATION_VERSION
+from ceenv.layout import SUPPORTED_OBSERVATION_VERSIONS
 from ceenv.schema import ActionResponse
 from tests.bento.conftest import CONTRACT_DIR, Server, start_server
 
@@ -84,7 +84,8 @@ def test_server_refuses_to_start_on_a_model_of_another_observation_version(
 ) -> None:
     from tests.bento.test_service_inprocess import _store_with_metadata
 
-    tag = _store_with_metadata(stored_model, observation_version=OBSERVATION_VERSION + 1)
+    unsupported = max(SUPPORTED_OBSERVATION_VERSIONS) + 1
+    tag = _store_with_metadata(stored_model, observation_version=unsupported)
     with pytest.raises(RuntimeError) as refused:
         started = start_server(
             "bento.service:PolicyService",
@@ -95,7 +96,7 @@ def test_server_refuses_to_start_on_a_model_of_another_observation_version(
             timeout_s=60,
         )
         started.stop()
-    assert f"model {tag}: observation_version is {OBSERVATION_VERSION + 1}" in str(refused.value)
+    assert f"model {tag}: observation_version is {unsupported}" in str(refused.value)
     assert "PolicyError" in str(refused.value)
 
 
