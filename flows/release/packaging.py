@@ -11,6 +11,7 @@ the pipeline).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,10 @@ def package(artefact_dir: str | Path, passed: bool, reason: str) -> str:
 
     model = save_policy(artefact_dir, gate=GateVerdict(passed=passed, reason=reason))
     labels = release_labels(passed, str(model.tag), model.info.labels, model.info.metadata)
+    # BentoML builds from the service class, whose model reference is fixed by the bento arguments of
+    # the import that created it: a process that packages a second model (the deployment runner, a
+    # test session) would build the first model's reference again. Import the service afresh.
+    sys.modules.pop("bento.service", None)
     bento = bentoml.bentos.build_bentofile(
         str(BENTOFILE), build_ctx=str(REPO_ROOT), labels=labels, args={"model_tag": str(model.tag)}
     )

@@ -56,9 +56,10 @@ def train_briefly(scenario_dir: Path, workload_file: Path, target: Path, steps: 
     return save_artefact(target, model, metadata)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private BentoML home, patched into this process's BentoML container."""
+    """A private BentoML home, patched into this process's BentoML container for the tests of one package
+    (package scope: the tests of other packages keep the session's store of tests/conftest.py)."""
     from bentoml._internal.bento import BentoStore
     from bentoml._internal.configuration.containers import BentoMLContainer
     from bentoml._internal.models import ModelStore
@@ -77,12 +78,12 @@ def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield home
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def artefact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_briefly(SCENARIO_DIR, WORKLOAD_FILE, tmp_path_factory.mktemp("artefact") / "policy-7-21")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stored_model(bentoml_home: Path, artefact_dir: Path) -> str:
     """The tag of the test policy in the private store (also ``reach-policy:latest``)."""
     from bento.policy import GateVerdict
@@ -91,7 +92,7 @@ def stored_model(bentoml_home: Path, artefact_dir: Path) -> str:
     return str(save_policy(artefact_dir, gate=GateVerdict(passed=True, reason="test fixture")).tag)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def asgi_app(stored_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The service's ASGI app, once per session (BentoML registers its request metrics once per process)."""
     from bento.service import PolicyService
@@ -102,7 +103,7 @@ def asgi_app(stored_model: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield service.to_asgi()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def asgi_client(asgi_app: Any) -> Iterator[Any]:
     """Starlette's test client on :func:`asgi_app` (HTTP semantics, no socket), lifespan started."""
     from starlette.testclient import TestClient
@@ -165,7 +166,7 @@ def start_server(target: str, home: Path, log: Path, *args: str, cwd: Path = REP
     raise RuntimeError(f"bentoml serve did not become ready in {timeout_s} s:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(stored_model: str, bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``bentoml serve bento.service:PolicyService`` for the test policy."""
     log = tmp_path_factory.mktemp("serve") / "serve.log"
