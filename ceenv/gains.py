@@ -9,10 +9,13 @@ only the own cost of the calls *to* ``s`` and of the calls *made by* ``s`` chang
 * a call ``c`` made by ``s`` (callee ``q != s``): ``Δ = (H_c[b] - H_c[a]) / r_s`` with ``H_c = M_c · W_q``;
 * a call from ``s`` to ``s``: both, plus ``-(M_c[a, b] + M_c[b, a]) / r_s²``.
 
-``G`` and ``H`` cost one pass over the state; every move is then a few gathers, and the call tree
-is re-run only for the calls whose subtree contains a changed call (the others stay one number per
-state, broadcast). :func:`latency_after_moves` does this for a batch of states at once (leading
-axis ``B``) with per-state or shared network matrices; it agrees with the full evaluation
+``G`` and ``H`` cost one pass over the state. Pods of one service on one node are
+interchangeable, so :func:`move_delta_table` evaluates every (service, source node, target node)
+move at once as a ``(B, S, N, N)`` table of latency changes; a slot's moves are one gather from it
+(:func:`gather_moves`). For a call tree without parallel groups the latency is linear in the own
+costs and the table is two small matrix products; with parallel groups the tree is re-run over
+the whole table. :func:`latency_after_moves` does this for a batch of states at once (leading axis
+``B``) with per-state or shared network matrices; it agrees with the full evaluation
 (:meth:`ceenv.latency.LatencyModel.latency_batch`) to floating-point rounding (tests: 1e-9 ms).
 Used by :func:`ceenv.observation.move_gain_features`, the batched env (:mod:`ceenv.vector`) and
 the simulator. Pure numpy.
@@ -25,48 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ceenv.latency import FloatArray, IntArray, LatencyModel
-
-
-@dataclass(frozen=True)
-class _ServicePlan:
-    """What a move of one service's pod touches: its slots, the changed calls, the re-run calls."""
-
-    service: int
-    slots: slice
-    to_calls: IntArray  # calls whose callee is the service (caller is another service)
-    from_calls: IntArray  # calls the service makes (callee is another service)
-    self_calls: IntArray  # calls from the service to itself
-    dirty: frozenset[int]  # calls whose total changes (changed calls and their ancestors)
-
-
-def _plans(model: LatencyModel, slot_service: IntArray, movable: np.ndarray) -> tuple[_ServicePlan, ...]:
-    cached: dict[bytes, tuple[_ServicePlan, ...]] = model.__dict__.setdefault("_gain_plans", {})
-    key = slot_service.tobytes() + movable.tobytes()
-    if key in cached:
-        return cached[key]
-    roots = set(model.roots)
-    service, parent = model.call_service, model.call_parent_service
-    callers = {callee: c for c, groups in enumerate(model.call_groups) for g in groups for callee in g}
-    plans = []
-    for s in np.unique(slot_service[movable]):
-        slots = np.flatnonzero(slot_service == s)
-        real = np.array([c not in roots for c in range(len(service))], dtype=bool)
-        to_calls = np.flatnonzero(real & (service == s) & (parent != s))
-        from_calls = np.flatnonzero(real & (parent == s) & (service != s))
-        self_calls = np.flatnonzero(real & (parent == s) & (service == s))
-        dirty: set[int] = set()
-        for c in [*to_calls, *from_calls, *self_calls]:
-            node: int | None = int(c)
-            while node is not None and node not in dirty:
-                dirty.add(node)
-                node = callers.get(node)
-        plans.append(
-            _ServicePlan(
-                int(s), slice(int(slots[0]), int(slots[-1]) + 1), to_calls, from_calls, self_calls, frozenset(dirty)
-            )
-        )
-    cached[key] = tuple(plans)
-    return cached[key]
 
 
 def _weights(counts: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -132,54 +93,111 @@ def latency_after_moves(
     ``slot_node`` is ``(B, P)`` (-1 = empty). Entries of empty or unmovable slots, and of moves
     onto the slot's own node (latency unchanged), are meaningful only where the caller's mask
     allows the move; they are not NaN. Every called service must have a pod in every state.
+    ``movable`` is accepted for the callers' sake; every slot gets its entries from
+    :func:`move_delta_table`.
     """
-    batch, slots = slot_node.shape
-    nodes = counts.shape[-1]
-    own, g, h = call_terms(model, counts, matrices)
-    columns = [own[:, c] for c in range(own.shape[1])]
-    base_totals = tree_totals(model, list(columns))
-    now = np.asarray(application_latency(model, base_totals), dtype=np.float64)
-    after = np.repeat(now[:, None, None], slots, axis=1).repeat(nodes, axis=2)
-    replicas = counts.sum(axis=-1)
-    source = np.maximum(slot_node, 0)
-    rows = np.arange(batch)[:, None]
-    for plan in _plans(model, slot_service, movable):
-        src = source[:, plan.slots]  # (B, Ps)
-        inv = 1.0 / np.maximum(replicas[:, plan.service], 1.0)[:, None, None]  # (B, 1, 1)
-        own_after: list[FloatArray | float] = [col[:, None, None] for col in columns]
-        for calls, terms in ((plan.to_calls, g), (plan.from_calls, h)):
-            for c in calls:
-                row = terms[c]  # (B, N)
-                at_source = row[rows, src]  # (B, Ps)
-                own_after[c] = own_after[c] + (row[:, None, :] - at_source[:, :, None]) * inv
-        for c in plan.self_calls:
-            row_g, row_h = g[c], h[c]
-            delta = row_g[:, None, :] - row_g[rows, src][:, :, None]
-            delta += row_h[:, None, :] - row_h[rows, src][:, :, None]
-            m = np.broadcast_to(matrices[c] if matrices.ndim == 3 else matrices[:, c], (batch, nodes, nodes))
-            cross = m[rows, src, :] + m[rows, :, src]  # M[a, b] + M[b, a], (B, Ps, N)
-            own_after[c] = own_after[c] + delta * inv - cross * inv * inv
-        totals = _dirty_tree(model, own_after, base_totals, plan.dirty)
-        after[:, plan.slots, :] = application_latency(model, totals)
+    now, delta = move_delta_table(model, counts, matrices)
+    after: FloatArray = now[:, None, None] + gather_moves(delta, slot_service, slot_node)
     return now, after
 
 
-def _dirty_tree(
-    model: LatencyModel,
-    own: list[FloatArray | float],
-    base: list[FloatArray | float],
-    dirty: frozenset[int],
-) -> list[FloatArray | float]:
-    """The call tree re-run only for ``dirty`` calls; the others keep their per-state totals."""
-    total: list[FloatArray | float] = [b[:, None, None] if isinstance(b, np.ndarray) else b for b in base]
-    for c, groups in enumerate(model.call_groups):
-        if c not in dirty:
-            continue
-        slowest: FloatArray | float = 0.0
-        for i, group in enumerate(groups):
-            elapsed = total[group[0]]
-            for callee in group[1:]:
-                elapsed = elapsed + total[callee]
-            slowest = elapsed if i == 0 else np.maximum(slowest, elapsed)
-        total[c] = own[c] + slowest
-    return total
+def gather_moves(delta: FloatArray, slot_service: IntArray, slot_node: IntArray) -> FloatArray:
+    """Per slot ``p`` and target ``n``: ``delta[b, service(p), node(p), n]``, ``(B, P, N)`` (empty slots: node 0)."""
+    batch = slot_node.shape[0]
+    source = np.maximum(slot_node, 0)
+    result: FloatArray = delta[np.arange(batch)[:, None], slot_service[None, :], source]
+    return result
+
+
+def move_delta_table(model: LatencyModel, counts: FloatArray, matrices: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Latency now ``(B,)`` and its change when one pod of service ``s`` moves from ``a`` to ``t``, ``(B, S, N, N)``.
+
+    Pods of one service on one node are interchangeable, so every move of a state is one entry of
+    this table. A workload without parallel groups has a linear call tree (the latency is the
+    rps-weighted sum of the own costs), so the whole table is two small products:
+    ``Δ[s, a, t] = (U_s[t] - U_s[a]) / r_s - X_s[a, t] / r_s²`` with ``U_s`` the weighted sum of
+    ``G_c`` over the calls to ``s`` and ``H_c`` over the calls made by ``s``, and ``X_s`` the
+    self-calls' ``M_c + M_cᵀ``. With parallel groups (a maximum in the tree) the tree is re-run
+    over the whole table at once.
+    """
+    own, g, h = call_terms(model, counts, matrices)
+    inv = 1.0 / np.maximum(counts.sum(axis=-1), 1.0)  # (B, S)
+    plan = _table_plan(model, counts.shape[1])
+    if plan.linear:
+        now: FloatArray = own @ plan.coefficients
+        calls, batch, nodes = g.shape
+        u = (plan.to_weights @ g.reshape(calls, -1) + plan.from_weights @ h.reshape(calls, -1)).reshape(
+            -1, batch, nodes
+        )  # (S, B, N)
+        u = u.transpose(1, 0, 2) * inv[:, :, None]
+        delta: FloatArray = u[:, :, None, :] - u[:, :, :, None]
+        for c in plan.self_calls:
+            s = int(model.call_service[c])
+            m = matrices[c] if matrices.ndim == 3 else matrices[:, c]
+            cross = m + np.swapaxes(m, -1, -2)
+            delta[:, s] -= plan.coefficients[c] * cross * (inv[:, s] ** 2).reshape(-1, *([1] * (cross.ndim - 1)))
+        return now, delta
+    totals = tree_totals(model, [own[:, c] for c in range(own.shape[1])])
+    now = np.asarray(application_latency(model, totals), dtype=np.float64)
+    return now, _tree_table(model, own, g, h, matrices, inv) - now[:, None, None, None]
+
+
+@dataclass(frozen=True)
+class _TablePlan:
+    """Per model: whether the tree is linear, and each call's weight in the application latency."""
+
+    linear: bool
+    coefficients: FloatArray  # (C,) endpoint weight of each call (linear trees)
+    to_weights: FloatArray  # (S, C): coefficient of G_c for the service called by c
+    from_weights: FloatArray  # (S, C): coefficient of H_c for the service making call c
+    self_calls: tuple[int, ...]
+
+
+def _table_plan(model: LatencyModel, services: int) -> _TablePlan:
+    cached: _TablePlan | None = model.__dict__.get("_table_plan")
+    if cached is not None:
+        return cached
+    linear = all(len(groups) <= 1 for groups in model.call_groups)
+    coefficients = np.zeros(len(model.call_groups))
+
+    def visit(call: int, weight: float) -> None:
+        coefficients[call] = weight
+        for group in model.call_groups[call]:
+            for callee in group:
+                visit(callee, weight)
+
+    for root, weight in zip(model.roots, model.endpoint_weights, strict=True):
+        visit(root, weight)
+    coefficients[list(model.roots)] = 0.0  # a root's own cost is always 0 (no exec, no network)
+    calls = np.arange(len(coefficients))
+    to_weights = np.zeros((services, len(coefficients)))
+    from_weights = np.zeros((services, len(coefficients)))
+    to_weights[model.call_service, calls] = coefficients
+    from_weights[model.call_parent_service, calls] = coefficients
+    self_calls = tuple(
+        int(c) for c in np.flatnonzero((model.call_service == model.call_parent_service) & (coefficients > 0))
+    )
+    plan = _TablePlan(linear, coefficients, to_weights, from_weights, self_calls)
+    model.__dict__["_table_plan"] = plan
+    return plan
+
+
+def _tree_table(
+    model: LatencyModel, own: FloatArray, g: FloatArray, h: FloatArray, matrices: FloatArray, inv: FloatArray
+) -> FloatArray:
+    """Latency after every (service, source, target) move, ``(B, S, N, N)``, by re-running the tree."""
+    batch, services = inv.shape
+    nodes = g.shape[2]
+    own_after: list[FloatArray | float] = []
+    for c in range(own.shape[1]):
+        value = np.broadcast_to(own[:, c, None, None, None], (batch, services, nodes, nodes)).copy()
+        s, p = int(model.call_service[c]), int(model.call_parent_service[c])
+        if c not in model.roots:
+            value[:, s] += (g[c][:, None, :] - g[c][:, :, None]) * inv[:, s, None, None]
+            value[:, p] += (h[c][:, None, :] - h[c][:, :, None]) * inv[:, p, None, None]
+            if s == p:
+                m = np.broadcast_to(matrices[c] if matrices.ndim == 3 else matrices[:, c], (batch, nodes, nodes))
+                value[:, s] -= (m + m.transpose(0, 2, 1)) * (inv[:, s] ** 2)[:, None, None]
+        own_after.append(value)
+    result: FloatArray = np.asarray(application_latency(model, tree_totals(model, own_after)))
+    return result

@@ -22,7 +22,7 @@ simulator's own one-step look-ahead, computed by :func:`move_gain_features` from
 the scenario and workload saved with the model, so the env and the service compute it alike; the
 policy learns when to follow it and when to plan past it. Its entries may be negative.
 
-Observation version 4 (:func:`observe_v4`) is size-agnostic: three blocks of rows, each padded to
+Observation version 4 (:func:`ceenv.observation_v4.observe_v4`) is size-agnostic: three blocks of rows, each padded to
 the layout's limits (``max_nodes`` x ``max_slots``) with zero rows whose ``present`` entry is 0 —
 per node (``NODE_FEATURES``: present, CPU and memory capacity, free CPU and memory fractions, CPU
 utilisation by our pods, layer flags cloud/edge/client, share of our pods), per slot
@@ -42,17 +42,13 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ceenv.gains import latency_after_moves
+from ceenv.gains import gather_moves, move_delta_table
 from ceenv.latency import CallCosts, LatencyModel
 from ceenv.layout import (
-    NODE_FEATURES,
-    PAIR_FEATURES,
-    SLOT_FEATURES,
     BoolArray,
     FloatArray,
     IntArray,
     Layout,
-    placement_counts,
 )
 
 # Observation versions up to this one compute their move gains under the scenario's nominal
@@ -115,7 +111,7 @@ def move_gain_features(
     """Per move action: (latency now - latency after the move) / latency now under ``costs``, in [-1, 1].
 
     Invalid moves get 0. Only the terms of the moved service change, so every move is evaluated
-    incrementally from one pass over the state (:func:`ceenv.gains.latency_after_moves`).
+    incrementally from one pass over the state (:func:`ceenv.gains.move_delta_table`).
     """
     gains: npt.NDArray[np.float32] = move_gain_features_batch(
         layout, model, costs.matrices, slot_node[None], mask[None]
@@ -124,32 +120,45 @@ def move_gain_features(
 
 
 def move_gain_features_batch(
-    layout: Layout, model: LatencyModel, matrices: FloatArray, slot_node: IntArray, mask: BoolArray
+    layout: Layout,
+    model: LatencyModel,
+    matrices: FloatArray,
+    slot_node: IntArray,
+    mask: BoolArray,
+    counts: FloatArray | None = None,
 ) -> npt.NDArray[np.float32]:
     """:func:`move_gain_features` of ``B`` states: ``slot_node`` ``(B, P)``, ``mask`` ``(B, A)`` → ``(B, N * P)``.
 
     ``matrices`` are the per-call network matrices, shared ``(C, N, N)`` (:class:`CallCosts`) or
-    one set per state ``(B, C, N, N)``.
+    one set per state ``(B, C, N, N)``; ``counts`` (:func:`placement_counts_batch` of ``slot_node``)
+    saves recomputing them.
     """
     n, slots = layout.node_count, layout.slot_count
     batch = slot_node.shape[0]
-    gains = np.zeros((batch, n * slots), dtype=np.float32)
-    counts = placement_counts_batch(layout, slot_node)
+    if counts is None:
+        counts = placement_counts_batch(layout, slot_node)
     # The formula needs a pod of every called service; a state without one keeps zero gains.
-    ready = counts.sum(axis=2)[:, model.called_services].all(axis=1) & mask[:, :-1].any(axis=1)
-    if not ready.any():
-        return gains
+    ready = counts.sum(axis=2)[:, model.called_services].all(axis=1)
     if not ready.all():
-        slot_node, counts, mask = slot_node[ready], counts[ready], mask[ready]
-        matrices = matrices if matrices.ndim == 3 else matrices[ready]
-    now, after = latency_after_moves(model, counts, matrices, layout.slot_service, slot_node, layout.slot_movable)
-    fractions = np.clip((now[:, None, None] - after) / np.maximum(now, 1e-9)[:, None, None], -1.0, 1.0)
-    valid = mask[:, :-1]
-    values = np.where(valid, fractions.transpose(0, 2, 1).reshape(valid.shape), 0.0)
-    if ready.all():
-        gains[:] = values
-    else:
-        gains[ready] = values
+        gains = np.zeros((batch, n * slots), dtype=np.float32)
+        if ready.any():
+            per_state = matrices if matrices.ndim == 3 else matrices[ready]
+            gains[ready] = _gain_fractions(layout, model, per_state, slot_node[ready], mask[ready], counts[ready])
+        return gains
+    return _gain_fractions(layout, model, matrices, slot_node, mask, counts)
+
+
+def _gain_fractions(
+    layout: Layout, model: LatencyModel, matrices: FloatArray, slot_node: IntArray, mask: BoolArray, counts: FloatArray
+) -> npt.NDArray[np.float32]:
+    """The gains of states that have a pod of every called service, ``(B, N * P)``."""
+    now, delta = move_delta_table(model, counts, matrices)
+    saved = gather_moves(delta, layout.slot_service, slot_node).transpose(0, 2, 1)  # (B, N, P) latency change
+    fractions = saved / -np.maximum(now, 1e-9)[:, None, None]
+    np.minimum(fractions, 1.0, out=fractions)
+    np.maximum(fractions, -1.0, out=fractions)
+    valid = mask[:, :-1].reshape(fractions.shape)
+    gains: npt.NDArray[np.float32] = np.where(valid, fractions, 0.0).astype(np.float32).reshape(len(now), -1)
     return gains
 
 
@@ -239,93 +248,8 @@ def encode_state(
     ``mask`` is the simulator's :func:`move_mask`; ``costs`` the network costs the policy may know.
     """
     if layout.padded:
+        from ceenv.observation_v4 import observe_v4  # the module imports this one's helpers
+
         return observe_v4(layout, model, costs, free_cpu_millicores, free_memory_bytes, slot_node, mask)
     gains = move_gain_features(layout, model, costs, slot_node, mask) if layout.needs_move_gains else None
     return observe(layout, free_cpu_millicores, free_memory_bytes, slot_node, gains)
-
-
-# Scales of observation version 4: logarithms keep clusters of any size and speed in a few units.
-_LOG_CORES, _LOG_GIB, _LOG_MS, _LOG_CALLS, _LOG_BYTES = np.log1p([128.0, 512.0, 1000.0, 32.0, 1e8])
-_LAYER_FLAGS = ("cloud", "edge", "client")
-
-
-def _service_tables(layout: Layout, model: LatencyModel) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Per service: execution ms per request on each node ``(S, N)``, calls and bytes per request ``(S,)``.
-
-    Each call counts with its endpoint's rps weight; cached on the model (it depends on nothing else).
-    """
-    cached = model.__dict__.get("_v4_tables")
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
-    call_weight = np.zeros(len(model.call_groups))
-
-    def visit(call: int, weight: float) -> None:
-        call_weight[call] = weight
-        for group in model.call_groups[call]:
-            for callee in group:
-                visit(callee, weight)
-
-    for root, weight in zip(model.roots, model.endpoint_weights, strict=True):
-        visit(root, weight)
-        call_weight[root] = 0.0  # the root is the client's own request, not a call to it
-    services = len(layout.service_names)
-    exec_ms = np.zeros((services, layout.node_count))
-    np.add.at(exec_ms, model.call_service, call_weight[:, None] * model.call_exec_ms)
-    calls: FloatArray = np.bincount(model.call_service, weights=call_weight, minlength=services).astype(np.float64)
-    data: FloatArray = np.bincount(
-        model.call_service, weights=call_weight * model.call_data_bytes, minlength=services
-    ).astype(np.float64)
-    tables = (exec_ms, calls, data)
-    model.__dict__["_v4_tables"] = tables
-    return tables
-
-
-def observe_v4(
-    layout: Layout,
-    model: LatencyModel,
-    costs: CallCosts,
-    free_cpu_millicores: FloatArray,
-    free_memory_bytes: FloatArray,
-    slot_node: IntArray,
-    mask: BoolArray,
-) -> npt.NDArray[np.float32]:
-    """Observation version 4 (see the module docstring): node, slot and pair rows, padded."""
-    n, slots, max_n, max_p = layout.node_count, layout.slot_count, layout.max_nodes, layout.max_slots
-    obs = np.zeros(layout.observation_size, dtype=np.float32)
-    nodes = obs[: max_n * NODE_FEATURES].reshape(max_n, NODE_FEATURES)
-    slot_rows = obs[max_n * NODE_FEATURES : max_n * NODE_FEATURES + max_p * SLOT_FEATURES].reshape(max_p, SLOT_FEATURES)
-    pairs = obs[max_n * NODE_FEATURES + max_p * SLOT_FEATURES :].reshape(max_n, max_p, PAIR_FEATURES)
-    exec_ms, calls, data = _service_tables(layout, model)
-    counts = placement_counts(layout, slot_node)
-    replicas = counts.sum(axis=1)
-    occupied = slot_node >= 0
-    cpu_scale, memory_scale = layout._cpu_scale, layout._memory_scale
-    nodes[:n, 0] = 1.0
-    nodes[:n, 1] = np.log1p(cpu_scale / 1000.0) / _LOG_CORES
-    nodes[:n, 2] = np.log1p(memory_scale / 2**30) / _LOG_GIB
-    nodes[:n, 3] = np.clip(free_cpu_millicores / cpu_scale, 0.0, 1.0)
-    nodes[:n, 4] = np.clip(free_memory_bytes / memory_scale, 0.0, 1.0)
-    nodes[:n, 5] = 1.0 - nodes[:n, 3]
-    for k, flag in enumerate(_LAYER_FLAGS):
-        nodes[:n, 6 + k] = np.array(layout.node_layers) == flag
-    nodes[:n, 9] = counts.sum(axis=0) / max(float(occupied.sum()), 1.0)
-    service = layout.slot_service
-    mean_exec = exec_ms.mean(axis=1)
-    slot_rows[:slots, 0] = occupied
-    slot_rows[:slots, 1] = layout.slot_movable & occupied
-    slot_rows[:slots, 2] = np.log1p(mean_exec[service]) / _LOG_MS
-    slot_rows[:slots, 3] = np.log1p(calls[service]) / _LOG_CALLS
-    slot_rows[:slots, 4] = np.log1p(data[service]) / _LOG_BYTES
-    slot_rows[:slots, 5] = replicas[service] / np.array(layout.service_slots)[service]
-    slot_rows[:slots, 6] = occupied / np.maximum(replicas[service], 1.0)
-    here = np.where(occupied, slot_node, 0)
-    slot_rows[:slots, 7] = occupied * np.log1p(exec_ms[service, here]) / _LOG_MS
-    gains = move_gain_features(layout, model, costs, slot_node, mask).reshape(n, slots)
-    pairs[:n, :slots, 0] = gains
-    pairs[:n, :slots, 1] = mask[:-1].reshape(n, slots)
-    pairs[:n, :slots, 2] = (slot_node[None, :] == np.arange(n)[:, None]) & occupied[None, :]
-    relative = np.log((exec_ms + 1e-3) / (mean_exec[:, None] + 1e-3))  # (S, N)
-    pairs[:n, :slots, 3] = np.clip(relative[service].T, -1.0, 1.0) * occupied[None, :]
-    fraction = counts / np.maximum(replicas, 1.0)[:, None]  # (S, N)
-    pairs[:n, :slots, 4] = fraction[service].T * occupied[None, :]
-    return obs

@@ -15,6 +15,7 @@ import numpy.typing as npt
 from ceenv.latency import Conditions, LatencyModel, build_network
 from ceenv.layout import BoolArray, FloatArray, IntArray, Layout, canonical_slots
 from ceenv.observation import encode_state, move_mask
+from ceenv.observation_v4 import observe_v4_batch
 
 # The rescheduling cost λ of one migration (MODEL.md §3): the env's step cost, greedy's minimum
 # gain and the training default all use this one value.
@@ -47,6 +48,7 @@ class Simulator:
         # it after every reset). Greedy and the reward keep using the true ``costs``.
         self.known_costs = self.model.nominal_costs()
         self._mask: BoolArray | None = None
+        self._observation: npt.NDArray[np.float32] | None = None  # version 4: reused, static entries kept
         self.slot_node = np.asarray(slot_node, dtype=np.int64).copy()
         if layout.padded:  # observation version 4 sees pods in canonical order (by node within a service)
             self.slot_node = self.slot_node[canonical_slots(layout, self.slot_node)]
@@ -62,6 +64,7 @@ class Simulator:
         clone = object.__new__(Simulator)
         clone.__dict__.update(self.__dict__)
         clone.slot_node = self.slot_node.copy()
+        clone._observation = None
         clone.counts = self.counts.copy()
         clone.free_cpu_millicores = self.free_cpu_millicores.copy()
         clone.free_memory_bytes = self.free_memory_bytes.copy()
@@ -88,6 +91,21 @@ class Simulator:
 
     def observation(self) -> npt.NDArray[np.float32]:
         # Versions <= 3 see the nominal network (they were trained on it); version 4 sees known_costs.
+        if self.layout.padded:  # the same encoder as encode_state's, rewriting only the dynamic entries
+            observation = observe_v4_batch(
+                self.layout,
+                self.model,
+                self.known_costs.matrices,
+                self.free_cpu_millicores[None],
+                self.free_memory_bytes[None],
+                self.slot_node[None],
+                self.action_mask()[None],
+                out=self._observation,
+                counts=self.counts[None],
+            )
+            self._observation = observation
+            result: npt.NDArray[np.float32] = observation[0].copy()
+            return result
         return encode_state(
             self.layout,
             self.model,

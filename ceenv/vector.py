@@ -25,8 +25,17 @@ from gymnasium.utils import seeding
 from ceenv.env import DEFAULT_MEASUREMENT_NOISE, CloudEdgeEnv
 from ceenv.gains import application_latency, call_terms, tree_totals
 from ceenv.latency import Conditions, build_network, measured_network
-from ceenv.layout import OBSERVATION_VERSION, BoolArray, FloatArray, IntArray
+from ceenv.layout import (
+    DEFAULT_MAX_NODES,
+    DEFAULT_MAX_SLOTS,
+    OBSERVATION_VERSION,
+    BoolArray,
+    FloatArray,
+    IntArray,
+    canonical_slots,
+)
 from ceenv.observation import move_gain_features_batch, move_mask_batch, observe_batch
+from ceenv.observation_v4 import observe_v4_batch
 from ceenv.placement import draw_start
 from ceenv.scenario import Scenario
 from ceenv.simulator import _FIT_TOLERANCE, DEFAULT_STEP_COST_MS
@@ -49,6 +58,8 @@ class BatchedCloudEdgeEnv:
         observation_version: int = OBSERVATION_VERSION,
         measured_conditions: bool = False,
         measurement_noise: float = DEFAULT_MEASUREMENT_NOISE,
+        max_nodes: int = DEFAULT_MAX_NODES,
+        max_slots: int = DEFAULT_MAX_SLOTS,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -62,6 +73,8 @@ class BatchedCloudEdgeEnv:
             observation_version=observation_version,
             measured_conditions=measured_conditions,
             measurement_noise=measurement_noise,
+            max_nodes=max_nodes,
+            max_slots=max_slots,
         )
         self.num_envs = num_envs
         self.model = self.template.model
@@ -90,13 +103,17 @@ class BatchedCloudEdgeEnv:
         self.start_latency_ms: FloatArray = np.zeros(b)
         self.steps: IntArray = np.zeros(b, dtype=np.int64)
         self.moves: IntArray = np.zeros(b, dtype=np.int64)
-        self._mask: BoolArray | None = None
+        self._mask: BoolArray | None = None  # the simulator's masks (B, N * P + 1)
+        self._policy_mask: BoolArray | None = None  # in the policy's action index (padded from version 4)
+        self._observation: ObsBatch | None = None  # version 4: reused, static entries kept per copy
         self._has_state = False
 
     # --- state ------------------------------------------------------------------------------
     def _set_state(self, i: int, conditions: Conditions, slot_node: IntArray) -> None:
         costs = self.model.prepare(build_network(self.model.scenario, conditions))
         self.matrices[i] = costs.matrices
+        if self.layout.padded:  # as Simulator.reset_to: version 4 sees pods in canonical order
+            slot_node = slot_node[canonical_slots(self.layout, slot_node)]
         self.slot_node[i] = slot_node
         occupied = slot_node >= 0
         counts = np.zeros(self.counts.shape[1:])
@@ -131,17 +148,40 @@ class BatchedCloudEdgeEnv:
                 self.rngs[i] = seeding.np_random(s)[0]
             self._reset_one(i)
         self._has_state = True
-        self._mask = None
-        return self.observe()
+        self._invalidate()
+        self._observation = None
+        return self.observe().copy()
 
     def reset_to(self, i: int, conditions: Conditions, slot_node: IntArray) -> None:
         """Put copy ``i`` into a given state (as ``CloudEdgeEnv.reset(options={"state": ...})``)."""
         self._set_state(i, conditions, np.asarray(slot_node, dtype=np.int64))
-        self._mask = None
+        self._invalidate()
+        self._observation = None
 
     # --- encoder ----------------------------------------------------------------------------
+    def _invalidate(self) -> None:
+        self._mask = None
+        self._policy_mask = None
+
     def action_masks(self) -> BoolArray:
-        """``(B, A)`` valid actions of every copy (cached until the next step; do not modify)."""
+        """``(B, A)`` valid actions of every copy in the policy's action index (cached until the next step; do not modify)."""
+        if self._policy_mask is None:
+            native = self._native_masks()
+            if not self.layout.padded:
+                self._policy_mask = native
+            else:
+                layout, batch = self.layout, self.num_envs
+                padded = np.zeros((batch, layout.action_count), dtype=bool)
+                moves = padded[:, :-1].reshape(batch, layout.max_nodes, layout.max_slots)
+                moves[:, : layout.node_count, : layout.slot_count] = native[:, :-1].reshape(
+                    batch, layout.node_count, layout.slot_count
+                )
+                padded[:, -1] = True
+                self._policy_mask = padded
+        return self._policy_mask
+
+    def _native_masks(self) -> BoolArray:
+        """``(B, N * P + 1)``: the simulator's masks of every copy (:func:`ceenv.observation.move_mask`)."""
         if self._mask is None:
             cpu_ok = self.free_cpu_millicores[:, None, :] + _FIT_TOLERANCE >= self._request_cpu[None, :, None]
             memory_ok = self.free_memory_bytes[:, None, :] + _FIT_TOLERANCE >= self._request_memory[None, :, None]
@@ -150,12 +190,28 @@ class BatchedCloudEdgeEnv:
         return self._mask
 
     def observe(self, envs: IntArray | None = None) -> ObsBatch:
-        """Observations of every copy, or of the copies ``envs``."""
+        """Observations of every copy, or of the copies ``envs`` (version 4: every copy's is a reused array)."""
         pick: Any = slice(None) if envs is None else envs
         slot_node = self.slot_node[pick]
+        if self.layout.padded:
+            known = self._observation_matrices if self.known_matrices is None else self.known_matrices[pick]
+            result = observe_v4_batch(
+                self.layout,
+                self.model,
+                known,
+                self.free_cpu_millicores[pick],
+                self.free_memory_bytes[pick],
+                slot_node,
+                self._native_masks()[pick],
+                out=self._observation if envs is None else None,
+                counts=self.counts[pick],
+            )
+            if envs is None:
+                self._observation = result
+            return result
         gains = None
         if self.layout.needs_move_gains:
-            mask = self.action_masks()[pick]
+            mask = self._native_masks()[pick]
             gains = move_gain_features_batch(self.layout, self.model, self._observation_matrices, slot_node, mask)
         return observe_batch(
             self.layout, self.free_cpu_millicores[pick], self.free_memory_bytes[pick], slot_node, gains
@@ -187,19 +243,22 @@ class BatchedCloudEdgeEnv:
             }
             for i in range(self.num_envs)
         ]
+        obs = self.observe().copy()
         done = np.flatnonzero(terminated | truncated)
         if done.size:
-            last = self.observe(done)
-            for row, i in enumerate(done):
-                infos[i]["terminal_observation"] = last[row]
+            for i in done:
+                infos[i]["terminal_observation"] = obs[i].copy()
                 self._reset_one(int(i))
-            self._mask = None
-        return self.observe(), rewards, terminated, truncated, infos
+            self._invalidate()
+            obs[done] = self.observe(done)
+            if self._observation is not None:
+                self._observation[done] = obs[done]
+        return obs, rewards, terminated, truncated, infos
 
     def _apply(self, envs: IntArray, actions: IntArray) -> FloatArray:
         """Move one pod in each of ``envs``; return latency before - after (ms)."""
-        slots = actions % self.layout.slot_count
-        targets = actions // self.layout.slot_count
+        slots = actions % self.layout.action_slots
+        targets = actions // self.layout.action_slots
         services = self.layout.slot_service[slots]
         sources = self.slot_node[envs, slots]
         self.slot_node[envs, slots] = targets
@@ -210,12 +269,22 @@ class BatchedCloudEdgeEnv:
         self.free_cpu_millicores[envs, targets] -= cpu
         self.free_memory_bytes[envs, sources] += memory
         self.free_memory_bytes[envs, targets] -= memory
+        if self.layout.padded:
+            self._canonicalise(envs)
         own, _, _ = call_terms(self.model, self.counts[envs], self.matrices[envs])
         totals = tree_totals(self.model, [own[:, c] for c in range(own.shape[1])])
         after = np.asarray(application_latency(self.model, totals), dtype=np.float64)
         before = self.latency_ms[envs]
         self.latency_ms[envs] = after
         self.moves[envs] += 1
-        self._mask = None
+        self._invalidate()
         gained: FloatArray = before - after
         return gained
+
+    def _canonicalise(self, envs: IntArray) -> None:
+        """Re-sort the slots of ``envs`` into the canonical order of version 4 (as ``Simulator.move``)."""
+        slot_node = self.slot_node[envs]
+        node_key = np.where(slot_node >= 0, slot_node, self.layout.node_count)
+        service = np.broadcast_to(self.layout.slot_service, slot_node.shape)
+        order = np.lexsort((node_key, service), axis=-1)
+        self.slot_node[envs] = np.take_along_axis(slot_node, order, axis=-1)

@@ -88,21 +88,27 @@ def make_vec_env(
 
     venv: VecEnv
     if config.vec_env == "batched":
-        if clusters is not None and len(clusters) > 1:
-            raise ValueError("vec_env batched runs one cluster; train across clusters with vec_env dummy or subproc")
         from ceenv.vector import BatchedCloudEdgeEnv
         from flows.training.vecenv import BatchedVecEnv
 
-        batched = BatchedCloudEdgeEnv(
-            config.n_envs,
-            scenario_dir,
-            workload_file,
-            dynamic=True,
-            step_cost_ms=config.step_cost_ms,
-            max_steps=config.max_steps,
-            observation_version=config.observation_version,
-        )
-        venv = BatchedVecEnv(batched, relative_reward=config.reward_scale == "start_latency")
+        pairs = (clusters or [(scenario_dir, workload_file)])[: config.n_envs]  # as below: copy i runs i mod K
+        parts = [
+            BatchedCloudEdgeEnv(
+                len(range(k, config.n_envs, len(pairs))),
+                scenario,
+                workload,
+                dynamic=True,
+                step_cost_ms=config.step_cost_ms,
+                max_steps=config.max_steps,
+                observation_version=config.observation_version,
+                measured_conditions=config.measured_conditions,
+                measurement_noise=config.measurement_noise,
+                max_nodes=config.max_nodes,
+                max_slots=config.max_slots,
+            )
+            for k, (scenario, workload) in enumerate(pairs)
+        ]
+        venv = BatchedVecEnv(parts, relative_reward=config.reward_scale == "start_latency")
     else:
         pairs = clusters or [(scenario_dir, workload_file)]
         factories = [env_factory(*pairs[i % len(pairs)], config) for i in range(config.n_envs)]

@@ -7,6 +7,9 @@ what the trainer's other vec envs get from SB3's ``DummyVecEnv`` and the wrapper
 ``terminal_observation`` in the infos, the ``Monitor`` episode record (return in ms, length,
 time), the ``start_latency`` reward scale, and the masks that sb3-contrib's ``MaskablePPO`` asks
 for (``get_action_masks`` calls ``env_method("action_masks")`` on a vec env, one mask per copy).
+Across clusters (observation version 4, one padded space), it holds one batched env per cluster
+and interleaves their copies as :func:`flows.training.envs.make_vec_env` lays out its other vec
+envs: copy ``i`` runs cluster ``i mod K`` (``K`` clusters) and is seeded ``seed + i``.
 Used by :func:`flows.training.envs.make_vec_env` and ``benchmarks/bench_training.py``.
 """
 
@@ -25,19 +28,41 @@ MASK_METHOD = "action_masks"
 
 
 class BatchedVecEnv(VecEnv):
-    """An SB3 ``VecEnv`` whose copies are the rows of one :class:`BatchedCloudEdgeEnv`."""
+    """An SB3 ``VecEnv`` whose copies are the rows of one or more :class:`BatchedCloudEdgeEnv` (one per cluster)."""
 
-    def __init__(self, batched: BatchedCloudEdgeEnv, relative_reward: bool = False) -> None:
-        self.batched = batched
+    def __init__(
+        self, batched: BatchedCloudEdgeEnv | Sequence[BatchedCloudEdgeEnv], relative_reward: bool = False
+    ) -> None:
+        self.parts = [batched] if isinstance(batched, BatchedCloudEdgeEnv) else list(batched)
+        self.batched = self.parts[0]
+        first = self.parts[0]
+        if any(
+            p.observation_space != first.observation_space or p.action_space != first.action_space for p in self.parts
+        ):
+            raise ValueError("the clusters of one batched vec env need one observation and action space (version 4)")
+        count = sum(p.num_envs for p in self.parts)
+        parts = len(self.parts)
+        if [p.num_envs for p in self.parts] != [len(range(k, count, parts)) for k in range(parts)]:
+            raise ValueError("cluster k of K must hold the copies k, k + K, ... (make_vec_env builds them so)")
         self.relative_reward = relative_reward
-        self._actions = np.zeros(batched.num_envs, dtype=np.int64)
-        self._returns = np.zeros(batched.num_envs)
-        self._lengths = np.zeros(batched.num_envs, dtype=np.int64)
+        self._actions = np.zeros(count, dtype=np.int64)
+        self._returns = np.zeros(count)
+        self._lengths = np.zeros(count, dtype=np.int64)
         self._started = time.time()
-        super().__init__(batched.num_envs, batched.observation_space, batched.action_space)
+        super().__init__(count, self.batched.observation_space, self.batched.action_space)
+
+    def _gather(self, rows: list[np.ndarray]) -> np.ndarray:
+        """The parts' row blocks interleaved into copy order (copy ``i`` is row ``i // K`` of part ``i mod K``)."""
+        if len(rows) == 1:
+            return rows[0]
+        result = np.empty((self.num_envs, *rows[0].shape[1:]), dtype=rows[0].dtype)
+        for k, block in enumerate(rows):
+            result[k :: len(rows)] = block
+        return result
 
     def reset(self) -> np.ndarray:
-        obs = self.batched.reset(seed=list(self._seeds))
+        parts = len(self.parts)
+        obs = self._gather([p.reset(seed=list(self._seeds[k::parts])) for k, p in enumerate(self.parts)])
         self._returns[:] = 0.0
         self._lengths[:] = 0
         self._reset_seeds()
@@ -48,7 +73,15 @@ class BatchedVecEnv(VecEnv):
         self._actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
 
     def step_wait(self) -> VecEnvStepReturn:
-        obs, rewards_ms, terminated, truncated, infos = self.batched.step(self._actions)
+        parts = len(self.parts)
+        results = [p.step(self._actions[k::parts]) for k, p in enumerate(self.parts)]
+        obs = self._gather([r[0] for r in results])
+        rewards_ms = self._gather([r[1] for r in results])
+        terminated = self._gather([r[2] for r in results])
+        truncated = self._gather([r[3] for r in results])
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        for k, result in enumerate(results):
+            infos[k::parts] = result[4]
         self._returns += rewards_ms
         self._lengths += 1
         dones = terminated | truncated
@@ -88,12 +121,12 @@ class BatchedVecEnv(VecEnv):
     ) -> list[Any]:
         if method_name != MASK_METHOD:
             raise AttributeError(f"the batched env supports env_method({MASK_METHOD!r}) only, not {method_name!r}")
-        masks = self.batched.action_masks()
+        masks = self.action_masks()
         return [masks[i] for i in self._indices(indices)]
 
     def action_masks(self) -> np.ndarray:
         """``(B, A)`` masks of every copy in one array (what ``env_method`` returns, stacked)."""
-        return self.batched.action_masks()
+        return self._gather([p.action_masks() for p in self.parts])
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._indices(indices)]

@@ -7,14 +7,16 @@ import pytest
 
 from ceenv.env import CloudEdgeEnv
 from ceenv.generator import generate_scenario
-from ceenv.reference import reference_scenario
+from ceenv.reference import reference_scenario, reference_workload
 from ceenv.vector import BatchedCloudEdgeEnv
 
 
-def _lockstep(version: int, scenario_workload: tuple, steps: int, seed: int) -> None:
+def _lockstep(version: int, scenario_workload: tuple, steps: int, seed: int, **options: bool) -> None:
     count = 5
-    batched = BatchedCloudEdgeEnv(count, *scenario_workload, max_steps=15, observation_version=version)
-    singles = [CloudEdgeEnv(*scenario_workload, max_steps=15, observation_version=version) for _ in range(count)]
+    batched = BatchedCloudEdgeEnv(count, *scenario_workload, max_steps=15, observation_version=version, **options)
+    singles = [
+        CloudEdgeEnv(*scenario_workload, max_steps=15, observation_version=version, **options) for _ in range(count)
+    ]
     obs = batched.reset(seed=seed)
     expected = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(singles)])
     assert np.array_equal(obs, expected)
@@ -48,14 +50,21 @@ def _lockstep(version: int, scenario_workload: tuple, steps: int, seed: int) -> 
     assert finished > 0
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_lockstep_with_single_envs_on_the_reference_cluster(version: int) -> None:
     _lockstep(version, (reference_scenario("7-21"), None), steps=60, seed=40)
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_lockstep_with_single_envs_on_generated_clusters(seed: int) -> None:
-    _lockstep(3, generate_scenario(np.random.default_rng(seed)).parse(), steps=40, seed=seed)
+@pytest.mark.parametrize("version", [3, 4])
+def test_lockstep_with_single_envs_on_generated_clusters(seed: int, version: int) -> None:
+    _lockstep(version, generate_scenario(np.random.default_rng(seed)).parse(), steps=40, seed=seed)
+
+
+@pytest.mark.parametrize("workload", ["aggregator_sequential", "aggregator_parallel"])
+def test_lockstep_of_the_general_policy_observation_with_measured_conditions(workload: str) -> None:
+    scenario = reference_scenario("13-29")
+    _lockstep(4, (scenario, reference_workload(scenario, workload)), steps=60, seed=7, measured_conditions=True)
 
 
 def test_actions_outside_the_action_space_are_refused() -> None:

@@ -12,12 +12,37 @@ from tests.conftest import scenario_dir, workload_file
 
 @pytest.mark.parametrize("reward_scale", ["none", "start_latency"])
 def test_batched_vec_env_steps_like_dummy_vec_env(reward_scale: str) -> None:
+    common = {"n_envs": 4, "seed": 5, "max_steps": 12, "reward_scale": reward_scale, "n_steps": 16, "batch_size": 16}
+    _lockstep_with_dummy(common, None)
+
+
+def test_batched_vec_env_across_clusters_steps_like_dummy_vec_env_with_the_general_config() -> None:
+    """Observation version 4, measured conditions, three clusters interleaved over seven copies."""
+    clusters = [
+        (scenario_dir("7-21"), workload_file("aggregator_sequential")),
+        (scenario_dir("13-29"), workload_file("aggregator_parallel")),
+        (scenario_dir("19-37"), workload_file("chain")),
+    ]
+    common = {
+        "n_envs": 7,
+        "seed": 3,
+        "max_steps": 12,
+        "reward_scale": "start_latency",
+        "n_steps": 16,
+        "batch_size": 16,
+        "policy": "pod_node",
+        "observation_version": 4,
+        "measured_conditions": True,
+    }
+    _lockstep_with_dummy(common, clusters)
+
+
+def _lockstep_with_dummy(common: dict[str, object], clusters: list[tuple[object, object]] | None) -> None:
     from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
 
     scenario, workload = scenario_dir("7-21"), workload_file("aggregator_sequential")
-    common = {"n_envs": 4, "seed": 5, "max_steps": 12, "reward_scale": reward_scale, "n_steps": 16, "batch_size": 16}
-    dummy = make_vec_env(scenario, workload, TrainConfig(vec_env="dummy", **common))  # type: ignore[arg-type]
-    batched = make_vec_env(scenario, workload, TrainConfig(vec_env="batched", **common))  # type: ignore[arg-type]
+    dummy = make_vec_env(scenario, workload, TrainConfig(vec_env="dummy", **common), clusters)  # type: ignore[arg-type]
+    batched = make_vec_env(scenario, workload, TrainConfig(vec_env="batched", **common), clusters)  # type: ignore[arg-type]
     assert is_masking_supported(batched)
     obs_d, obs_b = dummy.reset(), batched.reset()
     assert np.array_equal(obs_d, obs_b)
