@@ -65,7 +65,9 @@ def _event(env: CloudEdgeEnv, rng: np.random.Generator) -> None:
         if rng.random() < 0.5:
             outcome = fail_nodes(sim, draw_failed_nodes(sim, rng, 1))
         else:
-            movable = [name for name, ok in zip(env.layout.service_names, env.layout.service_movable) if ok]
+            movable = [
+                name for name, ok in zip(env.layout.service_names, env.layout.service_movable, strict=True) if ok
+            ]
             outcome = surge_service(sim, str(rng.choice(movable)), 1)
     except EventError:
         return  # this state cannot take that event (a called service would lose every pod)
