@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ceenv.latency import FloatArray, IntArray, LatencyModel
+from ceenv.latency import CallCosts, FloatArray, IntArray, LatencyModel
 
 
 def _weights(counts: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -109,7 +109,9 @@ def gather_moves(delta: FloatArray, slot_service: IntArray, slot_node: IntArray)
     return result
 
 
-def move_delta_table(model: LatencyModel, counts: FloatArray, matrices: FloatArray) -> tuple[FloatArray, FloatArray]:
+def move_delta_table(
+    model: LatencyModel, counts: FloatArray, matrices: FloatArray, form: LatencyForm | None = None
+) -> tuple[FloatArray, FloatArray]:
     """Latency now ``(B,)`` and its change when one pod of service ``s`` moves from ``a`` to ``t``, ``(B, S, N, N)``.
 
     Pods of one service on one node are interchangeable, so every move of a state is one entry of
@@ -118,8 +120,11 @@ def move_delta_table(model: LatencyModel, counts: FloatArray, matrices: FloatArr
     ``Δ[s, a, t] = (U_s[t] - U_s[a]) / r_s - X_s[a, t] / r_s²`` with ``U_s`` the weighted sum of
     ``G_c`` over the calls to ``s`` and ``H_c`` over the calls made by ``s``, and ``X_s`` the
     self-calls' ``M_c + M_cᵀ``. With parallel groups (a maximum in the tree) the tree is re-run
-    over the whole table at once.
+    over the whole table at once. ``form`` (:func:`latency_form` of the same shared ``matrices``)
+    computes the same table from a few products with precomputed matrices.
     """
+    if form is not None:
+        return _delta_from_form(form, counts)
     own, g, h = call_terms(model, counts, matrices)
     inv = 1.0 / np.maximum(counts.sum(axis=-1), 1.0)  # (B, S)
     plan = _table_plan(model, counts.shape[1])
@@ -201,3 +206,62 @@ def _tree_table(
         own_after.append(value)
     result: FloatArray = np.asarray(application_latency(model, tree_totals(model, own_after)))
     return result
+
+
+@dataclass(frozen=True)
+class LatencyForm:
+    """A linear call tree's latency as a quadratic form in the weights ``w = vec(W)`` ``(S·N,)``, for one network.
+
+    ``L(w) = E·w + wᵀ R w`` with ``E`` the rps-weighted execution times (at each call's callee) and
+    ``R[(p, n), (s, t)] = Σ_c coef_c M_c[n, t]`` over the calls from ``p`` to ``s``. A move of one pod
+    of ``s`` from ``a`` to ``t`` changes ``w`` by ``(e_(s,t) - e_(s,a)) / r_s``, so with ``K = R + Rᵀ``:
+    ``Δ = ((E + K w)_(s,t) - (E + K w)_(s,a)) / r_s - K_(s,a),(s,t) / r_s²`` (``M_c`` has a zero
+    diagonal). Exactly :func:`move_delta_table`'s formula, regrouped so that a state costs two
+    matrix-vector products; built once per network (:func:`costs_form` caches it on the costs).
+    """
+
+    exec_weights: FloatArray  # E, (S·N,)
+    cross: FloatArray  # R, (S·N, S·N)
+    symmetric: FloatArray  # K = R + Rᵀ, (S·N, S·N)
+    self_blocks: FloatArray  # K's diagonal blocks, (S, N, N)
+
+
+def latency_form(model: LatencyModel, matrices: FloatArray) -> LatencyForm | None:
+    """:class:`LatencyForm` of one network ``(C, N, N)``; ``None`` for a tree with parallel groups or when it would be slower.
+
+    The form costs ``(S·N)²`` per state against ``C·N²`` for :func:`call_terms`; it is used while
+    ``S² <= 8 C`` (REACH's clusters: 5 services, 8 calls).
+    """
+    services = len(model.called_services)
+    plan = _table_plan(model, services)
+    calls, nodes = matrices.shape[0], matrices.shape[-1]
+    if not plan.linear or matrices.ndim != 3 or services * services > 8 * calls:
+        return None
+    cross = np.zeros((services, nodes, services, nodes))
+    for c in np.flatnonzero(plan.coefficients):
+        cross[model.call_parent_service[c], :, model.call_service[c], :] += plan.coefficients[c] * matrices[c]
+    cross = cross.reshape(services * nodes, services * nodes)
+    symmetric = cross + cross.T
+    index = np.arange(services)
+    blocks = symmetric.reshape(services, nodes, services, nodes)[index, :, index, :]
+    exec_weights = (plan.to_weights @ model.call_exec_ms).ravel()
+    return LatencyForm(exec_weights, cross, symmetric, blocks)
+
+
+def costs_form(model: LatencyModel, costs: CallCosts) -> LatencyForm | None:
+    """:func:`latency_form` of ``costs`` (cached on the costs object, which belongs to this model)."""
+    if "_latency_form" not in costs.__dict__:
+        costs.__dict__["_latency_form"] = latency_form(model, costs.matrices)
+    form: LatencyForm | None = costs.__dict__["_latency_form"]
+    return form
+
+
+def _delta_from_form(form: LatencyForm, counts: FloatArray) -> tuple[FloatArray, FloatArray]:
+    batch, services, nodes = counts.shape
+    inv = 1.0 / np.maximum(counts.sum(axis=-1), 1.0)  # (B, S)
+    w = (counts * inv[:, :, None]).reshape(batch, -1)
+    now: FloatArray = w @ form.exec_weights + np.einsum("bi,bi->b", w, w @ form.cross.T)
+    u = (form.exec_weights + w @ form.symmetric).reshape(batch, services, nodes) * inv[:, :, None]
+    delta: FloatArray = u[:, :, None, :] - u[:, :, :, None]
+    delta -= form.self_blocks * (inv * inv)[:, :, None, None]
+    return now, delta

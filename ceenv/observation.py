@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ceenv.gains import gather_moves, move_delta_table
+from ceenv.gains import LatencyForm, costs_form, gather_moves, move_delta_table
 from ceenv.latency import CallCosts, LatencyModel
 from ceenv.layout import (
     BoolArray,
@@ -114,7 +114,7 @@ def move_gain_features(
     incrementally from one pass over the state (:func:`ceenv.gains.move_delta_table`).
     """
     gains: npt.NDArray[np.float32] = move_gain_features_batch(
-        layout, model, costs.matrices, slot_node[None], mask[None]
+        layout, model, costs.matrices, slot_node[None], mask[None], form=costs_form(model, costs)
     )[0]
     return gains
 
@@ -126,12 +126,14 @@ def move_gain_features_batch(
     slot_node: IntArray,
     mask: BoolArray,
     counts: FloatArray | None = None,
+    form: LatencyForm | None = None,
 ) -> npt.NDArray[np.float32]:
     """:func:`move_gain_features` of ``B`` states: ``slot_node`` ``(B, P)``, ``mask`` ``(B, A)`` → ``(B, N * P)``.
 
     ``matrices`` are the per-call network matrices, shared ``(C, N, N)`` (:class:`CallCosts`) or
     one set per state ``(B, C, N, N)``; ``counts`` (:func:`placement_counts_batch` of ``slot_node``)
-    saves recomputing them.
+    saves recomputing them; ``form`` (:func:`ceenv.gains.latency_form` of shared ``matrices``) speeds
+    the table up.
     """
     n, slots = layout.node_count, layout.slot_count
     batch = slot_node.shape[0]
@@ -143,16 +145,22 @@ def move_gain_features_batch(
         gains = np.zeros((batch, n * slots), dtype=np.float32)
         if ready.any():
             per_state = matrices if matrices.ndim == 3 else matrices[ready]
-            gains[ready] = _gain_fractions(layout, model, per_state, slot_node[ready], mask[ready], counts[ready])
+            gains[ready] = _gain_fractions(layout, model, per_state, slot_node[ready], mask[ready], counts[ready], form)
         return gains
-    return _gain_fractions(layout, model, matrices, slot_node, mask, counts)
+    return _gain_fractions(layout, model, matrices, slot_node, mask, counts, form)
 
 
 def _gain_fractions(
-    layout: Layout, model: LatencyModel, matrices: FloatArray, slot_node: IntArray, mask: BoolArray, counts: FloatArray
+    layout: Layout,
+    model: LatencyModel,
+    matrices: FloatArray,
+    slot_node: IntArray,
+    mask: BoolArray,
+    counts: FloatArray,
+    form: LatencyForm | None,
 ) -> npt.NDArray[np.float32]:
     """The gains of states that have a pod of every called service, ``(B, N * P)``."""
-    now, delta = move_delta_table(model, counts, matrices)
+    now, delta = move_delta_table(model, counts, matrices, form)
     saved = gather_moves(delta, layout.slot_service, slot_node).transpose(0, 2, 1)  # (B, N, P) latency change
     fractions = saved / -np.maximum(now, 1e-9)[:, None, None]
     np.minimum(fractions, 1.0, out=fractions)

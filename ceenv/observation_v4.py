@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from ceenv.gains import LatencyForm, costs_form
 from ceenv.latency import CallCosts, LatencyModel
 from ceenv.layout import NODE_FEATURES, PAIR_FEATURES, SLOT_FEATURES, BoolArray, FloatArray, IntArray, Layout
 from ceenv.observation import move_gain_features_batch, placement_counts_batch
@@ -78,7 +79,14 @@ def observe_v4(
 ) -> npt.NDArray[np.float32]:
     """Observation version 4 of one state (see :mod:`ceenv.observation`): node, slot and pair rows, padded."""
     obs: npt.NDArray[np.float32] = observe_v4_batch(
-        layout, model, costs.matrices, free_cpu_millicores[None], free_memory_bytes[None], slot_node[None], mask[None]
+        layout,
+        model,
+        costs.matrices,
+        free_cpu_millicores[None],
+        free_memory_bytes[None],
+        slot_node[None],
+        mask[None],
+        form=costs_form(model, costs),
     )[0]
     return obs
 
@@ -93,13 +101,15 @@ def observe_v4_batch(
     mask: BoolArray,
     out: npt.NDArray[np.float32] | None = None,
     counts: FloatArray | None = None,
+    form: LatencyForm | None = None,
 ) -> npt.NDArray[np.float32]:
     """:func:`observe_v4` of ``B`` states (arguments with a leading batch axis) → ``(B, size)``.
 
     ``matrices`` are the network costs the policy may know, shared ``(C, N, N)`` or per state
     ``(B, C, N, N)``. Given ``out`` (an earlier result for states with the same occupied slots),
     only the dynamic entries are rewritten, in place, and ``out`` is returned. ``counts``
-    (:func:`ceenv.observation.placement_counts_batch` of ``slot_node``) saves recomputing them.
+    (:func:`ceenv.observation.placement_counts_batch` of ``slot_node``) saves recomputing them;
+    ``form`` (:func:`ceenv.gains.latency_form` of shared ``matrices``) speeds the move gains up.
     """
     if out is None:
         out = np.zeros((slot_node.shape[0], layout.observation_size), dtype=np.float32)
@@ -118,7 +128,7 @@ def observe_v4_batch(
     service = layout.slot_service
     log_exec = _log_exec(layout, model)
     slot_rows[:, :slots, 7] = occupied * log_exec[service[None, :], np.maximum(slot_node, 0)]
-    gains = move_gain_features_batch(layout, model, matrices, slot_node, mask, counts)
+    gains = move_gain_features_batch(layout, model, matrices, slot_node, mask, counts, form)
     pairs[:, :n, :slots, 0] = gains.reshape(-1, n, slots)
     pairs[:, :n, :slots, 1] = mask[:, :-1].reshape(-1, n, slots)
     pairs[:, :n, :slots, 2] = slot_node[:, None, :] == np.arange(n)[None, :, None]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from ceenv.gains import costs_form
 from ceenv.latency import Conditions, LatencyModel, build_network
 from ceenv.layout import BoolArray, FloatArray, IntArray, Layout, canonical_slots
 from ceenv.observation import encode_state, move_mask
@@ -102,6 +103,7 @@ class Simulator:
                 self.action_mask()[None],
                 out=self._observation,
                 counts=self.counts[None],
+                form=costs_form(self.model, self.known_costs),
             )
             self._observation = observation
             result: npt.NDArray[np.float32] = observation[0].copy()

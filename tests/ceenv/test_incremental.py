@@ -7,7 +7,8 @@ reference cluster × workload and on a generated cluster, an env with the genera
 observation (version 4, measured conditions) takes random moves, STOPs, node failures and traffic
 surges; after each, every valid move's latency from the table must equal the full formula
 (:meth:`ceenv.latency.LatencyModel.latency_batch`) within 1e-9 relative, under both the true
-and the known network, and the reused observation must equal one built from scratch.
+and the known network and by both routes to the table (per-call terms, and the precomputed
+quadratic form of a linear call tree), and the reused observation must equal one built from scratch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from ceenv.env import CloudEdgeEnv
 from ceenv.events import EventError, draw_failed_nodes, fail_nodes, surge_service
-from ceenv.gains import latency_after_moves
+from ceenv.gains import gather_moves, latency_after_moves, latency_form, move_delta_table
 from ceenv.generator import generate_scenario
 from ceenv.latency import CallCosts
 from ceenv.observation import encode_state
@@ -43,19 +44,29 @@ def _check_every_move(sim: Simulator, costs: CallCosts) -> int:
     now, after = latency_after_moves(
         model, sim.counts[None], costs.matrices, layout.slot_service, sim.slot_node[None], layout.slot_movable
     )
-    assert abs(now[0] - model.latency(sim.counts, costs)) <= RELATIVE_TOLERANCE * now[0]
+    tables = [(now, after)]
+    form = latency_form(model, costs.matrices)  # the regrouped form the env uses where the tree is linear
+    if form is not None:
+        form_now, delta = move_delta_table(model, sim.counts[None], costs.matrices, form)
+        tables.append(
+            (form_now, form_now[:, None, None] + gather_moves(delta, layout.slot_service, sim.slot_node[None]))
+        )
     valid = np.flatnonzero(sim.action_mask()[:-1])
+    slots, targets = valid % layout.slot_count, valid // layout.slot_count
+    full_now = model.latency(sim.counts, costs)
+    for now, after in tables:
+        assert abs(now[0] - full_now) <= RELATIVE_TOLERANCE * full_now
     if valid.size == 0:
         return 0
-    slots, targets = valid % layout.slot_count, valid // layout.slot_count
     batch = np.repeat(sim.counts[None], valid.size, axis=0)
     index = np.arange(valid.size)
     services = layout.slot_service[slots]
     batch[index, services, sim.slot_node[slots]] -= 1.0
     batch[index, services, targets] += 1.0
     full = model.latency_batch(batch, costs)
-    assert np.all(np.abs(after[0, slots, targets] - full) <= RELATIVE_TOLERANCE * full)
-    return int(valid.size)
+    for _, after in tables:
+        assert np.all(np.abs(after[0, slots, targets] - full) <= RELATIVE_TOLERANCE * full)
+    return int(valid.size) * len(tables)
 
 
 def _event(env: CloudEdgeEnv, rng: np.random.Generator) -> None:
