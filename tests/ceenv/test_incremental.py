@@ -54,7 +54,7 @@ def _check_every_move(sim: Simulator, costs: CallCosts) -> int:
     valid = np.flatnonzero(sim.action_mask()[:-1])
     slots, targets = valid % layout.slot_count, valid // layout.slot_count
     full_now = model.latency(sim.counts, costs)
-    for now, after in tables:
+    for now, _ in tables:
         assert abs(now[0] - full_now) <= RELATIVE_TOLERANCE * full_now
     if valid.size == 0:
         return 0
