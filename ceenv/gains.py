@@ -237,10 +237,10 @@ def latency_form(model: LatencyModel, matrices: FloatArray) -> LatencyForm | Non
     calls, nodes = matrices.shape[0], matrices.shape[-1]
     if not plan.linear or matrices.ndim != 3 or services * services > 8 * calls:
         return None
-    cross = np.zeros((services, nodes, services, nodes))
+    blockwise = np.zeros((services, nodes, services, nodes))
     for c in np.flatnonzero(plan.coefficients):
-        cross[model.call_parent_service[c], :, model.call_service[c], :] += plan.coefficients[c] * matrices[c]
-    cross = cross.reshape(services * nodes, services * nodes)
+        blockwise[model.call_parent_service[c], :, model.call_service[c], :] += plan.coefficients[c] * matrices[c]
+    cross: FloatArray = blockwise.reshape(services * nodes, services * nodes)
     symmetric = cross + cross.T
     index = np.arange(services)
     blocks = symmetric.reshape(services, nodes, services, nodes)[index, :, index, :]
