@@ -3,7 +3,8 @@
 Protocol (the one REACH's prototype figure of ~2,400 steps/s on 7 nodes / 13 pods refers to): an
 agent asks ``action_masks()``, picks a uniformly random valid action, steps; on termination or
 truncation it resets (dynamic mode). Measured for every observation version (the full observation,
-move gains included from version 3) on 7-21, 13-29 and 19-37: one ``CloudEdgeEnv``, and
+move gains included from version 3; version 4 as the general policy trains it, with measured
+conditions) on 7-21, 13-29 and 19-37: one ``CloudEdgeEnv``, and
 :class:`ceenv.vector.BatchedCloudEdgeEnv` with 64 and 256 copies stepped as one batch (the random
 valid actions drawn for the whole batch at once; steps counted over all copies). Also measures
 latency evaluations per second (one placement, and a batch of 256 as greedy and the search use it).
@@ -93,7 +94,8 @@ def measure(name: str, workload: Path, seconds: float) -> list[dict[str, object]
     rows: list[dict[str, object]] = []
     scenario = DATA / "scenarios" / name
     for version in SUPPORTED_OBSERVATION_VERSIONS:
-        env = CloudEdgeEnv(scenario, workload, observation_version=version)
+        measured = version >= 4  # the general policy's config (data/train/general.json)
+        env = CloudEdgeEnv(scenario, workload, observation_version=version, measured_conditions=measured)
         single, resets = steps_per_second(env, seconds)
         row: dict[str, object] = {
             "scenario": name,
@@ -106,11 +108,17 @@ def measure(name: str, workload: Path, seconds: float) -> list[dict[str, object]
             "resets": resets,
         }
         for batch in BATCHES:
-            batched = BatchedCloudEdgeEnv(batch, scenario, workload, observation_version=version)
+            batched = BatchedCloudEdgeEnv(
+                batch, scenario, workload, observation_version=version, measured_conditions=measured
+            )
             row[f"batched_{batch}_steps_per_s"] = batched_steps_per_second(batched, seconds)
-        if version == SUPPORTED_OBSERVATION_VERSIONS[-1]:
+        if version == 3:  # ENV_ID's default observation
             wrapped = gym.make(ceenv.ENV_ID, scenario=str(scenario), workload=str(workload))
             row["steps_per_s_gym_make"] = steps_per_second(wrapped, seconds)[0]
+            pod_node = gym.make(
+                ceenv.ENV_ID_POD_NODE, scenario=str(scenario), workload=str(workload), measured_conditions=True
+            )
+            row["steps_per_s_gym_make_v4"] = steps_per_second(pod_node, seconds)[0]
             row["latency_evals_per_s"] = evaluations_per_second(env, seconds, 1)
             row["batched_latency_evals_per_s"] = evaluations_per_second(env, seconds, 256)
         rows.append(row)
@@ -122,7 +130,8 @@ def table(rows: list[dict[str, object]], workload: str, seconds: float) -> str:
     batch_heads = " | ".join(f"batched x{b} steps/s" for b in BATCHES)
     lines = [
         f"Env steps per second on one core (`OMP_NUM_THREADS=1`), random valid actions, resets included, "
-        f"workload `{workload}`, {seconds:g} s per figure. Measured by `python benchmarks/bench_env.py`.",
+        f"workload `{workload}`, {seconds:g} s per figure; v4 with measured conditions (the general policy's "
+        "config). Measured by `python benchmarks/bench_env.py`.",
         "",
         f"| scenario | observation | obs size | actions | single env steps/s | {batch_heads} |",
         "|---|---|---|---|---|" + "---|" * len(BATCHES),
@@ -135,11 +144,13 @@ def table(rows: list[dict[str, object]], workload: str, seconds: float) -> str:
         )
     lines += [
         "",
-        "| scenario | steps/s via gym.make (v3) | latency evals/s | batched latency evals/s (256) |",
-        "|---|---|---|---|",
+        "| scenario | steps/s via gym.make (v3) | steps/s via gym.make (v4) | latency evals/s | "
+        "batched latency evals/s (256) |",
+        "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['scenario']} | {r['steps_per_s_gym_make']:,.0f} | {r['latency_evals_per_s']:,.0f} | "
+        f"| {r['scenario']} | {r['steps_per_s_gym_make']:,.0f} | {r['steps_per_s_gym_make_v4']:,.0f} | "
+        f"{r['latency_evals_per_s']:,.0f} | "
         f"{r['batched_latency_evals_per_s']:,.0f} |"
         for r in rows
         if "latency_evals_per_s" in r

@@ -212,44 +212,68 @@ def replot(args: argparse.Namespace) -> None:
     print(f"greedy on the validation states: {greedy:.3f}; redrew {out / 'curve.png'}")
 
 
-THROUGHPUT_SETTINGS = [  # (vec_env, n_envs, torch threads, n_steps per env, batch size)
-    ("dummy", 8, 1, 256, 256),  # data/train/fast.json, the previous default
-    ("subproc", 2, 1, 1024, 256),
-    ("batched", 64, 1, 64, 256),
-    ("batched", 128, 1, 32, 1024),
-    ("batched", 128, 2, 32, 1024),
-    ("batched", 256, 2, 16, 1024),
+# (config, vec_env, n_envs, torch threads, n_steps per env, batch size). "fast": observation 3 and
+# the gain-biased network on 13-29 (TrainConfig's defaults otherwise); "general": data/train/general.json
+# (observation 4, pod_node, measured conditions) across its 16 training clusters.
+THROUGHPUT_SETTINGS = [
+    ("fast", "dummy", 8, 1, 256, 256),  # data/train/fast.json, the previous default
+    ("fast", "batched", 64, 1, 64, 256),
+    ("fast", "batched", 128, 2, 32, 1024),
+    ("general", "dummy", 16, 1, 128, 256),  # data/train/general.json as shipped
+    ("general", "batched", 16, 1, 128, 256),  # the same PPO settings on the batched env
+    ("general", "batched", 16, 2, 128, 256),
+    ("general", "batched", 64, 2, 32, 1024),
 ]
 
 
-def run_throughput(args: argparse.Namespace) -> None:
-    """Env steps per second of MaskablePPO training, PPO updates included, per vec env and batch setting.
+def _throughput_config(name: str, overrides: dict[str, Any]) -> tuple[Any, Any]:
+    """The TrainConfig of a throughput setting and its training clusters (None: 13-29 only)."""
+    from flows.training import TrainConfig
+    from flows.training.general import training_clusters
 
-    Each setting trains 4 096 warm-up steps, then measures ``--throughput-steps`` more on 13-29
-    ``aggregator_sequential`` (observation 3, gain-biased policy, 10 epochs per rollout); writes
-    ``throughput.json`` and ``throughput.md`` under ``--out``.
+    if name == "fast":
+        return TrainConfig(**overrides), None
+    base = json.loads((ROOT / "data" / "train" / "general.json").read_text())
+    return TrainConfig(**{**base, **overrides}), training_clusters(7)
+
+
+def run_throughput(args: argparse.Namespace) -> None:
+    """Env steps per second of MaskablePPO training, PPO updates included, per config, vec env and batch setting.
+
+    Each setting trains 4 096 warm-up steps, then measures ``--throughput-steps`` more: ``fast`` on
+    13-29 ``aggregator_sequential`` (observation 3, gain-biased policy, 10 epochs per rollout),
+    ``general`` with ``data/train/general.json`` across its 16 clusters (observation 4, pod_node,
+    4 epochs); writes ``throughput.json`` and ``throughput.md`` under ``--out``.
     """
     import torch
 
-    from flows.training import TrainConfig
     from flows.training.envs import make_vec_env
     from flows.training.trainer import build_model
 
     scenario = ROOT / "data" / "scenarios" / "13-29"
     workload = ROOT / "data" / "workloads" / "aggregator_sequential_call_patterns.json"
     rows = []
-    for vec_env, n_envs, threads, n_steps, batch_size in THROUGHPUT_SETTINGS:
+    for name, vec_env, n_envs, threads, n_steps, batch_size in THROUGHPUT_SETTINGS:
         torch.set_num_threads(threads)
-        config = TrainConfig(
-            vec_env=vec_env, n_envs=n_envs, torch_threads=threads, n_steps=n_steps, batch_size=batch_size
-        )  # type: ignore[arg-type]
-        venv = make_vec_env(scenario, workload, config)
+        overrides = {
+            "vec_env": vec_env,
+            "n_envs": n_envs,
+            "torch_threads": threads,
+            "n_steps": n_steps,
+            "batch_size": batch_size,
+        }
+        config, clusters = _throughput_config(name, overrides)
+        venv = make_vec_env(scenario, workload, config, clusters)
         model = build_model(config, venv, None)
         model.learn(4096)
         began = time.perf_counter()
         model.learn(args.throughput_steps, reset_num_timesteps=False)
         rows.append(
             {
+                "config": name,
+                "policy": config.policy,
+                "observation_version": config.observation_version,
+                "n_epochs": config.n_epochs,
                 "vec_env": vec_env,
                 "n_envs": n_envs,
                 "torch_threads": threads,
@@ -264,16 +288,17 @@ def run_throughput(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.json").write_text(json.dumps(rows, indent=1))
     lines = [
-        f"Training throughput on 13-29 aggregator_sequential (MaskablePPO, gain-biased policy, observation 3, "
-        f"10 epochs per rollout, PPO updates included; {args.throughput_steps} measured steps after 4096 warm-up).",
-        "Measured by `python benchmarks/bench_training.py --throughput`.",
+        f"Training throughput, MaskablePPO with PPO updates included ({args.throughput_steps} measured steps after "
+        "4096 warm-up, 2 cores): `fast` = 13-29 aggregator_sequential, observation 3, gain-biased network; "
+        "`general` = `data/train/general.json` across its 16 training clusters (observation 4, pod_node network, "
+        "measured conditions). Measured by `python benchmarks/bench_training.py --throughput`.",
         "",
-        "| vec env | envs | torch threads | n_steps per env | batch size | env steps/s |",
-        "|---|---|---|---|---|---|",
+        "| config | policy | obs | epochs | vec env | envs | torch threads | n_steps per env | batch size | env steps/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['vec_env']} | {r['n_envs']} | {r['torch_threads']} | {r['n_steps']} | {r['batch_size']} | "
-        f"{r['steps_per_second']:,} |"
+        f"| {r['config']} | {r['policy']} | v{r['observation_version']} | {r['n_epochs']} | {r['vec_env']} | "
+        f"{r['n_envs']} | {r['torch_threads']} | {r['n_steps']} | {r['batch_size']} | {r['steps_per_second']:,} |"
         for r in rows
     ]
     (out / "throughput.md").write_text("\n".join(lines) + "\n")
