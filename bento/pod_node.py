@@ -2,7 +2,7 @@
 
 :class:`PodNodePolicy` is a MaskablePPO actor-critic whose parameters do not depend on the number
 of nodes or pods. It reads the three padded blocks of observation version 4
-(:func:`ceenv.observation.observe_v4`): node rows and slot rows go through small shared MLPs into
+(:func:`ceenv.observation_v4.observe_v4`): node rows and slot rows go through small shared MLPs into
 embeddings; a DeepSets context (masked mean and max over the present nodes and pods) summarises
 the cluster; every (node, slot) pair is scored by one shared MLP on
 ``[node embedding, pod embedding, pair features, context]`` (the first layer is split per input,

@@ -69,7 +69,7 @@ class CloudEdgeEnv(gym.Env[ObsType, np.int64]):
       action (action order) the latency the move saves under the scenario's nominal network, as a
       fraction of the current nominal latency, clipped to [-1, 1] (0 for an invalid move).
     * version 4 — ``Box(-1, 1, (10 N_max + 8 P_max + 5 N_max P_max,))``: per node, per slot and per
-      (node, slot) pair rows padded to the limits (:func:`ceenv.observation.observe_v4`); no entry
+      (node, slot) pair rows padded to the limits (:func:`ceenv.observation_v4.observe_v4`); no entry
       depends on the order in which pods are listed beyond its own row.
 
     ## Rewards
