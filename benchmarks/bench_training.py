@@ -217,11 +217,9 @@ def replot(args: argparse.Namespace) -> None:
 # (observation 4, pod_node, measured conditions) across its 16 training clusters.
 THROUGHPUT_SETTINGS = [
     ("fast", "dummy", 8, 1, 256, 256),  # data/train/fast.json, the previous default
-    ("fast", "batched", 64, 1, 64, 256),
     ("fast", "batched", 128, 2, 32, 1024),
-    ("general", "dummy", 16, 1, 128, 256),  # data/train/general.json as shipped
-    ("general", "batched", 16, 1, 128, 256),  # the same PPO settings on the batched env
-    ("general", "batched", 16, 2, 128, 256),
+    ("general", "dummy", 16, 1, 128, 256),  # data/train/general.json until this round
+    ("general", "batched", 16, 1, 128, 256),  # data/train/general.json now: the same PPO settings, batched env
     ("general", "batched", 64, 2, 32, 1024),
 ]
 
