@@ -3,9 +3,11 @@
 :class:`BatchedCloudEdgeEnv` holds ``B`` states of one scenario and workload as arrays (placement
 ``(B, P)``, pod counts ``(B, S, N)``, free resources ``(B, N)``, per-state network matrices
 ``(B, C, N, N)``) and steps them together: one batched mask (:func:`ceenv.observation.move_mask_batch`),
-one batched incremental move-gain pass (:func:`ceenv.observation.move_gain_features_batch`) and one
-batched observation (:func:`ceenv.observation.observe_batch`), so the per-step Python overhead is
-paid once per batch, not once per env. Each copy behaves exactly like a :class:`ceenv.env.CloudEdgeEnv`
+one batched move-gain table (:func:`ceenv.observation.move_gain_features_batch`) and one batched
+observation (:func:`ceenv.observation.observe_batch`; version 4: :func:`ceenv.observation_v4.observe_v4_batch`
+into a reused array whose static rows are rewritten only for copies that reset), so the per-step
+Python overhead is paid once per batch, not once per env. Version 4 takes padded action indices and
+keeps each copy's pods in canonical order, as the simulator does. Each copy behaves exactly like a :class:`ceenv.env.CloudEdgeEnv`
 seeded the same way and given the same actions (same start draws from its own generator, same
 rewards, same observations; a test compares them step by step). Finished copies reset
 automatically, the way Stable-Baselines3's ``VecEnv`` does: the step returns the new episode's
