@@ -75,6 +75,7 @@ class LoopRun:
     fast_samples: list[tuple[float, float]] = field(default_factory=list)  # the world's mean over a 5 s window
     predictions: list[MovePrediction] = field(default_factory=list)  # migrated moves with the service's prediction
     counters: dict[str, MeshCounters] = field(default_factory=dict)  # the mesh's histogram at "event" and "end"
+    cycles: list[tuple[float, str, str]] = field(default_factory=list)  # (unix s, kind, detail) of each migrator cycle
 
     @property
     def moves(self) -> list[Event]:

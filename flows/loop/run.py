@@ -206,7 +206,7 @@ def _run(session: Session, run: LoopRun, url: str | None) -> None:
     try:
         while time.time() < end:
             if controller is not None:
-                controller.monitoring_step()
+                run.cycles.extend((time.time(), o.kind, o.detail) for o in controller.monitoring_step())
             time.sleep(max(0.0, min(s.interval_s, end - time.time())))
     finally:
         stop.set()

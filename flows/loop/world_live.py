@@ -199,6 +199,10 @@ class MeshCollector:
             gauge = GaugeMetricFamily(name, help_text)
             gauge.add_metric([], float(value))
             yield gauge
+        failed = GaugeMetricFamily("reach_world_node_failed", "1 for a node failed by an event.", labels=["node"])
+        for node in list(self.live.failed_nodes):
+            failed.add_metric([node], 1.0)
+        yield failed
 
     def describe(self) -> list[Any]:
         return []
