@@ -101,15 +101,36 @@ def fail_nodes(session: Session, run: LoopRun, nodes: list[str]) -> None:
         run.events.append(Event(time.time(), "node-failed", "", node, str(entry["pid"])))
 
 
-def restore_nodes(session: Session, nodes: list[str]) -> None:
-    """Start the failed nodes' hollow kubelets again and wait until each is Ready (no leftover between runs)."""
+FAILURE_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+
+
+def restore_nodes(session: Session, nodes: list[str], timeout_s: float = 120.0) -> None:
+    """Start the failed nodes' hollow kubelets again; wait until each is Ready and without the failure taints
+    that the node controller set (else the next arm could not place a pod there): no leftover between runs."""
     cluster = local_cluster(session)
     for node in nodes:
         cluster.restart(f"node-{node}")
+    deadline = time.monotonic() + timeout_s
+    while nodes and time.monotonic() < deadline:
+        tainted = [n.name for n in session.admin.nodes() if n.name in nodes and
+                   any(t.key in FAILURE_TAINTS for t in n.taints)]  # fmt: skip
+        if not tainted:
+            return
+        time.sleep(0.5)
+    if nodes:
+        raise TimeoutError(f"nodes {nodes} still carry a failure taint {timeout_s:.0f} s after their restart")
 
 
 def failed_nodes(run: LoopRun) -> list[str]:
     return [e.source for e in run.events if e.event == "node-failed"]
+
+
+def fire_event(session: Session, run: LoopRun, errors: list[BaseException]) -> None:
+    """:func:`apply_event` in the timer's thread; an error is kept for the run to raise."""
+    try:
+        apply_event(session, run)
+    except Exception as exc:  # raised again by the run, with its own traceback
+        errors.append(exc)
 
 
 def apply_event(session: Session, run: LoopRun) -> None:
@@ -196,7 +217,8 @@ def _run(session: Session, run: LoopRun, url: str | None) -> None:
     stop = threading.Event()
     sampler = threading.Thread(target=sample_latency, args=(session, run, stop), daemon=True)
     sampler.start()
-    timer = threading.Timer(s.event_at_s, apply_event, args=(session, run)) if s.experiment != "none" else None
+    errors: list[BaseException] = []
+    timer = threading.Timer(s.event_at_s, fire_event, args=(session, run, errors)) if s.experiment != "none" else None
     if timer:
         timer.start()
     controller = build_controller(migrator_settings(session, url), session.telemetry) if url else None
@@ -214,6 +236,8 @@ def _run(session: Session, run: LoopRun, url: str | None) -> None:
         if timer:
             timer.cancel()
             timer.join(timeout=30)  # an event under way finishes (and records its failed node) first
+    if errors:
+        raise RuntimeError(f"{run.label}: the {s.experiment} event failed: {errors[0]}") from errors[0]
     counters = mesh_counters(session) if s.latency_source == "world" else None
     if counters is not None:
         run.counters["end"] = counters
