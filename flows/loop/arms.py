@@ -43,10 +43,11 @@ class ArmResult:
     moves: int
     recovery_s: float | None  # None: not recovered within the run (stats.recovery_time_s)
     requests: float
-    over_qos: float  # requests slower than the QoS threshold
+    over_qos: float  # requests that missed the QoS threshold: slower than it, or failed (stats.window_numbers)
     series: list[tuple[float, float]] = field(default_factory=list)  # (s since the start, 5 s-window mean ms)
     events: list[tuple[float, str, str, str, str]] = field(default_factory=list)  # (s, event, pod, from, to)
     calibration: list[dict[str, float | str]] = field(default_factory=list)
+    failed: float | None = None  # requests that failed (None: a trial recorded before failures were counted)
 
 
 @dataclass(frozen=True)

@@ -72,14 +72,19 @@ def mesh_counters(session: Session) -> MeshCounters | None:
     from flows.loop.world_live import CLIENT_VIEW
     from migrator.metrics import PrometheusMetrics
 
-    name = "istio_request_duration_milliseconds"
+    name, ok = "istio_request_duration_milliseconds", f'{CLIENT_VIEW}, response_code="200"'
     reader = PrometheusMetrics(session.prometheus_url, "", "reach_node_cpu_usage_millicores")
     buckets = reader.by_label(f"sum by (le) ({name}_bucket{{{CLIENT_VIEW}}})", "le")
     totals = {k: reader.by_label(f"sum({name}_{k}{{{CLIENT_VIEW}}})", "")
               for k in ("sum", "count")}  # fmt: skip
     if not buckets or not all(totals.values()):
         return None
-    return MeshCounters({float(le): v for le, v in buckets.items()}, totals["sum"][""], totals["count"][""])
+    ok_buckets = reader.by_label(f"sum by (le) ({name}_bucket{{{ok}}})", "le")
+    ok_count = reader.by_label(f"sum({name}_count{{{ok}}})", "").get("", 0.0)
+    return MeshCounters(
+        {float(le): v for le, v in buckets.items()}, totals["sum"][""], totals["count"][""],
+        {float(le): v for le, v in ok_buckets.items()}, ok_count,
+    )  # fmt: skip
 
 
 def local_cluster(session: Session) -> Any:

@@ -12,9 +12,11 @@ Pure functions on numbers that the experiments read from Prometheus (:mod:`flows
   the run).
 - :class:`MeshCounters` and :func:`window_numbers`: Istio's request-duration histogram read twice
   (at the event and at the end of the run) gives, over that window and exactly (no
-  extrapolation), the requests, the mean (Δsum / Δcount), the p95 (linear interpolation inside the
-  bucket, as PromQL's ``histogram_quantile``) and the requests over the QoS threshold (Δcount −
-  Δbucket{le = threshold}; the threshold must be a bucket bound).
+  extrapolation), the requests, the mean (Δsum / Δcount, every request as Istio's mean), the p95
+  (linear interpolation inside the bucket, as PromQL's ``histogram_quantile``), the failed requests
+  (response code other than 200) and the requests that missed the QoS threshold: slower than it or
+  failed (Δcount − Δbucket{le = threshold, response_code = 200}; the threshold must be a bucket
+  bound). A request that fails fast (a service without endpoints) lowers the mean; it still misses QoS.
 """
 
 from __future__ import annotations
@@ -99,25 +101,34 @@ def recovery_time_s(
 
 @dataclass(frozen=True)
 class MeshCounters:
-    """One read of Istio's request-duration histogram: cumulative ``le`` → count, the sum (ms) and the count."""
+    """One read of Istio's request-duration histogram: cumulative ``le`` → count, the sum (ms) and the count
+    of every request, and the buckets and count of the successful ones (``response_code="200"``)."""
 
     buckets: Mapping[float, float]
     sum_ms: float
     count: float
+    ok_buckets: Mapping[float, float]
+    ok_count: float
 
 
 @dataclass(frozen=True)
 class WindowNumbers:
-    """What the mesh measured between two reads: requests, mean and p95 (ms), requests over the QoS threshold."""
+    """What the mesh measured between two reads: requests, mean and p95 (ms), failed requests and those that
+    missed the QoS threshold (slower than it, or failed)."""
 
     requests: float
     mean_ms: float | None
     p95_ms: float | None
     over_qos: float
+    failed: float = 0.0
 
     @property
     def over_qos_pct(self) -> float | None:
         return 100.0 * self.over_qos / self.requests if self.requests else None
+
+    @property
+    def failed_pct(self) -> float | None:
+        return 100.0 * self.failed / self.requests if self.requests else None
 
 
 def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
@@ -152,4 +163,6 @@ def window_numbers(start: MeshCounters, end: MeshCounters, qos_threshold_ms: flo
     delta = {le: end.buckets[le] - start.buckets.get(le, 0.0) for le in end.buckets}
     requests = end.count - start.count
     mean = (end.sum_ms - start.sum_ms) / requests if requests > 0 else None
-    return WindowNumbers(requests, mean, histogram_quantile(0.95, delta), requests - delta[qos_threshold_ms])
+    ok_within = end.ok_buckets.get(qos_threshold_ms, 0.0) - start.ok_buckets.get(qos_threshold_ms, 0.0)
+    failed = requests - (end.ok_count - start.ok_count)
+    return WindowNumbers(requests, mean, histogram_quantile(0.95, delta), requests - ok_within, failed)

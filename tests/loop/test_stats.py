@@ -74,29 +74,44 @@ def test_recovery_needs_samples_before_and_after_the_event() -> None:
 INF = float("inf")
 
 
+def counters(buckets: dict[float, float], sum_ms: float, ok: dict[float, float] | None = None) -> MeshCounters:
+    ok = buckets if ok is None else ok
+    return MeshCounters(buckets, sum_ms, buckets[INF], ok, ok[INF])
+
+
 def test_window_numbers_come_from_the_difference_of_two_histogram_reads() -> None:
     # before the event: 100 requests; by the end 300 more: 100 ≤ 50 ms, 100 in (50, 100], 100 in (100, 250]
-    start = MeshCounters({50.0: 90, 100.0: 100, 250.0: 100, INF: 100}, sum_ms=4000.0, count=100)
-    end = MeshCounters({50.0: 190, 100.0: 300, 250.0: 400, INF: 400}, sum_ms=4000.0 + 300 * 90.0, count=400)
+    start = counters({50.0: 90, 100.0: 100, 250.0: 100, INF: 100}, 4000.0)
+    end = counters({50.0: 190, 100.0: 300, 250.0: 400, INF: 400}, 4000.0 + 300 * 90.0)
     numbers = window_numbers(start, end, qos_threshold_ms=100.0)
     assert numbers.requests == 300
     assert numbers.mean_ms == pytest.approx(90.0)
     assert numbers.over_qos == 100 and numbers.over_qos_pct == pytest.approx(100 / 3)
+    assert numbers.failed == 0
     # p95 rank 285 of 300: inside (100, 250], 85 of its 100 → 100 + 150 · 0.85
     assert numbers.p95_ms == pytest.approx(227.5)
 
 
+def test_a_request_that_fails_fast_misses_qos_though_it_lowers_the_mean() -> None:
+    # after the event 200 requests ≤ 50 ms, of which 50 failed (a service without endpoints: 500 at once)
+    start = counters({50.0: 0, 100.0: 0, INF: 0}, 0.0)
+    end = counters({50.0: 200, 100.0: 200, INF: 200}, 200 * 10.0, ok={50.0: 150, 100.0: 150, INF: 150})
+    numbers = window_numbers(start, end, qos_threshold_ms=100.0)
+    assert numbers.mean_ms == pytest.approx(10.0)
+    assert (numbers.failed, numbers.over_qos) == (50, 50)
+    assert numbers.failed_pct == pytest.approx(25.0)
+
+
 def test_the_qos_threshold_must_be_a_bucket_bound() -> None:
-    counters = MeshCounters({50.0: 1, 100.0: 2, INF: 2}, 10.0, 2)
+    same = counters({50.0: 1, 100.0: 2, INF: 2}, 10.0)
     with pytest.raises(ValueError, match="bucket bound"):
-        window_numbers(counters, counters, qos_threshold_ms=80.0)
+        window_numbers(same, same, qos_threshold_ms=80.0)
 
 
 def test_histogram_quantile_follows_promql() -> None:
     assert histogram_quantile(0.5, {10.0: 0, 20.0: 10, INF: 10}) == pytest.approx(15.0)
     assert histogram_quantile(0.99, {10.0: 5, INF: 10}) == 10.0  # in +Inf: the highest finite bound
     assert histogram_quantile(0.5, {10.0: 0, INF: 0}) is None
-    no_requests = window_numbers(
-        MeshCounters({100.0: 3, INF: 3}, 9.0, 3), MeshCounters({100.0: 3, INF: 3}, 9.0, 3), 100.0
-    )
+    same = counters({100.0: 3, INF: 3}, 9.0)
+    no_requests = window_numbers(same, same, 100.0)
     assert no_requests.mean_ms is None and no_requests.requests == 0 and no_requests.over_qos_pct is None
