@@ -44,10 +44,13 @@ class ArmResult:
     recovery_s: float | None  # None: not recovered within the run (stats.recovery_time_s)
     requests: float
     over_qos: float  # requests that missed the QoS threshold: slower than it, or failed (stats.window_numbers)
-    series: list[tuple[float, float]] = field(default_factory=list)  # (s since the start, 5 s-window mean ms)
+    series: list[tuple[float, float]] = field(
+        default_factory=list
+    )  # (s since the start, successful requests' 5 s mean)
     events: list[tuple[float, str, str, str, str]] = field(default_factory=list)  # (s, event, pod, from, to)
     calibration: list[dict[str, float | str]] = field(default_factory=list)
     failed: float | None = None  # requests that failed (None: a trial recorded before failures were counted)
+    failed_series: list[tuple[float, float]] = field(default_factory=list)  # (s since the start, 5 s share failed)
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,8 @@ def trial_from_json(data: dict[str, Any]) -> Trial:
     arms = []
     for a in data["arms"]:
         arms.append(ArmResult(**{**a, "series": [tuple(p) for p in a["series"]],
-                                 "events": [tuple(e) for e in a["events"]]}))  # fmt: skip
+                                 "events": [tuple(e) for e in a["events"]],
+                                 "failed_series": [tuple(p) for p in a.get("failed_series", [])]}))  # fmt: skip
     return Trial(**{**data, "arms": arms})
 
 

@@ -37,7 +37,7 @@ from flows.loop.policy import policy_url, start_standin
 from flows.loop.report import LoopRun, Summary, latency_note, summary, table, write_csv, write_plot
 from flows.loop.run import failed_nodes, prepare_run, run_loop, twin_on_live
 from flows.loop.settings import DemoSettings
-from flows.loop.stats import recovery_time_s, window_numbers
+from flows.loop.stats import recovery_time_s, served_series, window_numbers
 
 RECOVERY_TOLERANCE = 0.10  # recovered: the 5 s mean back within 10 % of its level in the 10 s before the event
 CALIBRATION_S = 5.0  # the world's gain of a move: mean of the 5 s before it started vs 5–10 s after it ended
@@ -94,20 +94,26 @@ def arm_result(arm: str, policy: str, run: LoopRun, settings: DemoSettings) -> A
     if numbers.mean_ms is None:
         raise RuntimeError(f"{run.label}: the world completed no request after the event")
     fast = [(t - run.started_s, v) for t, v in run.fast_samples]
-    recovery = recovery_time_s(fast, settings.event_at_s, RECOVERY_TOLERANCE)
+    failed = [(t - run.started_s, v) for t, v in run.failed_share_samples]
+    recovery = recovery_time_s(served_series(fast, failed), settings.event_at_s, RECOVERY_TOLERANCE)
     return ArmResult(
         arm, policy, numbers.mean_ms, numbers.p95_ms, len(run.moves), recovery, numbers.requests, numbers.over_qos,
         fast, [(e.time_s - run.started_s, e.event, e.pod, e.source, e.target) for e in run.events],
-        calibration(run), numbers.failed,
+        calibration(run, run.started_s + settings.event_at_s), numbers.failed, failed,
     )  # fmt: skip
 
 
-def calibration(run: LoopRun) -> list[dict[str, float | str]]:
-    """Per completed move with a prediction: the predicted gain and the world's (5 s window means, before vs after)."""
+def calibration(run: LoopRun, event_s: float | None = None) -> list[dict[str, float | str]]:
+    """Per completed move with a prediction: the predicted gain and the world's (successful requests' 5 s means,
+    before vs after); a move whose windows hold the event (unix ``event_s``) is left out: the event, not the
+    move, would make the difference."""
     points: list[dict[str, float | str]] = []
     for move in run.predictions:
-        before = [v for t, v in run.fast_samples if move.started_s - CALIBRATION_S <= t < move.started_s]
-        after = [v for t, v in run.fast_samples if move.done_s + CALIBRATION_S <= t <= move.done_s + 2 * CALIBRATION_S]
+        first_s, last_s = move.started_s - CALIBRATION_S, move.done_s + 2 * CALIBRATION_S
+        before = [v for t, v in run.fast_samples if first_s <= t < move.started_s]
+        after = [v for t, v in run.fast_samples if move.done_s + CALIBRATION_S <= t <= last_s]
+        if event_s is not None and first_s - CALIBRATION_S <= event_s <= last_s:
+            continue
         if move.predicted_gain_ms is None or not before or not after:
             continue
         points.append({"pod": move.pod, "target": move.target, "at_s": move.started_s - run.started_s,

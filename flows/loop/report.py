@@ -72,7 +72,8 @@ class LoopRun:
     samples: list[tuple[float, float]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     p95_samples: list[tuple[float, float]] = field(default_factory=list)  # the world's p95 (empty on the twin)
-    fast_samples: list[tuple[float, float]] = field(default_factory=list)  # the world's mean over a 5 s window
+    fast_samples: list[tuple[float, float]] = field(default_factory=list)  # world: successful requests' 5 s mean
+    failed_share_samples: list[tuple[float, float]] = field(default_factory=list)  # world: 5 s share that failed
     predictions: list[MovePrediction] = field(default_factory=list)  # migrated moves with the service's prediction
     counters: dict[str, MeshCounters] = field(default_factory=dict)  # the mesh's histogram at "event" and "end"
     cycles: list[tuple[float, str, str]] = field(default_factory=list)  # (unix s, kind, detail) of each migrator cycle
@@ -213,8 +214,8 @@ def write_arms_plot(series: dict[str, list[list[tuple[float, float]]]], event_s:
         ax.plot(seconds, [statistics.fmean(bins[t]) for t in seconds], color=colour, linewidth=2,
                 label=f"{arm} (mean of {len(runs)} seeds)")  # fmt: skip
     ax.axvline(event_s, linestyle="--", color="tab:red", alpha=0.7, linewidth=1)
-    ax.set_xlabel("time since the start of the run (s); dashed red: the event")
-    ax.set_ylabel("mean end-to-end latency, 5 s window (ms)")
+    ax.set_xlabel("time since the start of the run (s); dashed red: the event; gaps: no request succeeded")
+    ax.set_ylabel("mean latency of successful requests, 5 s window (ms)")
     ax.set_title(f"{title}\n({WORLD_NOTE})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)

@@ -45,26 +45,52 @@ def reset_app(session: Session, start: StartPlacement | None) -> None:
 
 
 def sample_latency(session: Session, run: LoopRun, stop: threading.Event) -> None:
-    """Read the application latency from Prometheus every ``sample_s`` until ``stop``."""
+    """Read the application latency from Prometheus every ``sample_s`` until ``stop``.
+
+    On the world also: the p95, and over a 5 s window the mean of the successful requests and the
+    share of failed ones (the series of the plots, the time to recover and the calibration).
+    """
     from migrator.metrics import PrometheusMetrics
 
     s = session.settings
-    reader = PrometheusMetrics(session.prometheus_url, latency_query(s), "reach_node_cpu_usage_millicores")
-    p95 = fast = None
+    usage = "reach_node_cpu_usage_millicores"
+    reader = PrometheusMetrics(session.prometheus_url, latency_query(s), usage)
+    extras: list[tuple[Any, list[tuple[float, float]]]] = []
     if s.latency_source == "world":
-        from flows.loop.world_live import mean_query, p95_query
+        from flows.loop.world_live import p95_query
 
-        p95 = PrometheusMetrics(session.prometheus_url, p95_query(s.latency_window), "reach_node_cpu_usage_millicores")
-        fast = PrometheusMetrics(session.prometheus_url, mean_query(FAST_WINDOW), "reach_node_cpu_usage_millicores")
+        extras = [
+            (PrometheusMetrics(session.prometheus_url, p95_query(s.latency_window), usage), run.p95_samples),
+            (PrometheusMetrics(session.prometheus_url, served_mean_query(), usage), run.fast_samples),
+            (PrometheusMetrics(session.prometheus_url, failed_share_query(), usage), run.failed_share_samples),
+        ]
     while not stop.is_set():
+        now = time.time()
         value = reader.latency_ms()
         if value is not None:
-            run.samples.append((time.time(), value))
-        for extra, series in ((p95, run.p95_samples), (fast, run.fast_samples)):
-            reading = extra.latency_ms() if extra is not None else None
+            run.samples.append((now, value))
+        for extra, series in extras:
+            reading = extra.latency_ms()
             if reading is not None:
-                series.append((time.time(), reading))
+                series.append((now, reading))
         stop.wait(s.sample_s)
+
+
+def served_mean_query() -> str:
+    """The mean of the client's successful requests over :data:`FAST_WINDOW` (Istio's PromQL)."""
+    from flows.loop.world_live import CLIENT_VIEW, mean_query
+
+    return mean_query(FAST_WINDOW, f'{CLIENT_VIEW}, response_code="200"')
+
+
+def failed_share_query() -> str:
+    """The share (0…1) of the client's requests that failed over :data:`FAST_WINDOW`."""
+    from flows.loop.world_live import CLIENT_VIEW
+
+    count = "istio_request_duration_milliseconds_count"
+    every = f"sum(rate({count}{{{CLIENT_VIEW}}}[{FAST_WINDOW}]))"
+    ok = f'(sum(rate({count}{{{CLIENT_VIEW}, response_code="200"}}[{FAST_WINDOW}])) or vector(0))'
+    return f"({every} - {ok}) / {every}"
 
 
 def mesh_counters(session: Session) -> MeshCounters | None:

@@ -4,8 +4,9 @@ Pure functions on numbers that the experiments read from Prometheus (:mod:`flows
 
 - :func:`t_interval`: the mean of the seeded pairs' reductions and its two-sided 95 % Student-t
   interval (``mean ± t(0.975, n−1) · sd / √n``; none for one pair).
-- :func:`recovery_time_s`: **time to recover** after an event, from a latency series: the
-  pre-event level is the mean of the samples in the ``baseline_s`` seconds before the event; the
+- :func:`recovery_time_s`: **time to recover** after an event, from a latency series
+  (:func:`served_series`: the successful requests' mean, +inf while more than 1 % fail): the
+  pre-event level is the mean of the finite samples in the ``baseline_s`` seconds before the event; the
   run has recovered at the first sample time ``t ≥ event`` from which every later sample stays
   at or below ``level × (1 + tolerance)``; the time to recover is ``t − event`` (0 when the
   latency never left the band, None when the last sample is still above it: not recovered within
@@ -81,7 +82,7 @@ def recovery_time_s(
     samples: Sequence[tuple[float, float]], event_s: float, tolerance: float = 0.10, baseline_s: float = 10.0
 ) -> float | None:
     """Time to recover after ``event_s`` (see the module docstring); ``samples`` are (time s, latency ms)."""
-    before = [v for t, v in samples if event_s - baseline_s <= t < event_s]
+    before = [v for t, v in samples if event_s - baseline_s <= t < event_s and math.isfinite(v)]
     if not before:
         raise ValueError(f"no latency sample in the {baseline_s:.0f} s before the event at {event_s:.1f} s")
     band = statistics.fmean(before) * (1.0 + tolerance)
@@ -97,6 +98,15 @@ def recovery_time_s(
     if recovered_at is None:
         return None
     return max(0.0, recovered_at - event_s) if recovered_at > after[0][0] else 0.0
+
+
+def served_series(
+    means: Sequence[tuple[float, float]], failed_shares: Sequence[tuple[float, float]], max_failed_share: float = 0.01
+) -> list[tuple[float, float]]:
+    """The series :func:`recovery_time_s` reads: at each time with a failed share, the successful requests'
+    mean, or +inf when more than ``max_failed_share`` failed or none succeeded (failing fast is no recovery)."""
+    mean_at = dict(means)
+    return [(t, mean_at[t] if share <= max_failed_share and t in mean_at else math.inf) for t, share in failed_shares]
 
 
 @dataclass(frozen=True)

@@ -97,3 +97,15 @@ def test_moves_carry_the_services_prediction_and_the_world_measures_their_gain()
     # before: 1005 … 1009 s (200 ms); after: 1019 … 1024 s (160 ms); q has no prediction
     assert calibration(run) == [{"pod": "p", "target": "n2", "at_s": 10.0, "predicted_gain_ms": 30.0,
                                  "measured_gain_ms": pytest.approx(40.0)}]  # fmt: skip
+
+
+def test_a_move_whose_windows_hold_the_event_is_left_out_of_the_calibration() -> None:
+    from flows.loop.experiments import calibration
+    from flows.loop.report import MovePrediction
+
+    run = a_run([200.0] * 40)
+    run.fast_samples = run.samples
+    run.predictions = [MovePrediction("p", "a", "b", 1010.0, 1012.0, 150.0, 120.0)]
+    assert len(calibration(run)) == 1
+    assert calibration(run, event_s=1015.0) == []  # inside the 5–10 s after the move
+    assert len(calibration(run, event_s=1030.0)) == 1

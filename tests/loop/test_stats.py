@@ -115,3 +115,21 @@ def test_histogram_quantile_follows_promql() -> None:
     same = counters({100.0: 3, INF: 3}, 9.0)
     no_requests = window_numbers(same, same, 100.0)
     assert no_requests.mean_ms is None and no_requests.requests == 0 and no_requests.over_qos_pct is None
+
+
+def test_failing_fast_is_not_a_recovery() -> None:
+    from flows.loop.stats import served_series
+
+    # level 100 before the event at 10 s; then every request fails (no mean) and later all fail fast while the
+    # few successes are quick; from 16 s on nothing fails and the mean is back
+    means = (
+        [(float(t), 100.0) for t in range(10)]
+        + [(13.0, 20.0), (14.0, 20.0)]
+        + [(float(t), 102.0) for t in range(16, 20)]
+    )
+    shares = [(float(t), 0.0) for t in range(10)] + [(float(t), 1.0 if t < 13 else 0.5) for t in range(10, 16)]
+    shares += [(float(t), 0.0) for t in range(16, 20)]
+    series = served_series(means, shares)
+    assert series[11] == (11.0, math.inf) and series[13] == (13.0, math.inf)
+    assert recovery_time_s(series, event_s=10.0) == pytest.approx(6.0)
+    assert recovery_time_s(means, event_s=10.0) == 0.0  # without it, failing fast looks like no harm at all
