@@ -97,17 +97,20 @@ def write_report(out: Path, qos_ms: float) -> Path:
 Measured by the world (requests emulated on the live placement of the local Kubernetes cluster,
 7-21 scenario), read from Prometheus with Istio's PromQL over the client's calls; never the twin.
 Per seed three arms from the default scheduler's own placement, the same event and world seed.
-*mean*/*p95*: the requests completed from the event to the end of the arm (histogram read at the
-event and at the end). *reduction*: of the mean against the default scheduler of the same seed,
-mean over seeds with its 95 % t-interval. *recovery*: first time after the event from which the
-5 s-window mean stays within 10 % of its mean over the 10 s before the event (mean over the seeds
-that recovered). *> QoS*: share of those requests slower than {qos_ms:g} ms (histogram bucket).
-*goal*: the learned arm at or above REACH's figure, its interval above 0 and not below greedy.
+*mean*/*p95*: every request completed from the event to the end of the arm (Istio's histogram read
+at the event and at the end; failed requests included, as in Istio's mean). *reduction*: of the
+mean against the default scheduler of the same seed, mean over seeds with its 95 % t-interval.
+*recovery*: first time after the event from which the successful requests' 5 s-window mean stays
+within 10 % of its level in the 10 s before the event and at most 1 % of requests fail (mean over
+the seeds that recovered). *missed QoS*: requests slower than {qos_ms:g} ms or failed; *failed*:
+response code ≠ 200. *goal*: the learned arm at or above REACH's figure, its interval above 0 and
+not below greedy.
 
 {markdown(trials, qos_ms)}
 
-Calibration (every move of the learned and greedy arms with a predicted gain; measured gain =
-the world's 5 s-window mean in the 5 s before the move started minus 5–10 s after it ended):
+Calibration (every move with a predicted gain — the greedy stand-in gives none — whose windows do
+not hold the event; measured gain = the successful requests' 5 s-window mean in the 5 s before the
+move started (3 s) minus the one 5–8 s after it ended):
 {calibration_summary(calibration_points(trials))}
 
 Figures: {", ".join(f"`{p.name}`" for p in figures)} (this folder).

@@ -51,6 +51,7 @@ class ArmResult:
     calibration: list[dict[str, float | str]] = field(default_factory=list)
     failed: float | None = None  # requests that failed (None: a trial recorded before failures were counted)
     failed_series: list[tuple[float, float]] = field(default_factory=list)  # (s since the start, 5 s share failed)
+    moves_made: list[dict[str, Any]] = field(default_factory=list)  # pod, target, started_s, done_s, predicted_gain_ms
 
 
 @dataclass(frozen=True)

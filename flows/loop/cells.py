@@ -20,7 +20,7 @@ from typing import Any
 
 from flows.loop.arms import ARMS, DEFAULT_ARM, GREEDY_ARM, LEARNED_ARM, REACH_PUBLISHED_PCT, Trial
 from flows.loop.report import write_arms_plot, write_calibration_plot
-from flows.loop.stats import Interval, reduction_pct, t_interval
+from flows.loop.stats import Interval, move_gains, reduction_pct, t_interval
 
 
 @dataclass(frozen=True)
@@ -108,11 +108,13 @@ def markdown(trials: list[Trial], qos_threshold_ms: float) -> str:
 
 
 def calibration_points(trials: list[Trial]) -> list[dict[str, Any]]:
+    """Every move's predicted and measured gain (recomputed from the kept series and moves by
+    :func:`flows.loop.stats.move_gains`; the points kept with the trial when it has no moves recorded)."""
     return [
         {**point, "arm": arm.arm, "experiment": t.experiment, "workload": t.workload, "seed": t.seed}
         for t in trials
         for arm in t.arms
-        for point in arm.calibration
+        for point in (move_gains(arm.series, arm.moves_made, t.event_at_s) if arm.moves_made else arm.calibration)
     ]
 
 

@@ -18,6 +18,7 @@ import os
 import statistics
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from flows.loop import placement
 from flows.loop.arms import (
@@ -37,10 +38,9 @@ from flows.loop.policy import policy_url, start_standin
 from flows.loop.report import LoopRun, Summary, latency_note, summary, table, write_csv, write_plot
 from flows.loop.run import failed_nodes, prepare_run, run_loop, twin_on_live
 from flows.loop.settings import DemoSettings
-from flows.loop.stats import recovery_time_s, served_series, window_numbers
+from flows.loop.stats import move_gains, recovery_time_s, served_series, window_numbers
 
 RECOVERY_TOLERANCE = 0.10  # recovered: the 5 s mean back within 10 % of its level in the 10 s before the event
-CALIBRATION_S = 5.0  # the world's gain of a move: mean of the 5 s before it started vs 5–10 s after it ended
 
 
 @dataclass(frozen=True)
@@ -99,27 +99,21 @@ def arm_result(arm: str, policy: str, run: LoopRun, settings: DemoSettings) -> A
     return ArmResult(
         arm, policy, numbers.mean_ms, numbers.p95_ms, len(run.moves), recovery, numbers.requests, numbers.over_qos,
         fast, [(e.time_s - run.started_s, e.event, e.pod, e.source, e.target) for e in run.events],
-        calibration(run, run.started_s + settings.event_at_s), numbers.failed, failed,
+        calibration(run, settings.event_at_s), numbers.failed, failed, moves_made(run),
     )  # fmt: skip
 
 
-def calibration(run: LoopRun, event_s: float | None = None) -> list[dict[str, float | str]]:
-    """Per completed move with a prediction: the predicted gain and the world's (successful requests' 5 s means,
-    before vs after); a move whose windows hold the event (unix ``event_s``) is left out: the event, not the
-    move, would make the difference."""
-    points: list[dict[str, float | str]] = []
-    for move in run.predictions:
-        first_s, last_s = move.started_s - CALIBRATION_S, move.done_s + 2 * CALIBRATION_S
-        before = [v for t, v in run.fast_samples if first_s <= t < move.started_s]
-        after = [v for t, v in run.fast_samples if move.done_s + CALIBRATION_S <= t <= last_s]
-        if event_s is not None and first_s - CALIBRATION_S <= event_s <= last_s:
-            continue
-        if move.predicted_gain_ms is None or not before or not after:
-            continue
-        points.append({"pod": move.pod, "target": move.target, "at_s": move.started_s - run.started_s,
-                       "predicted_gain_ms": move.predicted_gain_ms,
-                       "measured_gain_ms": statistics.fmean(before) - statistics.fmean(after)})  # fmt: skip
-    return points
+def moves_made(run: LoopRun) -> list[dict[str, Any]]:
+    """The run's completed moves, times in s since its start, with the service's predicted gain (None: none given)."""
+    return [{"pod": m.pod, "target": m.target, "started_s": m.started_s - run.started_s,
+             "done_s": m.done_s - run.started_s, "predicted_gain_ms": m.predicted_gain_ms}
+            for m in run.predictions]  # fmt: skip
+
+
+def calibration(run: LoopRun, event_s: float | None = None) -> list[dict[str, Any]]:
+    """The calibration points of one run (:func:`flows.loop.stats.move_gains`; ``event_s`` since its start)."""
+    series = [(t - run.started_s, v) for t, v in run.fast_samples]
+    return move_gains(series, moves_made(run), event_s)
 
 
 def one_trial(session: Session, workload: str, seed: int, arms: dict[str, tuple[str, str]]) -> Trial:

@@ -18,6 +18,11 @@ Pure functions on numbers that the experiments read from Prometheus (:mod:`flows
   (response code other than 200) and the requests that missed the QoS threshold: slower than it or
   failed (Δcount − Δbucket{le = threshold, response_code = 200}; the threshold must be a bucket
   bound). A request that fails fast (a service without endpoints) lowers the mean; it still misses QoS.
+- :func:`move_gains`: the calibration of the moves — per move, the service's predicted gain beside
+  the world's: the successful requests' 5 s-window mean sampled in the ``window_s`` seconds up to
+  the move's start minus the one sampled from 5 s to 5 + ``window_s`` s after its end (the 5 s
+  rate windows then hold only requests before, resp. after, the move); moves whose span, windows
+  included, holds the event are left out (the event would make the difference, not the move).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # Two-sided 95 % quantiles of Student's t, t(0.975, df) for df = 1 … 30 (standard tables); above 30 the
 # normal's 1.96 is within 4 % of it.
@@ -176,3 +182,27 @@ def window_numbers(start: MeshCounters, end: MeshCounters, qos_threshold_ms: flo
     ok_within = end.ok_buckets.get(qos_threshold_ms, 0.0) - start.ok_buckets.get(qos_threshold_ms, 0.0)
     failed = requests - (end.ok_count - start.ok_count)
     return WindowNumbers(requests, mean, histogram_quantile(0.95, delta), requests - ok_within, failed)
+
+
+RATE_WINDOW_S = 5.0  # the rate window of the series that move_gains reads (run.FAST_WINDOW)
+
+
+def move_gains(
+    series: Sequence[tuple[float, float]],
+    moves: Sequence[Mapping[str, Any]],
+    event_s: float | None,
+    window_s: float = 3.0,
+) -> list[dict[str, Any]]:
+    """Per move (``started_s``, ``done_s``, ``predicted_gain_ms``; times as in ``series``) with a prediction and
+    samples on both sides: the move with ``measured_gain_ms`` added (see the module docstring)."""
+    points = []
+    for move in moves:
+        start, done, predicted = float(move["started_s"]), float(move["done_s"]), move.get("predicted_gain_ms")
+        first, last = start - window_s - RATE_WINDOW_S, done + RATE_WINDOW_S + window_s
+        if predicted is None or (event_s is not None and first <= event_s <= last):
+            continue
+        before = [v for t, v in series if start - window_s <= t <= start and math.isfinite(v)]
+        after = [v for t, v in series if done + RATE_WINDOW_S <= t <= last and math.isfinite(v)]
+        if before and after:
+            points.append({**move, "measured_gain_ms": statistics.fmean(before) - statistics.fmean(after)})
+    return points

@@ -94,18 +94,19 @@ def test_moves_carry_the_services_prediction_and_the_world_measures_their_gain()
     run = a_run([200.0] * 10 + [190.0] * 9 + [160.0] * 30)  # samples at 1000 … 1048 s
     run.fast_samples = run.samples
     run.predictions = moves
-    # before: 1005 … 1009 s (200 ms); after: 1019 … 1024 s (160 ms); q has no prediction
-    assert calibration(run) == [{"pod": "p", "target": "n2", "at_s": 10.0, "predicted_gain_ms": 30.0,
-                                 "measured_gain_ms": pytest.approx(40.0)}]  # fmt: skip
+    # before: 1007 … 1010 s (200, 200, 200, 190 ms); after: 1019 … 1022 s (160 ms); q has no prediction
+    assert calibration(run) == [{"pod": "p", "target": "n2", "started_s": 10.0, "done_s": 14.0,
+                                 "predicted_gain_ms": 30.0, "measured_gain_ms": pytest.approx(37.5)}]  # fmt: skip
 
 
 def test_a_move_whose_windows_hold_the_event_is_left_out_of_the_calibration() -> None:
-    from flows.loop.experiments import calibration
-    from flows.loop.report import MovePrediction
+    from flows.loop.stats import move_gains
 
-    run = a_run([200.0] * 40)
-    run.fast_samples = run.samples
-    run.predictions = [MovePrediction("p", "a", "b", 1010.0, 1012.0, 150.0, 120.0)]
-    assert len(calibration(run)) == 1
-    assert calibration(run, event_s=1015.0) == []  # inside the 5–10 s after the move
-    assert len(calibration(run, event_s=1030.0)) == 1
+    series = [(float(t), 200.0 if t < 12 else 150.0) for t in range(40)]
+    moves = [{"pod": "p", "started_s": 10.0, "done_s": 12.0, "predicted_gain_ms": 30.0}]
+    assert move_gains(series, moves, None)[0]["measured_gain_ms"] == pytest.approx(50.0)
+    assert move_gains(series, moves, event_s=19.0) == []  # inside the 5–8 s after the move ended
+    assert move_gains(series, moves, event_s=4.0) == []  # inside the rate windows of the samples before it
+    assert len(move_gains(series, moves, event_s=25.0)) == 1
+    assert move_gains(series, [{**moves[0], "predicted_gain_ms": None}], None) == []
+    assert move_gains(series[:15], moves, None) == []  # the run ended before the window after the move
