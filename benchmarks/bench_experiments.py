@@ -109,8 +109,8 @@ not below greedy.
 {markdown(trials, qos_ms)}
 
 Calibration (every move with a predicted gain — the greedy stand-in gives none — whose windows do
-not hold the event; measured gain = the successful requests' 5 s-window mean in the 5 s before the
-move started (3 s) minus the one 5–8 s after it ended):
+not hold the event; measured gain = the successful requests' 5 s-window mean sampled in the 3 s up
+to the move's start minus the one sampled 5–8 s after it ended):
 {calibration_summary(calibration_points(trials))}
 
 Figures: {", ".join(f"`{p.name}`" for p in figures)} (this folder).
