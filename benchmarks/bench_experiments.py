@@ -33,7 +33,13 @@ for _key, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "BENTOML_DO_NO
     os.environ.setdefault(_key, _value)
 
 from flows.loop.arms import WORKLOADS, read_trials  # noqa: E402
-from flows.loop.cells import calibration_points, calibration_summary, markdown, write_figures  # noqa: E402
+from flows.loop.cells import (  # noqa: E402
+    calibration_points,
+    calibration_summary,
+    learned_policies,
+    markdown,
+    write_figures,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "experiments"
@@ -107,6 +113,8 @@ response code ≠ 200. *goal*: the learned arm at or above REACH's figure, its i
 not below greedy.
 
 {markdown(trials, qos_ms)}
+
+Learned policy served: {learned_policies(trials)}.
 
 Calibration (every move with a predicted gain — the greedy stand-in gives none — whose windows do
 not hold the event; measured gain = the successful requests' 5 s-window mean sampled in the 3 s up

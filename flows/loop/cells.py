@@ -107,6 +107,15 @@ def markdown(trials: list[Trial], qos_threshold_ms: float) -> str:
     return "\n".join(lines)
 
 
+def learned_policies(trials: list[Trial]) -> str:
+    """Which bento the learned arm served, per cell (a newer gated bento may appear between cells)."""
+    used: dict[str, list[str]] = {}
+    for (experiment, workload), group in sorted(cells(trials).items()):
+        for tag in sorted({t.arm(LEARNED_ARM).policy for t in group if LEARNED_ARM in {a.arm for a in t.arms}}):
+            used.setdefault(tag, []).append(f"{experiment} × {workload}")
+    return "; ".join(f"`{tag}` ({', '.join(where)})" for tag, where in used.items()) or "-"
+
+
 def calibration_points(trials: list[Trial]) -> list[dict[str, Any]]:
     """Every move's predicted and measured gain (recomputed from the kept series and moves by
     :func:`flows.loop.stats.move_gains`; the points kept with the trial when it has no moves recorded)."""

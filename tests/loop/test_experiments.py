@@ -12,7 +12,15 @@ from typer.testing import CliRunner
 from flows.cli.demo import app, parse_seeds
 from flows.loop import policy as demo_policy
 from flows.loop.arms import DEFAULT_ARM, GREEDY_ARM, LEARNED_ARM, ArmResult, Trial, read_trials, write_trial
-from flows.loop.cells import arm_cell, calibration_points, calibration_summary, goal, markdown, write_figures
+from flows.loop.cells import (
+    arm_cell,
+    calibration_points,
+    calibration_summary,
+    goal,
+    learned_policies,
+    markdown,
+    write_figures,
+)
 from flows.loop.settings import DemoSettings
 
 
@@ -62,6 +70,7 @@ def test_trials_round_trip_through_json_and_make_the_table_and_figures(tmp_path:
     assert "| node-failure | chain | learned | 2 | 180.0 |" in text and "10.0 % [" in text and "8.0 %" in text
     assert "7.9 %" in text and "(1 pair, no CI)" in text
     assert "6 moves with a prediction" in calibration_summary(calibration_points(trials))
+    assert learned_policies(trials) == "`learned policy` (node-failure × aggregator_parallel, node-failure × chain)"
     paths = write_figures(trials, tmp_path)
     assert sorted(p.name for p in paths) == ["calibration.png", "node-failure-aggregator_parallel.png",
                                              "node-failure-chain.png"]  # fmt: skip
