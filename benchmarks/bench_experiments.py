@@ -100,8 +100,9 @@ def write_report(out: Path, qos_ms: float) -> Path:
     )
     text = f"""# REACH's experiments on the world (issue 16)
 
-Measured by the world (requests emulated on the live placement of the local Kubernetes cluster,
-7-21 scenario), read from Prometheus with Istio's PromQL over the client's calls; never the twin.
+Written by `benchmarks/bench_experiments.py` (the runs are listed below). Measured by the world
+(requests emulated on the live placement of the local Kubernetes cluster, 7-21 scenario), read
+from Prometheus with Istio's PromQL over the client's calls; never the twin.
 Per seed three arms from the default scheduler's own placement, the same event and world seed.
 *mean*/*p95*: every request completed from the event to the end of the arm (Istio's histogram read
 at the event and at the end; failed requests included, as in Istio's mean). *reduction*: of the
