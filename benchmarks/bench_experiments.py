@@ -79,7 +79,7 @@ def run_cells(args: argparse.Namespace) -> list[dict[str, object]]:
             experiment(settings, [workload], seeds)
             wall_s = time.monotonic() - started
             log.append({"experiment": kind, "workload": workload, "seeds": seeds, "duration_s": args.duration,
-                        "event_at_s": args.event_at, "wall_s": round(wall_s, 1),
+                        "event_at_s": args.event_at, "wall_s": round(wall_s, 1), "policy": args.policy,
                         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")})  # fmt: skip
             print(f"{kind} {workload}: seeds {seeds} in {wall_s:.0f} s", flush=True)
     return log
@@ -94,7 +94,8 @@ def write_report(out: Path, qos_ms: float) -> Path:
     figures = write_figures(trials, out)
     runs = "\n".join(
         f"- {e['date']}: `--experiment {e['experiment']} --workload {e['workload']} --seeds {len(e['seeds'])} "
-        f"--first-seed {e['seeds'][0]} --duration {e['duration_s']:g} --event-at {e['event_at_s']:g}` — "
+        f"--first-seed {e['seeds'][0]} --duration {e['duration_s']:g} --event-at {e['event_at_s']:g}"
+        f"{' --policy ' + str(e['policy']) if e.get('policy', 'auto') != 'auto' else ''}` — "
         f"{e['wall_s']:.0f} s"
         for e in log
     )
