@@ -151,9 +151,11 @@ def write_figures(trials: list[Trial], out: Path) -> list[Path]:
     paths = []
     for (experiment, workload), group in sorted(cells(trials).items()):
         series = {arm: [t.arm(arm).series for t in group if arm in {a.arm for a in t.arms}] for arm in ARMS}
+        failed = {arm: [t.arm(arm).failed_series for t in group if arm in {a.arm for a in t.arms}] for arm in ARMS}
         title = f"{experiment} at {group[0].event_at_s:.0f} s: {group[0].scenario} {workload}, {len(group)} seeds"
         paths.append(write_arms_plot({k: v for k, v in series.items() if v}, group[0].event_at_s,
-                                     out / f"{experiment}-{workload}.png", title))  # fmt: skip
+                                     out / f"{experiment}-{workload}.png", title,
+                                     {k: v for k, v in failed.items() if any(v)}))  # fmt: skip
     points = calibration_points(trials)
     paths.append(write_calibration_plot(points, out / "calibration.png", "Per move: predicted vs world-measured gain"))
     return paths

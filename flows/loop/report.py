@@ -195,29 +195,50 @@ def write_plot(runs: list[LoopRun], path: Path, title: str, note: str = SIMULATE
 ARM_COLOURS = {"default-scheduler": "tab:gray", "learned": "tab:blue", "greedy": "tab:orange"}
 
 
-def write_arms_plot(series: dict[str, list[list[tuple[float, float]]]], event_s: float, path: Path, title: str) -> Path:
-    """Latency over time per arm: every seed a thin line (time since the run's start), the mean over seeds bold."""
+def with_gaps(points: list[tuple[float, float]], gap_s: float = 2.0) -> tuple[list[float], list[float]]:
+    """x and y of a series with NaN where samples are more than ``gap_s`` apart (the line breaks there)."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for t, v in sorted(points):
+        if xs and t - xs[-1] > gap_s:
+            xs.append((t + xs[-1]) / 2)
+            ys.append(float("nan"))
+        xs.append(t)
+        ys.append(v)
+    return xs, ys
+
+
+def write_arms_plot(
+    series: dict[str, list[list[tuple[float, float]]]],
+    event_s: float,
+    path: Path,
+    title: str,
+    failed: dict[str, list[list[tuple[float, float]]]] | None = None,
+) -> Path:
+    """Latency over time per arm (every seed thin, the mean over seeds bold; gaps where no request succeeded)
+    and, below, the share of requests that failed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    for arm, runs in series.items():
-        colour = ARM_COLOURS.get(arm)
-        bins: dict[int, list[float]] = {}
-        for run in runs:
-            ax.plot([t for t, _ in run], [v for _, v in run], color=colour, alpha=0.25, linewidth=0.8)
-            for t, v in run:
-                bins.setdefault(round(t), []).append(v)
-        seconds = sorted(bins)
-        ax.plot(seconds, [statistics.fmean(bins[t]) for t in seconds], color=colour, linewidth=2,
-                label=f"{arm} (mean of {len(runs)} seeds)")  # fmt: skip
-    ax.axvline(event_s, linestyle="--", color="tab:red", alpha=0.7, linewidth=1)
-    ax.set_xlabel("time since the start of the run (s); dashed red: the event; gaps: no request succeeded")
-    ax.set_ylabel("mean latency of successful requests, 5 s window (ms)")
+    fig, (ax, low) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=(3, 1))
+    for axis, data in ((ax, series), (low, failed or {})):
+        for arm, runs in data.items():
+            colour = ARM_COLOURS.get(arm)
+            bins: dict[int, list[float]] = {}
+            for run in runs:
+                axis.plot(*with_gaps(run), color=colour, alpha=0.25, linewidth=0.8)
+                for t, v in run:
+                    bins.setdefault(round(t), []).append(v)
+            mean = [(float(t), statistics.fmean(bins[t])) for t in sorted(bins)]
+            axis.plot(*with_gaps(mean), color=colour, linewidth=2, label=f"{arm} (mean of {len(runs)} seeds)")
+        axis.axvline(event_s, linestyle="--", color="tab:red", alpha=0.7, linewidth=1)
+        axis.grid(alpha=0.3)
+    low.set_xlabel("time since the start of the run (s); dashed red: the event; gaps: no request succeeded")
+    ax.set_ylabel("successful requests' mean,\n5 s window (ms)")
+    low.set_ylabel("share failed")
     ax.set_title(f"{title}\n({WORLD_NOTE})", fontsize=10)
-    ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
