@@ -123,14 +123,27 @@ def calibration_points(trials: list[Trial]) -> list[dict[str, Any]]:
         {**point, "arm": arm.arm, "experiment": t.experiment, "workload": t.workload, "seed": t.seed}
         for t in trials
         for arm in t.arms
-        for point in (move_gains(arm.series, arm.moves_made, t.event_at_s) if arm.moves_made else arm.calibration)
+        for point in (
+            move_gains(arm.series, arm.moves_made, t.event_at_s, keep_event=True) if arm.moves_made else arm.calibration
+        )
     ]
 
 
 def calibration_summary(points: list[dict[str, Any]]) -> str:
-    """Moves with a prediction, the mean predicted and measured gain, the sign agreement and the correlation."""
+    """Moves with a prediction, the mean predicted and measured gain, the sign agreement and the correlation
+    (moves whose windows held the event are only counted, and drawn apart)."""
+    held = [p for p in points if p.get("event_in_window")]
+    points = [p for p in points if not p.get("event_in_window")]
+    predicted_held = ", ".join(f"{float(p['predicted_gain_ms']):.1f}" for p in held)
+    measured_held = ", ".join(f"{float(p['measured_gain_ms']):.0f}" for p in held)
+    note = (
+        f" {len(held)} more moves had windows that held the event (drawn apart, not counted: predicted "
+        f"{predicted_held} ms; measured {measured_held} ms)."
+        if held
+        else ""
+    )
     if not points:
-        return "No move with a predicted gain and a measured window (none made, or none with a prediction)."
+        return "No move with a predicted gain and clean windows (none made, or none with a prediction)." + note
     predicted = [float(p["predicted_gain_ms"]) for p in points]
     measured = [float(p["measured_gain_ms"]) for p in points]
     agree = sum((a > 0) == (b > 0) for a, b in zip(predicted, measured, strict=True))
@@ -142,7 +155,7 @@ def calibration_summary(points: list[dict[str, Any]]) -> str:
     return (
         f"{len(points)} moves with a prediction: mean predicted gain {statistics.fmean(predicted):.1f} ms, mean "
         f"measured gain {statistics.fmean(measured):.1f} ms; the world agreed on the sign for {agree} of "
-        f"{len(points)}; Pearson correlation {correlation}."
+        f"{len(points)}; Pearson correlation {correlation}." + note
     )
 
 

@@ -256,9 +256,14 @@ def write_calibration_plot(points: list[dict[str, Any]], path: Path, title: str)
 
     fig, ax = plt.subplots(figsize=(6.5, 6))
     for arm in sorted({str(p["arm"]) for p in points}):
-        mine = [p for p in points if p["arm"] == arm]
-        ax.scatter([p["predicted_gain_ms"] for p in mine], [p["measured_gain_ms"] for p in mine], s=18, alpha=0.7,
-                   color=ARM_COLOURS.get(arm), label=f"{arm} ({len(mine)} moves)")  # fmt: skip
+        for held in (False, True):
+            mine = [p for p in points if p["arm"] == arm and bool(p.get("event_in_window")) == held]
+            if not mine:
+                continue
+            label = f"{arm} ({len(mine)} moves{', windows held the event' if held else ''})"
+            ax.scatter([p["predicted_gain_ms"] for p in mine], [p["measured_gain_ms"] for p in mine], s=18,
+                       alpha=0.7, label=label, color=ARM_COLOURS.get(arm) if not held else "none",
+                       edgecolors=ARM_COLOURS.get(arm))  # fmt: skip
     values = [float(p[k]) for p in points for k in ("predicted_gain_ms", "measured_gain_ms")] or [0.0, 1.0]
     low, high = min([*values, 0.0]), max([*values, 0.0])
     ax.plot([low, high], [low, high], linestyle=":", color="black", linewidth=1, label="measured = predicted")

@@ -192,17 +192,21 @@ def move_gains(
     moves: Sequence[Mapping[str, Any]],
     event_s: float | None,
     window_s: float = 3.0,
+    keep_event: bool = False,
 ) -> list[dict[str, Any]]:
     """Per move (``started_s``, ``done_s``, ``predicted_gain_ms``; times as in ``series``) with a prediction and
-    samples on both sides: the move with ``measured_gain_ms`` added (see the module docstring)."""
+    samples on both sides: the move with ``measured_gain_ms`` added (see the module docstring). With
+    ``keep_event`` the moves whose windows hold the event are kept too, marked ``"event_in_window": True``."""
     points = []
     for move in moves:
         start, done, predicted = float(move["started_s"]), float(move["done_s"]), move.get("predicted_gain_ms")
         first, last = start - window_s - RATE_WINDOW_S, done + RATE_WINDOW_S + window_s
-        if predicted is None or (event_s is not None and first <= event_s <= last):
+        held = event_s is not None and first <= event_s <= last
+        if predicted is None or (held and not keep_event):
             continue
         before = [v for t, v in series if start - window_s <= t <= start and math.isfinite(v)]
         after = [v for t, v in series if done + RATE_WINDOW_S <= t <= last and math.isfinite(v)]
         if before and after:
-            points.append({**move, "measured_gain_ms": statistics.fmean(before) - statistics.fmean(after)})
+            gain = statistics.fmean(before) - statistics.fmean(after)
+            points.append({**move, "measured_gain_ms": gain, **({"event_in_window": True} if held else {})})
     return points

@@ -110,3 +110,15 @@ def test_a_move_whose_windows_hold_the_event_is_left_out_of_the_calibration() ->
     assert len(move_gains(series, moves, event_s=25.0)) == 1
     assert move_gains(series, [{**moves[0], "predicted_gain_ms": None}], None) == []
     assert move_gains(series[:15], moves, None) == []  # the run ended before the window after the move
+
+
+def test_moves_whose_windows_hold_the_event_can_be_kept_marked_and_are_not_counted() -> None:
+    from flows.loop.cells import calibration_summary
+    from flows.loop.stats import move_gains
+
+    series = [(float(t), 200.0 if t < 12 else 150.0) for t in range(40)]
+    moves = [{"pod": "p", "started_s": 10.0, "done_s": 12.0, "predicted_gain_ms": 30.0}]
+    (held,) = move_gains(series, moves, event_s=19.0, keep_event=True)
+    assert held["event_in_window"] is True and held["measured_gain_ms"] == pytest.approx(50.0)
+    text = calibration_summary([{**held, "arm": "learned"}])
+    assert text.startswith("No move with a predicted gain and clean windows") and "1 more moves" in text
