@@ -9,7 +9,10 @@ the best-known reduction (mean and 95 % CI over seeds), moves per episode and in
 whether the issue's targets hold (fraction ≥ greedy's, moves ≤ greedy's + 1, 0 invalid; ≥ 0.95 on
 average). ``--reach-model`` adds REACH's own setting (observation v1, plain MLP) as rows. The
 in-process decision time (``bento.policy.Policy.decide`` on REACH requests, p50/p99) is measured
-too. Writes ``<out>/general.md`` and ``<out>/general.json``. Heavy: run it under
+too. ``--plan-k`` adds the policy with decision-time planning (:mod:`bento.planning`), evaluated
+through the evaluation itself (``reach evaluate --plan-k``), as the bento decides. The default gate
+(``--gate-rules``) is applied to every reference cell's report, raw and with planning. Writes
+``<out>/general.md``, ``<out>/summary.md`` (the README's table) and ``<out>/general.json``. Heavy: run it under
 ``flock /tmp/reach-heavy.lock``. Usage:
 ``python benchmarks/bench_general.py --model data/policies/general-v4 --out benchmarks/results/general``.
 """
@@ -65,7 +68,14 @@ def evaluate_cells(
     groups = []
     for scenario, workload in cells:
         report, _ = evaluate(
-            scenario, [workload], model, seeds, episodes, families, baselines=("greedy", "best_known"), **planning
+            scenario,
+            [workload],
+            model,
+            seeds,
+            episodes,
+            families,
+            baselines=("noop", "random", "greedy", "best_known"),
+            **planning,
         )
         groups.extend(report.groups)
         if gate_label is not None:
@@ -177,6 +187,33 @@ def gate_markdown(gates: list[dict[str, Any]], rules_file: str) -> list[str]:
             f"| {', '.join(g['failed']) or '–'} |"
         )
     return [*lines, ""]
+
+
+def summary_markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[str, Any]) -> str:
+    """One line per setting (the README's table): mean fraction, cells ≥ greedy, cells within greedy's moves + 1."""
+    lines = [
+        "| setting | mean fraction of best-known (greedy) | ≥ greedy | moves ≤ greedy + 1 | invalid | decision p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label in dict.fromkeys(r["setting"] for r in rows):
+        mine = [r for r in rows if r["setting"] == label]
+        p99 = [t["p99_ms"] for what, t in timing.items() if ("planning" in what) == ("planning" in label)]
+        shown = f"{min(p99):.1f}–{max(p99):.1f} ms" if p99 and "REACH" not in label and "generated" not in label else ""
+        lines.append(
+            f"| {label}, {len(mine)} cells | {np.mean([r['policy_fraction'] for r in mine]):.3f} "
+            f"({np.mean([r['greedy_fraction'] for r in mine]):.3f}) | {sum(r['ge_greedy'] for r in mine)}/{len(mine)} "
+            f"| {sum(r['moves_ok'] for r in mine)}/{len(mine)} | {sum(r['invalid_actions'] for r in mine)} | {shown} |"
+        )
+    gates = settings["gate"]
+    for label in ("raw", "planning"):
+        mine = [g for g in gates if g["policy"] == label]
+        if mine:
+            lines.append(
+                f"| default gate, {label}: reference cells passing (steady family / all three) "
+                f"| {sum(g['steady_passed'] for g in mine)}/{len(mine)} / {sum(g['all_passed'] for g in mine)}/{len(mine)} "
+                "| | | | |"
+            )
+    return "\n".join([*lines, ""])
 
 
 def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[str, Any]) -> str:
@@ -311,6 +348,7 @@ def main() -> None:
     }
     (args.out / "general.json").write_text(json.dumps({"settings": settings, "rows": rows, "timing": timing}, indent=1))
     (args.out / "general.md").write_text(markdown(rows, timing, settings))
+    (args.out / "summary.md").write_text(summary_markdown(rows, timing, settings))
     print((args.out / "general.md").read_text())
 
 

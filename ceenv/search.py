@@ -5,7 +5,9 @@ counts, :func:`best_known` climbs by the best single-pod move (all distinct move
 batch) until no move improves the latency, then perturbs the best placement found and climbs
 again. Moves are free here (no step cost): the result bounds what any sequence of migrations can
 reach. Used by the evaluation, the gate's "fraction of the best-known reduction" and
-``reach sim demo``.
+``reach sim demo``. :func:`beam_search` is the other question: the best reduction within a given
+number of moves (a beam over move sequences; ``benchmarks/bench_bound.py``), and :func:`expand` its
+step, which :mod:`bento.planning` also searches with.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def expand(
         moves = sim.distinct_moves() if candidates is None else candidates[index]
         if not moves:
             continue
-        after = sim.latency_after(moves)
+        after = sim.latency_after(moves)  # one batch per parent (a batch of the whole beam is slower)
         keep = np.argsort(after, kind="stable")[:per_state]
         scored.extend((float(after[j]), index, moves[j]) for j in keep)
     scored.sort(key=lambda item: item[0])
