@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,8 @@ def gate_markdown(gates: list[dict[str, Any]], rules_file: str) -> list[str]:
 def summary_markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[str, Any]) -> str:
     """One line per setting (the README's table): mean fraction, cells ≥ greedy, cells within greedy's moves + 1."""
     lines = [
+        f"_Written by `benchmarks/bench_general.py` on {settings['written_utc']} UTC: `{settings['command']}`._",
+        "",
         "| setting | mean fraction of best-known (greedy) | ≥ greedy | moves ≤ greedy + 1 | invalid | decision p99 |",
         "|---|---|---|---|---|---|",
     ]
@@ -333,6 +336,7 @@ def main() -> None:
             for g in evaluate_cells(args.model, reference, seeds, args.episodes, gate_label="planning", **planning)
         ]
     settings = {
+        "written_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "model": str(args.model),
         "seeds": seeds,
         "episodes": args.episodes,
