@@ -1,45 +1,32 @@
-"""The demo and REACH's experiments as functions: one bounded closed-loop run, or paired runs per workload.
+"""REACH's experiments as functions: paired closed-loop runs per workload.
 
-:func:`demo` is ``reach demo``: Prefect dashboard (optional), cluster, exporter, Prometheus, the
-policy, the poor start, one run with the migrator, the report, and a background migrator left
-running. :func:`experiment` is ``reach demo experiment node-failure|surge``: for each workload and
-each seed, the same run twice from the same kind of start (by default the default scheduler's own
-placement) with the same event — once with the migrator, once with the default scheduler only —
-and the reduction of the mean latency after the event; per workload the mean ± standard deviation
-over the seeds, next to REACH's published figures. All latencies are simulated from the live
-placement (see :mod:`flows.loop.exporter`).
+:func:`experiment` is ``reach demo experiment node-failure|surge`` (``reach demo`` itself, the
+three stages, is :mod:`flows.loop.stages`): for each workload and each seed, the same run twice
+from the same kind of start (by default the default scheduler's own placement) with the same
+event — once with the migrator, once with the default scheduler only — and the reduction of the
+mean latency after the event; per workload the mean ± standard deviation over the seeds, next to
+REACH's published figures. All latencies are simulated from the live placement (see
+:mod:`flows.loop.exporter`).
 """
 
 from __future__ import annotations
 
 import csv as csv_module
 import json
-import os
 import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from flows.loop.demo import Session, keep_migrating, open_session
+from flows.loop.demo import Session, open_session
 from flows.loop.policy import policy_url
-from flows.loop.report import LoopRun, Summary, compare, latency_note, summary, table, write_csv, write_plot
-from flows.loop.run import prepare_run, run_loop, twin_on_live
+from flows.loop.report import LoopRun, compare, latency_note, summary, table, write_csv, write_plot
+from flows.loop.run import prepare_run, run_loop
 from flows.loop.settings import DemoSettings
 
 # REACH's published latency reductions on its testbed, in the order the paper lists its three apps
 # (MODEL.md §5 lists the call patterns in this order).
 REACH_PUBLISHED_PCT = {"aggregator_parallel": 7.9, "aggregator_sequential": 10.0, "chain": 8.0}
 WORKLOADS = tuple(REACH_PUBLISHED_PCT)
-
-
-@dataclass(frozen=True)
-class DemoResult:
-    summary: Summary
-    csv: Path
-    plot: Path
-    prometheus_url: str
-    dashboard_url: str | None
-    p95_ms: tuple[float, float] | None = None  # the world's p95 before and after (None on the twin)
-    twin_ms: tuple[float | None, float | None] = (None, None)  # the twin's formula on the live placements
 
 
 @dataclass(frozen=True)
@@ -77,38 +64,6 @@ class WorkloadResult:
     mean_moves: float
     reach_published_pct: float | None
     runs: list[Comparison] = field(default_factory=list)
-
-
-def write_run(run: LoopRun, out: Path, stem: str, title: str, note: str) -> tuple[Path, Path]:
-    return write_csv(run, out / f"{stem}.csv"), write_plot([run], out / f"{stem}.png", title, note)
-
-
-def demo(settings: DemoSettings) -> DemoResult:
-    """Bring up the loop, run it for ``duration_s`` and report; leaves everything running until ``reach down``."""
-    dashboard = None
-    if settings.prefect:
-        from flows.local import ops, processes
-
-        dashboard = ops.up().dashboard_url
-        server = processes.find(ops.PREFECT_SERVER)
-        if server is not None and "PREFECT_API_URL" not in os.environ:  # a pipeline run here shows in it
-            os.environ.update(ops.prefect_env(server.port))
-    session = open_session(settings)
-    url, policy = policy_url(settings, settings.workload)
-    prepare_run(session, settings.workload)
-    twin_before = twin_on_live(session, settings.workload)
-    run = run_loop(session, f"{settings.workload} with the migrator", url, policy)
-    twin_after = twin_on_live(session, settings.workload)
-    stem = f"demo-{Path(settings.scenario).name}-{settings.workload}"
-    title = f"reach demo: {settings.scenario} {settings.workload}, {policy}"
-    csv, plot = write_run(run, settings.out, stem, title, latency_note(settings.latency_source))
-    p95 = [v for _, v in run.p95_samples]
-    p95_ms = (statistics.median(p95[:3]), statistics.median(p95[-5:])) if p95 else None
-    result = DemoResult(summary(run), csv, plot, session.prometheus_url, dashboard, p95_ms, (twin_before, twin_after))
-    (settings.out / f"{stem}.json").write_text(json.dumps(asdict(result.summary), indent=1))
-    if settings.keep_migrating:
-        keep_migrating(session, url, policy)
-    return result
 
 
 def drained_nodes(run: LoopRun) -> list[str]:
@@ -218,4 +173,4 @@ def comparison_table(results: list[WorkloadResult]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DemoResult", "WorkloadResult", "aggregate", "comparison_table", "demo", "experiment", "summary", "table"]
+__all__ = ["WorkloadResult", "aggregate", "comparison_table", "experiment", "summary", "table"]
