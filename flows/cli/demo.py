@@ -80,7 +80,7 @@ def demo(
     gate_rules: Annotated[str, typer.Option(help="stage 2: gate rules (data/gate name or JSON path)")] = "default",
     record: Annotated[
         Path | None,
-        typer.Option(help="also write the summary table (Markdown) here, e.g. benchmarks/results/demo/run.md"),
+        typer.Option(help="also copy the summary here (FILE.md and FILE.json), e.g. for benchmarks/bench_demo.py"),
     ] = None,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="start the Prefect dashboard")] = True,
     keep_migrating: Annotated[bool, typer.Option("--keep-migrating/--stop-migrating")] = True,
@@ -111,10 +111,11 @@ def demo(
     typer.echo(summary_table(result, f"({latency_note(settings.latency_source)}, read from Prometheus)"))
     typer.echo(f"summary: {result.report_md} and {result.report_json}")
     typer.echo(f"time series: {result.csv}\nplot: {result.plot}\nPrometheus: {result.prometheus_url}")
-    if record is not None and result.report_md is not None:
+    if record is not None and result.report_md is not None and result.report_json is not None:
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(result.report_md.read_text())
-        typer.echo(f"recorded: {record}")
+        record.with_suffix(".json").write_text(result.report_json.read_text())
+        typer.echo(f"recorded: {record} and {record.with_suffix('.json')}")
     if result.dashboard_url:
         typer.echo(f"Prefect dashboard: {result.dashboard_url}")
     typer.echo("everything keeps running until `reach down`")
