@@ -132,7 +132,7 @@ def world_traces_file(settings: DemoSettings) -> Path:
     return settings.out / f"{stem_of(settings)}-world-traces.json"
 
 
-def poor_start(session: Session, workload: str, traces: Path | None, window_s: float) -> None:
+def place_poorly(session: Session, workload: str, traces: Path | None, window_s: float) -> None:
     """The app on its poor start, the world (exporting traces to ``traces``) started on it, Prometheus reading it."""
     reset_app(session, start_placement(session, workload))
     if traces is not None:
@@ -211,7 +211,7 @@ def demo(settings: DemoSettings, options: StageOptions | None = None, say: Say =
         session = open_session(settings)
     live_traces = world_traces_file(settings) if staged else None
     with clock.stage("poor start", "the app on its deliberately poor placement, the world emulating it"):
-        poor_start(session, workload, live_traces, options.trace_window_s)
+        place_poorly(session, workload, live_traces, options.trace_window_s)
     pipeline, traces = None, 0
     if live_traces is not None:
         captured = settings.out / f"{stem_of(settings)}-traces.json"

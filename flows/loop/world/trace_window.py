@@ -3,7 +3,7 @@
 :class:`TraceLog` keeps the first ``max_traces`` requests of a run (what ``reach world measure
 --traces`` writes). A live world runs for hours, so :class:`RollingTraceLog` traces every request
 and keeps only those whose root span ended within ``window_ms`` of the latest snapshot;
-:meth:`RollingTraceLog.snapshot` returns them as a :class:`TraceLog` for
+its snapshot method returns them as a :class:`TraceLog` for
 :func:`flows.loop.world.traces.write_jaeger`. A trace is complete once its root span (the
 endpoint's server span, appended last) is in it; incomplete ones are never written. Used by
 :mod:`flows.loop.world_live` (``--traces FILE``), whose file the three stages of ``reach demo``
@@ -28,7 +28,7 @@ def root_end_ms(trace: list[SpanRecord]) -> float | None:
 
 @dataclass
 class RollingTraceLog(TraceLog):
-    """Traces every request; :meth:`snapshot` keeps the complete ones that ended in the last ``window_ms``."""
+    """Traces every request; a snapshot keeps the complete ones that ended in the last ``window_ms``."""
 
     window_ms: float = 20_000.0
 
