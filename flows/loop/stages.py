@@ -222,7 +222,8 @@ def demo(settings: DemoSettings, options: StageOptions | None = None, say: Say =
                          f"gate ({options.gate_rules} rules), package"):  # fmt: skip
             pipeline = run_pipeline(settings, options, captured)
         say(f"           gate: {pipeline['gate']}; bento {pipeline['bento']}; run {pipeline['run_dir']}")
-    with clock.stage("3 deploy", "blue/green deploy of the policy"):
+    serving = "blue/green deploy of the gated bento" if pipeline else f"serving --policy {settings.policy}"
+    with clock.stage("3 deploy", serving):
         if pipeline is not None:
             url, policy = serve_bento(settings, str(pipeline["workload_file"]), str(pipeline["bento"]))
         else:
