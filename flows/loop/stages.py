@@ -56,8 +56,10 @@ class StageOptions(BaseModel):
     train_config: str = Field("finetune", description="Stage 2: training config (data/train name or JSON path).")
     finetune_s: float = Field(45.0, gt=0, description="Stage 2: wall-clock budget of the fine-tune, s.")
     gate_rules: str = Field("default", description="Stage 2: gate rules (data/gate name or JSON path).")
-    eval_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
-    eval_episodes: int = Field(4, ge=1)
+    eval_seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2, 3, 4], min_length=1, description="Stage 2: held-out evaluation seeds."
+    )
+    eval_episodes: int = Field(4, ge=1, description="Stage 2: evaluation episodes per seed.")
 
 
 class StagesGateRefused(GateRefused):
