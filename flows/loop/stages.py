@@ -280,7 +280,7 @@ def summary_rows(result: DemoResult) -> list[tuple[str, str]]:
         rows += [("stage 1: traces ingested", str(result.traces)),
                  ("stage 2: fine-tune", f"{training.get('timesteps', 0)} steps in {training.get('wall_seconds', 0):.0f} s"),
                  ("stage 2: gate", str(result.pipeline.get("gate"))),
-                 ("stage 2: pipeline steps s", ", ".join(f"{k} {v:.1f}" for k, v in result.pipeline["seconds"].items()))]  # fmt: skip
+                 ("stage 2: pipeline steps s", ", ".join(f"{k} {v:.1f}" for k, v in result.pipeline.get("seconds", {}).items()))]  # fmt: skip
     rows += [(f"wall s: {name}", f"{seconds:.1f}") for name, seconds in result.stage_seconds.items()]
     rows.append(("wall s: total", f"{result.total_s:.1f}"))
     return rows
