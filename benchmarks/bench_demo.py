@@ -83,16 +83,16 @@ def main() -> int:
     args = parser.parse_args()
     make_args = shlex.split(args.make_args)
     venv_bin = next((Path(a.split("=", 1)[1]) for a in make_args if a.startswith("VENV=")), ROOT / ".venv" / "bin")
+    command = shlex.join(["python", "benchmarks/bench_demo.py", "--runs", str(args.runs)]
+                         + (["--make-args", args.make_args] if args.make_args else []))  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
         for index in range(1, args.runs + 1):
             wall_s, code, result = one_run(make_args, Path(tmp) / f"run{index}.md", venv_bin)
             rows.append(row(index, wall_s, code, result))
             print(rows[-1], flush=True)
-    command = shlex.join(["python", "benchmarks/bench_demo.py", "--runs", str(args.runs)]
-                         + (["--make-args", args.make_args] if args.make_args else []))  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "run.md").write_text(table(rows, command))
+            (args.out / "run.md").write_text(table(rows, command))  # after every run: a long queue may stop it
     print(f"wrote {args.out / 'run.md'}")
     return 0
 
