@@ -107,6 +107,16 @@ class PrometheusMetrics:
         """The latency in ms; None when unknown (``last_error`` says why)."""
         return self.read_latency().value_ms
 
+    def by_label(self, promql: str, label: str) -> dict[str, float]:
+        """Each finite sample of ``promql`` by the value of its ``label`` ('' for a sample without it); {} when unknown."""
+        values: dict[str, float] = {}
+        for sample in self._query(promql):
+            metric = sample.get("metric")
+            value = _sample_value(sample)
+            if isinstance(metric, dict) and value is not None:
+                values[str(metric.get(label, ""))] = value
+        return values
+
     def node_usage_millicores(self) -> dict[str, float]:
         usage: dict[str, float] = {}
         for sample in self._query(self.node_usage_query):

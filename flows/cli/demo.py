@@ -132,7 +132,7 @@ def _stage_options(model: Any, **values: Any) -> Any:
 
 @app.command("experiment")
 def experiment(
-    kind: Annotated[str, typer.Argument(help="node-failure (drain two nodes) or surge (scale the aggregator)")],
+    kind: Annotated[str, typer.Argument(help="node-failure (a hollow node's process killed) or surge (more traffic)")],
     workload: Annotated[
         list[str] | None, typer.Option(help="workload(s); default: aggregator_parallel, aggregator_sequential, chain")
     ] = None,
@@ -140,32 +140,32 @@ def experiment(
     policy: Annotated[
         str,
         typer.Option(
-            help="auto (the gated bento for the scenario and workload, else the greedy stand-in) | "
-            "greedy-standin (not the learned policy) | a bento tag"
+            help="the learned arm: auto (the newest gated bento for the scenario and workload, else the shipped "
+            "general policy, gated and packaged) | a bento tag"
         ),
     ] = "auto",
     duration: Duration = 60.0,
-    event_at: Annotated[float, typer.Option(help="seconds into each run when the event happens")] = 25.0,
-    runs: Annotated[int, typer.Option(help="seeded run pairs per workload (seeds --seed, --seed+1, …)")] = 3,
+    event_at: Annotated[float, typer.Option(help="seconds into each run when the event happens")] = 15.0,
+    runs: Annotated[int, typer.Option(help="seeds per workload (--seed, --seed+1, …), three arms each")] = 3,
     seeds: Annotated[str, typer.Option(help="comma-separated seeds instead of --runs, e.g. 0,1,2")] = "",
-    qos: Qos = 100.0,
-    start: Annotated[str, typer.Option(help="scheduler (the default scheduler's placement) or poor")] = "scheduler",
-    drain: Annotated[
-        str, typer.Option(help="node-failure: comma-separated nodes to drain (default: the two busiest at the event)")
+    qos: Annotated[float, typer.Option(help="QoS threshold (ms): a bucket bound of Istio's histogram")] = 100.0,
+    fail: Annotated[
+        str, typer.Option(help="node-failure: comma-separated nodes to fail (default: the busiest one at the event)")
     ] = "",
     seed: Seed = 0,
     out: Out = None,
 ) -> None:
-    """Per workload and seed, two runs: default scheduler only vs. with the migrator; the same event mid-run."""
-    from flows.loop.experiments import WORKLOADS, comparison_table
+    """Per workload and seed, three arms from the default scheduler's placement: default scheduler, learned, greedy."""
+    from flows.loop.arms import WORKLOADS, read_trials
+    from flows.loop.cells import markdown
     from flows.loop.experiments import experiment as run_experiment
 
     if kind not in ("node-failure", "surge"):
         raise typer.BadParameter(f"unknown experiment {kind!r}: use node-failure or surge")
     chosen_seeds = parse_seeds(runs, seeds, seed)
     settings = _settings(scenario=scenario, policy=policy, train_missing=False, duration_s=duration, event_at_s=event_at,
-                         qos_threshold_ms=qos, seed=seed, out=out, experiment=kind, prefect=False, start=start,
-                         drain=[n for n in drain.split(",") if n],
-                         keep_migrating=False)  # fmt: skip
-    results = run_experiment(settings, workload or list(WORKLOADS), chosen_seeds)
-    typer.echo(comparison_table(results))
+                         qos_threshold_ms=qos, seed=seed, out=out, experiment=kind, prefect=False, start="scheduler",
+                         fail_nodes=[n for n in fail.split(",") if n], keep_migrating=False)  # fmt: skip
+    run_experiment(settings, workload or list(WORKLOADS), chosen_seeds)
+    typer.echo(markdown(read_trials(settings.out), settings.qos_threshold_ms))
+    typer.echo(f"trials (JSON, one per seed) in {settings.out}; the world's measurements (Istio's histogram)")

@@ -2,10 +2,13 @@
 
 A :class:`LoopRun` holds the latency samples read from Prometheus (simulated from the live
 placement by :mod:`flows.loop.exporter`) and the events of the run (migrations with pod, source and
-target; node drains; scaling). :func:`write_csv` writes ``timestamp, latency_ms, event, pod, from,
-to``; :func:`write_plot` draws the latency with every event marked, in the style of REACH's
-figures; :func:`summary` and :func:`compare` give the before/after numbers and the reduction
-against a run without rescheduling. Used by :mod:`flows.loop.demo` and the closed-loop e2e test.
+target; a node failed; a surge), the migrator's predictions per move (:class:`MovePrediction`) and
+the mesh's counters at the event and at the end (:class:`flows.loop.stats.MeshCounters`).
+:func:`write_csv` writes ``timestamp, latency_ms, event, pod, from, to``; :func:`write_plot` draws
+the latency with every event marked, in the style of REACH's figures; :func:`summary` and
+:func:`compare` give the before/after numbers and the reduction against a run without
+rescheduling; :func:`write_arms_plot` and :func:`write_calibration_plot` are the experiments'
+figures. Used by :mod:`flows.loop.demo`, :mod:`flows.loop.experiments` and the closed-loop e2e tests.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import csv
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from flows.loop.stats import MeshCounters
 
 SIMULATED_NOTE = "latency simulated by the CEEnv model from the live placement"
 WORLD_NOTE = "latency of requests emulated on the live placement by the world (Istio's PromQL)"
@@ -36,6 +42,25 @@ class Event:
     target: str = ""
 
 
+@dataclass(frozen=True)
+class MovePrediction:
+    """One move as the migrator journalled it: when it started and ended (unix s) and the service's prediction."""
+
+    pod: str
+    source: str
+    target: str
+    started_s: float
+    done_s: float
+    predicted_before_ms: float | None
+    predicted_after_ms: float | None
+
+    @property
+    def predicted_gain_ms(self) -> float | None:
+        if self.predicted_before_ms is None or self.predicted_after_ms is None:
+            return None
+        return self.predicted_before_ms - self.predicted_after_ms
+
+
 @dataclass
 class LoopRun:
     """Samples (unix time, latency ms) and events of one run; ``policy`` is what decided ('' = no rescheduling)."""
@@ -47,6 +72,11 @@ class LoopRun:
     samples: list[tuple[float, float]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     p95_samples: list[tuple[float, float]] = field(default_factory=list)  # the world's p95 (empty on the twin)
+    fast_samples: list[tuple[float, float]] = field(default_factory=list)  # world: successful requests' 5 s mean
+    failed_share_samples: list[tuple[float, float]] = field(default_factory=list)  # world: 5 s share that failed
+    predictions: list[MovePrediction] = field(default_factory=list)  # migrated moves with the service's prediction
+    counters: dict[str, MeshCounters] = field(default_factory=dict)  # the mesh's histogram at "event" and "end"
+    cycles: list[tuple[float, str, str]] = field(default_factory=list)  # (unix s, kind, detail) of each migrator cycle
 
     @property
     def moves(self) -> list[Event]:
@@ -150,11 +180,100 @@ def write_plot(runs: list[LoopRun], path: Path, title: str, note: str = SIMULATE
             style = ":" if e.event in MIGRATION_EVENTS else "--"
             colour = line.get_color() if e.event in MIGRATION_EVENTS else "tab:red"
             ax.axvline(e.time_s - run.started_s, linestyle=style, color=colour, alpha=0.6, linewidth=1)
-    ax.set_xlabel("time since start (s); dotted: migrations, dashed red: node drain / scaling")
+    ax.set_xlabel("time since start (s); dotted: migrations, dashed red: node failure / surge")
     ax.set_ylabel("end-to-end latency (ms)")
     ax.set_title(f"{title}\n({note})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+ARM_COLOURS = {"default-scheduler": "tab:gray", "learned": "tab:blue", "greedy": "tab:orange"}
+
+
+def with_gaps(points: list[tuple[float, float]], gap_s: float = 2.0) -> tuple[list[float], list[float]]:
+    """x and y of a series with NaN where samples are more than ``gap_s`` apart (the line breaks there)."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for t, v in sorted(points):
+        if xs and t - xs[-1] > gap_s:
+            xs.append((t + xs[-1]) / 2)
+            ys.append(float("nan"))
+        xs.append(t)
+        ys.append(v)
+    return xs, ys
+
+
+def write_arms_plot(
+    series: dict[str, list[list[tuple[float, float]]]],
+    event_s: float,
+    path: Path,
+    title: str,
+    failed: dict[str, list[list[tuple[float, float]]]] | None = None,
+) -> Path:
+    """Latency over time per arm (every seed thin, the mean over seeds bold; gaps where no request succeeded)
+    and, below, the share of requests that failed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, low) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=(3, 1))
+    for axis, data in ((ax, series), (low, failed or {})):
+        for arm, runs in data.items():
+            colour = ARM_COLOURS.get(arm)
+            bins: dict[int, list[float]] = {}
+            for run in runs:
+                axis.plot(*with_gaps(run), color=colour, alpha=0.25, linewidth=0.8)
+                for t, v in run:
+                    bins.setdefault(round(t), []).append(v)
+            mean = [(float(t), statistics.fmean(bins[t])) for t in sorted(bins)]
+            axis.plot(*with_gaps(mean), color=colour, linewidth=2, label=f"{arm} (mean of {len(runs)} seeds)")
+        axis.axvline(event_s, linestyle="--", color="tab:red", alpha=0.7, linewidth=1)
+        axis.grid(alpha=0.3)
+    low.set_xlabel("time since the start of the run (s); dashed red: the event; gaps: no request succeeded")
+    ax.set_ylabel("successful requests' mean,\n5 s window (ms)")
+    low.set_ylabel("share failed")
+    ax.set_title(f"{title}\n({WORLD_NOTE})", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_calibration_plot(points: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Per move: the service's predicted gain (x) against the gain the world measured (y), by arm; y = x dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    for arm in sorted({str(p["arm"]) for p in points}):
+        for held in (False, True):
+            mine = [p for p in points if p["arm"] == arm and bool(p.get("event_in_window")) == held]
+            if not mine:
+                continue
+            label = f"{arm} ({len(mine)} moves{', windows held the event' if held else ''})"
+            ax.scatter([p["predicted_gain_ms"] for p in mine], [p["measured_gain_ms"] for p in mine], s=18,
+                       alpha=0.7, label=label, color=ARM_COLOURS.get(arm) if not held else "none",
+                       edgecolors=ARM_COLOURS.get(arm))  # fmt: skip
+    values = [float(p[k]) for p in points for k in ("predicted_gain_ms", "measured_gain_ms")] or [0.0, 1.0]
+    low, high = min([*values, 0.0]), max([*values, 0.0])
+    ax.plot([low, high], [low, high], linestyle=":", color="black", linewidth=1, label="measured = predicted")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.axvline(0, color="black", linewidth=0.5)
+    ax.set_xlabel("predicted gain (ms): predicted_before_ms − predicted_after_ms")
+    ax.set_ylabel("measured gain (ms): world's 5 s mean, 3 s before − 5–8 s after")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

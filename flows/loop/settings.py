@@ -63,14 +63,21 @@ class DemoSettings(BaseModel):
         description="poor (the worst of many seeded random placements) or scheduler (the default scheduler places "
         "the app, as in a run without rescheduling).",
     )
-    experiment: Experiment = Field("none", description="none, node-failure (drain nodes) or surge (scale up).")
-    event_at_s: float = Field(30.0, ge=0, description="When the experiment's event happens, seconds into the run.")
-    drain_count: int = Field(2, ge=1, description="node-failure: how many of the busiest nodes are drained.")
-    drain: list[str] = Field(
-        default_factory=list, description="node-failure: these nodes instead of the busiest (the same in every run)."
+    experiment: Experiment = Field(
+        "none", description="none, node-failure (a hollow node's process killed) or surge (more traffic, scale up)."
     )
-    surge_service: str = Field("aggregator", description="surge: the Deployment that is scaled up.")
-    surge_extra: int = Field(2, ge=1, description="surge: replicas added.")
+    event_at_s: float = Field(30.0, ge=0, description="When the experiment's event happens, seconds into the run.")
+    fail_count: int = Field(1, ge=1, description="node-failure: how many of the busiest cloud/edge nodes fail.")
+    fail_nodes: list[str] = Field(
+        default_factory=list, description="node-failure: these nodes fail instead of the busiest (same in every arm)."
+    )
+    surge_multiplier: float = Field(
+        2.0,
+        gt=0,
+        description="surge: the world's request rate is multiplied by this at the event (on top of world_rps).",
+    )
+    surge_service: str = Field("aggregator", description="surge: the Deployment that is scaled up (an autoscaler).")
+    surge_extra: int = Field(2, ge=0, description="surge: replicas added (placed by the default scheduler).")
     out: Path = Field(default_factory=lambda: out_dir() / "demo", description="Output folder (CSV, PNG, JSON).")
     namespace: str = Field("default", description="Namespace of the app.")
     cluster_state: Path | None = Field(None, description="State folder of the local cluster (default: reach's).")

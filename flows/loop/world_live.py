@@ -12,17 +12,25 @@ the last ``--traces-window-s`` (Jaeger query-API JSON, what a mesh's tracer send
 :mod:`flows.loop.world.trace_window`). Prometheus
 scrapes it; the migrator's latency query is the same PromQL as on an Istio cluster
 (:data:`MEAN_QUERY`, :data:`P95_QUERY`). The emulation starts when every service the workload
-calls has a Ready pod; afterwards a service without pods answers 503, as behind a mesh. Used by
-``reach demo`` (as ``python -m flows.loop.world_live``) and the closed-loop e2e test.
+calls has a Ready pod; afterwards a service without pods answers 503, as behind a mesh. The same
+loopback port takes the experiments' events (:class:`ControlServer`): ``POST /control/fail-node``
+``{"node": N}`` fails node N in the world the moment its hollow kubelet is killed (a node is a
+machine: its pods stop serving at once, while Kubernetes only notices ~40 s later), and ``POST
+/control/surge`` ``{"multiplier": M}`` steps every endpoint's rate to ``rps × M``. Used by
+``reach demo`` (as ``python -m flows.loop.world_live``), its experiments and the closed-loop e2e tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import queue
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +38,7 @@ from ceenv.scenario import Scenario
 from ceenv.workload import Workload
 from flows.loop.world.emulator import World
 from flows.loop.world.metrics import REQUEST_LABELS, MeshMetrics
-from flows.loop.world.model import Cluster, PodSpec, WorldOptions
+from flows.loop.world.model import Cluster, PodSpec, WorldError, WorldOptions
 from flows.loop.world.trace_window import RollingTraceLog
 from migrator.snapshot import PodInfo
 
@@ -102,6 +110,34 @@ class LiveWorld:
         self.pods_seen = 0
         self.last_error = ""
         self.traces = traces
+        self.failed_nodes: list[str] = []  # in the order they failed; applied to a world created later too
+        self.events: queue.SimpleQueue[tuple[str, str | float]] = queue.SimpleQueue()
+
+    # ----- events, from any thread (the control server's); applied by the stepping thread -------------
+    def fail_node(self, node: str) -> None:
+        """Fail ``node`` at the next step (≤ ``step_s`` later); raises :class:`WorldError` for a bad name."""
+        index = self.cluster.node_index(node, "fail-node")
+        if self.scenario.nodes[index].layer == "client":
+            raise WorldError(f"node {node!r} is a client node; fail a cloud or edge node")
+        self.events.put(("fail-node", node))
+
+    def surge(self, multiplier: float) -> None:
+        """Every endpoint's rate becomes ``rps × multiplier`` at the next step."""
+        if not multiplier > 0:
+            raise WorldError(f"surge multiplier must be > 0, got {multiplier}")
+        self.events.put(("surge", multiplier))
+
+    def _apply_events(self) -> None:
+        while not self.events.empty():
+            kind, value = self.events.get()
+            if kind == "fail-node" and str(value) not in self.failed_nodes:
+                self.failed_nodes.append(str(value))
+                if self.world is not None:
+                    self.world.fail_node(str(value))
+            elif kind == "surge":
+                self.options = dataclasses.replace(self.options, rps_multiplier=float(value))
+                if self.world is not None:
+                    self.world.surge(float(value))
 
     def _refresh(self, now: float) -> None:
         self.last_refresh = now
@@ -120,11 +156,14 @@ class LiveWorld:
                 self.scenario, self.workload, specs, self.options, self.seed, metrics=self.metrics, traces=log
             )
             self.world.completed.keep = False  # runs for hours: the metrics keep what matters, in constant memory
+            for node in self.failed_nodes:
+                self.world.fail_node(node)
             self.started_at = now
 
     def step(self) -> None:
         """Re-read the pods when due, then advance the emulation to the wall clock."""
         now = self.clock()
+        self._apply_events()
         if now - self.last_refresh >= self.refresh_s:
             self._refresh(now)
         if self.world is not None:
@@ -190,9 +229,93 @@ class MeshCollector:
             gauge = GaugeMetricFamily(name, help_text)
             gauge.add_metric([], float(value))
             yield gauge
+        failed = GaugeMetricFamily("reach_world_node_failed", "1 for a node failed by an event.", labels=["node"])
+        for node in list(self.live.failed_nodes):
+            failed.add_metric([node], 1.0)
+        yield failed
 
     def describe(self) -> list[Any]:
         return []
+
+
+class ControlServer:
+    """``/metrics`` (the mesh's metrics) and the events' ``POST /control/…`` on one loopback port (a daemon thread)."""
+
+    def __init__(self, live: LiveWorld, port: int) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self.live = live
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(MeshCollector(live))
+        self.server = ThreadingHTTPServer((LOOPBACK, port), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, name="world-control", daemon=True)
+
+    def handle(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Apply one event; (HTTP status, JSON answer). A bad body or node is a 400 naming the fix."""
+        try:
+            payload = json.loads(body or b"{}")
+            if path == "/control/fail-node":
+                self.live.fail_node(str(payload["node"]))
+                return 200, {"failed": str(payload["node"])}
+            if path == "/control/surge":
+                self.live.surge(float(payload["multiplier"]))
+                return 200, {"multiplier": float(payload["multiplier"])}
+        except (ValueError, KeyError, TypeError, WorldError) as exc:
+            return 400, {"detail": f"{path}: {exc}; send {{'node': NAME}} or {{'multiplier': M > 0}} as JSON"}
+        return 404, {"detail": f"unknown path {path}: POST /control/fail-node or /control/surge"}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        control = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+                if self.path.split("?", 1)[0] != "/metrics":
+                    self._send(404, b"GET /metrics", "text/plain")
+                    return
+                self._send(200, generate_latest(control.registry), CONTENT_TYPE_LATEST)
+
+            def do_POST(self) -> None:
+                status, answer = control.handle(
+                    self.path, self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                )
+                self._send(status, json.dumps(answer).encode(), "application/json")
+
+            def _send(self, status: int, payload: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        return Handler
+
+    def start(self) -> ControlServer:
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def post_event(port: int, path: str, payload: dict[str, Any], timeout_s: float = 5.0) -> dict[str, Any]:
+    """POST one event to the world on 127.0.0.1:``port`` (``/control/fail-node`` or ``/control/surge``)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://{LOOPBACK}:{port}{path}", json.dumps(payload).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+            return dict(json.loads(answer.read()))
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"the world on port {port} refused {path} {payload}: {exc.read().decode()}") from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -233,21 +356,16 @@ def build(args: argparse.Namespace) -> LiveWorld:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the world and serve its metrics on 127.0.0.1 until SIGTERM or SIGINT."""
-    from prometheus_client import CollectorRegistry, start_http_server
-
+    """Run the world and serve its metrics and events on 127.0.0.1 until SIGTERM or SIGINT."""
     args = parse_args(argv)
     live = build(args)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(MeshCollector(live))
-    server, thread = start_http_server(args.port, addr=LOOPBACK, registry=registry)
+    control = ControlServer(live, args.port).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     print(f"world on http://{LOOPBACK}:{args.port}/metrics (Istio- and Goldpinger-shaped, emulated)", flush=True)
     live.run(stop)
-    server.shutdown()
-    thread.join(timeout=5)
+    control.close()
     return 0
 
 

@@ -1,8 +1,7 @@
-"""REACH's experiments with repetitions: seeds, the spread over runs, the per-run files, the policy choice."""
+"""REACH's experiments: a cell's arms over seeds, the goal, the trial files, the table and figures, the policy choice."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -12,47 +11,76 @@ from typer.testing import CliRunner
 
 from flows.cli.demo import app, parse_seeds
 from flows.loop import policy as demo_policy
-from flows.loop.experiments import Comparison, aggregate, comparison_table, write_workload
+from flows.loop.arms import DEFAULT_ARM, GREEDY_ARM, LEARNED_ARM, ArmResult, Trial, read_trials, write_trial
+from flows.loop.cells import (
+    arm_cell,
+    calibration_points,
+    calibration_summary,
+    goal,
+    learned_policies,
+    markdown,
+    write_figures,
+)
 from flows.loop.settings import DemoSettings
 
 
-def a_pair(seed: int, reduction_pct: float, workload: str = "chain", moves: int = 2) -> Comparison:
-    without = 200.0
-    with_ms = without * (1 - reduction_pct / 100)
-    return Comparison(workload, "surge", "greedy-standin (not the learned policy)", seed, 180.0, 181.0, without,
-                      with_ms, reduction_pct, moves, f"s{seed}.csv", f"s{seed}.png")  # fmt: skip
+def arm(name: str, mean_ms: float, moves: int = 0, recovery_s: float | None = 5.0, points: int = 0) -> ArmResult:
+    calibration: list[dict[str, float | str]] = [
+        {"pod": f"p{i}", "target": "n", "at_s": 20.0 + i, "predicted_gain_ms": 10.0 + i, "measured_gain_ms": 2.0 * i}
+        for i in range(points)
+    ]
+    return ArmResult(name, f"{name} policy", mean_ms, mean_ms * 2, moves, recovery_s, 1000.0, 100.0 * moves,
+                     [(0.0, 100.0), (20.0, mean_ms)], [(15.0, "node-failed", "", "edge-1", "123")], calibration)  # fmt: skip
 
 
-def test_the_spread_is_the_mean_and_sample_standard_deviation_over_the_seeded_runs() -> None:
-    result = aggregate([a_pair(0, 10.0, moves=1), a_pair(1, 20.0, moves=2), a_pair(2, 30.0, moves=6)])
-    assert result.runs_count == 3
-    assert result.mean_reduction_pct == pytest.approx(20.0)
-    assert result.sd_reduction_pct == pytest.approx(10.0)
-    assert (result.min_reduction_pct, result.max_reduction_pct) == (10.0, 30.0)
-    assert result.mean_moves == pytest.approx(3.0)
-    assert result.reach_published_pct == 8.0  # chain, as published by REACH
+def a_trial(seed: int, learned_ms: float, greedy_ms: float = 180.0, workload: str = "chain") -> Trial:
+    arms = [
+        arm(DEFAULT_ARM, 200.0),
+        arm(LEARNED_ARM, learned_ms, moves=2, points=2),
+        arm(GREEDY_ARM, greedy_ms, moves=1),
+    ]
+    return Trial("node-failure", "7-21", workload, seed, 15.0, 60.0, {"db": ["cloud-1"]}, ["edge-1"], arms)
 
 
-def test_one_run_has_no_spread_and_no_run_is_an_error() -> None:
-    assert aggregate([a_pair(4, 12.5)]).sd_reduction_pct == 0.0
-    with pytest.raises(ValueError, match="seed"):
-        aggregate([])
+def test_a_cell_gives_the_reduction_against_the_default_scheduler_of_each_seed_with_its_interval() -> None:
+    trials = [a_trial(0, 170.0), a_trial(1, 180.0), a_trial(2, 160.0)]  # 15, 10, 20 %
+    learned = arm_cell(trials, LEARNED_ARM)
+    assert learned.reduction is not None and learned.reduction.mean == pytest.approx(15.0)
+    assert learned.reduction.low == pytest.approx(15.0 - 4.303 * 5.0 / 3**0.5, abs=1e-3)
+    assert learned.moves == 2 and learned.over_qos_pct == pytest.approx(20.0)
+    assert arm_cell(trials, DEFAULT_ARM).reduction is None
 
 
-def test_every_run_is_written_with_its_own_numbers(tmp_path: Path) -> None:
-    result = aggregate([a_pair(0, 5.0), a_pair(1, -3.0)])
-    path = write_workload(result, tmp_path, "7-21")
-    assert path.name == "surge-7-21-chain.json"
-    saved = json.loads(path.read_text())
-    assert [r["seed"] for r in saved["runs"]] == [0, 1] and saved["mean_reduction_pct"] == pytest.approx(1.0)
-    rows = list(csv.DictReader((tmp_path / "surge-7-21-chain-runs.csv").open()))
-    assert [(r["seed"], float(r["reduction_pct"])) for r in rows] == [("0", 5.0), ("1", -3.0)]
+def test_the_goal_names_each_shortfall_against_reach_and_greedy() -> None:
+    met = [a_trial(0, 170.0, greedy_ms=190.0), a_trial(1, 172.0, greedy_ms=190.0)]  # 15 and 14 % ≥ 8 % (chain)
+    assert goal(arm_cell(met, LEARNED_ARM), arm_cell(met, GREEDY_ARM)) == "met"
+    short = [a_trial(0, 196.0), a_trial(1, 204.0)]  # 2 and −2 %: below REACH, CI around 0, greedy 10 %
+    verdict = goal(arm_cell(short, LEARNED_ARM), arm_cell(short, GREEDY_ARM))
+    assert "8.0 pp below REACH" in verdict and "CI not above 0" in verdict and "10.0 pp below greedy" in verdict
 
 
-def test_the_table_gives_mean_and_spread_next_to_reach_and_says_it_is_simulated() -> None:
-    text = comparison_table([aggregate([a_pair(0, 10.0), a_pair(1, 20.0)])])
-    assert "15.0 ± 7.1 %" in text and "10.0 … 20.0" in text and "8.0%" in text
-    assert "seed 1" in text and "simulated-latency loop" in text
+def test_trials_round_trip_through_json_and_make_the_table_and_figures(tmp_path: Path) -> None:
+    for seed, learned in ((0, 170.0), (1, 190.0)):
+        write_trial(a_trial(seed, learned), tmp_path / "trials")
+    write_trial(a_trial(0, 199.0, workload="aggregator_parallel"), tmp_path / "trials")
+    trials = read_trials(tmp_path / "trials")
+    assert [(t.workload, t.seed) for t in trials] == [("aggregator_parallel", 0), ("chain", 0), ("chain", 1)]
+    assert trials[1].arm(LEARNED_ARM).series == [(0.0, 100.0), (20.0, 170.0)]
+    text = markdown(trials, 100.0)
+    assert "| node-failure | chain | learned | 2 | 180.0 |" in text and "10.0 % [" in text and "8.0 %" in text
+    assert "7.9 %" in text and "(1 pair, no CI)" in text
+    assert "6 moves with a prediction" in calibration_summary(calibration_points(trials))
+    assert learned_policies(trials) == "`learned policy` (node-failure × aggregator_parallel, node-failure × chain)"
+    paths = write_figures(trials, tmp_path)
+    assert sorted(p.name for p in paths) == ["calibration.png", "node-failure-aggregator_parallel.png",
+                                             "node-failure-chain.png"]  # fmt: skip
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+def test_a_file_that_is_not_a_trial_is_named(tmp_path: Path) -> None:
+    (tmp_path / "surge-7-21-chain-s0.json").write_text(json.dumps({"experiment": "surge"}))
+    with pytest.raises(ValueError, match=r"surge-7-21-chain-s0\.json"):
+        read_trials(tmp_path)
 
 
 def test_seeds_come_from_runs_or_an_explicit_list() -> None:

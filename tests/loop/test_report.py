@@ -71,3 +71,54 @@ def test_prometheus_scrapes_only_loopback_targets_and_loads_the_alert_rules() ->
     config = prometheus_config(DemoSettings(exporter_port=19464, migrator_metrics_port=19465))
     assert "'127.0.0.1:19464'" in config and "'127.0.0.1:19465'" in config
     assert "alerts.yml" in config
+
+
+def test_moves_carry_the_services_prediction_and_the_world_measures_their_gain() -> None:
+    from flows.loop.experiments import calibration
+    from flows.loop.run import journal_moves
+
+    records: list[dict[str, object]] = [
+        {"event": "migrating", "time": 1010.0, "pod": "p", "source": "n1", "target": "n2",
+         "predicted_before_ms": 150.0, "predicted_after_ms": 120.0},
+        {"event": "migrated", "time": 1014.0, "pod": "p", "target": "n2"},
+        {"event": "migrating", "time": 1030.0, "pod": "q", "source": "n1", "target": "n3",
+         "predicted_before_ms": None, "predicted_after_ms": None},
+        {"event": "migrated", "time": 1032.0, "pod": "q", "target": "n3"},
+        {"event": "migrating", "time": 1040.0, "pod": "r", "source": "n1", "target": "n3"},
+        {"event": "rolled-back", "time": 1045.0, "pod": "r", "target": "n3"},
+    ]  # fmt: skip
+    moves = journal_moves(records)
+    assert [(m.pod, m.source, m.target, m.predicted_gain_ms) for m in moves] == [
+        ("p", "n1", "n2", 30.0), ("q", "n1", "n3", None)
+    ]  # fmt: skip
+    run = a_run([200.0] * 10 + [190.0] * 9 + [160.0] * 30)  # samples at 1000 … 1048 s
+    run.fast_samples = run.samples
+    run.predictions = moves
+    # before: 1007 … 1010 s (200, 200, 200, 190 ms); after: 1019 … 1022 s (160 ms); q has no prediction
+    assert calibration(run) == [{"pod": "p", "target": "n2", "started_s": 10.0, "done_s": 14.0,
+                                 "predicted_gain_ms": 30.0, "measured_gain_ms": pytest.approx(37.5)}]  # fmt: skip
+
+
+def test_a_move_whose_windows_hold_the_event_is_left_out_of_the_calibration() -> None:
+    from flows.loop.stats import move_gains
+
+    series = [(float(t), 200.0 if t < 12 else 150.0) for t in range(40)]
+    moves = [{"pod": "p", "started_s": 10.0, "done_s": 12.0, "predicted_gain_ms": 30.0}]
+    assert move_gains(series, moves, None)[0]["measured_gain_ms"] == pytest.approx(50.0)
+    assert move_gains(series, moves, event_s=19.0) == []  # inside the 5–8 s after the move ended
+    assert move_gains(series, moves, event_s=4.0) == []  # inside the rate windows of the samples before it
+    assert len(move_gains(series, moves, event_s=25.0)) == 1
+    assert move_gains(series, [{**moves[0], "predicted_gain_ms": None}], None) == []
+    assert move_gains(series[:15], moves, None) == []  # the run ended before the window after the move
+
+
+def test_moves_whose_windows_hold_the_event_can_be_kept_marked_and_are_not_counted() -> None:
+    from flows.loop.cells import calibration_summary
+    from flows.loop.stats import move_gains
+
+    series = [(float(t), 200.0 if t < 12 else 150.0) for t in range(40)]
+    moves = [{"pod": "p", "started_s": 10.0, "done_s": 12.0, "predicted_gain_ms": 30.0}]
+    (held,) = move_gains(series, moves, event_s=19.0, keep_event=True)
+    assert held["event_in_window"] is True and held["measured_gain_ms"] == pytest.approx(50.0)
+    text = calibration_summary([{**held, "arm": "learned"}])
+    assert text.startswith("No move with a predicted gain and clean windows") and "1 more moves" in text

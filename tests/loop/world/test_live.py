@@ -98,3 +98,68 @@ def test_the_collector_serves_istio_and_goldpinger_families_over_http(
     assert lines("istio_requests_total", 'reporter="destination"', 'response_code="200"')
     assert lines("goldpinger_peers_response_time_s_count", 'goldpinger_instance="tb-cloud-vm-8-1"', 'call_type="ping"')
     assert "reach_world_running 1.0" in text
+
+
+def _post(port: int, path: str, body: bytes) -> tuple[int, dict[str, object]]:
+    import json
+    import urllib.error
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_node_failed_over_the_control_port_stops_serving_at_the_next_step(
+    scenario: Scenario, workloads: dict[str, Workload]
+) -> None:
+    from flows.local.processes import free_port
+    from flows.loop.world_live import ControlServer, post_event
+
+    clock = FakeClock()
+    live = LiveWorld(scenario, workloads["chain"], lambda: _pods(ALL_ON_CLOUD_1), WorldOptions(), clock=clock)
+    live.step()
+    clock.now += 10.0
+    live.step()
+    port = free_port()
+    control = ControlServer(live, port).start()
+    try:
+        assert post_event(port, "/control/fail-node", {"node": "tb-cloud-vm-8-1"}) == {"failed": "tb-cloud-vm-8-1"}
+        assert post_event(port, "/control/surge", {"multiplier": 3.0}) == {"multiplier": 3.0}
+        assert _post(port, "/control/fail-node", b'{"node": "nowhere"}')[0] == 400
+        status, answer = _post(port, "/control/fail-node", b'{"node": "tb-client-vm-2-1"}')
+        assert status == 400 and "client node" in str(answer["detail"])
+        assert _post(port, "/control/surge", b'{"multiplier": 0}')[0] == 400
+        assert _post(port, "/control/reboot", b"{}")[0] == 404
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert "istio_request_duration_milliseconds_bucket" in metrics
+    finally:
+        control.close()
+    assert live.world is not None and live.world.rps_multiplier == 1.0  # applied by the stepping thread only
+    live.step()
+    assert live.world.rps_multiplier == 3.0 and live.failed_nodes == ["tb-cloud-vm-8-1"]
+    assert not any(pod.serving for pod in live.world.pods.values() if pod.service != "client")
+    clock.now += 1.0
+    live.step()  # a re-read of the same pods keeps them failed: the node is down, not the pods
+    assert not any(pod.serving for pod in live.world.pods.values() if pod.service != "client")
+    clock.now += 20.0
+    live.step()
+    codes = {key[7] for key in live.metrics.requests if key[3] == "aggregator" and key[0] == "source"}
+    assert "503" in codes  # every aggregator pod was on the failed node: after the retries, 503
+
+
+def test_a_node_failed_before_the_world_starts_is_failed_in_it(
+    scenario: Scenario, workloads: dict[str, Workload]
+) -> None:
+    clock = FakeClock()
+    listed: list[PodInfo] = []
+    live = LiveWorld(scenario, workloads["chain"], lambda: listed, WorldOptions(), clock=clock)
+    live.fail_node("tb-cloud-vm-8-1")
+    live.step()
+    assert live.world is None
+    listed.extend(_pods(ALL_ON_CLOUD_1))
+    clock.now += 1.0
+    live.step()
+    assert live.world is not None and not live.world.node_up[live.cluster.node_names.index("tb-cloud-vm-8-1")]

@@ -1,0 +1,148 @@
+"""REACH's experiments on the world: node failure and surge × three workloads, three arms per seed, 95 % CIs.
+
+Protocol (issue 16; :mod:`flows.loop.experiments`): the local Kubernetes cluster of the 7-21
+scenario, Prometheus and the world (:mod:`flows.loop.world_live`, requests emulated on the live
+placement, Istio-shaped metrics) on 127.0.0.1. Per cell (experiment × workload) and seed, three
+arms from the same start, with the same event at ``--event-at`` s and the same world seed: the
+default scheduler alone (its own placement is recorded and re-applied in the other arms), the
+learned policy (the newest gated bento that can serve the cluster, else ``data/policies/general-v4``
+gated with the default rules and packaged) and the greedy stand-in. Node failure: the busiest
+cloud/edge node's hollow kubelet is killed by PID and the world fails the node at the same moment;
+it is restarted after each arm. Surge: the world's request rate doubles and the aggregator gets two
+more replicas. Everything is measured by the world through Prometheus (Istio's histogram).
+
+Each seed's trial is kept as JSON under ``--out``/trials, so cells run in separate chunks (one
+``--experiment``/``--workload`` at a time, each < 10 min under the lock) make one table; every run
+rewrites ``--out``/experiments.md (the table, the calibration and the runs made), one PNG per cell
+and ``calibration.png`` from all the trials there. ``--table-only`` redraws them without running.
+
+    flock /tmp/reach-heavy.lock bash -c '.venv/bin/python benchmarks/bench_experiments.py \\
+        --experiment surge --workload chain --seeds 2 --duration 45; rc=$?; .venv/bin/reach down; exit $rc'
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+
+for _key, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "BENTOML_DO_NOT_TRACK": "true"}.items():
+    os.environ.setdefault(_key, _value)
+
+from flows.loop.arms import WORKLOADS, read_trials  # noqa: E402
+from flows.loop.cells import (  # noqa: E402
+    calibration_points,
+    calibration_summary,
+    learned_policies,
+    markdown,
+    write_figures,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "experiments"
+EXPERIMENTS = ("node-failure", "surge")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiment", choices=(*EXPERIMENTS, "all"), default="all")
+    parser.add_argument("--workload", action="append", choices=WORKLOADS, help="repeatable; default: all three")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0 … N−1 per cell (three arms each)")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per arm")
+    parser.add_argument("--event-at", type=float, default=15.0, help="seconds into each arm")
+    parser.add_argument("--qos", type=float, default=100.0, help="QoS threshold, ms (a bucket bound of Istio's)")
+    parser.add_argument("--policy", default="auto", help="the learned arm: auto or a bento tag")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--table-only", action="store_true", help="only redraw the table and figures from --out")
+    return parser.parse_args(argv)
+
+
+def run_cells(args: argparse.Namespace) -> list[dict[str, object]]:
+    """Run every asked cell; one log entry per cell (seeds, wall time)."""
+    from flows.loop.experiments import experiment
+    from flows.loop.settings import DemoSettings
+
+    log = []
+    for kind in EXPERIMENTS if args.experiment == "all" else (args.experiment,):
+        for workload in args.workload or WORKLOADS:
+            settings = DemoSettings(
+                experiment=kind, workload=workload, policy=args.policy, train_missing=False, duration_s=args.duration,
+                event_at_s=args.event_at, qos_threshold_ms=args.qos, start="scheduler", prefect=False,
+                keep_migrating=False, out=args.out / "trials",
+            )  # fmt: skip
+            seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+            started = time.monotonic()
+            experiment(settings, [workload], seeds)
+            wall_s = time.monotonic() - started
+            log.append({"experiment": kind, "workload": workload, "seeds": seeds, "duration_s": args.duration,
+                        "event_at_s": args.event_at, "wall_s": round(wall_s, 1), "policy": args.policy,
+                        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")})  # fmt: skip
+            print(f"{kind} {workload}: seeds {seeds} in {wall_s:.0f} s", flush=True)
+    return log
+
+
+def write_report(out: Path, qos_ms: float) -> Path:
+    trials = read_trials(out / "trials")
+    if not trials:
+        raise SystemExit(f"no trial under {out / 'trials'}: run a cell first (without --table-only)")
+    log_path = out / "runs.json"
+    log = json.loads(log_path.read_text()) if log_path.is_file() else []
+    figures = write_figures(trials, out)
+    runs = "\n".join(
+        f"- {e['date']}: `--experiment {e['experiment']} --workload {e['workload']} --seeds {len(e['seeds'])} "
+        f"--first-seed {e['seeds'][0]} --duration {e['duration_s']:g} --event-at {e['event_at_s']:g}"
+        f"{' --policy ' + str(e['policy']) if e.get('policy', 'auto') != 'auto' else ''}` — "
+        f"{e['wall_s']:.0f} s"
+        for e in log
+    )
+    text = f"""# REACH's experiments on the world (issue 16)
+
+Written by `benchmarks/bench_experiments.py` (the runs are listed below). Measured by the world
+(requests emulated on the live placement of the local Kubernetes cluster, 7-21 scenario), read
+from Prometheus with Istio's PromQL over the client's calls; never the twin.
+Per seed three arms from the default scheduler's own placement, the same event and world seed.
+*mean*/*p95*: every request completed from the event to the end of the arm (Istio's histogram read
+at the event and at the end; failed requests included, as in Istio's mean). *reduction*: of the
+mean against the default scheduler of the same seed, mean over seeds with its 95 % t-interval.
+*recovery*: first time after the event from which the successful requests' 5 s-window mean stays
+within 10 % of its level in the 10 s before the event and at most 1 % of requests fail (mean over
+the seeds that recovered). *missed QoS*: requests slower than {qos_ms:g} ms or failed; *failed*:
+response code ≠ 200. *goal*: the learned arm at or above REACH's figure, its interval above 0 and
+not below greedy.
+
+{markdown(trials, qos_ms)}
+
+Learned policy served: {learned_policies(trials)}.
+
+Calibration (every move with a predicted gain — the greedy stand-in gives none — whose windows do
+not hold the event; measured gain = the successful requests' 5 s-window mean sampled in the 3 s up
+to the move's start minus the one sampled 5–8 s after it ended):
+{calibration_summary(calibration_points(trials))}
+
+Figures: {", ".join(f"`{p.name}`" for p in figures)} (this folder).
+Runs (`python benchmarks/bench_experiments.py …` under the lock; the wall time covers the three arms of every seed):
+{runs}
+"""
+    path = out / "experiments.md"
+    path.write_text(text)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.table_only:
+        log_path = args.out / "runs.json"
+        done = run_cells(args)
+        previous = json.loads(log_path.read_text()) if log_path.is_file() else []
+        log_path.write_text(json.dumps(previous + done, indent=1))
+    print(write_report(args.out, args.qos).read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

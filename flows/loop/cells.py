@@ -1,0 +1,174 @@
+"""The experiments' table and figures: trials grouped into cells (experiment × workload), per arm, with 95 % CIs.
+
+For each cell and arm over its seeds: the world's mean and p95 latency after the event (means over
+seeds), the reduction of the mean against the default scheduler of the same seed with its 95 %
+t-interval (:func:`flows.loop.stats.t_interval`), moves, the time to recover (mean over the seeds
+that recovered, and how many did) and the share of requests over the QoS threshold (all seeds'
+requests pooled). :func:`markdown` writes the table with REACH's published figure and whether the
+learned arm meets the goal (≥ REACH's figure, interval above 0, not below greedy);
+:func:`write_figures` draws the latency over time of the three arms per cell and the calibration
+plot (every move's predicted gain against the world's). Used by ``benchmarks/bench_experiments.py``
+and ``reach demo experiment``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flows.loop.arms import ARMS, DEFAULT_ARM, GREEDY_ARM, LEARNED_ARM, REACH_PUBLISHED_PCT, Trial
+from flows.loop.report import write_arms_plot, write_calibration_plot
+from flows.loop.stats import Interval, move_gains, reduction_pct, t_interval
+
+
+@dataclass(frozen=True)
+class ArmCell:
+    """One arm of one cell over its seeds."""
+
+    experiment: str
+    workload: str
+    arm: str
+    policy: str
+    seeds: int
+    mean_ms: float
+    p95_ms: float | None
+    reduction: Interval | None  # None for the default scheduler itself
+    moves: float
+    recovery_s: float | None  # mean over the seeds that recovered
+    recovered: int
+    over_qos_pct: float | None
+    failed_pct: float | None  # None when a trial did not count failures
+
+
+def cells(trials: list[Trial]) -> dict[tuple[str, str], list[Trial]]:
+    grouped: dict[tuple[str, str], list[Trial]] = {}
+    for trial in trials:
+        grouped.setdefault((trial.experiment, trial.workload), []).append(trial)
+    return grouped
+
+
+def arm_cell(trials: list[Trial], arm: str) -> ArmCell:
+    results = [t.arm(arm) for t in trials]
+    reductions = [reduction_pct(t.arm(DEFAULT_ARM).mean_ms, t.arm(arm).mean_ms) for t in trials]
+    recovered = [r.recovery_s for r in results if r.recovery_s is not None]
+    p95 = [r.p95_ms for r in results if r.p95_ms is not None]
+    requests = sum(r.requests for r in results)
+    return ArmCell(
+        trials[0].experiment, trials[0].workload, arm, results[0].policy, len(results),
+        statistics.fmean(r.mean_ms for r in results), statistics.fmean(p95) if p95 else None,
+        None if arm == DEFAULT_ARM else t_interval(reductions), statistics.fmean(r.moves for r in results),
+        statistics.fmean(recovered) if recovered else None, len(recovered),
+        100.0 * sum(r.over_qos for r in results) / requests if requests else None,
+        100.0 * sum(r.failed for r in results if r.failed is not None) / requests
+        if requests and all(r.failed is not None for r in results) else None,
+    )  # fmt: skip
+
+
+def goal(learned: ArmCell, greedy: ArmCell | None) -> str:
+    """Whether the learned arm meets issue 16's goal for this cell, or by how much it falls short."""
+    published = REACH_PUBLISHED_PCT.get(learned.workload)
+    if learned.reduction is None or published is None:
+        return "-"
+    shortfalls = []
+    if learned.reduction.mean < published:
+        shortfalls.append(f"{published - learned.reduction.mean:.1f} pp below REACH")
+    if not learned.reduction.above_zero:
+        shortfalls.append("CI not above 0")
+    if greedy is not None and greedy.reduction is not None and learned.reduction.mean < greedy.reduction.mean:
+        shortfalls.append(f"{greedy.reduction.mean - learned.reduction.mean:.1f} pp below greedy")
+    return "met" if not shortfalls else "short: " + ", ".join(shortfalls)
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(trials: list[Trial], qos_threshold_ms: float) -> str:
+    """The whole table: one row per cell and arm."""
+    lines = [
+        f"| experiment | workload | arm | seeds | mean ms | p95 ms | reduction vs default, 95 % CI | REACH | moves "
+        f"| recovery s (recovered) | missed {qos_threshold_ms:g} ms | failed | goal |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for (experiment, workload), group in sorted(cells(trials).items()):
+        rows = {arm: arm_cell(group, arm) for arm in ARMS if all(arm in {a.arm for a in t.arms} for t in group)}
+        for arm, row in rows.items():
+            published = REACH_PUBLISHED_PCT.get(workload) if arm == LEARNED_ARM else None
+            reduction = row.reduction.text() if row.reduction is not None else "(baseline)"
+            verdict = goal(row, rows.get(GREEDY_ARM)) if arm == LEARNED_ARM else ""
+            lines.append(
+                f"| {experiment} | {workload} | {arm} | {row.seeds} | {row.mean_ms:.1f} | {_num(row.p95_ms)} "
+                f"| {reduction} | {_num(published)}{' %' if published else ''} | {row.moves:.1f} "
+                f"| {_num(row.recovery_s)} ({row.recovered}/{row.seeds}) | {_num(row.over_qos_pct)} % "
+                f"| {_num(row.failed_pct)}{' %' if row.failed_pct is not None else ''} | {verdict} |"
+            )
+    return "\n".join(lines)
+
+
+def learned_policies(trials: list[Trial]) -> str:
+    """Which bento the learned arm served, per cell (a newer gated bento may appear between cells)."""
+    used: dict[str, list[str]] = {}
+    for (experiment, workload), group in sorted(cells(trials).items()):
+        for tag in sorted({t.arm(LEARNED_ARM).policy for t in group if LEARNED_ARM in {a.arm for a in t.arms}}):
+            used.setdefault(tag, []).append(f"{experiment} × {workload}")
+    return "; ".join(f"`{tag}` ({', '.join(where)})" for tag, where in used.items()) or "-"
+
+
+def calibration_points(trials: list[Trial]) -> list[dict[str, Any]]:
+    """Every move's predicted and measured gain (recomputed from the kept series and moves by
+    :func:`flows.loop.stats.move_gains`; the points kept with the trial when it has no moves recorded)."""
+    return [
+        {**point, "arm": arm.arm, "experiment": t.experiment, "workload": t.workload, "seed": t.seed}
+        for t in trials
+        for arm in t.arms
+        for point in (
+            move_gains(arm.series, arm.moves_made, t.event_at_s, keep_event=True) if arm.moves_made else arm.calibration
+        )
+    ]
+
+
+def calibration_summary(points: list[dict[str, Any]]) -> str:
+    """Moves with a prediction, the mean predicted and measured gain, the sign agreement and the correlation
+    (moves whose windows held the event are only counted, and drawn apart)."""
+    held = [p for p in points if p.get("event_in_window")]
+    points = [p for p in points if not p.get("event_in_window")]
+    predicted_held = ", ".join(f"{float(p['predicted_gain_ms']):.1f}" for p in held)
+    measured_held = ", ".join(f"{float(p['measured_gain_ms']):.0f}" for p in held)
+    note = (
+        f" {len(held)} more moves had windows that held the event (drawn apart, not counted: predicted "
+        f"{predicted_held} ms; measured {measured_held} ms)."
+        if held
+        else ""
+    )
+    if not points:
+        return "No move with a predicted gain and clean windows (none made, or none with a prediction)." + note
+    predicted = [float(p["predicted_gain_ms"]) for p in points]
+    measured = [float(p["measured_gain_ms"]) for p in points]
+    agree = sum((a > 0) == (b > 0) for a, b in zip(predicted, measured, strict=True))
+    correlation = (
+        f"{statistics.correlation(predicted, measured):.2f}"
+        if len(points) > 2 and statistics.pstdev(predicted) > 0 and statistics.pstdev(measured) > 0
+        else "-"
+    )
+    return (
+        f"{len(points)} moves with a prediction: mean predicted gain {statistics.fmean(predicted):.1f} ms, mean "
+        f"measured gain {statistics.fmean(measured):.1f} ms; the world agreed on the sign for {agree} of "
+        f"{len(points)}; Pearson correlation {correlation}." + note
+    )
+
+
+def write_figures(trials: list[Trial], out: Path) -> list[Path]:
+    """``<experiment>-<workload>.png`` per cell (three arms over time) and ``calibration.png``."""
+    paths = []
+    for (experiment, workload), group in sorted(cells(trials).items()):
+        series = {arm: [t.arm(arm).series for t in group if arm in {a.arm for a in t.arms}] for arm in ARMS}
+        failed = {arm: [t.arm(arm).failed_series for t in group if arm in {a.arm for a in t.arms}] for arm in ARMS}
+        title = f"{experiment} at {group[0].event_at_s:.0f} s: {group[0].scenario} {workload}, {len(group)} seeds"
+        paths.append(write_arms_plot({k: v for k, v in series.items() if v}, group[0].event_at_s,
+                                     out / f"{experiment}-{workload}.png", title,
+                                     {k: v for k, v in failed.items() if any(v)}))  # fmt: skip
+    points = calibration_points(trials)
+    paths.append(write_calibration_plot(points, out / "calibration.png", "Per move: predicted vs world-measured gain"))
+    return paths
