@@ -28,19 +28,21 @@ images-tools:
 images: setup images-tools
 	@$(LOCK) $(VENV)/reach images build
 
-# The main job: `reach demo` on embedded defaults — the closed loop on 7-21 (local Kubernetes control plane,
-# Prometheus, latency exporter, Prefect dashboard, the served gated policy, the migrator); when no gated
-# bento exists for 7-21 / aggregator_sequential, the demo trains one with the quickstart pipeline first.
-# Everything keeps running until `make down`. Exit code 3 from the demo means the gate refused the freshly
-# trained policy: nothing learned was deployed, and the loop is shown with the greedy stand-in instead,
-# clearly named as such.
+# The main job: `reach demo` on embedded defaults — REACH's three stages on the world, on the 13-29 cluster
+# (local Kubernetes control plane, Prometheus, the world on the app's poor start, Prefect dashboard):
+# 1. profile: the world's traces ingested by the pipeline (GX); 2. train: fine-tune the shipped general policy,
+# evaluate, gate with the default rules, package; 3. act: blue/green deploy, the migrator acts, the world
+# measures. Everything keeps running until `make down`. Exit code 3 from the demo means the gate refused the
+# fine-tuned policy: nothing learned was deployed, and the loop is shown with the greedy stand-in instead,
+# clearly named as such. REACH_DEMO_ARGS passes options, e.g. `--record benchmarks/results/demo/run.md`.
+REACH_DEMO_ARGS ?=
 run: setup
 	@$(LOCK) deploy/local/install.sh
-	@$(LOCK_CLOSED) $(VENV)/reach demo; status=$$?; \
+	@$(LOCK_CLOSED) $(VENV)/reach demo $(REACH_DEMO_ARGS); status=$$?; \
 	if [ $$status -eq 3 ]; then \
 	  echo "make run: the gate refused the policy trained for the demo (see above); no learned policy serves." >&2; \
 	  echo "make run: running the same loop with the greedy stand-in instead (NOT the learned policy)." >&2; \
-	  $(LOCK_CLOSED) $(VENV)/reach demo --policy greedy-standin; status=$$?; \
+	  $(LOCK_CLOSED) $(VENV)/reach demo --policy greedy-standin $(REACH_DEMO_ARGS); status=$$?; \
 	fi; exit $$status
 	$(VENV)/reach status
 

@@ -57,9 +57,15 @@ def _settings(**values: Any) -> Any:
 @app.callback()
 def demo(
     ctx: typer.Context,
-    scenario: Scenario = "7-21",
+    scenario: Scenario = "13-29",
     workload: Annotated[str, typer.Option(help="workload the app runs")] = "aggregator_sequential",
-    policy: Policy = "auto",
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="pipeline (REACH's three stages: profile the world's traces, fine-tune + default gate + package, "
+            "deploy and act) | auto (a gated bento, no training) | greedy-standin (not the learned policy) | a bento tag"
+        ),
+    ] = "pipeline",
     duration: Duration = 90.0,
     qos: Qos = 100.0,
     noise: Annotated[float, typer.Option(help="twin: exporter noise, standard deviation in % of the latency")] = 2.0,
@@ -69,37 +75,59 @@ def demo(
         str, typer.Option(help="world (requests emulated on the live placement, Istio's PromQL) | twin (the formula)")
     ] = "world",
     world_rps: Annotated[float, typer.Option(help="world: multiplies every endpoint's rps")] = 2.0,
+    trace_window_s: Annotated[float, typer.Option(help="stage 1: seconds of the world's traces ingested")] = 20.0,
+    finetune_s: Annotated[float, typer.Option(help="stage 2: wall-clock budget of the fine-tune, s")] = 45.0,
+    gate_rules: Annotated[str, typer.Option(help="stage 2: gate rules (data/gate name or JSON path)")] = "default",
+    record: Annotated[
+        Path | None,
+        typer.Option(help="also copy the summary here (FILE.md and FILE.json), e.g. for benchmarks/bench_demo.py"),
+    ] = None,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="start the Prefect dashboard")] = True,
     keep_migrating: Annotated[bool, typer.Option("--keep-migrating/--stop-migrating")] = True,
 ) -> None:
-    """Run the closed loop for a bounded time, print before/after, write CSV + PNG; leave it running."""
+    """REACH's three stages on the world (profile, train + gate, act); print the summary; leave it running."""
     if ctx.invoked_subcommand is not None:
         return
-    from flows.loop.experiments import demo as run_demo
-    from flows.loop.experiments import table
     from flows.loop.policy import GateRefused
     from flows.loop.report import latency_note
+    from flows.loop.stages import StageOptions, check_settings, summary_table
+    from flows.loop.stages import demo as run_demo
 
     settings = _settings(scenario=scenario, workload=workload, policy=policy, duration_s=duration,
                          qos_threshold_ms=qos, noise_pct=noise, seed=seed, out=out, prefect=prefect,
                          keep_migrating=keep_migrating, latency_source=latency_source,
                          world_rps=world_rps)  # fmt: skip
     try:
-        result = run_demo(settings)
+        check_settings(settings)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    options = _stage_options(StageOptions, trace_window_s=trace_window_s, finetune_s=finetune_s, gate_rules=gate_rules)
+    try:
+        result = run_demo(settings, options, say=lambda line: typer.echo(f"reach demo {line}"))
     except GateRefused as refused:
         typer.echo(f"reach demo: {refused}", err=True)
         typer.echo("the cluster, Prometheus and the dashboard keep running until `reach down`", err=True)
         raise typer.Exit(GATE_REFUSED_EXIT) from None
-    typer.echo(table([result.summary], latency_note(settings.latency_source)))
-    if result.p95_ms is not None:
-        typer.echo(f"world p95: {result.p95_ms[0]:.1f} → {result.p95_ms[1]:.1f} ms")
-    twin_before, twin_after = result.twin_ms
-    if twin_before is not None and twin_after is not None:
-        typer.echo(f"twin (MODEL.md §2 on the same placements): {twin_before:.1f} → {twin_after:.1f} ms")
+    typer.echo(summary_table(result, f"({latency_note(settings.latency_source)}, read from Prometheus)"))
+    typer.echo(f"summary: {result.report_md} and {result.report_json}")
     typer.echo(f"time series: {result.csv}\nplot: {result.plot}\nPrometheus: {result.prometheus_url}")
+    if record is not None and result.report_md is not None and result.report_json is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(result.report_md.read_text())
+        record.with_suffix(".json").write_text(result.report_json.read_text())
+        typer.echo(f"recorded: {record} and {record.with_suffix('.json')}")
     if result.dashboard_url:
         typer.echo(f"Prefect dashboard: {result.dashboard_url}")
     typer.echo("everything keeps running until `reach down`")
+
+
+def _stage_options(model: Any, **values: Any) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 @app.command("experiment")

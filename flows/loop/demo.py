@@ -74,14 +74,21 @@ def latency_query(settings: DemoSettings) -> str:
     return "reach_app_latency_ms"
 
 
-def start_exporter(settings: DemoSettings, kubeconfig: Path, workload: str) -> processes.ProcessRecord:
-    """(Re)start the latency source on ``exporter_port``: the world, or the twin's exporter."""
+def start_exporter(
+    settings: DemoSettings, kubeconfig: Path, workload: str, traces: Path | None = None, traces_window_s: float = 20.0
+) -> processes.ProcessRecord:
+    """(Re)start the latency source on ``exporter_port``: the world, or the twin's exporter.
+
+    ``traces`` (the world only): the world rewrites this file with its last ``traces_window_s`` of traces.
+    """
     common = [
         "--kubeconfig", str(kubeconfig), "--scenario", settings.scenario, "--workload", workload,
         "--namespace", settings.namespace, "--port", str(settings.exporter_port), "--seed", str(settings.seed),
     ]  # fmt: skip
     if settings.latency_source == "world":
         argv = [sys.executable, "-m", "flows.loop.world_live", *common, "--rps", str(settings.world_rps)]
+        if traces is not None:
+            argv += ["--traces", str(traces), "--traces-window-s", str(traces_window_s)]
     else:
         argv = [sys.executable, "-m", "flows.loop.exporter", *common, "--noise-pct", str(settings.noise_pct)]
     return restart(EXPORTER, argv, settings.exporter_port, "/metrics")

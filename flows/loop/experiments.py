@@ -1,22 +1,18 @@
-"""The demo and REACH's experiments as functions: one bounded closed-loop run, or three arms per seed and workload.
+"""REACH's experiments as functions: three arms per seed and workload.
 
-:func:`demo` is ``reach demo``: Prefect dashboard (optional), cluster, exporter, Prometheus, the
-policy, the poor start, one run with the migrator, the report, and a background migrator left
-running. :func:`experiment` is ``reach demo experiment node-failure|surge`` and
-``benchmarks/bench_experiments.py``: per workload and seed, three **arms** from the same start
-with the same event and the same world seed — the default scheduler alone (no migrator; its own
-placement is recorded as the start), the learned policy (:mod:`flows.loop.arms`) and the greedy
-stand-in (both from the recorded placement, re-applied with ``placement.place_app``). Every number
-is the world's (Istio's histogram through Prometheus), never the twin's: :mod:`flows.loop.cells`
-turns the trials into the per-cell table with 95 % intervals.
+:func:`experiment` is ``reach demo experiment node-failure|surge`` and
+``benchmarks/bench_experiments.py`` (``reach demo`` itself, the three stages, is
+:mod:`flows.loop.stages`): per workload and seed, three **arms** from the same start with the same
+event and the same world seed — the default scheduler alone (no migrator; its own placement is
+recorded as the start), the learned policy (:mod:`flows.loop.arms`) and the greedy stand-in (both
+from the recorded placement, re-applied with ``placement.place_app``). Every number is the world's
+(Istio's histogram through Prometheus), never the twin's: :mod:`flows.loop.cells` turns the trials
+into the per-cell table with 95 % intervals.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import statistics
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,58 +28,15 @@ from flows.loop.arms import (
     learned_policy,
     write_trial,
 )
-from flows.loop.demo import Session, keep_migrating, open_session
+from flows.loop.demo import Session, open_session
 from flows.loop.placement import StartPlacement
-from flows.loop.policy import policy_url, start_standin
-from flows.loop.report import LoopRun, Summary, latency_note, summary, table, write_csv, write_plot
-from flows.loop.run import failed_nodes, prepare_run, run_loop, twin_on_live
+from flows.loop.policy import start_standin
+from flows.loop.report import LoopRun, summary, table
+from flows.loop.run import failed_nodes, prepare_run, run_loop
 from flows.loop.settings import DemoSettings
 from flows.loop.stats import move_gains, recovery_time_s, served_series, window_numbers
 
 RECOVERY_TOLERANCE = 0.10  # recovered: the 5 s mean back within 10 % of its level in the 10 s before the event
-
-
-@dataclass(frozen=True)
-class DemoResult:
-    summary: Summary
-    csv: Path
-    plot: Path
-    prometheus_url: str
-    dashboard_url: str | None
-    p95_ms: tuple[float, float] | None = None  # the world's p95 before and after (None on the twin)
-    twin_ms: tuple[float | None, float | None] = (None, None)  # the twin's formula on the live placements
-
-
-def write_run(run: LoopRun, out: Path, stem: str, title: str, note: str) -> tuple[Path, Path]:
-    return write_csv(run, out / f"{stem}.csv"), write_plot([run], out / f"{stem}.png", title, note)
-
-
-def demo(settings: DemoSettings) -> DemoResult:
-    """Bring up the loop, run it for ``duration_s`` and report; leaves everything running until ``reach down``."""
-    dashboard = None
-    if settings.prefect:
-        from flows.local import ops, processes
-
-        dashboard = ops.up().dashboard_url
-        server = processes.find(ops.PREFECT_SERVER)
-        if server is not None and "PREFECT_API_URL" not in os.environ:  # a pipeline run here shows in it
-            os.environ.update(ops.prefect_env(server.port))
-    session = open_session(settings)
-    url, policy = policy_url(settings, settings.workload)
-    prepare_run(session, settings.workload)
-    twin_before = twin_on_live(session, settings.workload)
-    run = run_loop(session, f"{settings.workload} with the migrator", url, policy)
-    twin_after = twin_on_live(session, settings.workload)
-    stem = f"demo-{Path(settings.scenario).name}-{settings.workload}"
-    title = f"reach demo: {settings.scenario} {settings.workload}, {policy}"
-    csv, plot = write_run(run, settings.out, stem, title, latency_note(settings.latency_source))
-    p95 = [v for _, v in run.p95_samples]
-    p95_ms = (statistics.median(p95[:3]), statistics.median(p95[-5:])) if p95 else None
-    result = DemoResult(summary(run), csv, plot, session.prometheus_url, dashboard, p95_ms, (twin_before, twin_after))
-    (settings.out / f"{stem}.json").write_text(json.dumps(asdict(result.summary), indent=1))
-    if settings.keep_migrating:
-        keep_migrating(session, url, policy)
-    return result
 
 
 def arm_result(arm: str, policy: str, run: LoopRun, settings: DemoSettings) -> ArmResult:
@@ -151,4 +104,4 @@ def experiment(settings: DemoSettings, workloads: list[str], seeds: list[int]) -
     return trials
 
 
-__all__ = ["REACH_PUBLISHED_PCT", "WORKLOADS", "DemoResult", "Trial", "demo", "experiment", "summary", "table"]
+__all__ = ["REACH_PUBLISHED_PCT", "WORKLOADS", "Trial", "experiment", "summary", "table"]

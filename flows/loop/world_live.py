@@ -6,7 +6,10 @@ advances the emulation to the time elapsed since its start) on the app's Ready, 
 pods, re-read every ``refresh_s`` through the migrator's adapter (:class:`PodInfo` from
 ``migrator.kube``). It publishes on 127.0.0.1 what Istio's proxies and Goldpinger would publish on
 a real cluster: ``istio_request_duration_milliseconds`` (histogram), ``istio_requests_total`` and
-``goldpinger_peers_response_time_s``, plus ``reach_world_*`` gauges about itself. Prometheus
+``goldpinger_peers_response_time_s``, plus ``reach_world_*`` gauges about itself; with ``--traces
+FILE`` it also rewrites FILE every ``--traces-every-s`` with the traces of the requests completed in
+the last ``--traces-window-s`` (Jaeger query-API JSON, what a mesh's tracer sends to Jaeger;
+:mod:`flows.loop.world.trace_window`). Prometheus
 scrapes it; the migrator's latency query is the same PromQL as on an Istio cluster
 (:data:`MEAN_QUERY`, :data:`P95_QUERY`). The emulation starts when every service the workload
 calls has a Ready pod; afterwards a service without pods answers 503, as behind a mesh. The same
@@ -28,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from ceenv.scenario import Scenario
@@ -35,6 +39,7 @@ from ceenv.workload import Workload
 from flows.loop.world.emulator import World
 from flows.loop.world.metrics import REQUEST_LABELS, MeshMetrics
 from flows.loop.world.model import Cluster, PodSpec, WorldError, WorldOptions
+from flows.loop.world.trace_window import RollingTraceLog
 from migrator.snapshot import PodInfo
 
 LOOPBACK = "127.0.0.1"
@@ -89,6 +94,7 @@ class LiveWorld:
         service_label: str = "app",
         refresh_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        traces: TraceExport | None = None,
     ) -> None:
         self.scenario, self.workload, self.options, self.seed = scenario, workload, options, seed
         self.cluster = Cluster.from_scenario(scenario)
@@ -103,6 +109,7 @@ class LiveWorld:
         self.unknown_pods = 0
         self.pods_seen = 0
         self.last_error = ""
+        self.traces = traces
         self.failed_nodes: list[str] = []  # in the order they failed; applied to a world created later too
         self.events: queue.SimpleQueue[tuple[str, str | float]] = queue.SimpleQueue()
 
@@ -144,7 +151,10 @@ class LiveWorld:
         if self.world is not None:
             self.world.set_placement(specs, require_all=False)
         elif self.workload.services() <= {s.service for s in specs}:
-            self.world = World(self.scenario, self.workload, specs, self.options, self.seed, metrics=self.metrics)
+            log = self.traces.log if self.traces is not None else None
+            self.world = World(
+                self.scenario, self.workload, specs, self.options, self.seed, metrics=self.metrics, traces=log
+            )
             self.world.completed.keep = False  # runs for hours: the metrics keep what matters, in constant memory
             for node in self.failed_nodes:
                 self.world.fail_node(node)
@@ -160,11 +170,31 @@ class LiveWorld:
             target_ms = (now - self.started_at) * 1000.0
             if target_ms > self.world.env.now:
                 self.world.env.run(until=target_ms)
+            if self.traces is not None:
+                self.traces.maybe_write(now, self.world.env.now, time.time() - (now - self.started_at))
 
     def run(self, stop: threading.Event, step_s: float = 0.05) -> None:
         while not stop.is_set():
             self.step()
             stop.wait(step_s)
+
+
+class TraceExport:
+    """Where and how often a live world writes the traces of its last ``log.window_ms`` (``--traces FILE``)."""
+
+    def __init__(self, path: Path, window_s: float = 20.0, every_s: float = 2.0) -> None:
+        if every_s <= 0:
+            raise ValueError(f"--traces-every-s {every_s}: give a positive number of seconds")
+        self.path, self.every_s = path, every_s
+        self.log = RollingTraceLog(window_ms=window_s * 1000.0)
+        self.last_write = float("-inf")
+        self.written = 0
+
+    def maybe_write(self, now: float, virtual_ms: float, epoch_s: float) -> None:
+        """Rewrite the file when ``every_s`` passed since the last write (``now``: the world's clock, s)."""
+        if now - self.last_write >= self.every_s:
+            self.last_write = now
+            self.written = self.log.write(self.path, virtual_ms, int(epoch_s))
 
 
 class MeshCollector:
@@ -301,6 +331,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rps", type=float, default=1.0, help="multiplies every endpoint's rps")
     parser.add_argument("--ideal", action="store_true", help="fixed service times, no jitter, no drift")
     parser.add_argument("--refresh-s", type=float, default=1.0, help="seconds between two reads of the pods")
+    parser.add_argument("--traces", type=Path, default=None, help="rewrite this Jaeger JSON file with recent traces")
+    parser.add_argument("--traces-window-s", type=float, default=20.0, help="--traces: seconds of requests kept")
+    parser.add_argument("--traces-every-s", type=float, default=2.0, help="--traces: seconds between two writes")
     return parser.parse_args(argv)
 
 
@@ -318,7 +351,8 @@ def build(args: argparse.Namespace) -> LiveWorld:
         options = options.idealised()
     options.check()
     lister = pod_lister(args.kubeconfig, args.namespace, args.pod_selector)
-    return LiveWorld(scenario, workload, lister, options, args.seed, args.service_label, args.refresh_s)
+    traces = TraceExport(args.traces, args.traces_window_s, args.traces_every_s) if args.traces else None
+    return LiveWorld(scenario, workload, lister, options, args.seed, args.service_label, args.refresh_s, traces=traces)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,14 +25,22 @@ def test_help_lists_the_experiment_command() -> None:
 
 
 def test_a_refused_gate_exits_3_and_says_what_happened(monkeypatch: object) -> None:
-    import flows.loop.experiments
-    from flows.loop.policy import GateRefused
+    import flows.loop.stages
+    from flows.loop.stages import StagesGateRefused
 
-    def refuse(settings: object) -> None:
-        raise GateRefused("7-21", "aggregator_sequential", "refused: 1 of 5 checks failed", "out/runs/x")
+    def refuse(settings: object, options: object, say: object) -> None:
+        raise StagesGateRefused(
+            "13-29", "aggregator_sequential", "refused: 1 of 5 checks failed", "out/runs/x", "default"
+        )
 
-    monkeypatch.setattr(flows.loop.experiments, "demo", refuse)  # type: ignore[attr-defined]
+    monkeypatch.setattr(flows.loop.stages, "demo", refuse)  # type: ignore[attr-defined]
     result = CliRunner().invoke(app, ["--no-prefect"])
     assert result.exit_code == 3
-    assert "the gate refused" in result.output and "--policy greedy-standin" in result.output
+    assert "the gate (default rules) refused" in result.output and "--policy greedy-standin" in result.output
     assert "reach down" in result.output
+
+
+def test_the_pipeline_stages_on_the_twin_are_refused_before_anything_starts() -> None:
+    result = CliRunner().invoke(app, ["--no-prefect", "--latency-source", "twin"])
+    assert result.exit_code == 2
+    assert "--latency-source world" in result.output

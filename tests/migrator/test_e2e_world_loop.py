@@ -7,6 +7,8 @@ a real Prometheus scrapes it, and the migrator reads the application's latency w
 an Istio cluster (mean = rate(sum) / rate(count) over the client's calls to the aggregator). The
 policy is the greedy stand-in (moves chosen by the twin). Pass or fail is decided by the world's
 latency as Prometheus reports it: the mean and the p95 after the moves must be lower than before.
+The traces the live world exported on the poor start (``reach demo``'s stage 1) must pass the
+profile checks that the pipeline's ingest step runs.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ WORLD_RPS = 2.0  # 10 requests/s in real time: ~200 in a window
 
 
 @pytest.fixture
-def world(kubeconfig: str) -> Iterator[tuple[str, Any]]:
-    """The live world in a thread, its metrics on a free loopback port; yields host:port and the LiveWorld."""
+def world(kubeconfig: str, tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """The live world in a thread, its metrics on a free loopback port, its recent traces in ``world-traces.json``
+    (as ``world_live --traces`` writes them for ``reach demo``'s stage 1); yields host:port and the LiveWorld."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     from ceenv.scenario import load_scenario
@@ -46,7 +49,7 @@ def world(kubeconfig: str) -> Iterator[tuple[str, Any]]:
     from flows.local.processes import free_port
     from flows.loop.exporter import pod_lister
     from flows.loop.world.model import WorldOptions
-    from flows.loop.world_live import LiveWorld, MeshCollector
+    from flows.loop.world_live import LiveWorld, MeshCollector, TraceExport
 
     scenario = load_scenario(SCENARIO)
     workload = load_workload(WORKLOAD, scenario)
@@ -56,6 +59,7 @@ def world(kubeconfig: str) -> Iterator[tuple[str, Any]]:
         pod_lister(kubeconfig, NS, "reach.io/app=demo"),
         WorldOptions(rps_multiplier=WORLD_RPS),
         seed=0,
+        traces=TraceExport(tmp_path / "world-traces.json", window_s=20.0),
     )
     stop = threading.Event()
     runner = threading.Thread(target=live.run, args=(stop,), daemon=True)
@@ -109,6 +113,16 @@ def world_latency(prometheus_url: str, query: str, settle_s: float, timeout_s: f
     raise AssertionError(f"Prometheus reported no world latency for {query}: {reader.last_error}")
 
 
+def ingest_world_traces(path: Path, tmp_path: Path) -> Any:
+    """Validate the world's exported traces as ``reach profiles validate --jaeger --keep-current`` does."""
+    from flows.profiles.checks import CheckOptions
+    from flows.profiles.ingest import ProfileInputs, validate_profiles
+
+    copy = tmp_path / "captured-traces.json"
+    copy.write_bytes(path.read_bytes())
+    return validate_profiles(ProfileInputs(jaeger=(copy,)), SCENARIO, [WORKLOAD], CheckOptions(keep_current=True), None)
+
+
 def test_the_worlds_measured_latency_falls_after_the_policys_moves(
     core: Any,
     poor_app: dict[str, list[str]],  # noqa: F811
@@ -116,6 +130,7 @@ def test_the_worlds_measured_latency_falls_after_the_policys_moves(
     mesh_prometheus: str,
     world: tuple[str, Any],
     settings_for: Any,
+    tmp_path: Path,
 ) -> None:
     from flows.loop.world_live import mean_query, p95_query
     from migrator.app import build_controller
@@ -124,6 +139,7 @@ def test_the_worlds_measured_latency_falls_after_the_policys_moves(
     settle_s = 25.0  # a 20 s window plus scrapes
     before_mean = world_latency(mesh_prometheus, mean_query(WINDOW), settle_s)
     before_p95 = world_latency(mesh_prometheus, p95_query(WINDOW), 0.0)
+    profiled = ingest_world_traces(world[1].traces.path, tmp_path)
     settings = settings_for(
         standin.url, prometheus_url=mesh_prometheus, latency_query=mean_query(WINDOW), qos_threshold_ms=1.0
     )
@@ -141,4 +157,7 @@ def test_the_worlds_measured_latency_falls_after_the_policys_moves(
     summary = f"world mean {before_mean:.1f} → {after_mean:.1f} ms, p95 {before_p95:.1f} → {after_p95:.1f} ms"
     assert after_mean < before_mean, summary
     assert after_p95 < before_p95, summary
+    # stage 1 of `reach demo`: the poor start's traces, as the live world exported them, pass the profile checks
+    assert profiled.outcome.success, [c.observed for c in profiled.outcome.failures]
+    assert profiled.report["spans"]["traces"] >= 100  # ~10 requests/s over the 20 s window
     print(summary, f"after {len(moves)} moves")
