@@ -9,7 +9,10 @@ the best-known reduction (mean and 95 % CI over seeds), moves per episode and in
 whether the issue's targets hold (fraction ≥ greedy's, moves ≤ greedy's + 1, 0 invalid; ≥ 0.95 on
 average). ``--reach-model`` adds REACH's own setting (observation v1, plain MLP) as rows. The
 in-process decision time (``bento.policy.Policy.decide`` on REACH requests, p50/p99) is measured
-too. Writes ``<out>/general.md`` and ``<out>/general.json``. Heavy: run it under
+too. ``--plan-k`` adds the policy with decision-time planning (:mod:`bento.planning`), evaluated
+through the evaluation itself (``reach evaluate --plan-k``), as the bento decides. The default gate
+(``--gate-rules``) is applied to every reference cell's report, raw and with planning. Writes
+``<out>/general.md``, ``<out>/summary.md`` (the README's table) and ``<out>/general.json``. Heavy: run it under
 ``flock /tmp/reach-heavy.lock``. Usage:
 ``python benchmarks/bench_general.py --model data/policies/general-v4 --out benchmarks/results/general``.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,100 +52,67 @@ def write_large_clusters(out: Path, count: int) -> list[tuple[Path, Path]]:
 
 
 def evaluate_cells(
-    model: Path, cells: list[tuple[Path, Path]], seeds: list[int], episodes: int, families: list[str] = FAMILIES
+    model: Path,
+    cells: list[tuple[Path, Path]],
+    seeds: list[int],
+    episodes: int,
+    families: list[str] = FAMILIES,
+    gate_label: str | None = None,
+    **planning: Any,
 ) -> list[Any]:
-    """Every (cluster, workload) cell x family: the evaluation report's groups."""
+    """Every (cluster, workload) cell x family: the evaluation report's groups (``planning``: plan_k etc.).
+
+    With ``gate_label``, each cell's report is also kept in ``REPORTS`` for the gate section.
+    """
     from flows.evaluation import evaluate
 
     groups = []
     for scenario, workload in cells:
-        report, records = evaluate(
-            scenario, [workload], model, seeds, episodes, families, baselines=("greedy", "best_known")
+        report, _ = evaluate(
+            scenario,
+            [workload],
+            model,
+            seeds,
+            episodes,
+            families,
+            baselines=("noop", "random", "greedy", "best_known"),
+            **planning,
         )
         groups.extend(report.groups)
-        RECORDS.extend(records)
+        if gate_label is not None:
+            REPORTS.append((gate_label, report))
     return groups
 
 
-RECORDS: list[Any] = []  # every evaluation record, for the planning rows' best-known reductions
+REPORTS: list[tuple[str, Any]] = []  # (what was evaluated, one cell's evaluation report), for the gate section
 
 
-def planning_rows(
-    model_dir: Path, cells: list[tuple[Path, Path]], seeds: list[int], episodes: int, k: int, horizon: int
-) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """The policy with decision-time planning (:func:`bento.planning.plan_action`) on the same start states."""
-    from bento.artefact import load_artefact
-    from bento.planning import plan_action
-    from ceenv.env import CloudEdgeEnv
-    from ceenv.layout import layout_from_scenario
-    from ceenv.scenario import load_scenario
-    from ceenv.workload import load_workload, workload_name
-    from flows.evaluation.episodes import start_state
-    from flows.evaluation.report import estimate
-    from flows.evaluation.seeds import evaluation_seed
+def gate_rows(rules_file: Path) -> list[dict[str, Any]]:
+    """The gate (``rules_file``) on every evaluated cell, raw and with planning: all families and steady only."""
+    from flows.evaluation.gate import gate, load_gate_rules
 
-    best = {(r.scenario, r.workload, r.family, r.seed, r.episode): r for r in RECORDS if r.method == "best_known"}
-    greedy = {(r.scenario, r.workload, r.family, r.seed, r.episode): r for r in RECORDS if r.method == "greedy"}
-    rows, times = [], []
-    for scenario_dir, workload_file in cells:
-        scenario = load_scenario(scenario_dir)
-        workload = load_workload(workload_file, scenario)
-        name = workload_name(Path(workload_file))
-        loaded = load_artefact(model_dir, layout_from_scenario(scenario, 3))
-        layout = loaded.layout
-        env = CloudEdgeEnv(
-            scenario, workload, observation_version=4, max_nodes=layout.max_nodes, max_slots=layout.max_slots,
-            measured_conditions=True,
-        )  # fmt: skip
-        for family in FAMILIES:
-            per_seed, moves, greedy_seed, greedy_moves = [], [], [], []
-            for seed in seeds:
-                gained = best_sum = greedy_gained = 0.0
-                for episode in range(episodes):
-                    key = (scenario.name, name, family, seed, episode)
-                    if key not in best:
-                        continue
-                    state = start_state(env, family, evaluation_seed(seed, episode))
-                    _, info = env.reset(options={"state": state})
-                    start, done = info["start_latency_ms"], False
-                    while not done:
-                        began = time.perf_counter()
-                        action = plan_action(loaded.model, env.simulator, k, horizon, env.step_cost_ms)
-                        times.append(1000 * (time.perf_counter() - began))
-                        _, _, terminated, truncated, info = env.step(action)
-                        done = terminated or truncated
-                    gained += start - info["latency_ms"]
-                    best_sum += max(best[key].start_latency_ms - best[key].end_latency_ms, 0.0)
-                    greedy_gained += greedy[key].start_latency_ms - greedy[key].end_latency_ms
-                    moves.append(info["moves"])
-                    greedy_moves.append(greedy[key].moves)
-                per_seed.append(gained / best_sum if best_sum > 0 else 1.0)
-                greedy_seed.append(greedy_gained / best_sum if best_sum > 0 else 1.0)
-            mean, greedy_mean = float(np.mean(per_seed)), float(np.mean(greedy_seed))
-            interval = estimate(per_seed)
-            rows.append(
-                {
-                    "setting": f"general policy + planning (best of top-{k}, {horizon}-step rollouts on the twin)",
-                    "scenario": scenario.name,
-                    "workload": name,
-                    "family": family,
-                    "policy_fraction": mean,
-                    "policy_ci": [interval.ci_low, interval.ci_high],
-                    "greedy_fraction": greedy_mean,
-                    "policy_moves": float(np.mean(moves)),
-                    "greedy_moves": float(np.mean(greedy_moves)),
-                    "invalid_actions": 0,
-                    "ge_greedy": mean >= greedy_mean,
-                    "moves_ok": float(np.mean(moves)) <= float(np.mean(greedy_moves)) + 1,
-                }
-            )
-    timing = {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
-    return rows, timing
+    rules = load_gate_rules(rules_file)
+    out = []
+    for label, report in REPORTS:
+        steady = report.model_copy(update={"groups": [g for g in report.groups if g.family == "steady"]})
+        verdicts = {"all": gate(report, None, rules), "steady": gate(steady, None, rules)}
+        fractions = {g.family: g.methods["policy"].fraction_of_best_known.mean for g in report.groups}
+        group = report.groups[0]
+        out.append(
+            {
+                "scenario": group.scenario,
+                "workload": group.workload,
+                "policy": label,
+                "steady_passed": verdicts["steady"].passed,
+                "all_passed": verdicts["all"].passed,
+                "fractions": fractions,
+                "failed": sorted({c.rule for c in verdicts["all"].checks if not c.passed}),
+            }
+        )
+    return out
 
 
-def decision_times_ms(
-    model: Path, size: str, workload: str, requests: int = 200, plan_k: int = 0, horizon: int = 4
-) -> dict[str, float]:
+def decision_times_ms(model: Path, size: str, workload: str, requests: int = 200, **planning: Any) -> dict[str, float]:
     """``Policy.decide`` (encode + network + answer) on REACH requests of ``size``: p50 and p99, ms."""
     from bento.artefact import load_artefact
     from bento.policy import GateVerdict, NominalLatency, Policy, PolicyCard
@@ -156,7 +127,7 @@ def decision_times_ms(
     loaded = load_artefact(model, layout_from_scenario(env.scenario, 3))
     card = PolicyCard.from_artefact(loaded.metadata, GateVerdict(passed=True, reason="benchmark"))
     latency = NominalLatency.from_files(str(scenario_dir), str(workload_file))
-    policy = Policy(loaded, card, loaded.layout, "benchmark", latency, plan_k, horizon)
+    policy = Policy(loaded, card, loaded.layout, "benchmark", latency, **planning)
     bodies = []
     for seed in range(requests):
         env.reset(seed=seed)
@@ -191,6 +162,63 @@ def row(group: Any, label: str) -> dict[str, Any]:
     }
 
 
+def gate_markdown(gates: list[dict[str, Any]], rules_file: str) -> list[str]:
+    """The gate section: one line per (reference cell, raw or planning)."""
+    passed = {label: sum(g["steady_passed"] for g in gates if g["policy"] == label) for label in ("raw", "planning")}
+    total = {label: sum(g["policy"] == label for g in gates) for label in ("raw", "planning")}
+    lines = [
+        f"## The default gate (`{rules_file}`) on every reference cell",
+        "",
+        "`flows.evaluation.gate.gate` (no incumbent) on each cell's evaluation report above: its steady family only, "
+        "and all three families. Planning is evaluated the way the bento decides with `plan_k` "
+        "(`reach evaluate --plan-k`, `flows.evaluation.units`). Steady family passes: "
+        + "; ".join(f"{label} {passed[label]}/{total[label]}" for label in ("raw", "planning") if total[label])
+        + ".",
+        "",
+        "| cluster | workload | policy | steady fraction | node_failure | traffic_surge | gate, steady | gate, all families "
+        "| failed rules |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g in gates:
+        f = g["fractions"]
+        lines.append(
+            f"| {g['scenario']} | {g['workload']} | {g['policy']} | {f.get('steady', float('nan')):.3f} "
+            f"| {f.get('node_failure', float('nan')):.3f} | {f.get('traffic_surge', float('nan')):.3f} "
+            f"| {'pass' if g['steady_passed'] else 'FAIL'} | {'pass' if g['all_passed'] else 'FAIL'} "
+            f"| {', '.join(g['failed']) or '–'} |"
+        )
+    return [*lines, ""]
+
+
+def summary_markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[str, Any]) -> str:
+    """One line per setting (the README's table): mean fraction, cells ≥ greedy, cells within greedy's moves + 1."""
+    lines = [
+        f"_Written by `benchmarks/bench_general.py` on {settings['written_utc']} UTC: `{settings['command']}`._",
+        "",
+        "| setting | mean fraction of best-known (greedy) | ≥ greedy | moves ≤ greedy + 1 | invalid | decision p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label in dict.fromkeys(r["setting"] for r in rows):
+        mine = [r for r in rows if r["setting"] == label]
+        p99 = [t["p99_ms"] for what, t in timing.items() if ("planning" in what) == ("planning" in label)]
+        shown = f"{min(p99):.1f}–{max(p99):.1f} ms" if p99 and "REACH" not in label and "generated" not in label else ""
+        lines.append(
+            f"| {label}, {len(mine)} cells | {np.mean([r['policy_fraction'] for r in mine]):.3f} "
+            f"({np.mean([r['greedy_fraction'] for r in mine]):.3f}) | {sum(r['ge_greedy'] for r in mine)}/{len(mine)} "
+            f"| {sum(r['moves_ok'] for r in mine)}/{len(mine)} | {sum(r['invalid_actions'] for r in mine)} | {shown} |"
+        )
+    gates = settings["gate"]
+    for label in ("raw", "planning"):
+        mine = [g for g in gates if g["policy"] == label]
+        if mine:
+            lines.append(
+                f"| default gate, {label}: reference cells passing (steady family / all three) "
+                f"| {sum(g['steady_passed'] for g in mine)}/{len(mine)} / {sum(g['all_passed'] for g in mine)}/{len(mine)} "
+                "| | | | |"
+            )
+    return "\n".join([*lines, ""])
+
+
 def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[str, Any]) -> str:
     lines = [
         "# General policy: decision quality in every cell",
@@ -198,7 +226,9 @@ def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[
         f"Model `{settings['model']}`; {len(settings['seeds'])} evaluation seeds x {settings['episodes']} episodes per "
         "(cluster, workload, family); fraction of the best-known reduction (mean over seeds, 95 % CI); "
         "greedy sees the true drawn conditions, the policy the measured ones (the drawn network through 10 % "
-        "log-normal noise, the payload's `measured` block); planning rolls out on those measured conditions. Command: "
+        "log-normal noise, the payload's `measured` block); planning (`bento.planning`: a beam search over move "
+        "sequences, seeded by the policy's top moves) searches on those measured conditions. How much of the "
+        "best-known reduction any policy can reach within greedy's moves + 1: `bound.md`. Command: "
         f"`{settings['command']}` ({settings['wall_seconds']:.0f} s on this machine).",
         "",
     ]
@@ -233,13 +263,14 @@ def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[
         "## Decision time",
         "",
         "In-process `bento.policy.Policy.decide` (decode the REACH request, encode, network or planning, answer) "
-        "on 200 requests per size (`/get_action` adds HTTP); planning = bento argument `plan_k`. The last row: "
-        "one `bento.planning.plan_action` call per decision in the planning evaluation above.",
+        "on 200 start states per size (`/get_action` adds HTTP); planning = bento arguments `plan_k`, "
+        "`plan_horizon`, `plan_width`, `plan_margin`.",
         "",
     ]
     lines += ["| what | p50 ms | p99 ms |", "|---|---|---|"]
     lines += [f"| {size} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} |" for size, t in timing.items()]
     lines.append("")
+    lines += gate_markdown(settings["gate"], settings["gate_rules"])
     return "\n".join(lines)
 
 
@@ -250,8 +281,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--large", type=int, default=2, help="Generated 38-node clusters to evaluate on.")
-    parser.add_argument("--plan-k", type=int, default=4, help="Planning: candidates per decision (0 = no planning).")
-    parser.add_argument("--horizon", type=int, default=4, help="Planning: rollout steps per candidate.")
+    parser.add_argument("--plan-k", type=int, default=4, help="Planning: the policy's top moves searched (0 = none).")
+    parser.add_argument("--horizon", type=int, default=4, help="Planning: moves per searched sequence.")
+    parser.add_argument("--plan-width", type=int, default=8, help="Planning: beam width.")
+    parser.add_argument("--plan-margin", type=float, default=3.0, help="Planning: step costs a move must gain.")
+    parser.add_argument("--gate-rules", type=Path, default=ROOT / "data" / "gate" / "default.json")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "general")
     args = parser.parse_args()
     import torch
@@ -265,7 +299,8 @@ def main() -> None:
     seeds = list(range(args.seeds))
     reference = [reference_files(size, workload) for size in SIZES for workload in WORKLOADS]
     rows = [
-        row(g, "general policy, reference cells") for g in evaluate_cells(args.model, reference, seeds, args.episodes)
+        row(g, "general policy, reference cells")
+        for g in evaluate_cells(args.model, reference, seeds, args.episodes, gate_label="raw")
     ]
     large = write_large_clusters(args.out, args.large)
     rows += [
@@ -285,27 +320,39 @@ def main() -> None:
         ]
     timing = {f"{size}, raw policy": decision_times_ms(args.model, size, "aggregator_sequential") for size in SIZES}
     if args.plan_k > 0:
+        planning = {
+            "plan_k": args.plan_k,
+            "plan_horizon": args.horizon,
+            "plan_width": args.plan_width,
+            "plan_margin": args.plan_margin,
+        }
+        what = f"top-{args.plan_k} + width {args.plan_width}, {args.horizon} moves deep, margin {args.plan_margin:g}"
         for size in SIZES:
-            timing[f"{size}, with planning (top-{args.plan_k}, {args.horizon} steps)"] = decision_times_ms(
-                args.model, size, "aggregator_sequential", plan_k=args.plan_k, horizon=args.horizon
+            timing[f"{size}, with planning ({what})"] = decision_times_ms(
+                args.model, size, "aggregator_sequential", **planning
             )
-    if args.plan_k > 0:
-        planned, plan_timing = planning_rows(args.model, reference, seeds, args.episodes, args.plan_k, args.horizon)
-        rows += planned
-        timing[f"planning in the evaluation (top-{args.plan_k}, {args.horizon} steps), all reference cells"] = (
-            plan_timing
-        )
+        rows += [
+            row(g, f"general policy + planning (beam search on the twin: {what})")
+            for g in evaluate_cells(args.model, reference, seeds, args.episodes, gate_label="planning", **planning)
+        ]
     settings = {
+        "written_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "model": str(args.model),
         "seeds": seeds,
         "episodes": args.episodes,
         "wall_seconds": time.perf_counter() - began,
         "command": f"python benchmarks/bench_general.py --model {args.model} --seeds {args.seeds} "
-        f"--episodes {args.episodes} --large {args.large} --plan-k {args.plan_k} --horizon {args.horizon}"
+        f"--episodes {args.episodes} --large {args.large} --plan-k {args.plan_k} --horizon {args.horizon} "
+        f"--plan-width {args.plan_width} --plan-margin {args.plan_margin:g}"
         + (f" --reach-model {args.reach_model}" if args.reach_model else ""),
+        "gate": gate_rows(args.gate_rules),
+        "gate_rules": str(
+            args.gate_rules.relative_to(ROOT) if args.gate_rules.is_relative_to(ROOT) else args.gate_rules
+        ),
     }
     (args.out / "general.json").write_text(json.dumps({"settings": settings, "rows": rows, "timing": timing}, indent=1))
     (args.out / "general.md").write_text(markdown(rows, timing, settings))
+    (args.out / "summary.md").write_text(summary_markdown(rows, timing, settings))
     print((args.out / "general.md").read_text())
 
 

@@ -1,13 +1,17 @@
-"""Decision-time planning with the twin: best of the policy's top-K actions, each judged by a short rollout.
+"""Decision-time planning with the twin: a short beam search over move sequences, seeded by the policy.
 
-:func:`plan_action` asks the policy for its ``k`` most likely valid actions (STOP always among the
-candidates), plays each on a copy of the simulator whose costs are the *known* ones (what the
-policy may know: the measured network, or the nominal one), follows it with up to ``horizon`` of
-the policy's own deterministic decisions, and picks the candidate whose rollout ends with the
-lowest known latency plus ``step_cost_ms`` per move. Nothing here sees the true drawn network.
-:func:`twin_from_state` builds that simulator from a served request's state. Used by
-:class:`bento.policy.Policy` (bento argument ``plan_k``) and ``benchmarks/bench_general.py``
-(planning beside the raw policy).
+:func:`plan_action` asks the policy for its ``k`` most likely valid moves, adds the ``width``
+moves that gain most on a copy of the simulator whose costs are the *known* ones (what the policy
+may know: the measured network, or the nominal one), and searches ``horizon`` moves deep from
+them (a beam of ``width`` placements per depth, :func:`ceenv.search.expand`). Each sequence is
+valued at its known latency plus ``margin × step_cost_ms`` per move; the first move of the best
+sequence is the answer, and STOP when no sequence beats staying put, i.e. when no sequence of
+moves gains more than ``margin`` step costs per move. The margin (> 1) guards against moves whose
+gain is within the measurement noise of the known network. Nothing here sees the true drawn
+network. The answer is always STOP or a move that ``mask`` allows. :func:`twin_from_state` builds
+the simulator from a served request's state. Used by :class:`bento.policy.Policy` (bento
+arguments ``plan_k``, ``plan_horizon``, ``plan_width``, ``plan_margin``), the evaluation
+(:mod:`flows.evaluation.units`, so the gate judges what serves) and ``benchmarks/bench_general.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +22,13 @@ import numpy as np
 
 from ceenv.latency import CallCosts, Conditions, LatencyModel, nominal_conditions
 from ceenv.layout import FloatArray, IntArray, Layout, placement_counts
-from ceenv.observation import decode_action, policy_mask
+from ceenv.observation import decode_action, encode_action, policy_mask
+from ceenv.search import expand
 from ceenv.simulator import Simulator
+
+DEFAULT_WIDTH = 8
+DEFAULT_MARGIN = 3.0
+_EPSILON_MS = 1e-9
 
 
 def _twin(sim: Simulator) -> Simulator:
@@ -40,28 +49,89 @@ def _logits(model: Any, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return logits
 
 
-def _step(twin: Simulator, action: int) -> bool:
-    """Apply a policy action on the twin; False for STOP or a move that is not valid."""
-    decoded = decode_action(twin.layout, action)
-    if decoded is None:
-        return False
-    slot, node = decoded
-    if not twin.action_mask()[node * twin.layout.slot_count + slot]:
-        return False
-    twin.move(slot, node)
-    return True
+def _native_mask(layout: Layout, mask: np.ndarray) -> np.ndarray:
+    """The policy's (padded) action mask in the simulator's index (``N * P + 1``, STOP last)."""
+    if not layout.padded:
+        return mask
+    n, slots = layout.node_count, layout.slot_count
+    native = np.zeros(n * slots + 1, dtype=bool)
+    native[:-1] = mask[:-1].reshape(layout.max_nodes, layout.max_slots)[:n, :slots].reshape(-1)
+    native[-1] = True
+    return native
 
 
-def _rollout(model: Any, twin: Simulator, horizon: int, step_cost_ms: float) -> float:
-    """Known latency after the policy's own decisions for up to ``horizon`` steps, plus their step costs."""
-    cost = 0.0
-    for _ in range(horizon):
-        mask = policy_mask(twin.layout, twin.action_mask())
-        action = int(np.argmax(_logits(model, twin.observation(), mask)))
-        if not _step(twin, action):
+def _root_moves(model: Any, twin: Simulator, mask: np.ndarray, k: int, width: int) -> list[tuple[int, int]]:
+    """The first moves to search from: the policy's top ``k`` valid moves, then the twin's ``width`` best."""
+    layout = twin.layout
+    moves: list[tuple[int, int]] = []
+    if k > 0:
+        logits = _logits(model, twin.observation(), mask)
+        valid = np.flatnonzero(mask[:-1])
+        for action in valid[np.argsort(-logits[valid], kind="stable")][:k]:
+            decoded = decode_action(layout, int(action))
+            if decoded is not None:
+                moves.append(decoded)
+    distinct = twin.distinct_moves(_native_mask(layout, mask))
+    if distinct:
+        after = twin.latency_after(distinct)
+        moves += [distinct[j] for j in np.argsort(after, kind="stable")[:width]]
+    return list(dict.fromkeys(moves))
+
+
+def plan_action(
+    model: Any,
+    sim: Simulator,
+    k: int = 4,
+    horizon: int = 4,
+    step_cost_ms: float = 1.25,
+    mask: np.ndarray | None = None,
+    width: int = DEFAULT_WIDTH,
+    margin: float = DEFAULT_MARGIN,
+) -> int:
+    """The policy action (padded index) that starts the best ``horizon``-move sequence on the twin, or STOP.
+
+    ``mask`` (the policy's action index) restricts the first move, e.g. to a request's
+    ``pod_deployable``; later moves of a sequence are the twin's own valid moves.
+    """
+    if horizon < 1 or width < 1 or k < 0 or margin < 0:
+        raise ValueError(
+            f"planning needs horizon >= 1, width >= 1, k >= 0 and margin >= 0; got horizon={horizon}, "
+            f"width={width}, k={k}, margin={margin}"
+        )
+    layout = sim.layout
+    mask = policy_mask(layout, sim.action_mask()) if mask is None else mask
+    twin = _twin(sim)
+    move_cost_ms = margin * step_cost_ms
+    roots = _root_moves(model, twin, mask, k, width)
+    if not roots:
+        return int(layout.stop_action)
+    best_root, best_value = -1, twin.latency_ms
+    beam: list[Simulator] = []
+    origin: list[int] = []  # the root move each beam state descends from
+    for index, move in enumerate(roots):
+        child = twin.copy()
+        child.move(*move)
+        beam.append(child)
+        origin.append(index)
+        if child.latency_ms + move_cost_ms < best_value - _EPSILON_MS:
+            best_root, best_value = index, child.latency_ms + move_cost_ms
+    for depth in range(2, horizon + 1):
+        children = expand(beam, width, width)
+        if not children:
             break
-        cost += step_cost_ms
-    return twin.latency_ms + cost
+        next_beam, next_origin = [], []
+        for parent, move, latency_ms in children:
+            value = latency_ms + depth * move_cost_ms
+            if value < best_value - _EPSILON_MS:
+                best_root, best_value = origin[parent], value
+            child = beam[parent].copy()
+            child.move(*move)
+            next_beam.append(child)
+            next_origin.append(origin[parent])
+        beam, origin = next_beam, next_origin
+    if best_root < 0:
+        return int(layout.stop_action)
+    return encode_action(layout, *roots[best_root])
 
 
 def twin_from_state(
@@ -84,34 +154,3 @@ def twin_from_state(
     sim = Simulator(model, layout, conditions, slot_node)
     sim.known_costs = known_costs
     return sim
-
-
-def plan_action(
-    model: Any,
-    sim: Simulator,
-    k: int = 4,
-    horizon: int = 4,
-    step_cost_ms: float = 1.25,
-    mask: np.ndarray | None = None,
-) -> int:
-    """The policy action (padded index) with the best ``horizon``-step rollout among its top ``k`` and STOP.
-
-    ``mask`` (the policy's action index) restricts the first action, e.g. to a request's ``pod_deployable``.
-    """
-    mask = policy_mask(sim.layout, sim.action_mask()) if mask is None else mask
-    logits = _logits(model, sim.observation(), mask)
-    valid = np.flatnonzero(mask)
-    ranked = valid[np.argsort(-logits[valid], kind="stable")][:k]
-    stop = sim.layout.stop_action
-    candidates = list(dict.fromkeys([*ranked.tolist(), stop]))
-    best_action, best_value = stop, _twin(sim).latency_ms
-    for action in candidates:
-        if action == stop:
-            continue
-        twin = _twin(sim)
-        if not _step(twin, int(action)):
-            continue
-        value = _rollout(model, twin, horizon, step_cost_ms) + step_cost_ms
-        if value < best_value - 1e-9:
-            best_action, best_value = int(action), value
-    return int(best_action)

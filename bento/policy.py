@@ -200,6 +200,8 @@ class Policy:
         latency: NominalLatency | None = None,
         plan_k: int = 0,
         plan_horizon: int = 4,
+        plan_width: int = 8,
+        plan_margin: float = 3.0,
     ) -> None:
         self.predictor = predictor
         self.card = card
@@ -207,6 +209,7 @@ class Policy:
         self.tag = tag
         self.latency = latency
         self.plan_k, self.plan_horizon = plan_k, plan_horizon
+        self.plan_width, self.plan_margin = plan_width, plan_margin
 
     def encode(self, request: ActionRequest) -> Encoded:
         """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input.
@@ -315,7 +318,9 @@ class Policy:
         )
         metadata = getattr(self.predictor, "metadata", None)
         step_cost = float(metadata.step_cost_ms) if metadata is not None else DEFAULT_STEP_COST_MS
-        return plan_action(model, twin, self.plan_k, self.plan_horizon, step_cost, encoded.mask)
+        return plan_action(
+            model, twin, self.plan_k, self.plan_horizon, step_cost, encoded.mask, self.plan_width, self.plan_margin
+        )
 
     def summary(self) -> dict[str, Any]:
         """What ``GET /metadata`` answers."""

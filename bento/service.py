@@ -53,10 +53,19 @@ class ServiceArguments(BaseModel):
         default=0,
         ge=0,
         le=16,
-        description="Decision-time planning (general policies): judge the policy's top plan_k actions by short "
-        "rollouts on the twin; 0 = the raw policy.",
+        description="Decision-time planning (general policies): a beam search over move sequences on the twin "
+        "(bento.planning), started from the policy's top plan_k moves and the twin's plan_width best; 0 = the raw "
+        "policy.",
     )
-    plan_horizon: int = Field(default=4, ge=1, le=16, description="Planning: rollout steps per candidate.")
+    plan_horizon: int = Field(default=4, ge=1, le=16, description="Planning: moves per searched sequence (depth).")
+    plan_width: int = Field(default=8, ge=1, le=64, description="Planning: placements kept per depth (beam width).")
+    plan_margin: float = Field(
+        default=3.0,
+        ge=1.0,
+        le=20.0,
+        description="Planning: a sequence must gain more than plan_margin step costs per move, else STOP "
+        "(guards against gains within the measurement noise).",
+    )
     torch_threads: int = Field(
         default=1, ge=1, description="Torch intra-op threads per worker; 1 is fastest for this MLP."
     )
@@ -89,7 +98,13 @@ class PolicyService:
 
         torch.set_num_threads(ARGUMENTS.torch_threads)
         self.policy: Policy = load_policy(
-            self.model_ref, ARGUMENTS.scenario, ARGUMENTS.workload, ARGUMENTS.plan_k, ARGUMENTS.plan_horizon
+            self.model_ref,
+            ARGUMENTS.scenario,
+            ARGUMENTS.workload,
+            ARGUMENTS.plan_k,
+            ARGUMENTS.plan_horizon,
+            ARGUMENTS.plan_width,
+            ARGUMENTS.plan_margin,
         )
         if not self.policy.card.gate.passed:
             logger.warning("serving %s although its gate refused it: %s", self.policy.tag, self.policy.card.gate.reason)

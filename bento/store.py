@@ -59,6 +59,8 @@ def load_policy(
     workload_file: str | None = None,
     plan_k: int = 0,
     plan_horizon: int = 4,
+    plan_width: int = 8,
+    plan_margin: float = 3.0,
 ) -> Policy:
     """A stored model (or its tag, e.g. ``reach-policy:latest``) as a checked :class:`Policy`.
 
@@ -82,7 +84,15 @@ def load_policy(
             f"says {loaded.metadata.observation_version}; re-package the artefact with bento.store.save_policy"
         )
     policy = Policy(
-        loaded, card, layout, tag, latency or NominalLatency.from_artefact(loaded.metadata), plan_k, plan_horizon
+        loaded,
+        card,
+        layout,
+        tag,
+        latency or NominalLatency.from_artefact(loaded.metadata),
+        plan_k,
+        plan_horizon,
+        plan_width,
+        plan_margin,
     )
     if plan_k > 0 and not layout.padded:
         raise PolicyError(f"model {tag}: planning (plan_k > 0) needs a general (observation version 4) policy")

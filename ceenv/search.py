@@ -5,7 +5,9 @@ counts, :func:`best_known` climbs by the best single-pod move (all distinct move
 batch) until no move improves the latency, then perturbs the best placement found and climbs
 again. Moves are free here (no step cost): the result bounds what any sequence of migrations can
 reach. Used by the evaluation, the gate's "fraction of the best-known reduction" and
-``reach sim demo``.
+``reach sim demo``. :func:`beam_search` is the other question: the best reduction within a given
+number of moves (a beam over move sequences; ``benchmarks/bench_bound.py``), and :func:`expand` its
+step, which :mod:`bento.planning` also searches with.
 """
 
 from __future__ import annotations
@@ -90,3 +92,70 @@ def best_known(start: Simulator, rng: np.random.Generator, restarts: int = 4, ki
     return Outcome(
         "best_known", start.latency_ms, best.latency_ms, moved, time.perf_counter() - began, 0, best.placement()
     )
+
+
+def expand(
+    beam: list[Simulator], width: int, per_state: int, candidates: list[list[tuple[int, int]]] | None = None
+) -> list[tuple[int, tuple[int, int], float]]:
+    """The ``width`` best children of a beam: ``(parent index, move, latency after)``, best first.
+
+    Each parent contributes its ``per_state`` best single moves (from ``candidates[i]`` when given,
+    else every distinct valid move); children that reach the same placement (service × node counts)
+    are merged.
+    """
+    scored: list[tuple[float, int, tuple[int, int]]] = []
+    for index, sim in enumerate(beam):
+        moves = sim.distinct_moves() if candidates is None else candidates[index]
+        if not moves:
+            continue
+        after = sim.latency_after(moves)  # one batch per parent (a batch of the whole beam is slower)
+        keep = np.argsort(after, kind="stable")[:per_state]
+        scored.extend((float(after[j]), index, moves[j]) for j in keep)
+    scored.sort(key=lambda item: item[0])
+    children: list[tuple[int, tuple[int, int], float]] = []
+    seen: set[bytes] = set()
+    for latency_ms, index, (slot, node) in scored:
+        parent = beam[index]
+        counts = parent.counts.copy()
+        service = parent.layout.slot_service[slot]
+        counts[service, parent.slot_node[slot]] -= 1.0
+        counts[service, node] += 1.0
+        key = counts.tobytes()
+        if key in seen:
+            continue
+        seen.add(key)
+        children.append((index, (slot, node), latency_ms))
+        if len(children) == width:
+            break
+    return children
+
+
+def beam_search(
+    start: Simulator, depth: int, width: int = 32, step_cost_ms: float = 0.0, per_state: int | None = None
+) -> tuple[float, list[tuple[int, int]]]:
+    """The lowest ``latency + step_cost_ms × moves`` found within ``depth`` moves, and its move sequence.
+
+    A beam over move sequences on ``start``'s own costs: at each depth every state of the beam is
+    expanded by its ``per_state`` best single moves (default ``width``) and the ``width`` best
+    resulting placements (duplicates merged) form the next beam. The empty sequence (stay) is a
+    candidate. Being a beam, it gives a *lower bound* of the reduction the best ``depth``-move
+    sequence reaches, not that optimum. ``start`` is not changed. Used by
+    ``benchmarks/bench_bound.py`` (the k-move bound).
+    """
+    best_value, best_moves = start.latency_ms, []
+    beam: list[tuple[Simulator, list[tuple[int, int]]]] = [(start, [])]
+    for level in range(1, depth + 1):
+        children = expand([sim for sim, _ in beam], width, per_state or width)
+        if not children:
+            break
+        next_beam = []
+        for index, move, _ in children:
+            parent, moves = beam[index]
+            child = parent.copy()
+            child.move(*move)
+            next_beam.append((child, [*moves, move]))
+            value = child.latency_ms + step_cost_ms * level
+            if value < best_value - _MIN_GAIN_MS:
+                best_value, best_moves = value, [*moves, move]
+        beam = next_beam
+    return best_value, best_moves

@@ -123,15 +123,11 @@ class Simulator:
         ``action_mask`` replaces the simulator's own mask (a served request's ``pod_deployable``).
         """
         valid = self.action_mask() if action_mask is None else action_mask
-        mask = valid[:-1].reshape(self.layout.node_count, self.layout.slot_count)
-        seen: set[tuple[int, int, int]] = set()
-        moves = []
-        for node, slot in zip(*np.nonzero(mask), strict=True):
-            key = (int(self.layout.slot_service[slot]), int(self.slot_node[slot]), int(node))
-            if key not in seen:
-                seen.add(key)
-                moves.append((int(slot), int(node)))
-        return moves
+        n = self.layout.node_count
+        nodes, slots = np.nonzero(valid[:-1].reshape(n, self.layout.slot_count))
+        keys = (self.layout.slot_service[slots] * n + self.slot_node[slots]) * n + nodes
+        first = np.sort(np.unique(keys, return_index=True)[1])  # the first move of each kind, in mask order
+        return list(zip(slots[first].tolist(), nodes[first].tolist(), strict=True))
 
     def latency_after(self, moves: list[tuple[int, int]]) -> FloatArray:
         """Latency after each single move (evaluated together, nothing is changed)."""

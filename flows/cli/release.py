@@ -208,6 +208,10 @@ def serve(
     ] = None,
     scenario: Annotated[str, typer.Option(help="Scenario served (name or dir).")] = "7-21",
     workload: Annotated[str, typer.Option(help="Workload served (name or file).")] = "aggregator_sequential",
+    plan_k: Annotated[
+        int,
+        typer.Option(help="Decision-time planning (general bentos; bento argument plan_k, docs/service.md); 0: off."),
+    ] = 0,
 ) -> None:
     """Serve a bento for a cluster in the foreground on 127.0.0.1:3000 (development; `reach deploy` for blue/green).
 
@@ -235,5 +239,7 @@ def serve(
         )
         raise typer.Exit(2)
     bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
+    if plan_k > 0:
+        arguments["plan_k"] = str(plan_k)
     cluster_args = [part for key, value in arguments.items() for part in ("--arg", f"{key}={value}")]
     os.execv(bentoml, [bentoml, "serve", tag, "--host", "127.0.0.1", "--port", "3000", *cluster_args])

@@ -119,6 +119,12 @@ def evaluate_command(
     ] = None,
     out: Annotated[Path, typer.Option(help="Output directory for report.json, report.md, PNG plots.")] = Path("eval"),
     store: Annotated[bool, typer.Option(help="Also store the report in the artefact's metadata.json.")] = True,
+    plan_k: Annotated[
+        int, typer.Option(help="Evaluate with decision-time planning as the bento's plan_k serves it (0: raw policy).")
+    ] = 0,
+    plan_horizon: Annotated[int, typer.Option(help="Planning: moves per searched sequence.")] = 4,
+    plan_width: Annotated[int, typer.Option(help="Planning: beam width.")] = 8,
+    plan_margin: Annotated[float, typer.Option(help="Planning: step costs a move must gain.")] = 3.0,
 ) -> None:
     """Evaluate a policy and every baseline on held-out start states; write JSON, Markdown and PNGs."""
     from flows.evaluation import FAMILIES, evaluate
@@ -137,9 +143,18 @@ def evaluate_command(
         scenario = scenario or SCENARIOS_DIR / metadata.scenario_name
         workload = workload or [WORKLOADS_DIR / f"{metadata.workload_name}_call_patterns.json"]
     workloads = workload
-    report, records = evaluate(scenario, list(workloads), model, _parse_seeds(seeds), episodes, families)  # type: ignore[arg-type]
+    planning = {"plan_k": plan_k, "plan_horizon": plan_horizon, "plan_width": plan_width, "plan_margin": plan_margin}
+    if plan_k <= 0:
+        planning = {}
+    elif model is None:
+        raise _fail("--plan-k needs --model (planning plays the policy)")
+    report, records = evaluate(scenario, list(workloads), model, _parse_seeds(seeds), episodes, families, **planning)  # type: ignore[arg-type]
     written = write_report(report, records, out)
-    if model is not None and store:
+    if model is not None and store and planning:
+        typer.echo(
+            f"report not stored in {model}: it evaluates planning (plan_k={plan_k}), the stored one is the raw policy's"
+        )
+    elif model is not None and store:
         from bento.artefact import read_metadata, write_evaluation
 
         if Path(scenario).name == read_metadata(model).scenario_name:

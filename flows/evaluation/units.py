@@ -4,7 +4,10 @@
 :func:`evaluate_unit` over units as tasks; :func:`plan_units` lists the units of an evaluation.
 Each unit loads what it needs (scenario, workload, and the policy artefact unless one is passed),
 draws its start states from the evaluation seed range (:mod:`flows.evaluation.seeds`) and returns
-one :class:`EpisodeRecord` per method and episode. Used by :func:`flows.evaluation.evaluate`.
+one :class:`EpisodeRecord` per method and episode. A unit with ``plan_k > 0`` plays the policy with
+decision-time planning (:func:`bento.planning.plan_action` on the env's twin, the measured network),
+the way the bento decides with those arguments, so the gate judges what serves. Used by
+:func:`flows.evaluation.evaluate`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,16 @@ from ceenv.layout import OBSERVATION_VERSION, layout_from_scenario
 from ceenv.scenario import load_scenario
 from ceenv.simulator import DEFAULT_STEP_COST_MS, Simulator
 from ceenv.workload import load_workload, workload_name
-from flows.evaluation.episodes import BASELINES, EpisodeRecord, Family, record, run_baselines, run_policy, start_state
+from flows.evaluation.episodes import (
+    BASELINES,
+    Decide,
+    EpisodeRecord,
+    Family,
+    record,
+    run_baselines,
+    run_policy,
+    start_state,
+)
 from flows.evaluation.seeds import evaluation_seed
 
 
@@ -35,6 +47,12 @@ class EvalUnit:
     step_cost_ms: float = DEFAULT_STEP_COST_MS
     max_steps: int = 100
     baselines: tuple[str, ...] = BASELINES
+    # Decision-time planning as the bento serves it (bento arguments plan_k, plan_horizon, plan_width,
+    # plan_margin); plan_k = 0 evaluates the raw policy.
+    plan_k: int = 0
+    plan_horizon: int = 4
+    plan_width: int = 8
+    plan_margin: float = 3.0
 
 
 def plan_units(
@@ -96,10 +114,32 @@ def evaluate_unit(unit: EvalUnit, policy: Any = None) -> list[EpisodeRecord]:
         state = start_state(env, unit.family, seed)
         labels = {**labels_base, "seed": unit.seed, "episode": episode}
         if policy is not None:
-            records.append(record(run_policy(env, state, policy.decide), labels))
+            records.append(record(run_policy(env, state, _decider(unit, policy, env)), labels))
         sim = Simulator(env.model, env.layout, *state)
         records.extend(record(o, labels) for o in run_baselines(sim, seed, unit.step_cost_ms, unit.baselines))
     return records
+
+
+def _decider(unit: EvalUnit, policy: Any, env: CloudEdgeEnv) -> Decide:
+    """The policy's own decision, or (``unit.plan_k > 0``) planning on the env's twin, as the bento decides."""
+    if unit.plan_k <= 0:
+        decide: Decide = policy.decide
+        return decide
+    model = getattr(policy, "model", None)
+    if model is None or not env.layout.padded:
+        raise ValueError(
+            f"planning (plan_k={unit.plan_k}) needs a general (observation version 4) artefact; "
+            f"{unit.model_dir or 'the given policy'} is not one"
+        )
+    from bento.planning import plan_action
+
+    def planned(obs: Any, mask: Any) -> int:
+        return plan_action(
+            model, env.simulator, unit.plan_k, unit.plan_horizon, env.step_cost_ms, mask, unit.plan_width,
+            unit.plan_margin,
+        )  # fmt: skip
+
+    return planned
 
 
 def unit_to_dict(unit: EvalUnit) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import pytest
 
 from ceenv.baselines import node_utilization, run_balancer, run_greedy, run_noop, run_random
 from ceenv.env import CloudEdgeEnv
-from ceenv.search import best_known, random_placement
+from ceenv.search import beam_search, best_known, random_placement
 from ceenv.simulator import Simulator
 from tests.conftest import scenario_dir, workload_file
 
@@ -75,3 +75,31 @@ def test_random_placement_keeps_replica_counts_and_pins() -> None:
     np.testing.assert_array_equal(other.counts.sum(axis=1), sim.counts.sum(axis=1))
     assert other.slot_node[0] == sim.slot_node[0]  # the client never moves
     assert (other.free_cpu_millicores >= 0).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_beam_as_wide_as_the_move_set_finds_the_best_two_move_sequence(seed: int) -> None:
+    sim = start("7-21", seed, "chain")
+    before = sim.slot_node.copy()
+    best = sim.latency_ms
+    for first in sim.distinct_moves():
+        after_first = sim.copy()
+        after_first.move(*first)
+        best = min(best, after_first.latency_ms, float(after_first.latency_after(after_first.distinct_moves()).min()))
+    value, moves = beam_search(sim, depth=2, width=10_000)
+    assert value == pytest.approx(best)
+    assert (sim.slot_node == before).all(), "beam search changed its input"
+    replay = sim.copy()
+    for move in moves:
+        assert replay.action_mask()[move[1] * replay.layout.slot_count + move[0]]
+        replay.move(*move)
+    assert replay.latency_ms == pytest.approx(value) and len(moves) <= 2
+
+
+def test_beam_search_pays_the_step_cost_per_move() -> None:
+    sim = start("13-29", 0)
+    free_value, free_moves = beam_search(sim, depth=3, width=8)
+    assert free_moves and free_value < sim.latency_ms
+    # A step cost above the whole latency makes every sequence worse than staying put.
+    value, moves = beam_search(sim, depth=3, width=8, step_cost_ms=sim.latency_ms)
+    assert moves == [] and value == sim.latency_ms

@@ -106,3 +106,34 @@ def test_evaluate_then_gate(tiny_run: TrainResult, tmp_path: Path) -> None:
     strict.write_text(json.dumps({"min_fraction_of_best_known": 1.5}))
     refused = CliRunner().invoke(_app(), ["gate", "--report", str(out / "report.json"), "--rules", str(strict)])
     assert refused.exit_code == 1 and "FAIL min_fraction_of_best_known" in refused.output
+
+
+GENERAL = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
+
+
+def test_evaluate_with_plan_k_plays_the_planner_and_leaves_the_stored_report_alone(tmp_path: Path) -> None:
+    stored = json.loads((GENERAL / "metadata.json").read_text())
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "evaluate", "--model", str(GENERAL), "--scenario", str(scenario_dir("13-29")),
+            "--workload", str(workload_file("aggregator_sequential")), "--seeds", "1", "--episodes", "1",
+            "--family", "steady", "--plan-k", "2", "--plan-horizon", "2", "--out", str(tmp_path),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["settings"]["plan_k"] == 2 and report["settings"]["plan_horizon"] == 2
+    assert "report not stored" in result.output
+    assert json.loads((GENERAL / "metadata.json").read_text()) == stored
+
+
+def test_evaluate_with_plan_k_needs_a_model(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "evaluate", "--scenario", str(scenario_dir("7-21")), "--workload", str(workload_file("chain")),
+            "--plan-k", "2", "--out", str(tmp_path),
+        ],
+    )  # fmt: skip
+    assert result.exit_code != 0 and "--plan-k needs --model" in result.output

@@ -135,3 +135,47 @@ def test_confidence_interval_is_student_t_over_seeds() -> None:
 def test_duplicate_seeds_are_rejected() -> None:
     with pytest.raises(ValueError, match="duplicates"):
         evaluate(scenario_dir("7-21"), [workload_file("chain")], None, [0, 0], 1)
+
+
+GENERAL = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
+
+
+def test_an_evaluation_with_plan_k_plays_the_planner_the_bento_serves() -> None:
+    """The gate must judge what serves: with plan_k the policy's episodes are bento.planning's decisions."""
+    from bento.artefact import load_artefact
+    from bento.planning import plan_action
+    from ceenv.layout import layout_from_scenario
+
+    planning = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0}
+    _, records = evaluate(
+        scenario_dir("7-21"), [workload_file("chain")], GENERAL, [0], 2, ["traffic_surge"],
+        baselines=("best_known",), **planning,
+    )  # fmt: skip
+    played = [r for r in records if r.method == "policy"]
+    loaded = load_artefact(
+        GENERAL, layout_from_scenario(CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain")).scenario)
+    )
+    env = CloudEdgeEnv(
+        scenario_dir("7-21"), workload_file("chain"), observation_version=4, max_nodes=loaded.layout.max_nodes,
+        max_slots=loaded.layout.max_slots, measured_conditions=True,
+    )  # fmt: skip
+
+    def planned(obs: np.ndarray, mask: np.ndarray) -> int:
+        return plan_action(loaded.model, env.simulator, 2, 2, env.step_cost_ms, mask, 4, 2.0)
+
+    for r in played:
+        expected = run_policy(env, start_state(env, "traffic_surge", evaluation_seed(0, r.episode)), planned)
+        assert (r.end_latency_ms, r.moves) == pytest.approx((expected.end_latency_ms, expected.moves))
+        assert r.invalid_actions == 0
+    # ... and not the raw policy's (on these start states they differ).
+    raw = [
+        run_policy(env, start_state(env, "traffic_surge", evaluation_seed(0, r.episode)), loaded.decide) for r in played
+    ]
+    assert [(r.end_latency_ms, r.moves) for r in played] != [(o.end_latency_ms, o.moves) for o in raw]
+
+
+def test_planning_is_refused_for_a_policy_without_a_pod_node_network() -> None:
+    with pytest.raises(ValueError, match="general"):
+        evaluate(
+            scenario_dir("7-21"), [workload_file("chain")], None, [0], 1, ["steady"], policy=FirstValidMove(), plan_k=2
+        )

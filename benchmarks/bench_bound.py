@@ -1,0 +1,186 @@
+"""Benchmark: how much of the best-known reduction any policy can reach within greedy's moves + 1.
+
+``best_known`` (:func:`ceenv.search.best_known`) climbs with free moves from random restarts, so
+its placement may lie many migrations away. This script measures, on the evaluation's held-out
+start states (the same seeds, episodes and families as ``bench_general.py`` and ``reach evaluate``),
+the best reduction a beam search over move sequences on the true conditions
+(:func:`ceenv.search.beam_search`, no step cost) finds within ``k = greedy's moves + 1`` moves of
+that very episode, as a fraction of the best-known reduction (the evaluation's own formula: per
+seed, sum of reductions over sum of best-known reductions; mean over seeds). A beam gives a *lower
+bound* of the k-move optimum; two widths are run, and where they agree the beam has converged. Per
+(cluster, workload, family): best-known moves (pods whose node differs), greedy's moves and
+fraction, and the k-move fractions. Writes ``<out>/bound.md`` and ``<out>/bound.json``. Heavy: run
+it under ``flock /tmp/reach-heavy.lock``. Usage: ``python benchmarks/bench_bound.py --seeds 5
+--episodes 4 --widths 16,64``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = ["steady", "node_failure", "traffic_surge"]
+TARGET = 0.95
+
+
+def cell_records(
+    scenario_dir: Path, workload_file: Path, seeds: list[int], episodes: int, widths: list[int], model: Path
+) -> list[Any]:
+    """Greedy, best-known and the k-move beam (one record per width) on every held-out episode of one cell."""
+    from bento.artefact import read_metadata
+    from ceenv.baselines import run_greedy
+    from ceenv.env import CloudEdgeEnv
+    from ceenv.scenario import load_scenario
+    from ceenv.search import beam_search, best_known
+    from ceenv.simulator import DEFAULT_STEP_COST_MS, Simulator
+    from ceenv.workload import load_workload, workload_name
+    from flows.evaluation.episodes import EpisodeRecord, start_state
+    from flows.evaluation.seeds import evaluation_seed
+
+    scenario = load_scenario(scenario_dir)
+    workload = load_workload(workload_file, scenario)
+    # The env of flows.evaluation.units for the general policy: its padded layout orders the pods as
+    # the evaluation does, so greedy and best_known find exactly the evaluation's placements.
+    limits = read_metadata(model).layout
+    env = CloudEdgeEnv(
+        scenario, workload, dynamic=True, step_cost_ms=DEFAULT_STEP_COST_MS, observation_version=4,
+        max_nodes=limits["max_nodes"], max_slots=limits["max_slots"], measured_conditions=True,
+    )  # fmt: skip
+    records = []
+    for family in FAMILIES:
+        for seed in seeds:
+            for episode in range(episodes):
+                labels = {
+                    "scenario": scenario.name, "workload": workload_name(workload_file), "family": family,
+                    "seed": seed, "episode": episode, "invalid_actions": 0,
+                }  # fmt: skip
+                rng_seed = evaluation_seed(seed, episode)
+                sim = Simulator(env.model, env.layout, *start_state(env, family, rng_seed))
+                greedy = run_greedy(sim, DEFAULT_STEP_COST_MS)
+                best = best_known(sim, np.random.default_rng(rng_seed))
+                for outcome in (greedy, best):
+                    records.append(
+                        EpisodeRecord(
+                            method=outcome.method,
+                            start_latency_ms=outcome.start_latency_ms,
+                            end_latency_ms=outcome.end_latency_ms,
+                            moves=outcome.moves,
+                            decision_seconds=outcome.decision_seconds,
+                            **labels,
+                        )
+                    )
+                for width in widths:
+                    began = time.perf_counter()
+                    value, moves = beam_search(sim, greedy.moves + 1, width)
+                    records.append(
+                        EpisodeRecord(
+                            method=f"beam_w{width}",
+                            start_latency_ms=sim.latency_ms,
+                            end_latency_ms=value,
+                            moves=len(moves),
+                            decision_seconds=time.perf_counter() - began,
+                            **labels,
+                        )
+                    )
+    return records
+
+
+def rows(records: list[Any], widths: list[int]) -> list[dict[str, Any]]:
+    from flows.evaluation.report import summarize
+
+    out = []
+    for group in summarize(records):
+        methods = group.methods
+        out.append(
+            {
+                "scenario": group.scenario,
+                "workload": group.workload,
+                "family": group.family,
+                "best_known_moves": methods["best_known"].moves_per_episode.mean,
+                "greedy_moves": methods["greedy"].moves_per_episode.mean,
+                "greedy_fraction": methods["greedy"].fraction_of_best_known.mean,
+                **{f"k_fraction_w{w}": methods[f"beam_w{w}"].fraction_of_best_known.mean for w in widths},
+                **{f"k_moves_w{w}": methods[f"beam_w{w}"].moves_per_episode.mean for w in widths},
+            }
+        )
+    return out
+
+
+def markdown(table: list[dict[str, Any]], widths: list[int], settings: dict[str, Any]) -> str:
+    wide = f"k_fraction_w{max(widths)}"
+    mean = float(np.mean([r[wide] for r in table]))
+    reachable = [r for r in table if r[wide] >= TARGET]
+    lines = [
+        "# The k-move bound: the best-known reduction reachable within greedy's moves + 1",
+        "",
+        f"{len(settings['seeds'])} evaluation seeds x {settings['episodes']} episodes per (cluster, workload, family), "
+        "the held-out start states of `reach evaluate` and `bench_general.py`. k = greedy's moves in that episode "
+        "+ 1 (so a policy with k moves in every episode makes greedy's mean + 1). Beam search over move sequences on "
+        "the true conditions (`ceenv.search.beam_search`, widths "
+        + " and ".join(str(w) for w in widths)
+        + "): a lower bound of the k-move optimum. Fractions: per seed, sum of reductions / sum of best-known "
+        f"reductions, mean over seeds (the evaluation's formula). Command: `{settings['command']}` "
+        f"({settings['wall_seconds']:.0f} s on this machine).",
+        "",
+        f"Mean k-move fraction (width {max(widths)}) {mean:.3f}; ≥ {TARGET} in {len(reachable)}/{len(table)} cells"
+        + (": " + ", ".join(f"{r['scenario']} {r['workload']} {r['family']}" for r in reachable) if reachable else "")
+        + ".",
+        "",
+        "| cluster | workload | family | best-known moves | greedy moves | greedy fraction | "
+        + " | ".join(f"k-move fraction (width {w})" for w in widths)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(widths),
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['scenario']} | {r['workload']} | {r['family']} | {r['best_known_moves']:.1f} | {r['greedy_moves']:.1f} "
+            f"| {r['greedy_fraction']:.3f} | " + " | ".join(f"{r[f'k_fraction_w{w}']:.3f}" for w in widths) + " |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--model", type=Path, default=ROOT / "data" / "policies" / "general-v4",
+        help="The general policy whose evaluation's start states (its layout limits) to use.",
+    )  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--episodes", type=int, default=4)
+    parser.add_argument("--widths", default="16,64", help="Beam widths, comma-separated.")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "general")
+    args = parser.parse_args()
+    from ceenv.reference import SIZES, WORKLOADS
+    from flows.training.general import reference_files
+
+    began = time.perf_counter()
+    widths = [int(w) for w in args.widths.split(",")]
+    seeds = list(range(args.seeds))
+    records = []
+    for size in SIZES:
+        for workload in WORKLOADS:
+            records += cell_records(*reference_files(size, workload), seeds, args.episodes, widths, args.model)
+    table = rows(records, widths)
+    settings = {
+        "seeds": seeds,
+        "episodes": args.episodes,
+        "widths": widths,
+        "wall_seconds": time.perf_counter() - began,
+        "command": f"python benchmarks/bench_bound.py --seeds {args.seeds} --episodes {args.episodes} "
+        f"--widths {args.widths}",
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bound.json").write_text(json.dumps({"settings": settings, "rows": table}, indent=1))
+    (args.out / "bound.md").write_text(markdown(table, widths, settings))
+    print((args.out / "bound.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
