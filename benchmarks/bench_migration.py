@@ -9,7 +9,8 @@ on the target and (b) the old pod deleted from the API, and (c) the cordon windo
 other node stayed temporarily cordoned (first cordon to last lift). Reports median and p95 of each,
 in seconds, as JSON on stdout and as a Markdown table in ``--out`` (default
 ``benchmarks/results/migration/``: ``report.md``, ``report.json``). Targets: cordon window p95 ≤ 2 s,
-old pod gone p50 ≤ 2 s (hollow kubelets with deploy/local/patches/hollow-node-timing.patch).
+old pod gone p50 ≤ 2 s without force deletion (hollow kubelets with
+deploy/local/patches/hollow-node-timing.patch and hollow-node-pleg.patch: 0.2 s status batch and PLEG relist).
 
     flock /tmp/reach-heavy.lock .venv/bin/python benchmarks/bench_migration.py [--migrations 20] [--out DIR]
 """

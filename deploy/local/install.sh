@@ -12,7 +12,9 @@
 # their CPU cores and memory from REACH_HOLLOW_CPU_CORES / REACH_HOLLOW_MEMORY_BYTES, so a cluster
 # mirrors a scenario) and hollow-node-timing.patch (node status, lease, pod sync and the kubelet's
 # status batch periods from REACH_HOLLOW_NODE_STATUS_UPDATE_S, REACH_HOLLOW_NODE_LEASE_DURATION_S,
-# REACH_HOLLOW_SYNC_FREQUENCY_S, REACH_KUBELET_STATUS_SYNC_PERIOD_S; upstream when unset) and
+# REACH_HOLLOW_SYNC_FREQUENCY_S, REACH_KUBELET_STATUS_SYNC_PERIOD_S; upstream when unset),
+# hollow-node-pleg.patch (the kubelet's PLEG relist period, a fixed 1 s upstream, from
+# REACH_HOLLOW_PLEG_RELIST_S: a deleted pod needs three relists before its removal is confirmed) and
 # hollow-node-fakeos-race.patch (a mutex in the hollow kubelet's fake OS, which crashed with
 # "concurrent map writes" when several pods started containers on one node at once), and builds kube-apiserver, kube-controller-manager, kube-scheduler and kubemark
 # with `make WHAT=...`. The build takes about 5 minutes on 2 cores; run this script under

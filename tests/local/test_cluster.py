@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flows.local.cluster import LocalCluster, read_scenario_nodes
-from flows.local.cluster.hollow import ensure_hosts_entries
+from flows.local.cluster.hollow import ensure_hosts_entries, hollow_timing_env
 from flows.local.cluster.supervisor import loopback_env
 from tests.conftest import scenario_dir
 
@@ -60,6 +60,28 @@ def test_hollow_nodes_bind_distinct_loopback_ports_and_carry_their_capacity(tmp_
     assert "--node-labels=reach.io/layer=cloud,reach.io/node-type=tb-cloud-vm-8,reach.io/cpu-type=0" in argv0
     env = loopback_env(env0)
     assert env["AWS_EC2_METADATA_DISABLED"] == "true" and "HTTPS_PROXY" not in env
+
+
+def test_hollow_kubelets_get_the_fast_pleg_and_status_batch_unless_overridden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REACH_HOLLOW_PLEG_RELIST_S", raising=False)
+    monkeypatch.delenv("REACH_KUBELET_STATUS_SYNC_PERIOD_S", raising=False)
+    cluster = LocalCluster(tmp_path, bin_dir=tmp_path)
+    (tmp_path / "kubemark").write_text("")
+    (tmp_path / "kubemark").chmod(0o755)
+    node = read_scenario_nodes(SCENARIO)[0]
+    _, env = cluster.hollow_node_argv(node, 0)
+    assert (env["REACH_HOLLOW_PLEG_RELIST_S"], env["REACH_KUBELET_STATUS_SYNC_PERIOD_S"]) == ("0.2", "0.2")
+    monkeypatch.setenv("REACH_HOLLOW_PLEG_RELIST_S", "1")
+    assert cluster.hollow_node_argv(node, 0)[1]["REACH_HOLLOW_PLEG_RELIST_S"] == "1"
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-1", "nan", "0.01"])
+def test_a_bad_pleg_relist_override_names_the_variable(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REACH_HOLLOW_PLEG_RELIST_S", value)
+    with pytest.raises(ValueError, match=r"REACH_HOLLOW_PLEG_RELIST_S=.*seconds > 0 and ≥ 0\.05; unset it"):
+        hollow_timing_env()
 
 
 def test_a_missing_binary_names_the_install_script(tmp_path: Path) -> None:

@@ -25,24 +25,46 @@ LOOPBACK = "127.0.0.1"
 # /tmp/kubelet_remote.sock; nodes started in the same instant can replace each other's socket and
 # die ("dial unix /tmp/kubelet_remote.sock: connect: no such file"), so starts are staggered.
 HOLLOW_NODE_STAGGER_S = 1.5
-# Timing of the hollow kubelets (read by deploy/local/patches/hollow-node-timing.patch; upstream
-# defaults without it): a 20 s lease is renewed every 5 s, so the controller manager's 32 s grace
-# period (control_plane.py) detects a failed node within 36 s and rides out 5 late renewals. The
-# kubelet's status batch, which sends the final deletion of a terminated pod, runs every second
-# instead of every 10 s: "old pod gone" drops from about 10 s to about 6 s
-# (benchmarks/bench_migration.py measures it; the rest is the kubelet's PLEG, see docs/migrator.md).
+# Timing of the hollow kubelets (read by deploy/local/patches/hollow-node-timing.patch and
+# hollow-node-pleg.patch; upstream defaults without them): a 20 s lease is renewed every 5 s, so the
+# controller manager's 32 s grace period (control_plane.py) detects a failed node within 36 s and
+# rides out 5 late renewals. A gracefully deleted pod leaves the API only after the kubelet's PLEG
+# has relisted three times (containers exited, containers removed, sandbox removed) and its status
+# batch has then sent the final deletion: with upstream's fixed 1 s relist and 10 s batch that is
+# about 10 s. Here both run every 0.2 s, so "old pod gone" takes about a second
+# (benchmarks/bench_migration.py measures it; docs/migrator.md has the timeline).
 # A variable set in the environment of the process that starts the cluster wins (to experiment).
 HOLLOW_TIMING_ENV = {
     "REACH_HOLLOW_NODE_LEASE_DURATION_S": "20",
-    "REACH_KUBELET_STATUS_SYNC_PERIOD_S": "1",
+    "REACH_KUBELET_STATUS_SYNC_PERIOD_S": "0.2",
+    "REACH_HOLLOW_PLEG_RELIST_S": "0.2",
     "REACH_HOLLOW_SYNC_FREQUENCY_S": "10",
     "REACH_HOLLOW_NODE_STATUS_UPDATE_S": "10",
 }
+# The patched kubelet ignores a relist period below this (a busy loop) and falls back to 1 s.
+MIN_PLEG_RELIST_S = 0.05
 
 
 def hollow_timing_env() -> dict[str, str]:
-    """The timing variables of the hollow kubelets: the defaults above, each overridable from the environment."""
-    return {key: os.environ.get(key, value) for key, value in HOLLOW_TIMING_ENV.items()}
+    """The timing variables of the hollow kubelets: the defaults above, each overridable from the environment.
+
+    An override must be a positive number of seconds (the patched kubelet would silently fall back to
+    upstream's value otherwise); a bad one raises ValueError naming the variable.
+    """
+    env = {key: os.environ.get(key, value) for key, value in HOLLOW_TIMING_ENV.items()}
+    for key, value in env.items():
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        least = MIN_PLEG_RELIST_S if key == "REACH_HOLLOW_PLEG_RELIST_S" else 0.0
+        if not (math.isfinite(seconds) and seconds > 0 and seconds >= least):
+            raise ValueError(
+                f"{key}={value!r}: the hollow kubelets need a number of seconds > 0"
+                + (f" and ≥ {least:g}" if least else "")
+                + f"; unset it for the local cluster's {HOLLOW_TIMING_ENV[key]}"
+            )
+    return env
 
 
 @dataclass(frozen=True)
