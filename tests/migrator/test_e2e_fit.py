@@ -27,6 +27,9 @@ NODE_TYPE = "reach.io/node-type"
 _probe_ids = itertools.count(1)
 
 
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+
+
 @pytest.fixture
 def fit(api_client: Any, core: Any) -> Iterator[Any]:
     from kubernetes import client
@@ -100,6 +103,22 @@ def guard_reason(api_client: Any, pod: str, target: str) -> str:
     return verdict.reason.value if verdict.reason else "allowed"
 
 
+def wait_untainted(core: Any, nodes: list[str], timeout_s: float = 30.0) -> None:
+    """Wait until the node lifecycle controller has taken its ``unschedulable`` taint off ``nodes``
+    again after an uncordon (it does so asynchronously; the scheduler refuses a tainted node)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        tainted = [
+            n.metadata.name
+            for n in core.list_node().items
+            if n.metadata.name in nodes and any(t.key == UNSCHEDULABLE_TAINT for t in n.spec.taints or [])
+        ]
+        if not tainted:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"nodes still tainted {UNSCHEDULABLE_TAINT} {timeout_s} s after the uncordon: {tainted}")
+
+
 def scheduler_says(api_client: Any, core: Any, pod_name: str, node: str) -> str:
     """Offer a probe copy of the pod to kube-scheduler with every other node cordoned (the actuator's
     own way to aim a replacement; cordons change no filter's counting): '' when bound to ``node``,
@@ -132,6 +151,7 @@ def scheduler_says(api_client: Any, core: Any, pod_name: str, node: str) -> str:
         for other in cordoned:
             core.patch_node(other, {"spec": {"unschedulable": None}})
         core.delete_namespaced_pod(name, NS, grace_period_seconds=0)
+        wait_untainted(core, cordoned)
         while any(p.metadata.name == name for p in core.list_namespaced_pod(NS, label_selector=SELECTOR).items):
             time.sleep(0.3)
 
