@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pytest
 
 from tests.bento.conftest import train_briefly
 from tests.conftest import scenario_dir, workload_file
+from tests.migrator.e2e_support import running_prometheus
 
 SCENARIO, WORKLOAD = "7-21", "aggregator_sequential"
 GOOD_MS, BAD_MS = 100.0, 200.0
@@ -71,30 +71,14 @@ def latency_standin(bentos: dict[str, str]) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def prometheus(latency_standin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prometheus on 127.0.0.1 scraping the stand-in every second; stopped by its PID."""
-    from flows.local.processes import free_port, wait_http
-
     binary = shutil.which("prometheus")
     if binary is None:
         if os.environ.get("REACH_REQUIRE_CLUSTER"):
             raise RuntimeError("REACH_REQUIRE_CLUSTER is set but prometheus is not installed (deploy/local/install.sh)")
         pytest.skip("prometheus is not installed: run deploy/local/install.sh")
     folder = tmp_path_factory.mktemp("prometheus")
-    config = folder / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: reach-app-standin\n"
-        f"    static_configs:\n      - targets: ['{latency_standin}']\n"
-    )
-    port = free_port()
-    argv = [binary, f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
-    with (folder / "prometheus.log").open("wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/-/ready", 30, process.pid)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+    with running_prometheus(binary, folder, "reach-app-standin", latency_standin) as url:
+        yield url
 
 
 def _artifacts(flow_run_id: Any) -> dict[str, str]:

@@ -9,11 +9,13 @@ lowest Ready count it ever saw.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -142,3 +144,26 @@ def _is_ready(pod: Any) -> bool:
         return False
     conditions = pod.status.conditions if pod.status else None
     return any(c.type == "Ready" and c.status == "True" for c in conditions or [])
+
+
+@contextlib.contextmanager
+def running_prometheus(binary: str, folder: Path, job: str, target: str) -> Iterator[str]:
+    """A real Prometheus on 127.0.0.1 scraping ``target`` every second as ``job``; its URL; stopped by PID."""
+    from flows.local.processes import free_port, wait_http
+
+    config = folder / "prometheus.yml"
+    config.write_text(
+        f"global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: {job}\n"
+        f"    static_configs:\n      - targets: ['{target}']\n"
+    )
+    port = free_port()
+    argv = [binary, f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
+    with (folder / "prometheus.log").open("wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/ready", 30, process.pid)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from .e2e_support import SCENARIO, ReadyWatcher
+from .e2e_support import SCENARIO, ReadyWatcher, running_prometheus
 
 pytestmark = pytest.mark.e2e
 NS = "default"
@@ -68,24 +67,8 @@ def exporter(kubeconfig: str) -> Iterator[str]:
 @pytest.fixture
 def prometheus(prometheus_binary: str, exporter: str, tmp_path: Path) -> Iterator[str]:
     """A real Prometheus on 127.0.0.1 scraping the exporter every second; stopped by PID."""
-    from flows.local.processes import free_port, wait_http
-
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: reach-exporter\n"
-        f"    static_configs:\n      - targets: ['{exporter}']\n"
-    )
-    port = free_port()
-    argv = [prometheus_binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
-    with (tmp_path / "prometheus.log").open("wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/-/ready", 30, proc.pid)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    with running_prometheus(prometheus_binary, tmp_path, "reach-exporter", exporter) as url:
+        yield url
 
 
 @pytest.fixture

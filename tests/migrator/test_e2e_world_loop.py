@@ -13,7 +13,6 @@ profile checks that the pipeline's ingest step runs.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from .e2e_support import SCENARIO
+from .e2e_support import SCENARIO, running_prometheus
 from .test_e2e_closed_loop import (  # noqa: F401  (fixtures, used by name)
     WORKLOAD,
     migrated_records,
@@ -78,24 +77,8 @@ def world(kubeconfig: str, tmp_path: Path) -> Iterator[tuple[str, Any]]:
 @pytest.fixture
 def mesh_prometheus(prometheus_binary: str, world: tuple[str, Any], tmp_path: Path) -> Iterator[str]:  # noqa: F811
     """A real Prometheus on 127.0.0.1 scraping the world every second; stopped by PID."""
-    from flows.local.processes import free_port, wait_http
-
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: reach-world\n"
-        f"    static_configs:\n      - targets: ['{world[0]}']\n"
-    )
-    port = free_port()
-    argv = [prometheus_binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
-    with (tmp_path / "prometheus.log").open("wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/-/ready", 30, proc.pid)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    with running_prometheus(prometheus_binary, tmp_path, "reach-world", world[0]) as url:
+        yield url
 
 
 def world_latency(prometheus_url: str, query: str, settle_s: float, timeout_s: float = 60.0) -> float:
