@@ -246,8 +246,9 @@ def build_collector(args: argparse.Namespace) -> LatencyCollector:
     return LatencyCollector(cache.current, simulated, args.service_label)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m flows.loop.exporter", description=__doc__.split("\n\n")[0])
+def live_source_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options every latency source on the live placement takes (this exporter and the live world)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--kubeconfig", default=None, help="kubeconfig path (default: in-cluster)")
     parser.add_argument("--scenario", default="7-21", help="scenario directory or name")
     parser.add_argument("--workload", default="aggregator_sequential", help="workload name or call-patterns file")
@@ -255,6 +256,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pod-selector", default="reach.io/app=demo")
     parser.add_argument("--service-label", default="app")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = live_source_parser("python -m flows.loop.exporter", __doc__.split("\n\n")[0])
     parser.add_argument("--noise-pct", type=float, default=0.0, help="standard deviation of the noise, %% of latency")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise generator")
     parser.add_argument("--refresh-s", type=float, default=0.5, help="seconds between two reads of the pods")

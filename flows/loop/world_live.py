@@ -319,14 +319,9 @@ def post_event(port: int, path: str, payload: dict[str, Any], timeout_s: float =
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m flows.loop.world_live", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kubeconfig", default=None, help="kubeconfig path (default: in-cluster)")
-    parser.add_argument("--scenario", default="7-21", help="scenario directory or name")
-    parser.add_argument("--workload", default="aggregator_sequential", help="workload name or call-patterns file")
-    parser.add_argument("--namespace", default="default")
-    parser.add_argument("--pod-selector", default="reach.io/app=demo")
-    parser.add_argument("--service-label", default="app")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1")
+    from flows.loop.exporter import live_source_parser
+
+    parser = live_source_parser("python -m flows.loop.world_live", __doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="seed of the world")
     parser.add_argument("--rps", type=float, default=1.0, help="multiplies every endpoint's rps")
     parser.add_argument("--ideal", action="store_true", help="fixed service times, no jitter, no drift")
