@@ -158,22 +158,28 @@ class _TablePlan:
     self_calls: tuple[int, ...]
 
 
-def _table_plan(model: LatencyModel, services: int) -> _TablePlan:
-    cached: _TablePlan | None = model.__dict__.get("_table_plan")
-    if cached is not None:
-        return cached
-    linear = all(len(groups) <= 1 for groups in model.call_groups)
-    coefficients = np.zeros(len(model.call_groups))
+def call_weights(model: LatencyModel) -> FloatArray:
+    """Per call: its endpoint's rps weight; 0 for the roots (the client's own request costs nothing)."""
+    weights = np.zeros(len(model.call_groups))
 
     def visit(call: int, weight: float) -> None:
-        coefficients[call] = weight
+        weights[call] = weight
         for group in model.call_groups[call]:
             for callee in group:
                 visit(callee, weight)
 
     for root, weight in zip(model.roots, model.endpoint_weights, strict=True):
         visit(root, weight)
-    coefficients[list(model.roots)] = 0.0  # a root's own cost is always 0 (no exec, no network)
+    weights[list(model.roots)] = 0.0
+    return weights
+
+
+def _table_plan(model: LatencyModel, services: int) -> _TablePlan:
+    cached: _TablePlan | None = model.__dict__.get("_table_plan")
+    if cached is not None:
+        return cached
+    linear = all(len(groups) <= 1 for groups in model.call_groups)
+    coefficients = call_weights(model)
     calls = np.arange(len(coefficients))
     to_weights = np.zeros((services, len(coefficients)))
     from_weights = np.zeros((services, len(coefficients)))

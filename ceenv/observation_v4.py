@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ceenv.gains import LatencyForm, costs_form
+from ceenv.gains import LatencyForm, call_weights, costs_form
 from ceenv.latency import CallCosts, LatencyModel
 from ceenv.layout import NODE_FEATURES, PAIR_FEATURES, SLOT_FEATURES, BoolArray, FloatArray, IntArray, Layout
 from ceenv.observation import move_gain_features_batch, placement_counts_batch
@@ -34,17 +34,7 @@ def _service_tables(layout: Layout, model: LatencyModel) -> tuple[FloatArray, Fl
     cached = model.__dict__.get("_v4_tables")
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    call_weight = np.zeros(len(model.call_groups))
-
-    def visit(call: int, weight: float) -> None:
-        call_weight[call] = weight
-        for group in model.call_groups[call]:
-            for callee in group:
-                visit(callee, weight)
-
-    for root, weight in zip(model.roots, model.endpoint_weights, strict=True):
-        visit(root, weight)
-        call_weight[root] = 0.0  # the root is the client's own request, not a call to it
+    call_weight = call_weights(model)  # a root is the client's own request, not a call to it: 0
     services = len(layout.service_names)
     exec_ms = np.zeros((services, layout.node_count))
     np.add.at(exec_ms, model.call_service, call_weight[:, None] * model.call_exec_ms)
