@@ -18,7 +18,15 @@ written as a Markdown table with the command and the date to ``--markdown``
 (``benchmarks/results/service/bench.md`` by default), which the README includes
 (``scripts/readme_tables.py``).
 
+``--planning`` measures decision-time planning over HTTP instead: a general (observation version 4)
+``--artefact`` is served once per cluster of ``--sizes`` and per setting, raw and with planning
+(bento arguments ``scenario``, ``workload`` and ``plan_k``/``plan_horizon``/``plan_width``/``plan_margin``,
+as ``reach serve --plan-k`` passes them), and ``--sequential`` keep-alive requests of that cluster's
+start states give p50/p95/p99 (targets p99 ≤ 15 ms raw, ≤ 50 ms with planning); the table goes to
+``benchmarks/results/service/planning.md``.
+
     flock /tmp/reach-heavy.lock .venv/bin/python benchmarks/bench_service.py [--load-seconds 120] [--json out/bench_service.json]
+    flock /tmp/reach-heavy.lock .venv/bin/python benchmarks/bench_service.py --planning --artefact data/policies/general-v4
 """
 
 from __future__ import annotations
@@ -40,7 +48,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BENTOML = Path(sys.executable).with_name("bentoml")
+RESULTS = REPO / "benchmarks" / "results" / "service"
 TARGET_P50_MS, TARGET_P99_MS = 5.0, 15.0
+TARGET_PLANNING_P99_MS = 50.0
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,10 +67,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--markdown",
         type=Path,
-        default=REPO / "benchmarks" / "results" / "service" / "bench.md",
-        help="Write the results here as a Markdown table (the README includes it).",
+        help="Write the results here as a Markdown table, which the README includes (default "
+        "benchmarks/results/service/bench.md, or planning.md with --planning).",
     )
-    return parser.parse_args()
+    parser.add_argument(
+        "--planning", action="store_true", help="Measure a general --artefact raw and with planning on --sizes."
+    )
+    parser.add_argument("--sizes", default="7-21,13-29,19-37", help="--planning: the clusters served, comma-separated.")
+    parser.add_argument("--plan-k", type=int, default=4, help="--planning: bento argument plan_k (> 0).")
+    parser.add_argument("--plan-horizon", type=int, default=4, help="--planning: bento argument plan_horizon.")
+    parser.add_argument("--plan-width", type=int, default=8, help="--planning: bento argument plan_width.")
+    parser.add_argument("--plan-margin", type=float, default=3.0, help="--planning: bento argument plan_margin.")
+    args = parser.parse_args()
+    if args.planning and (args.artefact is None or args.plan_k < 1):
+        parser.error("--planning needs --artefact (a general, observation version 4 policy) and --plan-k >= 1")
+    if args.markdown is None:
+        args.markdown = RESULTS / ("planning.md" if args.planning else "bench.md")
+    return args
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -74,6 +97,7 @@ def summarise(latencies_s: list[float]) -> dict[str, float]:
         "requests": len(ms),
         "p50_ms": percentile(ms, 50),
         "p90_ms": percentile(ms, 90),
+        "p95_ms": percentile(ms, 95),
         "p99_ms": percentile(ms, 99),
         "max_ms": max(ms),
         "mean_ms": statistics.fmean(ms),
@@ -122,15 +146,17 @@ def train_briefly(scenario_dir: Path, workload_file: Path, target: Path, steps: 
     return save_artefact(target, model, metadata)
 
 
-def request_bodies(args: argparse.Namespace, count: int = 64) -> list[bytes]:
+def cluster_files(scenario: str, workload: str) -> tuple[Path, Path]:
+    """The scenario directory and call-pattern file of a reference cluster, by name."""
+    return REPO / "data" / "scenarios" / scenario, REPO / "data" / "workloads" / f"{workload}_call_patterns.json"
+
+
+def request_bodies(scenario: str, workload: str, count: int = 64) -> list[bytes]:
     """REACH payloads of ``count`` start states of the env, serialised once."""
     from ceenv.env import CloudEdgeEnv
     from ceenv.payload import request_from_state
 
-    env = CloudEdgeEnv(
-        REPO / "data" / "scenarios" / args.scenario,
-        REPO / "data" / "workloads" / f"{args.workload}_call_patterns.json",
-    )
+    env = CloudEdgeEnv(*cluster_files(scenario, workload))
     bodies = []
     for seed in range(count):
         env.reset(seed=seed)
@@ -148,16 +174,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(home: Path, tag: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    home: Path, tag: str, log: Path, arguments: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``bentoml serve`` of model ``tag`` with the bento ``arguments`` (``--arg key=value``) on a free port."""
     import httpx
 
     port = free_port()
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     command = [str(BENTOML), "serve", "bento.service:PolicyService", "--host", "127.0.0.1", "--port", str(port)]
+    for key, value in {"model_tag": tag, **(arguments or {})}.items():
+        command += ["--arg", f"{key}={value}"]
     with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [*command, "--arg", f"model_tag={tag}"], cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -290,7 +319,12 @@ def main() -> None:
         home = Path(scratch) / "bentoml"
         home.mkdir()
         tag, model_description = prepare_model(args, home)
-        bodies = request_bodies(args)
+        if args.planning:
+            from service_planning import measure_planning
+
+            measure_planning(args, home, tag, model_description, Path(scratch))
+            return
+        bodies = request_bodies(args.scenario, args.workload)
         log = Path(scratch) / "serve.log"
         process, url = start_server(home, tag, log)
         results: dict[str, Any] = {"model": tag, "model_description": model_description, "scenario": args.scenario}

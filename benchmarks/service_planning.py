@@ -1,0 +1,144 @@
+"""``bench_service.py --planning``: ``POST /get_action`` latency over HTTP of a general policy, raw and with planning.
+
+For each cluster of ``--sizes`` (a reference size with ``--workload``) the general artefact is served
+twice by a real ``bentoml serve`` on 127.0.0.1: with the serve-time arguments ``scenario`` and
+``workload`` only (the raw policy), then with ``plan_k``, ``plan_horizon``, ``plan_width`` and
+``plan_margin`` too (decision-time planning, :mod:`bento.planning`), which is what ``reach serve
+--scenario … --workload … --plan-k K`` passes. Each server gets a warm-up, then ``--sequential``
+keep-alive requests (httpx, one at a time) of 64 start states of that cluster; p50/p95/p99/max are
+reported beside the targets (p99 ≤ 15 ms raw, ≤ 50 ms with planning). The answers to the 64 states
+are compared between the two settings (how many differ) so the table shows planning was on.
+Written as ``benchmarks/results/service/planning.md`` (the README includes it). Imported by
+``benchmarks/bench_service.py`` (run as a script, so this module sits on its path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from bench_service import (
+    TARGET_P99_MS,
+    TARGET_PLANNING_P99_MS,
+    cluster_files,
+    request_bodies,
+    run_sequential_keepalive,
+    start_server,
+    stop_server,
+    summarise,
+)
+
+WARMUP_REQUESTS = 100
+HEADER = [
+    "cluster",
+    "setting",
+    "requests",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+    "failed",
+    "p99 target ms",
+    "answers differing from raw",
+]
+
+
+def answers(url: str, bodies: list[bytes]) -> list[tuple[Any, Any, Any]]:
+    """The (pod, node, is_stop) answer to each body, in order; a failed request is ``(status, None, None)``."""
+    import httpx
+
+    out: list[tuple[Any, Any, Any]] = []
+    with httpx.Client(timeout=10) as client:
+        for body in bodies:
+            response = client.post(f"{url}/get_action", content=body, headers={"Content-Type": "application/json"})
+            if response.status_code != 200:
+                out.append((response.status_code, None, None))
+                continue
+            answer = response.json()
+            out.append((answer.get("pod_name"), answer.get("target_node"), answer.get("is_stop")))
+    return out
+
+
+def serve_and_measure(
+    home: Path, tag: str, log: Path, arguments: dict[str, str], bodies: list[bytes], requests: int
+) -> dict[str, Any]:
+    """One server with ``arguments``: warm-up, ``requests`` sequential keep-alive requests, and its answers."""
+    process, url = start_server(home, tag, log, arguments)
+    try:
+        run_sequential_keepalive(url, bodies, WARMUP_REQUESTS)
+        latencies, failed = run_sequential_keepalive(url, bodies, requests)
+        decided = answers(url, bodies)
+    finally:
+        stop_server(process)
+    return {**summarise(latencies), "failed": failed, "answers": decided}
+
+
+def measure_planning(args: argparse.Namespace, home: Path, tag: str, description: str, scratch: Path) -> None:
+    """Every size × (raw, planning): measure, print, and write the Markdown table (and ``--json``)."""
+    planning = {
+        "plan_k": str(args.plan_k),
+        "plan_horizon": str(args.plan_horizon),
+        "plan_width": str(args.plan_width),
+        "plan_margin": f"{args.plan_margin:g}",
+    }
+    rows: list[dict[str, Any]] = []
+    for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
+        scenario_dir, workload_file = cluster_files(size, args.workload)
+        cluster = {"scenario": str(scenario_dir), "workload": str(workload_file)}
+        bodies = request_bodies(size, args.workload)
+        raw = serve_and_measure(home, tag, scratch / f"serve-{size}-raw.log", cluster, bodies, args.sequential)
+        planned = serve_and_measure(
+            home, tag, scratch / f"serve-{size}-planning.log", {**cluster, **planning}, bodies, args.sequential
+        )
+        differ = sum(a != b for a, b in zip(raw["answers"], planned["answers"], strict=True))
+        for setting, result in (("raw policy", raw), ("planning", planned)):
+            target = TARGET_PLANNING_P99_MS if setting == "planning" else TARGET_P99_MS
+            rows.append({"size": size, "setting": setting, "target_p99_ms": target, "answers_differ": differ, **result})
+            print(
+                f"{size:<7} {setting:<11} p50 {result['p50_ms']:6.2f}  p95 {result['p95_ms']:6.2f}  "
+                f"p99 {result['p99_ms']:6.2f}  max {result['max_ms']:7.1f} ms  failed {result['failed']}  "
+                f"(p99 target {target:g} ms: {'met' if result['p99_ms'] <= target else 'MISSED'})"
+            )
+        print(f"{size}: {differ}/{len(bodies)} answers differ between raw and planning")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"model": tag, "description": description, "rows": rows}, indent=1))
+    write_planning_markdown(rows, args, description)
+
+
+def write_planning_markdown(rows: list[dict[str, Any]], args: argparse.Namespace, description: str) -> None:
+    from bench_tables import table, write_tables
+
+    what = (
+        f"`plan_k={args.plan_k}`, `plan_horizon={args.plan_horizon}`, `plan_width={args.plan_width}`, "
+        f"`plan_margin={args.plan_margin:g}`"
+    )
+    body = [
+        [
+            r["size"],
+            r["setting"],
+            r["requests"],
+            f"{r['p50_ms']:.2f}",
+            f"{r['p95_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['max_ms']:.1f}",
+            r["failed"],
+            f"≤ {r['target_p99_ms']:g}: {'met' if r['p99_ms'] <= r['target_p99_ms'] else '**missed**'}",
+            f"{r['answers_differ']}/64",
+        ]
+        for r in rows
+    ]
+    met = all(r["p99_ms"] <= r["target_p99_ms"] for r in rows)
+    blocks = [
+        f"Model: {description}; workload {args.workload}; `bentoml serve`, one worker, 127.0.0.1, serve-time "
+        f"arguments `scenario`/`workload` of each cluster, planning with {what} (what `reach serve --plan-k "
+        f"{args.plan_k}` serves); {WARMUP_REQUESTS} warm-up requests, then sequential keep-alive requests (httpx) "
+        "of 64 start states of the cluster.",
+        table(HEADER, body, "llrrrrrrll"),
+        f"Targets p99 ≤ {TARGET_P99_MS:g} ms raw, ≤ {TARGET_PLANNING_P99_MS:g} ms with planning: "
+        f"**{'met on every cluster' if met else 'missed on at least one cluster'}**.",
+    ]
+    path = write_tables(args.markdown, "bench_service.py", blocks)
+    print(f"wrote {path}")
