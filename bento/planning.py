@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ceenv.baselines import climb
 from ceenv.latency import CallCosts, Conditions, LatencyModel, nominal_conditions
 from ceenv.layout import FloatArray, IntArray, Layout, placement_counts
 from ceenv.observation import decode_action, encode_action, policy_mask
@@ -28,6 +29,8 @@ from ceenv.simulator import Simulator
 
 DEFAULT_WIDTH = 8
 DEFAULT_MARGIN = 3.0
+DEFAULT_SHORTER_WITHIN = 0.0  # step costs: prefer a shorter sequence valued this close to the best
+DEFAULT_GREEDY_SLACK: int | None = None  # None: the horizon alone bounds a sequence's length
 _EPSILON_MS = 1e-9
 
 
@@ -87,25 +90,49 @@ def plan_action(
     mask: np.ndarray | None = None,
     width: int = DEFAULT_WIDTH,
     margin: float = DEFAULT_MARGIN,
+    shorter_within: float = DEFAULT_SHORTER_WITHIN,
+    greedy_slack: int | None = DEFAULT_GREEDY_SLACK,
 ) -> int:
     """The policy action (padded index) that starts the best ``horizon``-move sequence on the twin, or STOP.
 
     ``mask`` (the policy's action index) restricts the first move, e.g. to a request's
-    ``pod_deployable``; later moves of a sequence are the twin's own valid moves.
+    ``pod_deployable``; later moves of a sequence are the twin's own valid moves. Among sequences
+    valued within ``shorter_within`` step costs of the best, the shortest one's first move is the
+    answer. With ``greedy_slack``, no sequence is longer than the moves greedy would make from here
+    on the twin (single moves gaining more than a step cost) plus ``greedy_slack``.
     """
-    if horizon < 1 or width < 1 or k < 0 or margin < 0:
+    if horizon < 1 or width < 1 or k < 0 or margin < 0 or shorter_within < 0 or (greedy_slack or 0) < 0:
         raise ValueError(
-            f"planning needs horizon >= 1, width >= 1, k >= 0 and margin >= 0; got horizon={horizon}, "
-            f"width={width}, k={k}, margin={margin}"
+            f"planning needs horizon >= 1, width >= 1, k >= 0, margin >= 0, shorter_within >= 0 and "
+            f"greedy_slack >= 0; got horizon={horizon}, width={width}, k={k}, margin={margin}, "
+            f"shorter_within={shorter_within}, greedy_slack={greedy_slack}"
         )
     layout = sim.layout
     mask = policy_mask(layout, sim.action_mask()) if mask is None else mask
     twin = _twin(sim)
-    move_cost_ms = margin * step_cost_ms
+    if greedy_slack is not None:
+        horizon = min(horizon, climb(twin.copy(), step_cost_ms, horizon) + greedy_slack)
     roots = _root_moves(model, twin, mask, k, width)
-    if not roots:
+    if not roots or horizon < 1:
         return int(layout.stop_action)
-    best_root, best_value = -1, twin.latency_ms
+    best = _best_per_depth(twin, roots, horizon, width, margin * step_cost_ms)
+    if not best:
+        return int(layout.stop_action)
+    best_value = min(value for value, _ in best.values())
+    depth = min(d for d, (value, _) in best.items() if value <= best_value + shorter_within * step_cost_ms)
+    return encode_action(layout, *roots[best[depth][1]])
+
+
+def _best_per_depth(
+    twin: Simulator, roots: list[tuple[int, int]], horizon: int, width: int, move_cost_ms: float
+) -> dict[int, tuple[float, int]]:
+    """Depth → (value, root index) of the best sequence of that many moves that beats staying put.
+
+    A sequence's value is its latency on the twin plus ``move_cost_ms`` per move; the beam keeps
+    ``width`` placements per depth (:func:`ceenv.search.expand`).
+    """
+    stay = twin.latency_ms - _EPSILON_MS
+    best: dict[int, tuple[float, int]] = {}
     beam: list[Simulator] = []
     origin: list[int] = []  # the root move each beam state descends from
     for index, move in enumerate(roots):
@@ -113,25 +140,24 @@ def plan_action(
         child.move(*move)
         beam.append(child)
         origin.append(index)
-        if child.latency_ms + move_cost_ms < best_value - _EPSILON_MS:
-            best_root, best_value = index, child.latency_ms + move_cost_ms
+        value = child.latency_ms + move_cost_ms
+        if value < min(stay, best.get(1, (np.inf, -1))[0] - _EPSILON_MS):
+            best[1] = (value, index)
     for depth in range(2, horizon + 1):
         children = expand(beam, width, width)
         if not children:
             break
         next_beam, next_origin = [], []
-        for parent, move, latency_ms in children:
+        for parent, move, latency_ms in children:  # best first: the first that beats staying put is the best
             value = latency_ms + depth * move_cost_ms
-            if value < best_value - _EPSILON_MS:
-                best_root, best_value = origin[parent], value
+            if depth not in best and value < stay:
+                best[depth] = (value, origin[parent])
             child = beam[parent].copy()
             child.move(*move)
             next_beam.append(child)
             next_origin.append(origin[parent])
         beam, origin = next_beam, next_origin
-    if best_root < 0:
-        return int(layout.stop_action)
-    return encode_action(layout, *roots[best_root])
+    return best
 
 
 def twin_from_state(
