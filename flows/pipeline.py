@@ -29,6 +29,7 @@ from flows.local.paths import data_dir, out_dir, repo_root, resolve_scenario, re
 if TYPE_CHECKING:
     from flows.evaluation.gate import Verdict
     from flows.evaluation.report import EvaluationReport
+    from flows.evaluation.units import EvalUnit
 
 
 class PipelineParams(BaseModel):
@@ -80,6 +81,18 @@ class PipelineParams(BaseModel):
         description="Where the evaluation fan-out runs: default (Prefect's thread pool), dask (a local Dask "
         "cluster, one worker process per core) or dask://HOST:PORT (a Dask scheduler; deploy/README.md).",
     )
+    plan_k: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Decision-time planning the bento serves with (bento argument plan_k; general policies only, "
+        "docs/service.md); the evaluation the gate reads plays the same planner. 0 = the raw policy.",
+    )
+    plan_horizon: int = Field(4, ge=1, le=16, description="Planning (plan_k > 0): moves per searched sequence.")
+    plan_width: int = Field(8, ge=1, le=64, description="Planning (plan_k > 0): placements kept per depth.")
+    plan_margin: float = Field(
+        3.0, ge=1.0, le=20.0, description="Planning (plan_k > 0): step costs a move must gain on average."
+    )
 
     @field_validator("task_runner")
     @classmethod
@@ -87,6 +100,21 @@ class PipelineParams(BaseModel):
         from flows.evaluation.runner import check_runner_spec
 
         return check_runner_spec(value)
+
+    def evaluation_settings(self) -> dict[str, Any]:
+        """The settings the evaluation report records (the gate's report: seeds, episodes, families, planning)."""
+        return {"seeds": self.eval_seeds, "episodes": self.eval_episodes, "families": self.families, **self.planning()}
+
+    def planning(self) -> dict[str, Any]:
+        """The planning the bento serves with and the evaluation plays: ``plan_*`` fields, or {} (raw policy)."""
+        if self.plan_k <= 0:
+            return {}
+        return {
+            "plan_k": self.plan_k,
+            "plan_horizon": self.plan_horizon,
+            "plan_width": self.plan_width,
+            "plan_margin": self.plan_margin,
+        }
 
 
 def _config_path(value: str, folder: str) -> Path:
@@ -169,6 +197,23 @@ def train_policy(params: PipelineParams, scenario_dir: Path, workload_file: Path
     }
 
 
+def evaluation_units(
+    params: PipelineParams, scenario_dir: Path, workload_file: Path, artefact_dir: str
+) -> list[EvalUnit]:
+    """The units of the run's evaluation: they play ``params.planning()``, what the packaged bento serves."""
+    from flows.evaluation.units import plan_units
+
+    return plan_units(
+        scenario_dir,
+        [workload_file],
+        params.families,
+        params.eval_seeds,
+        params.eval_episodes,
+        artefact_dir,
+        **params.planning(),
+    )
+
+
 def _image_markdown(path: Path) -> str:
     return f"![{path.stem}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
 
@@ -225,11 +270,12 @@ def gate_policy(report: EvaluationReport, incumbent: EvaluationReport | None, ru
 
 
 @task(retries=2, retry_delay_seconds=5)
-def package_bento(artefact_dir: str, verdict: Verdict) -> str:
-    """Store the policy in the BentoML model store and build its bento (labelled with the verdict)."""
+def package_bento(artefact_dir: str, verdict: Verdict, planning: dict[str, Any]) -> str:
+    """Store the policy in the BentoML model store and build its bento (labelled with the verdict), serving
+    with ``planning`` (bento arguments ``plan_*``; {} = the raw policy)."""
     from flows.release.packaging import package
 
-    return package(artefact_dir, verdict.passed, verdict.summary())
+    return package(artefact_dir, verdict.passed, verdict.summary(), planning)
 
 
 class _StepClock:
@@ -249,7 +295,6 @@ class _StepClock:
 def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     """Ingest → validate → train → evaluate → gate → package (see the module docstring)."""
     from flows.evaluation.runner import evaluate_on
-    from flows.evaluation.units import plan_units
 
     params = params or PipelineParams()
     run_dir = Path(params.run_dir) if params.run_dir else out_dir() / "runs" / time.strftime("%Y%m%d-%H%M%S")
@@ -263,11 +308,10 @@ def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     clock.mark("profile")
     trained = train_policy(params, scenario_dir, workload_file, run_dir)
     clock.mark("train")
-    units = plan_units(
-        scenario_dir, [workload_file], params.families, params.eval_seeds, params.eval_episodes, trained["artefact_dir"]
-    )
+    planning = params.planning()  # what the bento will serve: the gate must judge the same decisions
+    units = evaluation_units(params, scenario_dir, workload_file, trained["artefact_dir"])
     records = evaluate_on(params.task_runner, units)  # a subflow on the chosen task runner
-    settings = {"seeds": params.eval_seeds, "episodes": params.eval_episodes, "families": params.families}
+    settings = params.evaluation_settings()
     report = publish_evaluation(trained["artefact_dir"], records, settings, run_dir)
     clock.mark("evaluate")
     incumbent = find_incumbent(scenario_dir, workload_file)
@@ -284,7 +328,7 @@ def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
         "seconds": clock.seconds,
     }
     if verdict.passed and params.package:
-        result["bento"] = package_bento(trained["artefact_dir"], verdict)
+        result["bento"] = package_bento(trained["artefact_dir"], verdict, planning)
         clock.mark("package")
     (run_dir / "pipeline.json").write_text(json.dumps(result, indent=2))
     return result

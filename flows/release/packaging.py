@@ -3,7 +3,8 @@
 A release is a BentoML model (:func:`bento.store.save_policy`, carrying the policy card with the
 evaluation report and the gate verdict) plus a bento built from ``bento/bentofile.yaml`` that
 references it, labelled ``gate=passed|refused``, ``model``, ``scenario`` and ``workload`` (``*`` and
-``max_nodes``/``max_slots`` for a general policy: :mod:`.selection`). The redeploy flow serves only
+``max_nodes``/``max_slots`` for a general policy: :mod:`.selection`; ``plan_k`` when it is built to
+decide with planning, which its stored evaluation must have played: :func:`check_gated_as_served`). The redeploy flow serves only
 bentos labelled ``gate=passed`` that can serve the cluster asked for. Used by the pipeline and redeploy
 flows, and by ``reach package`` (:func:`release_artefact`: gate and package an artefact trained outside
 the pipeline).
@@ -12,6 +13,7 @@ the pipeline).
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,23 +28,73 @@ REPO_ROOT = repo_root()
 BENTOFILE = REPO_ROOT / "bento" / "bentofile.yaml"
 
 
-def package(artefact_dir: str | Path, passed: bool, reason: str) -> str:
-    """Store the artefact as a model and build its bento; return the bento tag."""
+PLANNING_KEYS = ("plan_k", "plan_horizon", "plan_width", "plan_margin")
+
+
+def evaluated_planning(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The planning an evaluation report's ``settings`` say its policy played: ``plan_*`` values, or {} (raw)."""
+    if int(settings.get("plan_k") or 0) <= 0:
+        return {}
+    missing = [key for key in PLANNING_KEYS if key not in settings]
+    if missing:
+        raise ValueError(f"the evaluation report says plan_k={settings['plan_k']} but not {', '.join(missing)}")
+    return {key: settings[key] for key in PLANNING_KEYS}
+
+
+def check_gated_as_served(artefact_dir: str | Path, planning: Mapping[str, Any]) -> None:
+    """Refuse (``ValueError`` naming both) to package a bento whose decisions are not the ones its gate judged.
+
+    ``planning`` is what the bento will serve with (bento arguments ``plan_*``, {} = the raw policy); the
+    report stored in the artefact (:func:`bento.artefact.write_evaluation`), on which the gate decided, must
+    have played the same planner (``reach evaluate --plan-k``, the pipeline's ``plan_k``).
+    """
+    from bento.artefact import read_metadata
+
+    report = read_metadata(artefact_dir).evaluation_report or {}
+    if not report.get("groups"):
+        return  # nothing was evaluated (a model packaged unevaluated): no gate judged any decision
+    judged = evaluated_planning(report.get("settings") or {})
+    served = {key: planning[key] for key in PLANNING_KEYS if key in planning} if planning.get("plan_k") else {}
+    if {k: float(v) for k, v in judged.items()} != {k: float(v) for k, v in served.items()}:
+        raise ValueError(
+            f"{artefact_dir}: its gate judged {_describe(judged)} but the bento would serve {_describe(served)}; "
+            "evaluate with the planning the bento serves (pipeline parameter plan_k, reach evaluate --plan-k) "
+            "and gate that report"
+        )
+
+
+def _describe(planning: Mapping[str, Any]) -> str:
+    if not planning:
+        return "the raw policy"
+    return "planning (" + ", ".join(f"{key}={planning[key]:g}" for key in PLANNING_KEYS) + ")"
+
+
+def package(artefact_dir: str | Path, passed: bool, reason: str, planning: Mapping[str, Any] | None = None) -> str:
+    """Store the artefact as a model and build its bento; return the bento tag.
+
+    With ``planning`` (``plan_k`` > 0 …) the bento decides with decision-time planning (its build arguments,
+    label ``plan_k``); the artefact's stored evaluation must have played the same planner
+    (:func:`check_gated_as_served`).
+    """
     import bentoml
 
     from bento.policy import GateVerdict
     from bento.store import save_policy
     from flows.release.selection import release_labels
 
+    planning = dict(planning or {})
+    check_gated_as_served(artefact_dir, planning)
     model = save_policy(artefact_dir, gate=GateVerdict(passed=passed, reason=reason))
     labels = release_labels(passed, str(model.tag), model.info.labels, model.info.metadata)
+    arguments = {"model_tag": str(model.tag)}
+    if planning.get("plan_k"):
+        arguments.update({key: f"{planning[key]:g}" for key in PLANNING_KEYS})
+        labels["plan_k"] = arguments["plan_k"]
     # BentoML builds from the service class, whose model reference is fixed by the bento arguments of
     # the import that created it: a process that packages a second model (the deployment runner, a
     # test session) would build the first model's reference again. Import the service afresh.
     sys.modules.pop("bento.service", None)
-    bento = bentoml.bentos.build_bentofile(
-        str(BENTOFILE), build_ctx=str(REPO_ROOT), labels=labels, args={"model_tag": str(model.tag)}
-    )
+    bento = bentoml.bentos.build_bentofile(str(BENTOFILE), build_ctx=str(REPO_ROOT), labels=labels, args=arguments)
     return str(bento.tag)
 
 

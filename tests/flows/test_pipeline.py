@@ -60,6 +60,45 @@ def test_validate_scenario_task_lists_every_problem(tmp_path: Path) -> None:
         validate_scenario.fn(broken, workload_file("chain"))
 
 
+GENERAL = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
+PLANNING = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0}
+
+
+def test_the_gate_reads_an_evaluation_of_the_planner_the_bento_serves(tmp_path: Path) -> None:
+    """With plan_k the run's evaluation plays the planner its bento is built with; packaging refuses a bento
+    whose stored evaluation (what the gate judged) played other decisions than the bento would serve."""
+    import shutil
+
+    from bento.artefact import write_evaluation
+    from flows.evaluation import evaluate_unit, report_from_records
+    from flows.pipeline import evaluation_units
+    from flows.release.packaging import check_gated_as_served, package
+
+    artefact = shutil.copytree(GENERAL, tmp_path / "policy")
+    raw = PipelineParams(eval_seeds=[0], eval_episodes=1)
+    planned = raw.model_copy(update=PLANNING)
+    scenario, workload = scenario_dir("7-21"), workload_file("chain")
+    assert {u.plan_k for u in evaluation_units(raw, scenario, workload, str(artefact))} == {0}
+    units = evaluation_units(planned, scenario, workload, str(artefact))
+    assert {(u.plan_k, u.plan_horizon, u.plan_width, u.plan_margin) for u in units} == {tuple(PLANNING.values())}
+
+    def gate_reads(params: PipelineParams) -> None:  # what publish_evaluation stores and the gate reads
+        records = [r for u in evaluation_units(params, scenario, workload, str(artefact)) for r in evaluate_unit(u)]
+        report = report_from_records(artefact, records, params.evaluation_settings())
+        write_evaluation(artefact, report.model_dump(mode="json"))
+
+    gate_reads(raw)
+    with pytest.raises(ValueError, match="judged the raw policy but the bento would serve planning"):
+        package(artefact, True, "gated on the raw policy", planned.planning())
+    check_gated_as_served(artefact, raw.planning())
+    gate_reads(planned)
+    check_gated_as_served(artefact, planned.planning())
+    with pytest.raises(ValueError, match=r"judged planning \(plan_k=2.*would serve the raw policy"):
+        package(artefact, True, "gated on planning", raw.planning())
+    with pytest.raises(ValueError, match="plan_horizon=2.*plan_horizon=4"):
+        check_gated_as_served(artefact, {**PLANNING, "plan_horizon": 4})
+
+
 def _write(path: Path, content: dict[str, Any]) -> str:
     path.write_text(json.dumps(content))
     return str(path)
