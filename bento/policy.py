@@ -338,4 +338,12 @@ class Policy:
             "evaluation": card.evaluation,
             "gate": card.gate.model_dump(),
             "predicts_latency": self.latency is not None,
+            "planning": {
+                "plan_k": self.plan_k,
+                "plan_horizon": self.plan_horizon,
+                "plan_width": self.plan_width,
+                "plan_margin": self.plan_margin,
+            }
+            if self.plan_k > 0
+            else {},
         }

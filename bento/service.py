@@ -7,7 +7,8 @@ is loaded and checked in ``__init__``, once per worker, and the worker refuses t
 is the bento argument ``model_tag`` (``bentoml serve … --arg model_tag=reach-policy:VERSION``;
 default ``reach-policy:latest``); a size-agnostic policy (observation version 4) serves any
 cluster within its limits, named by the arguments ``scenario`` (a directory) and ``workload`` (a
-call-pattern file). Request bodies are the REACH payload (:mod:`ceenv.schema`);
+call-pattern file), which also arrive in ``$REACH_SERVE_ARGUMENTS`` because BentoML drops serve-time
+arguments of a built bento (:mod:`bento.arguments`). Request bodies are the REACH payload (:mod:`ceenv.schema`);
 schema errors answer 400, payloads that do not fit the model's layout 422, each naming the item.
 :class:`bento.guard.RequestGuard` sits in front: 413 above ``max_request_bytes``, 415 for a body that
 is not JSON, bounded 4xx bodies and one-line 4xx logs, the OpenAPI document as answered. BentoML adds ``/readyz``, ``/livez`` and ``/metrics``. Run with ``bentoml serve bento.service:PolicyService``.
@@ -16,6 +17,7 @@ is not JSON, bounded 4xx bodies and one-line 4xx logs, the OpenAPI document as a
 from __future__ import annotations
 
 import logging
+import os
 from http import HTTPStatus
 from typing import Any
 
@@ -24,6 +26,7 @@ from bentoml.exceptions import BentoMLException
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
+from bento.arguments import overlay
 from bento.guard import MAX_QUOTED_CHARS, RequestGuard, bounded
 from bento.policy import Policy
 from bento.store import MODEL_NAME, load_policy
@@ -82,7 +85,8 @@ class InvalidPayload(BentoMLException):
     error_code = HTTPStatus.UNPROCESSABLE_ENTITY
 
 
-ARGUMENTS = bentoml.use_arguments(ServiceArguments)
+# BentoML drops `bentoml serve <built bento> --arg …`; the serve-time ones also come in the environment.
+ARGUMENTS = ServiceArguments.model_validate(overlay(bentoml.use_arguments(ServiceArguments).model_dump(), os.environ))
 metadata_app = FastAPI(title="reach policy metadata", docs_url=None, redoc_url=None, openapi_url=None)
 
 

@@ -242,4 +242,7 @@ def serve(
     if plan_k > 0:
         arguments["plan_k"] = str(plan_k)
     cluster_args = [part for key, value in arguments.items() for part in ("--arg", f"{key}={value}")]
+    from bento.arguments import environment
+
+    os.environ.update(environment(arguments))  # BentoML drops --arg of a built bento (bento/arguments.py)
     os.execv(bentoml, [bentoml, "serve", tag, "--host", "127.0.0.1", "--port", "3000", *cluster_args])

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bento.arguments import environment as serve_environment
 from flows.local import processes
 
 if TYPE_CHECKING:
@@ -101,13 +102,15 @@ def bentoml_cli() -> str:
 def start_bento(
     bento: str, slot: str, ready_timeout_s: float = 120.0, arguments: dict[str, str] | None = None
 ) -> processes.ProcessRecord:
-    """``bentoml serve <bento> [--arg k=v …]`` on a free loopback port as process ``bento-<slot>``; wait until ready."""
+    """``bentoml serve <bento> [--arg k=v …]`` on a free loopback port as process ``bento-<slot>``; wait until ready.
+
+    The arguments also go in ``$REACH_SERVE_ARGUMENTS`` (:mod:`bento.arguments`): BentoML drops ``--arg``
+    when it serves a built bento."""
     port = processes.free_port()
     argv = [bentoml_cli(), "serve", bento, "--host", "127.0.0.1", "--port", str(port)]
     argv += [part for key, value in (arguments or {}).items() for part in ("--arg", f"{key}={value}")]
-    record = processes.start(
-        f"bento-{slot}", argv, port, {"BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": bentoml_home()}
-    )
+    env = {"BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": bentoml_home(), **serve_environment(arguments)}
+    record = processes.start(f"bento-{slot}", argv, port, env)
     try:
         processes.wait_http(f"{record.url}/readyz", ready_timeout_s, record.pid)
     except (TimeoutError, RuntimeError) as err:

@@ -95,7 +95,7 @@ def test_the_gate_reads_an_evaluation_of_the_planner_the_bento_serves(tmp_path: 
     check_gated_as_served(artefact, planned.planning())
     with pytest.raises(ValueError, match=r"judged planning \(plan_k=2.*would serve the raw policy"):
         package(artefact, True, "gated on planning", raw.planning())
-    with pytest.raises(ValueError, match="plan_horizon=2.*plan_horizon=4"):
+    with pytest.raises(ValueError, match=r"plan_horizon=2.*plan_horizon=4"):
         check_gated_as_served(artefact, {**PLANNING, "plan_horizon": 4})
 
 

@@ -1,0 +1,69 @@
+"""A built general bento serves the cluster named at serve time, and plans when it was built to (real ``bentoml serve``).
+
+BentoML serves a *built* bento with its build-time arguments only and drops ``--arg`` given to
+``bentoml serve`` (``bentoml._internal.service.loader._load_bento``), so
+:func:`flows.release.serving.start_bento` also passes them in ``$REACH_SERVE_ARGUMENTS``
+(:mod:`bento.arguments`). The shipped general policy (trained on 13-29) is packaged in the
+session's private BentoML store twice: raw, and built to plan (its stored evaluation played that
+planner, as packaging demands); each is started on loopback for 7-21 ``chain``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import scenario_dir, workload_file
+
+pytestmark = pytest.mark.e2e
+
+GENERAL = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
+PLANNING = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0}
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _served(tag: str, slot: str) -> dict[str, Any]:
+    """Start ``tag`` for 7-21 chain, read its /metadata, stop it."""
+    from flows.local import processes
+    from flows.release.serving import start_bento
+
+    arguments = {"scenario": str(scenario_dir("7-21")), "workload": str(workload_file("chain"))}
+    record = start_bento(tag, slot, 180.0, arguments)
+    try:
+        metadata: dict[str, Any] = _get(f"{record.url}/metadata")
+        return metadata
+    finally:
+        processes.stop(record.name)
+
+
+def test_a_built_general_bento_serves_the_cluster_named_at_serve_time_with_the_planning_it_was_built_with(
+    reach_home: Path, tmp_path: Path
+) -> None:
+    from bento.artefact import write_evaluation
+    from flows.evaluation import evaluate
+    from flows.release.packaging import package
+
+    raw = package(GENERAL, True, "serve-time arguments test: raw")
+    served = _served(raw, "args-raw")
+    assert len(served["nodes"]) == 7, "the bento served its packaged cluster, not the one named at serve time"
+    assert served["planning"] == {}
+
+    planned_artefact = shutil.copytree(GENERAL, tmp_path / "policy")
+    report, _ = evaluate(
+        scenario_dir("7-21"), [workload_file("chain")], planned_artefact, [0], 1, ["steady"],
+        baselines=("greedy",), **PLANNING,
+    )  # fmt: skip
+    write_evaluation(planned_artefact, report.model_dump(mode="json"))
+    planned = package(planned_artefact, True, "serve-time arguments test: planning", PLANNING)
+    served = _served(planned, "args-planning")
+    assert len(served["nodes"]) == 7
+    assert served["planning"] == PLANNING
