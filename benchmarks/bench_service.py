@@ -75,9 +75,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--sizes", default="7-21,13-29,19-37", help="--planning: the clusters served, comma-separated.")
     parser.add_argument("--plan-k", type=int, default=4, help="--planning: bento argument plan_k (> 0).")
-    parser.add_argument("--plan-horizon", type=int, default=4, help="--planning: bento argument plan_horizon.")
+    parser.add_argument("--plan-horizon", type=int, default=6, help="--planning: bento argument plan_horizon.")
     parser.add_argument("--plan-width", type=int, default=8, help="--planning: bento argument plan_width.")
-    parser.add_argument("--plan-margin", type=float, default=3.0, help="--planning: bento argument plan_margin.")
+    parser.add_argument("--plan-margin", type=float, default=8.0, help="--planning: bento argument plan_margin.")
     args = parser.parse_args()
     if args.planning and (args.artefact is None or args.plan_k < 1):
         parser.error("--planning needs --artefact (a general, observation version 4 policy) and --plan-k >= 1")

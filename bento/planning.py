@@ -28,7 +28,8 @@ from ceenv.search import expand
 from ceenv.simulator import Simulator
 
 DEFAULT_WIDTH = 8
-DEFAULT_MARGIN = 3.0
+DEFAULT_HORIZON = 6
+DEFAULT_MARGIN = 8.0
 DEFAULT_SHORTER_WITHIN = 0.0  # step costs: prefer a shorter sequence valued this close to the best
 DEFAULT_GREEDY_SLACK: int | None = None  # None: the horizon alone bounds a sequence's length
 _EPSILON_MS = 1e-9
@@ -85,7 +86,7 @@ def plan_action(
     model: Any,
     sim: Simulator,
     k: int = 4,
-    horizon: int = 4,
+    horizon: int = DEFAULT_HORIZON,
     step_cost_ms: float = 1.25,
     mask: np.ndarray | None = None,
     width: int = DEFAULT_WIDTH,

@@ -199,9 +199,9 @@ class Policy:
         tag: str,
         latency: NominalLatency | None = None,
         plan_k: int = 0,
-        plan_horizon: int = 4,
+        plan_horizon: int = 6,
         plan_width: int = 8,
-        plan_margin: float = 3.0,
+        plan_margin: float = 8.0,
     ) -> None:
         self.predictor = predictor
         self.card = card

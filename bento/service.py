@@ -60,10 +60,10 @@ class ServiceArguments(BaseModel):
         "(bento.planning), started from the policy's top plan_k moves and the twin's plan_width best; 0 = the raw "
         "policy.",
     )
-    plan_horizon: int = Field(default=4, ge=1, le=16, description="Planning: moves per searched sequence (depth).")
+    plan_horizon: int = Field(default=6, ge=1, le=16, description="Planning: moves per searched sequence (depth).")
     plan_width: int = Field(default=8, ge=1, le=64, description="Planning: placements kept per depth (beam width).")
     plan_margin: float = Field(
-        default=3.0,
+        default=8.0,
         ge=1.0,
         le=20.0,
         description="Planning: a sequence must gain more than plan_margin step costs per move, else STOP "

@@ -58,9 +58,9 @@ def load_policy(
     scenario_dir: str | None = None,
     workload_file: str | None = None,
     plan_k: int = 0,
-    plan_horizon: int = 4,
+    plan_horizon: int = 6,
     plan_width: int = 8,
-    plan_margin: float = 3.0,
+    plan_margin: float = 8.0,
 ) -> Policy:
     """A stored model (or its tag, e.g. ``reach-policy:latest``) as a checked :class:`Policy`.
 

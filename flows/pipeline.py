@@ -88,10 +88,10 @@ class PipelineParams(BaseModel):
         description="Decision-time planning the bento serves with (bento argument plan_k; general policies only, "
         "docs/service.md); the evaluation the gate reads plays the same planner. 0 = the raw policy.",
     )
-    plan_horizon: int = Field(4, ge=1, le=16, description="Planning (plan_k > 0): moves per searched sequence.")
+    plan_horizon: int = Field(6, ge=1, le=16, description="Planning (plan_k > 0): moves per searched sequence.")
     plan_width: int = Field(8, ge=1, le=64, description="Planning (plan_k > 0): placements kept per depth.")
     plan_margin: float = Field(
-        3.0, ge=1.0, le=20.0, description="Planning (plan_k > 0): step costs a move must gain on average."
+        8.0, ge=1.0, le=20.0, description="Planning (plan_k > 0): step costs a move must gain on average."
     )
 
     @field_validator("task_runner")

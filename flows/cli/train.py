@@ -122,9 +122,9 @@ def evaluate_command(
     plan_k: Annotated[
         int, typer.Option(help="Evaluate with decision-time planning as the bento's plan_k serves it (0: raw policy).")
     ] = 0,
-    plan_horizon: Annotated[int, typer.Option(help="Planning: moves per searched sequence.")] = 4,
+    plan_horizon: Annotated[int, typer.Option(help="Planning: moves per searched sequence.")] = 6,
     plan_width: Annotated[int, typer.Option(help="Planning: beam width.")] = 8,
-    plan_margin: Annotated[float, typer.Option(help="Planning: step costs a move must gain.")] = 3.0,
+    plan_margin: Annotated[float, typer.Option(help="Planning: step costs a move must gain.")] = 8.0,
 ) -> None:
     """Evaluate a policy and every baseline on held-out start states; write JSON, Markdown and PNGs."""
     from flows.evaluation import FAMILIES, evaluate

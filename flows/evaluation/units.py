@@ -50,9 +50,9 @@ class EvalUnit:
     # Decision-time planning as the bento serves it (bento arguments plan_k, plan_horizon, plan_width,
     # plan_margin); plan_k = 0 evaluates the raw policy.
     plan_k: int = 0
-    plan_horizon: int = 4
+    plan_horizon: int = 6
     plan_width: int = 8
-    plan_margin: float = 3.0
+    plan_margin: float = 8.0
 
 
 def plan_units(
