@@ -185,7 +185,8 @@ class Encoded:
 
     state: DecodedState
     observation: npt.NDArray[np.float32]
-    mask: npt.NDArray[np.bool_]
+    mask: npt.NDArray[np.bool_]  # over the policy's actions (padded to its limits for a general policy)
+    move_mask: npt.NDArray[np.bool_]  # over the cluster's moves, node × slot of the layout (the evacuation rule's)
 
 
 class Policy:
@@ -231,7 +232,7 @@ class Policy:
                 state.slot_node,
                 mask,
             )
-            return Encoded(state, observation, policy_mask(self.layout, mask))
+            return Encoded(state, observation, policy_mask(self.layout, mask), mask)
         gains = None
         if self.layout.needs_move_gains:
             if self.latency is None:
@@ -241,7 +242,7 @@ class Policy:
                 )
             gains = move_gain_features(self.layout, self.latency.model, self.known_costs(state), state.slot_node, mask)
         observation = observe(self.layout, state.free_cpu_millicores, state.free_memory_bytes, state.slot_node, gains)
-        return Encoded(state, observation, mask)
+        return Encoded(state, observation, mask, mask)
 
     def known_costs(self, state: DecodedState) -> CallCosts:
         """The network the observation's move gains use.
@@ -285,7 +286,7 @@ class Policy:
         def latency_of(slot_node: npt.NDArray[np.int64]) -> float | None:
             return latency.of(self.layout, slot_node) if latency is not None else None
 
-        return evacuation_move(self.layout, encoded.state, encoded.mask, latency_of)
+        return evacuation_move(self.layout, encoded.state, encoded.move_mask, latency_of)
 
     def _move(
         self, encoded: Encoded, move: tuple[int, int], before: float | None, extras: dict[str, Any]

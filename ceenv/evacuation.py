@@ -2,8 +2,10 @@
 
 A request may list a node with ``available: false`` (the migrator does so for a NotReady or
 unreachable node). The policies were never trained with failed nodes, so the decision does not
-leave it to them: :func:`evacuation_move` picks the first such pod (slot order: services in the
-layout's order, then replica) that has a valid target, and sends it to the target with the lowest
+leave it to them: :func:`evacuation_move` picks the first such pod that has a valid target — first
+the pods of services left with no pod on an available node (those services serve nothing until
+one is back), then the others, each group in slot order (services in the layout's order, then
+replica) — and sends it to the target with the lowest
 predicted latency (``latency_of`` the placement after the move; ties and unknown latencies go to
 the node with the most free CPU, then the layout's node order). Used by the policy service
 (:mod:`bento.policy`) and the greedy stand-in (:mod:`flows.loop.standin`), so both answer the same.
@@ -25,7 +27,7 @@ def evacuation_move(
     layout: Layout, state: DecodedState, mask: BoolArray, latency_of: Callable[[IntArray], float | None]
 ) -> tuple[int, int] | None:
     """``(slot, node)`` of the evacuation to make now, or ``None`` when no pod on a failed node can move."""
-    for slot in state.evacuation_slots():
+    for slot in sorted(state.evacuation_slots(), key=lambda s: (_still_served(layout, state, s), s)):
         targets = [node for node in range(layout.node_count) if mask[node * layout.slot_count + slot]]
         if not targets:
             continue
@@ -38,3 +40,12 @@ def evacuation_move(
 
         return slot, min(targets, key=rank)
     return None
+
+
+def _still_served(layout: Layout, state: DecodedState, slot: int) -> bool:
+    """Whether the slot's service keeps a pod on an available node without this one."""
+    available = state.node_available
+    if available is None:  # no node marked: nothing to evacuate, every pod serves
+        return True
+    same = np.flatnonzero((layout.slot_service == layout.slot_service[slot]) & (state.slot_node >= 0))
+    return any(available[state.slot_node[other]] for other in same if other != slot)

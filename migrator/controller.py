@@ -68,6 +68,10 @@ class Journal:
         return entry
 
 
+# Evacuations in one cycle never exceed this (a bound on the loop; the window limit usually comes first).
+MAX_EVACUATIONS_PER_CYCLE = 64
+
+
 @dataclass(frozen=True)
 class CycleOutcome:
     """What one cycle did: ``kind`` is stop, no-advice, refused, migrated, rolled-back, skipped or blind;
@@ -118,13 +122,22 @@ class Controller:
 
     # ---- one decision -------------------------------------------------------------------------
     def run_cycle(self) -> list[CycleOutcome]:
-        """Ask for and carry out up to ``max_migrations_per_cycle`` moves (at least one question)."""
+        """Ask for and carry out up to ``max_migrations_per_cycle`` moves (at least one question).
+
+        An evacuation (a pod moved off a NotReady node, its old pod force-removed) does not count against
+        that limit: it only adds a Ready pod, and a failed node's pods serve nothing until they are all
+        moved, so they go one after another in the same cycle instead of one per cycle. The per-window
+        limit still bounds them (guards.check_rate), and :data:`MAX_EVACUATIONS_PER_CYCLE` bounds the loop.
+        """
         outcomes: list[CycleOutcome] = []
-        for started in range(max(1, self.settings.max_migrations_per_cycle)):
-            outcome = self._decide_and_act(started)
+        regular = 0
+        while regular < max(1, self.settings.max_migrations_per_cycle):
+            outcome = self._decide_and_act(regular)
             outcomes.append(outcome)
-            if outcome.kind != "migrated":
+            if outcome.kind != "migrated" or len(outcomes) > MAX_EVACUATIONS_PER_CYCLE:
                 break
+            if outcome.result is None or not outcome.result.forced_removal:
+                regular += 1
         return outcomes
 
     def _decide_and_act(self, started_this_cycle: int) -> CycleOutcome:

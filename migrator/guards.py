@@ -241,13 +241,14 @@ def check_rate(
     started_this_cycle: int,
     evacuation: bool = False,
 ) -> Verdict | None:
-    """Hold-down (not for an evacuation: a pod on a failed node may go back where it came from), cooldown,
-    the per-cycle and per-window limits."""
+    """Hold-down and cooldown (neither for an evacuation: a pod on a failed node serves nothing, so moving it
+    off is not churn, even when it just arrived there or goes back where it came from), then the per-cycle
+    and per-window limits, which bound every migration, evacuations included."""
     wait_s = None if evacuation else ledger.left_recently(move.pod_name, move.target_node, now_s)
     if wait_s is not None:
         detail = f"pod {move.pod_name} left {move.target_node} less than {limits.return_hold_down_s:.0f} s ago"
         return _refuse(move, Refusal.RETURN_HOLD_DOWN, f"{detail} ({wait_s:.0f} s to go)")
-    if ledger.cooling_down(move.pod_name, now_s):
+    if not evacuation and ledger.cooling_down(move.pod_name, now_s):
         return _refuse(move, Refusal.POD_COOLDOWN, f"pod {move.pod_name} moved less than {limits.pod_cooldown_s} s ago")
     if started_this_cycle >= limits.max_migrations_per_cycle:
         return _refuse(move, Refusal.CYCLE_LIMIT, f"{limits.max_migrations_per_cycle} migration(s) per cycle reached")

@@ -67,6 +67,9 @@ class Trial:
     start: dict[str, list[str]]  # the default scheduler's placement, re-applied in the other arms
     failed_nodes: list[str]
     arms: list[ArmResult]
+    # How soon the cluster declared a failed node NotReady (LocalCluster.failure_detection: grace period
+    # and lease, s); None in a trial recorded before it was kept.
+    failure_detection: dict[str, float] | None = None
 
     def arm(self, name: str) -> ArmResult:
         for result in self.arms:

@@ -51,6 +51,12 @@ def start_cluster(scenario_dir: Path, state_dir: Path | None) -> Path:
             raise RuntimeError(
                 f"a local cluster for {running} is running: `reach down` (or `reach cluster down`) first"
             )
+        recorded, wanted = cluster.recorded_failure_detection(), cluster.failure_detection()
+        if recorded is not None and recorded != wanted:
+            raise RuntimeError(
+                f"the running local cluster detects a failed node with {recorded}, this run asks for {wanted}: "
+                "`reach down` (or `reach cluster down`) first"
+            )
     kubeconfig = Path(cluster.up(scenario_dir))
     for name, entry in cluster.processes.recorded().items():
         log = cluster.state_dir / "logs" / f"{name}.log"

@@ -32,7 +32,7 @@ from flows.loop.demo import Session, open_session
 from flows.loop.placement import StartPlacement
 from flows.loop.policy import start_standin
 from flows.loop.report import LoopRun, summary, table
-from flows.loop.run import failed_nodes, prepare_run, run_loop
+from flows.loop.run import failed_nodes, local_cluster, prepare_run, run_loop
 from flows.loop.settings import DemoSettings
 from flows.loop.stats import move_gains, recovery_time_s, served_series, window_numbers
 
@@ -82,8 +82,9 @@ def one_trial(session: Session, workload: str, seed: int, arms: dict[str, tuple[
         prepare_run(same, workload, start)
         run = run_loop(same, f"{workload}: {arm}", url, policy)
         results.append(arm_result(arm, policy, run, settings))
+    detection = local_cluster(session).recorded_failure_detection()
     return Trial(settings.experiment, Path(settings.scenario).name, workload, seed, settings.event_at_s,
-                 settings.duration_s, start.assignment, failed_nodes(baseline), results)  # fmt: skip
+                 settings.duration_s, start.assignment, failed_nodes(baseline), results, detection)  # fmt: skip
 
 
 def experiment(settings: DemoSettings, workloads: list[str], seeds: list[int]) -> list[Trial]:

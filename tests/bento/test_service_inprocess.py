@@ -260,3 +260,23 @@ def test_a_pod_on_a_failed_node_is_evacuated_first_whatever_the_policy_picks(pol
     assert extra["predicted_latency_after_ms"] == min(after(n) or np.inf for n in allowed)
     body["cluster_state"]["nodes"][failed]["available"] = True
     assert stop_always.decide(ActionRequest.model_validate(body)).is_stop
+
+
+def test_a_general_policy_evacuates_a_failed_node_too() -> None:
+    """A general (padded) policy's actions are indexed over its limits, not over the cluster: the evacuation
+    rule must read the cluster's own move mask (it once read the padded one, found no target and let the
+    network pick)."""
+    from tests.conftest import scenario_dir, workload_file
+
+    general = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
+    model = save_policy(general, gate=GateVerdict(passed=True, reason="test"))
+    served = load_policy(str(model.tag), str(scenario_dir("7-21")), str(workload_file("aggregator_sequential")))
+    assert served.layout.padded
+    stop_always = Policy(_Stubborn(served.layout.stop_action), served.card, served.layout, served.tag, served.latency)
+    body = contract("request_7-21.json")
+    body["cluster_state"]["nodes"]["tb-cloud-vm-8-1"]["available"] = False
+    response = stop_always.decide(ActionRequest.model_validate(body))
+    assert not response.is_stop and (response.model_extra or {})["decision_rule"] == "evacuate-unavailable-node"
+    # detection's only pod is on the failed node; machine-learning keeps one on tb-edge-vm-4-2
+    assert response.pod_name == "detection-bf0a919a4b-36a0a"
+    assert response.target_node in body["pod_deployable"][response.pod_name]

@@ -69,7 +69,7 @@ def test_the_evacuation_goes_to_the_deployable_node_with_the_lowest_predicted_la
     move = evacuation_move(layout, state, mask, latency_of)
     assert move is not None
     slot, node = move
-    assert slot == state.evacuation_slots()[0]
+    assert slot == state.evacuation_slots()[1]  # detection: its only pod is on the failed node
     pod = state.slot_pod[slot]
     allowed = [n for n in body["pod_deployable"][pod] if n != FAILED]
     assert layout.node_names[node] in allowed
@@ -82,11 +82,21 @@ def test_the_evacuation_goes_to_the_deployable_node_with_the_lowest_predicted_la
     assert after(layout.node_names[node]) == min(after(n) for n in allowed)
 
 
+def test_a_service_left_without_a_live_pod_is_evacuated_before_one_that_still_serves(world: Any) -> None:
+    layout, _ = world
+    state = state_from_request(layout, ActionRequest.model_validate(failed_request()))
+    mask = move_mask(layout, state.slot_node, state.target_ok)
+    in_slot_order = [state.slot_pod[s] for s in state.evacuation_slots()]
+    assert in_slot_order == ["machine-learning-3a8f4dd2e1-1c84e", "detection-bf0a919a4b-36a0a"]
+    move = evacuation_move(layout, state, mask, lambda _: None)  # ml keeps a pod on tb-edge-vm-4-2
+    assert move is not None and state.slot_pod[move[0]] == "detection-bf0a919a4b-36a0a"
+
+
 def test_a_pod_on_a_failed_node_with_nowhere_to_go_is_skipped_for_the_next(world: Any) -> None:
     layout, _ = world
     body = failed_request()
     state = state_from_request(layout, ActionRequest.model_validate(body))
-    first, second = state.evacuation_slots()
+    second, first = state.evacuation_slots()  # detection (no live pod elsewhere) goes before ml
     body["pod_deployable"][state.slot_pod[first]] = []
     state = state_from_request(layout, ActionRequest.model_validate(body))
     mask = move_mask(layout, state.slot_node, state.target_ok)

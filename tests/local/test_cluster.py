@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from flows.local.cluster import LocalCluster, read_scenario_nodes
-from flows.local.cluster.hollow import ensure_hosts_entries, hollow_timing_env
+from flows.local.cluster.hollow import (
+    ensure_hosts_entries,
+    failure_detection_env,
+    hollow_timing_env,
+    node_monitor_grace_s,
+)
 from flows.local.cluster.supervisor import loopback_env
 from tests.conftest import scenario_dir
 
@@ -82,6 +87,32 @@ def test_a_bad_pleg_relist_override_names_the_variable(value: str, monkeypatch: 
     monkeypatch.setenv("REACH_HOLLOW_PLEG_RELIST_S", value)
     with pytest.raises(ValueError, match=r"REACH_HOLLOW_PLEG_RELIST_S=.*seconds > 0 and ≥ 0\.05; unset it"):
         hollow_timing_env()
+
+
+def test_failure_detection_defaults_to_a_32_s_grace_over_a_20_s_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REACH_NODE_MONITOR_GRACE_S", raising=False)
+    monkeypatch.delenv("REACH_HOLLOW_NODE_LEASE_DURATION_S", raising=False)
+    assert LocalCluster(Path("/nonexistent")).failure_detection() == {"node_monitor_grace_s": 32, "lease_s": 20.0}
+
+
+def test_faster_failure_detection_shortens_the_lease_with_the_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = failure_detection_env(12)
+    assert env == {"REACH_NODE_MONITOR_GRACE_S": "12", "REACH_HOLLOW_NODE_LEASE_DURATION_S": "8"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert node_monitor_grace_s() == 12
+    with pytest.raises(ValueError, match="≥ 6 s"):
+        failure_detection_env(3)
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "12.5", "10"])
+def test_a_grace_period_without_room_for_four_lease_renewals_is_refused(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REACH_HOLLOW_NODE_LEASE_DURATION_S", raising=False)  # 20 s lease, renewed every 5 s
+    monkeypatch.setenv("REACH_NODE_MONITOR_GRACE_S", value)
+    with pytest.raises(ValueError, match=r"REACH_NODE_MONITOR_GRACE_S=.*REACH_HOLLOW_NODE_LEASE_DURATION_S=20"):
+        node_monitor_grace_s()
 
 
 def test_a_missing_binary_names_the_install_script(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from flows.loop.cells import (
     goal,
     learned_policies,
     markdown,
+    versus_greedy,
     write_figures,
 )
 from flows.loop.settings import DemoSettings
@@ -57,6 +58,18 @@ def test_the_goal_names_each_shortfall_against_reach_and_greedy() -> None:
     short = [a_trial(0, 196.0), a_trial(1, 204.0)]  # 2 and −2 %: below REACH, CI around 0, greedy 10 %
     verdict = goal(arm_cell(short, LEARNED_ARM), arm_cell(short, GREEDY_ARM))
     assert "8.0 pp below REACH" in verdict and "CI not above 0" in verdict and "10.0 pp below greedy" in verdict
+
+
+def test_a_shortfall_to_greedy_says_whether_the_seed_paired_difference_is_beyond_noise() -> None:
+    noisy = [a_trial(0, 170.0, greedy_ms=166.0), a_trial(1, 172.0, greedy_ms=180.0)]  # −2 and +4 pp
+    paired = versus_greedy(noisy)
+    assert paired is not None and paired.mean == pytest.approx(1.0) and paired.high is not None
+    lower = [a_trial(0, 172.0, greedy_ms=170.0), a_trial(1, 176.0, greedy_ms=172.0), a_trial(2, 174.0, 171.0)]
+    verdict = goal(arm_cell(lower, LEARNED_ARM), arm_cell(lower, GREEDY_ARM), versus_greedy(lower))
+    assert "1.5 pp below greedy (paired -1.5 pp [" in verdict and "within noise" not in verdict
+    within = [a_trial(0, 170.0, greedy_ms=160.0), a_trial(1, 170.0, greedy_ms=178.0)]  # −5 and +4 pp
+    verdict = goal(arm_cell(within, LEARNED_ARM), arm_cell(within, GREEDY_ARM), versus_greedy(within))
+    assert "0.5 pp below greedy (paired -0.5 pp [" in verdict and "within noise" in verdict
 
 
 def test_trials_round_trip_through_json_and_make_the_table_and_figures(tmp_path: Path) -> None:

@@ -110,6 +110,24 @@ def test_pod_distribution_counts_pods_per_node_per_service(tmp_path: Path) -> No
     assert rows[0]["service"] == "agg" and rows[0]["pods"] == "2"
 
 
+def test_a_failed_nodes_pods_are_all_evacuated_in_one_cycle_but_a_regular_move_ends_it(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    controller, cluster, policy = make(tmp_path, max_migrations_per_cycle=1)
+    cluster.add_deployment("db", ["edge-1"])
+    cluster.nodes["cloud-1"] = replace(cluster.nodes["cloud-1"], ready=False)
+    on_failed = sorted(p for p in cluster.pods if cluster.pods[p].node_name == "cloud-1")
+    db = next(p for p in cluster.pods if cluster.pods[p].node_name == "edge-1")
+    policy.answers = [Move(on_failed[0], "edge-1"), Move(on_failed[1], "edge-1"), Move(db, "cloud-1"), Stop()]
+    kinds = [o.kind for o in controller.run_cycle()]
+    assert kinds == ["migrated", "migrated", "refused"]  # a move onto the NotReady node is refused
+    assert not [p for p in cluster.pods.values() if p.node_name == "cloud-1" and not p.terminating]
+    cluster.nodes["cloud-1"] = replace(cluster.nodes["cloud-1"], ready=True)
+    policy.answers = [Move(db, "cloud-1"), Move(on_failed[0], "cloud-1")]
+    assert [o.kind for o in controller.run_cycle()] == ["migrated"]  # one regular move per cycle, as set
+    assert len(policy.answers) == 1
+
+
 def test_a_failed_node_with_pods_is_acted_on_whatever_the_latency(tmp_path: Path) -> None:
     from dataclasses import replace
 
@@ -117,8 +135,9 @@ def test_a_failed_node_with_pods_is_acted_on_whatever_the_latency(tmp_path: Path
     controller.latency = lambda: LatencyReading(120.0)
     cluster.nodes["cloud-1"] = replace(cluster.nodes["cloud-1"], ready=False)
     policy.answers = [Move(first_agg(cluster), "edge-1")]
-    [outcome] = controller.monitoring_step()
+    outcome, after = controller.monitoring_step()  # an evacuation leaves the cycle open: the policy is asked again
     assert outcome.kind == "migrated" and outcome.result is not None and outcome.result.forced_removal
+    assert after.kind == "stop" and len(policy.requests) == 2
     request = policy.requests[0]
     assert request.cluster_state.nodes["cloud-1"].available is False
     controller.latency = lambda: LatencyReading(None, "latency-unknown", "Prometheus down")

@@ -129,6 +129,17 @@ def test_an_evacuation_still_respects_the_target_and_the_rate_limits() -> None:
     assert full.reason is Refusal.CYCLE_LIMIT
 
 
+def test_a_pod_that_just_moved_onto_a_node_that_then_failed_is_evacuated_despite_its_cooldown() -> None:
+    nodes = (node("cloud-1", "cloud"), node("down", "cloud", ready=False), node("edge-1", "edge"))
+    ledger = MigrationLedger()
+    ledger.record(990.0, ("a1", "b1"), cooldown_s=120)  # one migration 10 s ago (old pod and replacement)
+    snap = cluster(pod("a1", "agg", "down", ready=False), pod("b1", "db", "cloud-1"), nodes=nodes)
+    assert verdict(snap, Move("a1", "edge-1"), ledger).allowed
+    assert verdict(snap, Move("b1", "edge-1"), ledger).reason is Refusal.POD_COOLDOWN
+    window = GuardLimits(max_migrations_per_window=1, window_s=600)
+    assert verdict(snap, Move("a1", "edge-1"), ledger, window).reason is Refusal.WINDOW_LIMIT
+
+
 def test_an_evacuation_needs_no_predicted_gain_and_ignores_the_return_hold_down() -> None:
     nodes = (node("cloud-1", "cloud"), node("down", "cloud", ready=False), node("edge-1", "edge"))
     snap = cluster(pod("a1", "agg", "down", ready=False), pod("b1", "agg", "cloud-1"), nodes=nodes)

@@ -14,6 +14,7 @@ migrator's Kubernetes adapter (:class:`migrator.kube.ClusterAdmin`), like every 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -26,15 +27,17 @@ from typing import Any
 from flows.local.cluster.credentials import LOOPBACK, ca_path, write_credentials
 from flows.local.cluster.hollow import (
     HOLLOW_NODE_STAGGER_S,
+    LEASE_ENV,
     HollowNodeSpec,
     ensure_hosts_entries,
     hollow_node_argv,
+    hollow_timing_env,
+    node_monitor_grace_s,
     read_scenario_nodes,
 )
 from flows.local.cluster.supervisor import ProcessTable, wait_for
 
 K8S_VERSION = "v1.20.2"
-NODE_MONITOR_GRACE_S = 32  # a node whose lease is not renewed for this long is NotReady
 NODE_MONITOR_PERIOD_S = 2  # how often the node lifecycle controller checks
 BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubemark")
 
@@ -72,6 +75,19 @@ class LocalCluster:
         self.ports = ports or Ports()
         self.processes = ProcessTable(self.state_dir)
         self._admin: Any = None
+
+    @property
+    def node_monitor_grace_s(self) -> int:
+        return node_monitor_grace_s()
+
+    def failure_detection(self) -> dict[str, float]:
+        """The timing that decides how soon a failed node is NotReady, as this process would start it."""
+        return {"node_monitor_grace_s": node_monitor_grace_s(), "lease_s": float(hollow_timing_env()[LEASE_ENV])}
+
+    def recorded_failure_detection(self) -> dict[str, float] | None:
+        """The timing the running cluster was started with (None: started before it was recorded)."""
+        path = self.state_dir / "failure-detection.json"
+        return dict(json.loads(path.read_text())) if path.is_file() else None
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -152,10 +168,11 @@ class LocalCluster:
             self.binary("kube-controller-manager"), *common, *auth, f"--secure-port={p.controller_manager}",
             f"--service-account-private-key-file={self.state_dir / 'pki' / 'sa.key'}",
             "--use-service-account-credentials=false",
-            # A failed node is NotReady ≤ 36 s after its last lease renewal (grace + 2 periods).
-            # Hollow kubelets renew every 5 s (hollow.py): a node must miss 6 renewals in a row to be
+            # A failed node is NotReady ≤ grace + 2 periods after its last lease renewal (36 s by default;
+            # hollow.py): hollow kubelets renew every 5 s, so a node must miss 6 renewals in a row to be
             # declared failed; busy 2-core CI machines miss one or two.
-            f"--node-monitor-grace-period={NODE_MONITOR_GRACE_S}s", f"--node-monitor-period={NODE_MONITOR_PERIOD_S}s",
+            f"--node-monitor-grace-period={self.node_monitor_grace_s}s",
+            f"--node-monitor-period={NODE_MONITOR_PERIOD_S}s",
         ])  # fmt: skip
         self.processes.spawn("kube-scheduler", [
             self.binary("kube-scheduler"), *common, *auth, f"--secure-port={p.scheduler}",
@@ -206,8 +223,10 @@ class LocalCluster:
             self.down()
         for name in BINARIES:
             self.binary(name)
+        detection = self.failure_detection()  # a bad timing override is refused before anything starts
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "scenario").write_text(str(scenario_dir.resolve()))
+        (self.state_dir / "failure-detection.json").write_text(json.dumps(detection))
         started_s = time.monotonic()
         try:
             write_credentials(self.state_dir, self.ports.apiserver)
@@ -233,7 +252,7 @@ class LocalCluster:
             return
         for child in ("etcd", "nodes", "pki", "logs"):
             subprocess.run(["rm", "-rf", str(self.state_dir / child)], check=False)
-        for child in ("pids.json", "tokens.csv", "kubeconfig", "scenario"):
+        for child in ("pids.json", "tokens.csv", "kubeconfig", "scenario", "failure-detection.json"):
             (self.state_dir / child).unlink(missing_ok=True)
         print(f"cluster down: stopped {stopped} processes")
 

@@ -43,6 +43,14 @@ HOLLOW_TIMING_ENV = {
 }
 # The patched kubelet ignores a relist period below this (a busy loop) and falls back to 1 s.
 MIN_PLEG_RELIST_S = 0.05
+# How soon a failed node is declared NotReady: the controller manager's grace period
+# (control_plane.py). The default rides out 5 late lease renewals on a busy machine; the experiments
+# ask for a faster detection with :func:`failure_detection_env` (a shorter lease and grace together).
+NODE_MONITOR_GRACE_ENV = "REACH_NODE_MONITOR_GRACE_S"
+DEFAULT_NODE_MONITOR_GRACE_S = 32
+LEASE_ENV = "REACH_HOLLOW_NODE_LEASE_DURATION_S"
+# A kubelet renews its lease every quarter of the lease's duration (upstream's renew-interval fraction).
+LEASE_RENEW_FRACTION = 0.25
 
 
 def hollow_timing_env() -> dict[str, str]:
@@ -65,6 +73,38 @@ def hollow_timing_env() -> dict[str, str]:
                 + f"; unset it for the local cluster's {HOLLOW_TIMING_ENV[key]}"
             )
     return env
+
+
+def node_monitor_grace_s() -> int:
+    """The grace period after which a node whose lease is not renewed is NotReady, in whole seconds.
+
+    ``$REACH_NODE_MONITOR_GRACE_S`` overrides the default; it must leave room for at least four lease
+    renewals of the hollow kubelets (else a busy machine would fail healthy nodes): ValueError naming
+    the variables otherwise.
+    """
+    value = os.environ.get(NODE_MONITOR_GRACE_ENV, str(DEFAULT_NODE_MONITOR_GRACE_S))
+    lease_s = float(hollow_timing_env()[LEASE_ENV])
+    try:
+        grace_s = int(value)
+    except ValueError:
+        grace_s = 0
+    if grace_s <= 0 or grace_s < 4 * LEASE_RENEW_FRACTION * lease_s:
+        raise ValueError(
+            f"{NODE_MONITOR_GRACE_ENV}={value!r}: the grace period must be whole seconds ≥ the hollow kubelets' "
+            f"lease ({LEASE_ENV}={lease_s:g}, renewed every {LEASE_RENEW_FRACTION * lease_s:g} s), so that four "
+            f"renewals fit in it; lower {LEASE_ENV} with it (failure_detection_env) or unset both for the local "
+            f"cluster's {DEFAULT_NODE_MONITOR_GRACE_S} s"
+        )
+    return grace_s
+
+
+def failure_detection_env(grace_s: int) -> dict[str, str]:
+    """The environment that makes the local cluster declare a failed node NotReady ``grace_s`` after its last
+    lease renewal (at most two node-monitor periods later): the grace period, and a lease of two thirds of
+    it, renewed every sixth, so that a node must miss five renewals in a row, as with the defaults."""
+    if grace_s < 6:
+        raise ValueError(f"failure detection of {grace_s} s: ask for ≥ 6 s (a lease renewed every second at least)")
+    return {NODE_MONITOR_GRACE_ENV: str(grace_s), LEASE_ENV: str(max(4, round(grace_s * 2 / 3)))}
 
 
 @dataclass(frozen=True)
