@@ -60,7 +60,7 @@ def test_a_built_general_bento_serves_the_cluster_named_at_serve_time_with_the_p
     planned_artefact = shutil.copytree(GENERAL, tmp_path / "policy")
     report, _ = evaluate(
         scenario_dir("7-21"), [workload_file("chain")], planned_artefact, [0], 1, ["steady"],
-        baselines=("greedy",), **PLANNING,
+        baselines=("greedy", "best_known"), **PLANNING,
     )  # fmt: skip
     write_evaluation(planned_artefact, report.model_dump(mode="json"))
     planned = package(planned_artefact, True, "serve-time arguments test: planning", PLANNING)
