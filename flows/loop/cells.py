@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.loop.arms import ARMS, DEFAULT_ARM, GREEDY_ARM, LEARNED_ARM, REACH_PUBLISHED_PCT, Trial
+from flows.loop.arms import ARMS, DEFAULT_ARM, GREEDY_ARM, LEARNED_ARM, REACH_PUBLISHED_PCT, ArmResult, Trial
 from flows.loop.report import write_arms_plot, write_calibration_plot
 from flows.loop.stats import Interval, move_gains, reduction_pct, t_interval
 
@@ -132,22 +132,37 @@ def learned_policies(trials: list[Trial]) -> str:
     return "; ".join(f"`{tag}` ({', '.join(where)})" for tag, where in used.items()) or "-"
 
 
+def evacuated_pods(trial: Trial, arm: ArmResult) -> set[str]:
+    """Pods the arm moved off a node that the trial failed: evacuations, whose "gain" is the outage ending."""
+    return {e[2] for e in arm.events if e[1] == "migrated" and e[3] in trial.failed_nodes}
+
+
 def calibration_points(trials: list[Trial]) -> list[dict[str, Any]]:
     """Every move's predicted and measured gain (recomputed from the kept series and moves by
-    :func:`flows.loop.stats.move_gains`; the points kept with the trial when it has no moves recorded)."""
-    return [
-        {**point, "arm": arm.arm, "experiment": t.experiment, "workload": t.workload, "seed": t.seed}
-        for t in trials
-        for arm in t.arms
-        for point in (
-            move_gains(arm.series, arm.moves_made, t.event_at_s, keep_event=True) if arm.moves_made else arm.calibration
-        )
-    ]
+    :func:`flows.loop.stats.move_gains`; the points kept with the trial when it has no moves recorded).
+    An evacuation is marked ``"evacuation": True``: the world's latency falls because the failed node's
+    pods serve again, which says nothing of the twin's predicted gain."""
+    points = []
+    for t in trials:
+        for arm in t.arms:
+            evacuated = evacuated_pods(t, arm)
+            gains = (
+                move_gains(arm.series, arm.moves_made, t.event_at_s, keep_event=True)
+                if arm.moves_made
+                else arm.calibration
+            )
+            for point in gains:
+                extra = {"evacuation": True} if point.get("pod") in evacuated else {}
+                points.append({**point, **extra, "arm": arm.arm, "experiment": t.experiment,
+                               "workload": t.workload, "seed": t.seed})  # fmt: skip
+    return points
 
 
 def calibration_summary(points: list[dict[str, Any]]) -> str:
     """Moves with a prediction, the mean predicted and measured gain, the sign agreement and the correlation
     (moves whose windows held the event are only counted, and drawn apart)."""
+    evacuations = sum(1 for p in points if p.get("evacuation"))
+    points = [p for p in points if not p.get("evacuation")]
     held = [p for p in points if p.get("event_in_window")]
     points = [p for p in points if not p.get("event_in_window")]
     predicted_held = ", ".join(f"{float(p['predicted_gain_ms']):.1f}" for p in held)
@@ -156,6 +171,10 @@ def calibration_summary(points: list[dict[str, Any]]) -> str:
         f" {len(held)} more moves had windows that held the event (drawn apart, not counted: predicted "
         f"{predicted_held} ms; measured {measured_held} ms)."
         if held
+        else ""
+    ) + (
+        f" {evacuations} evacuations (moves off a failed node) are left out: their gain is the outage ending."
+        if evacuations
         else ""
     )
     if not points:
@@ -185,6 +204,6 @@ def write_figures(trials: list[Trial], out: Path) -> list[Path]:
         paths.append(write_arms_plot({k: v for k, v in series.items() if v}, group[0].event_at_s,
                                      out / f"{experiment}-{workload}.png", title,
                                      {k: v for k, v in failed.items() if any(v)}))  # fmt: skip
-    points = calibration_points(trials)
+    points = [p for p in calibration_points(trials) if not p.get("evacuation")]
     paths.append(write_calibration_plot(points, out / "calibration.png", "Per move: predicted vs world-measured gain"))
     return paths

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,24 @@ def test_trials_round_trip_through_json_and_make_the_table_and_figures(tmp_path:
     assert sorted(p.name for p in paths) == ["calibration.png", "node-failure-aggregator_parallel.png",
                                              "node-failure-chain.png"]  # fmt: skip
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+def test_an_evacuation_is_left_out_of_the_calibration() -> None:
+    trial = a_trial(0, 170.0)
+    learned = trial.arm(LEARNED_ARM)
+    moves = [{"pod": "p0", "target": "cloud-1", "started_s": 30.0, "done_s": 31.0, "predicted_gain_ms": 5.0},
+             {"pod": "p1", "target": "cloud-1", "started_s": 40.0, "done_s": 41.0, "predicted_gain_ms": 7.0}]  # fmt: skip
+    series = [(float(t), 300.0 if t < 32 else 120.0) for t in range(0, 60)]
+    events = [
+        *learned.events,
+        (30.0, "migrated", "p0", "edge-1", "cloud-1"),
+        (40.0, "migrated", "p1", "cloud-2", "cloud-1"),
+    ]
+    evacuating = replace(trial, arms=[replace(learned, moves_made=moves, series=series, events=events)])
+    points = calibration_points([evacuating])
+    assert [(p["pod"], bool(p.get("evacuation"))) for p in points] == [("p0", True), ("p1", False)]
+    summary = calibration_summary(points)
+    assert summary.startswith("1 moves with a prediction") and "1 evacuations (moves off a failed node)" in summary
 
 
 def test_a_file_that_is_not_a_trial_is_named(tmp_path: Path) -> None:
