@@ -176,10 +176,16 @@ def package(
     artefact: Annotated[Path, typer.Option(help="Artefact directory from `reach train` (policy.zip + metadata.json).")],
     rules: Annotated[str, typer.Option(help="Gate rules: a name under data/gate or a JSON path.")] = "default",
     report: Annotated[
-        Path | None, typer.Option(help="report.json of `reach evaluate` (default: the one stored in the artefact).")
+        Path | None,
+        typer.Option(
+            help="report.json of `reach evaluate` (default: the one stored in the artefact). A report of "
+            "`reach evaluate --plan-k K` builds a bento that serves with that planning."
+        ),
     ] = None,
 ) -> None:
     """Gate an evaluated artefact (`reach evaluate --model DIR` first) and package it as a bento (`reach deploy`).
+
+    The bento serves what the gate judged: the raw policy, or the planner its report played.
 
     Exit codes: 0 passed and packaged, 3 refused by the gate (nothing packaged), 2 bad input.
     """

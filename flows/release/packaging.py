@@ -105,7 +105,9 @@ def release_artefact(
 
     The candidate's report is ``report_file`` (a ``report.json`` of ``reach evaluate``, which must be of
     this artefact: same layout fingerprint) or else the one stored in the artefact's metadata; the
-    incumbent is the serving (or newest gated) policy of the same scenario and workload. The artefact
+    incumbent is the serving (or newest gated) policy of the same scenario and workload. The bento serves
+    what the gate judged: the raw policy, or the planner the report played (``reach evaluate --plan-k``:
+    its ``plan_*`` settings become the bento's build arguments). The artefact
     directory is never written: a given report is stored in a copy. Returns the verdict and the bento tag
     (None when the gate refused: nothing is packaged then).
     """
@@ -138,13 +140,14 @@ def release_artefact(
     if not verdict.passed:
         return verdict, None
     reason = f"{verdict.summary()} (gate rules {Path(rules_file).name})"
+    planning = evaluated_planning(report.settings)  # the bento serves what the gate judged: raw or this planner
     if report_file is None:
-        return verdict, package(artefact_dir, True, reason)
+        return verdict, package(artefact_dir, True, reason, planning)
     with tempfile.TemporaryDirectory(prefix="reach-release-") as scratch:
         copy = Path(scratch) / "policy"
         shutil.copytree(artefact_dir, copy)
         write_evaluation(copy, report.model_dump(mode="json"))
-        return verdict, package(copy, True, reason)
+        return verdict, package(copy, True, reason, planning)
 
 
 def gated_bentos() -> list[Any]:

@@ -77,3 +77,33 @@ def test_a_report_of_another_layout_is_refused(evaluated_artefact: Path, tmp_pat
     path.write_text(json.dumps(report))
     with pytest.raises(ValueError, match="evaluates layout 0000000000000000"):
         release_artefact(evaluated_artefact, rules(tmp_path), path)
+
+
+GENERAL = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
+
+
+def test_a_report_of_the_planner_packages_a_bento_that_serves_that_planner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reach package --report`` of ``reach evaluate --plan-k``: the bento is built to plan exactly as judged."""
+    import bentoml
+
+    import flows.evaluation.gate
+    import flows.release.packaging
+    from flows.evaluation import evaluate
+    from flows.evaluation.gate import Check, Verdict
+    from flows.release.packaging import PLANNING_KEYS
+
+    planning = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0}
+    report, _ = evaluate(SCENARIO_DIR, [WORKLOAD_FILE], GENERAL, [0], 1, ["steady"], **planning)
+    path = tmp_path / "report.json"
+    path.write_text(report.model_dump_json())
+    monkeypatch.setattr(flows.release.packaging, "incumbent_report", lambda scenario, workload: None)
+    passing = Verdict(passed=True, checks=[Check(rule="beat_noop", group="all", passed=True, detail="test")])
+    monkeypatch.setattr(flows.evaluation.gate, "gate", lambda report, incumbent, rules: passing)
+    _, tag = release_artefact(GENERAL, rules(tmp_path), path)
+    assert tag is not None
+    bento = bentoml.bentos.get(tag)
+    assert bento.info.labels["plan_k"] == "2"
+    built = {key: bento.info.args[key] for key in PLANNING_KEYS}
+    assert built == {"plan_k": "2", "plan_horizon": "2", "plan_width": "4", "plan_margin": "2"}
