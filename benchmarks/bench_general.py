@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from bento.planning_settings import PlanningSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ["steady", "node_failure", "traffic_surge"]
 TARGET_MEAN_FRACTION = 0.95
@@ -127,7 +129,7 @@ def decision_times_ms(model: Path, size: str, workload: str, requests: int = 200
     loaded = load_artefact(model, layout_from_scenario(env.scenario, 3))
     card = PolicyCard.from_artefact(loaded.metadata, GateVerdict(passed=True, reason="benchmark"))
     latency = NominalLatency.from_files(str(scenario_dir), str(workload_file))
-    policy = Policy(loaded, card, loaded.layout, "benchmark", latency, **planning)
+    policy = Policy(loaded, card, loaded.layout, "benchmark", latency, PlanningSettings.from_mapping(planning))
     bodies = []
     for seed in range(requests):
         env.reset(seed=seed)
@@ -274,20 +276,33 @@ def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, default ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="The general (observation v4) artefact.")
     parser.add_argument("--reach-model", type=Path, help="Optional: a REACH-setting artefact (v1, MLP) for its rows.")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--large", type=int, default=2, help="Generated 38-node clusters to evaluate on.")
-    parser.add_argument("--plan-k", type=int, default=4, help="Planning: the policy's top moves searched (0 = none).")
-    parser.add_argument("--horizon", type=int, default=6, help="Planning: moves per searched sequence.")
-    parser.add_argument("--plan-width", type=int, default=8, help="Planning: beam width.")
-    parser.add_argument("--plan-margin", type=float, default=8.0, help="Planning: step costs a move must gain.")
+    # Defaults: the chosen planning (bento.planning_settings), what `reach serve --plan-k 4` serves.
+    chosen = PlanningSettings.chosen()
+    parser.add_argument(
+        "--plan-k", type=int, default=chosen.plan_k, help="Planning: the policy's top moves searched (0 = none)."
+    )
+    parser.add_argument(
+        "--horizon", type=int, default=chosen.plan_horizon, help="Planning: moves per searched sequence."
+    )
+    parser.add_argument("--plan-width", type=int, default=chosen.plan_width, help="Planning: beam width.")
+    parser.add_argument(
+        "--plan-margin", type=float, default=chosen.plan_margin, help="Planning: step costs a move must gain."
+    )
     parser.add_argument("--gate-rules", type=Path, default=ROOT / "data" / "gate" / "default.json")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "general")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     import torch
 
     from ceenv.reference import SIZES, WORKLOADS

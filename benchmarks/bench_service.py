@@ -46,6 +46,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bento.planning_settings import PlanningSettings
+
 REPO = Path(__file__).resolve().parents[1]
 BENTOML = Path(sys.executable).with_name("bentoml")
 RESULTS = REPO / "benchmarks" / "results" / "service"
@@ -53,7 +55,7 @@ TARGET_P50_MS, TARGET_P99_MS = 5.0, 15.0
 TARGET_PLANNING_P99_MS = 50.0
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scenario", default="13-29", help="Scenario name under data/scenarios.")
     parser.add_argument("--workload", default="aggregator_sequential", help="Workload name under data/workloads.")
@@ -74,11 +76,18 @@ def parse_args() -> argparse.Namespace:
         "--planning", action="store_true", help="Measure a general --artefact raw and with planning on --sizes."
     )
     parser.add_argument("--sizes", default="7-21,13-29,19-37", help="--planning: the clusters served, comma-separated.")
-    parser.add_argument("--plan-k", type=int, default=4, help="--planning: bento argument plan_k (> 0).")
-    parser.add_argument("--plan-horizon", type=int, default=6, help="--planning: bento argument plan_horizon.")
-    parser.add_argument("--plan-width", type=int, default=8, help="--planning: bento argument plan_width.")
-    parser.add_argument("--plan-margin", type=float, default=8.0, help="--planning: bento argument plan_margin.")
-    args = parser.parse_args()
+    chosen = PlanningSettings.chosen()  # the chosen planning (bento.planning_settings): `reach serve --plan-k 4`
+    parser.add_argument("--plan-k", type=int, default=chosen.plan_k, help="--planning: bento argument plan_k (> 0).")
+    parser.add_argument(
+        "--plan-horizon", type=int, default=chosen.plan_horizon, help="--planning: bento argument plan_horizon."
+    )
+    parser.add_argument(
+        "--plan-width", type=int, default=chosen.plan_width, help="--planning: bento argument plan_width."
+    )
+    parser.add_argument(
+        "--plan-margin", type=float, default=chosen.plan_margin, help="--planning: bento argument plan_margin."
+    )
+    args = parser.parse_args(argv)
     if args.planning and (args.artefact is None or args.plan_k < 1):
         parser.error("--planning needs --artefact (a general, observation version 4 policy) and --plan-k >= 1")
     if args.markdown is None:

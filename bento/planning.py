@@ -10,7 +10,8 @@ moves gains more than ``margin`` step costs per move. The margin (> 1) guards ag
 gain is within the measurement noise of the known network. Nothing here sees the true drawn
 network. The answer is always STOP or a move that ``mask`` allows. :func:`twin_from_state` builds
 the simulator from a served request's state. Used by :class:`bento.policy.Policy` (bento
-arguments ``plan_k``, ``plan_horizon``, ``plan_width``, ``plan_margin``), the evaluation
+arguments ``plan_k``, ``plan_horizon``, ``plan_width``, ``plan_margin``; their defaults:
+:mod:`bento.planning_settings`), the evaluation
 (:mod:`flows.evaluation.units`, so the gate judges what serves) and ``benchmarks/bench_general.py``.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from bento.planning_settings import CHOSEN_PLAN_K, DEFAULTS
 from ceenv.baselines import climb
 from ceenv.latency import CallCosts, Conditions, LatencyModel, nominal_conditions
 from ceenv.layout import FloatArray, IntArray, Layout, placement_counts
@@ -27,9 +29,9 @@ from ceenv.observation import decode_action, encode_action, policy_mask
 from ceenv.search import expand
 from ceenv.simulator import Simulator
 
-DEFAULT_WIDTH = 8
-DEFAULT_HORIZON = 6
-DEFAULT_MARGIN = 8.0
+DEFAULT_WIDTH = DEFAULTS.plan_width
+DEFAULT_HORIZON = DEFAULTS.plan_horizon
+DEFAULT_MARGIN = DEFAULTS.plan_margin
 DEFAULT_SHORTER_WITHIN = 0.0  # step costs: prefer a shorter sequence valued this close to the best
 DEFAULT_GREEDY_SLACK: int | None = None  # None: the horizon alone bounds a sequence's length
 _EPSILON_MS = 1e-9
@@ -85,7 +87,7 @@ def _root_moves(model: Any, twin: Simulator, mask: np.ndarray, k: int, width: in
 def plan_action(
     model: Any,
     sim: Simulator,
-    k: int = 4,
+    k: int = CHOSEN_PLAN_K,
     horizon: int = DEFAULT_HORIZON,
     step_cost_ms: float = 1.25,
     mask: np.ndarray | None = None,

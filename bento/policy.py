@@ -24,6 +24,8 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bento.artefact import ArtefactMetadata, PolicyError, PolicyIdentity, check_compatible
+from bento.planning_settings import DEFAULTS, PlanningSettings, gated_planning
+from bento.served import served_block
 from ceenv.evacuation import EVACUATION_RULE, evacuation_move
 from ceenv.latency import CallCosts, LatencyModel
 from ceenv.layout import Layout, placement_counts
@@ -190,7 +192,12 @@ class Encoded:
 
 
 class Policy:
-    """A loaded, checked policy: ``decide(request)`` is the whole of ``POST /get_action``."""
+    """A loaded, checked policy: ``decide(request)`` is the whole of ``POST /get_action``.
+
+    ``planning`` is how it decides (raw, or decision-time planning: :mod:`bento.planning_settings`);
+    ``served`` the identity of the served scenario and workload files when they are not the ones
+    trained on (a general policy given a cluster at serve time).
+    """
 
     def __init__(
         self,
@@ -199,18 +206,20 @@ class Policy:
         layout: Layout,
         tag: str,
         latency: NominalLatency | None = None,
-        plan_k: int = 0,
-        plan_horizon: int = 6,
-        plan_width: int = 8,
-        plan_margin: float = 8.0,
+        planning: PlanningSettings = DEFAULTS,
+        served: tuple[FileIdentity, FileIdentity] | None = None,
     ) -> None:
         self.predictor = predictor
         self.card = card
         self.layout = layout
         self.tag = tag
         self.latency = latency
-        self.plan_k, self.plan_horizon = plan_k, plan_horizon
-        self.plan_width, self.plan_margin = plan_width, plan_margin
+        self.planning = planning
+        self.served = served or (card.scenario, card.workload)
+        try:
+            self.gated_planning = gated_planning(card.evaluation)
+        except ValueError:  # a report naming plan_k without its other settings: packaging refuses those
+            self.gated_planning = None
 
     def encode(self, request: ActionRequest) -> Encoded:
         """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input.
@@ -269,7 +278,9 @@ class Policy:
             return self._move(
                 encoded, evacuation, before, {"model_version": self.tag, "decision_rule": EVACUATION_RULE}
             )
-        action = self._plan(encoded) if self.plan_k > 0 else self.predictor.decide(encoded.observation, encoded.mask)
+        action = (
+            self._plan(encoded) if self.planning.active else self.predictor.decide(encoded.observation, encoded.mask)
+        )
         extras: dict[str, Any] = {"model_version": self.tag, "action": action}
         if before is not None:
             extras["predicted_latency_before_ms"] = before
@@ -319,13 +330,19 @@ class Policy:
         )
         metadata = getattr(self.predictor, "metadata", None)
         step_cost = float(metadata.step_cost_ms) if metadata is not None else DEFAULT_STEP_COST_MS
+        plan = self.planning
         return plan_action(
-            model, twin, self.plan_k, self.plan_horizon, step_cost, encoded.mask, self.plan_width, self.plan_margin
+            model, twin, plan.plan_k, plan.plan_horizon, step_cost, encoded.mask, plan.plan_width, plan.plan_margin
         )
 
     def summary(self) -> dict[str, Any]:
-        """What ``GET /metadata`` answers."""
+        """What ``GET /metadata`` answers.
+
+        ``scenario``/``workload`` (also under ``trained``) are the files the policy was trained on;
+        ``served`` says what this server serves and how it decides (:func:`bento.served.served_block`).
+        """
         card = self.card
+        scenario, workload = self.served
         return {
             "model_tag": self.tag,
             "algorithm": card.algorithm,
@@ -336,15 +353,17 @@ class Policy:
             "services": dict(zip(self.layout.service_names, self.layout.service_slots, strict=True)),
             "scenario": card.scenario.model_dump(),
             "workload": card.workload.model_dump(),
+            "trained": {"scenario": card.scenario.model_dump(), "workload": card.workload.model_dump()},
+            "served": served_block(
+                scenario.model_dump(),
+                workload.model_dump(),
+                self.layout.node_count,
+                self.layout.slot_count,
+                self.planning,
+                self.gated_planning,
+            ),
             "evaluation": card.evaluation,
             "gate": card.gate.model_dump(),
             "predicts_latency": self.latency is not None,
-            "planning": {
-                "plan_k": self.plan_k,
-                "plan_horizon": self.plan_horizon,
-                "plan_width": self.plan_width,
-                "plan_margin": self.plan_margin,
-            }
-            if self.plan_k > 0
-            else {},
+            "planning": self.planning.to_dict(),
         }

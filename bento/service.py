@@ -28,7 +28,9 @@ from pydantic import BaseModel, Field
 
 from bento.arguments import overlay
 from bento.guard import MAX_QUOTED_CHARS, RequestGuard, bounded
+from bento.planning_settings import PlanningSettings, pydantic_field
 from bento.policy import Policy
+from bento.served import describe
 from bento.store import MODEL_NAME, load_policy
 from ceenv.payload import PayloadError
 from ceenv.schema import ActionRequest, ActionResponse, ClusterState, Name
@@ -52,23 +54,16 @@ class ServiceArguments(BaseModel):
         default=None,
         description="Call-pattern file of the application to serve (with scenario); default: the training one.",
     )
-    plan_k: int = Field(
-        default=0,
-        ge=0,
-        le=16,
-        description="Decision-time planning (general policies): a beam search over move sequences on the twin "
-        "(bento.planning), started from the policy's top plan_k moves and the twin's plan_width best; 0 = the raw "
-        "policy.",
-    )
-    plan_horizon: int = Field(default=6, ge=1, le=16, description="Planning: moves per searched sequence (depth).")
-    plan_width: int = Field(default=8, ge=1, le=64, description="Planning: placements kept per depth (beam width).")
-    plan_margin: float = Field(
-        default=8.0,
-        ge=1.0,
-        le=20.0,
-        description="Planning: a sequence must gain more than plan_margin step costs per move, else STOP "
-        "(guards against gains within the measurement noise).",
-    )
+    # Decision-time planning: defaults, bounds and descriptions from bento.planning_settings (one source).
+    plan_k: int = pydantic_field("plan_k")
+    plan_horizon: int = pydantic_field("plan_horizon")
+    plan_width: int = pydantic_field("plan_width")
+    plan_margin: float = pydantic_field("plan_margin")
+
+    def planning(self) -> PlanningSettings:
+        """The planning these arguments serve with (``plan_k == 0``: the raw policy)."""
+        return PlanningSettings(self.plan_k, self.plan_horizon, self.plan_width, self.plan_margin)
+
     torch_threads: int = Field(
         default=1, ge=1, description="Torch intra-op threads per worker; 1 is fastest for this MLP."
     )
@@ -101,18 +96,13 @@ class PolicyService:
         import torch
 
         torch.set_num_threads(ARGUMENTS.torch_threads)
-        self.policy: Policy = load_policy(
-            self.model_ref,
-            ARGUMENTS.scenario,
-            ARGUMENTS.workload,
-            ARGUMENTS.plan_k,
-            ARGUMENTS.plan_horizon,
-            ARGUMENTS.plan_width,
-            ARGUMENTS.plan_margin,
-        )
+        self.policy: Policy = load_policy(self.model_ref, ARGUMENTS.scenario, ARGUMENTS.workload, ARGUMENTS.planning())
         if not self.policy.card.gate.passed:
             logger.warning("serving %s although its gate refused it: %s", self.policy.tag, self.policy.card.gate.reason)
-        logger.info("reach policy service: model %s, code %s", self.policy.tag, __file__)
+        summary = self.policy.summary()
+        for warning in summary["served"]["warnings"]:
+            logger.warning("%s: %s", self.policy.tag, warning)
+        logger.info("reach policy service: %s; code %s", describe(summary), __file__)
 
     @bentoml.api(route="/get_action")  # type: ignore[untyped-decorator]  # bentoml's lazy module has no stubs
     def get_action(
@@ -130,7 +120,8 @@ class PolicyService:
 
     @metadata_app.get("/metadata")
     def metadata(self) -> dict[str, Any]:
-        """Model tag, scenario and workload identity, layout fingerprint, evaluation summary, gate."""
+        """Model tag, what is served (cluster, planning in force, the gate's planning) and what was trained on,
+        layout fingerprint, evaluation summary, gate."""
         return self.policy.summary()
 
 

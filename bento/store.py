@@ -19,7 +19,8 @@ from pathlib import Path
 import bentoml
 
 from bento.artefact import METADATA_FILE, POLICY_FILE, PolicyError, check_compatible, load_artefact
-from bento.policy import GateVerdict, NominalLatency, Policy, PolicyCard, check_card
+from bento.planning_settings import DEFAULTS, PlanningSettings
+from bento.policy import FileIdentity, GateVerdict, NominalLatency, Policy, PolicyCard, check_card
 from ceenv.layout import Layout
 
 MODEL_NAME = "reach-policy"
@@ -57,13 +58,12 @@ def load_policy(
     model: bentoml.Model | str,
     scenario_dir: str | None = None,
     workload_file: str | None = None,
-    plan_k: int = 0,
-    plan_horizon: int = 6,
-    plan_width: int = 8,
-    plan_margin: float = 8.0,
+    planning: PlanningSettings = DEFAULTS,
 ) -> Policy:
     """A stored model (or its tag, e.g. ``reach-policy:latest``) as a checked :class:`Policy`.
 
+    ``scenario_dir``/``workload_file`` name the cluster a general policy serves (default: the one it
+    was trained on); ``planning`` how it decides (default: the raw policy).
     Raises :class:`PolicyError`, naming the model and the fix, when the card's observation
     version or layout does not match this code, or when the stored artefact is missing, broken or
     disagrees with the card.
@@ -72,8 +72,9 @@ def load_policy(
     tag = str(stored.tag)
     card, layout = check_card(stored.info.metadata, tag)
     latency: NominalLatency | None = None
+    served: tuple[FileIdentity, FileIdentity] | None = None
     if scenario_dir is not None or workload_file is not None:
-        latency, layout = _serve_time_cluster(card, tag, scenario_dir, workload_file)
+        latency, layout, served = _serve_time_cluster(card, tag, scenario_dir, workload_file)
     try:
         loaded = load_artefact(stored.path, expected_layout=layout)
     except PolicyError as err:
@@ -83,26 +84,18 @@ def load_policy(
             f"model {tag}: its card says observation version {card.observation_version} but the stored artefact "
             f"says {loaded.metadata.observation_version}; re-package the artefact with bento.store.save_policy"
         )
-    policy = Policy(
-        loaded,
-        card,
-        layout,
-        tag,
-        latency or NominalLatency.from_artefact(loaded.metadata),
-        plan_k,
-        plan_horizon,
-        plan_width,
-        plan_margin,
-    )
-    if plan_k > 0 and not layout.padded:
+    if planning.active and not layout.padded:
         raise PolicyError(f"model {tag}: planning (plan_k > 0) needs a general (observation version 4) policy")
-    return policy
+    latency = latency or NominalLatency.from_artefact(loaded.metadata)
+    return Policy(loaded, card, layout, tag, latency, planning, served)
 
 
 def _serve_time_cluster(
     card: PolicyCard, tag: str, scenario_dir: str | None, workload_file: str | None
-) -> tuple[NominalLatency, Layout]:
-    """The cluster and application named at serve time, checked against a size-agnostic card's limits."""
+) -> tuple[NominalLatency, Layout, tuple[FileIdentity, FileIdentity]]:
+    """The cluster and application named at serve time, checked against a size-agnostic card's limits,
+    and the identity (name, SHA-256) of their files."""
+    from bento.served import cluster_identity
     from ceenv.layout import layout_from_scenario
     from ceenv.validation import ScenarioError
 
@@ -121,4 +114,8 @@ def _serve_time_cluster(
         ) from None
     # The card's limits decide: a cluster larger than them is refused with the fix.
     expected = layout_from_scenario(latency.model.scenario, 3)  # unpadded; the card's limits pad it
-    return latency, check_compatible(card, f"model {tag}", card.scenario.name, expected)
+    layout = check_compatible(card, f"model {tag}", card.scenario.name, expected)
+    scenario, workload = cluster_identity(
+        latency.model.scenario.name, scenario_dir, latency.model.workload.name, workload_file
+    )
+    return latency, layout, (FileIdentity.model_validate(scenario), FileIdentity.model_validate(workload))

@@ -23,6 +23,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bento.planning_settings import PlanningSettings, pydantic_field
 from flows.evaluation.episodes import Family
 from flows.local.paths import data_dir, out_dir, repo_root, resolve_scenario, resolve_workload
 
@@ -81,18 +82,15 @@ class PipelineParams(BaseModel):
         description="Where the evaluation fan-out runs: default (Prefect's thread pool), dask (a local Dask "
         "cluster, one worker process per core) or dask://HOST:PORT (a Dask scheduler; deploy/README.md).",
     )
-    plan_k: int = Field(
-        0,
-        ge=0,
-        le=16,
-        description="Decision-time planning the bento serves with (bento argument plan_k; general policies only, "
+    # Defaults and bounds of the planning settings: bento.planning_settings (one source).
+    plan_k: int = pydantic_field(
+        "plan_k",
+        "Decision-time planning the bento serves with (bento argument plan_k; general policies only, "
         "docs/service.md); the evaluation the gate reads plays the same planner. 0 = the raw policy.",
     )
-    plan_horizon: int = Field(6, ge=1, le=16, description="Planning (plan_k > 0): moves per searched sequence.")
-    plan_width: int = Field(8, ge=1, le=64, description="Planning (plan_k > 0): placements kept per depth.")
-    plan_margin: float = Field(
-        8.0, ge=1.0, le=20.0, description="Planning (plan_k > 0): step costs a move must gain on average."
-    )
+    plan_horizon: int = pydantic_field("plan_horizon")
+    plan_width: int = pydantic_field("plan_width")
+    plan_margin: float = pydantic_field("plan_margin")
 
     @field_validator("task_runner")
     @classmethod
@@ -107,14 +105,7 @@ class PipelineParams(BaseModel):
 
     def planning(self) -> dict[str, Any]:
         """The planning the bento serves with and the evaluation plays: ``plan_*`` fields, or {} (raw policy)."""
-        if self.plan_k <= 0:
-            return {}
-        return {
-            "plan_k": self.plan_k,
-            "plan_horizon": self.plan_horizon,
-            "plan_width": self.plan_width,
-            "plan_margin": self.plan_margin,
-        }
+        return PlanningSettings(self.plan_k, self.plan_horizon, self.plan_width, self.plan_margin).to_dict()
 
 
 def _config_path(value: str, folder: str) -> Path:

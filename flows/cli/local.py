@@ -45,12 +45,7 @@ def status() -> None:
     endpoint = current_endpoint()
     console.print(f"serving: {endpoint.bento} at {endpoint.url} ({endpoint.slot})" if endpoint else "serving: nothing")
     if endpoint is not None:
-        import bentoml
-
-        labels = bentoml.bentos.get(endpoint.bento).info.labels
-        console.print(
-            f"model: {labels.get('model')} (scenario {labels.get('scenario')}, workload {labels.get('workload')})"
-        )
+        _print_served(endpoint.url, endpoint.bento)
     for record, alive in processes.records():
         if alive:
             console.print(f"process {record.name}: pid {record.pid}, {record.url}, log {record.log}")
@@ -66,6 +61,28 @@ def status() -> None:
         return
     for run in ops.recent_runs(f"{server.url}/api"):
         console.print(f"run {run['name']}: {run['state']} since {run['start_time']}")
+
+
+def _print_served(url: str, bento: str) -> None:
+    """What the serving bento says it serves (its ``GET /metadata``), else what its labels say."""
+    from bento.served import describe
+    from flows.release.serving import fetch_metadata
+
+    try:
+        metadata = fetch_metadata(url)
+    except (OSError, ValueError) as err:
+        import bentoml
+
+        labels = bentoml.bentos.get(bento).info.labels
+        console.print(
+            f"model: {labels.get('model')} (scenario {labels.get('scenario')}, workload {labels.get('workload')}; "
+            f"{url}/metadata did not answer: {err})",
+            highlight=False,
+        )
+        return
+    console.print(f"model: {describe(metadata, warnings=False)}", highlight=False, soft_wrap=True)
+    for warning in metadata.get("served", {}).get("warnings") or []:
+        errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 def restart(

@@ -16,6 +16,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from bento import planning_settings as planning
+
 console = Console()
 errors = Console(stderr=True)
 
@@ -208,6 +210,23 @@ def package(
     console.print(f"packaged {bento} ({verdict.summary()}, rules {rules_file.name})", highlight=False)
 
 
+def _print_served(tag: str, cluster: Any, arguments: dict[str, str]) -> None:
+    """The start-up line of ``reach serve``: what the server will serve (:func:`flows.release.serving.served_summary`)."""
+    from bento.served import describe
+    from flows.release.serving import served_summary
+
+    try:
+        summary = served_summary(tag, cluster, arguments)
+    except (KeyError, ValueError, OSError) as err:  # an unreadable card or file: the server itself will say more
+        errors.print(f"serving {tag} for {cluster} on http://127.0.0.1:3000 (what it serves is unknown: {err})")
+        return
+    console.print(
+        f"serving on http://127.0.0.1:3000: {describe(summary, warnings=False)}", highlight=False, soft_wrap=True
+    )
+    for warning in summary["served"]["warnings"]:
+        errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
 def serve(
     bento: Annotated[
         str | None, typer.Option(help="Bento tag (default: the newest gated bento for the cluster).")
@@ -215,13 +234,21 @@ def serve(
     scenario: Annotated[str, typer.Option(help="Scenario served (name or dir).")] = "7-21",
     workload: Annotated[str, typer.Option(help="Workload served (name or file).")] = "aggregator_sequential",
     plan_k: Annotated[
-        int,
-        typer.Option(help="Decision-time planning (general bentos; bento argument plan_k, docs/service.md); 0: off."),
-    ] = 0,
+        int | None,
+        typer.Option(
+            help="Decision-time planning (general bentos; bento argument plan_k, docs/service.md): K > 0 plans, "
+            "0 plays the raw policy. Default: as the bento was built (what its gate judged); anything else serves "
+            "decisions the gate did not judge, and the start-up line and /metadata say so.",
+            min=planning.bounds("plan_k")[0],
+            max=planning.bounds("plan_k")[1],
+        ),
+    ] = None,
 ) -> None:
     """Serve a bento for a cluster in the foreground on 127.0.0.1:3000 (development; `reach deploy` for blue/green).
 
-    A general bento gets the cluster's files as its serve-time arguments (docs/release.md).
+    A general bento gets the cluster's files as its serve-time arguments (docs/release.md). Before the server
+    starts, one line says what it will serve: the cluster, how it decides (raw or planning) and what it was
+    trained on, with a warning when its planning differs from the evaluation its gate judged.
     """
     from flows.release.packaging import bento_labels, gated_bento_for
     from flows.release.selection import check_servable, cluster_of, serve_arguments
@@ -245,8 +272,9 @@ def serve(
         )
         raise typer.Exit(2)
     bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
-    if plan_k > 0:
+    if plan_k is not None:
         arguments["plan_k"] = str(plan_k)
+    _print_served(tag, cluster, arguments)
     cluster_args = [part for key, value in arguments.items() for part in ("--arg", f"{key}={value}")]
     from bento.arguments import environment
 

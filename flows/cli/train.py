@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from bento import planning_settings as planning
 
 DEFAULT_TRAIN_CONFIG = Path("data/train/default.json")
 DEFAULT_GATE_RULES = Path("data/gate/default.json")
 WORKLOADS_DIR = Path("data/workloads")
 SCENARIOS_DIR = Path("data/scenarios")
+
+
+def _planning_option(name: str) -> Any:
+    """A typer option for planning setting ``name``: help and bounds from :mod:`bento.planning_settings`."""
+    low, high = planning.bounds(name)
+    return typer.Option(help=planning.description(name), min=low, max=high)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -120,11 +128,16 @@ def evaluate_command(
     out: Annotated[Path, typer.Option(help="Output directory for report.json, report.md, PNG plots.")] = Path("eval"),
     store: Annotated[bool, typer.Option(help="Also store the report in the artefact's metadata.json.")] = True,
     plan_k: Annotated[
-        int, typer.Option(help="Evaluate with decision-time planning as the bento's plan_k serves it (0: raw policy).")
-    ] = 0,
-    plan_horizon: Annotated[int, typer.Option(help="Planning: moves per searched sequence.")] = 6,
-    plan_width: Annotated[int, typer.Option(help="Planning: beam width.")] = 8,
-    plan_margin: Annotated[float, typer.Option(help="Planning: step costs a move must gain.")] = 8.0,
+        int,
+        typer.Option(
+            help="Evaluate with decision-time planning as the bento's plan_k serves it (0: raw policy).",
+            min=planning.bounds("plan_k")[0],
+            max=planning.bounds("plan_k")[1],
+        ),
+    ] = planning.default("plan_k"),
+    plan_horizon: Annotated[int, _planning_option("plan_horizon")] = planning.default("plan_horizon"),
+    plan_width: Annotated[int, _planning_option("plan_width")] = planning.default("plan_width"),
+    plan_margin: Annotated[float, _planning_option("plan_margin")] = planning.default("plan_margin"),
 ) -> None:
     """Evaluate a policy and every baseline on held-out start states; write JSON, Markdown and PNGs."""
     from flows.evaluation import FAMILIES, evaluate
@@ -143,14 +156,12 @@ def evaluate_command(
         scenario = scenario or SCENARIOS_DIR / metadata.scenario_name
         workload = workload or [WORKLOADS_DIR / f"{metadata.workload_name}_call_patterns.json"]
     workloads = workload
-    planning = {"plan_k": plan_k, "plan_horizon": plan_horizon, "plan_width": plan_width, "plan_margin": plan_margin}
-    if plan_k <= 0:
-        planning = {}
-    elif model is None:
+    plan = planning.PlanningSettings(plan_k, plan_horizon, plan_width, plan_margin).to_dict()
+    if plan and model is None:
         raise _fail("--plan-k needs --model (planning plays the policy)")
-    report, records = evaluate(scenario, list(workloads), model, _parse_seeds(seeds), episodes, families, **planning)  # type: ignore[arg-type]
+    report, records = evaluate(scenario, list(workloads), model, _parse_seeds(seeds), episodes, families, **plan)  # type: ignore[arg-type]
     written = write_report(report, records, out)
-    if model is not None and store and planning:
+    if model is not None and store and plan:
         typer.echo(
             f"report not stored in {model}: it evaluates planning (plan_k={plan_k}), the stored one is the raw policy's"
         )

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bento.planning_settings import DEFAULTS as PLANNING_DEFAULTS
 from ceenv.env import CloudEdgeEnv
 from ceenv.layout import OBSERVATION_VERSION, layout_from_scenario
 from ceenv.scenario import load_scenario
@@ -48,11 +49,11 @@ class EvalUnit:
     max_steps: int = 100
     baselines: tuple[str, ...] = BASELINES
     # Decision-time planning as the bento serves it (bento arguments plan_k, plan_horizon, plan_width,
-    # plan_margin); plan_k = 0 evaluates the raw policy.
-    plan_k: int = 0
-    plan_horizon: int = 6
-    plan_width: int = 8
-    plan_margin: float = 8.0
+    # plan_margin; defaults from bento.planning_settings); plan_k = 0 evaluates the raw policy.
+    plan_k: int = PLANNING_DEFAULTS.plan_k
+    plan_horizon: int = PLANNING_DEFAULTS.plan_horizon
+    plan_width: int = PLANNING_DEFAULTS.plan_width
+    plan_margin: float = PLANNING_DEFAULTS.plan_margin
 
 
 def plan_units(

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bento.planning_settings import PLANNING_KEYS as PLANNING_KEYS  # re-exported: the bento arguments of planning
 from flows.local.paths import repo_root
 
 if TYPE_CHECKING:
@@ -28,17 +29,11 @@ REPO_ROOT = repo_root()
 BENTOFILE = REPO_ROOT / "bento" / "bentofile.yaml"
 
 
-PLANNING_KEYS = ("plan_k", "plan_horizon", "plan_width", "plan_margin")
-
-
 def evaluated_planning(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The planning an evaluation report's ``settings`` say its policy played: ``plan_*`` values, or {} (raw)."""
-    if int(settings.get("plan_k") or 0) <= 0:
-        return {}
-    missing = [key for key in PLANNING_KEYS if key not in settings]
-    if missing:
-        raise ValueError(f"the evaluation report says plan_k={settings['plan_k']} but not {', '.join(missing)}")
-    return {key: settings[key] for key in PLANNING_KEYS}
+    from bento.planning_settings import settings_planning
+
+    return settings_planning(settings).to_dict()
 
 
 def check_gated_as_served(artefact_dir: str | Path, planning: Mapping[str, Any]) -> None:
@@ -49,24 +44,18 @@ def check_gated_as_served(artefact_dir: str | Path, planning: Mapping[str, Any])
     have played the same planner (``reach evaluate --plan-k``, the pipeline's ``plan_k``).
     """
     from bento.artefact import read_metadata
+    from bento.planning_settings import PlanningSettings, gated_planning
 
-    report = read_metadata(artefact_dir).evaluation_report or {}
-    if not report.get("groups"):
+    judged = gated_planning(read_metadata(artefact_dir).evaluation_report)
+    if judged is None:
         return  # nothing was evaluated (a model packaged unevaluated): no gate judged any decision
-    judged = evaluated_planning(report.get("settings") or {})
-    served = {key: planning[key] for key in PLANNING_KEYS if key in planning} if planning.get("plan_k") else {}
-    if {k: float(v) for k, v in judged.items()} != {k: float(v) for k, v in served.items()}:
+    served = PlanningSettings.from_mapping(planning) if planning.get("plan_k") else PlanningSettings()
+    if not served.same_decisions(judged):
         raise ValueError(
-            f"{artefact_dir}: its gate judged {_describe(judged)} but the bento would serve {_describe(served)}; "
+            f"{artefact_dir}: its gate judged {judged.describe()} but the bento would serve {served.describe()}; "
             "evaluate with the planning the bento serves (pipeline parameter plan_k, reach evaluate --plan-k) "
             "and gate that report"
         )
-
-
-def _describe(planning: Mapping[str, Any]) -> str:
-    if not planning:
-        return "the raw policy"
-    return "planning (" + ", ".join(f"{key}={planning[key]:g}" for key in PLANNING_KEYS) + ")"
 
 
 def package(artefact_dir: str | Path, passed: bool, reason: str, planning: Mapping[str, Any] | None = None) -> str:
@@ -88,7 +77,9 @@ def package(artefact_dir: str | Path, passed: bool, reason: str, planning: Mappi
     labels = release_labels(passed, str(model.tag), model.info.labels, model.info.metadata)
     arguments = {"model_tag": str(model.tag)}
     if planning.get("plan_k"):
-        arguments.update({key: f"{planning[key]:g}" for key in PLANNING_KEYS})
+        from bento.planning_settings import PlanningSettings
+
+        arguments.update(PlanningSettings.from_mapping(planning).arguments())
         labels["plan_k"] = arguments["plan_k"]
     # BentoML builds from the service class, whose model reference is fixed by the bento arguments of
     # the import that created it: a process that packages a second model (the deployment runner, a

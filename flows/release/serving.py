@@ -8,7 +8,9 @@ endpoint file, lets in-flight requests drain and only then stops the old server 
 ``retire_previous=False``, keeps the old server idle so that :func:`roll_back` can switch back in
 an instant (the analysis period of the redeploy flow) and :func:`retire` stops it once the new one
 is trusted. Any failure stops the new server and leaves the old one serving and the endpoint file
-untouched. Used by the ``reach-redeploy`` flow and ``reach deploy``/``reach serve``.
+untouched. :func:`served_summary` and :func:`fetch_metadata` say what a bento serves (cluster, planning
+in force, the gate's planning) for ``reach serve`` and ``reach status``. Used by the ``reach-redeploy``
+flow and ``reach deploy``/``reach serve``/``reach status``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,3 +218,50 @@ def undeploy() -> bool:
     endpoint = current_endpoint()
     endpoint_file().unlink(missing_ok=True)
     return endpoint is not None and processes.stop(f"bento-{endpoint.slot}")
+
+
+def served_summary(bento: str, cluster: Cluster, arguments: Mapping[str, str]) -> dict[str, Any]:
+    """What ``bento`` started for ``cluster`` with serve-time ``arguments`` will say it serves, from the stores.
+
+    The ``model_tag``, ``gate``, ``trained`` and ``served`` keys of its ``GET /metadata``
+    (:meth:`bento.policy.Policy.summary`), read from the bento's build arguments, the model's card
+    and the cluster's files without loading the model: ``reach serve`` prints it before the server starts.
+    """
+    import bentoml
+
+    from bento.planning_settings import PlanningSettings, gated_planning
+    from bento.served import cluster_identity, served_block
+
+    info = bentoml.bentos.get(bento).info
+    effective = {**info.args, **arguments}  # as the service lays them over the build arguments (bento.arguments)
+    model_tag = str(effective.get("model_tag") or info.labels.get("model", ""))
+    card: dict[str, Any] = dict(bentoml.models.get(model_tag).info.metadata)
+    trained = {"scenario": card["scenario"], "workload": card["workload"]}
+    scenario: Mapping[str, Any] = trained["scenario"]
+    workload: Mapping[str, Any] = trained["workload"]
+    if effective.get("scenario") and effective.get("workload"):
+        scenario, workload = cluster_identity(
+            cluster.scenario, str(effective["scenario"]), cluster.workload, str(effective["workload"])
+        )
+    try:
+        gated = gated_planning(card.get("evaluation"))
+    except ValueError:
+        gated = None
+    served = served_block(
+        scenario,
+        workload,
+        cluster.node_count or 0,
+        cluster.slot_count or 0,
+        PlanningSettings.from_mapping(effective),
+        gated,
+    )
+    return {"model_tag": model_tag, "gate": card.get("gate") or {}, "trained": trained, "served": served}
+
+
+def fetch_metadata(url: str, timeout_s: float = 3.0) -> dict[str, Any]:
+    """``GET {url}/metadata`` of a running policy server; ``OSError``/``ValueError`` when it does not answer JSON."""
+    with urllib.request.urlopen(f"{url}/metadata", timeout=timeout_s) as response:
+        body = json.loads(response.read())
+    if not isinstance(body, dict):
+        raise ValueError(f"{url}/metadata answered {type(body).__name__}, not a JSON object")
+    return body

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bento.artefact import PolicyError
+from bento.planning_settings import PlanningSettings
 from ceenv.env import CloudEdgeEnv
 from ceenv.payload import request_from_state
 from ceenv.schema import ActionRequest
@@ -120,7 +121,9 @@ def test_a_general_artefact_is_retargeted_to_another_cluster_and_an_old_one_is_n
 def test_planning_in_the_service_answers_a_valid_move_or_stop(general_model: Any) -> None:
     from bento.store import load_policy
 
-    planned = load_policy(general_model, str(scenario_dir("13-29")), str(workload_file("chain")), plan_k=3)
+    planned = load_policy(
+        general_model, str(scenario_dir("13-29")), str(workload_file("chain")), PlanningSettings(plan_k=3)
+    )
     raw = _request("13-29", "chain", seed=2)
     request = ActionRequest.model_validate(raw)
     answer = planned.decide(request)
@@ -135,4 +138,4 @@ def test_planning_is_refused_for_a_single_cluster_policy(bentoml_home: Path, art
 
     stored = save_policy(artefact_dir, gate=GateVerdict(passed=True, reason="test"), name="reach-policy-old")
     with pytest.raises(PolicyError, match="planning"):
-        load_policy(stored, plan_k=2)
+        load_policy(stored, planning=PlanningSettings(plan_k=2))

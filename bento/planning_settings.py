@@ -1,0 +1,164 @@
+"""Decision-time planning settings: the one place that says their defaults, bounds and meaning.
+
+:class:`PlanningSettings` holds the bento arguments ``plan_k``, ``plan_horizon``, ``plan_width`` and
+``plan_margin`` (:mod:`bento.planning` plays them) as one typed, frozen object with a description
+and bounds per field; ``PlanningSettings()`` is the raw policy with the planner's defaults, and
+:data:`CHOSEN_PLAN_K` is the ``plan_k`` chosen for the general policy (docs/training.md, planning).
+Every place that offers these settings takes its defaults, bounds and help from here: the
+service's arguments (:mod:`bento.service`), :class:`bento.policy.Policy` and
+:func:`bento.store.load_policy`, ``reach evaluate``/``reach serve`` (:mod:`flows.cli`), the
+pipeline's parameters (:class:`flows.pipeline.PipelineParams`), the evaluation units
+(:mod:`flows.evaluation.units`) and the benchmarks' options. :func:`gated_planning` reads the
+planning an evaluation report played (what the gate judged), so the service and ``reach serve``
+can say when a server decides otherwise. Standard library only: the CLI imports it at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PLANNING_KEYS = ("plan_k", "plan_horizon", "plan_width", "plan_margin")
+CHOSEN_PLAN_K = 4  # the plan_k of the shipped general policy's planning rows (docs/training.md, README)
+
+
+def _spec(default: float, low: float, high: float, description: str) -> Any:
+    return field(default=default, metadata={"ge": low, "le": high, "description": description})
+
+
+@dataclass(frozen=True)
+class PlanningSettings:
+    """How a general (observation version 4) policy decides at serve time: raw (``plan_k == 0``) or planning."""
+
+    plan_k: int = _spec(
+        0,
+        0,
+        16,
+        "Decision-time planning (general policies): a beam search over move sequences on the twin "
+        "(bento.planning), seeded by the policy's top plan_k moves and the twin's plan_width best; 0 = the raw "
+        "policy.",
+    )
+    plan_horizon: int = _spec(6, 1, 16, "Planning: moves per searched sequence (depth).")
+    plan_width: int = _spec(
+        8, 1, 64, "Planning: placements kept per depth (beam width), and the twin's best moves added to the policy's."
+    )
+    plan_margin: float = _spec(
+        8.0,
+        1.0,
+        20.0,
+        "Planning: a sequence must gain more than plan_margin step costs per move, else STOP "
+        "(guards against gains within the measurement noise).",
+    )
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            low, high = spec.metadata["ge"], spec.metadata["le"]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise ValueError(
+                    f"planning setting {spec.name}={value!r} is out of range; give a number in [{low:g}, {high:g}]"
+                )
+
+    @property
+    def active(self) -> bool:
+        """Whether the server plans (``plan_k > 0``) rather than playing the raw policy."""
+        return self.plan_k > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The four ``plan_*`` values when planning, {} for the raw policy (the evaluation report's settings)."""
+        return dataclasses.asdict(self) if self.active else {}
+
+    def arguments(self) -> dict[str, str]:
+        """The bento arguments (``--arg key=value`` strings) that serve these settings; {} for the raw policy."""
+        return {key: f"{value:g}" for key, value in self.to_dict().items()}
+
+    def describe(self) -> str:
+        """One phrase: ``the raw policy`` or ``planning (plan_k=4, plan_horizon=6, plan_width=8, plan_margin=8)``."""
+        if not self.active:
+            return "the raw policy"
+        return "planning (" + ", ".join(f"{key}={value:g}" for key, value in dataclasses.asdict(self).items()) + ")"
+
+    def same_decisions(self, other: PlanningSettings) -> bool:
+        """Whether both decide alike: both raw, or planning with equal values."""
+        return self.to_dict() == other.to_dict()
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> PlanningSettings:
+        """The settings named in ``values`` (bento arguments, report settings: numbers or strings), defaults for the rest.
+
+        Keys other than ``plan_*`` are ignored; a value that is not a number raises ``ValueError`` naming it.
+        """
+        chosen: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            raw = values.get(spec.name)
+            if raw is None or raw == "":
+                continue
+            try:
+                chosen[spec.name] = int(float(raw)) if spec.type in (int, "int") else float(raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"planning setting {spec.name}={raw!r} is not a number") from None
+        return cls(**chosen)
+
+    @classmethod
+    def chosen(cls) -> PlanningSettings:
+        """The planning chosen for the general policy: :data:`CHOSEN_PLAN_K` with the other defaults."""
+        return dataclasses.replace(DEFAULTS, plan_k=CHOSEN_PLAN_K)
+
+
+DEFAULTS = PlanningSettings()
+
+
+def default(name: str) -> Any:
+    """The default of setting ``name`` (e.g. ``plan_horizon``)."""
+    return getattr(DEFAULTS, name)
+
+
+def description(name: str) -> str:
+    """The description of setting ``name`` (help text of every option that offers it)."""
+    return str(_field(name).metadata["description"])
+
+
+def bounds(name: str) -> tuple[Any, Any]:
+    """``(lowest, highest)`` allowed value of setting ``name``."""
+    metadata = _field(name).metadata
+    return metadata["ge"], metadata["le"]
+
+
+def _field(name: str) -> dataclasses.Field[Any]:
+    for spec in dataclasses.fields(PlanningSettings):
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no planning setting {name!r}; the settings are {list(PLANNING_KEYS)}")
+
+
+def pydantic_field(name: str, description_text: str | None = None) -> Any:
+    """A pydantic ``Field`` of setting ``name``: its default, bounds and description (for settings models)."""
+    from pydantic import Field
+
+    low, high = bounds(name)
+    return Field(default=default(name), ge=low, le=high, description=description_text or description(name))
+
+
+def settings_planning(settings: Mapping[str, Any]) -> PlanningSettings:
+    """The planning an evaluation report's ``settings`` say its policy played (raw when ``plan_k`` is 0 or absent).
+
+    ``ValueError`` when ``plan_k`` is set but another ``plan_*`` value is missing.
+    """
+    if int(float(settings.get("plan_k") or 0)) <= 0:
+        return PlanningSettings()
+    missing = [key for key in PLANNING_KEYS if key not in settings]
+    if missing:
+        raise ValueError(f"the evaluation report says plan_k={settings['plan_k']} but not {', '.join(missing)}")
+    return PlanningSettings.from_mapping(settings)
+
+
+def gated_planning(evaluation: Mapping[str, Any] | None) -> PlanningSettings | None:
+    """The planning an evaluation report played, i.e. what a gate on it judged; None when there is no report.
+
+    A report without groups (a policy packaged unevaluated) judged no decisions at all.
+    """
+    if not evaluation or not evaluation.get("groups"):
+        return None
+    return settings_planning(evaluation.get("settings") or {})

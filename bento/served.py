@@ -1,0 +1,110 @@
+"""What a policy server serves, as one block and one line: the cluster, the planning in force, the gate's planning.
+
+A general bento serves whatever cluster it is given at serve time and may plan or play the raw
+policy, so "which model" no longer says what answers. :func:`served_block` is the ``served``
+block of ``GET /metadata`` (:meth:`bento.policy.Policy.summary`): the served scenario and
+workload (name, SHA-256), the served cluster's node and pod-slot counts, the planning in force
+(``plan_*`` values or ``"raw"``), the planning the gate's evaluation played, and warnings
+(:data:`PLANNING_DIFFERS` when the two differ: those decisions were never gated).
+:func:`describe` turns a ``/metadata`` body into the one line that the service logs at start,
+``reach serve`` prints before it starts the server and ``reach status`` prints for the serving
+bento. No torch, no BentoML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bento.planning_settings import PlanningSettings
+
+PLANNING_DIFFERS = "planning differs from the gated evaluation"
+
+
+def file_identity(name: str, *files: str | Path) -> dict[str, str]:
+    """``{"name", "sha256"}`` of input files as the policy card records them: one hash per file, joined by ``+``."""
+    return {"name": name, "sha256": "+".join(hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files)}
+
+
+def cluster_identity(
+    scenario_name: str, scenario_dir: str | Path, workload_name: str, workload_file: str | Path
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The identities of a served scenario directory and call-pattern file (:func:`file_identity`)."""
+    from bento.artefact import SCENARIO_FILES  # the files, in the order the policy card hashes them
+
+    scenario = file_identity(scenario_name, *(Path(scenario_dir) / f for f in SCENARIO_FILES))
+    return scenario, file_identity(workload_name, workload_file)
+
+
+def planning_warning(planning: PlanningSettings, gated: PlanningSettings | None) -> str | None:
+    """The warning when the server decides otherwise than the evaluation its gate judged; None when alike or ungated."""
+    if gated is None or planning.same_decisions(gated):
+        return None
+    return (
+        f"{PLANNING_DIFFERS}: the gate judged {gated.describe()}, this server decides with {planning.describe()}, "
+        "so its decisions were not gated; serve the bento as packaged, or evaluate this planning "
+        "(reach evaluate --plan-k) and package that report (reach package --report)"
+    )
+
+
+def _planning_value(settings: PlanningSettings | None) -> dict[str, Any] | str | None:
+    if settings is None:
+        return None
+    return settings.to_dict() or "raw"
+
+
+def served_block(
+    scenario: Mapping[str, Any],
+    workload: Mapping[str, Any],
+    node_count: int,
+    slot_count: int,
+    planning: PlanningSettings,
+    gated: PlanningSettings | None,
+) -> dict[str, Any]:
+    """The ``served`` block of ``/metadata``: ``scenario``/``workload`` are ``{"name", "sha256"}`` of the served files."""
+    warning = planning_warning(planning, gated)
+    return {
+        "scenario": dict(scenario),
+        "workload": dict(workload),
+        "node_count": node_count,
+        "slot_count": slot_count,
+        "planning": _planning_value(planning),
+        "gated_planning": _planning_value(gated),
+        "warnings": [warning] if warning else [],
+    }
+
+
+def _planning_phrase(value: Any) -> str:
+    if value == "raw" or not value:
+        return "the raw policy"
+    return PlanningSettings.from_mapping(value).describe()
+
+
+def describe(metadata: Mapping[str, Any], warnings: bool = True) -> str:
+    """One line from a ``/metadata`` body: what serves, on which cluster, how it decides, what it was trained on.
+
+    E.g. ``reach-policy:abc serves 19-37 / chain (19 nodes, 37 pod slots) with planning (plan_k=4, …);
+    trained on 13-29 / aggregator_sequential; gate passed on the raw policy``, then (``warnings``) each
+    warning prefixed by ``WARNING:``.
+    """
+    served = metadata.get("served") or {}
+    trained = metadata.get("trained") or {}
+    gate = metadata.get("gate") or {}
+
+    def name(block: Mapping[str, Any], key: str) -> str:
+        return str((block.get(key) or {}).get("name", "?"))
+
+    line = (
+        f"{metadata.get('model_tag', '?')} serves {name(served, 'scenario')} / {name(served, 'workload')} "
+        f"({served.get('node_count', '?')} nodes, {served.get('slot_count', '?')} pod slots) with "
+        f"{_planning_phrase(served.get('planning'))}; trained on {name(trained, 'scenario')} / "
+        f"{name(trained, 'workload')}; gate {'passed' if gate.get('passed') else 'refused'} "
+        + (
+            "without a stored evaluation"
+            if served.get("gated_planning") is None
+            else f"on {_planning_phrase(served.get('gated_planning'))}"
+        )
+    )
+    return "; ".join([line, *(f"WARNING: {w}" for w in (served.get("warnings") or []) if warnings)])

@@ -1,0 +1,136 @@
+"""The planning settings have one source (``bento.planning_settings``): every place that offers them follows it.
+
+The service's bento arguments, ``reach evaluate``'s ``--help``, the pipeline's parameters, the
+evaluation units, :func:`bento.planning.plan_action` and the benchmarks' options must show the
+source's defaults. The strongest check changes the source's defaults in a fresh interpreter and
+reads every place again: a number typed anywhere instead of taken from the source makes it fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bento.planning_settings import (
+    CHOSEN_PLAN_K,
+    DEFAULTS,
+    PLANNING_KEYS,
+    PlanningSettings,
+    description,
+    gated_planning,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+OPTIONS = {
+    "plan_k": "--plan-k",
+    "plan_horizon": "--plan-horizon",
+    "plan_width": "--plan-width",
+    "plan_margin": "--plan-margin",
+}
+
+
+def _help_defaults(help_text: str) -> dict[str, float]:
+    """``[default: X]`` of each ``--plan-*`` option in a typer ``--help`` rendered one option per line."""
+    found: dict[str, float] = {}
+    for key, option in OPTIONS.items():
+        line = next((row for row in help_text.splitlines() if re.search(rf"{option}\s", row)), "")
+        match = re.search(r"\[default: ([0-9.]+)\]", line)
+        assert match, f"{option} has no [default: …] in reach evaluate --help:\n{help_text}"
+        found[key] = float(match.group(1))
+    return found
+
+
+def test_the_shipped_defaults_are_the_chosen_ones() -> None:
+    """docs/training.md's planning table: raw by default; planning is plan_k 4, 6 deep, width 8, margin 8."""
+    assert PlanningSettings(plan_k=0, plan_horizon=6, plan_width=8, plan_margin=8.0) == DEFAULTS
+    assert PlanningSettings.chosen() == PlanningSettings(CHOSEN_PLAN_K, 6, 8, 8.0) and CHOSEN_PLAN_K == 4
+
+
+def test_reach_evaluate_help_and_the_service_arguments_show_the_one_source() -> None:
+    from typer.testing import CliRunner
+
+    from bento.service import ServiceArguments
+    from flows.cli import app
+    from flows.pipeline import PipelineParams
+
+    result = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    assert _help_defaults(result.output) == {key: float(getattr(DEFAULTS, key)) for key in PLANNING_KEYS}
+    served = ServiceArguments()
+    assert served.planning() == DEFAULTS
+    for key in PLANNING_KEYS:
+        assert ServiceArguments.model_fields[key].description == description(key)
+        assert ServiceArguments.model_fields[key].metadata == PipelineParams.model_fields[key].metadata  # bounds
+
+
+PROBE = """
+import json, os, sys, inspect, dataclasses
+import bento.planning_settings as source
+source.DEFAULTS = source.PlanningSettings(plan_k=3, plan_horizon=5, plan_width=7, plan_margin=9.5)
+source.CHOSEN_PLAN_K = 2
+keys = source.PLANNING_KEYS
+out = {}
+from bento.service import ServiceArguments
+out["service arguments"] = {k: ServiceArguments.model_fields[k].default for k in keys}
+from flows.pipeline import PipelineParams
+out["pipeline parameters"] = {k: PipelineParams.model_fields[k].default for k in keys}
+from flows.evaluation.units import EvalUnit
+out["evaluation units"] = {f.name: f.default for f in dataclasses.fields(EvalUnit) if f.name in keys}
+from bento.planning import plan_action
+signature = inspect.signature(plan_action).parameters
+out["plan_action"] = {"plan_horizon": signature["horizon"].default, "plan_width": signature["width"].default,
+                      "plan_margin": signature["margin"].default}
+from typer.testing import CliRunner
+from flows.cli import app
+out["reach evaluate --help"] = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"}).output
+sys.path.insert(0, "benchmarks")
+import bench_general, bench_service
+general = bench_general.parse_args(["--model", "m"])
+out["bench_general"] = {"plan_k": general.plan_k, "plan_horizon": general.horizon, "plan_width": general.plan_width,
+                        "plan_margin": general.plan_margin}
+service = bench_service.parse_args([])
+out["bench_service"] = {k: getattr(service, k) for k in keys}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_changing_the_source_changes_every_place_that_offers_planning(tmp_path: Path) -> None:
+    """A fresh interpreter with other defaults in the source: every option, argument and parameter follows."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BENTOML_HOME": str(tmp_path / "bentoml")}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    changed = {"plan_k": 3, "plan_horizon": 5, "plan_width": 7, "plan_margin": 9.5}
+    chosen = {**changed, "plan_k": 2}  # the benchmarks measure the chosen planning
+    assert _help_defaults(seen.pop("reach evaluate --help")) == changed
+    assert seen.pop("plan_action") == {k: changed[k] for k in ("plan_horizon", "plan_width", "plan_margin")}
+    assert seen.pop("bench_general") == chosen
+    assert seen.pop("bench_service") == chosen
+    for place, defaults in seen.items():
+        assert defaults == changed, f"{place} does not take its planning defaults from bento.planning_settings"
+
+
+def test_bad_settings_are_refused_naming_the_setting_and_the_range() -> None:
+    with pytest.raises(ValueError, match=r"plan_horizon=0 is out of range; give a number in \[1, 16\]"):
+        PlanningSettings(plan_k=4, plan_horizon=0)
+    with pytest.raises(ValueError, match="plan_margin='lots' is not a number"):
+        PlanningSettings.from_mapping({"plan_k": "4", "plan_margin": "lots"})
+
+
+def test_the_gated_planning_is_what_the_stored_evaluation_played() -> None:
+    planned = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0}
+    assert gated_planning({"groups": [{}], "settings": {"seeds": [0], **planned}}) == PlanningSettings(**planned)
+    assert gated_planning({"groups": [{}], "settings": {"seeds": [0]}}) == PlanningSettings()
+    assert gated_planning({"episodes": 0, "note": "not evaluated"}) is None
+    with pytest.raises(ValueError, match="plan_k=2 but not plan_width"):
+        gated_planning({"groups": [{}], "settings": {"plan_k": 2, "plan_horizon": 2, "plan_margin": 2.0}})
