@@ -56,6 +56,11 @@ def test_metadata_is_a_get(client: TestClient, stored_model: str) -> None:
     assert response.status_code == 200
     assert response.json()["model_tag"] == stored_model
     assert response.json()["scenario"]["name"] == "7-21"
+    # The packaged cluster, raw, with no stored evaluation (the fixture policy was never evaluated).
+    served = response.json()["served"]
+    assert (served["scenario"]["name"], served["node_count"], served["slot_count"]) == ("7-21", 7, 21)
+    assert served["scenario"] == response.json()["trained"]["scenario"] == response.json()["scenario"]
+    assert served["planning"] == "raw" and served["gated_planning"] is None and served["warnings"] == []
 
 
 def test_bentoml_probes_answer(client: TestClient) -> None:
