@@ -221,7 +221,7 @@ def _print_served(tag: str, cluster: Any, arguments: dict[str, str]) -> None:
         errors.print(f"serving {tag} for {cluster} on http://127.0.0.1:3000 (what it serves is unknown: {err})")
         return
     console.print(
-        f"serving on http://127.0.0.1:3000: {describe(summary, warnings=False)}", highlight=False, soft_wrap=True
+        f"serving {tag} on http://127.0.0.1:3000: {describe(summary, warnings=False)}", highlight=False, soft_wrap=True
     )
     for warning in summary["served"]["warnings"]:
         errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)

@@ -32,17 +32,27 @@ def _get(url: str) -> Any:
 
 
 def _served(tag: str, slot: str) -> dict[str, Any]:
-    """Start ``tag`` for 7-21 chain, read its /metadata, stop it."""
+    """Start ``tag`` for 7-21 chain, read its /metadata, stop it.
+
+    What the server says it serves must be what ``reach serve`` announced before starting it
+    (:func:`flows.release.serving.served_summary`, read from the stores without the model).
+    """
     from flows.local import processes
-    from flows.release.serving import start_bento
+    from flows.release.selection import cluster_of
+    from flows.release.serving import served_summary, start_bento
 
     arguments = {"scenario": str(scenario_dir("7-21")), "workload": str(workload_file("chain"))}
+    announced = served_summary(tag, cluster_of(arguments["scenario"], arguments["workload"]), arguments)
     record = start_bento(tag, slot, 180.0, arguments)
     try:
         metadata: dict[str, Any] = _get(f"{record.url}/metadata")
-        return metadata
     finally:
         processes.stop(record.name)
+    assert metadata["served"] == announced["served"] and metadata["trained"] == announced["trained"]
+    assert (metadata["served"]["scenario"]["name"], metadata["served"]["workload"]["name"]) == ("7-21", "chain")
+    assert (metadata["served"]["node_count"], metadata["served"]["slot_count"]) == (7, 21)
+    assert metadata["trained"]["scenario"]["name"] == "13-29"
+    return metadata
 
 
 def test_a_built_general_bento_serves_the_cluster_named_at_serve_time_with_the_planning_it_was_built_with(
@@ -55,7 +65,8 @@ def test_a_built_general_bento_serves_the_cluster_named_at_serve_time_with_the_p
     raw = package(GENERAL, True, "serve-time arguments test: raw")
     served = _served(raw, "args-raw")
     assert len(served["nodes"]) == 7, "the bento served its packaged cluster, not the one named at serve time"
-    assert served["planning"] == {}
+    assert served["planning"] == {} and served["served"]["planning"] == "raw"
+    assert served["served"]["warnings"] == []
 
     planned_artefact = shutil.copytree(GENERAL, tmp_path / "policy")
     report, _ = evaluate(
@@ -66,4 +77,5 @@ def test_a_built_general_bento_serves_the_cluster_named_at_serve_time_with_the_p
     planned = package(planned_artefact, True, "serve-time arguments test: planning", PLANNING)
     served = _served(planned, "args-planning")
     assert len(served["nodes"]) == 7
-    assert served["planning"] == PLANNING
+    assert served["planning"] == PLANNING == served["served"]["planning"] == served["served"]["gated_planning"]
+    assert served["served"]["warnings"] == []
