@@ -28,6 +28,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 for _key, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "BENTOML_DO_NOT_TRACK": "true"}.items():
     os.environ.setdefault(_key, _value)
@@ -150,6 +151,12 @@ Runs (`python benchmarks/bench_experiments.py …` under the lock; the wall time
     return path
 
 
+def superseded_removed(previous: list[dict[str, Any]], done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The earlier runs none of whose seeds was rerun (a rerun of a cell's seed overwrites its trial file)."""
+    rerun = {(e["experiment"], e["workload"], seed) for e in done for seed in e["seeds"]}
+    return [e for e in previous if not any((e["experiment"], e["workload"], s) in rerun for s in e["seeds"])]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         log_path = args.out / "runs.json"
         done = run_cells(args)
         previous = json.loads(log_path.read_text()) if log_path.is_file() else []
-        log_path.write_text(json.dumps(previous + done, indent=1))
+        log_path.write_text(json.dumps(superseded_removed(previous, done) + done, indent=1))
     print(write_report(args.out, args.qos).read_text())
     return 0
 
