@@ -122,7 +122,9 @@ Written by `benchmarks/bench_experiments.py` (the runs are listed below). Measur
 from Prometheus with Istio's PromQL over the client's calls; never the twin.
 Per seed three arms from the default scheduler's own placement, the same event and world seed.
 *mean*/*p95*: every request completed from the event to the end of the arm (Istio's histogram read
-at the event and at the end; failed requests included, as in Istio's mean). *reduction*: of the
+at the event and at the end; failed requests included, as in Istio's mean). *mean of successful*: the
+same requests with response code 200 only (from trials recorded since it was kept; `-` before): a
+request that fails at once (no endpoint left) lowers Istio's mean. *reduction*: of the
 mean against the default scheduler of the same seed, mean over seeds with its 95 % t-interval.
 *recovery*: first time after the event from which the successful requests' 5 s-window mean stays
 within 10 % of its level in the 10 s before the event and at most 1 % of requests fail (mean over
