@@ -78,6 +78,13 @@ def demo(
     trace_window_s: Annotated[float, typer.Option(help="stage 1: seconds of the world's traces ingested")] = 20.0,
     finetune_s: Annotated[float, typer.Option(help="stage 2: wall-clock budget of the fine-tune, s")] = 45.0,
     gate_rules: Annotated[str, typer.Option(help="stage 2: gate rules (data/gate name or JSON path)")] = "default",
+    plan_k: Annotated[
+        int,
+        typer.Option(
+            help="stage 2: the bento plans its decisions from the policy's top K moves, and the gate judges that "
+            "planner (docs/service.md); 0: the raw policy"
+        ),
+    ] = 4,
     record: Annotated[
         Path | None,
         typer.Option(help="also copy the summary here (FILE.md and FILE.json), e.g. for benchmarks/bench_demo.py"),
@@ -101,7 +108,9 @@ def demo(
         check_settings(settings)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    options = _stage_options(StageOptions, trace_window_s=trace_window_s, finetune_s=finetune_s, gate_rules=gate_rules)
+    options = _stage_options(
+        StageOptions, trace_window_s=trace_window_s, finetune_s=finetune_s, gate_rules=gate_rules, plan_k=plan_k
+    )
     try:
         result = run_demo(settings, options, say=lambda line: typer.echo(f"reach demo {line}"))
     except GateRefused as refused:

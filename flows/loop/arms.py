@@ -52,6 +52,8 @@ class ArmResult:
     failed: float | None = None  # requests that failed (None: a trial recorded before failures were counted)
     failed_series: list[tuple[float, float]] = field(default_factory=list)  # (s since the start, 5 s share failed)
     moves_made: list[dict[str, Any]] = field(default_factory=list)  # pod, target, started_s, done_s, predicted_gain_ms
+    # the successful requests' mean after the event (ms; None: none succeeded, or a trial recorded before it was kept)
+    ok_mean_ms: float | None = None
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def arm_result(arm: str, policy: str, run: LoopRun, settings: DemoSettings) -> A
     return ArmResult(
         arm, policy, numbers.mean_ms, numbers.p95_ms, len(run.moves), recovery, numbers.requests, numbers.over_qos,
         fast, [(e.time_s - run.started_s, e.event, e.pod, e.source, e.target) for e in run.events],
-        calibration(run, settings.event_at_s), numbers.failed, failed, moves_made(run),
+        calibration(run, settings.event_at_s), numbers.failed, failed, moves_made(run), numbers.ok_mean_ms,
     )  # fmt: skip
 
 

@@ -107,9 +107,10 @@ def mesh_counters(session: Session) -> MeshCounters | None:
         return None
     ok_buckets = reader.by_label(f"sum by (le) ({name}_bucket{{{ok}}})", "le")
     ok_count = reader.by_label(f"sum({name}_count{{{ok}}})", "").get("", 0.0)
+    ok_sum_ms = reader.by_label(f"sum({name}_sum{{{ok}}})", "").get("", 0.0)
     return MeshCounters(
         {float(le): v for le, v in buckets.items()}, totals["sum"][""], totals["count"][""],
-        {float(le): v for le, v in ok_buckets.items()}, ok_count,
+        {float(le): v for le, v in ok_buckets.items()}, ok_count, ok_sum_ms,
     )  # fmt: skip
 
 

@@ -60,6 +60,14 @@ class StageOptions(BaseModel):
         default_factory=lambda: [0, 1, 2, 3, 4], min_length=1, description="Stage 2: held-out evaluation seeds."
     )
     eval_episodes: int = Field(4, ge=1, description="Stage 2: evaluation episodes per seed.")
+    plan_k: int = Field(
+        4,
+        ge=0,
+        le=16,
+        description="Stage 2: the bento serves with decision-time planning from the policy's top plan_k moves "
+        "(the pipeline's plan_k; its other planning settings keep their defaults), and the gate judges an "
+        "evaluation of that planner; 0 = the raw policy.",
+    )
 
 
 class StagesGateRefused(GateRefused):
@@ -177,7 +185,7 @@ def pipeline_params(settings: DemoSettings, options: StageOptions, traces: Path)
         scenario=settings.scenario, workload=settings.workload, profiles_jaeger=[str(traces)],
         profiles_keep_current=True, train_config=options.train_config, max_wall_seconds=options.finetune_s,
         eval_seeds=options.eval_seeds, eval_episodes=options.eval_episodes, gate_rules=options.gate_rules,
-        package=True,
+        package=True, plan_k=options.plan_k,
     )  # fmt: skip
 
 

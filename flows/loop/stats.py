@@ -118,25 +118,29 @@ def served_series(
 @dataclass(frozen=True)
 class MeshCounters:
     """One read of Istio's request-duration histogram: cumulative ``le`` → count, the sum (ms) and the count
-    of every request, and the buckets and count of the successful ones (``response_code="200"``)."""
+    of every request, and the buckets, count and sum (ms) of the successful ones (``response_code="200"``)."""
 
     buckets: Mapping[float, float]
     sum_ms: float
     count: float
     ok_buckets: Mapping[float, float]
     ok_count: float
+    ok_sum_ms: float = 0.0
 
 
 @dataclass(frozen=True)
 class WindowNumbers:
     """What the mesh measured between two reads: requests, mean and p95 (ms), failed requests and those that
-    missed the QoS threshold (slower than it, or failed)."""
+    missed the QoS threshold (slower than it, or failed), and the mean of the successful requests alone (ms;
+    None when none succeeded): Istio's mean counts a failed request at its own duration, so a request that
+    fails at once (no endpoint left) lowers it."""
 
     requests: float
     mean_ms: float | None
     p95_ms: float | None
     over_qos: float
     failed: float = 0.0
+    ok_mean_ms: float | None = None
 
     @property
     def over_qos_pct(self) -> float | None:
@@ -180,8 +184,11 @@ def window_numbers(start: MeshCounters, end: MeshCounters, qos_threshold_ms: flo
     requests = end.count - start.count
     mean = (end.sum_ms - start.sum_ms) / requests if requests > 0 else None
     ok_within = end.ok_buckets.get(qos_threshold_ms, 0.0) - start.ok_buckets.get(qos_threshold_ms, 0.0)
-    failed = requests - (end.ok_count - start.ok_count)
-    return WindowNumbers(requests, mean, histogram_quantile(0.95, delta), requests - ok_within, failed)
+    succeeded = end.ok_count - start.ok_count
+    ok_mean = (end.ok_sum_ms - start.ok_sum_ms) / succeeded if succeeded > 0 else None
+    return WindowNumbers(
+        requests, mean, histogram_quantile(0.95, delta), requests - ok_within, requests - succeeded, ok_mean
+    )
 
 
 RATE_WINDOW_S = 5.0  # the rate window of the series that move_gains reads (run.FAST_WINDOW)

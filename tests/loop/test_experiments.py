@@ -153,3 +153,18 @@ def test_a_refused_gate_names_the_verdict_and_both_ways_out() -> None:
     message = str(demo_policy.GateRefused("7-21", "chain", "failed 1 of 5 checks", "out/runs/x"))
     assert "failed 1 of 5 checks" in message and "out/runs/x" in message
     assert "--policy greedy-standin" in message and "nothing was deployed" in message
+
+
+def test_the_successful_requests_mean_is_kept_and_shown_only_when_every_seed_kept_it(tmp_path: Path) -> None:
+    def with_ok_mean(trial: Trial, ok_mean_ms: float | None) -> Trial:
+        return replace(trial, arms=[replace(a, ok_mean_ms=ok_mean_ms) for a in trial.arms])
+
+    write_trial(with_ok_mean(a_trial(0, 170.0), 150.0), tmp_path / "trials")
+    write_trial(with_ok_mean(a_trial(1, 190.0), 160.0), tmp_path / "trials")
+    trials = read_trials(tmp_path / "trials")
+    assert trials[0].arm(LEARNED_ARM).ok_mean_ms == 150.0
+    assert arm_cell(trials, LEARNED_ARM).ok_mean_ms == pytest.approx(155.0)
+    assert "| node-failure | chain | learned | 2 | 180.0 | 360.0 | 155.0 |" in markdown(trials, 100.0)
+    older = [trials[0], with_ok_mean(trials[1], None)]  # a trial recorded before the field was kept
+    assert arm_cell(older, LEARNED_ARM).ok_mean_ms is None
+    assert "| node-failure | chain | learned | 2 | 180.0 | 360.0 | - |" in markdown(older, 100.0)

@@ -58,6 +58,9 @@ def test_stage_two_asks_the_pipeline_to_ingest_the_traces_and_gate_with_the_defa
     assert params.profiles_jaeger == [str(tmp_path / "t.json")] and params.profiles_keep_current
     assert (params.gate_rules, params.train_config, params.max_wall_seconds) == ("default", "finetune", 30)
     assert params.package and params.policy_from is None  # fine-tuned, not adopted
+    # the bento plans, and the gate reads an evaluation of that planner (the pipeline's own planning defaults)
+    assert params.planning()["plan_k"] == 4 and params.evaluation_settings()["plan_k"] == 4
+    assert pipeline_params(settings, StageOptions(plan_k=0), tmp_path / "t.json").planning() == {}
 
 
 def test_the_pipeline_stages_need_the_world() -> None:

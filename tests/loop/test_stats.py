@@ -74,9 +74,11 @@ def test_recovery_needs_samples_before_and_after_the_event() -> None:
 INF = float("inf")
 
 
-def counters(buckets: dict[float, float], sum_ms: float, ok: dict[float, float] | None = None) -> MeshCounters:
+def counters(
+    buckets: dict[float, float], sum_ms: float, ok: dict[float, float] | None = None, ok_sum_ms: float | None = None
+) -> MeshCounters:
     ok = buckets if ok is None else ok
-    return MeshCounters(buckets, sum_ms, buckets[INF], ok, ok[INF])
+    return MeshCounters(buckets, sum_ms, buckets[INF], ok, ok[INF], sum_ms if ok_sum_ms is None else ok_sum_ms)
 
 
 def test_window_numbers_come_from_the_difference_of_two_histogram_reads() -> None:
@@ -100,6 +102,20 @@ def test_a_request_that_fails_fast_misses_qos_though_it_lowers_the_mean() -> Non
     assert numbers.mean_ms == pytest.approx(10.0)
     assert (numbers.failed, numbers.over_qos) == (50, 50)
     assert numbers.failed_pct == pytest.approx(25.0)
+
+
+def test_the_successful_requests_mean_leaves_out_the_failures_that_lower_istios_mean() -> None:
+    # 150 requests succeeded at 12 ms each, 50 failed at once (2 ms): Istio's mean 9.5 ms, the successful 12 ms
+    start = counters({50.0: 10, 100.0: 10, INF: 10}, 100.0, ok_sum_ms=100.0)
+    end = counters(
+        {50.0: 210, 100.0: 210, INF: 210}, 100.0 + 150 * 12.0 + 50 * 2.0,
+        ok={50.0: 160, 100.0: 160, INF: 160}, ok_sum_ms=100.0 + 150 * 12.0,
+    )  # fmt: skip
+    numbers = window_numbers(start, end, qos_threshold_ms=100.0)
+    assert numbers.mean_ms == pytest.approx(9.5)
+    assert numbers.ok_mean_ms == pytest.approx(12.0)
+    none_succeeded = counters({50.0: 20, 100.0: 20, INF: 20}, 140.0, ok={50.0: 10, 100.0: 10, INF: 10}, ok_sum_ms=100.0)
+    assert window_numbers(start, none_succeeded, qos_threshold_ms=100.0).ok_mean_ms is None
 
 
 def test_the_qos_threshold_must_be_a_bucket_bound() -> None:
