@@ -115,13 +115,15 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    from bento.planning_settings import CHOSEN_PLAN_K
     from ceenv.reference import SIZES, WORKLOADS
     from flows.pipeline import PipelineParams
     from flows.training.general import reference_files
 
     torch.set_num_threads(1)
     began = time.perf_counter()
-    planning = PipelineParams(plan_k=4).planning()  # the pipeline's planning defaults, as `reach demo` serves
+    # The chosen planning with the pipeline's defaults (bento.planning_settings), as `reach demo` serves.
+    planning = PipelineParams(plan_k=CHOSEN_PLAN_K).planning()
     seeds = list(range(args.seeds))
     cells = []
     with tempfile.TemporaryDirectory(prefix="reach-finetune-") as scratch:

@@ -6,9 +6,9 @@ and bounds per field; ``PlanningSettings()`` is the raw policy with the planner'
 :data:`CHOSEN_PLAN_K` is the ``plan_k`` chosen for the general policy (docs/training.md, planning).
 Every place that offers these settings takes its defaults, bounds and help from here: the
 service's arguments (:mod:`bento.service`), :class:`bento.policy.Policy` and
-:func:`bento.store.load_policy`, ``reach evaluate``/``reach serve`` (:mod:`flows.cli`), the
+:func:`bento.store.load_policy`, ``reach evaluate``/``reach serve``/``reach demo`` (:mod:`flows.cli`), the
 pipeline's parameters (:class:`flows.pipeline.PipelineParams`), the evaluation units
-(:mod:`flows.evaluation.units`) and the benchmarks' options. :func:`gated_planning` reads the
+(:mod:`flows.evaluation.units`), the demo's stage options (:mod:`flows.loop.stages`) and the benchmarks' options. :func:`gated_planning` reads the
 planning an evaluation report played (what the gate judged), so the service and ``reach serve``
 can say when a server decides otherwise. Standard library only: the CLI imports it at start-up.
 """
@@ -133,12 +133,14 @@ def _field(name: str) -> dataclasses.Field[Any]:
     raise KeyError(f"no planning setting {name!r}; the settings are {list(PLANNING_KEYS)}")
 
 
-def pydantic_field(name: str, description_text: str | None = None) -> Any:
-    """A pydantic ``Field`` of setting ``name``: its default, bounds and description (for settings models)."""
+def pydantic_field(name: str, description_text: str | None = None, default_value: Any = None) -> Any:
+    """A pydantic ``Field`` of setting ``name``: its default (or ``default_value``, e.g. :data:`CHOSEN_PLAN_K`),
+    bounds and description (for settings models)."""
     from pydantic import Field
 
     low, high = bounds(name)
-    return Field(default=default(name), ge=low, le=high, description=description_text or description(name))
+    chosen = default(name) if default_value is None else default_value
+    return Field(default=chosen, ge=low, le=high, description=description_text or description(name))
 
 
 def settings_planning(settings: Mapping[str, Any]) -> PlanningSettings:

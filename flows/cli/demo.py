@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from bento import planning_settings as planning
+
 app = typer.Typer(
     help="The closed loop on a local cluster: exporter, Prometheus, served policy, migrator.",
     invoke_without_command=True,
@@ -82,9 +84,11 @@ def demo(
         int,
         typer.Option(
             help="stage 2: the bento plans its decisions from the policy's top K moves, and the gate judges that "
-            "planner (docs/service.md); 0: the raw policy"
+            "planner (docs/service.md); 0: the raw policy",
+            min=planning.bounds("plan_k")[0],
+            max=planning.bounds("plan_k")[1],
         ),
-    ] = 4,
+    ] = planning.CHOSEN_PLAN_K,
     record: Annotated[
         Path | None,
         typer.Option(help="also copy the summary here (FILE.md and FILE.json), e.g. for benchmarks/bench_demo.py"),

@@ -36,6 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bento.planning_settings import CHOSEN_PLAN_K, pydantic_field
 from flows.loop.demo import Session, keep_migrating, open_session, start_exporter
 from flows.loop.policy import GateRefused, policy_url, serve_bento
 from flows.loop.report import LoopRun, Summary, latency_note, summary, write_csv, write_plot
@@ -60,13 +61,12 @@ class StageOptions(BaseModel):
         default_factory=lambda: [0, 1, 2, 3, 4], min_length=1, description="Stage 2: held-out evaluation seeds."
     )
     eval_episodes: int = Field(4, ge=1, description="Stage 2: evaluation episodes per seed.")
-    plan_k: int = Field(
-        4,
-        ge=0,
-        le=16,
-        description="Stage 2: the bento serves with decision-time planning from the policy's top plan_k moves "
+    plan_k: int = pydantic_field(
+        "plan_k",
+        "Stage 2: the bento serves with decision-time planning from the policy's top plan_k moves "
         "(the pipeline's plan_k; its other planning settings keep their defaults), and the gate judges an "
         "evaluation of that planner; 0 = the raw policy.",
+        CHOSEN_PLAN_K,
     )
 
 

@@ -1,6 +1,6 @@
 """The planning settings have one source (``bento.planning_settings``): every place that offers them follows it.
 
-The service's bento arguments, ``reach evaluate``'s ``--help``, the pipeline's parameters, the
+The service's bento arguments, ``reach evaluate``'s and ``reach demo``'s ``--help``, the pipeline's parameters, the
 evaluation units, :func:`bento.planning.plan_action` and the benchmarks' options must show the
 source's defaults. The strongest check changes the source's defaults in a fresh interpreter and
 reads every place again: a number typed anywhere instead of taken from the source makes it fail.
@@ -36,15 +36,17 @@ OPTIONS = {
 }
 
 
+def _help_default(help_text: str, option: str) -> float:
+    """``[default: X]`` of ``option`` in a typer ``--help`` rendered one option per line."""
+    line = next((row for row in help_text.splitlines() if re.search(rf"{option}\s", row)), "")
+    match = re.search(r"\[default: ([0-9.]+)\]", line)
+    assert match, f"{option} has no [default: …] in:\n{help_text}"
+    return float(match.group(1))
+
+
 def _help_defaults(help_text: str) -> dict[str, float]:
-    """``[default: X]`` of each ``--plan-*`` option in a typer ``--help`` rendered one option per line."""
-    found: dict[str, float] = {}
-    for key, option in OPTIONS.items():
-        line = next((row for row in help_text.splitlines() if re.search(rf"{option}\s", row)), "")
-        match = re.search(r"\[default: ([0-9.]+)\]", line)
-        assert match, f"{option} has no [default: …] in reach evaluate --help:\n{help_text}"
-        found[key] = float(match.group(1))
-    return found
+    """``[default: X]`` of each ``--plan-*`` option (``reach evaluate --help``)."""
+    return {key: _help_default(help_text, option) for key, option in OPTIONS.items()}
 
 
 def test_the_shipped_defaults_are_the_chosen_ones() -> None:
@@ -90,6 +92,9 @@ out["plan_action"] = {"plan_horizon": signature["horizon"].default, "plan_width"
 from typer.testing import CliRunner
 from flows.cli import app
 out["reach evaluate --help"] = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"}).output
+out["reach demo --help"] = CliRunner().invoke(app, ["demo", "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"}).output
+from flows.loop.stages import StageOptions
+out["demo stage options"] = StageOptions.model_fields["plan_k"].default
 sys.path.insert(0, "benchmarks")
 import bench_general, bench_service
 general = bench_general.parse_args(["--model", "m"])
@@ -113,6 +118,7 @@ def test_changing_the_source_changes_every_place_that_offers_planning(tmp_path: 
     changed = {"plan_k": 3, "plan_horizon": 5, "plan_width": 7, "plan_margin": 9.5}
     chosen = {**changed, "plan_k": 2}  # the benchmarks measure the chosen planning
     assert _help_defaults(seen.pop("reach evaluate --help")) == changed
+    assert _help_default(seen.pop("reach demo --help"), "--plan-k") == seen.pop("demo stage options") == 2  # chosen
     assert seen.pop("plan_action") == {k: changed[k] for k in ("plan_horizon", "plan_width", "plan_margin")}
     assert seen.pop("bench_general") == chosen
     assert seen.pop("bench_service") == chosen
