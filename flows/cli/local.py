@@ -45,7 +45,7 @@ def status() -> None:
     endpoint = current_endpoint()
     console.print(f"serving: {endpoint.bento} at {endpoint.url} ({endpoint.slot})" if endpoint else "serving: nothing")
     if endpoint is not None:
-        _print_served(endpoint.url, endpoint.bento)
+        print_served(endpoint.url, endpoint.bento)
     for record, alive in processes.records():
         if alive:
             console.print(f"process {record.name}: pid {record.pid}, {record.url}, log {record.log}")
@@ -63,8 +63,10 @@ def status() -> None:
         console.print(f"run {run['name']}: {run['state']} since {run['start_time']}")
 
 
-def _print_served(url: str, bento: str) -> None:
-    """What the serving bento says it serves (its ``GET /metadata``), else what its labels say."""
+def print_served(url: str, bento: str) -> None:
+    """What the serving bento says it serves (its ``GET /metadata``), else what its labels say.
+
+    Used by ``reach status`` and, after a switch, ``reach deploy``."""
     from bento.served import describe
     from flows.release.serving import fetch_metadata
 

@@ -172,6 +172,12 @@ def deploy(
         errors.print(f"[bold red]error:[/] {err}", highlight=False)
         raise typer.Exit(2) from None
     console.print_json(json.dumps(result))
+    from flows.cli.local import print_served
+    from flows.release.serving import current_endpoint
+
+    endpoint = current_endpoint()
+    if endpoint is not None:  # what now serves, as its /metadata says (cluster, raw or planning, the gate's)
+        print_served(endpoint.url, endpoint.bento)
 
 
 def package(

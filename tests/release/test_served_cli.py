@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,10 @@ class _Metadata(BaseHTTPRequestHandler):
         pass
 
 
-def test_reach_status_prints_what_the_serving_bento_says_it_serves(reach_home: Path) -> None:
+@pytest.fixture
+def metadata_server(reach_home: Path) -> Iterator[str]:
+    """A loopback server answering ``GET /metadata`` as a general bento serving 19-37/chain with planning
+    its gate did not judge; the endpoint file is removed afterwards."""
     from bento.planning_settings import PlanningSettings
     from bento.served import served_block
     from flows.release import serving
@@ -123,13 +127,37 @@ def test_reach_status_prints_what_the_serving_bento_says_it_serves(reach_home: P
     _Metadata.body = {"model_tag": "reach-policy:x", "gate": {"passed": True}, "trained": trained, "served": served}
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Metadata)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    serving.switch(serving.Endpoint(url, "reach-policy-service:x", "blue", os.getpid(), 0.0, "19-37", "chain"))
     try:
-        result = CliRunner().invoke(app, ["status"])
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
-        serving.endpoint_file().unlink()  # this process is no serving policy for the tests after this one
+        serving.endpoint_file().unlink(missing_ok=True)  # this process is no serving policy for later tests
+
+
+def _assert_says_what_serves(output: str) -> None:
+    assert "reach-policy:x serves 19-37 / chain (19 nodes, 37 pod slots) with planning (plan_k=4" in output
+    assert "gate passed on the raw policy" in output and PLANNING_DIFFERS in output
+
+
+def test_reach_status_prints_what_the_serving_bento_says_it_serves(metadata_server: str) -> None:
+    from flows.release import serving
+
+    serving.switch(serving.Endpoint(metadata_server, "reach-policy-service:x", "blue", os.getpid(), 0.0))
+    result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 0, result.output
-    assert "reach-policy:x serves 19-37 / chain (19 nodes, 37 pod slots) with planning (plan_k=4" in result.output
-    assert "gate passed on the raw policy" in result.output and PLANNING_DIFFERS in result.output
+    _assert_says_what_serves(result.output)
+
+
+def test_reach_deploy_prints_what_now_serves(metadata_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the switch, ``reach deploy`` reads the new server's /metadata (the redeploy flow has its own tests)."""
+    import flows.release.redeploy
+    from flows.release import serving
+
+    def switched(bento: Any, scenario: Any, workload: Any, **_: Any) -> dict[str, Any]:
+        serving.switch(serving.Endpoint(metadata_server, "reach-policy-service:x", "green", os.getpid(), 0.0))
+        return {"deployed": "reach-policy-service:x"}
+
+    monkeypatch.setattr(flows.release.redeploy, "reach_redeploy", switched)
+    result = CliRunner().invoke(app, ["deploy", "--no-analysis", "--scenario", "19-37", "--workload", "chain"])
+    assert result.exit_code == 0, result.output
+    _assert_says_what_serves(result.output)
