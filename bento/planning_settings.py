@@ -56,7 +56,8 @@ class PlanningSettings:
         for spec in dataclasses.fields(self):
             value = getattr(self, spec.name)
             low, high = spec.metadata["ge"], spec.metadata["le"]
-            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            whole = spec.type not in (int, "int") or isinstance(value, int)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not whole or not low <= value <= high:
                 raise ValueError(
                     f"planning setting {spec.name}={value!r} is out of range; give a number in [{low:g}, {high:g}]"
                 )
@@ -96,10 +97,15 @@ class PlanningSettings:
             if raw is None or raw == "":
                 continue
             try:
-                chosen[spec.name] = int(float(raw)) if spec.type in (int, "int") else float(raw)
+                number = float(raw)
             except (TypeError, ValueError):
                 raise ValueError(f"planning setting {spec.name}={raw!r} is not a number") from None
-        return cls(**chosen)
+            if spec.type in (int, "int"):
+                if not number.is_integer():
+                    raise ValueError(f"planning setting {spec.name}={raw!r} must be a whole number")
+                number = int(number)
+            chosen[spec.name] = number
+        return dataclasses.replace(DEFAULTS, **chosen)
 
     @classmethod
     def chosen(cls) -> PlanningSettings:

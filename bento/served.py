@@ -89,9 +89,15 @@ def describe(metadata: Mapping[str, Any], warnings: bool = True) -> str:
     trained on 13-29 / aggregator_sequential; gate passed on the raw policy``, then (``warnings``) each
     warning prefixed by ``WARNING:``.
     """
-    served = metadata.get("served") or {}
-    trained = metadata.get("trained") or {}
+    served = metadata.get("served")
     gate = metadata.get("gate") or {}
+    if not served:  # a bento built before /metadata said what it serves: report its top-level keys as they are
+        return (
+            f"{metadata.get('model_tag', '?')} (built before /metadata named what it serves): scenario "
+            f"{metadata.get('scenario', '?')}, workload {metadata.get('workload', '?')}, planning "
+            f"{metadata.get('planning') or 'not reported'}; gate {'passed' if gate.get('passed') else 'refused'}"
+        )
+    trained = metadata.get("trained") or {}
 
     def name(block: Mapping[str, Any], key: str) -> str:
         return str((block.get(key) or {}).get("name", "?"))

@@ -102,7 +102,9 @@ class PolicyService:
         summary = self.policy.summary()
         for warning in summary["served"]["warnings"]:
             logger.warning("%s: %s", self.policy.tag, warning)
-        logger.info("reach policy service: model %s, code %s; %s", self.policy.tag, __file__, describe(summary))
+        logger.info(
+            "reach policy service: model %s, code %s; %s", self.policy.tag, __file__, describe(summary, warnings=False)
+        )
 
     @bentoml.api(route="/get_action")  # type: ignore[untyped-decorator]  # bentoml's lazy module has no stubs
     def get_action(

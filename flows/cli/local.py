@@ -63,12 +63,15 @@ def status() -> None:
         console.print(f"run {run['name']}: {run['state']} since {run['start_time']}")
 
 
-def print_served(url: str, bento: str) -> None:
+def print_served(url: str, bento: str, to_stderr: bool = False) -> None:
     """What the serving bento says it serves (its ``GET /metadata``), else what its labels say.
 
-    Used by ``reach status`` and, after a switch, ``reach deploy``."""
+    Used by ``reach status`` and, after a switch, ``reach deploy`` (``to_stderr``: its stdout is one JSON
+    document)."""
     from bento.served import describe
     from flows.release.serving import fetch_metadata
+
+    out = errors if to_stderr else console
 
     try:
         metadata = fetch_metadata(url)
@@ -76,13 +79,13 @@ def print_served(url: str, bento: str) -> None:
         import bentoml
 
         labels = bentoml.bentos.get(bento).info.labels
-        console.print(
+        out.print(
             f"model: {labels.get('model')} (scenario {labels.get('scenario')}, workload {labels.get('workload')}; "
             f"{url}/metadata did not answer: {err})",
             highlight=False,
         )
         return
-    console.print(f"model: {describe(metadata, warnings=False)}", highlight=False, soft_wrap=True)
+    out.print(f"model: {describe(metadata, warnings=False)}", highlight=False, soft_wrap=True)
     for warning in metadata.get("served", {}).get("warnings") or []:
         errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 

@@ -177,7 +177,7 @@ def deploy(
 
     endpoint = current_endpoint()
     if endpoint is not None:  # what now serves, as its /metadata says (cluster, raw or planning, the gate's)
-        print_served(endpoint.url, endpoint.bento)
+        print_served(endpoint.url, endpoint.bento, to_stderr=True)
 
 
 def package(

@@ -140,3 +140,13 @@ def test_the_gated_planning_is_what_the_stored_evaluation_played() -> None:
     assert gated_planning({"episodes": 0, "note": "not evaluated"}) is None
     with pytest.raises(ValueError, match="plan_k=2 but not plan_width"):
         gated_planning({"groups": [{}], "settings": {"plan_k": 2, "plan_horizon": 2, "plan_margin": 2.0}})
+
+
+def test_a_fractional_count_is_refused_not_truncated() -> None:
+    from bento.planning_settings import PlanningSettings
+
+    with pytest.raises(ValueError, match=r"plan_k='2\.7' must be a whole number"):
+        PlanningSettings.from_mapping({"plan_k": "2.7"})
+    with pytest.raises(ValueError, match=r"plan_horizon=2\.5 is out of range"):
+        PlanningSettings(plan_horizon=2.5)  # type: ignore[arg-type]
+    assert PlanningSettings.from_mapping({"plan_k": "4", "plan_margin": "6.5"}).plan_margin == 6.5

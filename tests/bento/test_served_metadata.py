@@ -45,11 +45,18 @@ def shipped_model(bentoml_home: Path) -> str:
 
 def _service_class(monkeypatch: pytest.MonkeyPatch, arguments: dict[str, Any]) -> Any:
     """``bento.service.PolicyService`` as a process started with these serve-time arguments builds it."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
     monkeypatch.setenv(SERVE_ARGUMENTS_ENV, json.dumps(arguments))
+    # A bento built earlier in this process (another test's fixture) leaves its build arguments in
+    # BentoML's global container: a process started with `bentoml serve` has none of them.
+    built = BentoMLContainer.bento_arguments.get()
+    BentoMLContainer.bento_arguments.set({})
     saved = sys.modules.pop("bento.service", None)
     try:
         return importlib.import_module("bento.service").PolicyService
-    finally:  # the other tests keep the module their fixtures imported
+    finally:  # the other tests keep the module their fixtures imported, and the arguments they set
+        BentoMLContainer.bento_arguments.set(built)
         if saved is not None:
             sys.modules["bento.service"] = saved
 

@@ -160,4 +160,15 @@ def test_reach_deploy_prints_what_now_serves(metadata_server: str, monkeypatch: 
     monkeypatch.setattr(flows.release.redeploy, "reach_redeploy", switched)
     result = CliRunner().invoke(app, ["deploy", "--no-analysis", "--scenario", "19-37", "--workload", "chain"])
     assert result.exit_code == 0, result.output
-    _assert_says_what_serves(result.output)
+    assert json.loads(result.stdout) == {"deployed": "reach-policy-service:x"}  # stdout stays one JSON document
+    _assert_says_what_serves(result.stderr)
+
+
+def test_a_bento_built_before_metadata_named_what_it_serves_is_reported_as_such() -> None:
+    from bento.served import describe
+
+    old = {"model_tag": "reach-policy:old", "scenario": "13-29", "workload": "chain",
+           "planning": {"plan_k": 4, "plan_horizon": 6, "plan_width": 8, "plan_margin": 8.0}, "gate": {"passed": True}}  # fmt: skip
+    line = describe(old)
+    assert "built before /metadata named what it serves" in line and "plan_k" in line
+    assert "raw policy" not in line and "without a stored evaluation" not in line
