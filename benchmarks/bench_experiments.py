@@ -106,6 +106,7 @@ def write_report(out: Path, qos_ms: float) -> Path:
         f"{' --policy ' + str(e['policy']) if e.get('policy', 'auto') != 'auto' else ''}"
         f"{' --detect-s ' + str(e['detect_s']) if 'detect_s' in e else ''}` — "
         f"{e['wall_s']:.0f} s"
+        f"{' (seeds ' + ', '.join(map(str, e['superseded_seeds'])) + ' rerun later)' if e.get('superseded_seeds') else ''}"
         for e in log
     )
     detections = sorted(
@@ -154,9 +155,16 @@ Runs (`python benchmarks/bench_experiments.py …` under the lock; the wall time
 
 
 def superseded_removed(previous: list[dict[str, Any]], done: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The earlier runs none of whose seeds was rerun (a rerun of a cell's seed overwrites its trial file)."""
+    """The earlier runs with trials still on disk (a rerun of a cell's seed overwrites its trial file): a run
+    whose every seed was rerun is dropped; one with some rerun keeps them listed under ``superseded_seeds``."""
     rerun = {(e["experiment"], e["workload"], seed) for e in done for seed in e["seeds"]}
-    return [e for e in previous if not any((e["experiment"], e["workload"], s) in rerun for s in e["seeds"])]
+    kept = []
+    for entry in previous:
+        gone = sorted({*entry.get("superseded_seeds", []),
+                       *(s for s in entry["seeds"] if (entry["experiment"], entry["workload"], s) in rerun)})  # fmt: skip
+        if len(gone) < len(entry["seeds"]):
+            kept.append({**entry, "superseded_seeds": gone} if gone else entry)
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
