@@ -73,7 +73,12 @@ def markdown(cells: list[dict[str, Any]], settings: dict[str, Any]) -> str:
         f"({settings['wall_seconds']:.0f} s in all). Fine-tune: `data/train/finetune.json` from "
         f"`data/policies/general-v4`, {settings['seconds']:g} s wall clock per cell on this 2-core machine. "
         f"Held out: seeds {settings['seeds']} x {settings['episodes']} episodes per family. Fractions of the "
-        "best-known reduction, steady / node failure / surge; moves per episode averaged over the families._",
+        "best-known reduction, steady / node failure / surge; moves per episode averaged over the families._"
+        + (
+            f" **Interrupted: {len(cells)} of {settings['cells_planned']} cells measured.**"
+            if len(cells) < settings["cells_planned"]
+            else ""
+        ),
         "",
         "| cell | fine-tune steps (s) | fine-tuned + planning | greedy | moves (greedy) | ≥ greedy | moves ≤ greedy + 1 "
         "| invalid | default gate | fine-tuned raw | general + planning, no fine-tune |",
@@ -103,6 +108,27 @@ def markdown(cells: list[dict[str, Any]], settings: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write(
+    args: argparse.Namespace, cells: list[dict[str, Any]], planning: dict[str, Any], began: float, planned: int
+) -> None:
+    command = "python benchmarks/bench_finetune.py" + "".join(
+        [f" --size {s}" for s in args.size or []] + [f" --workload {w}" for w in args.workload or []]
+    )
+    settings = {
+        "written_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+        "command": f"{command} --seconds {args.seconds:g} --seeds {args.seeds} --episodes {args.episodes}",
+        "seconds": args.seconds,
+        "seeds": list(range(args.seeds)),
+        "episodes": args.episodes,
+        "planning": planning,
+        "wall_seconds": time.perf_counter() - began,
+        "cells_planned": planned,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "finetune.json").write_text(json.dumps({"settings": settings, "cells": cells}, indent=1))
+    (args.out / "finetune.md").write_text(markdown(cells, settings))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", action="append", help="Reference size (repeatable; default: all three).")
@@ -127,8 +153,9 @@ def main() -> None:
     seeds = list(range(args.seeds))
     cells = []
     with tempfile.TemporaryDirectory(prefix="reach-finetune-") as scratch:
-        for size in args.size or SIZES:
-            for workload in args.workload or WORKLOADS:
+        sizes, workloads = args.size or list(SIZES), args.workload or list(WORKLOADS)
+        for size in sizes:
+            for workload in workloads:
                 cell = reference_files(size, workload)
                 print(f"{size} {workload}: fine-tuning for {args.seconds:g} s …", flush=True)
                 run = fine_tune(*cell, args.seconds, Path(scratch) / f"{size}-{workload}")
@@ -147,21 +174,9 @@ def main() -> None:
                      **summary, "gate_passed": gate["all_passed"], "gate_failed": gate["failed"]}
                 )  # fmt: skip
                 print(f"  planning {_families(summary['planning']['fractions'])}", flush=True)
-    command = "python benchmarks/bench_finetune.py" + "".join(
-        [f" --size {s}" for s in args.size or []] + [f" --workload {w}" for w in args.workload or []]
-    )
-    settings = {
-        "written_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
-        "command": f"{command} --seconds {args.seconds:g} --seeds {args.seeds} --episodes {args.episodes}",
-        "seconds": args.seconds,
-        "seeds": seeds,
-        "episodes": args.episodes,
-        "planning": planning,
-        "wall_seconds": time.perf_counter() - began,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "finetune.json").write_text(json.dumps({"settings": settings, "cells": cells}, indent=1))
-    (args.out / "finetune.md").write_text(markdown(cells, settings))
+                write(
+                    args, cells, planning, began, len(sizes) * len(workloads)
+                )  # after every cell: an interrupted run keeps what it measured
     print((args.out / "finetune.md").read_text())
 
 
