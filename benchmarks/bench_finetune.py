@@ -44,6 +44,7 @@ def fine_tune(scenario: Path, workload: Path, seconds: float, out: Path) -> dict
         "timesteps": result.timesteps,
         "wall_seconds": result.wall_seconds,
         "best_validation": result.best_fraction_of_best_known,
+        "best_timesteps": result.best_timesteps,  # 0: no checkpoint validated above the starting weights
     }
 
 
