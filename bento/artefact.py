@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +88,11 @@ def source_file(path: str | Path) -> SourceFile:
     file = Path(path)
     raw = file.read_bytes()
     return SourceFile(name=file.name, sha256=hashlib.sha256(raw).hexdigest(), content=json.loads(raw))
+
+
+def joined_sha256(files: Sequence[SourceFile]) -> str:
+    """The identity hash of several input files (a scenario's nodes.json and services.json): theirs, joined by +."""
+    return "+".join(f.sha256 for f in files)
 
 
 def scenario_sources(scenario_dir: str | Path) -> list[SourceFile]:

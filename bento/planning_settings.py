@@ -162,6 +162,15 @@ def settings_planning(settings: Mapping[str, Any]) -> PlanningSettings:
     return PlanningSettings.from_mapping(settings)
 
 
+def readable_gated_planning(evaluation: Mapping[str, Any] | None) -> PlanningSettings | None:
+    """:func:`gated_planning`, or None when the report names ``plan_k`` without its other settings (packaging
+    refuses such a report, so a stored policy carries one only if written by hand): what a server reports."""
+    try:
+        return gated_planning(evaluation)
+    except ValueError:
+        return None
+
+
 def gated_planning(evaluation: Mapping[str, Any] | None) -> PlanningSettings | None:
     """The planning an evaluation report played, i.e. what a gate on it judged; None when there is no report.
 

@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bento.artefact import ArtefactMetadata, PolicyError, PolicyIdentity, check_compatible
-from bento.planning_settings import DEFAULTS, PlanningSettings, gated_planning
+from bento.artefact import ArtefactMetadata, PolicyError, PolicyIdentity, check_compatible, joined_sha256
+from bento.planning_settings import DEFAULTS, PlanningSettings, readable_gated_planning
 from bento.served import served_block
 from ceenv.evacuation import EVACUATION_RULE, evacuation_move
 from ceenv.latency import CallCosts, LatencyModel
@@ -80,9 +80,7 @@ class PolicyCard(PolicyIdentity):
             observation_version=metadata.observation_version,
             layout=metadata.layout,
             layout_fingerprint=metadata.layout_fingerprint,
-            scenario=FileIdentity(
-                name=metadata.scenario_name, sha256="+".join(f.sha256 for f in metadata.scenario_files)
-            ),
+            scenario=FileIdentity(name=metadata.scenario_name, sha256=joined_sha256(metadata.scenario_files)),
             workload=FileIdentity(name=metadata.workload_name, sha256=metadata.workload_file.sha256),
             evaluation=metadata.evaluation_report or {},
             gate=gate,
@@ -216,10 +214,7 @@ class Policy:
         self.latency = latency
         self.planning = planning
         self.served = served or (card.scenario, card.workload)
-        try:
-            self.gated_planning = gated_planning(card.evaluation)
-        except ValueError:  # a report naming plan_k without its other settings: packaging refuses those
-            self.gated_planning = None
+        self.gated_planning = readable_gated_planning(card.evaluation)
 
     def encode(self, request: ActionRequest) -> Encoded:
         """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input.

@@ -13,7 +13,6 @@ bento. No torch, no BentoML.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,19 +22,15 @@ from bento.planning_settings import PlanningSettings
 PLANNING_DIFFERS = "planning differs from the gated evaluation"
 
 
-def file_identity(name: str, *files: str | Path) -> dict[str, str]:
-    """``{"name", "sha256"}`` of input files as the policy card records them: one hash per file, joined by ``+``."""
-    return {"name": name, "sha256": "+".join(hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files)}
-
-
 def cluster_identity(
     scenario_name: str, scenario_dir: str | Path, workload_name: str, workload_file: str | Path
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The identities of a served scenario directory and call-pattern file (:func:`file_identity`)."""
-    from bento.artefact import SCENARIO_FILES  # the files, in the order the policy card hashes them
+    """``{"name", "sha256"}`` of a served scenario directory and call-pattern file, hashed as the policy card
+    hashes the files it was trained on (:func:`bento.artefact.joined_sha256`)."""
+    from bento.artefact import joined_sha256, scenario_sources, source_file
 
-    scenario = file_identity(scenario_name, *(Path(scenario_dir) / f for f in SCENARIO_FILES))
-    return scenario, file_identity(workload_name, workload_file)
+    scenario = {"name": scenario_name, "sha256": joined_sha256(scenario_sources(scenario_dir))}
+    return scenario, {"name": workload_name, "sha256": source_file(workload_file).sha256}
 
 
 def planning_warning(planning: PlanningSettings, gated: PlanningSettings | None) -> str | None:

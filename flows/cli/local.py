@@ -6,7 +6,7 @@ BentoML are imported inside the commands only.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -68,7 +68,6 @@ def print_served(url: str, bento: str, to_stderr: bool = False) -> None:
 
     Used by ``reach status`` and, after a switch, ``reach deploy`` (``to_stderr``: its stdout is one JSON
     document)."""
-    from bento.served import describe
     from flows.release.serving import fetch_metadata
 
     out = errors if to_stderr else console
@@ -85,8 +84,15 @@ def print_served(url: str, bento: str, to_stderr: bool = False) -> None:
             highlight=False,
         )
         return
-    out.print(f"model: {describe(metadata, warnings=False)}", highlight=False, soft_wrap=True)
-    for warning in metadata.get("served", {}).get("warnings") or []:
+    say_served("model: ", metadata, out)
+
+
+def say_served(prefix: str, metadata: dict[str, Any], out: Console) -> None:
+    """The one line of :func:`bento.served.describe` after ``prefix`` on ``out``, each warning on stderr."""
+    from bento.served import describe
+
+    out.print(f"{prefix}{describe(metadata, warnings=False)}", highlight=False, soft_wrap=True)
+    for warning in (metadata.get("served") or {}).get("warnings") or []:
         errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 

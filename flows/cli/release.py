@@ -218,7 +218,7 @@ def package(
 
 def _print_served(tag: str, cluster: Any, arguments: dict[str, str]) -> None:
     """The start-up line of ``reach serve``: what the server will serve (:func:`flows.release.serving.served_summary`)."""
-    from bento.served import describe
+    from flows.cli.local import say_served
     from flows.release.serving import served_summary
 
     try:
@@ -226,11 +226,7 @@ def _print_served(tag: str, cluster: Any, arguments: dict[str, str]) -> None:
     except (KeyError, ValueError, OSError) as err:  # an unreadable card or file: the server itself will say more
         errors.print(f"serving {tag} for {cluster} on http://127.0.0.1:3000 (what it serves is unknown: {err})")
         return
-    console.print(
-        f"serving {tag} on http://127.0.0.1:3000: {describe(summary, warnings=False)}", highlight=False, soft_wrap=True
-    )
-    for warning in summary["served"]["warnings"]:
-        errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    say_served(f"serving {tag} on http://127.0.0.1:3000: ", summary, console)
 
 
 def serve(

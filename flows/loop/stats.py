@@ -125,7 +125,7 @@ class MeshCounters:
     count: float
     ok_buckets: Mapping[float, float]
     ok_count: float
-    ok_sum_ms: float = 0.0
+    ok_sum_ms: float
 
 
 @dataclass(frozen=True)

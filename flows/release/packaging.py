@@ -49,7 +49,7 @@ def check_gated_as_served(artefact_dir: str | Path, planning: Mapping[str, Any])
     judged = gated_planning(read_metadata(artefact_dir).evaluation_report)
     if judged is None:
         return  # nothing was evaluated (a model packaged unevaluated): no gate judged any decision
-    served = PlanningSettings.from_mapping(planning) if planning.get("plan_k") else PlanningSettings()
+    served = PlanningSettings.from_mapping(planning)
     if not served.same_decisions(judged):
         raise ValueError(
             f"{artefact_dir}: its gate judged {judged.describe()} but the bento would serve {served.describe()}; "

@@ -229,7 +229,7 @@ def served_summary(bento: str, cluster: Cluster, arguments: Mapping[str, str]) -
     """
     import bentoml
 
-    from bento.planning_settings import PlanningSettings, gated_planning
+    from bento.planning_settings import PlanningSettings, readable_gated_planning
     from bento.served import cluster_identity, served_block
 
     info = bentoml.bentos.get(bento).info
@@ -243,10 +243,7 @@ def served_summary(bento: str, cluster: Cluster, arguments: Mapping[str, str]) -
         scenario, workload = cluster_identity(
             cluster.scenario, str(effective["scenario"]), cluster.workload, str(effective["workload"])
         )
-    try:
-        gated = gated_planning(card.get("evaluation"))
-    except ValueError:
-        gated = None
+    gated = readable_gated_planning(card.get("evaluation"))
     served = served_block(
         scenario,
         workload,
