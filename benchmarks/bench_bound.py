@@ -9,9 +9,13 @@ that very episode, as a fraction of the best-known reduction (the evaluation's o
 seed, sum of reductions over sum of best-known reductions; mean over seeds). A beam gives a *lower
 bound* of the k-move optimum; two widths are run, and where they agree the beam has converged. Per
 (cluster, workload, family): best-known moves (pods whose node differs), greedy's moves and
-fraction, and the k-move fractions. Writes ``<out>/bound.md`` and ``<out>/bound.json``. Heavy: run
+fraction, and the k-move fractions. A second beam (the widest width, ``--deep`` moves, any number of
+them) bounds what any move-at-a-time method reaches at all: ``best_known`` builds placements from
+scratch, and in a full cluster some of them need migrations through worse placements or cannot be
+reached one move at a time; a cell whose deep fraction is below the default gate's 0.9 in some family
+cannot pass that gate by moving pods. Writes ``<out>/bound.md`` and ``<out>/bound.json``. Heavy: run
 it under ``flock /tmp/reach-heavy.lock``. Usage: ``python benchmarks/bench_bound.py --seeds 5
---episodes 4 --widths 16,64``.
+--episodes 4 --widths 16,64 --deep 12``.
 """
 
 from __future__ import annotations
@@ -29,10 +33,19 @@ FAMILIES = ["steady", "node_failure", "traffic_surge"]
 TARGET = 0.95
 
 
+GATE_FRACTION = 0.9  # data/gate/default.json's min_fraction_of_best_known
+
+
 def cell_records(
-    scenario_dir: Path, workload_file: Path, seeds: list[int], episodes: int, widths: list[int], model: Path
+    scenario_dir: Path,
+    workload_file: Path,
+    seeds: list[int],
+    episodes: int,
+    widths: list[int],
+    model: Path,
+    deep: int,
 ) -> list[Any]:
-    """Greedy, best-known and the k-move beam (one record per width) on every held-out episode of one cell."""
+    """Greedy, best-known, the k-move beam (one record per width) and the deep beam, per held-out episode."""
     from bento.artefact import read_metadata
     from ceenv.baselines import run_greedy
     from ceenv.env import CloudEdgeEnv
@@ -75,12 +88,13 @@ def cell_records(
                             **labels,
                         )
                     )
-                for width in widths:
+                searches = [(f"beam_w{width}", greedy.moves + 1, width) for width in widths]
+                for method, depth, width in [*searches, ("beam_deep", deep, max(widths))]:
                     began = time.perf_counter()
-                    value, moves = beam_search(sim, greedy.moves + 1, width)
+                    value, moves = beam_search(sim, depth, width)
                     records.append(
                         EpisodeRecord(
-                            method=f"beam_w{width}",
+                            method=method,
                             start_latency_ms=sim.latency_ms,
                             end_latency_ms=value,
                             moves=len(moves),
@@ -107,9 +121,16 @@ def rows(records: list[Any], widths: list[int]) -> list[dict[str, Any]]:
                 "greedy_fraction": methods["greedy"].fraction_of_best_known.mean,
                 **{f"k_fraction_w{w}": methods[f"beam_w{w}"].fraction_of_best_known.mean for w in widths},
                 **{f"k_moves_w{w}": methods[f"beam_w{w}"].moves_per_episode.mean for w in widths},
+                "deep_fraction": methods["beam_deep"].fraction_of_best_known.mean,
+                "deep_moves": methods["beam_deep"].moves_per_episode.mean,
             }
         )
     return out
+
+
+def _below_gate(table: list[dict[str, Any]]) -> list[str]:
+    cells = dict.fromkeys(f"{r['scenario']} {r['workload']}" for r in table if r["deep_fraction"] < GATE_FRACTION)
+    return list(cells)
 
 
 def markdown(table: list[dict[str, Any]], widths: list[int], settings: dict[str, Any]) -> str:
@@ -132,15 +153,21 @@ def markdown(table: list[dict[str, Any]], widths: list[int], settings: dict[str,
         + (": " + ", ".join(f"{r['scenario']} {r['workload']} {r['family']}" for r in reachable) if reachable else "")
         + ".",
         "",
+        f"Any number of moves up to {settings['deep']} (beam width {max(widths)}): mean fraction "
+        f"{np.mean([r['deep_fraction'] for r in table]):.3f}; cells (cluster, workload) below the default gate's "
+        f"{GATE_FRACTION} in some family even so: " + (", ".join(_below_gate(table)) or "none") + ".",
+        "",
         "| cluster | workload | family | best-known moves | greedy moves | greedy fraction | "
         + " | ".join(f"k-move fraction (width {w})" for w in widths)
-        + " |",
-        "|---|---|---|---|---|---|" + "---|" * len(widths),
+        + f" | fraction within {settings['deep']} moves (moves) |",
+        "|---|---|---|---|---|---|" + "---|" * (len(widths) + 1),
     ]
     for r in table:
         lines.append(
             f"| {r['scenario']} | {r['workload']} | {r['family']} | {r['best_known_moves']:.1f} | {r['greedy_moves']:.1f} "
-            f"| {r['greedy_fraction']:.3f} | " + " | ".join(f"{r[f'k_fraction_w{w}']:.3f}" for w in widths) + " |"
+            f"| {r['greedy_fraction']:.3f} | "
+            + " | ".join(f"{r[f'k_fraction_w{w}']:.3f}" for w in widths)
+            + f" | {r['deep_fraction']:.3f} ({r['deep_moves']:.1f}) |"
         )
     lines.append("")
     return "\n".join(lines)
@@ -155,6 +182,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--widths", default="16,64", help="Beam widths, comma-separated.")
+    parser.add_argument("--deep", type=int, default=12, help="Moves of the deep beam (any number up to this).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "general")
     args = parser.parse_args()
     from ceenv.reference import SIZES, WORKLOADS
@@ -166,15 +194,18 @@ def main() -> None:
     records = []
     for size in SIZES:
         for workload in WORKLOADS:
-            records += cell_records(*reference_files(size, workload), seeds, args.episodes, widths, args.model)
+            cell = reference_files(size, workload)
+            records += cell_records(*cell, seeds, args.episodes, widths, args.model, args.deep)
+            print(f"{size} {workload} done", flush=True)
     table = rows(records, widths)
     settings = {
         "seeds": seeds,
         "episodes": args.episodes,
         "widths": widths,
+        "deep": args.deep,
         "wall_seconds": time.perf_counter() - began,
         "command": f"python benchmarks/bench_bound.py --seeds {args.seeds} --episodes {args.episodes} "
-        f"--widths {args.widths}",
+        f"--widths {args.widths} --deep {args.deep}",
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bound.json").write_text(json.dumps({"settings": settings, "rows": table}, indent=1))

@@ -212,15 +212,17 @@ def replot(args: argparse.Namespace) -> None:
     print(f"greedy on the validation states: {greedy:.3f}; redrew {out / 'curve.png'}")
 
 
-# (config, vec_env, n_envs, torch threads, n_steps per env, batch size). "fast": observation 3 and
-# the gain-biased network on 13-29 (TrainConfig's defaults otherwise); "general": data/train/general.json
-# (observation 4, pod_node, measured conditions) across its 16 training clusters.
+# (config, vec_env, n_envs, torch threads, n_steps per env, batch size, grouped minibatches). "fast":
+# observation 3 and the gain-biased network on 13-29 (TrainConfig's defaults otherwise); "general":
+# data/train/general.json (observation 4, pod_node, measured conditions) across its 16 training clusters.
 THROUGHPUT_SETTINGS = [
-    ("fast", "dummy", 8, 1, 256, 256),  # data/train/fast.json, the previous default
-    ("fast", "batched", 128, 2, 32, 1024),
-    ("general", "dummy", 16, 1, 128, 256),  # data/train/general.json until this round
-    ("general", "batched", 16, 1, 128, 256),  # data/train/general.json now: the same PPO settings, batched env
-    ("general", "batched", 64, 2, 32, 1024),
+    ("fast", "dummy", 8, 1, 256, 256, False),  # data/train/fast.json, the previous default
+    ("fast", "batched", 128, 2, 32, 1024, False),
+    ("general", "dummy", 16, 1, 128, 256, False),  # data/train/general.json until this round
+    ("general", "batched", 16, 1, 128, 256, False),
+    ("general", "batched", 64, 2, 32, 1024, False),
+    ("general", "dummy", 16, 1, 128, 256, True),  # data/train/general.json now: minibatches grouped by cluster size
+    ("general", "batched", 16, 1, 128, 256, True),
 ]
 
 
@@ -251,7 +253,7 @@ def run_throughput(args: argparse.Namespace) -> None:
     scenario = ROOT / "data" / "scenarios" / "13-29"
     workload = ROOT / "data" / "workloads" / "aggregator_sequential_call_patterns.json"
     rows = []
-    for name, vec_env, n_envs, threads, n_steps, batch_size in THROUGHPUT_SETTINGS:
+    for name, vec_env, n_envs, threads, n_steps, batch_size, grouped in THROUGHPUT_SETTINGS:
         torch.set_num_threads(threads)
         overrides = {
             "vec_env": vec_env,
@@ -259,6 +261,7 @@ def run_throughput(args: argparse.Namespace) -> None:
             "torch_threads": threads,
             "n_steps": n_steps,
             "batch_size": batch_size,
+            "group_minibatches": grouped,
         }
         config, clusters = _throughput_config(name, overrides)
         venv = make_vec_env(scenario, workload, config, clusters)
@@ -277,6 +280,7 @@ def run_throughput(args: argparse.Namespace) -> None:
                 "torch_threads": threads,
                 "n_steps": n_steps,
                 "batch_size": batch_size,
+                "group_minibatches": grouped,
                 "steps_per_second": round(args.throughput_steps / (time.perf_counter() - began)),
             }
         )
@@ -291,12 +295,14 @@ def run_throughput(args: argparse.Namespace) -> None:
         "`general` = `data/train/general.json` across its 16 training clusters (observation 4, pod_node network, "
         "measured conditions). Measured by `python benchmarks/bench_training.py --throughput`.",
         "",
-        "| config | policy | obs | epochs | vec env | envs | torch threads | n_steps per env | batch size | env steps/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| config | policy | obs | epochs | vec env | envs | torch threads | n_steps per env | batch size | "
+        "minibatches grouped by size | env steps/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['config']} | {r['policy']} | v{r['observation_version']} | {r['n_epochs']} | {r['vec_env']} | "
-        f"{r['n_envs']} | {r['torch_threads']} | {r['n_steps']} | {r['batch_size']} | {r['steps_per_second']:,} |"
+        f"{r['n_envs']} | {r['torch_threads']} | {r['n_steps']} | {r['batch_size']} | "
+        f"{'yes' if r.get('group_minibatches') else 'no'} | {r['steps_per_second']:,} |"
         for r in rows
     ]
     (out / "throughput.md").write_text("\n".join(lines) + "\n")

@@ -33,7 +33,15 @@ ARTEFACT_FORMAT = 1
 POLICY_FILE = "policy.zip"
 METADATA_FILE = "metadata.json"
 SCENARIO_FILES = ("nodes.json", "services.json")
-TRAINING_STATE = ("_last_obs", "_last_original_obs", "_last_episode_starts", "ep_info_buffer", "ep_success_buffer")
+TRAINING_STATE = (
+    "_last_obs",
+    "_last_original_obs",
+    "_last_episode_starts",
+    "ep_info_buffer",
+    "ep_success_buffer",
+    "rollout_buffer_class",  # a training-side class (flows.training.buffer) that a bento does not carry
+    "rollout_buffer_kwargs",
+)
 
 
 class PolicyError(ValueError):

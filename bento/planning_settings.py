@@ -40,9 +40,9 @@ class PlanningSettings:
         "(bento.planning), seeded by the policy's top plan_k moves and the twin's plan_width best; 0 = the raw "
         "policy.",
     )
-    plan_horizon: int = _spec(6, 1, 16, "Planning: moves per searched sequence (depth).")
+    plan_horizon: int = _spec(8, 1, 16, "Planning: moves per searched sequence (depth).")
     plan_width: int = _spec(
-        8, 1, 64, "Planning: placements kept per depth (beam width), and the twin's best moves added to the policy's."
+        12, 1, 64, "Planning: placements kept per depth (beam width), and the twin's best moves added to the policy's."
     )
     plan_margin: float = _spec(
         8.0,
@@ -76,7 +76,7 @@ class PlanningSettings:
         return {key: f"{value:g}" for key, value in self.to_dict().items()}
 
     def describe(self) -> str:
-        """One phrase: ``the raw policy`` or ``planning (plan_k=4, plan_horizon=6, plan_width=8, plan_margin=8)``."""
+        """One phrase: ``the raw policy`` or ``planning (plan_k=4, plan_horizon=8, plan_width=12, plan_margin=8)``."""
         if not self.active:
             return "the raw policy"
         return "planning (" + ", ".join(f"{key}={value:g}" for key, value in dataclasses.asdict(self).items()) + ")"

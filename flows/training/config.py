@@ -72,6 +72,11 @@ class TrainConfig(BaseModel):
     max_nodes: int = Field(40, ge=1, le=1024, description="Observation version 4: nodes the policy is padded to.")
     max_slots: int = Field(80, ge=1, le=4096, description="Observation version 4: pod slots the policy is padded to.")
     hidden: int = Field(32, ge=4, le=512, description="pod_node policy: width of the embeddings and pair scorer.")
+    group_minibatches: bool = Field(
+        False,
+        description="pod_node policy: cut each epoch's minibatches from the rollout ordered by cluster size "
+        "(flows.training.buffer), so a small cluster's samples are not padded to the largest one's in the batch.",
+    )
     gain_scale: float = Field(
         2000.0,
         gt=0,
@@ -120,6 +125,8 @@ class TrainConfig(BaseModel):
             raise ValueError("policy gain_biased needs observation_version 3 (the move gains); use policy mlp")
         if (self.policy == "pod_node") != (self.observation_version == 4):
             raise ValueError("observation_version 4 goes with policy pod_node (and pod_node needs version 4)")
+        if self.group_minibatches and self.policy != "pod_node":
+            raise ValueError("group_minibatches needs policy pod_node (other policies compute on every row anyway)")
         if not self.net_arch or any(width < 1 for width in self.net_arch):
             raise ValueError(f"net_arch must list positive layer widths, got {self.net_arch}")
         return self

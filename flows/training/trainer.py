@@ -56,6 +56,12 @@ def build_model(config: TrainConfig, venv: Any, tensorboard_dir: Path | None) ->
             "hidden": config.hidden,
             "gain_scale": config.gain_scale,
         }
+    buffer: dict[str, Any] = {}
+    if config.group_minibatches:
+        from flows.training.buffer import SizeGroupedRolloutBuffer
+
+        limits = {"max_nodes": config.max_nodes, "max_slots": config.max_slots}
+        buffer = {"rollout_buffer_class": SizeGroupedRolloutBuffer, "rollout_buffer_kwargs": limits}
     model = MaskablePPO(
         policy_class,
         venv,
@@ -74,6 +80,7 @@ def build_model(config: TrainConfig, venv: Any, tensorboard_dir: Path | None) ->
         seed=config.seed,
         device="cpu",
         verbose=0,
+        **buffer,
     )
     if config.init_from is not None:
         _init_from(model, config.init_from)

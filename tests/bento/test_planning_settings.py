@@ -50,9 +50,9 @@ def _help_defaults(help_text: str) -> dict[str, float]:
 
 
 def test_the_shipped_defaults_are_the_chosen_ones() -> None:
-    """docs/training.md's planning table: raw by default; planning is plan_k 4, 6 deep, width 8, margin 8."""
-    assert PlanningSettings(plan_k=0, plan_horizon=6, plan_width=8, plan_margin=8.0) == DEFAULTS
-    assert PlanningSettings.chosen() == PlanningSettings(CHOSEN_PLAN_K, 6, 8, 8.0) and CHOSEN_PLAN_K == 4
+    """docs/training.md's planning table: raw by default; planning is plan_k 4, 8 deep, width 12, margin 8."""
+    assert PlanningSettings(plan_k=0, plan_horizon=8, plan_width=12, plan_margin=8.0) == DEFAULTS
+    assert PlanningSettings.chosen() == PlanningSettings(CHOSEN_PLAN_K, 8, 12, 8.0) and CHOSEN_PLAN_K == 4
 
 
 def test_reach_evaluate_help_and_the_service_arguments_show_the_one_source() -> None:

@@ -5,7 +5,9 @@ BentoML serves a *built* bento with its build-time arguments only and drops ``--
 :func:`flows.release.serving.start_bento` also passes them in ``$REACH_SERVE_ARGUMENTS``
 (:mod:`bento.arguments`). The shipped general policy (trained on 13-29) is packaged in the
 session's private BentoML store twice: raw, and built to plan (its stored evaluation played that
-planner, as packaging demands); each is started on loopback for 7-21 ``chain``.
+planner, as packaging demands); each is started on loopback for 7-21 ``chain``. Both are gated
+bentos that can serve any cluster, so they are deleted again afterwards: left in the store, they
+would be the incumbent of every later pipeline test in the session.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,22 @@ pytestmark = pytest.mark.e2e
 
 GENERAL = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
 PLANNING = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0}
+
+
+@pytest.fixture
+def removed_afterwards() -> Iterator[list[str]]:
+    """Bento tags to delete, with their models, when the test ends (the store is left as found)."""
+    import bentoml
+
+    models_before = {str(model.tag) for model in bentoml.models.list()}
+    tags: list[str] = []
+    yield tags
+    for tag in tags:
+        model_tag = bentoml.bentos.get(tag).info.labels["model"]
+        bentoml.bentos.delete(tag)
+        still_used = any(b.info.labels.get("model") == model_tag for b in bentoml.bentos.list())
+        if model_tag not in models_before and not still_used:
+            bentoml.models.delete(model_tag)
 
 
 def _get(url: str) -> Any:
@@ -56,13 +75,14 @@ def _served(tag: str, slot: str) -> dict[str, Any]:
 
 
 def test_a_built_general_bento_serves_the_cluster_named_at_serve_time_with_the_planning_it_was_built_with(
-    reach_home: Path, tmp_path: Path
+    reach_home: Path, tmp_path: Path, removed_afterwards: list[str]
 ) -> None:
     from bento.artefact import write_evaluation
     from flows.evaluation import evaluate
     from flows.release.packaging import package
 
     raw = package(GENERAL, True, "serve-time arguments test: raw")
+    removed_afterwards.append(raw)
     served = _served(raw, "args-raw")
     assert len(served["nodes"]) == 7, "the bento served its packaged cluster, not the one named at serve time"
     assert served["planning"] == {} and served["served"]["planning"] == "raw"
@@ -75,6 +95,7 @@ def test_a_built_general_bento_serves_the_cluster_named_at_serve_time_with_the_p
     )  # fmt: skip
     write_evaluation(planned_artefact, report.model_dump(mode="json"))
     planned = package(planned_artefact, True, "serve-time arguments test: planning", PLANNING)
+    removed_afterwards.append(planned)
     served = _served(planned, "args-planning")
     assert len(served["nodes"]) == 7
     assert served["planning"] == PLANNING == served["served"]["planning"] == served["served"]["gated_planning"]

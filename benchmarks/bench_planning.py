@@ -1,0 +1,173 @@
+"""Benchmark: how the decision-time planner's depth, width and margin trade quality, moves and decision time.
+
+Evaluates the shipped general policy (``data/policies/general-v4``) with decision-time planning
+(:mod:`bento.planning`, ``plan_k`` = the chosen one) in every reference cell (REACH's 3 sizes x 3
+workloads) on held-out start states (``--seeds`` x ``--episodes``, families steady, node_failure and
+traffic_surge), once per planning setting ``horizon/width/margin`` given with ``--setting`` (the
+row of the defaults of :mod:`bento.planning_settings` is marked). Per setting: the mean fraction
+of the best-known reduction over the 27 (cell, family) groups, the cells whose every family is ≥
+greedy's fraction, the cells (and groups) within greedy's moves + 1, the cells the default gate
+passes, and the in-process decision time (``bento.policy.Policy.decide`` on 200 REACH requests of
+19-37, the largest reference cluster: p50 and p99). Writes ``<out>/planning.md`` (the README's
+table) and ``<out>/planning.json``; ``--tables`` rewrites the table from ``planning.json``. Heavy (about
+70 s per setting): run it under ``flock /tmp/reach-heavy.lock``. Usage:
+``python benchmarks/bench_planning.py [--setting 10/16/8 ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_finetune import cell_summary  # noqa: E402
+from bench_general import REPORTS, decision_times_ms, evaluate_cells, gate_rows, row  # noqa: E402
+from bench_tables import table, write_tables  # noqa: E402
+
+GENERAL = ROOT / "data" / "policies" / "general-v4"
+TIMED_SIZE = "19-37"
+DEFAULT_SETTINGS = [
+    "6/8/8",
+    "8/12/8",
+    "10/16/8",
+    "10/16/6",
+    "8/12/4",
+]  # horizon/width/margin; 6/8/8: the previous default
+
+
+def parse_setting(text: str) -> dict[str, Any]:
+    """``"10/16/8"`` → the planning arguments (``plan_k`` chosen, horizon 10, width 16, margin 8)."""
+    from bento.planning_settings import CHOSEN_PLAN_K, PlanningSettings
+
+    try:
+        horizon, width, margin = text.split("/")
+        settings = PlanningSettings(
+            plan_k=CHOSEN_PLAN_K, plan_horizon=int(horizon), plan_width=int(width), plan_margin=float(margin)
+        )
+    except ValueError as err:
+        raise SystemExit(f"--setting {text!r}: give horizon/width/margin, e.g. 10/16/8 ({err})") from None
+    return settings.to_dict()
+
+
+def measure(planning: dict[str, Any], seeds: list[int], episodes: int, gate_rules: Path) -> dict[str, Any]:
+    """One planning setting over the 9 reference cells: per-cell summaries, gate verdicts and decision times."""
+    from ceenv.reference import SIZES, WORKLOADS
+    from flows.training.general import reference_files
+
+    REPORTS.clear()
+    cells = []
+    for size in SIZES:
+        for workload in WORKLOADS:
+            groups = evaluate_cells(
+                GENERAL, [reference_files(size, workload)], seeds, episodes, gate_label="planning", **planning
+            )
+            cells.append({"scenario": size, "workload": workload, **cell_summary([row(g, "planning") for g in groups])})
+    gates = gate_rows(gate_rules)
+    timing = decision_times_ms(GENERAL, TIMED_SIZE, "chain", **planning)
+    moves = [m for c in cells for m, _ in c["moves"].values()]
+    return {
+        "planning": planning,
+        "cells": cells,
+        "mean_fraction": statistics.fmean(f for c in cells for f in c["fractions"].values()),
+        "ge_greedy_cells": sum(c["ge_greedy"] for c in cells),
+        "moves_ok_cells": sum(c["moves_ok"] for c in cells),
+        "gate_passed_cells": sum(g["all_passed"] for g in gates),
+        "gate_failed": [f"{g['scenario']} {g['workload']}" for g in gates if not g["all_passed"]],
+        "mean_moves": statistics.fmean(moves),
+        "invalid": sum(c["invalid"] for c in cells),
+        "decision_ms": timing,
+    }
+
+
+def markdown_blocks(results: list[dict[str, Any]]) -> list[str]:
+    from bento.planning_settings import PlanningSettings
+
+    chosen = PlanningSettings.chosen().to_dict()
+    rows = []
+    for r in results:
+        p = r["planning"]
+        label = f"{p['plan_horizon']} / {p['plan_width']} / {p['plan_margin']:g}" + (
+            " (default)" if p == chosen else ""
+        )
+        groups = sum(policy <= greedy + 1 for c in r["cells"] for policy, greedy in c["moves"].values())
+        rows.append(
+            [
+                label,
+                f"{r['mean_fraction']:.3f}",
+                f"{r['ge_greedy_cells']}/9",
+                f"{r['moves_ok_cells']}/9 ({groups}/27)",
+                f"{r['mean_moves']:.1f}",
+                f"{r['gate_passed_cells']}/9",
+                r["invalid"],
+                f"{r['decision_ms']['p50_ms']:.1f} / {r['decision_ms']['p99_ms']:.1f}",
+            ]
+        )
+    header = [
+        "horizon / width / margin",
+        "mean fraction of best-known (27 groups)",
+        "cells ≥ greedy",
+        "cells (groups) with moves ≤ greedy + 1",
+        "moves per episode",
+        "default gate passes",
+        "invalid",
+        f"decision ms p50 / p99 ({TIMED_SIZE})",
+    ]
+    failed = "; ".join(f"{r['planning']['plan_horizon']}/{r['planning']['plan_width']}/"
+                       f"{r['planning']['plan_margin']:g}: {', '.join(r['gate_failed']) or 'none'}" for r in results)  # fmt: skip
+    return [table(header, rows, "lrrrrrrr"), f"Cells the default gate refuses, per setting: {failed}."]
+
+
+def write(args: argparse.Namespace, run: dict[str, Any], how: str = "") -> None:
+    """planning.md from a run's record (``planning.json``)."""
+    results, seeds = run["results"], run.get("seeds", list(range(args.seeds)))
+    note = (
+        f" ({run['wall_seconds']:.0f} s in all{how}). The general policy `data/policies/general-v4` with planning "
+        f"(plan_k {results[0]['planning']['plan_k']}), every reference cell, seeds {seeds} x "
+        f"{run.get('episodes', args.episodes)} episodes "
+        "per family (steady, node failure, surge); cells count (size, workload) pairs whose every family meets the "
+        "target, groups count (cell, family) pairs"
+    )
+    write_tables(args.out / "planning.md", "bench_planning.py", markdown_blocks(results), note=note)
+    print((args.out / "planning.md").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--setting", action="append", help=f"horizon/width/margin (repeatable; default: {' '.join(DEFAULT_SETTINGS)})."
+    )
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--episodes", type=int, default=4)
+    parser.add_argument("--gate-rules", type=Path, default=ROOT / "data" / "gate" / "default.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "planning")
+    parser.add_argument("--tables", action="store_true", help="Rewrite planning.md from planning.json; no run.")
+    args = parser.parse_args()
+    if args.tables:
+        write(args, json.loads((args.out / "planning.json").read_text()), ", rewritten from planning.json")
+        return
+    import torch
+
+    torch.set_num_threads(1)
+    began = time.perf_counter()
+    seeds = list(range(args.seeds))
+    results = []
+    for text in args.setting or DEFAULT_SETTINGS:
+        planning = parse_setting(text)
+        print(f"planning {text} …", flush=True)
+        results.append(measure(planning, seeds, args.episodes, args.gate_rules))
+        print(f"  mean fraction {results[-1]['mean_fraction']:.3f}", flush=True)
+    run = {"wall_seconds": time.perf_counter() - began, "seeds": seeds, "episodes": args.episodes, "results": results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "planning.json").write_text(json.dumps(run, indent=1))
+    write(args, run)
+
+
+if __name__ == "__main__":
+    main()

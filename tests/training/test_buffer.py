@@ -1,0 +1,54 @@
+"""Size-grouped minibatches (flows.training.buffer): every sample once per epoch, one cluster size per minibatch."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from flows.training.buffer import SizeGroupedRolloutBuffer, grouped_order, used_pairs, used_rows
+from tests.conftest import scenario_dir, workload_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_used_rows_is_one_past_the_last_present_row() -> None:
+    present = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=float)
+    assert used_rows(present).tolist() == [2, 3, 0, 4]
+
+
+def test_every_sample_is_drawn_once_and_each_minibatch_holds_one_size() -> None:
+    rng = np.random.default_rng(3)
+    sizes = rng.permutation(np.repeat([147, 377, 703, 112], 64))  # four clusters, 64 samples each
+    batches = grouped_order(sizes, 32, rng)
+    drawn = np.concatenate(batches)
+    assert sorted(drawn.tolist()) == list(range(sizes.size))
+    assert all(np.unique(sizes[batch]).size == 1 for batch in batches)
+    assert len({int(sizes[batch][0]) for batch in batches[:4]}) > 1, "minibatch order is shuffled, not by size"
+
+
+def test_a_mixed_rollout_trains_each_cluster_size_in_its_own_minibatches(tmp_path: Path) -> None:
+    """Across 7-21 and 19-37, a minibatch holds one cluster's samples; a saved policy does not name the buffer."""
+    from bento.artefact import TRAINING_STATE
+    from flows.training.config import load_train_config
+    from flows.training.envs import make_vec_env
+    from flows.training.trainer import build_model
+
+    clusters = [(scenario_dir("7-21"), workload_file("chain")), (scenario_dir("19-37"), workload_file("chain"))]
+    config = load_train_config(
+        ROOT / "data" / "train" / "general.json", n_envs=4, n_steps=64, batch_size=64, group_minibatches=True
+    )
+    model = build_model(config, make_vec_env(*clusters[0], config, clusters), None)
+    assert isinstance(model.rollout_buffer, SizeGroupedRolloutBuffer)
+    model.learn(256)
+    small = 7 * 21  # a 19-37 observation spans at least 19 nodes x 29 slots (its last service has a pod)
+    kinds = [
+        {bool(size <= small) for size in used_pairs(batch.observations.numpy(), config.max_nodes, config.max_slots)}
+        for batch in model.rollout_buffer.get(config.batch_size)
+    ]
+    assert kinds.count({True}) == 2 and kinds.count({False}) == 2, kinds
+
+    model.save(str(tmp_path / "policy.zip"), exclude=list(TRAINING_STATE))
+    with zipfile.ZipFile(tmp_path / "policy.zip") as archive:
+        assert b"flows.training" not in archive.read("data"), "a bento could not unpickle a training-side class"
