@@ -7,9 +7,14 @@ large cluster and pays the largest cluster's N x P pair tensor for every sample 
 :class:`SizeGroupedRolloutBuffer` keeps each epoch a random permutation of the rollout (every
 sample once, as SB3 does) but orders it by the sample's used size (pairs of the nodes and slots in
 use, ties in random order) before cutting it into minibatches, then shuffles the minibatches: a
-minibatch of 7-node observations costs a 7-node forward and backward pass. Used by
-:func:`flows.training.trainer.build_model` for ``policy: pod_node`` when ``TrainConfig.group_minibatches``
-is on (``data/train/general.json``); ``benchmarks/bench_training.py --throughput`` measures both.
+minibatch of 7-node observations costs a 7-node forward and backward pass.
+
+A minibatch now holds one or two clusters, so PPO's per-minibatch advantage normalisation would
+become a per-cluster one (a cluster whose moves matter little would weigh as much as one whose
+moves matter a lot). The buffer therefore normalises the advantages once over the whole rollout,
+and :func:`flows.training.trainer.build_model` turns MaskablePPO's own normalisation off
+(``normalize_advantage=False``) when it uses this buffer (``TrainConfig.group_minibatches``, on in
+``data/train/general.json``). ``benchmarks/bench_training.py --throughput`` measures both buffers.
 """
 
 from __future__ import annotations
@@ -22,25 +27,28 @@ from sb3_contrib.common.maskable.buffers import MaskableRolloutBuffer, MaskableR
 
 from ceenv.layout import NODE_FEATURES, SLOT_FEATURES
 
+_FLATTENED = ("observations", "actions", "values", "log_probs", "advantages", "returns", "action_masks")
 
-def used_rows(present: np.ndarray) -> np.ndarray:
+
+def count_used_rows(present: np.ndarray) -> np.ndarray:
     """Per row of ``present`` ``(S, R)``: 1 + the last index whose flag is set (0 when none is)."""
     flags = present != 0
     last = present.shape[1] - np.argmax(flags[:, ::-1], axis=1)
-    return np.where(flags.any(axis=1), last, 0)
+    counts: np.ndarray = np.where(flags.any(axis=1), last, 0)
+    return counts
 
 
-def used_pairs(observations: np.ndarray, max_nodes: int, max_slots: int) -> np.ndarray:
+def count_used_pairs(observations: np.ndarray, max_nodes: int, max_slots: int) -> np.ndarray:
     """Per version-4 observation ``(S, D)``: the pair count its used node and slot rows span."""
     count = observations.shape[0]
     node_end = max_nodes * NODE_FEATURES
     nodes = observations[:, :node_end].reshape(count, max_nodes, NODE_FEATURES)[..., 0]
     slots = observations[:, node_end : node_end + max_slots * SLOT_FEATURES].reshape(count, max_slots, SLOT_FEATURES)
-    pairs: np.ndarray = used_rows(nodes) * used_rows(slots[..., 0])
+    pairs: np.ndarray = count_used_rows(nodes) * count_used_rows(slots[..., 0])
     return pairs
 
 
-def grouped_order(sizes: np.ndarray, batch_size: int, generator: Any = np.random) -> list[np.ndarray]:
+def order_minibatches(sizes: np.ndarray, batch_size: int, generator: Any = np.random) -> list[np.ndarray]:
     """Minibatch index arrays: a random permutation sorted by ``sizes`` (stable), cut, then shuffled."""
     permutation = generator.permutation(sizes.shape[0])
     ordered = permutation[np.argsort(sizes[permutation], kind="stable")]
@@ -49,19 +57,21 @@ def grouped_order(sizes: np.ndarray, batch_size: int, generator: Any = np.random
 
 
 class SizeGroupedRolloutBuffer(MaskableRolloutBuffer):
-    """``MaskableRolloutBuffer`` with minibatches grouped by the observations' used size (version 4)."""
+    """``MaskableRolloutBuffer`` with minibatches grouped by used size and advantages normalised per rollout."""
 
     def __init__(self, *args: Any, max_nodes: int, max_slots: int, **kwargs: Any) -> None:
         self.max_nodes, self.max_slots = max_nodes, max_slots
+        self.sizes = np.zeros(0, dtype=np.int64)
         super().__init__(*args, **kwargs)
 
     def get(self, batch_size: int | None = None) -> Generator[MaskableRolloutBufferSamples, None, None]:  # type: ignore[override]
         assert self.full, "the rollout buffer is read only once it is full"
-        if not self.generator_ready:
-            for name in ("observations", "actions", "values", "log_probs", "advantages", "returns", "action_masks"):
+        if not self.generator_ready:  # once per rollout (PPO calls get() once per epoch)
+            for name in _FLATTENED:
                 self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
+            self.sizes = count_used_pairs(self.observations, self.max_nodes, self.max_slots)
+            self.advantages = (self.advantages - self.advantages.mean()) / (self.advantages.std() + 1e-8)
             self.generator_ready = True
         total = self.buffer_size * self.n_envs
-        sizes = used_pairs(self.observations.reshape(total, -1), self.max_nodes, self.max_slots)
-        for indices in grouped_order(sizes, total if batch_size is None else batch_size):
+        for indices in order_minibatches(self.sizes, total if batch_size is None else batch_size):
             yield self._get_samples(indices)

@@ -61,7 +61,12 @@ def build_model(config: TrainConfig, venv: Any, tensorboard_dir: Path | None) ->
         from flows.training.buffer import SizeGroupedRolloutBuffer
 
         limits = {"max_nodes": config.max_nodes, "max_slots": config.max_slots}
-        buffer = {"rollout_buffer_class": SizeGroupedRolloutBuffer, "rollout_buffer_kwargs": limits}
+        # The buffer normalises the advantages over the whole rollout; per minibatch would be per cluster.
+        buffer = {
+            "rollout_buffer_class": SizeGroupedRolloutBuffer,
+            "rollout_buffer_kwargs": limits,
+            "normalize_advantage": False,
+        }
     model = MaskablePPO(
         policy_class,
         venv,

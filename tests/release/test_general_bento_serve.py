@@ -6,8 +6,8 @@ BentoML serves a *built* bento with its build-time arguments only and drops ``--
 (:mod:`bento.arguments`). The shipped general policy (trained on 13-29) is packaged in the
 session's private BentoML store twice: raw, and built to plan (its stored evaluation played that
 planner, as packaging demands); each is started on loopback for 7-21 ``chain``. Both are gated
-bentos that can serve any cluster, so they are deleted again afterwards: left in the store, they
-would be the incumbent of every later pipeline test in the session.
+bentos that can serve any cluster, so they are deleted again afterwards (``removed_afterwards``,
+tests/release/conftest.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +26,6 @@ pytestmark = pytest.mark.e2e
 
 GENERAL = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
 PLANNING = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0}
-
-
-@pytest.fixture
-def removed_afterwards() -> Iterator[list[str]]:
-    """Bento tags to delete, with their models, when the test ends (the store is left as found)."""
-    import bentoml
-
-    models_before = {str(model.tag) for model in bentoml.models.list()}
-    tags: list[str] = []
-    yield tags
-    for tag in tags:
-        model_tag = bentoml.bentos.get(tag).info.labels["model"]
-        bentoml.bentos.delete(tag)
-        still_used = any(b.info.labels.get("model") == model_tag for b in bentoml.bentos.list())
-        if model_tag not in models_before and not still_used:
-            bentoml.models.delete(model_tag)
 
 
 def _get(url: str) -> Any:

@@ -44,7 +44,7 @@ def test_a_refused_artefact_is_not_packaged_and_exits_3(evaluated_artefact: Path
 
 
 def test_a_passing_artefact_becomes_a_bento_labelled_with_its_verdict(
-    evaluated_artefact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    evaluated_artefact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, removed_afterwards: list[str]
 ) -> None:
     """A 256-step policy cannot pass real rules: the gate's verdict is replaced (the gate has its own tests).
 
@@ -62,6 +62,7 @@ def test_a_passing_artefact_becomes_a_bento_labelled_with_its_verdict(
     monkeypatch.setattr(flows.evaluation.gate, "gate", lambda report, incumbent, rules: passing)
     verdict, tag = release_artefact(evaluated_artefact, rules(tmp_path))
     assert verdict.passed and tag is not None
+    removed_afterwards.append(tag)
     labels = bentoml.bentos.get(tag).info.labels
     assert labels["gate"] == "passed" and labels["scenario"] == "7-21" and labels["workload"] == "aggregator_sequential"
     card = bentoml.models.get(labels["model"]).info.metadata
@@ -83,7 +84,7 @@ GENERAL = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v
 
 
 def test_a_report_of_the_planner_packages_a_bento_that_serves_that_planner(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, removed_afterwards: list[str]
 ) -> None:
     """``reach package --report`` of ``reach evaluate --plan-k``: the bento is built to plan exactly as judged."""
     import bentoml
@@ -103,6 +104,7 @@ def test_a_report_of_the_planner_packages_a_bento_that_serves_that_planner(
     monkeypatch.setattr(flows.evaluation.gate, "gate", lambda report, incumbent, rules: passing)
     _, tag = release_artefact(GENERAL, rules(tmp_path), path)
     assert tag is not None
+    removed_afterwards.append(tag)
     bento = bentoml.bentos.get(tag)
     assert bento.info.labels["plan_k"] == "2"
     built = {key: bento.info.args[key] for key in PLANNING_KEYS}

@@ -7,21 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.training.buffer import SizeGroupedRolloutBuffer, grouped_order, used_pairs, used_rows
+from flows.training.buffer import SizeGroupedRolloutBuffer, count_used_pairs, count_used_rows, order_minibatches
 from tests.conftest import scenario_dir, workload_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_used_rows_is_one_past_the_last_present_row() -> None:
+def test_count_used_rows_is_one_past_the_last_present_row() -> None:
     present = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=float)
-    assert used_rows(present).tolist() == [2, 3, 0, 4]
+    assert count_used_rows(present).tolist() == [2, 3, 0, 4]
 
 
 def test_every_sample_is_drawn_once_and_each_minibatch_holds_one_size() -> None:
     rng = np.random.default_rng(3)
     sizes = rng.permutation(np.repeat([147, 377, 703, 112], 64))  # four clusters, 64 samples each
-    batches = grouped_order(sizes, 32, rng)
+    batches = order_minibatches(sizes, 32, rng)
     drawn = np.concatenate(batches)
     assert sorted(drawn.tolist()) == list(range(sizes.size))
     assert all(np.unique(sizes[batch]).size == 1 for batch in batches)
@@ -40,11 +40,16 @@ def test_a_mixed_rollout_trains_each_cluster_size_in_its_own_minibatches(tmp_pat
         ROOT / "data" / "train" / "general.json", n_envs=4, n_steps=64, batch_size=64, group_minibatches=True
     )
     model = build_model(config, make_vec_env(*clusters[0], config, clusters), None)
-    assert isinstance(model.rollout_buffer, SizeGroupedRolloutBuffer)
+    assert isinstance(model.rollout_buffer, SizeGroupedRolloutBuffer) and not model.normalize_advantage
     model.learn(256)
+    advantages = model.rollout_buffer.advantages
+    assert abs(advantages.mean()) < 1e-6 and abs(advantages.std() - 1) < 1e-3, "normalised once over the rollout"
     small = 7 * 21  # a 19-37 observation spans at least 19 nodes x 29 slots (its last service has a pod)
     kinds = [
-        {bool(size <= small) for size in used_pairs(batch.observations.numpy(), config.max_nodes, config.max_slots)}
+        {
+            bool(size <= small)
+            for size in count_used_pairs(batch.observations.numpy(), config.max_nodes, config.max_slots)
+        }
         for batch in model.rollout_buffer.get(config.batch_size)
     ]
     assert kinds.count({True}) == 2 and kinds.count({False}) == 2, kinds
