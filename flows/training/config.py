@@ -42,7 +42,11 @@ class TrainConfig(BaseModel):
         "stepped as one numpy batch (ceenv.vector, fastest: one mask, move-gain and observation pass per step).",
     )
     torch_threads: int = Field(
-        1, ge=1, le=64, description="torch.set_num_threads for training (1 is fastest on 2 cores)."
+        1,
+        ge=1,
+        le=64,
+        description="torch.set_num_threads for training (on 2 cores 1 is fastest for the small networks, 2 for "
+        "the general pod_node config: benchmarks/results/training-13-29/throughput.md).",
     )
     learning_rate: float = Field(3e-4, gt=0, le=1, description="Adam learning rate (SB3 PPO default 3e-4).")
     n_steps: int = Field(2048, ge=2, description="Steps per env per rollout (SB3 default 2048).")
