@@ -79,7 +79,8 @@ class TrainConfig(BaseModel):
     group_minibatches: bool = Field(
         False,
         description="pod_node policy: cut each epoch's minibatches from the rollout ordered by cluster size "
-        "(flows.training.buffer), so a small cluster's samples are not padded to the largest one's in the batch.",
+        "(flows.training.buffer), so a small cluster's samples are not padded to the largest one's in the batch; "
+        "advantages are then normalised once per rollout instead of per minibatch.",
     )
     gain_scale: float = Field(
         2000.0,
