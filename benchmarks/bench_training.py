@@ -221,9 +221,9 @@ THROUGHPUT_SETTINGS = [
     ("general", "dummy", 16, 1, 128, 256, False),  # data/train/general.json until this round
     ("general", "batched", 16, 1, 128, 256, False),
     ("general", "batched", 64, 2, 32, 1024, False),
-    ("general", "dummy", 16, 1, 128, 256, True),  # data/train/general.json now: minibatches grouped by cluster size
+    ("general", "dummy", 16, 1, 128, 256, True),  # minibatches grouped by cluster size
     ("general", "batched", 16, 1, 128, 256, True),
-    ("general", "dummy", 16, 2, 128, 256, True),
+    ("general", "dummy", 16, 2, 128, 256, True),  # data/train/general.json now
 ]
 
 
