@@ -224,6 +224,9 @@ THROUGHPUT_SETTINGS = [
     ("general", "dummy", 16, 1, 128, 256, True),  # minibatches grouped by cluster size
     ("general", "batched", 16, 1, 128, 256, True),
     ("general", "dummy", 16, 2, 128, 256, True),  # data/train/general.json now
+    ("general", "batched", 64, 2, 32, 256, True),  # more envs stepped as one batch, same minibatches
+    ("general", "batched", 128, 2, 16, 256, True),
+    ("general", "batched", 256, 2, 8, 256, True),
 ]
 
 
@@ -294,7 +297,8 @@ def run_throughput(args: argparse.Namespace) -> None:
         f"Training throughput, MaskablePPO with PPO updates included ({args.throughput_steps} measured steps after "
         "4096 warm-up, 2 cores): `fast` = 13-29 aggregator_sequential, observation 3, gain-biased network; "
         "`general` = `data/train/general.json` across its 16 training clusters (observation 4, pod_node network, "
-        "measured conditions). Measured by `python benchmarks/bench_training.py --throughput`.",
+        "measured conditions). Measured by `python benchmarks/bench_training.py --throughput` on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         "| config | policy | obs | epochs | vec env | envs | torch threads | n_steps per env | batch size | "
         "minibatches grouped by size | env steps/s |",

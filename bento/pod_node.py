@@ -50,10 +50,18 @@ def _mlp(inputs: int, hidden: int) -> nn.Sequential:
 
 
 def _pool(rows: th.Tensor, present: th.Tensor) -> th.Tensor:
-    """Masked mean and max over the row axis (-2): ``(..., R, H)`` → ``(..., 2H)``."""
+    """Masked mean and max over the row axis (-2): ``(..., R, H)`` → ``(..., 2H)``; -1 for the max of no row.
+
+    ``rows`` are ReLU outputs (never negative) and ``present`` is 0 or 1, so the max over the
+    present rows is the max of ``rows * present``: one masked tensor serves both poolings.
+    """
     weight = present.unsqueeze(-1)
-    mean = (rows * weight).sum(-2) / weight.sum(-2).clamp(min=1.0)
-    top = rows.masked_fill(weight == 0, -1e4).amax(-2).clamp(min=-1.0)
+    masked = rows * weight
+    count = weight.sum(-2)
+    mean = masked.sum(-2) / count.clamp(min=1.0)
+    # max() backpropagates to one row per column (a scatter); amax() spreads over ties through a
+    # full-size mask and copy. Tied rows are equal pods on one node: the parameters' gradient is the same.
+    top = th.where(count > 0, masked.max(-2).values, -1.0)
     return th.cat([mean, top], dim=-1)
 
 
@@ -61,6 +69,16 @@ def _used(present: th.Tensor) -> int:
     """1 + the last row index present in any observation of the batch ``(B, R)`` (at least 1)."""
     rows = present.amax(0).nonzero()
     return int(rows.max().item()) + 1 if rows.numel() else 1
+
+
+def _present_first(present: th.Tensor) -> th.Tensor:
+    """Row indices ``(B, W)`` that list each observation's present rows first, in order; W = the most present.
+
+    An empty slot has no moves and is masked out of every pooling, so computing on the present
+    slots alone gives the same logits on every valid move and the same value.
+    """
+    width = max(int((present > 0).sum(1).max().item()), 1) if present.numel() else 1
+    return th.argsort((present > 0).to(th.uint8), dim=1, descending=True, stable=True)[:, :width]
 
 
 class PodNodeNet(nn.Module):
@@ -103,26 +121,33 @@ class PodNodeNet(nn.Module):
 
     def forward(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         nodes, slots, pairs = self.split(obs.float())
-        # Padding rows come last: compute on the part some observation of the batch uses (a
-        # 13-node cluster costs 13/40 of the node axis), then pad the logits back (masked anyway).
-        # An empty slot has no moves and is masked out of every pooling, so it counts as padding.
-        used_nodes, used_slots = _used(nodes[..., 0]), _used(slots[..., 0])
-        nodes, slots, pairs = nodes[:, :used_nodes], slots[:, :used_slots], pairs[:, :used_nodes, :used_slots]
+        # Padding node rows come last: compute on the nodes some observation of the batch uses (a
+        # 13-node cluster costs 13/40 of the node axis) and on the present slots only, gathered to
+        # the front (a 19-37 state holds about 21 pods in 37 slots), then scatter and pad the
+        # logits back (the rest is masked anyway).
+        used_nodes, order = _used(nodes[..., 0]), _present_first(slots[..., 0])
+        batch, width = order.shape
+        nodes = nodes[:, :used_nodes]
+        slots = slots.gather(1, order[..., None].expand(batch, width, slots.shape[-1]))
+        pairs = pairs[:, :used_nodes].gather(
+            2, order[:, None, :, None].expand(batch, used_nodes, width, pairs.shape[-1])
+        )
         node_present, slot_present = nodes[..., 0], slots[..., 0]
         node_emb, pod_emb = self.node_net(nodes), self.pod_net(slots)
         context = th.cat([_pool(node_emb, node_present), _pool(pod_emb, slot_present)], dim=-1)  # (B, 4H)
-        hidden = th.relu(
-            self.pair_node(node_emb).unsqueeze(2)
-            + self.pair_pod(pod_emb).unsqueeze(1)
-            + self.pair_feat(pairs)
-            + self.pair_context(context)[:, None, None, :]
-        )  # (B, N, P, H)
+        # The context enters through the node term (B, N, H) before it is broadcast to the pairs.
+        node_term = self.pair_node(node_emb) + self.pair_context(context).unsqueeze(1)
+        # Summed in place into the one (B, N, P, H) tensor the pair features' projection allocates.
+        hidden = self.pair_feat(pairs)
+        hidden += node_term.unsqueeze(2)
+        hidden += self.pair_pod(pod_emb).unsqueeze(1)
+        hidden = hidden.relu_()
         valid = pairs[..., 1].flatten(1)
         flat_hidden = hidden.flatten(1, 2)
         summary = th.cat([context, _pool(flat_hidden, valid)], dim=-1)
         used = self.pair_out(hidden).squeeze(-1) + self.log_gain_scale.exp() * pairs[..., 0] + self.move_bias
-        move_logits = used.new_zeros(used.shape[0], self.max_nodes, self.max_slots)
-        move_logits[:, :used_nodes, :used_slots] = used
+        logits = used.new_zeros(batch, used_nodes, self.max_slots).scatter(2, order[:, None].expand_as(used), used)
+        move_logits = nn.functional.pad(logits, (0, 0, 0, self.max_nodes - used_nodes))
         stop = self.stop_logit + self.stop_net(summary)
         return th.cat([move_logits.flatten(1), stop], dim=-1), self.value_net(summary)
 
@@ -171,16 +196,39 @@ class PodNodePolicy(MaskableActorCriticPolicy):
         distribution.distribution = MaskableCategorical(logits=logits, masks=action_masks, validate_args=False)
         return distribution
 
+    def _cropped(self, logits: th.Tensor, action_masks: Any) -> tuple[MaskableDistribution, int]:
+        """The masked distribution over the moves up to the batch's last valid one, plus STOP; and that width.
+
+        Moves are node-major, so on a 13-node cluster every valid move lies in the first 13 x P of the
+        40 x P padded moves. Leaving the masked tail out gives the same probabilities, log-probs and
+        entropy, at half the cost or less; in the cropped index space STOP is ``width``.
+        """
+        stop = logits.shape[1] - 1
+        masks = th.as_tensor(action_masks, dtype=th.bool, device=logits.device).reshape(logits.shape)
+        valid = masks[:, :stop].any(0).nonzero()
+        width = int(valid.max().item()) + 1 if valid.numel() else 0
+        keep = th.cat([logits[:, :width], logits[:, stop:]], dim=1), th.cat([masks[:, :width], masks[:, stop:]], dim=1)
+        return self._distribution(*keep), width
+
     def forward(self, obs: th.Tensor, deterministic: bool = False, action_masks: Any = None) -> Any:
         logits, values = self.net(obs)
-        distribution = self._distribution(logits, action_masks)
-        actions = distribution.get_actions(deterministic=deterministic)
-        return actions, values, distribution.log_prob(actions)
+        if action_masks is None:
+            distribution = self._distribution(logits, None)
+            actions = distribution.get_actions(deterministic=deterministic)
+            return actions, values, distribution.log_prob(actions)
+        distribution, width = self._cropped(logits, action_masks)
+        cropped = distribution.get_actions(deterministic=deterministic)
+        actions = th.where(cropped == width, logits.shape[1] - 1, cropped)
+        return actions, values, distribution.log_prob(cropped)
 
     def evaluate_actions(self, obs: th.Tensor, actions: th.Tensor, action_masks: Any = None) -> Any:
         logits, values = self.net(obs)
-        distribution = self._distribution(logits, action_masks)
-        return values, distribution.log_prob(actions), distribution.entropy()
+        if action_masks is None:
+            distribution = self._distribution(logits, None)
+            return values, distribution.log_prob(actions), distribution.entropy()
+        distribution, width = self._cropped(logits, action_masks)
+        cropped = th.where(actions == logits.shape[1] - 1, width, actions)
+        return values, distribution.log_prob(cropped), distribution.entropy()
 
     def get_distribution(self, obs: Any, action_masks: Any = None) -> MaskableDistribution:
         logits, _ = self.net(obs)

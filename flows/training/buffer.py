@@ -1,12 +1,13 @@
 """A MaskablePPO rollout buffer whose minibatches hold observations of similar cluster size.
 
 Observation version 4 pads every cluster to the same limits, and :class:`bento.pod_node.PodNodeNet`
-computes only on the node and slot rows that some observation of its batch uses. SB3 draws
+computes only on the node rows that some observation of its batch uses and on as many slots as the
+fullest observation of the batch holds pods. SB3 draws
 minibatches uniformly from the whole rollout, so across clusters every minibatch holds at least one
 large cluster and pays the largest cluster's N x P pair tensor for every sample in it.
 :class:`SizeGroupedRolloutBuffer` keeps each epoch a random permutation of the rollout (every
-sample once, as SB3 does) but orders it by the sample's used size (pairs of the nodes and slots in
-use, ties in random order) before cutting it into minibatches, then shuffles the minibatches: a
+sample once, as SB3 does) but orders it by the sample's used size (used node rows, then pods; ties
+in random order) before cutting it into minibatches, then shuffles the minibatches: a
 minibatch of 7-node observations costs a 7-node forward and backward pass.
 
 A minibatch now holds one or two clusters, so PPO's per-minibatch advantage normalisation would
@@ -38,14 +39,26 @@ def count_used_rows(present: np.ndarray) -> np.ndarray:
     return counts
 
 
-def count_used_pairs(observations: np.ndarray, max_nodes: int, max_slots: int) -> np.ndarray:
-    """Per version-4 observation ``(S, D)``: the pair count its used node and slot rows span."""
+def key_by_size(observations: np.ndarray, max_nodes: int, max_slots: int) -> np.ndarray:
+    """Per version-4 observation ``(S, D)``: a sort key, its used node rows first, then its pods.
+
+    A minibatch costs its most used node rows times its most pods; ordering by nodes first keeps
+    one cluster's samples together rather than mixing a small cluster full of pods with a large one.
+    """
     count = observations.shape[0]
     node_end = max_nodes * NODE_FEATURES
     nodes = observations[:, :node_end].reshape(count, max_nodes, NODE_FEATURES)[..., 0]
     slots = observations[:, node_end : node_end + max_slots * SLOT_FEATURES].reshape(count, max_slots, SLOT_FEATURES)
-    pairs: np.ndarray = count_used_rows(nodes) * count_used_rows(slots[..., 0])
-    return pairs
+    keys: np.ndarray = count_used_rows(nodes) * (max_slots + 1) + np.count_nonzero(slots[..., 0], axis=1)
+    return keys
+
+
+def _flatten(array: np.ndarray) -> np.ndarray:
+    """``(n_steps, n_envs, ...)`` → ``(n_steps * n_envs, ...)``, step-major: a view, where SB3's
+    ``swap_and_flatten`` copies (140 MB of observations per rollout of ``general.json``). The
+    minibatches are drawn from a permutation, so the order of the flat index does not matter."""
+    shape = array.shape if array.ndim >= 3 else (*array.shape, 1)
+    return array.reshape(shape[0] * shape[1], *shape[2:])
 
 
 def order_minibatches(sizes: np.ndarray, batch_size: int, generator: Any = np.random) -> list[np.ndarray]:
@@ -68,8 +81,8 @@ class SizeGroupedRolloutBuffer(MaskableRolloutBuffer):
         assert self.full, "the rollout buffer is read only once it is full"
         if not self.generator_ready:  # once per rollout (PPO calls get() once per epoch)
             for name in _FLATTENED:
-                self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
-            self.sizes = count_used_pairs(self.observations, self.max_nodes, self.max_slots)
+                self.__dict__[name] = _flatten(self.__dict__[name])
+            self.sizes = key_by_size(self.observations, self.max_nodes, self.max_slots)
             self.advantages = (self.advantages - self.advantages.mean()) / (self.advantages.std() + 1e-8)
             self.generator_ready = True
         total = self.buffer_size * self.n_envs

@@ -87,6 +87,12 @@ def build_model(config: TrainConfig, venv: Any, tensorboard_dir: Path | None) ->
         verbose=0,
         **buffer,
     )
+    if tensorboard_dir is None:
+        from stable_baselines3.common.logger import Logger
+
+        # SB3's default logger creates an empty /tmp/SB3-<date> folder on every learn(); this one
+        # keeps the recorded values in memory (the validation callback records its scores there).
+        model.set_logger(Logger(folder=None, output_formats=[]))
     if config.init_from is not None:
         _init_from(model, config.init_from)
     return model

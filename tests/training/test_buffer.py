@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.training.buffer import SizeGroupedRolloutBuffer, count_used_pairs, count_used_rows, order_minibatches
+from flows.training.buffer import SizeGroupedRolloutBuffer, count_used_rows, key_by_size, order_minibatches
 from tests.conftest import scenario_dir, workload_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,6 +16,21 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_count_used_rows_is_one_past_the_last_present_row() -> None:
     present = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=float)
     assert count_used_rows(present).tolist() == [2, 3, 0, 4]
+
+
+def test_the_size_key_orders_by_used_nodes_then_by_pods() -> None:
+    from ceenv.env import CloudEdgeEnv
+
+    keys = []
+    for size, seed in (("19-37", 0), ("7-21", 1), ("7-21", 2)):
+        env = CloudEdgeEnv(
+            scenario_dir(size), workload_file("chain"), observation_version=4, max_nodes=40, max_slots=80
+        )
+        obs, _ = env.reset(seed=seed)
+        pods = int(np.count_nonzero(env.simulator.slot_node >= 0))
+        keys.append((int(key_by_size(obs[None], 40, 80)[0]), env.layout.node_count, pods))
+    assert [key for key, _, _ in keys] == [nodes * 81 + pods for _, nodes, pods in keys]
+    assert sorted(keys)[-1][1] == 19, "any 19-node observation sorts after every 7-node one"
 
 
 def test_every_sample_is_drawn_once_and_each_minibatch_holds_one_size() -> None:
@@ -42,17 +57,14 @@ def test_a_mixed_rollout_trains_each_cluster_size_in_its_own_minibatches(tmp_pat
     model = build_model(config, make_vec_env(*clusters[0], config, clusters), None)
     assert isinstance(model.rollout_buffer, SizeGroupedRolloutBuffer) and not model.normalize_advantage
     model.learn(256)
+    limits = (config.max_nodes, config.max_slots)
     advantages = model.rollout_buffer.advantages
     assert abs(advantages.mean()) < 1e-6 and abs(advantages.std() - 1) < 1e-3, "normalised once over the rollout"
-    small = 7 * 21  # a 19-37 observation spans at least 19 nodes x 29 slots (its last service has a pod)
     kinds = [
-        {
-            bool(size <= small)
-            for size in count_used_pairs(batch.observations.numpy(), config.max_nodes, config.max_slots)
-        }
+        {int(key) // (config.max_slots + 1) for key in key_by_size(batch.observations.numpy(), *limits)}
         for batch in model.rollout_buffer.get(config.batch_size)
-    ]
-    assert kinds.count({True}) == 2 and kinds.count({False}) == 2, kinds
+    ]  # the used node rows of each minibatch's observations
+    assert sorted(map(sorted, kinds)) == [[7], [7], [19], [19]], kinds
 
     model.save(str(tmp_path / "policy.zip"), exclude=list(TRAINING_STATE))
     with zipfile.ZipFile(tmp_path / "policy.zip") as archive:

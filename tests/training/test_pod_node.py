@@ -136,3 +136,64 @@ def test_the_masked_distribution_is_sb3_contribs_with_one_normalisation() -> Non
     assert torch.allclose(ours.entropy(), reference.entropy())
     assert torch.equal(ours.mode(), reference.mode())
     assert not ours.distribution.probs[~masks].gt(1e-30).any(), "a masked action kept probability"
+
+
+def _mixed_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Observations and masks of 7-21, 19-37 and 13-29 states, padded to the same limits, in one batch."""
+    obs, masks = [], []
+    for size, seed in (("7-21", 0), ("19-37", 1), ("13-29", 2), ("19-37", 3), ("7-21", 4)):
+        env = CloudEdgeEnv(
+            scenario_dir(size), workload_file("chain"), observation_version=4, max_nodes=40, max_slots=80
+        )
+        observation, _ = env.reset(seed=seed)
+        obs.append(observation)
+        masks.append(env.action_masks())
+    return torch.tensor(np.array(obs)), torch.tensor(np.array(masks))
+
+
+def test_an_observation_scores_the_same_alone_and_in_a_batch_of_other_cluster_sizes() -> None:
+    """The network crops node rows and gathers present pods per batch; neither may change a state's scores."""
+    from bento.pod_node import PodNodeNet
+
+    obs, masks = _mixed_batch()
+    torch.manual_seed(2)
+    net = PodNodeNet(40, 80)
+    for parameter in net.parameters():  # away from the near-zero initial corrections, so every input counts
+        torch.nn.init.normal_(parameter, std=0.3)
+    with torch.no_grad():
+        logits, values = net(obs)
+        for i in range(obs.shape[0]):
+            alone, value = net(obs[i : i + 1])
+            valid = masks[i]
+            assert torch.allclose(logits[i][valid], alone[0][valid], atol=1e-4), i
+            assert torch.allclose(values[i], value[0], atol=1e-5), i
+    prior = PodNodeNet(40, 80)  # untrained: a valid move's logit is the gain prior, at the move's own index
+    with torch.no_grad():
+        logits, _ = prior(obs)
+        gains = obs[:, -40 * 80 * 5 :].reshape(-1, 40 * 80, 5)[..., 0]
+        expected = prior.log_gain_scale.exp() * gains + prior.move_bias
+    moves = masks[:, :-1]
+    assert moves.sum() > 100 and torch.allclose(logits[:, :-1][moves], expected[moves], atol=0.5)
+
+
+def test_training_uses_the_same_distribution_over_a_cropped_action_range() -> None:
+    """forward and evaluate_actions leave the masked tail of the padded moves out; log-probs and entropy stay."""
+    from sb3_contrib.common.maskable.distributions import MaskableCategorical
+
+    obs, masks = _mixed_batch()
+    small = obs[[0, 4]], masks[[0, 4]]  # two 7-node states: the cropped range ends inside node row 7
+    env = CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain"), observation_version=4, max_nodes=40, max_slots=80)
+    policy = _policy(env)
+    for batch, mask in ((obs, masks), small):
+        with torch.no_grad():
+            full = MaskableCategorical(logits=policy.net(batch)[0], masks=mask)
+            torch.manual_seed(5)
+            actions, _, log_prob = policy(batch, action_masks=mask.numpy())
+            _, evaluated, entropy = policy.evaluate_actions(batch, actions, action_masks=mask)
+            stop = torch.full_like(actions, mask.shape[1] - 1)
+            _, stop_log_prob, _ = policy.evaluate_actions(batch, stop, action_masks=mask)
+        assert mask[torch.arange(len(actions)), actions].all(), "a sampled action is a valid one, in the full index"
+        assert torch.allclose(log_prob, full.log_prob(actions), atol=1e-5)
+        assert torch.allclose(evaluated, full.log_prob(actions), atol=1e-5)
+        assert torch.allclose(stop_log_prob, full.log_prob(stop), atol=1e-5)
+        assert torch.allclose(entropy, full.entropy(), atol=1e-5)

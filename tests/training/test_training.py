@@ -134,3 +134,21 @@ def test_train_config_overrides_are_validated() -> None:
         load_train_config(DATA / "train" / "default.json", n_envs=-3)
     assert load_train_config(DATA / "train" / "default.json", seed=7).seed == 7
     assert isinstance(TINY, TrainConfig)
+
+
+def test_training_without_tensorboard_leaves_no_logger_folder_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SB3's default logger would create an empty SB3-<date> folder in the temp directory on every learn()."""
+    import tempfile
+
+    from flows.training.envs import make_vec_env
+    from flows.training.trainer import build_model
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    config = TINY.model_copy(update={"n_envs": 1, "n_steps": 64, "batch_size": 64, "n_epochs": 1})
+    model = build_model(config, make_vec_env(scenario_dir("7-21"), workload_file("chain"), config), None)
+    model.learn(64)
+    assert list(temp.glob("SB3-*")) == []
