@@ -135,6 +135,7 @@ def prepare_model(args: argparse.Namespace, home: Path) -> tuple[str, str]:
 def train_briefly(scenario_dir: Path, workload_file: Path, target: Path, steps: int) -> Path:
     import torch
     from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.logger import Logger
 
     from bento.artefact import describe, save_artefact
     from bento.network import GainBiasedPolicy
@@ -143,6 +144,7 @@ def train_briefly(scenario_dir: Path, workload_file: Path, target: Path, steps: 
     torch.set_num_threads(1)
     env = CloudEdgeEnv(scenario_dir, workload_file)  # the default observation and network, as `reach train`
     model = MaskablePPO(GainBiasedPolicy, env, n_steps=128, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    model.set_logger(Logger(folder=None, output_formats=[]))  # no /tmp/SB3-<date> folder
     model.learn(steps)
     metadata = describe(
         env.layout,

@@ -1,7 +1,7 @@
 """Shared fixtures: the reference scenarios and workloads shipped in data/, telemetry off, isolated state.
 
-REACH_HOME, BENTOML_HOME, PREFECT_HOME and the output folder live in one temporary directory for the
-whole session, so no test touches a developer's state; one Prefect test server serves every flow test.
+REACH_HOME, BENTOML_HOME, PREFECT_HOME, SB3's logger folder and the output folder live in one temporary
+directory for the whole session, so no test touches a developer's state; one Prefect test server serves every flow test.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ os.environ["REACH_HOME"] = str(_STATE / "reach")
 os.environ["BENTOML_HOME"] = str(_STATE / "bentoml")
 os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
 os.environ["REACH_OUT_DIR"] = str(_STATE / "out")
+os.environ["SB3_LOGDIR"] = str(_STATE / "sb3")  # SB3's default logger folder, else /tmp/SB3-<date> per learn()
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

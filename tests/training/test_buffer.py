@@ -19,18 +19,17 @@ def test_count_used_rows_is_one_past_the_last_present_row() -> None:
 
 
 def test_the_size_key_orders_by_used_nodes_then_by_pods() -> None:
-    from ceenv.env import CloudEdgeEnv
+    """A 7-node state full of pods sorts before a 19-node state with few, although its pairs are more."""
+    from ceenv.layout import NODE_FEATURES, SLOT_FEATURES
 
-    keys = []
-    for size, seed in (("19-37", 0), ("7-21", 1), ("7-21", 2)):
-        env = CloudEdgeEnv(
-            scenario_dir(size), workload_file("chain"), observation_version=4, max_nodes=40, max_slots=80
-        )
-        obs, _ = env.reset(seed=seed)
-        pods = int(np.count_nonzero(env.simulator.slot_node >= 0))
-        keys.append((int(key_by_size(obs[None], 40, 80)[0]), env.layout.node_count, pods))
-    assert [key for key, _, _ in keys] == [nodes * 81 + pods for _, nodes, pods in keys]
-    assert sorted(keys)[-1][1] == 19, "any 19-node observation sorts after every 7-node one"
+    obs = np.zeros((3, 40 * NODE_FEATURES + 80 * SLOT_FEATURES + 40 * 80 * 5), dtype=np.float32)
+    for row, (nodes, pods) in enumerate(((7, 21), (19, 5), (7, 4))):
+        obs[row, : nodes * NODE_FEATURES : NODE_FEATURES] = 1.0  # node rows present
+        first_slot = 40 * NODE_FEATURES
+        obs[row, first_slot : first_slot + pods * 2 * SLOT_FEATURES : 2 * SLOT_FEATURES] = 1.0  # every other slot
+    keys = key_by_size(obs, 40, 80)
+    assert keys.tolist() == [7 * 81 + 21, 19 * 81 + 5, 7 * 81 + 4]
+    assert np.argsort(keys).tolist() == [2, 0, 1]
 
 
 def test_every_sample_is_drawn_once_and_each_minibatch_holds_one_size() -> None:

@@ -176,6 +176,58 @@ def test_an_observation_scores_the_same_alone_and_in_a_batch_of_other_cluster_si
     assert moves.sum() > 100 and torch.allclose(logits[:, :-1][moves], expected[moves], atol=0.5)
 
 
+def _reference_scores(net: torch.nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pod×node scores the plain way: every padded node and slot row, masked_fill/amax pooling."""
+
+    def pool(rows: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        weight = present.unsqueeze(-1)
+        mean = (rows * weight).sum(-2) / weight.sum(-2).clamp(min=1.0)
+        return torch.cat([mean, rows.masked_fill(weight == 0, -1e4).amax(-2).clamp(min=-1.0)], dim=-1)
+
+    nodes, slots, pairs = net.split(obs)
+    node_emb, pod_emb = net.node_net(nodes), net.pod_net(slots)
+    context = torch.cat([pool(node_emb, nodes[..., 0]), pool(pod_emb, slots[..., 0])], dim=-1)
+    hidden = torch.relu(
+        net.pair_node(node_emb).unsqueeze(2)
+        + net.pair_pod(pod_emb).unsqueeze(1)
+        + net.pair_feat(pairs)
+        + net.pair_context(context)[:, None, None, :]
+    )
+    summary = torch.cat([context, pool(hidden.flatten(1, 2), pairs[..., 1].flatten(1))], dim=-1)
+    moves = net.pair_out(hidden).squeeze(-1) + net.log_gain_scale.exp() * pairs[..., 0] + net.move_bias
+    return torch.cat([moves.flatten(1), net.stop_logit + net.stop_net(summary)], dim=-1), net.value_net(summary)
+
+
+def test_the_network_scores_and_learns_as_the_plain_computation_over_every_padded_row() -> None:
+    """Cropping nodes, gathering pods, the fused poolings and the in-place sum change no score and no gradient."""
+    from bento.pod_node import PodNodeNet
+
+    obs, masks = _mixed_batch()
+    stuck = obs[:1].clone()  # a state without a valid move: the pair pooling has no row
+    stuck[0, -40 * 80 * 5 :].view(40 * 80, 5)[:, 1] = 0.0
+    stuck_mask = torch.zeros_like(masks[:1])
+    stuck_mask[0, -1] = True
+    obs, masks = torch.cat([obs, stuck]), torch.cat([masks, stuck_mask])
+    torch.manual_seed(3)
+    net = PodNodeNet(40, 80)
+    for parameter in net.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    weights = torch.randn(masks.shape) * masks  # a loss that reads every valid move's logit and STOP's
+    gradients = []
+    for score in (net, lambda o: _reference_scores(net, o)):
+        net.zero_grad()
+        logits, values = score(obs)
+        ((logits * weights).sum() + values.sum()).backward()
+        gradients.append({name: p.grad.clone() for name, p in net.named_parameters()})
+        if score is net:
+            fast = logits.detach()[masks], values.detach()
+        else:
+            assert torch.allclose(fast[0], logits.detach()[masks], rtol=1e-4, atol=1e-3)
+            assert torch.allclose(fast[1], values.detach(), atol=1e-4)
+    for name, grad in gradients[0].items():
+        assert torch.allclose(grad, gradients[1][name], rtol=1e-3, atol=1e-3), name
+
+
 def test_training_uses_the_same_distribution_over_a_cropped_action_range() -> None:
     """forward and evaluate_actions leave the masked tail of the padded moves out; log-probs and entropy stay."""
     from sb3_contrib.common.maskable.distributions import MaskableCategorical
@@ -184,7 +236,9 @@ def test_training_uses_the_same_distribution_over_a_cropped_action_range() -> No
     small = obs[[0, 4]], masks[[0, 4]]  # two 7-node states: the cropped range ends inside node row 7
     env = CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain"), observation_version=4, max_nodes=40, max_slots=80)
     policy = _policy(env)
-    for batch, mask in ((obs, masks), small):
+    stop_only = torch.zeros_like(masks[:2])
+    stop_only[:, -1] = True  # no valid move: the cropped range is STOP alone
+    for batch, mask in ((obs, masks), small, (obs[:2], stop_only)):
         with torch.no_grad():
             full = MaskableCategorical(logits=policy.net(batch)[0], masks=mask)
             torch.manual_seed(5)
