@@ -84,7 +84,7 @@ def train_command(
 
 
 def train_general_command(
-    out: Annotated[Path, typer.Option(help="Run directory: policy/ artefact, training_curve.csv.")],
+    out: Annotated[Path, typer.Option(help="Run directory: policy/ artefact, tensorboard/, training_curve.csv.")],
     config: Annotated[Path, typer.Option(help="Training config (observation 4, pod_node).")] = Path(
         "data/train/general.json"
     ),
@@ -92,15 +92,25 @@ def train_general_command(
     validation: Annotated[int, typer.Option(help="Held-out generated clusters in validation.")] = 3,
     max_wall_seconds: Annotated[float | None, typer.Option(help="Override max_wall_seconds.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override seed.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    tensorboard: Annotated[
+        bool, typer.Option(help="Write TensorBoard logs (validation scores included) under <out>/tensorboard.")
+    ] = True,
 ) -> None:
-    """Train the general (size-agnostic) policy across REACH's 3 sizes x 3 workloads and generated clusters."""
+    """Train the general (size-agnostic) policy across REACH's 3 sizes x 3 workloads and generated clusters.
+
+    <out>/training_curve.csv is rewritten after every validation, so a running job can be watched;
+    Ctrl-C stops cleanly and keeps the best model so far.
+    """
     from flows.training import ConfigError, load_train_config
     from flows.training.general import train_general
 
     overrides = {k: v for k, v in {"max_wall_seconds": max_wall_seconds, "seed": seed}.items() if v is not None}
     try:
         cfg = load_train_config(config, **overrides)
-        result = train_general(cfg, out, generated_count=generated, validation_count=validation)
+        result = train_general(
+            cfg, out, generated_count=generated, validation_count=validation, progress=progress, tensorboard=tensorboard
+        )
     except (ConfigError, ValueError) as err:
         raise _fail(str(err)) from None
     typer.echo(

@@ -12,7 +12,6 @@ training cleanly: the best model so far becomes the artefact. The artefact
 from __future__ import annotations
 
 import contextlib
-import csv
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -169,7 +168,9 @@ def train(
     try:
         model = build_model(config, venv, out / "tensorboard" if tensorboard else None)
         best_path = out / "best_model.zip"
-        callback = ValidationCallback(validator, config.eval_freq_steps, best_path, started, config.max_wall_seconds)
+        callback = ValidationCallback(
+            validator, config.eval_freq_steps, best_path, started, config.max_wall_seconds, out / CURVE_FILE
+        )
         callback.init_callback(model)
         interrupted = _learn(model, config, callback, progress)
         if not callback.state.curve or callback.state.curve[-1].timesteps != model.num_timesteps:
@@ -195,8 +196,10 @@ def _finish(
     trained_on: list[list[str]],
 ) -> TrainResult:
     """Write the learning curve and the artefact (from the best model); build the result."""
+    from flows.training.validation import write_curve
+
+    write_curve(out / CURVE_FILE, state.curve)
     curve = [asdict(p) for p in state.curve]
-    _write_curve(out / CURVE_FILE, curve)
     timesteps = int(model.num_timesteps)
     summary = {
         "timesteps": timesteps,
@@ -230,13 +233,6 @@ def _close(venv: Any) -> None:
     # After Ctrl-C the SubprocVecEnv workers got the signal too and may already be gone.
     with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
         venv.close()
-
-
-def _write_curve(file: Path, curve: list[dict[str, Any]]) -> None:
-    with file.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(curve[0]) if curve else ["wall_seconds"])
-        writer.writeheader()
-        writer.writerows(curve)
 
 
 def _save(

@@ -4,14 +4,15 @@
 (:func:`flows.evaluation.seeds.validation_seed`), computes each state's best-known reduction once,
 and then scores any decision function by the fraction of the best-known reduction it achieves
 (ratio of sums). :class:`ValidationCallback` is the SB3 callback that scores the model every
-``eval_freq_steps``, logs to TensorBoard, records the learning curve against wall time, saves the
-best model and stops at the wall-time limit. Used by :mod:`flows.training.trainer`.
+``eval_freq_steps``, logs to TensorBoard, records the learning curve against wall time (and rewrites
+it as CSV after every point, when given a file), saves the best model and stops at the wall-time limit. Used by :mod:`flows.training.trainer`.
 """
 
 from __future__ import annotations
 
+import csv
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,15 @@ class CurvePoint:
     moves_per_episode: float
 
 
+def write_curve(file: Path, curve: list[CurvePoint]) -> None:
+    """The learning curve as CSV, one row per validation (header only when there is none yet)."""
+    names = list(CurvePoint.__dataclass_fields__)
+    with file.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(asdict(point) for point in curve)
+
+
 @dataclass
 class ValidationState:
     """What the callback learned so far; read by the trainer after ``learn`` returns or is interrupted."""
@@ -113,8 +123,10 @@ class ValidationCallback(BaseCallback):
         best_path: Path,
         started: float,
         max_wall_seconds: float | None,
+        curve_file: Path | None = None,
     ) -> None:
         super().__init__()
+        self.curve_file = curve_file
         self.validator = validator
         self.eval_freq_steps = eval_freq_steps
         self.best_path = best_path
@@ -134,6 +146,8 @@ class ValidationCallback(BaseCallback):
             score.moves_per_episode,
         )
         self.state.curve.append(point)
+        if self.curve_file is not None:  # rewritten after every validation: a running job can be watched
+            write_curve(self.curve_file, self.state.curve)
         for key in ("fraction_of_best_known", "reduction_pct", "moves_per_episode"):
             self.logger.record(f"validation/{key}", getattr(point, key))
         self.logger.record("validation/wall_seconds", point.wall_seconds)

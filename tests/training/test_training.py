@@ -152,3 +152,24 @@ def test_training_without_tensorboard_leaves_no_logger_folder_behind(
     model = build_model(config, make_vec_env(scenario_dir("7-21"), workload_file("chain"), config), None)
     model.learn(64)
     assert list(temp.glob("SB3-*")) == []
+
+
+@pytest.mark.slow
+def test_the_learning_curve_file_grows_while_training_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """training_curve.csv is rewritten after every validation, so a long run can be watched as it goes."""
+    import csv
+
+    from flows.training import validation
+
+    original = validation.ValidationCallback.validate
+    rows_seen: list[int] = []
+
+    def validate_then_read(self: validation.ValidationCallback) -> None:
+        original(self)
+        with (tmp_path / "training_curve.csv").open() as handle:
+            rows_seen.append(len(list(csv.DictReader(handle))))
+
+    monkeypatch.setattr(validation.ValidationCallback, "validate", validate_then_read)
+    config = TINY.model_copy(update={"total_timesteps": 6144, "eval_freq_steps": 2048})
+    train(config, scenario_dir("7-21"), workload_file("chain"), tmp_path, progress=False, tensorboard=False)
+    assert rows_seen == list(range(1, len(rows_seen) + 1)) and len(rows_seen) >= 3
