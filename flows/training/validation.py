@@ -5,7 +5,8 @@
 and then scores any decision function by the fraction of the best-known reduction it achieves
 (ratio of sums). :class:`ValidationCallback` is the SB3 callback that scores the model every
 ``eval_freq_steps``, logs to TensorBoard, records the learning curve against wall time (and rewrites
-it as CSV after every point, when given a file), saves the best model and stops at the wall-time limit. Used by :mod:`flows.training.trainer`.
+it as CSV after every point, when given a file), saves the best model and stops at the wall-time
+limit. Used by :mod:`flows.training.trainer`.
 """
 
 from __future__ import annotations
@@ -85,12 +86,16 @@ class CurvePoint:
 
 
 def write_curve(file: Path, curve: list[CurvePoint]) -> None:
-    """The learning curve as CSV, one row per validation (header only when there is none yet)."""
-    names = list(CurvePoint.__dataclass_fields__)
-    with file.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=names)
+    """The learning curve as CSV, one row per validation (header only when there is none yet).
+
+    Written beside ``file`` and renamed over it, so a reader never sees half a file.
+    """
+    partial = file.with_name(file.name + ".partial")
+    with partial.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(CurvePoint.__dataclass_fields__))
         writer.writeheader()
         writer.writerows(asdict(point) for point in curve)
+    partial.replace(file)
 
 
 @dataclass
