@@ -201,9 +201,12 @@ class PodNodePolicy(MaskableActorCriticPolicy):
 
         Moves are node-major, so on a 13-node cluster every valid move lies in the first 13 x P of the
         40 x P padded moves. Leaving the masked tail out gives the same probabilities, log-probs and
-        entropy, at half the cost or less; in the cropped index space STOP is ``width``.
+        entropy, at half the cost or less; in the cropped index space STOP is ``width`` (no masks:
+        every action counts, nothing is cropped and ``width`` is STOP's own index).
         """
         stop = logits.shape[1] - 1
+        if action_masks is None:
+            return self._distribution(logits, None), stop
         masks = th.as_tensor(action_masks, dtype=th.bool, device=logits.device).reshape(logits.shape)
         valid = masks[:, :stop].any(0).nonzero()
         width = int(valid.max().item()) + 1 if valid.numel() else 0
@@ -212,10 +215,6 @@ class PodNodePolicy(MaskableActorCriticPolicy):
 
     def forward(self, obs: th.Tensor, deterministic: bool = False, action_masks: Any = None) -> Any:
         logits, values = self.net(obs)
-        if action_masks is None:
-            distribution = self._distribution(logits, None)
-            actions = distribution.get_actions(deterministic=deterministic)
-            return actions, values, distribution.log_prob(actions)
         distribution, width = self._cropped(logits, action_masks)
         cropped = distribution.get_actions(deterministic=deterministic)
         actions = th.where(cropped == width, logits.shape[1] - 1, cropped)
@@ -223,9 +222,6 @@ class PodNodePolicy(MaskableActorCriticPolicy):
 
     def evaluate_actions(self, obs: th.Tensor, actions: th.Tensor, action_masks: Any = None) -> Any:
         logits, values = self.net(obs)
-        if action_masks is None:
-            distribution = self._distribution(logits, None)
-            return values, distribution.log_prob(actions), distribution.entropy()
         distribution, width = self._cropped(logits, action_masks)
         cropped = th.where(actions == logits.shape[1] - 1, width, actions)
         return values, distribution.log_prob(cropped), distribution.entropy()

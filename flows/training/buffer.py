@@ -54,9 +54,11 @@ def key_by_size(observations: np.ndarray, max_nodes: int, max_slots: int) -> np.
 
 
 def _flatten(array: np.ndarray) -> np.ndarray:
-    """``(n_steps, n_envs, ...)`` → ``(n_steps * n_envs, ...)``, step-major: a view, where SB3's
-    ``swap_and_flatten`` copies (140 MB of observations per rollout of ``general.json``). The
-    minibatches are drawn from a permutation, so the order of the flat index does not matter."""
+    """``(n_steps, n_envs, ...)`` → ``(n_steps * n_envs, ...)``, step-major, as a view.
+
+    SB3's ``swap_and_flatten`` copies instead (140 MB of observations per rollout of ``general.json``).
+    The minibatches are drawn from a permutation, so the order of the flat index does not matter.
+    """
     shape = array.shape if array.ndim >= 3 else (*array.shape, 1)
     return array.reshape(shape[0] * shape[1], *shape[2:])
 
