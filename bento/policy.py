@@ -281,7 +281,10 @@ class Policy:
             extras["predicted_latency_before_ms"] = before
         decoded = decode_action(self.layout, action) if 0 <= action < self.layout.action_count else None
         if decoded is None or not encoded.mask[action]:
-            reason = "policy chose STOP" if action == self.layout.stop_action else "policy chose an invalid move"
+            decider = "planner" if self.planning.active else "policy"
+            reason = (
+                f"{decider} chose STOP" if action == self.layout.stop_action else f"{decider} chose an invalid move"
+            )
             return ActionResponse.stop(stop_reason=reason, **extras)
         return self._move(encoded, decoded, before, extras)
 

@@ -33,7 +33,7 @@ from bento.policy import Policy
 from bento.served import describe
 from bento.store import MODEL_NAME, load_policy
 from ceenv.payload import PayloadError
-from ceenv.schema import ActionRequest, ActionResponse, ClusterState, Name
+from ceenv.schema import ActionRequest, ActionResponse, ClusterState, MeasuredConditions, Name
 
 logger = logging.getLogger("bentoml.service.reach")
 
@@ -111,13 +111,27 @@ class PolicyService:
         self,
         cluster_state: ClusterState,
         pod_deployable: dict[Name, list[Name]] = Field(default_factory=dict),  # noqa: B008 - BentoML's way to give an API field a default
+        measured: MeasuredConditions = Field(default_factory=MeasuredConditions),  # noqa: B008 - as above
     ) -> ActionResponse:
-        """The REACH request (``cluster_state``, ``pod_deployable``) → ``pod_name``, ``target_node``, ``is_stop``."""
-        request = ActionRequest(cluster_state=cluster_state, pod_deployable=pod_deployable)
+        """The REACH request (``cluster_state``, ``pod_deployable``, optional ``measured``) → ``pod_name``, ``target_node``, ``is_stop``.
+
+        Every top-level field of :class:`ceenv.schema.ActionRequest` must be a parameter here:
+        BentoML builds the API's input model from this signature and drops any other key. An absent
+        ``measured`` block arrives as an empty one (the OpenAPI 3.0 document has no ``null``) and
+        means, as an empty block does, that nothing was measured: the nominal network.
+        """
+        block = measured if measured.model_fields_set or measured.model_extra else None
+        request = ActionRequest(cluster_state=cluster_state, pod_deployable=pod_deployable, measured=block)
         try:
             return self.policy.decide(request)
         except PayloadError as err:
-            message = f"{err}; fix the request or serve a model trained for this cluster"
+            if self.policy.layout.padded:  # a general policy serves any cluster named at serve time
+                fix = (
+                    "serve the scenario this cluster runs (--scenario DIR --workload FILE; max-replica bounds the pods)"
+                )
+            else:
+                fix = "serve a model trained for this cluster"
+            message = f"{err}; fix the request or {fix}"
             raise InvalidPayload(bounded(message, MAX_QUOTED_CHARS)) from None
 
     @metadata_app.get("/metadata")

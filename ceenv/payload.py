@@ -25,7 +25,13 @@ from ceenv.latency import (
 )
 from ceenv.layout import BoolArray, FloatArray, IntArray, Layout
 from ceenv.scenario import Scenario
-from ceenv.schema import BYTES_PER_GIB, MEASURED_SCHEMA_VERSION, ActionRequest, MeasuredConditions
+from ceenv.schema import (
+    BYTES_PER_GIB,
+    MAX_MEASURED_UTILIZATION,
+    MEASURED_SCHEMA_VERSION,
+    ActionRequest,
+    MeasuredConditions,
+)
 
 
 class PayloadError(ValueError):
@@ -90,6 +96,10 @@ def state_from_request(layout: Layout, request: ActionRequest, scenario: Scenari
             raise PayloadError(
                 f"cluster_state.services: unknown service {key!r}; the model knows {list(layout.service_names)}"
             )
+        if service.service_name != key:
+            raise PayloadError(
+                f"cluster_state.services.{key}.service_name is {service.service_name!r}, expected {key!r}"
+            )
         s = service_index[key]
         if len(service.pods) > layout.service_slots[s]:
             raise PayloadError(
@@ -148,12 +158,20 @@ def network_from_measured(scenario: Scenario, measured: MeasuredConditions) -> N
             delay[i, node(target, f"node_delay_ms.{source}")] = value
     utilization = nominal.utilization.copy()
     for name, value in measured.node_utilization.items():
-        utilization[node(name, "node_utilization")] = value
+        utilization[node(name, "node_utilization")] = min(value, MAX_MEASURED_UTILIZATION)
     bits = available_bits_per_s(scenario, utilization)
     for name, mbps in measured.bandwidth_mbps.items():
         i = node(name, "bandwidth_mbps")
         bits[i] = mbps * 1e6 * (1.0 - utilization[i])
-    return network_from_parts(delay, bits)
+    with np.errstate(over="ignore", divide="ignore"):  # an overflow is refused just below, by node
+        network = network_from_parts(delay, bits)
+    if not (np.isfinite(network.delay_ms).all() and np.isfinite(network.ms_per_byte).all()):
+        slow = [scenario.node_names[i] for i in np.flatnonzero(~np.isfinite(network.ms_per_byte).all(axis=1))]
+        raise PayloadError(
+            f"measured: the network costs are not finite (nodes {slow}); send bandwidth_mbps >= 0.001 and "
+            "node_utilization in [0, 1]"
+        )
+    return network
 
 
 def measured_from_conditions(scenario: Scenario, conditions: Conditions) -> dict[str, Any]:

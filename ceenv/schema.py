@@ -21,11 +21,17 @@ MAX_NAME_CHARS = 253  # a Kubernetes object name (DNS subdomain) is at most 253 
 MEASURED_SCHEMA_VERSION = 2
 MAX_MEASURED_DELAY_MS = 600_000.0  # ten minutes: anything longer is a broken probe, not a delay
 MAX_MEASURED_BANDWIDTH_MBPS = 1e7  # 10 Tbit/s
+MIN_MEASURED_BANDWIDTH_MBPS = 1e-3  # 1 kbit/s: below it the transfer costs overflow (a broken probe, not a link)
 
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
 DelayMs = Annotated[float, Field(ge=0, le=MAX_MEASURED_DELAY_MS, allow_inf_nan=False)]
-Utilization = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
-BandwidthMbps = Annotated[float, Field(gt=0, le=MAX_MEASURED_BANDWIDTH_MBPS, allow_inf_nan=False)]
+# Inclusive bounds only: OpenAPI 3.0 (the service's document) has no numeric exclusiveMaximum. A NIC
+# measured fully busy counts as MAX_MEASURED_UTILIZATION busy (ceenv.payload), not as no bandwidth at all.
+MAX_MEASURED_UTILIZATION = 0.999
+Utilization = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+BandwidthMbps = Annotated[
+    float, Field(ge=MIN_MEASURED_BANDWIDTH_MBPS, le=MAX_MEASURED_BANDWIDTH_MBPS, allow_inf_nan=False)
+]
 
 
 class _Open(BaseModel):
@@ -86,7 +92,8 @@ class MeasuredConditions(_Open):
     )
     node_utilization: dict[Name, Utilization] = Field(
         default_factory=dict,
-        description="Fraction of each node's NIC bandwidth used by background traffic, in [0, 1).",
+        description="Fraction of each node's NIC bandwidth used by background traffic, in [0, 1] "
+        f"(above {MAX_MEASURED_UTILIZATION} counts as {MAX_MEASURED_UTILIZATION}).",
     )
     bandwidth_mbps: dict[Name, BandwidthMbps] = Field(
         default_factory=dict, description="Each node's NIC bandwidth, Mbit/s (replaces the node type's bandwidth)."

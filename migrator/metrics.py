@@ -135,7 +135,7 @@ class PrometheusMetrics:
         utilization = {
             labels[0]: value
             for labels, value in self._labelled(self.node_utilization_query, ("node",))
-            if 0.0 <= value < 1.0
+            if 0.0 <= value <= 1.0  # a fully busy NIC (1.0) is a measurement, not a broken probe
         }
         if not delays and not utilization:
             return None

@@ -136,7 +136,7 @@ class MigratorSettings(BaseSettings):
     node_utilization_query: str | None = Field(
         default=None,
         description="PromQL returning each node's NIC bandwidth utilisation by background traffic as a fraction "
-        "in [0, 1), label `node`; sent in the request's `measured` block like measured_delay_query.",
+        "in [0, 1], label `node`; sent in the request's `measured` block like measured_delay_query.",
     )
     event_component: str = Field(default="reach-migrator", description="Source component of Kubernetes Events.")
     metrics_port: int | None = Field(

@@ -130,6 +130,8 @@ def test_planning_in_the_service_answers_a_valid_move_or_stop(general_model: Any
     if not answer.is_stop:
         assert answer.target_node in raw["pod_deployable"][answer.pod_name]
     assert planned.encode(request).mask[answer.action]  # type: ignore[index]
+    nowhere = planned.decide(ActionRequest.model_validate({**raw, "pod_deployable": {}}))
+    assert nowhere.is_stop and (nowhere.model_extra or {})["stop_reason"] == "planner chose STOP"
 
 
 def test_planning_is_refused_for_a_single_cluster_policy(bentoml_home: Path, artefact_dir: Path) -> None:
@@ -139,3 +141,31 @@ def test_planning_is_refused_for_a_single_cluster_policy(bentoml_home: Path, art
     stored = save_policy(artefact_dir, gate=GateVerdict(passed=True, reason="test"), name="reach-policy-old")
     with pytest.raises(PolicyError, match="planning"):
         load_policy(stored, planning=PlanningSettings(plan_k=2))
+
+
+def test_the_service_decides_on_the_measured_conditions_it_is_sent(general_model: Any) -> None:
+    """The measured block changes a general policy's decision, in the service as in Policy.decide."""
+    from bento.service import PolicyService
+    from bento.store import load_policy
+    from ceenv.payload import measured_from_conditions
+
+    policy = load_policy(general_model, str(scenario_dir("13-29")), str(workload_file("chain")))
+    service: Any = object.__new__(PolicyService.inner)  # type: ignore[attr-defined]  # its get_action, with this policy
+    service.policy = policy
+    env = CloudEdgeEnv(scenario_dir("13-29"), workload_file("chain"), observation_version=4)
+    changed = 0
+    for seed in range(12):
+        env.reset(seed=seed)
+        sim = env.simulator
+        raw = request_from_state(
+            env.layout, sim.free_cpu_millicores, sim.free_memory_bytes, sim.slot_node, sim.target_ok(),
+            measured=measured_from_conditions(env.scenario, sim.conditions),
+        )  # fmt: skip
+        request = ActionRequest.model_validate(raw)
+        served = service.get_action(
+            cluster_state=request.cluster_state, pod_deployable=request.pod_deployable, measured=request.measured
+        )
+        assert served == policy.decide(request)
+        nominal = ActionRequest(cluster_state=request.cluster_state, pod_deployable=request.pod_deployable)
+        changed += policy.decide(nominal) != served
+    assert changed > 0  # the drawn network differs from the nominal one enough to move some decisions

@@ -66,3 +66,26 @@ def test_metadata_is_a_get(client: TestClient, stored_model: str) -> None:
 def test_bentoml_probes_answer(client: TestClient) -> None:
     assert client.get("/livez").status_code == 200
     assert client.get("/readyz").status_code == 200
+
+
+def test_the_measured_block_reaches_the_policy_over_http(client: TestClient) -> None:
+    """BentoML builds the API's input from get_action's signature and drops other keys: ``measured`` must be one."""
+    body = json.loads((CONTRACT_DIR / "request_7-21.json").read_text())
+    body["measured"] = {"node_utilization": {"no-such-node": 0.1}}
+    response = client.post("/get_action", json=body)
+    assert response.status_code == 422 and "no-such-node" in response.text, response.text
+    body["measured"] = {"schema_version": 1}
+    response = client.post("/get_action", json=body)
+    assert response.status_code == 400 and "schema_version" in response.text, response.text
+    node = next(iter(body["cluster_state"]["nodes"]))
+    body["measured"] = {"node_utilization": {node: 0.2}}
+    assert client.post("/get_action", json=body).status_code == 200
+
+
+def test_the_api_takes_every_field_of_the_request_schema() -> None:
+    from bento.service import PolicyService
+    from ceenv.schema import ActionRequest
+
+    service: Any = PolicyService
+    api_fields = set(service.apis["get_action"].input_spec.model_fields)
+    assert api_fields == set(ActionRequest.model_fields)

@@ -130,6 +130,11 @@ PAYLOAD_DEFECTS = [
         lambda r: r["cluster_state"]["nodes"]["tb-cloud-vm-8-1"].update({"node_name": "tb-cloud-vm-8-2"}),
         "expected 'tb-cloud-vm-8-1'",
     ),
+    (
+        "service name mismatch",
+        lambda r: r["cluster_state"]["services"]["db"].update({"service_name": "detection"}),
+        "services.db.service_name is 'detection', expected 'db'",
+    ),
 ]
 
 

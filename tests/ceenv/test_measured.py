@@ -61,14 +61,33 @@ def test_a_measured_block_naming_an_unknown_node_is_refused_by_name() -> None:
     [
         {"node_delay_ms": {"a": {"b": float("inf")}}},
         {"node_delay_ms": {"a": {"b": -1.0}}},
-        {"node_utilization": {"a": 1.0}},
+        {"node_utilization": {"a": 1.01}},
         {"bandwidth_mbps": {"a": 0.0}},
+        {"bandwidth_mbps": {"a": 1e-320}},  # positive, but its transfer cost overflows to infinity
         {"schema_version": 3},
     ],
 )
 def test_the_schema_rejects_non_finite_or_out_of_range_measurements(bad: dict) -> None:
     with pytest.raises(ValidationError, match="measured"):
         ActionRequest.model_validate({"cluster_state": {"nodes": {}, "services": {}}, "measured": bad})
+
+
+def test_a_measured_network_that_is_not_finite_is_refused_by_node() -> None:
+    """Past the schema (an in-process caller can skip it), a bandwidth that overflows the costs names the node."""
+    from ceenv.payload import network_from_measured
+    from ceenv.schema import MeasuredConditions
+
+    scenario = reference_scenario("7-21")
+    node = scenario.node_names[2]
+    with pytest.raises(PayloadError, match=node):
+        network_from_measured(scenario, MeasuredConditions.model_construct(bandwidth_mbps={node: 1e-320}))
+    lowest = network_from_measured(
+        scenario, MeasuredConditions(bandwidth_mbps={node: 1e-3}, node_utilization={node: 1.0})
+    )
+    assert np.isfinite(lowest.ms_per_byte).all()
+    busy = network_from_measured(scenario, MeasuredConditions(node_utilization={node: 1.0}))
+    nearly = network_from_measured(scenario, MeasuredConditions(node_utilization={node: 0.999}))
+    assert np.array_equal(busy.ms_per_byte, nearly.ms_per_byte)  # fully busy counts as 99.9 % busy
 
 
 def test_known_costs_are_nominal_by_default_and_the_truth_without_noise() -> None:

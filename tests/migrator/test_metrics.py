@@ -87,11 +87,15 @@ def test_measured_delays_and_utilisation_become_the_measured_block_and_bad_sampl
         {"metric": {"source_node": "b"}, "value": [0, "4"]},  # no target label
         {"metric": {"source_node": "b", "target_node": "a"}, "value": [0, "NaN"]},
     ]
-    utilization = [{"metric": {"node": "a"}, "value": [0, "0.25"]}, {"metric": {"node": "b"}, "value": [0, "1.5"]}]
+    utilization = [
+        {"metric": {"node": "a"}, "value": [0, "0.25"]},
+        {"metric": {"node": "b"}, "value": [0, "1.5"]},  # out of range
+        {"metric": {"node": "c"}, "value": [0, "1"]},  # fully busy: kept
+    ]
     measured = measured_metrics(delays, utilization).measured_conditions()
     assert measured is not None
     assert measured.node_delay_ms == {"a": {"b": 12.5}}
-    assert measured.node_utilization == {"a": 0.25}
+    assert measured.node_utilization == {"a": 0.25, "c": 1.0}
 
 
 def test_no_query_set_or_nothing_usable_means_no_measured_block() -> None:
