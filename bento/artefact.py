@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -150,6 +151,11 @@ def save_artefact(directory: str | Path, model: Any, metadata: ArtefactMetadata)
     return target
 
 
+def policy_sha256(directory: str | Path) -> str:
+    """SHA-256 of the artefact's ``policy.zip``: which weights an evaluation report judged."""
+    return hashlib.sha256((Path(directory) / POLICY_FILE).read_bytes()).hexdigest()
+
+
 def read_metadata(directory: str | Path) -> ArtefactMetadata:
     """Read and validate ``metadata.json``; raise :class:`PolicyError` naming the file and field."""
     file = Path(directory) / METADATA_FILE
@@ -166,7 +172,10 @@ def write_evaluation(directory: str | Path, report: dict[str, Any]) -> None:
     """Store an evaluation report in the artefact's metadata (the policy file is untouched)."""
     metadata = read_metadata(directory)
     metadata.evaluation_report = report
-    (Path(directory) / METADATA_FILE).write_text(json.dumps(metadata.model_dump(mode="json"), indent=1))
+    target = Path(directory) / METADATA_FILE
+    partial = target.with_name(f".{METADATA_FILE}.partial")
+    partial.write_text(json.dumps(metadata.model_dump(mode="json"), indent=1))
+    os.replace(partial, target)  # a reader (or a crash) never sees half a metadata.json
 
 
 def check_compatible(identity: PolicyIdentity, where: str, trained_for: str, expected: Layout | None = None) -> Layout:

@@ -292,5 +292,5 @@ def load_scenario(directory: str | Path) -> Scenario:
         )
     nodes_file, services_file = root / "nodes.json", root / "services.json"
     return scenario_from_documents(
-        root.name, read_json(nodes_file), read_json(services_file), str(nodes_file), str(services_file)
+        root.resolve().name, read_json(nodes_file), read_json(services_file), str(nodes_file), str(services_file)
     )

@@ -182,6 +182,8 @@ def generate(
         "services.json": generated.services_doc,
         generated.workload_file: generated.workload_doc,
     }
+    if out.exists() and not out.is_dir():
+        raise _fail(ValueError(f"--out {out} is a file; pass a folder for nodes.json, services.json and the workload"))
     existing = [name for name in files if (out / name).exists()]
     if existing and not force:
         raise _fail(ValueError(f"{out} already holds {', '.join(existing)}; pass --force to overwrite"))
@@ -191,6 +193,6 @@ def generate(
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
         tmp.replace(out / name)
     console.print(
-        f"wrote {out}: {len(scenario.nodes)} nodes ({', '.join(scenario.layers)}), {len(scenario.services)} services, "
+        f"wrote {out}: {len(scenario.nodes)} nodes ({', '.join(scenario.layers)}), {len(scenario.services) - 1} services besides the client, "
         f"{scenario.slot_count} pod slots, workload {generated.workload_file} with {len(workload.endpoints)} endpoint(s)"
     )

@@ -16,10 +16,12 @@ import typer
 
 from bento import planning_settings as planning
 
-DEFAULT_TRAIN_CONFIG = Path("data/train/default.json")
-DEFAULT_GATE_RULES = Path("data/gate/default.json")
-WORKLOADS_DIR = Path("data/workloads")
-SCENARIOS_DIR = Path("data/scenarios")
+
+def _data(relative: str) -> Path:
+    """A file of reach's data folder (``data/`` of the installation or ``$REACH_DATA_DIR``), wherever the command runs."""
+    from flows.local.paths import data_dir
+
+    return data_dir() / relative
 
 
 def _planning_option(name: str) -> Any:
@@ -50,7 +52,9 @@ def train_command(
     scenario: Annotated[Path, typer.Option(help="Scenario directory (nodes.json, services.json).")],
     workload: Annotated[Path, typer.Option(help="Call-pattern file, e.g. data/workloads/chain_call_patterns.json.")],
     out: Annotated[Path, typer.Option(help="Run directory: policy/ artefact, tensorboard/, training_curve.csv.")],
-    config: Annotated[Path, typer.Option(help="Training config JSON (see docs/training.md).")] = DEFAULT_TRAIN_CONFIG,
+    config: Annotated[
+        Path | None, typer.Option(help="Training config JSON (see docs/training.md); default: data/train/default.json.")
+    ] = None,
     timesteps: Annotated[int | None, typer.Option(help="Override total_timesteps.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override seed.")] = None,
     max_wall_seconds: Annotated[float | None, typer.Option(help="Override max_wall_seconds.")] = None,
@@ -65,7 +69,7 @@ def train_command(
         if v is not None
     }
     try:
-        cfg = load_train_config(config, **overrides)
+        cfg = load_train_config(config or _data("train/default.json"), **overrides)
     except ConfigError as err:
         raise _fail(str(err)) from None
     result = train(cfg, scenario, workload, out, progress=progress)
@@ -85,9 +89,9 @@ def train_command(
 
 def train_general_command(
     out: Annotated[Path, typer.Option(help="Run directory: policy/ artefact, tensorboard/, training_curve.csv.")],
-    config: Annotated[Path, typer.Option(help="Training config (observation 4, pod_node).")] = Path(
-        "data/train/general.json"
-    ),
+    config: Annotated[
+        Path | None, typer.Option(help="Training config (observation 4, pod_node); default: data/train/general.json.")
+    ] = None,
     generated: Annotated[int, typer.Option(help="Generated training clusters beside the 9 reference cells.")] = 7,
     validation: Annotated[int, typer.Option(help="Held-out generated clusters in validation.")] = 3,
     max_wall_seconds: Annotated[float | None, typer.Option(help="Override max_wall_seconds.")] = None,
@@ -107,7 +111,7 @@ def train_general_command(
 
     overrides = {k: v for k, v in {"max_wall_seconds": max_wall_seconds, "seed": seed}.items() if v is not None}
     try:
-        cfg = load_train_config(config, **overrides)
+        cfg = load_train_config(config or _data("train/general.json"), **overrides)
         result = train_general(
             cfg, out, generated_count=generated, validation_count=validation, progress=progress, tensorboard=tensorboard
         )
@@ -136,7 +140,13 @@ def evaluate_command(
         list[str] | None, typer.Option(help="steady, node_failure, traffic_surge; repeat. Default: all three.")
     ] = None,
     out: Annotated[Path, typer.Option(help="Output directory for report.json, report.md, PNG plots.")] = Path("eval"),
-    store: Annotated[bool, typer.Option(help="Also store the report in the artefact's metadata.json.")] = True,
+    store: Annotated[
+        bool,
+        typer.Option(
+            help="Also store the report in the artefact's metadata.json (what reach package gates on), when it "
+            "judges the raw policy on the artefact's own cluster and workload at least as thoroughly as the stored one."
+        ),
+    ] = True,
     plan_k: Annotated[
         int,
         typer.Option(
@@ -150,6 +160,8 @@ def evaluate_command(
     plan_margin: Annotated[float, _planning_option("plan_margin")] = planning.default("plan_margin"),
 ) -> None:
     """Evaluate a policy and every baseline on held-out start states; write JSON, Markdown and PNGs."""
+    from bento.artefact import PolicyError
+    from ceenv.validation import ScenarioError
     from flows.evaluation import FAMILIES, evaluate
     from flows.evaluation.output import write_report
 
@@ -159,29 +171,33 @@ def evaluate_command(
         raise _fail(f"--family {unknown} unknown; choose from {list(FAMILIES)}")
     if model is None and (scenario is None or not workload):
         raise _fail("without --model, pass --scenario and at least one --workload")
-    if scenario is None or not workload:
-        from bento.artefact import read_metadata
-
-        metadata = read_metadata(model)  # type: ignore[arg-type]
-        scenario = scenario or SCENARIOS_DIR / metadata.scenario_name
-        workload = workload or [WORKLOADS_DIR / f"{metadata.workload_name}_call_patterns.json"]
-    workloads = workload
     plan = planning.PlanningSettings(plan_k, plan_horizon, plan_width, plan_margin).to_dict()
     if plan and model is None:
         raise _fail("--plan-k needs --model (planning plays the policy)")
-    report, records = evaluate(scenario, list(workloads), model, _parse_seeds(seeds), episodes, families, **plan)  # type: ignore[arg-type]
-    written = write_report(report, records, out)
-    if model is not None and store and plan:
-        typer.echo(
-            f"report not stored in {model}: it evaluates planning (plan_k={plan_k}), the stored one is the raw policy's"
-        )
-    elif model is not None and store:
-        from bento.artefact import read_metadata, write_evaluation
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out} is a file; pass a directory for report.json, report.md and the plots")
+    try:
+        if scenario is None or not workload:
+            from bento.artefact import read_metadata
 
-        if Path(scenario).name == read_metadata(model).scenario_name:
+            metadata = read_metadata(model)  # type: ignore[arg-type]
+            scenario = scenario or _data(f"scenarios/{metadata.scenario_name}")
+            workload = workload or [_data(f"workloads/{metadata.workload_name}_call_patterns.json")]
+        workloads = list(workload)
+        report, records = evaluate(scenario, workloads, model, _parse_seeds(seeds), episodes, families, **plan)  # type: ignore[arg-type]
+    except (PolicyError, ScenarioError, ValueError) as err:
+        raise _fail(str(err)) from None
+    written = write_report(report, records, out)
+    if model is not None and store:
+        from bento.artefact import write_evaluation
+        from flows.evaluation.stored import store_refusal
+
+        refusal = store_refusal(model, scenario, workloads, report.settings)
+        if refusal is None:
             write_evaluation(model, report.model_dump(mode="json"))
-        else:  # a general policy evaluated on another cluster: its stored report stays its own cluster's
-            typer.echo(f"report not stored in {model}: it is for {Path(scenario).name}, the artefact's cluster differs")
+            typer.echo(f"stored the report in {model} (what reach package gates on)")
+        else:
+            typer.echo(f"report not stored in {model}: {refusal}")
     typer.echo((out / "report.md").read_text())
     typer.echo("wrote " + ", ".join(str(p) for p in written))
 
@@ -191,7 +207,7 @@ def gate_command(
     incumbent: Annotated[
         Path | None, typer.Option(help="Incumbent's report.json; omit when nothing is deployed.")
     ] = None,
-    rules: Annotated[Path, typer.Option(help="Gate rules JSON.")] = DEFAULT_GATE_RULES,
+    rules: Annotated[Path | None, typer.Option(help="Gate rules JSON; default: data/gate/default.json.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the verdict as JSON here.")] = None,
 ) -> None:
     """Apply the gate; exit 0 when the candidate passes, 1 when it is refused."""
@@ -203,7 +219,7 @@ def gate_command(
         verdict = gate(
             read_config(EvaluationReport, report),
             None if incumbent is None else read_config(EvaluationReport, incumbent),
-            load_gate_rules(rules),
+            load_gate_rules(rules or _data("gate/default.json")),
         )
     except ConfigError as err:
         raise _fail(str(err)) from None

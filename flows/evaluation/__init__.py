@@ -42,11 +42,10 @@ def evaluate(
     policy: Any = None,
     **settings: Any,
 ) -> tuple[EvaluationReport, list[EpisodeRecord]]:
-    """Evaluate the artefact in ``model_dir`` (or ``policy``) and the baselines; return report and records."""
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds {seeds} contain duplicates; pass distinct evaluation seeds")
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    """Evaluate the artefact in ``model_dir`` (or ``policy``) and the baselines; return report and records.
+
+    Bad settings (no seeds, duplicates, a family this cluster cannot have…) raise ``ValueError`` before any work.
+    """
     families = families or ["steady"]
     units = plan_units(scenario_dir, workload_files, families, seeds, episodes, model_dir, **settings)
     records: list[EpisodeRecord] = []
@@ -65,12 +64,13 @@ def report_from_records(
     """
     model: dict[str, Any] = {}
     if model_dir is not None:
-        from bento.artefact import read_metadata
+        from bento.artefact import policy_sha256, read_metadata
 
         metadata = read_metadata(model_dir)
         model = {
             "directory": str(model_dir),
             "layout_fingerprint": metadata.layout_fingerprint,
+            "policy_sha256": policy_sha256(model_dir),  # the weights judged (reach package checks it)
             "scenario": metadata.scenario_name,
             "workload": metadata.workload_name,
             "training_summary": metadata.training_summary,

@@ -3,9 +3,10 @@
 :func:`start_state` draws the held-out start state of an episode for a family: ``steady`` (the
 dynamic start of MODEL.md §3), ``node_failure`` (then one or two nodes fail and the default
 scheduler re-places their pods, :func:`ceenv.events.fail_nodes`) or ``traffic_surge`` (then the
-aggregator grows to its max-replica, :func:`ceenv.events.surge_service`). :func:`run_policy` plays a
-policy in the env from such a state; :func:`run_policy` runs the policy and :func:`run_baselines` every baseline on it.
-Used by the evaluation units and by the trainer's validation callback.
+front service, :func:`surge_target`, grows to its max-replica, :func:`ceenv.events.surge_service`).
+:func:`family_problem` says up front when a cluster or application cannot have a family's events.
+:func:`run_policy` plays a policy in the env from such a state and :func:`run_baselines` every
+baseline on it. Used by the evaluation units and by the trainer's validation callback.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import numpy.typing as npt
 from ceenv.baselines import Outcome, run_balancer, run_greedy, run_noop, run_random
 from ceenv.env import CloudEdgeEnv
 from ceenv.events import EventError, draw_failed_nodes, fail_nodes, surge_service
+from ceenv.scenario import Scenario
 from ceenv.search import best_known
 from ceenv.simulator import Simulator
+from ceenv.workload import Workload
 
 Family = Literal["steady", "node_failure", "traffic_surge"]
 FAMILIES: tuple[Family, ...] = ("steady", "node_failure", "traffic_surge")
 BASELINES = ("noop", "random", "greedy", "balancer", "best_known")
-SURGE_SERVICE = "aggregator"
 EVENT_ATTEMPTS = 50
 Decide = Callable[[npt.NDArray[np.float32], npt.NDArray[np.bool_]], int]
 State = tuple[Any, npt.NDArray[np.int64]]
@@ -50,15 +52,50 @@ class EpisodeRecord:
     invalid_actions: int
 
 
+def surge_target(workload: Workload) -> str:
+    """The service ``traffic_surge`` grows: the first one the application's first endpoint calls.
+
+    In REACH's reference applications that is the ``aggregator`` (the front service an autoscaler
+    would scale under more traffic); a generated application's front service plays the same part.
+    """
+    for endpoint in workload.endpoints:
+        for group in endpoint.groups:
+            for call in group:
+                return call.service
+    raise ValueError(f"workload {workload.name!r} calls no service: nothing can surge")
+
+
+def family_problem(scenario: Scenario, workload: Workload, family: str) -> str | None:
+    """Why no start state of ``family`` can be drawn on this cluster and application, or None when it can."""
+    if family not in FAMILIES:
+        return f"unknown family {family!r}; choose from {list(FAMILIES)}"
+    if family == "node_failure":
+        hosts = [n.name for n in scenario.nodes if n.layer != "client"]
+        if len(hosts) < 2:
+            return (
+                f"node_failure needs at least 2 non-client nodes (one to fail, one to re-place its pods on); "
+                f"{scenario.name} has {len(hosts)}"
+            )
+    if family == "traffic_surge":
+        target = surge_target(workload)
+        service = next(s for s in scenario.services if s.name == target)
+        if service.max_replica < 2:
+            return (
+                f"traffic_surge grows {target!r} (the service the application calls first), whose max-replica is 1 "
+                "in services.json: nothing can surge; leave the family out or raise its max-replica"
+            )
+    return None
+
+
 def _apply_event(env: CloudEdgeEnv, family: Family, rng: np.random.Generator) -> State | None:
     sim = env.simulator
     try:
         if family == "node_failure":
             outcome = fail_nodes(sim, draw_failed_nodes(sim, rng, count=int(rng.integers(1, 3))))
         else:
-            outcome = surge_service(sim, SURGE_SERVICE, extra_replicas=env.layout.slot_count)
+            outcome = surge_service(sim, surge_target(env.model.workload), extra_replicas=env.layout.slot_count)
             if not outcome.rescheduled_slots:
-                return None  # the aggregator was already at max-replica: no surge possible, draw again
+                return None  # the front service was already at max-replica: no surge possible, draw again
     except EventError:
         return None
     return outcome.conditions, outcome.slot_node

@@ -9,6 +9,9 @@ mean latency reduction per method. matplotlib is imported inside :func:`write_pl
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from flows.evaluation.episodes import EpisodeRecord
@@ -45,10 +48,26 @@ def group_table(group: GroupReport) -> str:
     return "\n".join(lines)
 
 
+def _what(report: EvaluationReport) -> str:
+    """The evaluated policy in words: its artefact, what it was trained on, raw or with which planning."""
+    model, s = report.model, report.settings
+    if not model:
+        return "baselines only"
+    trained = f" (trained on {model['scenario']} / {model['workload']})" if model.get("scenario") else ""
+    if s.get("plan_k"):
+        how = (
+            f"deciding with planning (plan_k {s['plan_k']}, horizon {s.get('plan_horizon')}, "
+            f"width {s.get('plan_width')}, margin {s.get('plan_margin')})"
+        )
+    else:
+        how = "the raw policy"
+    return f"`{model.get('directory')}`{trained}, {how}"
+
+
 def markdown(report: EvaluationReport) -> str:
     s = report.settings
     header = (
-        f"Evaluation of `{report.model.get('directory', 'baselines only')}`: {s.get('episodes')} episodes × "
+        f"Evaluation of {_what(report)}: {s.get('episodes')} episodes × "
         f"seeds {s.get('seeds')} per group (start-state seeds {s.get('seed_range')}, never used in training); "
         "± is the half-width of the 95 % confidence interval over seeds."
     )
@@ -101,10 +120,25 @@ def write_plots(report: EvaluationReport, records: list[EpisodeRecord], out_dir:
 def write_report(
     report: EvaluationReport, records: list[EpisodeRecord], out_dir: str | Path, plots: bool = True
 ) -> list[Path]:
-    """Write report.json, report.md and (optionally) the plots; return the paths written."""
+    """Write report.json, report.md and (optionally) the plots; return the paths written.
+
+    Everything is written into a staging folder beside the outputs first and moved into place only
+    once all of it is written, so a failure (a plot that cannot be drawn, a full disk) leaves the
+    folder's previous report whole instead of half replaced.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report.model_dump(mode="json"), indent=1))
-    (out / "report.md").write_text(markdown(report))
-    written = [out / "report.json", out / "report.md"]
-    return written + (write_plots(report, records, out) if plots else [])
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        (staging / "report.json").write_text(json.dumps(report.model_dump(mode="json"), indent=1))
+        (staging / "report.md").write_text(markdown(report))
+        staged = [staging / "report.json", staging / "report.md"] + (
+            write_plots(report, records, staging) if plots else []
+        )
+        written = []
+        for file in staged:
+            os.replace(file, out / file.name)
+            written.append(out / file.name)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -12,6 +12,8 @@ the way the bento decides with those arguments, so the gate judges what serves. 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +29,13 @@ from flows.evaluation.episodes import (
     Decide,
     EpisodeRecord,
     Family,
+    family_problem,
     record,
     run_baselines,
     run_policy,
     start_state,
 )
-from flows.evaluation.seeds import evaluation_seed
+from flows.evaluation.seeds import MAX_TEST_SEED, evaluation_seed
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,13 @@ def plan_units(
     model_dir: str | Path | None,
     **settings: Any,
 ) -> list[EvalUnit]:
-    """All units of an evaluation, workload-major (the order of the report's groups)."""
+    """All units of an evaluation, workload-major (the order of the report's groups).
+
+    Raises ``ValueError`` before any work when the evaluation cannot run whole: no seeds, a seed
+    outside the held-out range, no episode, or a family whose events this cluster and application
+    cannot have (:func:`flows.evaluation.episodes.family_problem`).
+    """
+    check_evaluation(scenario_dir, workload_files, families, seeds, episodes)
     return [
         EvalUnit(
             str(scenario_dir), str(w), family, seed, episodes, None if model_dir is None else str(model_dir), **settings
@@ -74,6 +83,30 @@ def plan_units(
         for family in families
         for seed in seeds
     ]
+
+
+def check_evaluation(
+    scenario_dir: str | Path, workload_files: list[str | Path], families: list[Family], seeds: list[int], episodes: int
+) -> None:
+    """Raise ``ValueError`` naming the problem when these settings cannot give a whole evaluation."""
+    if not seeds:
+        raise ValueError("no evaluation seeds; pass at least one (5 or more for confidence intervals)")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {seeds} contain duplicates; pass distinct evaluation seeds")
+    outside = [s for s in seeds if not 0 <= s <= MAX_TEST_SEED]
+    if outside:
+        raise ValueError(f"evaluation seeds {outside} are outside 0..{MAX_TEST_SEED}; pick seeds in that range")
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if not families:
+        raise ValueError("no families to evaluate; choose from steady, node_failure, traffic_surge")
+    scenario = load_scenario(scenario_dir)
+    for file in workload_files:
+        workload = load_workload(file, scenario)
+        for family in families:
+            problem = family_problem(scenario, workload, family)
+            if problem is not None:
+                raise ValueError(f"{scenario.name} / {workload_name(Path(file))}: {problem}")
 
 
 def evaluate_unit(unit: EvalUnit, policy: Any = None) -> list[EpisodeRecord]:
@@ -110,15 +143,32 @@ def evaluate_unit(unit: EvalUnit, policy: Any = None) -> list[EpisodeRecord]:
         "workload": workload_name(Path(unit.workload_file)),
         "family": unit.family,
     }
-    for episode in range(unit.episodes):
-        seed = evaluation_seed(unit.seed, episode)
-        state = start_state(env, unit.family, seed)
-        labels = {**labels_base, "seed": unit.seed, "episode": episode}
-        if policy is not None:
-            records.append(record(run_policy(env, state, _decider(unit, policy, env)), labels))
-        sim = Simulator(env.model, env.layout, *state)
-        records.extend(record(o, labels) for o in run_baselines(sim, seed, unit.step_cost_ms, unit.baselines))
+    with _one_torch_thread(policy is not None):
+        for episode in range(unit.episodes):
+            seed = evaluation_seed(unit.seed, episode)
+            state = start_state(env, unit.family, seed)
+            labels = {**labels_base, "seed": unit.seed, "episode": episode}
+            if policy is not None:
+                records.append(record(run_policy(env, state, _decider(unit, policy, env)), labels))
+            sim = Simulator(env.model, env.layout, *state)
+            records.extend(record(o, labels) for o in run_baselines(sim, seed, unit.step_cost_ms, unit.baselines))
     return records
+
+
+@contextmanager
+def _one_torch_thread(active: bool) -> Iterator[None]:
+    """Decide on one torch thread, as the service does (``torch_threads`` 1), so "decision ms" means what serves."""
+    if not active:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _decider(unit: EvalUnit, policy: Any, env: CloudEdgeEnv) -> Decide:

@@ -105,7 +105,7 @@ def release_artefact(
     import shutil
     import tempfile
 
-    from bento.artefact import read_metadata, write_evaluation
+    from bento.artefact import policy_sha256, read_metadata, write_evaluation
     from flows.evaluation.gate import gate, load_gate_rules
     from flows.evaluation.report import EvaluationReport
     from flows.training.config import read_config
@@ -118,6 +118,12 @@ def release_artefact(
             raise ValueError(
                 f"{report_file}: evaluates layout {fingerprint}, but {artefact_dir} has layout "
                 f"{metadata.layout_fingerprint}; pass the report.json that `reach evaluate --model {artefact_dir}` wrote"
+            )
+        judged = report.model.get("policy_sha256")  # absent in reports written before 2026-11-30
+        if judged is not None and judged != policy_sha256(artefact_dir):
+            raise ValueError(
+                f"{report_file}: evaluates other weights than {artefact_dir}/policy.zip (a fine-tune or a retrain "
+                f"of the same layout?); pass the report.json that `reach evaluate --model {artefact_dir}` wrote"
             )
     elif (metadata.evaluation_report or {}).get("groups"):
         report = EvaluationReport.model_validate(metadata.evaluation_report)

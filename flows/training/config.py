@@ -156,7 +156,7 @@ def read_config(model: type[ModelT], path: str | Path) -> ModelT:
     try:
         data = json.loads(file.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{file}: no such config file; pass an existing JSON file (see data/train/)") from None
+        raise ConfigError(f"{file}: no such file; pass an existing JSON config file") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"{file}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
     if not isinstance(data, dict):

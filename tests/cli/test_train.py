@@ -137,3 +137,61 @@ def test_evaluate_with_plan_k_needs_a_model(tmp_path: Path) -> None:
         ],
     )  # fmt: skip
     assert result.exit_code != 0 and "--plan-k needs --model" in result.output
+
+
+def test_a_smoke_run_or_another_workload_never_replaces_the_stored_report(tmp_path: Path) -> None:
+    """The stored report is what `reach package` gates on: only a raw run as thorough, on the own cell, replaces it."""
+    import shutil
+
+    model = tmp_path / "general"
+    shutil.copytree(GENERAL, model)
+    stored = json.loads((model / "metadata.json").read_text())
+    common = ["evaluate", "--model", str(model), "--seeds", "1", "--episodes", "1", "--family", "steady"]
+    smoke = CliRunner().invoke(_app(), [*common, "--out", str(tmp_path / "smoke")])
+    assert smoke.exit_code == 0, smoke.output
+    assert "report not stored" in smoke.output and "more thorough" in smoke.output
+    other = CliRunner().invoke(
+        _app(),
+        [*common, "--scenario", str(scenario_dir("13-29")), "--workload", str(workload_file("chain")),
+         "--out", str(tmp_path / "other")],
+    )  # fmt: skip
+    assert other.exit_code == 0, other.output
+    assert "report not stored" in other.output and "not the artefact's own (aggregator_sequential)" in other.output
+    assert json.loads((model / "metadata.json").read_text()) == stored
+    # As thorough as what is stored (here a one-episode report): stored.
+    metadata = json.loads((model / "metadata.json").read_text())
+    metadata["evaluation_report"]["settings"].update(seeds=[0], episodes=1, families=["steady"])
+    (model / "metadata.json").write_text(json.dumps(metadata))
+    again = CliRunner().invoke(_app(), [*common, "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0 and "stored the report" in again.output, again.output
+    replaced = json.loads((model / "metadata.json").read_text())["evaluation_report"]
+    assert replaced == json.loads((tmp_path / "again" / "report.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--seeds", "0"], "no evaluation seeds"),
+        (["--seeds", "99,100"], "outside 0..99"),
+        (["--scenario", "/nonexistent/cluster"], "/nonexistent/cluster"),
+        (["--model", "/nonexistent/policy"], "/nonexistent/policy"),
+    ],
+)
+def test_evaluate_names_bad_input_without_a_traceback(tmp_path: Path, arguments: list[str], message: str) -> None:
+    options = {"--model": str(GENERAL), "--episodes": "1", "--family": "steady", "--out": str(tmp_path / "out")}
+    for flag, value in zip(arguments[::2], arguments[1::2], strict=True):
+        options[flag] = value
+    result = CliRunner().invoke(_app(), ["evaluate", *(x for kv in options.items() for x in kv)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_finds_the_artefacts_cluster_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        _app(), ["evaluate", "--model", str(GENERAL), "--seeds", "1", "--episodes", "1", "--family", "steady",
+                 "--out", "here", "--no-store"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "here" / "report.json").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -148,7 +149,7 @@ def test_an_evaluation_with_plan_k_plays_the_planner_the_bento_serves() -> None:
 
     planning = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0}
     _, records = evaluate(
-        scenario_dir("7-21"), [workload_file("chain")], GENERAL, [0], 2, ["traffic_surge"],
+        scenario_dir("7-21"), [workload_file("chain")], GENERAL, [0], 4, ["traffic_surge"],
         baselines=("best_known",), **planning,
     )  # fmt: skip
     played = [r for r in records if r.method == "policy"]
@@ -167,7 +168,7 @@ def test_an_evaluation_with_plan_k_plays_the_planner_the_bento_serves() -> None:
         expected = run_policy(env, start_state(env, "traffic_surge", evaluation_seed(0, r.episode)), planned)
         assert (r.end_latency_ms, r.moves) == pytest.approx((expected.end_latency_ms, expected.moves))
         assert r.invalid_actions == 0
-    # ... and not the raw policy's (on these start states they differ).
+    # ... and not the raw policy's (on two of these four start states they differ).
     raw = [
         run_policy(env, start_state(env, "traffic_surge", evaluation_seed(0, r.episode)), loaded.decide) for r in played
     ]
@@ -179,3 +180,57 @@ def test_planning_is_refused_for_a_policy_without_a_pod_node_network() -> None:
         evaluate(
             scenario_dir("7-21"), [workload_file("chain")], None, [0], 1, ["steady"], policy=FirstValidMove(), plan_k=2
         )
+
+
+def _generated(tmp_path: Path, seed: int, **sizes: Any) -> tuple[Path, Path]:
+    from ceenv.generator import generate_scenario
+
+    drawn = generate_scenario(np.random.default_rng(seed), name=f"g{seed}", **sizes)
+    folder = tmp_path / drawn.name
+    folder.mkdir()
+    (folder / "nodes.json").write_text(json.dumps(drawn.nodes_doc))
+    (folder / "services.json").write_text(json.dumps(drawn.services_doc))
+    (folder / drawn.workload_file).write_text(json.dumps(drawn.workload_doc))
+    return folder, folder / drawn.workload_file
+
+
+def test_traffic_surge_grows_a_generated_applications_front_service(tmp_path: Path) -> None:
+    from ceenv.scenario import load_scenario
+    from ceenv.workload import load_workload
+    from flows.evaluation.episodes import family_problem, surge_target
+
+    assert surge_target(load_workload(workload_file("chain"), load_scenario(scenario_dir("7-21")))) == "aggregator"
+    for seed in range(40):  # the first generated app whose front service may run more than one pod
+        folder, work = _generated(tmp_path, seed, nodes=8)
+        scenario = load_scenario(folder)
+        workload = load_workload(work, scenario)
+        if family_problem(scenario, workload, "traffic_surge") is None:
+            break
+    else:
+        pytest.fail("no generated application with a scalable front service in 40 draws")
+    env = CloudEdgeEnv(scenario, workload)
+    front = env.layout.slot_service == env.layout.service_names.index(surge_target(workload))
+    grew = 0
+    for episode in range(4):
+        steady = start_state(env, "steady", evaluation_seed(0, episode))[1]
+        surged = start_state(env, "traffic_surge", evaluation_seed(0, episode))[1]
+        grew += (surged[front] >= 0).sum() > (steady[front] >= 0).sum()
+    assert grew > 0
+
+
+def test_an_evaluation_that_cannot_run_whole_is_refused_before_any_work(tmp_path: Path) -> None:
+    from ceenv.generator import GeneratorLimits
+
+    folder, work = _generated(tmp_path, 1, nodes=2, services=1)  # a client node and one compute node
+    with pytest.raises(ValueError, match="node_failure needs at least 2 non-client nodes"):
+        plan_units(folder, [work], ["steady", "node_failure"], [0], 1, None)
+    single, single_work = _generated(tmp_path, 2, nodes=6, limits=GeneratorLimits(max_replica=(1, 1)))
+    with pytest.raises(ValueError, match="max-replica is 1"):
+        plan_units(single, [single_work], ["traffic_surge"], [0], 1, None)
+    for seeds, message in (
+        ([], "no evaluation seeds"),
+        ([99, 100], r"\[100\] are outside 0..99"),
+        ([0, 0], "duplicates"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            plan_units(scenario_dir("7-21"), [workload_file("chain")], ["steady"], seeds, 1, None)

@@ -108,6 +108,20 @@ CASES = [
         GateRules(),
         {"beat_noop"},
     ),
+    (
+        "passes_a_tie_with_noop_where_nothing_can_be_gained",
+        _report(policy_ms=500.0, fraction=1.0, random=500.0, greedy=500.0, best_known=500.0),
+        None,
+        GateRules(),
+        set(),
+    ),
+    (
+        "fails_a_tie_with_noop_where_the_best_known_gains",
+        _report(policy_ms=500.0, fraction=1.0, random=500.0, greedy=500.0, best_known=499.0),
+        None,
+        GateRules(),
+        {"beat_noop", "beat_random"},
+    ),
 ]
 
 

@@ -80,6 +80,24 @@ def test_a_report_of_another_layout_is_refused(evaluated_artefact: Path, tmp_pat
         release_artefact(evaluated_artefact, rules(tmp_path), path)
 
 
+def test_a_report_of_other_weights_with_the_same_layout_is_refused(evaluated_artefact: Path, tmp_path: Path) -> None:
+    """A fine-tune keeps the layout; the report names the weights it judged (policy.zip's hash)."""
+    import shutil
+
+    from bento.artefact import policy_sha256, read_metadata
+
+    report = dict(read_metadata(evaluated_artefact).evaluation_report or {})
+    assert report["model"]["policy_sha256"] == policy_sha256(evaluated_artefact)
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    retrained = tmp_path / "retrained"
+    shutil.copytree(evaluated_artefact, retrained)
+    train_briefly(SCENARIO_DIR, WORKLOAD_FILE, tmp_path / "other", seed=1)
+    shutil.copy(tmp_path / "other" / "policy.zip", retrained / "policy.zip")
+    with pytest.raises(ValueError, match="other weights"):
+        release_artefact(retrained, rules(tmp_path), path)
+
+
 GENERAL = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
 
 

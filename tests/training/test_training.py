@@ -53,7 +53,7 @@ def test_bad_config_names_file_field_and_value(tmp_path: Path, fields: dict[str,
 
 
 def test_missing_and_malformed_config_files_are_reported(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no such config file"):
+    with pytest.raises(ConfigError, match="no such file; pass an existing JSON config file"):
         load_train_config(tmp_path / "none.json")
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON at line 1"):
