@@ -75,7 +75,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--planning", action="store_true", help="Measure a general --artefact raw and with planning on --sizes."
     )
-    parser.add_argument("--sizes", default="7-21,13-29,19-37", help="--planning: the clusters served, comma-separated.")
+    parser.add_argument(
+        "--sizes",
+        default="7-21,13-29,19-37,limits",
+        help="--planning: the clusters served, comma-separated; 'limits' is a generated 40-node, 76-slot cluster.",
+    )
     chosen = PlanningSettings.chosen()  # the chosen planning (bento.planning_settings): `reach serve --plan-k 4`
     parser.add_argument("--plan-k", type=int, default=chosen.plan_k, help="--planning: bento argument plan_k (> 0).")
     parser.add_argument(
@@ -157,8 +161,32 @@ def train_briefly(scenario_dir: Path, workload_file: Path, target: Path, steps: 
     return save_artefact(target, model, metadata)
 
 
+LIMITS_CLUSTER = "limits"  # a --sizes name: a generated cluster at the general policy's limits
+LIMITS_SIZES = {"nodes": 40, "services": 25}  # with generator seed 5: 40 nodes, 76 pod slots (limits: 40 x 80)
+_GENERATED: dict[str, tuple[Path, Path]] = {}
+
+
 def cluster_files(scenario: str, workload: str) -> tuple[Path, Path]:
-    """The scenario directory and call-pattern file of a reference cluster, by name."""
+    """The scenario directory and call-pattern file of a reference cluster, by name.
+
+    ``limits`` is a generated cluster and application (``ceenv.generator``, seed 5: 40 nodes, 25
+    services, 76 pod slots), written once per process into a temporary folder; ``workload`` is
+    ignored for it (it brings its own).
+    """
+    if scenario == LIMITS_CLUSTER:
+        if scenario not in _GENERATED:
+            import numpy as np
+
+            from ceenv.generator import generate_scenario
+
+            drawn = generate_scenario(np.random.default_rng(5), name="limits-40", **LIMITS_SIZES)
+            folder = Path(tempfile.mkdtemp(prefix="reach-bench-limits-")) / drawn.name
+            folder.mkdir()
+            names = ("nodes.json", "services.json", drawn.workload_file)
+            for name, document in zip(names, drawn.documents(), strict=True):
+                (folder / name).write_text(json.dumps(document))
+            _GENERATED[scenario] = (folder, folder / drawn.workload_file)
+        return _GENERATED[scenario]
     return REPO / "data" / "scenarios" / scenario, REPO / "data" / "workloads" / f"{workload}_call_patterns.json"
 
 

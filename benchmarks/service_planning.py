@@ -1,6 +1,7 @@
 """``bench_service.py --planning``: ``POST /get_action`` latency over HTTP of a general policy, raw and with planning.
 
-For each cluster of ``--sizes`` (a reference size with ``--workload``) the general artefact is served
+For each cluster of ``--sizes`` (a reference size with ``--workload``, or ``limits``: a generated
+cluster at the policy's limits) the general artefact is served
 twice by a real ``bentoml serve`` on 127.0.0.1: with the serve-time arguments ``scenario`` and
 ``workload`` only (the raw policy), then with ``plan_k``, ``plan_horizon``, ``plan_width`` and
 ``plan_margin`` too (decision-time planning, :mod:`bento.planning`), which is what ``reach serve
@@ -132,7 +133,9 @@ def write_planning_markdown(rows: list[dict[str, Any]], args: argparse.Namespace
     ]
     met = all(r["p99_ms"] <= r["target_p99_ms"] for r in rows)
     blocks = [
-        f"Model: {description}; workload {args.workload}; `bentoml serve`, one worker, 127.0.0.1, serve-time "
+        f"Model: {description}; workload {args.workload} (`limits`: a generated cluster at the policy's limits, "
+        "40 nodes and 76 pod slots of 80, with its own generated application: `bench_service.cluster_files`); "
+        "`bentoml serve`, one worker, 127.0.0.1, serve-time "
         f"arguments `scenario`/`workload` of each cluster, planning with {what} (what `reach serve --plan-k "
         f"{args.plan_k}` serves); {WARMUP_REQUESTS} warm-up requests, then sequential keep-alive requests (httpx) "
         "of 64 start states of the cluster.",

@@ -26,7 +26,7 @@ from ceenv.baselines import climb
 from ceenv.latency import CallCosts, Conditions, LatencyModel, nominal_conditions
 from ceenv.layout import FloatArray, IntArray, Layout, placement_counts
 from ceenv.observation import decode_action, encode_action, policy_mask
-from ceenv.search import expand
+from ceenv.search import TIE_DECIMALS, expand, latencies_after
 from ceenv.simulator import Simulator
 
 DEFAULT_WIDTH = DEFAULTS.plan_width
@@ -77,10 +77,11 @@ def _root_moves(model: Any, twin: Simulator, mask: np.ndarray, k: int, width: in
             decoded = decode_action(layout, int(action))
             if decoded is not None:
                 moves.append(decoded)
-    distinct = twin.distinct_moves(_native_mask(layout, mask))
-    if distinct:
-        after = twin.latency_after(distinct)
-        moves += [distinct[j] for j in np.argsort(after, kind="stable")[:width]]
+    distinct = twin.distinct_move_array(_native_mask(layout, mask))
+    if len(distinct):
+        after = latencies_after([twin], [distinct])[0]
+        best_first = np.argsort(np.round(after, TIE_DECIMALS), kind="stable")
+        moves += [(int(distinct[j, 0]), int(distinct[j, 1])) for j in best_first[:width]]
     return list(dict.fromkeys(moves))
 
 

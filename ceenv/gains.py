@@ -101,6 +101,58 @@ def latency_after_moves(
     return now, after
 
 
+def latency_after_selected(
+    model: LatencyModel,
+    counts: FloatArray,
+    matrices: FloatArray,
+    state: IntArray,
+    service: IntArray,
+    source: IntArray,
+    target: IntArray,
+) -> FloatArray:
+    """Latency after each selected move ``m``: one pod of ``service[m]`` from ``source[m]`` to ``target[m]`` in state ``state[m]``.
+
+    The same terms as :func:`move_delta_table`, evaluated for the listed moves only: each call's own
+    cost after the move (the calls to and from the moved service change), then the call tree once
+    over all moves together. When few of a state's (service, node) pairs hold pods, as in a
+    planner's beam over a large cluster, this is far cheaper than the full ``(S, N, N)`` table, and
+    it needs no linear tree. ``counts`` is ``(B, S, N)``; ``matrices`` ``(C, N, N)`` or ``(B, C, N, N)``.
+    """
+    own, g, h = call_terms(model, counts, matrices)
+    inv = 1.0 / np.maximum(counts.sum(axis=-1), 1.0)  # (B, S)
+    roots = set(model.roots)
+    groups: dict[int, tuple[IntArray, IntArray, IntArray, IntArray, FloatArray]] = {}
+
+    def moves_of(s: int) -> tuple[IntArray, IntArray, IntArray, IntArray, FloatArray]:
+        """The moves of service ``s``: their indices, states, sources, targets and ``1 / r_s``."""
+        if s not in groups:
+            index = np.flatnonzero(service == s)
+            b = state[index]
+            groups[s] = (index, b, source[index], target[index], inv[b, s])
+        return groups[s]
+
+    own_after: list[FloatArray | float] = []
+    for c in range(own.shape[1]):
+        value = own[state, c]  # a fresh array (fancy indexing copies)
+        if c not in roots:
+            s, p = int(model.call_service[c]), int(model.call_parent_service[c])
+            index, b, a, t, weight = moves_of(s)
+            if index.size:
+                value[index] += (g[c, b, t] - g[c, b, a]) * weight
+                if s == p:
+                    m = (
+                        matrices[c, a, t] + matrices[c, t, a]
+                        if matrices.ndim == 3
+                        else matrices[b, c, a, t] + matrices[b, c, t, a]
+                    )
+                    value[index] -= m * weight**2
+            index, b, a, t, weight = moves_of(p)
+            if index.size:
+                value[index] += (h[c, b, t] - h[c, b, a]) * weight
+        own_after.append(value)
+    return np.asarray(application_latency(model, tree_totals(model, own_after)), dtype=np.float64)
+
+
 def gather_moves(delta: FloatArray, slot_service: IntArray, slot_node: IntArray) -> FloatArray:
     """Per slot ``p`` and target ``n``: ``delta[b, service(p), node(p), n]``, ``(B, P, N)`` (empty slots: node 0)."""
     batch = slot_node.shape[0]

@@ -18,9 +18,11 @@ import numpy as np
 
 from ceenv.baselines import Outcome
 from ceenv.baselines import climb as improve
+from ceenv.gains import latency_after_selected
 from ceenv.simulator import Simulator
 
 _MIN_GAIN_MS = 1e-9
+TIE_DECIMALS = 9  # latencies equal to 1e-9 ms are ties (the same placement, summed in another order)
 
 
 def climb(sim: Simulator, max_moves: int = 10_000) -> int:
@@ -94,6 +96,36 @@ def best_known(start: Simulator, rng: np.random.Generator, restarts: int = 4, ki
     )
 
 
+def latencies_after(beam: list[Simulator], moves: list[np.ndarray]) -> list[np.ndarray]:
+    """Latency after each of ``moves[i]`` (``(K, 2)`` rows of slot and target) applied to ``beam[i]``, ms; nothing changes.
+
+    States that share one latency model and one network (a planner's beam: copies of one twin) are
+    evaluated together, only the listed moves (:func:`ceenv.gains.latency_after_selected`, equal to
+    the full evaluation up to rounding); others one by one (:meth:`Simulator.latency_after`).
+    """
+    if not beam:
+        return []
+    first = beam[0]
+    pairs = [np.asarray(chosen, dtype=np.int64).reshape(-1, 2) for chosen in moves]  # (slot, target) rows
+    if any(sim.model is not first.model or sim.costs is not first.costs for sim in beam):
+        return [sim.latency_after([(int(a), int(b)) for a, b in rows]) for sim, rows in zip(beam, pairs, strict=True)]
+    sizes = [len(rows) for rows in pairs]
+    every = np.concatenate(pairs)
+    state = np.repeat(np.arange(len(beam)), sizes)
+    slots = every[:, 0]
+    sources = np.concatenate([sim.slot_node[rows[:, 0]] for sim, rows in zip(beam, pairs, strict=True)])
+    after = latency_after_selected(
+        first.model,
+        np.stack([sim.counts for sim in beam]),
+        first.costs.matrices,
+        state,
+        first.layout.slot_service[slots],
+        sources,
+        every[:, 1],
+    )
+    return np.split(after, np.cumsum(sizes)[:-1])
+
+
 def expand(
     beam: list[Simulator], width: int, per_state: int, candidates: list[list[tuple[int, int]]] | None = None
 ) -> list[tuple[int, tuple[int, int], float]]:
@@ -104,14 +136,18 @@ def expand(
     are merged.
     """
     scored: list[tuple[float, int, tuple[int, int]]] = []
-    for index, sim in enumerate(beam):
-        moves = sim.distinct_moves() if candidates is None else candidates[index]
-        if not moves:
+    moves_per_parent = [
+        sim.distinct_move_array() if candidates is None else np.array(candidates[i], dtype=np.int64).reshape(-1, 2)
+        for i, sim in enumerate(beam)
+    ]
+    for index, (moves, after) in enumerate(zip(moves_per_parent, latencies_after(beam, moves_per_parent), strict=True)):
+        if not len(moves):
             continue
-        after = sim.latency_after(moves)  # one batch per parent (a batch of the whole beam is slower)
-        keep = np.argsort(after, kind="stable")[:per_state]
-        scored.extend((float(after[j]), index, moves[j]) for j in keep)
-    scored.sort(key=lambda item: item[0])
+        keep = np.argsort(np.round(after, TIE_DECIMALS), kind="stable")[:per_state]
+        scored.extend((float(after[j]), index, (int(moves[j, 0]), int(moves[j, 1]))) for j in keep)
+    # Equal placements reached by different paths differ by rounding only: compare values to 1e-9 ms
+    # and break ties by parent and move, so that the search does not depend on summation order.
+    scored.sort(key=lambda item: (round(item[0], TIE_DECIMALS), item[1], item[2]))
     children: list[tuple[int, tuple[int, int], float]] = []
     seen: set[bytes] = set()
     for latency_ms, index, (slot, node) in scored:

@@ -142,12 +142,18 @@ class Simulator:
 
         ``action_mask`` replaces the simulator's own mask (a served request's ``pod_deployable``).
         """
+        moves = self.distinct_move_array(action_mask)
+        return list(zip(moves[:, 0].tolist(), moves[:, 1].tolist(), strict=True))
+
+    def distinct_move_array(self, action_mask: BoolArray | None = None) -> IntArray:
+        """:meth:`distinct_moves` as a ``(K, 2)`` array of ``(slot, target node)`` rows."""
         valid = self.action_mask() if action_mask is None else action_mask
         n = self.layout.node_count
         nodes, slots = np.nonzero(valid[:-1].reshape(n, self.layout.slot_count))
         keys = (self.layout.slot_service[slots] * n + self.slot_node[slots]) * n + nodes
         first = np.sort(np.unique(keys, return_index=True)[1])  # the first move of each kind, in mask order
-        return list(zip(slots[first].tolist(), nodes[first].tolist(), strict=True))
+        result: IntArray = np.stack([slots[first], nodes[first]], axis=1).astype(np.int64)
+        return result
 
     def latency_after(self, moves: list[tuple[int, int]]) -> FloatArray:
         """Latency after each single move (evaluated together, nothing is changed)."""

@@ -109,6 +109,41 @@ def test_a_batch_with_one_network_per_state_equals_each_state_alone() -> None:
         assert np.abs(after[i] - one_after[0]).max() < TOLERANCE_MS
 
 
+@pytest.mark.parametrize("env", _envs(), ids=lambda e: f"{e.scenario.name}-{e.workload.name}")
+def test_selected_moves_of_a_beam_equal_the_full_evaluation(env: CloudEdgeEnv) -> None:
+    """latency_after_selected / search.latencies_after: several states at once, only the listed moves."""
+    from ceenv.search import latencies_after
+
+    beam = _random_states(env, seed=7, count=5)
+    moves = [sim.distinct_move_array() for sim in beam]
+    together = latencies_after(beam, moves)
+    for sim, rows, after in zip(beam, moves, together, strict=True):
+        full = sim.latency_after([(int(a), int(b)) for a, b in rows])
+        assert after.shape == full.shape and np.abs(full - after).max(initial=0.0) < TOLERANCE_MS
+
+
+def test_selected_moves_with_one_network_per_state_equal_each_state_alone() -> None:
+    from ceenv.gains import latency_after_selected
+
+    env = _self_calling_env()  # a self-call and parallel groups: every term of the formula
+    sims = _random_states(env, seed=11, count=4)
+    rng = np.random.default_rng(2)
+    costs = [env.model.prepare(build_network(env.scenario, draw_conditions(env.scenario, rng))) for _ in sims]
+    rows = [sim.distinct_move_array() for sim in sims]
+    state = np.repeat(np.arange(len(sims)), [len(r) for r in rows])
+    every = np.concatenate(rows)
+    source = np.concatenate([sim.slot_node[r[:, 0]] for sim, r in zip(sims, rows, strict=True)])
+    after = latency_after_selected(
+        env.model, np.stack([s.counts for s in sims]), np.stack([c.matrices for c in costs]), state,
+        env.layout.slot_service[every[:, 0]], source, every[:, 1],
+    )  # fmt: skip
+    for i, sim in enumerate(sims):
+        alone = sim.copy()
+        alone.costs = costs[i]
+        full = alone.latency_after([(int(a), int(b)) for a, b in rows[i]])
+        assert np.abs(full - after[state == i]).max(initial=0.0) < TOLERANCE_MS
+
+
 def _gains_by_full_evaluation(env: CloudEdgeEnv, sim: Simulator) -> np.ndarray:
     """The move-gain feature as first written: every valid move evaluated by the full formula."""
     layout, model = env.layout, env.model
