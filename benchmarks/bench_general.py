@@ -4,12 +4,13 @@ Evaluates one artefact on held-out start states (evaluation seeds, ``--seeds`` o
 ``--episodes`` episodes) in every cell of REACH's 3 sizes x 3 workloads and on generated clusters
 of 38 nodes (twice the largest training size, never trained on; their files are written under
 ``<out>/clusters/`` so ``reach evaluate`` can reuse them), in the families steady, node_failure and
-traffic_surge (generated applications have no ``aggregator`` to surge: steady and node_failure). For each (cluster, workload, family) it reports the policy's and greedy's fraction of
+traffic_surge (which grows each application's front service: the reference ``aggregator``, a
+generated application's first-called service). For each (cluster, workload, family) it reports the policy's and greedy's fraction of
 the best-known reduction (mean and 95 % CI over seeds), moves per episode and invalid actions, and
 whether the issue's targets hold (fraction ≥ greedy's, moves ≤ greedy's + 1, 0 invalid; ≥ 0.95 on
 average). ``--reach-model`` adds REACH's own setting (observation v1, plain MLP) as rows. The
 in-process decision time (``bento.policy.Policy.decide`` on REACH requests, p50/p99) is measured
-too. ``--plan-k`` adds the policy with decision-time planning (:mod:`bento.planning`), evaluated
+too, on every reference size and on the first generated cluster. ``--plan-k`` adds the policy with decision-time planning (:mod:`bento.planning`), evaluated
 through the evaluation itself (``reach evaluate --plan-k``), as the bento decides. The default gate
 (``--gate-rules``) is applied to every reference cell's report, raw and with planning. Writes
 ``<out>/general.md``, ``<out>/summary.md`` (the README's table) and ``<out>/general.json``. Heavy: run it under
@@ -114,17 +115,17 @@ def gate_rows(rules_file: Path) -> list[dict[str, Any]]:
     return out
 
 
-def decision_times_ms(model: Path, size: str, workload: str, requests: int = 200, **planning: Any) -> dict[str, float]:
-    """``Policy.decide`` (encode + network + answer) on REACH requests of ``size``: p50 and p99, ms."""
+def decision_times_ms(
+    model: Path, scenario_dir: Path, workload_file: Path, requests: int = 200, **planning: Any
+) -> dict[str, float]:
+    """``Policy.decide`` (encode + network + answer) on REACH requests of this cluster: p50 and p99, ms."""
     from bento.artefact import load_artefact
     from bento.policy import GateVerdict, NominalLatency, Policy, PolicyCard
     from ceenv.env import CloudEdgeEnv
     from ceenv.layout import layout_from_scenario
     from ceenv.payload import request_from_state
     from ceenv.schema import ActionRequest
-    from flows.training.general import reference_files
 
-    scenario_dir, workload_file = reference_files(size, workload)
     env = CloudEdgeEnv(scenario_dir, workload_file)
     loaded = load_artefact(model, layout_from_scenario(env.scenario, 3))
     card = PolicyCard.from_artefact(loaded.metadata, GateVerdict(passed=True, reason="benchmark"))
@@ -202,8 +203,12 @@ def summary_markdown(rows: list[dict[str, Any]], timing: dict[str, Any], setting
     ]
     for label in dict.fromkeys(r["setting"] for r in rows):
         mine = [r for r in rows if r["setting"] == label]
-        p99 = [t["p99_ms"] for what, t in timing.items() if ("planning" in what) == ("planning" in label)]
-        shown = f"{min(p99):.1f}–{max(p99):.1f} ms" if p99 and "REACH" not in label and "generated" not in label else ""
+        p99 = [
+            t["p99_ms"]
+            for what, t in timing.items()
+            if ("planning" in what) == ("planning" in label) and ("generated" in what) == ("generated" in label)
+        ]
+        shown = f"{min(p99):.1f}–{max(p99):.1f} ms" if p99 and "REACH" not in label else ""
         lines.append(
             f"| {label}, {len(mine)} cells | {np.mean([r['policy_fraction'] for r in mine]):.3f} "
             f"({np.mean([r['greedy_fraction'] for r in mine]):.3f}) | {sum(r['ge_greedy'] for r in mine)}/{len(mine)} "
@@ -265,7 +270,7 @@ def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[
         "## Decision time",
         "",
         "In-process `bento.policy.Policy.decide` (decode the REACH request, encode, network or planning, answer) "
-        "on 200 start states per size (`/get_action` adds HTTP); planning = bento arguments `plan_k`, "
+        "on 200 start states per cluster (`/get_action` adds HTTP); planning = bento arguments `plan_k`, "
         "`plan_horizon`, `plan_width`, `plan_margin`.",
         "",
     ]
@@ -306,7 +311,7 @@ def main() -> None:
     import torch
 
     from ceenv.reference import SIZES, WORKLOADS
-    from flows.training.general import reference_files
+    from flows.training.general import LARGE_NODES, reference_files
 
     torch.set_num_threads(1)
     began = time.perf_counter()
@@ -320,8 +325,7 @@ def main() -> None:
     large = write_large_clusters(args.out, args.large)
     rows += [
         row(g, "general policy, generated 38-node clusters")
-        # traffic_surge grows the service named "aggregator", which generated applications do not have
-        for g in evaluate_cells(args.model, large, seeds, args.episodes, ["steady", "node_failure"])
+        for g in evaluate_cells(args.model, large, seeds, args.episodes)
     ]
     if args.reach_model is not None:
         # REACH's setting fits one cluster: its own training cell only.
@@ -333,7 +337,10 @@ def main() -> None:
             row(g, "REACH's setting (observation v1, MLP)")
             for g in evaluate_cells(args.reach_model, cell, seeds, args.episodes)
         ]
-    timing = {f"{size}, raw policy": decision_times_ms(args.model, size, "aggregator_sequential") for size in SIZES}
+    timed = {size: reference_files(size, "aggregator_sequential") for size in SIZES}
+    if large:
+        timed[f"generated {large[0][0].name} ({LARGE_NODES} nodes)"] = large[0]
+    timing = {f"{what}, raw policy": decision_times_ms(args.model, *files) for what, files in timed.items()}
     if args.plan_k > 0:
         planning = {
             "plan_k": args.plan_k,
@@ -342,13 +349,15 @@ def main() -> None:
             "plan_margin": args.plan_margin,
         }
         what = f"top-{args.plan_k} + width {args.plan_width}, {args.horizon} moves deep, margin {args.plan_margin:g}"
-        for size in SIZES:
-            timing[f"{size}, with planning ({what})"] = decision_times_ms(
-                args.model, size, "aggregator_sequential", **planning
-            )
+        for size, files in timed.items():
+            timing[f"{size}, with planning ({what})"] = decision_times_ms(args.model, *files, **planning)
         rows += [
             row(g, f"general policy + planning (beam search on the twin: {what})")
             for g in evaluate_cells(args.model, reference, seeds, args.episodes, gate_label="planning", **planning)
+        ]
+        rows += [
+            row(g, "general policy + planning, generated 38-node clusters")
+            for g in evaluate_cells(args.model, large, seeds, args.episodes, **planning)
         ]
     settings = {
         "written_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),

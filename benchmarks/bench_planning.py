@@ -8,7 +8,9 @@ row of the defaults of :mod:`bento.planning_settings` is marked). Per setting: t
 of the best-known reduction over the 27 (cell, family) groups, the cells whose every family is ≥
 greedy's fraction, the cells (and groups) within greedy's moves + 1, the cells the default gate
 passes, and the in-process decision time (``bento.policy.Policy.decide`` on 200 REACH requests of
-19-37, the largest reference cluster: p50 and p99). Writes ``<out>/planning.md`` (the README's
+19-37, the largest reference cluster: p50 and p99), and the mean fraction on bench_general's two
+generated 38-node clusters (never trained on; the margin is in step costs, so it weighs more on an
+application whose moves gain a few ms). Writes ``<out>/planning.md`` (the README's
 table) and ``<out>/planning.json``; ``--tables`` rewrites the table from ``planning.json``. Heavy (about
 70 s per setting): run it under ``flock /tmp/reach-heavy.lock``. Usage:
 ``python benchmarks/bench_planning.py [--setting 10/16/8 ...]``.
@@ -20,6 +22,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,9 @@ DEFAULT_SETTINGS = [
     "10/16/8",
     "10/16/6",
     "8/12/4",
+    "8/12/1",
 ]  # horizon/width/margin; 6/8/8: the previous default
+LARGE = 2  # generated 38-node clusters (bench_general's, never trained on) also measured per setting
 
 
 def parse_setting(text: str) -> dict[str, Any]:
@@ -56,8 +61,10 @@ def parse_setting(text: str) -> dict[str, Any]:
     return settings.to_dict()
 
 
-def measure(planning: dict[str, Any], seeds: list[int], episodes: int, gate_rules: Path) -> dict[str, Any]:
-    """One planning setting over the 9 reference cells: per-cell summaries, gate verdicts and decision times."""
+def measure(
+    planning: dict[str, Any], seeds: list[int], episodes: int, gate_rules: Path, large: list[tuple[Path, Path]]
+) -> dict[str, Any]:
+    """One planning setting over the 9 reference cells (per-cell summaries, gate verdicts, decision times) and ``large``."""
     from ceenv.reference import SIZES, WORKLOADS
     from flows.training.general import reference_files
 
@@ -70,7 +77,8 @@ def measure(planning: dict[str, Any], seeds: list[int], episodes: int, gate_rule
             )
             cells.append({"scenario": size, "workload": workload, **cell_summary([row(g, "planning") for g in groups])})
     gates = gate_rows(gate_rules)
-    timing = decision_times_ms(GENERAL, TIMED_SIZE, "chain", **planning)
+    generated = [row(g, "planning") for g in evaluate_cells(GENERAL, large, seeds, episodes, **planning)]
+    timing = decision_times_ms(GENERAL, *reference_files(TIMED_SIZE, "chain"), **planning)
     moves = [m for c in cells for m, _ in c["moves"].values()]
     return {
         "planning": planning,
@@ -83,6 +91,10 @@ def measure(planning: dict[str, Any], seeds: list[int], episodes: int, gate_rule
         "mean_moves": statistics.fmean(moves),
         "invalid": sum(c["invalid"] for c in cells),
         "decision_ms": timing,
+        "generated": [
+            {k: r[k] for k in ("scenario", "family", "policy_fraction", "greedy_fraction", "ge_greedy", "moves_ok")}
+            for r in generated
+        ],
     }
 
 
@@ -107,6 +119,7 @@ def markdown_blocks(results: list[dict[str, Any]]) -> list[str]:
                 f"{r['gate_passed_cells']}/9",
                 r["invalid"],
                 f"{r['decision_ms']['p50_ms']:.1f} / {r['decision_ms']['p99_ms']:.1f}",
+                _generated_cell(r.get("generated", [])),
             ]
         )
     header = [
@@ -118,10 +131,18 @@ def markdown_blocks(results: list[dict[str, Any]]) -> list[str]:
         "default gate passes",
         "invalid",
         f"decision ms p50 / p99 ({TIMED_SIZE})",
+        "generated 38-node clusters: mean fraction (groups ≥ greedy)",
     ]
     failed = "; ".join(f"{r['planning']['plan_horizon']}/{r['planning']['plan_width']}/"
                        f"{r['planning']['plan_margin']:g}: {', '.join(r['gate_failed']) or 'none'}" for r in results)  # fmt: skip
-    return [table(header, rows, "lrrrrrrr"), f"Cells the default gate refuses, per setting: {failed}."]
+    return [table(header, rows, "lrrrrrrrr"), f"Cells the default gate refuses, per setting: {failed}."]
+
+
+def _generated_cell(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "–"
+    mean = statistics.fmean(r["policy_fraction"] for r in rows)
+    return f"{mean:.3f} ({sum(r['ge_greedy'] for r in rows)}/{len(rows)})"
 
 
 def write(args: argparse.Namespace, run: dict[str, Any], how: str = "") -> None:
@@ -132,7 +153,8 @@ def write(args: argparse.Namespace, run: dict[str, Any], how: str = "") -> None:
         f"(plan_k {results[0]['planning']['plan_k']}), every reference cell, seeds {seeds} x "
         f"{run.get('episodes', args.episodes)} episodes "
         "per family (steady, node failure, surge); cells count (size, workload) pairs whose every family meets the "
-        "target, groups count (cell, family) pairs"
+        "target, groups count (cell, family) pairs; the last column: the same seeds on bench_general's 2 generated "
+        "38-node clusters and applications (6 groups, never trained on)"
     )
     write_tables(args.out / "planning.md", "bench_planning.py", markdown_blocks(results), note=note)
     print((args.out / "planning.md").read_text())
@@ -157,11 +179,14 @@ def main() -> None:
     torch.set_num_threads(1)
     began = time.perf_counter()
     seeds = list(range(args.seeds))
+    from bench_general import write_large_clusters
+
+    large = write_large_clusters(Path(tempfile.mkdtemp(prefix="reach-bench-planning-")), LARGE)  # bench_general's
     results = []
     for text in args.setting or DEFAULT_SETTINGS:
         planning = parse_setting(text)
         print(f"planning {text} …", flush=True)
-        results.append(measure(planning, seeds, args.episodes, args.gate_rules))
+        results.append(measure(planning, seeds, args.episodes, args.gate_rules, large))
         print(f"  mean fraction {results[-1]['mean_fraction']:.3f}", flush=True)
     run = {"wall_seconds": time.perf_counter() - began, "seeds": seeds, "episodes": args.episodes, "results": results}
     args.out.mkdir(parents=True, exist_ok=True)
