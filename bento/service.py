@@ -111,17 +111,15 @@ class PolicyService:
         self,
         cluster_state: ClusterState,
         pod_deployable: dict[Name, list[Name]] = Field(default_factory=dict),  # noqa: B008 - BentoML's way to give an API field a default
-        measured: MeasuredConditions = Field(default_factory=MeasuredConditions),  # noqa: B008 - as above
+        measured: MeasuredConditions | None = None,
     ) -> ActionResponse:
         """The REACH request (``cluster_state``, ``pod_deployable``, optional ``measured``) → ``pod_name``, ``target_node``, ``is_stop``.
 
         Every top-level field of :class:`ceenv.schema.ActionRequest` must be a parameter here:
         BentoML builds the API's input model from this signature and drops any other key. An absent
-        ``measured`` block arrives as an empty one (the OpenAPI 3.0 document has no ``null``) and
-        means, as an empty block does, that nothing was measured: the nominal network.
+        or ``null`` ``measured`` block means that nothing was measured: the nominal network.
         """
-        block = measured if measured.model_fields_set or measured.model_extra else None
-        request = ActionRequest(cluster_state=cluster_state, pod_deployable=pod_deployable, measured=block)
+        request = ActionRequest(cluster_state=cluster_state, pod_deployable=pod_deployable, measured=measured)
         try:
             return self.policy.decide(request)
         except PayloadError as err:

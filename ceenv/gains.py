@@ -17,8 +17,10 @@ costs and the table is two small matrix products; with parallel groups the tree 
 the whole table. :func:`latency_after_moves` does this for a batch of states at once (leading axis
 ``B``) with per-state or shared network matrices; it agrees with the full evaluation
 (:meth:`ceenv.latency.LatencyModel.latency_batch`) to floating-point rounding (tests: 1e-9 ms).
-Used by :func:`ceenv.observation.move_gain_features`, the batched env (:mod:`ceenv.vector`) and
-the simulator. Pure numpy.
+:func:`latency_after_selected` evaluates the same terms for a list of moves only, over several
+states at once (a planner's beam: :func:`ceenv.search.latencies_after`). Used by
+:func:`ceenv.observation.move_gain_features`, the batched env (:mod:`ceenv.vector`), the search
+and the simulator. Pure numpy.
 """
 
 from __future__ import annotations

@@ -130,7 +130,8 @@ class PolicyClient:
         return f"{base.rstrip('/')}/get_action"
 
     def ask(self, request: ActionRequest) -> Advice:
-        body = request.model_dump_json().encode()
+        # No "measured": null when nothing was measured: REACH's own service knows no such key.
+        body = request.model_dump_json(exclude_none=True).encode()
         delay_s = self.backoff_s
         last = NoAdvice("policy not asked", temporary=True)
         for attempt in range(self.retries + 1):

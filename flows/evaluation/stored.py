@@ -5,7 +5,9 @@ policy's certificate: the gate reads it when the artefact is packaged. So a new 
 only when it judges the same thing at least as thoroughly: the raw policy (no planning), on the
 artefact's own cluster and application (the same file contents, not only the same names), with at
 least the stored report's families, seeds and episodes. A one-episode smoke run, a run on another
-workload, or a planning run therefore never overwrites it. Used by ``reach evaluate``.
+workload, or a planning run therefore never overwrites it (a thorough raw run does replace a planning
+report stored by a pipeline run with ``plan_k``; the bento then serves raw, as its report says).
+Used by ``reach evaluate``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ def store_refusal(
 
     metadata = read_metadata(model_dir)
     if settings.get("plan_k"):
-        return f"it evaluates planning (plan_k={settings['plan_k']}), the stored one is the raw policy's"
+        return (
+            f"it evaluates planning (plan_k={settings['plan_k']}); package it with `reach package --report`, "
+            "which builds a bento that serves that planning"
+        )
     if joined_sha256(scenario_sources(scenario_dir)) != joined_sha256(metadata.scenario_files):
         return f"it is for the cluster in {scenario_dir}, not the artefact's own ({metadata.scenario_name})"
     if len(workload_files) != 1 or source_file(workload_files[0]).sha256 != metadata.workload_file.sha256:

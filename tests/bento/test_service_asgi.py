@@ -80,6 +80,8 @@ def test_the_measured_block_reaches_the_policy_over_http(client: TestClient) -> 
     node = next(iter(body["cluster_state"]["nodes"]))
     body["measured"] = {"node_utilization": {node: 0.2}}
     assert client.post("/get_action", json=body).status_code == 200
+    body["measured"] = None  # what a client that measured nothing may send: the nominal network
+    assert client.post("/get_action", json=body).status_code == 200
 
 
 def test_the_api_takes_every_field_of_the_request_schema() -> None:

@@ -234,3 +234,30 @@ def test_an_evaluation_that_cannot_run_whole_is_refused_before_any_work(tmp_path
     ):
         with pytest.raises(ValueError, match=message):
             plan_units(scenario_dir("7-21"), [workload_file("chain")], ["steady"], seeds, 1, None)
+
+
+def test_policies_decide_on_one_torch_thread_and_the_count_is_restored_after_concurrent_units() -> None:
+    """As the service decides (torch_threads 1); units run concurrently in Prefect's thread pool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from flows.evaluation import evaluate_unit
+
+    seen: list[int] = []
+
+    class Recording(FirstValidMove):
+        def decide(self, obs: np.ndarray, mask: np.ndarray) -> int:
+            seen.append(torch.get_num_threads())
+            return super().decide(obs, mask)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        units = plan_units(scenario_dir("7-21"), [workload_file("chain")], ["steady"], [0, 1, 2, 3], 1, None)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda unit: evaluate_unit(unit, Recording()), units))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

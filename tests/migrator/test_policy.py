@@ -18,6 +18,7 @@ def client_with(*answers: bytes | TransportError) -> tuple[PolicyClient, list[fl
     def transport(url: str, body: bytes, timeout_s: float) -> bytes:
         calls.append(url)
         assert json.loads(body)["cluster_state"] == {"nodes": {}, "services": {}}
+        assert "measured" not in json.loads(body)  # nothing measured: no key, as REACH's clients send it
         answer = queue.pop(0)
         if isinstance(answer, TransportError):
             raise answer
