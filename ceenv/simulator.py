@@ -146,7 +146,7 @@ class Simulator:
         return list(zip(moves[:, 0].tolist(), moves[:, 1].tolist(), strict=True))
 
     def distinct_move_array(self, action_mask: BoolArray | None = None) -> IntArray:
-        """:meth:`distinct_moves` as a ``(K, 2)`` array of ``(slot, target node)`` rows."""
+        """:meth:`Simulator.distinct_moves` as a ``(K, 2)`` array of ``(slot, target node)`` rows."""
         valid = self.action_mask() if action_mask is None else action_mask
         n = self.layout.node_count
         nodes, slots = np.nonzero(valid[:-1].reshape(n, self.layout.slot_count))
