@@ -3,12 +3,14 @@
 Used by every CLI command. :func:`repo_root` is the one definition of the source checkout the
 packages run from (``data/``, ``deploy/`` and ``bento/bentofile.yaml`` live there).
 ``REACH_DATA_DIR`` overrides the repository's ``data/`` folder and ``REACH_OUT_DIR`` the default
-output folder (``./out``).
+output folder (``./out``). :func:`write_text_atomic` is how outputs that someone may be reading
+(reports, a learning curve that a running job rewrites) are written: whole or not at all.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from ceenv.validation import ScenarioError
@@ -63,3 +65,16 @@ def resolve_workload(value: str, scenario_dir: Path | None = None) -> Path:
     raise ScenarioError(
         value, "$", "no such workload file or name", expected=f"a path to a *{WORKLOAD_SUFFIX} file or one of {known}"
     )
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

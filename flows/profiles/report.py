@@ -9,13 +9,12 @@ atomically (temporary file, then rename). Used by :mod:`flows.profiles.ingest` a
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flows.local.paths import write_text_atomic
 from flows.profiles.checks import ValidationOutcome
 
 if TYPE_CHECKING:
@@ -80,19 +79,6 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines += ["", f"Cells kept at the workload's current value (--keep-current): {kept}"]
     lines += ["", "## Summary (ms)", "", summary_markdown(report["summary"])]
     return "\n".join(lines)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_report(report: Mapping[str, Any], directory: Path, stem: str) -> tuple[Path, Path]:

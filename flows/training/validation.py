@@ -12,6 +12,7 @@ limit. Used by :mod:`flows.training.trainer`.
 from __future__ import annotations
 
 import csv
+import io
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from ceenv.search import best_known
 from ceenv.simulator import Simulator
 from flows.evaluation.episodes import Decide, State, run_policy, start_state
 from flows.evaluation.seeds import validation_seed
+from flows.local.paths import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,11 @@ def write_curve(file: Path, curve: list[CurvePoint]) -> None:
 
     Written beside ``file`` and renamed over it, so a reader never sees half a file.
     """
-    partial = file.with_name(file.name + ".partial")
-    with partial.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(CurvePoint.__dataclass_fields__))
-        writer.writeheader()
-        writer.writerows(asdict(point) for point in curve)
-    partial.replace(file)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(CurvePoint.__dataclass_fields__))
+    writer.writeheader()
+    writer.writerows(asdict(point) for point in curve)
+    write_text_atomic(file, text.getvalue())
 
 
 @dataclass
