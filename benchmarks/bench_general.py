@@ -271,7 +271,7 @@ def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[
         "",
         "In-process `bento.policy.Policy.decide` (decode the REACH request, encode, network or planning, answer) "
         "on 200 start states per cluster (`/get_action` adds HTTP); planning = bento arguments `plan_k`, "
-        "`plan_horizon`, `plan_width`, `plan_margin`.",
+        "`plan_horizon`, `plan_width`, `plan_margin`, `plan_noise`, `plan_confidence`.",
         "",
     ]
     lines += ["| what | p50 ms | p99 ms |", "|---|---|---|"]
@@ -300,6 +300,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plan-width", type=int, default=chosen.plan_width, help="Planning: beam width.")
     parser.add_argument(
         "--plan-margin", type=float, default=chosen.plan_margin, help="Planning: step costs a move must gain."
+    )
+    parser.add_argument(
+        "--plan-noise", type=float, default=chosen.plan_noise, help="Planning: relative noise of the known network."
+    )
+    parser.add_argument(
+        "--plan-confidence",
+        type=float,
+        default=chosen.plan_confidence,
+        help="Planning: standard deviations of a sequence's gain charged per move.",
     )
     parser.add_argument("--gate-rules", type=Path, default=ROOT / "data" / "gate" / "default.json")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "general")
@@ -347,8 +356,13 @@ def main() -> None:
             "plan_horizon": args.horizon,
             "plan_width": args.plan_width,
             "plan_margin": args.plan_margin,
+            "plan_noise": args.plan_noise,
+            "plan_confidence": args.plan_confidence,
         }
-        what = f"top-{args.plan_k} + width {args.plan_width}, {args.horizon} moves deep, margin {args.plan_margin:g}"
+        what = (
+            f"top-{args.plan_k} + width {args.plan_width}, {args.horizon} moves deep, margin {args.plan_margin:g}, "
+            f"noise {args.plan_noise:g}, confidence {args.plan_confidence:g}"
+        )
         for size, files in timed.items():
             timing[f"{size}, with planning ({what})"] = decision_times_ms(args.model, *files, **planning)
         rows += [
@@ -367,7 +381,8 @@ def main() -> None:
         "wall_seconds": time.perf_counter() - began,
         "command": f"python benchmarks/bench_general.py --model {args.model} --seeds {args.seeds} "
         f"--episodes {args.episodes} --large {args.large} --plan-k {args.plan_k} --horizon {args.horizon} "
-        f"--plan-width {args.plan_width} --plan-margin {args.plan_margin:g}"
+        f"--plan-width {args.plan_width} --plan-margin {args.plan_margin:g} --plan-noise {args.plan_noise:g} "
+        f"--plan-confidence {args.plan_confidence:g}"
         + (f" --reach-model {args.reach_model}" if args.reach_model else ""),
         "gate": gate_rows(args.gate_rules),
         "gate_rules": str(

@@ -1,19 +1,20 @@
-"""Benchmark: how the decision-time planner's depth, width and margin trade quality, moves and decision time.
+"""Benchmark: how the decision-time planner's depth, width, margin and noise charge trade quality, moves and time.
 
 Evaluates the shipped general policy (``data/policies/general-v4``) with decision-time planning
 (:mod:`bento.planning`, ``plan_k`` = the chosen one) in every reference cell (REACH's 3 sizes x 3
 workloads) on held-out start states (``--seeds`` x ``--episodes``, families steady, node_failure and
-traffic_surge), once per planning setting ``horizon/width/margin`` given with ``--setting`` (the
+traffic_surge), once per planning setting ``horizon/width/margin[/noise/confidence]`` given with
+``--setting`` (three numbers: a fixed margin per move, the planner before the noise charge; the
 row of the defaults of :mod:`bento.planning_settings` is marked). Per setting: the mean fraction
 of the best-known reduction over the 27 (cell, family) groups, the cells whose every family is ≥
 greedy's fraction, the cells (and groups) within greedy's moves + 1, the cells the default gate
 passes, and the in-process decision time (``bento.policy.Policy.decide`` on 200 REACH requests of
 19-37, the largest reference cluster: p50 and p99), and the mean fraction on bench_general's two
-generated 38-node clusters (never trained on; the margin is in step costs, so it weighs more on an
-application whose moves gain a few ms). Writes ``<out>/planning.md`` (the README's
+generated 38-node clusters (never trained on; a fixed margin is in step costs, so it weighs more on
+an application whose moves gain a few ms; the noise charge is in the application's own scale). Writes ``<out>/planning.md`` (the README's
 table) and ``<out>/planning.json``; ``--tables`` rewrites the table from ``planning.json``. Heavy (about
 70 s per setting): run it under ``flock /tmp/reach-heavy.lock``. Usage:
-``python benchmarks/bench_planning.py [--setting 10/16/8 ...]``.
+``python benchmarks/bench_planning.py [--setting 8/12/1/0.1/1 ...]``.
 """
 
 from __future__ import annotations
@@ -37,28 +38,50 @@ from bench_tables import table, write_tables  # noqa: E402
 GENERAL = ROOT / "data" / "policies" / "general-v4"
 TIMED_SIZE = "19-37"
 DEFAULT_SETTINGS = [
-    "6/8/8",
     "8/12/8",
-    "10/16/8",
-    "10/16/6",
     "8/12/4",
     "8/12/1",
-]  # horizon/width/margin; 6/8/8: the previous default
+    "8/12/1/0.1/0.5",
+    "8/12/1/0.1/1",
+    "8/12/1/0.1/1.5",
+    "8/12/1/0.1/2",
+    "10/16/1/0.1/1",
+]  # horizon/width/margin[/noise/confidence]; 8/12/8: the previous default (a fixed margin, no noise charge)
 LARGE = 2  # generated 38-node clusters (bench_general's, never trained on) also measured per setting
 
 
 def parse_setting(text: str) -> dict[str, Any]:
-    """``"10/16/8"`` → the planning arguments (``plan_k`` chosen, horizon 10, width 16, margin 8)."""
+    """``"10/16/1/0.1/1"`` → the planning arguments (``plan_k`` chosen, horizon 10, width 16, margin 1, noise 0.1,
+    confidence 1); ``"8/12/8"`` (no noise and confidence) is a fixed margin, the planner before the noise charge."""
     from bento.planning_settings import CHOSEN_PLAN_K, PlanningSettings
 
     try:
-        horizon, width, margin = text.split("/")
+        parts = text.split("/")
+        if len(parts) not in (3, 5):
+            raise ValueError("3 or 5 numbers")
+        horizon, width, margin = parts[:3]
+        noise, confidence = parts[3:] if len(parts) == 5 else ("0", "0")
         settings = PlanningSettings(
-            plan_k=CHOSEN_PLAN_K, plan_horizon=int(horizon), plan_width=int(width), plan_margin=float(margin)
+            plan_k=CHOSEN_PLAN_K,
+            plan_horizon=int(horizon),
+            plan_width=int(width),
+            plan_margin=float(margin),
+            plan_noise=float(noise),
+            plan_confidence=float(confidence),
         )
     except ValueError as err:
-        raise SystemExit(f"--setting {text!r}: give horizon/width/margin, e.g. 10/16/8 ({err})") from None
+        raise SystemExit(
+            f"--setting {text!r}: give horizon/width/margin[/noise/confidence], e.g. 8/12/1/0.1/1 ({err})"
+        ) from None
     return settings.to_dict()
+
+
+def label(planning: dict[str, Any]) -> str:
+    """``8 / 12 / 8`` (a fixed margin) or ``8 / 12 / 1, noise 0.1 × 1`` (with the noise charge)."""
+    text = f"{planning['plan_horizon']} / {planning['plan_width']} / {planning['plan_margin']:g}"
+    if planning.get("plan_noise", 0) and planning.get("plan_confidence", 0):
+        text += f", noise {planning['plan_noise']:g} × {planning['plan_confidence']:g}"
+    return text
 
 
 def measure(
@@ -105,13 +128,11 @@ def markdown_blocks(results: list[dict[str, Any]]) -> list[str]:
     rows = []
     for r in results:
         p = r["planning"]
-        label = f"{p['plan_horizon']} / {p['plan_width']} / {p['plan_margin']:g}" + (
-            " (default)" if p == chosen else ""
-        )
+        name = label(p) + (" (default)" if p == chosen else "")
         groups = sum(policy <= greedy + 1 for c in r["cells"] for policy, greedy in c["moves"].values())
         rows.append(
             [
-                label,
+                name,
                 f"{r['mean_fraction']:.3f}",
                 f"{r['ge_greedy_cells']}/9",
                 f"{r['moves_ok_cells']}/9 ({groups}/27)",
@@ -123,7 +144,7 @@ def markdown_blocks(results: list[dict[str, Any]]) -> list[str]:
             ]
         )
     header = [
-        "horizon / width / margin",
+        "horizon / width / margin, noise × confidence",
         "mean fraction of best-known (27 groups)",
         "cells ≥ greedy",
         "cells (groups) with moves ≤ greedy + 1",
@@ -133,8 +154,7 @@ def markdown_blocks(results: list[dict[str, Any]]) -> list[str]:
         f"decision ms p50 / p99 ({TIMED_SIZE})",
         "generated 38-node clusters: mean fraction (groups ≥ greedy)",
     ]
-    failed = "; ".join(f"{r['planning']['plan_horizon']}/{r['planning']['plan_width']}/"
-                       f"{r['planning']['plan_margin']:g}: {', '.join(r['gate_failed']) or 'none'}" for r in results)  # fmt: skip
+    failed = "; ".join(f"{label(r['planning'])}: {', '.join(r['gate_failed']) or 'none'}" for r in results)
     return [table(header, rows, "lrrrrrrrr"), f"Cells the default gate refuses, per setting: {failed}."]
 
 
@@ -163,7 +183,9 @@ def write(args: argparse.Namespace, run: dict[str, Any], how: str = "") -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--setting", action="append", help=f"horizon/width/margin (repeatable; default: {' '.join(DEFAULT_SETTINGS)})."
+        "--setting",
+        action="append",
+        help=f"horizon/width/margin[/noise/confidence] (repeatable; default: {' '.join(DEFAULT_SETTINGS)}).",
     )
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--episodes", type=int, default=4)

@@ -20,7 +20,7 @@ written as a Markdown table with the command and the date to ``--markdown``
 
 ``--planning`` measures decision-time planning over HTTP instead: a general (observation version 4)
 ``--artefact`` is served once per cluster of ``--sizes`` and per setting, raw and with planning
-(bento arguments ``scenario``, ``workload`` and ``plan_k``/``plan_horizon``/``plan_width``/``plan_margin``,
+(bento arguments ``scenario``, ``workload`` and ``plan_k``/``plan_horizon``/``plan_width``/``plan_margin``/``plan_noise``/``plan_confidence``,
 as ``reach serve --plan-k`` passes them), and ``--sequential`` keep-alive requests of that cluster's
 start states give p50/p95/p99 (targets p99 ≤ 15 ms raw, ≤ 50 ms with planning); the table goes to
 ``benchmarks/results/service/planning.md``.
@@ -90,6 +90,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--plan-margin", type=float, default=chosen.plan_margin, help="--planning: bento argument plan_margin."
+    )
+    parser.add_argument(
+        "--plan-noise", type=float, default=chosen.plan_noise, help="--planning: bento argument plan_noise."
+    )
+    parser.add_argument(
+        "--plan-confidence",
+        type=float,
+        default=chosen.plan_confidence,
+        help="--planning: bento argument plan_confidence.",
     )
     args = parser.parse_args(argv)
     if args.planning and (args.artefact is None or args.plan_k < 1):

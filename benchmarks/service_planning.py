@@ -3,8 +3,8 @@
 For each cluster of ``--sizes`` (a reference size with ``--workload``, or ``limits``: a generated
 cluster at the policy's limits) the general artefact is served
 twice by a real ``bentoml serve`` on 127.0.0.1: with the serve-time arguments ``scenario`` and
-``workload`` only (the raw policy), then with ``plan_k``, ``plan_horizon``, ``plan_width`` and
-``plan_margin`` too (decision-time planning, :mod:`bento.planning`), which is what ``reach serve
+``workload`` only (the raw policy), then with ``plan_k``, ``plan_horizon``, ``plan_width``,
+``plan_margin``, ``plan_noise`` and ``plan_confidence`` too (decision-time planning, :mod:`bento.planning`), which is what ``reach serve
 --scenario … --workload … --plan-k K`` passes. Each server gets a warm-up, then ``--sequential``
 keep-alive requests (httpx, one at a time) of 64 start states of that cluster; p50/p95/p99/max are
 reported beside the targets (p99 ≤ 15 ms raw, ≤ 50 ms with planning). The answers to the 64 states
@@ -83,6 +83,8 @@ def measure_planning(args: argparse.Namespace, home: Path, tag: str, description
         "plan_horizon": str(args.plan_horizon),
         "plan_width": str(args.plan_width),
         "plan_margin": f"{args.plan_margin:g}",
+        "plan_noise": f"{args.plan_noise:g}",
+        "plan_confidence": f"{args.plan_confidence:g}",
     }
     rows: list[dict[str, Any]] = []
     for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
@@ -114,7 +116,8 @@ def write_planning_markdown(rows: list[dict[str, Any]], args: argparse.Namespace
 
     what = (
         f"`plan_k={args.plan_k}`, `plan_horizon={args.plan_horizon}`, `plan_width={args.plan_width}`, "
-        f"`plan_margin={args.plan_margin:g}`"
+        f"`plan_margin={args.plan_margin:g}`, `plan_noise={args.plan_noise:g}`, "
+        f"`plan_confidence={args.plan_confidence:g}`"
     )
     body = [
         [

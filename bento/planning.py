@@ -4,26 +4,32 @@
 moves that gain most on a copy of the simulator whose costs are the *known* ones (what the policy
 may know: the measured network, or the nominal one), and searches ``horizon`` moves deep from
 them (a beam of ``width`` placements per depth, :func:`ceenv.search.expand`). Each sequence is
-valued at its known latency plus ``margin × step_cost_ms`` per move; the first move of the best
-sequence is the answer, and STOP when no sequence beats staying put, i.e. when no sequence of
-moves gains more than ``margin`` step costs per move. The margin (> 1) guards against moves whose
-gain is within the measurement noise of the known network. Nothing here sees the true drawn
-network. The answer is always STOP or a move that ``mask`` allows. :func:`twin_from_state` builds
+valued at its known latency plus ``margin × step_cost_ms`` per move. Each depth's best sequence
+is then scored (:func:`sequence_scores`): its known gain less ``margin`` step costs and
+``confidence`` standard deviations of that gain per move, the spread coming from networks the
+known one may stand for (relative ``noise``, the measurement noise). The first move of the best
+positive score is the answer, STOP when none is positive. The charge guards against moves whose
+gain is within the measurement noise, in the application's own scale: a fixed charge per move
+(``margin`` alone, as planning had before) either lets noise through on an application whose
+network dominates or stops early on one whose moves gain a few ms each. Nothing here sees the
+true drawn network. The answer is always STOP or a move that ``mask`` allows. :func:`twin_from_state` builds
 the simulator from a served request's state. Used by :class:`bento.policy.Policy` (bento
-arguments ``plan_k``, ``plan_horizon``, ``plan_width``, ``plan_margin``; their defaults:
+arguments ``plan_k``, ``plan_horizon``, ``plan_width``, ``plan_margin``, ``plan_noise``,
+``plan_confidence``; their defaults:
 :mod:`bento.planning_settings`), the evaluation
 (:mod:`flows.evaluation.units`, so the gate judges what serves) and ``benchmarks/bench_general.py``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from bento.planning_settings import CHOSEN_PLAN_K, DEFAULTS
 from ceenv.baselines import climb
-from ceenv.latency import CallCosts, Conditions, LatencyModel, nominal_conditions
+from ceenv.latency import CallCosts, Conditions, LatencyModel, nominal_conditions, perturbed_network
 from ceenv.layout import FloatArray, IntArray, Layout, placement_counts
 from ceenv.observation import decode_action, encode_action, policy_mask
 from ceenv.search import TIE_DECIMALS, expand, latencies_after
@@ -32,6 +38,10 @@ from ceenv.simulator import Simulator
 DEFAULT_WIDTH = DEFAULTS.plan_width
 DEFAULT_HORIZON = DEFAULTS.plan_horizon
 DEFAULT_MARGIN = DEFAULTS.plan_margin
+DEFAULT_NOISE = DEFAULTS.plan_noise
+DEFAULT_CONFIDENCE = DEFAULTS.plan_confidence
+NOISE_SAMPLES = 16  # networks drawn to estimate a sequence's gain spread (more: steadier, slower)
+NOISE_SEED = 0
 DEFAULT_SHORTER_WITHIN = 0.0  # step costs: prefer a shorter sequence valued this close to the best
 DEFAULT_GREEDY_SLACK: int | None = None  # None: the horizon alone bounds a sequence's length
 _EPSILON_MS = 1e-9
@@ -85,6 +95,16 @@ def _root_moves(model: Any, twin: Simulator, mask: np.ndarray, k: int, width: in
     return list(dict.fromkeys(moves))
 
 
+@dataclass(frozen=True)
+class PlannedSequence:
+    """One depth's best sequence in the beam: what :func:`sequence_scores` scores."""
+
+    value_ms: float  # latency at the end plus the move cost per move, on the twin
+    root: int  # index of its first move in the roots
+    moves: int
+    counts: FloatArray  # the end placement
+
+
 def plan_action(
     model: Any,
     sim: Simulator,
@@ -94,22 +114,37 @@ def plan_action(
     mask: np.ndarray | None = None,
     width: int = DEFAULT_WIDTH,
     margin: float = DEFAULT_MARGIN,
+    noise: float = DEFAULT_NOISE,
+    confidence: float = DEFAULT_CONFIDENCE,
     shorter_within: float = DEFAULT_SHORTER_WITHIN,
     greedy_slack: int | None = DEFAULT_GREEDY_SLACK,
 ) -> int:
     """The policy action (padded index) that starts the best ``horizon``-move sequence on the twin, or STOP.
 
     ``mask`` (the policy's action index) restricts the first move, e.g. to a request's
-    ``pod_deployable``; later moves of a sequence are the twin's own valid moves. Among sequences
-    valued within ``shorter_within`` step costs of the best, the shortest one's first move is the
-    answer. With ``greedy_slack``, no sequence is longer than the moves greedy would make from here
-    on the twin (single moves gaining more than a step cost) plus ``greedy_slack``.
+    ``pod_deployable``; later moves of a sequence are the twin's own valid moves. Each depth's best
+    sequence is scored by :func:`sequence_scores` (its known gain less ``margin`` step costs and
+    ``confidence`` standard deviations of its gain under ``noise`` per move); the best positive
+    score's first move is the answer. Among sequences scored within ``shorter_within`` step costs
+    of the best, the shortest one's first move is the answer. With ``greedy_slack``, no sequence is
+    longer than the moves greedy would make from here on the twin (single moves gaining more than
+    a step cost) plus ``greedy_slack``.
     """
-    if horizon < 1 or width < 1 or k < 0 or margin < 0 or shorter_within < 0 or (greedy_slack or 0) < 0:
+    if (
+        horizon < 1
+        or width < 1
+        or k < 0
+        or margin < 0
+        or not 0 <= noise <= 1
+        or confidence < 0
+        or shorter_within < 0
+        or (greedy_slack or 0) < 0
+    ):
         raise ValueError(
-            f"planning needs horizon >= 1, width >= 1, k >= 0, margin >= 0, shorter_within >= 0 and "
-            f"greedy_slack >= 0; got horizon={horizon}, width={width}, k={k}, margin={margin}, "
-            f"shorter_within={shorter_within}, greedy_slack={greedy_slack}"
+            f"planning needs horizon >= 1, width >= 1, k >= 0, margin >= 0, 0 <= noise <= 1, confidence >= 0, "
+            f"shorter_within >= 0 and greedy_slack >= 0; got horizon={horizon}, width={width}, k={k}, "
+            f"margin={margin}, noise={noise}, confidence={confidence}, shorter_within={shorter_within}, "
+            f"greedy_slack={greedy_slack}"
         )
     layout = sim.layout
     mask = policy_mask(layout, sim.action_mask()) if mask is None else mask
@@ -122,21 +157,54 @@ def plan_action(
     best = _best_per_depth(twin, roots, horizon, width, margin * step_cost_ms)
     if not best:
         return int(layout.stop_action)
-    best_value = min(value for value, _ in best.values())
-    depth = min(d for d, (value, _) in best.items() if value <= best_value + shorter_within * step_cost_ms)
-    return encode_action(layout, *roots[best[depth][1]])
+    depths = sorted(best)
+    scores = sequence_scores(twin, [best[d] for d in depths], noise, confidence)
+    top = float(scores.max())
+    if top <= 0.0:
+        return int(layout.stop_action)
+    chosen = next(d for d, score in zip(depths, scores, strict=True) if score >= top - shorter_within * step_cost_ms)
+    return encode_action(layout, *roots[best[chosen].root])
+
+
+def sequence_scores(twin: Simulator, sequences: list[PlannedSequence], noise: float, confidence: float) -> FloatArray:
+    """Each sequence's score in ms: its known gain less its move costs and ``confidence`` σ(gain) per move.
+
+    The known gain less the move costs is the twin's latency now less the sequence's value. σ(gain)
+    is the standard deviation of the gain (latency now − latency at the sequence's end) over
+    :data:`NOISE_SAMPLES` networks that the known one may stand for: each delay and bandwidth times
+    ``exp(noise * z)`` (:func:`ceenv.latency.perturbed_network`; the env's measurement noise is
+    0.1), drawn from a fixed seed so that one request always gets one answer. The charge is in the
+    application's own scale: a move whose gain stands well above its noise pays little, one within
+    the noise pays about its gain. A score > 0 is worth playing. ``noise = 0`` or ``confidence = 0``
+    leaves the known gain less the move costs.
+    """
+    scores: FloatArray = twin.latency_ms - np.array([s.value_ms for s in sequences])
+    if noise == 0.0 or confidence == 0.0:
+        return scores
+    counts = np.stack([twin.counts, *(s.counts for s in sequences)])
+    rng = np.random.default_rng(NOISE_SEED)
+    network = twin.costs.network
+    sampled = np.stack(
+        [
+            twin.model.latency_batch(counts, twin.model.prepare(perturbed_network(network, rng, noise)))
+            for _ in range(NOISE_SAMPLES)
+        ]
+    )
+    spread = (sampled[:, :1] - sampled[:, 1:]).std(axis=0)
+    result: FloatArray = scores - np.array([s.moves for s in sequences]) * confidence * spread
+    return result
 
 
 def _best_per_depth(
     twin: Simulator, roots: list[tuple[int, int]], horizon: int, width: int, move_cost_ms: float
-) -> dict[int, tuple[float, int]]:
-    """Depth → (value, root index) of the best sequence of that many moves that beats staying put.
+) -> dict[int, PlannedSequence]:
+    """Depth → the best sequence of that many moves that beats staying put.
 
     A sequence's value is its latency on the twin plus ``move_cost_ms`` per move; the beam keeps
     ``width`` placements per depth (:func:`ceenv.search.expand`).
     """
     stay = twin.latency_ms - _EPSILON_MS
-    best: dict[int, tuple[float, int]] = {}
+    best: dict[int, PlannedSequence] = {}
     beam: list[Simulator] = []
     origin: list[int] = []  # the root move each beam state descends from
     for index, move in enumerate(roots):
@@ -145,19 +213,19 @@ def _best_per_depth(
         beam.append(child)
         origin.append(index)
         value = child.latency_ms + move_cost_ms
-        if value < min(stay, best.get(1, (np.inf, -1))[0] - _EPSILON_MS):
-            best[1] = (value, index)
+        if value < min(stay, best[1].value_ms - _EPSILON_MS if 1 in best else np.inf):
+            best[1] = PlannedSequence(value, index, 1, child.counts.copy())
     for depth in range(2, horizon + 1):
         children = expand(beam, width, width)
         if not children:
             break
         next_beam, next_origin = [], []
         for parent, move, latency_ms in children:  # best first: the first that beats staying put is the best
-            value = latency_ms + depth * move_cost_ms
-            if depth not in best and value < stay:
-                best[depth] = (value, origin[parent])
             child = beam[parent].copy()
             child.move(*move)
+            value = latency_ms + depth * move_cost_ms
+            if depth not in best and value < stay:
+                best[depth] = PlannedSequence(value, origin[parent], depth, child.counts.copy())
             next_beam.append(child)
             next_origin.append(origin[parent])
         beam, origin = next_beam, next_origin

@@ -1,7 +1,7 @@
 """Decision-time planning settings: the one place that says their defaults, bounds and meaning.
 
-:class:`PlanningSettings` holds the bento arguments ``plan_k``, ``plan_horizon``, ``plan_width`` and
-``plan_margin`` (:mod:`bento.planning` plays them) as one typed, frozen object with a description
+:class:`PlanningSettings` holds the bento arguments ``plan_k``, ``plan_horizon``, ``plan_width``,
+``plan_margin``, ``plan_noise`` and ``plan_confidence`` (:mod:`bento.planning` plays them) as one typed, frozen object with a description
 and bounds per field; ``PlanningSettings()`` is the raw policy with the planner's defaults, and
 :data:`CHOSEN_PLAN_K` is the ``plan_k`` chosen for the general policy (docs/training.md, planning).
 Every place that offers these settings takes its defaults, bounds and help from here: the
@@ -20,7 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PLANNING_KEYS = ("plan_k", "plan_horizon", "plan_width", "plan_margin")
+PLANNING_KEYS = ("plan_k", "plan_horizon", "plan_width", "plan_margin", "plan_noise", "plan_confidence")
+# What a report written before a key existed played: planning then charged a fixed margin per move.
+LEGACY_VALUES = {"plan_noise": 0.0, "plan_confidence": 0.0}
 CHOSEN_PLAN_K = 4  # the plan_k of the shipped general policy's planning rows (docs/training.md, README)
 
 
@@ -45,11 +47,25 @@ class PlanningSettings:
         12, 1, 64, "Planning: placements kept per depth (beam width), and the twin's best moves added to the policy's."
     )
     plan_margin: float = _spec(
-        8.0,
+        1.0,
         1.0,
         20.0,
-        "Planning: a sequence must gain more than plan_margin step costs per move, else STOP "
-        "(guards against gains within the measurement noise).",
+        "Planning: a sequence must gain more than plan_margin step costs per move, plus its noise charge "
+        "(plan_confidence), else STOP.",
+    )
+    plan_noise: float = _spec(
+        0.1,
+        0.0,
+        1.0,
+        "Planning: the relative (log-normal) noise assumed of the known network's delays and bandwidths; the "
+        "env trains with 0.1. 0: trust the known network as exact.",
+    )
+    plan_confidence: float = _spec(
+        1.0,
+        0.0,
+        10.0,
+        "Planning: standard deviations of a sequence's gain under plan_noise charged per move (guards against "
+        "moves whose gain is within the measurement noise, in the application's own scale). 0: none.",
     )
 
     def __post_init__(self) -> None:
@@ -68,7 +84,7 @@ class PlanningSettings:
         return self.plan_k > 0
 
     def to_dict(self) -> dict[str, Any]:
-        """The four ``plan_*`` values when planning, {} for the raw policy (the evaluation report's settings)."""
+        """The ``plan_*`` values when planning, {} for the raw policy (the evaluation report's settings)."""
         return dataclasses.asdict(self) if self.active else {}
 
     def arguments(self) -> dict[str, str]:
@@ -76,14 +92,21 @@ class PlanningSettings:
         return {key: f"{value:g}" for key, value in self.to_dict().items()}
 
     def describe(self) -> str:
-        """One phrase: ``the raw policy`` or ``planning (plan_k=4, plan_horizon=8, plan_width=12, plan_margin=8)``."""
+        """One phrase: ``the raw policy`` or ``planning (plan_k=4, plan_horizon=8, …, plan_confidence=1)``."""
         if not self.active:
             return "the raw policy"
         return "planning (" + ", ".join(f"{key}={value:g}" for key, value in dataclasses.asdict(self).items()) + ")"
 
     def same_decisions(self, other: PlanningSettings) -> bool:
-        """Whether both decide alike: both raw, or planning with equal values."""
-        return self.to_dict() == other.to_dict()
+        """Whether both decide alike: both raw, or planning with equal values (no noise charge, however it is
+        switched off: ``plan_noise`` 0 or ``plan_confidence`` 0, counts as one)."""
+        return self._decisions() == other._decisions()
+
+    def _decisions(self) -> dict[str, Any]:
+        values = self.to_dict()
+        if values and (self.plan_noise == 0 or self.plan_confidence == 0):
+            values.update(LEGACY_VALUES)
+        return values
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> PlanningSettings:
@@ -106,6 +129,23 @@ class PlanningSettings:
                 number = int(number)
             chosen[spec.name] = number
         return dataclasses.replace(DEFAULTS, **chosen)
+
+    @classmethod
+    def from_recorded(cls, values: Mapping[str, Any]) -> PlanningSettings:
+        """The planning a record names (a bento's build arguments, a server's ``/metadata``, a report's settings).
+
+        A planning record that names ``plan_horizon``, ``plan_width`` and ``plan_margin`` but neither
+        ``plan_noise`` nor ``plan_confidence`` was written before the noise charge existed and played the
+        fixed margin: it reads as :data:`LEGACY_VALUES`, not as today's defaults. One of the two without the
+        other raises ``ValueError``.
+        """
+        new = [key for key in LEGACY_VALUES if values.get(key) not in (None, "")]
+        if len(new) == 1:
+            raise ValueError(f"the planning names {new[0]} but not {set(LEGACY_VALUES) - set(new)}: give both")
+        older = all(values.get(key) not in (None, "") for key in PLANNING_KEYS[1:4])
+        if not new and older and int(float(values.get("plan_k") or 0)) > 0:
+            return cls.from_mapping({**values, **LEGACY_VALUES})
+        return cls.from_mapping(values)
 
     @classmethod
     def chosen(cls) -> PlanningSettings:
@@ -156,10 +196,10 @@ def settings_planning(settings: Mapping[str, Any]) -> PlanningSettings:
     """
     if int(float(settings.get("plan_k") or 0)) <= 0:
         return PlanningSettings()
-    missing = [key for key in PLANNING_KEYS if key not in settings]
+    missing = [key for key in PLANNING_KEYS if key not in settings and key not in LEGACY_VALUES]
     if missing:
         raise ValueError(f"the evaluation report says plan_k={settings['plan_k']} but not {', '.join(missing)}")
-    return PlanningSettings.from_mapping(settings)
+    return PlanningSettings.from_recorded(settings)
 
 
 def readable_gated_planning(evaluation: Mapping[str, Any] | None) -> PlanningSettings | None:

@@ -330,7 +330,16 @@ class Policy:
         step_cost = float(metadata.step_cost_ms) if metadata is not None else DEFAULT_STEP_COST_MS
         plan = self.planning
         return plan_action(
-            model, twin, plan.plan_k, plan.plan_horizon, step_cost, encoded.mask, plan.plan_width, plan.plan_margin
+            model,
+            twin,
+            plan.plan_k,
+            plan.plan_horizon,
+            step_cost,
+            encoded.mask,
+            plan.plan_width,
+            plan.plan_margin,
+            noise=plan.plan_noise,
+            confidence=plan.plan_confidence,
         )
 
     def summary(self) -> dict[str, Any]:

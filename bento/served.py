@@ -74,7 +74,10 @@ def served_block(
 def _planning_phrase(value: Any) -> str:
     if value == "raw" or not value:
         return "the raw policy"
-    return PlanningSettings.from_mapping(value).describe()
+    try:
+        return PlanningSettings.from_recorded(value).describe()
+    except ValueError as err:  # a server's /metadata this version cannot read: say so, do not fail the line
+        return f"planning {dict(value)} ({err})"
 
 
 def describe(metadata: Mapping[str, Any], warnings: bool = True) -> str:

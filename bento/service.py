@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from bento.arguments import overlay
 from bento.guard import MAX_QUOTED_CHARS, RequestGuard, bounded
-from bento.planning_settings import PlanningSettings, pydantic_field
+from bento.planning_settings import PLANNING_KEYS, PlanningSettings, pydantic_field
 from bento.policy import Policy
 from bento.served import describe
 from bento.store import MODEL_NAME, load_policy
@@ -59,10 +59,12 @@ class ServiceArguments(BaseModel):
     plan_horizon: int = pydantic_field("plan_horizon")
     plan_width: int = pydantic_field("plan_width")
     plan_margin: float = pydantic_field("plan_margin")
+    plan_noise: float = pydantic_field("plan_noise")
+    plan_confidence: float = pydantic_field("plan_confidence")
 
     def planning(self) -> PlanningSettings:
         """The planning these arguments serve with (``plan_k == 0``: the raw policy)."""
-        return PlanningSettings(self.plan_k, self.plan_horizon, self.plan_width, self.plan_margin)
+        return PlanningSettings(**{key: getattr(self, key) for key in PLANNING_KEYS})
 
     torch_threads: int = Field(
         default=1, ge=1, description="Torch intra-op threads per worker; 1 is fastest for this MLP."

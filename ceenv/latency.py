@@ -41,6 +41,7 @@ class Network:
 
     delay_ms: FloatArray  # (N, N), 0 on the diagonal
     ms_per_byte: FloatArray  # (N, N), 8 / min(B_n, B_m) in ms, 0 on the diagonal
+    bits_per_s: FloatArray  # (N,) each node's available bandwidth B_n, bit/s
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def network_from_parts(delay_ms: FloatArray, bits_per_s: FloatArray) -> Network:
     ms_per_byte = 8.0 * 1e3 / np.minimum.outer(bits_per_s, bits_per_s)
     np.fill_diagonal(delay, 0.0)
     np.fill_diagonal(ms_per_byte, 0.0)
-    return Network(delay, ms_per_byte)
+    return Network(delay, ms_per_byte, np.array(bits_per_s, dtype=np.float64))
 
 
 def available_bits_per_s(scenario: Scenario, utilization: FloatArray) -> FloatArray:
@@ -153,12 +154,22 @@ def measured_network(
     log-normal factor ``exp(relative_noise * z)``, ``z ~ N(0, 1)`` drawn from ``rng`` (delays first,
     row by row, then bandwidths); ``relative_noise = 0`` reports the true network and draws nothing.
     """
-    true = build_network(scenario, conditions)
+    return perturbed_network(build_network(scenario, conditions), rng, relative_noise)
+
+
+def perturbed_network(network: Network, rng: np.random.Generator, relative_noise: float) -> Network:
+    """``network`` with each node pair's delay and each node's bandwidth times ``exp(relative_noise * z)``.
+
+    ``z ~ N(0, 1)`` independent, drawn from ``rng`` (delays first, row by row, then bandwidths);
+    ``relative_noise = 0`` returns ``network`` and draws nothing. :func:`measured_network` draws a
+    measurement of the true network with it; the planner (``bento.planning``) draws networks the
+    measured one may stand for.
+    """
     if relative_noise == 0.0:
-        return true
-    n = len(scenario.nodes)
-    delay = true.delay_ms * np.exp(relative_noise * rng.standard_normal((n, n)))
-    bits = available_bits_per_s(scenario, conditions.utilization) * np.exp(relative_noise * rng.standard_normal(n))
+        return network
+    n = len(network.bits_per_s)
+    delay = network.delay_ms * np.exp(relative_noise * rng.standard_normal((n, n)))
+    bits = network.bits_per_s * np.exp(relative_noise * rng.standard_normal(n))
     return network_from_parts(delay, bits)
 
 

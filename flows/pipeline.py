@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bento.planning_settings import PlanningSettings, pydantic_field
+from bento.planning_settings import PLANNING_KEYS, PlanningSettings, pydantic_field
 from flows.evaluation.episodes import Family
 from flows.local.paths import data_dir, out_dir, repo_root, resolve_scenario, resolve_workload
 
@@ -91,6 +91,8 @@ class PipelineParams(BaseModel):
     plan_horizon: int = pydantic_field("plan_horizon")
     plan_width: int = pydantic_field("plan_width")
     plan_margin: float = pydantic_field("plan_margin")
+    plan_noise: float = pydantic_field("plan_noise")
+    plan_confidence: float = pydantic_field("plan_confidence")
 
     @field_validator("task_runner")
     @classmethod
@@ -105,7 +107,7 @@ class PipelineParams(BaseModel):
 
     def planning(self) -> dict[str, Any]:
         """The planning the bento serves with and the evaluation plays: ``plan_*`` fields, or {} (raw policy)."""
-        return PlanningSettings(self.plan_k, self.plan_horizon, self.plan_width, self.plan_margin).to_dict()
+        return PlanningSettings(**{key: getattr(self, key) for key in PLANNING_KEYS}).to_dict()
 
 
 def _config_path(value: str, folder: str) -> Path:

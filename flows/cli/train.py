@@ -158,6 +158,8 @@ def evaluate_command(
     plan_horizon: Annotated[int, _planning_option("plan_horizon")] = planning.default("plan_horizon"),
     plan_width: Annotated[int, _planning_option("plan_width")] = planning.default("plan_width"),
     plan_margin: Annotated[float, _planning_option("plan_margin")] = planning.default("plan_margin"),
+    plan_noise: Annotated[float, _planning_option("plan_noise")] = planning.default("plan_noise"),
+    plan_confidence: Annotated[float, _planning_option("plan_confidence")] = planning.default("plan_confidence"),
 ) -> None:
     """Evaluate a policy and every baseline on held-out start states; write JSON, Markdown and PNGs."""
     from bento.artefact import PolicyError
@@ -171,7 +173,9 @@ def evaluate_command(
         raise _fail(f"--family {unknown} unknown; choose from {list(FAMILIES)}")
     if model is None and (scenario is None or not workload):
         raise _fail("without --model, pass --scenario and at least one --workload")
-    plan = planning.PlanningSettings(plan_k, plan_horizon, plan_width, plan_margin).to_dict()
+    plan = planning.PlanningSettings(
+        plan_k, plan_horizon, plan_width, plan_margin, plan_noise, plan_confidence
+    ).to_dict()
     if plan and model is None:
         raise _fail("--plan-k needs --model (planning plays the policy)")
     if out.exists() and not out.is_dir():

@@ -60,8 +60,15 @@ def report_from_records(
 ) -> EvaluationReport:
     """Summarise the records of all units (e.g. gathered from mapped Prefect tasks) into a report.
 
-    ``settings`` should carry at least ``seeds`` and ``episodes``; the seed split is added here.
+    ``settings`` should carry at least ``seeds`` and ``episodes``; the seed split is added here. With
+    ``plan_k`` > 0, every planning setting the units played is recorded, the defaults of those not given
+    included: a report names all of its planner (a report without ``plan_noise`` is read as one written
+    before the noise charge existed, ``bento.planning_settings.settings_planning``).
     """
+    from bento.planning_settings import PlanningSettings
+
+    if int(float(settings.get("plan_k") or 0)) > 0:
+        settings = {**settings, **PlanningSettings.from_mapping(settings).to_dict()}
     model: dict[str, Any] = {}
     if model_dir is not None:
         from bento.artefact import policy_sha256, read_metadata

@@ -57,7 +57,8 @@ def _what(report: EvaluationReport) -> str:
     if s.get("plan_k"):
         how = (
             f"deciding with planning (plan_k {s['plan_k']}, horizon {s.get('plan_horizon')}, "
-            f"width {s.get('plan_width')}, margin {s.get('plan_margin')})"
+            f"width {s.get('plan_width')}, margin {s.get('plan_margin')}, noise {s.get('plan_noise', 0)}, "
+            f"confidence {s.get('plan_confidence', 0)})"
         )
     else:
         how = "the raw policy"

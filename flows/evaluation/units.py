@@ -53,11 +53,14 @@ class EvalUnit:
     max_steps: int = 100
     baselines: tuple[str, ...] = BASELINES
     # Decision-time planning as the bento serves it (bento arguments plan_k, plan_horizon, plan_width,
-    # plan_margin; defaults from bento.planning_settings); plan_k = 0 evaluates the raw policy.
+    # plan_margin, plan_noise, plan_confidence; defaults from bento.planning_settings); plan_k = 0 evaluates
+    # the raw policy.
     plan_k: int = PLANNING_DEFAULTS.plan_k
     plan_horizon: int = PLANNING_DEFAULTS.plan_horizon
     plan_width: int = PLANNING_DEFAULTS.plan_width
     plan_margin: float = PLANNING_DEFAULTS.plan_margin
+    plan_noise: float = PLANNING_DEFAULTS.plan_noise
+    plan_confidence: float = PLANNING_DEFAULTS.plan_confidence
 
 
 def plan_units(
@@ -202,7 +205,7 @@ def _decider(unit: EvalUnit, policy: Any, env: CloudEdgeEnv) -> Decide:
     def planned(obs: Any, mask: Any) -> int:
         return plan_action(
             model, env.simulator, unit.plan_k, unit.plan_horizon, env.step_cost_ms, mask, unit.plan_width,
-            unit.plan_margin,
+            unit.plan_margin, noise=unit.plan_noise, confidence=unit.plan_confidence,
         )  # fmt: skip
 
     return planned

@@ -249,7 +249,7 @@ def served_summary(bento: str, cluster: Cluster, arguments: Mapping[str, str]) -
         workload,
         cluster.node_count or 0,
         cluster.slot_count or 0,
-        PlanningSettings.from_mapping(effective),
+        PlanningSettings.from_recorded(effective),  # a bento built before the noise charge: its fixed margin
         gated,
     )
     return {"model_tag": model_tag, "gate": card.get("gate") or {}, "trained": trained, "served": served}

@@ -1,4 +1,4 @@
-"""Decision-time planning (:mod:`bento.planning`): always a valid move or STOP, and STOP when no move pays.
+"""Decision-time planning (:mod:`bento.planning`): always a valid move or STOP, STOP when no move pays its costs.
 
 Plays the shipped general policy (``data/policies/general-v4``) with planning on the reference
 clusters from held-out start states, in the env with measured conditions (what serves).
@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bento.planning import _twin, plan_action
+from bento.planning import NOISE_SAMPLES, PlannedSequence, _twin, plan_action, sequence_scores
 from ceenv.env import CloudEdgeEnv
+from ceenv.latency import perturbed_network
 from ceenv.observation import decode_action, policy_mask
 from flows.evaluation.episodes import start_state
 from tests.conftest import scenario_dir, workload_file
@@ -83,7 +84,7 @@ def test_planning_stops_when_no_move_gains_more_than_its_cost(general: Any, hori
     assert gain_ms > 0, "the start state should have a move that gains"
     # One move gains gain_ms; a per-move cost just above it makes every single move a loss.
     single = plan_action(
-        general.model, env.simulator, k=4, horizon=1, step_cost_ms=1.01 * gain_ms / margin, margin=margin
+        general.model, env.simulator, k=4, horizon=1, step_cost_ms=1.01 * gain_ms / margin, margin=margin, noise=0.0
     )
     assert single == env.layout.stop_action
     # No sequence can gain more than the whole latency: with that cost per move, STOP at any depth.
@@ -98,7 +99,7 @@ def test_planning_moves_when_a_move_gains_more_than_its_cost(general: Any) -> No
     margin = 2.0
     gain_ms = _best_single_gain_ms(env)
     action = plan_action(
-        general.model, env.simulator, k=4, horizon=1, step_cost_ms=0.99 * gain_ms / margin, margin=margin
+        general.model, env.simulator, k=4, horizon=1, step_cost_ms=0.99 * gain_ms / margin, margin=margin, noise=0.0
     )
     decoded = decode_action(env.layout, action)
     assert decoded is not None, "planning stopped although a move gains more than its cost"
@@ -112,3 +113,71 @@ def test_planning_refuses_meaningless_settings(general: Any) -> None:
     env.reset(seed=0)
     with pytest.raises(ValueError, match="horizon >= 1"):
         plan_action(general.model, env.simulator, k=4, horizon=0)
+
+
+def _best_move_and_spread(env: CloudEdgeEnv, noise: float) -> tuple[tuple[int, int], float, float]:
+    """The twin's best single move, its known gain and its gain's spread over the planner's noise samples."""
+    twin = _twin(env.simulator)
+    moves = twin.distinct_moves()
+    after = twin.latency_after(moves)
+    move = moves[int(np.argmin(after))]
+    child = twin.copy()
+    child.move(*move)
+    sequence = PlannedSequence(child.latency_ms, 0, 1, child.counts.copy())
+    gain_ms = float(sequence_scores(twin, [sequence], 0.0, 0.0)[0])
+    spread_ms = gain_ms - float(sequence_scores(twin, [sequence], noise, 1.0)[0])
+    return move, gain_ms, spread_ms
+
+
+def test_the_noise_charge_is_the_gain_spread_over_networks_the_known_one_may_stand_for(general: Any) -> None:
+    env = _env("13-29", "chain")
+    env.reset(options={"state": start_state(env, "traffic_surge", 7)})
+    move, gain_ms, spread_ms = _best_move_and_spread(env, 0.1)
+    twin = _twin(env.simulator)
+    end = twin.copy()
+    end.move(*move)
+    # An independent estimate: many more networks, drawn the way measurements are (ceenv.latency).
+    rng = np.random.default_rng(99)
+    gains = []
+    for _ in range(400):
+        costs = twin.model.prepare(perturbed_network(twin.costs.network, rng, 0.1))
+        gains.append(twin.model.latency(twin.counts, costs) - twin.model.latency(end.counts, costs))
+    assert gain_ms > 0
+    assert spread_ms > 0, "a move between nodes changes network terms: its gain has a spread under noise"
+    assert spread_ms == pytest.approx(float(np.std(gains)), rel=0.5), f"{NOISE_SAMPLES} samples vs 400"
+    assert _best_move_and_spread(env, 0.2)[2] == pytest.approx(2 * spread_ms, rel=0.3), "the spread grows with noise"
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_planning_stops_for_a_move_whose_gain_is_within_its_noise_charge(general: Any, inside: bool) -> None:
+    env = _env("13-29", "chain")
+    env.reset(options={"state": start_state(env, "traffic_surge", 7)})
+    _, gain_ms, spread_ms = _best_move_and_spread(env, 0.1)
+    step_cost_ms = 0.01 * gain_ms  # the move pays its step cost many times over; only the noise charge decides
+    confidence = (gain_ms - step_cost_ms) / spread_ms * (1.05 if inside else 0.95)
+    action = plan_action(
+        general.model, env.simulator, k=4, horizon=1, step_cost_ms=step_cost_ms, margin=1.0, noise=0.1,
+        confidence=confidence,
+    )  # fmt: skip
+    if inside:
+        assert action == env.layout.stop_action, "a move whose gain is within its noise charge was played"
+    else:
+        assert decode_action(env.layout, action) is not None, "a move that pays its noise charge was not played"
+
+
+def test_planning_gives_one_request_one_answer_and_draws_from_no_shared_generator(general: Any) -> None:
+    env = _env("19-37", "aggregator_parallel")
+    env.reset(options={"state": start_state(env, "steady", 11)})
+    twin = _twin(env.simulator)
+    end = twin.copy()
+    end.move(*twin.distinct_moves()[0])
+    sequences = [PlannedSequence(end.latency_ms + 1.25, 0, 1, end.counts.copy())]
+    first, second = sequence_scores(twin, sequences, 0.1, 1.0), sequence_scores(twin, sequences, 0.1, 1.0)
+    assert first.tobytes() == second.tobytes(), "the noise samples must come from a fixed seed"
+    env_state = env.np_random.bit_generator.state
+    np.random.seed(5)
+    global_state = np.random.get_state()[1].copy()
+    answers = {plan_action(general.model, env.simulator, k=4, horizon=4) for _ in range(3)}
+    assert len(answers) == 1
+    assert env.np_random.bit_generator.state == env_state, "planning drew from the env's generator"
+    assert (np.random.get_state()[1] == global_state).all(), "planning drew from numpy's global generator"

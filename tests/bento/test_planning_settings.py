@@ -33,6 +33,8 @@ OPTIONS = {
     "plan_horizon": "--plan-horizon",
     "plan_width": "--plan-width",
     "plan_margin": "--plan-margin",
+    "plan_noise": "--plan-noise",
+    "plan_confidence": "--plan-confidence",
 }
 
 
@@ -50,9 +52,10 @@ def _help_defaults(help_text: str) -> dict[str, float]:
 
 
 def test_the_shipped_defaults_are_the_chosen_ones() -> None:
-    """docs/training.md's planning table: raw by default; planning is plan_k 4, 8 deep, width 12, margin 8."""
-    assert PlanningSettings(plan_k=0, plan_horizon=8, plan_width=12, plan_margin=8.0) == DEFAULTS
-    assert PlanningSettings.chosen() == PlanningSettings(CHOSEN_PLAN_K, 8, 12, 8.0) and CHOSEN_PLAN_K == 4
+    """docs/training.md's planning table: raw by default; planning is plan_k 4, 8 deep, width 12, margin 1, and a
+    charge of 1 standard deviation of the gain under 10 % noise per move."""
+    assert PlanningSettings(0, 8, 12, 1.0, 0.1, 1.0) == DEFAULTS
+    assert PlanningSettings.chosen() == PlanningSettings(CHOSEN_PLAN_K, 8, 12, 1.0, 0.1, 1.0) and CHOSEN_PLAN_K == 4
 
 
 def test_reach_evaluate_help_and_the_service_arguments_show_the_one_source() -> None:
@@ -75,7 +78,8 @@ def test_reach_evaluate_help_and_the_service_arguments_show_the_one_source() -> 
 PROBE = """
 import json, os, sys, inspect, dataclasses
 import bento.planning_settings as source
-source.DEFAULTS = source.PlanningSettings(plan_k=3, plan_horizon=5, plan_width=7, plan_margin=9.5)
+source.DEFAULTS = source.PlanningSettings(plan_k=3, plan_horizon=5, plan_width=7, plan_margin=9.5, plan_noise=0.25,
+                                         plan_confidence=2.5)
 source.CHOSEN_PLAN_K = 2
 keys = source.PLANNING_KEYS
 out = {}
@@ -88,7 +92,8 @@ out["evaluation units"] = {f.name: f.default for f in dataclasses.fields(EvalUni
 from bento.planning import plan_action
 signature = inspect.signature(plan_action).parameters
 out["plan_action"] = {"plan_horizon": signature["horizon"].default, "plan_width": signature["width"].default,
-                      "plan_margin": signature["margin"].default}
+                      "plan_margin": signature["margin"].default, "plan_noise": signature["noise"].default,
+                      "plan_confidence": signature["confidence"].default}
 from typer.testing import CliRunner
 from flows.cli import app
 out["reach evaluate --help"] = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"}).output
@@ -99,7 +104,8 @@ sys.path.insert(0, "benchmarks")
 import bench_general, bench_service
 general = bench_general.parse_args(["--model", "m"])
 out["bench_general"] = {"plan_k": general.plan_k, "plan_horizon": general.horizon, "plan_width": general.plan_width,
-                        "plan_margin": general.plan_margin}
+                        "plan_margin": general.plan_margin, "plan_noise": general.plan_noise,
+                        "plan_confidence": general.plan_confidence}
 service = bench_service.parse_args([])
 out["bench_service"] = {k: getattr(service, k) for k in keys}
 print(json.dumps(out))
@@ -115,11 +121,12 @@ def test_changing_the_source_changes_every_place_that_offers_planning(tmp_path: 
     )
     assert done.returncode == 0, done.stderr[-3000:]
     seen: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    changed = {"plan_k": 3, "plan_horizon": 5, "plan_width": 7, "plan_margin": 9.5}
+    changed = {"plan_k": 3, "plan_horizon": 5, "plan_width": 7, "plan_margin": 9.5, "plan_noise": 0.25,
+               "plan_confidence": 2.5}  # fmt: skip
     chosen = {**changed, "plan_k": 2}  # the benchmarks measure the chosen planning
     assert _help_defaults(seen.pop("reach evaluate --help")) == changed
     assert _help_default(seen.pop("reach demo --help"), "--plan-k") == seen.pop("demo stage options") == 2  # chosen
-    assert seen.pop("plan_action") == {k: changed[k] for k in ("plan_horizon", "plan_width", "plan_margin")}
+    assert seen.pop("plan_action") == {k: v for k, v in changed.items() if k != "plan_k"}
     assert seen.pop("bench_general") == chosen
     assert seen.pop("bench_service") == chosen
     for place, defaults in seen.items():
@@ -134,12 +141,37 @@ def test_bad_settings_are_refused_naming_the_setting_and_the_range() -> None:
 
 
 def test_the_gated_planning_is_what_the_stored_evaluation_played() -> None:
-    planned = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0}
-    assert gated_planning({"groups": [{}], "settings": {"seeds": [0], **planned}}) == PlanningSettings(**planned)
+    planned = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0, "plan_noise": 0.2}
+    gated = gated_planning({"groups": [{}], "settings": {"seeds": [0], **planned, "plan_confidence": 3.0}})
+    assert gated == PlanningSettings(**planned, plan_confidence=3.0)
+    # A report written before the noise charge existed played a fixed margin: no noise charge, not today's default.
+    planned.pop("plan_noise")
+    legacy = gated_planning({"groups": [{}], "settings": {"seeds": [0], **planned}})
+    assert legacy == PlanningSettings(**planned, plan_noise=0.0, plan_confidence=0.0)
     assert gated_planning({"groups": [{}], "settings": {"seeds": [0]}}) == PlanningSettings()
     assert gated_planning({"episodes": 0, "note": "not evaluated"}) is None
     with pytest.raises(ValueError, match="plan_k=2 but not plan_width"):
         gated_planning({"groups": [{}], "settings": {"plan_k": 2, "plan_horizon": 2, "plan_margin": 2.0}})
+
+
+def test_a_record_written_before_the_noise_charge_reads_as_the_fixed_margin_it_played() -> None:
+    older = {"plan_k": "4", "plan_horizon": "8", "plan_width": "12", "plan_margin": "8"}  # an older bento's arguments
+    assert PlanningSettings.from_recorded(older) == PlanningSettings(4, 8, 12, 8.0, 0.0, 0.0)
+    assert PlanningSettings.from_recorded({"plan_k": "4"}) == PlanningSettings.chosen()  # names nothing else: defaults
+    assert PlanningSettings.from_recorded({**older, "plan_noise": "0.1", "plan_confidence": "2"}).plan_confidence == 2
+    with pytest.raises(ValueError, match="plan_noise but not"):
+        PlanningSettings.from_recorded({**older, "plan_noise": "0.1"})
+    with pytest.raises(ValueError, match="plan_confidence but not"):
+        gated_planning({"groups": [{}], "settings": {**older, "plan_confidence": 1.0}})
+
+
+def test_no_noise_charge_decides_alike_however_it_is_switched_off() -> None:
+    fixed = PlanningSettings(4, 8, 12, 8.0, 0.0, 0.0)
+    assert fixed.same_decisions(PlanningSettings(4, 8, 12, 8.0, 0.0, 1.0))
+    assert fixed.same_decisions(PlanningSettings(4, 8, 12, 8.0, 0.3, 0.0))
+    assert not fixed.same_decisions(PlanningSettings(4, 8, 12, 8.0, 0.1, 1.0))
+    assert not fixed.same_decisions(PlanningSettings(4, 8, 12, 6.0, 0.0, 0.0))
+    assert PlanningSettings().same_decisions(PlanningSettings(plan_noise=0.0))  # both raw
 
 
 def test_a_fractional_count_is_refused_not_truncated() -> None:

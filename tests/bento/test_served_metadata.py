@@ -21,12 +21,13 @@ from typing import Any
 import pytest
 
 from bento.arguments import SERVE_ARGUMENTS_ENV
+from bento.planning_settings import PlanningSettings
 from bento.served import PLANNING_DIFFERS, describe
 from tests.conftest import scenario_dir, workload_file
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
 SERVED_SCENARIO, SERVED_WORKLOAD = scenario_dir("19-37"), workload_file("chain")
-PLANNING = {"plan_k": 4, "plan_horizon": 8, "plan_width": 12, "plan_margin": 8.0}
+PLANNING = PlanningSettings.chosen().to_dict()  # plan_k=4 with the other settings' defaults
 
 
 def _sha256(*files: Path) -> str:
@@ -114,7 +115,8 @@ def test_a_server_planning_what_the_gate_did_not_judge_says_so(
     assert served["gated_planning"] == "raw"
     assert len(served["warnings"]) == 1 and served["warnings"][0].startswith(PLANNING_DIFFERS)
     assert "the gate judged the raw policy" in served["warnings"][0]
-    assert "planning (plan_k=4, plan_horizon=8, plan_width=12, plan_margin=8)" in served["warnings"][0]
+    assert PlanningSettings.chosen().describe() in served["warnings"][0]
+    assert "planning (plan_k=4, plan_horizon=8, plan_width=12, plan_margin=" in served["warnings"][0]
     assert (served["scenario"]["name"], served["node_count"], served["slot_count"]) == ("19-37", 19, 37)
     assert PLANNING_DIFFERS in describe(metadata)
     assert any(PLANNING_DIFFERS in record.getMessage() for record in caplog.records)

@@ -147,11 +147,20 @@ def test_an_evaluation_with_plan_k_plays_the_planner_the_bento_serves() -> None:
     from bento.planning import plan_action
     from ceenv.layout import layout_from_scenario
 
-    planning = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0}
+    planning = {
+        "plan_k": 2,
+        "plan_horizon": 2,
+        "plan_width": 4,
+        "plan_margin": 2.0,
+        "plan_noise": 0.2,
+        "plan_confidence": 1.5,
+    }  # fmt: skip  (not the defaults: each must reach the planner)
     _, records = evaluate(
         scenario_dir("7-21"), [workload_file("chain")], GENERAL, [0], 4, ["traffic_surge"],
         baselines=("best_known",), **planning,
     )  # fmt: skip
+    units = plan_units(scenario_dir("7-21"), [workload_file("chain")], ["traffic_surge"], [0], 4, GENERAL, **planning)
+    assert {(u.plan_noise, u.plan_confidence) for u in units} == {(0.2, 1.5)}
     played = [r for r in records if r.method == "policy"]
     loaded = load_artefact(
         GENERAL, layout_from_scenario(CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain")).scenario)
@@ -162,7 +171,7 @@ def test_an_evaluation_with_plan_k_plays_the_planner_the_bento_serves() -> None:
     )  # fmt: skip
 
     def planned(obs: np.ndarray, mask: np.ndarray) -> int:
-        return plan_action(loaded.model, env.simulator, 2, 2, env.step_cost_ms, mask, 4, 2.0)
+        return plan_action(loaded.model, env.simulator, 2, 2, env.step_cost_ms, mask, 4, 2.0, noise=0.2, confidence=1.5)
 
     for r in played:
         expected = run_policy(env, start_state(env, "traffic_surge", evaluation_seed(0, r.episode)), planned)
@@ -173,6 +182,17 @@ def test_an_evaluation_with_plan_k_plays_the_planner_the_bento_serves() -> None:
         run_policy(env, start_state(env, "traffic_surge", evaluation_seed(0, r.episode)), loaded.decide) for r in played
     ]
     assert [(r.end_latency_ms, r.moves) for r in played] != [(o.end_latency_ms, o.moves) for o in raw]
+
+
+def test_a_planning_report_names_every_setting_it_played_the_defaults_included() -> None:
+    """Read back, the report must say the planner that played, not the fixed-margin planner of older reports."""
+    from bento.planning_settings import DEFAULTS, PlanningSettings, gated_planning
+
+    planning = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0}  # noise and confidence: defaults
+    report, _ = evaluate(scenario_dir("7-21"), [workload_file("chain")], GENERAL, [0], 1, ["steady"], **planning)
+    played = PlanningSettings(**planning, plan_noise=DEFAULTS.plan_noise, plan_confidence=DEFAULTS.plan_confidence)
+    assert report.settings["plan_noise"] == DEFAULTS.plan_noise
+    assert gated_planning(report.model_dump()) == played
 
 
 def test_planning_is_refused_for_a_policy_without_a_pod_node_network() -> None:

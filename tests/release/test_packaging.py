@@ -113,7 +113,7 @@ def test_a_report_of_the_planner_packages_a_bento_that_serves_that_planner(
     from flows.evaluation.gate import Check, Verdict
     from flows.release.packaging import PLANNING_KEYS
 
-    planning = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0}
+    planning = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0, "plan_noise": 0.2}
     report, _ = evaluate(SCENARIO_DIR, [WORKLOAD_FILE], GENERAL, [0], 1, ["steady"], **planning)
     path = tmp_path / "report.json"
     path.write_text(report.model_dump_json())
@@ -126,4 +126,7 @@ def test_a_report_of_the_planner_packages_a_bento_that_serves_that_planner(
     bento = bentoml.bentos.get(tag)
     assert bento.info.labels["plan_k"] == "2"
     built = {key: bento.info.args[key] for key in PLANNING_KEYS}
-    assert built == {"plan_k": "2", "plan_horizon": "2", "plan_width": "4", "plan_margin": "2"}
+    assert built == {
+        "plan_k": "2", "plan_horizon": "2", "plan_width": "4", "plan_margin": "2", "plan_noise": "0.2",
+        "plan_confidence": "1",  # the default, which the evaluation played and records
+    }  # fmt: skip
