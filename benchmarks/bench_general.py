@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from planning_options import add_planning_options
 
 from bento.planning_settings import PlanningSettings
 
@@ -297,19 +298,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--horizon", type=int, default=chosen.plan_horizon, help="Planning: moves per searched sequence."
     )
-    parser.add_argument("--plan-width", type=int, default=chosen.plan_width, help="Planning: beam width.")
-    parser.add_argument(
-        "--plan-margin", type=float, default=chosen.plan_margin, help="Planning: step costs a move must gain."
-    )
-    parser.add_argument(
-        "--plan-noise", type=float, default=chosen.plan_noise, help="Planning: relative noise of the known network."
-    )
-    parser.add_argument(
-        "--plan-confidence",
-        type=float,
-        default=chosen.plan_confidence,
-        help="Planning: standard deviations of a sequence's gain charged per move.",
-    )
+    add_planning_options(parser, ("plan_width", "plan_margin", "plan_noise", "plan_confidence"), "")
     parser.add_argument("--gate-rules", type=Path, default=ROOT / "data" / "gate" / "default.json")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "general")
     return parser.parse_args(argv)

@@ -46,6 +46,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from planning_options import add_planning_options
+
 from bento.planning_settings import PlanningSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,24 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     chosen = PlanningSettings.chosen()  # the chosen planning (bento.planning_settings): `reach serve --plan-k 4`
     parser.add_argument("--plan-k", type=int, default=chosen.plan_k, help="--planning: bento argument plan_k (> 0).")
-    parser.add_argument(
-        "--plan-horizon", type=int, default=chosen.plan_horizon, help="--planning: bento argument plan_horizon."
-    )
-    parser.add_argument(
-        "--plan-width", type=int, default=chosen.plan_width, help="--planning: bento argument plan_width."
-    )
-    parser.add_argument(
-        "--plan-margin", type=float, default=chosen.plan_margin, help="--planning: bento argument plan_margin."
-    )
-    parser.add_argument(
-        "--plan-noise", type=float, default=chosen.plan_noise, help="--planning: bento argument plan_noise."
-    )
-    parser.add_argument(
-        "--plan-confidence",
-        type=float,
-        default=chosen.plan_confidence,
-        help="--planning: bento argument plan_confidence.",
-    )
+    keys = ("plan_horizon", "plan_width", "plan_margin", "plan_noise", "plan_confidence")
+    add_planning_options(parser, keys, "--planning: ")
     args = parser.parse_args(argv)
     if args.planning and (args.artefact is None or args.plan_k < 1):
         parser.error("--planning needs --artefact (a general, observation version 4 policy) and --plan-k >= 1")

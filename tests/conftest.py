@@ -32,6 +32,18 @@ def data_dir() -> Path:
     return DATA
 
 
+# Planning settings none of which is its default (small, so planning runs fast): a test that passes them
+# through a path (evaluation units, a built bento) sees whether each one reached the planner.
+NON_DEFAULT_PLANNING = {
+    "plan_k": 2,
+    "plan_horizon": 2,
+    "plan_width": 4,
+    "plan_margin": 2.0,
+    "plan_noise": 0.2,
+    "plan_confidence": 1.5,
+}
+
+
 def scenario_dir(name: str) -> Path:
     return DATA / "scenarios" / name
 

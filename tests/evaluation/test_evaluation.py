@@ -21,7 +21,7 @@ from flows.evaluation.seeds import (
     evaluation_seed,
     validation_seed,
 )
-from tests.conftest import scenario_dir, workload_file
+from tests.conftest import NON_DEFAULT_PLANNING, scenario_dir, workload_file
 
 
 class FirstValidMove:
@@ -147,14 +147,7 @@ def test_an_evaluation_with_plan_k_plays_the_planner_the_bento_serves() -> None:
     from bento.planning import plan_action
     from ceenv.layout import layout_from_scenario
 
-    planning = {
-        "plan_k": 2,
-        "plan_horizon": 2,
-        "plan_width": 4,
-        "plan_margin": 2.0,
-        "plan_noise": 0.2,
-        "plan_confidence": 1.5,
-    }  # fmt: skip  (not the defaults: each must reach the planner)
+    planning = NON_DEFAULT_PLANNING  # not the defaults: each must reach the planner
     _, records = evaluate(
         scenario_dir("7-21"), [workload_file("chain")], GENERAL, [0], 4, ["traffic_surge"],
         baselines=("best_known",), **planning,

@@ -20,19 +20,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import scenario_dir, workload_file
+from tests.conftest import NON_DEFAULT_PLANNING, scenario_dir, workload_file
 
 pytestmark = pytest.mark.e2e
 
 GENERAL = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
-PLANNING = {
-    "plan_k": 2,
-    "plan_horizon": 2,
-    "plan_width": 4,
-    "plan_margin": 2.0,
-    "plan_noise": 0.2,
-    "plan_confidence": 1.5,
-}
+PLANNING = NON_DEFAULT_PLANNING
 
 
 def _get(url: str) -> Any:
