@@ -32,7 +32,7 @@ from ceenv.baselines import climb
 from ceenv.latency import CallCosts, Conditions, LatencyModel, nominal_conditions, perturbed_network
 from ceenv.layout import FloatArray, IntArray, Layout, placement_counts
 from ceenv.observation import decode_action, encode_action, policy_mask
-from ceenv.search import TIE_DECIMALS, expand, latencies_after
+from ceenv.search import best_first, expand, latencies_after
 from ceenv.simulator import Simulator
 
 DEFAULT_WIDTH = DEFAULTS.plan_width
@@ -76,12 +76,14 @@ def _native_mask(layout: Layout, mask: np.ndarray) -> np.ndarray:
     return native
 
 
-def _root_moves(model: Any, twin: Simulator, mask: np.ndarray, k: int, width: int) -> list[tuple[int, int]]:
+def _root_moves(
+    model: Any, twin: Simulator, mask: np.ndarray, k: int, width: int, observation: np.ndarray | None
+) -> list[tuple[int, int]]:
     """The first moves to search from: the policy's top ``k`` valid moves, then the twin's ``width`` best."""
     layout = twin.layout
     moves: list[tuple[int, int]] = []
     if k > 0:
-        logits = _logits(model, twin.observation(), mask)
+        logits = _logits(model, twin.observation() if observation is None else observation, mask)
         valid = np.flatnonzero(mask[:-1])
         for action in valid[np.argsort(-logits[valid], kind="stable")][:k]:
             decoded = decode_action(layout, int(action))
@@ -90,8 +92,7 @@ def _root_moves(model: Any, twin: Simulator, mask: np.ndarray, k: int, width: in
     distinct = twin.distinct_move_array(_native_mask(layout, mask))
     if len(distinct):
         after = latencies_after([twin], [distinct])[0]
-        best_first = np.argsort(np.round(after, TIE_DECIMALS), kind="stable")
-        moves += [(int(distinct[j, 0]), int(distinct[j, 1])) for j in best_first[:width]]
+        moves += [(int(distinct[j, 0]), int(distinct[j, 1])) for j in best_first(after, width)]
     return list(dict.fromkeys(moves))
 
 
@@ -118,6 +119,7 @@ def plan_action(
     confidence: float = DEFAULT_CONFIDENCE,
     shorter_within: float = DEFAULT_SHORTER_WITHIN,
     greedy_slack: int | None = DEFAULT_GREEDY_SLACK,
+    observation: np.ndarray | None = None,
 ) -> int:
     """The policy action (padded index) that starts the best ``horizon``-move sequence on the twin, or STOP.
 
@@ -128,7 +130,8 @@ def plan_action(
     score's first move is the answer. Among sequences scored within ``shorter_within`` step costs
     of the best, the shortest one's first move is the answer. With ``greedy_slack``, no sequence is
     longer than the moves greedy would make from here on the twin (single moves gaining more than
-    a step cost) plus ``greedy_slack``.
+    a step cost) plus ``greedy_slack``. ``observation`` is the policy's observation of ``sim``
+    when the caller has encoded it already (a served request: the one the raw policy would see).
     """
     if (
         horizon < 1
@@ -151,7 +154,7 @@ def plan_action(
     twin = _twin(sim)
     if greedy_slack is not None:
         horizon = min(horizon, climb(twin.copy(), step_cost_ms, horizon) + greedy_slack)
-    roots = _root_moves(model, twin, mask, k, width)
+    roots = _root_moves(model, twin, mask, k, width, observation)
     if not roots or horizon < 1:
         return int(layout.stop_action)
     best = _best_per_depth(twin, roots, horizon, width, margin * step_cost_ms)
@@ -184,12 +187,8 @@ def sequence_scores(twin: Simulator, sequences: list[PlannedSequence], noise: fl
     counts = np.stack([twin.counts, *(s.counts for s in sequences)])
     rng = np.random.default_rng(NOISE_SEED)
     network = twin.costs.network
-    sampled = np.stack(
-        [
-            twin.model.latency_batch(counts, twin.model.prepare(perturbed_network(network, rng, noise)))
-            for _ in range(NOISE_SAMPLES)
-        ]
-    )
+    networks = [twin.model.prepare(perturbed_network(network, rng, noise)) for _ in range(NOISE_SAMPLES)]
+    sampled = twin.model.latency_per_network(counts, networks)
     spread = (sampled[:, :1] - sampled[:, 1:]).std(axis=0)
     result: FloatArray = scores - np.array([s.moves for s in sequences]) * confidence * spread
     return result
@@ -222,7 +221,7 @@ def _best_per_depth(
         next_beam, next_origin = [], []
         for parent, move, latency_ms in children:  # best first: the first that beats staying put is the best
             child = beam[parent].copy()
-            child.move(*move)
+            child.move(*move, latency_ms=latency_ms)  # expand evaluated it already
             value = latency_ms + depth * move_cost_ms
             if depth not in best and value < stay:
                 best[depth] = PlannedSequence(value, origin[parent], depth, child.counts.copy())

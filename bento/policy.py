@@ -340,6 +340,7 @@ class Policy:
             plan.plan_margin,
             noise=plan.plan_noise,
             confidence=plan.plan_confidence,
+            observation=encoded.observation,
         )
 
     def summary(self) -> dict[str, Any]:

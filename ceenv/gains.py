@@ -26,6 +26,7 @@ and the simulator. Pure numpy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -103,6 +104,64 @@ def latency_after_moves(
     return now, after
 
 
+@dataclass(frozen=True)
+class _CallStep:
+    """One call whose total a move of the service changes, in the call tree's order (children first)."""
+
+    call: int
+    to_service: bool  # the call is made *to* the moved service: its callee weights change
+    self_call: bool  # ... and *by* it (the M[a, b] + M[b, a] correction)
+    by_service: bool  # the call is made *by* the moved service: its caller weights change
+    groups: tuple[tuple[tuple[int, bool], ...], ...]  # (callee, its total changes too) per parallel group
+
+
+@dataclass(frozen=True)
+class _ServiceSteps:
+    steps: tuple[_CallStep, ...]
+    roots: tuple[tuple[float, int, bool], ...]  # (endpoint weight, root call, its total changes)
+
+
+def _service_steps(model: LatencyModel) -> dict[int, _ServiceSteps]:
+    """Per service: the calls whose own cost a move of one of its pods changes, and their ancestors.
+
+    Derived once per model (kept in its ``__dict__``, like :meth:`LatencyModel.nominal_costs`).
+    """
+    cached: dict[int, _ServiceSteps] | None = model.__dict__.get("_service_steps")
+    if cached is not None:
+        return cached
+    calls = len(model.call_groups)
+    parent = [-1] * calls
+    for c, groups in enumerate(model.call_groups):
+        for group in groups:
+            for callee in group:
+                parent[callee] = c
+    roots = set(model.roots)
+    services = int(max(model.call_service.max(), model.call_parent_service.max())) + 1
+    table: dict[int, _ServiceSteps] = {}
+    for s in range(services):
+        to_s = {c for c in range(calls) if c not in roots and int(model.call_service[c]) == s}
+        by_s = {c for c in range(calls) if c not in roots and int(model.call_parent_service[c]) == s}
+        changed: set[int] = set()
+        for c in to_s | by_s:
+            while c != -1 and c not in changed:
+                changed.add(c)
+                c = parent[c]
+        steps = tuple(
+            _CallStep(
+                c,
+                c in to_s,
+                c in to_s and int(model.call_parent_service[c]) == s,
+                c in by_s,
+                tuple(tuple((callee, callee in changed) for callee in group) for group in model.call_groups[c]),
+            )
+            for c in sorted(changed)  # children precede parents
+        )
+        weighted = tuple((w, r, r in changed) for w, r in zip(model.endpoint_weights, model.roots, strict=True))
+        table[s] = _ServiceSteps(steps, weighted)
+    model.__dict__["_service_steps"] = table
+    return table
+
+
 def latency_after_selected(
     model: LatencyModel,
     counts: FloatArray,
@@ -114,45 +173,65 @@ def latency_after_selected(
 ) -> FloatArray:
     """Latency after each selected move ``m``: one pod of ``service[m]`` from ``source[m]`` to ``target[m]`` in state ``state[m]``.
 
-    The same terms as :func:`move_delta_table`, evaluated for the listed moves only: each call's own
-    cost after the move (the calls to and from the moved service change), then the call tree once
-    over all moves together. When few of a state's (service, node) pairs hold pods, as in a
-    planner's beam over a large cluster, this is far cheaper than the full ``(S, N, N)`` table, and
-    it needs no linear tree. ``counts`` is ``(B, S, N)``; ``matrices`` ``(C, N, N)`` or ``(B, C, N, N)``.
+    The same terms as :func:`move_delta_table`, evaluated for the listed moves only, service by
+    service: a move of service ``s`` changes the own cost of the calls to and from ``s`` only, so
+    only those calls and their ancestors in the call tree are re-run; every other call keeps its
+    total in the move's state. The arithmetic per changed call is the full tree's, so the result
+    equals re-running the whole tree bit for bit. When few of a state's (service, node) pairs hold
+    pods, as in a planner's beam over a large cluster, this is far cheaper than the full
+    ``(S, N, N)`` table, and it needs no linear tree. ``counts`` is ``(B, S, N)``; ``matrices``
+    ``(C, N, N)`` or ``(B, C, N, N)``.
     """
     own, g, h = call_terms(model, counts, matrices)
+    batch, nodes = counts.shape[0], counts.shape[2]
+    calls = own.shape[1]
     inv = 1.0 / np.maximum(counts.sum(axis=-1), 1.0)  # (B, S)
-    roots = set(model.roots)
-    groups: dict[int, tuple[IntArray, IntArray, IntArray, IntArray, FloatArray]] = {}
+    own_by_call = np.ascontiguousarray(own.T)  # (C, B): flat rows make gathers cheap
+    before = cast("list[FloatArray]", tree_totals(model, list(own_by_call)))  # each call's total per state
+    g_flat, h_flat = g.reshape(calls, batch * nodes), h.reshape(calls, batch * nodes)
+    result = np.empty(len(state))
+    order = np.argsort(service, kind="stable")
+    for index in np.split(order, np.flatnonzero(np.diff(service[order])) + 1):
+        if not index.size:
+            continue
+        s = int(service[index[0]])
+        b, a, t = state[index], source[index], target[index]
+        weight = inv[b, s]
+        to_target, to_source = b * nodes + t, b * nodes + a
+        plan = _service_steps(model)[s]
+        totals: dict[int, FloatArray] = {}
+        for step in plan.steps:
+            value = own_by_call[step.call].take(b)
+            if step.to_service:
+                row = g_flat[step.call]
+                value += (row.take(to_target) - row.take(to_source)) * weight
+                if step.self_call:
+                    value -= _round_trip(matrices, step.call, b, a, t) * weight**2
+            if step.by_service:
+                row = h_flat[step.call]
+                value += (row.take(to_target) - row.take(to_source)) * weight
+            slowest: FloatArray | float = 0.0
+            for i, group in enumerate(step.groups):
+                parts = [totals[callee] if changed else before[callee].take(b) for callee, changed in group]
+                elapsed = parts[0]
+                for part in parts[1:]:
+                    elapsed = elapsed + part
+                slowest = elapsed if i == 0 else np.maximum(slowest, elapsed)
+            totals[step.call] = value + slowest
+        latency: FloatArray | float = 0.0
+        for w, root, changed in plan.roots:
+            latency = latency + w * (totals[root] if changed else before[root].take(b))
+        result[index] = latency
+    return result
 
-    def moves_of(s: int) -> tuple[IntArray, IntArray, IntArray, IntArray, FloatArray]:
-        """The moves of service ``s``: their indices, states, sources, targets and ``1 / r_s``."""
-        if s not in groups:
-            index = np.flatnonzero(service == s)
-            b = state[index]
-            groups[s] = (index, b, source[index], target[index], inv[b, s])
-        return groups[s]
 
-    own_after: list[FloatArray | float] = []
-    for c in range(own.shape[1]):
-        value = own[state, c]  # a fresh array (fancy indexing copies)
-        if c not in roots:
-            s, p = int(model.call_service[c]), int(model.call_parent_service[c])
-            index, b, a, t, weight = moves_of(s)
-            if index.size:
-                value[index] += (g[c, b, t] - g[c, b, a]) * weight
-                if s == p:
-                    m = (
-                        matrices[c, a, t] + matrices[c, t, a]
-                        if matrices.ndim == 3
-                        else matrices[b, c, a, t] + matrices[b, c, t, a]
-                    )
-                    value[index] -= m * weight**2
-            index, b, a, t, weight = moves_of(p)
-            if index.size:
-                value[index] += (h[c, b, t] - h[c, b, a]) * weight
-        own_after.append(value)
-    return np.asarray(application_latency(model, tree_totals(model, own_after)), dtype=np.float64)
+def _round_trip(matrices: FloatArray, call: int, b: IntArray, a: IntArray, t: IntArray) -> FloatArray:
+    """``M_c[a, t] + M_c[t, a]`` per move (the self-call correction), shared or per-state matrices."""
+    if matrices.ndim == 3:
+        result: FloatArray = matrices[call, a, t] + matrices[call, t, a]
+    else:
+        result = matrices[b, call, a, t] + matrices[b, call, t, a]
+    return result
 
 
 def gather_moves(delta: FloatArray, slot_service: IntArray, slot_node: IntArray) -> FloatArray:

@@ -272,8 +272,20 @@ class LatencyModel:
 
     def latency_batch(self, counts: FloatArray, costs: CallCosts) -> FloatArray:
         """Application latency of a batch of placements ``(K, S, N)`` → ``(K,)``, ms."""
-        own = self._own_costs(counts, costs)
-        batch = counts.shape[0]
+        return self._tree_batch(self._own_costs(counts, costs))
+
+    def latency_per_network(self, counts: FloatArray, costs: list[CallCosts]) -> FloatArray:
+        """:meth:`latency_batch` of one batch of placements ``(K, S, N)`` under each network: ``(R, K)``, ms.
+
+        The same values as ``R`` calls, with one pass over the call tree for all of them.
+        """
+        own = np.concatenate([self._own_costs(counts, one) for one in costs])
+        result: FloatArray = self._tree_batch(own).reshape(len(costs), counts.shape[0])
+        return result
+
+    def _tree_batch(self, own: FloatArray) -> FloatArray:
+        """The call tree over own costs ``(K, C)``, then the rps-weighted endpoints: ``(K,)``."""
+        batch = own.shape[0]
         total: list[FloatArray] = [np.zeros(batch)] * len(self.call_groups)
         for c, groups in enumerate(self.call_groups):
             slowest = np.zeros(batch)

@@ -126,6 +126,23 @@ def latencies_after(beam: list[Simulator], moves: list[np.ndarray]) -> list[np.n
     return np.split(after, np.cumsum(sizes)[:-1])
 
 
+def best_first(latencies_ms: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` lowest latencies, lowest first, ties (to 1e-9 ms) by index.
+
+    The first ``count`` of a stable sort of the rounded values, without sorting them all: the
+    values up to the ``count``-th smallest (ties included) are sorted, the rest only partitioned.
+    """
+    rounded = np.round(latencies_ms, TIE_DECIMALS)
+    if count < 1:
+        return np.zeros(0, dtype=np.int64)
+    if 4 * count < len(rounded):
+        threshold = np.partition(rounded, count - 1)[count - 1]
+        candidates = np.flatnonzero(rounded <= threshold)  # in index order: the stable sort's tie order
+        result: np.ndarray = candidates[np.argsort(rounded[candidates], kind="stable")[:count]]
+        return result
+    return np.argsort(rounded, kind="stable")[:count]
+
+
 def expand(
     beam: list[Simulator], width: int, per_state: int, candidates: list[list[tuple[int, int]]] | None = None
 ) -> list[tuple[int, tuple[int, int], float]]:
@@ -143,7 +160,7 @@ def expand(
     for index, (moves, after) in enumerate(zip(moves_per_parent, latencies_after(beam, moves_per_parent), strict=True)):
         if not len(moves):
             continue
-        keep = np.argsort(np.round(after, TIE_DECIMALS), kind="stable")[:per_state]
+        keep = best_first(after, per_state)
         scored.extend((float(after[j]), index, (int(moves[j, 0]), int(moves[j, 1]))) for j in keep)
     # Equal placements reached by different paths differ by rounding only: compare values to 1e-9 ms
     # and break ties by parent and move, so that the search does not depend on summation order.

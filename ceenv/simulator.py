@@ -119,8 +119,12 @@ class Simulator:
         )
 
     # --- changing the placement --------------------------------------------------------------
-    def move(self, slot: int, node: int) -> float:
-        """Move the pod in ``slot`` to ``node`` (the caller checked the mask); return the new latency."""
+    def move(self, slot: int, node: int, latency_ms: float | None = None) -> float:
+        """Move the pod in ``slot`` to ``node`` (the caller checked the mask); return the new latency.
+
+        ``latency_ms``: the latency after this move when the caller has already computed it (a
+        search that evaluated every candidate move, :func:`ceenv.search.expand`); it is taken as is.
+        """
         source = int(self.slot_node[slot])
         service = int(self.layout.slot_service[slot])
         cpu, memory = self.request_cpu_millicores[service], self.request_memory_bytes[service]
@@ -134,7 +138,7 @@ class Simulator:
         self.free_memory_bytes[node] -= memory
         if self.layout.padded:
             self.slot_node = self.slot_node[canonical_slots(self.layout, self.slot_node)]
-        self.latency_ms = self.model.latency(self.counts, self.costs)
+        self.latency_ms = self.model.latency(self.counts, self.costs) if latency_ms is None else latency_ms
         return self.latency_ms
 
     def distinct_moves(self, action_mask: BoolArray | None = None) -> list[tuple[int, int]]:
@@ -146,10 +150,21 @@ class Simulator:
         return list(zip(moves[:, 0].tolist(), moves[:, 1].tolist(), strict=True))
 
     def distinct_move_array(self, action_mask: BoolArray | None = None) -> IntArray:
-        """:meth:`Simulator.distinct_moves` as a ``(K, 2)`` array of ``(slot, target node)`` rows."""
-        valid = self.action_mask() if action_mask is None else action_mask
+        """:meth:`Simulator.distinct_moves` as a ``(K, 2)`` array of ``(slot, target node)`` rows, in mask order.
+
+        Each kind of move (service, source node, target node) is represented by its first valid slot.
+        """
         n = self.layout.node_count
-        nodes, slots = np.nonzero(valid[:-1].reshape(n, self.layout.slot_count))
+        if action_mask is None:
+            # The simulator's own mask treats every pod of one service on one node alike (capacity and
+            # layer rules are per service), so the first slot of each (service, node) stands for all.
+            occupied = np.flatnonzero(self.slot_node >= 0)
+            kinds = self.layout.slot_service[occupied] * n + self.slot_node[occupied]
+            first_slots = np.zeros(self.layout.slot_count, dtype=bool)
+            first_slots[occupied[np.unique(kinds, return_index=True)[1]]] = True
+            nodes, slots = np.nonzero(self.action_mask()[:-1].reshape(n, self.layout.slot_count) & first_slots)
+            return np.stack([slots, nodes], axis=1).astype(np.int64)
+        nodes, slots = np.nonzero(action_mask[:-1].reshape(n, self.layout.slot_count))
         keys = (self.layout.slot_service[slots] * n + self.slot_node[slots]) * n + nodes
         first = np.sort(np.unique(keys, return_index=True)[1])  # the first move of each kind, in mask order
         result: IntArray = np.stack([slots[first], nodes[first]], axis=1).astype(np.int64)

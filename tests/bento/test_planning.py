@@ -181,3 +181,46 @@ def test_planning_gives_one_request_one_answer_and_draws_from_no_shared_generato
     assert len(answers) == 1
     assert env.np_random.bit_generator.state == env_state, "planning drew from the env's generator"
     assert (np.random.get_state()[1] == global_state).all(), "planning drew from numpy's global generator"
+
+
+class _RecordingPolicy:
+    """The general policy's network, recording every observation planning asks it about."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.observations: list[np.ndarray] = []
+        self.policy = self
+
+    def get_distribution(self, observation: Any, action_masks: Any = None) -> Any:
+        self.observations.append(observation.numpy().copy())
+        return self._model.policy.get_distribution(observation, action_masks=action_masks)
+
+
+def test_a_served_planner_asks_the_policy_about_the_observation_the_raw_policy_sees(general: Any) -> None:
+    """A request whose ``pod_deployable`` is stricter than the twin's own rules: the request's view wins."""
+    from types import SimpleNamespace
+
+    from bento.planning_settings import PlanningSettings
+    from bento.policy import GateVerdict, NominalLatency, Policy, PolicyCard
+    from ceenv.payload import request_from_state
+    from ceenv.schema import ActionRequest
+
+    env = _env("13-29", "aggregator_sequential")
+    env.reset(options={"state": start_state(env, "steady", 4)})
+    sim = env.simulator
+    target_ok = sim.target_ok().copy()
+    target_ok[:, : sim.layout.node_count // 2] = False  # the cluster forbids half of the nodes
+    request = ActionRequest.model_validate(
+        request_from_state(env.layout, sim.free_cpu_millicores, sim.free_memory_bytes, sim.slot_node, target_ok)
+    )
+    recording = _RecordingPolicy(general.model)
+    card = PolicyCard.from_artefact(general.metadata, GateVerdict(passed=True, reason="test"))
+    latency = NominalLatency.from_files(str(scenario_dir("13-29")), str(workload_file("aggregator_sequential")))
+    predictor = SimpleNamespace(model=recording, metadata=general.metadata)
+    policy = Policy(predictor, card, general.layout, "test", latency, PlanningSettings.from_mapping({"plan_k": 4}))  # type: ignore[arg-type]
+    policy.decide(request)
+    expected = policy.encode(request).observation
+    assert len(recording.observations) == 1
+    np.testing.assert_array_equal(recording.observations[0][0], expected)
+    own_view = _twin(sim).observation()
+    assert not np.array_equal(own_view, expected), "the request's stricter rules should show in the observation"

@@ -7,7 +7,7 @@ import pytest
 
 from ceenv.baselines import node_utilization, run_balancer, run_greedy, run_noop, run_random
 from ceenv.env import CloudEdgeEnv
-from ceenv.search import beam_search, best_known, random_placement
+from ceenv.search import TIE_DECIMALS, beam_search, best_first, best_known, random_placement
 from ceenv.simulator import Simulator
 from tests.conftest import scenario_dir, workload_file
 
@@ -103,3 +103,38 @@ def test_beam_search_pays_the_step_cost_per_move() -> None:
     # A step cost above the whole latency makes every sequence worse than staying put.
     value, moves = beam_search(sim, depth=3, width=8, step_cost_ms=sim.latency_ms)
     assert moves == [] and value == sim.latency_ms
+
+
+@pytest.mark.parametrize("count", [1, 3, 12, 40])
+def test_best_first_equals_the_head_of_a_stable_sort_ties_included(count: int) -> None:
+    rng = np.random.default_rng(count)
+    for size in (0, 5, 60, 400):
+        # Few distinct values, each with sub-tolerance jitter: ties at the cut are the rule, not the exception.
+        values = rng.integers(0, 6, size).astype(float) + rng.normal(0.0, 1e-11, size)
+        expected = np.argsort(np.round(values, TIE_DECIMALS), kind="stable")[:count]
+        np.testing.assert_array_equal(best_first(values, count), expected)
+
+
+@pytest.mark.parametrize("scenario", ["7-21", "19-37"])
+def test_distinct_moves_of_the_own_mask_equal_those_of_the_same_mask_passed_in(scenario: str) -> None:
+    """The own-mask shortcut (first slot per service and node) lists the moves the general rule lists, in order."""
+    sim = start(scenario, 3, "aggregator_parallel")
+    rng = np.random.default_rng(3)
+    for _ in range(8):
+        shortcut = sim.distinct_move_array()
+        general = sim.distinct_move_array(sim.action_mask().copy())
+        np.testing.assert_array_equal(shortcut, general)
+        kinds = {(sim.layout.slot_service[slot], sim.slot_node[slot], node) for slot, node in shortcut}
+        assert len(kinds) == len(shortcut), "a kind of move is listed twice"
+        sim.move(*shortcut[rng.integers(len(shortcut))])
+
+
+def test_a_move_given_its_latency_takes_it_and_changes_the_placement_alike() -> None:
+    sim = start("13-29", 2)
+    slot, node = sim.distinct_moves()[0]
+    computed, given = sim.copy(), sim.copy()
+    computed.move(slot, node)
+    assert given.move(slot, node, latency_ms=123.0) == 123.0 == given.latency_ms
+    np.testing.assert_array_equal(given.slot_node, computed.slot_node)
+    np.testing.assert_array_equal(given.counts, computed.counts)
+    np.testing.assert_array_equal(given.free_cpu_millicores, computed.free_cpu_millicores)

@@ -112,6 +112,18 @@ def test_batch_evaluation_equals_single_evaluations() -> None:
     np.testing.assert_allclose(model.latency_batch(batch, costs), singles)
 
 
+def test_latency_under_several_networks_equals_one_batch_per_network() -> None:
+    model, scenario = _model("aggregator_parallel")  # parallel groups: the max in the tree
+    rng = np.random.default_rng(4)
+    batch = np.stack([_counts(ALL_ON_CLOUD1), _counts(dict(ALL_ON_CLOUD1, db=[EDGE2_1, EDGE4_2]))])
+    networks = [model.prepare(build_network(scenario, draw_conditions(scenario, rng))) for _ in range(3)]
+    together = model.latency_per_network(batch, networks)
+    assert together.shape == (3, 2)
+    for row, costs in zip(together, networks, strict=True):
+        np.testing.assert_array_equal(row, model.latency_batch(batch, costs))
+    assert len({tuple(row) for row in together}) == 3, "the networks should give different latencies"
+
+
 def test_dynamic_conditions_stay_within_the_file_ranges() -> None:
     scenario = load_scenario(scenario_dir("13-29"))
     rng = np.random.default_rng(0)
