@@ -18,7 +18,8 @@ the whole table. :func:`latency_after_moves` does this for a batch of states at 
 ``B``) with per-state or shared network matrices; it agrees with the full evaluation
 (:meth:`ceenv.latency.LatencyModel.latency_batch`) to floating-point rounding (tests: 1e-9 ms).
 :func:`latency_after_selected` evaluates the same terms for a list of moves only, over several
-states at once (a planner's beam: :func:`ceenv.search.latencies_after`). Used by
+states at once (a planner's beam: :func:`ceenv.search.latencies_after`), re-running for each moved
+service only the calls it changes and their ancestors. Used by
 :func:`ceenv.observation.move_gain_features`, the batched env (:mod:`ceenv.vector`), the search
 and the simulator. Pure numpy.
 """
@@ -136,7 +137,7 @@ def _service_steps(model: LatencyModel) -> dict[int, _ServiceSteps]:
             for callee in group:
                 parent[callee] = c
     roots = set(model.roots)
-    services = int(max(model.call_service.max(), model.call_parent_service.max())) + 1
+    services = len(model.called_services)  # every service of the scenario, called or not
     table: dict[int, _ServiceSteps] = {}
     for s in range(services):
         to_s = {c for c in range(calls) if c not in roots and int(model.call_service[c]) == s}
@@ -185,6 +186,8 @@ def latency_after_selected(
     own, g, h = call_terms(model, counts, matrices)
     batch, nodes = counts.shape[0], counts.shape[2]
     calls = own.shape[1]
+    if len(state) and (min(source.min(), target.min()) < 0 or max(source.max(), target.max()) >= nodes):
+        raise ValueError(f"a selected move's source or target is not a node index in 0..{nodes - 1}")
     inv = 1.0 / np.maximum(counts.sum(axis=-1), 1.0)  # (B, S)
     own_by_call = np.ascontiguousarray(own.T)  # (C, B): flat rows make gathers cheap
     before = cast("list[FloatArray]", tree_totals(model, list(own_by_call)))  # each call's total per state

@@ -135,7 +135,7 @@ def best_first(latencies_ms: np.ndarray, count: int) -> np.ndarray:
     rounded = np.round(latencies_ms, TIE_DECIMALS)
     if count < 1:
         return np.zeros(0, dtype=np.int64)
-    if 4 * count < len(rounded):
+    if 4 * count < len(rounded) and not np.isnan(rounded).any():  # NaN sorts last: leave those to argsort
         threshold = np.partition(rounded, count - 1)[count - 1]
         candidates = np.flatnonzero(rounded <= threshold)  # in index order: the stable sort's tie order
         result: np.ndarray = candidates[np.argsort(rounded[candidates], kind="stable")[:count]]

@@ -123,7 +123,8 @@ class Simulator:
         """Move the pod in ``slot`` to ``node`` (the caller checked the mask); return the new latency.
 
         ``latency_ms``: the latency after this move when the caller has already computed it (a
-        search that evaluated every candidate move, :func:`ceenv.search.expand`); it is taken as is.
+        search that evaluated every candidate move, :func:`ceenv.search.expand`); it is taken as is, so it
+        may differ from :meth:`LatencyModel.latency` of the new placement by rounding (1e-9 ms).
         """
         source = int(self.slot_node[slot])
         service = int(self.layout.slot_service[slot])

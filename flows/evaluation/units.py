@@ -205,7 +205,7 @@ def _decider(unit: EvalUnit, policy: Any, env: CloudEdgeEnv) -> Decide:
     def planned(obs: Any, mask: Any) -> int:
         return plan_action(
             model, env.simulator, unit.plan_k, unit.plan_horizon, env.step_cost_ms, mask, unit.plan_width,
-            unit.plan_margin, noise=unit.plan_noise, confidence=unit.plan_confidence,
+            unit.plan_margin, noise=unit.plan_noise, confidence=unit.plan_confidence, observation=obs,
         )  # fmt: skip
 
     return planned

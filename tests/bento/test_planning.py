@@ -217,7 +217,7 @@ def test_a_served_planner_asks_the_policy_about_the_observation_the_raw_policy_s
     card = PolicyCard.from_artefact(general.metadata, GateVerdict(passed=True, reason="test"))
     latency = NominalLatency.from_files(str(scenario_dir("13-29")), str(workload_file("aggregator_sequential")))
     predictor = SimpleNamespace(model=recording, metadata=general.metadata)
-    policy = Policy(predictor, card, general.layout, "test", latency, PlanningSettings.from_mapping({"plan_k": 4}))  # type: ignore[arg-type]
+    policy = Policy(predictor, card, general.layout, "test", latency, PlanningSettings.from_mapping({"plan_k": 4}))
     policy.decide(request)
     expected = policy.encode(request).observation
     assert len(recording.observations) == 1

@@ -113,6 +113,8 @@ def test_best_first_equals_the_head_of_a_stable_sort_ties_included(count: int) -
         values = rng.integers(0, 6, size).astype(float) + rng.normal(0.0, 1e-11, size)
         expected = np.argsort(np.round(values, TIE_DECIMALS), kind="stable")[:count]
         np.testing.assert_array_equal(best_first(values, count), expected)
+    with_nan = np.array([np.nan] * 50 + [2.0, 1.0])  # NaN sorts last, as in the stable sort
+    np.testing.assert_array_equal(best_first(with_nan, count), np.argsort(with_nan, kind="stable")[:count])
 
 
 @pytest.mark.parametrize("scenario", ["7-21", "19-37"])

@@ -144,6 +144,25 @@ def test_selected_moves_with_one_network_per_state_equal_each_state_alone() -> N
         assert np.abs(full - after[state == i]).max(initial=0.0) < TOLERANCE_MS
 
 
+def test_moves_of_a_service_no_call_reaches_leave_the_latency_unchanged() -> None:
+    """db (the last service) holds pods but nothing calls it: its moves change nothing, and raise nothing."""
+    scenario = scenario_from_documents("7-21", nodes_document("7-21"), services_document("7-21"))
+    doc = {
+        "a": {"client": "client", "rps": 2, "call-path": [{"aggregator": _call("4ms", [{"detection": _call("2ms")}])}]}
+    }
+    env = CloudEdgeEnv(scenario, parse_workload(doc, "uncalled.json", "uncalled"))
+    from ceenv.search import latencies_after
+
+    (sim,) = _random_states(env, seed=3, count=1)
+    moves = sim.distinct_move_array()
+    db = scenario.service_names.index("db")
+    assert db == len(scenario.services) - 1 and (env.layout.slot_service[moves[:, 0]] == db).any()
+    (after,) = latencies_after([sim], [moves])
+    full = sim.latency_after([(int(a), int(b)) for a, b in moves])
+    assert np.abs(full - after).max() < TOLERANCE_MS
+    np.testing.assert_allclose(after[env.layout.slot_service[moves[:, 0]] == db], sim.latency_ms, atol=TOLERANCE_MS)
+
+
 def _gains_by_full_evaluation(env: CloudEdgeEnv, sim: Simulator) -> np.ndarray:
     """The move-gain feature as first written: every valid move evaluated by the full formula."""
     layout, model = env.layout, env.model
