@@ -19,7 +19,8 @@ On timeout or error the migration rolls back: cordon the remaining nodes, delete
 hand the old pod back to its ReplicaSet (restore the label) — the ReplicaSet then removes its
 surplus pod, an unscheduled one first — and lift every cordon of this migration. Every temporary
 change is written on the objects, so ``clean_up_leftovers`` (run before anything else when the
-migrator starts) rolls back whatever a killed migrator left half-done. The Kubernetes calls sit
+migrator starts, and at the next cycle after an incomplete rollback) rolls back whatever a killed
+migrator or a failed rollback left half-done. The Kubernetes calls sit
 behind the ``ClusterOps`` protocol (implemented by :mod:`migrator.kube`), so this module is pure
 logic, unit-tested with an in-memory fake.
 """
@@ -96,11 +97,14 @@ class SystemClock:
         time.sleep(seconds)
 
 
-def _attempt(errors: list[str], what: str, step: Callable[..., object], *args: object) -> None:
+def _attempt(errors: list[str], what: str, step: Callable[..., object], *args: object) -> bool:
+    """Run one rollback step; a failure is appended to ``errors`` (steps are independent: go on)."""
     try:
         step(*args)
-    except Exception as exc:  # rollback steps are independent: report and go on
+    except Exception as exc:
         errors.append(f"{what}: {exc}")
+        return False
+    return True
 
 
 class MigrationFailed(Exception):
@@ -118,6 +122,7 @@ class MigrationResult:
     old_pod_gone_s: float = 0.0
     cordon_window_s: float = 0.0  # from the first temporary cordon to the last one lifted
     forced_removal: bool = False  # the old pod's node was not Ready: removed with grace period 0
+    leftovers: bool = False  # the rollback was incomplete: marks are left for Controller's clean-up
 
 
 @dataclass
@@ -137,8 +142,12 @@ class Actuator:
         if pod is None or pod.owner_kind != "ReplicaSet" or POD_TEMPLATE_HASH not in pod.labels:
             raise ValueError(f"pod {move.pod_name} is not a ReplicaSet pod with {POD_TEMPLATE_HASH}; guard it first")
         migration_id = uuid.uuid4().hex[:10]
-        selector = self.ops.replicaset_selector(pod.owner_name)
-        before = {p.name for p in self.ops.list_pods(selector)}
+        try:  # reads only: nothing has changed yet, so a failure here needs no rollback
+            selector = self.ops.replicaset_selector(pod.owner_name)
+            before = {p.name for p in self.ops.list_pods(selector)}
+        except Exception as exc:
+            detail = f"not started, nothing changed: cannot read ReplicaSet {pod.owner_name} or its pods: {exc}"
+            return MigrationResult(move, migration_id, False, detail)
         replacement, cordoned_s, window_s = "", None, None
         try:
             self._record_intent(pod, move, migration_id)
@@ -160,10 +169,12 @@ class Actuator:
             errors = self.roll_back(migration_id, pod.name, pod.owner_name, replacement)
             detail = f"rolled back: {exc}"
             if errors:
-                detail += f"; rollback incomplete ({'; '.join(errors)}), the next start cleans up"
+                detail += f"; rollback incomplete ({'; '.join(errors)}), the next cycle cleans up"
             if window_s is None:  # the rollback lifted the cordons
                 window_s = 0.0 if cordoned_s is None else self.clock.now_s() - cordoned_s
-            return MigrationResult(move, migration_id, False, detail, replacement, cordon_window_s=window_s)
+            return MigrationResult(
+                move, migration_id, False, detail, replacement, cordon_window_s=window_s, leftovers=bool(errors)
+            )
         detail = f"moved {pod.name} from {pod.node_name} to {move.target_node} as {replacement}"
         if forced:
             detail += f" (node {pod.node_name} not Ready: old pod force-deleted)"
@@ -244,9 +255,13 @@ class Actuator:
         errors: list[str] = []
         try:
             pod = self.ops.get_pod(old_pod)
-        except Exception as exc:  # unknown state: fall through to the full rollback, which reports
+        except Exception as exc:
+            # Unknown state: the old pod may already be on its way out, so deleting the replacement
+            # could leave the replica with no pod. Keep both pods, lift our cordons, and leave the
+            # marks: the next clean-up, which can read the old pod, finishes the rollback.
             errors.append(f"read {old_pod}: {exc}")
-            pod = PodInfo(old_pod, "", "")
+            _attempt(errors, "lift the cordons", self._lift_cordons, migration_id)
+            return errors
         if pod is None or pod.terminating:  # the old pod's removal was committed: keep the replacement
             _attempt(errors, "lift the cordons", self._lift_cordons, migration_id)
             return errors
@@ -286,19 +301,40 @@ class Actuator:
                 return
             self.clock.sleep(self.poll_s)
 
+    def find_leftovers(self, snapshot: ClusterSnapshot) -> list[str]:
+        """What a half-done migration left on the cluster (pods marked as migrating, our cordons); reads only."""
+        pods = [f"pod {p.name}" for p in snapshot.app_pods if _marked(p)]
+        cordons = [f"node {n.name} cordon" for n in snapshot.nodes if ANNOTATION_TEMPORARY_CORDON in n.annotations]
+        return pods + cordons
+
     def clean_up_leftovers(self) -> list[str]:
-        """Roll back every half-done migration found on the cluster; returns what was cleaned."""
+        """Roll back every half-done migration found on the cluster; returns what was cleaned.
+
+        Every leftover is tried; then a :class:`MigrationFailed` names the steps that failed, if any
+        (the caller tries again later; what is done stays done).
+        """
         cleaned: list[str] = []
+        failed: list[str] = []
         snapshot = self.ops.snapshot()
         for pod in snapshot.app_pods:
-            if ANNOTATION_MIGRATION_TARGET in pod.annotations or LABEL_MIGRATION in pod.labels:
+            if _marked(pod):
                 migration_id = pod.annotations.get(ANNOTATION_MIGRATION_ID) or pod.labels.get(LABEL_MIGRATION, "")
                 replicaset = pod.annotations.get(ANNOTATION_REPLICASET, pod.owner_name)
                 replacement = pod.annotations.get(ANNOTATION_REPLACEMENT, "")
-                self.roll_back(migration_id or "leftover", pod.name, replicaset, replacement)
-                cleaned.append(f"pod {pod.name} (migration {migration_id})")
+                errors = self.roll_back(migration_id or "leftover", pod.name, replicaset, replacement)
+                if errors:
+                    failed.append(f"pod {pod.name}: {'; '.join(errors)}")
+                else:
+                    cleaned.append(f"pod {pod.name} (migration {migration_id})")
         for node in self.ops.snapshot().nodes:
-            if ANNOTATION_TEMPORARY_CORDON in node.annotations:
-                self.ops.set_cordon(node.name, None)
+            ours = ANNOTATION_TEMPORARY_CORDON in node.annotations
+            if ours and _attempt(failed, f"lift the cordon of node {node.name}", self.ops.set_cordon, node.name, None):
                 cleaned.append(f"node {node.name} cordon")
+        if failed:
+            raise MigrationFailed(f"clean-up incomplete ({'; '.join(failed)}); cleaned {cleaned or 'nothing'}")
         return cleaned
+
+
+def _marked(pod: PodInfo) -> bool:
+    """The pod carries a migration's marks (its intent annotation or the migrating label)."""
+    return ANNOTATION_MIGRATION_TARGET in pod.annotations or LABEL_MIGRATION in pod.labels

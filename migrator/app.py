@@ -32,7 +32,9 @@ def build_controller(settings: MigratorSettings, telemetry: MigratorTelemetry | 
     With ``telemetry`` the controller counts its records and times its questions and cycles.
     """
     api_client = make_api_client(settings.kubeconfig)
-    ops = KubeOps(api_client, settings.namespace, settings.pod_selector, settings.event_component)
+    ops = KubeOps(
+        api_client, settings.namespace, settings.pod_selector, settings.event_component, settings.api_timeout_s
+    )
     policy = PolicyClient(
         settings.policy_url,
         settings.policy_timeout_s,

@@ -9,9 +9,12 @@ node per service to CSV). Every decision, refusal and migration is a structured 
 when it concerns a pod, a Kubernetes Event on that pod.
 
 Never act blind: a cycle that cannot observe (cluster unreadable; latency configured but unknown:
-Prometheus down, empty, stale, not a number) or cannot check the policy's answer (malformed, an
-unknown pod or node, a target not in the request's ``pod_deployable``) moves nothing and writes one
-``blind`` record with its ``reason``; the first cycle that sees again writes ``resumed``.
+Prometheus down, empty, stale, not a number; a configured measurement unavailable; node aliases in
+conflict; leftovers of a failed rollback not yet cleaned up) or cannot check the policy's answer
+(malformed, an unknown pod or node, a target not in the request's ``pod_deployable``, a move that
+no longer passes the guards on a fresh read of the cluster) moves nothing and writes one ``blind``
+record with its ``reason``; the first cycle that sees again writes ``resumed``. An unexpected error
+in a cycle is a blind cycle too (``cycle-failed``): the loop goes on.
 """
 
 from __future__ import annotations
@@ -33,14 +36,27 @@ from migrator.guards import UNCHECKED_ANSWER, GuardLimits, MigrationLedger, Move
 from migrator.observe import FitRules, build_request, pods_per_node
 from migrator.policy import Advice, NoAdvice, Stop
 from migrator.settings import MigratorSettings, Mode
-from migrator.snapshot import ClusterSnapshot, LatencyReading
+from migrator.snapshot import ClusterSnapshot, LatencyReading, MeasurementUnavailable
 
 # Reasons of a blind cycle besides a LatencyReading's problem (reach_migrator_blind_cycles_total{reason}).
 CLUSTER_UNREADABLE = "cluster-unreadable"
+MEASUREMENT_UNAVAILABLE = "measurement-unavailable"
+NODE_ALIAS_CONFLICT = "node-alias-conflict"
+LEFTOVERS_NOT_CLEANED = "leftovers-not-cleaned"
+CYCLE_FAILED = "cycle-failed"
 POLICY_ANSWER_MALFORMED = "policy-answer-malformed"
 POLICY_ANSWER_UNCHECKED = "policy-answer-unchecked"
 LATENCY_PROBLEMS = ("prometheus-unreachable", "latency-empty", "latency-not-a-number", "latency-stale")
-BLIND_REASONS = (*LATENCY_PROBLEMS, CLUSTER_UNREADABLE, POLICY_ANSWER_MALFORMED, POLICY_ANSWER_UNCHECKED)
+BLIND_REASONS = (
+    *LATENCY_PROBLEMS,
+    CLUSTER_UNREADABLE,
+    MEASUREMENT_UNAVAILABLE,
+    NODE_ALIAS_CONFLICT,
+    LEFTOVERS_NOT_CLEANED,
+    CYCLE_FAILED,
+    POLICY_ANSWER_MALFORMED,
+    POLICY_ANSWER_UNCHECKED,
+)
 
 LOGGER = logging.getLogger("reach.migrator")
 
@@ -95,6 +111,7 @@ class Controller:
     journal: Journal = field(default_factory=Journal)
     ledger: MigrationLedger = field(default_factory=MigrationLedger)
     blind_since_s: float | None = None
+    cleanup_due: bool = False  # leftovers of a failed rollback or start-up clean-up wait for the next cycle
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -113,12 +130,30 @@ class Controller:
 
     # ---- start --------------------------------------------------------------------------------
     def clean_up(self) -> list[str]:
-        """Undo what a killed migrator left behind; always the first thing a migrator does."""
+        """Undo what a killed migrator left behind; always the first thing a migrator does.
+
+        In dry-run nothing is changed: leftovers found are only reported (``leftovers-found``), so a
+        dry-run migrator next to a live one never undoes the live one's migration in flight.
+        """
         if self.settings.dry_run:
+            found = self.actuator.find_leftovers(self.ops.snapshot())
+            if found:
+                self.journal.record("leftovers-found", leftovers=found, action="none", reason="dry-run")
             return []
         cleaned = self.actuator.clean_up_leftovers()
         self.journal.record("cleanup", cleaned=cleaned)
         return cleaned
+
+    def _clean_up_if_due(self) -> CycleOutcome | None:
+        """The clean-up a failed rollback (or a failed start-up clean-up) left for later; a blind outcome if it fails."""
+        if not self.cleanup_due:
+            return None
+        try:
+            self.clean_up()
+        except Exception as exc:
+            return self._blind(LEFTOVERS_NOT_CLEANED, f"leftovers of an earlier migration remain: {exc}")
+        self.cleanup_due = False
+        return None
 
     # ---- one decision -------------------------------------------------------------------------
     def run_cycle(self) -> list[CycleOutcome]:
@@ -129,6 +164,9 @@ class Controller:
         moved, so they go one after another in the same cycle instead of one per cycle. The per-window
         limit still bounds them (guards.check_rate), and :data:`MAX_EVACUATIONS_PER_CYCLE` bounds the loop.
         """
+        pending = self._clean_up_if_due()
+        if pending is not None:
+            return [pending]
         outcomes: list[CycleOutcome] = []
         regular = 0
         while regular < max(1, self.settings.max_migrations_per_cycle):
@@ -145,12 +183,14 @@ class Controller:
             snapshot = self.ops.snapshot()
         except Exception as exc:  # the API server may be briefly away: skip the cycle, never crash
             return self._blind(CLUSTER_UNREADABLE, f"cannot read the cluster: {exc}")
-        request = build_request(snapshot, self.rules, self.measured_conditions())
+        try:
+            request = build_request(snapshot, self.rules, self.measured_conditions())
+        except MeasurementUnavailable as exc:  # told to decide on measured conditions, and cannot see them
+            return self._blind(MEASUREMENT_UNAVAILABLE, str(exc))
         try:
             advice = self._ask(snapshot, request)
         except AliasError as exc:  # a labelling mistake: no move until it is fixed
-            self.journal.record("no-advice", reason=str(exc), temporary=False)
-            return CycleOutcome("no-advice", str(exc))
+            return self._blind(NODE_ALIAS_CONFLICT, str(exc))
         if isinstance(advice, Stop):
             self.journal.record("policy-stop")
             return CycleOutcome("stop")
@@ -167,7 +207,27 @@ class Controller:
                 self._blind(POLICY_ANSWER_UNCHECKED, verdict.detail)
                 return dataclasses.replace(outcome, blind=True)
             return outcome
-        return self._act(advice, snapshot, now_s)
+        return self._recheck_and_act(advice, now_s, started_this_cycle)
+
+    def _recheck_and_act(self, advice: Move, asked_at_s: float, started_this_cycle: int) -> CycleOutcome:
+        """Read the cluster again and re-run the guards on it, then act on that fresh read.
+
+        The policy may take seconds to answer (timeouts and retries); meanwhile the pod may be gone,
+        the target full or cordoned by an admin. A move that no longer passes is refused with the
+        guard's reason, noted as found on the fresh read.
+        """
+        try:
+            fresh = self.ops.snapshot()
+            request = build_request(fresh, self.rules, None)
+        except Exception as exc:
+            return self._blind(CLUSTER_UNREADABLE, f"cannot read the cluster again before migrating: {exc}")
+        verdict = check_move(
+            advice, fresh, request, self.ledger, self.limits, self.rules, asked_at_s, started_this_cycle
+        )
+        if not verdict.allowed:
+            changed = dataclasses.replace(verdict, detail=f"{verdict.detail} (found on a fresh read before migrating)")
+            return self._refuse(changed, fresh.app_pod(advice.pod_name) is not None)
+        return self._act(advice, fresh, asked_at_s)
 
     def _blind(self, reason: str, detail: str) -> CycleOutcome:
         """No action this cycle because something could not be observed or checked: one record, with why."""
@@ -218,6 +278,8 @@ class Controller:
         if result.migrated and source_node:
             self.ledger.record_departure(now_s, lineage, source_node, self.limits.return_hold_down_s)
         kind = "migrated" if result.migrated else "rolled-back"
+        if result.leftovers:
+            self.cleanup_due = True
         self.journal.record(
             kind,
             pod=move.pod_name,
@@ -228,6 +290,7 @@ class Controller:
             old_pod_gone_s=round(result.old_pod_gone_s, 3),
             cordon_window_s=round(result.cordon_window_s, 3),
             forced_removal=result.forced_removal,
+            leftovers=result.leftovers,
             detail=result.detail,
         )
         reason = "Migrated" if result.migrated else "MigrationRolledBack"
@@ -312,15 +375,28 @@ class Controller:
         return table
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
-        """Clean up, then run the configured mode once or every ``interval_s`` until told to stop."""
-        self.clean_up()
+        """Clean up, then run the configured mode once or every ``interval_s`` until told to stop.
+
+        Nothing ends the loop but the stop signal (or ``once``): a start-up clean-up that cannot
+        reach the cluster is retried before the next migration, and an unexpected error in a step
+        is a ``cycle-failed`` blind cycle, logged and counted.
+        """
+        try:
+            self.clean_up()
+        except Exception as exc:
+            self.cleanup_due = True
+            self._blind(LEFTOVERS_NOT_CLEANED, f"start-up clean-up failed, retried before the next migration: {exc}")
         while True:
-            if self.settings.mode is Mode.POD_DISTRIBUTION:
-                self.record_distribution()
-            elif self.settings.mode is Mode.EPISODE:
-                self.run_episode()
-            else:
-                self.monitoring_step()
+            try:
+                if self.settings.mode is Mode.POD_DISTRIBUTION:
+                    self.record_distribution()
+                elif self.settings.mode is Mode.EPISODE:
+                    self.run_episode()
+                else:
+                    self.monitoring_step()
+            except Exception as exc:  # never let one bad cycle end the controller
+                LOGGER.exception("cycle failed")
+                self._blind(CYCLE_FAILED, f"{type(exc).__name__}: {exc}")
             if self.settings.once or should_stop():
                 return
             self.clock.sleep(self.settings.interval_s)

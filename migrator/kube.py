@@ -39,6 +39,8 @@ from migrator.snapshot import (
     Toleration,
 )
 
+DEFAULT_REQUEST_TIMEOUT_S = 15.0  # MigratorSettings.api_timeout_s
+
 
 def make_api_client(kubeconfig: str | None) -> client.ApiClient:
     """An API client from a kubeconfig file, or from the in-cluster service account when None."""
@@ -165,7 +167,9 @@ def pod_info(pod: Any) -> PodInfo:
     )
 
 
-def patch_cordon(core: client.CoreV1Api, node_name: str, mark: str | None, value: str | None) -> None:
+def patch_cordon(
+    core: client.CoreV1Api, node_name: str, mark: str | None, value: str | None, timeout_s: float | None = None
+) -> None:
     """The one cordon implementation: cordon ``node_name`` (``value`` set) or lift it (``None``).
 
     ``mark`` names the annotation that records who cordoned the node and why, so that whoever lifts
@@ -173,7 +177,9 @@ def patch_cordon(core: client.CoreV1Api, node_name: str, mark: str | None, value
     """
     annotations = {mark: value} if mark else {}
     core.patch_node(
-        node_name, {"metadata": {"annotations": annotations}, "spec": {"unschedulable": True if value else None}}
+        node_name,
+        {"metadata": {"annotations": annotations}, "spec": {"unschedulable": True if value else None}},
+        _request_timeout=timeout_s,
     )
 
 
@@ -193,7 +199,15 @@ def selector_string(match_labels: Mapping[str, str]) -> str:
 class KubeOps:
     """Kubernetes operations of the migrator in one namespace (see ``migrator.actuator.ClusterOps``)."""
 
-    def __init__(self, api_client: client.ApiClient, namespace: str, pod_selector: str, event_component: str):
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        namespace: str,
+        pod_selector: str,
+        event_component: str,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    ):
+        self.timeout = request_timeout_s  # every call: a half-open connection must not hang a migration
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.api_client = api_client
@@ -204,29 +218,34 @@ class KubeOps:
 
     # ---- reads ------------------------------------------------------------------------------
     def snapshot(self) -> ClusterSnapshot:
-        nodes = tuple(node_info(n) for n in self.core.list_node().items)
-        pods = tuple(pod_info(p) for p in self.core.list_pod_for_all_namespaces().items)
-        app = self.core.list_namespaced_pod(self.namespace, label_selector=self.pod_selector).items
+        nodes = tuple(node_info(n) for n in self.core.list_node(_request_timeout=self.timeout).items)
+        pods = tuple(pod_info(p) for p in self.core.list_pod_for_all_namespaces(_request_timeout=self.timeout).items)
+        app = self.core.list_namespaced_pod(
+            self.namespace, label_selector=self.pod_selector, _request_timeout=self.timeout
+        ).items
         return ClusterSnapshot(nodes, pods, tuple(pod_info(p) for p in app), tuple(self.pdbs()))
 
     def get_pod(self, name: str) -> PodInfo | None:
         try:
-            return pod_info(self.core.read_namespaced_pod(name, self.namespace))
+            return pod_info(self.core.read_namespaced_pod(name, self.namespace, _request_timeout=self.timeout))
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
     def list_pods(self, match_labels: Mapping[str, str]) -> list[PodInfo]:
-        items = self.core.list_namespaced_pod(self.namespace, label_selector=selector_string(match_labels)).items
+        items = self.core.list_namespaced_pod(
+            self.namespace, label_selector=selector_string(match_labels), _request_timeout=self.timeout
+        ).items
         return [pod_info(p) for p in items]
 
     def replicaset_selector(self, name: str) -> dict[str, str]:
-        rs = self.apps.read_namespaced_replica_set(name, self.namespace)
+        rs = self.apps.read_namespaced_replica_set(name, self.namespace, _request_timeout=self.timeout)
         return dict(rs.spec.selector.match_labels or {})
 
     def replicaset_replicas(self, name: str) -> int:
-        return int(self.apps.read_namespaced_replica_set(name, self.namespace).spec.replicas or 0)
+        rs = self.apps.read_namespaced_replica_set(name, self.namespace, _request_timeout=self.timeout)
+        return int(rs.spec.replicas or 0)
 
     def _pdb_api(self) -> tuple[Any, bool]:
         """The PDB resource of the newest policy group the server serves, and whether it is v1."""
@@ -249,7 +268,7 @@ class KubeOps:
     def pdbs(self) -> list[PdbInfo]:
         resource, is_v1 = self._pdb_api()
         result = []
-        for item in resource.get(namespace=self.namespace).to_dict().get("items", []):
+        for item in resource.get(namespace=self.namespace, _request_timeout=self.timeout).to_dict().get("items", []):
             status = item.get("status") or {}
             result.append(
                 PdbInfo(
@@ -272,15 +291,15 @@ class KubeOps:
         if annotations:
             metadata["annotations"] = dict(annotations)
         if metadata:
-            self.core.patch_namespaced_pod(name, self.namespace, {"metadata": metadata})
+            self.core.patch_namespaced_pod(name, self.namespace, {"metadata": metadata}, _request_timeout=self.timeout)
 
     def set_cordon(self, node_name: str, migration_id: str | None) -> None:
         """Cordon a node for a migration (recorded as an annotation), or lift that cordon (None)."""
-        patch_cordon(self.core, node_name, ANNOTATION_TEMPORARY_CORDON, migration_id)
+        patch_cordon(self.core, node_name, ANNOTATION_TEMPORARY_CORDON, migration_id, self.timeout)
 
     def delete_pod(self, name: str) -> None:
         try:
-            self.core.delete_namespaced_pod(name, self.namespace)
+            self.core.delete_namespaced_pod(name, self.namespace, _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -288,7 +307,7 @@ class KubeOps:
     def force_delete_pod(self, name: str) -> None:
         """Remove a pod from the API at once (grace period 0): only for a pod whose node is not Ready."""
         try:
-            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
+            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0, _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status != 404:
                 raise

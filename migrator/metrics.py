@@ -5,7 +5,8 @@ result (right after Prometheus starts, before the first scrape), a non-numeric s
 one (its newest sample, read with PromQL's ``timestamp()``, older than ``max_age_s``) all give an
 unknown ``LatencyReading`` with the reason (``read_latency``), ``None`` (``latency_ms``) or an empty
 mapping (node usage), with the reason also kept in ``last_error`` for the log; a measured delay
-or utilisation outside the payload's bounds is skipped the same way. On the local cluster the latency comes from the project's own exporter and is simulated
+or utilisation outside the payload's bounds is skipped, and a configured measurement query that
+fails or leaves nothing usable raises ``MeasurementUnavailable`` (the controller's cycle is blind). On the local cluster the latency comes from the project's own exporter and is simulated
 from the live placement: label it so wherever it is shown.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from prometheus_api_client import PrometheusConnect
 
 from ceenv.schema import MAX_MEASURED_DELAY_MS, MeasuredConditions
-from migrator.snapshot import LatencyReading
+from migrator.snapshot import LatencyReading, MeasurementUnavailable
 
 UNREACHABLE, EMPTY, NOT_A_NUMBER, STALE = (
     "prometheus-unreachable",
@@ -85,23 +86,29 @@ class PrometheusMetrics:
         return list(result)
 
     def read_latency(self) -> LatencyReading:
-        """The first finite sample of the latency query, in ms, if its newest sample is fresh; else why not."""
-        values = [v for v in (_sample_value(s) for s in self._query(self.latency_query)) if v is not None]
+        """The first series of the latency query whose sample is finite *and* fresh, in ms; else why not.
+
+        Each value is paired with the age of its own series (``timestamp()`` keeps the labels), so a
+        stale series is never read as current because another series (even a NaN one) is fresh.
+        """
+        values = [(_series_key(s), v) for s in self._query(self.latency_query) if (v := _sample_value(s)) is not None]
         if not values:
             if not self.last_problem:
                 self.last_error = f"Prometheus query {self.latency_query!r} gave no finite number"
                 self.last_problem = NOT_A_NUMBER
             return LatencyReading(None, self.last_problem, self.last_error)
-        ages_s = [_sample_age_s(s) for s in self._query(f"timestamp({self.latency_query})")]
+        ages_s = {_series_key(s): _sample_age_s(s) for s in self._query(f"timestamp({self.latency_query})")}
         if self.last_problem:
             return LatencyReading(None, self.last_problem, self.last_error)
-        known_ages = [a for a in ages_s if a is not None]
-        if not known_ages or min(known_ages) > self.max_age_s:
-            newest = f"{min(known_ages):.0f} s old" if known_ages else "of unknown age"
-            self.last_error = f"the newest sample of {self.latency_query!r} is {newest} (> {self.max_age_s:.0f} s)"
-            self.last_problem = STALE
-            return LatencyReading(None, STALE, self.last_error)
-        return LatencyReading(values[0])
+        for key, value in values:
+            age_s = ages_s.get(key)
+            if age_s is not None and age_s <= self.max_age_s:
+                return LatencyReading(value)
+        known_ages = [a for a in (ages_s.get(key) for key, _ in values) if a is not None]
+        newest = f"{min(known_ages):.0f} s old" if known_ages else "of unknown age"
+        self.last_error = f"the newest finite sample of {self.latency_query!r} is {newest} (> {self.max_age_s:.0f} s)"
+        self.last_problem = STALE
+        return LatencyReading(None, STALE, self.last_error)
 
     def latency_ms(self) -> float | None:
         """The latency in ms; None when unknown (``last_error`` says why)."""
@@ -127,19 +134,37 @@ class PrometheusMetrics:
         return usage
 
     def measured_conditions(self) -> MeasuredConditions | None:
-        """The request's ``measured`` block from the configured queries; None when none is set or nothing usable came back."""
+        """The request's ``measured`` block from the configured queries; None when no query is set.
+
+        Samples that are not finite or out of range are skipped. A configured query that fails or
+        leaves no usable sample raises :class:`MeasurementUnavailable` (naming the query): the
+        migrator was told to decide on measured conditions and cannot see them, so it does not act.
+        """
+        if not self.measured_delay_query and not self.node_utilization_query:
+            return None
         delays: dict[str, dict[str, float]] = {}
-        for labels, value in self._labelled(self.measured_delay_query, ("source_node", "target_node")):
+        for labels, value in self._usable(self.measured_delay_query, ("source_node", "target_node")):
             if 0.0 <= value <= MAX_MEASURED_DELAY_MS:
                 delays.setdefault(labels[0], {})[labels[1]] = value
+        self._require(self.measured_delay_query, bool(delays), f"a delay in [0, {MAX_MEASURED_DELAY_MS:g}] ms")
         utilization = {
             labels[0]: value
-            for labels, value in self._labelled(self.node_utilization_query, ("node",))
+            for labels, value in self._usable(self.node_utilization_query, ("node",))
             if 0.0 <= value <= 1.0  # a fully busy NIC (1.0) is a measurement, not a broken probe
         }
-        if not delays and not utilization:
-            return None
+        self._require(self.node_utilization_query, bool(utilization), "a utilisation in [0, 1]")
         return MeasuredConditions(node_delay_ms=delays, node_utilization=utilization)
+
+    def _usable(self, promql: str | None, names: tuple[str, ...]) -> list[tuple[tuple[str, ...], float]]:
+        found = self._labelled(promql, names)
+        if promql and self.last_problem:
+            raise MeasurementUnavailable(self.last_error)
+        return found
+
+    def _require(self, promql: str | None, usable: bool, what: str) -> None:
+        if promql and not usable:
+            self.last_error, self.last_problem = f"Prometheus query {promql!r} gave no sample with {what}", EMPTY
+            raise MeasurementUnavailable(self.last_error)
 
     def _labelled(self, promql: str | None, names: tuple[str, ...]) -> list[tuple[tuple[str, ...], float]]:
         """Finite samples of ``promql`` that carry every label in ``names`` (none when the query is unset)."""
@@ -149,6 +174,14 @@ class PrometheusMetrics:
             if isinstance(metric, dict) and all(n in metric for n in names) and value is not None:
                 found.append((tuple(str(metric[n]) for n in names), value))
         return found
+
+
+def _series_key(sample: dict[str, object]) -> tuple[tuple[str, str], ...]:
+    """A series' labels without its name (``timestamp()`` drops the name and keeps the rest)."""
+    metric = sample.get("metric")
+    if not isinstance(metric, dict):
+        return ()
+    return tuple(sorted((str(k), str(v)) for k, v in metric.items() if k != "__name__"))
 
 
 def _sample_age_s(sample: dict[str, object]) -> float | None:

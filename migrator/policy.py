@@ -5,7 +5,8 @@ not JSON, not an ``ActionResponse``, a move with an empty pod or node name, a pr
 that is not a finite number) becomes
 ``NoAdvice(reason)``: the controller logs the reason and makes no migration this cycle; it never
 guesses a move. Temporary failures (connection refused, timeout, 5xx, 429) are retried with
-exponential backoff; permanent ones (4xx, nonsense) are not. Standard library only; the transport
+exponential backoff; permanent ones (4xx, nonsense, a URL that cannot be used) are not; an answer cut
+off mid-body or not HTTP at all is temporary. Standard library only; the transport
 is injectable so that the unit tests never open a socket. The service's optional extra fields
 ``predicted_latency_before_ms``/``predicted_latency_after_ms`` (bento/policy.py) travel with the
 ``Move`` for the minimum-gain guard.
@@ -13,6 +14,7 @@ is injectable so that the unit tests never open a socket. The service's optional
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import time
@@ -60,8 +62,8 @@ Transport = Callable[[str, bytes, float], bytes]
 
 def urllib_transport(url: str, body: bytes, timeout_s: float) -> bytes:
     """POST JSON with the standard library; classifies failures as temporary or permanent."""
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
     try:
+        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return bytes(response.read())
     except urllib.error.HTTPError as exc:
@@ -70,6 +72,10 @@ def urllib_transport(url: str, body: bytes, timeout_s: float) -> bytes:
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TransportError(f"cannot reach {url}: {reason}", temporary=True) from exc
+    except http.client.HTTPException as exc:  # cut off mid-body (IncompleteRead) or not HTTP at all (BadStatusLine)
+        raise TransportError(f"broken answer from {url}: {type(exc).__name__}: {exc}", temporary=True) from exc
+    except ValueError as exc:  # a URL urllib cannot use (no scheme, bad port): fix the policy URL or endpoint file
+        raise TransportError(f"cannot use the policy URL {url!r}: {exc}", temporary=False) from exc
 
 
 PREDICTED_BEFORE = "predicted_latency_before_ms"

@@ -91,6 +91,12 @@ class MigratorSettings(BaseSettings):
         description="Most seconds a migration keeps the other nodes cordoned: the cordons are lifted as soon as "
         "the replacement is bound to the target; not bound within this cap, the migration rolls back.",
     )
+    api_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Timeout of every Kubernetes API call (connect and read): a call that hangs on a half-open "
+        "connection fails after this and the cycle is blind (or the migration rolls back) instead of waiting forever.",
+    )
     policy_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one HTTP call to the policy service.")
     policy_retries: int = Field(default=2, ge=0, description="Retries after a failed policy call (so 1 + retries).")
     policy_backoff_s: float = Field(

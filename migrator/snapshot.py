@@ -109,6 +109,14 @@ class HostPort:
     host_ip: str = ""
 
 
+class MeasurementUnavailable(Exception):
+    """A configured measurement (measured delays, NIC utilisation) could not be read: the cycle is blind.
+
+    Raised by :meth:`migrator.metrics.PrometheusMetrics.measured_conditions`; the message names the
+    query and why (unreachable, no sample, nothing usable).
+    """
+
+
 @dataclass(frozen=True)
 class LatencyReading:
     """The application latency as the migrator observed it: a value in ms, or ``problem`` saying why it is unknown.

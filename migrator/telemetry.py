@@ -33,7 +33,8 @@ class MigratorTelemetry:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.migrations = Counter(
-            "reach_migrator_migrations", "Migrations carried out, by result (migrated, rolled-back).",
+            "reach_migrator_migrations", "Migrations carried out, by result (migrated, rolled-back, "
+            "rolled-back-incomplete: a rollback left marks that the next cycle cleans up).",
             ["result"], registry=self.registry,
         )  # fmt: skip
         self.refusals = Counter(
@@ -75,7 +76,8 @@ class MigratorTelemetry:
     def observe_record(self, entry: dict[str, object]) -> None:
         event = str(entry.get("event", ""))
         if event in RESULT_EVENTS:
-            self.migrations.labels(result=RESULT_EVENTS[event]).inc()
+            result = RESULT_EVENTS[event] + ("-incomplete" if entry.get("leftovers") else "")
+            self.migrations.labels(result=result).inc()
         elif event == "refused":
             self.refusals.labels(reason=str(entry.get("reason") or "unknown")).inc()
         elif event == "blind":

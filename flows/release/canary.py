@@ -56,5 +56,5 @@ def live_request(settings: MigratorSettings) -> dict[str, Any]:
     from migrator.kube import KubeOps, make_api_client
 
     ops = KubeOps(make_api_client(settings.kubeconfig), settings.namespace, settings.pod_selector,
-                  settings.event_component)  # fmt: skip
+                  settings.event_component, settings.api_timeout_s)  # fmt: skip
     return request_of_snapshot(ops.snapshot(), settings)

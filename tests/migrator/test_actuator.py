@@ -188,3 +188,38 @@ def test_a_failed_migration_off_a_failed_node_force_deletes_nothing(world) -> No
     old = next(n for n, where in pods_of(cluster, "agg").items() if where == "cloud-1")
     result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
     assert not result.migrated and cluster.forced_deletions == []
+
+
+def test_a_replicaset_that_cannot_be_read_means_no_migration_and_no_change(world) -> None:  # type: ignore[no-untyped-def]
+    cluster, _, actuator = world
+    old = next(iter(pods_of(cluster, "agg")))
+    before = dict(cluster.pods)
+
+    def gone(name: str) -> dict[str, str]:
+        raise ConnectionError("API server gone")
+
+    cluster.replicaset_selector = gone  # type: ignore[assignment, method-assign]
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert not result.migrated and not result.leftovers and "nothing changed" in result.detail
+    assert cluster.pods == before and no_reach_marks(cluster)
+
+
+def test_a_rollback_that_cannot_read_the_old_pod_keeps_both_pods_and_a_later_clean_up_finishes(world) -> None:  # type: ignore[no-untyped-def]
+    """The old pod's state is unknown: deleting the replacement could leave the replica with no pod."""
+    cluster, _, actuator = world
+    cluster.never_ready_nodes.add("edge-1")
+    old = next(iter(pods_of(cluster, "agg")))
+    real_get_pod = cluster.get_pod
+
+    def unreadable(name: str) -> object:
+        raise ConnectionError("API server gone")
+
+    cluster.get_pod = unreadable  # type: ignore[assignment, method-assign]
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert not result.migrated and result.leftovers and "read" in result.detail
+    assert old in cluster.pods and result.replacement_pod in cluster.pods, "both pods are kept"
+    assert all(not n.unschedulable for n in cluster.nodes.values()), "our cordons are lifted"
+    cluster.get_pod = real_get_pod  # type: ignore[method-assign]
+    cleaned = actuator.clean_up_leftovers()
+    assert any(old in c for c in cleaned)
+    assert old in cluster.pods and len(pods_of(cluster, "agg")) == 2 and no_reach_marks(cluster)

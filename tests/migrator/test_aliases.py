@@ -102,9 +102,11 @@ def test_without_the_setting_the_kubernetes_names_are_sent(tmp_path: Path) -> No
     assert set(policy.requests[0].cluster_state.nodes) == {"ip-1", "ip-2", "ip-3"}
 
 
-def test_a_duplicate_alias_means_no_move_and_a_recorded_reason(tmp_path: Path) -> None:
+def test_a_duplicate_alias_means_a_blind_cycle_with_the_reason(tmp_path: Path) -> None:
     controller, cluster, policy = make(tmp_path, LABEL, {"ip-1": "same", "ip-2": "same"})
     before = dict(cluster.pods)
     [outcome] = controller.run_cycle()
-    assert outcome.kind == "no-advice" and cluster.pods == before and not policy.requests
-    assert "both map to 'same'" in str(controller.journal.records[-1]["reason"])
+    assert outcome.kind == "blind" and cluster.pods == before and not policy.requests
+    record = controller.journal.records[-1]
+    assert record["event"] == "blind" and record["reason"] == "node-alias-conflict"
+    assert "both map to 'same'" in str(record["detail"])

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from migrator.metrics import EMPTY, NOT_A_NUMBER, STALE, UNREACHABLE, PrometheusMetrics
+from migrator.snapshot import MeasurementUnavailable
 
 NOW = 1_700_000_000.0
 
@@ -98,7 +101,58 @@ def test_measured_delays_and_utilisation_become_the_measured_block_and_bad_sampl
     assert measured.node_utilization == {"a": 0.25, "c": 1.0}
 
 
-def test_no_query_set_or_nothing_usable_means_no_measured_block() -> None:
+def test_no_measurement_query_set_means_no_measured_block() -> None:
     assert metrics_answering([{"metric": {"node": "a"}, "value": [0, "0.5"]}]).measured_conditions() is None
-    failing = measured_metrics(ConnectionError("refused"), [])
-    assert failing.measured_conditions() is None and failing.last_error
+
+
+GOOD_DELAY = [{"metric": {"source_node": "a", "target_node": "b"}, "value": [0, "12.5"]}]
+GOOD_UTILIZATION = [{"metric": {"node": "a"}, "value": [0, "0.25"]}]
+
+
+@pytest.mark.parametrize(
+    ("delays", "utilization", "named"),
+    [
+        (ConnectionError("refused"), GOOD_UTILIZATION, "refused"),  # Prometheus away
+        ([], GOOD_UTILIZATION, "delay_q"),  # no sample yet
+        (GOOD_DELAY, [{"metric": {"node": "a"}, "value": [0, "7"]}], "util_q"),  # nothing in range
+        (GOOD_DELAY, [{"metric": {}, "value": [0, "0.5"]}], "util_q"),  # the label is missing
+    ],
+)
+def test_a_configured_measurement_that_fails_or_gives_nothing_usable_is_unavailable(
+    delays: Any, utilization: Any, named: str
+) -> None:
+    """The migrator was told to decide on measured conditions: without them it must not act on nominal ones."""
+    with pytest.raises(MeasurementUnavailable, match=named):
+        measured_metrics(delays, utilization).measured_conditions()
+
+
+class SeriesPrometheus:
+    """Two series of the latency query, each with its own value and age."""
+
+    def __init__(self, series: list[tuple[dict[str, str], str, float]]):
+        self.series = series
+
+    def custom_query(self, query: str) -> Any:
+        if query.startswith("timestamp("):  # timestamp() keeps the labels and drops the name
+            return [
+                {"metric": {k: v for k, v in m.items() if k != "__name__"}, "value": [NOW, str(NOW - age)]}
+                for m, _, age in self.series
+            ]
+        return [{"metric": m, "value": [NOW, value]} for m, value, _ in self.series]
+
+
+def test_a_stale_series_is_not_read_as_current_because_another_series_is_fresh() -> None:
+    metrics = metrics_answering([])
+    metrics._connection = SeriesPrometheus(  # type: ignore[assignment]
+        [({"__name__": "lat", "pod": "old"}, "400", 250.0), ({"__name__": "lat", "pod": "new"}, "NaN", 2.0)]
+    )
+    reading = metrics.read_latency()
+    assert reading.value_ms is None and reading.problem == STALE and "250 s old" in reading.detail
+
+
+def test_the_first_series_that_is_finite_and_fresh_is_read() -> None:
+    metrics = metrics_answering([])
+    metrics._connection = SeriesPrometheus(  # type: ignore[assignment]
+        [({"pod": "old"}, "400", 250.0), ({"pod": "new"}, "120", 2.0)]
+    )
+    assert metrics.read_latency().value_ms == 120.0

@@ -83,3 +83,30 @@ def test_client_follows_the_blue_green_endpoint_file(tmp_path: Path) -> None:
         "http://127.0.0.1:41001/get_action",
         "http://127.0.0.1:41002/get_action",
     ]
+
+
+def test_an_unusable_policy_url_is_no_advice_not_a_crash(tmp_path: Path) -> None:
+    """An endpoint file naming a URL without a scheme: urllib raises ValueError, the client answers NoAdvice."""
+    endpoint = tmp_path / "endpoint.json"
+    endpoint.write_text(json.dumps({"url": "reach-policy"}))
+    client = PolicyClient("http://127.0.0.1:9", 1.0, 2, 0.0, endpoint_file=endpoint, sleep=lambda _s: None)
+    advice = client.ask(REQUEST)
+    assert isinstance(advice, NoAdvice) and not advice.temporary
+    assert "reach-policy" in advice.reason
+
+
+def test_an_answer_cut_off_mid_body_is_a_temporary_failure(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A policy pod that closes the connection mid-answer (a blue/green switch): retried, then NoAdvice."""
+    import http.client
+
+    from migrator import policy
+
+    def cut_off(*_args: object, **_kwargs: object) -> object:
+        raise http.client.IncompleteRead(b'{"is_st', 40)
+
+    monkeypatch.setattr(policy.urllib.request, "urlopen", cut_off)
+    sleeps: list[float] = []
+    client = PolicyClient("http://127.0.0.1:9", 1.0, 2, 0.5, sleep=sleeps.append)
+    advice = client.ask(REQUEST)
+    assert isinstance(advice, NoAdvice) and advice.temporary and "IncompleteRead" in advice.reason
+    assert sleeps == [0.5, 1.0], "a cut-off answer is worth retrying"

@@ -176,3 +176,101 @@ def test_stop_is_not_blind(tmp_path: Path) -> None:
 
     controller, _, _ = make(Stops(), tmp_path)
     assert controller.run_cycle()[0].kind == "stop" and not controller.run_cycle()[0].blind
+
+
+def test_a_configured_measurement_that_is_unavailable_is_a_blind_cycle(tmp_path: Path) -> None:
+    from migrator.snapshot import MeasurementUnavailable
+
+    policy = MoveFirstPod()
+    controller, cluster, telemetry = make(policy, tmp_path)
+
+    def unavailable() -> None:
+        raise MeasurementUnavailable("Prometheus query 'delay_q' returned no sample")
+
+    controller.measured_conditions = unavailable  # type: ignore[assignment]
+    before = dict(cluster.pods)
+    [outcome] = controller.run_cycle()
+    assert outcome.kind == "blind" and "delay_q" in outcome.detail
+    assert policy.asked == 0 and cluster.pods == before
+    assert blind_count(telemetry, "measurement-unavailable") == 1
+
+
+def test_an_incomplete_rollback_is_cleaned_up_at_the_next_cycle_before_anything_else(tmp_path: Path) -> None:
+    policy = MoveFirstPod()
+    controller, cluster, telemetry = make(policy, tmp_path)
+    cluster.never_ready_nodes.add("edge-2")
+    cluster.label_patch_failures = 2  # the orphaning label fails, and so does handing the pod back
+    [outcome] = controller.run_cycle()
+    assert outcome.kind == "rolled-back" and outcome.result is not None and outcome.result.leftovers
+    assert controller.cleanup_due
+    value = telemetry.registry.get_sample_value
+    assert value("reach_migrator_migrations_total", {"result": "rolled-back-incomplete"}) == 1
+    policy.target = "cloud-1"
+    controller.run_cycle()
+    events = [r["event"] for r in controller.journal.records]
+    assert events[-3:] == ["cleanup", "migrating", "migrated"], events
+    assert not controller.cleanup_due
+    assert all(not n.unschedulable for n in cluster.nodes.values())
+    assert all("reach.io/migration" not in p.labels for p in cluster.pods.values())
+
+
+def test_a_start_up_clean_up_that_fails_is_retried_before_the_first_migration(tmp_path: Path) -> None:
+    policy = MoveFirstPod()
+    controller, cluster, telemetry = make(policy, tmp_path, once=True)
+    real_snapshot, calls = cluster.snapshot, []
+
+    def flaky() -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("API server starting")
+        return real_snapshot()
+
+    cluster.snapshot = flaky  # type: ignore[assignment, method-assign]
+    controller.run()
+    events = [r["event"] for r in controller.journal.records]
+    assert events[0] == "blind" and controller.journal.records[0]["reason"] == "leftovers-not-cleaned"
+    assert events[1:] == ["cleanup", "migrating", "migrated", "resumed"], events
+    assert blind_count(telemetry, "leftovers-not-cleaned") == 1
+
+
+def test_an_unexpected_error_in_a_cycle_is_counted_and_the_loop_goes_on(tmp_path: Path) -> None:
+    class Broken:
+        def ask(self, request: ActionRequest) -> Advice:
+            raise RuntimeError("a bug")
+
+    controller, cluster, telemetry = make(Broken(), tmp_path)
+    before = dict(cluster.pods)
+    cycles = iter(range(3))
+    controller.run(should_stop=lambda: next(cycles) == 2)
+    assert blind_count(telemetry, "cycle-failed") == 3 and cluster.pods == before
+
+
+def test_a_move_that_no_longer_passes_on_a_fresh_read_is_refused(tmp_path: Path) -> None:
+    """An admin cordons the target while the policy thinks: nothing is cordoned or moved by us."""
+    from dataclasses import replace
+
+    controller, cluster, _ = make(MoveFirstPod(), tmp_path)
+    slow = controller.policy
+
+    class AdminCordonsMeanwhile:
+        def ask(self, request: ActionRequest) -> Advice:
+            cluster.nodes["edge-2"] = replace(cluster.nodes["edge-2"], unschedulable=True)
+            return slow.ask(request)  # type: ignore[attr-defined, no-any-return]
+
+    controller.policy = AdminCordonsMeanwhile()
+    before = dict(cluster.pods)
+    [outcome] = controller.run_cycle()
+    assert outcome.kind == "refused" and outcome.verdict is not None
+    assert outcome.verdict.reason is not None and outcome.verdict.reason.value == "target-cordoned"
+    assert "fresh read" in outcome.detail and cluster.pods == before
+    assert [n.name for n in cluster.nodes.values() if n.unschedulable] == ["edge-2"]
+    assert not cluster.nodes["edge-2"].annotations, "the admin's cordon is not ours to lift"
+
+
+def test_dry_run_reports_leftovers_and_leaves_them(tmp_path: Path) -> None:
+    controller, cluster, _ = make(MoveFirstPod(), tmp_path, dry_run=True)
+    cluster.set_cordon("cloud-1", "crashed-run")
+    assert controller.clean_up() == []
+    record = controller.journal.records[-1]
+    assert record["event"] == "leftovers-found" and record["leftovers"] == ["node cloud-1 cordon"]
+    assert cluster.nodes["cloud-1"].unschedulable, "a dry run changes nothing, leftovers included"
