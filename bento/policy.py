@@ -147,12 +147,18 @@ class NominalLatency:
         model = LatencyModel(scenario, workload)
         return cls(model, model.nominal_costs())
 
-    def of(self, layout: Layout, slot_node: npt.NDArray[np.int64]) -> float | None:
-        """Latency in ms, or ``None`` when a called service has no pod (the formula needs one)."""
+    def of(self, layout: Layout, slot_node: npt.NDArray[np.int64], costs: CallCosts | None = None) -> float | None:
+        """Latency in ms under ``costs`` (default: the nominal network), or ``None`` when a called service has no pod."""
         counts = placement_counts(layout, slot_node)
         if not counts.sum(axis=1)[self.model.called_services].all():
             return None
-        return float(self.model.latency(counts, self.costs))
+        return float(self.model.latency(counts, self.costs if costs is None else costs))
+
+    def unplaced(self, layout: Layout, slot_node: npt.NDArray[np.int64]) -> list[str]:
+        """The services the workload calls that have no pod in this placement (the latency is undefined then)."""
+        counts = placement_counts(layout, slot_node)
+        names = self.model.scenario.service_names
+        return [names[s] for s in np.flatnonzero(self.model.called_services & (counts.sum(axis=1) == 0))]
 
 
 CAPACITY_TOLERANCE = 1e-6  # relative: rounding in the client's unit conversions is not an error
@@ -267,11 +273,21 @@ class Policy:
         A pod on an unavailable node is moved off first, whatever the policy would pick.
         """
         encoded = self.encode(request)
-        before = self.latency.of(self.layout, encoded.state.slot_node) if self.latency else None
-        evacuation = self._evacuation(encoded)
+        # Predictions use the network the decision uses (a general policy's measured one, when sent):
+        # a nominal prediction could call a move the measured network motivates a loss.
+        costs = self.known_costs(encoded.state) if self.latency is not None else None
+        before = self.latency.of(self.layout, encoded.state.slot_node, costs) if self.latency else None
+        evacuation = self._evacuation(encoded, costs)
         if evacuation is not None:
             return self._move(
-                encoded, evacuation, before, {"model_version": self.tag, "decision_rule": EVACUATION_RULE}
+                encoded, evacuation, before, {"model_version": self.tag, "decision_rule": EVACUATION_RULE}, costs
+            )
+        if self.planning.active and before is None and self.latency is not None:
+            missing = ", ".join(self.latency.unplaced(self.layout, encoded.state.slot_node))
+            return ActionResponse.stop(
+                stop_reason=f"planner chose STOP: the workload calls {missing}, which has no pod, so no placement "
+                "has a latency to compare; list its pods in the request",
+                model_version=self.tag,
             )
         action = (
             self._plan(encoded) if self.planning.active else self.predictor.decide(encoded.observation, encoded.mask)
@@ -286,26 +302,31 @@ class Policy:
                 f"{decider} chose STOP" if action == self.layout.stop_action else f"{decider} chose an invalid move"
             )
             return ActionResponse.stop(stop_reason=reason, **extras)
-        return self._move(encoded, decoded, before, extras)
+        return self._move(encoded, decoded, before, extras, costs)
 
-    def _evacuation(self, encoded: Encoded) -> tuple[int, int] | None:
+    def _evacuation(self, encoded: Encoded, costs: CallCosts | None) -> tuple[int, int] | None:
         """The evacuation rule's ``(slot, node)`` (:mod:`ceenv.evacuation`), or None when nothing must move off."""
         latency = self.latency
 
         def latency_of(slot_node: npt.NDArray[np.int64]) -> float | None:
-            return latency.of(self.layout, slot_node) if latency is not None else None
+            return latency.of(self.layout, slot_node, costs) if latency is not None else None
 
         return evacuation_move(self.layout, encoded.state, encoded.move_mask, latency_of)
 
     def _move(
-        self, encoded: Encoded, move: tuple[int, int], before: float | None, extras: dict[str, Any]
+        self,
+        encoded: Encoded,
+        move: tuple[int, int],
+        before: float | None,
+        extras: dict[str, Any],
+        costs: CallCosts | None = None,
     ) -> ActionResponse:
         slot, node = move
         if before is not None and self.latency is not None:
             extras["predicted_latency_before_ms"] = before
             after_nodes = encoded.state.slot_node.copy()
             after_nodes[slot] = node
-            extras["predicted_latency_after_ms"] = self.latency.of(self.layout, after_nodes)
+            extras["predicted_latency_after_ms"] = self.latency.of(self.layout, after_nodes, costs)
         return ActionResponse(
             pod_name=encoded.state.slot_pod[slot], target_node=self.layout.node_names[node], is_stop=False, **extras
         )

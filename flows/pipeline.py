@@ -323,5 +323,7 @@ def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     if verdict.passed and params.package:
         result["bento"] = package_bento(trained["artefact_dir"], verdict, planning)
         clock.mark("package")
-    (run_dir / "pipeline.json").write_text(json.dumps(result, indent=2))
+    partial = run_dir / ".pipeline.json.tmp"  # a crash mid-write leaves no half a result file
+    partial.write_text(json.dumps(result, indent=2))
+    partial.replace(run_dir / "pipeline.json")
     return result

@@ -5,7 +5,8 @@ Each process is recorded as a small JSON file under ``$REACH_HOME/run`` (default
     finally:
         if writer.stdin is not None:
             writer.stdin.close()  # the process holds the pipe now; the writer ends when it closes
-    return _write(ProcessRecord(name, proc.pid, port, argv, str(log), time.time(), dict(env or {})))
+    started = process_start(proc.pid)
+    return _write(ProcessRecord(name, proc.pid, port, argv, str(log), time.time(), dict(env or {}), started))
 
 
 def _write(record: ProcessRecord) -> ProcessRecord:
@@ -45,6 +46,7 @@ class ProcessRecord:
     log: str
     started_at: float
     env: dict[str, str] = field(default_factory=dict)  # the environment given on top of reach's own
+    pid_start: int | None = None  # the kernel's start time of ``pid`` (process_start): tells a reused PID apart
 
     @property
     def url(self) -> str:
@@ -64,7 +66,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def is_alive(pid: int) -> bool:
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat``, field 22); None if unknown.
+
+    A PID is reused once its process is gone; the start time is not, so a record that holds both
+    never mistakes another process for the one it started.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2 :].split()[19])  # fields after the command name, which may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def is_alive(pid: int, started: int | None = None) -> bool:
+    """Whether process ``pid`` runs; with ``started`` (:func:`process_start`), whether it is *that* process."""
+    if started is not None:
+        now = process_start(pid)
+        if now is not None and now != started:
+            return False  # the PID was reused by another process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -104,7 +124,8 @@ def start(
     finally:
         if writer.stdin is not None:
             writer.stdin.close()  # the process holds the pipe now; the writer ends when it closes
-    return _write(ProcessRecord(name, proc.pid, port, argv, str(log), time.time(), dict(env or {})))
+    started = process_start(proc.pid)
+    return _write(ProcessRecord(name, proc.pid, port, argv, str(log), time.time(), dict(env or {}), started))
 
 
 def _write(record: ProcessRecord) -> ProcessRecord:
@@ -117,7 +138,7 @@ def _write(record: ProcessRecord) -> ProcessRecord:
 def adopt(name: str, pid: int, port: int, argv: list[str], log: str) -> ProcessRecord:
     """Record a process that something else started (the local cluster's components), so that
     ``reach down`` stops it by PID like the ones :func:`start` records."""
-    return _write(ProcessRecord(name, pid, port, argv, log, time.time()))
+    return _write(ProcessRecord(name, pid, port, argv, log, time.time(), pid_start=process_start(pid)))
 
 
 def recorded(name: str) -> ProcessRecord | None:
@@ -132,13 +153,18 @@ def recorded(name: str) -> ProcessRecord | None:
 def find(name: str) -> ProcessRecord | None:
     """The live process recorded as ``name``, or None (a dead one keeps its record: see :func:`records`)."""
     record = recorded(name)
-    return record if record is not None and is_alive(record.pid) else None
+    return record if record is not None and alive(record) else None
+
+
+def alive(record: ProcessRecord) -> bool:
+    """Whether the process a record names still runs (and is that process, not a reused PID)."""
+    return is_alive(record.pid, record.pid_start)
 
 
 def records() -> list[tuple[ProcessRecord, bool]]:
     """Every recorded process, with whether it is alive (a process that died stays listed)."""
     found = [recorded(p.stem) for p in sorted(_records_dir().glob("*.json"))]
-    return [(r, is_alive(r.pid)) for r in found if r is not None]
+    return [(r, alive(r)) for r in found if r is not None]
 
 
 def running() -> list[ProcessRecord]:
@@ -163,22 +189,32 @@ def restart(name: str) -> ProcessRecord:
 
 
 def stop(name: str, grace_s: float = 10.0) -> bool:
-    """Stop the process recorded as ``name`` (its whole session) by PID: SIGTERM, then SIGKILL."""
-    record = find(name)
-    forget(name)
-    if record is None:
+    """Stop the process recorded as ``name`` (its whole session) by PID: SIGTERM, then SIGKILL.
+
+    Returns whether it stopped. The record is dropped once the process is gone (or was gone
+    already, or its PID now belongs to another process, which is never signalled); a process that
+    survives or may not be signalled keeps its record, so that ``reach down`` can report it.
+    """
+    record = recorded(name)
+    if record is None or not alive(record):
+        forget(name)
         return False
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(record.pid, sig)
         except ProcessLookupError:
-            return True
+            break
+        except PermissionError:
+            return False
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            if not is_alive(record.pid):
-                return True
+        while time.monotonic() < deadline and alive(record):
             time.sleep(0.1)
-    return not is_alive(record.pid)
+        if not alive(record):
+            break
+    if alive(record):
+        return False
+    forget(name)
+    return True
 
 
 def wait_http(url: str, timeout_s: float, pid: int | None = None) -> None:

@@ -12,6 +12,7 @@ the pipeline).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -85,7 +86,12 @@ def package(artefact_dir: str | Path, passed: bool, reason: str, planning: Mappi
     # the import that created it: a process that packages a second model (the deployment runner, a
     # test session) would build the first model's reference again. Import the service afresh.
     sys.modules.pop("bento.service", None)
-    bento = bentoml.bentos.build_bentofile(str(BENTOFILE), build_ctx=str(REPO_ROOT), labels=labels, args=arguments)
+    try:
+        bento = bentoml.bentos.build_bentofile(str(BENTOFILE), build_ctx=str(REPO_ROOT), labels=labels, args=arguments)
+    except BaseException:  # no model without its bento: a retry (the pipeline's task) would leave orphans
+        with contextlib.suppress(Exception):
+            bentoml.models.delete(str(model.tag))
+        raise
     return str(bento.tag)
 
 

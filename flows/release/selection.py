@@ -118,7 +118,16 @@ def why_not(labels: Mapping[str, str], cluster: Cluster) -> str | None:
 
 
 def check_servable(tag: str, labels: Mapping[str, str], cluster: Cluster) -> None:
-    """Raise :class:`NotServable` naming the bento, the cluster and the fix when the bento cannot serve it."""
+    """Raise :class:`NotServable` naming the bento, the cluster and the fix when the bento cannot serve it.
+
+    A bento its gate refused serves nothing, even when asked for by name (``--bento``).
+    """
+    if labels.get("gate") == "refused":
+        raise NotServable(
+            f"bento {tag} was refused by its evaluation gate, so it may not serve; package a policy that passes "
+            f"(`reach package`), or deploy the newest gated bento (`reach deploy --scenario {cluster.scenario} "
+            f"--workload {cluster.workload}`)"
+        )
     reason = why_not(labels, cluster)
     if reason is None:
         return

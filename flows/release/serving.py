@@ -52,6 +52,7 @@ class Endpoint:
     scenario: str = ""  # the cluster it was deployed for ("" in files written before this field)
     workload: str = ""
     arguments: dict[str, str] = field(default_factory=dict)  # serve-time bento arguments (a general policy's cluster)
+    pid_start: int | None = None  # processes.process_start of pid: a reused PID is not this server
 
     def serves(self, cluster: Cluster) -> bool:
         """Whether this deployment was made for ``cluster`` (scenario and workload names)."""
@@ -67,8 +68,14 @@ def current_endpoint() -> Endpoint | None:
     path = endpoint_file()
     if not path.exists():
         return None
-    endpoint = Endpoint(**json.loads(path.read_text()))
-    return endpoint if processes.is_alive(endpoint.pid) else None
+    try:
+        endpoint = Endpoint(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise RuntimeError(
+            f"{path} is not a reach endpoint record ({exc}); remove it (nothing is recorded as serving then) "
+            "and deploy again with `reach deploy`"
+        ) from exc
+    return endpoint if processes.is_alive(endpoint.pid, endpoint.pid_start) else None
 
 
 def switch(endpoint: Endpoint) -> None:
@@ -134,12 +141,19 @@ def canary(new_url: str, old_url: str | None, requests: list[dict[str, Any]]) ->
     failures: list[str] = []
     agreements = 0
     for i, body in enumerate(requests):
-        status, answer = post_json(f"{new_url}/get_action", body)
+        try:
+            status, answer = post_json(f"{new_url}/get_action", body)
+        except (OSError, ValueError) as err:  # refused, timed out, or a 200 whose body is not JSON
+            failures.append(f"request {i}: no usable answer: {err}")
+            continue
         if status != 200 or not isinstance(answer, dict) or not {"pod_name", "target_node", "is_stop"} <= answer.keys():
             failures.append(f"request {i}: HTTP {status}: {str(answer)[:200]}")
             continue
         if old_url is not None:
-            old_status, old_answer = post_json(f"{old_url}/get_action", body)
+            try:
+                old_status, old_answer = post_json(f"{old_url}/get_action", body)
+            except (OSError, ValueError):  # a sick incumbent only means no agreement: it must not block its successor
+                continue
             if old_status == 200 and isinstance(old_answer, dict):
                 keys = ("pod_name", "target_node", "is_stop")
                 agreements += all(old_answer.get(k) == answer.get(k) for k in keys)
@@ -174,14 +188,21 @@ def redeploy(
     slot = SLOTS[1] if previous is not None and previous.slot == SLOTS[0] else SLOTS[0]
     processes.stop(f"bento-{slot}")  # a leftover of an earlier failed switch
     record = start_bento(bento, slot, ready_timeout_s, arguments)
-    result = canary(record.url, previous.url if previous else None, canary_requests)
-    if result.failures:
+    try:
+        result = canary(record.url, previous.url if previous else None, canary_requests)
+        if result.failures:
+            raise RedeployError(
+                f"bento {bento} failed {len(result.failures)} of {result.requests} canary requests: "
+                f"{result.failures[0]}"
+            )
+        endpoint = Endpoint(
+            record.url, bento, slot, record.pid, time.time(), scenario, workload, dict(arguments or {}),
+            record.pid_start,
+        )  # fmt: skip
+        switch(endpoint)
+    except BaseException:  # not switched: the new server must not be left running beside the old one
         processes.stop(record.name)
-        raise RedeployError(
-            f"bento {bento} failed {len(result.failures)} of {result.requests} canary requests: {result.failures[0]}"
-        )
-    endpoint = Endpoint(record.url, bento, slot, record.pid, time.time(), scenario, workload, dict(arguments or {}))
-    switch(endpoint)
+        raise
     if previous is not None and retire_previous:
         retire(previous, drain_s)
     return RedeployResult(endpoint, previous, result)
@@ -202,11 +223,11 @@ def roll_back(result: RedeployResult, ready_timeout_s: float = 120.0, drain_s: f
     previous = result.previous
     if previous is None:
         raise RedeployError(f"nothing to roll back to: {result.endpoint.bento} was the first deployment")
-    url, pid = previous.url, previous.pid
-    if not processes.is_alive(pid):
+    url, pid, pid_start = previous.url, previous.pid, previous.pid_start
+    if not processes.is_alive(pid, pid_start):
         record = start_bento(previous.bento, previous.slot, ready_timeout_s, previous.arguments)
-        url, pid = record.url, record.pid
-    restored = dataclasses.replace(previous, url=url, pid=pid, since=time.time())
+        url, pid, pid_start = record.url, record.pid, record.pid_start
+    restored = dataclasses.replace(previous, url=url, pid=pid, since=time.time(), pid_start=pid_start)
     switch(restored)
     time.sleep(drain_s)
     processes.stop(f"bento-{result.endpoint.slot}")

@@ -169,3 +169,50 @@ def test_the_service_decides_on_the_measured_conditions_it_is_sent(general_model
         nominal = ActionRequest(cluster_state=request.cluster_state, pod_deployable=request.pod_deployable)
         changed += policy.decide(nominal) != served
     assert changed > 0  # the drawn network differs from the nominal one enough to move some decisions
+
+
+def test_predictions_use_the_measured_network_the_decision_used(general_model: Any) -> None:
+    """A move the measured network motivates must not be predicted (nominally) as a loss: the migrator's
+    minimum-gain guard would refuse exactly the moves the measured block is for."""
+    from bento.store import load_policy
+    from ceenv.payload import measured_from_conditions
+
+    policy = load_policy(general_model, str(scenario_dir("13-29")), str(workload_file("chain")))
+    env = CloudEdgeEnv(scenario_dir("13-29"), workload_file("chain"), observation_version=4)
+    checked = 0
+    for seed in range(8):
+        env.reset(seed=seed)
+        sim = env.simulator
+        raw = request_from_state(
+            env.layout, sim.free_cpu_millicores, sim.free_memory_bytes, sim.slot_node, sim.target_ok(),
+            measured=measured_from_conditions(env.scenario, sim.conditions),
+        )  # fmt: skip
+        request = ActionRequest.model_validate(raw)
+        answer = policy.decide(request)
+        if answer.is_stop:
+            continue
+        state = policy.encode(request).state
+        measured = policy.known_costs(state)
+        assert measured is not policy.latency.costs  # type: ignore[union-attr]
+        extra = answer.model_extra or {}
+        expected = policy.latency.of(policy.layout, state.slot_node, measured)  # type: ignore[union-attr]
+        nominal = policy.latency.of(policy.layout, state.slot_node)  # type: ignore[union-attr]
+        assert extra["predicted_latency_before_ms"] == expected != nominal
+        checked += 1
+    assert checked > 0
+
+
+def test_the_planner_stops_and_says_why_when_a_called_service_has_no_pod(general_model: Any) -> None:
+    from bento.store import load_policy
+
+    policy = load_policy(
+        general_model, str(scenario_dir("7-21")), str(workload_file("aggregator_sequential")),
+        planning=PlanningSettings(plan_k=4),
+    )  # fmt: skip
+    raw = _request("7-21", "aggregator_sequential", 0)
+    db_pods = {p["pod_name"] for p in raw["cluster_state"]["services"]["db"]["pods"]}
+    raw["cluster_state"]["services"]["db"]["pods"] = []
+    raw["pod_deployable"] = {pod: nodes for pod, nodes in raw["pod_deployable"].items() if pod not in db_pods}
+    answer = policy.decide(ActionRequest.model_validate(raw))
+    assert answer.is_stop
+    assert "db, which has no pod" in str((answer.model_extra or {})["stop_reason"])

@@ -90,3 +90,44 @@ def test_wait_http_reports_a_process_that_died(reach_home: Path) -> None:
     log = Path(record.log)
     assert log.exists()
     assert json.loads(json.dumps(record.argv))[0] == sys.executable
+
+
+def test_a_record_whose_pid_now_belongs_to_another_process_is_dead_and_never_signalled(reach_home: Path) -> None:
+    """PID reuse (a reboot, or a long time): the record names a live PID that is not the process reach started."""
+    import os
+    import subprocess
+
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        started = processes.process_start(bystander.pid)
+        assert started is not None
+        reused = processes.ProcessRecord("ghost", bystander.pid, 1, ["gone"], "ghost.log", 0.0, {}, started + 1)
+        processes._write(reused)
+        assert processes.find("ghost") is None
+        assert [alive for r, alive in processes.records() if r.name == "ghost"] == [False]
+        assert not processes.stop("ghost") and processes.recorded("ghost") is None, "a dead record is dropped"
+        assert bystander.poll() is None, "the bystander holding the reused PID was signalled"
+        same = processes.ProcessRecord("same", bystander.pid, 1, ["x"], "x.log", 0.0, {}, started)
+        assert processes.is_alive(same.pid, same.pid_start) and processes.alive(same)
+    finally:
+        os.killpg(bystander.pid, 9)
+        bystander.wait()
+
+
+def test_a_process_that_may_not_be_signalled_keeps_its_record(
+    reach_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = processes.free_port()
+    record = processes.start("test-kept", _http_server(port), port)
+    try:
+
+        def refused(pid: int, sig: int) -> None:
+            raise PermissionError("not yours")
+
+        monkeypatch.setattr(processes.os, "killpg", refused)
+        assert not processes.stop("test-kept")
+        assert processes.find("test-kept") == record, "a process that still runs must stay recorded"
+        monkeypatch.undo()
+    finally:
+        assert processes.stop("test-kept")
+    assert processes.recorded("test-kept") is None

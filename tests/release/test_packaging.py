@@ -130,3 +130,23 @@ def test_a_report_of_the_planner_packages_a_bento_that_serves_that_planner(
         "plan_k": "2", "plan_horizon": "2", "plan_width": "4", "plan_margin": "2", "plan_noise": "0.2",
         "plan_confidence": "1",  # the default, which the evaluation played and records
     }  # fmt: skip
+
+
+def test_a_bento_build_that_fails_leaves_no_model_behind(
+    evaluated_artefact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline retries packaging: a failed build must not leave a gated model without its bento each time."""
+    import bentoml
+
+    from flows.release.packaging import package
+
+    def broken_build(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    import bentoml.bentos as bentos  # the module itself: ``bentoml.bentos`` is a lazy proxy of it
+
+    before = {str(m.tag) for m in bentoml.models.list()}
+    monkeypatch.setattr(bentos, "build_bentofile", broken_build)
+    with pytest.raises(RuntimeError, match="disk full"):
+        package(evaluated_artefact, True, "test")
+    assert {str(m.tag) for m in bentoml.models.list()} == before

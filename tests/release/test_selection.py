@@ -122,3 +122,10 @@ def test_a_general_bento_fine_tuned_on_the_cluster_ranks_with_the_specific_ones(
     tuned_elsewhere = {**GENERAL_20, "trained_scenario": "13-29", "trained_workload": "chain"}
     newest_first = [("g-else", tuned_elsewhere), ("g-here", tuned_here), ("s-here", specific("7-21", "chain"))]
     assert ranked(newest_first, SMALL) == ["g-here", "s-here", "g-else"]
+
+
+def test_a_bento_its_gate_refused_cannot_be_served_even_by_name() -> None:
+    refused = {**specific("7-21", "chain"), "gate": "refused"}
+    with pytest.raises(NotServable, match=r"b9 was refused by its evaluation gate.*reach package"):
+        check_servable("b9", refused, SMALL)
+    check_servable("b9", {**refused, "gate": "passed"}, SMALL)  # no error

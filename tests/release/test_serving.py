@@ -100,3 +100,61 @@ def test_a_general_bento_is_started_with_its_serve_time_arguments(
     argv = json.loads(seen.read_text())
     assert argv[:2] == ["serve", "reach-policy-service:general"]
     assert argv[-4:] == ["--arg", "scenario=/d/13-29", "--arg", "workload=/w.json"]
+
+
+def test_a_malformed_endpoint_file_is_an_error_that_names_it_and_the_fix(reach_home: Path) -> None:
+    serving.endpoint_file().parent.mkdir(parents=True, exist_ok=True)
+    serving.endpoint_file().write_text("{}")
+    try:
+        with pytest.raises(RuntimeError, match=r"endpoint\.json is not a reach endpoint record.*remove it"):
+            serving.current_endpoint()
+    finally:
+        serving.endpoint_file().unlink()
+
+
+def test_an_endpoint_whose_pid_was_reused_is_not_serving(reach_home: Path) -> None:
+    import os
+
+    started = serving.processes.process_start(os.getpid())
+    assert started is not None
+    reused = serving.Endpoint(
+        "http://127.0.0.1:1", "reach-policy-service:x", "blue", os.getpid(), 0.0, pid_start=started + 1
+    )
+    serving.switch(reused)
+    try:
+        assert serving.current_endpoint() is None
+    finally:
+        serving.endpoint_file().unlink()
+
+
+def test_a_new_server_that_does_not_answer_fails_the_canary_and_a_dead_incumbent_does_not() -> None:
+    from flows.local.processes import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nobody listens there
+    result = serving.canary(dead, None, [{"cluster_state": {}}])
+    assert len(result.failures) == 1 and "no usable answer" in result.failures[0]
+    server, url = _serve(_Policy)
+    try:
+        result = serving.canary(url, dead, [{"cluster_state": {}}] * 2)
+    finally:
+        server.shutdown()
+    assert (result.requests, result.agreements, result.failures) == (2, 0, [])
+
+
+def test_a_redeploy_interrupted_before_the_switch_stops_the_new_server(
+    reach_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any failure between start and switch (here an interrupt in the canary) leaves no second server running."""
+    record = serving.processes.ProcessRecord("bento-blue", 1, 1, ["x"], "x.log", 0.0)
+    stopped: list[str] = []
+    monkeypatch.setattr(serving, "start_bento", lambda *args, **kwargs: record)
+    monkeypatch.setattr(serving.processes, "stop", lambda name, *a, **k: stopped.append(name) or True)
+
+    def interrupted(*args: object) -> serving.CanaryResult:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(serving, "canary", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        serving.redeploy("reach-policy-service:new", [{"cluster_state": {}}], drain_s=0.0)
+    assert stopped == ["bento-blue", "bento-blue"], "the slot is cleared first, then the unswitched server stopped"
+    assert not serving.endpoint_file().exists()
