@@ -21,7 +21,7 @@ def up(port: Annotated[int, typer.Option(help="Port of the Prefect server on 127
 
     try:
         result = ops.up(port)
-    except (TimeoutError, RuntimeError) as err:
+    except (TimeoutError, RuntimeError, ValueError) as err:  # ValueError: a broken schedule file, named
         errors.print(f"[bold red]error:[/] {err}", highlight=False)
         raise typer.Exit(1) from None
     console.print(
@@ -33,7 +33,11 @@ def down() -> None:
     """Stop everything reach started (runner, bento servers, Prefect server), by PID."""
     from flows.local import ops
 
-    stopped = ops.down()
+    try:
+        stopped = ops.down()
+    except RuntimeError as err:
+        errors.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(1) from None
     console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
 
 

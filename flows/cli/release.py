@@ -155,7 +155,7 @@ def deploy(
     if analysis and params is None:
         errors.print("no Prometheus configured: deploying without the analysis period", highlight=False)
     _use_local_server()
-    from flows.release.redeploy import RolledBack, reach_redeploy
+    from flows.release.redeploy import RollbackFailed, RolledBack, reach_redeploy
     from flows.release.serving import RedeployError
     from migrator.settings import MigratorSettings
 
@@ -164,6 +164,9 @@ def deploy(
         result = reach_redeploy(bento, scenario, workload, analysis=params, kubeconfig=live)
     except RolledBack as err:
         errors.print(f"[bold red]rolled back:[/] {err}", highlight=False)
+        raise typer.Exit(1) from None
+    except RollbackFailed as err:
+        errors.print(f"[bold red]rollback failed, the new service is still serving:[/] {err}", highlight=False)
         raise typer.Exit(1) from None
     except RedeployError as err:
         errors.print(f"[bold red]deploy failed, the previous service keeps serving:[/] {err}", highlight=False)

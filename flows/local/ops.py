@@ -61,6 +61,9 @@ def up(port: int = DEFAULT_PREFECT_PORT, timeout_s: float = 90.0) -> Up:
     processes.wait_http(f"{server.url}/api/health", timeout_s, server.pid)
     runner = processes.find(PREFECT_RUNNER)
     if runner is None:
+        from flows.release.deployments import retrain_cron
+
+        retrain_cron()  # a broken schedule file would kill the runner at its start: say so here instead
         runner = processes.start(
             PREFECT_RUNNER,
             [sys.executable, "-m", "flows.release.deployments"],
@@ -86,12 +89,21 @@ def stop_order(name: str) -> int:
 
 def down() -> list[str]:
     """Stop every process reach started (clients first, the cluster late, Prefect last); return their names.
-    The records of processes that had died are dropped."""
-    stopped = []
+    The records of processes that had died are dropped; one that does not stop raises (after the rest)."""
+    stopped: list[str] = []
+    survived: list[str] = []
     for record, alive in sorted(processes.records(), key=lambda r: stop_order(r[0].name)):
-        if alive and processes.stop(record.name):
+        if not alive:
+            processes.forget(record.name)
+        elif processes.stop(record.name):
             stopped.append(record.name)
-        processes.forget(record.name)
+        else:  # still running (or not ours to signal): its record stays, so that it is not lost
+            survived.append(f"{record.name} (pid {record.pid})")
+    if survived:
+        raise RuntimeError(
+            f"stopped {', '.join(stopped) or 'nothing'}, but {', '.join(survived)} did not stop; "
+            "stop it by that PID (`kill <pid>`), then run `reach down` again"
+        )
     return stopped
 
 

@@ -25,9 +25,15 @@ def schedule_file() -> Path:
 def retrain_cron() -> str:
     """The retraining schedule: the one saved by ``reach retrain schedule``, else the default."""
     path = schedule_file()
-    if path.exists():
+    if not path.exists():
+        return DEFAULT_RETRAIN_CRON
+    try:
         return str(json.loads(path.read_text())["cron"])
-    return DEFAULT_RETRAIN_CRON
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{path} holds no retraining schedule ({type(exc).__name__}: {exc}); set one with "
+            f"`reach retrain schedule --cron '{DEFAULT_RETRAIN_CRON}'` or remove the file for the default"
+        ) from exc
 
 
 def save_retrain_cron(cron: str) -> None:

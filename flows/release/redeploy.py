@@ -33,11 +33,15 @@ from flows.release.serving import RedeployError
 
 if TYPE_CHECKING:
     from flows.release.selection import Cluster
-    from flows.release.serving import RedeployResult
+    from flows.release.serving import Endpoint, RedeployResult
 
 
 class RolledBack(RedeployError):
     """The analysis found the new policy worse (or could not measure it): the previous bento serves again."""
+
+
+class RollbackFailed(RuntimeError):
+    """The analysis asked for a rollback and it failed: the *new* bento still serves (the message says which)."""
 
 
 @task
@@ -176,11 +180,22 @@ def analyse_release(result: RedeployResult, params: AnalysisParams, ready_timeou
     from flows.release.serving import retire, roll_back
 
     assert result.previous is not None  # the flow analyses only a switch that replaced a deployment
+
+    def back(why: str) -> Endpoint:
+        try:
+            return roll_back(result, ready_timeout_s)
+        except Exception as exc:
+            raise RollbackFailed(
+                f"{why}; rolling back to {result.previous.bento if result.previous else '-'} failed ({exc}): "
+                f"{result.endpoint.bento} still serves at {result.endpoint.url}; `reach deploy --bento "
+                f"{result.previous.bento if result.previous else '<tag>'}` redeploys the previous one"
+            ) from exc
+
     try:
         before, after = measure_periods(result.endpoint.since, params)
         verdict = decide(before, after, params)
-    except BaseException:
-        roll_back(result, ready_timeout_s)  # a crash in the analysis must not leave an untrusted policy serving
+    except BaseException as exc:
+        back(f"the analysis failed ({type(exc).__name__}: {exc})")  # never leave an untrusted policy serving
         raise
     create_markdown_artifact(
         _verdict_markdown(verdict, result, params), key="redeploy-analysis", description=verdict.summary()
@@ -188,7 +203,7 @@ def analyse_release(result: RedeployResult, params: AnalysisParams, ready_timeou
     if not verdict.roll_back:
         retire(result.previous)
         return verdict
-    restored = roll_back(result, ready_timeout_s)
+    restored = back(verdict.summary())
     raise RolledBack(f"{verdict.summary()}; {restored.bento} serves again at {restored.url} (blue/green back)")
 
 

@@ -22,3 +22,17 @@ def test_the_migrator_stops_before_the_cluster_it_talks_to(monkeypatch: pytest.M
     cluster = [stopped.index(n) for n in ("cluster-etcd", "cluster-kube-apiserver")]
     others = [stopped.index(n) for n in ("reach-exporter", "bento-blue", "reach-prometheus")]
     assert max(others) < min(cluster)
+
+
+def test_a_process_that_does_not_stop_is_named_and_keeps_its_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    records = [
+        (SimpleNamespace(name="bento-blue", pid=4242), True),
+        (SimpleNamespace(name="prefect-server", pid=7), True),
+    ]
+    forgotten: list[str] = []
+    monkeypatch.setattr(processes, "records", lambda: records)
+    monkeypatch.setattr(processes, "stop", lambda name: name != "bento-blue")
+    monkeypatch.setattr(processes, "forget", forgotten.append)
+    with pytest.raises(RuntimeError, match=r"stopped prefect-server, but bento-blue \(pid 4242\) did not stop"):
+        ops.down()
+    assert forgotten == []

@@ -158,3 +158,38 @@ def test_a_redeploy_interrupted_before_the_switch_stops_the_new_server(
         serving.redeploy("reach-policy-service:new", [{"cluster_state": {}}], drain_s=0.0)
     assert stopped == ["bento-blue", "bento-blue"], "the slot is cleared first, then the unswitched server stopped"
     assert not serving.endpoint_file().exists()
+
+
+def test_a_rollback_that_fails_says_the_new_bento_still_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not 'the previous service keeps serving': after a switch, a failed rollback leaves the new one."""
+    from flows.release import redeploy
+    from flows.release.analysis import AnalysisParams
+
+    new = serving.Endpoint("http://127.0.0.1:2", "reach-policy-service:new", "green", 2, 0.0)
+    old = serving.Endpoint("http://127.0.0.1:1", "reach-policy-service:old", "blue", 1, 0.0)
+    result = serving.RedeployResult(new, old, serving.CanaryResult(1, 1, []))
+
+    def prometheus_gone(*args: object) -> None:
+        raise ConnectionError("Prometheus gone")
+
+    def restart_fails(*args: object, **kwargs: object) -> None:
+        raise serving.RedeployError("bento reach-policy-service:old did not become ready")
+
+    monkeypatch.setattr(redeploy, "measure_periods", prometheus_gone)
+    monkeypatch.setattr(serving, "roll_back", restart_fails)
+    with pytest.raises(redeploy.RollbackFailed, match=r"reach-policy-service:new still serves at http://127.0.0.1:2"):
+        redeploy.analyse_release(result, AnalysisParams(prometheus_url="http://127.0.0.1:9"), 1.0)
+
+
+def test_a_broken_schedule_file_names_itself_and_the_fix(reach_home: Path) -> None:
+    from flows.release import deployments
+
+    assert deployments.retrain_cron() == deployments.DEFAULT_RETRAIN_CRON  # no file: the default
+    deployments.save_retrain_cron("0 4 * * 1")
+    assert deployments.retrain_cron() == "0 4 * * 1"
+    deployments.schedule_file().write_text('{"every": "sunday"}')
+    try:
+        with pytest.raises(ValueError, match=r"schedule\.json holds no retraining schedule.*reach retrain schedule"):
+            deployments.retrain_cron()
+    finally:
+        deployments.schedule_file().unlink()
