@@ -51,6 +51,23 @@ def _request(size: str, workload: str, seed: int) -> dict[str, Any]:
     )
 
 
+def _measured_requests(size: str, workload: str, count: int) -> list[ActionRequest]:
+    """Requests of ``count`` start states that carry the drawn network as their ``measured`` block."""
+    from ceenv.payload import measured_from_conditions
+
+    env = CloudEdgeEnv(scenario_dir(size), workload_file(workload), observation_version=4)
+    requests = []
+    for seed in range(count):
+        env.reset(seed=seed)
+        sim = env.simulator
+        raw = request_from_state(
+            env.layout, sim.free_cpu_millicores, sim.free_memory_bytes, sim.slot_node, sim.target_ok(),
+            measured=measured_from_conditions(env.scenario, sim.conditions),
+        )  # fmt: skip
+        requests.append(ActionRequest.model_validate(raw))
+    return requests
+
+
 def _decision(policy: Any, raw: dict[str, Any]) -> tuple[str, str, str] | None:
     answer = policy.decide(ActionRequest.model_validate(raw))
     if answer.is_stop:
@@ -147,21 +164,12 @@ def test_the_service_decides_on_the_measured_conditions_it_is_sent(general_model
     """The measured block changes a general policy's decision, in the service as in Policy.decide."""
     from bento.service import PolicyService
     from bento.store import load_policy
-    from ceenv.payload import measured_from_conditions
 
     policy = load_policy(general_model, str(scenario_dir("13-29")), str(workload_file("chain")))
     service: Any = object.__new__(PolicyService.inner)  # type: ignore[attr-defined]  # its get_action, with this policy
     service.policy = policy
-    env = CloudEdgeEnv(scenario_dir("13-29"), workload_file("chain"), observation_version=4)
     changed = 0
-    for seed in range(12):
-        env.reset(seed=seed)
-        sim = env.simulator
-        raw = request_from_state(
-            env.layout, sim.free_cpu_millicores, sim.free_memory_bytes, sim.slot_node, sim.target_ok(),
-            measured=measured_from_conditions(env.scenario, sim.conditions),
-        )  # fmt: skip
-        request = ActionRequest.model_validate(raw)
+    for request in _measured_requests("13-29", "chain", 12):
         served = service.get_action(
             cluster_state=request.cluster_state, pod_deployable=request.pod_deployable, measured=request.measured
         )
@@ -175,19 +183,10 @@ def test_predictions_use_the_measured_network_the_decision_used(general_model: A
     """A move the measured network motivates must not be predicted (nominally) as a loss: the migrator's
     minimum-gain guard would refuse exactly the moves the measured block is for."""
     from bento.store import load_policy
-    from ceenv.payload import measured_from_conditions
 
     policy = load_policy(general_model, str(scenario_dir("13-29")), str(workload_file("chain")))
-    env = CloudEdgeEnv(scenario_dir("13-29"), workload_file("chain"), observation_version=4)
     checked = 0
-    for seed in range(8):
-        env.reset(seed=seed)
-        sim = env.simulator
-        raw = request_from_state(
-            env.layout, sim.free_cpu_millicores, sim.free_memory_bytes, sim.slot_node, sim.target_ok(),
-            measured=measured_from_conditions(env.scenario, sim.conditions),
-        )  # fmt: skip
-        request = ActionRequest.model_validate(raw)
+    for request in _measured_requests("13-29", "chain", 8):
         answer = policy.decide(request)
         if answer.is_stop:
             continue
