@@ -123,6 +123,7 @@ class MigrationResult:
     cordon_window_s: float = 0.0  # from the first temporary cordon to the last one lifted
     forced_removal: bool = False  # the old pod's node was not Ready: removed with grace period 0
     leftovers: bool = False  # the rollback was incomplete: marks are left for Controller's clean-up
+    started: bool = True  # False: the ReplicaSet could not be read, nothing was changed
 
 
 @dataclass
@@ -147,7 +148,7 @@ class Actuator:
             before = {p.name for p in self.ops.list_pods(selector)}
         except Exception as exc:
             detail = f"not started, nothing changed: cannot read ReplicaSet {pod.owner_name} or its pods: {exc}"
-            return MigrationResult(move, migration_id, False, detail)
+            return MigrationResult(move, migration_id, False, detail, started=False)
         replacement, cordoned_s, window_s = "", None, None
         try:
             self._record_intent(pod, move, migration_id)

@@ -11,10 +11,12 @@ when it concerns a pod, a Kubernetes Event on that pod.
 Never act blind: a cycle that cannot observe (cluster unreadable; latency configured but unknown:
 Prometheus down, empty, stale, not a number; a configured measurement unavailable; node aliases in
 conflict; leftovers of a failed rollback not yet cleaned up) or cannot check the policy's answer
-(malformed, an unknown pod or node, a target not in the request's ``pod_deployable``, a move that
-no longer passes the guards on a fresh read of the cluster) moves nothing and writes one ``blind``
-record with its ``reason``; the first cycle that sees again writes ``resumed``. An unexpected error
-in a cycle is a blind cycle too (``cycle-failed``): the loop goes on.
+(malformed, an unknown pod or node, a target not in the request's ``pod_deployable``) moves nothing
+and writes one ``blind`` record with its ``reason``; the first cycle that sees again writes
+``resumed``. An unexpected error in a cycle is a blind cycle too (``cycle-failed``): the loop goes
+on. A move the guards allowed is checked again on a fresh read of the cluster before it is carried
+out, and refused with the guard's reason if it no longer passes. Leftovers of a failed rollback (or
+of a start-up clean-up that failed) are cleaned up before anything else in every mode.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import dataclasses
 import json
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,7 +189,13 @@ class Controller:
         try:
             request = build_request(snapshot, self.rules, self.measured_conditions())
         except MeasurementUnavailable as exc:  # told to decide on measured conditions, and cannot see them
-            return self._blind(MEASUREMENT_UNAVAILABLE, str(exc))
+            failed = _failed_nodes_with_pods(snapshot)
+            if not failed:
+                return self._blind(MEASUREMENT_UNAVAILABLE, str(exc))
+            # A failed node's pods serve nothing: evacuating them must not wait for a probe (which may
+            # have run on that very node). The evacuation rule does not need the measured network.
+            self.journal.record("measurement-skipped", reason=str(exc), failed_nodes=failed)
+            request = build_request(snapshot, self.rules, None)
         try:
             advice = self._ask(snapshot, request)
         except AliasError as exc:  # a labelling mistake: no move until it is fixed
@@ -229,13 +238,13 @@ class Controller:
             return self._refuse(changed, fresh.app_pod(advice.pod_name) is not None)
         return self._act(advice, fresh, asked_at_s)
 
-    def _blind(self, reason: str, detail: str) -> CycleOutcome:
+    def _blind(self, reason: str, detail: str, **extra: object) -> CycleOutcome:
         """No action this cycle because something could not be observed or checked: one record, with why."""
         now_s = self.clock.now_s()
         if self.blind_since_s is None:
             self.blind_since_s = now_s
         blind_for_s = round(now_s - self.blind_since_s, 3)
-        self.journal.record("blind", reason=reason, detail=detail, blind_for_s=blind_for_s, action="none")
+        self.journal.record("blind", reason=reason, detail=detail, blind_for_s=blind_for_s, action="none", **extra)
         return CycleOutcome("blind", f"{reason}: {detail}", blind=True)
 
     def _seeing(self) -> None:
@@ -273,6 +282,8 @@ class Controller:
             predicted_before_ms=move.predicted_before_ms, predicted_after_ms=move.predicted_after_ms,
         )  # fmt: skip
         result = self.actuator.migrate(move, snapshot)
+        if not result.started:  # nothing changed: the cluster could not be read, not a rollback
+            return self._blind(CLUSTER_UNREADABLE, result.detail)
         lineage = (move.pod_name, result.replacement_pod)
         self.ledger.record(now_s, lineage, self.limits.pod_cooldown_s)
         if result.migrated and source_node:
@@ -310,8 +321,7 @@ class Controller:
             snapshot = self.ops.snapshot()
         except Exception:  # the cycle itself reports an unreadable cluster
             return []
-        hosting = {p.node_name for p in snapshot.app_pods if p.node_name and not p.terminating}
-        return sorted(n.name for n in snapshot.nodes if not n.ready and n.name in hosting)
+        return _failed_nodes_with_pods(snapshot)
 
     def monitoring_step(self) -> list[CycleOutcome]:
         """Act only while the latency exceeds the QoS threshold; an unknown latency means no action.
@@ -347,7 +357,7 @@ class Controller:
                 writer.writerow(["time", "step", "outcome", "pod", "target", "latency_before_ms", "latency_after_ms"])
             for step in range(1, self.settings.episode_max_steps + 1):
                 before = self.latency_ms()
-                outcome = self._decide_and_act(0)
+                outcome = self._clean_up_if_due() or self._decide_and_act(0)
                 after = self.latency_ms()
                 move = outcome.verdict.move if outcome.verdict else (outcome.result.move if outcome.result else None)
                 writer.writerow([
@@ -388,18 +398,24 @@ class Controller:
             self._blind(LEFTOVERS_NOT_CLEANED, f"start-up clean-up failed, retried before the next migration: {exc}")
         while True:
             try:
-                if self.settings.mode is Mode.POD_DISTRIBUTION:
+                if self._clean_up_if_due() is not None:
+                    pass  # leftovers remain: no mode step until they are gone (recorded as blind)
+                elif self.settings.mode is Mode.POD_DISTRIBUTION:
                     self.record_distribution()
                 elif self.settings.mode is Mode.EPISODE:
                     self.run_episode()
                 else:
                     self.monitoring_step()
             except Exception as exc:  # never let one bad cycle end the controller
-                LOGGER.exception("cycle failed")
-                self._blind(CYCLE_FAILED, f"{type(exc).__name__}: {exc}")
+                self._blind(CYCLE_FAILED, f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             if self.settings.once or should_stop():
                 return
             self.clock.sleep(self.settings.interval_s)
+
+
+def _failed_nodes_with_pods(snapshot: ClusterSnapshot) -> list[str]:
+    hosting = {p.node_name for p in snapshot.app_pods if p.node_name and not p.terminating}
+    return sorted(n.name for n in snapshot.nodes if not n.ready and n.name in hosting)
 
 
 def _csv_float(value: float | None) -> str:

@@ -196,6 +196,22 @@ def selector_string(match_labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
 
 
+class _TimedCalls:
+    """An API client whose calls without a timeout get ``timeout_s`` (for the dynamic client's discovery)."""
+
+    def __init__(self, api_client: client.ApiClient, timeout_s: float | None) -> None:
+        self._api_client = api_client
+        self._timeout_s = timeout_s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api_client, name)
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("_request_timeout"):
+            kwargs["_request_timeout"] = self._timeout_s
+        return self._api_client.call_api(*args, **kwargs)
+
+
 class KubeOps:
     """Kubernetes operations of the migrator in one namespace (see ``migrator.actuator.ClusterOps``)."""
 
@@ -250,7 +266,8 @@ class KubeOps:
     def _pdb_api(self) -> tuple[Any, bool]:
         """The PDB resource of the newest policy group the server serves, and whether it is v1."""
         if self._pdb_resource is None:
-            dynamic = DynamicClient(self.api_client)  # type: ignore[no-untyped-call]
+            # Its discovery requests take no timeout of their own: give every call the migrator's.
+            dynamic = DynamicClient(_TimedCalls(self.api_client, self.timeout))  # type: ignore[no-untyped-call]
             for version in ("policy/v1", "policy/v1beta1"):
                 try:
                     self._pdb_resource = (

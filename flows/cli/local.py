@@ -44,9 +44,13 @@ def down() -> None:
 def status() -> None:
     """What is serving, which model, which processes run, and the last flow runs."""
     from flows.local import ops, processes
-    from flows.release.serving import current_endpoint
+    from flows.release.serving import EndpointFileError, current_endpoint
 
-    endpoint = current_endpoint()
+    try:
+        endpoint = current_endpoint()
+    except EndpointFileError as err:
+        errors.print(f"[bold red]error:[/] {err}", highlight=False)
+        endpoint = None
     console.print(f"serving: {endpoint.bento} at {endpoint.url} ({endpoint.slot})" if endpoint else "serving: nothing")
     if endpoint is not None:
         print_served(endpoint.url, endpoint.bento)

@@ -97,7 +97,7 @@ def down() -> list[str]:
             processes.forget(record.name)
         elif processes.stop(record.name):
             stopped.append(record.name)
-        else:  # still running (or not ours to signal): its record stays, so that it is not lost
+        elif processes.recorded(record.name) is not None:  # still running, or not ours to signal: keep it
             survived.append(f"{record.name} (pid {record.pid})")
     if survived:
         raise RuntimeError(

@@ -20,6 +20,7 @@ pipeline, then redeploy for the pipeline's scenario and workload when the gate p
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -195,7 +196,12 @@ def analyse_release(result: RedeployResult, params: AnalysisParams, ready_timeou
         before, after = measure_periods(result.endpoint.since, params)
         verdict = decide(before, after, params)
     except BaseException as exc:
-        back(f"the analysis failed ({type(exc).__name__}: {exc})")  # never leave an untrusted policy serving
+        try:
+            back(f"the analysis failed ({type(exc).__name__}: {exc})")  # never leave an untrusted policy serving
+        except RollbackFailed as failed:
+            if isinstance(exc, Exception):
+                raise
+            print(f"error: {failed}", file=sys.stderr)  # an interrupt stays an interrupt; say what serves
         raise
     create_markdown_artifact(
         _verdict_markdown(verdict, result, params), key="redeploy-analysis", description=verdict.summary()

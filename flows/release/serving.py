@@ -16,6 +16,7 @@ flow and ``reach deploy``/``reach serve``/``reach status``.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import os
 import sys
@@ -59,6 +60,10 @@ class Endpoint:
         return (self.scenario, self.workload) == (cluster.scenario, cluster.workload)
 
 
+class EndpointFileError(ValueError):
+    """The endpoint file exists but is not an endpoint record (the message names it and the fix)."""
+
+
 def endpoint_file() -> Path:
     return processes.reach_home() / "endpoint.json"
 
@@ -71,9 +76,9 @@ def current_endpoint() -> Endpoint | None:
     try:
         endpoint = Endpoint(**json.loads(path.read_text()))
     except (ValueError, TypeError) as exc:
-        raise RuntimeError(
-            f"{path} is not a reach endpoint record ({exc}); remove it (nothing is recorded as serving then) "
-            "and deploy again with `reach deploy`"
+        raise EndpointFileError(
+            f"{path} is not a reach endpoint record ({exc}); remove it (`reach undeploy` does) and deploy "
+            "again with `reach deploy`"
         ) from exc
     return endpoint if processes.is_alive(endpoint.pid, endpoint.pid_start) else None
 
@@ -143,7 +148,7 @@ def canary(new_url: str, old_url: str | None, requests: list[dict[str, Any]]) ->
     for i, body in enumerate(requests):
         try:
             status, answer = post_json(f"{new_url}/get_action", body)
-        except (OSError, ValueError) as err:  # refused, timed out, or a 200 whose body is not JSON
+        except (OSError, ValueError, http.client.HTTPException) as err:  # refused, timed out, cut off, not JSON
             failures.append(f"request {i}: no usable answer: {err}")
             continue
         if status != 200 or not isinstance(answer, dict) or not {"pod_name", "target_node", "is_stop"} <= answer.keys():
@@ -152,7 +157,7 @@ def canary(new_url: str, old_url: str | None, requests: list[dict[str, Any]]) ->
         if old_url is not None:
             try:
                 old_status, old_answer = post_json(f"{old_url}/get_action", body)
-            except (OSError, ValueError):  # a sick incumbent only means no agreement: it must not block its successor
+            except (OSError, ValueError, http.client.HTTPException):  # a sick incumbent must not block its successor
                 continue
             if old_status == 200 and isinstance(old_answer, dict):
                 keys = ("pod_name", "target_node", "is_stop")
@@ -235,8 +240,11 @@ def roll_back(result: RedeployResult, ready_timeout_s: float = 120.0, drain_s: f
 
 
 def undeploy() -> bool:
-    """Stop the serving bento and remove the endpoint file."""
-    endpoint = current_endpoint()
+    """Stop the serving bento and remove the endpoint file (a malformed one too: it names no server to stop)."""
+    try:
+        endpoint = current_endpoint()
+    except EndpointFileError:
+        endpoint = None
     endpoint_file().unlink(missing_ok=True)
     return endpoint is not None and processes.stop(f"bento-{endpoint.slot}")
 

@@ -32,7 +32,18 @@ def test_a_process_that_does_not_stop_is_named_and_keeps_its_record(monkeypatch:
     forgotten: list[str] = []
     monkeypatch.setattr(processes, "records", lambda: records)
     monkeypatch.setattr(processes, "stop", lambda name: name != "bento-blue")
+    monkeypatch.setattr(processes, "recorded", lambda name: records[0][0] if name == "bento-blue" else None)
     monkeypatch.setattr(processes, "forget", forgotten.append)
     with pytest.raises(RuntimeError, match=r"stopped prefect-server, but bento-blue \(pid 4242\) did not stop"):
         ops.down()
     assert forgotten == []
+
+
+def test_a_process_that_exited_by_itself_meanwhile_is_not_reported_as_surviving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    records = [(SimpleNamespace(name="bento-blue", pid=4242), True)]
+    monkeypatch.setattr(processes, "records", lambda: records)
+    monkeypatch.setattr(processes, "stop", lambda name: False)  # gone between the listing and the stop
+    monkeypatch.setattr(processes, "recorded", lambda name: None)  # ... and stop() dropped its record
+    assert ops.down() == []

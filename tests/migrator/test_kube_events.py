@@ -32,6 +32,7 @@ def test_every_api_call_gives_up_on_a_server_that_accepts_and_never_answers() ->
         ops = KubeOps(client.ApiClient(configuration), "default", "reach.io/app=demo", "reach-migrator", 0.2)
         calls = {
             "snapshot": ops.snapshot,
+            "pdbs": ops.pdbs,  # the dynamic client's discovery first
             "get_pod": lambda: ops.get_pod("agg-1"),
             "list_pods": lambda: ops.list_pods({"app": "agg"}),
             "replicaset_selector": lambda: ops.replicaset_selector("agg-abc"),

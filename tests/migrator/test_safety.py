@@ -243,6 +243,8 @@ def test_an_unexpected_error_in_a_cycle_is_counted_and_the_loop_goes_on(tmp_path
     cycles = iter(range(3))
     controller.run(should_stop=lambda: next(cycles) == 2)
     assert blind_count(telemetry, "cycle-failed") == 3 and cluster.pods == before
+    failed = [r for r in controller.journal.records if r.get("reason") == "cycle-failed"]
+    assert "RuntimeError: a bug" in str(failed[0]["traceback"]), "the traceback travels in the one JSON record"
 
 
 def test_a_move_that_no_longer_passes_on_a_fresh_read_is_refused(tmp_path: Path) -> None:
@@ -274,3 +276,59 @@ def test_dry_run_reports_leftovers_and_leaves_them(tmp_path: Path) -> None:
     record = controller.journal.records[-1]
     assert record["event"] == "leftovers-found" and record["leftovers"] == ["node cloud-1 cordon"]
     assert cluster.nodes["cloud-1"].unschedulable, "a dry run changes nothing, leftovers included"
+
+
+def test_a_failed_start_up_clean_up_is_retried_even_while_the_qos_is_met(tmp_path: Path) -> None:
+    """Monitoring returns early while QoS holds; the leftovers (cordons) must not wait for a latency spike."""
+    controller, cluster, _ = make(MoveFirstPod(), tmp_path, qos_threshold_ms=250.0)
+    controller.latency = lambda: LatencyReading(100.0)
+    cluster.set_cordon("cloud-1", "crashed-run")
+    real_snapshot, calls = cluster.snapshot, []
+
+    def flaky() -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("API server starting")
+        return real_snapshot()
+
+    cluster.snapshot = flaky  # type: ignore[assignment, method-assign]
+    cycles = iter(range(2))
+    controller.run(should_stop=lambda: next(cycles) == 1)
+    events = [r["event"] for r in controller.journal.records]
+    assert events[:4] == ["blind", "cleanup", "resumed", "qos-met"], events
+    assert not cluster.nodes["cloud-1"].unschedulable
+
+
+def test_a_failed_node_is_evacuated_although_a_configured_measurement_is_unavailable(tmp_path: Path) -> None:
+    """The probe may have run on the failed node: evacuation must not wait for it."""
+    from dataclasses import replace
+
+    from migrator.snapshot import MeasurementUnavailable
+
+    policy = MoveFirstPod()
+    controller, cluster, telemetry = make(policy, tmp_path)
+    cluster.nodes["edge-1"] = replace(cluster.nodes["edge-1"], ready=False)
+
+    def unavailable() -> None:
+        raise MeasurementUnavailable("Prometheus query 'delay_q' returned no sample")
+
+    controller.measured_conditions = unavailable  # type: ignore[assignment]
+    outcomes = controller.run_cycle()
+    assert outcomes[0].kind == "migrated" and policy.asked == 1, outcomes
+    assert controller.journal.records[0]["event"] == "measurement-skipped"
+    # once the failed node holds no pod, the unavailable measurement makes the next question blind again
+    assert outcomes[-1].kind == "blind" and blind_count(telemetry, "measurement-unavailable") == 1
+
+
+def test_a_migration_that_could_not_start_is_a_blind_cycle_not_a_rollback(tmp_path: Path) -> None:
+    controller, cluster, telemetry = make(MoveFirstPod(), tmp_path)
+
+    def gone(name: str) -> dict[str, str]:
+        raise ConnectionError("API server gone")
+
+    cluster.replicaset_selector = gone  # type: ignore[assignment, method-assign]
+    [outcome] = controller.run_cycle()
+    assert outcome.kind == "blind" and blind_count(telemetry, "cluster-unreadable") == 1
+    value = telemetry.registry.get_sample_value
+    assert (value("reach_migrator_migrations_total", {"result": "rolled-back"}) or 0.0) == 0.0
+    assert controller.ledger.count_within(controller.clock.now_s(), 1e9) == 0, "no slot of the rate window used"

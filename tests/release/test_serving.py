@@ -106,10 +106,12 @@ def test_a_malformed_endpoint_file_is_an_error_that_names_it_and_the_fix(reach_h
     serving.endpoint_file().parent.mkdir(parents=True, exist_ok=True)
     serving.endpoint_file().write_text("{}")
     try:
-        with pytest.raises(RuntimeError, match=r"endpoint\.json is not a reach endpoint record.*remove it"):
+        with pytest.raises(serving.EndpointFileError, match=r"endpoint\.json is not a reach endpoint record.*remove"):
             serving.current_endpoint()
+        assert serving.undeploy() is False  # it names no server; undeploy removes it
+        assert not serving.endpoint_file().exists()
     finally:
-        serving.endpoint_file().unlink()
+        serving.endpoint_file().unlink(missing_ok=True)
 
 
 def test_an_endpoint_whose_pid_was_reused_is_not_serving(reach_home: Path) -> None:
