@@ -275,7 +275,7 @@ class LatencyModel:
         return self._tree_batch(self._own_costs(counts, costs))
 
     def latency_per_network(self, counts: FloatArray, costs: list[CallCosts]) -> FloatArray:
-        """:meth:`latency_batch` of one batch of placements ``(K, S, N)`` under each network: ``(R, K)``, ms.
+        """:meth:`LatencyModel.latency_batch` of one batch of placements ``(K, S, N)`` under each network: ``(R, K)``, ms.
 
         The same values as ``R`` calls, with one pass over the call tree for all of them.
         """
