@@ -214,9 +214,8 @@ def test_an_incomplete_rollback_is_cleaned_up_at_the_next_cycle_before_anything_
     assert all("reach.io/migration" not in p.labels for p in cluster.pods.values())
 
 
-def test_a_start_up_clean_up_that_fails_is_retried_before_the_first_migration(tmp_path: Path) -> None:
-    policy = MoveFirstPod()
-    controller, cluster, telemetry = make(policy, tmp_path, once=True)
+def _fail_first_snapshot(cluster: FakeCluster) -> None:
+    """The API server is away for the first read only (the start-up clean-up's)."""
     real_snapshot, calls = cluster.snapshot, []
 
     def flaky() -> object:
@@ -226,6 +225,12 @@ def test_a_start_up_clean_up_that_fails_is_retried_before_the_first_migration(tm
         return real_snapshot()
 
     cluster.snapshot = flaky  # type: ignore[assignment, method-assign]
+
+
+def test_a_start_up_clean_up_that_fails_is_retried_before_the_first_migration(tmp_path: Path) -> None:
+    policy = MoveFirstPod()
+    controller, cluster, telemetry = make(policy, tmp_path, once=True)
+    _fail_first_snapshot(cluster)
     controller.run()
     events = [r["event"] for r in controller.journal.records]
     assert events[0] == "blind" and controller.journal.records[0]["reason"] == "leftovers-not-cleaned"
@@ -283,15 +288,7 @@ def test_a_failed_start_up_clean_up_is_retried_even_while_the_qos_is_met(tmp_pat
     controller, cluster, _ = make(MoveFirstPod(), tmp_path, qos_threshold_ms=250.0)
     controller.latency = lambda: LatencyReading(100.0)
     cluster.set_cordon("cloud-1", "crashed-run")
-    real_snapshot, calls = cluster.snapshot, []
-
-    def flaky() -> object:
-        calls.append(1)
-        if len(calls) == 1:
-            raise ConnectionError("API server starting")
-        return real_snapshot()
-
-    cluster.snapshot = flaky  # type: ignore[assignment, method-assign]
+    _fail_first_snapshot(cluster)
     cycles = iter(range(2))
     controller.run(should_stop=lambda: next(cycles) == 1)
     events = [r["event"] for r in controller.journal.records]
