@@ -77,8 +77,8 @@ def current_endpoint() -> Endpoint | None:
         endpoint = Endpoint(**json.loads(path.read_text()))
     except (ValueError, TypeError) as exc:
         raise EndpointFileError(
-            f"{path} is not a reach endpoint record ({exc}); remove it (`reach undeploy` does) and deploy "
-            "again with `reach deploy`"
+            f"{path} is not a reach endpoint record ({exc}); remove it (`rm {path}`) and deploy again with "
+            "`reach deploy`"
         ) from exc
     return endpoint if processes.is_alive(endpoint.pid, endpoint.pid_start) else None
 
