@@ -193,6 +193,7 @@ def latency_after_selected(
     before = cast("list[FloatArray]", tree_totals(model, list(own_by_call)))  # each call's total per state
     g_flat, h_flat = g.reshape(calls, batch * nodes), h.reshape(calls, batch * nodes)
     result = np.empty(len(state))
+    steps_of = _service_steps(model)
     order = np.argsort(service, kind="stable")
     for index in np.split(order, np.flatnonzero(np.diff(service[order])) + 1):
         if not index.size:
@@ -201,7 +202,7 @@ def latency_after_selected(
         b, a, t = state[index], source[index], target[index]
         weight = inv[b, s]
         to_target, to_source = b * nodes + t, b * nodes + a
-        plan = _service_steps(model)[s]
+        plan = steps_of[s]
         totals: dict[int, FloatArray] = {}
         for step in plan.steps:
             value = own_by_call[step.call].take(b)

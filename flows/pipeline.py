@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bento.planning_settings import PLANNING_KEYS, PlanningSettings, pydantic_field
 from flows.evaluation.episodes import Family
-from flows.local.paths import data_dir, out_dir, repo_root, resolve_scenario, resolve_workload
+from flows.local.paths import data_dir, out_dir, repo_root, resolve_scenario, resolve_workload, write_text_atomic
 
 if TYPE_CHECKING:
     from flows.evaluation.gate import Verdict
@@ -323,7 +323,5 @@ def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     if verdict.passed and params.package:
         result["bento"] = package_bento(trained["artefact_dir"], verdict, planning)
         clock.mark("package")
-    partial = run_dir / ".pipeline.json.tmp"  # a crash mid-write leaves no half a result file
-    partial.write_text(json.dumps(result, indent=2))
-    partial.replace(run_dir / "pipeline.json")
+    write_text_atomic(run_dir / "pipeline.json", json.dumps(result, indent=2))  # never half a result file
     return result

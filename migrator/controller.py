@@ -384,6 +384,14 @@ class Controller:
         self.journal.record("pod-distribution", table=table)
         return table
 
+    def _mode_step(self) -> None:
+        if self.settings.mode is Mode.POD_DISTRIBUTION:
+            self.record_distribution()
+        elif self.settings.mode is Mode.EPISODE:
+            self.run_episode()
+        else:
+            self.monitoring_step()
+
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
         """Clean up, then run the configured mode once or every ``interval_s`` until told to stop.
 
@@ -398,14 +406,8 @@ class Controller:
             self._blind(LEFTOVERS_NOT_CLEANED, f"start-up clean-up failed, retried before the next migration: {exc}")
         while True:
             try:
-                if self._clean_up_if_due() is not None:
-                    pass  # leftovers remain: no mode step until they are gone (recorded as blind)
-                elif self.settings.mode is Mode.POD_DISTRIBUTION:
-                    self.record_distribution()
-                elif self.settings.mode is Mode.EPISODE:
-                    self.run_episode()
-                else:
-                    self.monitoring_step()
+                if self._clean_up_if_due() is None:  # leftovers left: no mode step (the cycle is blind)
+                    self._mode_step()
             except Exception as exc:  # never let one bad cycle end the controller
                 self._blind(CYCLE_FAILED, f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             if self.settings.once or should_stop():
@@ -414,6 +416,7 @@ class Controller:
 
 
 def _failed_nodes_with_pods(snapshot: ClusterSnapshot) -> list[str]:
+    """NotReady nodes that still hold (non-terminating) application pods."""
     hosting = {p.node_name for p in snapshot.app_pods if p.node_name and not p.terminating}
     return sorted(n.name for n in snapshot.nodes if not n.ready and n.name in hosting)
 

@@ -2,15 +2,10 @@
 runner, and the BentoML servers of the blue/green switch.
 
 Each process is recorded as a small JSON file under ``$REACH_HOME/run`` (default
-    finally:
-        if writer.stdin is not None:
-            writer.stdin.close()  # the process holds the pipe now; the writer ends when it closes
-    started = process_start(proc.pid)
-    return _write(ProcessRecord(name, proc.pid, port, argv, str(log), time.time(), dict(env or {}), started))
-
-
-def _write(record: ProcessRecord) -> ProcessRecord:
-    tmp = _records_dir() / f".{record.name}.json.tmp"
+``~/.local/share/reach/run``) with its PID, the kernel's start time of that PID, port, command and
+log file, so that ``reach down``, ``reach status`` and the redeploy flow find it again from another
+process, and never take another process that got the same PID for it. Processes are never
+stopped by name. Used by :mod:`flows.cli.release` and :mod:`flows.release.redeploy`.
 """
 
 from __future__ import annotations

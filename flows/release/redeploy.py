@@ -180,16 +180,16 @@ def analyse_release(result: RedeployResult, params: AnalysisParams, ready_timeou
     """The analysis period after a switch: keep the new bento (retire the old server) or roll back and raise."""
     from flows.release.serving import retire, roll_back
 
-    assert result.previous is not None  # the flow analyses only a switch that replaced a deployment
+    previous = result.previous
+    assert previous is not None  # the flow analyses only a switch that replaced a deployment
 
     def back(why: str) -> Endpoint:
         try:
             return roll_back(result, ready_timeout_s)
         except Exception as exc:
             raise RollbackFailed(
-                f"{why}; rolling back to {result.previous.bento if result.previous else '-'} failed ({exc}): "
-                f"{result.endpoint.bento} still serves at {result.endpoint.url}; `reach deploy --bento "
-                f"{result.previous.bento if result.previous else '<tag>'}` redeploys the previous one"
+                f"{why}; rolling back to {previous.bento} failed ({exc}): {result.endpoint.bento} still serves "
+                f"at {result.endpoint.url}; `reach deploy --bento {previous.bento}` redeploys the previous one"
             ) from exc
 
     try:
@@ -207,7 +207,7 @@ def analyse_release(result: RedeployResult, params: AnalysisParams, ready_timeou
         _verdict_markdown(verdict, result, params), key="redeploy-analysis", description=verdict.summary()
     )
     if not verdict.roll_back:
-        retire(result.previous)
+        retire(previous)
         return verdict
     restored = back(verdict.summary())
     raise RolledBack(f"{verdict.summary()}; {restored.bento} serves again at {restored.url} (blue/green back)")
