@@ -103,26 +103,41 @@ def guard_reason(api_client: Any, pod: str, target: str) -> str:
     return verdict.reason.value if verdict.reason else "allowed"
 
 
-def wait_untainted(core: Any, nodes: list[str], timeout_s: float = 30.0) -> None:
-    """Wait until the node lifecycle controller has taken its ``unschedulable`` taint off ``nodes``
-    again after an uncordon (it does so asynchronously; the scheduler refuses a tainted node)."""
+def wait_taint(core: Any, nodes: list[str], present: bool, timeout_s: float = 30.0) -> None:
+    """Wait until the node lifecycle controller has put its ``unschedulable`` taint on ``nodes`` after a
+    cordon (``present``), or taken it off after an uncordon. It does so asynchronously, from its own
+    watch of the nodes: the scheduler refuses a tainted node, and a taint that is there shows that the
+    cordon has gone out to the control plane's watchers."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        tainted = [
+        wrong = [
             n.metadata.name
             for n in core.list_node().items
-            if n.metadata.name in nodes and any(t.key == UNSCHEDULABLE_TAINT for t in n.spec.taints or [])
+            if n.metadata.name in nodes and any(t.key == UNSCHEDULABLE_TAINT for t in n.spec.taints or []) != present
         ]
-        if not tainted:
+        if not wrong:
             return
         time.sleep(0.2)
-    raise TimeoutError(f"nodes still tainted {UNSCHEDULABLE_TAINT} {timeout_s} s after the uncordon: {tainted}")
+    state = "not yet tainted" if present else "still tainted"
+    raise TimeoutError(f"nodes {state} {UNSCHEDULABLE_TAINT} {timeout_s} s after the (un)cordon: {wrong}")
 
 
-def scheduler_says(api_client: Any, core: Any, pod_name: str, node: str) -> str:
+def _delete_probe(core: Any, name: str) -> None:
+    core.delete_namespaced_pod(name, NS, grace_period_seconds=0)
+    while any(p.metadata.name == name for p in core.list_namespaced_pod(NS, label_selector=SELECTOR).items):
+        time.sleep(0.3)
+
+
+def scheduler_says(api_client: Any, core: Any, pod_name: str, node: str, attempts: int = 3) -> str:
     """Offer a probe copy of the pod to kube-scheduler with every other node cordoned (the actuator's
     own way to aim a replacement; cordons change no filter's counting): '' when bound to ``node``,
-    else the scheduler's message."""
+    else the scheduler's message.
+
+    kube-scheduler decides from its informer cache, which can lag the API by the last cordon or two on
+    a loaded machine (CI once saw a probe bound to the node cordoned last). So the probe is created
+    only once every cordon shows the lifecycle controller's taint, and a probe bound to a node this
+    helper cordoned (possible only from a stale cache) is deleted and offered again; a probe bound to
+    any other node still fails the test."""
     from kubernetes import client
 
     source = core.read_namespaced_pod(pod_name, NS)
@@ -130,30 +145,42 @@ def scheduler_says(api_client: Any, core: Any, pod_name: str, node: str) -> str:
     for computed in ("nodeName", "priority", "preemptionPolicy"):
         spec.pop(computed, None)
     labels = {**copy.deepcopy(source.metadata.labels), "pod-template-hash": "probe"}
-    name = f"probe-{next(_probe_ids)}"
     cordoned = [n.metadata.name for n in core.list_node().items if n.metadata.name != node and not n.spec.unschedulable]
     for other in cordoned:
         core.patch_node(other, {"spec": {"unschedulable": True}})
     try:
-        core.create_namespaced_pod(NS, {"metadata": {"name": name, "labels": labels}, "spec": spec})
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            probe = core.read_namespaced_pod(name, NS)
-            if probe.spec.node_name:
-                assert probe.spec.node_name == node
+        wait_taint(core, cordoned, present=True)
+        for _ in range(attempts):
+            name = f"probe-{next(_probe_ids)}"
+            core.create_namespaced_pod(NS, {"metadata": {"name": name, "labels": labels}, "spec": spec})
+            try:
+                bound, refusal = _probe_outcome(core, name)
+            finally:
+                _delete_probe(core, name)
+            if not bound:
+                return refusal
+            if bound == node:
                 return ""
-            for c in probe.status.conditions or []:
-                if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
-                    return str(c.message)
-            time.sleep(0.3)
-        raise TimeoutError(f"the scheduler neither bound nor refused probe {name} within 30 s")
+            assert bound in cordoned, f"probe {name} bound to {bound}, which was neither {node} nor cordoned"
+        raise AssertionError(f"the scheduler bound {attempts} probes to cordoned nodes: its cache never caught up")
     finally:
         for other in cordoned:
             core.patch_node(other, {"spec": {"unschedulable": None}})
-        core.delete_namespaced_pod(name, NS, grace_period_seconds=0)
-        wait_untainted(core, cordoned)
-        while any(p.metadata.name == name for p in core.list_namespaced_pod(NS, label_selector=SELECTOR).items):
-            time.sleep(0.3)
+        wait_taint(core, cordoned, present=False)
+
+
+def _probe_outcome(core: Any, name: str) -> tuple[str, str]:
+    """(the node the scheduler bound probe ``name`` to, '') or ('', the scheduler's refusal)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        probe = core.read_namespaced_pod(name, NS)
+        if probe.spec.node_name:
+            return str(probe.spec.node_name), ""
+        for c in probe.status.conditions or []:
+            if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
+                return "", str(c.message)
+        time.sleep(0.3)
+    raise TimeoutError(f"the scheduler neither bound nor refused probe {name} within 30 s")
 
 
 def test_required_node_affinity(api_client: Any, core: Any, fit: Any) -> None:
