@@ -3,8 +3,10 @@
 Pydantic only, no numpy: the migrator imports this module and nothing else of :mod:`ceenv`.
 Extra fields are allowed in both directions (REACH clients send their own metadata); the fields
 below keep REACH's meaning. Units: free CPU in millicores, free memory in GiB. Numbers must be
-finite (JSON has no infinity, but Python's parser reads ``Infinity`` and ``NaN``), and names are at
-most :data:`MAX_NAME_CHARS` characters (Kubernetes' own limit), so an error that quotes one is short.
+finite (JSON has no infinity, but Python's parser reads ``Infinity`` and ``NaN``). Numbers and flags
+are strict: ``true`` is not 1 millicore, ``"12"`` is not a number and ``1`` is not ``true``, so a
+client's type mistake is an error, not a guess. Names are at most :data:`MAX_NAME_CHARS` characters
+(Kubernetes' own limit), so an error that quotes one is short.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ MAX_MEASURED_BANDWIDTH_MBPS = 1e7  # 10 Tbit/s
 MIN_MEASURED_BANDWIDTH_MBPS = 1e-3  # 1 kbit/s: below it the transfer costs overflow (a broken probe, not a link)
 
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
-DelayMs = Annotated[float, Field(ge=0, le=MAX_MEASURED_DELAY_MS, allow_inf_nan=False)]
+DelayMs = Annotated[float, Field(ge=0, le=MAX_MEASURED_DELAY_MS, allow_inf_nan=False, strict=True)]
 # Inclusive bounds only: OpenAPI 3.0 (the service's document) has no numeric exclusiveMaximum. A NIC
 # measured fully busy counts as MAX_MEASURED_UTILIZATION busy (ceenv.payload), not as no bandwidth at all.
 MAX_MEASURED_UTILIZATION = 0.999
-Utilization = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Utilization = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]
 BandwidthMbps = Annotated[
-    float, Field(ge=MIN_MEASURED_BANDWIDTH_MBPS, le=MAX_MEASURED_BANDWIDTH_MBPS, allow_inf_nan=False)
+    float, Field(ge=MIN_MEASURED_BANDWIDTH_MBPS, le=MAX_MEASURED_BANDWIDTH_MBPS, allow_inf_nan=False, strict=True)
 ]
 
 
@@ -42,10 +44,13 @@ class NodeState(_Open):
     """Free resources of one node as the cluster reports them."""
 
     node_name: Name = Field(description="The node's name; must match the key it is listed under.")
-    cpu_availability: float = Field(ge=0, allow_inf_nan=False, description="Free CPU in millicores.")
-    memory_availability: float = Field(ge=0, allow_inf_nan=False, description="Free memory in GiB (2^30 bytes).")
+    cpu_availability: float = Field(ge=0, allow_inf_nan=False, strict=True, description="Free CPU in millicores.")
+    memory_availability: float = Field(
+        ge=0, allow_inf_nan=False, strict=True, description="Free memory in GiB (2^30 bytes)."
+    )
     available: bool = Field(
         default=True,
+        strict=True,
         description="False for a node that failed (NotReady or unreachable): its pods are listed so that they "
         "can be moved off, it is never a target, and its pods are evacuated before any other move. "
         "An optional reach extension; REACH clients that omit it mean true.",
@@ -117,7 +122,7 @@ class ActionResponse(_Open):
 
     pod_name: str = ""
     target_node: str = ""
-    is_stop: bool = False
+    is_stop: bool = Field(False, strict=True)
 
     @classmethod
     def stop(cls, **extra: object) -> ActionResponse:

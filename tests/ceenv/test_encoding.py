@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from ceenv.env import CloudEdgeEnv
 from ceenv.layout import Layout
 from ceenv.observation import decode_action, encode_action, move_gain_features, move_mask, observe
 from ceenv.payload import PayloadError, request_from_state, state_from_request
-from ceenv.schema import ActionRequest
+from ceenv.schema import ActionRequest, ActionResponse
 from tests.conftest import scenario_dir, workload_file
 
 
@@ -150,6 +151,26 @@ def test_negative_resources_are_rejected_by_the_schema() -> None:
     raw["cluster_state"]["nodes"]["tb-cloud-vm-8-1"]["cpu_availability"] = -5
     with pytest.raises(ValidationError, match="cpu_availability"):
         ActionRequest.model_validate(raw)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("cpu_availability", True), ("cpu_availability", "4000"), ("memory_availability", False), ("available", 1)],
+)
+def test_numbers_and_flags_are_strict_json_types(field: str, value: object) -> None:
+    """``true`` is not 1 millicore and ``1`` is not ``true``: a client's type mistake is refused, not guessed."""
+    _, raw = _env_request("7-21", 0)
+    raw["cluster_state"]["nodes"]["tb-cloud-vm-8-1"][field] = value
+    with pytest.raises(ValidationError, match=field):
+        ActionRequest.model_validate_json(json.dumps(raw))
+    raw["cluster_state"]["nodes"]["tb-cloud-vm-8-1"][field] = 0 if field != "available" else False
+    ActionRequest.model_validate_json(json.dumps(raw))  # an integer number and a JSON boolean are fine
+
+
+def test_a_response_whose_stop_flag_is_not_a_boolean_is_refused() -> None:
+    with pytest.raises(ValidationError, match="is_stop"):
+        ActionResponse.model_validate_json('{"pod_name": "", "target_node": "", "is_stop": "false"}')
+    assert ActionResponse.model_validate_json('{"is_stop": true}').is_stop
 
 
 def test_missing_nodes_are_unavailable_targets() -> None:
