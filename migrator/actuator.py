@@ -44,6 +44,7 @@ from migrator.snapshot import (
     LABEL_MIGRATION,
     ORPHANED_HASH_VALUE,
     POD_TEMPLATE_HASH,
+    ClusterAccessDenied,
     ClusterSnapshot,
     PodInfo,
 )
@@ -124,6 +125,7 @@ class MigrationResult:
     forced_removal: bool = False  # the old pod's node was not Ready: removed with grace period 0
     leftovers: bool = False  # the rollback was incomplete: marks are left for Controller's clean-up
     started: bool = True  # False: the ReplicaSet could not be read, nothing was changed
+    access_denied: bool = False  # not started because the API server refused the read (401/403): needs a fix
 
 
 @dataclass
@@ -148,7 +150,8 @@ class Actuator:
             before = {p.name for p in self.ops.list_pods(selector)}
         except Exception as exc:
             detail = f"not started, nothing changed: cannot read ReplicaSet {pod.owner_name} or its pods: {exc}"
-            return MigrationResult(move, migration_id, False, detail, started=False)
+            denied = isinstance(exc, ClusterAccessDenied)
+            return MigrationResult(move, migration_id, False, detail, started=False, access_denied=denied)
         replacement, cordoned_s, window_s = "", None, None
         try:
             self._record_intent(pod, move, migration_id)

@@ -39,10 +39,11 @@ from migrator.guards import UNCHECKED_ANSWER, GuardLimits, MigrationLedger, Move
 from migrator.observe import FitRules, build_request, pods_per_node
 from migrator.policy import Advice, NoAdvice, Stop
 from migrator.settings import MigratorSettings, Mode
-from migrator.snapshot import ClusterSnapshot, LatencyReading, MeasurementUnavailable
+from migrator.snapshot import ClusterAccessDenied, ClusterSnapshot, LatencyReading, MeasurementUnavailable
 
 # Reasons of a blind cycle besides a LatencyReading's problem (reach_migrator_blind_cycles_total{reason}).
 CLUSTER_UNREADABLE = "cluster-unreadable"
+CLUSTER_ACCESS_DENIED = "cluster-access-denied"  # a 401/403: it needs a fix, it does not pass by itself
 MEASUREMENT_UNAVAILABLE = "measurement-unavailable"
 NODE_ALIAS_CONFLICT = "node-alias-conflict"
 LEFTOVERS_NOT_CLEANED = "leftovers-not-cleaned"
@@ -53,6 +54,7 @@ LATENCY_PROBLEMS = ("prometheus-unreachable", "latency-empty", "latency-not-a-nu
 BLIND_REASONS = (
     *LATENCY_PROBLEMS,
     CLUSTER_UNREADABLE,
+    CLUSTER_ACCESS_DENIED,
     MEASUREMENT_UNAVAILABLE,
     NODE_ALIAS_CONFLICT,
     LEFTOVERS_NOT_CLEANED,
@@ -184,6 +186,8 @@ class Controller:
     def _decide_and_act(self, started_this_cycle: int) -> CycleOutcome:
         try:
             snapshot = self.ops.snapshot()
+        except ClusterAccessDenied as exc:
+            return self._blind(CLUSTER_ACCESS_DENIED, str(exc))
         except Exception as exc:  # the API server may be briefly away: skip the cycle, never crash
             return self._blind(CLUSTER_UNREADABLE, f"cannot read the cluster: {exc}")
         try:
@@ -228,6 +232,8 @@ class Controller:
         try:
             fresh = self.ops.snapshot()
             request = build_request(fresh, self.rules, None)
+        except ClusterAccessDenied as exc:
+            return self._blind(CLUSTER_ACCESS_DENIED, f"cannot read the cluster again before migrating: {exc}")
         except Exception as exc:
             return self._blind(CLUSTER_UNREADABLE, f"cannot read the cluster again before migrating: {exc}")
         verdict = check_move(
@@ -283,7 +289,7 @@ class Controller:
         )  # fmt: skip
         result = self.actuator.migrate(move, snapshot)
         if not result.started:  # nothing changed: the cluster could not be read, not a rollback
-            return self._blind(CLUSTER_UNREADABLE, result.detail)
+            return self._blind(CLUSTER_ACCESS_DENIED if result.access_denied else CLUSTER_UNREADABLE, result.detail)
         lineage = (move.pod_name, result.replacement_pod)
         self.ledger.record(now_s, lineage, self.limits.pod_cooldown_s)
         if result.migrated and source_node:

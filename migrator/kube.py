@@ -6,14 +6,16 @@ constraints :mod:`migrator.fit` judges: required node affinity and pod anti-affi
 spread, host ports, the node's allocatable pods), so that no other module
 of the migrator imports ``kubernetes``. PodDisruptionBudgets are read through the dynamic client:
 ``policy/v1`` where the server has it, else ``policy/v1beta1`` (Kubernetes 1.20). API failures are
-classified by ``is_temporary`` (timeouts, 429, 5xx: try again next cycle) versus permanent.
+left as they are (the server away, 5xx, 429, a timeout: the next cycle tries again), except a 401 or
+403 on a read, which does not pass by itself: it becomes :class:`migrator.snapshot.ClusterAccessDenied`
+naming the read and the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import urllib3
@@ -25,6 +27,7 @@ from kubernetes.utils import parse_quantity
 
 from migrator.snapshot import (
     ANNOTATION_TEMPORARY_CORDON,
+    ClusterAccessDenied,
     ClusterSnapshot,
     HostPort,
     LabelSelector,
@@ -52,11 +55,30 @@ def make_api_client(kubeconfig: str | None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-def is_temporary(error: BaseException) -> bool:
-    """Whether an API error may go away by itself (retry next cycle) or needs a fix."""
-    if isinstance(error, ApiException):
-        return error.status in (0, 408, 409, 429) or (error.status or 0) >= 500
-    return isinstance(error, (TimeoutError, ConnectionError, OSError))
+ACCESS_DENIED_STATUSES = (401, 403)
+
+
+@contextlib.contextmanager
+def _access_checked(what: str, namespace: str = "") -> Iterator[None]:
+    """Turn a 401/403 on a read into :class:`ClusterAccessDenied` naming the read and the fix.
+
+    Everything else (the server away, 5xx, 429, a timeout) is left as it is: it may pass by itself.
+    """
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status not in ACCESS_DENIED_STATUSES:
+            raise
+        where = f" in namespace {namespace}" if namespace else " (cluster-wide)"
+        fix = (
+            "the kubeconfig's credentials are not accepted; renew them"
+            if exc.status == 401
+            else "grant the migrator's ServiceAccount this permission (deploy/k8s/rbac.yaml: its Role must be in "
+            "the application's namespace) or use a kubeconfig that has it"
+        )
+        raise ClusterAccessDenied(
+            f"the API server refused to {what}{where} ({exc.status} {exc.reason}): {fix}"
+        ) from exc
 
 
 def _parse_quantity(text: str) -> Any:
@@ -234,12 +256,18 @@ class KubeOps:
 
     # ---- reads ------------------------------------------------------------------------------
     def snapshot(self) -> ClusterSnapshot:
-        nodes = tuple(node_info(n) for n in self.core.list_node(_request_timeout=self.timeout).items)
-        pods = tuple(pod_info(p) for p in self.core.list_pod_for_all_namespaces(_request_timeout=self.timeout).items)
-        app = self.core.list_namespaced_pod(
-            self.namespace, label_selector=self.pod_selector, _request_timeout=self.timeout
-        ).items
-        return ClusterSnapshot(nodes, pods, tuple(pod_info(p) for p in app), tuple(self.pdbs()))
+        with _access_checked("list nodes"):
+            nodes = tuple(node_info(n) for n in self.core.list_node(_request_timeout=self.timeout).items)
+        with _access_checked("list pods"):
+            every = self.core.list_pod_for_all_namespaces(_request_timeout=self.timeout).items
+        pods = tuple(pod_info(p) for p in every)
+        with _access_checked("list pods", self.namespace):
+            app = self.core.list_namespaced_pod(
+                self.namespace, label_selector=self.pod_selector, _request_timeout=self.timeout
+            ).items
+        with _access_checked("list poddisruptionbudgets", self.namespace):
+            pdbs = tuple(self.pdbs())
+        return ClusterSnapshot(nodes, pods, tuple(pod_info(p) for p in app), pdbs)
 
     def get_pod(self, name: str) -> PodInfo | None:
         try:
@@ -256,7 +284,8 @@ class KubeOps:
         return [pod_info(p) for p in items]
 
     def replicaset_selector(self, name: str) -> dict[str, str]:
-        rs = self.apps.read_namespaced_replica_set(name, self.namespace, _request_timeout=self.timeout)
+        with _access_checked("get replicasets", self.namespace):
+            rs = self.apps.read_namespaced_replica_set(name, self.namespace, _request_timeout=self.timeout)
         return dict(rs.spec.selector.match_labels or {})
 
     def replicaset_replicas(self, name: str) -> int:

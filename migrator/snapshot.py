@@ -109,6 +109,16 @@ class HostPort:
     host_ip: str = ""
 
 
+class ClusterAccessDenied(Exception):
+    """The API server refused the migrator's credentials (401) or a permission (403) on a read.
+
+    Unlike an API server that is away, this does not pass by itself: the message names the read and
+    the fix (the ServiceAccount's RBAC, ``deploy/k8s/rbac.yaml``, or the kubeconfig's credentials).
+    Raised by :class:`migrator.kube.KubeOps`; the controller's cycle is blind with
+    ``cluster-access-denied``.
+    """
+
+
 class MeasurementUnavailable(Exception):
     """A configured measurement (measured delays, NIC utilisation) could not be read: the cycle is blind.
 

@@ -70,3 +70,19 @@ def test_the_service_account_can_carry_out_a_migration_with_exactly_these_rules(
     assert outcome.kind == "migrated", outcome.detail
     assert pod not in placement(core) and reach_marks(core) == []
     assert controller.clean_up() == []
+
+
+def test_a_refused_permission_is_a_blind_cycle_that_names_the_read_and_the_fix(
+    core: Any, applied_rbac: Any, demo_app: Any, fake_policy: Any, settings_for: Any
+) -> None:
+    """A 403 does not pass by itself: it is told apart from an API server that is away, and nothing moves."""
+    from migrator.app import build_controller
+
+    controller = build_controller(settings_for(fake_policy.url, once=True))
+    controller.ops.api_client.set_default_header("Impersonate-User", "system:serviceaccount:reach-system:no-rights")
+    before = placement(core)
+    [outcome] = controller.run_cycle()
+    assert outcome.kind == "blind" and outcome.detail.startswith("cluster-access-denied: "), outcome.detail
+    assert "list nodes" in outcome.detail and "403" in outcome.detail and "deploy/k8s/rbac.yaml" in outcome.detail
+    assert controller.journal.records[-1]["reason"] == "cluster-access-denied"
+    assert fake_policy.requests == [] and placement(core) == before
