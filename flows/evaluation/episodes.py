@@ -26,11 +26,13 @@ from ceenv.scenario import Scenario
 from ceenv.search import best_known
 from ceenv.simulator import Simulator
 from ceenv.workload import Workload
+from flows.evaluation.seeds import TEST_SEED_BASE
 
 Family = Literal["steady", "node_failure", "traffic_surge"]
 FAMILIES: tuple[Family, ...] = ("steady", "node_failure", "traffic_surge")
 BASELINES = ("noop", "random", "greedy", "balancer", "best_known")
 EVENT_ATTEMPTS = 50
+NO_GAIN_TOLERANCE_MS = 1e-6  # a reduction this close to 0 is 'left as it was' (float sums)
 Decide = Callable[[npt.NDArray[np.float32], npt.NDArray[np.bool_]], int]
 State = tuple[Any, npt.NDArray[np.int64]]
 
@@ -101,11 +103,34 @@ def _apply_event(env: CloudEdgeEnv, family: Family, rng: np.random.Generator) ->
     return outcome.conditions, outcome.slot_node
 
 
+def redraw_seed(rng: np.random.Generator) -> int:
+    """The reset seed of another try when a family's event could not be applied to a start state.
+
+    Drawn from the episode's own generator, and never below :data:`TEST_SEED_BASE`: a redrawn
+    held-out state is never a training or validation seed's state (the seed split holds).
+    """
+    while True:
+        seed = int(rng.integers(2**31))
+        if seed >= TEST_SEED_BASE:
+            return seed
+
+
+def fraction_of_best_known(reduction_ms: float, best_reduction_ms: float) -> float:
+    """The policy's latency reduction as a fraction of the best-known one (sums over episodes).
+
+    Where best-known found nothing to gain, a policy that leaves latency as it was (or finds a gain)
+    scores 1.0 and one that makes it worse scores 0.0: making things worse never scores full marks.
+    """
+    if best_reduction_ms > 0:
+        return reduction_ms / best_reduction_ms
+    return 1.0 if reduction_ms >= -NO_GAIN_TOLERANCE_MS else 0.0
+
+
 def start_state(env: CloudEdgeEnv, family: Family, seed: int) -> State:
     """The start state of a held-out episode: ``env.reset(seed=seed)``, then the family's event."""
     rng = np.random.default_rng(seed)
     for attempt in range(EVENT_ATTEMPTS):
-        env.reset(seed=seed if attempt == 0 else int(rng.integers(2**31)))
+        env.reset(seed=seed if attempt == 0 else redraw_seed(rng))
         sim = env.simulator
         if family == "steady":
             return sim.conditions, sim.slot_node.copy()
@@ -115,9 +140,13 @@ def start_state(env: CloudEdgeEnv, family: Family, seed: int) -> State:
     raise RuntimeError(f"no start state for family {family!r} after {EVENT_ATTEMPTS} draws from seed {seed}")
 
 
-def run_policy(env: CloudEdgeEnv, state: State, decide: Decide) -> Outcome:
-    """Play ``decide`` in ``env`` from ``state`` until STOP or truncation; time only the decisions."""
-    obs, info = env.reset(options={"state": state})
+def run_policy(env: CloudEdgeEnv, state: State, decide: Decide, seed: int | None = None) -> Outcome:
+    """Play ``decide`` in ``env`` from ``state`` until STOP or truncation; time only the decisions.
+
+    ``seed`` reseeds the env first: with measured conditions on, the noise the policy sees is then
+    the same on every call (validation scores one model after another on the same states).
+    """
+    obs, info = env.reset(seed=seed, options={"state": state})
     start_ms = info["start_latency_ms"]
     decision_seconds = 0.0
     invalid = 0

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from flows.evaluation.episodes import EpisodeRecord
+from flows.evaluation.episodes import EpisodeRecord, fraction_of_best_known
 
 REPORT_FORMAT = 1
 CI_LEVEL = 0.95
@@ -120,7 +120,7 @@ def _method_stats(method: str, rows: list[EpisodeRecord], best_by_episode: dict[
 
     def fraction(rs: list[EpisodeRecord]) -> float:
         best = sum(max(best_by_episode[(r.seed, r.episode)], 0.0) for r in rs)
-        return sum(r.start_latency_ms - r.end_latency_ms for r in rs) / best if best > 0 else 1.0
+        return fraction_of_best_known(sum(r.start_latency_ms - r.end_latency_ms for r in rs), best)
 
     moves = sum(r.moves for r in rows)
     seconds = sum(r.decision_seconds for r in rows)

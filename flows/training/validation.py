@@ -24,7 +24,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from ceenv.env import CloudEdgeEnv
 from ceenv.search import best_known
 from ceenv.simulator import Simulator
-from flows.evaluation.episodes import Decide, State, run_policy, start_state
+from flows.evaluation.episodes import Decide, State, fraction_of_best_known, run_policy, start_state
 from flows.evaluation.seeds import validation_seed
 from flows.local.paths import write_text_atomic
 
@@ -66,9 +66,10 @@ class Validator:
     def score(self, decide: Decide) -> Score:
         fractions, outcomes = [], []
         for env, states, best_ms in zip(self.envs, self.states, self.best_reduction_ms, strict=True):
-            mine = [run_policy(env, state, decide) for state in states]
+            # Seeded per state: with measured conditions the noise is the same for every model scored.
+            mine = [run_policy(env, state, decide, seed=validation_seed(k)) for k, state in enumerate(states)]
             best = sum(max(b, 0.0) for b in best_ms)
-            fractions.append(sum(o.reduction_ms for o in mine) / best if best > 0 else 1.0)
+            fractions.append(fraction_of_best_known(sum(o.reduction_ms for o in mine), best))
             outcomes.extend(mine)
         return Score(
             fraction_of_best_known=float(np.mean(fractions)),

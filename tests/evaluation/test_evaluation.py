@@ -274,3 +274,45 @@ def test_policies_decide_on_one_torch_thread_and_the_count_is_restored_after_con
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def _record(seed: int, method: str, start: float, end: float) -> Any:
+    from flows.evaluation.episodes import EpisodeRecord
+
+    return EpisodeRecord("7-21", "chain", "steady", seed, 0, method, start, end, 1, 0.0, 0)
+
+
+def test_making_latency_worse_where_nothing_can_be_gained_never_scores_full_marks() -> None:
+    """Seeds 0-3: best-known gains 100 ms, the policy 95. Seed 4: nothing to gain, and the policy makes
+    500 ms into 650. That seed scores 0, not 1.0, so the mean is 0.76 and the gate refuses it."""
+    from flows.evaluation.gate import GateRules, gate
+    from flows.evaluation.report import summarize
+
+    records = []
+    for seed in range(5):
+        best_end = 400.0 if seed < 4 else 500.0
+        records += [
+            _record(seed, "policy", 500.0, 405.0 if seed < 4 else 650.0),
+            _record(seed, "best_known", 500.0, best_end),
+            _record(seed, "greedy", 500.0, 430.0 if seed < 4 else 500.0),
+            _record(seed, "noop", 500.0, 500.0),
+            _record(seed, "random", 500.0, 520.0),
+        ]
+    [group] = summarize(records)
+    assert group.methods["policy"].fraction_of_best_known.mean == pytest.approx(0.76)
+    assert group.methods["noop"].fraction_of_best_known.mean == pytest.approx(0.2)  # it left seed 4 as it was
+    verdict = gate(EvaluationReport(groups=[group]), None, GateRules())
+    assert not verdict.passed and "min_fraction_of_best_known" in {c.rule for c in verdict.checks if not c.passed}
+
+
+def test_a_redrawn_start_state_never_takes_a_training_or_validation_seed() -> None:
+    from flows.evaluation.episodes import redraw_seed
+
+    class Draws:
+        def __init__(self) -> None:
+            self.values = iter([5, VALIDATION_SEED_BASE + 7, TEST_SEED_BASE - 1, TEST_SEED_BASE + 42])
+
+        def integers(self, high: int) -> int:
+            return next(self.values)
+
+    assert redraw_seed(Draws()) == TEST_SEED_BASE + 42  # type: ignore[arg-type]
