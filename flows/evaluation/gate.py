@@ -129,6 +129,25 @@ def _group_checks(group: GroupReport, rules: GateRules) -> list[Check]:
     return checks
 
 
+def _not_like_for_like(ours: GroupReport, theirs: GroupReport) -> str:
+    """Why two reports' group did not start from the same states ('' when they did).
+
+    Start latencies are a deterministic function of the start states, so equal episode counts and
+    equal mean start latencies mean the same seeds and episodes on the same cluster and application;
+    a changed workload (new profiles), other seeds or other episode counts show up here.
+    """
+    mine, other = ours.methods["policy"], theirs.methods["policy"]
+    if (mine.episodes, mine.seeds) != (other.episodes, other.seeds):
+        return (
+            f"the candidate ran {mine.seeds} seeds x {mine.episodes} episodes, the incumbent "
+            f"{other.seeds} seeds x {other.episodes} episodes"
+        )
+    a, b = mine.mean_start_latency_ms, other.mean_start_latency_ms
+    if abs(a - b) > 1e-6 * max(abs(a), abs(b), 1.0):
+        return f"the mean start latency is {a:.3f} ms for the candidate and {b:.3f} ms for the incumbent (other states)"
+    return ""
+
+
 def _incumbent_checks(report: EvaluationReport, incumbent: EvaluationReport | None, rules: GateRules) -> list[Check]:
     if incumbent is None:
         ok = not rules.require_incumbent
@@ -149,6 +168,18 @@ def _incumbent_checks(report: EvaluationReport, incumbent: EvaluationReport | No
         ]
     checks = []
     for group in shared:
+        apart = _not_like_for_like(group, theirs[group.key])
+        if apart:
+            checks.append(
+                Check(
+                    rule="not_worse_than_incumbent",
+                    group=_name(group),
+                    passed=False,
+                    detail=f"not comparable: {apart}; evaluate the incumbent on the candidate's start states "
+                    "(same seeds, episodes, scenario and workload files); the pipeline does so itself",
+                )
+            )
+            continue
         ours = group.methods["policy"].mean_end_latency_ms.mean
         limit_ms = theirs[group.key].methods["policy"].mean_end_latency_ms.mean * (
             1 + rules.incumbent_tolerance_pct / 100

@@ -15,15 +15,17 @@ from flows.training.config import ConfigError
 DATA = Path(__file__).resolve().parents[2] / "data"
 
 
-def _stats(method: str, end_ms: float, fraction: float = 0.5, invalid: int = 0) -> MethodStats:
+def _stats(
+    method: str, end_ms: float, fraction: float = 0.5, invalid: int = 0, start_ms: float = 500.0, episodes: int = 10
+) -> MethodStats:
     e = lambda v: Estimate(mean=v, ci_low=v, ci_high=v)  # noqa: E731
     return MethodStats(
         method=method,
-        episodes=10,
+        episodes=episodes,
         seeds=5,
         mean_end_latency_ms=e(end_ms),
         p95_end_latency_ms=end_ms,
-        mean_start_latency_ms=500.0,
+        mean_start_latency_ms=start_ms,
         reduction_pct=e(100 * (1 - end_ms / 500)),
         fraction_of_best_known=e(fraction),
         moves_per_episode=e(3.0),
@@ -37,12 +39,14 @@ def _report(
     fraction: float = 0.95,
     invalid: int = 0,
     workloads: tuple[str, ...] = ("chain",),
+    start_ms: float = 500.0,
+    episodes: int = 10,
     **baselines_ms: float,
 ) -> EvaluationReport:
     ends = {"noop": 500.0, "random": 450.0, "greedy": 190.0, "best_known": 180.0, **baselines_ms}
     groups = []
     for w in workloads:
-        methods = {"policy": _stats("policy", policy_ms, fraction, invalid)}
+        methods = {"policy": _stats("policy", policy_ms, fraction, invalid, start_ms, episodes)}
         methods.update({m: _stats(m, v) for m, v in ends.items()})
         groups.append(GroupReport(scenario="13-29", workload=w, family="steady", methods=methods))
     return EvaluationReport(groups=groups)
@@ -90,6 +94,20 @@ CASES = [
         "fails_when_incumbent_shares_no_group",
         _report(),
         _report(workloads=("aggregator_parallel",)),
+        GateRules(),
+        {"not_worse_than_incumbent"},
+    ),
+    (
+        "fails_when_the_incumbent_was_evaluated_on_other_start_states",
+        _report(policy_ms=150.0),
+        _report(policy_ms=200.0, start_ms=480.0),  # better candidate, but not like for like
+        GateRules(),
+        {"not_worse_than_incumbent"},
+    ),
+    (
+        "fails_when_the_incumbent_ran_other_episode_counts",
+        _report(policy_ms=150.0),
+        _report(policy_ms=200.0, episodes=20),
         GateRules(),
         {"not_worse_than_incumbent"},
     ),
