@@ -2,8 +2,9 @@
 
 muBench describes each service by its ``external_services`` (a list of *groups* that run in
 parallel; inside a group the listed ``services`` are called one after another, at most ``seq_len``
-of them, each with an optional ``probabilities`` entry) and its ``internal_service`` (one function:
-the older ``{"compute_pi": {"mean_bandwidth": kB, "range_complexity": [a, b]}}`` form, the current
+of them, each with an optional ``probabilities`` entry; entries for services not in the group are
+ignored, as muBench ignores them) and its ``internal_service`` (one function: the older
+``{"compute_pi": {"mean_bandwidth": kB, "range_complexity": [a, b]}}`` form, the current
 ``{"loader": {"cpu_stress": …, "memory_stress": …, "disk_stress": …, "mean_response_size": kB}}``
 form, or any other single function). A work model carries no execution times, so they are supplied
 separately (service → {cpu_type: ms}, e.g. from profile ingestion). Probabilities: the simulator
@@ -54,9 +55,9 @@ def _probabilities(r: Reader, group: Mapping[str, Any], path: str, services: lis
     raw = r.mapping(group.get("probabilities", {}), child(path, "probabilities"), "an object service -> probability")
     out: dict[str, float] = {}
     for name, value in raw.items():
+        if name not in services:  # muBench looks up only the group's services; published models carry extras
+            continue
         value_path = child(child(path, "probabilities"), name)
-        if name not in services:
-            raise r.fail(value_path, "probability for a service not listed in the group", name, f"one of {services}")
         p = r.number(value, value_path, "a probability between 0 and 1")
         if p > 1.0:
             raise r.fail(value_path, "wrong value", value, "a probability between 0 and 1")

@@ -138,7 +138,7 @@ def import_mubench(
 
     try:
         written = import_workmodel(workmodel, times, out, entry=entry, client=client, rps=rps)
-    except (ScenarioError, FileExistsError) as err:
+    except (ScenarioError, OSError) as err:  # OSError: --out exists or cannot be written (the message names it)
         raise _fail(err) from None
     console.print(f"wrote {written}")
 

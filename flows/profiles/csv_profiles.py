@@ -4,13 +4,16 @@ A CSV profile has a header line naming its columns, in any order: ``service``, w
 (``cpu_type``, or ``node_type`` / ``node`` mapped to a CPU type through the scenario and the
 optional node table), ``execution_time_ms`` and optionally ``count`` (the row is the mean of that
 many measurements; default 1). Other columns are ignored. Structural problems (empty file, missing
-columns, unparsable numbers, unknown nodes) raise :class:`ProfileError` at once; value problems
-(empty cells, negative or absurd times) are left to the validation step, which reports every
-offending row. Used by :mod:`flows.profiles.ingest`.
+columns, a row with more fields than the header, unparsable or non-finite numbers such as ``nan``,
+``inf`` or ``1e400``, unknown nodes) raise :class:`ProfileError` at once; value problems (empty
+cells, negative or absurd times) are left to the validation step, which reports every offending
+row. Used by :mod:`flows.profiles.ingest`.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,19 +29,42 @@ if TYPE_CHECKING:
 LOCATION_COLUMNS = ("cpu_type", "node_type", "node")
 
 
+def _check_field_counts(path: Path, text: str) -> None:
+    """A row with more fields than the header (often a trailing comma) would shift pandas' columns."""
+    reader = csv.reader(io.StringIO(text), skipinitialspace=True)
+    header: list[str] | None = None
+    for row in reader:
+        if not row:  # blank line, skipped as pandas does
+            continue
+        if header is None:
+            header = row
+        elif len(row) > len(header):
+            raise ProfileError(
+                f"{path}:{reader.line_num}: {len(row)} fields but the header names {len(header)} columns; "
+                "delete the extra value (or the trailing comma), or name the column in the header"
+            )
+
+
 def _read_frame(path: Path) -> pd.DataFrame:
     import pandas as pd
 
     if not path.is_file():
         raise ProfileError(f"{path}: file not found; pass an existing CSV profile")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ProfileError(
+            f"{path}: not a readable CSV file ({err}); expected UTF-8 comma-separated values with a header"
+        ) from None
+    try:
+        _check_field_counts(path, text)
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False)
     except pd.errors.EmptyDataError:
         raise ProfileError(
             f"{path}: file is empty; expected a header line such as "
             "'service,cpu_type,execution_time_ms' and one row per measurement"
         ) from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+    except (pd.errors.ParserError, csv.Error) as err:
         raise ProfileError(
             f"{path}: not a readable CSV file ({err}); expected comma-separated values with a header"
         ) from None
@@ -62,11 +88,16 @@ def _number(text: str, where: str, column: str) -> float:
     if text.strip() == "":
         return math.nan
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ProfileError(
             f"{where}: column {column!r}: not a number: {text!r}; write a plain number such as 12.5"
         ) from None
+    if not math.isfinite(value):
+        raise ProfileError(
+            f"{where}: column {column!r}: not a finite number: {text!r}; write a plain number such as 12.5"
+        )
+    return value
 
 
 def _cpu_type(text: str, location: str, where: str, resolver: CpuTypeResolver) -> int | None:

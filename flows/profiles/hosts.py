@@ -87,9 +87,11 @@ def _read_csv_table(path: Path, text: str) -> dict[str, int]:
 
 
 def load_node_types(path: Path) -> dict[str, int]:
-    """Read a node/host → CPU type table: JSON ``{"host": 0}`` or CSV with columns ``node,cpu_type``."""
+    """Read a node/host → CPU type table: JSON ``{"host": 0}`` or CSV with columns ``node,cpu_type``.
+
+    UTF-8, with or without a byte-order mark (as spreadsheet programs write it)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ProfileError(f"{path}: file not found; pass an existing node → CPU type table") from None
     except (OSError, UnicodeDecodeError) as err:

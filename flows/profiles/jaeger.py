@@ -4,15 +4,17 @@ Input is what ``GET /api/traces`` returns: ``{"data": [{"traceID", "spans": [{"t
 "operationName", "references": [{"refType", "traceID", "spanID"}], "startTime" (µs), "duration"
 (µs), "processID", "tags"}], "processes": {"p1": {"serviceName", "tags"}}}]}``. Spans are grouped
 into *invocations*: an entry span (whose parent is in another service, or which has no parent)
-plus its descendants in the same service. An invocation's own execution time is the entry span's
-duration minus the union of the intervals of its outgoing calls (the nearest same-service
-``span.kind=client`` span around a child in another service, else that child span), clipped to the
-entry span, so parallel calls are not counted twice and network time is not charged to the
-caller. The host comes from the process tags (``k8s.node.name``, ``node.name``, ``hostname``,
-``host.name``, or a chosen key) and maps to a CPU type through :class:`CpuTypeResolver`.
-Duplicate span ids (first kept), spans of unknown processes, orphan invocations (parent span
-missing, as in sampled or truncated traces) and non-positive own times are dropped and counted in
-the :class:`SpanReport`; reference cycles and unmapped hosts are errors. Used by
+plus its descendants in the same service, ``CHILD_OF`` or ``FOLLOWS_FROM`` alike (async work of a
+service belongs to the call that started it). An invocation's own execution time is the entry
+span's duration minus the union of the intervals of its outgoing calls (the nearest same-service
+``span.kind=client`` span around a ``CHILD_OF`` child in another service, else that child span),
+clipped to the entry span, so parallel calls are not counted twice and network time is not
+charged to the caller. The host comes from the process tags (``k8s.node.name``, ``node.name``,
+``hostname``, ``host.name``, or a chosen key) and maps to a CPU type through
+:class:`CpuTypeResolver`. Duplicate span ids (first kept), spans of unknown processes, orphan
+invocations (parent span missing, as in sampled or truncated traces) and non-positive own times
+are dropped and counted in the :class:`SpanReport`; reference cycles, unmapped hosts and inputs
+whose spans are all dropped (say, for want of a host tag) are errors. Used by
 :mod:`flows.profiles.ingest`.
 """
 
@@ -212,7 +214,7 @@ def _entry_of(span: Span, spans: Mapping[str, Span], memo: dict[str, str]) -> st
     current = span
     while current.span_id not in memo:
         parent = spans.get(current.parent_id or "")
-        if parent is None or not current.child_of or parent.service != current.service:
+        if parent is None or parent.service != current.service:
             memo[current.span_id] = current.span_id
             break
         trail.append(current.span_id)
@@ -358,5 +360,13 @@ def read_jaeger_profiles(
         raise ProfileError(
             f"Jaeger hosts without a CPU type: {shown}; add them to the --node-types table "
             f'(JSON {{"host": cpu_type}}) or name hosts as scenario nodes {resolver.known_names()}'
+        )
+    if report.spans_total and not report.spans_used:
+        reasons = "; ".join(f"{reason}: {n}" for reason, n in sorted(report.dropped.items()))
+        raise ProfileError(
+            f"{', '.join(report.files)}: none of the {report.spans_total} Jaeger spans gave a measurement "
+            f"(dropped spans by reason: {reasons}); if the processes name their host under another tag than "
+            f"{', '.join(options.host_tags)}, pass --host-tag KEY, and map those hosts to CPU types with "
+            "--node-types"
         )
     return make_table(rows), report

@@ -2,12 +2,15 @@
 
 :func:`import_workmodel` reads a muBench work model (:mod:`ceenv.mubench`, both the ``compute_pi``
 and ``loader`` forms) and per-service execution times by CPU type, and writes the REACH
-call-pattern file; it never overwrites. Part of profile ingestion (stage 1): a work model plus
-measured times is a workload.
+call-pattern file, whole or not at all; it never overwrites, not even a file that appears while it
+writes. Part of profile ingestion (stage 1): a work model plus measured times is a workload.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,34 @@ def load_execution_times(path: Path) -> dict[str, dict[int, float]]:
     return result
 
 
+def _cannot_write(out: Path, err: OSError, temporary: str = "") -> OSError:
+    shown = err.filename is not None and str(err.filename) not in (str(out), temporary)
+    where = f" ({err.filename})" if shown else ""
+    return OSError(f"cannot write {out}: {err.strerror or err}{where}; choose a writable --out path")
+
+
+def write_new_file(out: Path, text: str) -> None:
+    """Write ``text`` to ``out`` whole or not at all, never replacing a file (not even one that appears
+    while we write): a temporary file in the same folder is hard-linked to ``out``, which fails if
+    ``out`` exists, then removed. Raises :class:`FileExistsError` or :class:`OSError` naming ``out``."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as err:
+        raise _cannot_write(out, err) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.link(tmp, out)
+    except FileExistsError:
+        raise FileExistsError(f"{out} exists; choose another --out (reach never overwrites a workload)") from None
+    except OSError as err:
+        raise _cannot_write(out, err, tmp) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def import_workmodel(workmodel: Path, times: Path, out: Path, **options: Any) -> Path:
     """Write the REACH call-pattern file of a muBench work model; refuses to overwrite ``out``."""
     import json
@@ -49,8 +80,5 @@ def import_workmodel(workmodel: Path, times: Path, out: Path, **options: Any) ->
     workload = load_workmodel(workmodel, load_execution_times(times), execution_source=str(times), **options)
     if out.exists():
         raise FileExistsError(f"{out} exists; choose another --out (reach never overwrites a workload)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(workload_to_json(workload), indent=2) + "\n")
-    tmp.replace(out)
+    write_new_file(out, json.dumps(workload_to_json(workload), indent=2) + "\n")
     return out

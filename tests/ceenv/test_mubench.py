@@ -138,3 +138,21 @@ def test_non_json_work_model_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_text("s0: {not json")
     with pytest.raises(ScenarioError, match="not valid JSON"):
         load_workmodel(bad, TIMES_MS)
+
+
+def test_probabilities_of_services_outside_the_group_are_ignored_as_mubench_does() -> None:
+    # as in muBench's examples/workmodelC-multi.json: s0's group lists s1 and s3 but has a probability for s2 too
+    raw = {
+        "s0": {
+            "external_services": [
+                {"seq_len": 100, "services": ["s1", "s3"], "probabilities": {"s1": 0.5, "s2": 0.5, "s3": 1}}
+            ]
+        },
+        "s1": {"external_services": [{"seq_len": 100, "services": ["s2"], "probabilities": {"s2": 0.5}}]},
+        "s2": {"external_services": []},
+        "s3": {"external_services": []},
+    }
+    models = parse_workmodel(raw, "wm.json")
+    assert [(c.service, c.probability) for c in models["s0"].groups[0]] == [("s1", 0.5), ("s3", 1.0)]
+    workload = workmodel_to_workload(models, "wm.json", TIMES_MS)
+    assert _shape(workload.endpoints[0].groups) == [[("s0", [[("s1", [[("s2", [])]]), ("s3", [])]])]]

@@ -104,3 +104,69 @@ def test_bad_node_type_tables_are_clear_errors(tmp_path: Path, content: str, suf
     file.write_text(content)
     with pytest.raises(ProfileError, match=message):
         load_node_types(file)
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "text"),
+    [
+        ("aggregator,nan,5", "cpu_type", "nan"),
+        ("aggregator,inf,5", "cpu_type", "inf"),
+        ("aggregator,1e400,5", "cpu_type", "1e400"),
+        ("aggregator,0,nan", "execution_time_ms", "nan"),
+        ("aggregator,0,-inf", "execution_time_ms", "-inf"),
+        ("aggregator,0,1e400", "execution_time_ms", "1e400"),
+    ],
+)
+def test_non_finite_numbers_are_a_clear_error_naming_line_and_column(
+    tmp_path: Path, resolver: CpuTypeResolver, row: str, column: str, text: str
+) -> None:
+    file = tmp_path / "p.csv"
+    file.write_text(f"service,cpu_type,execution_time_ms\n{row}\n")
+    with pytest.raises(ProfileError) as err:
+        read_csv_profile(file, resolver)
+    assert f"p.csv:2: column {column!r}: not a finite number: {text!r}; write a plain number" in str(err.value)
+
+
+def test_infinite_count_is_a_clear_error(tmp_path: Path, resolver: CpuTypeResolver) -> None:
+    file = tmp_path / "p.csv"
+    file.write_text("service,cpu_type,execution_time_ms,count\naggregator,0,5,3\naggregator,0,5,inf\n")
+    with pytest.raises(ProfileError, match=r"p.csv:3: column 'count': not a finite number: 'inf'"):
+        read_csv_profile(file, resolver)
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("aggregator,0,5,\n", 2),  # a trailing comma on every row made pandas shift the columns
+        ("aggregator,0,5\n\ndb,0,2,7\n", 4),  # the line is counted with the blank one
+    ],
+)
+def test_a_row_with_more_fields_than_the_header_names_its_line(
+    tmp_path: Path, resolver: CpuTypeResolver, body: str, line: int
+) -> None:
+    file = tmp_path / "p.csv"
+    file.write_text("service,cpu_type,execution_time_ms\n" + body)
+    with pytest.raises(ProfileError, match=rf"p.csv:{line}: 4 fields but the header names 3 columns; delete"):
+        read_csv_profile(file, resolver)
+
+
+def test_a_trailing_comma_on_the_header_too_keeps_the_columns_in_place(
+    tmp_path: Path, resolver: CpuTypeResolver
+) -> None:
+    file = tmp_path / "p.csv"
+    file.write_text("service,cpu_type,execution_time_ms,\naggregator,1,5,\n")
+    table = read_csv_profile(file, resolver)
+    assert (table.loc[0, "service"], table.loc[0, "cpu_type"], table.loc[0, "execution_time_ms"]) == (
+        "aggregator",
+        1,
+        5.0,
+    )
+
+
+def test_node_type_tables_with_a_byte_order_mark_load(tmp_path: Path) -> None:
+    csv_table = tmp_path / "nodes.csv"
+    csv_table.write_text("node,cpu_type\nhost-a,2\n", encoding="utf-8-sig")
+    json_table = tmp_path / "nodes.json"
+    json_table.write_text('{"host-b": 1}', encoding="utf-8-sig")
+    assert load_node_types(csv_table) == {"host-a": 2}
+    assert load_node_types(json_table) == {"host-b": 1}

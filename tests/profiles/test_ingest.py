@@ -120,3 +120,19 @@ def test_jaeger_ingest_with_percentiles_and_keep_current(tmp_path: Path, scenari
 def test_no_temporary_directory_is_left_behind(tmp_path: Path) -> None:
     ingest_profiles(CSV_INPUTS, SCENARIO, WORKLOADS, tmp_path / "ds")
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+
+
+def test_the_pipeline_validation_artifact_lists_each_check_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.pipeline as pipeline
+
+    published: list[str] = []
+    monkeypatch.setattr(pipeline, "create_markdown_artifact", lambda markdown, **_: published.append(markdown))
+    params = pipeline.PipelineParams(profiles_csv=[str(p) for p in EXAMPLE_CSVS])
+    pipeline.ingest_profiles.fn(params, SCENARIO, WORKLOADS[0], tmp_path)
+    (markdown,) = published
+    lines = markdown.splitlines()[2:]
+    assert "- PASS at least one measurement" in lines
+    assert "- PASS every (service, CPU type) cell of the workload is measured" in lines
+    assert all(line.startswith("- PASS ") and "{" not in line for line in lines)

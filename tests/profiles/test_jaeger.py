@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,53 @@ def test_children_outside_the_parent_are_clipped_to_it() -> None:
     kid = _span("k", 90, 150, "p", service="b")
     spans = {s.span_id: s for s in (entry, kid)}
     assert own_time_us(entry, [entry], {"p": [kid]}, spans) == 90
+
+
+def _trace_file(tmp_path: Path, spans: list[dict[str, object]], host_tags: dict[str, str]) -> Path:
+    tags = [{"key": k, "type": "string", "value": v} for k, v in host_tags.items()]
+    doc = {
+        "data": [{"traceID": "t1", "spans": spans, "processes": {"p1": {"serviceName": "aggregator", "tags": tags}}}]
+    }
+    path = tmp_path / "traces.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _raw_span(
+    span_id: str, start_ms: float, duration_ms: float, parent: str | None = None, ref: str = "CHILD_OF"
+) -> dict[str, object]:
+    refs = [{"refType": ref, "traceID": "t1", "spanID": parent}] if parent else []
+    return {
+        "traceID": "t1",
+        "spanID": span_id,
+        "operationName": "op",
+        "references": refs,
+        "startTime": 1_700_000_000_000_000 + int(start_ms * 1000),
+        "duration": int(duration_ms * 1000),
+        "processID": "p1",
+        "tags": [{"key": "span.kind", "type": "string", "value": "server" if parent is None else "internal"}],
+    }
+
+
+def test_a_same_service_follows_from_span_belongs_to_the_invocation_it_follows(
+    tmp_path: Path, resolver: CpuTypeResolver
+) -> None:
+    # async work (3 ms) that FOLLOWS_FROM the aggregator's server span (10 ms) is no call of its own
+    spans = [_raw_span("s1", 0, 10), _raw_span("s2", 12, 3, parent="s1", ref="FOLLOWS_FROM")]
+    table, report = read_jaeger_profiles([_trace_file(tmp_path, spans, {"hostname": "cloud-1"})], resolver)
+    assert list(table["execution_time_ms"]) == [10.0]
+    assert (report.invocations, report.spans_used) == (1, 2)
+
+
+def test_traces_without_host_tags_are_an_error_naming_the_reason_and_the_options(
+    tmp_path: Path, resolver: CpuTypeResolver
+) -> None:
+    path = _trace_file(tmp_path, [_raw_span("s1", 0, 10)], {"ip": "10.0.0.7"})
+    with pytest.raises(ProfileError) as err:
+        read_jaeger_profiles([path], resolver)
+    message = str(err.value)
+    assert "traces.json: none of the 1 Jaeger spans gave a measurement" in message
+    assert "no host tag (k8s.node.name, node.name, hostname, host.name) on the process: 1" in message
+    assert "--host-tag KEY" in message and "--node-types" in message
+    fixed = read_jaeger_profiles([path], CpuTypeResolver(user_table={"10.0.0.7": 0}), JaegerOptions(host_tags=("ip",)))
+    assert list(fixed[0]["execution_time_ms"]) == [10.0]

@@ -29,6 +29,14 @@ def test_shipped_csv_examples_pass_every_check() -> None:
     assert len(outcome.summary) == 12
 
 
+def test_no_check_is_one_that_cannot_fail() -> None:
+    # the readers refuse files without the required columns, and the table always has them, so a GX column
+    # check would always pass and only pad the report
+    outcome = _validate(EXAMPLE_CSVS)
+    assert "expect_table_columns_to_match_set" not in {c.expectation for c in outcome.checks}
+    assert not any("columns" in c.check for c in outcome.checks)
+
+
 def test_shipped_jaeger_example_passes_with_its_node_table() -> None:
     inputs = ProfileInputs(jaeger=(EXAMPLES / "jaeger_traces.json",), node_types=EXAMPLES / "node_types.json")
     run = validate_profiles(inputs, SCENARIO, SEQUENTIAL, reports_dir=None)
