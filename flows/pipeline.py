@@ -8,7 +8,10 @@ mapped tasks in a subflow whose task runner the ``task_runner`` parameter picks
 whose workers span machines).
 Every run publishes artifacts (validation summary, evaluation table and plots, gate verdict) so
 the dashboard shows why a model was or was not packaged. A failed validation fails the run; a
-refused gate completes it without packaging; nothing deployed is touched either way.
+refused gate completes it without packaging; nothing deployed is touched either way. Settings the
+run could only fail on later (scenario files, evaluation families and seeds, training config, gate
+rules, a ``run_dir`` holding another run's files) fail it before any work (:func:`check_run`), and
+each run writes into a folder of its own (:func:`new_run_dir`).
 """
 
 from __future__ import annotations
@@ -76,7 +79,11 @@ class PipelineParams(BaseModel):
     )
     gate_rules: str = Field("default", description="Gate rules: a name under data/gate or a JSON path.")
     package: bool = Field(True, description="Package a passing policy as a bento.")
-    run_dir: str | None = Field(None, description="Where this run writes (default out/runs/<time>).")
+    run_dir: str | None = Field(
+        None,
+        description="Where this run writes: a new or empty folder (another run's outputs are refused); default: a "
+        "new out/runs/<time> folder of its own.",
+    )
     task_runner: str = Field(
         "default",
         description="Where the evaluation fan-out runs: default (Prefect's thread pool), dask (a local Dask "
@@ -101,6 +108,19 @@ class PipelineParams(BaseModel):
 
         return check_runner_spec(value)
 
+    @field_validator("eval_seeds")
+    @classmethod
+    def _held_out_seeds(cls, value: list[int]) -> list[int]:
+        """Distinct seeds of the held-out range: refused with the parameters, not after training."""
+        from flows.evaluation.seeds import MAX_TEST_SEED
+
+        if len(set(value)) != len(value):
+            raise ValueError(f"eval_seeds {value} contain duplicates; pass distinct evaluation seeds")
+        outside = [s for s in value if not 0 <= s <= MAX_TEST_SEED]
+        if outside:
+            raise ValueError(f"eval_seeds {outside} are outside 0..{MAX_TEST_SEED}; pick seeds in that range")
+        return value
+
     def evaluation_settings(self) -> dict[str, Any]:
         """The settings the evaluation report records (the gate's report: seeds, episodes, families, planning)."""
         return {"seeds": self.eval_seeds, "episodes": self.eval_episodes, "families": self.families, **self.planning()}
@@ -113,6 +133,50 @@ class PipelineParams(BaseModel):
 def _config_path(value: str, folder: str) -> Path:
     path = Path(value)
     return path if path.suffix == ".json" else data_dir() / folder / f"{value}.json"
+
+
+def _train_overrides(params: PipelineParams) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in (("total_timesteps", params.total_timesteps), ("max_wall_seconds", params.max_wall_seconds))
+        if v is not None
+    }
+
+
+def _policy_source(policy_from: str) -> Path:
+    """``policy_from`` as given, or relative to the repository (``data/policies/general-v4`` from any folder)."""
+    source = Path(policy_from)
+    return source if source.is_absolute() or source.exists() else repo_root() / source
+
+
+def new_run_dir(run_dir: str | None) -> Path:
+    """The run's folder, created now and holding no other run's files.
+
+    An explicit ``run_dir`` must be new or empty (a second run there would mix its model, report and
+    verdict with the first one's). The default is ``out/runs/<time>``, suffixed ``-2``, ``-3``… when
+    another run took that second: ``mkdir`` claims a name atomically, so concurrent runs never share one.
+    """
+    if run_dir:
+        folder = Path(run_dir)
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise ValueError(
+                f"run_dir {folder} already exists and is not an empty folder (another run's outputs?); pass a new "
+                "or empty folder, or leave run_dir null for a new out/runs/<time> folder"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    root = out_dir() / "runs"
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    n = 1
+    while True:
+        folder = root / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            n += 1
+            continue
+        return folder
 
 
 @task
@@ -134,22 +198,50 @@ def ingest_profiles(params: PipelineParams, scenario_dir: Path, workload_file: P
     checks = run.report.get("checks", [])
     create_markdown_artifact(
         "# Profile validation (Great Expectations)\n\n"
-        + "\n".join(f"- {'PASS' if c.get('success') else 'FAIL'} {c.get('name', c)}" for c in checks),
+        + "\n".join(f"- {'PASS' if c['success'] else 'FAIL'} {c['check']}" for c in checks),
         key="profile-validation",
         description="GX validation summary of the ingested profiles",
     )
     return dataset / workload_file.name
 
 
-@task
-def validate_scenario(scenario_dir: Path, workload_file: Path) -> str:
-    """Validate the scenario and workload files (ceenv's checks); fail the run with every problem."""
+def check_files(scenario_dir: Path, workload_file: Path) -> str:
+    """Validate the scenario and workload files (ceenv's checks); raise ``ValueError`` with every problem."""
     from flows.evaluation.placements import validate_files
 
     problems, summary = validate_files(str(scenario_dir), str(workload_file))
     if problems:
         raise ValueError("invalid scenario or workload:\n" + "\n".join(problems))
     return summary
+
+
+@task
+def validate_scenario(scenario_dir: Path, workload_file: Path) -> str:
+    """Validate the scenario and workload files (ceenv's checks); fail the run with every problem."""
+    return check_files(scenario_dir, workload_file)
+
+
+def check_run(params: PipelineParams, scenario_dir: Path, workload_file: Path) -> None:
+    """Refuse, before any work (a run folder, ingestion, training), settings the run could only fail on later.
+
+    The scenario and workload files (every problem: :func:`check_files`), the
+    evaluation settings (a family this cluster and application cannot have, bad seeds), the training
+    config (or the ``policy_from`` artefact's metadata) and the gate rules; each error is a ``ValueError``
+    naming the problem and the fix.
+    """
+    from flows.evaluation.gate import load_gate_rules
+    from flows.evaluation.units import check_evaluation
+    from flows.training.config import load_train_config
+
+    check_files(scenario_dir, workload_file)
+    check_evaluation(scenario_dir, [workload_file], params.families, params.eval_seeds, params.eval_episodes)
+    if params.policy_from is None:
+        load_train_config(_config_path(params.train_config, "train"), **_train_overrides(params))
+    else:
+        from bento.artefact import read_metadata
+
+        read_metadata(_policy_source(params.policy_from))  # PolicyError naming the folder and the fix
+    load_gate_rules(_config_path(params.gate_rules, "gate"))
 
 
 @task
@@ -164,18 +256,12 @@ def train_policy(params: PipelineParams, scenario_dir: Path, workload_file: Path
     if params.policy_from is not None:
         from bento.artefact import retarget_artefact
 
-        source = Path(params.policy_from)
-        source = source if source.is_absolute() or source.exists() else repo_root() / source
+        source = _policy_source(params.policy_from)
         artefact = retarget_artefact(source, scenario_dir, workload_file, run_dir / "training" / "policy")
         get_run_logger().info("adopted %s for %s (no training)", source, scenario_dir.name)
         return {"artefact_dir": str(artefact), "timesteps": 0, "wall_seconds": 0.0, "adopted_from": str(source)}
 
-    overrides = {
-        k: v
-        for k, v in (("total_timesteps", params.total_timesteps), ("max_wall_seconds", params.max_wall_seconds))
-        if v is not None
-    }
-    config = load_train_config(_config_path(params.train_config, "train"), **overrides)
+    config = load_train_config(_config_path(params.train_config, "train"), **_train_overrides(params))
     result = train(config, scenario_dir, workload_file, run_dir / "training", progress=False)
     get_run_logger().info(
         "trained %d steps in %.0f s; best validation fraction %.3f",
@@ -290,10 +376,10 @@ def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     from flows.evaluation.runner import evaluate_on
 
     params = params or PipelineParams()
-    run_dir = Path(params.run_dir) if params.run_dir else out_dir() / "runs" / time.strftime("%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True, exist_ok=True)
     scenario_dir = resolve_scenario(params.scenario)
     workload_file = resolve_workload(params.workload, scenario_dir)
+    check_run(params, scenario_dir, workload_file)  # before any work: not after training
+    run_dir = new_run_dir(params.run_dir)
     clock = _StepClock()
     if params.profiles_csv or params.profiles_jaeger:
         workload_file = ingest_profiles(params, scenario_dir, workload_file, run_dir)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from bento import planning_settings as planning
+
+if TYPE_CHECKING:
+    from flows.training.config import TrainConfig
 
 
 def _data(relative: str) -> Path:
@@ -61,18 +64,28 @@ def train_command(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a policy; Ctrl-C stops cleanly and keeps the best model so far."""
-    from flows.training import ConfigError, load_train_config, train
+    from bento.artefact import PolicyError
+    from flows.training import load_train_config, train
 
     overrides = {
         k: v
         for k, v in {"total_timesteps": timesteps, "seed": seed, "max_wall_seconds": max_wall_seconds}.items()
         if v is not None
     }
-    try:
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out} is a file; pass a directory for the run (policy/, tensorboard/, training_curve.csv)")
+    try:  # every input checked before --out is created (ConfigError and ScenarioError are ValueErrors)
         cfg = load_train_config(config or _data("train/default.json"), **overrides)
-    except ConfigError as err:
+        _check_training_inputs(cfg, scenario, workload)
+    except (PolicyError, ValueError) as err:
         raise _fail(str(err)) from None
-    result = train(cfg, scenario, workload, out, progress=progress)
+    created = not out.exists()
+    try:
+        result = train(cfg, scenario, workload, out, progress=progress)
+    except (PolicyError, ValueError) as err:  # e.g. an init_from network that does not fit the config
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused before training wrote anything: leave no empty --out behind
+        raise _fail(str(err)) from None
     state = (
         "interrupted (Ctrl-C)"
         if result.interrupted
@@ -85,6 +98,24 @@ def train_command(
         f"fraction of the best-known reduction {result.best_fraction_of_best_known:.3f} at {result.best_timesteps} steps; "
         f"artefact: {result.artefact_dir}"
     )
+
+
+def _check_training_inputs(cfg: TrainConfig, scenario: Path, workload: Path) -> None:
+    """Load the scenario, the workload and the config's ``init_from`` artefact as training will; raise
+    ``ScenarioError`` or ``PolicyError`` naming the file and the fix."""
+    from bento.artefact import PolicyError, load_artefact
+    from ceenv.scenario import load_scenario
+    from ceenv.workload import load_workload
+    from flows.local.paths import repo_root
+
+    load_workload(workload, load_scenario(scenario))
+    if cfg.init_from is not None:
+        source = Path(cfg.init_from)  # as flows.training.trainer resolves it: a repository path from any folder
+        source = source if source.is_absolute() or source.exists() else repo_root() / source
+        try:
+            load_artefact(source)
+        except PolicyError as err:
+            raise PolicyError(f"init_from {cfg.init_from}: {err}") from None
 
 
 def train_general_command(
@@ -214,11 +245,16 @@ def gate_command(
     rules: Annotated[Path | None, typer.Option(help="Gate rules JSON; default: data/gate/default.json.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the verdict as JSON here.")] = None,
 ) -> None:
-    """Apply the gate; exit 0 when the candidate passes, 1 when it is refused."""
+    """Apply the gate; exit 0 when the candidate passes, 1 when it is refused, 2 on bad input."""
     from flows.evaluation.gate import gate, load_gate_rules
     from flows.evaluation.report import EvaluationReport
+    from flows.local.paths import write_text_atomic
     from flows.training.config import ConfigError, read_config
 
+    if out is not None and out.is_dir():
+        raise _fail(f"--out {out} is a folder; pass a file path for the verdict JSON, e.g. {out / 'verdict.json'}")
+    if out is not None and not out.parent.is_dir():
+        raise _fail(f"--out {out}: folder {out.parent} does not exist; create it or write the verdict elsewhere")
     try:
         verdict = gate(
             read_config(EvaluationReport, report),
@@ -231,7 +267,7 @@ def gate_command(
         typer.echo(line)
     typer.echo(verdict.summary())
     if out is not None:
-        out.write_text(json.dumps(verdict.model_dump(mode="json"), indent=1))
+        write_text_atomic(out, json.dumps(verdict.model_dump(mode="json"), indent=1))
     raise typer.Exit(code=0 if verdict.passed else 1)
 
 

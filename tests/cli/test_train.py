@@ -195,3 +195,65 @@ def test_evaluate_finds_the_artefacts_cluster_from_any_folder(tmp_path: Path, mo
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (tmp_path / "here" / "report.json").is_file()
+
+
+def _stored_report(tmp_path: Path) -> Path:
+    """The shipped general policy's stored evaluation report as a report.json (no evaluation run needed)."""
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(json.loads((GENERAL / "metadata.json").read_text())["evaluation_report"]))
+    return report
+
+
+def test_gate_refuses_an_out_path_in_a_missing_folder_before_gating(tmp_path: Path) -> None:
+    report = _stored_report(tmp_path)
+    missing = tmp_path / "nodir" / "verdict.json"
+    result = CliRunner().invoke(_app(), ["gate", "--report", str(report), "--out", str(missing)])
+    assert result.exit_code == 2, result.output  # 1 means "refused by the gate"; this is bad input
+    assert f"folder {missing.parent} does not exist" in result.output and "Traceback" not in result.output
+    assert "checks" not in result.output and not missing.parent.exists()  # refused before gating
+    folder = CliRunner().invoke(_app(), ["gate", "--report", str(report), "--out", str(tmp_path)])
+    assert folder.exit_code == 2 and "is a folder" in folder.output
+    written = tmp_path / "verdict.json"
+    gated = CliRunner().invoke(_app(), ["gate", "--report", str(report), "--out", str(written)])
+    assert gated.exit_code in (0, 1), gated.output
+    assert json.loads(written.read_text())["passed"] == (gated.exit_code == 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "verdict.json"]  # no temporary file left
+
+
+def _train(tmp_path: Path, scenario: Path, config: dict[str, object]) -> tuple[int, str]:
+    file = tmp_path / "config.json"
+    file.write_text(json.dumps(config))
+    result = CliRunner().invoke(
+        _app(),
+        ["train", "--scenario", str(scenario), "--workload", str(workload_file("chain")),
+         "--out", str(tmp_path / "run"), "--config", str(file), "--no-progress"],
+    )  # fmt: skip
+    return result.exit_code, result.output
+
+
+TINY_CLI = {"total_timesteps": 64, "n_envs": 1, "n_steps": 64, "batch_size": 64, "eval_episodes": 1}
+
+
+@pytest.mark.parametrize(
+    ("scenario", "config", "message"),
+    [
+        ("nope", TINY_CLI, "nope: $: not a directory"),
+        ("7-21", {**TINY_CLI, "init_from": "/nonexistent/policy"}, "init_from /nonexistent/policy: "),
+    ],
+)
+def test_train_refuses_a_bad_scenario_or_init_from_before_creating_out(
+    tmp_path: Path, scenario: str, config: dict[str, object], message: str
+) -> None:
+    code, output = _train(tmp_path, tmp_path / scenario if scenario == "nope" else scenario_dir(scenario), config)
+    assert code == 2, output
+    assert message in output and "Traceback" not in output
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_an_init_from_network_that_does_not_fit_and_leaves_no_out_behind(tmp_path: Path) -> None:
+    """The artefact loads (checked up front) but its pod_node network does not fit a gain_biased config: that shows
+    only when training builds the model, after it created --out; the empty folder is removed."""
+    code, output = _train(tmp_path, scenario_dir("7-21"), {**TINY_CLI, "init_from": str(GENERAL)})
+    assert code == 2, output
+    assert "does not fit this config" in output and "Traceback" not in output
+    assert not (tmp_path / "run").exists()

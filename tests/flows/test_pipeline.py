@@ -8,6 +8,7 @@ sends requests throughout; a bento that never becomes ready is rolled back.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -58,6 +59,80 @@ def test_validate_scenario_task_lists_every_problem(tmp_path: Path) -> None:
     (broken / "services.json").write_text("[]")
     with pytest.raises(ValueError, match=r"nodes.json.*\n.*services.json"):
         validate_scenario.fn(broken, workload_file("chain"))
+
+
+def test_eval_seeds_that_cannot_give_a_whole_evaluation_are_refused_with_the_parameters() -> None:
+    with pytest.raises(ValidationError, match=r"eval_seeds \[0, 0, 150\] contain duplicates"):
+        PipelineParams(eval_seeds=[0, 0, 150], families=["traffic_surge"])
+    with pytest.raises(ValidationError, match=r"eval_seeds \[150\] are outside 0..99"):
+        PipelineParams(eval_seeds=[0, 150])
+
+
+class _Trained(Exception):
+    """Raised by the stand-in training task: the run got as far as training."""
+
+
+@pytest.fixture
+def stop_at_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Path]:
+    """Run the flow's body (``reach_pipeline.fn``, no Prefect server) up to training; return the run folders it
+    reached training with. The default run folders go under ``tmp_path/out``."""
+    from flows import pipeline
+
+    reached: list[Path] = []
+
+    def train_policy(params: PipelineParams, scenario_dir: Path, workload_file: Path, run_dir: Path) -> None:
+        reached.append(run_dir)
+        raise _Trained
+
+    monkeypatch.setattr(pipeline, "validate_scenario", pipeline.check_files)  # the task's body, without Prefect
+    monkeypatch.setattr(pipeline, "train_policy", train_policy)
+    monkeypatch.setenv("REACH_OUT_DIR", str(tmp_path / "out"))
+    return reached
+
+
+def test_a_family_the_cluster_cannot_have_is_refused_before_the_run_folder_and_training(
+    stop_at_training: list[Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    from flows.pipeline import reach_pipeline
+
+    cluster = shutil.copytree(scenario_dir("7-21"), tmp_path / "single-aggregator")
+    services = json.loads((cluster / "services.json").read_text())
+    services["aggregator"]["max-replica"] = 1  # chain calls the aggregator first: nothing can surge
+    (cluster / "services.json").write_text(json.dumps(services))
+    params = PipelineParams(
+        scenario=str(cluster), workload=str(workload_file("chain")), families=["steady", "traffic_surge"],
+        run_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="max-replica is 1"):
+        reach_pipeline.fn(params)
+    assert stop_at_training == [] and not (tmp_path / "run").exists()
+    with pytest.raises(_Trained):  # the same run with a family the cluster can have gets to training
+        reach_pipeline.fn(params.model_copy(update={"families": ["steady"]}))
+    assert stop_at_training == [tmp_path / "run"]
+
+
+def test_every_run_gets_a_folder_of_its_own(stop_at_training: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs in the same second do not share training/best_model.zip and policy/; an explicit run_dir holding
+    another run's files is refused before training."""
+    from flows import pipeline
+
+    monkeypatch.setattr(pipeline.time, "strftime", lambda _format: "20260101-000000")
+    params = PipelineParams(workload="chain")
+    for _ in range(2):
+        with pytest.raises(_Trained):
+            pipeline.reach_pipeline.fn(params)
+    first, second = stop_at_training
+    assert first != second and first.is_dir() and second.is_dir()
+    assert (first.name, second.name) == ("20260101-000000", "20260101-000000-2")
+    (first / "training").mkdir()
+    (first / "training" / "best_model.zip").write_bytes(b"the first run's model")
+    with pytest.raises(ValueError, match=re.escape(f"run_dir {first} already exists and is not an empty folder")):
+        pipeline.reach_pipeline.fn(params.model_copy(update={"run_dir": str(first)}))
+    assert len(stop_at_training) == 2
+    with pytest.raises(_Trained):  # an empty explicit folder is the run's own
+        pipeline.reach_pipeline.fn(params.model_copy(update={"run_dir": str(first.parent / "empty")}))
 
 
 GENERAL = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
