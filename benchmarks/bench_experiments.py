@@ -6,7 +6,7 @@ placement, Istio-shaped metrics) on 127.0.0.1. Per cell (experiment × workload)
 arms from the same start, with the same event at ``--event-at`` s and the same world seed: the
 default scheduler alone (its own placement is recorded and re-applied in the other arms), the
 learned policy (the newest gated bento that can serve the cluster, else ``data/policies/general-v4``
-gated with the default rules and packaged) and the greedy stand-in. Node failure: the busiest
+gated with the quickstart rules, ``arms.GATE_RULES``, and packaged) and the greedy stand-in. Node failure: the busiest
 cloud/edge node's hollow kubelet is killed by PID and the world fails the node at the same moment;
 it is restarted after each arm. Surge: the world's request rate doubles and the aggregator gets two
 more replicas. Everything is measured by the world through Prometheus (Istio's histogram).
@@ -130,8 +130,8 @@ mean against the default scheduler of the same seed, mean over seeds with its 95
 *recovery*: first time after the event from which the successful requests' 5 s-window mean stays
 within 10 % of its level in the 10 s before the event and at most 1 % of requests fail (mean over
 the seeds that recovered). *missed QoS*: requests slower than {qos_ms:g} ms or failed; *failed*:
-response code ≠ 200. *goal*: the learned arm at or above REACH's figure, its interval above 0 and
-not below greedy.
+response code ≠ 200. *goal*: the learned arm at or above REACH's figure, its interval above 0,
+not below greedy, and failing no larger share of requests than the default scheduler (+1 point).
 *Node failure* kills the node's hollow kubelet; Kubernetes declares it NotReady once its lease has
 not been renewed for the controller manager's grace period ({detection}; `--detect-s`), and only
 then can the migrator see it: until then every arm is blind alike.

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from flows.evaluation.gate import Verdict
     from flows.evaluation.report import EvaluationReport
     from flows.evaluation.units import EvalUnit
+    from flows.release.packaging import Incumbent
 
 
 class PipelineParams(BaseModel):
@@ -323,12 +324,48 @@ def publish_evaluation(
 
 
 @task
-def find_incumbent(scenario_dir: Path, workload_file: Path) -> EvaluationReport | None:
-    """The evaluation report of the incumbent of this scenario and workload: the policy serving this cluster,
-    else the newest gated bento that can serve it (never a policy serving another cluster)."""
-    from flows.release.packaging import incumbent_report
+def find_incumbent(scenario_dir: Path, workload_file: Path) -> Incumbent | None:
+    """The incumbent of this scenario and workload: the policy serving this cluster, else the newest gated
+    bento that can serve it (never a policy serving another cluster); its bento, model folder and report."""
+    from flows.release.packaging import find_incumbent as incumbent_of
 
-    return incumbent_report(str(scenario_dir), str(workload_file))
+    return incumbent_of(str(scenario_dir), str(workload_file))
+
+
+def incumbent_on_these_states(
+    found: Incumbent | None, report: EvaluationReport, params: PipelineParams, scenario_dir: Path, workload_file: Path
+) -> EvaluationReport | None:
+    """The incumbent's report on the candidate's start states, for a like-for-like gate.
+
+    Its stored report serves when every group both share started from the same states. Otherwise (other
+    seeds or episodes, or a workload re-profiled since) the incumbent is evaluated again here, on this
+    run's units, playing the planning its report says it played. Should that fail, the stored report
+    goes to the gate, which then refuses the candidate as not comparable: never a guess.
+    """
+    from flows.evaluation import report_from_records
+    from flows.evaluation.gate import not_comparable
+    from flows.evaluation.runner import evaluate_on
+    from flows.evaluation.units import plan_units
+    from flows.release.packaging import evaluated_planning
+
+    if found is None:
+        return None
+    apart = not_comparable(report, found.report)
+    if not apart:
+        return found.report
+    logger = get_run_logger()
+    logger.info("the incumbent %s's report is not like for like (%s): evaluating it on this run's start states",
+                found.bento, "; ".join(apart))  # fmt: skip
+    planning = evaluated_planning(found.report.settings)
+    try:
+        units = plan_units(scenario_dir, [workload_file], params.families, params.eval_seeds,
+                           params.eval_episodes, found.model_dir, **planning)  # fmt: skip
+        records = evaluate_on(params.task_runner, units)
+    except Exception as exc:  # the gate refuses on the stored report; the run says why
+        logger.warning("could not evaluate the incumbent %s on this run's start states: %s", found.bento, exc)
+        return found.report
+    settings = {"seeds": params.eval_seeds, "episodes": params.eval_episodes, "families": params.families, **planning}
+    return report_from_records(found.model_dir, records, settings)
 
 
 @task
@@ -393,7 +430,9 @@ def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     settings = params.evaluation_settings()
     report = publish_evaluation(trained["artefact_dir"], records, settings, run_dir)
     clock.mark("evaluate")
-    incumbent = find_incumbent(scenario_dir, workload_file)
+    incumbent = incumbent_on_these_states(
+        find_incumbent(scenario_dir, workload_file), report, params, scenario_dir, workload_file
+    )
     verdict = gate_policy(report, incumbent, _config_path(params.gate_rules, "gate"))
     clock.mark("gate")
     result: dict[str, Any] = {

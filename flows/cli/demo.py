@@ -94,7 +94,13 @@ def demo(
         typer.Option(help="also copy the summary here (FILE.md and FILE.json), e.g. for benchmarks/bench_demo.py"),
     ] = None,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="start the Prefect dashboard")] = True,
-    keep_migrating: Annotated[bool, typer.Option("--keep-migrating/--stop-migrating")] = True,
+    keep_migrating: Annotated[
+        bool,
+        typer.Option(
+            "--keep-migrating/--stop-migrating",
+            help="after the bounded run, keep a migrator running until `reach down` (--stop-migrating: stop it)",
+        ),
+    ] = True,
 ) -> None:
     """REACH's three stages on the world (profile, train + gate, act); print the summary; leave it running."""
     if ctx.invoked_subcommand is not None:
@@ -125,9 +131,10 @@ def demo(
     typer.echo(f"summary: {result.report_md} and {result.report_json}")
     typer.echo(f"time series: {result.csv}\nplot: {result.plot}\nPrometheus: {result.prometheus_url}")
     if record is not None and result.report_md is not None and result.report_json is not None:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(result.report_md.read_text())
-        record.with_suffix(".json").write_text(result.report_json.read_text())
+        from flows.local.paths import write_text_atomic
+
+        write_text_atomic(record, result.report_md.read_text())
+        write_text_atomic(record.with_suffix(".json"), result.report_json.read_text())
         typer.echo(f"recorded: {record} and {record.with_suffix('.json')}")
     if result.dashboard_url:
         typer.echo(f"Prefect dashboard: {result.dashboard_url}")

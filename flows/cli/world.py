@@ -40,12 +40,15 @@ def measure(
     ] = None,
     max_traces: Annotated[int, typer.Option(help="Trace at most this many requests (the first ones).")] = 1000,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print {requests, mean_ms, p50_ms, p95_ms, p99_ms, twin_ms} as JSON.")
+        bool,
+        typer.Option(
+            "--json", help="Print {requests, failed, unfinished, mean_ms, p50_ms, p95_ms, p99_ms, twin_ms} as JSON."
+        ),
     ] = False,
 ) -> None:
     """Run the world on a placement for SECONDS of emulated time; latency statistics and the twin's number."""
     from ceenv.validation import ScenarioError
-    from flows.loop.world.measure import measure_placement
+    from flows.loop.world.measure import DRAIN_S, measure_placement
     from flows.loop.world.model import WorldError
 
     try:
@@ -53,16 +56,25 @@ def measure(
     except (ScenarioError, WorldError, ValueError) as err:
         errors.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    if result.unfinished:
+        errors.print(
+            f"[bold yellow]warning:[/] {result.unfinished} of the requests that arrived had not finished "
+            f"{DRAIN_S:g} s after the last arrival: the placement is saturated at rps {rps:g}, and the latency "
+            "statistics, of the finished requests only, are too low; lower --rps or give the services more replicas",
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
         print(json.dumps(result.to_json()))
         return
     table = Table(
         title=f"World ({'ideal' if ideal else 'default'}) on {placement}, {seconds:g} s × rps {rps:g}, seed {seed}"
     )
-    for column in ("requests", "failed", "mean ms", "p50 ms", "p95 ms", "p99 ms", "twin ms"):
-        table.add_column(column, justify="right")
+    keys = ("requests", "failed", "unfinished", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "twin_ms")
+    for key in keys:
+        table.add_column(key.replace("_ms", " ms"), justify="right")
     row = result.to_json()
-    table.add_row(*(str(row[k]) for k in ("requests", "failed", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "twin_ms")))
+    table.add_row(*(str(row[k]) for k in keys))
     console.print(table)
     if traces is not None:
         console.print(f"traces: {traces}")

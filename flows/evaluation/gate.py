@@ -148,6 +148,17 @@ def _not_like_for_like(ours: GroupReport, theirs: GroupReport) -> str:
     return ""
 
 
+def not_comparable(report: EvaluationReport, incumbent: EvaluationReport) -> list[str]:
+    """Per group both reports share, why the incumbent's numbers did not come from the candidate's start
+    states ([] when every shared group is like for like, or none is shared)."""
+    theirs = {g.key: g for g in incumbent.groups if "policy" in g.methods}
+    return [
+        f"{_name(g)}: {apart}"
+        for g in report.groups
+        if g.key in theirs and "policy" in g.methods and (apart := _not_like_for_like(g, theirs[g.key]))
+    ]
+
+
 def _incumbent_checks(report: EvaluationReport, incumbent: EvaluationReport | None, rules: GateRules) -> list[Check]:
     if incumbent is None:
         ok = not rules.require_incumbent

@@ -15,12 +15,13 @@ cells run in separate chunks make one table (:mod:`flows.loop.cells`). Used by
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from flows.local.paths import repo_root
-from flows.loop.settings import DemoSettings
+from flows.loop.settings import DemoSettings, Experiment
 
 # REACH's published latency reductions on its testbed, in the order the paper lists its three apps
 # (MODEL.md §5 lists the call patterns in this order).
@@ -30,6 +31,8 @@ DEFAULT_ARM, LEARNED_ARM, GREEDY_ARM = "default-scheduler", "learned", "greedy"
 ARMS = (DEFAULT_ARM, LEARNED_ARM, GREEDY_ARM)
 GENERAL_POLICY = repo_root() / "data" / "policies" / "general-v4"
 GATE_RULES = repo_root() / "data" / "gate" / "quickstart.json"  # as `reach package --rules quickstart` (docs/demo.md)
+# the name trial_path gives, and only it: `reach demo` writes demo-<scenario>-<workload>-stages.json to the same folder
+TRIAL_NAME = re.compile(rf"({'|'.join(re.escape(e) for e in get_args(Experiment) if e != 'none')})-.+-s-?\d+\.json")
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,11 @@ def trial_from_json(data: dict[str, Any]) -> Trial:
 
 
 def read_trials(folder: Path) -> list[Trial]:
-    """Every trial JSON in ``folder`` (sorted by experiment, workload, seed)."""
+    """Every trial JSON in ``folder`` (named as :func:`trial_path` names them; sorted by experiment, workload, seed).
+
+    Other files there (``reach demo``'s summaries share the default folder ``out/demo``) are not trials."""
     trials = []
-    for path in sorted(folder.glob("*-s*.json")):
+    for path in sorted(p for p in folder.glob("*.json") if TRIAL_NAME.fullmatch(p.name)):
         try:
             trials.append(trial_from_json(json.loads(path.read_text())))
         except (KeyError, TypeError, ValueError) as exc:

@@ -14,11 +14,13 @@ figures. Used by :mod:`flows.loop.demo`, :mod:`flows.loop.experiments` and the c
 from __future__ import annotations
 
 import csv
+import io
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flows.local.paths import write_text_atomic
 from flows.loop.stats import MeshCounters
 
 SIMULATED_NOTE = "latency simulated by the CEEnv model from the live placement"
@@ -158,11 +160,12 @@ def csv_rows(run: LoopRun) -> list[list[str]]:
 
 
 def write_csv(run: LoopRun, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["timestamp", "latency_ms", "event", "pod", "from", "to"])
-        writer.writerows(csv_rows(run))
+    """The run's time series as CSV, written whole or not at all (an earlier file stays until then)."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["timestamp", "latency_ms", "event", "pod", "from", "to"])
+    writer.writerows(csv_rows(run))
+    write_text_atomic(path, text.getvalue())
     return path
 
 

@@ -128,9 +128,10 @@ def fail_nodes(session: Session, run: LoopRun, nodes: list[str]) -> None:
         if entry is None or not table.is_alive(f"node-{node}"):
             raise RuntimeError(f"node {node}: no running hollow kubelet recorded in {table.pids_path}")
         os.kill(int(str(entry["pid"])), signal.SIGKILL)
+        # recorded before the world is told: if that fails, the run still restarts the killed node
+        run.events.append(Event(time.time(), "node-failed", "", node, str(entry["pid"])))
         if session.settings.latency_source == "world":
             post_event(session.settings.exporter_port, "/control/fail-node", {"node": node})
-        run.events.append(Event(time.time(), "node-failed", "", node, str(entry["pid"])))
 
 
 FAILURE_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
@@ -248,26 +249,28 @@ def _run(session: Session, run: LoopRun, url: str | None) -> None:
     s = session.settings
     stop = threading.Event()
     sampler = threading.Thread(target=sample_latency, args=(session, run, stop), daemon=True)
-    sampler.start()
     errors: list[BaseException] = []
     timer = threading.Timer(s.event_at_s, fire_event, args=(session, run, errors)) if s.experiment != "none" else None
-    if timer:
-        timer.start()
-    controller = build_controller(migrator_settings(session, url), session.telemetry) if url else None
-    if controller is not None:
-        controller.clean_up()
     end = run.started_s + s.duration_s
-    try:
+    try:  # the threads start inside it: whatever fails after (the migrator's build, Ctrl-C), they are stopped
+        sampler.start()
+        if timer:
+            timer.start()
+        controller = build_controller(migrator_settings(session, url), session.telemetry) if url else None
+        if controller is not None:
+            controller.clean_up()
         while time.time() < end:
             if controller is not None:
                 run.cycles.extend((time.time(), o.kind, o.detail) for o in controller.monitoring_step())
             time.sleep(max(0.0, min(s.interval_s, end - time.time())))
     finally:
         stop.set()
-        sampler.join(timeout=10)
         if timer:
-            timer.cancel()
-            timer.join(timeout=30)  # an event under way finishes (and records its failed node) first
+            timer.cancel()  # an event not yet fired never fires
+            if timer.ident is not None:
+                timer.join(timeout=30)  # an event under way finishes (and records its failed node) first
+        if sampler.ident is not None:
+            sampler.join(timeout=10)
     if errors:
         raise RuntimeError(f"{run.label}: the {s.experiment} event failed: {errors[0]}") from errors[0]
     counters = mesh_counters(session) if s.latency_source == "world" else None

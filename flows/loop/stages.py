@@ -37,6 +37,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bento.planning_settings import CHOSEN_PLAN_K, pydantic_field
+from flows.local.paths import write_text_atomic
 from flows.loop.demo import Session, keep_migrating, open_session, start_exporter
 from flows.loop.policy import GateRefused, policy_url, serve_bento
 from flows.loop.report import LoopRun, Summary, latency_note, summary, write_csv, write_plot
@@ -119,6 +120,7 @@ class DemoResult:
     traces: int = 0  # stage 1: complete traces ingested
     report_json: Path | None = None
     report_md: Path | None = None
+    latency_source: str = "world"  # what before_ms/after_ms are: the world's requests, or the twin's formula
 
 
 def stem_of(settings: DemoSettings) -> str:
@@ -266,8 +268,9 @@ def report(
     p95 = [v for _, v in run.p95_samples]
     p95_ms = (statistics.median(p95[:3]), statistics.median(p95[-5:])) if p95 else None
     result = DemoResult(summary(run), csv, plot, session.prometheus_url, dashboard, p95_ms, twin_ms,
-                        dict(clock.seconds), round(clock.elapsed(), 1), pipeline, traces)  # fmt: skip
-    (settings.out / f"{stem}.json").write_text(json.dumps(asdict(result.summary), indent=1))
+                        dict(clock.seconds), round(clock.elapsed(), 1), pipeline, traces,
+                        latency_source=settings.latency_source)  # fmt: skip
+    write_text_atomic(settings.out / f"{stem}.json", json.dumps(asdict(result.summary), indent=1))
     return write_summary(result, settings, settings.out / f"{stem}-stages")
 
 
@@ -280,7 +283,8 @@ def summary_rows(result: DemoResult) -> list[tuple[str, str]]:
             return "-"
         return f"{values[0]:.1f} → {values[1]:.1f} ({(values[1] - values[0]) / values[0] * 100:+.1f} %)"
 
-    rows = [("policy", s.policy or "-"), ("world mean ms, before → after", pair((s.before_ms, s.after_ms))),
+    source = "world" if result.latency_source == "world" else "twin (MODEL.md §2, live placement)"
+    rows = [("policy", s.policy or "-"), (f"{source} mean ms, before → after", pair((s.before_ms, s.after_ms))),
             ("world p95 ms, before → after", pair(result.p95_ms)),
             ("twin (MODEL.md §2) ms, same placements", pair(result.twin_ms)), ("moves", str(s.moves))]  # fmt: skip
     if result.pipeline is not None:
@@ -307,11 +311,11 @@ def summary_markdown(result: DemoResult, settings: DemoSettings) -> str:
 
 
 def write_summary(result: DemoResult, settings: DemoSettings, stem: Path) -> DemoResult:
-    """``<stem>.json`` (every number) and ``<stem>.md`` (the table); the result with their paths."""
+    """``<stem>.json`` (every number) and ``<stem>.md`` (the table), each whole or not at all; the result with their paths."""
     from dataclasses import replace
 
     json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
     done = replace(result, report_json=json_path, report_md=md_path)
-    json_path.write_text(json.dumps(asdict(done), indent=1, default=str))
-    md_path.write_text(summary_markdown(done, settings))
+    write_text_atomic(json_path, json.dumps(asdict(done), indent=1, default=str))
+    write_text_atomic(md_path, summary_markdown(done, settings))
     return done

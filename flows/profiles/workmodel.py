@@ -51,7 +51,7 @@ def _cannot_write(out: Path, err: OSError, temporary: str = "") -> OSError:
 def write_new_file(out: Path, text: str) -> None:
     """Write ``text`` to ``out`` whole or not at all, never replacing a file (not even one that appears
     while we write): a temporary file in the same folder is hard-linked to ``out``, which fails if
-    ``out`` exists, then removed. Raises :class:`FileExistsError` or :class:`OSError` naming ``out``."""
+    ``out`` exists, then removed. Raises ``FileExistsError`` or ``OSError`` naming ``out``."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)

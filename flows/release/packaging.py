@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -184,8 +185,17 @@ def gated_bento_for(cluster: Cluster, exclude: str | None = None) -> str | None:
     return choose(((str(b.tag), b.info.labels) for b in gated_bentos()), cluster, exclude)
 
 
-def incumbent_report(scenario: str, workload: str) -> EvaluationReport | None:
-    """The evaluation report of the incumbent of this scenario and workload, or None.
+@dataclass(frozen=True)
+class Incumbent:
+    """The policy a candidate must not be worse than: its bento, its stored model's folder and its report."""
+
+    bento: str
+    model_dir: str  # the stored model (policy.zip + metadata.json), loadable by bento.artefact.load_artefact
+    report: EvaluationReport
+
+
+def find_incumbent(scenario: str, workload: str) -> Incumbent | None:
+    """The incumbent of this scenario and workload, or None.
 
     The incumbent is the policy serving this cluster (the endpoint file records which cluster a
     deployment serves), else the first gated bento that can serve it in :func:`.selection.ranked`
@@ -205,12 +215,18 @@ def incumbent_report(scenario: str, workload: str) -> EvaluationReport | None:
     candidates += ranked(((str(b.tag), b.info.labels) for b in gated_bentos()), cluster)
     for tag in candidates:
         try:
-            model_tag = bentoml.bentos.get(tag).info.labels["model"]
-            evaluation = bentoml.models.get(model_tag).info.metadata.get("evaluation")
+            model = bentoml.models.get(bentoml.bentos.get(tag).info.labels["model"])
+            evaluation = model.info.metadata.get("evaluation")
         except (bentoml.exceptions.NotFound, KeyError):
             continue
         try:
-            return EvaluationReport.model_validate(evaluation)
+            return Incumbent(tag, str(model.path), EvaluationReport.model_validate(evaluation))
         except ValidationError:  # no report, or a note instead of one (a policy packaged unevaluated)
             continue
     return None
+
+
+def incumbent_report(scenario: str, workload: str) -> EvaluationReport | None:
+    """The evaluation report of the incumbent of this scenario and workload (:func:`find_incumbent`), or None."""
+    incumbent = find_incumbent(scenario, workload)
+    return None if incumbent is None else incumbent.report

@@ -30,7 +30,8 @@ def _measure(*args: str) -> dict[str, float]:
 def test_measure_prints_the_worlds_statistics_and_the_twins_number(tmp_path: Path) -> None:
     placement = str(_placement(tmp_path, ALL_ON_CLOUD_1))
     out = _measure("-w", "aggregator_sequential", "-p", placement, "--seconds", "120", "--seed", "1", "--ideal")
-    assert set(out) == {"requests", "failed", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "twin_ms"}
+    assert set(out) == {"requests", "failed", "unfinished", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "twin_ms"}
+    assert out["unfinished"] == 0  # 5 rps drain well within the run
     assert out["twin_ms"] == pytest.approx(121.6)
     assert out["p50_ms"] == pytest.approx(121.6, abs=1e-3)
     assert 500 < out["requests"] < 700  # 5 rps × 120 s

@@ -335,3 +335,29 @@ def test_the_quickstart_pipeline_adopts_the_shipped_general_policy_without_train
     assert result["training"]["timesteps"] == 0
     assert result["training"]["adopted_from"].endswith("data/policies/general-v4")
     assert result["passed"], result["gate"]
+
+
+@pytest.mark.e2e
+def test_an_incumbent_evaluated_on_other_start_states_is_evaluated_again_on_the_run_s(
+    passed_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """The gate compares candidate and incumbent only like for like: the passed run's bento was evaluated on
+    seeds 0-4; this run evaluates on seeds 5-9, so the pipeline plays the incumbent on those states too
+    (without that, the permissive gate's incumbent check fails as not comparable)."""
+    import bentoml
+
+    from flows.evaluation.gate import not_comparable
+    from flows.evaluation.report import EvaluationReport
+    from flows.pipeline import reach_pipeline
+
+    incumbent = bentoml.models.get(bentoml.bentos.get(passed_run["result"]["bento"]).info.labels["model"])
+    stored = EvaluationReport.model_validate(incumbent.info.metadata["evaluation"])
+    params = _params(tmp_path, PERMISSIVE_GATE, "other-seeds").model_copy(
+        update={"eval_seeds": [5, 6, 7, 8, 9], "policy_from": str(GENERAL), "package": False}
+    )
+    result = reach_pipeline(params)
+    candidate = EvaluationReport.model_validate_json(
+        (Path(result["run_dir"]) / "evaluation" / "report.json").read_text()
+    )
+    assert not_comparable(candidate, stored)  # the stored report alone could not judge this candidate
+    assert result["passed"], result["gate"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,22 @@ def test_moves_whose_windows_hold_the_event_can_be_kept_marked_and_are_not_count
     assert held["event_in_window"] is True and held["measured_gain_ms"] == pytest.approx(50.0)
     text = calibration_summary([{**held, "arm": "learned"}])
     assert text.startswith("No move with a predicted gain and clean windows") and "1 more moves" in text
+
+
+def test_a_csv_that_fails_while_written_leaves_the_earlier_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.loop.report as report
+
+    path = tmp_path / "run.csv"
+    path.write_text("the earlier run's series\n")
+
+    def rows_then_failure(run: LoopRun) -> Iterator[list[str]]:
+        yield ["1000.000", "300.000", "sample", "", "", ""]
+        raise RuntimeError("interrupted while writing")
+
+    monkeypatch.setattr(report, "csv_rows", rows_then_failure)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        write_csv(a_run([300, 200]), path)
+    assert path.read_text() == "the earlier run's series\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["run.csv"]

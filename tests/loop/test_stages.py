@@ -11,10 +11,13 @@ import json
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
-from flows.loop.report import Summary
+from flows.loop.report import LoopRun, Summary
 from flows.loop.settings import DemoSettings
 from flows.loop.stages import (
     PIPELINE,
@@ -129,3 +132,73 @@ def test_the_worlds_traces_become_the_workload_and_the_default_gate_decides(
     # the default rules (≥ 0.9 of the best-known reduction) pass the general policy on 13-29 (0.96 nominal)
     assert result["passed"], result["gate"]
     assert set(result["seconds"]) >= {"profile", "train", "evaluate", "gate"}
+
+
+def recording_atomic_writes(monkeypatch: pytest.MonkeyPatch, owner: Any) -> list[Path]:
+    """Replace ``owner.write_text_atomic`` by one that records each path it writes (and writes it)."""
+    from flows.local.paths import write_text_atomic
+
+    written: list[Path] = []
+
+    def record(path: Path, text: str) -> None:
+        written.append(path)
+        write_text_atomic(path, text)
+
+    monkeypatch.setattr(owner, "write_text_atomic", record)
+    return written
+
+
+def a_twin_report(tmp_path: Path) -> DemoResult:
+    """``reach demo --latency-source twin``'s report of a short run (CSV, plot, JSON, summary)."""
+    import flows.loop.stages as stages
+
+    run = LoopRun("r", "greedy-standin", 1000.0, 1003.0)
+    run.samples = [(1000.0, 300.0), (1001.0, 200.0), (1002.0, 150.0)]
+    settings = DemoSettings(scenario="13-29", latency_source="twin", policy="greedy-standin", out=tmp_path)
+    session = SimpleNamespace(prometheus_url="http://127.0.0.1:9090")
+    return stages.report(settings, StageClock(lambda line: None), run, session, None, None, 0, (290.0, 140.0))  # type: ignore[arg-type]
+
+
+def test_on_the_twin_the_mean_is_labelled_the_twins(tmp_path: Path) -> None:
+    table = summary_table(a_twin_report(tmp_path), "(note)")
+    assert "twin (MODEL.md §2, live placement) mean ms, before → after" in table
+    assert "world mean ms" not in table
+
+
+def test_every_report_of_the_demo_is_written_atomically(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import flows.loop.stages as stages
+
+    written = recording_atomic_writes(monkeypatch, stages)
+    a_twin_report(tmp_path)
+    stem = tmp_path / "demo-13-29-aggregator_sequential"
+    assert written == [
+        stem.with_suffix(".json"),
+        tmp_path / f"{stem.name}-stages.json",
+        tmp_path / f"{stem.name}-stages.md",
+    ]
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_reach_demo_explains_keep_migrating_and_records_its_summary_atomically(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import flows.local.paths
+    import flows.loop.stages as stages
+    from flows.cli.demo import app
+
+    help_text = " ".join(CliRunner().invoke(app, ["--help"]).output.replace("│", " ").split())
+    assert "--stop-migrating <bool> after the bounded run, keep a migrator running until `reach down`" in help_text
+    md, js = tmp_path / "s.md", tmp_path / "s.json"
+    md.write_text("| what | value |\n")
+    js.write_text('{"traces": 0}')
+    summary = Summary("x", "p", 300.0, 150.0, 1, 90.0, 10.0, 60.0)
+    result = DemoResult(summary, tmp_path / "a.csv", tmp_path / "a.png", "http://127.0.0.1:9090", None,
+                        report_json=js, report_md=md)  # fmt: skip
+    monkeypatch.setattr(stages, "demo", lambda settings, options, say: result)
+    written = recording_atomic_writes(monkeypatch, flows.local.paths)
+    record = tmp_path / "recorded" / "run.md"
+    args = ["--policy", "greedy-standin", "--no-prefect", "--out", str(tmp_path), "--record", str(record)]
+    outcome = CliRunner().invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    assert written == [record, record.with_suffix(".json")]
+    assert record.read_text() == md.read_text() and record.with_suffix(".json").read_text() == js.read_text()

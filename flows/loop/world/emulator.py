@@ -101,6 +101,8 @@ class World:
         self.metrics = metrics
         self.traces = traces
         self.completed = Completed()
+        self.arrived = 0  # requests sent (a client pod took them), finished or not
+        self.arrived_ms: list[float] = []  # their arrival times (ms), kept as long as completed.keep
         self.rps_multiplier = self.options.rps_multiplier
         n = len(self.cluster.node_names)
         self.node_up = np.ones(n, dtype=bool)
@@ -189,6 +191,9 @@ class World:
         pods = self.endpoints.get(client)
         if not pods:
             return
+        self.arrived += 1
+        if self.completed.keep:
+            self.arrived_ms.append(start)
         caller = pods[self.draws.choice(len(pods))]
         trace = self.traces.open() if self.traces is not None else None
         root = self.traces.span_id() if trace is not None and self.traces is not None else None

@@ -1,12 +1,14 @@
 """Measure a placement in the world, in virtual time, next to the twin's prediction: ``reach world measure``.
 
 :func:`measure_world` runs a :class:`~flows.loop.world.emulator.World` for ``seconds`` of emulated
-time (as fast as the CPU allows), lets the requests in flight finish, and summarises the requests
-that arrived in ``[warmup_s, seconds)``: count, failures, mean and percentiles of the end-to-end
-latency, and ``twin_ms``, the CEEnv formula (MODEL.md §2) on the same placement under nominal
-conditions. :func:`measure_placement` resolves names and the placement file as ``reach sim latency``
-does (same checks) and can write the world's traces as Jaeger JSON. Used by the CLI, the gap
-benchmark and the tests.
+time (as fast as the CPU allows), gives the requests in flight :data:`DRAIN_S` more seconds to
+finish, and summarises the requests that arrived in ``[warmup_s, seconds)``: count, failures, the
+requests still unfinished after the drain (a saturated placement: the statistics, of the finished
+requests only, are then too low), mean and percentiles of the end-to-end latency, and ``twin_ms``,
+the CEEnv formula (MODEL.md §2) on the same placement under nominal conditions.
+:func:`measure_placement` resolves names and the placement file as ``reach sim latency`` does
+(same checks) and can write the world's traces as Jaeger JSON. Used by the CLI, the gap benchmark
+and the tests.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ DRAIN_S = 120.0  # after the last arrival, requests in flight get this long to f
 class Measurement:
     """What ``reach world measure --json`` prints (latencies in ms)."""
 
-    requests: int
+    requests: int  # finished successfully
     failed: int
+    unfinished: int  # arrived in the window, still in flight after DRAIN_S: not in the latency statistics
     mean_ms: float
     p50_ms: float
     p95_ms: float
@@ -52,18 +55,22 @@ def twin_latency_ms(scenario: Scenario, workload: Workload, pods: Sequence[PodSp
 
 
 def summarise(world: World, since_ms: float, until_ms: float, twin_ms: float) -> Measurement:
-    """Statistics of the successful requests that arrived in ``[since_ms, until_ms)``."""
+    """Statistics of the successful requests that arrived in ``[since_ms, until_ms)``, the failed ones apart,
+    and how many of those that arrived then have not finished (yet)."""
     done = world.completed
     start = np.asarray(done.start_ms)
     latency = np.asarray(done.latency_ms)
     ok = np.asarray(done.ok, dtype=bool)
     window = (start >= since_ms) & (start < until_ms)
+    arrivals = np.asarray(world.arrived_ms)
+    arrived = int(((arrivals >= since_ms) & (arrivals < until_ms)).sum())
+    unfinished, failed = arrived - int(window.sum()), int((window & ~ok).sum())
     good = latency[window & ok]
     if good.size == 0:
         nan = float("nan")
-        return Measurement(0, int((window & ~ok).sum()), nan, nan, nan, nan, twin_ms)
+        return Measurement(0, failed, unfinished, nan, nan, nan, nan, twin_ms)
     p50, p95, p99 = (float(v) for v in np.percentile(good, [50, 95, 99]))
-    return Measurement(int(good.size), int((window & ~ok).sum()), float(good.mean()), p50, p95, p99, twin_ms)
+    return Measurement(int(good.size), failed, unfinished, float(good.mean()), p50, p95, p99, twin_ms)
 
 
 def measure_world(

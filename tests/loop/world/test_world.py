@@ -170,3 +170,20 @@ def test_summarise_counts_only_the_window_and_reports_failures_apart(
     later = summarise(world, 50_000.0, 100_000.0, 0.0)
     assert 0 < later.requests < everything.requests
     assert everything.failed == 0
+
+
+def test_requests_still_in_flight_after_the_drain_are_counted_as_unfinished_not_dropped(
+    scenario: Scenario, workloads: dict[str, Workload], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.loop.world.measure as measure
+
+    pods, work = _pods(scenario, ALL_ON_CLOUD_1), workloads["chain"]
+    # ml: 46 ms on 2 servers → ~43 rps; 5 rps × 20 = 100 rps saturates it: its queue grows by ~57 requests a second
+    saturated = WorldOptions(rps_multiplier=20.0).idealised()
+    drained = measure_world(scenario, work, pods, 10.0, saturated, seed=2)  # 120 s of drain empties the queue
+    assert drained.unfinished == 0
+    monkeypatch.setattr(measure, "DRAIN_S", 1.0)
+    cut = measure_world(scenario, work, pods, 10.0, saturated, seed=2)  # the same arrivals, 1 s of drain
+    assert cut.unfinished > 100
+    assert cut.requests + cut.failed + cut.unfinished == drained.requests + drained.failed
+    assert cut.mean_ms < drained.mean_ms  # the slowest requests are the unfinished ones: the finished are biased low
