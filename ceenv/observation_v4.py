@@ -131,7 +131,7 @@ def _log_exec(layout: Layout, model: LatencyModel) -> FloatArray:
     """``log1p(exec_ms) / log1p(1000)`` per service and node (cached on the model)."""
     cached: FloatArray | None = model.__dict__.get("_v4_log_exec")
     if cached is None:
-        cached = np.log1p(_service_tables(layout, model)[0]) / _LOG_MS
+        cached = np.minimum(np.log1p(_service_tables(layout, model)[0]) / _LOG_MS, 1.0)
         model.__dict__["_v4_log_exec"] = cached
     return cached
 
@@ -146,16 +146,17 @@ def write_static_v4(layout: Layout, model: LatencyModel, slot_node: IntArray, ou
     counts = placement_counts_batch(layout, slot_node)
     replicas = counts.sum(axis=2)  # (B, S)
     nodes[:, :n, 0] = 1.0
-    nodes[:, :n, 1] = np.log1p(layout._cpu_scale / 1000.0) / _LOG_CORES
-    nodes[:, :n, 2] = np.log1p(layout._memory_scale / 2**30) / _LOG_GIB
+    # Log scales saturate at their caps (1000 ms, 128 cores, 512 GiB, 32 calls, 1e8 bytes): the space is [-1, 1].
+    nodes[:, :n, 1] = np.minimum(np.log1p(layout._cpu_scale / 1000.0) / _LOG_CORES, 1.0)
+    nodes[:, :n, 2] = np.minimum(np.log1p(layout._memory_scale / 2**30) / _LOG_GIB, 1.0)
     for k, flag in enumerate(_LAYER_FLAGS):
         nodes[:, :n, 6 + k] = np.array(layout.node_layers) == flag
     mean_exec = exec_ms.mean(axis=1)
     slot_rows[:, :slots, 0] = occupied
     slot_rows[:, :slots, 1] = layout.slot_movable & occupied
-    slot_rows[:, :slots, 2] = np.log1p(mean_exec[service]) / _LOG_MS
-    slot_rows[:, :slots, 3] = np.log1p(calls[service]) / _LOG_CALLS
-    slot_rows[:, :slots, 4] = np.log1p(data[service]) / _LOG_BYTES
+    slot_rows[:, :slots, 2] = np.minimum(np.log1p(mean_exec[service]) / _LOG_MS, 1.0)
+    slot_rows[:, :slots, 3] = np.minimum(np.log1p(calls[service]) / _LOG_CALLS, 1.0)
+    slot_rows[:, :slots, 4] = np.minimum(np.log1p(data[service]) / _LOG_BYTES, 1.0)
     slot_rows[:, :slots, 5] = replicas[:, service] / np.array(layout.service_slots)[service]
     slot_rows[:, :slots, 6] = occupied / np.maximum(replicas[:, service], 1.0)
     relative = np.log((exec_ms + 1e-3) / (mean_exec[:, None] + 1e-3))  # (S, N)

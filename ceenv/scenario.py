@@ -157,6 +157,14 @@ def _parse_group(
     cpus = _choices(r, cpus_raw, child(path, "cpu_availability"), parse_cpu_cores, "CPU quantity")
     mems_raw = r.field(spec, "memory_availability", path, "a list of memory quantities")
     mems = _choices(r, mems_raw, child(path, "memory_availability"), parse_memory_bytes, "memory quantity")
+    for key, raw, choices in (("cpu_availability", cpus_raw, cpus), ("memory_availability", mems_raw, mems)):
+        if max(choices) <= 0:  # no pod could ever run there, and the observation's scale would be 0
+            raise r.fail(
+                child(path, key),
+                "wrong value",
+                raw,
+                "at least one positive quantity (leave out a node type that has nothing to offer)",
+            )
     util = (0.0, 0.0)
     if "bandwidth_utilization" in spec:
         util_path = child(path, "bandwidth_utilization")
@@ -249,6 +257,12 @@ def parse_services(raw: object, file: str, layers: tuple[str, ...] | None = None
             r.field(spec, "memory-requests", path, "a memory quantity such as '700M'"),
             child(path, "memory-requests"),
         )
+        if cpu <= 0 and mem <= 0:  # it would fit anywhere, a failed node (no capacity) included
+            raise r.fail(
+                child(path, "cpu-requests"), "wrong value", spec["cpu-requests"],
+                "a positive CPU or memory request (a pod without requests fits even on a failed node); "
+                "give it a small one such as '1m'",
+            )  # fmt: skip
         replicas = r.integer(r.field(spec, "max-replica", path, "an integer >= 1"), child(path, "max-replica"), 1)
         layer = spec.get("layer")
         if layer is not None:

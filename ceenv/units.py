@@ -12,7 +12,7 @@ import math
 import re
 
 _NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-_QUANTITY = re.compile(rf"^\s*(-?){_NUMBER}\s*([A-Za-z]*)\s*$")
+_QUANTITY = re.compile(rf"^\s*(-?){_NUMBER}\s*([A-Za-zµ]*)\s*$")  # µ: "250µs"
 
 _DECIMAL_SUFFIX = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 _BINARY_SUFFIX = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60}

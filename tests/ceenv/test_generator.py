@@ -99,3 +99,15 @@ def test_written_documents_load_as_files(tmp_path) -> None:  # type: ignore[no-u
     workload = load_workload(folder / generated.workload_file, scenario)
     assert scenario.node_names == generated.parse()[0].node_names
     assert workload.name == generated.workload_name
+
+
+def test_the_v4_observation_stays_in_its_space_when_execution_times_pass_the_log_caps() -> None:
+    """Eight CPU types draw execution times up to about 2 s, past the 1000 ms cap of the log scale (seed 0)."""
+    from ceenv.env import CloudEdgeEnv
+
+    scenario, workload = generate_scenario(np.random.default_rng(0), cpu_types=8, nodes=12).parse()
+    env = CloudEdgeEnv(scenario, workload, observation_version=4)
+    assert env.model.call_exec_ms.max() > 1000.0  # the case this test is about
+    for seed in range(5):
+        observation, _ = env.reset(seed=seed)
+        assert env.observation_space.contains(observation)

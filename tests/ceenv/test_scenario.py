@@ -137,6 +137,20 @@ SCENARIO_DEFECTS = [
         "unknown layer",
     ),
     (
+        "a node type with nothing to offer",  # no pod could run there; its observation scale would be 0
+        lambda n, s: n["cluster_setup"]["cloud"]["tb-cloud-vm-8"].update({"cpu_availability": ["0", "0m"]}),
+        "nodes.json",
+        "$.cluster_setup.cloud.tb-cloud-vm-8.cpu_availability",
+        "at least one positive quantity",
+    ),
+    (
+        "a service without requests",  # it would fit on a failed node (no capacity left)
+        lambda n, s: s["db"].update({"cpu-requests": "0", "memory-requests": "0"}),
+        "services.json",
+        "$.db.cpu-requests",
+        "a positive CPU or memory request",
+    ),
+    (
         "unparsable request",
         lambda n, s: s["db"].update({"cpu-requests": "half"}),
         "services.json",
