@@ -34,7 +34,7 @@ images: setup images-tools
 # evaluate, gate with the default rules, package; 3. act: blue/green deploy, the migrator acts, the world
 # measures. Everything keeps running until `make down`. Exit code 3 from the demo means the gate refused the
 # fine-tuned policy: nothing learned was deployed, and the loop is shown with the greedy stand-in instead,
-# clearly named as such. REACH_DEMO_ARGS passes options, e.g. `--record benchmarks/results/demo/run.md`.
+# clearly named as such. REACH_DEMO_ARGS passes options, e.g. `--record out/demo/record.md`.
 REACH_DEMO_ARGS ?=
 run: setup
 	@$(LOCK) deploy/local/install.sh

@@ -60,8 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--detect-s", type=int, default=12,
         help="the local cluster declares a failed node NotReady this many seconds after its last lease renewal "
-        "(the controller manager's grace period; the lease is 2/3 of it; the cluster's default is 32; a running "
-        "cluster started with another value is refused: `reach down` first)",
+        "(the controller manager's grace period; the lease is 2/3 of it; default 12 here, while the cluster's own "
+        "default is 32; a running cluster started with another value is refused: `reach down` first)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--table-only", action="store_true", help="only redraw the table and figures from --out")

@@ -335,37 +335,17 @@ def find_incumbent(scenario_dir: Path, workload_file: Path) -> Incumbent | None:
 def incumbent_on_these_states(
     found: Incumbent | None, report: EvaluationReport, params: PipelineParams, scenario_dir: Path, workload_file: Path
 ) -> EvaluationReport | None:
-    """The incumbent's report on the candidate's start states, for a like-for-like gate.
-
-    Its stored report serves when every group both share started from the same states. Otherwise (other
-    seeds or episodes, or a workload re-profiled since) the incumbent is evaluated again here, on this
-    run's units, playing the planning its report says it played. Should that fail, the stored report
-    goes to the gate, which then refuses the candidate as not comparable: never a guess.
-    """
-    from flows.evaluation import report_from_records
-    from flows.evaluation.gate import not_comparable
+    """The incumbent's report on this run's start states (:func:`flows.release.packaging.incumbent_like_for_like`),
+    evaluated again on the run's task runner when its stored report is not like for like."""
     from flows.evaluation.runner import evaluate_on
-    from flows.evaluation.units import plan_units
-    from flows.release.packaging import evaluated_planning
+    from flows.release.packaging import incumbent_like_for_like
 
-    if found is None:
-        return None
-    apart = not_comparable(report, found.report)
-    if not apart:
-        return found.report
-    logger = get_run_logger()
-    logger.info("the incumbent %s's report is not like for like (%s): evaluating it on this run's start states",
-                found.bento, "; ".join(apart))  # fmt: skip
-    planning = evaluated_planning(found.report.settings)
-    try:
-        units = plan_units(scenario_dir, [workload_file], params.families, params.eval_seeds,
-                           params.eval_episodes, found.model_dir, **planning)  # fmt: skip
-        records = evaluate_on(params.task_runner, units)
-    except Exception as exc:  # the gate refuses on the stored report; the run says why
-        logger.warning("could not evaluate the incumbent %s on this run's start states: %s", found.bento, exc)
-        return found.report
-    settings = {"seeds": params.eval_seeds, "episodes": params.eval_episodes, "families": params.families, **planning}
-    return report_from_records(found.model_dir, records, settings)
+    incumbent, note = incumbent_like_for_like(
+        found, report, scenario_dir, [workload_file], lambda units: evaluate_on(params.task_runner, units)
+    )
+    if note:
+        get_run_logger().info("%s", note)
+    return incumbent
 
 
 @task

@@ -64,7 +64,13 @@ def migrate(
     ] = None,
     env_file: Annotated[Path | None, typer.Option(help="settings file (default: .env if present)")] = None,
 ) -> None:
-    """Observe the cluster, ask the policy, guard, and migrate pods make-before-break."""
+    """Observe the cluster, ask the policy, guard, and migrate pods make-before-break.
+
+    An option left out takes its value from the REACH_MIGRATOR_<SETTING> environment variable (e.g.
+    REACH_MIGRATOR_QOS_THRESHOLD_MS), else from .env, else the default: --qos 250, --interval 30,
+    --deadline 60, --min-gain 1, --return-hold-down 600, --latency-max-age 90 (every setting:
+    docs/migrator.md).
+    """
     from pydantic import ValidationError
 
     from migrator.app import run_migrator

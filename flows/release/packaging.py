@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,7 +139,11 @@ def release_artefact(
             f"{artefact_dir}: no evaluation report in metadata.json; evaluate it first "
             f"(reach evaluate --model {artefact_dir} --out <folder>) or pass --report <folder>/report.json"
         )
-    incumbent = incumbent_report(metadata.scenario_name, metadata.workload_name)
+    incumbent, note = incumbent_like_for_like(
+        find_incumbent(metadata.scenario_name, metadata.workload_name), report, *_report_files(report)
+    )
+    if note:
+        print(f"reach package: {note}", file=sys.stderr)
     verdict = gate(report, incumbent, load_gate_rules(rules_file))
     if not verdict.passed:
         return verdict, None
@@ -152,6 +156,20 @@ def release_artefact(
         shutil.copytree(artefact_dir, copy)
         write_evaluation(copy, report.model_dump(mode="json"))
         return verdict, package(copy, True, reason, planning)
+
+
+def _report_files(report: EvaluationReport) -> tuple[str, list[Path]]:
+    """The scenario folder and workload files a report's groups name (names under data/, as ``reach evaluate`` takes
+    them); an incumbent is evaluated again on them. A name that does not resolve leaves the list empty: the
+    incumbent's evaluation then fails, and the gate refuses as not comparable, naming why."""
+    from flows.local.paths import resolve_scenario, resolve_workload
+
+    try:
+        scenario_dir = resolve_scenario(report.groups[0].scenario)
+        workloads = sorted({resolve_workload(g.workload, scenario_dir) for g in report.groups})
+    except Exception:
+        return report.groups[0].scenario if report.groups else "", []
+    return str(scenario_dir), workloads
 
 
 def gated_bentos() -> list[Any]:
@@ -224,6 +242,49 @@ def find_incumbent(scenario: str, workload: str) -> Incumbent | None:
         except ValidationError:  # no report, or a note instead of one (a policy packaged unevaluated)
             continue
     return None
+
+
+def incumbent_like_for_like(
+    found: Incumbent | None,
+    report: EvaluationReport,
+    scenario_dir: str | Path,
+    workload_files: list[Path],
+    run_units: Callable[[list[Any]], list[Any]] | None = None,
+) -> tuple[EvaluationReport | None, str]:
+    """The incumbent's report to gate ``report`` against, on the candidate's own start states; and a note.
+
+    The stored report serves when every group both share started from the same states
+    (:func:`flows.evaluation.gate.not_comparable`). Otherwise (other seeds or episodes, or a workload
+    re-profiled since) the incumbent is evaluated again here on the candidate's seeds, episodes and
+    families, playing the planning its report says it played; ``run_units`` runs the units (the
+    pipeline's task runner; default: one after another). Should that fail, the stored report comes
+    back, the note says why, and the gate refuses the candidate as not comparable: never a guess.
+    """
+    from flows.evaluation import report_from_records
+    from flows.evaluation.gate import not_comparable
+    from flows.evaluation.units import evaluate_unit, plan_units
+
+    if found is None:
+        return None, ""
+    apart = not_comparable(report, found.report)
+    if not apart:
+        return found.report, ""
+    planning = evaluated_planning(found.report.settings)
+    seeds, episodes = list(report.settings["seeds"]), int(report.settings["episodes"])
+    families = list(report.settings.get("families") or sorted({g.family for g in report.groups}))
+    try:
+        if not workload_files:
+            raise ValueError(f"the candidate's scenario or workloads are not found by name ({scenario_dir})")
+        units = plan_units(scenario_dir, list(workload_files), families, seeds, episodes, found.model_dir, **planning)
+        records = run_units(units) if run_units is not None else [r for u in units for r in evaluate_unit(u)]
+        settings = {"seeds": seeds, "episodes": episodes, "families": families, **planning}
+        again = report_from_records(found.model_dir, records, settings)
+    except Exception as exc:  # the gate then refuses on the stored report, saying why
+        return found.report, f"could not evaluate the incumbent {found.bento} on the candidate's start states: {exc}"
+    return (
+        again,
+        f"the incumbent {found.bento} was evaluated again on the candidate's start states ({'; '.join(apart)})",
+    )
 
 
 def incumbent_report(scenario: str, workload: str) -> EvaluationReport | None:

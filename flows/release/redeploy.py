@@ -60,8 +60,8 @@ def target_cluster(bento: str | None, scenario: str | None, workload: str | None
         own_scenario, own_workload = labels.get("scenario", ""), labels.get("workload", "")
         scenario = scenario or (own_scenario if own_scenario != ANY else None)
         workload = workload or (own_workload if own_workload != ANY else None)
-    if not scenario or not workload:
-        raise RedeployError(
+    if not scenario or not workload:  # bad input, not a failed switch: nothing was started
+        raise ValueError(
             "which cluster is this deployment for? nothing serves one yet; name it: "
             "reach deploy --scenario <name or dir> --workload <name or file> (e.g. --scenario 7-21 "
             "--workload aggregator_sequential)"

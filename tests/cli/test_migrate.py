@@ -50,3 +50,19 @@ def test_the_safety_flags_become_settings(monkeypatch: object) -> None:
     assert (s.min_predicted_gain_ms, s.return_hold_down_s, s.latency_max_age_s, s.require_predicted_gain) == (
         2.5, 300.0, 45.0, True,
     )  # fmt: skip
+
+
+def test_the_defaults_the_help_states_are_the_settings_defaults() -> None:
+    """The options' own default is None (the settings decide): the help names the real values; they must not drift."""
+    import re
+
+    from flows.cli.migrate import migrate
+    from migrator.settings import MigratorSettings
+
+    stated = dict(re.findall(r"--([a-z-]+) (\d+)", migrate.__doc__ or ""))
+    fields = {"qos": "qos_threshold_ms", "interval": "interval_s", "deadline": "migration_deadline_s",
+              "min-gain": "min_predicted_gain_ms", "return-hold-down": "return_hold_down_s",
+              "latency-max-age": "latency_max_age_s"}  # fmt: skip
+    assert set(stated) == set(fields)
+    for option, name in fields.items():
+        assert float(stated[option]) == MigratorSettings.model_fields[name].default, option

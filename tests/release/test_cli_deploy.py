@@ -25,3 +25,18 @@ def test_the_migrators_prometheus_is_used_without_the_option(monkeypatch: pytest
 def test_no_prometheus_means_no_analysis(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REACH_MIGRATOR_PROMETHEUS_URL", raising=False)
     assert _analysis_params(None, None, 60.0, 5.0) is None
+
+
+def test_a_deploy_that_names_no_cluster_when_nothing_serves_is_bad_input_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing was started, so not "deploy failed, the previous service keeps serving" (exit 1): name the cluster."""
+    from typer.testing import CliRunner
+
+    import flows.release.serving
+    from flows.cli import app
+
+    monkeypatch.setattr(flows.release.serving, "current_endpoint", lambda: None)
+    result = CliRunner().invoke(app, ["deploy", "--no-analysis"])
+    assert result.exit_code == 2, result.output
+    assert "which cluster is this deployment for?" in result.output and "keeps serving" not in result.output

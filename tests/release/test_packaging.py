@@ -57,7 +57,7 @@ def test_a_passing_artefact_becomes_a_bento_labelled_with_its_verdict(
     import flows.release.packaging
     from flows.evaluation.gate import Check, Verdict
 
-    monkeypatch.setattr(flows.release.packaging, "incumbent_report", lambda scenario, workload: None)
+    monkeypatch.setattr(flows.release.packaging, "find_incumbent", lambda scenario, workload: None)
     passing = Verdict(passed=True, checks=[Check(rule="beat_noop", group="all", passed=True, detail="test")])
     monkeypatch.setattr(flows.evaluation.gate, "gate", lambda report, incumbent, rules: passing)
     verdict, tag = release_artefact(evaluated_artefact, rules(tmp_path))
@@ -117,7 +117,7 @@ def test_a_report_of_the_planner_packages_a_bento_that_serves_that_planner(
     report, _ = evaluate(SCENARIO_DIR, [WORKLOAD_FILE], GENERAL, [0], 1, ["steady"], **planning)
     path = tmp_path / "report.json"
     path.write_text(report.model_dump_json())
-    monkeypatch.setattr(flows.release.packaging, "incumbent_report", lambda scenario, workload: None)
+    monkeypatch.setattr(flows.release.packaging, "find_incumbent", lambda scenario, workload: None)
     passing = Verdict(passed=True, checks=[Check(rule="beat_noop", group="all", passed=True, detail="test")])
     monkeypatch.setattr(flows.evaluation.gate, "gate", lambda report, incumbent, rules: passing)
     _, tag = release_artefact(GENERAL, rules(tmp_path), path)
@@ -150,3 +150,30 @@ def test_a_bento_build_that_fails_leaves_no_model_behind(
     with pytest.raises(RuntimeError, match="disk full"):
         package(evaluated_artefact, True, "test")
     assert {str(m.tag) for m in bentoml.models.list()} == before
+
+
+def test_an_incumbent_evaluated_on_other_start_states_is_evaluated_again_on_the_candidate_s(
+    evaluated_artefact: Path, tmp_path: Path
+) -> None:
+    """The gate compares like for like only: an incumbent judged on seeds 0-1 is played again on the candidate's
+    seeds 2-3 (its own weights, its report's planning); when that cannot run, its stored report comes back with
+    why, and the gate refuses as not comparable."""
+    from bento.artefact import read_metadata
+    from flows.evaluation import evaluate
+    from flows.evaluation.gate import GateRules, gate, not_comparable
+    from flows.evaluation.report import EvaluationReport
+    from flows.release.packaging import Incumbent, incumbent_like_for_like
+
+    stored = EvaluationReport.model_validate(read_metadata(evaluated_artefact).evaluation_report)
+    candidate, _ = evaluate(SCENARIO_DIR, [WORKLOAD_FILE], evaluated_artefact, [2, 3], 1, ["steady"])
+    assert not_comparable(candidate, stored)
+    found = Incumbent("reach-policy-service:old", str(evaluated_artefact), stored)
+    again, note = incumbent_like_for_like(found, candidate, SCENARIO_DIR, [WORKLOAD_FILE])
+    assert again is not None and again.settings["seeds"] == [2, 3] and not not_comparable(candidate, again)
+    assert "evaluated again" in note and "reach-policy-service:old" in note
+    assert incumbent_like_for_like(found, stored, SCENARIO_DIR, [WORKLOAD_FILE]) == (stored, "")  # already alike
+    broken = Incumbent("reach-policy-service:gone", str(tmp_path / "no-model"), stored)
+    kept, why = incumbent_like_for_like(broken, candidate, SCENARIO_DIR, [WORKLOAD_FILE])
+    assert kept is stored and "could not evaluate the incumbent reach-policy-service:gone" in why
+    verdict = gate(candidate, kept, GateRules(min_fraction_of_best_known=0.0, beat_noop=False, beat_random=False))
+    assert not verdict.passed and any("not comparable" in c.detail for c in verdict.checks)

@@ -45,7 +45,7 @@ def planned_bento(tmp_path_factory: pytest.TempPathFactory) -> str:
         import flows.evaluation.gate
         import flows.release.packaging
 
-        patch.setattr(flows.release.packaging, "incumbent_report", lambda scenario, workload: None)
+        patch.setattr(flows.release.packaging, "find_incumbent", lambda scenario, workload: None)
         patch.setattr(flows.evaluation.gate, "gate", lambda report, incumbent, rules: passing)
         _, tag = flows.release.packaging.release_artefact(GENERAL, rules, report_file)
     assert tag is not None
