@@ -250,7 +250,13 @@ def load_artefact(directory: str | Path, expected_layout: Layout | None = None) 
         raise PolicyError(f"{policy_file}: missing; the artefact is incomplete, re-train or copy it again")
     from sb3_contrib import MaskablePPO  # heavy: only when a model is really loaded
 
-    model: Any = MaskablePPO.load(str(policy_file), device="cpu")
+    try:
+        model: Any = MaskablePPO.load(str(policy_file), device="cpu")
+    except Exception as err:  # a truncated zip, missing or foreign weights: never a torch hint to unpickle unsafely
+        raise PolicyError(
+            f"{policy_file}: cannot be loaded ({type(err).__name__}); the artefact is corrupt, re-train it or copy "
+            "it again"
+        ) from None
     if (
         tuple(model.observation_space.shape) != (layout.observation_size,)
         or int(model.action_space.n) != layout.action_count

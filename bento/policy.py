@@ -15,6 +15,7 @@ false`` is evacuated first, to its deployable node with the lowest predicted lat
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ from ceenv.payload import DecodedState, PayloadError, state_from_request
 from ceenv.scenario import scenario_from_documents
 from ceenv.schema import BYTES_PER_GIB, ActionRequest, ActionResponse
 from ceenv.simulator import DEFAULT_STEP_COST_MS
+from ceenv.validation import ScenarioError
 from ceenv.workload import check_workload, parse_workload
 
 CARD_FORMAT = 1
@@ -132,18 +134,31 @@ class NominalLatency:
 
     @classmethod
     def from_artefact(cls, metadata: ArtefactMetadata) -> NominalLatency:
-        """Built from the scenario and workload files the artefact carries verbatim."""
+        """Built from the scenario and workload files the artefact carries verbatim.
+
+        Raises :class:`PolicyError` naming ``metadata.json`` when a carried file is missing or invalid.
+        """
         files = {f.name: f for f in metadata.scenario_files}
-        scenario = scenario_from_documents(
-            metadata.scenario_name,
-            files["nodes.json"].content,
-            files["services.json"].content,
-            "artefact:nodes.json",
-            "artefact:services.json",
-        )
+        missing = sorted({"nodes.json", "services.json"} - files.keys())
+        if missing:
+            raise PolicyError(
+                f"metadata.json: scenario_files lacks {missing}; the artefact is incomplete, re-train or re-package it"
+            )
         workload_file = f"artefact:{metadata.workload_file.name}"
-        workload = parse_workload(metadata.workload_file.content, workload_file, metadata.workload_name)
-        check_workload(workload, scenario, workload_file)
+        try:
+            scenario = scenario_from_documents(
+                metadata.scenario_name,
+                files["nodes.json"].content,
+                files["services.json"].content,
+                "artefact:nodes.json",
+                "artefact:services.json",
+            )
+            workload = parse_workload(metadata.workload_file.content, workload_file, metadata.workload_name)
+            check_workload(workload, scenario, workload_file)
+        except ScenarioError as err:
+            raise PolicyError(
+                f"metadata.json: a scenario or workload file it carries is invalid ({err}); re-train or re-package it"
+            ) from None
         model = LatencyModel(scenario, workload)
         return cls(model, model.nominal_costs())
 
@@ -221,6 +236,8 @@ class Policy:
         self.planning = planning
         self.served = served or (card.scenario, card.workload)
         self.gated_planning = readable_gated_planning(card.evaluation)
+        # The networks keep per-call state (the last distribution, the last observation): one decision at a time.
+        self._deciding = threading.Lock()
 
     def encode(self, request: ActionRequest) -> Encoded:
         """Observation and mask of a request; raises :class:`ceenv.payload.PayloadError` on bad input.
@@ -270,8 +287,13 @@ class Policy:
     def decide(self, request: ActionRequest) -> ActionResponse:
         """The move the policy picks (deterministically), or STOP; an invalid pick becomes STOP.
 
-        A pod on an unavailable node is moved off first, whatever the policy would pick.
+        A pod on an unavailable node is moved off first, whatever the policy would pick. Thread-safe:
+        decisions are serialised (the networks keep per-call state).
         """
+        with self._deciding:
+            return self._decide(request)
+
+    def _decide(self, request: ActionRequest) -> ActionResponse:
         encoded = self.encode(request)
         # Predictions use the network the decision uses (a general policy's measured one, when sent):
         # a nominal prediction could call a move the measured network motivates a loss.

@@ -24,7 +24,7 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import BentoMLException
 from fastapi import FastAPI
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from bento.arguments import overlay
 from bento.guard import MAX_QUOTED_CHARS, RequestGuard, bounded
@@ -42,7 +42,9 @@ MAX_REQUEST_BYTES = 1 << 20  # 1 MiB: a 37-node, 100-pod request is about 20 KB
 
 
 class ServiceArguments(BaseModel):
-    """Bento arguments (``--arg key=value`` on ``bentoml build`` and ``bentoml serve``)."""
+    """Bento arguments (``--arg key=value`` on ``bentoml build`` and ``bentoml serve``); a misspelled one is refused."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model_tag: str = Field(default=f"{MODEL_NAME}:latest", description="Model store tag of the policy to serve.")
     scenario: str | None = Field(
@@ -87,7 +89,8 @@ ARGUMENTS = ServiceArguments.model_validate(overlay(bentoml.use_arguments(Servic
 metadata_app = FastAPI(title="reach policy metadata", docs_url=None, redoc_url=None, openapi_url=None)
 
 
-@bentoml.service(name="reach_policy", workers=1, traffic={"timeout": 10})
+# threads=1: requests run one at a time per worker (Policy.decide serialises them too: the networks keep per-call state).
+@bentoml.service(name="reach_policy", workers=1, threads=1, traffic={"timeout": 10})
 @bentoml.asgi_app(metadata_app, path="/")
 class PolicyService:
     """Answers REACH's pod-migrator: which pod to move where, or stop."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import bentoml
 
-from bento.artefact import METADATA_FILE, POLICY_FILE, PolicyError, check_compatible, load_artefact
+from bento.artefact import METADATA_FILE, POLICY_FILE, PolicyError, check_compatible, joined_sha256, load_artefact
 from bento.planning_settings import DEFAULTS, PlanningSettings
 from bento.policy import FileIdentity, GateVerdict, NominalLatency, Policy, PolicyCard, check_card
 from ceenv.layout import Layout
@@ -40,6 +40,7 @@ def save_policy(
     """
     source = Path(artefact_dir)
     loaded = load_artefact(source)
+    NominalLatency.from_artefact(loaded.metadata)  # the carried scenario and workload must build: refused here
     card = PolicyCard.from_artefact(loaded.metadata, gate)
     model_labels = {
         "scenario": card.scenario.name,
@@ -79,14 +80,25 @@ def load_policy(
         loaded = load_artefact(stored.path, expected_layout=layout)
     except PolicyError as err:
         raise PolicyError(f"model {tag}: {err}") from None
-    if loaded.metadata.observation_version != card.observation_version:
-        raise PolicyError(
-            f"model {tag}: its card says observation version {card.observation_version} but the stored artefact "
-            f"says {loaded.metadata.observation_version}; re-package the artefact with bento.store.save_policy"
-        )
+    stored_identity = {
+        "observation version": (card.observation_version, loaded.metadata.observation_version),
+        "layout fingerprint": (card.layout_fingerprint, loaded.metadata.layout_fingerprint),
+        "scenario files": (card.scenario.sha256, joined_sha256(loaded.metadata.scenario_files)),
+        "workload file": (card.workload.sha256, loaded.metadata.workload_file.sha256),
+    }
+    for what, (on_card, in_artefact) in stored_identity.items():
+        if on_card != in_artefact:
+            raise PolicyError(
+                f"model {tag}: its card says {what} {on_card} but the stored artefact says {in_artefact}; "
+                "re-package the artefact with bento.store.save_policy"
+            )
+    try:
+        nominal = NominalLatency.from_artefact(loaded.metadata)
+    except PolicyError as err:
+        raise PolicyError(f"model {tag}: {err}") from None
     if planning.active and not layout.padded:
         raise PolicyError(f"model {tag}: planning (plan_k > 0) needs a general (observation version 4) policy")
-    latency = latency or NominalLatency.from_artefact(loaded.metadata)
+    latency = latency or nominal
     return Policy(loaded, card, layout, tag, latency, planning, served)
 
 

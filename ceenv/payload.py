@@ -66,7 +66,8 @@ def state_from_request(layout: Layout, request: ActionRequest, scenario: Scenari
     Nodes of the layout that the request omits are treated as unavailable (no free capacity, no
     target). A node listed with ``available: false`` (a failed node, MODEL.md §4) is unavailable
     too, but its pods are placed on it, so that the decision can move them off. Pods fill their
-    service's slots in the order the request lists them. With the ``scenario`` saved with the
+    service's slots in the order the request lists them, or, for a padded (version-4) layout, by node
+    index, so that the observation does not depend on that order. With the ``scenario`` saved with the
     model, a ``measured`` block becomes :attr:`DecodedState.measured_network`
     (:func:`network_from_measured`).
     """

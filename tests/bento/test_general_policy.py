@@ -215,3 +215,71 @@ def test_the_planner_stops_and_says_why_when_a_called_service_has_no_pod(general
     answer = policy.decide(ActionRequest.model_validate(raw))
     assert answer.is_stop
     assert "db, which has no pod" in str((answer.model_extra or {})["stop_reason"])
+
+
+def test_a_stored_artefact_that_disagrees_with_its_card_is_refused_at_load(
+    bentoml_home: Path, tmp_path: Path, general_model: Any
+) -> None:
+    """A 19-37 metadata.json copied over the stored 7-21 one used to load and then fail every request (500)."""
+    import shutil
+
+    from bento.artefact import METADATA_FILE, PolicyError, retarget_artefact
+    from bento.policy import GateVerdict
+    from bento.store import load_policy, save_policy
+
+    stored = save_policy(general_model.path, gate=GateVerdict(passed=True, reason="test"), name="reach-policy-edited")
+    other = retarget_artefact(general_model.path, scenario_dir("19-37"), workload_file("chain"), tmp_path / "other")
+    shutil.copyfile(other / METADATA_FILE, Path(stored.path) / METADATA_FILE)
+    with pytest.raises(PolicyError, match=r"card says (layout fingerprint|scenario files) .* re-package"):
+        load_policy(stored)
+
+
+def test_an_artefact_whose_carried_files_or_weights_are_broken_is_refused_before_anything_is_stored(
+    bentoml_home: Path, tmp_path: Path, general_model: Any
+) -> None:
+    import json
+    import shutil
+
+    import bentoml
+
+    from bento.artefact import METADATA_FILE, POLICY_FILE, PolicyError
+    from bento.policy import GateVerdict
+    from bento.store import save_policy
+
+    before = {str(m.tag) for m in bentoml.models.list()}
+    no_nodes = Path(shutil.copytree(general_model.path, tmp_path / "no-nodes"))
+    metadata = json.loads((no_nodes / METADATA_FILE).read_text())
+    metadata["scenario_files"] = [f for f in metadata["scenario_files"] if f["name"] != "nodes.json"]
+    (no_nodes / METADATA_FILE).write_text(json.dumps(metadata))
+    with pytest.raises(PolicyError, match=r"metadata.json: scenario_files lacks \['nodes.json'\]"):
+        save_policy(no_nodes, gate=GateVerdict(passed=True, reason="test"), name="reach-policy-broken")
+    truncated = Path(shutil.copytree(general_model.path, tmp_path / "truncated"))
+    (truncated / POLICY_FILE).write_bytes((truncated / POLICY_FILE).read_bytes()[:500])
+    with pytest.raises(PolicyError, match=r"policy.zip: cannot be loaded .* corrupt, re-train it or copy it again"):
+        save_policy(truncated, gate=GateVerdict(passed=True, reason="test"), name="reach-policy-broken")
+    assert {str(m.tag) for m in bentoml.models.list()} == before
+
+
+def test_decisions_of_one_policy_from_several_threads_are_those_of_one_thread(general_model: Any) -> None:
+    """The networks keep per-call state; Policy.decide serialises, so threads never mix two requests' answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bento.store import load_policy
+
+    policy = load_policy(general_model, str(scenario_dir("13-29")), str(workload_file("chain")))
+    requests = _measured_requests("13-29", "chain", 40)
+    alone = [policy.decide(r) for r in requests]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            assert list(pool.map(policy.decide, requests)) == alone
+
+
+def test_a_misspelled_bento_argument_is_refused_not_ignored() -> None:
+    from pydantic import ValidationError
+
+    from bento.arguments import overlay
+    from bento.service import ServiceArguments
+
+    with pytest.raises(ValidationError, match="plan_kk"):
+        ServiceArguments.model_validate(overlay({}, {"REACH_SERVE_ARGUMENTS": '{"plan_kk": 4}'}))
+    assert ServiceArguments.model_validate(overlay({}, {"REACH_SERVE_ARGUMENTS": '{"plan_k": 4}'})).plan_k == 4
