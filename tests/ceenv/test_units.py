@@ -39,7 +39,9 @@ def test_byte_quantities_use_decimal_and_binary_suffixes(raw: str, size: float) 
     assert parse_bytes(raw) == pytest.approx(size)
 
 
-@pytest.mark.parametrize(("raw", "ms"), [("7ms", 7.0), ("0.1ms", 0.1), ("1.5s", 1500.0), ("250us", 0.25), ("250µs", 0.25), (12, 12.0)])
+@pytest.mark.parametrize(
+    ("raw", "ms"), [("7ms", 7.0), ("0.1ms", 0.1), ("1.5s", 1500.0), ("250us", 0.25), ("250µs", 0.25), (12, 12.0)]
+)
 def test_times_parse_to_milliseconds(raw: object, ms: float) -> None:
     assert parse_time_ms(raw) == pytest.approx(ms)
 
