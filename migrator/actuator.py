@@ -125,7 +125,7 @@ class MigrationResult:
     forced_removal: bool = False  # the old pod's node was not Ready: removed with grace period 0
     leftovers: bool = False  # the rollback was incomplete: marks are left for Controller's clean-up
     started: bool = True  # False: the ReplicaSet could not be read, nothing was changed
-    access_denied: bool = False  # not started because the API server refused the read (401/403): needs a fix
+    access_denied: bool = False  # the API server refused a read or a write (401/403): needs a fix, not a retry
 
 
 @dataclass
@@ -168,17 +168,19 @@ class Actuator:
             window_s = self.clock.now_s() - cordoned_s
             replacement = self._wait_for_replacement(selector, before, move, started_s + self.deadline_s, "Ready on")
             ready_s = self.clock.now_s() - started_s
-            forced = self._remove_old_pod(pod)
+            forced = self._remove_old_pod(pod, snapshot)
         except Exception as exc:  # any failure, API errors included, must end in a rollback
             errors = self.roll_back(migration_id, pod.name, pod.owner_name, replacement)
             detail = f"rolled back: {exc}"
+            denied = isinstance(exc, ClusterAccessDenied)  # a write the cluster refused: it will refuse it again
             if errors:
                 detail += f"; rollback incomplete ({'; '.join(errors)}), the next cycle cleans up"
             if window_s is None:  # the rollback lifted the cordons
                 window_s = 0.0 if cordoned_s is None else self.clock.now_s() - cordoned_s
             return MigrationResult(
-                move, migration_id, False, detail, replacement, cordon_window_s=window_s, leftovers=bool(errors)
-            )
+                move, migration_id, False, detail, replacement, cordon_window_s=window_s, leftovers=bool(errors),
+                access_denied=denied,
+            )  # fmt: skip
         detail = f"moved {pod.name} from {pod.node_name} to {move.target_node} as {replacement}"
         if forced:
             detail += f" (node {pod.node_name} not Ready: old pod force-deleted)"
@@ -189,14 +191,19 @@ class Actuator:
         gone_s = self.clock.now_s() - started_s
         return MigrationResult(move, migration_id, True, detail, replacement, ready_s, gone_s, window_s or 0.0, forced)
 
-    def _remove_old_pod(self, pod: PodInfo) -> bool:
+    def _remove_old_pod(self, pod: PodInfo, before: ClusterSnapshot) -> bool:
         """Delete the old pod once its replacement is Ready; force (grace 0) only when its node is not Ready.
 
         Returns whether the deletion was forced. A NotReady or unreachable node's kubelet cannot confirm
         a normal deletion, so the pod would stay Terminating (and keep its name and IP) until the node
         returns; for a ReplicaSet pod whose replacement already serves, removing it from the API is safe.
+        The node's state is read again; if that read fails, the read the migration started from decides
+        (a failed read must not undo a replacement that already serves).
         """
-        node = self.ops.snapshot().node(pod.node_name) if pod.node_name else None
+        try:
+            node = self.ops.snapshot().node(pod.node_name) if pod.node_name else None
+        except Exception:
+            node = before.node(pod.node_name) if pod.node_name else None
         if node is not None and not node.ready:
             self.ops.force_delete_pod(pod.name)
             return True

@@ -35,7 +35,7 @@ from typing import Protocol
 from ceenv.schema import ActionRequest, MeasuredConditions
 from migrator.actuator import Actuator, Clock, ClusterOps, MigrationResult
 from migrator.aliases import AliasError, from_policy_name, node_aliases, to_policy_names
-from migrator.guards import UNCHECKED_ANSWER, GuardLimits, MigrationLedger, Move, Verdict, check_move
+from migrator.guards import UNCHECKED_ANSWER, GuardLimits, MigrationLedger, Move, Verdict, check_move, is_evacuation
 from migrator.observe import FitRules, build_request, pods_per_node
 from migrator.policy import Advice, NoAdvice, Stop
 from migrator.settings import MigratorSettings, Mode
@@ -91,6 +91,18 @@ class Journal:
 
 # Evacuations in one cycle never exceed this (a bound on the loop; the window limit usually comes first).
 MAX_EVACUATIONS_PER_CYCLE = 64
+
+
+@dataclass(frozen=True)
+class EvacuationsOnly:
+    """A cycle that runs for a failed node's pods only: a move that is not an evacuation is not made.
+
+    ``blind_reason`` is why nothing else may move (the latency or the measurement cannot be observed),
+    or None when nothing else needs to (the QoS holds).
+    """
+
+    blind_reason: str | None
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -161,7 +173,7 @@ class Controller:
         return None
 
     # ---- one decision -------------------------------------------------------------------------
-    def run_cycle(self) -> list[CycleOutcome]:
+    def run_cycle(self, only: EvacuationsOnly | None = None) -> list[CycleOutcome]:
         """Ask for and carry out up to ``max_migrations_per_cycle`` moves (at least one question).
 
         An evacuation (a pod moved off a NotReady node, its old pod force-removed) does not count against
@@ -175,7 +187,7 @@ class Controller:
         outcomes: list[CycleOutcome] = []
         regular = 0
         while regular < max(1, self.settings.max_migrations_per_cycle):
-            outcome = self._decide_and_act(regular)
+            outcome = self._decide_and_act(regular, only)
             outcomes.append(outcome)
             if outcome.kind != "migrated" or len(outcomes) > MAX_EVACUATIONS_PER_CYCLE:
                 break
@@ -183,7 +195,7 @@ class Controller:
                 regular += 1
         return outcomes
 
-    def _decide_and_act(self, started_this_cycle: int) -> CycleOutcome:
+    def _decide_and_act(self, started_this_cycle: int, only: EvacuationsOnly | None = None) -> CycleOutcome:
         try:
             snapshot = self.ops.snapshot()
         except ClusterAccessDenied as exc:
@@ -200,6 +212,7 @@ class Controller:
             # have run on that very node). The evacuation rule does not need the measured network.
             self.journal.record("measurement-skipped", reason=str(exc), failed_nodes=failed)
             request = build_request(snapshot, self.rules, None)
+            only = EvacuationsOnly(MEASUREMENT_UNAVAILABLE, f"only evacuations without the measurement: {exc}")
         try:
             advice = self._ask(snapshot, request)
         except AliasError as exc:  # a labelling mistake: no move until it is fixed
@@ -212,6 +225,12 @@ class Controller:
                 return self._blind(POLICY_ANSWER_MALFORMED, advice.reason)
             self.journal.record("no-advice", reason=advice.reason, temporary=advice.temporary)
             return CycleOutcome("no-advice", advice.reason)
+        if only is not None and not is_evacuation(advice, snapshot):
+            detail = f"{advice.pod_name} to {advice.target_node} is not an evacuation: {only.detail}"
+            if only.blind_reason is not None:
+                return self._blind(only.blind_reason, detail)
+            self.journal.record("not-evacuation", pod=advice.pod_name, target=advice.target_node, detail=detail)
+            return CycleOutcome("skipped", detail)
         now_s = self.clock.now_s()
         verdict = check_move(advice, snapshot, request, self.ledger, self.limits, self.rules, now_s, started_this_cycle)
         if not verdict.allowed:
@@ -314,6 +333,9 @@ class Controller:
         self.ops.emit_event(move.pod_name, reason, result.detail, warning=not result.migrated)
         if result.migrated and result.replacement_pod:
             self.ops.emit_event(result.replacement_pod, "MigrationReplacement", f"replaces {move.pod_name}")
+        if result.access_denied:  # the cluster refused a write: every later try would be refused the same way
+            self._blind(CLUSTER_ACCESS_DENIED, result.detail)
+            return CycleOutcome(kind, result.detail, result=result, blind=True)
         return CycleOutcome(kind, result.detail, result=result)
 
     # ---- modes --------------------------------------------------------------------------------
@@ -322,23 +344,26 @@ class Controller:
         return self.latency().value_ms if self.latency is not None else None
 
     def failed_nodes_with_pods(self) -> list[str]:
-        """NotReady nodes that still hold application pods (read from the API; none when it cannot be read)."""
-        try:
-            snapshot = self.ops.snapshot()
-        except Exception:  # the cycle itself reports an unreadable cluster
-            return []
-        return _failed_nodes_with_pods(snapshot)
+        """NotReady nodes that still hold application pods, read from the API (which may raise)."""
+        return _failed_nodes_with_pods(self.ops.snapshot())
 
     def monitoring_step(self) -> list[CycleOutcome]:
         """Act only while the latency exceeds the QoS threshold; an unknown latency means no action.
 
         A failed node's pods are the exception: they are moved off whatever the latency (the node's
-        state is read from the API, not guessed), so a cycle runs while a NotReady node holds pods.
+        state is read from the API, not guessed), so a cycle runs while a NotReady node holds pods;
+        while the latency is unknown or within the QoS, that cycle makes evacuations only. A cluster
+        that cannot be read is a blind cycle, whatever the latency.
         """
-        failed = self.failed_nodes_with_pods()
+        try:
+            failed = self.failed_nodes_with_pods()
+        except ClusterAccessDenied as exc:
+            return [self._blind(CLUSTER_ACCESS_DENIED, str(exc))]
+        except Exception as exc:
+            return [self._blind(CLUSTER_UNREADABLE, f"cannot read the cluster: {exc}")]
         if failed:
             self.journal.record("node-failure", nodes=failed)
-            return self.run_cycle()
+            return self.run_cycle(self._evacuations_only())
         if self.latency is not None:
             reading = self.latency()
             if reading.value_ms is None:
@@ -351,6 +376,20 @@ class Controller:
         if not any(o.blind for o in outcomes):
             self._seeing()
         return outcomes
+
+    def _evacuations_only(self) -> EvacuationsOnly | None:
+        """Whether a failed node's cycle may also make regular moves: only when the latency is known and above QoS."""
+        if self.latency is None:
+            return None
+        reading = self.latency()
+        if reading.value_ms is None:
+            return EvacuationsOnly(
+                reading.problem or "latency-unknown",
+                f"only evacuations while the latency is unknown ({reading.detail})",
+            )
+        if reading.value_ms <= self.settings.qos_threshold_ms:
+            return EvacuationsOnly(None, f"only evacuations while the QoS holds ({reading.value_ms:.1f} ms)")
+        return None
 
     def run_episode(self) -> list[CycleOutcome]:
         """REACH's test mode: one move per step until stop, refusal, failure or the step cap."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -58,9 +59,17 @@ def make_api_client(kubeconfig: str | None) -> client.ApiClient:
 ACCESS_DENIED_STATUSES = (401, 403)
 
 
+def _server_message(exc: ApiException) -> str:
+    """The API server's own words of a refusal (its Status ``message``: RBAC's, or an admission webhook's)."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        return ""
+
+
 @contextlib.contextmanager
 def _access_checked(what: str, namespace: str = "") -> Iterator[None]:
-    """Turn a 401/403 on a read into :class:`ClusterAccessDenied` naming the read and the fix.
+    """Turn a 401/403 into :class:`ClusterAccessDenied` naming the call, the server's words and the fix.
 
     Everything else (the server away, 5xx, 429, a timeout) is left as it is: it may pass by itself.
     """
@@ -70,15 +79,16 @@ def _access_checked(what: str, namespace: str = "") -> Iterator[None]:
         if exc.status not in ACCESS_DENIED_STATUSES:
             raise
         where = f" in namespace {namespace}" if namespace else " (cluster-wide)"
+        said = _server_message(exc)
         fix = (
             "the kubeconfig's credentials are not accepted; renew them"
             if exc.status == 401
             else "grant the migrator's ServiceAccount this permission (deploy/k8s/rbac.yaml: its Role must be in "
-            "the application's namespace) or use a kubeconfig that has it"
+            "the application's namespace) or use a kubeconfig that has it; if an admission policy refused it (the "
+            "server's words say which), the cluster does not allow this migration"
         )
-        raise ClusterAccessDenied(
-            f"the API server refused to {what}{where} ({exc.status} {exc.reason}): {fix}"
-        ) from exc
+        detail = f"{exc.status} {exc.reason}" + (f": {said}" if said else "")
+        raise ClusterAccessDenied(f"the API server refused to {what}{where} ({detail}): {fix}") from exc
 
 
 def _parse_quantity(text: str) -> Any:
@@ -337,15 +347,20 @@ class KubeOps:
         if annotations:
             metadata["annotations"] = dict(annotations)
         if metadata:
-            self.core.patch_namespaced_pod(name, self.namespace, {"metadata": metadata}, _request_timeout=self.timeout)
+            with _access_checked("patch pods", self.namespace):
+                self.core.patch_namespaced_pod(
+                    name, self.namespace, {"metadata": metadata}, _request_timeout=self.timeout
+                )
 
     def set_cordon(self, node_name: str, migration_id: str | None) -> None:
         """Cordon a node for a migration (recorded as an annotation), or lift that cordon (None)."""
-        patch_cordon(self.core, node_name, ANNOTATION_TEMPORARY_CORDON, migration_id, self.timeout)
+        with _access_checked("patch nodes"):
+            patch_cordon(self.core, node_name, ANNOTATION_TEMPORARY_CORDON, migration_id, self.timeout)
 
     def delete_pod(self, name: str) -> None:
         try:
-            self.core.delete_namespaced_pod(name, self.namespace, _request_timeout=self.timeout)
+            with _access_checked("delete pods", self.namespace):
+                self.core.delete_namespaced_pod(name, self.namespace, _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -353,7 +368,10 @@ class KubeOps:
     def force_delete_pod(self, name: str) -> None:
         """Remove a pod from the API at once (grace period 0): only for a pod whose node is not Ready."""
         try:
-            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0, _request_timeout=self.timeout)
+            with _access_checked("delete pods", self.namespace):
+                self.core.delete_namespaced_pod(
+                    name, self.namespace, grace_period_seconds=0, _request_timeout=self.timeout
+                )
         except ApiException as exc:
             if exc.status != 404:
                 raise

@@ -93,16 +93,17 @@ def down() -> list[str]:
     stopped: list[str] = []
     survived: list[str] = []
     for record, alive in sorted(processes.records(), key=lambda r: stop_order(r[0].name)):
-        if not alive:
-            processes.forget(record.name)
-        elif processes.stop(record.name):
+        # stop() also ends what a dead leader left in its process group, then drops the record
+        if processes.stop(record.name) and alive:
             stopped.append(record.name)
         elif processes.recorded(record.name) is not None:  # still running, or not ours to signal: keep it
             survived.append(f"{record.name} (pid {record.pid})")
-    if survived:
+    unreadable = processes.unreadable_records()
+    if survived or unreadable:
+        problems = [f"{', '.join(survived)} did not stop; stop it by that PID (`kill <pid>`)"] if survived else []
+        problems += [str(err) for err in unreadable]
         raise RuntimeError(
-            f"stopped {', '.join(stopped) or 'nothing'}, but {', '.join(survived)} did not stop; "
-            "stop it by that PID (`kill <pid>`), then run `reach down` again"
+            f"stopped {', '.join(stopped) or 'nothing'}, but {'; '.join(problems)}; then run `reach down` again"
         )
     return stopped
 

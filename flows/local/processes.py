@@ -74,6 +74,26 @@ def process_start(pid: int) -> int | None:
         return None
 
 
+def group_members(pgid: int, since: int | None = None) -> list[int]:
+    """The processes of process group ``pgid`` (``/proc/<pid>/stat``, field 5) started at or after ``since``.
+
+    A stopped process's children may outlive it in its group; a group ID is not reused while any
+    member lives, and ``since`` (the leader's start) keeps out a later group that took the number.
+    """
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            state, _, group, *rest = stat[stat.rindex(")") + 2 :].split()  # fields 3, 4, 5, …: 22 is rest[16]
+            if int(group) == pgid and state != "Z" and (since is None or int(rest[16]) >= since):
+                members.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return members
+
+
 def is_alive(pid: int, started: int | None = None) -> bool:
     """Whether process ``pid`` runs; with ``started`` (:func:`process_start`), whether it is *that* process."""
     if started is not None:
@@ -136,13 +156,35 @@ def adopt(name: str, pid: int, port: int, argv: list[str], log: str) -> ProcessR
     return _write(ProcessRecord(name, pid, port, argv, log, time.time(), pid_start=process_start(pid)))
 
 
+class RecordError(ValueError):
+    """A process record that cannot be read (e.g. left empty by a crash); the message names the file and the fix."""
+
+
 def recorded(name: str) -> ProcessRecord | None:
-    """The process recorded as ``name``, alive or dead, or None when there is no record."""
+    """The process recorded as ``name``, alive or dead, or None when there is no record; :class:`RecordError`
+    when the record cannot be read."""
     path = _records_dir() / f"{name}.json"
     if not path.exists():
         return None
     known = {f.name for f in fields(ProcessRecord)}
-    return ProcessRecord(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
+    try:
+        return ProcessRecord(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
+    except (ValueError, TypeError, AttributeError) as err:
+        raise RecordError(
+            f"{path}: not a process record ({type(err).__name__}: {err}); if its process still runs, stop it by "
+            f"its PID, then remove the file (rm {path})"
+        ) from None
+
+
+def unreadable_records() -> list[RecordError]:
+    """The records :func:`records` leaves out because they cannot be read."""
+    found = []
+    for path in sorted(_records_dir().glob("*.json")):
+        try:
+            recorded(path.stem)
+        except RecordError as err:
+            found.append(err)
+    return found
 
 
 def find(name: str) -> ProcessRecord | None:
@@ -157,8 +199,14 @@ def alive(record: ProcessRecord) -> bool:
 
 
 def records() -> list[tuple[ProcessRecord, bool]]:
-    """Every recorded process, with whether it is alive (a process that died stays listed)."""
-    found = [recorded(p.stem) for p in sorted(_records_dir().glob("*.json"))]
+    """Every readable recorded process, with whether it is alive (a process that died stays listed; an
+    unreadable record is left out: :func:`unreadable_records`)."""
+    found = []
+    for path in sorted(_records_dir().glob("*.json")):
+        try:
+            found.append(recorded(path.stem))
+        except RecordError:
+            continue
     return [(r, alive(r)) for r in found if r is not None]
 
 
@@ -191,7 +239,14 @@ def stop(name: str, grace_s: float = 10.0) -> bool:
     survives or may not be signalled keeps its record, so that ``reach down`` can report it.
     """
     record = recorded(name)
-    if record is None or not alive(record):
+    if record is None:
+        return False
+    was_alive = alive(record)
+
+    def running() -> bool:  # the leader, or any child it left in its group
+        return alive(record) or bool(group_members(record.pid, record.pid_start))
+
+    if not running():
         forget(name)
         return False
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -202,14 +257,14 @@ def stop(name: str, grace_s: float = 10.0) -> bool:
         except PermissionError:
             return False
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and alive(record):
+        while time.monotonic() < deadline and running():
             time.sleep(0.1)
-        if not alive(record):
+        if not running():
             break
-    if alive(record):
+    if running():
         return False
     forget(name)
-    return True
+    return was_alive
 
 
 def wait_http(url: str, timeout_s: float, pid: int | None = None) -> None:

@@ -131,3 +131,34 @@ def test_a_process_that_may_not_be_signalled_keeps_its_record(
     finally:
         assert processes.stop("test-kept")
     assert processes.recorded("test-kept") is None
+
+
+def test_stop_also_ends_the_children_a_process_leaves_in_its_group(reach_home: Path) -> None:
+    """A child that ignores SIGTERM outlives its leader; stop must not drop the record while it still runs."""
+    port = processes.free_port()
+    script = '(trap "" TERM; exec sleep 30) & exec sleep 30'
+    record = processes.start("test-children", ["bash", "-c", script], port)
+    for _ in range(100):
+        if len(processes.group_members(record.pid, record.pid_start)) == 2:
+            break
+        time.sleep(0.05)
+    assert len(processes.group_members(record.pid, record.pid_start)) == 2
+    assert processes.stop("test-children", grace_s=2.0)
+    assert processes.group_members(record.pid, record.pid_start) == []
+    assert processes.recorded("test-children") is None
+
+
+def test_an_unreadable_record_is_named_and_does_not_keep_down_from_stopping_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.local import ops
+
+    monkeypatch.setenv("REACH_HOME", str(tmp_path))
+    port = processes.free_port()
+    record = processes.start("test-live", [sys.executable, "-c", "import time; time.sleep(30)"], port)
+    broken = next(Path(tmp_path).rglob("test-live.json")).with_name("bento-blue.json")  # beside the live record
+    broken.write_text("")  # what a crash between open and write leaves
+    assert [r.name for r, _ in processes.records()] == ["test-live"]
+    with pytest.raises(RuntimeError, match=r"stopped test-live, but .*bento-blue.json: not a process record.*rm "):
+        ops.down()
+    assert not processes.is_alive(record.pid, record.pid_start)

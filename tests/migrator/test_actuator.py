@@ -223,3 +223,27 @@ def test_a_rollback_that_cannot_read_the_old_pod_keeps_both_pods_and_a_later_cle
     cleaned = actuator.clean_up_leftovers()
     assert any(old in c for c in cleaned)
     assert old in cluster.pods and len(pods_of(cluster, "agg")) == 2 and no_reach_marks(cluster)
+
+
+def test_a_failed_read_before_removing_the_old_pod_does_not_undo_a_serving_replacement(world) -> None:  # type: ignore[no-untyped-def]
+    """The node's state is read once more to choose a forced or a graceful delete; when that read fails, the
+    read the migration started from decides, instead of a rollback that deleted the Ready replacement."""
+    from dataclasses import replace
+
+    cluster, _, actuator = world
+    cluster.nodes["cloud-1"] = replace(cluster.nodes["cloud-1"], ready=False)
+    old = next(n for n, where in pods_of(cluster, "agg").items() if where == "cloud-1")
+    import inspect
+
+    start = cluster.snapshot()
+    real = cluster.snapshot
+
+    def flaky() -> object:  # every read passes but the one that chooses how to remove the old pod
+        if any(frame.function == "_remove_old_pod" for frame in inspect.stack()):
+            raise TimeoutError("API server slow")
+        return real()
+
+    cluster.snapshot = flaky  # type: ignore[method-assign]
+    result = actuator.migrate(Move(old, "edge-1"), start)
+    assert result.migrated and result.forced_removal, result.detail
+    assert old not in cluster.pods and cluster.pods[result.replacement_pod].node_name == "edge-1"

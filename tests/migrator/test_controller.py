@@ -145,3 +145,71 @@ def test_a_failed_node_with_pods_is_acted_on_whatever_the_latency(tmp_path: Path
     assert controller.monitoring_step()[0].kind == "migrated"
     assert controller.failed_nodes_with_pods() == []
     assert controller.monitoring_step()[0].kind == "blind"
+
+
+def _failed_node_and_a_healthy_pod(tmp_path: Path) -> tuple[Controller, FakeCluster, ScriptedPolicy, str, str]:
+    """cloud-1 NotReady with agg's pods on it; db runs on the healthy edge-1, and edge-2 has room."""
+    from dataclasses import replace
+
+    controller, cluster, policy = make(tmp_path, qos_threshold_ms=250.0)
+    cluster.nodes["edge-2"] = node("edge-2", "edge")
+    cluster.add_deployment("db", ["edge-1"])
+    cluster.nodes["cloud-1"] = replace(cluster.nodes["cloud-1"], ready=False)
+    stranded = sorted(p for p in cluster.pods if cluster.pods[p].node_name == "cloud-1")[0]
+    healthy = next(p for p in cluster.pods if cluster.pods[p].node_name == "edge-1")
+    return controller, cluster, policy, stranded, healthy
+
+
+def test_while_the_latency_is_unknown_a_failed_node_s_cycle_makes_evacuations_only(tmp_path: Path) -> None:
+    """Evacuating does not need the latency; any other move does: it is a blind cycle, nothing moves."""
+    controller, cluster, policy, stranded, healthy = _failed_node_and_a_healthy_pod(tmp_path)
+    controller.latency = lambda: LatencyReading(None, "prometheus-unreachable", "Prometheus down")
+    policy.answers = [Move(stranded, "edge-2"), Move(healthy, "edge-2")]
+    evacuated, regular = controller.monitoring_step()
+    assert evacuated.kind == "migrated" and evacuated.result is not None and evacuated.result.forced_removal
+    assert regular.kind == "blind" and "is not an evacuation" in regular.detail
+    assert cluster.pods[healthy].node_name == "edge-1"
+    assert controller.journal.records[-1]["reason"] == "prometheus-unreachable"
+
+
+def test_while_the_qos_holds_a_failed_node_s_cycle_skips_regular_moves(tmp_path: Path) -> None:
+    controller, cluster, policy, _, healthy = _failed_node_and_a_healthy_pod(tmp_path)
+    controller.latency = lambda: LatencyReading(120.0)
+    policy.answers = [Move(healthy, "edge-2")]
+    [outcome] = controller.monitoring_step()
+    assert outcome.kind == "skipped" and not outcome.blind and "only evacuations while the QoS holds" in outcome.detail
+    assert cluster.pods[healthy].node_name == "edge-1"
+
+
+def test_a_cluster_that_cannot_be_read_is_blind_even_while_the_qos_holds(tmp_path: Path) -> None:
+    """Before, a failed read counted as 'no failed node', and the QoS check then said all was well."""
+    from migrator.snapshot import ClusterAccessDenied
+
+    controller, cluster, _ = make(tmp_path)
+    controller.latency = lambda: LatencyReading(100.0)
+
+    def denied() -> None:
+        raise ClusterAccessDenied("the API server refused to list nodes (cluster-wide) (403 Forbidden): grant it")
+
+    cluster.snapshot = denied  # type: ignore[assignment, method-assign]
+    [outcome] = controller.monitoring_step()
+    assert outcome.kind == "blind" and controller.journal.records[-1]["reason"] == "cluster-access-denied"
+    assert "qos-met" not in [r["event"] for r in controller.journal.records]
+
+
+def test_a_write_the_cluster_refuses_is_rolled_back_and_makes_the_cycle_blind_with_its_reason(tmp_path: Path) -> None:
+    """A 403 on a cordon (RBAC, or a managed cluster that forbids node patches) is not a slow replacement."""
+    from migrator.snapshot import ClusterAccessDenied
+
+    controller, cluster, policy = make(tmp_path)
+    policy.answers = [Move(first_agg(cluster), "edge-1")]
+
+    def refused(node_name: str, migration_id: str | None) -> None:
+        raise ClusterAccessDenied(f"the API server refused to patch nodes (cluster-wide) (403 Forbidden): {node_name}")
+
+    cluster.set_cordon = refused  # type: ignore[method-assign]
+    [outcome] = controller.run_cycle()
+    assert outcome.kind == "rolled-back" and outcome.blind and outcome.result is not None
+    assert outcome.result.access_denied
+    assert [r["event"] for r in controller.journal.records][-2:] == ["rolled-back", "blind"]
+    assert controller.journal.records[-1]["reason"] == "cluster-access-denied"
