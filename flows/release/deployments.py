@@ -3,7 +3,7 @@
 ``reach-pipeline`` (on demand), ``reach-retrain`` (pipeline then redeploy, on a cron schedule) and
 ``reach-redeploy`` (on demand). The retraining cron comes from ``$REACH_HOME/schedule.json``
 (written by ``reach retrain schedule``) or defaults to Sunday 03:00. Run as
-``python -m flows.release.deployments``; ``deploy/prefect.yaml`` declares the same deployments for a
+``python -m flows.release.deployments``; ``deploy/prefect/prefect.yaml`` declares the same deployments for a
 process work pool, for users who prefer workers to a serving process.
 """
 
@@ -28,7 +28,10 @@ def retrain_cron() -> str:
     if not path.exists():
         return DEFAULT_RETRAIN_CRON
     try:
-        return str(json.loads(path.read_text())["cron"])
+        cron = json.loads(path.read_text())["cron"]
+        if not isinstance(cron, str) or not valid_cron(cron):
+            raise ValueError(f"{cron!r} is not a 5-field cron expression")
+        return cron
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(
             f"{path} holds no retraining schedule ({type(exc).__name__}: {exc}); set one with "
@@ -36,17 +39,21 @@ def retrain_cron() -> str:
         ) from exc
 
 
-def save_retrain_cron(cron: str) -> None:
-    """Validate a cron expression (Prefect's own cron grammar, 5 fields) and save it for the runner."""
+def valid_cron(cron: str) -> bool:
+    """Whether ``cron`` is a 5-field expression Prefect's cron grammar accepts."""
     from prefect.client.schemas.schedules import CronSchedule
     from pydantic import ValidationError
 
     try:
         CronSchedule(cron=cron)
-        valid = len(cron.split()) == 5
     except ValidationError:
-        valid = False
-    if not valid:
+        return False
+    return len(cron.split()) == 5
+
+
+def save_retrain_cron(cron: str) -> None:
+    """Validate a cron expression (Prefect's own cron grammar, 5 fields) and save it for the runner."""
+    if not valid_cron(cron):
         raise ValueError(f"not a valid 5-field cron expression: {cron!r} (example: '0 3 * * 0' = Sundays at 03:00)")
     path = schedule_file()
     path.parent.mkdir(parents=True, exist_ok=True)

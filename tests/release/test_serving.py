@@ -189,9 +189,12 @@ def test_a_broken_schedule_file_names_itself_and_the_fix(reach_home: Path) -> No
     assert deployments.retrain_cron() == deployments.DEFAULT_RETRAIN_CRON  # no file: the default
     deployments.save_retrain_cron("0 4 * * 1")
     assert deployments.retrain_cron() == "0 4 * * 1"
-    deployments.schedule_file().write_text('{"every": "sunday"}')
     try:
-        with pytest.raises(ValueError, match=r"schedule\.json holds no retraining schedule.*reach retrain schedule"):
-            deployments.retrain_cron()
+        for broken in ('{"every": "sunday"}', '{"cron": "61 3 * * 0"}', '{"cron": null}', '{"cron": "0 3 * *"}'):
+            deployments.schedule_file().write_text(broken)  # the runner would die at start on the last three
+            with pytest.raises(
+                ValueError, match=r"schedule\.json holds no retraining schedule.*reach retrain schedule"
+            ):
+                deployments.retrain_cron()
     finally:
         deployments.schedule_file().unlink()

@@ -1,9 +1,7 @@
 """The processes of one local cluster: start each in its own session with a log, record its PID, stop by PID.
 
-        finally:
-            if writer.stdin is not None:
-                writer.stdin.close()  # the component holds the pipe now; the writer ends when it closes
-        self.record(name, proc.pid, argv, env)
+A :class:`ProcessTable` keeps ``pids.json`` (name → PID and executable) and ``logs/<name>.log`` in
+the cluster's state directory. Processes are stopped only by their recorded PID, and only while
 that PID still runs the executable that was started (guards against PID reuse); never by name.
 Every child gets a loopback-only environment (no proxies, no cloud metadata look-ups). Used by
 :class:`flows.local.cluster.control_plane.LocalCluster`.
