@@ -107,7 +107,9 @@ def switch_service(
     from flows.release.serving import redeploy
 
     arguments = serve_arguments(bento, bento_labels(bento), cluster)
-    requests = canary_requests(cluster.scenario, cluster.workload, canary_size)
+    # the cluster's own files (a path need not be a name under data/, and a name there may be another cluster)
+    requests = canary_requests(cluster.scenario_dir or cluster.scenario, cluster.workload_file or cluster.workload,
+                               canary_size)  # fmt: skip
     if kubeconfig:
         from flows.release.canary import live_request
         from migrator.settings import MigratorSettings

@@ -45,6 +45,7 @@ class Cluster:
     slot_count: int | None = None
     scenario_dir: str = ""  # absolute paths, for a general bento's serve-time arguments ("" when unknown)
     workload_file: str = ""
+    scenario_sha256: str = ""  # of nodes.json + services.json: a folder of the same name may hold another cluster
 
     def __str__(self) -> str:
         return f"{self.scenario} / {self.workload}"
@@ -77,6 +78,8 @@ def cluster_of(scenario: str, workload: str, strict: bool = True) -> Cluster:
         if strict:
             raise
         workload_file = Path(workload)
+    from bento.artefact import joined_sha256, scenario_sources
+
     layout = layout_from_scenario(load_scenario(scenario_dir))
     return Cluster(
         scenario_dir.name,
@@ -85,6 +88,7 @@ def cluster_of(scenario: str, workload: str, strict: bool = True) -> Cluster:
         layout.slot_count,
         str(scenario_dir.resolve()),
         str(workload_file.resolve()) if workload_file.is_file() else "",
+        joined_sha256(scenario_sources(scenario_dir)),
     )
 
 
@@ -114,6 +118,12 @@ def why_not(labels: Mapping[str, str], cluster: Cluster) -> str | None:
         return None
     if scenario != cluster.scenario:
         return f"trained for scenario {scenario or '(unlabelled)'}, not {cluster.scenario}"
+    trained_files = labels.get("scenario_sha256", "")
+    if trained_files and cluster.scenario_sha256 and trained_files != cluster.scenario_sha256:
+        return (
+            f"trained on other files named {scenario}: {cluster.scenario_dir or 'these'} nodes.json and services.json "
+            "differ from the ones it was trained on"
+        )
     return None
 
 
@@ -186,6 +196,9 @@ def release_labels(
     labels = {"gate": "passed" if passed else "refused", "model": model_tag}
     if not is_general(model_labels, card):
         labels.update(scenario=model_labels.get("scenario", ""), workload=model_labels.get("workload", ""))
+        trained_files = str((card.get("scenario") or {}).get("sha256", ""))
+        if trained_files:  # a specific policy serves exactly these files, not any folder of that name
+            labels["scenario_sha256"] = trained_files
         return labels
     layout = card.get("layout") or {}
     max_nodes = int(model_labels.get("max_nodes") or layout.get("max_nodes") or 0)

@@ -129,3 +129,23 @@ def test_a_bento_its_gate_refused_cannot_be_served_even_by_name() -> None:
     with pytest.raises(NotServable, match=r"b9 was refused by its evaluation gate.*reach package"):
         check_servable("b9", refused, SMALL)
     check_servable("b9", {**refused, "gate": "passed"}, SMALL)  # no error
+
+
+def test_a_specific_bento_serves_its_own_files_not_any_folder_of_that_name(tmp_path: object) -> None:
+    """A copy of 13-29 in a folder named 7-21 has 7-21's name and 13 nodes: the 7-node bento may not serve it."""
+    import shutil
+    from pathlib import Path
+
+    from tests.conftest import scenario_dir, workload_file
+
+    real = cluster_of(str(scenario_dir("7-21")), str(workload_file("chain")))
+    labels = release_labels(True, "reach-policy:a", {"scenario": "7-21", "workload": "chain"},
+                            {"scenario": {"name": "7-21", "sha256": real.scenario_sha256}})  # fmt: skip
+    assert labels["scenario_sha256"] == real.scenario_sha256 and why_not(labels, real) is None
+    impostor = Path(str(tmp_path)) / "7-21"
+    shutil.copytree(scenario_dir("13-29"), impostor)
+    other = cluster_of(str(impostor), str(workload_file("chain")))
+    assert (other.scenario, other.node_count) == ("7-21", 13)
+    reason = why_not(labels, other)
+    assert reason is not None and "trained on other files named 7-21" in reason
+    assert why_not(specific("7-21", "chain"), other) is None  # a bento packaged before the label: names only
