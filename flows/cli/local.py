@@ -63,8 +63,8 @@ def status() -> None:
                 f"`reach restart {record.name}` starts it again",
                 highlight=False,
             )
-    for err in processes.unreadable_records():
-        errors.print(f"[bold red]error:[/] {err}", highlight=False)
+    for unreadable in processes.unreadable_records():
+        errors.print(f"[bold red]error:[/] {unreadable}", highlight=False)
     server = processes.find(ops.PREFECT_SERVER)
     if server is None:
         console.print("prefect: not running (`reach up` starts it)")
