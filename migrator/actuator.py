@@ -185,7 +185,8 @@ class Actuator:
         if forced:
             detail += f" (node {pod.node_name} not Ready: old pod force-deleted)"
         try:  # committed: the replacement serves; only the confirmation of the removal can fail now
-            self._wait_until_gone(pod.name)
+            if not self._wait_until_gone(pod.name):
+                detail += f"; removal of {pod.name} not confirmed within {self.settle_s:g} s (still Terminating)"
         except Exception as exc:
             detail += f"; removal of {pod.name} not confirmed: {exc}"
         gone_s = self.clock.now_s() - started_s
@@ -244,12 +245,14 @@ class Actuator:
         )
         raise MigrationFailed(f"{what} {state} {move.target_node} within {limit}")
 
-    def _wait_until_gone(self, pod_name: str) -> None:
+    def _wait_until_gone(self, pod_name: str) -> bool:
+        """Whether the pod left the API within ``settle_s``."""
         end_s = self.clock.now_s() + self.settle_s
         while self.clock.now_s() < end_s:
             if self.ops.get_pod(pod_name) is None:
-                return
+                return True
             self.clock.sleep(self.poll_s)
+        return False
 
     def _lift_cordons(self, migration_id: str) -> None:
         for node in self.ops.snapshot().nodes:

@@ -67,7 +67,10 @@ def urllib_transport(url: str, body: bytes, timeout_s: float) -> bytes:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return bytes(response.read())
     except urllib.error.HTTPError as exc:
-        detail = exc.read()[:300].decode(errors="replace")
+        try:  # the error body is read on a connection that may break too: the status alone still says enough
+            detail = exc.read()[:300].decode(errors="replace")
+        except (OSError, http.client.HTTPException) as unreadable:
+            detail = f"(body unreadable: {type(unreadable).__name__})"
         raise TransportError(f"HTTP {exc.code} from {url}: {detail}", exc.code >= 500 or exc.code == 429) from exc
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)

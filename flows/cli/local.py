@@ -118,7 +118,7 @@ def restart(
 
     try:
         record = ops.restart(name)
-    except (KeyError, TimeoutError, RuntimeError) as err:
+    except (KeyError, TimeoutError, RuntimeError, ValueError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         errors.print(f"[bold red]error:[/] {message}", highlight=False)
         raise typer.Exit(1) from None

@@ -79,12 +79,18 @@ FIRST = (PREFECT_RUNNER, "reach-migrator")
 CLUSTER_PREFIX = "cluster-"
 
 
-def stop_order(name: str) -> int:
+def stop_order(name: str) -> tuple[int, int]:
+    """Clients first, then the rest, the cluster late (its nodes and schedulers before the API server, etcd
+    last: the cluster's own stop order), Prefect's server last."""
+    from flows.local.cluster.supervisor import _STOP_RANK
+
     if name in FIRST:
-        return 0
+        return 0, 0
     if name == PREFECT_SERVER:
-        return 3
-    return 2 if name.startswith(CLUSTER_PREFIX) else 1
+        return 3, 0
+    if name.startswith(CLUSTER_PREFIX):
+        return 2, _STOP_RANK.get(name.removeprefix(CLUSTER_PREFIX), 0)
+    return 1, 0
 
 
 def down() -> list[str]:
@@ -116,6 +122,8 @@ def restart(name: str) -> processes.ProcessRecord:
     and a hollow node is waited for until Ready; the cluster's pods and Deployments are untouched.
     Raises KeyError for a name reach never recorded.
     """
+    if name.startswith("bento-"):  # the serving endpoint records which server serves: a restart would orphan it
+        raise ValueError(f"{name} is a policy server; `reach deploy` (blue/green, canary) replaces it, not a restart")
     record = processes.recorded(name)
     if record is None or not name.startswith(CLUSTER_PREFIX):
         return processes.restart(name)

@@ -22,6 +22,12 @@ def test_the_migrator_stops_before_the_cluster_it_talks_to(monkeypatch: pytest.M
     cluster = [stopped.index(n) for n in ("cluster-etcd", "cluster-kube-apiserver")]
     others = [stopped.index(n) for n in ("reach-exporter", "bento-blue", "reach-prometheus")]
     assert max(others) < min(cluster)
+    assert stopped.index("cluster-kube-apiserver") < stopped.index("cluster-etcd")  # the cluster's own order
+
+
+def test_a_policy_server_is_replaced_by_a_deploy_not_restarted() -> None:
+    with pytest.raises(ValueError, match=r"bento-blue is a policy server; `reach deploy`"):
+        ops.restart("bento-blue")
 
 
 def test_a_process_that_does_not_stop_is_named_and_keeps_its_record(monkeypatch: pytest.MonkeyPatch) -> None:

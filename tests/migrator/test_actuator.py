@@ -247,3 +247,20 @@ def test_a_failed_read_before_removing_the_old_pod_does_not_undo_a_serving_repla
     result = actuator.migrate(Move(old, "edge-1"), start)
     assert result.migrated and result.forced_removal, result.detail
     assert old not in cluster.pods and cluster.pods[result.replacement_pod].node_name == "edge-1"
+
+
+def test_an_old_pod_still_terminating_after_the_settle_time_is_said_not_confirmed(world) -> None:  # type: ignore[no-untyped-def]
+    """The removal's confirmation timing out used to pass silently, with a made-up time for it."""
+    cluster, _, actuator = world
+    old = next(iter(pods_of(cluster, "agg")))
+    real_delete = cluster.delete_pod
+
+    def slow_delete(name: str) -> None:  # a long grace period: the pod stays Terminating
+        from dataclasses import replace
+
+        cluster.pods[name] = replace(cluster.pods[name], terminating=True)
+
+    cluster.delete_pod = slow_delete  # type: ignore[method-assign]
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert result.migrated and f"removal of {old} not confirmed within 5 s (still Terminating)" in result.detail
+    cluster.delete_pod = real_delete  # type: ignore[method-assign]

@@ -110,3 +110,24 @@ def test_an_answer_cut_off_mid_body_is_a_temporary_failure(monkeypatch) -> None:
     advice = client.ask(REQUEST)
     assert isinstance(advice, NoAdvice) and advice.temporary and "IncompleteRead" in advice.reason
     assert sleeps == [0.5, 1.0], "a cut-off answer is worth retrying"
+
+
+def test_an_error_answer_whose_body_breaks_is_still_a_classified_failure(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A 503 whose body cannot be read (the connection reset meanwhile) used to escape ``ask``: a cycle-failed."""
+    import io
+    import urllib.error
+
+    from migrator import policy
+
+    class Broken(io.BytesIO):
+        def read(self, *_args: object) -> bytes:
+            raise ConnectionResetError("reset by peer")
+
+    def unavailable(*_args: object, **_kwargs: object) -> object:
+        raise urllib.error.HTTPError("http://127.0.0.1:9/get_action", 503, "Service Unavailable", {}, Broken())  # type: ignore[arg-type]
+
+    monkeypatch.setattr(policy.urllib.request, "urlopen", unavailable)
+    sleeps: list[float] = []
+    advice = PolicyClient("http://127.0.0.1:9", 1.0, 2, 0.5, sleep=sleeps.append).ask(REQUEST)
+    assert isinstance(advice, NoAdvice) and advice.temporary
+    assert "HTTP 503" in advice.reason and "body unreadable: ConnectionResetError" in advice.reason
