@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bento.planning_settings import PLANNING_KEYS, PlanningSettings, pydantic_field
 from flows.evaluation.episodes import Family
-from flows.local.paths import data_dir, out_dir, repo_root, resolve_scenario, resolve_workload, write_text_atomic
+from flows.local.paths import data_dir, out_dir, repo_path, resolve_scenario, resolve_workload, write_text_atomic
 
 if TYPE_CHECKING:
     from flows.evaluation.gate import Verdict
@@ -144,12 +144,6 @@ def _train_overrides(params: PipelineParams) -> dict[str, Any]:
     }
 
 
-def _policy_source(policy_from: str) -> Path:
-    """``policy_from`` as given, or relative to the repository (``data/policies/general-v4`` from any folder)."""
-    source = Path(policy_from)
-    return source if source.is_absolute() or source.exists() else repo_root() / source
-
-
 def new_run_dir(run_dir: str | None) -> Path:
     """The run's folder, created now and holding no other run's files.
 
@@ -241,7 +235,7 @@ def check_run(params: PipelineParams, scenario_dir: Path, workload_file: Path) -
     else:
         from bento.artefact import read_metadata
 
-        read_metadata(_policy_source(params.policy_from))  # PolicyError naming the folder and the fix
+        read_metadata(repo_path(params.policy_from))  # PolicyError naming the folder and the fix
     load_gate_rules(_config_path(params.gate_rules, "gate"))
 
 
@@ -257,7 +251,7 @@ def train_policy(params: PipelineParams, scenario_dir: Path, workload_file: Path
     if params.policy_from is not None:
         from bento.artefact import retarget_artefact
 
-        source = _policy_source(params.policy_from)
+        source = repo_path(params.policy_from)
         artefact = retarget_artefact(source, scenario_dir, workload_file, run_dir / "training" / "policy")
         get_run_logger().info("adopted %s for %s (no training)", source, scenario_dir.name)
         return {"artefact_dir": str(artefact), "timesteps": 0, "wall_seconds": 0.0, "adopted_from": str(source)}

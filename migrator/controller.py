@@ -198,10 +198,8 @@ class Controller:
     def _decide_and_act(self, started_this_cycle: int, only: EvacuationsOnly | None = None) -> CycleOutcome:
         try:
             snapshot = self.ops.snapshot()
-        except ClusterAccessDenied as exc:
-            return self._blind(CLUSTER_ACCESS_DENIED, str(exc))
         except Exception as exc:  # the API server may be briefly away: skip the cycle, never crash
-            return self._blind(CLUSTER_UNREADABLE, f"cannot read the cluster: {exc}")
+            return self._unreadable(exc, "cannot read the cluster")
         try:
             request = build_request(snapshot, self.rules, self.measured_conditions())
         except MeasurementUnavailable as exc:  # told to decide on measured conditions, and cannot see them
@@ -251,10 +249,8 @@ class Controller:
         try:
             fresh = self.ops.snapshot()
             request = build_request(fresh, self.rules, None)
-        except ClusterAccessDenied as exc:
-            return self._blind(CLUSTER_ACCESS_DENIED, f"cannot read the cluster again before migrating: {exc}")
         except Exception as exc:
-            return self._blind(CLUSTER_UNREADABLE, f"cannot read the cluster again before migrating: {exc}")
+            return self._unreadable(exc, "cannot read the cluster again before migrating")
         verdict = check_move(
             advice, fresh, request, self.ledger, self.limits, self.rules, asked_at_s, started_this_cycle
         )
@@ -271,6 +267,12 @@ class Controller:
         blind_for_s = round(now_s - self.blind_since_s, 3)
         self.journal.record("blind", reason=reason, detail=detail, blind_for_s=blind_for_s, action="none", **extra)
         return CycleOutcome("blind", f"{reason}: {detail}", blind=True)
+
+    def _unreadable(self, exc: Exception, what: str) -> CycleOutcome:
+        """A blind cycle for a failed cluster read: ``cluster-access-denied`` for a 401/403 (it needs a fix),
+        else ``cluster-unreadable`` (it may pass by itself)."""
+        reason = CLUSTER_ACCESS_DENIED if isinstance(exc, ClusterAccessDenied) else CLUSTER_UNREADABLE
+        return self._blind(reason, f"{what}: {exc}")
 
     def _seeing(self) -> None:
         """The signal is back: say so once, with how long the migrator was blind."""
@@ -357,10 +359,8 @@ class Controller:
         """
         try:
             failed = self.failed_nodes_with_pods()
-        except ClusterAccessDenied as exc:
-            return [self._blind(CLUSTER_ACCESS_DENIED, str(exc))]
         except Exception as exc:
-            return [self._blind(CLUSTER_UNREADABLE, f"cannot read the cluster: {exc}")]
+            return [self._unreadable(exc, "cannot read the cluster")]
         if failed:
             self.journal.record("node-failure", nodes=failed)
             return self.run_cycle(self._evacuations_only())

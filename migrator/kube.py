@@ -7,8 +7,8 @@ spread, host ports, the node's allocatable pods), so that no other module
 of the migrator imports ``kubernetes``. PodDisruptionBudgets are read through the dynamic client:
 ``policy/v1`` where the server has it, else ``policy/v1beta1`` (Kubernetes 1.20). API failures are
 left as they are (the server away, 5xx, 429, a timeout: the next cycle tries again), except a 401 or
-403 on a read, which does not pass by itself: it becomes :class:`migrator.snapshot.ClusterAccessDenied`
-naming the read and the fix.
+403 on a read or a write, which does not pass by itself: it becomes
+:class:`migrator.snapshot.ClusterAccessDenied` naming the call, the server's words and the fix.
 """
 
 from __future__ import annotations

@@ -110,10 +110,11 @@ class HostPort:
 
 
 class ClusterAccessDenied(Exception):
-    """The API server refused the migrator's credentials (401) or a permission (403) on a read.
+    """The API server refused the migrator's credentials (401) or a permission (403) on a read or a write.
 
-    Unlike an API server that is away, this does not pass by itself: the message names the read and
-    the fix (the ServiceAccount's RBAC, ``deploy/k8s/rbac.yaml``, or the kubeconfig's credentials).
+    Unlike an API server that is away, this does not pass by itself: the message names the call and
+    the fix (the ServiceAccount's RBAC, ``deploy/k8s/rbac.yaml``, the kubeconfig's credentials, or an
+    admission policy that forbids the change).
     Raised by :class:`migrator.kube.KubeOps`; the controller's cycle is blind with
     ``cluster-access-denied``.
     """

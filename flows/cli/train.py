@@ -106,14 +106,12 @@ def _check_training_inputs(cfg: TrainConfig, scenario: Path, workload: Path) -> 
     from bento.artefact import PolicyError, load_artefact
     from ceenv.scenario import load_scenario
     from ceenv.workload import load_workload
-    from flows.local.paths import repo_root
+    from flows.local.paths import repo_path
 
     load_workload(workload, load_scenario(scenario))
     if cfg.init_from is not None:
-        source = Path(cfg.init_from)  # as flows.training.trainer resolves it: a repository path from any folder
-        source = source if source.is_absolute() or source.exists() else repo_root() / source
         try:
-            load_artefact(source)
+            load_artefact(repo_path(cfg.init_from))  # as flows.training.trainer resolves it
         except PolicyError as err:
             raise PolicyError(f"init_from {cfg.init_from}: {err}") from None
 

@@ -22,6 +22,13 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def repo_path(value: str | Path) -> Path:
+    """``value`` as given when it is absolute or exists here, else relative to the checkout: a repository
+    path such as ``data/policies/general-v4`` works from any folder."""
+    path = Path(value)
+    return path if path.is_absolute() or path.exists() else repo_root() / path
+
+
 def data_dir() -> Path:
     """The data folder: ``$REACH_DATA_DIR`` or the ``data/`` folder next to the packages."""
     override = os.environ.get("REACH_DATA_DIR")

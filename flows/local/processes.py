@@ -61,17 +61,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_STATE, _PGRP, _STARTTIME = 0, 2, 19  # /proc/<pid>/stat fields 3, 5 and 22, counted after the command name
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces); None if unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields_after = stat[stat.rindex(")") + 2 :].split()
+    return fields_after if len(fields_after) > _STARTTIME else None
+
+
 def process_start(pid: int) -> int | None:
     """When process ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat``, field 22); None if unknown.
 
     A PID is reused once its process is gone; the start time is not, so a record that holds both
     never mistakes another process for the one it started.
     """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat[stat.rindex(")") + 2 :].split()[19])  # fields after the command name, which may hold spaces
-    except (OSError, ValueError, IndexError):
-        return None
+    stat = _stat(pid)
+    return int(stat[_STARTTIME]) if stat is not None else None
 
 
 def group_members(pgid: int, since: int | None = None) -> list[int]:
@@ -82,15 +92,11 @@ def group_members(pgid: int, since: int | None = None) -> list[int]:
     """
     members = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        stat = _stat(entry.name) if entry.name.isdigit() else None
+        if stat is None or int(stat[_PGRP]) != pgid or stat[_STATE] == "Z":
             continue
-        try:
-            stat = (entry / "stat").read_text()
-            state, _, group, *rest = stat[stat.rindex(")") + 2 :].split()  # fields 3, 4, 5, …: 22 is rest[16]
-            if int(group) == pgid and state != "Z" and (since is None or int(rest[16]) >= since):
-                members.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
+        if since is None or int(stat[_STARTTIME]) >= since:
+            members.append(int(entry.name))
     return members
 
 
@@ -176,15 +182,24 @@ def recorded(name: str) -> ProcessRecord | None:
         ) from None
 
 
-def unreadable_records() -> list[RecordError]:
-    """The records :func:`records` leaves out because they cannot be read."""
-    found = []
+def _scan() -> tuple[list[ProcessRecord], list[RecordError]]:
+    """Every record file read once: the records, and the errors of those that cannot be read."""
+    found: list[ProcessRecord] = []
+    unreadable: list[RecordError] = []
     for path in sorted(_records_dir().glob("*.json")):
         try:
-            recorded(path.stem)
+            record = recorded(path.stem)
         except RecordError as err:
-            found.append(err)
-    return found
+            unreadable.append(err)
+            continue
+        if record is not None:
+            found.append(record)
+    return found, unreadable
+
+
+def unreadable_records() -> list[RecordError]:
+    """The records :func:`records` leaves out because they cannot be read."""
+    return _scan()[1]
 
 
 def find(name: str) -> ProcessRecord | None:
@@ -201,13 +216,7 @@ def alive(record: ProcessRecord) -> bool:
 def records() -> list[tuple[ProcessRecord, bool]]:
     """Every readable recorded process, with whether it is alive (a process that died stays listed; an
     unreadable record is left out: :func:`unreadable_records`)."""
-    found = []
-    for path in sorted(_records_dir().glob("*.json")):
-        try:
-            found.append(recorded(path.stem))
-        except RecordError:
-            continue
-    return [(r, alive(r)) for r in found if r is not None]
+    return [(r, alive(r)) for r in _scan()[0]]
 
 
 def running() -> list[ProcessRecord]:

@@ -100,11 +100,9 @@ def build_model(config: TrainConfig, venv: Any, tensorboard_dir: Path | None) ->
 def _init_from(model: Any, artefact_dir: str) -> None:
     """Start from an artefact's weights (fine-tuning); refuse one whose network does not fit."""
     from bento.artefact import PolicyError, load_artefact
+    from flows.local.paths import repo_path
 
-    directory = Path(artefact_dir)
-    if not directory.is_absolute() and not directory.exists():
-        directory = Path(__file__).resolve().parents[2] / directory  # a repository path such as data/policies/…
-    source = load_artefact(directory)
+    source = load_artefact(repo_path(artefact_dir))
     try:
         model.policy.load_state_dict(source.model.policy.state_dict())
     except RuntimeError as err:
