@@ -3,7 +3,10 @@
 Mechanism (works on Kubernetes 1.20, which lacks ``pod-deletion-cost``, and on current servers):
 
 1. Record the intent on the old pod (annotations: target, ReplicaSet, original ``pod-template-hash``).
-2. Temporarily cordon every other schedulable node (annotation ``reach.io/temporary-cordon=<id>``).
+2. Temporarily cordon every other schedulable node: a ``reach.io/temporary-cordon=<id>:NoSchedule``
+   taint, not ``spec.unschedulable``. The taint adds to whatever else keeps a node unschedulable, so
+   lifting it never lifts a cordon someone else set meanwhile (``kubectl cordon`` of a node that is
+   already unschedulable writes nothing, so a cordon flag could not tell the two apart).
 3. Orphan the old pod: set its ``pod-template-hash`` label to ``reach-migrating``. Its ReplicaSet
    releases it and creates a replacement, which the scheduler can only place on the target. The
    old pod keeps its other labels, so it keeps serving behind the Service: Ready pods go N → N+1.
@@ -17,7 +20,9 @@ Mechanism (works on Kubernetes 1.20, which lacks ``pod-deletion-cost``, and on c
 
 On timeout or error the migration rolls back: cordon the remaining nodes, delete the replacement,
 hand the old pod back to its ReplicaSet (restore the label) — the ReplicaSet then removes its
-surplus pod, an unscheduled one first — and lift every cordon of this migration. Every temporary
+surplus pod, an unscheduled one first — and lift every cordon of this migration, at the latest
+``cordon_cap_s`` after the rollback cordoned (the ReplicaSet, if not settled by then, settles
+without them: the pod it schedules then is the newest and not Ready, the first it removes). Every temporary
 change is written on the objects, so ``clean_up_leftovers`` (run before anything else when the
 migrator starts, and at the next cycle after an incomplete rollback) rolls back whatever a killed
 migrator or a failed rollback left half-done. The Kubernetes calls sit
@@ -40,13 +45,13 @@ from migrator.snapshot import (
     ANNOTATION_REPLACEMENT,
     ANNOTATION_REPLICASET,
     ANNOTATION_STARTED_AT,
-    ANNOTATION_TEMPORARY_CORDON,
     LABEL_MIGRATION,
     ORPHANED_HASH_VALUE,
     POD_TEMPLATE_HASH,
     ClusterAccessDenied,
     ClusterSnapshot,
     PodInfo,
+    temporary_cordons,
 )
 
 ANNOTATION_MIGRATION_ID = "reach.io/migration-id"
@@ -73,7 +78,11 @@ class ClusterOps(Protocol):
         self, name: str, labels: Mapping[str, str | None], annotations: Mapping[str, str | None]
     ) -> None: ...
 
-    def set_cordon(self, node_name: str, migration_id: str | None) -> None: ...
+    def cordon(self, node_name: str, migration_id: str) -> None:
+        """Add this migration's temporary cordon (taint) to the node."""
+
+    def lift_cordon(self, node_name: str, migration_id: str | None) -> None:
+        """Remove this migration's temporary cordon from the node (``None``: every one of ours, pre-taint ones too)."""
 
     def delete_pod(self, name: str) -> None: ...
 
@@ -158,7 +167,7 @@ class Actuator:
             cordoned_s = self.clock.now_s()
             for node in snapshot.nodes:
                 if node.name != move.target_node and not node.unschedulable:
-                    self.ops.set_cordon(node.name, migration_id)
+                    self.ops.cordon(node.name, migration_id)
             self.ops.patch_pod_metadata(
                 pod.name, {POD_TEMPLATE_HASH: ORPHANED_HASH_VALUE, LABEL_MIGRATION: migration_id}, {}
             )
@@ -256,8 +265,8 @@ class Actuator:
 
     def _lift_cordons(self, migration_id: str) -> None:
         for node in self.ops.snapshot().nodes:
-            if node.annotations.get(ANNOTATION_TEMPORARY_CORDON) == migration_id:
-                self.ops.set_cordon(node.name, None)
+            if migration_id in temporary_cordons(node):
+                self.ops.lift_cordon(node.name, migration_id)
 
     def roll_back(self, migration_id: str, old_pod: str, replicaset: str, replacement: str) -> list[str]:
         """Undo a migration: no replacement, the old pod back in its ReplicaSet, no cordons of ours.
@@ -279,19 +288,20 @@ class Actuator:
         if pod is None or pod.terminating:  # the old pod's removal was committed: keep the replacement
             _attempt(errors, "lift the cordons", self._lift_cordons, migration_id)
             return errors
+        lift_by_s = self.clock.now_s() + self.cordon_cap_s  # the other nodes stay cordoned no longer than this
         _attempt(errors, "cordon the remaining nodes", self._cordon_all, migration_id)
         if replacement:
             _attempt(errors, f"delete replacement {replacement}", self.ops.delete_pod, replacement)
         _attempt(errors, f"return {old_pod} to its ReplicaSet", self._readopt, old_pod)
         if replicaset:
-            _attempt(errors, f"wait for ReplicaSet {replicaset}", self._wait_until_settled, replicaset)
+            _attempt(errors, f"wait for ReplicaSet {replicaset}", self._wait_until_settled, replicaset, lift_by_s)
         _attempt(errors, "lift the cordons", self._lift_cordons, migration_id)
         return errors
 
     def _cordon_all(self, migration_id: str) -> None:
         for node in self.ops.snapshot().nodes:
-            if not node.unschedulable:
-                self.ops.set_cordon(node.name, migration_id)
+            if not node.unschedulable and migration_id not in temporary_cordons(node):
+                self.ops.cordon(node.name, migration_id)
 
     def _readopt(self, old_pod: str) -> None:
         pod = self.ops.get_pod(old_pod)
@@ -301,15 +311,14 @@ class Actuator:
         labels: dict[str, str | None] = {POD_TEMPLATE_HASH: original_hash, LABEL_MIGRATION: None}
         self.ops.patch_pod_metadata(old_pod, labels, dict.fromkeys(_BOOKKEEPING_ANNOTATIONS))
 
-    def _wait_until_settled(self, replicaset: str) -> None:
-        """Wait until the ReplicaSet owns exactly its replicas, none of them unscheduled."""
+    def _wait_until_settled(self, replicaset: str, until_s: float) -> None:
+        """Wait until the ReplicaSet owns exactly its replicas, none of them unscheduled, or ``until_s`` (clock time)."""
         try:
             selector = self.ops.replicaset_selector(replicaset)
             wanted = self.ops.replicaset_replicas(replicaset)
         except Exception:  # the ReplicaSet itself is gone: nothing to settle
             return
-        end_s = self.clock.now_s() + self.settle_s
-        while self.clock.now_s() < end_s:
+        while self.clock.now_s() < until_s:
             owned = [p for p in self.ops.list_pods(selector) if not p.terminating]
             if len(owned) == wanted and all(p.node_name for p in owned):
                 return
@@ -318,7 +327,7 @@ class Actuator:
     def find_leftovers(self, snapshot: ClusterSnapshot) -> list[str]:
         """What a half-done migration left on the cluster (pods marked as migrating, our cordons); reads only."""
         pods = [f"pod {p.name}" for p in snapshot.app_pods if _marked(p)]
-        cordons = [f"node {n.name} cordon" for n in snapshot.nodes if ANNOTATION_TEMPORARY_CORDON in n.annotations]
+        cordons = [f"node {n.name} cordon" for n in snapshot.nodes if temporary_cordons(n)]
         return pods + cordons
 
     def clean_up_leftovers(self) -> list[str]:
@@ -341,8 +350,8 @@ class Actuator:
                 else:
                     cleaned.append(f"pod {pod.name} (migration {migration_id})")
         for node in self.ops.snapshot().nodes:
-            ours = ANNOTATION_TEMPORARY_CORDON in node.annotations
-            if ours and _attempt(failed, f"lift the cordon of node {node.name}", self.ops.set_cordon, node.name, None):
+            ours = bool(temporary_cordons(node))
+            if ours and _attempt(failed, f"lift the cordon of node {node.name}", self.ops.lift_cordon, node.name, None):
                 cleaned.append(f"node {node.name} cordon")
         if failed:
             raise MigrationFailed(f"clean-up incomplete ({'; '.join(failed)}); cleaned {cleaned or 'nothing'}")

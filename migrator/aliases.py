@@ -67,6 +67,10 @@ def to_policy_names(request: ActionRequest, aliases: Mapping[str, str]) -> Actio
     return request.model_copy(update=update)
 
 
-def from_policy_name(target: str, aliases: Mapping[str, str]) -> str:
-    """The Kubernetes node behind the policy's ``target`` (unchanged when no node has that alias: the guard refuses it)."""
-    return next((node for node, alias in aliases.items() if alias == target), target)
+def from_policy_name(target: str, aliases: Mapping[str, str]) -> str | None:
+    """The Kubernetes node behind the policy's ``target``; None when no node has that alias.
+
+    A name the policy was not sent is no answer, even when a Kubernetes node has that name: the
+    policy was asked in the aliases, so a node's own name from it is a mistake, not a choice.
+    """
+    return next((node for node, alias in aliases.items() if alias == target), None)

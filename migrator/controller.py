@@ -289,6 +289,13 @@ class Controller:
         advice = self.policy.ask(to_policy_names(request, aliases))
         if isinstance(advice, Move):
             target = from_policy_name(advice.target_node, aliases)
+            if target is None:
+                return NoAdvice(
+                    f"the policy answered target node {advice.target_node!r}, which is none of the names it was sent "
+                    f"(node aliases from label {label})",
+                    temporary=False,
+                    malformed=True,
+                )
             return Move(advice.pod_name, target, advice.predicted_before_ms, advice.predicted_after_ms)
         return advice
 
@@ -455,9 +462,13 @@ class Controller:
                     self._mode_step()
             except Exception as exc:  # never let one bad cycle end the controller
                 self._blind(CYCLE_FAILED, f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            self._cycle_ended()
             if self.settings.once or should_stop():
                 return
             self.clock.sleep(self.settings.interval_s)
+
+    def _cycle_ended(self) -> None:
+        """One turn of :meth:`Controller.run` is over, whatever it did (a blind turn included); telemetry stamps it."""
 
 
 def _failed_nodes_with_pods(snapshot: ClusterSnapshot) -> list[str]:

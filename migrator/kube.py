@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import urllib3
@@ -28,6 +28,7 @@ from kubernetes.utils import parse_quantity
 
 from migrator.snapshot import (
     ANNOTATION_TEMPORARY_CORDON,
+    TAINT_TEMPORARY_CORDON,
     ClusterAccessDenied,
     ClusterSnapshot,
     HostPort,
@@ -44,6 +45,7 @@ from migrator.snapshot import (
 )
 
 DEFAULT_REQUEST_TIMEOUT_S = 15.0  # MigratorSettings.api_timeout_s
+TAINT_WRITE_ATTEMPTS = 5  # a node written by someone else between our read and our write: read again
 
 
 def make_api_client(kubeconfig: str | None) -> client.ApiClient:
@@ -352,10 +354,55 @@ class KubeOps:
                     name, self.namespace, {"metadata": metadata}, _request_timeout=self.timeout
                 )
 
-    def set_cordon(self, node_name: str, migration_id: str | None) -> None:
-        """Cordon a node for a migration (recorded as an annotation), or lift that cordon (None)."""
-        with _access_checked("patch nodes"):
-            patch_cordon(self.core, node_name, ANNOTATION_TEMPORARY_CORDON, migration_id, self.timeout)
+    def cordon(self, node_name: str, migration_id: str) -> None:
+        """Add this migration's temporary cordon: a ``reach.io/temporary-cordon=<id>:NoSchedule`` taint."""
+        hold = {"key": TAINT_TEMPORARY_CORDON, "value": migration_id, "effect": "NoSchedule"}
+        self._change_taints(node_name, lambda taints: [*taints, hold] if hold not in taints else taints)
+
+    def lift_cordon(self, node_name: str, migration_id: str | None) -> None:
+        """Remove this migration's cordon taint (``None``: every one of ours), and a pre-taint cordon if any.
+
+        A migrator before the taint cordoned with ``spec.unschedulable`` plus the annotation
+        ``reach.io/temporary-cordon``; such a leftover is lifted the way it was set.
+        """
+
+        def ours(taint: Mapping[str, Any]) -> bool:
+            return taint.get("key") == TAINT_TEMPORARY_CORDON and migration_id in (None, taint.get("value"))
+
+        node = self._change_taints(node_name, lambda taints: [t for t in taints if not ours(t)])
+        if ANNOTATION_TEMPORARY_CORDON in (node.metadata.annotations or {}):
+            with _access_checked("patch nodes"):
+                patch_cordon(self.core, node_name, ANNOTATION_TEMPORARY_CORDON, None, self.timeout)
+
+    def _read_node(self, node_name: str) -> Any:
+        with _access_checked("get nodes"):
+            return self.core.read_node(node_name, _request_timeout=self.timeout)
+
+    def _change_taints(self, node_name: str, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> Any:
+        """Read the node's taints, change them, write them back only if nobody wrote the node meanwhile.
+
+        A node's taint list is replaced whole by a patch, so the write carries the read's
+        ``resourceVersion``: when the node lifecycle controller or an admin changed the node in between
+        (409 Conflict), it reads again and reapplies the change, instead of overwriting their taints.
+        """
+        for _ in range(TAINT_WRITE_ATTEMPTS):
+            node = self._read_node(node_name)
+            taints = [self.api_client.sanitize_for_serialization(t) for t in node.spec.taints or []]  # type: ignore[no-untyped-call]
+            changed = change(taints)
+            if changed == taints:
+                return node
+            body = {"metadata": {"resourceVersion": node.metadata.resource_version}, "spec": {"taints": changed}}
+            try:
+                with _access_checked("patch nodes"):
+                    self.core.patch_node(node_name, body, _request_timeout=self.timeout)
+                return node  # as read: the patch changed its taints only
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        raise RuntimeError(
+            f"node {node_name} changed under every one of {TAINT_WRITE_ATTEMPTS} attempts to write its taints; "
+            "the next cycle tries again"
+        )
 
     def delete_pod(self, name: str) -> None:
         try:

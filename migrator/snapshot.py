@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 # Annotations and labels the migrator writes; a restarted migrator finds leftovers by them.
 ANNOTATION_PREFIX = "reach.io/"
 LABEL_MIGRATION = "reach.io/migration"
+# A temporary cordon is a NoSchedule taint of this key whose value is the migration id: it adds to
+# whatever else keeps a node unschedulable, so lifting it never lifts an admin's cordon.
+TAINT_TEMPORARY_CORDON = "reach.io/temporary-cordon"
+# What migrators before the taint wrote (spec.unschedulable plus this annotation); still cleaned up.
 ANNOTATION_TEMPORARY_CORDON = "reach.io/temporary-cordon"
 ANNOTATION_MIGRATION_TARGET = "reach.io/migration-target"
 ANNOTATION_ORIGINAL_HASH = "reach.io/original-pod-template-hash"
@@ -164,6 +168,14 @@ class NodeInfo:
     taints: tuple[Taint, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
     allocatable_pods: int | None = None
+
+
+def temporary_cordons(node: NodeInfo) -> set[str]:
+    """The migration ids of the migrator's temporary cordons on ``node`` (a pre-taint annotation included)."""
+    ids = {t.value for t in node.taints if t.key == TAINT_TEMPORARY_CORDON}
+    if ANNOTATION_TEMPORARY_CORDON in node.annotations:
+        ids.add(node.annotations[ANNOTATION_TEMPORARY_CORDON])
+    return ids
 
 
 @dataclass(frozen=True)

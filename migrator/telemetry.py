@@ -132,6 +132,11 @@ class InstrumentedController(Controller):
             self.telemetry.loop_seconds.observe(time.perf_counter() - started)
             self.telemetry.last_cycle.set(time.time())
 
+    def _cycle_ended(self) -> None:
+        # Every turn of the loop, a blind one included (leftovers not cleaned: no mode step runs), so that
+        # ReachMigratorStalled means a loop that stopped turning, not one that turns blind (ReachMigratorBlind).
+        self.telemetry.last_cycle.set(time.time())
+
     def monitoring_step(self) -> list[CycleOutcome]:
         return self._timed(super().monitoring_step)
 

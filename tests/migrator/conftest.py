@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .e2e_support import APP_REPLICAS, SCENARIO, FakePolicy, cluster_requirement
+from .e2e_support import APP_REPLICAS, SCENARIO, FakePolicy, cluster_requirement, uncordon_every_node
 
 E2E_PORTS = {
     "etcd_client": 23790,
@@ -77,9 +77,7 @@ def demo_app(admin: Any, core: Any) -> Iterator[Any]:
     app.wait_ready(admin)
     yield app
     app.delete(admin)
-    for node in core.list_node().items:
-        if node.spec.unschedulable:
-            core.patch_node(node.metadata.name, {"spec": {"unschedulable": None}})
+    uncordon_every_node(core)
 
 
 @pytest.fixture

@@ -139,6 +139,28 @@ class ReadyWatcher:
         return self.lowest if self.lowest is not None else 0
 
 
+def cordoned_nodes(core: Any) -> list[str]:
+    """Nodes cordoned (``spec.unschedulable``) or carrying the migrator's temporary-cordon taint."""
+    from migrator.snapshot import TAINT_TEMPORARY_CORDON
+
+    return [
+        n.metadata.name
+        for n in core.list_node().items
+        if n.spec.unschedulable or any(t.key == TAINT_TEMPORARY_CORDON for t in n.spec.taints or [])
+    ]
+
+
+def uncordon_every_node(core: Any) -> None:
+    """Lift every cordon and every temporary-cordon taint a test left (an e2e fixture's teardown)."""
+    from migrator.snapshot import TAINT_TEMPORARY_CORDON
+
+    for node in core.list_node().items:
+        taints = [t for t in node.spec.taints or [] if t.key != TAINT_TEMPORARY_CORDON]
+        if node.spec.unschedulable or len(taints) != len(node.spec.taints or []):
+            spec = {"unschedulable": None, "taints": [core.api_client.sanitize_for_serialization(t) for t in taints]}
+            core.patch_node(node.metadata.name, {"spec": spec})
+
+
 def _is_ready(pod: Any) -> bool:
     if pod.metadata.deletion_timestamp is not None:
         return False

@@ -15,7 +15,14 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from migrator.snapshot import ClusterSnapshot, NodeInfo, PodInfo
+from migrator.snapshot import (
+    ANNOTATION_TEMPORARY_CORDON,
+    TAINT_TEMPORARY_CORDON,
+    ClusterSnapshot,
+    NodeInfo,
+    PodInfo,
+    Taint,
+)
 
 _names = itertools.count(1)
 
@@ -55,10 +62,23 @@ class FakeCluster:
             pod, labels=_merge(pod.labels, labels), annotations=_merge(pod.annotations, annotations)
         )
 
-    def set_cordon(self, node_name: str, migration_id: str | None) -> None:
+    def cordon(self, node_name: str, migration_id: str) -> None:
         node = self.nodes[node_name]
-        annotations = _merge(node.annotations, {"reach.io/temporary-cordon": migration_id})
-        self.nodes[node_name] = replace(node, unschedulable=migration_id is not None, annotations=annotations)
+        hold = Taint(TAINT_TEMPORARY_CORDON, migration_id)
+        if hold not in node.taints:
+            self.nodes[node_name] = replace(node, taints=(*node.taints, hold))
+
+    def lift_cordon(self, node_name: str, migration_id: str | None) -> None:
+        node = self.nodes[node_name]
+        taints = tuple(t for t in node.taints if t.key != TAINT_TEMPORARY_CORDON or migration_id not in (None, t.value))
+        if ANNOTATION_TEMPORARY_CORDON in node.annotations:  # a cordon of a migrator before the taint
+            annotations = _merge(node.annotations, {ANNOTATION_TEMPORARY_CORDON: None})
+            node = replace(node, unschedulable=False, annotations=annotations)
+        self.nodes[node_name] = replace(node, taints=taints)
+
+    def cordoned_nodes(self) -> list[str]:
+        """Nodes the scheduler skips: cordoned (``spec.unschedulable``) or carrying a NoSchedule taint."""
+        return [n.name for n in self.nodes.values() if not _schedulable(n)]
 
     def delete_pod(self, name: str) -> None:
         pod = self.pods.get(name)
@@ -113,7 +133,7 @@ class FakeCluster:
         for name, pod in list(self.pods.items()):
             if not pod.node_name:
                 self._pending_ticks[name] = self._pending_ticks.get(name, 0) + 1
-                node = next((n for n in self.nodes.values() if not n.unschedulable), None)
+                node = next((n for n in self.nodes.values() if _schedulable(n)), None)
                 if node is not None and self._pending_ticks[name] > self.bind_delay_ticks:
                     self.pods[name] = replace(pod, node_name=node.name)
             elif not pod.ready and pod.node_name not in self.never_ready_nodes:
@@ -149,3 +169,7 @@ def _merge(base: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[s
         else:
             merged[key] = value
     return merged
+
+
+def _schedulable(node: NodeInfo) -> bool:
+    return not node.unschedulable and not any(t.effect == "NoSchedule" for t in node.taints)

@@ -26,7 +26,7 @@ def pods_of(cluster: FakeCluster, service: str) -> dict[str, str]:
 
 
 def no_reach_marks(cluster: FakeCluster) -> bool:
-    nodes_clean = all(not n.unschedulable and not n.annotations for n in cluster.nodes.values())
+    nodes_clean = not cluster.cordoned_nodes() and all(not n.annotations for n in cluster.nodes.values())
     pods_clean = all(not any(k.startswith("reach.io/m") for k in p.labels) for p in cluster.pods.values())
     annotations_clean = all(not p.annotations for p in cluster.pods.values())
     hashes = all(p.labels["pod-template-hash"] == "abc" for p in cluster.pods.values())
@@ -74,7 +74,7 @@ def test_a_failing_rollback_step_does_not_stop_the_others_and_is_reported(world)
     old = next(iter(pods_of(cluster, "agg")))
     result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
     assert not result.migrated and "rollback incomplete" in result.detail
-    assert all(not n.unschedulable for n in cluster.nodes.values())
+    assert not cluster.cordoned_nodes()
 
 
 def test_clean_up_rolls_back_what_a_killed_migrator_left(world) -> None:  # type: ignore[no-untyped-def]
@@ -87,7 +87,7 @@ def test_clean_up_rolls_back_what_a_killed_migrator_left(world) -> None:  # type
          "reach.io/original-pod-template-hash": "abc", "reach.io/replicaset": "agg-abc"},
     )  # fmt: skip
     for name in ("cloud-1", "cloud-2"):
-        cluster.set_cordon(name, "m1")
+        cluster.cordon(name, "m1")
     cluster.tick()
     cluster.tick()
     assert len(pods_of(cluster, "agg")) == 3
@@ -115,7 +115,7 @@ def test_clean_up_keeps_the_replacement_once_the_old_pod_is_being_deleted(world)
         {"reach.io/migration-id": "m2", "reach.io/original-pod-template-hash": "abc",
          "reach.io/migration-target": "edge-1", "reach.io/replicaset": "agg-abc"},
     )  # fmt: skip
-    cluster.set_cordon("cloud-1", "m2")
+    cluster.cordon("cloud-1", "m2")
     before = set(pods_of(cluster, "agg"))
     cluster.tick()
     cluster.tick()
@@ -124,7 +124,7 @@ def test_clean_up_keeps_the_replacement_once_the_old_pod_is_being_deleted(world)
     cluster.patch_pod_metadata(old, {}, {"reach.io/replacement-pod": replacement})
     actuator.clean_up_leftovers()
     assert replacement in cluster.pods and cluster.pods[replacement].ready
-    assert all(not n.unschedulable for n in cluster.nodes.values())
+    assert not cluster.cordoned_nodes()
 
 
 def test_the_cordons_are_lifted_once_the_replacement_is_bound_before_it_is_ready(world) -> None:  # type: ignore[no-untyped-def]
@@ -135,7 +135,7 @@ def test_the_cordons_are_lifted_once_the_replacement_is_bound_before_it_is_ready
     def watching_tick() -> None:  # what the actuator left before the next reconcile
         fresh = [p for p in cluster.pods.values() if p.node_name == "edge-1" and not p.ready]
         if fresh:
-            cordoned_while_not_ready.append(any(n.unschedulable for n in cluster.nodes.values()))
+            cordoned_while_not_ready.append(bool(cluster.cordoned_nodes()))
         tick()
 
     cluster.tick = watching_tick  # type: ignore[method-assign]
@@ -218,7 +218,7 @@ def test_a_rollback_that_cannot_read_the_old_pod_keeps_both_pods_and_a_later_cle
     result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
     assert not result.migrated and result.leftovers and "read" in result.detail
     assert old in cluster.pods and result.replacement_pod in cluster.pods, "both pods are kept"
-    assert all(not n.unschedulable for n in cluster.nodes.values()), "our cordons are lifted"
+    assert not cluster.cordoned_nodes(), "our cordons are lifted"
     cluster.get_pod = real_get_pod  # type: ignore[method-assign]
     cleaned = actuator.clean_up_leftovers()
     assert any(old in c for c in cleaned)
@@ -264,3 +264,30 @@ def test_an_old_pod_still_terminating_after_the_settle_time_is_said_not_confirme
     result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
     assert result.migrated and f"removal of {old} not confirmed within 5 s (still Terminating)" in result.detail
     cluster.delete_pod = real_delete  # type: ignore[method-assign]
+
+
+def test_a_rollback_keeps_the_other_nodes_cordoned_no_longer_than_the_cordon_cap(world) -> None:  # type: ignore[no-untyped-def]
+    """Every node cordoned stops every workload's scheduling, not only ours: the rollback's window is capped too."""
+    cluster, clock, actuator = world
+    actuator.cordon_cap_s = 1.0  # below settle_s (5 s), which bounded the rollback's wait before
+    cluster.never_ready_nodes.add("edge-1")  # the replacement never gets Ready: the migration rolls back
+    cluster.replicaset_replicas = lambda name: 99  # type: ignore[method-assign]  # a ReplicaSet that never settles
+    changes: list[tuple[float, str]] = []
+    cordon, lift = cluster.cordon, cluster.lift_cordon
+
+    def cordon_logged(node_name: str, migration_id: str) -> None:
+        changes.append((clock.now, "cordon"))
+        cordon(node_name, migration_id)
+
+    def lift_logged(node_name: str, migration_id: str | None) -> None:
+        changes.append((clock.now, "lift"))
+        lift(node_name, migration_id)
+
+    cluster.cordon, cluster.lift_cordon = cordon_logged, lift_logged  # type: ignore[method-assign]
+    old = next(iter(pods_of(cluster, "agg")))
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert not result.migrated and "rolled back" in result.detail
+    lifted_at = max(t for t, what in changes if what == "lift")
+    rollback_cordoned_at = max(t for t, what in changes if what == "cordon")
+    assert lifted_at - rollback_cordoned_at <= actuator.cordon_cap_s + actuator.poll_s, changes
+    assert not cluster.cordoned_nodes()

@@ -57,7 +57,8 @@ def test_the_request_speaks_the_scenarios_names_everywhere_and_the_answer_maps_b
     assert request.cluster_state.services["aggregator"].pods[0].node_name == "cloud-vm-1"
     assert request.pod_deployable == {"agg-1": ["edge-vm-1"]}
     assert from_policy_name("edge-vm-1", aliases) == "ip-2"
-    assert from_policy_name("nowhere", aliases) == "nowhere"  # the guard then refuses an unknown node
+    assert from_policy_name("nowhere", aliases) is None
+    assert from_policy_name("ip-2", aliases) is None, "a node's own name is not a name the policy was sent"
 
 
 def test_measured_conditions_are_sent_in_the_scenarios_names_too() -> None:
@@ -110,3 +111,15 @@ def test_a_duplicate_alias_means_a_blind_cycle_with_the_reason(tmp_path: Path) -
     record = controller.journal.records[-1]
     assert record["event"] == "blind" and record["reason"] == "node-alias-conflict"
     assert "both map to 'same'" in str(record["detail"])
+
+
+def test_an_answer_naming_a_kubernetes_node_instead_of_its_alias_moves_nothing_and_says_why(tmp_path: Path) -> None:
+    """The policy was sent ``edge-1``; ``ip-2`` (that node's own name) is a name it was never given."""
+    controller, cluster, policy = make(tmp_path, LABEL, {"ip-1": "cloud-1", "ip-2": "edge-1", "ip-3": "client-1"})
+    before = dict(cluster.pods)
+    policy.answers = [Move(sorted(cluster.pods)[0], "ip-2")]
+    [outcome] = controller.run_cycle()
+    assert outcome.kind == "blind" and cluster.pods == before
+    record = controller.journal.records[-1]
+    assert record["reason"] == "policy-answer-malformed"
+    assert "'ip-2', which is none of the names" in str(record["detail"])

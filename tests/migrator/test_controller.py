@@ -204,10 +204,10 @@ def test_a_write_the_cluster_refuses_is_rolled_back_and_makes_the_cycle_blind_wi
     controller, cluster, policy = make(tmp_path)
     policy.answers = [Move(first_agg(cluster), "edge-1")]
 
-    def refused(node_name: str, migration_id: str | None) -> None:
+    def refused(node_name: str, migration_id: str) -> None:
         raise ClusterAccessDenied(f"the API server refused to patch nodes (cluster-wide) (403 Forbidden): {node_name}")
 
-    cluster.set_cordon = refused  # type: ignore[method-assign]
+    cluster.cordon = refused  # type: ignore[method-assign]
     [outcome] = controller.run_cycle()
     assert outcome.kind == "rolled-back" and outcome.blind and outcome.result is not None
     assert outcome.result.access_denied

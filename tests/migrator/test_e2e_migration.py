@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .e2e_support import ROOT, ReadyWatcher
+from .e2e_support import ROOT, ReadyWatcher, cordoned_nodes
 
 pytestmark = pytest.mark.e2e
 NS = "default"
@@ -50,7 +50,7 @@ def choose_move(controller: Any, service: str) -> tuple[str, str]:
 
 
 def reach_marks(core: Any) -> list[str]:
-    marks = [n.metadata.name for n in core.list_node().items if n.spec.unschedulable]
+    marks = cordoned_nodes(core)
     for pod in core.list_namespaced_pod(NS, label_selector="reach.io/app=demo").items:
         keys = list(pod.metadata.labels or {}) + list(pod.metadata.annotations or {})
         marks += [f"{pod.metadata.name}:{k}" for k in keys if k.startswith("reach.io/m") or k.startswith("reach.io/o")]
@@ -228,3 +228,31 @@ def _wait_for(predicate: Any, timeout_s: float, what: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"{what}: not within {timeout_s} s")
+
+
+def test_an_admin_s_cordon_set_during_the_migration_s_cordon_window_stays(
+    core: Any, demo_app: Any, fake_policy: Any, settings_for: Any
+) -> None:
+    """The temporary cordons are taints of our own: lifting them never lifts a cordon someone else set.
+
+    With ``spec.unschedulable`` as the temporary cordon, ``kubectl cordon`` of a node the migration
+    had cordoned wrote nothing, and the migration's lift uncordoned the node the admin meant to drain.
+    """
+    controller = controller_for(settings_for(fake_policy.url, once=True))
+    pod, target = choose_move(controller, "aggregator")
+    fake_policy.answer = {"pod_name": pod, "target_node": target, "is_stop": False}
+    cordon = controller.ops.cordon
+    admin_cordoned: list[str] = []
+
+    def cordon_then_the_admin_cordons_too(node_name: str, migration_id: str) -> None:
+        cordon(node_name, migration_id)
+        if not admin_cordoned:  # kubectl cordon: sets the flag unless the node reads as cordoned already
+            assert not core.read_node(node_name).spec.unschedulable
+            core.patch_node(node_name, {"spec": {"unschedulable": True}})
+            admin_cordoned.append(node_name)
+
+    controller.ops.cordon = cordon_then_the_admin_cordons_too
+    [outcome] = controller.run_cycle()
+    assert outcome.kind == "migrated", outcome.detail
+    assert outcome.result is not None and outcome.result.cordon_window_s > 0
+    assert cordoned_nodes(core) == admin_cordoned, "ours are lifted, the admin's stays"

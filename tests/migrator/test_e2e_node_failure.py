@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from .e2e_support import APP_REPLICAS, ROOT, SCENARIO
+from .e2e_support import APP_REPLICAS, ROOT, SCENARIO, cordoned_nodes
 
 pytestmark = pytest.mark.e2e
 NS = "default"
@@ -122,7 +122,7 @@ def test_a_killed_node_is_detected_and_its_pods_are_re_placed_by_the_migrator(
         services = [p.metadata.labels["app"] for p in app_pods(core) if not p.metadata.deletion_timestamp]
         for service, replicas in APP_REPLICAS.items():
             assert services.count(service) == replicas
-        assert not [n.metadata.name for n in core.list_node().items if n.spec.unschedulable]
+        assert not cordoned_nodes(core)
     finally:
         local_cluster.restart(f"node-{victim}")
     assert node_ready(core, victim)

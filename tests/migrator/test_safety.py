@@ -210,7 +210,7 @@ def test_an_incomplete_rollback_is_cleaned_up_at_the_next_cycle_before_anything_
     events = [r["event"] for r in controller.journal.records]
     assert events[-3:] == ["cleanup", "migrating", "migrated"], events
     assert not controller.cleanup_due
-    assert all(not n.unschedulable for n in cluster.nodes.values())
+    assert not cluster.cordoned_nodes()
     assert all("reach.io/migration" not in p.labels for p in cluster.pods.values())
 
 
@@ -270,30 +270,30 @@ def test_a_move_that_no_longer_passes_on_a_fresh_read_is_refused(tmp_path: Path)
     assert outcome.kind == "refused" and outcome.verdict is not None
     assert outcome.verdict.reason is not None and outcome.verdict.reason.value == "target-cordoned"
     assert "fresh read" in outcome.detail and cluster.pods == before
-    assert [n.name for n in cluster.nodes.values() if n.unschedulable] == ["edge-2"]
+    assert cluster.cordoned_nodes() == ["edge-2"]
     assert not cluster.nodes["edge-2"].annotations, "the admin's cordon is not ours to lift"
 
 
 def test_dry_run_reports_leftovers_and_leaves_them(tmp_path: Path) -> None:
     controller, cluster, _ = make(MoveFirstPod(), tmp_path, dry_run=True)
-    cluster.set_cordon("cloud-1", "crashed-run")
+    cluster.cordon("cloud-1", "crashed-run")
     assert controller.clean_up() == []
     record = controller.journal.records[-1]
     assert record["event"] == "leftovers-found" and record["leftovers"] == ["node cloud-1 cordon"]
-    assert cluster.nodes["cloud-1"].unschedulable, "a dry run changes nothing, leftovers included"
+    assert cluster.cordoned_nodes() == ["cloud-1"], "a dry run changes nothing, leftovers included"
 
 
 def test_a_failed_start_up_clean_up_is_retried_even_while_the_qos_is_met(tmp_path: Path) -> None:
     """Monitoring returns early while QoS holds; the leftovers (cordons) must not wait for a latency spike."""
     controller, cluster, _ = make(MoveFirstPod(), tmp_path, qos_threshold_ms=250.0)
     controller.latency = lambda: LatencyReading(100.0)
-    cluster.set_cordon("cloud-1", "crashed-run")
+    cluster.cordon("cloud-1", "crashed-run")
     _fail_first_snapshot(cluster)
     cycles = iter(range(2))
     controller.run(should_stop=lambda: next(cycles) == 1)
     events = [r["event"] for r in controller.journal.records]
     assert events[:4] == ["blind", "cleanup", "resumed", "qos-met"], events
-    assert not cluster.nodes["cloud-1"].unschedulable
+    assert not cluster.cordoned_nodes()
 
 
 def test_a_failed_node_is_evacuated_although_a_configured_measurement_is_unavailable(tmp_path: Path) -> None:

@@ -72,3 +72,32 @@ def test_every_refusal_and_blind_reason_is_a_series_from_the_start() -> None:
     for reason in BLIND_REASONS:
         assert telemetry.registry.get_sample_value("reach_migrator_blind_cycles_total", {"reason": reason}) == 0
     assert {UNREACHABLE, EMPTY, NOT_A_NUMBER, STALE} == set(LATENCY_PROBLEMS)
+
+
+def test_a_loop_that_turns_blind_is_not_stalled_its_last_cycle_time_moves_on(tmp_path: Any) -> None:
+    """Leftovers that cannot be cleaned make every turn blind (no mode step runs); the loop still turns.
+
+    ReachMigratorStalled (``time() - reach_migrator_last_cycle_timestamp_seconds > 300``) is for a loop
+    that stopped turning; a blind one has ReachMigratorBlind with its reason.
+    """
+    from migrator.settings import MigratorSettings
+    from migrator.telemetry import InstrumentedController
+
+    from .builders import node
+    from .fake_cluster import FakeClock, FakeCluster
+
+    cluster = FakeCluster({"cloud-1": node("cloud-1", "cloud")})
+
+    def unreadable() -> object:
+        raise ConnectionError("API server away")
+
+    cluster.snapshot = unreadable  # type: ignore[assignment, method-assign]
+    telemetry = MigratorTelemetry()
+    settings = MigratorSettings(_env_file=None, episode_csv=str(tmp_path / "e.csv"))  # type: ignore[call-arg]
+    controller = InstrumentedController(
+        settings, cluster, None, FakeClock(cluster), journal=MeteredJournal(telemetry=telemetry), telemetry=telemetry,  # type: ignore[arg-type]
+    )  # fmt: skip
+    turns = iter(range(3))
+    controller.run(should_stop=lambda: next(turns) == 2)
+    assert value(telemetry, "reach_migrator_blind_cycles_total", reason="leftovers-not-cleaned") == 4
+    assert value(telemetry, "reach_migrator_last_cycle_timestamp_seconds") > 0
