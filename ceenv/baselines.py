@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ceenv.layout import BoolArray
+from ceenv.layout import BoolArray, FloatArray
 from ceenv.simulator import DEFAULT_STEP_COST_MS, Simulator
 
 DEFAULT_MAX_MOVES = 100
@@ -120,22 +120,32 @@ def run_balancer(
     when both are below ``low_threshold``. Pods leave the most loaded node first, to the least
     loaded under-utilised node that stays within ``high_threshold``; each pod moves at most once.
     The balancer ignores latency, like the descheduler.
+
+    "At most once" is kept per (service, node), not per slot: a padded layout (observation
+    version 4) re-sorts the slots after every move, so a slot index stops naming its pod
+    (remembering slots made the balancer skip pods that had never moved). Pods of one service on
+    one node are interchangeable; ``arrived[s, n]`` counts those that came to node ``n`` by a
+    move, and only the others (``counts − arrived``) may still leave. ``moves`` counts the moves made.
     """
     began = time.perf_counter()
     sim = start.copy()
-    moved: set[int] = set()
-    while len(moved) < max_moves:
-        move = _balancing_move(sim, moved, low_threshold, high_threshold)
+    arrived = np.zeros_like(sim.counts)
+    moves = 0
+    while moves < max_moves:
+        move = _balancing_move(sim, arrived, low_threshold, high_threshold)
         if move is None:
             break
-        sim.move(*move)
-        moved.add(move[0])
-    return _outcome("balancer", start.latency_ms, sim, len(moved), began)
+        slot, target = move
+        arrived[sim.layout.slot_service[slot], target] += 1.0
+        sim.move(slot, target)
+        moves += 1
+    return _outcome("balancer", start.latency_ms, sim, moves, began)
 
 
-def _balancing_move(sim: Simulator, moved: set[int], low: float, high: float) -> tuple[int, int] | None:
-    """The next eviction: a pod not yet moved, from the most loaded over-utilised node, to the least
-    loaded under-utilised node that stays at or below ``high`` after receiving it."""
+def _balancing_move(sim: Simulator, arrived: FloatArray, low: float, high: float) -> tuple[int, int] | None:
+    """The next eviction: a pod that has not moved yet (``sim.counts > arrived`` for its service and
+    node), from the most loaded over-utilised node, to the least loaded under-utilised node that
+    stays at or below ``high`` after receiving it. Services are tried by index, the slot order."""
     cpu, memory = node_utilization(sim)
     load = np.maximum(cpu, memory)
     under = (cpu < low) & (memory < low)
@@ -143,14 +153,15 @@ def _balancing_move(sim: Simulator, moved: set[int], low: float, high: float) ->
     mask = sim.action_mask()[:-1].reshape(sim.layout.node_count, sim.layout.slot_count)
     cpu_total = np.maximum(sim.conditions.cpu_millicores, 1.0)
     memory_total = np.maximum(sim.conditions.memory_bytes, 1.0)
+    slot_service = sim.layout.slot_service
     for source in over:
-        for slot in np.flatnonzero(sim.slot_node == source):
-            if int(slot) in moved:
-                continue
-            service = sim.layout.slot_service[slot]
+        unmoved = sim.counts[:, source] > arrived[:, source]
+        for service in np.flatnonzero(unmoved):
+            # Any pod of this service on this node stands for all: the mask's column is the same for each.
+            slot = int(np.flatnonzero((sim.slot_node == source) & (slot_service == service))[0])
             cpu_after = cpu + sim.request_cpu_millicores[service] / cpu_total
             memory_after = memory + sim.request_memory_bytes[service] / memory_total
             targets = np.flatnonzero(mask[:, slot] & under & (cpu_after <= high) & (memory_after <= high))
             if targets.size:
-                return int(slot), int(targets[np.argmin(load[targets])])
+                return slot, int(targets[np.argmin(load[targets])])
     return None

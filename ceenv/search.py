@@ -4,10 +4,11 @@ Starting from the given placement and from random feasible placements with the s
 counts, :func:`best_known` climbs by the best single-pod move (all distinct moves evaluated in one
 batch) until no move improves the latency, then perturbs the best placement found and climbs
 again. Moves are free here (no step cost): the result bounds what any sequence of migrations can
-reach. Used by the evaluation, the gate's "fraction of the best-known reduction" and
-``reach sim demo``. :func:`beam_search` is the other question: the best reduction within a given
-number of moves (a beam over move sequences; ``benchmarks/bench_bound.py``), and :func:`expand` its
-step, which :mod:`bento.planning` also searches with.
+reach; the outcome's ``moves`` is :func:`migrations_needed`, a lower bound on the migrations to
+get there, counted per service and node. Used by the evaluation, the gate's "fraction of the
+best-known reduction" and ``reach sim demo``. :func:`beam_search` is the other question: the best
+reduction within a given number of moves (a beam over move sequences; ``benchmarks/bench_bound.py``),
+and :func:`expand` its step, which :mod:`bento.planning` also searches with.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from ceenv.baselines import Outcome
 from ceenv.baselines import climb as improve
 from ceenv.gains import latency_after_selected
+from ceenv.layout import FloatArray
 from ceenv.simulator import Simulator
 
 _MIN_GAIN_MS = 1e-9
@@ -74,8 +76,8 @@ def perturb(sim: Simulator, rng: np.random.Generator, moves: int) -> Simulator:
 def best_known(start: Simulator, rng: np.random.Generator, restarts: int = 4, kicks: int = 4) -> Outcome:
     """The lowest latency found from the start placement, ``restarts`` random starts and ``kicks`` perturbations each.
 
-    ``moves`` in the outcome counts the pods whose node differs from the start: a lower bound on
-    the migrations needed to reach that placement.
+    ``moves`` in the outcome is :func:`migrations_needed` from the start to that placement: a lower
+    bound on the migrations needed to reach it.
     """
     began = time.perf_counter()
     best = start.copy()
@@ -90,10 +92,27 @@ def best_known(start: Simulator, rng: np.random.Generator, restarts: int = 4, ki
                 candidate = kicked
         if candidate.latency_ms < best.latency_ms - _MIN_GAIN_MS:
             best = candidate
-    moved = int(((best.slot_node != start.slot_node) & (start.slot_node >= 0)).sum())
     return Outcome(
-        "best_known", start.latency_ms, best.latency_ms, moved, time.perf_counter() - began, 0, best.placement()
+        "best_known",
+        start.latency_ms,
+        best.latency_ms,
+        migrations_needed(start.counts, best.counts),
+        time.perf_counter() - began,
+        0,
+        best.placement(),
     )
+
+
+def migrations_needed(start_counts: FloatArray, end_counts: FloatArray) -> int:
+    """The fewest single-pod migrations that turn placement ``start_counts`` into ``end_counts`` (``(S, N)`` pods).
+
+    Pods of one service on one node are interchangeable and replica counts do not change, so each
+    service needs at least ``Σ_n max(0, start − end)`` pods to leave a node, and that many moves
+    suffice when capacity does not get in the way: a lower bound on the migrations. Counted from
+    the counts, not slot by slot: a slot-wise count would charge two pods of one service that swap
+    nodes (no migration needed) and depends on the slot order (re-sorted in padded layouts).
+    """
+    return round(float(np.maximum(start_counts - end_counts, 0.0).sum()))
 
 
 def latencies_after(beam: list[Simulator], moves: list[np.ndarray]) -> list[np.ndarray]:

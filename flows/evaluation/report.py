@@ -17,42 +17,10 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from flows.evaluation.episodes import EpisodeRecord, fraction_of_best_known
+from flows.loop.stats import t_quantile_975
 
 REPORT_FORMAT = 1
 CI_LEVEL = 0.95
-# Two-sided 95 % Student t quantiles by degrees of freedom (1..30); above 30 the normal 1.96 is used.
-_T95 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
 
 
 class Estimate(BaseModel):
@@ -104,7 +72,7 @@ def estimate(per_seed: list[float]) -> Estimate:
     if values.size < 2:
         return Estimate(mean=mean, ci_low=mean, ci_high=mean)
     df = values.size - 1
-    t = _T95[df - 1] if df <= len(_T95) else 1.96
+    t = t_quantile_975(df)
     half = t * float(values.std(ddof=1)) / np.sqrt(values.size)
     return Estimate(mean=mean, ci_low=mean - half, ci_high=mean + half)
 

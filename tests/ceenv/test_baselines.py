@@ -1,13 +1,21 @@
-"""Baselines and the best-known search: they never change their input and behave as documented."""
+"""Baselines and the best-known search: they never change their input and behave as documented.
+
+Padded layouts (observation version 4) re-sort the slots after every move, so the balancer's "each
+pod moves at most once" and best-known's migration count are checked against the unpadded layout
+of the same state: they must not depend on which slot holds which pod.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from ceenv.baselines import node_utilization, run_balancer, run_greedy, run_noop, run_random
+from ceenv.baselines import Outcome, node_utilization, run_balancer, run_greedy, run_noop, run_random
 from ceenv.env import CloudEdgeEnv
-from ceenv.search import TIE_DECIMALS, beam_search, best_first, best_known, random_placement
+from ceenv.layout import layout_from_scenario
+from ceenv.search import TIE_DECIMALS, beam_search, best_first, best_known, migrations_needed, random_placement
 from ceenv.simulator import Simulator
 from tests.conftest import scenario_dir, workload_file
 
@@ -66,6 +74,150 @@ def test_balancer_only_moves_pods_off_overutilised_nodes_onto_nodes_it_keeps_wit
         cpu, memory = node_utilization(sim)
         if not ((cpu > 0.5) | (memory > 0.5)).any():
             assert outcome.moves == 0
+
+
+def padded(sim: Simulator) -> Simulator:
+    """The same state (conditions, pods on nodes) on the padded layout of observation version 4."""
+    return Simulator(sim.model, layout_from_scenario(sim.model.scenario, 4), sim.conditions, sim.slot_node)
+
+
+@pytest.fixture
+def recorded_moves(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, int, int]]]:
+    """Every ``Simulator.move`` made while the test runs, as (service, source node, target node)."""
+    moves: list[tuple[int, int, int]] = []
+    move = Simulator.move
+
+    def recording(sim: Simulator, slot: int, node: int, latency_ms: float | None = None) -> float:
+        moves.append((int(sim.layout.slot_service[slot]), int(sim.slot_node[slot]), int(node)))
+        return move(sim, slot, node, latency_ms)
+
+    monkeypatch.setattr(Simulator, "move", recording)
+    yield moves
+
+
+def slot_tracking_balancer(start: Simulator, low: float = 0.2, high: float = 0.5, max_moves: int = 100) -> Outcome:
+    """The balancer as it was, remembering moved pods by slot index: right only while slots keep their pods
+    (unpadded layouts), the oracle for those."""
+    sim = start.copy()
+    moved: set[int] = set()
+    while len(moved) < max_moves:
+        cpu, memory = node_utilization(sim)
+        load = np.maximum(cpu, memory)
+        under = (cpu < low) & (memory < low)
+        over = [int(n) for n in np.argsort(-load) if cpu[n] > high or memory[n] > high]
+        mask = sim.action_mask()[:-1].reshape(sim.layout.node_count, sim.layout.slot_count)
+        cpu_total = np.maximum(sim.conditions.cpu_millicores, 1.0)
+        memory_total = np.maximum(sim.conditions.memory_bytes, 1.0)
+        move = None
+        for source in over:
+            for slot in np.flatnonzero(sim.slot_node == source):
+                if move is not None or int(slot) in moved:
+                    continue
+                service = sim.layout.slot_service[slot]
+                cpu_after = cpu + sim.request_cpu_millicores[service] / cpu_total
+                memory_after = memory + sim.request_memory_bytes[service] / memory_total
+                targets = np.flatnonzero(mask[:, slot] & under & (cpu_after <= high) & (memory_after <= high))
+                if targets.size:
+                    move = int(slot), int(targets[np.argmin(load[targets])])
+        if move is None:
+            break
+        sim.move(*move)
+        moved.add(move[0])
+    return Outcome("balancer", start.latency_ms, sim.latency_ms, len(moved), 0.0, 0, sim.placement())
+
+
+def sorted_placement(outcome: Outcome) -> dict[str, list[str]]:
+    return {service: sorted(nodes) for service, nodes in outcome.placement.items()}
+
+
+BALANCED_STATES = [(scenario, seed) for scenario in ("7-21", "13-29", "19-37") for seed in range(12)]
+
+
+@pytest.mark.parametrize(("scenario", "seed"), BALANCED_STATES)
+def test_the_balancer_on_an_unpadded_layout_moves_as_the_slot_tracking_balancer_did(
+    scenario: str, seed: int, recorded_moves: list[tuple[int, int, int]]
+) -> None:
+    sim = start(scenario, seed)
+    expected = slot_tracking_balancer(sim)
+    expected_moves = list(recorded_moves)
+    recorded_moves.clear()
+    outcome = run_balancer(sim)
+    assert recorded_moves == expected_moves  # the same (service, source, target) sequence
+    assert (outcome.moves, outcome.end_latency_ms) == (expected.moves, expected.end_latency_ms)
+    assert sorted_placement(outcome) == sorted_placement(expected)
+
+
+@pytest.mark.parametrize(("scenario", "seed"), BALANCED_STATES)
+def test_the_balancer_moves_no_pod_twice_on_a_padded_layout_and_ends_as_on_the_unpadded_one(
+    scenario: str, seed: int, recorded_moves: list[tuple[int, int, int]]
+) -> None:
+    sim = start(scenario, seed)
+    unpadded = run_balancer(sim)
+    recorded_moves.clear()
+    wide = padded(sim)
+    outcome = run_balancer(wide)
+    # A pod that arrived by a move never leaves again, so the pods leaving a node are at most those that
+    # started there (per service); more would mean some pod moved twice.
+    left = np.zeros_like(wide.counts)
+    for service, source, _ in recorded_moves:
+        left[service, source] += 1
+        assert left[service, source] <= wide.counts[service, source], f"a pod of service {service} moved twice"
+    assert outcome.moves == len(recorded_moves) == unpadded.moves
+    assert outcome.end_latency_ms == pytest.approx(unpadded.end_latency_ms)
+    assert sorted_placement(outcome) == sorted_placement(unpadded)
+
+
+def slot_wise_changes(start: Simulator, end: Simulator) -> int:
+    """The old count: pods whose slot holds another node at the end."""
+    return int(((end.slot_node != start.slot_node) & (start.slot_node >= 0)).sum())
+
+
+def test_two_pods_of_one_service_that_swap_nodes_need_no_migration() -> None:
+    for seed in range(20):
+        sim = start("13-29", seed)
+        for service in range(len(sim.layout.service_names)):
+            slots = np.flatnonzero((sim.layout.slot_service == service) & (sim.slot_node >= 0))
+            pair = [(a, b) for a in slots for b in slots if a < b and sim.slot_node[a] != sim.slot_node[b]]
+            if pair:
+                a, b = pair[0]
+                slot_node = sim.slot_node.copy()
+                slot_node[[a, b]] = slot_node[[b, a]]
+                swapped = sim.copy()
+                swapped.reset_to(sim.conditions, slot_node)
+                assert slot_wise_changes(sim, swapped) == 2
+                assert migrations_needed(sim.counts, swapped.counts) == 0
+                return
+    pytest.fail("no start state of 13-29 has two pods of one service on different nodes")
+
+
+@pytest.mark.parametrize("scenario", ["7-21", "13-29", "19-37"])
+def test_migrations_needed_ignore_the_layout_and_never_exceed_the_slot_wise_count(scenario: str) -> None:
+    for seed in range(6):
+        sim = start(scenario, seed)
+        other = random_placement(sim, np.random.default_rng(seed))
+        assert other is not None
+        needed = migrations_needed(sim.counts, other.counts)
+        assert needed == migrations_needed(padded(sim).counts, padded(other).counts)
+        assert needed <= slot_wise_changes(sim, other)
+        # Each service leaves as many nodes short as it fills: the count is the same read either way.
+        assert needed == migrations_needed(other.counts, sim.counts)
+
+
+def counts_of(sim: Simulator, placement: dict[str, list[str]]) -> np.ndarray:
+    counts = np.zeros_like(sim.counts)
+    for service, nodes in placement.items():
+        for node in nodes:
+            counts[sim.layout.service_names.index(service), sim.layout.node_names.index(node)] += 1
+    return counts
+
+
+@pytest.mark.parametrize("layout", ["unpadded", "padded"])
+def test_best_known_reports_the_migrations_its_placement_needs_counted_per_service_and_node(layout: str) -> None:
+    for seed in range(3):
+        sim = start("19-37", seed)
+        sim = padded(sim) if layout == "padded" else sim
+        outcome = best_known(sim, np.random.default_rng(seed), restarts=1, kicks=1)
+        assert outcome.moves == migrations_needed(sim.counts, counts_of(sim, outcome.placement))
 
 
 def test_random_placement_keeps_replica_counts_and_pins() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 
 import pytest
 
@@ -32,6 +34,28 @@ def test_the_t_quantiles_match_scipy() -> None:
 
     for df in (1, 2, 4, 9, 30):
         assert t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("df", "quantile"),
+    [(31, 2.039513), (40, 2.021075), (60, 2.000298), (120, 1.979930), (1000, 1.962339)],
+)
+def test_the_t_quantiles_above_the_table_are_students_not_the_normals(df: int, quantile: float) -> None:
+    from flows.loop.stats import t_quantile_975
+
+    assert t_quantile_975(df) == pytest.approx(quantile, abs=1e-3)
+
+
+def test_the_t_quantiles_fall_steadily_from_the_table_into_the_series() -> None:
+    from flows.loop.stats import t_quantile_975
+
+    values = [t_quantile_975(df) for df in range(1, 2001)]
+    assert all(later < earlier for earlier, later in itertools.pairwise(values))
+    assert 0 < t_quantile_975(30) - t_quantile_975(31) < 0.005  # no jump at the table's end
+    # Many pairs: the interval's half width uses t(0.975, n − 1), not the normal's 1.96.
+    interval = t_interval([float(k % 2) for k in range(41)])  # mean 20/41, n = 41, df = 40
+    sd = statistics.stdev([float(k % 2) for k in range(41)])
+    assert interval.high == pytest.approx(interval.mean + 2.021075 * sd / math.sqrt(41), abs=1e-4)
 
 
 def test_an_interval_that_straddles_zero_is_not_above_zero_and_one_pair_has_none() -> None:
