@@ -155,6 +155,7 @@ def deploy(
     if analysis and params is None:
         errors.print("no Prometheus configured: deploying without the analysis period", highlight=False)
     _use_local_server()
+    from flows.local.locks import LockTimeout
     from flows.release.redeploy import RollbackFailed, RolledBack, reach_redeploy
     from flows.release.serving import RedeployError
     from migrator.settings import MigratorSettings
@@ -170,6 +171,9 @@ def deploy(
         raise typer.Exit(1) from None
     except RedeployError as err:
         errors.print(f"[bold red]deploy failed, the previous service keeps serving:[/] {err}", highlight=False)
+        raise typer.Exit(1) from None
+    except LockTimeout as err:  # the new service serves; retiring the old one waited too long for another deploy
+        errors.print(f"[bold red]deployed, but the previous server was not stopped:[/] {err}", highlight=False)
         raise typer.Exit(1) from None
     except ValueError as err:  # an unknown scenario, workload or bento; a bento that cannot serve the cluster
         errors.print(f"[bold red]error:[/] {err}", highlight=False)

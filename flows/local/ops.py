@@ -47,29 +47,29 @@ class Up:
 
 
 def up(port: int = DEFAULT_PREFECT_PORT, timeout_s: float = 90.0) -> Up:
-    """Start the Prefect server and the deployment runner (idempotent: reuses running ones)."""
+    """Start the Prefect server and the deployment runner (idempotent: reuses running ones, also when two
+    ``reach up`` run at once: the registry starts each name once and the other finds it running)."""
     env = prefect_env(port)
-    server = processes.find(PREFECT_SERVER)
-    if server is None:
-        prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
-        server = processes.start(
-            PREFECT_SERVER,
-            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
-            port,
-            env,
-        )
+    prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
+    server = processes.start(
+        PREFECT_SERVER,
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
+        port,
+        env,
+        reuse_running=True,
+    )
     processes.wait_http(f"{server.url}/api/health", timeout_s, server.pid)
-    runner = processes.find(PREFECT_RUNNER)
-    if runner is None:
+    if processes.find(PREFECT_RUNNER) is None:
         from flows.release.deployments import retrain_cron
 
         retrain_cron()  # a broken schedule file would kill the runner at its start: say so here instead
-        runner = processes.start(
-            PREFECT_RUNNER,
-            [sys.executable, "-m", "flows.release.deployments"],
-            port,
-            {**env, "PREFECT_API_URL": f"{server.url}/api"},
-        )
+    runner = processes.start(
+        PREFECT_RUNNER,
+        [sys.executable, "-m", "flows.release.deployments"],
+        port,
+        {**env, "PREFECT_API_URL": f"{server.url}/api"},
+        reuse_running=True,
+    )
     return Up(f"{server.url}/dashboard", server.pid, runner.pid)
 
 

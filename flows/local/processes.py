@@ -5,7 +5,10 @@ Each process is recorded as a small JSON file under ``$REACH_HOME/run`` (default
 ``~/.local/share/reach/run``) with its PID, the kernel's start time of that PID, port, command and
 log file, so that ``reach down``, ``reach status`` and the redeploy flow find it again from another
 process, and never take another process that got the same PID for it. Processes are never
-stopped by name. Used by :mod:`flows.cli.release` and :mod:`flows.release.redeploy`.
+stopped by name. Checking that a name is free, starting its process and writing its record happen
+under one inter-process lock (:func:`registry_lock`, :mod:`flows.local.locks`), so two reach
+commands that start the same name at once start it once: the other sees it running. Used by
+:mod:`flows.cli.release` and :mod:`flows.release.redeploy`.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from flows.local import logpipe
+from flows.local import locks, logpipe
+
+REGISTRY_LOCK_WAIT_S = 30.0  # the registry's critical sections are short: a fork and exec, a small file
 
 
 def reach_home() -> Path:
@@ -46,6 +52,15 @@ class ProcessRecord:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def registry_lock() -> Path:
+    """The lock file of the process registry: held while a name is checked, started and recorded."""
+    return reach_home() / "locks" / "processes.lock"
+
+
+def _registry(task: str) -> AbstractContextManager[None]:
+    return locks.held(registry_lock(), task, REGISTRY_LOCK_WAIT_S)
 
 
 def _records_dir() -> Path:
@@ -126,30 +141,40 @@ def start(
     env: dict[str, str] | None = None,
     log_max_bytes: int = logpipe.DEFAULT_MAX_BYTES,
     log_keep: int = logpipe.DEFAULT_KEEP,
+    reuse_running: bool = False,
 ) -> ProcessRecord:
-    """Start ``argv`` in its own session with output to ``<name>.log`` (rotated by size); record it as ``name``."""
-    existing = find(name)
-    if existing is not None:
-        raise RuntimeError(f"{name} is already running (pid {existing.pid}, {existing.url}); stop it first")
-    log = _records_dir() / f"{name}.log"
-    writer = logpipe.spawn(log, log_max_bytes, log_keep)
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdout=writer.stdin,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-    finally:
-        if writer.stdin is not None:
-            writer.stdin.close()  # the process holds the pipe now; the writer ends when it closes
-    started = process_start(proc.pid)
-    return _write(ProcessRecord(name, proc.pid, port, argv, str(log), time.time(), dict(env or {}), started))
+    """Start ``argv`` in its own session with output to ``<name>.log`` (rotated by size); record it as ``name``.
+
+    A live process already recorded as ``name`` raises RuntimeError, or with ``reuse_running`` is
+    returned as it is. The check, the start and the record are one critical section (the registry
+    lock): of two callers that start ``name`` at once, one starts it and the other finds it running.
+    """
+    with _registry(f"starting {name}"):
+        existing = find(name)
+        if existing is not None and reuse_running:
+            return existing
+        if existing is not None:
+            raise RuntimeError(f"{name} is already running (pid {existing.pid}, {existing.url}); stop it first")
+        log = _records_dir() / f"{name}.log"
+        writer = logpipe.spawn(log, log_max_bytes, log_keep)
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdout=writer.stdin,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )  # close_fds (the default) keeps the lock's descriptor out of the child: it never holds the lock
+        finally:
+            if writer.stdin is not None:
+                writer.stdin.close()  # the process holds the pipe now; the writer ends when it closes
+        started = process_start(proc.pid)
+        return _write(ProcessRecord(name, proc.pid, port, argv, str(log), time.time(), dict(env or {}), started))
 
 
 def _write(record: ProcessRecord) -> ProcessRecord:
+    """Write ``record`` atomically; callers hold the registry lock."""
     tmp = _records_dir() / f".{record.name}.json.tmp"
     tmp.write_text(json.dumps(asdict(record)))
     tmp.replace(_records_dir() / f"{record.name}.json")
@@ -159,7 +184,8 @@ def _write(record: ProcessRecord) -> ProcessRecord:
 def adopt(name: str, pid: int, port: int, argv: list[str], log: str) -> ProcessRecord:
     """Record a process that something else started (the local cluster's components), so that
     ``reach down`` stops it by PID like the ones :func:`start` records."""
-    return _write(ProcessRecord(name, pid, port, argv, log, time.time(), pid_start=process_start(pid)))
+    with _registry(f"recording {name}"):
+        return _write(ProcessRecord(name, pid, port, argv, log, time.time(), pid_start=process_start(pid)))
 
 
 class RecordError(ValueError):
@@ -229,6 +255,18 @@ def forget(name: str) -> None:
     (_records_dir() / f"{name}.json").unlink(missing_ok=True)
 
 
+def _forget_stopped(record: ProcessRecord) -> None:
+    """Drop ``record`` unless the name was recorded again meanwhile (another command started a new process
+    under it once this one was gone: its record must stay, or ``reach down`` could not stop it)."""
+    with _registry(f"forgetting {record.name}"):
+        try:
+            now = recorded(record.name)
+        except RecordError:
+            return  # unreadable now: not the record stopped here; `reach down` names it
+        if now is not None and (now.pid, now.pid_start) == (record.pid, record.pid_start):
+            forget(record.name)
+
+
 def restart(name: str) -> ProcessRecord:
     """Start the process recorded as ``name`` again with its recorded command, port and environment
     (stopped first if it still runs); nothing else is touched. Raises KeyError for an unknown name."""
@@ -256,7 +294,7 @@ def stop(name: str, grace_s: float = 10.0) -> bool:
         return alive(record) or bool(group_members(record.pid, record.pid_start))
 
     if not running():
-        forget(name)
+        _forget_stopped(record)
         return False
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
@@ -272,7 +310,7 @@ def stop(name: str, grace_s: float = 10.0) -> bool:
             break
     if running():
         return False
-    forget(name)
+    _forget_stopped(record)
     return was_alive
 
 

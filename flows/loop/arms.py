@@ -140,5 +140,5 @@ def learned_policy(settings: DemoSettings, workload: str) -> tuple[str, str]:
 
     if settings.policy == STANDIN_LABEL:
         raise ValueError("the learned arm needs a learned policy: pass auto or a bento tag, not greedy-standin")
-    tag = settings.policy if settings.policy != "auto" else gated_bento_for(Path(settings.scenario).name, workload)
+    tag = settings.policy if settings.policy != "auto" else gated_bento_for(settings.scenario, workload)
     return serve_bento(settings, workload, tag or package_general_policy())

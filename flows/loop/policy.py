@@ -3,11 +3,12 @@
 :func:`policy_url` resolves ``DemoSettings.policy`` for one workload: ``greedy-standin`` starts the
 clearly named greedy stand-in (:mod:`flows.loop.standin`, not the learned policy); a bento tag is
 served blue/green (the machinery of ``reach deploy``) when it can serve this scenario and workload;
-``auto`` serves the bento that already serves when it was deployed for this scenario and workload,
-else the newest bento labelled ``gate=passed`` that can serve them (:mod:`flows.release.selection`:
-trained for them, or general within its limits), else — when ``train_missing`` is on (``reach demo``) — trains one with the
-quickstart pipeline, and otherwise (the experiments) falls back to the greedy stand-in. A policy
-the gate refuses raises :class:`GateRefused` with the verdict, so the CLI can say what happened.
+``auto`` serves the bento that already serves when it was deployed for this scenario and workload
+(names and file contents: :meth:`flows.release.serving.Endpoint.serves`), else the newest bento
+labelled ``gate=passed`` that can serve them (:mod:`flows.release.selection`: trained for them, or
+general within its limits), else — when ``train_missing`` is on (``reach demo``) — trains one with
+the quickstart pipeline, and otherwise (the experiments) falls back to the greedy stand-in. A
+policy the gate refuses raises :class:`GateRefused` with the verdict, so the CLI can say what happened.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def serve_bento(settings: DemoSettings, workload: str, wanted: str | None) -> tu
 
 
 def resolve_auto(scenario: str, workload: str) -> str | None:
-    """``auto``: the serving bento when it was deployed for this scenario and workload, else the newest gated one."""
+    """``auto``: the serving bento when it was deployed for this scenario and workload (a directory or a name
+    under data/, and a workload name or file: the cluster of these files), else the newest gated one."""
     from flows.release.selection import cluster_of
     from flows.release.serving import current_endpoint
 
@@ -101,7 +103,7 @@ def policy_url(settings: DemoSettings, workload: str) -> tuple[str, str]:
         return start_standin(settings, workload)
     if settings.policy != "auto":
         return serve_bento(settings, workload, settings.policy)
-    wanted = resolve_auto(Path(settings.scenario).name, workload)
+    wanted = resolve_auto(settings.scenario, workload)  # the folder given, not another of its name under data/
     if wanted is None and not settings.train_missing:
         return start_standin(settings, workload)
     return serve_bento(settings, workload, wanted)

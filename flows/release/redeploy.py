@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
@@ -47,13 +48,18 @@ class RollbackFailed(RuntimeError):
 
 @task
 def target_cluster(bento: str | None, scenario: str | None, workload: str | None) -> Cluster:
-    """The cluster to serve: as asked, else the serving deployment's, else a named specific bento's own."""
+    """The cluster to serve: as asked, else the serving deployment's (the files it recorded, while they exist),
+    else a named specific bento's own."""
     from flows.release.packaging import bento_labels
     from flows.release.selection import ANY, cluster_of
     from flows.release.serving import current_endpoint
 
     serving = current_endpoint()
-    if serving is not None and serving.scenario:
+    if serving is not None and serving.scenario and not scenario and not workload:
+        # the files it serves, when they are still there: a name may stand for another folder under data/
+        scenario = serving.scenario_dir if _exists(serving.scenario_dir) else serving.scenario
+        workload = serving.workload_file if _exists(serving.workload_file) else serving.workload
+    elif serving is not None and serving.scenario:
         scenario, workload = scenario or serving.scenario, workload or serving.workload
     elif bento is not None:
         labels = bento_labels(bento)
@@ -69,11 +75,17 @@ def target_cluster(bento: str | None, scenario: str | None, workload: str | None
     return cluster_of(scenario, workload)
 
 
+def _exists(path: str) -> bool:
+    return bool(path) and Path(path).exists()
+
+
 @task
 def choose_bento(requested: str | None, cluster: Cluster) -> str | None:
     """The bento to deploy for ``cluster``: the one asked for (if it can serve it), else the newest eligible gated one.
 
     None when the newest eligible bento already serves this cluster (nothing to do) or there is none.
+    "Serves this cluster" compares the files' hashes too (:meth:`flows.release.serving.Endpoint.serves`):
+    a deployment for other files of the same names, or one recorded without hashes, is replaced.
     """
     from flows.release.packaging import bento_labels, gated_bento_for
     from flows.release.selection import check_servable

@@ -17,9 +17,11 @@ on exactly this cluster come first — a specific bento of it, or a general one 
 newest wins within each group (the gate already compared each with the incumbent of its cluster).
 A general bento is started with the served cluster's files as its serve-time arguments
 (:func:`serve_arguments`: ``bentoml serve … --arg scenario=DIR --arg workload=FILE``).
-:class:`Cluster` is the target: names as the labels spell them plus the sizes the limits are
-checked against. Used by :mod:`.packaging`, :mod:`.redeploy`, ``reach deploy``/``reach serve``,
-the pipeline's incumbent lookup and the demo's ``auto`` policy.
+:class:`Cluster` is the target: names as the labels spell them, the sizes the limits are
+checked against, and the hashes of its files, which tell two clusters of the same names apart
+(the endpoint file records them: :meth:`flows.release.serving.Endpoint.serves`). Used by
+:mod:`.packaging`, :mod:`.redeploy`, ``reach deploy``/``reach serve``, the pipeline's incumbent
+lookup and the demo's ``auto`` policy.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class NotServable(ValueError):
 
 @dataclass(frozen=True)
 class Cluster:
-    """The cluster a policy is deployed for: scenario and workload names, and its size."""
+    """The cluster a policy is deployed for: scenario and workload names, its size, and what its files hold."""
 
     scenario: str
     workload: str
@@ -46,6 +48,7 @@ class Cluster:
     scenario_dir: str = ""  # absolute paths, for a general bento's serve-time arguments ("" when unknown)
     workload_file: str = ""
     scenario_sha256: str = ""  # of nodes.json + services.json: a folder of the same name may hold another cluster
+    workload_sha256: str = ""  # of the call-pattern file's bytes ("" when unknown): so may a workload of that name
 
     def __str__(self) -> str:
         return f"{self.scenario} / {self.workload}"
@@ -78,17 +81,22 @@ def cluster_of(scenario: str, workload: str, strict: bool = True) -> Cluster:
         if strict:
             raise
         workload_file = Path(workload)
+    import hashlib
+
     from bento.artefact import joined_sha256, scenario_sources
 
     layout = layout_from_scenario(load_scenario(scenario_dir))
+    known_workload = workload_file.is_file()
     return Cluster(
         scenario_dir.name,
         workload_name(workload_file),
         layout.node_count,
         layout.slot_count,
         str(scenario_dir.resolve()),
-        str(workload_file.resolve()) if workload_file.is_file() else "",
+        str(workload_file.resolve()) if known_workload else "",
         joined_sha256(scenario_sources(scenario_dir)),
+        # as bento.artefact.source_file hashes it for a policy card
+        hashlib.sha256(workload_file.read_bytes()).hexdigest() if known_workload else "",
     )
 
 

@@ -1,16 +1,20 @@
 """Blue/green serving of policy bentos on loopback, and the endpoint file the migrator reads.
 
 The serving endpoint is one small JSON file, ``$REACH_HOME/endpoint.json`` (URL, bento tag, slot,
-PID, and the scenario and workload it serves), replaced atomically. :func:`redeploy` starts the new
-bento in the free slot (``blue`` or ``green``) on another 127.0.0.1 port, waits for ``/readyz``,
-replays a canary batch of requests of the cluster it will serve against both servers, switches the
-endpoint file, lets in-flight requests drain and only then stops the old server — or, with
-``retire_previous=False``, keeps the old server idle so that :func:`roll_back` can switch back in
-an instant (the analysis period of the redeploy flow) and :func:`retire` stops it once the new one
-is trusted. Any failure stops the new server and leaves the old one serving and the endpoint file
-untouched. :func:`served_summary` and :func:`fetch_metadata` say what a bento serves (cluster, planning
-in force, the gate's planning) for ``reach serve`` and ``reach status``. Used by the ``reach-redeploy``
-flow and ``reach deploy``/``reach serve``/``reach status``.
+PID, and the cluster it serves: scenario and workload names, files and their hashes), replaced
+atomically. :func:`redeploy` starts the new bento in the free slot (``blue`` or ``green``) on
+another 127.0.0.1 port, waits for ``/readyz``, replays a canary batch of requests of the cluster it
+will serve against both servers, switches the endpoint file, lets in-flight requests drain and only
+then stops the old server — or, with ``retire_previous=False``, keeps the old server idle so that
+:func:`roll_back` can switch back in an instant (the analysis period of the redeploy flow) and
+:func:`retire` stops it once the new one is trusted. Any failure stops the new server and leaves
+the old one serving and the endpoint file untouched. A switch — choose the free slot, start,
+canary, write the endpoint file, stop the old server — and a rollback, a retirement or an undeploy
+each hold one inter-process lock (:func:`switch_lock`): two deploys at once run one after the
+other, the second seeing the first's endpoint, never both in one slot. :func:`served_summary` and
+:func:`fetch_metadata` say what a bento serves (cluster, planning in force, the gate's planning)
+for ``reach serve`` and ``reach status``. Used by the ``reach-redeploy`` flow and ``reach
+deploy``/``reach serve``/``reach status``.
 """
 
 from __future__ import annotations
@@ -24,26 +28,36 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bento.arguments import environment as serve_environment
-from flows.local import processes
+from flows.local import locks, processes
 
 if TYPE_CHECKING:
     from flows.release.selection import Cluster
 
 SLOTS = ("blue", "green")
+# A waiting deploy outwaits a typical switch (a bento gets ready in tens of seconds) but not a stuck one.
+SWITCH_LOCK_WAIT_S = 180.0
 
 
 class RedeployError(RuntimeError):
     """The new bento could not take over; the old one (if any) is still serving."""
 
 
+class SwitchBusy(RedeployError, locks.LockTimeout):
+    """Another switch held the switch lock for longer than this one may wait; this one changed nothing."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """What is serving now: read by the migrator, written only by :func:`switch`."""
+    """What is serving now: read by the migrator, written only by :func:`switch`.
+
+    Fields added later default to "" (or None), so that every older endpoint file still reads.
+    """
 
     url: str
     bento: str
@@ -54,10 +68,36 @@ class Endpoint:
     workload: str = ""
     arguments: dict[str, str] = field(default_factory=dict)  # serve-time bento arguments (a general policy's cluster)
     pid_start: int | None = None  # processes.process_start of pid: a reused PID is not this server
+    scenario_sha256: str = ""  # Cluster.scenario_sha256 of the cluster it serves ("" in files written before it)
+    workload_sha256: str = ""  # Cluster.workload_sha256
+    scenario_dir: str = ""  # the cluster's files, for a redeploy that names no cluster (Cluster.scenario_dir)
+    workload_file: str = ""
 
     def serves(self, cluster: Cluster) -> bool:
-        """Whether this deployment was made for ``cluster`` (scenario and workload names)."""
-        return (self.scenario, self.workload) == (cluster.scenario, cluster.workload)
+        """Whether this deployment was made for ``cluster``: the same scenario and workload names and, for each
+        of the cluster's hashes that is known, the same file contents.
+
+        A record without the hashes (written before they were recorded) serves no cluster whose files
+        are known: a redeploy replaces it rather than trust a name that another folder may reuse.
+        """
+        if (self.scenario, self.workload) != (cluster.scenario, cluster.workload):
+            return False
+        pairs = ((cluster.scenario_sha256, self.scenario_sha256), (cluster.workload_sha256, self.workload_sha256))
+        return all(recorded == known for known, recorded in pairs if known)
+
+
+def cluster_fields(cluster: Cluster | None) -> dict[str, str]:
+    """The :class:`Endpoint` fields that say which cluster a deployment serves (none without a cluster)."""
+    if cluster is None:
+        return {}
+    return {
+        "scenario": cluster.scenario,
+        "workload": cluster.workload,
+        "scenario_sha256": cluster.scenario_sha256,
+        "workload_sha256": cluster.workload_sha256,
+        "scenario_dir": cluster.scenario_dir,
+        "workload_file": cluster.workload_file,
+    }
 
 
 class EndpointFileError(ValueError):
@@ -68,23 +108,44 @@ def endpoint_file() -> Path:
     return processes.reach_home() / "endpoint.json"
 
 
-def current_endpoint() -> Endpoint | None:
-    """The serving endpoint, or None when nothing is deployed (or its server is gone)."""
+def switch_lock() -> Path:
+    """The lock file of the blue/green switch, held from choosing the slot to stopping the old server."""
+    return processes.reach_home() / "locks" / "switch.lock"
+
+
+def _switching(
+    task: str, wait_s: float = SWITCH_LOCK_WAIT_S, busy: type[locks.LockTimeout] = locks.LockTimeout
+) -> AbstractContextManager[None]:
+    return locks.held(switch_lock(), task, wait_s, busy)
+
+
+def recorded_endpoint() -> Endpoint | None:
+    """The endpoint file's record, whether or not its server still runs; None when there is no file."""
     path = endpoint_file()
     if not path.exists():
         return None
-    try:
-        endpoint = Endpoint(**json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
+    known = {f.name for f in dataclasses.fields(Endpoint)}
+    try:  # a key this version does not know (a newer reach wrote the file) is left out, not an error
+        return Endpoint(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
+    except (ValueError, TypeError, AttributeError) as exc:
         raise EndpointFileError(
             f"{path} is not a reach endpoint record ({exc}); remove it (`rm {path}`) and deploy again with "
             "`reach deploy`"
         ) from exc
+
+
+def current_endpoint() -> Endpoint | None:
+    """The serving endpoint, or None when nothing is deployed (or its server is gone)."""
+    endpoint = recorded_endpoint()
+    if endpoint is None:
+        return None
     return endpoint if processes.is_alive(endpoint.pid, endpoint.pid_start) else None
 
 
 def switch(endpoint: Endpoint) -> None:
-    """Point the endpoint file at ``endpoint`` (atomic replace: readers see the old or the new file)."""
+    """Point the endpoint file at ``endpoint`` (atomic replace: readers see the old or the new file).
+
+    Deploys call it holding the switch lock (:func:`redeploy`, :func:`roll_back`)."""
     path = endpoint_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -180,43 +241,65 @@ def redeploy(
     cluster: Cluster | None = None,
     retire_previous: bool = True,
     arguments: dict[str, str] | None = None,
+    lock_wait_s: float = SWITCH_LOCK_WAIT_S,
 ) -> RedeployResult:
-    """Blue/green switch to ``bento`` for ``cluster``; on any failure the old server keeps serving (see module doc)."""
-    previous = current_endpoint()
-    scenario, workload = (cluster.scenario, cluster.workload) if cluster is not None else ("", "")
-    if (
-        previous is not None
-        and previous.bento == bento
-        and (previous.scenario, previous.workload) == (scenario, workload)
-    ):
-        raise RedeployError(f"bento {bento} is already serving at {previous.url}")
-    slot = SLOTS[1] if previous is not None and previous.slot == SLOTS[0] else SLOTS[0]
-    processes.stop(f"bento-{slot}")  # a leftover of an earlier failed switch
-    record = start_bento(bento, slot, ready_timeout_s, arguments)
-    try:
-        result = canary(record.url, previous.url if previous else None, canary_requests)
-        if result.failures:
-            raise RedeployError(
-                f"bento {bento} failed {len(result.failures)} of {result.requests} canary requests: "
-                f"{result.failures[0]}"
-            )
-        endpoint = Endpoint(
-            record.url, bento, slot, record.pid, time.time(), scenario, workload, dict(arguments or {}),
-            record.pid_start,
-        )  # fmt: skip
-        switch(endpoint)
-    except BaseException:  # not switched: the new server must not be left running beside the old one
-        processes.stop(record.name)
-        raise
-    if previous is not None and retire_previous:
-        retire(previous, drain_s)
+    """Blue/green switch to ``bento`` for ``cluster``; on any failure the old server keeps serving (see module doc).
+
+    The whole switch holds the switch lock: another deploy waits up to ``lock_wait_s`` for it, then
+    fails with :class:`SwitchBusy` having changed nothing.
+    """
+    with _switching(f"switching to {bento}", lock_wait_s, SwitchBusy):
+        previous = current_endpoint()  # read under the lock: the slot it leaves free stays free
+        if previous is not None and previous.bento == bento and _serves(previous, cluster):
+            raise RedeployError(f"bento {bento} is already serving at {previous.url}")
+        slot = SLOTS[1] if previous is not None and previous.slot == SLOTS[0] else SLOTS[0]
+        processes.stop(f"bento-{slot}")  # a leftover of an earlier failed switch
+        record = start_bento(bento, slot, ready_timeout_s, arguments)
+        try:
+            result = canary(record.url, previous.url if previous else None, canary_requests)
+            if result.failures:
+                raise RedeployError(
+                    f"bento {bento} failed {len(result.failures)} of {result.requests} canary requests: "
+                    f"{result.failures[0]}"
+                )
+            endpoint = Endpoint(
+                record.url, bento, slot, record.pid, time.time(), arguments=dict(arguments or {}),
+                pid_start=record.pid_start, **cluster_fields(cluster),
+            )  # fmt: skip
+            switch(endpoint)
+        except BaseException:  # not switched: the new server must not be left running beside the old one
+            processes.stop(record.name)
+            raise
+        if previous is not None and retire_previous:
+            time.sleep(drain_s)
+            _stop_server(previous)
     return RedeployResult(endpoint, previous, result)
+
+
+def _serves(endpoint: Endpoint, cluster: Cluster | None) -> bool:
+    """:meth:`Endpoint.serves`; without a cluster, whether the endpoint names none either."""
+    if cluster is None:
+        return not (endpoint.scenario or endpoint.workload)
+    return endpoint.serves(cluster)
+
+
+def _stop_server(endpoint: Endpoint) -> None:
+    """Stop the server of ``endpoint``'s slot if it is still that server (another deploy may have put its
+    own there since the endpoint was replaced); callers hold the switch lock."""
+    name = f"bento-{endpoint.slot}"
+    record = processes.recorded(name)
+    if record is None or record.pid != endpoint.pid:
+        return
+    if endpoint.pid_start is not None and record.pid_start not in (None, endpoint.pid_start):
+        return
+    processes.stop(name)
 
 
 def retire(previous: Endpoint, drain_s: float = 3.0) -> None:
     """Stop a server that no longer serves, once clients that read the old endpoint finished their requests."""
     time.sleep(drain_s)
-    processes.stop(f"bento-{previous.slot}")
+    with _switching(f"retiring {previous.bento}"):
+        _stop_server(previous)
 
 
 def roll_back(result: RedeployResult, ready_timeout_s: float = 120.0, drain_s: float = 3.0) -> Endpoint:
@@ -224,29 +307,39 @@ def roll_back(result: RedeployResult, ready_timeout_s: float = 120.0, drain_s: f
 
     The previous server is normally still running (``redeploy(..., retire_previous=False)``), so the
     switch is one atomic file replace; if it died meanwhile, its bento is started again in its slot first.
+    Refused (:class:`RedeployError`, nothing changed) when another deploy replaced ``result.endpoint`` since.
     """
     previous = result.previous
     if previous is None:
         raise RedeployError(f"nothing to roll back to: {result.endpoint.bento} was the first deployment")
-    url, pid, pid_start = previous.url, previous.pid, previous.pid_start
-    if not processes.is_alive(pid, pid_start):
-        record = start_bento(previous.bento, previous.slot, ready_timeout_s, previous.arguments)
-        url, pid, pid_start = record.url, record.pid, record.pid_start
-    restored = dataclasses.replace(previous, url=url, pid=pid, since=time.time(), pid_start=pid_start)
-    switch(restored)
-    time.sleep(drain_s)
-    processes.stop(f"bento-{result.endpoint.slot}")
+    with _switching(f"rolling back to {previous.bento}"):
+        now = recorded_endpoint()
+        if now != result.endpoint:
+            raise RedeployError(
+                f"not rolled back to {previous.bento}: {endpoint_file()} no longer names {result.endpoint.bento} "
+                f"(it names {now.bento if now else 'nothing'}): another deploy replaced it since, and that one "
+                f"stays; `reach deploy --bento {previous.bento}` deploys the previous one if it is still wanted"
+            )
+        url, pid, pid_start = previous.url, previous.pid, previous.pid_start
+        if not processes.is_alive(pid, pid_start):
+            record = start_bento(previous.bento, previous.slot, ready_timeout_s, previous.arguments)
+            url, pid, pid_start = record.url, record.pid, record.pid_start
+        restored = dataclasses.replace(previous, url=url, pid=pid, since=time.time(), pid_start=pid_start)
+        switch(restored)
+        time.sleep(drain_s)
+        _stop_server(result.endpoint)
     return restored
 
 
 def undeploy() -> bool:
     """Stop the serving bento and remove the endpoint file (a malformed one too: it names no server to stop)."""
-    try:
-        endpoint = current_endpoint()
-    except EndpointFileError:
-        endpoint = None
-    endpoint_file().unlink(missing_ok=True)
-    return endpoint is not None and processes.stop(f"bento-{endpoint.slot}")
+    with _switching("undeploying"):
+        try:
+            endpoint = current_endpoint()
+        except EndpointFileError:
+            endpoint = None
+        endpoint_file().unlink(missing_ok=True)
+        return endpoint is not None and processes.stop(f"bento-{endpoint.slot}")
 
 
 def served_summary(bento: str, cluster: Cluster, arguments: Mapping[str, str]) -> dict[str, Any]:

@@ -146,7 +146,7 @@ def test_auto_serves_the_gated_bento_of_the_workload_asked_for(monkeypatch: pyte
     monkeypatch.setattr(demo_policy, "serve_bento", lambda s, w, wanted: (f"http://127.0.0.1:2/{w}", str(wanted)))
     settings = DemoSettings(scenario="data/scenarios/7-21", workload="aggregator_sequential", train_missing=False)
     assert demo_policy.policy_url(settings, "chain") == ("http://127.0.0.1:2/chain", "b:1")
-    assert asked == [("7-21", "chain")]
+    assert asked == [("data/scenarios/7-21", "chain")]  # the scenario's folder as given, not only its name
 
 
 def test_a_refused_gate_names_the_verdict_and_both_ways_out() -> None:

@@ -50,9 +50,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], str
 def serving(reach_home: Path) -> Any:
     """Point the endpoint file at a bento 'serving' a cluster (this process's PID keeps it alive); removed after."""
     from flows.release import serving as module
+    from flows.release.selection import cluster_of
 
     def serve(tag: str, scenario: str, workload: str) -> None:
-        module.switch(module.Endpoint("http://127.0.0.1:1", tag, "blue", os.getpid(), 0.0, scenario, workload))
+        fields = module.cluster_fields(cluster_of(scenario, workload))  # names and files, as a deploy records them
+        module.switch(module.Endpoint("http://127.0.0.1:1", tag, "blue", os.getpid(), 0.0, **fields))
 
     yield serve
     module.endpoint_file().unlink(missing_ok=True)
