@@ -3,10 +3,12 @@
 Mechanism (works on Kubernetes 1.20, which lacks ``pod-deletion-cost``, and on current servers):
 
 1. Record the intent on the old pod (annotations: target, ReplicaSet, original ``pod-template-hash``).
-2. Temporarily cordon every other schedulable node: a ``reach.io/temporary-cordon=<id>:NoSchedule``
-   taint, not ``spec.unschedulable``. The taint adds to whatever else keeps a node unschedulable, so
-   lifting it never lifts a cordon someone else set meanwhile (``kubectl cordon`` of a node that is
-   already unschedulable writes nothing, so a cordon flag could not tell the two apart).
+2. Temporarily cordon every other node: a ``reach.io/temporary-cordon=<id>:NoSchedule`` taint, not
+   ``spec.unschedulable``. The taint adds to whatever else keeps a node unschedulable, so lifting it
+   never lifts a cordon someone else set meanwhile (``kubectl cordon`` of a node that is already
+   unschedulable writes nothing, so a cordon flag could not tell the two apart); an admin-cordoned
+   node gets it too (a pod may tolerate that cordon). Cordoning that alone uses the whole cap fails
+   the migration before the pod is released.
 3. Orphan the old pod: set its ``pod-template-hash`` label to ``reach-migrating``. Its ReplicaSet
    releases it and creates a replacement, which the scheduler can only place on the target. The
    old pod keeps its other labels, so it keeps serving behind the Service: Ready pods go N → N+1.
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,11 +52,13 @@ from migrator.snapshot import (
     POD_TEMPLATE_HASH,
     ClusterAccessDenied,
     ClusterSnapshot,
+    NodeInfo,
     PodInfo,
     temporary_cordons,
 )
 
 ANNOTATION_MIGRATION_ID = "reach.io/migration-id"
+ROLLBACK_GRACE_S = 2.0  # a rollback keeps its cordons at least this long (or cordon_cap_s if less) for the settle
 _BOOKKEEPING_ANNOTATIONS = (
     ANNOTATION_MIGRATION_ID,
     ANNOTATION_MIGRATION_TARGET,
@@ -78,11 +82,15 @@ class ClusterOps(Protocol):
         self, name: str, labels: Mapping[str, str | None], annotations: Mapping[str, str | None]
     ) -> None: ...
 
-    def cordon(self, node_name: str, migration_id: str) -> None:
-        """Add this migration's temporary cordon (taint) to the node."""
+    def list_nodes(self) -> list[NodeInfo]:
+        """Every node (a cheaper read than ``snapshot``: no pods)."""
 
-    def lift_cordon(self, node_name: str, migration_id: str | None) -> None:
-        """Remove this migration's temporary cordon from the node (``None``: every one of ours, pre-taint ones too)."""
+    def cordon(self, node_names: Sequence[str], migration_id: str) -> None:
+        """Give each named node this migration's temporary cordon (taint); stops at the first failure."""
+
+    def lift_cordon(self, node_names: Sequence[str] | None, migration_id: str | None) -> None:
+        """Remove this migration's temporary cordon (``None``: any of ours, pre-taint ones too) from the named
+        nodes (``None``: every node); every node is tried, then the failures are raised together."""
 
     def delete_pod(self, name: str) -> None: ...
 
@@ -161,25 +169,29 @@ class Actuator:
             detail = f"not started, nothing changed: cannot read ReplicaSet {pod.owner_name} or its pods: {exc}"
             denied = isinstance(exc, ClusterAccessDenied)
             return MigrationResult(move, migration_id, False, detail, started=False, access_denied=denied)
-        replacement, cordoned_s, window_s = "", None, None
+        replacement, cordoned_s, window_s, lift_error = "", None, None, ""
         try:
             self._record_intent(pod, move, migration_id)
             cordoned_s = self.clock.now_s()
-            for node in snapshot.nodes:
-                if node.name != move.target_node and not node.unschedulable:
-                    self.ops.cordon(node.name, migration_id)
+            # Every other node, an admin-cordoned one too (a pod may tolerate that cordon, not ours).
+            others = [node.name for node in snapshot.nodes if node.name != move.target_node]
+            self.ops.cordon(others, migration_id)
+            self._check_cordoning_time(cordoned_s, len(others))
             self.ops.patch_pod_metadata(
                 pod.name, {POD_TEMPLATE_HASH: ORPHANED_HASH_VALUE, LABEL_MIGRATION: migration_id}, {}
             )
             cap_at_s = min(cordoned_s + self.cordon_cap_s, started_s + self.deadline_s)
             replacement = self._wait_for_replacement(selector, before, move, cap_at_s, "bound to")
-            self._lift_cordons(migration_id)
+            try:  # bound: a cordon that cannot be lifted now is a leftover for the clean-up, not a reason to undo
+                self._lift_cordons(migration_id)
+            except Exception as exc:
+                lift_error = f"; cordons not all lifted ({exc}), the next cycle cleans up"
             window_s = self.clock.now_s() - cordoned_s
             replacement = self._wait_for_replacement(selector, before, move, started_s + self.deadline_s, "Ready on")
             ready_s = self.clock.now_s() - started_s
             forced = self._remove_old_pod(pod, snapshot)
         except Exception as exc:  # any failure, API errors included, must end in a rollback
-            errors = self.roll_back(migration_id, pod.name, pod.owner_name, replacement)
+            errors = self.roll_back(migration_id, pod.name, pod.owner_name, replacement, cordoned_s)
             detail = f"rolled back: {exc}"
             denied = isinstance(exc, ClusterAccessDenied)  # a write the cluster refused: it will refuse it again
             if errors:
@@ -193,13 +205,26 @@ class Actuator:
         detail = f"moved {pod.name} from {pod.node_name} to {move.target_node} as {replacement}"
         if forced:
             detail += f" (node {pod.node_name} not Ready: old pod force-deleted)"
+        detail += lift_error
         try:  # committed: the replacement serves; only the confirmation of the removal can fail now
             if not self._wait_until_gone(pod.name):
                 detail += f"; removal of {pod.name} not confirmed within {self.settle_s:g} s (still Terminating)"
         except Exception as exc:
             detail += f"; removal of {pod.name} not confirmed: {exc}"
         gone_s = self.clock.now_s() - started_s
-        return MigrationResult(move, migration_id, True, detail, replacement, ready_s, gone_s, window_s or 0.0, forced)
+        return MigrationResult(
+            move, migration_id, True, detail, replacement, ready_s, gone_s, window_s or 0.0, forced,
+            leftovers=bool(lift_error),
+        )  # fmt: skip
+
+    def _check_cordoning_time(self, cordoned_s: float, nodes: int) -> None:
+        """Fail before anything moves when cordoning alone used the whole cap (a cluster this large needs more)."""
+        took_s = self.clock.now_s() - cordoned_s
+        if took_s >= self.cordon_cap_s:
+            raise MigrationFailed(
+                f"cordoning {nodes} nodes took {took_s:.1f} s, the whole {self.cordon_cap_s:g} s cordon cap, before "
+                "the pod was released; raise cordon_cap_s for a cluster of this size"
+            )
 
     def _remove_old_pod(self, pod: PodInfo, before: ClusterSnapshot) -> bool:
         """Delete the old pod once its replacement is Ready; force (grace 0) only when its node is not Ready.
@@ -264,12 +289,17 @@ class Actuator:
         return False
 
     def _lift_cordons(self, migration_id: str) -> None:
-        for node in self.ops.snapshot().nodes:
-            if migration_id in temporary_cordons(node):
-                self.ops.lift_cordon(node.name, migration_id)
+        self.ops.lift_cordon(None, migration_id)
 
-    def roll_back(self, migration_id: str, old_pod: str, replicaset: str, replacement: str) -> list[str]:
+    def roll_back(
+        self, migration_id: str, old_pod: str, replicaset: str, replacement: str, cordoned_s: float | None = None
+    ) -> list[str]:
         """Undo a migration: no replacement, the old pod back in its ReplicaSet, no cordons of ours.
+
+        The cordons are lifted at the latest ``cordon_cap_s`` after the migration first cordoned
+        (``cordoned_s``, clock time; unknown: after the rollback's own cordons) or
+        :data:`ROLLBACK_GRACE_S` after the rollback began, whichever is later, plus the rollback's
+        own API calls.
 
         Best effort: a failing step is reported and the others still run; what is left is marked
         on the objects and undone by the next ``clean_up_leftovers``. Once the old pod is being
@@ -288,7 +318,10 @@ class Actuator:
         if pod is None or pod.terminating:  # the old pod's removal was committed: keep the replacement
             _attempt(errors, "lift the cordons", self._lift_cordons, migration_id)
             return errors
-        lift_by_s = self.clock.now_s() + self.cordon_cap_s  # the other nodes stay cordoned no longer than this
+        now_s = self.clock.now_s()
+        # The ReplicaSet gets a short time to settle under the cordons even when the cap is spent.
+        grace_until_s = now_s + min(self.cordon_cap_s, ROLLBACK_GRACE_S)
+        lift_by_s = max((now_s if cordoned_s is None else cordoned_s) + self.cordon_cap_s, grace_until_s)
         _attempt(errors, "cordon the remaining nodes", self._cordon_all, migration_id)
         if replacement:
             _attempt(errors, f"delete replacement {replacement}", self.ops.delete_pod, replacement)
@@ -299,9 +332,7 @@ class Actuator:
         return errors
 
     def _cordon_all(self, migration_id: str) -> None:
-        for node in self.ops.snapshot().nodes:
-            if not node.unschedulable and migration_id not in temporary_cordons(node):
-                self.ops.cordon(node.name, migration_id)
+        self.ops.cordon([node.name for node in self.ops.list_nodes()], migration_id)
 
     def _readopt(self, old_pod: str) -> None:
         pod = self.ops.get_pod(old_pod)
@@ -326,7 +357,7 @@ class Actuator:
 
     def find_leftovers(self, snapshot: ClusterSnapshot) -> list[str]:
         """What a half-done migration left on the cluster (pods marked as migrating, our cordons); reads only."""
-        pods = [f"pod {p.name}" for p in snapshot.app_pods if _marked(p)]
+        pods = [f"pod {p.name}" for p in snapshot.app_pods if _marked(p) and not p.terminating]  # committed
         cordons = [f"node {n.name} cordon" for n in snapshot.nodes if temporary_cordons(n)]
         return pods + cordons
 
@@ -349,10 +380,9 @@ class Actuator:
                     failed.append(f"pod {pod.name}: {'; '.join(errors)}")
                 else:
                     cleaned.append(f"pod {pod.name} (migration {migration_id})")
-        for node in self.ops.snapshot().nodes:
-            ours = bool(temporary_cordons(node))
-            if ours and _attempt(failed, f"lift the cordon of node {node.name}", self.ops.lift_cordon, node.name, None):
-                cleaned.append(f"node {node.name} cordon")
+        cordoned = [node.name for node in self.ops.list_nodes() if temporary_cordons(node)]
+        if cordoned and _attempt(failed, "lift the cordons", self.ops.lift_cordon, cordoned, None):
+            cleaned += [f"node {name} cordon" for name in cordoned]
         if failed:
             raise MigrationFailed(f"clean-up incomplete ({'; '.join(failed)}); cleaned {cleaned or 'nothing'}")
         return cleaned

@@ -172,6 +172,20 @@ class Controller:
         self.cleanup_due = False
         return None
 
+    def _leftovers_seen(self, snapshot: ClusterSnapshot) -> bool:
+        """Whether ``snapshot`` shows marks of a migration (cordon taints, marked pods); they are then due for clean-up.
+
+        Between cycles no migration of this migrator is in flight (one replica; a migration ends
+        within its cycle), so a mark now is a leftover: a killed migrator's, or a cordon taint that
+        Kubernetes 1.20's node lifecycle controller wrote back (it rewrites a node's whole taint list
+        from its cache when the node's readiness changes). Left alone, such a taint keeps the node
+        closed to every workload. In dry-run nothing is cleaned (a live migrator may be mid-way).
+        """
+        if self.settings.dry_run or not self.actuator.find_leftovers(snapshot):
+            return False
+        self.cleanup_due = True
+        return True
+
     # ---- one decision -------------------------------------------------------------------------
     def run_cycle(self, only: EvacuationsOnly | None = None) -> list[CycleOutcome]:
         """Ask for and carry out up to ``max_migrations_per_cycle`` moves (at least one question).
@@ -198,6 +212,11 @@ class Controller:
     def _decide_and_act(self, started_this_cycle: int, only: EvacuationsOnly | None = None) -> CycleOutcome:
         try:
             snapshot = self.ops.snapshot()
+            if self._leftovers_seen(snapshot):
+                pending = self._clean_up_if_due()
+                if pending is not None:
+                    return pending
+                snapshot = self.ops.snapshot()
         except Exception as exc:  # the API server may be briefly away: skip the cycle, never crash
             return self._unreadable(exc, "cannot read the cluster")
         try:
@@ -353,8 +372,12 @@ class Controller:
         return self.latency().value_ms if self.latency is not None else None
 
     def failed_nodes_with_pods(self) -> list[str]:
-        """NotReady nodes that still hold application pods, read from the API (which may raise)."""
-        return _failed_nodes_with_pods(self.ops.snapshot())
+        """NotReady nodes that still hold application pods, read from the API (which may raise); leftovers
+        seen on that read are cleaned up first (:meth:`Controller._leftovers_seen`), while the QoS holds too."""
+        snapshot = self.ops.snapshot()
+        if self._leftovers_seen(snapshot) and self._clean_up_if_due() is None:
+            snapshot = self.ops.snapshot()
+        return _failed_nodes_with_pods(snapshot)
 
     def monitoring_step(self) -> list[CycleOutcome]:
         """Act only while the latency exceeds the QoS threshold; an unknown latency means no action.

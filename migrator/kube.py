@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import urllib3
@@ -42,6 +42,7 @@ from migrator.snapshot import (
     SpreadConstraint,
     Taint,
     Toleration,
+    temporary_cordons,
 )
 
 DEFAULT_REQUEST_TIMEOUT_S = 15.0  # MigratorSettings.api_timeout_s
@@ -217,6 +218,58 @@ def patch_cordon(
     )
 
 
+TaintChange = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+
+def change_taints(
+    core: client.CoreV1Api, node_name: str, change: TaintChange, timeout_s: float | None, node: Any = None
+) -> None:
+    """Change a node's taints, written only over the node as read: nobody's taint written meanwhile is lost.
+
+    A patch replaces a node's taint list whole, so the write carries the ``resourceVersion`` of the
+    node it changed (``node`` when the caller listed it already, else a fresh read). When the node
+    lifecycle controller or an admin wrote the node in between (409 Conflict), the node is read
+    again and the change made again, up to :data:`TAINT_WRITE_ATTEMPTS` times. No write when
+    nothing changes.
+    """
+    for _ in range(TAINT_WRITE_ATTEMPTS):
+        if node is None:
+            with _access_checked("get nodes"):
+                node = core.read_node(node_name, _request_timeout=timeout_s)
+        taints = [core.api_client.sanitize_for_serialization(t) for t in node.spec.taints or []]
+        changed = change(taints)
+        if changed == taints:
+            return
+        body = {"metadata": {"resourceVersion": node.metadata.resource_version}, "spec": {"taints": changed}}
+        try:
+            with _access_checked("patch nodes"):
+                core.patch_node(node_name, body, _request_timeout=timeout_s)
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        node = None  # written meanwhile: read it again
+    raise RuntimeError(
+        f"node {node_name} changed under every one of {TAINT_WRITE_ATTEMPTS} attempts to write its taints; "
+        "the next cycle tries again"
+    )
+
+
+def _is_ours(taint: Mapping[str, Any]) -> bool:
+    return taint.get("key") == TAINT_TEMPORARY_CORDON and taint.get("effect") == "NoSchedule"
+
+
+def _ours_set(migration_id: str) -> TaintChange:
+    """The taint list with our cordon for ``migration_id`` (the server allows one taint per key and effect)."""
+    hold = {"key": TAINT_TEMPORARY_CORDON, "value": migration_id, "effect": "NoSchedule"}
+    return lambda taints: taints if hold in taints else [*(t for t in taints if not _is_ours(t)), hold]
+
+
+def _ours_removed(migration_id: str | None) -> TaintChange:
+    """The taint list without our cordon (``migration_id`` None: whatever its id)."""
+    return lambda taints: [t for t in taints if not (_is_ours(t) and migration_id in (None, t.get("value")))]
+
+
 def label_selector(raw: Mapping[str, Any] | None) -> LabelSelector:
     raw = raw or {}
     expressions = tuple(
@@ -354,55 +407,50 @@ class KubeOps:
                     name, self.namespace, {"metadata": metadata}, _request_timeout=self.timeout
                 )
 
-    def cordon(self, node_name: str, migration_id: str) -> None:
-        """Add this migration's temporary cordon: a ``reach.io/temporary-cordon=<id>:NoSchedule`` taint."""
-        hold = {"key": TAINT_TEMPORARY_CORDON, "value": migration_id, "effect": "NoSchedule"}
-        self._change_taints(node_name, lambda taints: [*taints, hold] if hold not in taints else taints)
+    def list_nodes(self) -> list[NodeInfo]:
+        """Every node (one list call: no pods, no PDBs)."""
+        return [node_info(n) for n in self._node_objects()]
 
-    def lift_cordon(self, node_name: str, migration_id: str | None) -> None:
-        """Remove this migration's cordon taint (``None``: every one of ours), and a pre-taint cordon if any.
+    def _node_objects(self) -> list[Any]:
+        with _access_checked("list nodes"):
+            return list(self.core.list_node(_request_timeout=self.timeout).items)
 
-        A migrator before the taint cordoned with ``spec.unschedulable`` plus the annotation
-        ``reach.io/temporary-cordon``; such a leftover is lifted the way it was set.
+    def cordon(self, node_names: Sequence[str], migration_id: str) -> None:
+        """Give each node this migration's temporary cordon, a ``reach.io/temporary-cordon=<id>:NoSchedule`` taint.
+
+        One list call, then a patch per node that lacks it, written over the listed ``resourceVersion``
+        (:func:`change_taints`). The API server allows one taint per key and effect, so a cordon of
+        ours with another id (a leftover) is taken over, not doubled. Stops at the first failure
+        (the migration then rolls back, lifting what it cordoned).
         """
+        listed = {n.metadata.name: n for n in self._node_objects()}
+        for name in node_names:
+            change_taints(self.core, name, _ours_set(migration_id), self.timeout, listed.get(name))
 
-        def ours(taint: Mapping[str, Any]) -> bool:
-            return taint.get("key") == TAINT_TEMPORARY_CORDON and migration_id in (None, taint.get("value"))
+    def lift_cordon(self, node_names: Sequence[str] | None, migration_id: str | None) -> None:
+        """Remove this migration's cordon (``migration_id`` None: any of ours) from the named nodes (None: every node).
 
-        node = self._change_taints(node_name, lambda taints: [t for t in taints if not ours(t)])
-        if ANNOTATION_TEMPORARY_CORDON in (node.metadata.annotations or {}):
-            with _access_checked("patch nodes"):
-                patch_cordon(self.core, node_name, ANNOTATION_TEMPORARY_CORDON, None, self.timeout)
-
-    def _read_node(self, node_name: str) -> Any:
-        with _access_checked("get nodes"):
-            return self.core.read_node(node_name, _request_timeout=self.timeout)
-
-    def _change_taints(self, node_name: str, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> Any:
-        """Read the node's taints, change them, write them back only if nobody wrote the node meanwhile.
-
-        A node's taint list is replaced whole by a patch, so the write carries the read's
-        ``resourceVersion``: when the node lifecycle controller or an admin changed the node in between
-        (409 Conflict), it reads again and reapplies the change, instead of overwriting their taints.
+        One list call, then a patch per node that carries it; a pre-taint cordon (``spec.unschedulable``
+        plus the annotation ``reach.io/temporary-cordon``) is lifted the way it was set. Every node is
+        tried; then the failures, if any, are raised together (a refusal as
+        :class:`ClusterAccessDenied`), so that one node that cannot be written leaves no other one cordoned.
         """
-        for _ in range(TAINT_WRITE_ATTEMPTS):
-            node = self._read_node(node_name)
-            taints = [self.api_client.sanitize_for_serialization(t) for t in node.spec.taints or []]  # type: ignore[no-untyped-call]
-            changed = change(taints)
-            if changed == taints:
-                return node
-            body = {"metadata": {"resourceVersion": node.metadata.resource_version}, "spec": {"taints": changed}}
+        failures: list[tuple[str, Exception]] = []
+        for node in self._node_objects():
+            name = node.metadata.name
+            if node_names is not None and name not in node_names:
+                continue
             try:
-                with _access_checked("patch nodes"):
-                    self.core.patch_node(node_name, body, _request_timeout=self.timeout)
-                return node  # as read: the patch changed its taints only
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-        raise RuntimeError(
-            f"node {node_name} changed under every one of {TAINT_WRITE_ATTEMPTS} attempts to write its taints; "
-            "the next cycle tries again"
-        )
+                change_taints(self.core, name, _ours_removed(migration_id), self.timeout, node)
+                if ANNOTATION_TEMPORARY_CORDON in (node.metadata.annotations or {}):
+                    with _access_checked("patch nodes"):
+                        patch_cordon(self.core, name, ANNOTATION_TEMPORARY_CORDON, None, self.timeout)
+            except Exception as exc:  # the others must still be lifted
+                failures.append((name, exc))
+        if failures:
+            denied = next((exc for _, exc in failures if isinstance(exc, ClusterAccessDenied)), None)
+            detail = "; ".join(f"node {name}: {exc}" for name, exc in failures)
+            raise denied if denied is not None else RuntimeError(f"cordons not lifted: {detail}")
 
     def delete_pod(self, name: str) -> None:
         try:
@@ -476,6 +524,24 @@ class ClusterAdmin:
     # ---- writes -----------------------------------------------------------------------------
     def set_cordon(self, node_name: str, cordoned: bool, mark: str | None = None) -> None:
         patch_cordon(self.core, node_name, mark, "true" if cordoned else None)
+
+    def lift_migrator_cordons(self) -> list[str]:
+        """Remove every temporary cordon a migrator left (its taint, or a pre-taint cordon); the nodes it was on.
+
+        The demo and the experiments reset the cluster between arms with it: a migrator killed (or
+        interrupted) mid-migration leaves its taint on every node but the target, and an arm without
+        a migrator (the default scheduler's) would never clean it up.
+        """
+        lifted = []
+        for node in self.core.list_node().items:
+            info = node_info(node)
+            if not temporary_cordons(info):
+                continue
+            change_taints(self.core, info.name, _ours_removed(None), None, node)
+            if ANNOTATION_TEMPORARY_CORDON in info.annotations:
+                patch_cordon(self.core, info.name, ANNOTATION_TEMPORARY_CORDON, None)
+            lifted.append(info.name)
+        return lifted
 
     def evict(self, pod_name: str, namespace: str) -> None:
         """An Eviction (``policy/v1beta1`` body, served by Kubernetes 1.20 and later): PDBs are honoured."""

@@ -160,6 +160,8 @@ def drain_nodes(admin: ClusterAdmin, namespace: str, nodes: list[str]) -> list[t
 
 
 def uncordon_all(admin: ClusterAdmin) -> None:
+    """Lift every cordon: ours (placement), and a migrator's temporary ones that a killed run left."""
+    admin.lift_migrator_cordons()
     for node in admin.nodes():
         if node.unschedulable:
             admin.set_cordon(node.name, False, PLACEMENT_CORDON)

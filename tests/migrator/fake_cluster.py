@@ -12,7 +12,7 @@ tick, so tests can assert that it never dropped.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from migrator.snapshot import (
@@ -62,19 +62,32 @@ class FakeCluster:
             pod, labels=_merge(pod.labels, labels), annotations=_merge(pod.annotations, annotations)
         )
 
-    def cordon(self, node_name: str, migration_id: str) -> None:
-        node = self.nodes[node_name]
-        hold = Taint(TAINT_TEMPORARY_CORDON, migration_id)
-        if hold not in node.taints:
-            self.nodes[node_name] = replace(node, taints=(*node.taints, hold))
+    def list_nodes(self) -> list[NodeInfo]:
+        return list(self.nodes.values())
 
-    def lift_cordon(self, node_name: str, migration_id: str | None) -> None:
-        node = self.nodes[node_name]
-        taints = tuple(t for t in node.taints if t.key != TAINT_TEMPORARY_CORDON or migration_id not in (None, t.value))
-        if ANNOTATION_TEMPORARY_CORDON in node.annotations:  # a cordon of a migrator before the taint
-            annotations = _merge(node.annotations, {ANNOTATION_TEMPORARY_CORDON: None})
-            node = replace(node, unschedulable=False, annotations=annotations)
-        self.nodes[node_name] = replace(node, taints=taints)
+    def cordon(self, node_names: Sequence[str], migration_id: str) -> None:
+        for name in node_names:
+            node = self.nodes[name]
+            others = tuple(t for t in node.taints if (t.key, t.effect) != (TAINT_TEMPORARY_CORDON, "NoSchedule"))
+            self._set_taints(name, (*others, Taint(TAINT_TEMPORARY_CORDON, migration_id)))
+
+    def lift_cordon(self, node_names: Sequence[str] | None, migration_id: str | None) -> None:
+        for name in list(self.nodes) if node_names is None else node_names:
+            node = self.nodes[name]
+            kept = tuple(
+                t for t in node.taints if t.key != TAINT_TEMPORARY_CORDON or migration_id not in (None, t.value)
+            )
+            if ANNOTATION_TEMPORARY_CORDON in node.annotations:  # a cordon of a migrator before the taint
+                annotations = _merge(node.annotations, {ANNOTATION_TEMPORARY_CORDON: None})
+                self.nodes[name] = replace(node, unschedulable=False, annotations=annotations)
+            self._set_taints(name, kept)
+
+    def _set_taints(self, node_name: str, taints: tuple[Taint, ...]) -> None:
+        """As the API server: one taint per key and effect (a second is a 422)."""
+        pairs = [(t.key, t.effect) for t in taints]
+        if len(pairs) != len(set(pairs)):
+            raise ValueError(f"422: node {node_name} would carry two taints with one key and effect: {taints}")
+        self.nodes[node_name] = replace(self.nodes[node_name], taints=taints)
 
     def cordoned_nodes(self) -> list[str]:
         """Nodes the scheduler skips: cordoned (``spec.unschedulable``) or carrying a NoSchedule taint."""

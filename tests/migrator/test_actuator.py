@@ -87,7 +87,7 @@ def test_clean_up_rolls_back_what_a_killed_migrator_left(world) -> None:  # type
          "reach.io/original-pod-template-hash": "abc", "reach.io/replicaset": "agg-abc"},
     )  # fmt: skip
     for name in ("cloud-1", "cloud-2"):
-        cluster.cordon(name, "m1")
+        cluster.cordon([name], "m1")
     cluster.tick()
     cluster.tick()
     assert len(pods_of(cluster, "agg")) == 3
@@ -115,7 +115,7 @@ def test_clean_up_keeps_the_replacement_once_the_old_pod_is_being_deleted(world)
         {"reach.io/migration-id": "m2", "reach.io/original-pod-template-hash": "abc",
          "reach.io/migration-target": "edge-1", "reach.io/replicaset": "agg-abc"},
     )  # fmt: skip
-    cluster.cordon("cloud-1", "m2")
+    cluster.cordon(["cloud-1"], "m2")
     before = set(pods_of(cluster, "agg"))
     cluster.tick()
     cluster.tick()
@@ -291,3 +291,64 @@ def test_a_rollback_keeps_the_other_nodes_cordoned_no_longer_than_the_cordon_cap
     rollback_cordoned_at = max(t for t, what in changes if what == "cordon")
     assert lifted_at - rollback_cordoned_at <= actuator.cordon_cap_s + actuator.poll_s, changes
     assert not cluster.cordoned_nodes()
+
+
+def test_a_cordon_that_cannot_be_lifted_after_the_bind_keeps_the_migration_and_is_left_for_the_clean_up(world) -> None:  # type: ignore[no-untyped-def]
+    """Bound means the move is made: a failed lift must not undo it (the next cycle's clean-up lifts it)."""
+    cluster, _, actuator = world
+    lift = cluster.lift_cordon
+    calls: list[int] = []
+
+    def fails_once(node_names: object, migration_id: str | None) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("API server away")
+        lift(node_names, migration_id)  # type: ignore[arg-type]
+
+    cluster.lift_cordon = fails_once  # type: ignore[assignment, method-assign]
+    old = next(iter(pods_of(cluster, "agg")))
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert result.migrated and result.leftovers and "cordons not all lifted" in result.detail
+    assert old not in cluster.pods and result.replacement_pod in cluster.pods
+    assert cluster.cordoned_nodes(), "still cordoned: the clean-up's job"
+    assert actuator.clean_up_leftovers() and not cluster.cordoned_nodes()
+
+
+def test_cordoning_that_uses_the_whole_cap_fails_before_the_pod_is_released(world) -> None:  # type: ignore[no-untyped-def]
+    """On a cluster too large for the cap, say so; do not release the pod into a window already over."""
+    cluster, clock, actuator = world
+    actuator.cordon_cap_s = 1.0
+    cordon = cluster.cordon
+
+    def slow(node_names: list[str], migration_id: str) -> None:
+        clock.now += 0.6 * len(node_names)  # 0.6 s per node, as on a slow API server
+        cordon(node_names, migration_id)
+
+    cluster.cordon = slow  # type: ignore[method-assign]
+    old = next(iter(pods_of(cluster, "agg")))
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert not result.migrated and "raise cordon_cap_s" in result.detail
+    assert old in cluster.pods and len(pods_of(cluster, "agg")) == 2 and no_reach_marks(cluster)
+
+
+def test_an_admin_cordoned_node_gets_our_cordon_too_and_keeps_the_admin_s(world) -> None:  # type: ignore[no-untyped-def]
+    """A pod may tolerate the admin's cordon (``node.kubernetes.io/unschedulable``), never ours."""
+    from dataclasses import replace
+
+    from migrator.snapshot import temporary_cordons
+
+    cluster, _, actuator = world
+    cluster.nodes["cloud-2"] = replace(cluster.nodes["cloud-2"], unschedulable=True)
+    seen: list[set[str]] = []
+    cordon = cluster.cordon
+
+    def watched(node_names: list[str], migration_id: str) -> None:
+        cordon(node_names, migration_id)
+        seen.append(temporary_cordons(cluster.nodes["cloud-2"]))
+
+    cluster.cordon = watched  # type: ignore[method-assign]
+    old = next(iter(pods_of(cluster, "agg")))
+    result = actuator.migrate(Move(old, "edge-1"), cluster.snapshot())
+    assert result.migrated, result.detail
+    assert seen and seen[0] == {result.migration_id}
+    assert cluster.cordoned_nodes() == ["cloud-2"] and not temporary_cordons(cluster.nodes["cloud-2"])

@@ -213,3 +213,26 @@ def test_a_write_the_cluster_refuses_is_rolled_back_and_makes_the_cycle_blind_wi
     assert outcome.result.access_denied
     assert [r["event"] for r in controller.journal.records][-2:] == ["rolled-back", "blind"]
     assert controller.journal.records[-1]["reason"] == "cluster-access-denied"
+
+
+def test_a_cordon_taint_found_between_cycles_is_lifted_before_anything_else_while_the_qos_holds_too(
+    tmp_path: Path,
+) -> None:
+    """No migration is in flight between cycles, so a cordon of ours then is a leftover: Kubernetes 1.20's
+    node lifecycle controller may write a lifted taint back when the node's readiness changes."""
+    from migrator.snapshot import LatencyReading
+
+    controller, cluster, policy = make(tmp_path, qos_threshold_ms=250.0)
+    controller.latency = lambda: LatencyReading(100.0)
+    cluster.cordon(["edge-1"], "written-back")
+    controller.monitoring_step()
+    events = [r["event"] for r in controller.journal.records]
+    assert events == ["cleanup", "qos-met"], events
+    assert not cluster.cordoned_nodes() and not policy.requests
+
+
+def test_a_dry_run_leaves_a_cordon_taint_it_finds_a_live_migrator_may_be_mid_way(tmp_path: Path) -> None:
+    controller, cluster, _ = make(tmp_path, dry_run=True)
+    cluster.cordon(["edge-1"], "live-one")
+    controller.run_cycle()
+    assert cluster.cordoned_nodes() == ["edge-1"]

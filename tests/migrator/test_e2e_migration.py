@@ -14,11 +14,12 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .e2e_support import ROOT, ReadyWatcher, cordoned_nodes
+from .e2e_support import ReadyWatcher, cordoned_nodes
 
 pytestmark = pytest.mark.e2e
 NS = "default"
@@ -195,17 +196,20 @@ def test_twenty_migrations_in_a_row_keep_the_pod_count_and_leave_no_cordons(
 
 
 def test_a_migrator_killed_mid_way_is_cleaned_up_by_the_next_start(
-    kubeconfig: str, core: Any, demo_app: Any, fake_policy: Any, settings_for: Any
+    kubeconfig: str, core: Any, demo_app: Any, fake_policy: Any, settings_for: Any, tmp_path: Path
 ) -> None:
     controller = controller_for(settings_for(fake_policy.url, once=True))
     pod, target = choose_move(controller, "aggregator")
     fake_policy.answer = {"pod_name": pod, "target_node": target, "is_stop": False}
     count_before = len(placement(core))
+    # Run from tmp_path, its files there: a developer's .env in the repository must not configure it.
     env = {
         **os.environ, "REACH_MIGRATOR_KUBECONFIG": kubeconfig, "REACH_MIGRATOR_POLICY_URL": fake_policy.url,
         "REACH_MIGRATOR_ONCE": "true", "REACH_MIGRATOR_POD_COOLDOWN_S": "0",
+        "REACH_MIGRATOR_EPISODE_CSV": str(tmp_path / "episode.csv"),
+        "REACH_MIGRATOR_DISTRIBUTION_CSV": str(tmp_path / "distribution.csv"),
     }  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "migrator"], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "migrator"], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
     try:
         _wait_for(lambda: any(":reach.io/m" in m for m in reach_marks(core)), 30, "the migration to start")
     finally:
@@ -213,7 +217,9 @@ def test_a_migrator_killed_mid_way_is_cleaned_up_by_the_next_start(
         proc.wait(10)
     assert reach_marks(core) != [], "the kill should leave a half-done migration behind"
     fake_policy.answer = {"pod_name": "", "target_node": "", "is_stop": True}
-    restarted = subprocess.run([sys.executable, "-m", "migrator"], cwd=ROOT, env=env, capture_output=True, timeout=120)
+    restarted = subprocess.run(
+        [sys.executable, "-m", "migrator"], cwd=tmp_path, env=env, capture_output=True, timeout=120
+    )
     assert restarted.returncode == 0, restarted.stderr.decode()[-2000:]
     assert b'"event": "cleanup"' in restarted.stderr
     assert reach_marks(core) == []
@@ -244,10 +250,10 @@ def test_an_admin_s_cordon_set_during_the_migration_s_cordon_window_stays(
     cordon = controller.ops.cordon
     admin_cordoned: list[str] = []
 
-    def cordon_then_the_admin_cordons_too(node_name: str, migration_id: str) -> None:
-        cordon(node_name, migration_id)
+    def cordon_then_the_admin_cordons_too(node_names: list[str], migration_id: str) -> None:
+        cordon(node_names, migration_id)
         if not admin_cordoned:  # kubectl cordon: sets the flag unless the node reads as cordoned already
-            assert not core.read_node(node_name).spec.unschedulable
+            node_name = next(n for n in node_names if not core.read_node(n).spec.unschedulable)
             core.patch_node(node_name, {"spec": {"unschedulable": True}})
             admin_cordoned.append(node_name)
 

@@ -40,8 +40,8 @@ def test_a_refused_write_names_the_call_the_namespace_and_the_server_s_words() -
         ClusterAccessDenied, match=r"refused to patch pods in namespace shop \(403 Forbidden: admission"
     ):
         ops.patch_pod_metadata("agg-1", {"a": "b"}, {})
-    with pytest.raises(ClusterAccessDenied, match=r"refused to get nodes \(cluster-wide\)"):
-        ops.cordon("edge-1", "m1")
+    with pytest.raises(ClusterAccessDenied, match=r"refused to list nodes \(cluster-wide\)"):
+        ops.cordon(["edge-1"], "m1")
     with pytest.raises(ClusterAccessDenied, match=r"refused to delete pods in namespace shop"):
         ops.force_delete_pod("agg-1")
     with pytest.raises(ClusterAccessDenied, match="credentials are not accepted"):

@@ -38,8 +38,9 @@ def test_every_api_call_gives_up_on_a_server_that_accepts_and_never_answers() ->
             "replicaset_selector": lambda: ops.replicaset_selector("agg-abc"),
             "replicaset_replicas": lambda: ops.replicaset_replicas("agg-abc"),
             "patch_pod_metadata": lambda: ops.patch_pod_metadata("agg-1", {"a": "b"}, {}),
-            "cordon": lambda: ops.cordon("edge-1", "m1"),
-            "lift_cordon": lambda: ops.lift_cordon("edge-1", None),
+            "list_nodes": ops.list_nodes,
+            "cordon": lambda: ops.cordon(["edge-1"], "m1"),
+            "lift_cordon": lambda: ops.lift_cordon(None, None),
             "delete_pod": lambda: ops.delete_pod("agg-1"),
             "force_delete_pod": lambda: ops.force_delete_pod("agg-1"),
         }
