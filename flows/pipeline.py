@@ -10,8 +10,10 @@ Every run publishes artifacts (validation summary, evaluation table and plots, g
 the dashboard shows why a model was or was not packaged. A failed validation fails the run; a
 refused gate completes it without packaging; nothing deployed is touched either way. Settings the
 run could only fail on later (scenario files, evaluation families and seeds, training config, gate
-rules, a ``run_dir`` holding another run's files) fail it before any work (:func:`check_run`), and
-each run writes into a folder of its own (:func:`new_run_dir`).
+rules, planning without a general policy, a ``run_dir`` holding another run's files) fail it before
+any work (:func:`check_run`), and each run writes into a folder of its own (:func:`new_run_dir`).
+Ctrl-C during training stops the run (the trainer keeps the best weights, nothing is packaged), and
+packaging is retried on I/O errors only.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bento.planning_settings import PLANNING_KEYS, PlanningSettings, pydantic_field
 from flows.evaluation.episodes import Family
 from flows.local.paths import data_dir, out_dir, repo_path, resolve_scenario, resolve_workload, write_text_atomic
+
+GENERAL_OBSERVATION_VERSION = 4  # the padded observation (ceenv.layout.Layout.padded): what planning plays
 
 if TYPE_CHECKING:
     from flows.evaluation.gate import Verdict
@@ -221,8 +225,9 @@ def check_run(params: PipelineParams, scenario_dir: Path, workload_file: Path) -
 
     The scenario and workload files (every problem: :func:`check_files`), the
     evaluation settings (a family this cluster and application cannot have, bad seeds), the training
-    config (or the ``policy_from`` artefact's metadata) and the gate rules; each error is a ``ValueError``
-    naming the problem and the fix.
+    config (or the ``policy_from`` artefact's metadata), planning (``plan_k`` > 0) of a policy that is not
+    general (observation version 4), and the gate rules; each error is a ``ValueError`` naming the problem
+    and the fix.
     """
     from flows.evaluation.gate import load_gate_rules
     from flows.evaluation.units import check_evaluation
@@ -231,12 +236,33 @@ def check_run(params: PipelineParams, scenario_dir: Path, workload_file: Path) -
     check_files(scenario_dir, workload_file)
     check_evaluation(scenario_dir, [workload_file], params.families, params.eval_seeds, params.eval_episodes)
     if params.policy_from is None:
-        load_train_config(_config_path(params.train_config, "train"), **_train_overrides(params))
+        config = load_train_config(_config_path(params.train_config, "train"), **_train_overrides(params))
+        _check_planning(params, config.observation_version, f"train_config {params.train_config} trains")
     else:
         from bento.artefact import read_metadata
 
-        read_metadata(repo_path(params.policy_from))  # PolicyError naming the folder and the fix
+        metadata = read_metadata(repo_path(params.policy_from))  # PolicyError naming the folder and the fix
+        _check_planning(params, metadata.observation_version, f"policy_from {params.policy_from} is")
     load_gate_rules(_config_path(params.gate_rules, "gate"))
+
+
+def _check_planning(params: PipelineParams, observation_version: int, policy: str) -> None:
+    """Planning (``plan_k`` > 0) plays a general policy only: refused here, not when the evaluation starts."""
+    if params.plan_k > 0 and observation_version < GENERAL_OBSERVATION_VERSION:
+        raise ValueError(
+            f"plan_k={params.plan_k} plans with a general (observation version {GENERAL_OBSERVATION_VERSION}) "
+            f"policy, but {policy} observation version {observation_version}; set plan_k to 0 (the raw policy), "
+            "or train_config to finetune or general (or policy_from to data/policies/general-v4)"
+        )
+
+
+def check_params(params: PipelineParams) -> tuple[Path, Path]:
+    """The run's scenario folder and workload file, once :func:`check_run` passed: what the flow and ``reach
+    pipeline run`` (exit 2) refuse before any work; a ``ValueError`` naming the field and the fix."""
+    scenario_dir = resolve_scenario(params.scenario)
+    workload_file = resolve_workload(params.workload, scenario_dir)
+    check_run(params, scenario_dir, workload_file)
+    return scenario_dir, workload_file
 
 
 @task
@@ -258,6 +284,12 @@ def train_policy(params: PipelineParams, scenario_dir: Path, workload_file: Path
 
     config = load_train_config(_config_path(params.train_config, "train"), **_train_overrides(params))
     result = train(config, scenario_dir, workload_file, run_dir / "training", progress=False)
+    # The trainer stops cleanly on Ctrl-C (`reach train` then keeps the best weights): so does the run.
+    if result.interrupted:
+        raise KeyboardInterrupt(
+            f"training was interrupted (Ctrl-C) after {result.timesteps} steps; the run stops before evaluating, "
+            f"gating or packaging (the best weights so far: {result.artefact_dir})"
+        )
     get_run_logger().info(
         "trained %d steps in %.0f s; best validation fraction %.3f",
         result.timesteps,
@@ -359,7 +391,13 @@ def gate_policy(report: EvaluationReport, incumbent: EvaluationReport | None, ru
     return verdict
 
 
-@task(retries=2, retry_delay_seconds=5)
+def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's ``retry_condition_fn``: retry an I/O error (``OSError``: a full disk, a busy store), never a
+    refusal (``ValueError``, ``PolicyError``): the same input fails the same way again."""
+    return isinstance(state.data, OSError)
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io_error)
 def package_bento(artefact_dir: str, verdict: Verdict, planning: dict[str, Any]) -> str:
     """Store the policy in the BentoML model store and build its bento (labelled with the verdict), serving
     with ``planning`` (bento arguments ``plan_*``; {} = the raw policy)."""
@@ -387,9 +425,7 @@ def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     from flows.evaluation.runner import evaluate_on
 
     params = params or PipelineParams()
-    scenario_dir = resolve_scenario(params.scenario)
-    workload_file = resolve_workload(params.workload, scenario_dir)
-    check_run(params, scenario_dir, workload_file)  # before any work: not after training
+    scenario_dir, workload_file = check_params(params)  # before any work: not after training
     run_dir = new_run_dir(params.run_dir)
     clock = _StepClock()
     if params.profiles_csv or params.profiles_jaeger:
@@ -412,7 +448,8 @@ def reach_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "run_dir": str(run_dir),
         "validated": summary,
-        "workload_file": str(workload_file),
+        "scenario_dir": str(scenario_dir),
+        "workload_file": str(workload_file),  # the ingested one when profiles were given: what the bento serves
         "training": trained,
         "gate": verdict.summary(),
         "passed": verdict.passed,

@@ -58,8 +58,13 @@ def pipeline_run(
         errors.print(f"[bold red]error:[/] {params}: {err}", highlight=False)
         raise typer.Exit(2) from None
     _use_local_server()
-    from flows.pipeline import reach_pipeline
+    from flows.pipeline import check_params, reach_pipeline
 
+    try:  # what the flow refuses before any work (ScenarioError, ConfigError, PolicyError are ValueErrors)
+        check_params(parsed)
+    except ValueError as err:
+        errors.print(f"[bold red]error:[/] {params or 'the default parameters'}: {err}", highlight=False)
+        raise typer.Exit(2) from None
     result = reach_pipeline(parsed)
     console.print_json(json.dumps(result))
     if not result["passed"]:
@@ -80,9 +85,14 @@ def pipeline_params() -> None:
 
 @retrain_app.command("schedule")
 def retrain_schedule(
-    cron: Annotated[str, typer.Option(help="5-field cron, e.g. '0 3 * * 0' (Sundays 03:00).")],
+    cron: Annotated[str, typer.Option(help="5-field cron in UTC, e.g. '0 3 * * 0' (Sundays 03:00 UTC).")],
 ) -> None:
-    """Set the retraining schedule; a running `reach up` runner picks it up after `reach down && reach up`."""
+    """Set the retraining schedule (UTC) of `reach up`'s runner; it applies after `reach down && reach up`.
+
+    A retrain retrains the cluster being served, with the planning it serves with (nothing serving: the
+    pipeline's defaults), and never switches the endpoint to another cluster. Work pools
+    (deploy/prefect/*.yaml) keep their own cron and ignore this one.
+    """
     from flows.release.deployments import save_retrain_cron
 
     try:
@@ -90,29 +100,17 @@ def retrain_schedule(
     except ValueError as err:
         errors.print(f"[bold red]error:[/] {err}", highlight=False)
         raise typer.Exit(2) from None
-    console.print(f"retraining scheduled: {cron!r} (restart the runner with `reach down && reach up` to apply)")
+    console.print(f"retraining scheduled: {cron!r} UTC (restart the runner with `reach down && reach up` to apply)")
 
 
 def _analysis_params(
     prometheus_url: str | None, latency_query: str | None, period_s: float, tolerance_pct: float
 ) -> Any:
-    """The analysis of ``reach deploy``: Prometheus from the option, the migrator's settings or the local stack."""
-    from flows.local import processes
-    from flows.loop.settings import PROMETHEUS
-    from flows.release.analysis import AnalysisParams
-    from migrator.settings import MigratorSettings
+    """The analysis of ``reach deploy``: :func:`flows.release.redeploy.analysis_from_settings` (the option, the
+    migrator's settings or the local stack's Prometheus), shared with the unattended flows."""
+    from flows.release.redeploy import analysis_from_settings
 
-    migrator = MigratorSettings()
-    local = processes.find(PROMETHEUS)
-    url = prometheus_url or migrator.prometheus_url or (local.url if local is not None else None)
-    if url is None:
-        return None
-    return AnalysisParams(
-        prometheus_url=url,
-        latency_query=latency_query or migrator.latency_query,
-        period_s=period_s,
-        tolerance_pct=tolerance_pct,
-    )
+    return analysis_from_settings(prometheus_url, latency_query, period_s, tolerance_pct)
 
 
 def deploy(
@@ -151,16 +149,15 @@ def deploy(
     Exit codes: 0 deployed (or nothing to deploy), 1 the switch failed or the analysis rolled back
     (the previous service serves), 2 bad input (unknown cluster, a bento that cannot serve it).
     """
+    _use_local_server()  # before Prefect is imported (flows.release.redeploy)
     params = _analysis_params(prometheus_url, latency_query, analysis_s, tolerance_pct) if analysis else None
     if analysis and params is None:
         errors.print("no Prometheus configured: deploying without the analysis period", highlight=False)
-    _use_local_server()
     from flows.local.locks import LockTimeout
-    from flows.release.redeploy import RollbackFailed, RolledBack, reach_redeploy
+    from flows.release.redeploy import RollbackFailed, RolledBack, kubeconfig_from_settings, reach_redeploy
     from flows.release.serving import RedeployError
-    from migrator.settings import MigratorSettings
 
-    live = kubeconfig or MigratorSettings().kubeconfig
+    live = kubeconfig_from_settings(kubeconfig)
     try:
         result = reach_redeploy(bento, scenario, workload, analysis=params, kubeconfig=live)
     except RolledBack as err:

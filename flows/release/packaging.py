@@ -75,21 +75,21 @@ def package(artefact_dir: str | Path, passed: bool, reason: str, planning: Mappi
 
     planning = dict(planning or {})
     check_gated_as_served(artefact_dir, planning)
-    model = save_policy(artefact_dir, gate=GateVerdict(passed=passed, reason=reason))
-    labels = release_labels(passed, str(model.tag), model.info.labels, model.info.metadata)
-    arguments = {"model_tag": str(model.tag)}
-    if planning.get("plan_k"):
-        from bento.planning_settings import PlanningSettings
+    model = save_policy(artefact_dir, gate=GateVerdict(passed=passed, reason=reason))  # stores nothing if it fails
+    try:  # no model without its bento: whatever fails from here on (labels, arguments, the build) deletes it
+        labels = release_labels(passed, str(model.tag), model.info.labels, model.info.metadata)
+        arguments = {"model_tag": str(model.tag)}
+        if planning.get("plan_k"):
+            from bento.planning_settings import PlanningSettings
 
-        arguments.update(PlanningSettings.from_mapping(planning).arguments())
-        labels["plan_k"] = arguments["plan_k"]
-    # BentoML builds from the service class, whose model reference is fixed by the bento arguments of
-    # the import that created it: a process that packages a second model (the deployment runner, a
-    # test session) would build the first model's reference again. Import the service afresh.
-    sys.modules.pop("bento.service", None)
-    try:
+            arguments.update(PlanningSettings.from_mapping(planning).arguments())
+            labels["plan_k"] = arguments["plan_k"]
+        # BentoML builds from the service class, whose model reference is fixed by the bento arguments of
+        # the import that created it: a process that packages a second model (the deployment runner, a
+        # test session) would build the first model's reference again. Import the service afresh.
+        sys.modules.pop("bento.service", None)
         bento = bentoml.bentos.build_bentofile(str(BENTOFILE), build_ctx=str(REPO_ROOT), labels=labels, args=arguments)
-    except BaseException:  # no model without its bento: a retry (the pipeline's task) would leave orphans
+    except BaseException:  # an orphan model would pile up with every failed try (the pipeline's task retries)
         with contextlib.suppress(Exception):
             bentoml.models.delete(str(model.tag))
         raise

@@ -14,8 +14,14 @@ With :class:`flows.release.analysis.AnalysisParams` the old server stays up, idl
 analysis period: the latency Prometheus measured under the new policy is compared with the
 incumbent's last period (:func:`flows.release.analysis.decide`); when it is worse beyond the
 tolerance (or unmeasured) the previous bento serves again at once (blue/green back), the run
-publishes a ``redeploy-analysis`` artifact and fails with :class:`RolledBack`. Retrain runs the
-pipeline, then redeploy for the pipeline's scenario and workload when the gate passed.
+publishes a ``redeploy-analysis`` artifact and fails with :class:`RolledBack`. Unattended runs
+(``from_settings``: the deployments, the retrain) take the analysis and the live cluster from the
+settings ``reach deploy`` reads (:func:`settings_release`).
+
+Retrain retrains the cluster being served (the files its deployment recorded, and the planning its
+bento serves with; the defaults when nothing serves), runs the pipeline, then redeploys the files the
+pipeline trained on (the ingested workload when profiles were given) when the gate passed. It never
+switches the endpoint to another cluster unless asked (``switch_cluster``).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from bento.planning_settings import PLANNING_KEYS
 from flows.pipeline import PipelineParams, reach_pipeline
 from flows.release.analysis import AnalysisParams, AnalysisVerdict, decide
 from flows.release.canary import canary_requests
@@ -227,6 +234,49 @@ def analyse_release(result: RedeployResult, params: AnalysisParams, ready_timeou
     raise RolledBack(f"{verdict.summary()}; {restored.bento} serves again at {restored.url} (blue/green back)")
 
 
+def analysis_from_settings(
+    prometheus_url: str | None = None,
+    latency_query: str | None = None,
+    period_s: float = 60.0,
+    tolerance_pct: float = 5.0,
+) -> AnalysisParams | None:
+    """The analysis of a redeploy (``reach deploy``, and the unattended flows with ``from_settings``): Prometheus as
+    given, else the migrator's settings (``REACH_MIGRATOR_PROMETHEUS_URL``), else the one ``reach up`` started;
+    None when there is none."""
+    from flows.local import processes
+    from flows.loop.settings import PROMETHEUS
+    from migrator.settings import MigratorSettings
+
+    migrator = MigratorSettings()
+    local = processes.find(PROMETHEUS)
+    url = prometheus_url or migrator.prometheus_url or (local.url if local is not None else None)
+    if url is None:
+        return None
+    return AnalysisParams(
+        prometheus_url=url,
+        latency_query=latency_query or migrator.latency_query,
+        period_s=period_s,
+        tolerance_pct=tolerance_pct,
+    )
+
+
+def kubeconfig_from_settings(kubeconfig: str | None = None) -> str | None:
+    """The live cluster whose own request leads the canary: as given, else the migrator's ``REACH_MIGRATOR_KUBECONFIG``."""
+    from migrator.settings import MigratorSettings
+
+    return kubeconfig or MigratorSettings().kubeconfig
+
+
+def settings_release(
+    analysis: AnalysisParams | None, kubeconfig: str | None
+) -> tuple[AnalysisParams | None, str | None]:
+    """An unattended redeploy's analysis and kubeconfig: those given, else the settings ``reach deploy`` reads."""
+    analysis = analysis or analysis_from_settings()
+    if analysis is None:
+        print("no Prometheus configured (REACH_MIGRATOR_PROMETHEUS_URL, or `reach up`'s): no analysis period")
+    return analysis, kubeconfig_from_settings(kubeconfig)
+
+
 @flow(name="reach-redeploy", log_prints=True)
 def reach_redeploy(
     bento: str | None = None,
@@ -236,8 +286,15 @@ def reach_redeploy(
     ready_timeout_s: float = 120.0,
     analysis: AnalysisParams | None = None,
     kubeconfig: str | None = None,
+    from_settings: bool = False,
 ) -> dict[str, Any]:
-    """Serve the newest gated bento for the cluster (or ``bento``), blue/green, with a canary and an optional analysis."""
+    """Serve the newest gated bento for the cluster (or ``bento``), blue/green, with a canary and an optional analysis.
+
+    ``from_settings`` (the deployment's default: an unattended run) fills ``analysis`` and ``kubeconfig`` left
+    null from the settings ``reach deploy`` reads (:func:`settings_release`); without it, null means none.
+    """
+    if from_settings:
+        analysis, kubeconfig = settings_release(analysis, kubeconfig)
     cluster = target_cluster(bento, scenario, workload)
     chosen = choose_bento(bento, cluster)
     if chosen is None:
@@ -252,14 +309,93 @@ def reach_redeploy(
     return summary
 
 
-@flow(name="reach-retrain", log_prints=True)
-def reach_retrain(params: PipelineParams | None = None, analysis: AnalysisParams | None = None) -> dict[str, Any]:
-    """The scheduled job: run the pipeline, then redeploy for its scenario and workload if the gate passed."""
+def served_planning(serving: Endpoint) -> dict[str, Any]:
+    """The planning the serving bento decides with (its build arguments under its serve-time ones), as pipeline
+    parameters ``plan_*``; ``ValueError`` naming the fix when the bento is no longer in the store."""
+    import dataclasses
+
+    import bentoml
+
+    from bento.planning_settings import PlanningSettings
+
+    try:
+        built = dict(bentoml.bentos.get(serving.bento).info.args)
+    except bentoml.exceptions.NotFound:
+        raise ValueError(
+            f"the serving bento {serving.bento} is not in the BentoML store, so the planning it serves with is "
+            "unknown; give the retrain's params.plan_k (0 = the raw policy) and the other plan_* explicitly"
+        ) from None
+    return dataclasses.asdict(PlanningSettings.from_recorded({**built, **serving.arguments}))
+
+
+def retrain_params(params: PipelineParams | None, serving: Endpoint | None) -> PipelineParams:
+    """The pipeline's parameters of a retrain: those set in ``params``; the cluster (``scenario``/``workload``: the
+    files the serving deployment recorded, while they exist) and the planning (``plan_*``) left unset come from
+    what serves now, the defaults when nothing serves."""
     params = params or PipelineParams()
+    if serving is None or not serving.scenario:
+        return params
+    given = params.model_fields_set
+    served: dict[str, Any] = {}
+    if not given & {"scenario", "workload"}:
+        served["scenario"] = serving.scenario_dir if _exists(serving.scenario_dir) else serving.scenario
+        served["workload"] = serving.workload_file if _exists(serving.workload_file) else serving.workload
+    if not given & set(PLANNING_KEYS):
+        served.update(served_planning(serving))
+    return PipelineParams.model_validate({**params.model_dump(exclude_unset=True), **served})
+
+
+def cluster_switch(serving: Endpoint | None, cluster: Cluster) -> str | None:
+    """Why a retrain for ``cluster`` may not redeploy without ``switch_cluster``; None when nothing serves or it is
+    the cluster serving: the same scenario and workload names and scenario files (the workload file may differ:
+    new profiles re-measure the same workload)."""
+    if serving is None or not serving.scenario:
+        return None
+    recorded, known = serving.scenario_sha256, cluster.scenario_sha256
+    same_files = recorded == known or not (recorded and known)  # a hash unknown on either side: the names decide
+    if (serving.scenario, serving.workload) == (cluster.scenario, cluster.workload) and same_files:
+        return None
+    return (
+        f"{serving.bento} serves {serving.scenario} / {serving.workload}, not {cluster}: a retrain does not switch "
+        "the endpoint to another cluster; leave params.scenario and params.workload unset to retrain the served "
+        "cluster, or pass switch_cluster=true to serve this one instead"
+    )
+
+
+@flow(name="reach-retrain", log_prints=True)
+def reach_retrain(
+    params: PipelineParams | None = None,
+    analysis: AnalysisParams | None = None,
+    kubeconfig: str | None = None,
+    switch_cluster: bool = False,
+    from_settings: bool = True,
+) -> dict[str, Any]:
+    """The scheduled job: retrain the cluster being served, then redeploy it if the gate passed.
+
+    What ``params`` leaves unset of the cluster and the planning comes from the serving deployment
+    (:func:`retrain_params`). A retrain never switches the endpoint to another cluster than the one serving
+    unless ``switch_cluster``: refused before any work, or (another deploy switched it during the run) not
+    redeployed, saying why. ``from_settings`` fills ``analysis`` and ``kubeconfig`` as ``reach deploy`` does.
+    """
+    from flows.release.selection import cluster_of
+    from flows.release.serving import current_endpoint
+
+    serving = current_endpoint()
+    params = retrain_params(params, serving)
+    if not switch_cluster and (refused := cluster_switch(serving, cluster_of(params.scenario, params.workload))):
+        raise ValueError(refused)  # before any work
     result = reach_pipeline(params)
     if not result["passed"] or not result["bento"]:
         return {"pipeline": result, "redeploy": None}
-    redeployed = reach_redeploy(result["bento"], params.scenario, params.workload, analysis=analysis)
+    # the files the pipeline trained and evaluated on: with profiles, the ingested workload, not params.workload
+    scenario, workload = result["scenario_dir"], result["workload_file"]
+    if not switch_cluster and (moved := cluster_switch(current_endpoint(), cluster_of(scenario, workload))):
+        # another deploy switched the endpoint while the pipeline ran
+        print(f"not redeployed: {moved}")
+        return {"pipeline": result, "redeploy": None, "reason": f"not redeployed: {moved}"}
+    redeployed = reach_redeploy(
+        result["bento"], scenario, workload, analysis=analysis, kubeconfig=kubeconfig, from_settings=from_settings
+    )
     return {"pipeline": result, "redeploy": redeployed}
 
 

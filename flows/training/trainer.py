@@ -4,7 +4,8 @@
 config's hyperparameters, a progress bar (SB3's rich/tqdm bar), TensorBoard logs under
 ``<out>/tensorboard`` and the validation callback that keeps the best model
 (:mod:`flows.training.validation`). Ctrl-C (KeyboardInterrupt) and the wall-clock limit stop
-training cleanly: the best model so far becomes the artefact. The artefact
+training cleanly: the best model so far becomes the artefact (``reach train`` reports the interruption;
+the pipeline's training task stops its run on it, :func:`flows.pipeline.train_policy`). The artefact
 (:mod:`bento.artefact`) is written to ``<out>/policy`` and the learning curve to
 ``<out>/training_curve.csv``. Used by ``reach train``, the (later) Prefect training flow and the benchmark.
 """
