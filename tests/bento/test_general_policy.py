@@ -135,7 +135,9 @@ def test_a_general_artefact_is_retargeted_to_another_cluster_and_an_old_one_is_n
         retarget_artefact(artefact_dir, scenario_dir("19-37"), workload_file("chain"), tmp_path / "q")
 
 
-def test_planning_in_the_service_answers_a_valid_move_or_stop(general_model: Any) -> None:
+def test_planning_in_the_service_moves_a_pod_where_the_request_allows_and_stops_when_nothing_may_move(
+    general_model: Any,
+) -> None:
     from bento.store import load_policy
 
     planned = load_policy(
@@ -144,8 +146,10 @@ def test_planning_in_the_service_answers_a_valid_move_or_stop(general_model: Any
     raw = _request("13-29", "chain", seed=2)
     request = ActionRequest.model_validate(raw)
     answer = planned.decide(request)
-    if not answer.is_stop:
-        assert answer.target_node in raw["pod_deployable"][answer.pod_name]
+    # On this start the gain prior's move (aggregator-0 to an edge node, predicted about 204 → 154 ms) is far
+    # beyond the planner's margin: the planner moves, so the move's validity is checked, never skipped.
+    assert not answer.is_stop, f"the planner is known to move on 13-29/chain seed 2: {answer}"
+    assert answer.target_node in raw["pod_deployable"][answer.pod_name], answer
     assert planned.encode(request).mask[answer.action]  # type: ignore[index]
     nowhere = planned.decide(ActionRequest.model_validate({**raw, "pod_deployable": {}}))
     assert nowhere.is_stop and (nowhere.model_extra or {})["stop_reason"] == "planner chose STOP"

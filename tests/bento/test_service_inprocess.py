@@ -41,6 +41,24 @@ def policy(stored_model: str) -> Policy:
     return load_policy(stored_model)
 
 
+GENERAL = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
+
+
+@pytest.fixture(scope="module")
+def moving_service(bentoml_home: Path) -> Any:
+    """The service class with the shipped general-v4 policy serving 7-21 / aggregator_sequential (a name of its
+    own: reach-policy:latest stays the test model). Unlike the 256-step test policy (near-uniform: STOP or any move
+    by a hair), it is known to move on request_7-21.json: one move (detection to tb-edge-vm-4-1, predicted
+    195 → 147 ms) has probability ~1, STOP ~0."""
+    from bento.service import PolicyService
+    from tests.bento.conftest import SCENARIO_DIR, WORKLOAD_FILE
+
+    stored = save_policy(GENERAL, gate=GateVerdict(passed=True, reason="test fixture"), name="reach-policy-general-v4")
+    service: Any = object.__new__(PolicyService.inner)  # type: ignore[attr-defined]  # its get_action, with this policy
+    service.policy = load_policy(stored, str(SCENARIO_DIR), str(WORKLOAD_FILE))
+    return service
+
+
 def call(service: Any, body: dict[str, Any]) -> ActionResponse:
     request = ActionRequest.model_validate(body)
     result: ActionResponse = service.get_action(
@@ -72,6 +90,14 @@ def test_service_answers_a_reach_request_with_a_valid_move_or_stop(service: Any)
     else:
         assert response.target_node in body["pod_deployable"][response.pod_name]
     assert response.model_extra is not None and response.model_extra["model_version"].startswith("reach-policy:")
+
+
+def test_service_answers_a_move_that_the_request_allows_when_its_policy_moves(moving_service: Any) -> None:
+    body = contract("request_7-21.json")
+    response = call(moving_service, body)
+    assert not response.is_stop, f"general-v4 is known to move on this request: {response}"
+    assert response.pod_name in body["pod_deployable"], response
+    assert response.target_node in body["pod_deployable"][response.pod_name], response
 
 
 def test_decisions_are_deterministic(service: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 
 from ceenv.layout import SUPPORTED_OBSERVATION_VERSIONS
 from ceenv.schema import ActionResponse
-from tests.bento.conftest import CONTRACT_DIR, Server, start_server
+from tests.bento.conftest import CONTRACT_DIR, SCENARIO_DIR, WORKLOAD_FILE, Server, start_server
 
 CASES: dict[str, Any] = json.loads((CONTRACT_DIR / "cases.json").read_text())
 
@@ -39,13 +40,38 @@ def post_like_the_migrator(url: str, body: bytes) -> tuple[int, bytes]:
         return int(err.code), bytes(err.read())
 
 
-def test_sync_http_client_gets_a_decision(server: Server) -> None:
+GENERAL = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
+
+
+@pytest.fixture(scope="module")
+def moving_server(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``bentoml serve bento.service:PolicyService`` of the shipped general-v4 policy for 7-21 / aggregator_sequential.
+
+    Unlike the 256-step test policy (near-uniform: STOP or any move by a hair), it is known to move on
+    request_7-21.json: one move (detection to tb-edge-vm-4-1, predicted 195 → 147 ms) has probability ~1, STOP ~0.
+    """
+    from bento.policy import GateVerdict
+    from bento.store import save_policy
+
+    stored = save_policy(GENERAL, gate=GateVerdict(passed=True, reason="test fixture"), name="reach-policy-general-v4")
+    log = tmp_path_factory.mktemp("serve-general") / "serve.log"
+    arguments = (f"model_tag={stored.tag}", f"scenario={SCENARIO_DIR}", f"workload={WORKLOAD_FILE}")
+    running = start_server(
+        "bento.service:PolicyService", bentoml_home, log, *(part for a in arguments for part in ("--arg", a))
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_sync_http_client_gets_a_move_that_the_request_allows(moving_server: Server) -> None:
     body = json.loads((CONTRACT_DIR / "request_7-21.json").read_text())
-    with bentoml.SyncHTTPClient(server.url) as client:
+    with bentoml.SyncHTTPClient(moving_server.url) as client:
         answer = client.get_action(cluster_state=body["cluster_state"], pod_deployable=body["pod_deployable"])
     decision = ActionResponse.model_validate(answer)
-    if not decision.is_stop:
-        assert decision.target_node in body["pod_deployable"][decision.pod_name]
+    assert not decision.is_stop, f"general-v4 is known to move on this request: {decision}"
+    assert decision.target_node in body["pod_deployable"][decision.pod_name], decision
 
 
 def test_plain_http_json_like_the_migrator(server: Server) -> None:

@@ -8,6 +8,7 @@ of the same state: they must not depend on which slot holds which pod.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,14 +67,50 @@ def test_random_makes_only_valid_moves_within_the_cap() -> None:
     assert sum(len(nodes) for nodes in outcome.placement.values()) == int((sim.slot_node >= 0).sum())
 
 
-def test_balancer_only_moves_pods_off_overutilised_nodes_onto_nodes_it_keeps_within_the_threshold() -> None:
+@pytest.fixture
+def utilisation_at_moves(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """Every ``Simulator.move`` made while the test runs: its source and target node and the nodes' CPU and
+    memory utilisation (:func:`node_utilization`) just before and just after it."""
+    seen: list[dict[str, Any]] = []
+    move = Simulator.move
+
+    def recording(sim: Simulator, slot: int, node: int, latency_ms: float | None = None) -> float:
+        cpu_before, memory_before = node_utilization(sim)
+        source = int(sim.slot_node[slot])
+        result = move(sim, slot, node, latency_ms)
+        cpu_after, memory_after = node_utilization(sim)
+        seen.append(
+            {"source": source, "target": int(node), "cpu_before": cpu_before, "memory_before": memory_before,
+             "cpu_after": cpu_after, "memory_after": memory_after}
+        )  # fmt: skip
+        return result
+
+    monkeypatch.setattr(Simulator, "move", recording)
+    yield seen
+
+
+def test_balancer_only_moves_pods_off_overutilised_nodes_onto_nodes_it_keeps_within_the_threshold(
+    utilisation_at_moves: list[dict[str, Any]],
+) -> None:
+    low, high = 0.2, 0.5
     for seed in range(10):
-        sim = start(seed=seed)
-        outcome = run_balancer(sim, low_threshold=0.2, high_threshold=0.5)
-        assert outcome.moves <= int((sim.slot_node >= 0).sum())
-        cpu, memory = node_utilization(sim)
-        if not ((cpu > 0.5) | (memory > 0.5)).any():
-            assert outcome.moves == 0
+        run_balancer(start(seed=seed), low_threshold=low, high_threshold=high)
+    assert utilisation_at_moves, "the balancer moved nothing on 10 starts: the per-move checks below never ran"
+    for number, seen in enumerate(utilisation_at_moves):
+        source, target = seen["source"], seen["target"]
+        where = f"move {number} (node {source} → node {target})"
+        assert seen["cpu_before"][source] > high or seen["memory_before"][source] > high, (
+            f"{where}: its source was not over-utilised: cpu {seen['cpu_before'][source]:.3f}, "
+            f"memory {seen['memory_before'][source]:.3f} (high {high})"
+        )
+        assert seen["cpu_before"][target] < low and seen["memory_before"][target] < low, (
+            f"{where}: its target was not under-utilised: cpu {seen['cpu_before'][target]:.3f}, "
+            f"memory {seen['memory_before'][target]:.3f} (low {low})"
+        )
+        assert seen["cpu_after"][target] <= high + 1e-9 and seen["memory_after"][target] <= high + 1e-9, (
+            f"{where}: its target ended over the threshold: cpu {seen['cpu_after'][target]:.3f}, "
+            f"memory {seen['memory_after'][target]:.3f} (high {high})"
+        )
 
 
 def padded(sim: Simulator) -> Simulator:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -131,19 +132,38 @@ def test_resources_are_conserved_by_moves() -> None:
         assert (sim.free_cpu_millicores >= 0).all() and (sim.free_memory_bytes >= 0).all()
 
 
-def test_masking_all_but_the_best_move_lets_a_random_policy_win() -> None:
-    env = make("13-29")
-    env.reset(seed=7)
-    rng = np.random.default_rng(0)
-    start = env.simulator.latency_ms
-    for _ in range(5):
+class OnlyTheBestMove(gym.Wrapper[np.ndarray, Any, np.ndarray, Any]):
+    """sb3-contrib's "mask all but the good action" env: the env's ``action_masks()`` allows only the move that
+    lowers the latency most (the simulator's own answer), STOP and every other move masked off."""
+
+    def action_masks(self) -> np.ndarray:
+        env: CloudEdgeEnv = self.unwrapped  # type: ignore[assignment]
         sim = env.simulator
         moves = sim.distinct_moves()
-        best = moves[int(np.argmin(sim.latency_after(moves)))]
         only_best = np.zeros_like(env.action_masks())
-        only_best[encode_action(env.layout, *best)] = True
-        env.step(int(rng.choice(np.flatnonzero(only_best))))
-    assert env.simulator.latency_ms < start
+        only_best[encode_action(env.layout, *moves[int(np.argmin(sim.latency_after(moves)))])] = True
+        return only_best
+
+
+def test_masking_all_but_the_best_move_lets_an_untrained_maskable_policy_win() -> None:
+    """sb3-contrib's test_invalid_actions: an untrained MaskablePPO acts at random among the actions its mask
+    allows; given the env's ``action_masks()`` with only the best move left, it makes the best move every step."""
+    from sb3_contrib import MaskablePPO
+    from sb3_contrib.common.maskable.utils import get_action_masks
+
+    env = OnlyTheBestMove(make("13-29"))
+    observation, _ = env.reset(seed=7)
+    model = MaskablePPO("MlpPolicy", env, n_steps=64, batch_size=64, seed=0, device="cpu")  # untrained
+    sim = env.unwrapped.simulator  # type: ignore[attr-defined]
+    start_ms = sim.latency_ms
+    for step in range(5):
+        best_ms = float(sim.latency_after(sim.distinct_moves()).min())
+        assert best_ms < sim.latency_ms, f"step {step}: no move lowers the latency, pick another start state"
+        action, _ = model.predict(observation, action_masks=get_action_masks(env), deterministic=False)
+        observation, _, terminated, _, info = env.step(action)
+        assert not terminated and not info["invalid_action"], f"step {step}: action {action} was not a valid move"
+        assert info["latency_ms"] == pytest.approx(best_ms), f"step {step}: action {action} was not the best move"
+    assert sim.latency_ms < start_ms
 
 
 def test_nominal_mode_uses_the_largest_capacities() -> None:

@@ -3,6 +3,10 @@
 The end-to-end tests train a tiny policy on 7-21, evaluate it, gate it, package it as a real bento,
 serve it with ``bentoml serve`` on loopback, and switch to a second bento blue/green while a client
 sends requests throughout; a bento that never becomes ready is rolled back.
+
+The module has a BentoML store and a REACH_HOME of its own (:func:`private_state`): a gated bento
+that another module left in the session's store, or a deployment recorded in its REACH_HOME, would
+be the incumbent of these runs' gates (an incumbent evaluated on other groups makes the gate refuse).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ from pydantic import ValidationError
 
 from flows.pipeline import PipelineParams, validate_scenario
 from tests.conftest import scenario_dir, workload_file
+from tests.release.conftest import remove_bentos, stored_models
 
 PERMISSIVE_GATE = {
     "beat_noop": True,
@@ -40,6 +46,34 @@ TINY_TRAIN = {
     "eval_freq_steps": 2048,
     "eval_episodes": 4,
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A BentoML store and a REACH_HOME of this module's own, as tests/bento/conftest.py's ``bentoml_home`` does it.
+
+    BentoML's container is patched for this process (home, model store, bento store together, so no store
+    object of the session's home is left in use) and ``BENTOML_HOME``/``REACH_HOME`` are set for the
+    subprocesses (``bentoml serve``, a build); all is restored when the module ends. Module scope nests inside
+    any package-scoped patch (tests/bento's ends with its package), so patches are always undone in reverse order.
+    """
+    from bentoml._internal.bento import BentoStore
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    root = tmp_path_factory.mktemp("pipeline-state")
+    home = root / "bentoml"
+    for sub in ("models", "bentos", "envs", "tmp"):
+        (home / sub).mkdir(parents=True)
+    with (
+        BentoMLContainer.bentoml_home.patch(str(home)),
+        BentoMLContainer.model_store.patch(ModelStore(str(home / "models"))),
+        BentoMLContainer.bento_store.patch(BentoStore(str(home / "bentos"))),
+        pytest.MonkeyPatch.context() as env,
+    ):
+        env.setenv("BENTOML_HOME", str(home))
+        env.setenv("REACH_HOME", str(root / "reach"))
+        yield home
 
 
 def test_default_parameters_are_valid_and_unknown_ones_are_refused() -> None:
@@ -202,17 +236,24 @@ def _artifact_keys(flow_run_id: Any) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def passed_run(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def passed_run(prefect_harness: None, private_state: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from flows.pipeline import reach_pipeline
+    from flows.release.packaging import find_incumbent
 
+    incumbent_before = find_incumbent("7-21", "aggregator_sequential")  # what the run's gate will compare with
     state = reach_pipeline(_params(tmp_path_factory.mktemp("pipeline"), PERMISSIVE_GATE, "passed"), return_state=True)
-    return {"result": state.result(), "flow_run_id": state.state_details.flow_run_id}
+    return {"result": state.result(), "flow_run_id": state.state_details.flow_run_id, "before": incumbent_before}
 
 
 @pytest.mark.e2e
 def test_pipeline_run_trains_evaluates_gates_and_packages_a_bento(passed_run: dict[str, Any]) -> None:
     import bentoml
 
+    before = passed_run["before"]
+    assert before is None, (
+        f"the run's gate had an incumbent, {before.bento if before else ''}, in a store that should be this "
+        "module's own (private_state): a bento leaked in, and its report decides this gate"
+    )
     result = passed_run["result"]
     assert result["passed"] and result["bento"]
     bento = bentoml.bentos.get(result["bento"])
@@ -265,12 +306,15 @@ def test_redeploy_switches_blue_green_without_failed_requests_and_rolls_back_a_b
     from flows.release.serving import RedeployError, current_endpoint, undeploy
 
     first = passed_run["result"]["bento"]
+    models_before = stored_models()
+    left: list[str] = []  # bentos this test packages or builds: deleted at its end, whatever happened
     try:
         assert reach_redeploy(first)["bento"] == first
         serving = current_endpoint()
         assert serving is not None and serving.bento == first
         artefact = Path(passed_run["result"]["training"]["artefact_dir"])
         second = package(artefact, True, "re-packaged for the switch test")
+        left.append(second)
         stop, outcomes = threading.Event(), []
         client = threading.Thread(
             target=_traffic, args=(stop, outcomes, canary_requests("7-21", "aggregator_sequential", 1)[0])
@@ -299,12 +343,14 @@ def test_redeploy_switches_blue_green_without_failed_requests_and_rolls_back_a_b
             },
             args={"model_tag": "reach-policy:doesnotexist"},
         )
+        left.append(str(broken.tag))  # gated (label) on a model that does not exist: never an incumbent to leave
         with pytest.raises(RedeployError, match="did not become ready"):
             reach_redeploy(str(broken.tag), ready_timeout_s=45)
         still = current_endpoint()
         assert still == switched
     finally:
         undeploy()
+        remove_bentos(left, models_before)
 
 
 @pytest.mark.parametrize(

@@ -24,20 +24,29 @@ import pytest
 from tests.bento.conftest import train_briefly
 from tests.conftest import scenario_dir, workload_file
 from tests.migrator.e2e_support import running_prometheus
+from tests.release.conftest import remove_bentos, stored_models
 
 SCENARIO, WORKLOAD = "7-21", "aggregator_sequential"
 GOOD_MS, BAD_MS = 100.0, 200.0
 
 
 @pytest.fixture(scope="module")
-def bentos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Three gated bentos of one briefly trained 7-21 policy: first, bad, better."""
+def bentos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Three gated bentos of one briefly trained 7-21 policy: first, bad, better; deleted with their models when the
+    module ends (also when Prometheus is missing and the tests skip), so that no later gate or redeploy finds them."""
     from flows.release.packaging import package
 
+    models_before = stored_models()
     artefact = train_briefly(
         scenario_dir(SCENARIO), workload_file(WORKLOAD), tmp_path_factory.mktemp("analysis") / "policy", 64
     )
-    return {name: package(artefact, True, f"analysis test: {name}") for name in ("first", "bad", "better")}
+    packaged: dict[str, str] = {}
+    try:
+        for name in ("first", "bad", "better"):
+            packaged[name] = package(artefact, True, f"analysis test: {name}")
+        yield packaged
+    finally:
+        remove_bentos(packaged.values(), models_before)
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,14 @@ def test_a_run_whose_migrator_fails_to_start_stops_its_sampler_and_never_fires_i
     fired: list[str] = []
     samplers: list[threading.Thread] = []
     restored: list[list[str]] = []
+    timers: list[threading.Timer] = []
+
+    class RecordedTimer(threading.Timer):
+        """The run's event timer, kept so that the test can ask whether it can still fire."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            timers.append(self)
 
     def sampler(session: Any, run: LoopRun, stop: threading.Event) -> None:
         samplers.append(threading.current_thread())
@@ -45,11 +53,16 @@ def test_a_run_whose_migrator_fails_to_start_stops_its_sampler_and_never_fires_i
     monkeypatch.setattr(loop_run, "migrator_settings", lambda session, url: None)
     monkeypatch.setattr(migrator.app, "build_controller", build_fails)
     monkeypatch.setattr(loop_run, "restore_nodes", lambda session, nodes: restored.append(nodes))
-    session = a_session(experiment="node-failure", event_at_s=0.2, sample_s=0.1, duration_s=5.0)
+    monkeypatch.setattr(loop_run.threading, "Timer", RecordedTimer)
+    # The event is due long after the run has failed (never by the clock during the test): only a cancelled
+    # timer whose thread has ended passes below, at once.
+    session = a_session(experiment="node-failure", event_at_s=20.0, sample_s=0.1, duration_s=60.0)
     with pytest.raises(type(failure)):
         loop_run.run_loop(session, "r", "http://127.0.0.1:1", "p")
-    time.sleep(0.5)  # past the event's time: a timer left running would have fired by now
-    assert fired == [], "the event's timer outlived the run"
+    # A timer whose thread has ended without firing can never fire: no waiting on the clock.
+    assert len(timers) == 1 and timers[0].ident is not None, "the run did not start its event's timer"
+    assert timers[0].finished.is_set() and not timers[0].is_alive(), "the event's timer outlived the run"
+    assert fired == [], "the event fired although the run failed before its time"
     assert samplers and not any(t.is_alive() for t in samplers), "the sampler outlived the run"
     assert restored == [[]]
 

@@ -5,7 +5,10 @@ version 3), a tiny policy is trained (256 steps, flows.training), evaluated, gat
 with permissive rules and packaged as a bento by the release code (flows.release.packaging), then served by
 ``bentoml serve <bento>`` on 127.0.0.1. The request is :func:`migrator.observe.build_request` of a
 live snapshot of the 7-21 demo app on the local control plane; the service must answer it with a
-REACH answer whose move, if any, is one the request allows. Then one migrator cycle against the same
+REACH answer whose move, if any, is one the request allows. A 256-step policy may well answer STOP, so
+the same request is also sent with one pod's node marked failed (``available: false``): the service's
+evacuation rule must then move a pod off it, and that move is checked against the request whatever
+the policy is. Then one migrator cycle against the same
 server applies the answer: the same move carried out on the cluster (or refused by a guard, with its
 reason), or nothing when the answer is STOP. The service is deterministic, so the cycle's answer is
 the one the test saw, as long as the cluster did not change in between.
@@ -79,6 +82,20 @@ def served(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 server.stop()
 
 
+def with_a_failed_node(request: Any) -> tuple[Any, str]:
+    """The request with the node of its first pod that may move elsewhere marked ``available: false``, as the
+    migrator marks a NotReady node; and that node. Whatever a policy would pick, the service's evacuation rule
+    (:mod:`ceenv.evacuation`) must then move a pod off it: a move known to come, whose validity is checked."""
+    from ceenv.schema import ActionRequest
+
+    located = {p.pod_name: p.node_name for s in request.cluster_state.services.values() for p in s.pods}
+    pod = next(p for p in sorted(request.pod_deployable) if set(request.pod_deployable[p]) - {located[p]})
+    failed = located[pod]
+    body = request.model_dump(mode="json")
+    body["cluster_state"]["nodes"][failed].update(available=False, cpu_availability=0.0, memory_availability=0.0)
+    return ActionRequest.model_validate(body), failed
+
+
 def ask(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
         f"{url}/get_action", data=body, method="POST", headers={"Content-Type": "application/json"}
@@ -105,8 +122,16 @@ def test_the_migrators_request_is_answered_and_the_answer_is_applied(
     status, body = ask(server.url, request.model_dump_json().encode())
     assert status == 200, f"the service refused the migrator's own request: {body}"
     answer = ActionResponse.model_validate(body)
-    if not answer.is_stop:
+    if not answer.is_stop:  # a 256-step policy is near-uniform: STOP or some move, not known in advance
         assert answer.target_node in request.pod_deployable[answer.pod_name], (answer, request.pod_deployable)
+    evacuating, failed = with_a_failed_node(request)  # the same request with a failed node: known to move
+    status, body = ask(server.url, evacuating.model_dump_json().encode())
+    assert status == 200, f"the service refused the migrator's request with a failed node: {body}"
+    moved = ActionResponse.model_validate(body)
+    assert not moved.is_stop, f"no pod was moved off the failed node {failed}: {moved}"
+    assert moved.target_node in evacuating.pod_deployable[moved.pod_name], (moved, evacuating.pod_deployable)
+    on = {p.pod_name: p.node_name for s in evacuating.cluster_state.services.values() for p in s.pods}
+    assert on[moved.pod_name] == failed != moved.target_node, moved
     before = placement(core)
     [outcome] = controller.run_cycle()
     after = placement(core)

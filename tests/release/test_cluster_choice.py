@@ -2,7 +2,7 @@
 
 The BentoML store (the session's private one, tests/conftest.py) holds gated bentos of two scenarios
 (7-21, 13-29) and two workloads (chain, aggregator_sequential), packaged in an order where the newest
-bento is never the right one for most clusters. The serving deployment is an endpoint file pointing
+bento is never the right one for most clusters; they are deleted when the module ends. The serving deployment is an endpoint file pointing
 at this live test process, which is all the lookup reads; no server is started here.
 """
 
@@ -29,8 +29,9 @@ CLUSTERS = [
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], str]:
-    """One gated bento per (scenario, workload), each carrying an evaluation report that names its cluster."""
+def store(tmp_path_factory: pytest.TempPathFactory, removed_after_the_module: list[str]) -> dict[tuple[str, str], str]:
+    """One gated bento per (scenario, workload), each carrying an evaluation report that names its cluster;
+    deleted with their models when the module ends (else they are the incumbents of later tests' gates)."""
     import time
 
     from bento.artefact import write_evaluation
@@ -42,6 +43,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], str
         artefact = train_briefly(scenario_dir(scenario), workload_file(workload), root / f"{scenario}-{workload}", 64)
         write_evaluation(artefact, {"model": {"cluster": f"{scenario}/{workload}"}, "groups": []})
         tags[(scenario, workload)] = package(artefact, True, f"test bento for {scenario} / {workload}")
+        removed_after_the_module.append(tags[(scenario, workload)])
         time.sleep(1.1)  # distinct creation times: "newest" is well defined
     return tags
 

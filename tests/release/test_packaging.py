@@ -48,8 +48,8 @@ def test_a_passing_artefact_becomes_a_bento_labelled_with_its_verdict(
 ) -> None:
     """A 256-step policy cannot pass real rules: the gate's verdict is replaced (the gate has its own tests).
 
-    The BentoML store is the flows tests' private one (tests/flows/conftest.py), the same one the
-    pipeline tests package into; a second patched store in one session loses track of the model.
+    The BentoML store is the session's (tests/conftest.py sets BENTOML_HOME); what this test packages
+    is removed afterwards (``removed_afterwards``), so no later test finds it as an incumbent.
     """
     import bentoml
 

@@ -28,8 +28,9 @@ PLANNING = {"plan_k": 2, "plan_horizon": 2, "plan_width": 4, "plan_margin": 2.0}
 
 
 @pytest.fixture(scope="module")
-def planned_bento(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A bento of the shipped general policy built to plan, gated on a report of that planning."""
+def planned_bento(tmp_path_factory: pytest.TempPathFactory, removed_after_the_module: list[str]) -> str:
+    """A bento of the shipped general policy built to plan, gated on a report of that planning; deleted with its
+    model when the module ends (a gated general bento is the incumbent of every later gate)."""
     from bento.artefact import read_metadata
     from flows.evaluation.gate import Check, Verdict
 
@@ -49,6 +50,7 @@ def planned_bento(tmp_path_factory: pytest.TempPathFactory) -> str:
         patch.setattr(flows.evaluation.gate, "gate", lambda report, incumbent, rules: passing)
         _, tag = flows.release.packaging.release_artefact(GENERAL, rules, report_file)
     assert tag is not None
+    removed_after_the_module.append(tag)
     return tag
 
 

@@ -38,14 +38,18 @@ def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, 
 
 def test_switch_replaces_the_endpoint_atomically_and_ignores_dead_servers(reach_home: Path) -> None:
     endpoint = serving.Endpoint("http://127.0.0.1:1", "reach-policy-service:abc", "blue", 999_999_999, 0.0)
-    serving.switch(endpoint)
-    assert json.loads(serving.endpoint_file().read_text())["bento"] == "reach-policy-service:abc"
-    assert serving.current_endpoint() is None  # its pid is not alive
-    live = serving.Endpoint("http://127.0.0.1:1", "reach-policy-service:def", "green", __import__("os").getpid(), 0.0)
-    serving.switch(live)
-    assert serving.current_endpoint() == live
-    assert not list(serving.endpoint_file().parent.glob(".*.tmp"))
-    serving.endpoint_file().unlink()  # this process is no serving policy for the tests after this one
+    try:
+        serving.switch(endpoint)
+        assert json.loads(serving.endpoint_file().read_text())["bento"] == "reach-policy-service:abc"
+        assert serving.current_endpoint() is None  # its pid is not alive
+        live = serving.Endpoint(
+            "http://127.0.0.1:1", "reach-policy-service:def", "green", __import__("os").getpid(), 0.0
+        )
+        serving.switch(live)
+        assert serving.current_endpoint() == live
+        assert not list(serving.endpoint_file().parent.glob(".*.tmp"))
+    finally:  # this process is no serving policy for the tests after this one, also when an assertion failed
+        serving.endpoint_file().unlink(missing_ok=True)
 
 
 def test_canary_accepts_well_formed_answers_and_counts_agreement() -> None:
