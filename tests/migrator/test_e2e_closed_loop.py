@@ -10,7 +10,7 @@ latency after the moves holds by construction: it shows that the plumbing works 
 moves reach the cluster and the exporter, through Prometheus, reports the new placement), not that
 a policy lowers a real latency. The first test checks that plumbing, that no moved service's Ready
 count ever dropped, and that every move was recorded (journal, Kubernetes Event, metric). A second test drains the two busiest nodes (the default scheduler re-places their pods) and
-checks that the loop then lowers the latency again, without using the drained nodes.
+checks that the loop then moves pods again, never onto the drained nodes.
 """
 
 from __future__ import annotations
@@ -172,9 +172,12 @@ def test_the_migrators_moves_reach_the_cluster_and_the_exporter_reports_the_new_
     assert telemetry.migrations.labels(result="migrated")._value.get() == len(moves)
 
 
-def test_after_two_nodes_are_drained_the_loop_lowers_the_latency_again_off_those_nodes(
+def test_after_two_nodes_are_drained_the_loop_moves_again_and_never_onto_the_drained_nodes(
     admin: Any, core: Any, poor_app: dict[str, list[str]], standin: Any, prometheus: str, settings_for: Any
 ) -> None:
+    """The real check is the last one: no pod lands on a drained (cordoned) node, which the observation and the
+    guards must keep out of every move. The latency drop holds by construction (the stand-in plays the exporter's
+    own model), as in the first test: it shows that the moves reached the cluster."""
     from flows.loop import app
     from flows.loop.placement import busiest_nodes, drain_nodes
 
