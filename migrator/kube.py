@@ -270,6 +270,15 @@ def _ours_removed(migration_id: str | None) -> TaintChange:
     return lambda taints: [t for t in taints if not (_is_ours(t) and migration_id in (None, t.get("value")))]
 
 
+def lift_temporary_cordon(core: client.CoreV1Api, node: Any, migration_id: str | None, timeout_s: float | None) -> None:
+    """Lift the migrator's cordon from ``node`` (an API object as listed): its taint (``migration_id`` None: any of
+    ours), and a pre-taint cordon (``spec.unschedulable`` plus the annotation ``reach.io/temporary-cordon``)."""
+    change_taints(core, node.metadata.name, _ours_removed(migration_id), timeout_s, node)
+    if ANNOTATION_TEMPORARY_CORDON in (node.metadata.annotations or {}):
+        with _access_checked("patch nodes"):
+            patch_cordon(core, node.metadata.name, ANNOTATION_TEMPORARY_CORDON, None, timeout_s)
+
+
 def label_selector(raw: Mapping[str, Any] | None) -> LabelSelector:
     raw = raw or {}
     expressions = tuple(
@@ -441,10 +450,7 @@ class KubeOps:
             if node_names is not None and name not in node_names:
                 continue
             try:
-                change_taints(self.core, name, _ours_removed(migration_id), self.timeout, node)
-                if ANNOTATION_TEMPORARY_CORDON in (node.metadata.annotations or {}):
-                    with _access_checked("patch nodes"):
-                        patch_cordon(self.core, name, ANNOTATION_TEMPORARY_CORDON, None, self.timeout)
+                lift_temporary_cordon(self.core, node, migration_id, self.timeout)
             except Exception as exc:  # the others must still be lifted
                 failures.append((name, exc))
         if failures:
@@ -535,12 +541,9 @@ class ClusterAdmin:
         lifted = []
         for node in self.core.list_node().items:
             info = node_info(node)
-            if not temporary_cordons(info):
-                continue
-            change_taints(self.core, info.name, _ours_removed(None), None, node)
-            if ANNOTATION_TEMPORARY_CORDON in info.annotations:
-                patch_cordon(self.core, info.name, ANNOTATION_TEMPORARY_CORDON, None)
-            lifted.append(info.name)
+            if temporary_cordons(info):
+                lift_temporary_cordon(self.core, node, None, None)
+                lifted.append(info.name)
         return lifted
 
     def evict(self, pod_name: str, namespace: str) -> None:

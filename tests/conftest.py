@@ -6,6 +6,7 @@ directory for the whole session, so no test touches a developer's state; one Pre
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -25,6 +26,27 @@ os.environ["REACH_OUT_DIR"] = str(_STATE / "out")
 os.environ["SB3_LOGDIR"] = str(_STATE / "sb3")  # SB3's default logger folder, else /tmp/SB3-<date> per learn()
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@contextlib.contextmanager
+def private_bentoml_store(home: Path) -> Iterator[Path]:
+    """BentoML's home, model store and bento store patched to ``home`` for this process (all three together,
+    so no store object of the session's home stays in use), and ``BENTOML_HOME`` set for what BentoML runs in
+    a subprocess (a build, a serve); all restored on exit. Used by package- and module-scoped fixtures."""
+    from bentoml._internal.bento import BentoStore
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    for sub in ("models", "bentos", "envs", "tmp"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    with (
+        BentoMLContainer.bentoml_home.patch(str(home)),
+        BentoMLContainer.model_store.patch(ModelStore(str(home / "models"))),
+        BentoMLContainer.bento_store.patch(BentoStore(str(home / "bentos"))),
+        pytest.MonkeyPatch.context() as env,
+    ):
+        env.setenv("BENTOML_HOME", str(home))
+        yield home
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import scenario_dir, workload_file
+from tests.conftest import private_bentoml_store, scenario_dir, workload_file
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO_DIR = scenario_dir("7-21")
@@ -60,21 +60,7 @@ def train_briefly(scenario_dir: Path, workload_file: Path, target: Path, steps: 
 def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private BentoML home, patched into this process's BentoML container for the tests of one package
     (package scope: the tests of other packages keep the session's store of tests/conftest.py)."""
-    from bentoml._internal.bento import BentoStore
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.models import ModelStore
-
-    home = tmp_path_factory.mktemp("bentoml-home")
-    for sub in ("models", "bentos", "envs", "tmp"):
-        (home / sub).mkdir()
-    with (
-        BentoMLContainer.bentoml_home.patch(str(home)),
-        BentoMLContainer.model_store.patch(ModelStore(str(home / "models"))),
-        BentoMLContainer.bento_store.patch(BentoStore(str(home / "bentos"))),
-        pytest.MonkeyPatch.context() as env,
-    ):
-        # Whatever BentoML runs in a subprocess (a build, a serve) must see the same store.
-        env.setenv("BENTOML_HOME", str(home))
+    with private_bentoml_store(tmp_path_factory.mktemp("bentoml-home")) as home:
         yield home
 
 

@@ -23,7 +23,7 @@ import pytest
 from pydantic import ValidationError
 
 from flows.pipeline import PipelineParams, validate_scenario
-from tests.conftest import scenario_dir, workload_file
+from tests.conftest import private_bentoml_store, scenario_dir, workload_file
 from tests.release.conftest import remove_bentos, stored_models
 
 PERMISSIVE_GATE = {
@@ -57,21 +57,8 @@ def private_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     subprocesses (``bentoml serve``, a build); all is restored when the module ends. Module scope nests inside
     any package-scoped patch (tests/bento's ends with its package), so patches are always undone in reverse order.
     """
-    from bentoml._internal.bento import BentoStore
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.models import ModelStore
-
     root = tmp_path_factory.mktemp("pipeline-state")
-    home = root / "bentoml"
-    for sub in ("models", "bentos", "envs", "tmp"):
-        (home / sub).mkdir(parents=True)
-    with (
-        BentoMLContainer.bentoml_home.patch(str(home)),
-        BentoMLContainer.model_store.patch(ModelStore(str(home / "models"))),
-        BentoMLContainer.bento_store.patch(BentoStore(str(home / "bentos"))),
-        pytest.MonkeyPatch.context() as env,
-    ):
-        env.setenv("BENTOML_HOME", str(home))
+    with private_bentoml_store(root / "bentoml") as home, pytest.MonkeyPatch.context() as env:
         env.setenv("REACH_HOME", str(root / "reach"))
         yield home
 
