@@ -262,3 +262,27 @@ def test_an_admin_s_cordon_set_during_the_migration_s_cordon_window_stays(
     assert outcome.kind == "migrated", outcome.detail
     assert outcome.result is not None and outcome.result.cordon_window_s > 0
     assert cordoned_nodes(core) == admin_cordoned, "ours are lifted, the admin's stays"
+
+
+def test_a_taint_write_over_a_stale_node_is_refused_by_the_real_server_and_made_again_keeping_theirs(
+    core: Any, demo_app: Any
+) -> None:
+    """Kubernetes 1.20 itself: a node patch carrying an old resourceVersion is a 409, and ``change_taints`` then
+    reads the node again, so a taint someone wrote between our read and our write is kept, not overwritten."""
+    from migrator.kube import _ours_removed, _ours_set, change_taints
+    from migrator.snapshot import TAINT_TEMPORARY_CORDON
+
+    name = next(n.metadata.name for n in core.list_node().items if not n.spec.unschedulable)
+    stale = core.read_node(name)
+    theirs = {"key": "example.com/maintenance", "value": "soon", "effect": "PreferNoSchedule"}
+    own = [core.api_client.sanitize_for_serialization(t) for t in stale.spec.taints or []]
+    core.patch_node(name, {"spec": {"taints": [*own, theirs]}})  # someone else, after our read
+    try:
+        change_taints(core, name, _ours_set("e2e-409"), 15.0, stale)
+        taints = {(t.key, t.value, t.effect) for t in core.read_node(name).spec.taints or []}
+        assert (TAINT_TEMPORARY_CORDON, "e2e-409", "NoSchedule") in taints
+        assert ("example.com/maintenance", "soon", "PreferNoSchedule") in taints, "their taint was overwritten"
+    finally:
+        change_taints(core, name, _ours_removed(None), 15.0)
+        keep = [core.api_client.sanitize_for_serialization(t) for t in core.read_node(name).spec.taints or []]
+        core.patch_node(name, {"spec": {"taints": [t for t in keep if t["key"] != theirs["key"]]}})
