@@ -1,13 +1,15 @@
 """Fixtures of the migrator's e2e tests: one local cluster per session, the demo app per test, a fake policy.
 
 The cluster gets its own state directory (under pytest's temporary directory, outside the
-repository) and its own loopback ports, so it never collides with a cluster a developer started
-with ``reach cluster up``. Without the cached Kubernetes binaries the e2e tests are skipped with the
+repository) and its own loopback ports (:func:`e2e_ports`: a block that is free, shifted when another
+session holds one), so it never collides with a cluster a developer started with ``reach cluster up``
+or with another test session. Without the cached Kubernetes binaries the e2e tests are skipped with the
 reason, unless ``REACH_REQUIRE_CLUSTER`` is set (CI), in which case they fail.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,34 @@ E2E_PORTS = {
     "scheduler": 20259,
     "kubelet_base": 20300,
 }
+KUBELET_PORTS = 80  # two per hollow node: room for 40 nodes
+PORT_SHIFTS = range(0, 10_000, 1000)  # another test session (or anything else) holds a port: try the next block
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        # As the servers bind (Go sets SO_REUSEADDR): a port in TIME_WAIT after an earlier run is free, a listener not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def e2e_ports() -> dict[str, int]:
+    """:data:`E2E_PORTS`, shifted by the first of :data:`PORT_SHIFTS` whose ports are all free on 127.0.0.1.
+
+    The cluster's ports are fixed per session (the kubeconfig, the hollow nodes); a second test session on
+    one machine would otherwise fail to start its cluster, or talk to the first one's.
+    """
+    for shift in PORT_SHIFTS:
+        ports = {name: port + shift for name, port in E2E_PORTS.items()}
+        kubelets = range(ports["kubelet_base"], ports["kubelet_base"] + KUBELET_PORTS)
+        wanted = [port for name, port in ports.items() if name != "kubelet_base"] + list(kubelets)
+        if all(_free(port) for port in wanted):
+            return ports
+    raise RuntimeError(f"no free block of ports for the e2e cluster on 127.0.0.1 (tried {E2E_PORTS} + {PORT_SHIFTS})")
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +63,7 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         pytest.skip(why)
     from flows.local.cluster import LocalCluster, Ports
 
-    cluster = LocalCluster(tmp_path_factory.mktemp("reach-cluster"), ports=Ports(**E2E_PORTS))
+    cluster = LocalCluster(tmp_path_factory.mktemp("reach-cluster"), ports=Ports(**e2e_ports()))
     cluster.up(SCENARIO)
     try:
         yield cluster
