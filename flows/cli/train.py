@@ -156,12 +156,17 @@ def train_general_command(
 def evaluate_command(
     model: Annotated[Path | None, typer.Option(help="Policy artefact directory (omit: baselines only).")] = None,
     scenario: Annotated[
-        Path | None,
-        typer.Option(help="Scenario directory; default: the artefact's training scenario name under data/scenarios."),
+        str | None,
+        typer.Option(
+            help="Scenario directory, or a name under data/scenarios (7-21); default: the artefact's training scenario."
+        ),
     ] = None,
     workload: Annotated[
-        list[Path] | None,
-        typer.Option(help="Call-pattern file(s); repeat the option. Default: the artefact's workload."),
+        list[str] | None,
+        typer.Option(
+            help="Call-pattern file, or a workload name (chain: beside the scenario, then data/workloads); repeat "
+            "the option. Default: the artefact's workload."
+        ),
     ] = None,
     episodes: Annotated[int, typer.Option(help="Held-out episodes per seed and group.")] = 20,
     seeds: Annotated[str, typer.Option(help="Evaluation seeds: a count (5), a range (0-4) or a list (0,1,2).")] = "5",
@@ -210,14 +215,17 @@ def evaluate_command(
     if out.exists() and not out.is_dir():
         raise _fail(f"--out {out} is a file; pass a directory for report.json, report.md and the plots")
     try:
+        from flows.local.paths import resolve_scenario, resolve_workload
+
         if scenario is None or not workload:
             from bento.artefact import read_metadata
 
             metadata = read_metadata(model)  # type: ignore[arg-type]
-            scenario = scenario or _data(f"scenarios/{metadata.scenario_name}")
-            workload = workload or [_data(f"workloads/{metadata.workload_name}_call_patterns.json")]
-        workloads = list(workload)
-        report, records = evaluate(scenario, workloads, model, _parse_seeds(seeds), episodes, families, **plan)  # type: ignore[arg-type]
+            scenario = scenario or str(_data(f"scenarios/{metadata.scenario_name}"))
+            workload = workload or [str(_data(f"workloads/{metadata.workload_name}_call_patterns.json"))]
+        scenario_dir = resolve_scenario(scenario)
+        workloads = [resolve_workload(w, scenario_dir) for w in workload]
+        report, records = evaluate(scenario_dir, workloads, model, _parse_seeds(seeds), episodes, families, **plan)  # type: ignore[arg-type]
     except (PolicyError, ScenarioError, ValueError) as err:
         raise _fail(str(err)) from None
     written = write_report(report, records, out)
@@ -225,7 +233,7 @@ def evaluate_command(
         from bento.artefact import write_evaluation
         from flows.evaluation.stored import store_refusal
 
-        refusal = store_refusal(model, scenario, workloads, report.settings)
+        refusal = store_refusal(model, scenario_dir, workloads, report.settings)
         if refusal is None:
             write_evaluation(model, report.model_dump(mode="json"))
             typer.echo(f"stored the report in {model} (what reach package gates on)")

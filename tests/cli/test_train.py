@@ -257,3 +257,23 @@ def test_train_refuses_an_init_from_network_that_does_not_fit_and_leaves_no_out_
     assert code == 2, output
     assert "does not fit this config" in output and "Traceback" not in output
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_takes_a_scenario_and_a_workload_by_name_as_deploy_does(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "evaluate", "--scenario", "7-21", "--workload", "chain", "--seeds", "1", "--episodes", "1",
+            "--family", "steady", "--out", str(tmp_path),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [group] = json.loads((tmp_path / "report.json").read_text())["groups"]
+    assert (group["scenario"], group["workload"]) == ("7-21", "chain")
+
+
+def test_evaluate_names_an_unknown_workload_and_the_known_ones(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        _app(), ["evaluate", "--scenario", "7-21", "--workload", "chian", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert result.exit_code != 0 and "chian" in result.output and "aggregator_parallel" in result.output
