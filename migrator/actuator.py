@@ -23,8 +23,9 @@ Mechanism (works on Kubernetes 1.20, which lacks ``pod-deletion-cost``, and on c
 On timeout or error the migration rolls back: cordon the remaining nodes, delete the replacement,
 hand the old pod back to its ReplicaSet (restore the label) — the ReplicaSet then removes its
 surplus pod, an unscheduled one first — and lift every cordon of this migration, at the latest
-``cordon_cap_s`` after the rollback cordoned (the ReplicaSet, if not settled by then, settles
-without them: the pod it schedules then is the newest and not Ready, the first it removes). Every temporary
+``cordon_cap_s`` after the migration first cordoned, or :data:`ROLLBACK_GRACE_S` after the rollback
+began when that is later (the ReplicaSet, if not settled by then, settles without them: the pod it
+schedules then is the newest and not Ready, the first it removes). Every temporary
 change is written on the objects, so ``clean_up_leftovers`` (run before anything else when the
 migrator starts, and at the next cycle after an incomplete rollback) rolls back whatever a killed
 migrator or a failed rollback left half-done. The Kubernetes calls sit

@@ -186,6 +186,15 @@ class Controller:
         self.cleanup_due = True
         return True
 
+    def _read_cleaned(self) -> tuple[ClusterSnapshot, CycleOutcome | None]:
+        """The cluster, read again after cleaning up the leftovers the first read showed; with the blind outcome
+        of a clean-up that failed (the first read is returned then). A failed read raises."""
+        snapshot = self.ops.snapshot()
+        if not self._leftovers_seen(snapshot):
+            return snapshot, None
+        pending = self._clean_up_if_due()
+        return (snapshot, pending) if pending is not None else (self.ops.snapshot(), None)
+
     # ---- one decision -------------------------------------------------------------------------
     def run_cycle(self, only: EvacuationsOnly | None = None) -> list[CycleOutcome]:
         """Ask for and carry out up to ``max_migrations_per_cycle`` moves (at least one question).
@@ -211,12 +220,9 @@ class Controller:
 
     def _decide_and_act(self, started_this_cycle: int, only: EvacuationsOnly | None = None) -> CycleOutcome:
         try:
-            snapshot = self.ops.snapshot()
-            if self._leftovers_seen(snapshot):
-                pending = self._clean_up_if_due()
-                if pending is not None:
-                    return pending
-                snapshot = self.ops.snapshot()
+            snapshot, pending = self._read_cleaned()
+            if pending is not None:
+                return pending
         except Exception as exc:  # the API server may be briefly away: skip the cycle, never crash
             return self._unreadable(exc, "cannot read the cluster")
         try:
@@ -374,10 +380,7 @@ class Controller:
     def failed_nodes_with_pods(self) -> list[str]:
         """NotReady nodes that still hold application pods, read from the API (which may raise); leftovers
         seen on that read are cleaned up first (:meth:`Controller._leftovers_seen`), while the QoS holds too."""
-        snapshot = self.ops.snapshot()
-        if self._leftovers_seen(snapshot) and self._clean_up_if_due() is None:
-            snapshot = self.ops.snapshot()
-        return _failed_nodes_with_pods(snapshot)
+        return _failed_nodes_with_pods(self._read_cleaned()[0])
 
     def monitoring_step(self) -> list[CycleOutcome]:
         """Act only while the latency exceeds the QoS threshold; an unknown latency means no action.
