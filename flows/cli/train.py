@@ -94,8 +94,7 @@ def train_command(
         else "finished"
     )
     typer.echo(
-        f"training {state} after {result.timesteps} steps in {result.wall_seconds:.0f} s; best validation "
-        f"fraction of the best-known reduction {result.best_fraction_of_best_known:.3f} at {result.best_timesteps} steps; "
+        f"training {state} after {result.timesteps} steps in {result.wall_seconds:.0f} s; {result.best_text()}; "
         f"artefact: {result.artefact_dir}"
     )
 
@@ -147,8 +146,7 @@ def train_general_command(
     except (ConfigError, ValueError) as err:
         raise _fail(str(err)) from None
     typer.echo(
-        f"trained {result.timesteps} steps in {result.wall_seconds:.0f} s; best validation fraction of the best-known "
-        f"reduction {result.best_fraction_of_best_known:.3f} at {result.best_timesteps} steps; "
+        f"trained {result.timesteps} steps in {result.wall_seconds:.0f} s; {result.best_text()}; "
         f"artefact: {result.artefact_dir}"
     )
 

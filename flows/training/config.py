@@ -117,6 +117,13 @@ class TrainConfig(BaseModel):
         "max_nodes x max_slots (one policy for every cluster within them).",
     )
     eval_episodes: int = Field(32, ge=1, description="Held-out validation start states per evaluation.")
+    select_moves_over_greedy: float | None = Field(
+        None,
+        ge=0,
+        description="Best-model selection: when set, a checkpoint is 'within moves' when its validation moves per "
+        "episode are at most greedy's on the same states plus this many, and the best model is the highest-scoring "
+        "checkpoint within moves (while none is, the one with the fewest moves); null = the score alone.",
+    )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> TrainConfig:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,24 @@ class TrainResult:
     interrupted: bool
     stopped_by_wall_clock: bool
     curve: list[dict[str, float]]
+    selection: dict[str, Any] = field(default_factory=dict)
+
+    def best_text(self) -> str:
+        """The selected checkpoint in words: its score, when, its moves against greedy's (and the budget)."""
+        text = (
+            f"best validation fraction of the best-known reduction {self.best_fraction_of_best_known:.3f} "
+            f"at {self.best_timesteps} steps"
+        )
+        sel = self.selection
+        if sel.get("best_moves_per_episode") is not None:
+            text += f", {sel['best_moves_per_episode']:.1f} moves per episode (greedy {sel['greedy_moves_per_episode']:.1f})"
+            if sel.get("moves_over_greedy") is not None:
+                text += (
+                    f", within greedy + {sel['moves_over_greedy']:g}"
+                    if sel["best_within_moves"]
+                    else f"; no checkpoint was within greedy + {sel['moves_over_greedy']:g}, so the one with the fewest moves was kept"
+                )
+        return text
 
 
 def build_model(config: TrainConfig, venv: Any, tensorboard_dir: Path | None) -> Any:
@@ -168,7 +186,13 @@ def train(
         model = build_model(config, venv, out / "tensorboard" if tensorboard else None)
         best_path = out / "best_model.zip"
         callback = ValidationCallback(
-            validator, config.eval_freq_steps, best_path, started, config.max_wall_seconds, out / CURVE_FILE
+            validator,
+            config.eval_freq_steps,
+            best_path,
+            started,
+            config.max_wall_seconds,
+            out / CURVE_FILE,
+            moves_over_greedy=config.select_moves_over_greedy,
         )
         callback.init_callback(model)
         interrupted = _learn(model, config, callback, progress)
@@ -178,8 +202,23 @@ def train(
         _close(venv)
     wall_seconds = time.perf_counter() - started
     trained_on = [[_name(s), _name(w)] for s, w in (clusters or [(scenario_dir, workload_file)])]
+    selection = {
+        "greedy_moves_per_episode": validator.greedy_moves_per_episode,
+        "moves_over_greedy": config.select_moves_over_greedy,
+        "best_moves_per_episode": callback.state.best_moves_per_episode,
+        "best_within_moves": callback.state.best_within_moves,
+    }
     return _finish(
-        out, model, callback.state, config, interrupted, wall_seconds, scenario_dir, workload_file, trained_on
+        out,
+        model,
+        callback.state,
+        config,
+        interrupted,
+        wall_seconds,
+        scenario_dir,
+        workload_file,
+        trained_on,
+        selection,
     )
 
 
@@ -193,6 +232,7 @@ def _finish(
     scenario_dir: str | Path,
     workload_file: str | Path,
     trained_on: list[list[str]],
+    selection: dict[str, Any],
 ) -> TrainResult:
     """Write the learning curve and the artefact (from the best model); build the result."""
     from flows.training.validation import write_curve
@@ -208,6 +248,7 @@ def _finish(
         "best_timesteps": state.best_timesteps,
         "best_validation_fraction_of_best_known": state.best_fraction,
         "validation_episodes": config.eval_episodes,
+        "selection": selection,
         "clusters": trained_on,
     }
     artefact = _save(out / "best_model.zip", out / POLICY_DIR, config, scenario_dir, workload_file, summary)
@@ -220,6 +261,7 @@ def _finish(
         interrupted,
         state.stopped_by_wall_clock,
         curve,
+        selection,
     )
 
 

@@ -3,10 +3,11 @@
 :class:`Validator` draws ``eval_episodes`` start states from the validation seed range
 (:func:`flows.evaluation.seeds.validation_seed`), computes each state's best-known reduction once,
 and then scores any decision function by the fraction of the best-known reduction it achieves
-(ratio of sums). :class:`ValidationCallback` is the SB3 callback that scores the model every
-``eval_freq_steps``, logs to TensorBoard, records the learning curve against wall time (and rewrites
-it as CSV after every point, when given a file), saves the best model and stops at the wall-time
-limit. Used by :mod:`flows.training.trainer`.
+(ratio of sums); it also plays greedy on the same states once, for the move budget. :class:`ValidationCallback`
+is the SB3 callback that scores the model every ``eval_freq_steps``, logs to TensorBoard, records the
+learning curve against wall time (and rewrites it as CSV after every point, when given a file), saves
+the best model (by score, or by score within a move budget, :func:`selection_key`) and stops at the
+wall-time limit. Used by :mod:`flows.training.trainer`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from ceenv.baselines import run_greedy
 from ceenv.env import CloudEdgeEnv
 from ceenv.search import best_known
 from ceenv.simulator import Simulator
@@ -53,15 +55,17 @@ class Validator:
         per_env = max(1, episodes // len(self.envs))
         self.states: list[list[State]] = []
         self.best_reduction_ms: list[list[float]] = []
+        greedy_moves: list[int] = []
         for e in self.envs:
             states = [start_state(e, "steady", validation_seed(k)) for k in range(per_env)]
             self.states.append(states)
+            sims = [Simulator(e.model, e.layout, *s) for s in states]
             self.best_reduction_ms.append(
-                [
-                    best_known(Simulator(e.model, e.layout, *s), np.random.default_rng(validation_seed(k))).reduction_ms
-                    for k, s in enumerate(states)
-                ]
+                [best_known(sim, np.random.default_rng(validation_seed(k))).reduction_ms for k, sim in enumerate(sims)]
             )
+            greedy_moves.extend(run_greedy(sim, e.step_cost_ms).moves for sim in sims)
+        # Greedy sees the true conditions (as in the evaluation), the policy the measured ones.
+        self.greedy_moves_per_episode = float(np.mean(greedy_moves))
 
     def score(self, decide: Decide) -> Score:
         fractions, outcomes = [], []
@@ -107,7 +111,28 @@ class ValidationState:
     curve: list[CurvePoint] = field(default_factory=list)
     best_fraction: float = -np.inf
     best_timesteps: int = 0
+    best_moves_per_episode: float | None = None
+    best_within_moves: bool = False
+    best_key: tuple[bool, float, float] | tuple[()] = ()  # selection_key of the kept checkpoint; () before any
     stopped_by_wall_clock: bool = False
+
+
+def selection_key(
+    score: Score, greedy_moves_per_episode: float, moves_over_greedy: float | None
+) -> tuple[bool, float, float]:
+    """How checkpoints rank (higher is better): by score, and first by a move budget when one is set.
+
+    With ``moves_over_greedy`` set, a checkpoint whose moves per episode exceed greedy's on the same
+    states plus the budget ranks below every checkpoint within it, whatever its score: a policy that
+    churns pods for a little more latency is not the one to serve (validation scores latency only).
+    Among checkpoints over the budget, fewer moves rank first (the score breaks ties), so a run where
+    none keeps to the budget keeps the one that comes closest. Without a budget, the score alone
+    ranks (fewer moves break ties).
+    """
+    fraction, moves = score.fraction_of_best_known, score.moves_per_episode
+    if moves_over_greedy is None or moves <= greedy_moves_per_episode + moves_over_greedy:
+        return True, fraction, -moves
+    return False, -moves, fraction
 
 
 def model_decide(model: Any) -> Decide:
@@ -131,9 +156,11 @@ class ValidationCallback(BaseCallback):
         started: float,
         max_wall_seconds: float | None,
         curve_file: Path | None = None,
+        moves_over_greedy: float | None = None,
     ) -> None:
         super().__init__()
         self.curve_file = curve_file
+        self.moves_over_greedy = moves_over_greedy
         self.validator = validator
         self.eval_freq_steps = eval_freq_steps
         self.best_path = best_path
@@ -158,9 +185,13 @@ class ValidationCallback(BaseCallback):
         for key in ("fraction_of_best_known", "reduction_pct", "moves_per_episode"):
             self.logger.record(f"validation/{key}", getattr(point, key))
         self.logger.record("validation/wall_seconds", point.wall_seconds)
-        if score.fraction_of_best_known > self.state.best_fraction:
+        self.logger.record("validation/greedy_moves_per_episode", self.validator.greedy_moves_per_episode)
+        rank = selection_key(score, self.validator.greedy_moves_per_episode, self.moves_over_greedy)
+        if rank > self.state.best_key:
+            self.state.best_key, self.state.best_within_moves = rank, rank[0]
             self.state.best_fraction = score.fraction_of_best_known
             self.state.best_timesteps = self.num_timesteps
+            self.state.best_moves_per_episode = score.moves_per_episode
             self.model.save(str(self.best_path))
 
     def _on_training_start(self) -> None:
