@@ -121,12 +121,15 @@ def demo(
     options = _stage_options(
         StageOptions, trace_window_s=trace_window_s, finetune_s=finetune_s, gate_rules=gate_rules, plan_k=plan_k
     )
+    check_cluster(settings.scenario, [settings.workload])
     try:
         result = run_demo(settings, options, say=lambda line: typer.echo(f"reach demo {line}"))
     except GateRefused as refused:
         typer.echo(f"reach demo: {refused}", err=True)
         typer.echo("the cluster, Prometheus and the dashboard keep running until `reach down`", err=True)
         raise typer.Exit(GATE_REFUSED_EXIT) from None
+    except (ValueError, RuntimeError, OSError) as err:  # OSError: a missing cluster build, a timeout
+        raise _stopped("reach demo", err) from None
     typer.echo(summary_table(result, f"({latency_note(settings.latency_source)}, read from Prometheus)"))
     typer.echo(f"summary: {result.report_md} and {result.report_json}")
     typer.echo(f"time series: {result.csv}\nplot: {result.plot}\nPrometheus: {result.prometheus_url}")
@@ -139,6 +142,32 @@ def demo(
     if result.dashboard_url:
         typer.echo(f"Prefect dashboard: {result.dashboard_url}")
     typer.echo("everything keeps running until `reach down`")
+
+
+def check_cluster(scenario: str, workloads: list[str]) -> None:
+    """Refuse an unknown scenario or workload (a name or a file) before anything starts, naming the known ones."""
+    from ceenv.scenario import load_scenario
+    from ceenv.workload import load_workload
+    from flows.local.paths import resolve_scenario, resolve_workload
+
+    try:
+        scenario_dir = resolve_scenario(scenario)
+        loaded = load_scenario(scenario_dir)
+        for workload in workloads:
+            load_workload(resolve_workload(workload, scenario_dir), loaded)
+    except ValueError as err:  # ScenarioError: the file, the field and the fix
+        raise typer.BadParameter(str(err)) from None
+
+
+def _stopped(command: str, err: Exception) -> typer.Exit:
+    """One line for a run that failed after it started things, and what keeps running until ``reach down``."""
+    typer.secho(f"{command}: error: {err}", err=True, fg=typer.colors.RED)
+    typer.echo(
+        "what it started (Prefect dashboard, local cluster, Prometheus, the world, policy servers) keeps running "
+        "until `reach down`; `reach status` lists it, with each log",
+        err=True,
+    )
+    return typer.Exit(1)
 
 
 def _stage_options(model: Any, **values: Any) -> Any:
@@ -186,6 +215,11 @@ def experiment(
     settings = _settings(scenario=scenario, policy=policy, train_missing=False, duration_s=duration, event_at_s=event_at,
                          qos_threshold_ms=qos, seed=seed, out=out, experiment=kind, prefect=False, start="scheduler",
                          fail_nodes=[n for n in fail.split(",") if n], keep_migrating=False)  # fmt: skip
-    run_experiment(settings, workload or list(WORKLOADS), chosen_seeds)
+    workloads = workload or list(WORKLOADS)
+    check_cluster(settings.scenario, workloads)
+    try:
+        run_experiment(settings, workloads, chosen_seeds)
+    except (ValueError, RuntimeError, OSError) as err:  # OSError: a missing cluster build, a timeout
+        raise _stopped("reach demo experiment", err) from None
     typer.echo(markdown(read_trials(settings.out), settings.qos_threshold_ms))
     typer.echo(f"trials (JSON, one per seed) in {settings.out}; the world's measurements (Istio's histogram)")

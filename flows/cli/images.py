@@ -58,6 +58,18 @@ def build(
                 highlight=False,
             )
             raise typer.Exit(2)
+    else:
+        from flows.release.packaging import bento_labels
+
+        try:
+            bento_labels(bento)  # an unknown tag is refused before the base and migrator images are built
+        except ValueError as err:
+            errors.print(
+                f"[bold red]error:[/] --bento {bento}: {err}; or leave --bento out for the newest gated one",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
     log = console.print if verbose else (lambda message: None)
     console.print(f"building the images of {bento} (buildah, chroot isolation; cached layers are reused)")
     try:

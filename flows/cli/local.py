@@ -30,7 +30,9 @@ def up(port: Annotated[int, typer.Option(help="Port of the Prefect server on 127
 
 
 def down() -> None:
-    """Stop everything reach started (runner, bento servers, Prefect server), by PID."""
+    """Stop everything reach started, by PID: the migrator and the deployment runner first, then the bento
+    policy servers, the world (or the twin's exporter), Prometheus and the greedy stand-in, then the local
+    Kubernetes cluster (hollow nodes, scheduler, controllers, API server, etcd), the Prefect server last."""
     from flows.local import ops
 
     try:

@@ -86,29 +86,72 @@ def migrate(
         "require_predicted_gain": require_predicted_gain, "return_hold_down_s": return_hold_down,
     }  # fmt: skip
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if env_file is not None and not env_file.is_file():  # an explicit settings file is never silently skipped
+        raise _fail(f"--env-file {env_file}: no such file; pass an existing settings file or leave --env-file out")
     try:
         settings = MigratorSettings(_env_file=env_file or ".env", **overrides)
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    raise typer.Exit(run_migrator(settings))
+    if settings.kubeconfig and not Path(settings.kubeconfig).expanduser().is_file():
+        raise _fail(
+            f"kubeconfig {settings.kubeconfig}: no such file; pass --kubeconfig (or REACH_MIGRATOR_KUBECONFIG) with "
+            "the cluster's kubeconfig, e.g. ~/.local/state/reach/cluster/kubeconfig after `reach cluster up`"
+        )
+    try:
+        code = run_migrator(settings)
+    except Exception as err:
+        if not _is_kube_config_error(err):
+            raise
+        where = f"kubeconfig {settings.kubeconfig}" if settings.kubeconfig else "in-cluster credentials"
+        raise _fail(
+            f"{where}: {err}; pass --kubeconfig (or REACH_MIGRATOR_KUBECONFIG) with a valid kubeconfig, "
+            "or run the migrator in a pod with a service account (deploy/k8s/)"
+        ) from None
+    raise typer.Exit(code)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """One ``error:`` line on stderr; the exit to raise (2: bad input, 1: the cluster did not come up)."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def _is_kube_config_error(err: Exception) -> bool:
+    """The Kubernetes client's ConfigException (a kubeconfig it cannot load, no in-cluster service account),
+    told by its module: only the migrator imports the Kubernetes client (import-linter)."""
+    return type(err).__module__.startswith("kubernetes.config")
 
 
 @cluster_app.command("up")
 def cluster_up(
-    scenario: Annotated[Path, typer.Option(help="REACH scenario directory")] = Path("data/scenarios/7-21"),
+    scenario: Annotated[str, typer.Option(help="REACH scenario directory or a name under data/scenarios")] = "7-21",
     state_dir: Annotated[Path | None, typer.Option(help="state directory (PIDs, logs, kubeconfig)")] = None,
     app: Annotated[bool, typer.Option("--app/--no-app", help="also deploy the scenario's services")] = False,
 ) -> None:
-    """Start etcd, the control plane and one hollow node per scenario node (needs deploy/local/install.sh)."""
-    from flows.local.cluster import LocalCluster
+    """Start etcd, the control plane and one hollow node per scenario node (needs deploy/local/install.sh).
 
+    Exit codes: 0 up, 2 an unknown or unusable scenario, 1 the cluster did not come up (the message names
+    the missing build or the component; what had started is stopped again, its logs kept).
+    """
+    from flows.local.cluster import LocalCluster, read_scenario_nodes
+    from flows.local.paths import resolve_scenario
+
+    try:
+        scenario_dir = resolve_scenario(scenario)
+        read_scenario_nodes(scenario_dir)  # every node a hollow node can be: refused before anything starts
+    except (FileNotFoundError, ValueError) as err:  # ScenarioError is a ValueError
+        raise _fail(str(err)) from None
     cluster = LocalCluster(state_dir)
-    cluster.up(scenario)
-    if app:
-        from flows.loop import app as demo_app
+    try:
+        cluster.up(scenario_dir)
+        if app:
+            from flows.loop import app as demo_app
 
-        demo_app.deploy(cluster.admin(), scenario)
-        demo_app.wait_ready(cluster.admin())
+            demo_app.deploy(cluster.admin(), scenario_dir)
+            demo_app.wait_ready(cluster.admin())
+    except (OSError, ValueError, RuntimeError) as err:  # a missing build, a timeout, /etc/hosts not writable
+        raise _fail(str(err), code=1) from None
+    if app:
         typer.echo("demo app Ready (label reach.io/app=demo)")
 
 

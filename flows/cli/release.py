@@ -65,7 +65,21 @@ def pipeline_run(
     except ValueError as err:
         errors.print(f"[bold red]error:[/] {params or 'the default parameters'}: {err}", highlight=False)
         raise typer.Exit(2) from None
-    result = reach_pipeline(parsed)
+    runs_before = _run_folders()
+    try:
+        result = reach_pipeline(parsed)
+    except Exception as err:  # a failed step (e.g. profiles refused by Great Expectations); Prefect logged it above
+        new = sorted(_run_folders() - runs_before)
+        where = parsed.run_dir or (str(new[-1]) if new else None)
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        errors.print(
+            f"[bold red]error:[/] the pipeline run failed: {type(err).__name__}: {first_line}"
+            + (f"; what it wrote is in {where}" if where else "")
+            + "; the full log is above (and in the Prefect dashboard when `reach up` runs)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
     console.print_json(json.dumps(result))
     if not result["passed"]:
         errors.print(
@@ -73,6 +87,14 @@ def pipeline_run(
             highlight=False,
         )
         raise typer.Exit(GATE_REFUSED_EXIT)
+
+
+def _run_folders() -> set[Path]:
+    """The pipeline's default run folders (``out/runs/<time>``) now: the one a failed run created is new."""
+    from flows.local.paths import out_dir
+
+    root = out_dir() / "runs"
+    return {p for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
 
 
 @pipeline_app.command("params")
@@ -207,6 +229,15 @@ def package(
     from flows.training.config import ConfigError
 
     rules_file = Path(rules) if rules.endswith(".json") else data_dir() / "gate" / f"{rules}.json"
+    if not rules_file.is_file():
+        known = sorted(p.stem for p in (data_dir() / "gate").glob("*.json"))
+        errors.print(
+            f"[bold red]error:[/] --rules {rules}: no such gate rules file ({rules_file}); pass one of {known} "
+            "or the path of a rules JSON file",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
     try:
         verdict, bento = release_artefact(artefact, rules_file, report)
     except (PolicyError, ConfigError, ValueError) as err:

@@ -72,7 +72,7 @@ def latency(
 def demo(
     scenario: ScenarioOpt = "7-21",
     workload: WorkloadOpt = "aggregator_sequential",
-    seed: Annotated[int, typer.Option(help="Seed of the start state draw.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the start state draw.", min=0)] = 0,
     dynamic: Annotated[bool, typer.Option(help="Draw capacities, utilisation and delays (else nominal).")] = True,
     out: Annotated[
         Path | None, typer.Option(help="PNG to write (default: out/demo-<scenario>-<workload>.png).")
@@ -148,14 +148,14 @@ def generate(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Directory to write nodes.json, services.json and the workload into.")
     ],
-    seed: Annotated[int, typer.Option(help="Seed of the generator: the same seed writes the same files.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the generator: the same seed writes the same files.", min=0)] = 0,
     nodes: Annotated[
         int | None, typer.Option(help="Nodes, the client node included (default: drawn in 5..20).")
     ] = None,
     services: Annotated[int | None, typer.Option(help="Services besides the client (default: drawn in 3..8).")] = None,
     cpu_types: Annotated[int | None, typer.Option(help="CPU types (default: drawn in 1..3).")] = None,
     endpoints: Annotated[int | None, typer.Option(help="Endpoints of the workload (default: drawn in 1..3).")] = None,
-    max_replica: Annotated[int, typer.Option(help="Largest max-replica a service may draw.")] = 5,
+    max_replica: Annotated[int, typer.Option(help="Largest max-replica a service may draw.", min=1)] = 5,
     force: Annotated[bool, typer.Option(help="Overwrite files already in --out.")] = False,
 ) -> None:
     """Write a random, feasible cluster and application in REACH's file format (ceenv.generator)."""

@@ -9,6 +9,7 @@ sb3 and matplotlib are imported inside the library calls, never at module level,
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -173,12 +174,14 @@ def evaluate_command(
     ] = None,
     out: Annotated[Path, typer.Option(help="Output directory for report.json, report.md, PNG plots.")] = Path("eval"),
     store: Annotated[
-        bool,
+        bool | None,
         typer.Option(
+            "--store/--no-store",
             help="Also store the report in the artefact's metadata.json (what reach package gates on), when it "
-            "judges the raw policy on the artefact's own cluster and workload at least as thoroughly as the stored one."
+            "judges the raw policy on the artefact's own cluster and workload at least as thoroughly as the stored "
+            "one. Default: yes, except for a policy shipped under data/policies (tracked by git): --store for that.",
         ),
-    ] = True,
+    ] = None,
     plan_k: Annotated[
         int,
         typer.Option(
@@ -212,33 +215,129 @@ def evaluate_command(
         raise _fail("--plan-k needs --model (planning plays the policy)")
     if out.exists() and not out.is_dir():
         raise _fail(f"--out {out} is a file; pass a directory for report.json, report.md and the plots")
-    try:
-        from flows.local.paths import resolve_scenario, resolve_workload
+    if model is not None:
+        _check_artefact_dir(model)
+    with tempfile.TemporaryDirectory(prefix="reach-evaluate-") as scratch:  # the artefact's recorded files, if needed
+        copied = False
+        try:
+            from flows.local.paths import resolve_scenario, resolve_workload
 
-        if scenario is None or not workload:
-            from bento.artefact import read_metadata
+            if scenario is None or not workload:
+                from bento.artefact import read_metadata
 
-            metadata = read_metadata(model)  # type: ignore[arg-type]
-            scenario = scenario or str(_data(f"scenarios/{metadata.scenario_name}"))
-            workload = workload or [str(_data(f"workloads/{metadata.workload_name}_call_patterns.json"))]
-        scenario_dir = resolve_scenario(scenario)
-        workloads = [resolve_workload(w, scenario_dir) for w in workload]
-        report, records = evaluate(scenario_dir, workloads, model, _parse_seeds(seeds), episodes, families, **plan)  # type: ignore[arg-type]
-    except (PolicyError, ScenarioError, ValueError) as err:
-        raise _fail(str(err)) from None
-    written = write_report(report, records, out)
-    if model is not None and store:
-        from bento.artefact import write_evaluation
-        from flows.evaluation.stored import store_refusal
-
-        refusal = store_refusal(model, scenario_dir, workloads, report.settings)
-        if refusal is None:
-            write_evaluation(model, report.model_dump(mode="json"))
-            typer.echo(f"stored the report in {model} (what reach package gates on)")
-        else:
-            typer.echo(f"report not stored in {model}: {refusal}")
+                own_scenario, own_workload, copied = _artefact_cluster(
+                    model,  # type: ignore[arg-type]
+                    read_metadata(model),  # type: ignore[arg-type]
+                    Path(scratch),
+                    scenario_needed=scenario is None,
+                    workload_needed=not workload,
+                )
+                scenario = scenario or str(own_scenario)
+                workload = workload or [str(own_workload)]
+            scenario_dir = resolve_scenario(scenario)
+            workloads = [resolve_workload(w, scenario_dir) for w in workload]
+            report, records = evaluate(scenario_dir, workloads, model, _parse_seeds(seeds), episodes, families, **plan)  # type: ignore[arg-type]
+        except (PolicyError, ScenarioError, ValueError) as err:
+            raise _fail(str(err)) from None
+        written = write_report(report, records, out)
+        if model is not None and store is not False:
+            _store_report(model, scenario_dir, workloads, report, explicit=store is True, copied=copied)
     typer.echo((out / "report.md").read_text())
     typer.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+def _check_artefact_dir(model: Path) -> None:
+    """A ``reach train --out`` run folder given as ``--model``: name the artefact folder inside it."""
+    from bento.artefact import METADATA_FILE
+
+    if not (model / METADATA_FILE).is_file() and (model / "policy" / METADATA_FILE).is_file():
+        raise _fail(
+            f"--model {model} is a run folder of `reach train` (no {METADATA_FILE} in it); pass its policy artefact: "
+            f"--model {model / 'policy'}"
+        )
+
+
+def _artefact_cluster(
+    model: Path, metadata: Any, scratch: Path, scenario_needed: bool, workload_needed: bool
+) -> tuple[Path, Path, bool]:
+    """The artefact's own scenario folder and workload file (those needed), and whether either is a copy.
+
+    ``data/scenarios/<scenario_name>`` and ``data/workloads/<workload_name>_call_patterns.json`` when they hold
+    the very files ``metadata.json`` records (same SHA-256); otherwise (a renamed or generated cluster, files
+    edited since) the recorded files themselves, written under ``scratch`` with the recorded names."""
+    from bento.artefact import source_file
+
+    def same(path: Path, recorded: Any) -> bool:
+        return path.is_file() and source_file(path).sha256 == recorded.sha256
+
+    scenario_dir = _data(f"scenarios/{metadata.scenario_name}")
+    workload_file = _data(f"workloads/{metadata.workload_name}_call_patterns.json")
+    copied = []
+    if scenario_needed and not all(same(scenario_dir / f.name, f) for f in metadata.scenario_files):
+        copied.append(str(scenario_dir))
+        scenario_dir = scratch / metadata.scenario_name
+        scenario_dir.mkdir()
+        for recorded in metadata.scenario_files:
+            _write_recorded(scenario_dir / recorded.name, recorded)
+    if workload_needed and not same(workload_file, metadata.workload_file):
+        copied.append(str(workload_file))
+        workload_file = scratch / metadata.workload_file.name
+        _write_recorded(workload_file, metadata.workload_file)
+    if copied:
+        typer.echo(
+            f"{' and '.join(copied)}: missing or other files than {model}/metadata.json records; evaluating on "
+            "the recorded files (pass --scenario/--workload to choose others)"
+        )
+    return scenario_dir, workload_file, bool(copied)
+
+
+def _write_recorded(path: Path, recorded: Any) -> None:
+    """A file ``metadata.json`` records (parsed JSON), written back byte for byte when a usual layout gives
+    its recorded SHA-256 (so that the report can be stored), else in the first layout."""
+    import hashlib
+
+    content = recorded.content
+    layouts = [json.dumps(content, indent=n) + end for n in (1, 2, 4) for end in ("\n", "")]
+    text = next((t for t in layouts if hashlib.sha256(t.encode()).hexdigest() == recorded.sha256), layouts[0])
+    path.write_text(text)
+
+
+def _shipped_policies(model: Path) -> Path | None:
+    """The ``data/policies`` folder (the checkout's or ``$REACH_DATA_DIR``'s) that holds ``model``, or None."""
+    from flows.local.paths import repo_root
+
+    for root in (repo_root() / "data" / "policies", _data("policies")):
+        if model.resolve().is_relative_to(root.resolve()):
+            return root
+    return None
+
+
+def _store_report(
+    model: Path, scenario_dir: Path, workloads: list[Path], report: Any, *, explicit: bool, copied: bool
+) -> None:
+    """Store ``report`` in the artefact when :func:`flows.evaluation.stored.store_refusal` allows; a shipped
+    policy (tracked by git) only on an explicit ``--store``."""
+    from bento.artefact import write_evaluation
+    from flows.evaluation.stored import store_refusal
+
+    shipped = _shipped_policies(model)
+    if shipped is not None and not explicit:
+        typer.echo(
+            f"report not stored in {model}: it is a policy shipped under {shipped} (tracked by git); "
+            "pass --store to replace its stored report"
+        )
+        return
+    refusal = store_refusal(model, scenario_dir, workloads, report.settings)
+    if refusal is not None and copied:
+        refusal = (
+            "the files its metadata.json records could not be written back byte for byte; pass --scenario and "
+            "--workload with the original files to store it"
+        )
+    if refusal is None:
+        write_evaluation(model, report.model_dump(mode="json"))
+        typer.echo(f"stored the report in {model} (what reach package gates on)")
+    else:
+        typer.echo(f"report not stored in {model}: {refusal}")
 
 
 def gate_command(
@@ -266,13 +365,32 @@ def gate_command(
             load_gate_rules(rules or _data("gate/default.json")),
         )
     except ConfigError as err:
-        raise _fail(str(err)) from None
+        raise _fail(_with_report_hint(str(err), report, incumbent)) from None
     for line in verdict.reasons:
         typer.echo(line)
     typer.echo(verdict.summary())
     if out is not None:
         write_text_atomic(out, json.dumps(verdict.model_dump(mode="json"), indent=1))
     raise typer.Exit(code=0 if verdict.passed else 1)
+
+
+def _with_report_hint(message: str, *files: Path | None) -> str:
+    """``message`` with the fix when one of ``files`` is a policy artefact's metadata.json, not a report.json."""
+    for file in (f for f in files if f is not None):
+        if str(file) in message and _is_artefact_metadata(file):
+            message += (
+                f". {file} is a policy artefact's metadata.json, not a report: pass the report.json that "
+                f"`reach evaluate --model {file.parent} --out DIR` writes (DIR/report.json)"
+            )
+    return message
+
+
+def _is_artefact_metadata(file: Path) -> bool:
+    try:
+        document = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and "layout_fingerprint" in document and "groups" not in document
 
 
 def register(app: typer.Typer) -> None:

@@ -117,6 +117,7 @@ def release_artefact(
     from flows.evaluation.report import EvaluationReport
     from flows.training.config import read_config
 
+    rules = load_gate_rules(rules_file)  # a mistyped rules file is refused before the incumbent is evaluated
     metadata = read_metadata(artefact_dir)
     if report_file is not None:
         report = read_config(EvaluationReport, report_file)
@@ -144,7 +145,7 @@ def release_artefact(
     )
     if note:
         print(f"reach package: {note}", file=sys.stderr)
-    verdict = gate(report, incumbent, load_gate_rules(rules_file))
+    verdict = gate(report, incumbent, rules)
     if not verdict.passed:
         return verdict, None
     reason = f"{verdict.summary()} (gate rules {Path(rules_file).name})"

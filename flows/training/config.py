@@ -19,6 +19,7 @@ from ceenv.simulator import DEFAULT_STEP_COST_MS
 from flows.evaluation.seeds import TRAIN_SEED_LIMIT
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+GOT_CHARS = 80  # a wrong value is quoted up to this many characters in a config error
 
 
 class ConfigError(ValueError):
@@ -152,7 +153,9 @@ def validate_file(model: type[ModelT], data: Any, file: str) -> ModelT:
         problems = []
         for e in err.errors():
             field = ".".join(str(p) for p in e["loc"]) or "$"
-            problems.append(f"{file}: field {field!r}: {e['msg']} (got {e.get('input')!r})")
+            got = repr(e.get("input"))  # cut: the value of a wrong file's field can be a whole document
+            got = got if len(got) <= GOT_CHARS else got[:GOT_CHARS] + "…"
+            problems.append(f"{file}: field {field!r}: {e['msg']} (got {got})")
         fields = ", ".join(f"{name} ({info.description})" for name, info in model.model_fields.items())
         raise ConfigError("; ".join(problems) + f". Fix the file; valid fields: {fields}") from None
 
