@@ -13,7 +13,7 @@ arguments BentoML gives it (:func:`overlay`). Used by :mod:`bento.service`,
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 SERVE_ARGUMENTS_ENV = "REACH_SERVE_ARGUMENTS"
@@ -24,8 +24,14 @@ def environment(arguments: Mapping[str, str] | None) -> dict[str, str]:
     return {SERVE_ARGUMENTS_ENV: json.dumps(dict(arguments))} if arguments else {}
 
 
-def overlay(arguments: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """``arguments`` with the serve-time ones of ``environ[REACH_SERVE_ARGUMENTS]`` over them."""
+def overlay(
+    arguments: Mapping[str, Any], environ: Mapping[str, str], known: Collection[str] | None = None
+) -> dict[str, Any]:
+    """``arguments`` with the serve-time ones of ``environ[REACH_SERVE_ARGUMENTS]`` over them.
+
+    ``known``: the valid argument names; a key of the variable outside them raises ``ValueError`` naming the
+    variable, the key and the valid names (a misspelled key must not be ignored, nor blamed on ``--arg``).
+    """
     raw = environ.get(SERVE_ARGUMENTS_ENV, "").strip()
     if not raw:
         return dict(arguments)
@@ -36,4 +42,10 @@ def overlay(arguments: Mapping[str, Any], environ: Mapping[str, str]) -> dict[st
                          '{"scenario": "DIR", "workload": "FILE"} or unset it') from None  # fmt: skip
     if not isinstance(extra, dict):
         raise ValueError(f"${SERVE_ARGUMENTS_ENV} must be a JSON object of bento arguments, got {raw[:80]!r}")
+    unknown = sorted(set(extra) - set(known)) if known is not None else []
+    if unknown:
+        raise ValueError(
+            f"${SERVE_ARGUMENTS_ENV} names unknown bento argument(s) {unknown}; the valid keys are "
+            f"{sorted(known or ())}: fix the key(s) in ${SERVE_ARGUMENTS_ENV} or unset it"
+        )
     return {**arguments, **extra}

@@ -13,7 +13,8 @@ gain is within the measurement noise, in the application's own scale: a fixed ch
 (``margin`` alone, as planning had before) either lets noise through on an application whose
 network dominates or stops early on one whose moves gain a few ms each. Nothing here sees the
 true drawn network. The answer is always STOP or a move that ``mask`` allows. :func:`twin_from_state` builds
-the simulator from a served request's state. Used by :class:`bento.policy.Policy` (bento
+the simulator from a served request's state (a :class:`ServedTwin`: later moves never touch a node the
+request marks failed, nor send a service where ``pod_deployable`` never lets its pods go). Used by :class:`bento.policy.Policy` (bento
 arguments ``plan_k``, ``plan_horizon``, ``plan_width``, ``plan_margin``, ``plan_noise``,
 ``plan_confidence``; their defaults:
 :mod:`bento.planning_settings`), the evaluation
@@ -30,7 +31,7 @@ import numpy as np
 from bento.planning_settings import CHOSEN_PLAN_K, DEFAULTS
 from ceenv.baselines import climb
 from ceenv.latency import CallCosts, Conditions, LatencyModel, nominal_conditions, perturbed_network
-from ceenv.layout import FloatArray, IntArray, Layout, placement_counts
+from ceenv.layout import BoolArray, FloatArray, IntArray, Layout, placement_counts
 from ceenv.observation import decode_action, encode_action, policy_mask
 from ceenv.search import best_first, expand, latencies_after
 from ceenv.simulator import Simulator
@@ -231,6 +232,31 @@ def _best_per_depth(
     return best
 
 
+class ServedTwin(Simulator):
+    """The twin of a served request: the simulator's moves, less those the request rules out for every later move.
+
+    A node the request marks unavailable (``available: false``) is never a target, and pods on it stay
+    there (the evacuation rule, not the plan, moves them off, to a ``pod_deployable`` node); a node the
+    twin would give a service although no pod of that service lists it in ``pod_deployable`` (a rule the
+    twin does not model: taints, a node's pod limit, ports) is never that service's target. Capacity
+    that changes as the plan moves pods is the twin's own (``pod_deployable`` says what fits *now*).
+    The first move is the request's mask (:func:`plan_action`'s ``mask``) in any case.
+    """
+
+    unavailable: BoolArray  # (N,) True for a node the request marks unavailable
+    blocked: BoolArray  # (S, N) True where a service may never go in this twin
+
+    def target_ok(self) -> BoolArray:
+        """:meth:`Simulator.target_ok` less unavailable targets, pods on unavailable nodes and blocked services."""
+        layout = self.layout
+        result: BoolArray = (self.fits() & ~self.blocked)[layout.slot_service] & ~self.unavailable[None, :]
+        on_node = self.slot_node >= 0
+        stuck = np.zeros(layout.slot_count, dtype=bool)
+        stuck[on_node] = self.unavailable[self.slot_node[on_node]]
+        result[stuck] = False
+        return result
+
+
 def twin_from_state(
     model: LatencyModel,
     layout: Layout,
@@ -238,8 +264,17 @@ def twin_from_state(
     free_cpu_millicores: FloatArray,
     free_memory_bytes: FloatArray,
     slot_node: IntArray,
+    node_available: BoolArray | None = None,
+    target_ok: BoolArray | None = None,
 ) -> Simulator:
-    """A simulator of a served request's state: free capacity plus our pods' requests, the known costs."""
+    """A simulator of a served request's state: free capacity plus our pods' requests, the known costs.
+
+    With the request's ``node_available`` (``(N,)``, :attr:`ceenv.payload.DecodedState.node_available`)
+    and ``target_ok`` (``(P, N)``, its ``pod_deployable``), a :class:`ServedTwin` whose later moves
+    never target an unavailable node, never move a pod off one and keep each service on the nodes its
+    pods may be deployed to (for a request whose ``pod_deployable`` lists what the twin's capacity
+    allows and that marks no node unavailable, e.g. a simulated state, it moves exactly as the simulator).
+    """
     scenario = model.scenario
     counts = placement_counts(layout, slot_node)
     cpu = np.array([s.cpu_millicores for s in scenario.services]) @ counts
@@ -248,6 +283,18 @@ def twin_from_state(
     conditions = Conditions(
         free_cpu_millicores + cpu, free_memory_bytes + memory, nominal.utilization, nominal.delay_ms
     )
-    sim = Simulator(model, layout, conditions, slot_node)
-    sim.known_costs = known_costs
-    return sim
+    if node_available is None and target_ok is None:
+        sim = Simulator(model, layout, conditions, slot_node)
+        sim.known_costs = known_costs
+        return sim
+    twin = ServedTwin(model, layout, conditions, slot_node)
+    twin.known_costs = known_costs
+    twin.unavailable = np.zeros(layout.node_count, dtype=bool) if node_available is None else ~node_available
+    twin.blocked = np.zeros((len(layout.service_names), layout.node_count), dtype=bool)
+    if target_ok is not None:
+        listed = np.zeros_like(twin.blocked)
+        hosts = counts > 0
+        occupied = np.flatnonzero(np.asarray(slot_node) >= 0)
+        np.logical_or.at(listed, layout.slot_service[occupied], target_ok[occupied])
+        twin.blocked = twin.fits() & ~listed & ~hosts  # fits now by capacity, yet listed for none of its pods
+    return twin

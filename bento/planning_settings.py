@@ -16,6 +16,7 @@ can say when a server decides otherwise. Standard library only: the CLI imports 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,8 +89,12 @@ class PlanningSettings:
         return dataclasses.asdict(self) if self.active else {}
 
     def arguments(self) -> dict[str, str]:
-        """The bento arguments (``--arg key=value`` strings) that serve these settings; {} for the raw policy."""
-        return {key: f"{value:g}" for key, value in self.to_dict().items()}
+        """The bento arguments (``--arg key=value`` strings) that serve these settings; {} for the raw policy.
+
+        Full precision: each string reads back as exactly its value (``2``, ``0.2``, ``0.3333333333333333``),
+        so a bento serves the very planning the gate judged (:meth:`describe` is the short form for people).
+        """
+        return {key: _exact_text(value) for key, value in self.to_dict().items()}
 
     def describe(self) -> str:
         """One phrase: ``the raw policy`` or ``planning (plan_k=4, plan_horizon=8, …, plan_confidence=1)``."""
@@ -143,7 +148,7 @@ class PlanningSettings:
         if len(new) == 1:
             raise ValueError(f"the planning names {new[0]} but not {set(LEGACY_VALUES) - set(new)}: give both")
         older = all(values.get(key) not in (None, "") for key in PLANNING_KEYS[1:4])
-        if not new and older and int(float(values.get("plan_k") or 0)) > 0:
+        if not new and older and _plan_k(values) > 0:
             return cls.from_mapping({**values, **LEGACY_VALUES})
         return cls.from_mapping(values)
 
@@ -154,6 +159,28 @@ class PlanningSettings:
 
 
 DEFAULTS = PlanningSettings()
+
+
+def _exact_text(value: float) -> str:
+    """``value`` as the shortest text that reads back as exactly it: ``:g`` when that is exact, else ``repr``."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
+def _plan_k(values: Mapping[str, Any]) -> float:
+    """The recorded ``plan_k`` as a number (0 when absent); ``ValueError`` for text or a non-finite number."""
+    raw = values.get("plan_k") or 0
+    try:
+        number = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"planning setting plan_k={raw!r} is not a number; give a whole number in {list(bounds('plan_k'))}"
+        ) from None
+    if not math.isfinite(number):
+        raise ValueError(
+            f"planning setting plan_k={raw!r} is not finite; give a whole number in {list(bounds('plan_k'))}"
+        )
+    return number
 
 
 def default(name: str) -> Any:
@@ -192,9 +219,10 @@ def pydantic_field(name: str, description_text: str | None = None, default_value
 def settings_planning(settings: Mapping[str, Any]) -> PlanningSettings:
     """The planning an evaluation report's ``settings`` say its policy played (raw when ``plan_k`` is 0 or absent).
 
-    ``ValueError`` when ``plan_k`` is set but another ``plan_*`` value is missing.
+    ``ValueError`` when ``plan_k`` is set but another ``plan_*`` value is missing, or a value is not a
+    finite number (a hand-edited report).
     """
-    if int(float(settings.get("plan_k") or 0)) <= 0:
+    if _plan_k(settings) <= 0:
         return PlanningSettings()
     missing = [key for key in PLANNING_KEYS if key not in settings and key not in LEGACY_VALUES]
     if missing:
@@ -209,6 +237,19 @@ def readable_gated_planning(evaluation: Mapping[str, Any] | None) -> PlanningSet
         return gated_planning(evaluation)
     except ValueError:
         return None
+
+
+def gated_planning_error(evaluation: Mapping[str, Any] | None) -> str | None:
+    """Why :func:`gated_planning` cannot read the report's planning (e.g. ``plan_k`` "inf"), None when it can.
+
+    What a server says instead of "without a stored evaluation" when :func:`readable_gated_planning` is None
+    for a report that exists but is malformed.
+    """
+    try:
+        gated_planning(evaluation)
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def gated_planning(evaluation: Mapping[str, Any] | None) -> PlanningSettings | None:

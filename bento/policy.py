@@ -25,7 +25,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bento.artefact import ArtefactMetadata, PolicyError, PolicyIdentity, check_compatible, joined_sha256
-from bento.planning_settings import DEFAULTS, PlanningSettings, readable_gated_planning
+from bento.planning_settings import DEFAULTS, PlanningSettings, gated_planning_error, readable_gated_planning
 from bento.served import served_block
 from ceenv.evacuation import EVACUATION_RULE, evacuation_move
 from ceenv.latency import CallCosts, LatencyModel
@@ -236,6 +236,7 @@ class Policy:
         self.planning = planning
         self.served = served or (card.scenario, card.workload)
         self.gated_planning = readable_gated_planning(card.evaluation)
+        self.gated_planning_error = gated_planning_error(card.evaluation)  # a malformed (hand-edited) report
         # The networks keep per-call state (the last distribution, the last observation): one decision at a time.
         self._deciding = threading.Lock()
 
@@ -368,6 +369,8 @@ class Policy:
             state.free_cpu_millicores,
             state.free_memory_bytes,
             state.slot_node,
+            state.node_available,
+            state.target_ok,
         )
         metadata = getattr(self.predictor, "metadata", None)
         step_cost = float(metadata.step_cost_ms) if metadata is not None else DEFAULT_STEP_COST_MS
@@ -412,6 +415,7 @@ class Policy:
                 self.layout.slot_count,
                 self.planning,
                 self.gated_planning,
+                self.gated_planning_error,
             ),
             "evaluation": card.evaluation,
             "gate": card.gate.model_dump(),

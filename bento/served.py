@@ -57,18 +57,31 @@ def served_block(
     slot_count: int,
     planning: PlanningSettings,
     gated: PlanningSettings | None,
+    gated_error: str | None = None,
 ) -> dict[str, Any]:
-    """The ``served`` block of ``/metadata``: ``scenario``/``workload`` are ``{"name", "sha256"}`` of the served files."""
+    """The ``served`` block of ``/metadata``: ``scenario``/``workload`` are ``{"name", "sha256"}`` of the served files.
+
+    ``gated_error`` (:func:`bento.planning_settings.gated_planning_error`): why the stored evaluation report's
+    planning cannot be read; the block then carries it as ``gated_planning_error`` and a warning.
+    """
     warning = planning_warning(planning, gated)
-    return {
+    warnings = [warning] if warning else []
+    block: dict[str, Any] = {
         "scenario": dict(scenario),
         "workload": dict(workload),
         "node_count": node_count,
         "slot_count": slot_count,
         "planning": _planning_value(planning),
         "gated_planning": _planning_value(gated),
-        "warnings": [warning] if warning else [],
+        "warnings": warnings,
     }
+    if gated_error:
+        block["gated_planning_error"] = gated_error
+        warnings.append(
+            f"the stored evaluation report's planning cannot be read ({gated_error}), so it is unknown what the "
+            "gate judged; re-package the policy with a report written by reach evaluate (reach package --report)"
+        )
+    return block
 
 
 def _planning_phrase(value: Any) -> str:
@@ -78,6 +91,14 @@ def _planning_phrase(value: Any) -> str:
         return PlanningSettings.from_recorded(value).describe()
     except ValueError as err:  # a server's /metadata this version cannot read: say so, do not fail the line
         return f"planning {dict(value)} ({err})"
+
+
+def _gated_phrase(served: Mapping[str, Any]) -> str:
+    if served.get("gated_planning_error"):
+        return f"on an evaluation report whose planning cannot be read ({served['gated_planning_error']})"
+    if served.get("gated_planning") is None:
+        return "without a stored evaluation"
+    return f"on {_planning_phrase(served.get('gated_planning'))}"
 
 
 def describe(metadata: Mapping[str, Any], warnings: bool = True) -> str:
@@ -104,11 +125,6 @@ def describe(metadata: Mapping[str, Any], warnings: bool = True) -> str:
         f"{metadata.get('model_tag', '?')} serves {name(served, 'scenario')} / {name(served, 'workload')} "
         f"({served.get('node_count', '?')} nodes, {served.get('slot_count', '?')} pod slots) with "
         f"{_planning_phrase(served.get('planning'))}; trained on {name(trained, 'scenario')} / "
-        f"{name(trained, 'workload')}; gate {'passed' if gate.get('passed') else 'refused'} "
-        + (
-            "without a stored evaluation"
-            if served.get("gated_planning") is None
-            else f"on {_planning_phrase(served.get('gated_planning'))}"
-        )
+        f"{name(trained, 'workload')}; gate {'passed' if gate.get('passed') else 'refused'} " + _gated_phrase(served)
     )
     return "; ".join([line, *(f"WARNING: {w}" for w in (served.get("warnings") or []) if warnings)])

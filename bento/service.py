@@ -84,8 +84,24 @@ class InvalidPayload(BentoMLException):
     error_code = HTTPStatus.UNPROCESSABLE_ENTITY
 
 
+def payload_message(err: PayloadError, general: bool) -> str:
+    """The 422 message: the payload error, cut so that the fix after it always fits in :data:`MAX_QUOTED_CHARS`.
+
+    ``general``: the policy is size-agnostic (observation version 4), so the fix may be another served scenario.
+    """
+    if general:  # a general policy serves any cluster named at serve time
+        fix = "serve the scenario this cluster runs (--scenario DIR --workload FILE; max-replica bounds the pods)"
+    else:
+        fix = "serve a model trained for this cluster"
+    tail = f"; fix the request or {fix}"
+    room = MAX_QUOTED_CHARS - len(tail) - len("… (100000 characters)")
+    return bounded(str(err), room) + tail
+
+
 # BentoML drops `bentoml serve <built bento> --arg …`; the serve-time ones also come in the environment.
-ARGUMENTS = ServiceArguments.model_validate(overlay(bentoml.use_arguments(ServiceArguments).model_dump(), os.environ))
+ARGUMENTS = ServiceArguments.model_validate(
+    overlay(bentoml.use_arguments(ServiceArguments).model_dump(), os.environ, ServiceArguments.model_fields)
+)
 metadata_app = FastAPI(title="reach policy metadata", docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -128,14 +144,7 @@ class PolicyService:
         try:
             return self.policy.decide(request)
         except PayloadError as err:
-            if self.policy.layout.padded:  # a general policy serves any cluster named at serve time
-                fix = (
-                    "serve the scenario this cluster runs (--scenario DIR --workload FILE; max-replica bounds the pods)"
-                )
-            else:
-                fix = "serve a model trained for this cluster"
-            message = f"{err}; fix the request or {fix}"
-            raise InvalidPayload(bounded(message, MAX_QUOTED_CHARS)) from None
+            raise InvalidPayload(payload_message(err, self.policy.layout.padded)) from None
 
     @metadata_app.get("/metadata")
     def metadata(self) -> dict[str, Any]:

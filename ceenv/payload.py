@@ -38,6 +38,17 @@ class PayloadError(ValueError):
     """A request does not fit the model's layout; the message names the offending item."""
 
 
+MAX_LISTED_NAMES = 10  # names an error quotes of a known list (a 40-node cluster's names would crowd out the fix)
+
+
+def _known(names: tuple[str, ...] | list[str]) -> str:
+    """The names a model knows, for an error message: all of them, or the first :data:`MAX_LISTED_NAMES` of many."""
+    listed = list(names)
+    if len(listed) <= MAX_LISTED_NAMES:
+        return str(listed)
+    return f"{len(listed)} names, first {MAX_LISTED_NAMES}: {listed[:MAX_LISTED_NAMES]}"
+
+
 @dataclass(frozen=True)
 class DecodedState:
     """A REACH request mapped onto a layout: what :func:`ceenv.observation.observe` and :func:`ceenv.observation.move_mask` need."""
@@ -80,7 +91,9 @@ def state_from_request(layout: Layout, request: ActionRequest, scenario: Scenari
     available = np.ones(n, dtype=bool)
     for key, node in request.cluster_state.nodes.items():
         if key not in node_index:
-            raise PayloadError(f"cluster_state.nodes: unknown node {key!r}; the model knows {list(layout.node_names)}")
+            raise PayloadError(
+                f"cluster_state.nodes: unknown node {key!r}; the model knows {_known(layout.node_names)}"
+            )
         if node.node_name != key:
             raise PayloadError(f"cluster_state.nodes.{key}.node_name is {node.node_name!r}, expected {key!r}")
         i = node_index[key]
@@ -92,10 +105,11 @@ def state_from_request(layout: Layout, request: ActionRequest, scenario: Scenari
     slot_pod = [""] * slots
     first_slot = np.concatenate([[0], np.cumsum(layout.service_slots)[:-1]]).astype(int)
     pod_slot: dict[str, int] = {}
+    pod_service: dict[str, str] = {}
     for key, service in request.cluster_state.services.items():
         if key not in service_index:
             raise PayloadError(
-                f"cluster_state.services: unknown service {key!r}; the model knows {list(layout.service_names)}"
+                f"cluster_state.services: unknown service {key!r}; the model knows {_known(layout.service_names)}"
             )
         if service.service_name != key:
             raise PayloadError(
@@ -112,16 +126,28 @@ def state_from_request(layout: Layout, request: ActionRequest, scenario: Scenari
             pods.sort(key=lambda p: node_index.get(p.node_name, -1))
         for r, pod in enumerate(pods):
             if pod.node_name not in node_index:
-                raise PayloadError(f"pod {pod.pod_name!r} of service {key!r} runs on unknown node {pod.node_name!r}")
+                raise PayloadError(
+                    f"pod {pod.pod_name!r} of service {key!r} runs on unknown node {pod.node_name!r}; "
+                    f"the model knows {_known(layout.node_names)}"
+                )
             if not present[node_index[pod.node_name]]:
                 raise PayloadError(
-                    f"pod {pod.pod_name!r} runs on node {pod.node_name!r}, which is missing from cluster_state.nodes"
+                    f"pod {pod.pod_name!r} of service {key!r} runs on node {pod.node_name!r}, which is missing from "
+                    f'cluster_state.nodes; list that node (with "available": false if it failed)'
                 )
             if pod.pod_name in pod_slot:
-                raise PayloadError(f"pod {pod.pod_name!r} is listed twice")
+                where = (
+                    f"twice by service {key!r}"
+                    if pod_service[pod.pod_name] == key
+                    else f"by services {pod_service[pod.pod_name]!r} and {key!r}"
+                )
+                raise PayloadError(
+                    f"pod {pod.pod_name!r} is listed {where}; list each pod once, under the service it belongs to"
+                )
             slot = int(first_slot[s]) + r
             slot_node[slot], slot_pod[slot] = node_index[pod.node_name], pod.pod_name
             pod_slot[pod.pod_name] = slot
+            pod_service[pod.pod_name] = key
     target_ok = np.zeros((slots, n), dtype=bool)
     for pod_name, targets in request.pod_deployable.items():
         if pod_name not in pod_slot:
@@ -148,7 +174,9 @@ def network_from_measured(scenario: Scenario, measured: MeasuredConditions) -> N
 
     def node(name: str, where: str) -> int:
         if name not in index:
-            raise PayloadError(f"measured.{where}: unknown node {name!r}; the model knows {list(scenario.node_names)}")
+            raise PayloadError(
+                f"measured.{where}: unknown node {name!r}; the model knows {_known(scenario.node_names)}"
+            )
         return index[name]
 
     nominal = nominal_conditions(scenario)

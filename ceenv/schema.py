@@ -89,6 +89,7 @@ class MeasuredConditions(_Open):
         MEASURED_SCHEMA_VERSION,
         ge=MEASURED_SCHEMA_VERSION,
         le=MEASURED_SCHEMA_VERSION,
+        strict=True,  # a JSON integer (MODEL.md §4: "schema_version": 2), not "2" or 2.0, like every number here
         description=f"Version of this block; this reach reads version {MEASURED_SCHEMA_VERSION}.",
     )
     node_delay_ms: dict[Name, dict[Name, DelayMs]] = Field(

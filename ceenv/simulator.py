@@ -62,7 +62,7 @@ class Simulator:
         self.latency_ms = self.model.latency(counts, self.costs)
 
     def copy(self) -> Simulator:
-        clone = object.__new__(Simulator)
+        clone = object.__new__(type(self))  # a subclass (bento.planning.ServedTwin) stays itself
         clone.__dict__.update(self.__dict__)
         clone.slot_node = self.slot_node.copy()
         clone._observation = None

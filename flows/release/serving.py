@@ -351,7 +351,7 @@ def served_summary(bento: str, cluster: Cluster, arguments: Mapping[str, str]) -
     """
     import bentoml
 
-    from bento.planning_settings import PlanningSettings, readable_gated_planning
+    from bento.planning_settings import PlanningSettings, gated_planning_error, readable_gated_planning
     from bento.served import cluster_identity, served_block
 
     info = bentoml.bentos.get(bento).info
@@ -373,6 +373,7 @@ def served_summary(bento: str, cluster: Cluster, arguments: Mapping[str, str]) -
         cluster.slot_count or 0,
         PlanningSettings.from_recorded(effective),  # a bento built before the noise charge: its fixed margin
         gated,
+        gated_planning_error(card.get("evaluation")),
     )
     return {"model_tag": model_tag, "gate": card.get("gate") or {}, "trained": trained, "served": served}
 

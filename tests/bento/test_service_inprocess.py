@@ -288,14 +288,17 @@ def test_a_pod_on_a_failed_node_is_evacuated_first_whatever_the_policy_picks(pol
     assert stop_always.decide(ActionRequest.model_validate(body)).is_stop
 
 
-def test_a_general_policy_evacuates_a_failed_node_too() -> None:
+def test_a_general_policy_evacuates_a_failed_node_too(bentoml_home: Path) -> None:
     """A general (padded) policy's actions are indexed over its limits, not over the cluster: the evacuation
     rule must read the cluster's own move mask (it once read the padded one, found no target and let the
     network pick)."""
     from tests.conftest import scenario_dir, workload_file
 
     general = Path(__file__).resolve().parents[2] / "data" / "policies" / "general-v4"
-    model = save_policy(general, gate=GateVerdict(passed=True, reason="test"))
+    latest_before = _latest_tag()
+    # A name of its own: reach-policy:latest stays the 7-21 test model that the other service tests load.
+    model = save_policy(general, gate=GateVerdict(passed=True, reason="test"), name="reach-policy-general-evacuation")
+    assert _latest_tag() == latest_before
     served = load_policy(str(model.tag), str(scenario_dir("7-21")), str(workload_file("aggregator_sequential")))
     assert served.layout.padded
     stop_always = Policy(_Stubborn(served.layout.stop_action), served.card, served.layout, served.tag, served.latency)
@@ -306,3 +309,10 @@ def test_a_general_policy_evacuates_a_failed_node_too() -> None:
     # detection's only pod is on the failed node; machine-learning keeps one on tb-edge-vm-4-2
     assert response.pod_name == "detection-bf0a919a4b-36a0a"
     assert response.target_node in body["pod_deployable"][response.pod_name]
+
+
+def _latest_tag() -> str | None:
+    try:
+        return str(bentoml.models.get("reach-policy:latest").tag)
+    except bentoml.exceptions.NotFound:
+        return None
