@@ -39,6 +39,8 @@ from flows.loop.cells import (  # noqa: E402
     calibration_summary,
     learned_policies,
     markdown,
+    qos_threshold,
+    table_protocol,
     write_figures,
 )
 
@@ -55,7 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per arm")
     parser.add_argument("--event-at", type=float, default=15.0, help="seconds into each arm")
-    parser.add_argument("--qos", type=float, default=100.0, help="QoS threshold, ms (a bucket bound of Istio's)")
+    parser.add_argument(
+        "--qos", type=float, default=100.0,
+        help="QoS threshold, ms (a bucket bound of Istio's); --table-only: the one that trials of protocol 1, which "
+        "did not record it, were run with",
+    )  # fmt: skip
     parser.add_argument("--policy", default="auto", help="the learned arm: auto or a bento tag")
     parser.add_argument(
         "--detect-s", type=int, default=12,
@@ -93,10 +99,24 @@ def run_cells(args: argparse.Namespace) -> list[dict[str, object]]:
     return log
 
 
-def write_report(out: Path, qos_ms: float) -> Path:
+def write_report(out: Path, legacy_qos_ms: float) -> Path:
     trials = read_trials(out / "trials")
     if not trials:
         raise SystemExit(f"no trial under {out / 'trials'}: run a cell first (without --table-only)")
+    protocol = table_protocol(trials)
+    qos_ms, assumed = qos_threshold(trials, legacy_qos_ms)
+    protocol_note = (
+        f"Protocol {protocol} (`flows/loop/arms.py`): the trials here were recorded before the protocol was "
+        "versioned; an arm with a migrator was read at its end only once the migrator's step under way had "
+        "finished (up to its 30 s migration deadline past `--duration`), each arm's first rate windows held the "
+        "previous arm's world, and the arms always ran in the order of the table. Trials of protocol 2 "
+        "(the same end for every arm, a fresh world per arm, the arms' order turned with the seed) go to another "
+        "`--out` folder: the two are never pooled."
+        if protocol == 1
+        else f"Protocol {protocol} (`flows/loop/arms.py`): every arm is measured over the same window (the "
+        "histogram read at the event and exactly `--duration` s after the start), on a fresh world whose series "
+        "only its own queries select, and the arms' order turns with the seed."
+    )
     log_path = out / "runs.json"
     log = json.loads(log_path.read_text()) if log_path.is_file() else []
     figures = write_figures(trials, out)
@@ -129,12 +149,13 @@ request that fails at once (no endpoint left) lowers Istio's mean. *reduction*: 
 mean against the default scheduler of the same seed, mean over seeds with its 95 % t-interval.
 *recovery*: first time after the event from which the successful requests' 5 s-window mean stays
 within 10 % of its level in the 10 s before the event and at most 1 % of requests fail (mean over
-the seeds that recovered). *missed QoS*: requests slower than {qos_ms:g} ms or failed; *failed*:
+the seeds that recovered). *missed QoS*: requests slower than {qos_ms:g} ms{" (not recorded by these trials: `--qos` assumed)" if assumed else ""} or failed; *failed*:
 response code ≠ 200. *goal*: the learned arm at or above REACH's figure, its interval above 0,
 not below greedy, and failing no larger share of requests than the default scheduler (+1 point).
 *Node failure* kills the node's hollow kubelet; Kubernetes declares it NotReady once its lease has
 not been renewed for the controller manager's grace period ({detection}; `--detect-s`), and only
 then can the migrator see it: until then every arm is blind alike.
+{protocol_note}
 
 {markdown(trials, qos_ms)}
 

@@ -10,6 +10,17 @@ the arm's series; a :class:`Trial` the three arms of one seed, written by :func:
 ``<experiment>-<scenario>-<workload>-s<seed>.json`` and read back by :func:`read_trials`, so that
 cells run in separate chunks make one table (:mod:`flows.loop.cells`). Used by
 :mod:`flows.loop.experiments` and ``benchmarks/bench_experiments.py``.
+
+Protocol versions (``Trial.protocol``; seeds of different versions are never pooled into one cell):
+
+1. every trial recorded before the version was kept (a file without ``protocol``): the
+   measurement of an arm with a migrator could run past ``duration_s`` (a migration under way
+   delayed the end's read), every arm's world and Prometheus series followed the previous arm's
+   (its failed node or surge in the first rate windows), the arms always ran default, learned,
+   greedy, and the QoS threshold, world rate and surge multiplier were not recorded.
+2. the end is read exactly ``duration_s`` after the start in every arm (``ArmResult.window_s``),
+   every arm gets a fresh world whose series carry its own ``run_id`` (the queries select it), the
+   arms' order turns with the seed (``Trial.arm_order``), and the settings above are recorded.
 """
 
 from __future__ import annotations
@@ -31,6 +42,8 @@ DEFAULT_ARM, LEARNED_ARM, GREEDY_ARM = "default-scheduler", "learned", "greedy"
 ARMS = (DEFAULT_ARM, LEARNED_ARM, GREEDY_ARM)
 GENERAL_POLICY = repo_root() / "data" / "policies" / "general-v4"
 GATE_RULES = repo_root() / "data" / "gate" / "quickstart.json"  # as `reach package --rules quickstart` (docs/demo.md)
+LEGACY_PROTOCOL = 1  # a trial file without "protocol" (see the module docstring)
+PROTOCOL = 2  # what flows.loop.experiments records now
 # the name trial_path gives, and only it: `reach demo` writes demo-<scenario>-<workload>-stages.json to the same folder
 TRIAL_NAME = re.compile(rf"({'|'.join(re.escape(e) for e in get_args(Experiment) if e != 'none')})-.+-s-?\d+\.json")
 
@@ -57,6 +70,8 @@ class ArmResult:
     moves_made: list[dict[str, Any]] = field(default_factory=list)  # pod, target, started_s, done_s, predicted_gain_ms
     # the successful requests' mean after the event (ms; None: none succeeded, or a trial recorded before it was kept)
     ok_mean_ms: float | None = None
+    event_s: float | None = None  # when the event happened, s since the start (None: protocol 1, event_at_s)
+    window_s: float | None = None  # s between the histogram's reads at the event and at the end (None: protocol 1)
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,29 @@ class Trial:
     # How soon the cluster declared a failed node NotReady (LocalCluster.failure_detection: grace period
     # and lease, s); None in a trial recorded before it was kept.
     failure_detection: dict[str, float] | None = None
+    protocol: int = LEGACY_PROTOCOL  # the measurement's version (module docstring); a file without it is 1
+    qos_threshold_ms: float | None = None  # the threshold of over_qos (None: protocol 1, not recorded)
+    world_rps: float | None = None  # the world's rate multiplier before any surge (None: not recorded)
+    surge_multiplier: float | None = None  # surge: the rate's multiplier at the event (None: not recorded)
+    arm_order: list[str] = field(default_factory=list)  # the order the arms ran in ([]: protocol 1, ARMS' order)
+
+    def protocol_key(self) -> tuple[Any, ...]:
+        """What must be equal for seeds to be pooled into one cell (:func:`flows.loop.cells.cells`)."""
+        detection = tuple(sorted((self.failure_detection or {}).items()))
+        return (self.protocol, self.scenario, self.duration_s, self.event_at_s, self.qos_threshold_ms,
+                self.world_rps, self.surge_multiplier, detection)  # fmt: skip
+
+    def protocol_text(self) -> str:
+        def num(value: float | None, unit: str = "") -> str:
+            return "unrecorded" if value is None else f"{value:g}{unit}"
+
+        detection = self.failure_detection
+        return (
+            f"protocol {self.protocol}, scenario {self.scenario}, duration {self.duration_s:g} s, event at "
+            f"{self.event_at_s:g} s, QoS {num(self.qos_threshold_ms, ' ms')}, world rps x{num(self.world_rps)}, "
+            f"surge x{num(self.surge_multiplier)}, failure detection "
+            + ("unrecorded" if detection is None else " ".join(f"{k} {v:g}" for k, v in sorted(detection.items())))
+        )
 
     def arm(self, name: str) -> ArmResult:
         for result in self.arms:

@@ -19,9 +19,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.loop.arms import ARMS, DEFAULT_ARM, GREEDY_ARM, LEARNED_ARM, REACH_PUBLISHED_PCT, ArmResult, Trial
+from flows.loop.arms import (
+    ARMS,
+    DEFAULT_ARM,
+    GREEDY_ARM,
+    LEARNED_ARM,
+    LEGACY_PROTOCOL,
+    REACH_PUBLISHED_PCT,
+    ArmResult,
+    Trial,
+)
 from flows.loop.report import write_arms_plot, write_calibration_plot
-from flows.loop.stats import Interval, move_gains, reduction_pct, t_interval
+from flows.loop.stats import (
+    CLIPPED_MARK,
+    REDUCTION_CEILING_PCT,
+    Interval,
+    move_gains,
+    reduction_pct,
+    t_interval,
+)
 
 
 @dataclass(frozen=True)
@@ -47,21 +63,53 @@ class ArmCell:
 def cells(trials: list[Trial]) -> dict[tuple[str, str], list[Trial]]:
     """The trials per (experiment, workload); raises ValueError when one cell mixes scenarios or protocols.
 
-    A cell's seeds are pooled into one t-interval, so they must be the same experiment: one scenario,
-    one duration, one event time. Trials of another protocol belong in another output folder.
+    A cell's seeds are pooled into one t-interval, so they must be the same experiment: one protocol
+    version (:mod:`flows.loop.arms`), scenario, duration, event time, QoS threshold, world rate,
+    surge multiplier and failure detection (``Trial.protocol_key``). Trials of another protocol
+    belong in another output folder.
     """
     grouped: dict[tuple[str, str], list[Trial]] = {}
     for trial in trials:
         grouped.setdefault((trial.experiment, trial.workload), []).append(trial)
     for (experiment, workload), group in grouped.items():
-        protocols = sorted({(t.scenario, t.duration_s, t.event_at_s) for t in group})
+        protocols = {t.protocol_key(): t.protocol_text() for t in group}
         if len(protocols) > 1:
-            found = "; ".join(f"scenario {s}, duration {d:g} s, event at {e:g} s" for s, d, e in protocols)
+            found = "; ".join(sorted(protocols.values()))
             raise ValueError(
                 f"the {experiment} x {workload} trials mix protocols ({found}): their seeds cannot be pooled; "
-                "keep each protocol's trials in its own output folder (--out)"
+                "keep each protocol's trials in its own output folder (--out), e.g. move the older trials "
+                "to another folder or run the cell again into a new --out"
             )
     return grouped
+
+
+def table_protocol(trials: list[Trial]) -> int:
+    """The one protocol version of a table's trials; ValueError when a folder holds two (one table, one protocol)."""
+    versions = sorted({t.protocol for t in trials})
+    if len(versions) > 1:
+        raise ValueError(
+            f"the trials mix protocol versions {versions} (see flows/loop/arms.py): one table cannot compare "
+            "them; keep each protocol's trials in its own output folder (--out), e.g. move the older trials "
+            "to another folder or run the cells again into a new --out"
+        )
+    return versions[0] if versions else LEGACY_PROTOCOL
+
+
+def qos_threshold(trials: list[Trial], legacy_qos_ms: float | None = None) -> tuple[float, bool]:
+    """The QoS threshold the trials' "missed" column was counted with, and whether it was assumed: trials of
+    protocol 1 did not record it, so ``legacy_qos_ms`` (the threshold they were run with) stands for it."""
+    recorded = {t.qos_threshold_ms for t in trials if t.qos_threshold_ms is not None}
+    unrecorded = any(t.qos_threshold_ms is None for t in trials)
+    if unrecorded and legacy_qos_ms is not None:
+        recorded.add(legacy_qos_ms)
+    if len(recorded) > 1:
+        raise ValueError(
+            f"the trials counted missed QoS at different thresholds {sorted(recorded)} ms: one table, one "
+            "threshold; keep each threshold's trials in its own output folder (--out)"
+        )
+    if not recorded:
+        raise ValueError("the trials did not record their QoS threshold: pass the one they were run with (--qos)")
+    return recorded.pop(), unrecorded
 
 
 def arm_cell(trials: list[Trial], arm: str) -> ArmCell:
@@ -130,18 +178,30 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def markdown(trials: list[Trial], qos_threshold_ms: float) -> str:
-    """The whole table: one row per cell and arm."""
+CLIPPED_NOTE = (
+    f"{CLIPPED_MARK} upper bound of the t-interval above {REDUCTION_CEILING_PCT:g} %, shown as "
+    f"{REDUCTION_CEILING_PCT:g} %: a mean latency cannot fall by more than all of it (the t-interval is "
+    "symmetric and does not know that bound; the mean and the lower bound, which the goal reads, are as computed)."
+)
+
+
+def markdown(trials: list[Trial], legacy_qos_ms: float | None = None) -> str:
+    """The whole table: one row per cell and arm; the "missed" column's threshold is the trials' own
+    (``legacy_qos_ms``: the one that trials of protocol 1, which did not record it, were run with)."""
+    table_protocol(trials)
+    qos_ms, _ = qos_threshold(trials, legacy_qos_ms)
     lines = [
         f"| experiment | workload | arm | seeds | mean ms | p95 ms | mean ms of successful | reduction vs default, "
-        f"95 % CI | REACH | moves | recovery s (recovered) | missed {qos_threshold_ms:g} ms | failed | goal |",
+        f"95 % CI | REACH | moves | recovery s (recovered) | missed {qos_ms:g} ms | failed | goal |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    clipped = False
     for (experiment, workload), group in sorted(cells(trials).items()):
         rows = {arm: arm_cell(group, arm) for arm in ARMS if all(arm in {a.arm for a in t.arms} for t in group)}
         for arm, row in rows.items():
             published = REACH_PUBLISHED_PCT.get(workload) if arm == LEARNED_ARM else None
-            reduction = row.reduction.text() if row.reduction is not None else "(baseline)"
+            reduction = row.reduction.text(ceiling=REDUCTION_CEILING_PCT) if row.reduction is not None else "(baseline)"
+            clipped = clipped or (row.reduction is not None and row.reduction.clipped(REDUCTION_CEILING_PCT))
             verdict = (
                 goal(row, rows.get(GREEDY_ARM), versus_greedy(group), rows.get(DEFAULT_ARM))
                 if arm == LEARNED_ARM
@@ -153,7 +213,7 @@ def markdown(trials: list[Trial], qos_threshold_ms: float) -> str:
                 f"| {_num(row.recovery_s)} ({row.recovered}/{row.seeds}) | {_num(row.over_qos_pct)} % "
                 f"| {_num(row.failed_pct)}{' %' if row.failed_pct is not None else ''} | {verdict} |"
             )
-    return "\n".join(lines)
+    return "\n".join([*lines, *(["", CLIPPED_NOTE] if clipped else [])])
 
 
 def learned_policies(trials: list[Trial]) -> str:
@@ -179,10 +239,9 @@ def calibration_points(trials: list[Trial]) -> list[dict[str, Any]]:
     for t in trials:
         for arm in t.arms:
             evacuated = evacuated_pods(t, arm)
+            event_s = arm.event_s if arm.event_s is not None else t.event_at_s  # the event's own time, if kept
             gains = (
-                move_gains(arm.series, arm.moves_made, t.event_at_s, keep_event=True)
-                if arm.moves_made
-                else arm.calibration
+                move_gains(arm.series, arm.moves_made, event_s, keep_event=True) if arm.moves_made else arm.calibration
             )
             for point in gains:
                 extra = {"evacuation": True} if point.get("pod") in evacuated else {}

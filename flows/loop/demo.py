@@ -72,11 +72,12 @@ def restart(name: str, argv: list[str], port: int, ready_path: str) -> processes
 
 
 def latency_query(settings: DemoSettings) -> str:
-    """The PromQL of the application's latency: Istio's mean on the world, the exporter's gauge on the twin."""
+    """The PromQL of the application's latency: Istio's mean on the world (of the run's ``run_id``, if set), the
+    exporter's gauge on the twin."""
     if settings.latency_source == "world":
-        from flows.loop.world_live import mean_query
+        from flows.loop.world_live import client_view, mean_query
 
-        return mean_query(settings.latency_window)
+        return mean_query(settings.latency_window, client_view(settings.run_id))
     return "reach_app_latency_ms"
 
 
@@ -95,6 +96,8 @@ def start_exporter(
         argv = [sys.executable, "-m", "flows.loop.world_live", *common, "--rps", str(settings.world_rps)]
         if traces is not None:
             argv += ["--traces", str(traces), "--traces-window-s", str(traces_window_s)]
+        if settings.run_id:
+            argv += ["--run-id", settings.run_id]
     else:
         argv = [sys.executable, "-m", "flows.loop.exporter", *common, "--noise-pct", str(settings.noise_pct)]
     return restart(EXPORTER, argv, settings.exporter_port, "/metrics")

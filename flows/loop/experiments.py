@@ -2,12 +2,15 @@
 
 :func:`experiment` is ``reach demo experiment node-failure|surge`` and
 ``benchmarks/bench_experiments.py`` (``reach demo`` itself, the three stages, is
-:mod:`flows.loop.stages`): per workload and seed, three **arms** from the same start with the same
-event and the same world seed — the default scheduler alone (no migrator; its own placement is
-recorded as the start), the learned policy (:mod:`flows.loop.arms`) and the greedy stand-in (both
-from the recorded placement, re-applied with ``placement.place_app``). Every number is the world's
-(Istio's histogram through Prometheus), never the twin's: :mod:`flows.loop.cells` turns the trials
-into the per-cell table with 95 % intervals.
+:mod:`flows.loop.stages`): per workload and seed, the default scheduler places the app once (that
+placement is the start, and with a node failure it names the node that fails: the busiest, as in
+the default arm at its event), then three **arms** from that start, re-applied with
+``placement.place_app``, with the same event and the same world seed — the default scheduler
+alone (no migrator), the learned policy (:mod:`flows.loop.arms`) and the greedy stand-in — in an
+order that turns with the seed (:func:`arm_order`: no arm always follows the same one). Each arm
+gets a fresh world (:func:`flows.loop.run.prepare_run`). Every number is the world's (Istio's
+histogram through Prometheus), never the twin's: :mod:`flows.loop.cells` turns the trials into the
+per-cell table with 95 % intervals.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from typing import Any
 
 from flows.loop import placement
 from flows.loop.arms import (
+    ARMS,
     DEFAULT_ARM,
     GREEDY_ARM,
     LEARNED_ARM,
+    PROTOCOL,
     REACH_PUBLISHED_PCT,
     WORKLOADS,
     ArmResult,
@@ -32,11 +37,20 @@ from flows.loop.demo import Session, open_session
 from flows.loop.placement import StartPlacement
 from flows.loop.policy import start_standin
 from flows.loop.report import LoopRun, summary, table
-from flows.loop.run import failed_nodes, local_cluster, prepare_run, run_loop
+from flows.loop.run import client_nodes, failed_nodes, local_cluster, prepare_run, reset_app, run_loop
 from flows.loop.settings import DemoSettings
 from flows.loop.stats import move_gains, recovery_time_s, served_series, window_numbers
 
 RECOVERY_TOLERANCE = 0.10  # recovered: the 5 s mean back within 10 % of its level in the 10 s before the event
+
+
+EVENTS = ("node-failed", "surged")  # what flows.loop.run records when the experiment's event happens
+
+
+def event_time_s(run: LoopRun, planned_s: float) -> float:
+    """When the event happened, s since the start: the first recorded node failure or surge, else ``planned_s``."""
+    times = [e.time_s - run.started_s for e in run.events if e.event in EVENTS]
+    return min(times) if times else planned_s
 
 
 def arm_result(arm: str, policy: str, run: LoopRun, settings: DemoSettings) -> ArmResult:
@@ -48,11 +62,13 @@ def arm_result(arm: str, policy: str, run: LoopRun, settings: DemoSettings) -> A
         raise RuntimeError(f"{run.label}: the world completed no request after the event")
     fast = [(t - run.started_s, v) for t, v in run.fast_samples]
     failed = [(t - run.started_s, v) for t, v in run.failed_share_samples]
-    recovery = recovery_time_s(served_series(fast, failed), settings.event_at_s, RECOVERY_TOLERANCE)
+    event_s = event_time_s(run, settings.event_at_s)
+    recovery = recovery_time_s(served_series(fast, failed), event_s, RECOVERY_TOLERANCE)
+    window = (run.counted_s["end"] - run.counted_s["event"]) if {"event", "end"} <= set(run.counted_s) else None
     return ArmResult(
         arm, policy, numbers.mean_ms, numbers.p95_ms, len(run.moves), recovery, numbers.requests, numbers.over_qos,
         fast, [(e.time_s - run.started_s, e.event, e.pod, e.source, e.target) for e in run.events],
-        calibration(run, settings.event_at_s), numbers.failed, failed, moves_made(run), numbers.ok_mean_ms,
+        calibration(run, event_s), numbers.failed, failed, moves_made(run), numbers.ok_mean_ms, event_s, window,
     )  # fmt: skip
 
 
@@ -69,22 +85,44 @@ def calibration(run: LoopRun, event_s: float | None = None) -> list[dict[str, An
     return move_gains(series, moves_made(run), event_s)
 
 
+def arm_order(seed: int, arms: tuple[str, ...] = ARMS) -> list[str]:
+    """The order the arms run in for ``seed``: :data:`ARMS` turned by ``seed`` (seeds 0, 1, 2 start with each arm
+    once), so that no arm always runs right after another (each arm's cluster comes out of the arm before it)."""
+    shift = seed % len(arms)
+    return [*arms[shift:], *arms[:shift]]
+
+
+def nodes_to_fail(session: Session) -> list[str]:
+    """The nodes a node failure kills in every arm: the ones asked for, else the busiest cloud/edge nodes of the
+    start placement (what the default scheduler's arm would pick at its event: nothing moves before it)."""
+    s = session.settings
+    if s.experiment != "node-failure" or s.fail_nodes:
+        return list(s.fail_nodes)
+    return placement.busiest_nodes(session.admin, s.namespace, s.fail_count, client_nodes(session))
+
+
 def one_trial(session: Session, workload: str, seed: int, arms: dict[str, tuple[str, str]]) -> Trial:
-    """The three arms of one seed: default scheduler first (its placement and failed nodes are recorded), then the others."""
+    """The three arms of one seed from the default scheduler's placement, in the order :func:`arm_order` gives."""
     settings = session.settings.model_copy(update={"seed": seed, "start": "scheduler"})
     first = replace(session, settings=settings)
-    prepare_run(first, workload)
+    reset_app(first, None)  # the default scheduler places the app: the start of every arm
     start = StartPlacement(placement.live_assignment(session.admin, settings.namespace), float("nan"))
-    baseline = run_loop(first, f"{workload}: default scheduler", None, "")
-    same = replace(session, settings=settings.model_copy(update={"fail_nodes": failed_nodes(baseline)}))
-    results = [arm_result(DEFAULT_ARM, "none (default scheduler only)", baseline, settings)]
-    for arm, (url, policy) in arms.items():
+    settings = settings.model_copy(update={"fail_nodes": nodes_to_fail(first)})
+    deciders: dict[str, tuple[str | None, str]] = {DEFAULT_ARM: (None, "none (default scheduler only)"), **arms}
+    order = [arm for arm in arm_order(seed) if arm in deciders]
+    runs: dict[str, LoopRun] = {}
+    for arm in order:
+        same = replace(session, settings=settings)
         prepare_run(same, workload, start)
-        run = run_loop(same, f"{workload}: {arm}", url, policy)
-        results.append(arm_result(arm, policy, run, settings))
+        url, policy = deciders[arm]
+        runs[arm] = run_loop(same, f"{workload}: {arm}", url, policy)
+    results = [arm_result(arm, deciders[arm][1], runs[arm], settings) for arm in ARMS if arm in runs]
     detection = local_cluster(session).recorded_failure_detection()
-    return Trial(settings.experiment, Path(settings.scenario).name, workload, seed, settings.event_at_s,
-                 settings.duration_s, start.assignment, failed_nodes(baseline), results, detection)  # fmt: skip
+    return Trial(
+        settings.experiment, Path(settings.scenario).name, workload, seed, settings.event_at_s, settings.duration_s,
+        start.assignment, failed_nodes(runs[DEFAULT_ARM]), results, detection, PROTOCOL, settings.qos_threshold_ms,
+        settings.world_rps, settings.surge_multiplier, order,
+    )  # fmt: skip
 
 
 def experiment(settings: DemoSettings, workloads: list[str], seeds: list[int]) -> list[Trial]:

@@ -7,8 +7,10 @@ served blue/green (the machinery of ``reach deploy``) when it can serve this sce
 (names and file contents: :meth:`flows.release.serving.Endpoint.serves`), else the newest bento
 labelled ``gate=passed`` that can serve them (:mod:`flows.release.selection`: trained for them, or
 general within its limits), else — when ``train_missing`` is on (``reach demo``) — trains one with
-the quickstart pipeline, and otherwise (the experiments) falls back to the greedy stand-in. A
-policy the gate refuses raises :class:`GateRefused` with the verdict, so the CLI can say what happened.
+the quickstart pipeline, and otherwise falls back to the greedy stand-in. The experiments do not
+come here: their learned arm is :func:`flows.loop.arms.learned_policy` (the newest gated bento,
+else the shipped general policy, gated and packaged; never the stand-in). A policy the gate
+refuses raises :class:`GateRefused` with the verdict, so the CLI can say what happened.
 """
 
 from __future__ import annotations

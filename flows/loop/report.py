@@ -78,6 +78,7 @@ class LoopRun:
     failed_share_samples: list[tuple[float, float]] = field(default_factory=list)  # world: 5 s share that failed
     predictions: list[MovePrediction] = field(default_factory=list)  # migrated moves with the service's prediction
     counters: dict[str, MeshCounters] = field(default_factory=dict)  # the mesh's histogram at "event" and "end"
+    counted_s: dict[str, float] = field(default_factory=dict)  # unix s of each read of ``counters``
     cycles: list[tuple[float, str, str]] = field(default_factory=list)  # (unix s, kind, detail) of each migrator cycle
 
     @property

@@ -42,6 +42,13 @@ class DemoSettings(BaseModel):
         2.0, gt=0, description="world: multiplies every endpoint's rps (more requests per window)."
     )
     latency_window: str = Field("15s", description="world: the rate window of the latency PromQL.")
+    run_id: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="world: the label run_id that the world puts on every mesh series, and that every query of "
+        "the run selects, so a run never reads the samples of the world before it (flows.loop.run.prepare_run "
+        "draws a fresh one per run of the experiments); empty: no such label.",
+    )
     policy: str = Field(
         "auto",
         description="auto (the serving or newest gated bento of the scenario and workload, else train one with the "
@@ -51,7 +58,8 @@ class DemoSettings(BaseModel):
     train_missing: bool = Field(
         True,
         description="auto without a gated bento for the scenario and workload: train one with the quickstart "
-        "pipeline (reach demo) instead of falling back to the greedy stand-in (the experiments).",
+        "pipeline (reach demo) instead of falling back to the greedy stand-in (reach demo with it off; the "
+        "experiments' learned arm never falls back: it packages the shipped general policy, flows.loop.arms).",
     )
     duration_s: float = Field(90.0, gt=0, description="How long the migrator runs (bounded run).")
     interval_s: float = Field(2.0, gt=0, description="Seconds between two migrator cycles.")

@@ -3,7 +3,9 @@
 Pure functions on numbers that the experiments read from Prometheus (:mod:`flows.loop.experiments`):
 
 - :func:`t_interval`: the mean of the seeded pairs' reductions and its two-sided 95 % Student-t
-  interval (``mean ± t(0.975, n−1) · sd / √n``; none for one pair).
+  interval (``mean ± t(0.975, n−1) · sd / √n``; none for one pair). A reduction of a mean latency
+  cannot exceed 100 %, so the tables show an upper bound above it as 100 % marked
+  :data:`CLIPPED_MARK` (``Interval.text(ceiling=100)``); the interval itself is not changed.
 - :func:`recovery_time_s`: **time to recover** after an event, from a latency series
   (:func:`served_series`: the successful requests' mean, +inf while more than 1 % fail): the
   pre-event level is the mean of the finite samples in the ``baseline_s`` seconds before the event; the
@@ -55,10 +57,20 @@ class Interval:
     def above_zero(self) -> bool:
         return self.low is not None and self.low > 0
 
-    def text(self, unit: str = "%") -> str:
+    def text(self, unit: str = "%", ceiling: float | None = None) -> str:
+        """``mean unit [low, high]``; a ``high`` above ``ceiling`` is shown as the ceiling, marked :data:`CLIPPED_MARK`."""
         if self.low is None or self.high is None:
             return f"{self.mean:.1f} {unit} (1 pair, no CI)"
-        return f"{self.mean:.1f} {unit} [{self.low:.1f}, {self.high:.1f}]"
+        high = f"{self.high:.1f}" if not self.clipped(ceiling) else f"{ceiling:.1f}{CLIPPED_MARK}"
+        return f"{self.mean:.1f} {unit} [{self.low:.1f}, {high}]"
+
+    def clipped(self, ceiling: float | None) -> bool:
+        """Whether the upper bound lies above ``ceiling`` (what cannot be: shown as the ceiling)."""
+        return ceiling is not None and self.high is not None and self.high > ceiling
+
+
+CLIPPED_MARK = "†"  # an upper bound shown at its ceiling (a reduction cannot exceed 100 %)
+REDUCTION_CEILING_PCT = 100.0
 
 
 Z_975 = 1.959963984540054  # the standard normal's 0.975 quantile

@@ -45,6 +45,12 @@ from migrator.snapshot import PodInfo
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 9464
 CLIENT_VIEW = 'reporter="source", source_workload="client", destination_workload="aggregator"'
+RUN_LABEL = "run_id"  # --run-id: on every mesh series, so a run's queries never read an earlier world's samples
+
+
+def client_view(run_id: str = "") -> str:
+    """:data:`CLIENT_VIEW`, narrowed to the series of the world started with ``--run-id run_id`` (if given)."""
+    return f'{CLIENT_VIEW}, {RUN_LABEL}="{run_id}"' if run_id else CLIENT_VIEW
 
 
 def mean_query(window: str = "1m", selector: str = CLIENT_VIEW) -> str:
@@ -198,25 +204,30 @@ class TraceExport:
 
 
 class MeshCollector:
-    """A prometheus_client collector for the world's mesh metrics (read without stopping the world)."""
+    """A prometheus_client collector for the world's mesh metrics (read without stopping the world).
 
-    def __init__(self, live: LiveWorld) -> None:
+    With a ``run_id`` every mesh series also carries ``run_id="<run_id>"``: a world restarted for the
+    next run exports new series, so a query that selects its ``run_id`` (:func:`client_view`) never
+    mixes in the samples of the world before it (same job and instance to Prometheus)."""
+
+    def __init__(self, live: LiveWorld, run_id: str = "") -> None:
         self.live = live
+        self.run_label, self.run_value = ([RUN_LABEL], [run_id]) if run_id else ([], [])
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         metrics = self.live.metrics
         for name, help_text, labels, series in metrics.families():
-            family = HistogramMetricFamily(name, help_text, labels=list(labels))
+            family = HistogramMetricFamily(name, help_text, labels=[*labels, *self.run_label])
             for key, hist in dict(series).items():  # a dict copy is atomic under the GIL
-                family.add_metric(list(key), hist.cumulative(), hist.total)
+                family.add_metric([*key, *self.run_value], hist.cumulative(), hist.total)
             yield family
         requests = CounterMetricFamily(
-            "istio_requests", "Counter of requests (world emulation).", labels=REQUEST_LABELS
+            "istio_requests", "Counter of requests (world emulation).", labels=[*REQUEST_LABELS, *self.run_label]
         )
         for key, hist in dict(metrics.requests).items():
-            requests.add_metric(list(key), hist.count)
+            requests.add_metric([*key, *self.run_value], hist.count)
         yield requests
         world = self.live.world
         for name, help_text, value in (
@@ -241,12 +252,12 @@ class MeshCollector:
 class ControlServer:
     """``/metrics`` (the mesh's metrics) and the events' ``POST /control/…`` on one loopback port (a daemon thread)."""
 
-    def __init__(self, live: LiveWorld, port: int) -> None:
+    def __init__(self, live: LiveWorld, port: int, run_id: str = "") -> None:
         from prometheus_client import CollectorRegistry
 
         self.live = live
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(MeshCollector(live))
+        self.registry.register(MeshCollector(live, run_id))
         self.server = ThreadingHTTPServer((LOOPBACK, port), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, name="world-control", daemon=True)
 
@@ -329,6 +340,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--traces", type=Path, default=None, help="rewrite this Jaeger JSON file with recent traces")
     parser.add_argument("--traces-window-s", type=float, default=20.0, help="--traces: seconds of requests kept")
     parser.add_argument("--traces-every-s", type=float, default=2.0, help="--traces: seconds between two writes")
+    parser.add_argument("--run-id", default="", help="label every mesh series run_id=RUN_ID (one run's series apart)")
     return parser.parse_args(argv)
 
 
@@ -354,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the world and serve its metrics and events on 127.0.0.1 until SIGTERM or SIGINT."""
     args = parse_args(argv)
     live = build(args)
-    control = ControlServer(live, args.port).start()
+    control = ControlServer(live, args.port, args.run_id).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

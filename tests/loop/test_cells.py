@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from flows.loop.arms import DEFAULT_ARM, GREEDY_ARM, LEARNED_ARM, ArmResult, Trial
-from flows.loop.cells import arm_cell, cells, goal, markdown
+from flows.loop.arms import DEFAULT_ARM, GREEDY_ARM, LEARNED_ARM, PROTOCOL, ArmResult, Trial
+from flows.loop.cells import CLIPPED_NOTE, arm_cell, cells, goal, markdown
 
 
 def arm(name: str, mean_ms: float, failed: float) -> ArmResult:
@@ -34,8 +34,62 @@ def test_a_learned_arm_that_looks_fast_because_its_requests_fail_does_not_meet_t
 
 
 def test_a_cell_refuses_to_pool_trials_of_another_scenario_or_protocol() -> None:
-    with pytest.raises(ValueError, match=r"mix protocols \(scenario 13-29.*scenario 7-21.*own output folder"):
+    with pytest.raises(
+        ValueError, match=r"mix protocols \(protocol 1, scenario 13-29.*scenario 7-21.*own output folder"
+    ):
         cells([trial(0, 80.0, 50.0), trial(0, 80.0, 50.0, scenario="13-29")])
     with pytest.raises(ValueError, match="event at 30 s"):
         cells([trial(0, 80.0, 50.0), replace(trial(1, 80.0, 50.0), event_at_s=30.0)])
     assert len(cells([trial(0, 80.0, 50.0), trial(1, 90.0, 50.0)])[("node-failure", "chain")]) == 2
+
+
+def a_new_trial(seed: int, learned_ms: float = 80.0, **recorded: object) -> Trial:
+    settings = {"protocol": PROTOCOL, "qos_threshold_ms": 100.0, "world_rps": 2.0, "surge_multiplier": 2.0,
+                "failure_detection": {"node_monitor_grace_s": 12.0, "lease_s": 8.0}}  # fmt: skip
+    return replace(trial(seed, learned_ms, 50.0), **{**settings, **recorded})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changed", "named"),
+    [
+        ({"qos_threshold_ms": 250.0}, "QoS 250 ms"),
+        ({"world_rps": 4.0}, "world rps x4"),
+        ({"surge_multiplier": 3.0}, "surge x3"),
+        ({"failure_detection": {"node_monitor_grace_s": 32.0, "lease_s": 20.0}}, "node_monitor_grace_s 32"),
+    ],
+)
+def test_a_cell_refuses_to_pool_seeds_run_with_another_threshold_rate_surge_or_failure_detection(
+    changed: dict[str, object], named: str
+) -> None:
+    with pytest.raises(ValueError, match=f"mix protocols.*{named}.*--out"):
+        cells([a_new_trial(0), a_new_trial(1, **changed)])
+
+
+def test_trials_of_the_old_protocol_are_never_pooled_with_new_ones() -> None:
+    old, new = trial(0, 80.0, 50.0), a_new_trial(1)
+    with pytest.raises(ValueError, match=r"protocol 1, .*protocol 2, .*own output folder \(--out\)"):
+        cells([old, new])
+    other_cell = replace(new, workload="aggregator_parallel")  # not one cell, but one table: refused as well
+    with pytest.raises(ValueError, match=r"mix protocol versions \[1, 2\].*--out"):
+        markdown([old, trial(1, 90.0, 50.0), other_cell], 100.0)
+
+
+def test_the_missed_qos_header_is_the_threshold_the_trials_were_counted_with() -> None:
+    recorded = [a_new_trial(0, qos_threshold_ms=250.0), a_new_trial(1, qos_threshold_ms=250.0)]
+    assert "| missed 250 ms |" in markdown(recorded, 100.0)  # not the --qos of the call that draws the table
+    old = [trial(0, 80.0, 50.0), trial(1, 90.0, 50.0)]  # protocol 1 did not record it: the call's --qos stands in
+    assert "| missed 100 ms |" in markdown(old, 100.0)
+    with pytest.raises(ValueError, match="did not record their QoS threshold"):
+        markdown(old)
+
+
+def test_an_upper_bound_above_100_percent_is_shown_clipped_with_the_reason_and_the_goal_is_unchanged() -> None:
+    trials = [trial(0, 20.0, 50.0), trial(1, 180.0, 50.0), trial(2, 10.0, 50.0)]  # 90, 10, 95 %: high 219.5 %
+    learned = arm_cell(trials, LEARNED_ARM)
+    assert learned.reduction is not None and learned.reduction.high is not None and learned.reduction.high > 100
+    text = markdown(trials, 100.0)
+    assert f"65.0 % [{learned.reduction.low:.1f}, 100.0†]" in text and CLIPPED_NOTE in text
+    assert "\n\n" + CLIPPED_NOTE in text  # a paragraph of its own, not a row of the table
+    assert "CI not above 0" in text  # the goal reads the lower bound, as computed
+    unclipped = [trial(0, 170.0, 50.0), trial(1, 180.0, 50.0)]
+    assert CLIPPED_NOTE not in markdown(unclipped, 100.0)

@@ -130,7 +130,9 @@ def test_bad_repetition_options_are_refused_before_anything_starts() -> None:
     assert result.exit_code != 0 and "--seeds" in result.output
 
 
-def test_auto_without_a_gated_bento_uses_the_named_standin_in_experiments(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_without_a_gated_bento_and_without_training_uses_the_named_standin_in_reach_demo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(demo_policy, "resolve_auto", lambda scenario, workload: None)
     monkeypatch.setattr(demo_policy, "start_standin", lambda s, w: ("http://127.0.0.1:1", f"standin for {w}"))
     monkeypatch.setattr(demo_policy, "serve_bento", lambda s, w, wanted: pytest.fail("must not train or serve"))
@@ -168,3 +170,78 @@ def test_the_successful_requests_mean_is_kept_and_shown_only_when_every_seed_kep
     older = [trials[0], with_ok_mean(trials[1], None)]  # a trial recorded before the field was kept
     assert arm_cell(older, LEARNED_ARM).ok_mean_ms is None
     assert "| node-failure | chain | learned | 2 | 180.0 | 360.0 | - |" in markdown(older, 100.0)
+
+
+def test_the_arms_order_turns_with_the_seed_so_no_arm_always_follows_the_same_one() -> None:
+    from flows.loop.arms import ARMS
+    from flows.loop.experiments import arm_order
+
+    orders = [arm_order(seed) for seed in range(3)]
+    assert orders[0] == list(ARMS) and all(sorted(o) == sorted(ARMS) for o in orders)
+    assert {o[0] for o in orders} == set(ARMS)  # each arm runs first once in three seeds
+    assert {(o[0], o[1]) for o in orders} | {(o[1], o[2]) for o in orders} >= {(DEFAULT_ARM, LEARNED_ARM),
+                                                                               (GREEDY_ARM, DEFAULT_ARM)}  # fmt: skip
+    assert arm_order(3) == orders[0] and arm_order(-1) == orders[2]
+
+
+def test_a_trial_runs_its_arms_in_the_seeds_order_each_from_the_start_and_records_order_and_protocol(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from flows.loop import experiments
+    from flows.loop.arms import PROTOCOL
+    from flows.loop.demo import Session
+    from flows.loop.report import Event, LoopRun
+
+    ran: list[tuple[str, object, list[str]]] = []
+    monkeypatch.setattr(experiments, "reset_app", lambda session, start: None)
+    monkeypatch.setattr(experiments.placement, "live_assignment", lambda admin, ns: {"db": ["cloud-1"]})
+    monkeypatch.setattr(experiments, "nodes_to_fail", lambda session: ["edge-1"])
+    monkeypatch.setattr(experiments, "prepare_run", lambda session, workload, start: start)
+
+    def run_loop(session: object, label: str, url: str | None, policy: str) -> LoopRun:
+        ran.append((label.split(": ")[1], url, list(session.settings.fail_nodes)))  # type: ignore[attr-defined]
+        run = LoopRun(label, policy, 0.0)
+        run.events.append(Event(15.0, "node-failed", "", "edge-1", "1"))
+        return run
+
+    monkeypatch.setattr(experiments, "run_loop", run_loop)
+    monkeypatch.setattr(experiments, "arm_result", lambda arm, policy, run, settings: arm_named(arm))
+    monkeypatch.setattr(
+        experiments, "local_cluster", lambda s: SimpleNamespace(recorded_failure_detection=lambda: None)
+    )
+    settings = DemoSettings(experiment="node-failure", qos_threshold_ms=250.0, world_rps=3.0, duration_s=40.0)
+    session = Session(settings, Path("kubeconfig"), None, Path("7-21"), None, None, "http://127.0.0.1:9090")
+    deciders = {LEARNED_ARM: ("http://l", "bento"), GREEDY_ARM: ("http://g", "standin")}
+    trial = experiments.one_trial(session, "chain", 1, deciders)
+    assert [r[0] for r in ran] == [LEARNED_ARM, GREEDY_ARM, DEFAULT_ARM] == trial.arm_order
+    assert all(nodes == ["edge-1"] for _, _, nodes in ran)  # every arm fails the node the start names
+    assert [a.arm for a in trial.arms] == [DEFAULT_ARM, LEARNED_ARM, GREEDY_ARM]
+    assert (trial.protocol, trial.qos_threshold_ms, trial.world_rps, trial.failed_nodes) == (
+        PROTOCOL, 250.0, 3.0, ["edge-1"])  # fmt: skip
+
+
+def arm_named(name: str) -> ArmResult:
+    return arm(name, 100.0)
+
+
+def test_an_arms_recovery_and_calibration_count_from_when_the_event_happened_not_when_it_was_planned() -> None:
+    from flows.loop.experiments import arm_result
+    from flows.loop.report import Event, LoopRun
+    from flows.loop.stats import MeshCounters
+
+    buckets = {100.0: 0.0, float("inf"): 0.0}
+    counters = MeshCounters(buckets, 0.0, 0.0, buckets, 0.0, 0.0)
+    after = MeshCounters({100.0: 90.0, float("inf"): 100.0}, 8000.0, 100.0, {100.0: 90.0, float("inf"): 100.0}, 100.0,
+                         8000.0)  # fmt: skip
+    run = LoopRun("chain: greedy", "standin", 1000.0)
+    run.counters, run.counted_s = {"event": counters, "end": after}, {"event": 1019.5, "end": 1060.0}
+    run.events.append(Event(1020.0, "node-failed", "", "edge-1", "1"))  # planned at 15 s, happened at 20 s
+    # 100 ms before; from 15 s to 24 s above the band; back at 25 s
+    run.fast_samples = [(1000.0 + t, 100.0 if t < 15 or t >= 25 else 300.0) for t in range(60)]
+    run.failed_share_samples = [(1000.0 + t, 0.0) for t in range(60)]
+    settings = DemoSettings(experiment="node-failure", event_at_s=15.0, duration_s=60.0)
+    result = arm_result(GREEDY_ARM, "standin", run, settings)
+    assert result.event_s == 20.0 and result.window_s == pytest.approx(40.5)
+    assert result.recovery_s == pytest.approx(5.0)  # 25 s - 20 s; from the planned 15 s it would read 10 s

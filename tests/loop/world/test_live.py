@@ -163,3 +163,24 @@ def test_a_node_failed_before_the_world_starts_is_failed_in_it(
     clock.now += 1.0
     live.step()
     assert live.world is not None and not live.world.node_up[live.cluster.node_names.index("tb-cloud-vm-8-1")]
+
+
+def test_with_a_run_id_every_mesh_series_carries_it_so_a_run_selects_only_its_own_world(
+    scenario: Scenario, workloads: dict[str, Workload]
+) -> None:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import generate_latest
+
+    from flows.loop.world_live import client_view, mean_query
+
+    clock = FakeClock()
+    live = LiveWorld(scenario, workloads["chain"], lambda: _pods(ALL_ON_CLOUD_1), WorldOptions(), clock=clock)
+    live.step()
+    clock.now += 10.0
+    live.step()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MeshCollector(live, "r1"))
+    text = generate_latest(registry).decode()
+    mesh = [line for line in text.splitlines() if line.startswith(("istio_", "goldpinger_"))]
+    assert mesh and all('run_id="r1"' in line for line in mesh)
+    assert 'run_id="r1"' in mean_query("5s", client_view("r1")) and "run_id" not in client_view()
