@@ -92,7 +92,7 @@ class PlanningSettings:
         """The bento arguments (``--arg key=value`` strings) that serve these settings; {} for the raw policy.
 
         Full precision: each string reads back as exactly its value (``2``, ``0.2``, ``0.3333333333333333``),
-        so a bento serves the very planning the gate judged (:meth:`describe` is the short form for people).
+        so a bento serves the very planning the gate judged (:meth:`PlanningSettings.describe` is the short form for people).
         """
         return {key: _exact_text(value) for key, value in self.to_dict().items()}
 

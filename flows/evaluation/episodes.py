@@ -120,8 +120,10 @@ def fraction_of_best_known(reduction_ms: float, best_reduction_ms: float) -> flo
 
     Where best-known found nothing to gain, a policy that leaves latency as it was (or finds a gain)
     scores 1.0 and one that makes it worse scores 0.0: making things worse never scores full marks.
+    A best-known gain within :data:`NO_GAIN_TOLERANCE_MS` counts as nothing to gain: the search keeps
+    gains of a few nanoseconds, and dividing by one would score an unchanged placement 0 (or -250).
     """
-    if best_reduction_ms > 0:
+    if best_reduction_ms > NO_GAIN_TOLERANCE_MS:
         return reduction_ms / best_reduction_ms
     return 1.0 if reduction_ms >= -NO_GAIN_TOLERANCE_MS else 0.0
 

@@ -2,9 +2,10 @@
 
 A *group* is one (scenario, workload, family). For every method in a group the report gives mean
 and p95 end latency, latency reduction vs the start (%), the fraction of the best-known reduction,
-moves per episode, decision time per move and the invalid-action count. Means come with 95 %
-confidence intervals over the evaluation seeds (Student t on the per-seed means), so at least two
-seeds are needed for an interval and five are the documented minimum. The pydantic models are the
+moves per episode, decision time per move and the invalid-action count, and the totals of the
+latency reductions and best-known reductions over all episodes (the gate's pooled fraction). Means
+come with 95 % confidence intervals over the evaluation seeds (Student t on the per-seed means), so
+at least two seeds are needed for an interval and five are the documented minimum. The pydantic models are the
 JSON format that ``reach gate`` reads. Used by :func:`flows.evaluation.evaluate` and the gate.
 """
 
@@ -40,6 +41,15 @@ class MethodStats(BaseModel):
     mean_start_latency_ms: float
     reduction_pct: Estimate = Field(description="Mean latency reduction vs the start, % of the start latency.")
     fraction_of_best_known: Estimate = Field(description="Sum of reductions / sum of best-known reductions, per seed.")
+    total_reduction_ms: float | None = Field(
+        None,
+        description="Sum of the latency reductions over all seeds and episodes (None in reports written before it).",
+    )
+    total_best_known_reduction_ms: float | None = Field(
+        None,
+        description="Sum of the best-known reductions over the same episodes (the gate's pooled fraction: "
+        "total_reduction_ms / this; None in reports written before it).",
+    )
     moves_per_episode: Estimate
     decision_ms_per_move: float = Field(description="Total decision time / total moves (per episode if no move).")
     invalid_actions: int
@@ -86,9 +96,14 @@ def _method_stats(method: str, rows: list[EpisodeRecord], best_by_episode: dict[
     def per_seed(fn: Any) -> Estimate:
         return estimate([fn(by_seed[s]) for s in seeds])
 
+    def reduction_ms(rs: list[EpisodeRecord]) -> float:
+        return sum(r.start_latency_ms - r.end_latency_ms for r in rs)
+
+    def best_reduction_ms(rs: list[EpisodeRecord]) -> float:
+        return sum(max(best_by_episode[(r.seed, r.episode)], 0.0) for r in rs)
+
     def fraction(rs: list[EpisodeRecord]) -> float:
-        best = sum(max(best_by_episode[(r.seed, r.episode)], 0.0) for r in rs)
-        return fraction_of_best_known(sum(r.start_latency_ms - r.end_latency_ms for r in rs), best)
+        return fraction_of_best_known(reduction_ms(rs), best_reduction_ms(rs))
 
     moves = sum(r.moves for r in rows)
     seconds = sum(r.decision_seconds for r in rows)
@@ -103,6 +118,8 @@ def _method_stats(method: str, rows: list[EpisodeRecord], best_by_episode: dict[
             lambda rs: float(np.mean([100 * (1 - r.end_latency_ms / r.start_latency_ms) for r in rs]))
         ),
         fraction_of_best_known=per_seed(fraction),
+        total_reduction_ms=reduction_ms(rows),
+        total_best_known_reduction_ms=best_reduction_ms(rows),
         moves_per_episode=per_seed(lambda rs: float(np.mean([r.moves for r in rs]))),
         decision_ms_per_move=1000 * seconds / (moves if moves else len(rows)),
         invalid_actions=sum(r.invalid_actions for r in rows),

@@ -36,7 +36,7 @@ from flows.evaluation.episodes import (
     run_policy,
     start_state,
 )
-from flows.evaluation.seeds import MAX_TEST_SEED, evaluation_seed
+from flows.evaluation.seeds import EPISODE_STRIDE, MAX_TEST_SEED, evaluation_seed
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,8 @@ def plan_units(
     """All units of an evaluation, workload-major (the order of the report's groups).
 
     Raises ``ValueError`` before any work when the evaluation cannot run whole: no seeds, a seed
-    outside the held-out range, no episode, or a family whose events this cluster and application
-    cannot have (:func:`flows.evaluation.episodes.family_problem`).
+    outside the held-out range, no episode or more episodes than a seed has reset seeds, or a family
+    whose events this cluster and application cannot have (:func:`flows.evaluation.episodes.family_problem`).
     """
     check_evaluation(scenario_dir, workload_files, families, seeds, episodes)
     return [
@@ -102,6 +102,11 @@ def check_evaluation(
         raise ValueError(f"evaluation seeds {outside} are outside 0..{MAX_TEST_SEED}; pick seeds in that range")
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if episodes > EPISODE_STRIDE:
+        raise ValueError(
+            f"episodes must be at most {EPISODE_STRIDE} per seed (each evaluation seed owns {EPISODE_STRIDE} "
+            f"reset seeds), got {episodes}; evaluate more seeds instead"
+        )
     if not families:
         raise ValueError("no families to evaluate; choose from steady, node_failure, traffic_surge")
     scenario = load_scenario(scenario_dir)
