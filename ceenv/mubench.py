@@ -11,7 +11,10 @@ separately (service → {cpu_type: ms}, e.g. from profile ingestion). Probabilit
 needs one deterministic call graph, so a callee is *kept* when its probability exceeds
 ``min_probability`` (default 0: every callee muBench may call is kept) and its execution time is
 never scaled by the probability; callees listed beyond ``seq_len`` are left out (muBench draws
-``seq_len`` of them at random per request; we keep the first ``seq_len`` in file order). The data
+``seq_len`` of them at random per request; we keep the first ``seq_len`` in file order). A service
+listed twice among those is refused: muBench would call it twice, and a REACH group keys its calls by
+service name. muBench's ``s1__7`` escape belongs to its trace files, not to work models, so such a
+name is an unknown service here. The data
 size of a call is the callee's mean response size (``mean_bandwidth`` / ``mean_response_size``,
 kB = 1000 bytes) when given, else ``default_data_bytes``. Used by the CLI and the profile flows.
 """
@@ -65,6 +68,22 @@ def _probabilities(r: Reader, group: Mapping[str, Any], path: str, services: lis
     return out
 
 
+def _check_no_repeat(r: Reader, kept: list[str], services_path: str) -> None:
+    """muBench calls a service listed twice in a group twice, one after the other; REACH's call-pattern
+    format keys a group's calls by service name, so it can hold only one of them. Refuse, rather than
+    write a file with fewer calls than the work model."""
+    for i, name in enumerate(kept):
+        if name in kept[:i]:
+            raise r.fail(
+                child(services_path, i),
+                "service listed twice in one group; muBench would call it twice in a row, which a REACH "
+                "call-pattern file cannot express (a group's calls are keyed by service name)",
+                name,
+                "each service at most once among a group's first seq_len services: delete the repeat, "
+                "or model the repeated work in that service's execution time",
+            )
+
+
 def _parse_group(r: Reader, group: object, path: str) -> tuple[Callee, ...]:
     group = r.mapping(group, path, 'an object {"services": [...], "seq_len": n}')
     services_path = child(path, "services")
@@ -76,6 +95,7 @@ def _parse_group(r: Reader, group: object, path: str) -> tuple[Callee, ...]:
     if "seq_len" in group:
         seq_len = r.integer(group["seq_len"], child(path, "seq_len"), 0)
     probabilities = _probabilities(r, group, path, names)
+    _check_no_repeat(r, names[:seq_len], services_path)
     return tuple(
         Callee(name, probabilities.get(name, 1.0), child(services_path, i)) for i, name in enumerate(names[:seq_len])
     )
@@ -123,11 +143,20 @@ def parse_workmodel(raw: object, file: str) -> dict[str, ServiceModel]:
     for model in models.values():
         for callee in (c for g in model.groups for c in g):
             if callee.service not in models:
+                # muBench's "s1__7" escape is a trace-driven convention (trace JSON keys), not part of
+                # the work-model format; say so instead of guessing that "s1__7" means "s1"
+                escaped = callee.service.split("__")[0]
+                hint = (
+                    f' ("{callee.service}" uses muBench\'s "__" escape of trace files; a work model names '
+                    f'the service itself, "{escaped}")'
+                    if "__" in callee.service and escaped in models
+                    else ""
+                )
                 raise r.fail(
                     callee.path,
                     "unknown service",
                     callee.service,
-                    f"a service defined in the work model: {sorted(models)}",
+                    f"a service defined in the work model: {sorted(models)}{hint}",
                 )
     return models
 

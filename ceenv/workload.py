@@ -168,23 +168,41 @@ def load_workload(path: str | Path, scenario: Scenario | None = None) -> Workloa
     return workload
 
 
-def _call_to_json(call: Call) -> dict[str, Any]:
+def _group_to_json(group: tuple[Call, ...], workload: str) -> dict[str, Any]:
+    """One group as an object keyed by service name; a service twice in a group cannot be written."""
+    out: dict[str, Any] = {}
+    for call in group:
+        if call.service in out:
+            raise ScenarioError(
+                workload,
+                call.path,
+                "service called twice in one group; a call-pattern group is an object keyed by service name",
+                call.service,
+                "each service at most once per group",
+            )
+        out[call.service] = _call_to_json(call, workload)
+    return out
+
+
+def _call_to_json(call: Call, workload: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "data-size": f"{call.data_bytes:.10g}",
         "execution-time": {str(k): format_ms(v) for k, v in sorted(call.execution_ms.items())},
     }
     if call.groups:
-        out["call-path"] = [{c.service: _call_to_json(c) for c in group} for group in call.groups]
+        out["call-path"] = [_group_to_json(group, workload) for group in call.groups]
     return out
 
 
 def workload_to_json(workload: Workload) -> dict[str, Any]:
-    """The REACH call-pattern document for ``workload`` (inverse of :func:`parse_workload`)."""
+    """The REACH call-pattern document for ``workload`` (inverse of :func:`parse_workload`).
+
+    A group that calls one service twice raises :class:`ScenarioError`: it has no faithful form."""
     doc: dict[str, Any] = {}
     for e in workload.endpoints:
         entry: dict[str, Any] = {"client": e.client, "rps": e.rps}
         if e.qos_ms is not None:
             entry["qos"] = format_ms(e.qos_ms)
-        entry["call-path"] = [{c.service: _call_to_json(c) for c in group} for group in e.groups]
+        entry["call-path"] = [_group_to_json(group, workload.name) for group in e.groups]
         doc[e.name] = entry
     return doc

@@ -6,16 +6,21 @@ the measured mean execution time of every call per CPU type (optionally also
 table (``summary.csv``, ``summary.md``), the validation report (``validation.json``,
 ``validation.md``) and ``manifest.json`` (content SHA-256 and version, inputs and their hashes,
 options). The directory is built under a temporary name next to ``--out`` and renamed into place,
-so it is either complete or absent; an existing ``--out`` is never overwritten. Used by
-:mod:`flows.profiles.ingest`.
+so it is either complete or absent; an existing ``--out`` is never overwritten, not even an empty
+directory that appears while the dataset is written (the rename is Linux's ``renameat2`` with
+``RENAME_NOREPLACE``, which fails if ``--out`` exists). Used by :mod:`flows.profiles.ingest`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -107,6 +112,47 @@ def existing_version(out: Path) -> str | None:
         return None
 
 
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _rename_noreplace_linux(src: Path, dst: Path) -> bool:
+    """``renameat2(src, dst, RENAME_NOREPLACE)``: atomic, and fails with ``EEXIST`` if ``dst`` exists.
+
+    Returns False where the C library, the kernel or the file system lacks it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL):
+        return False
+    raise OSError(code, os.strerror(code), str(dst))
+
+
+def rename_new(src: Path, dst: Path) -> None:
+    """Rename the directory ``src`` to ``dst``, failing with ``FileExistsError`` if ``dst`` exists.
+
+    ``os.rename`` alone would silently replace an empty directory at ``dst``. Without
+    ``renameat2``, ``dst`` is first claimed with ``mkdir`` (which fails if it exists) and ``src``
+    renamed onto that empty directory of ours."""
+    if _rename_noreplace_linux(src, dst):
+        return
+    dst.mkdir()
+    try:
+        os.rename(src, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            dst.rmdir()
+        raise
+
+
 def write_dataset(out: Path, files: Mapping[str, str], report: Mapping[str, Any], manifest: Mapping[str, Any]) -> Path:
     """Build the dataset in a temporary sibling directory and rename it to ``out``; never overwrite."""
     if out.exists():
@@ -126,8 +172,13 @@ def write_dataset(out: Path, files: Mapping[str, str], report: Mapping[str, Any]
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
-        os.rename(tmp, out)
-    except BaseException:
+        rename_new(tmp, out)
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise ProfileError(
+                f"{out}: appeared while the dataset was being written; datasets are never overwritten: "
+                "choose a new --out directory"
+            ) from None
         raise
     return out

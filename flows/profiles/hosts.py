@@ -8,14 +8,17 @@ Jaeger readers.
 
 from __future__ import annotations
 
-import csv
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ceenv.scenario import Scenario
+from flows.profiles.csv_rows import csv_records
 from flows.profiles.errors import ProfileError
+
+_PLAIN_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -43,12 +46,10 @@ class CpuTypeResolver:
 
 
 def _cpu_type_value(value: object, where: str) -> int:
-    if isinstance(value, bool):
+    # int() also takes "1_0" and non-ASCII digits; a CPU type is written with ASCII digits only
+    if isinstance(value, bool) or not _PLAIN_INTEGER.fullmatch(str(value).strip()):
         raise ProfileError(f"{where}: CPU type must be an integer >= 0, got {value!r}; fix the value")
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise ProfileError(f"{where}: CPU type must be an integer >= 0, got {value!r}; fix the value") from None
+    number = int(str(value).strip())
     if number < 0:
         raise ProfileError(f"{where}: CPU type must be an integer >= 0, got {value!r}; fix the value")
     return number
@@ -69,18 +70,25 @@ def _read_json_table(path: Path, text: str) -> dict[str, int]:
 
 
 def _read_csv_table(path: Path, text: str) -> dict[str, int]:
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in reader.fieldnames or []]
+    records = csv_records(path, text)
+    first = next(records, None)
+    header = [h.strip() for h in first[1]] if first else []
     if "node" not in header or "cpu_type" not in header:
         raise ProfileError(
             f"{path}: header {header} lacks the columns 'node' and 'cpu_type'; write a header line 'node,cpu_type'"
         )
     table: dict[str, int] = {}
-    for line, row in enumerate(reader, start=2):
-        clean = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-        if not clean["node"]:
+    for line, fields in records:
+        if len(fields) > len(header):
+            raise ProfileError(
+                f"{path}:{line}: {len(fields)} fields but the header names {len(header)} columns {header}; "
+                "delete the extra value (or the trailing comma), or name the column in the header"
+            )
+        row = dict(zip(header, [f.strip() for f in fields], strict=False))
+        node = row.get("node", "")
+        if not node:
             raise ProfileError(f"{path}:{line}: empty node name; fill it in or delete the row")
-        table[clean["node"]] = _cpu_type_value(clean["cpu_type"], f"{path}:{line}: cpu_type")
+        table[node] = _cpu_type_value(row.get("cpu_type", ""), f"{path}:{line}: cpu_type")
     if not table:
         raise ProfileError(f"{path}: no rows; add lines 'node,cpu_type' below the header")
     return table

@@ -13,14 +13,18 @@ charged to the caller. The host comes from the process tags (``k8s.node.name``, 
 ``hostname``, ``host.name``, or a chosen key) and maps to a CPU type through
 :class:`CpuTypeResolver`. Duplicate span ids (first kept), spans of unknown processes, orphan
 invocations (parent span missing, as in sampled or truncated traces) and non-positive own times
-are dropped and counted in the :class:`SpanReport`; reference cycles, unmapped hosts and inputs
-whose spans are all dropped (say, for want of a host tag) are errors. Used by
+are dropped and counted in the :class:`SpanReport`. A span of an unknown process still stays in
+its trace's tree: its own time is attributed to no service, but it is an outgoing call of its
+parent (a span on another process than its parent's is a remote call in Jaeger's model), so the
+parent's own time excludes it. Reference cycles, unmapped hosts, non-finite or negative times and
+inputs whose spans are all dropped (say, for want of a host tag) are errors. Used by
 :mod:`flows.profiles.ingest`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +55,10 @@ class Span:
     child_of: bool
     kind: str
     source: str
+    known_process: bool = True
+
+
+UNKNOWN_PROCESS = "unknown process (processID not in processes)"
 
 
 @dataclass
@@ -134,11 +142,12 @@ def _parent(refs: object, where: str, path: Path) -> tuple[str | None, bool]:
 
 def _number(span: Mapping[str, Any], key: str, where: str, path: Path) -> float:
     value = span.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    # json.loads accepts NaN and Infinity (and 1e400 becomes inf); NaN < 0 is False, so test finiteness
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise _fail(
             path,
             f"{where}.{key}",
-            f"expected a number of microseconds >= 0, got {value!r}",
+            f"expected a finite number of microseconds >= 0, got {value!r}",
             "fix or re-export the trace",
         )
     return float(value)
@@ -146,20 +155,24 @@ def _number(span: Mapping[str, Any], key: str, where: str, path: Path) -> float:
 
 def _parse_span(
     raw: object, processes: Mapping[str, Any], trace_id: str, where: str, path: Path, host_tags: Sequence[str]
-) -> Span | None:
+) -> Span:
     if not isinstance(raw, dict) or not isinstance(raw.get("spanID"), str):
         raise _fail(path, where, "expected a span object with a string spanID", "fix or re-export the trace")
-    process = processes.get(str(raw.get("processID")))
-    if not isinstance(process, dict) or not isinstance(process.get("serviceName"), str):
-        return None
-    process_tags = _tags(process.get("tags"))
+    process_id = str(raw.get("processID"))
+    found = processes.get(process_id)
+    process: dict[str, Any] = found if isinstance(found, dict) else {}
+    known = isinstance(process.get("serviceName"), str)
+    # A span of an unknown process is a service of its own (one per missing processID): never part
+    # of its parent's invocation, so the parent subtracts it as an outgoing call (see _entry_of).
+    service = process["serviceName"] if known else f"<unknown process {process_id}>"
+    process_tags = _tags(process.get("tags")) if known else {}
     host = next((process_tags[k] for k in host_tags if k in process_tags), None)
     start = _number(raw, "startTime", where, path)
     parent_id, child_of = _parent(raw.get("references"), where, path)
     return Span(
         str(raw.get("traceID") or trace_id),
         raw["spanID"],
-        process["serviceName"],
+        service,
         host,
         start,
         start + _number(raw, "duration", where, path),
@@ -167,12 +180,13 @@ def _parse_span(
         child_of,
         _tags(raw.get("tags")).get("span.kind", ""),
         f"{path}#{trace_id}/{raw['spanID']}",
+        known,
     )
 
 
 def read_spans(path: Path, report: SpanReport, host_tags: Sequence[str], seen: set[tuple[str, str]]) -> list[Span]:
-    """Every usable span of one file; duplicates (also across files, via ``seen``) and spans of
-    unknown processes are counted and dropped."""
+    """Every span of one file; duplicates (also across files, via ``seen``) are counted and dropped.
+    Spans of unknown processes are kept (``known_process=False``) for their parents' own times."""
     spans: list[Span] = []
     for t, trace in enumerate(_load_traces(path)):
         where = f"$.data[{t}]"
@@ -183,9 +197,7 @@ def read_spans(path: Path, report: SpanReport, host_tags: Sequence[str], seen: s
         for s, raw in enumerate(trace["spans"]):
             report.spans_total += 1
             span = _parse_span(raw, processes, str(trace.get("traceID", "")), f"{where}.spans[{s}]", path, host_tags)
-            if span is None:
-                report.dropped["unknown process (processID not in processes)"] += 1
-            elif (span.trace_id, span.span_id) in seen:
+            if (span.trace_id, span.span_id) in seen:
                 report.dropped["duplicate span id (first kept)"] += 1
             else:
                 seen.add((span.trace_id, span.span_id))
@@ -214,7 +226,7 @@ def _entry_of(span: Span, spans: Mapping[str, Span], memo: dict[str, str]) -> st
     current = span
     while current.span_id not in memo:
         parent = spans.get(current.parent_id or "")
-        if parent is None or parent.service != current.service:
+        if parent is None or (parent.service, parent.known_process) != (current.service, current.known_process):
             memo[current.span_id] = current.span_id
             break
         trail.append(current.span_id)
@@ -309,6 +321,8 @@ def _measure(
     options: JaegerOptions,
     unmapped: dict[str, str],
 ) -> tuple[dict[str, Any] | None, str]:
+    if not inv.entry.known_process:
+        return None, UNKNOWN_PROCESS
     if inv.entry.service in options.ignore_services:
         return None, "ignored service (client or --ignore-service)"
     if inv.orphan:
