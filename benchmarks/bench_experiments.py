@@ -45,7 +45,8 @@ from flows.loop.cells import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "experiments"
+OUT = ROOT / "benchmarks" / "results" / "experiments-protocol2"  # protocol 2 (flows/loop/arms.py); the
+# protocol-1 trials and their table stay in benchmarks/results/experiments (--table-only --out there)
 EXPERIMENTS = ("node-failure", "surge")
 
 

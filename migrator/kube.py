@@ -521,6 +521,20 @@ class ClusterAdmin:
     def nodes(self) -> list[NodeInfo]:
         return [node_info(n) for n in self.core.list_node().items]
 
+    def lease_renewed_s(self, node_name: str) -> float | None:
+        """When the node's kubelet last renewed its Lease in ``kube-node-lease`` (unix s); None when unknown.
+
+        The node's Ready condition lags a restarted kubelet (a node killed and restarted before it was
+        declared NotReady still reads Ready from the dead one); a renewal after the restart does not."""
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node_name}"
+        method, url, headers, body, post = self.api_client.param_serialize("GET", path, auth_settings=["BearerToken"])
+        response = self.api_client.call_api(method, url, headers, body, post, _request_timeout=5)
+        if response.status != 200:
+            return None
+        document = json.loads(response.read() or b"{}")  # type: ignore[no-untyped-call]
+        renewed = document.get("spec", {}).get("renewTime")
+        return dt.datetime.fromisoformat(str(renewed)).timestamp() if renewed else None
+
     def ready_node_names(self) -> set[str]:
         return {n.name for n in self.nodes() if n.ready}
 

@@ -221,5 +221,10 @@ def experiment(
         run_experiment(settings, workloads, chosen_seeds)
     except (ValueError, RuntimeError, OSError) as err:  # OSError: a missing cluster build, a timeout
         raise _stopped("reach demo experiment", err) from None
-    typer.echo(markdown(read_trials(settings.out), settings.qos_threshold_ms))
+    try:
+        typer.echo(markdown(read_trials(settings.out), settings.qos_threshold_ms))
+    except ValueError as err:  # the folder also holds trials the new ones cannot be pooled with
+        typer.secho(f"reach demo experiment: the table cannot be drawn: {err}", err=True, fg=typer.colors.RED)
+        typer.echo(f"the trials of this run are in {settings.out}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"trials (JSON, one per seed) in {settings.out}; the world's measurements (Istio's histogram)")

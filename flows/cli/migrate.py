@@ -131,7 +131,8 @@ def cluster_up(
     """Start etcd, the control plane and one hollow node per scenario node (needs deploy/local/install.sh).
 
     Exit codes: 0 up, 2 an unknown or unusable scenario, 1 the cluster did not come up (the message names
-    the missing build or the component; what had started is stopped again, its logs kept).
+    the missing build or the component; when the cluster itself fails to start, what had started is
+    stopped again, its logs kept; when only `--app` fails, the cluster keeps running until `reach down`).
     """
     from flows.local.cluster import LocalCluster, read_scenario_nodes
     from flows.local.paths import resolve_scenario

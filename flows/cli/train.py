@@ -329,9 +329,9 @@ def _store_report(
         return
     refusal = store_refusal(model, scenario_dir, workloads, report.settings)
     if refusal is not None and copied:
-        refusal = (
-            "the files its metadata.json records could not be written back byte for byte; pass --scenario and "
-            "--workload with the original files to store it"
+        refusal += (
+            " (the cluster files were the copies of what its metadata.json records; if they could not be written "
+            "back byte for byte, pass --scenario and --workload with the original files)"
         )
     if refusal is None:
         write_evaluation(model, report.model_dump(mode="json"))

@@ -159,6 +159,13 @@ def open_session(settings: DemoSettings) -> Session:
     return Session(settings, kubeconfig, admin, scenario_dir, telemetry, server, prometheus.url)
 
 
+def close_metrics(session: Session) -> None:
+    """Stop serving the session's migrator metrics, freeing their port (for the next session, or the
+    background migrator that publishes on it)."""
+    session.metrics_server.shutdown()
+    session.metrics_server.server_close()
+
+
 def migrator_settings(session: Session, url: str) -> Any:
     from migrator.settings import MigratorSettings
 
@@ -181,7 +188,6 @@ def keep_migrating(session: Session, url: str, policy: str) -> processes.Process
     if not policy.startswith(STANDIN_LABEL):
         env["REACH_MIGRATOR_POLICY_ENDPOINT_FILE"] = str(endpoint_file())
     env["REACH_MIGRATOR_METRICS_PORT"] = str(session.settings.migrator_metrics_port)
-    session.metrics_server.shutdown()  # the background migrator publishes on the same port from now on
-    session.metrics_server.server_close()
+    close_metrics(session)  # the background migrator publishes on the same port from now on
     processes.stop(MIGRATOR)
     return processes.start(MIGRATOR, [sys.executable, "-m", "migrator"], session.settings.migrator_metrics_port, env)

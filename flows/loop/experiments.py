@@ -31,9 +31,10 @@ from flows.loop.arms import (
     ArmResult,
     Trial,
     learned_policy,
+    read_trials,
     write_trial,
 )
-from flows.loop.demo import Session, open_session
+from flows.loop.demo import Session, close_metrics, open_session
 from flows.loop.placement import StartPlacement
 from flows.loop.policy import start_standin
 from flows.loop.report import LoopRun, summary, table
@@ -125,21 +126,37 @@ def one_trial(session: Session, workload: str, seed: int, arms: dict[str, tuple[
     )  # fmt: skip
 
 
+def check_out_folder(settings: DemoSettings) -> None:
+    """Refuse, before any cluster work, an output folder holding trials of another protocol version: the
+    new trials could not share a table with them (:func:`flows.loop.cells.table_protocol`), and a seed's
+    new file would replace an old one of the same name."""
+    other = sorted({t.protocol for t in read_trials(settings.out)} - {PROTOCOL})
+    if other:
+        raise ValueError(
+            f"{settings.out} holds trials of protocol {other}, these runs would record protocol {PROTOCOL} "
+            "(flows/loop/arms.py): run them into another output folder (--out), or move the old trials away"
+        )
+
+
 def experiment(settings: DemoSettings, workloads: list[str], seeds: list[int]) -> list[Trial]:
     """Three arms per workload and seed; one JSON per trial under ``settings.out`` (``write_trial``)."""
     if not seeds:
         raise ValueError("no seed: pass --runs N (N ≥ 1) or --seeds 0,1,2")
     if settings.latency_source != "world":
         raise ValueError("the experiments are measured by the world: use latency_source='world'")
+    check_out_folder(settings)
     session = open_session(settings)
     settings.out.mkdir(parents=True, exist_ok=True)
     trials = []
-    for workload in workloads:
-        arms = {LEARNED_ARM: learned_policy(settings, workload), GREEDY_ARM: start_standin(settings, workload)}
-        for seed in seeds:
-            trial = one_trial(session, workload, seed, arms)
-            write_trial(trial, settings.out)
-            trials.append(trial)
+    try:
+        for workload in workloads:
+            arms = {LEARNED_ARM: learned_policy(settings, workload), GREEDY_ARM: start_standin(settings, workload)}
+            for seed in seeds:
+                trial = one_trial(session, workload, seed, arms)
+                write_trial(trial, settings.out)
+                trials.append(trial)
+    finally:  # its metrics port is free again: the next cell of one benchmark call opens a session of its own
+        close_metrics(session)
     return trials
 
 

@@ -19,8 +19,6 @@ fresh world, and its queries select that world's ``run_id`` only. Used by
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import math
 import os
@@ -41,7 +39,6 @@ from flows.loop.stats import MeshCounters
 FAST_WINDOW = "5s"  # the rate window of the plotted series, the recovery time and the calibration
 EVENT_JOIN_S = 30.0  # how long a run waits for an event under way when it ends (it never kills a node afterwards)
 MIGRATOR_JOIN_S = 60.0  # a migrator step under way at the end finishes first (the deadline of a migration is 30 s)
-LEASE_NAMESPACE = "kube-node-lease"
 
 log = logging.getLogger(__name__)
 
@@ -182,19 +179,6 @@ def fail_nodes(session: Session, run: LoopRun, nodes: list[str], gate: EventGate
 FAILURE_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
 
 
-def lease_renewed_s(admin: Any, node: str) -> float | None:
-    """When the node's kubelet last renewed its Lease (unix s), from the API server; None when unknown.
-
-    Read through the migrator's API client as a plain GET (no Kubernetes model is needed here)."""
-    path = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{node}"
-    method, url, headers, body, post = admin.api_client.param_serialize("GET", path, auth_settings=["BearerToken"])
-    response = admin.api_client.call_api(method, url, headers, body, post, _request_timeout=5)
-    if response.status != 200:
-        return None
-    renewed = json.loads(response.read() or b"{}").get("spec", {}).get("renewTime")
-    return dt.datetime.fromisoformat(str(renewed)).timestamp() if renewed else None
-
-
 def restore_nodes(session: Session, nodes: list[str], timeout_s: float = 120.0) -> None:
     """Start the failed nodes' hollow kubelets again; wait until each is back: Ready, without the failure taints
     that the node controller set (else the next arm could not place a pod there) and with its Lease renewed by
@@ -211,7 +195,7 @@ def restore_nodes(session: Session, nodes: list[str], timeout_s: float = 120.0) 
         tainted = {n.name for n in session.admin.nodes() if n.name in waiting and
                    any(t.key in FAILURE_TAINTS for t in n.taints)}  # fmt: skip
         try:
-            stale = {n for n in waiting if (lease_renewed_s(session.admin, n) or 0.0) <= restarted_s[n]}
+            stale = {n for n in waiting if (session.admin.lease_renewed_s(n) or 0.0) <= restarted_s[n]}
         except Exception as exc:  # the API server may be briefly away: ask again
             stale, problem = set(waiting), f"; reading their leases failed: {exc}"
         waiting = [n for n in waiting if n in tainted or n in stale]
@@ -376,6 +360,7 @@ def _run(session: Session, run: LoopRun, url: str | None, gate: EventGate) -> No
         # The measurement ends at `end` in every arm, whatever a migrator step is doing then (it may wait
         # up to its migration deadline for a replacement pod): the same window with and without a migrator.
         failed.wait(max(0.0, end - time.time()))
+        gate.close()  # the window ends: an event that has not acted by now never acts (nor kills a node)
         if not failed.is_set():
             read_counters(session, run, "end")
             run.ended_s = time.time()

@@ -257,7 +257,7 @@ def incumbent_like_for_like(
     The stored report serves when every group both share started from the same states
     (:func:`flows.evaluation.gate.not_comparable`). Otherwise (other seeds or episodes, or a workload
     re-profiled since) the incumbent is evaluated again here on the candidate's seeds, episodes and
-    families, playing the planning its report says it played; ``run_units`` runs the units (the
+    families (plus any family its stored report was judged on for these clusters), playing the planning its report says it played; ``run_units`` runs the units (the
     pipeline's task runner; default: one after another). Should that fail, the stored report comes
     back, the note says why, and the gate refuses the candidate as not comparable: never a guess.
     """
@@ -273,6 +273,10 @@ def incumbent_like_for_like(
     planning = evaluated_planning(found.report.settings)
     seeds, episodes = list(report.settings["seeds"]), int(report.settings["episodes"])
     families = list(report.settings.get("families") or sorted({g.family for g in report.groups}))
+    # A family the incumbent was judged on for these clusters is evaluated again too, so that a candidate
+    # that skipped it fails the gate (flows.evaluation.gate) whether or not the stored report could serve.
+    clusters = {g.key[:2] for g in report.groups}
+    families += sorted({g.family for g in found.report.groups if g.key[:2] in clusters} - set(families))
     try:
         if not workload_files:
             raise ValueError(f"the candidate's scenario or workloads are not found by name ({scenario_dir})")

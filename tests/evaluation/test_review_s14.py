@@ -154,10 +154,11 @@ def test_more_episodes_per_seed_than_its_reset_seeds_are_refused_before_any_work
 
 
 @pytest.mark.slow
-def test_the_pipeline_s_incumbent_judged_on_the_same_families_still_passes_the_incumbent_check() -> None:
+def test_a_candidate_that_skips_an_incumbent_family_is_refused_whether_or_not_the_incumbent_is_played_again() -> None:
     """As the pipeline and ``reach package`` gate (flows.release.packaging.incumbent_like_for_like): an incumbent
-    judged on other seeds is played again on the candidate's seeds and families, so it lacks no group; one whose
-    stored report is alike but covers a family the candidate skipped is refused, naming that family."""
+    judged on other seeds is played again on the candidate's seeds, on the candidate's families plus those its
+    stored report covers for this cluster; so a candidate that skipped one is refused naming it, as it is when the
+    stored report is alike; a candidate on the incumbent's families passes."""
     from flows.evaluation import evaluate
     from flows.release.packaging import Incumbent, incumbent_like_for_like
 
@@ -169,9 +170,12 @@ def test_the_pipeline_s_incumbent_judged_on_the_same_families_still_passes_the_i
     found = Incumbent("reach-policy-service:old", str(general), stored)
     again, note = incumbent_like_for_like(found, candidate, scenario, [workload])
     assert again is not None and "evaluated again" in note
-    assert {g.family for g in again.groups} == {"steady"}
-    assert gate(candidate, again, rules).passed
-    alike, _ = evaluate(scenario, [workload], general, [1], 1, ["steady", "traffic_surge"])
+    assert {g.family for g in again.groups} == {"steady", "traffic_surge"}
+    assert _failed(gate(candidate, again, rules)) == {"not_worse_than_incumbent": ["7-21/chain/traffic_surge"]}
+    both, _ = evaluate(scenario, [workload], general, [1], 1, ["steady", "traffic_surge"])
+    again, _ = incumbent_like_for_like(found, both, scenario, [workload])
+    assert again is not None and gate(both, again, rules).passed
+    alike = both
     same_states = Incumbent("reach-policy-service:old", str(general), alike)
     kept, note = incumbent_like_for_like(same_states, candidate, scenario, [workload])
     assert kept is alike and note == ""

@@ -186,14 +186,13 @@ def test_restoring_a_node_waits_for_the_new_kubelet_to_renew_its_lease_not_for_a
     renewals = iter([time.time() - 5.0, time.time() - 5.0, None])  # the dead kubelet's lease, then a new one
     asked: list[float] = []
 
-    def renewed(admin: Any, node: str) -> float:
+    def renewed(node: str) -> float:
         asked.append(time.time())
         value = next(renewals, None)
         return value if value is not None else time.time()
 
-    admin = SimpleNamespace(nodes=lambda: [SimpleNamespace(name="edge-1", taints=())])
+    admin = SimpleNamespace(nodes=lambda: [SimpleNamespace(name="edge-1", taints=())], lease_renewed_s=renewed)
     monkeypatch.setattr(loop_run, "local_cluster", lambda s: SimpleNamespace(restart=restarted.append))
-    monkeypatch.setattr(loop_run, "lease_renewed_s", renewed)
     monkeypatch.setattr(loop_run.time, "sleep", lambda s: None)
     loop_run.restore_nodes(SimpleNamespace(admin=admin), ["edge-1"])
     assert restarted == ["node-edge-1"] and len(asked) == 3, "restore returned on the dead kubelet's Ready"

@@ -91,7 +91,7 @@ def test_without_a_budget_fewer_moves_break_a_tie() -> None:
     assert model.saved_at == [0, 200] and callback.state.best_moves_per_episode == 5.0
 
 
-def test_the_validator_counts_greedys_moves_on_its_own_states_with_the_true_conditions() -> None:
+def test_the_validator_counts_greedys_moves_on_its_own_validation_states() -> None:
     env = CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain"), observation_version=4, measured_conditions=True)
     validator = Validator(env, episodes=6)
     moves = [
