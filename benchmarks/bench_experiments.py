@@ -11,7 +11,9 @@ cloud/edge node's hollow kubelet is killed by PID and the world fails the node a
 it is restarted after each arm. Surge: the world's request rate doubles and the aggregator gets two
 more replicas. Everything is measured by the world through Prometheus (Istio's histogram).
 
-Each seed's trial is kept as JSON under ``--out``/trials, so cells run in separate chunks (one
+Each seed's trial is kept as JSON under ``--out``/trials (default ``benchmarks/results/experiments-protocol2``:
+protocol 2, :mod:`flows.loop.arms`; the protocol-1 trials stay in ``benchmarks/results/experiments``), so
+cells run in separate chunks (one
 ``--experiment``/``--workload`` at a time, each < 10 min under the lock) make one table; every run
 rewrites ``--out``/experiments.md (the table, the calibration and the runs made), one PNG per cell
 and ``calibration.png`` from all the trials there. ``--table-only`` redraws them without running.
