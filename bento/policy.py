@@ -63,6 +63,16 @@ class GateVerdict(BaseModel):
     reason: str = Field(description="Why the gate passed or refused the policy, in one line.")
 
 
+def _without_none(value: Any) -> Any:
+    """``value`` with every ``None`` entry of its mappings left out: a BentoML model's metadata holds no
+    ``None``, and a report's optional fields (e.g. ``total_reduction_ms``) read back as absent."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
 class PolicyCard(PolicyIdentity):
     """The BentoML model metadata of a reach policy; validated whenever a model is loaded."""
 
@@ -84,7 +94,7 @@ class PolicyCard(PolicyIdentity):
             layout_fingerprint=metadata.layout_fingerprint,
             scenario=FileIdentity(name=metadata.scenario_name, sha256=joined_sha256(metadata.scenario_files)),
             workload=FileIdentity(name=metadata.workload_name, sha256=metadata.workload_file.sha256),
-            evaluation=metadata.evaluation_report or {},
+            evaluation=_without_none(metadata.evaluation_report or {}),
             gate=gate,
             algorithm=metadata.algorithm,
             trained_utc=metadata.created_utc,
