@@ -25,6 +25,28 @@ def a_session(**settings: Any) -> Any:
     return SimpleNamespace(settings=DemoSettings(**settings), telemetry=None)
 
 
+def slow_node_failure(monkeypatch: pytest.MonkeyPatch, query_s: float) -> tuple[list[int], list[list[str]]]:
+    """A node-failure event whose Prometheus reads take ``query_s`` before the kill (in the event's thread);
+    returns the PIDs killed and the node lists restored, as the run asks for them."""
+    killed: list[int] = []
+    restored: list[list[str]] = []
+    table = SimpleNamespace(
+        recorded=lambda: {"node-edge-1": {"pid": 4242}}, is_alive=lambda name: True, pids_path="pids.json"
+    )
+
+    def slow_counters(session: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(query_s)
+
+    monkeypatch.setattr(loop_run, "sample_latency", lambda session, run, stop: stop.wait(30))
+    monkeypatch.setattr(loop_run, "mesh_counters", slow_counters)
+    monkeypatch.setattr(loop_run, "local_cluster", lambda session: SimpleNamespace(processes=table))
+    monkeypatch.setattr(loop_run, "post_event", lambda port, path, payload: None)
+    monkeypatch.setattr(os, "kill", lambda pid, sig: killed.append(pid))
+    monkeypatch.setattr(loop_run, "restore_nodes", lambda session, nodes: restored.append(list(nodes)))
+    return killed, restored
+
+
 @pytest.mark.parametrize("failure", [RuntimeError("the policy service is unreachable"), KeyboardInterrupt()])
 def test_a_run_whose_migrator_fails_to_start_stops_its_sampler_and_never_fires_its_event(
     monkeypatch: pytest.MonkeyPatch, failure: BaseException
@@ -135,22 +157,7 @@ def test_the_end_is_read_at_the_runs_duration_even_while_a_migrator_step_blocks_
 def test_an_event_still_under_way_when_the_run_ends_kills_no_node_after_the_restore(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    killed: list[int] = []
-    restored: list[list[str]] = []
-    table = SimpleNamespace(
-        recorded=lambda: {"node-edge-1": {"pid": 4242}}, is_alive=lambda name: True, pids_path="pids.json"
-    )
-
-    def slow_counters(session: Any) -> None:  # Prometheus answering slowly before the kill (the event's thread)
-        if threading.current_thread() is not threading.main_thread():
-            time.sleep(1.0)
-
-    monkeypatch.setattr(loop_run, "sample_latency", lambda session, run, stop: stop.wait(30))
-    monkeypatch.setattr(loop_run, "mesh_counters", slow_counters)
-    monkeypatch.setattr(loop_run, "local_cluster", lambda session: SimpleNamespace(processes=table))
-    monkeypatch.setattr(loop_run, "post_event", lambda port, path, payload: None)
-    monkeypatch.setattr(os, "kill", lambda pid, sig: killed.append(pid))
-    monkeypatch.setattr(loop_run, "restore_nodes", lambda session, nodes: restored.append(list(nodes)))
+    killed, restored = slow_node_failure(monkeypatch, query_s=1.0)
     monkeypatch.setattr(loop_run, "EVENT_JOIN_S", 0.1)
     session = a_session(experiment="node-failure", fail_nodes=["edge-1"], sample_s=0.1, event_at_s=0.2, duration_s=0.4)
     session.admin = None

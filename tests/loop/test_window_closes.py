@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import threading
-import time
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
@@ -16,7 +11,7 @@ from flows.loop import run as loop_run
 from flows.loop.arms import PROTOCOL
 from flows.loop.experiments import check_out_folder
 from flows.loop.settings import DemoSettings
-from tests.loop.test_run import a_session
+from tests.loop.test_run import a_session, slow_node_failure
 
 STORED = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "experiments" / "trials"
 
@@ -26,21 +21,7 @@ def test_an_event_that_would_act_after_the_window_does_not_act_and_the_run_says_
 ) -> None:
     """The event's queries finish after the end was read but well within the join: before the window
     closed at the end's read, the node was killed then, outside the measured window, and the run passed."""
-    killed: list[int] = []
-    table = SimpleNamespace(
-        recorded=lambda: {"node-edge-1": {"pid": 4242}}, is_alive=lambda name: True, pids_path="pids.json"
-    )
-
-    def slow_counters(session: Any) -> None:  # Prometheus answering slowly before the kill (the event's thread)
-        if threading.current_thread() is not threading.main_thread():
-            time.sleep(0.6)
-
-    monkeypatch.setattr(loop_run, "sample_latency", lambda session, run, stop: stop.wait(30))
-    monkeypatch.setattr(loop_run, "mesh_counters", slow_counters)
-    monkeypatch.setattr(loop_run, "local_cluster", lambda session: SimpleNamespace(processes=table))
-    monkeypatch.setattr(loop_run, "post_event", lambda port, path, payload: None)
-    monkeypatch.setattr(os, "kill", lambda pid, sig: killed.append(pid))
-    monkeypatch.setattr(loop_run, "restore_nodes", lambda session, nodes: None)
+    killed, _ = slow_node_failure(monkeypatch, query_s=0.6)
     session = a_session(experiment="node-failure", fail_nodes=["edge-1"], sample_s=0.1, event_at_s=0.2, duration_s=0.4)
     session.admin = None
     with pytest.raises(RuntimeError, match="ended before its event could fail node edge-1"):
