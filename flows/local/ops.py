@@ -15,6 +15,7 @@ import os
 import sys
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flows.local import processes
@@ -95,15 +96,24 @@ def stop_order(name: str) -> tuple[int, int]:
 
 def down() -> list[str]:
     """Stop every process reach started (clients first, the cluster late, Prefect last); return their names.
-    The records of processes that had died are dropped; one that does not stop raises (after the rest)."""
+    The records of processes that had died are dropped; one that does not stop raises (after the rest).
+
+    A local cluster's own process table (``pids.json``) is read too: a component restarted without going
+    through :func:`restart` (e.g. by an older reach) runs under a PID the registry never saw, and is
+    stopped here by that recorded PID rather than left running."""
     stopped: list[str] = []
     survived: list[str] = []
+    cluster_states = {cluster_state_dir(r) for r, _ in processes.records() if r.name.startswith(CLUSTER_PREFIX)}
     for record, alive in sorted(processes.records(), key=lambda r: stop_order(r[0].name)):
         # stop() also ends what a dead leader left in its process group, then drops the record
         if processes.stop(record.name) and alive:
             stopped.append(record.name)
         elif processes.recorded(record.name) is not None:  # still running, or not ours to signal: keep it
             survived.append(f"{record.name} (pid {record.pid})")
+    for state_dir in sorted(cluster_states):
+        stopped_now, still = _stop_cluster_table(state_dir)
+        stopped += stopped_now
+        survived += still
     unreadable = processes.unreadable_records()
     if survived or unreadable:
         problems = [f"{', '.join(survived)} did not stop; stop it by that PID (`kill <pid>`)"] if survived else []
@@ -112,6 +122,49 @@ def down() -> list[str]:
             f"stopped {', '.join(stopped) or 'nothing'}, but {'; '.join(problems)}; then run `reach down` again"
         )
     return stopped
+
+
+def cluster_state_dir(record: processes.ProcessRecord) -> Path:
+    """The state directory of the local cluster whose component ``record`` is (its log lies in ``<state>/logs``)."""
+    return Path(record.log).parent.parent
+
+
+def _stop_cluster_table(state_dir: Path) -> tuple[list[str], list[str]]:
+    """Stop what a cluster's own process table still runs (its stop order: hollow nodes first, etcd last);
+    return the names stopped and those that survived."""
+    from flows.local.cluster.supervisor import _STOP_RANK, ProcessTable, is_our_process, stop_pid
+
+    table = ProcessTable(state_dir)
+    try:
+        entries = table.recorded()
+    except (OSError, ValueError):  # no table any more, or a torn one: nothing more to find there
+        return [], []
+    stopped: list[str] = []
+    survived: list[str] = []
+    for name in sorted(entries, key=lambda n: _STOP_RANK.get(n, 0)):
+        pid, exe = int(str(entries[name]["pid"])), str(entries[name]["exe"])
+        if not is_our_process(pid, exe):
+            continue
+        stop_pid(pid)
+        if is_our_process(pid, exe):
+            survived.append(f"{CLUSTER_PREFIX}{name} (pid {pid})")
+        else:
+            stopped.append(f"{CLUSTER_PREFIX}{name}")
+    return stopped, survived
+
+
+def restart_cluster_component(state_dir: Path, component: str) -> int:
+    """Start one local cluster component again through the cluster's own process table (a hollow node is
+    waited for until Ready) and keep the registry's record of it in step, so that ``reach down`` stops the
+    new process; returns the new PID."""
+    from flows.local.cluster import LocalCluster
+
+    pid = int(LocalCluster(state_dir).restart(component))
+    name = f"{CLUSTER_PREFIX}{component}"
+    record = processes.recorded(name)
+    if record is not None:
+        processes.adopt(name, pid, record.port, record.argv, record.log)
+    return pid
 
 
 def restart(name: str) -> processes.ProcessRecord:
@@ -127,14 +180,8 @@ def restart(name: str) -> processes.ProcessRecord:
     record = processes.recorded(name)
     if record is None or not name.startswith(CLUSTER_PREFIX):
         return processes.restart(name)
-    from pathlib import Path
-
-    from flows.local.cluster import LocalCluster
-
-    cluster = LocalCluster(Path(record.log).parent.parent)
-    component = name.removeprefix(CLUSTER_PREFIX)
-    pid = cluster.restart(component)
-    return processes.adopt(name, pid, record.port, record.argv, record.log)
+    restart_cluster_component(cluster_state_dir(record), name.removeprefix(CLUSTER_PREFIX))
+    return processes.recorded(name) or record  # re-adopted under the new PID by restart_cluster_component
 
 
 def recent_runs(api_url: str, limit: int = 5) -> list[dict[str, Any]]:

@@ -184,11 +184,13 @@ def restore_nodes(session: Session, nodes: list[str], timeout_s: float = 120.0) 
     that the node controller set (else the next arm could not place a pod there) and with its Lease renewed by
     the new kubelet. A node killed shortly before the end was never declared NotReady, so its Ready status is
     the dead kubelet's: only the renewal says the new one runs (else the next arm could see it fail late)."""
-    cluster = local_cluster(session)
+    from flows.local.ops import restart_cluster_component
+
     restarted_s: dict[str, float] = {}
     for node in nodes:
         restarted_s[node] = time.time()
-        cluster.restart(f"node-{node}")
+        # through ops: the registry's record follows the new PID, so that `reach down` stops the new kubelet
+        restart_cluster_component(local_cluster(session).state_dir, f"node-{node}")
     deadline = time.monotonic() + timeout_s
     waiting, problem = list(nodes), ""
     while waiting and time.monotonic() < deadline:

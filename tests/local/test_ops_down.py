@@ -13,7 +13,9 @@ def test_the_migrator_stops_before_the_cluster_it_talks_to(monkeypatch: pytest.M
     names = ["cluster-etcd", "prefect-server", "cluster-kube-apiserver", "reach-exporter", "reach-migrator",
              "bento-blue", "prefect-runner", "reach-prometheus"]  # fmt: skip
     stopped: list[str] = []
-    monkeypatch.setattr(processes, "records", lambda: [(SimpleNamespace(name=n), True) for n in names])
+    monkeypatch.setattr(
+        processes, "records", lambda: [(SimpleNamespace(name=n, log=f"/nonexistent/logs/{n}.log"), True) for n in names]
+    )
     monkeypatch.setattr(processes, "stop", lambda name: stopped.append(name) or True)
     monkeypatch.setattr(processes, "forget", lambda name: None)
     assert ops.down() == stopped
