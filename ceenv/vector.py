@@ -131,9 +131,12 @@ class BatchedCloudEdgeEnv:
     def _reset_one(self, i: int) -> None:
         conditions, slot_node = draw_start(self.model, self.layout, self.rngs[i], self.dynamic)
         self._set_state(i, conditions, slot_node)
-        if self.known_matrices is not None:  # same draw order as CloudEdgeEnv.reset
-            template = self.template
-            network = measured_network(self.model.scenario, conditions, self.rngs[i], template.measurement_noise)
+        self._measure(i, conditions)
+
+    def _measure(self, i: int, conditions: Conditions) -> None:
+        """Draw what copy ``i``'s policy measures of ``conditions`` (same draw order as CloudEdgeEnv.reset)."""
+        if self.known_matrices is not None:
+            network = measured_network(self.model.scenario, conditions, self.rngs[i], self.template.measurement_noise)
             self.known_matrices[i] = self.model.prepare(network).matrices
 
     def reset(self, seed: int | list[int | None] | None = None) -> ObsBatch:
@@ -155,8 +158,10 @@ class BatchedCloudEdgeEnv:
         return self.observe().copy()
 
     def reset_to(self, i: int, conditions: Conditions, slot_node: IntArray) -> None:
-        """Put copy ``i`` into a given state (as ``CloudEdgeEnv.reset(options={"state": ...})``)."""
+        """Put copy ``i`` into a given state (as ``CloudEdgeEnv.reset(options={"state": ...})``); with measured
+        conditions its policy's measured network is drawn anew for them, as the single env does."""
         self._set_state(i, conditions, np.asarray(slot_node, dtype=np.int64))
+        self._measure(i, conditions)
         self._invalidate()
         self._observation = None
 
