@@ -14,8 +14,11 @@ Mechanism (works on Kubernetes 1.20, which lacks ``pod-deletion-cost``, and on c
    old pod keeps its other labels, so it keeps serving behind the Service: Ready pods go N → N+1.
 4. As soon as the replacement is *bound* to the target (the only thing the cordons are for), lift
    the cordons: the cordon window is the scheduling time, capped by ``cordon_cap_s`` (not bound
-   within the cap: roll back). Then wait (deadline) until the replacement is Ready.
-5. Delete the old pod (N+1 → N) and wait until it is gone. This request is the commit point. An
+   within the cap: roll back). A lift that fails is tried again for a few seconds (then the cordons
+   left are the clean-up's, ``leftovers``). Then wait (deadline) until the replacement — the pod
+   bound, followed by its name — is Ready.
+5. Delete the old pod (N+1 → N) and wait until it is gone. This request is the commit point, made
+   only while the replacement is still Ready on the target (read just before). An
    old pod on a node that is not Ready (failed, unreachable) is force-deleted (grace period 0),
    only now, after its replacement is Ready: its kubelet cannot confirm a normal deletion, which
    would leave it Terminating until the node returns (docs/migrator.md, node failure).
@@ -60,6 +63,8 @@ from migrator.snapshot import (
 
 ANNOTATION_MIGRATION_ID = "reach.io/migration-id"
 ROLLBACK_GRACE_S = 2.0  # a rollback keeps its cordons at least this long (or cordon_cap_s if less) for the settle
+LIFT_RETRY_S = 3.0  # a lift that fails after the bind is tried again for at most this long (or cordon_cap_s if less)
+LIFT_FIRST_BACKOFF_S = 0.1  # the first wait before trying that lift again; it doubles after each failure
 _BOOKKEEPING_ANNOTATIONS = (
     ANNOTATION_MIGRATION_ID,
     ANNOTATION_MIGRATION_TARGET,
@@ -99,7 +104,8 @@ class ClusterOps(Protocol):
 
     def replicaset_selector(self, name: str) -> dict[str, str]: ...
 
-    def replicaset_replicas(self, name: str) -> int: ...
+    def replicaset_replicas(self, name: str) -> int | None:
+        """The ReplicaSet's wanted replicas; ``None`` when it does not exist (404). Any other failure raises."""
 
 
 class Clock(Protocol):
@@ -182,15 +188,16 @@ class Actuator:
                 pod.name, {POD_TEMPLATE_HASH: ORPHANED_HASH_VALUE, LABEL_MIGRATION: migration_id}, {}
             )
             cap_at_s = min(cordoned_s + self.cordon_cap_s, started_s + self.deadline_s)
-            replacement = self._wait_for_replacement(selector, before, move, cap_at_s, "bound to")
-            try:  # bound: a cordon that cannot be lifted now is a leftover for the clean-up, not a reason to undo
-                self._lift_cordons(migration_id)
-            except Exception as exc:
-                lift_error = f"; cordons not all lifted ({exc}), the next cycle cleans up"
+            replacement = self._wait_for_binding(selector, before, move, cap_at_s)
+            # Bound: a cordon that cannot be lifted (after a few tries) is a leftover for the clean-up, not a
+            # reason to undo the move.
+            lift_problem = self._lift_cordons_after_binding(migration_id)
+            if lift_problem:
+                lift_error = f"; cordons not all lifted ({lift_problem}), left for the clean-up"
             window_s = self.clock.now_s() - cordoned_s
-            replacement = self._wait_for_replacement(selector, before, move, started_s + self.deadline_s, "Ready on")
+            self._wait_until_ready(replacement, move, started_s + self.deadline_s)
             ready_s = self.clock.now_s() - started_s
-            forced = self._remove_old_pod(pod, snapshot)
+            forced = self._remove_old_pod(pod, snapshot, replacement, move)
         except Exception as exc:  # any failure, API errors included, must end in a rollback
             errors = self.roll_back(migration_id, pod.name, pod.owner_name, replacement, cordoned_s)
             detail = f"rolled back: {exc}"
@@ -227,19 +234,23 @@ class Actuator:
                 "the pod was released; raise cordon_cap_s for a cluster of this size"
             )
 
-    def _remove_old_pod(self, pod: PodInfo, before: ClusterSnapshot) -> bool:
+    def _remove_old_pod(self, pod: PodInfo, before: ClusterSnapshot, replacement: str, move: Move) -> bool:
         """Delete the old pod once its replacement is Ready; force (grace 0) only when its node is not Ready.
 
         Returns whether the deletion was forced. A NotReady or unreachable node's kubelet cannot confirm
         a normal deletion, so the pod would stay Terminating (and keep its name and IP) until the node
         returns; for a ReplicaSet pod whose replacement already serves, removing it from the API is safe.
         The node's state is read again; if that read fails, the read the migration started from decides
-        (a failed read must not undo a replacement that already serves).
+        (a failed read must not undo a replacement that already serves). Right before the deletion (the
+        commit point) the replacement, by the name it had when it was bound, is read once more: it must
+        still be Ready on the target, else the migration fails (and rolls back) with the old pod kept.
         """
         try:
             node = self.ops.snapshot().node(pod.node_name) if pod.node_name else None
         except Exception:
             node = before.node(pod.node_name) if pod.node_name else None
+        if not self._replacement_on_target(replacement, move).ready:
+            raise MigrationFailed(f"replacement {replacement} is no longer Ready on {move.target_node}")
         if node is not None and not node.ready:
             self.ops.force_delete_pod(pod.name)
             return True
@@ -256,29 +267,44 @@ class Actuator:
         }
         self.ops.patch_pod_metadata(pod.name, {}, annotations)
 
-    def _wait_for_replacement(
-        self, selector: Mapping[str, str], before: set[str], move: Move, until_s: float, state: str
-    ) -> str:
-        """The ReplicaSet's new pod, once ``state`` ("bound to" or "Ready on") the target before ``until_s``
-        (clock time); raises MigrationFailed otherwise."""
+    def _wait_for_binding(self, selector: Mapping[str, str], before: set[str], move: Move, until_s: float) -> str:
+        """The name of the ReplicaSet's new pod, once it is bound to the target before ``until_s`` (clock time);
+        raises MigrationFailed otherwise. From then on the replacement is that pod, followed by its name."""
         recorded = ""
         while self.clock.now_s() < until_s:
             fresh = [p for p in self.ops.list_pods(selector) if p.name not in before and not p.terminating]
             if fresh:
-                candidate = fresh[0]
+                candidate = next((p for p in fresh if p.name == recorded), fresh[0])
                 if candidate.name != recorded:
                     self.ops.patch_pod_metadata(move.pod_name, {}, {ANNOTATION_REPLACEMENT: candidate.name})
                     recorded = candidate.name
                 if candidate.node_name and candidate.node_name != move.target_node:
                     raise MigrationFailed(f"replacement {candidate.name} landed on {candidate.node_name}")
-                if candidate.ready or (state == "bound to" and candidate.node_name == move.target_node):
+                if candidate.node_name == move.target_node:
                     return candidate.name
             self.clock.sleep(self.poll_s)
         what = f"replacement {recorded}" if recorded else "no replacement pod"
-        limit = (
-            f"the {self.cordon_cap_s:g} s cordon cap" if state == "bound to" else f"the {self.deadline_s:g} s deadline"
+        raise MigrationFailed(f"{what} bound to {move.target_node} within the {self.cordon_cap_s:g} s cordon cap")
+
+    def _replacement_on_target(self, replacement: str, move: Move) -> PodInfo:
+        """The replacement (by name), still there and on the target; raises MigrationFailed otherwise."""
+        pod = self.ops.get_pod(replacement)
+        if pod is None or pod.terminating:
+            raise MigrationFailed(f"replacement {replacement} is gone or terminating")
+        if pod.node_name != move.target_node:
+            raise MigrationFailed(f"replacement {replacement} landed on {pod.node_name or 'no node'}")
+        return pod
+
+    def _wait_until_ready(self, replacement: str, move: Move, until_s: float) -> None:
+        """Wait until the replacement bound to the target (by name: during a scale-up another new pod of the
+        ReplicaSet may be Ready there first) is Ready before ``until_s`` (clock time); raises MigrationFailed otherwise."""
+        while self.clock.now_s() < until_s:
+            if self._replacement_on_target(replacement, move).ready:
+                return
+            self.clock.sleep(self.poll_s)
+        raise MigrationFailed(
+            f"replacement {replacement} Ready on {move.target_node} within the {self.deadline_s:g} s deadline"
         )
-        raise MigrationFailed(f"{what} {state} {move.target_node} within {limit}")
 
     def _wait_until_gone(self, pod_name: str) -> bool:
         """Whether the pod left the API within ``settle_s``."""
@@ -291,6 +317,30 @@ class Actuator:
 
     def _lift_cordons(self, migration_id: str) -> None:
         self.ops.lift_cordon(None, migration_id)
+
+    def _lift_cordons_after_binding(self, migration_id: str) -> str:
+        """Lift this migration's cordons, tried again with a doubling backoff (from :data:`LIFT_FIRST_BACKOFF_S`) for
+        at most ``cordon_cap_s`` or :data:`LIFT_RETRY_S`, whichever is less; '' when lifted, else why not.
+
+        Every other node stays closed to every workload while a cordon is up, so a lift that fails is not
+        left for the next cycle (``interval_s`` later) when a moment's wait would do. A refusal (401/403)
+        is not tried again: it would be refused the same way.
+        """
+        started_s = self.clock.now_s()
+        give_up_s = started_s + min(self.cordon_cap_s, LIFT_RETRY_S)
+        delay_s, tries = LIFT_FIRST_BACKOFF_S, 0
+        while True:
+            tries += 1
+            try:
+                self._lift_cordons(migration_id)
+                return ""
+            except ClusterAccessDenied as exc:
+                return str(exc)
+            except Exception as exc:
+                if self.clock.now_s() + delay_s > give_up_s:
+                    return f"{exc}; {tries} tries in {self.clock.now_s() - started_s:.1f} s"
+            self.clock.sleep(delay_s)
+            delay_s *= 2
 
     def roll_back(
         self, migration_id: str, old_pod: str, replicaset: str, replacement: str, cordoned_s: float | None = None
@@ -344,16 +394,21 @@ class Actuator:
         self.ops.patch_pod_metadata(old_pod, labels, dict.fromkeys(_BOOKKEEPING_ANNOTATIONS))
 
     def _wait_until_settled(self, replicaset: str, until_s: float) -> None:
-        """Wait until the ReplicaSet owns exactly its replicas, none of them unscheduled, or ``until_s`` (clock time)."""
-        try:
-            selector = self.ops.replicaset_selector(replicaset)
-            wanted = self.ops.replicaset_replicas(replicaset)
-        except Exception:  # the ReplicaSet itself is gone: nothing to settle
-            return
+        """Wait until the ReplicaSet owns exactly its replicas, none of them unscheduled, or ``until_s`` (clock time).
+
+        Only a ReplicaSet that does not exist (``replicaset_replicas`` gives None: a 404) has nothing to
+        settle. A read that fails is not "gone": the wait goes on (the cordons stay) until ``until_s``.
+        """
         while self.clock.now_s() < until_s:
-            owned = [p for p in self.ops.list_pods(selector) if not p.terminating]
-            if len(owned) == wanted and all(p.node_name for p in owned):
-                return
+            try:
+                wanted = self.ops.replicaset_replicas(replicaset)
+                if wanted is None:  # the ReplicaSet itself is gone: nothing to settle
+                    return
+                owned = [p for p in self.ops.list_pods(self.ops.replicaset_selector(replicaset)) if not p.terminating]
+                if len(owned) == wanted and all(p.node_name for p in owned):
+                    return
+            except Exception:  # unknown is not gone: keep waiting (and the cordons up) until until_s
+                pass
             self.clock.sleep(self.poll_s)
 
     def find_leftovers(self, snapshot: ClusterSnapshot) -> list[str]:

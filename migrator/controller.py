@@ -10,13 +10,16 @@ when it concerns a pod, a Kubernetes Event on that pod.
 
 Never act blind: a cycle that cannot observe (cluster unreadable; latency configured but unknown:
 Prometheus down, empty, stale, not a number; a configured measurement unavailable; node aliases in
-conflict; leftovers of a failed rollback not yet cleaned up) or cannot check the policy's answer
+conflict; leftovers of a failed rollback, or cordons a migration could not lift, not yet cleaned up)
+or cannot check the policy's answer
 (malformed, an unknown pod or node, a target not in the request's ``pod_deployable``) moves nothing
 and writes one ``blind`` record with its ``reason``; the first cycle that sees again writes
 ``resumed``. An unexpected error in a cycle is a blind cycle too (``cycle-failed``): the loop goes
 on. A move the guards allowed is checked again on a fresh read of the cluster before it is carried
 out, and refused with the guard's reason if it no longer passes. Leftovers of a failed rollback (or
-of a start-up clean-up that failed) are cleaned up before anything else in every mode.
+of a start-up clean-up that failed, or cordons not lifted after a migration) are cleaned up before
+anything else in every mode, and once more before ``run`` returns. One live migrator per cluster
+(:data:`ONE_MIGRATOR_PER_CLUSTER`, said in the ``starting`` log line).
 """
 
 from __future__ import annotations
@@ -51,8 +54,10 @@ CYCLE_FAILED = "cycle-failed"
 POLICY_ANSWER_MALFORMED = "policy-answer-malformed"
 POLICY_ANSWER_UNCHECKED = "policy-answer-unchecked"
 LATENCY_PROBLEMS = ("prometheus-unreachable", "latency-empty", "latency-not-a-number", "latency-stale")
+LATENCY_UNKNOWN = "latency-unknown"  # a LatencyReading without a value that names no problem
 BLIND_REASONS = (
     *LATENCY_PROBLEMS,
+    LATENCY_UNKNOWN,
     CLUSTER_UNREADABLE,
     CLUSTER_ACCESS_DENIED,
     MEASUREMENT_UNAVAILABLE,
@@ -88,6 +93,13 @@ class Journal:
         del self.records[: -self.keep_last]
         return entry
 
+
+# Said when the controller starts (finding the cordons of another live migrator, it would lift them as leftovers).
+ONE_MIGRATOR_PER_CLUSTER = (
+    "one live migrator per cluster: the temporary cordon is one taint per node, and every cordon of reach found "
+    "between cycles is cleaned up as a leftover, another live migrator's (another namespace's) in-flight ones "
+    "included; run others with dry_run (they only report leftovers)"
+)
 
 # Evacuations in one cycle never exceed this (a bound on the loop; the window limit usually comes first).
 MAX_EVACUATIONS_PER_CYCLE = 64
@@ -212,8 +224,8 @@ class Controller:
         while regular < max(1, self.settings.max_migrations_per_cycle):
             outcome = self._decide_and_act(regular, only)
             outcomes.append(outcome)
-            if outcome.kind != "migrated" or len(outcomes) > MAX_EVACUATIONS_PER_CYCLE:
-                break
+            if outcome.kind != "migrated" or outcome.blind or len(outcomes) > MAX_EVACUATIONS_PER_CYCLE:
+                break  # a blind outcome (a migration that left cordons, a refused write) ends the cycle too
             if outcome.result is None or not outcome.result.forced_removal:
                 regular += 1
         return outcomes
@@ -249,11 +261,7 @@ class Controller:
             self.journal.record("no-advice", reason=advice.reason, temporary=advice.temporary)
             return CycleOutcome("no-advice", advice.reason)
         if only is not None and not is_evacuation(advice, snapshot):
-            detail = f"{advice.pod_name} to {advice.target_node} is not an evacuation: {only.detail}"
-            if only.blind_reason is not None:
-                return self._blind(only.blind_reason, detail)
-            self.journal.record("not-evacuation", pod=advice.pod_name, target=advice.target_node, detail=detail)
-            return CycleOutcome("skipped", detail)
+            return self._not_evacuation(advice, only)
         now_s = self.clock.now_s()
         verdict = check_move(advice, snapshot, request, self.ledger, self.limits, self.rules, now_s, started_this_cycle)
         if not verdict.allowed:
@@ -262,20 +270,34 @@ class Controller:
                 self._blind(POLICY_ANSWER_UNCHECKED, verdict.detail)
                 return dataclasses.replace(outcome, blind=True)
             return outcome
-        return self._recheck_and_act(advice, now_s, started_this_cycle)
+        return self._recheck_and_act(advice, now_s, started_this_cycle, only)
 
-    def _recheck_and_act(self, advice: Move, asked_at_s: float, started_this_cycle: int) -> CycleOutcome:
+    def _not_evacuation(self, advice: Move, only: EvacuationsOnly, when: str = "") -> CycleOutcome:
+        """A move offered in an evacuations-only cycle that is not one: blind with the cycle's reason, or skipped."""
+        detail = f"{advice.pod_name} to {advice.target_node} is not an evacuation{when}: {only.detail}"
+        if only.blind_reason is not None:
+            return self._blind(only.blind_reason, detail)
+        self.journal.record("not-evacuation", pod=advice.pod_name, target=advice.target_node, detail=detail)
+        return CycleOutcome("skipped", detail)
+
+    def _recheck_and_act(
+        self, advice: Move, asked_at_s: float, started_this_cycle: int, only: EvacuationsOnly | None = None
+    ) -> CycleOutcome:
         """Read the cluster again and re-run the guards on it, then act on that fresh read.
 
         The policy may take seconds to answer (timeouts and retries); meanwhile the pod may be gone,
         the target full or cordoned by an admin. A move that no longer passes is refused with the
-        guard's reason, noted as found on the fresh read.
+        guard's reason, noted as found on the fresh read. In an evacuations-only cycle (``only``) the
+        move must still be an evacuation on the fresh read: a node that is Ready again turns it into
+        an ordinary move, which such a cycle does not make (blind with its reason, or skipped).
         """
         try:
             fresh = self.ops.snapshot()
             request = build_request(fresh, self.rules, None)
         except Exception as exc:
             return self._unreadable(exc, "cannot read the cluster again before migrating")
+        if only is not None and not is_evacuation(advice, fresh):
+            return self._not_evacuation(advice, only, " any more (found on a fresh read before migrating)")
         verdict = check_move(
             advice, fresh, request, self.ledger, self.limits, self.rules, asked_at_s, started_this_cycle
         )
@@ -370,6 +392,9 @@ class Controller:
         if result.access_denied:  # the cluster refused a write: every later try would be refused the same way
             self._blind(CLUSTER_ACCESS_DENIED, result.detail)
             return CycleOutcome(kind, result.detail, result=result, blind=True)
+        if result.leftovers:  # cordons or marks left (e.g. every other node still closed): said now, not next cycle
+            self._blind(LEFTOVERS_NOT_CLEANED, f"{kind} {move.pod_name}, leftovers not cleaned: {result.detail}")
+            return CycleOutcome(kind, result.detail, result=result, blind=True)
         return CycleOutcome(kind, result.detail, result=result)
 
     # ---- modes --------------------------------------------------------------------------------
@@ -380,7 +405,13 @@ class Controller:
     def failed_nodes_with_pods(self) -> list[str]:
         """NotReady nodes that still hold application pods, read from the API (which may raise); leftovers
         seen on that read are cleaned up first (:meth:`Controller._leftovers_seen`), while the QoS holds too."""
-        return _failed_nodes_with_pods(self._read_cleaned()[0])
+        return self._failed_nodes_or_pending()[0]
+
+    def _failed_nodes_or_pending(self) -> tuple[list[str], CycleOutcome | None]:
+        """:meth:`failed_nodes_with_pods`, with the blind outcome of a clean-up of leftovers that failed (its
+        record already written): the cycle ends there, it neither resumes nor counts a second blind record."""
+        snapshot, pending = self._read_cleaned()
+        return _failed_nodes_with_pods(snapshot), pending
 
     def monitoring_step(self) -> list[CycleOutcome]:
         """Act only while the latency exceeds the QoS threshold; an unknown latency means no action.
@@ -391,16 +422,18 @@ class Controller:
         that cannot be read is a blind cycle, whatever the latency.
         """
         try:
-            failed = self.failed_nodes_with_pods()
+            failed, pending = self._failed_nodes_or_pending()
         except Exception as exc:
             return [self._unreadable(exc, "cannot read the cluster")]
+        if pending is not None:
+            return [pending]
         if failed:
             self.journal.record("node-failure", nodes=failed)
             return self.run_cycle(self._evacuations_only())
         if self.latency is not None:
             reading = self.latency()
             if reading.value_ms is None:
-                return [self._blind(reading.problem or "latency-unknown", reading.detail)]
+                return [self._blind(reading.problem or LATENCY_UNKNOWN, reading.detail)]
             if reading.value_ms <= self.settings.qos_threshold_ms:
                 self._seeing()
                 self.journal.record("qos-met", latency_ms=reading.value_ms, threshold_ms=self.settings.qos_threshold_ms)
@@ -417,7 +450,7 @@ class Controller:
         reading = self.latency()
         if reading.value_ms is None:
             return EvacuationsOnly(
-                reading.problem or "latency-unknown",
+                reading.problem or LATENCY_UNKNOWN,
                 f"only evacuations while the latency is unknown ({reading.detail})",
             )
         if reading.value_ms <= self.settings.qos_threshold_ms:
@@ -425,7 +458,12 @@ class Controller:
         return None
 
     def run_episode(self) -> list[CycleOutcome]:
-        """REACH's test mode: one move per step until stop, refusal, failure or the step cap."""
+        """REACH's test mode: one move per step until stop, refusal, failure, a blind step or the step cap.
+
+        The latency's value does not gate a step (it is recorded before and after, as REACH's test mode
+        does), but with a latency source configured a step whose latency is unknown (Prometheus down,
+        empty, stale) is blind with the reading's problem and ends the episode: nothing moves unseen.
+        """
         outcomes: list[CycleOutcome] = []
         path = Path(self.settings.episode_csv)
         new_file = not path.exists()
@@ -434,8 +472,12 @@ class Controller:
             if new_file:
                 writer.writerow(["time", "step", "outcome", "pod", "target", "latency_before_ms", "latency_after_ms"])
             for step in range(1, self.settings.episode_max_steps + 1):
-                before = self.latency_ms()
-                outcome = self._clean_up_if_due() or self._decide_and_act(0)
+                reading = self.latency() if self.latency is not None else None
+                before = reading.value_ms if reading is not None else None
+                if reading is not None and before is None:
+                    outcome = self._blind(reading.problem or LATENCY_UNKNOWN, f"episode step {step}: {reading.detail}")
+                else:
+                    outcome = self._clean_up_if_due() or self._decide_and_act(0)
                 after = self.latency_ms()
                 move = outcome.verdict.move if outcome.verdict else (outcome.result.move if outcome.result else None)
                 writer.writerow([
@@ -443,7 +485,7 @@ class Controller:
                     move.target_node if move else "", _csv_float(before), _csv_float(after),
                 ])  # fmt: skip
                 outcomes.append(outcome)
-                if outcome.kind != "migrated":
+                if outcome.kind != "migrated" or outcome.blind:
                     break
         return outcomes
 
@@ -477,6 +519,7 @@ class Controller:
         reach the cluster is retried before the next migration, and an unexpected error in a step
         is a ``cycle-failed`` blind cycle, logged and counted.
         """
+        self._say_starting()
         try:
             self.clean_up()
         except Exception as exc:
@@ -490,8 +533,32 @@ class Controller:
                 self._blind(CYCLE_FAILED, f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             self._cycle_ended()
             if self.settings.once or should_stop():
+                self._clean_up_before_exit()
                 return
             self.clock.sleep(self.settings.interval_s)
+
+    def _say_starting(self) -> None:
+        """One log line at start with the limit an operator must know: one live migrator per cluster (a log line
+        only, not a journal record: nothing happened yet)."""
+        s = self.settings
+        starting = {"event": "starting", "time": round(time.time(), 3), "mode": str(s.mode), "dry_run": s.dry_run}
+        LOGGER.info(json.dumps({**starting, "namespace": s.namespace, "limit": ONE_MIGRATOR_PER_CLUSTER}))
+
+    def _clean_up_before_exit(self) -> None:
+        """The last turn left leftovers (cordons that could not be lifted, a rollback's marks): try once more now,
+        since no next cycle will. That turn already wrote its ``blind`` record (and count); a failure here is
+        logged as ``leftovers-left`` so the log says what stays behind."""
+        if not self.cleanup_due:
+            return
+        try:
+            self.clean_up()
+        except Exception as exc:
+            self.journal.record(
+                "leftovers-left", reason=LEFTOVERS_NOT_CLEANED, action="none",
+                detail=f"exiting with leftovers; the next start cleans them up: {exc}",
+            )  # fmt: skip
+            return
+        self.cleanup_due = False
 
     def _cycle_ended(self) -> None:
         """One turn of :meth:`Controller.run` is over, whatever it did (a blind turn included); telemetry stamps it."""

@@ -345,16 +345,18 @@ class KubeOps:
 
     def get_pod(self, name: str) -> PodInfo | None:
         try:
-            return pod_info(self.core.read_namespaced_pod(name, self.namespace, _request_timeout=self.timeout))
+            with _access_checked("get pods", self.namespace):
+                return pod_info(self.core.read_namespaced_pod(name, self.namespace, _request_timeout=self.timeout))
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
     def list_pods(self, match_labels: Mapping[str, str]) -> list[PodInfo]:
-        items = self.core.list_namespaced_pod(
-            self.namespace, label_selector=selector_string(match_labels), _request_timeout=self.timeout
-        ).items
+        with _access_checked("list pods", self.namespace):
+            items = self.core.list_namespaced_pod(
+                self.namespace, label_selector=selector_string(match_labels), _request_timeout=self.timeout
+            ).items
         return [pod_info(p) for p in items]
 
     def replicaset_selector(self, name: str) -> dict[str, str]:
@@ -362,8 +364,15 @@ class KubeOps:
             rs = self.apps.read_namespaced_replica_set(name, self.namespace, _request_timeout=self.timeout)
         return dict(rs.spec.selector.match_labels or {})
 
-    def replicaset_replicas(self, name: str) -> int:
-        rs = self.apps.read_namespaced_replica_set(name, self.namespace, _request_timeout=self.timeout)
+    def replicaset_replicas(self, name: str) -> int | None:
+        """The ReplicaSet's wanted replicas; None when it does not exist (404), a 401/403 is ClusterAccessDenied."""
+        try:
+            with _access_checked("get replicasets", self.namespace):
+                rs = self.apps.read_namespaced_replica_set(name, self.namespace, _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
         return int(rs.spec.replicas or 0)
 
     def _pdb_api(self) -> tuple[Any, bool]:

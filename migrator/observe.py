@@ -28,7 +28,7 @@ from ceenv.schema import (
     ServiceState,
 )
 from migrator.fit import FitIndex, unfit
-from migrator.snapshot import ClusterSnapshot, NodeInfo, PodInfo
+from migrator.snapshot import ClusterSnapshot, MeasurementUnavailable, NodeInfo, PodInfo
 
 _SCHEDULING_EFFECTS = ("NoSchedule", "NoExecute")
 
@@ -143,7 +143,8 @@ def build_request(
     with ``available: false`` when an application pod is bound to it, and left out otherwise.
 
     ``measured`` (from Prometheus, :meth:`migrator.metrics.PrometheusMetrics.measured_conditions`)
-    becomes the optional ``measured`` block, restricted to the nodes the request lists.
+    becomes the optional ``measured`` block, restricted to the nodes the request lists; a block of it
+    that matches none of them raises :class:`MeasurementUnavailable`.
     """
     free = free_resources(snapshot)
     hosting = {p.node_name for p in snapshot.app_pods if p.node_name and not p.terminating}
@@ -160,17 +161,48 @@ def build_request(
 
 
 def _on_nodes(measured: MeasuredConditions, nodes: set[str]) -> MeasuredConditions | None:
-    """The measurements between listed nodes only (a node left out is unavailable to the policy anyway)."""
+    """The measurements between listed nodes only (a node left out is unavailable to the policy anyway).
+
+    A block that carried values and keeps none (its node labels match no listed node: other names, IPs,
+    a relabelled cluster) raises :class:`MeasurementUnavailable` naming the query and the labels (the
+    first :data:`UNMATCHED_SHOWN`): the migrator was told to decide on it and cannot, so it must not
+    quietly decide on the nominal values instead.
+    """
     delays = {
         a: {b: ms for b, ms in row.items() if b in nodes} for a, row in measured.node_delay_ms.items() if a in nodes
     }
     delays = {a: row for a, row in delays.items() if row}
     utilization = {n: u for n, u in measured.node_utilization.items() if n in nodes}
     bandwidth = {n: b for n, b in measured.bandwidth_mbps.items() if n in nodes}
+    delay_labels = {*measured.node_delay_ms, *(b for row in measured.node_delay_ms.values() for b in row)}
+    _require_matched("measured_delay_query", bool(measured.node_delay_ms), bool(delays), delay_labels, nodes)
+    utilization_labels = set(measured.node_utilization)
+    _require_matched("node_utilization_query", bool(utilization_labels), bool(utilization), utilization_labels, nodes)
+    _require_matched(
+        "bandwidth_mbps", bool(measured.bandwidth_mbps), bool(bandwidth), set(measured.bandwidth_mbps), nodes
+    )
     if not (delays or utilization or bandwidth):
         return None
     return measured.model_copy(
         update={"node_delay_ms": delays, "node_utilization": utilization, "bandwidth_mbps": bandwidth}
+    )
+
+
+UNMATCHED_SHOWN = 10  # node labels named in a MeasurementUnavailable message at most
+
+
+def _require_matched(source: str, given: bool, kept: bool, labels: set[str], nodes: set[str]) -> None:
+    """Raise :class:`MeasurementUnavailable` when ``source`` gave values and none of them is on (between) listed nodes."""
+    if not given or kept:
+        return
+    unmatched = sorted(labels - nodes) or sorted(labels)
+    shown = ", ".join(unmatched[:UNMATCHED_SHOWN]) + (
+        f" and {len(unmatched) - UNMATCHED_SHOWN} more" if len(unmatched) > UNMATCHED_SHOWN else ""
+    )
+    raise MeasurementUnavailable(
+        f"the samples of {source} match no node the request lists (node labels {shown}; listed: "
+        f"{', '.join(sorted(nodes)[:UNMATCHED_SHOWN])}{' …' if len(nodes) > UNMATCHED_SHOWN else ''}): label the "
+        "samples with the Kubernetes node names"
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -164,3 +164,17 @@ class MigratorSettings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"policy_url {value!r} must start with http:// or https://, e.g. http://127.0.0.1:3000")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _measurements_need_prometheus(self) -> MigratorSettings:
+        """A measurement query without a Prometheus to ask would be silently unread: refuse it before anything runs."""
+        queries = [n for n in ("measured_delay_query", "node_utilization_query") if getattr(self, n)]
+        if queries and not self.prometheus_url:
+            names = " and ".join(queries)
+            variables = " and ".join(f"REACH_MIGRATOR_{n.upper()}" for n in queries)
+            raise ValueError(
+                f"{names} {'are' if len(queries) > 1 else 'is'} set but prometheus_url is not: set "
+                "REACH_MIGRATOR_PROMETHEUS_URL (or --prometheus-url) to the Prometheus that answers it, e.g. "
+                f"http://127.0.0.1:9090, or unset {variables}"
+            )
+        return self

@@ -24,6 +24,8 @@ from migrator.policy import Advice, NoAdvice, Stop
 
 LOOPBACK = "127.0.0.1"
 RESULT_EVENTS = {"migrated": "migrated", "rolled-back": "rolled-back"}
+# Every value of reach_migrator_migrations_total{result}: "-incomplete" when the migration left leftovers.
+MIGRATION_RESULTS = ("migrated", "migrated-incomplete", "rolled-back", "rolled-back-incomplete")
 T = TypeVar("T")
 
 
@@ -34,7 +36,8 @@ class MigratorTelemetry:
         self.registry = CollectorRegistry(auto_describe=True)
         self.migrations = Counter(
             "reach_migrator_migrations", "Migrations carried out, by result (migrated, rolled-back, "
-            "rolled-back-incomplete: a rollback left marks that the next cycle cleans up).",
+            "rolled-back-incomplete: a rollback left marks that the next cycle cleans up, migrated-incomplete: "
+            "moved, but cordons that could not be lifted were left for the clean-up).",
             ["result"], registry=self.registry,
         )  # fmt: skip
         self.refusals = Counter(
@@ -67,6 +70,8 @@ class MigratorTelemetry:
             self.refusals.labels(reason=reason.value)
         for blind_reason in BLIND_REASONS:
             self.blind_cycles.labels(reason=blind_reason)
+        for result in MIGRATION_RESULTS:  # so that increase() in the alerts sees the first one too
+            self.migrations.labels(result=result)
 
     def serve(self, port: int, host: str = LOOPBACK) -> Any:
         """Publish the registry on http://<host>:<port>/metrics (loopback by default); ``shutdown()`` stops it."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ceenv.schema import ActionRequest
 from migrator.observe import FitRules, build_request, free_resources, pod_deployable, pods_per_node
-from migrator.snapshot import Taint, Toleration
+from migrator.snapshot import MeasurementUnavailable, Taint, Toleration
 
 from .builders import GIB, cluster, node, pod
 
@@ -104,5 +106,6 @@ def test_the_measured_block_is_restricted_to_the_nodes_the_request_lists() -> No
     assert request.measured.node_delay_ms == {"cloud-1": {"edge-1": 60.0}}
     assert request.measured.node_utilization == {"cloud-2": 0.3}
     assert build_request(snap, RULES).measured is None
-    only_gone = MeasuredConditions(node_utilization={"gone": 0.2})
-    assert build_request(snap, RULES, only_gone).measured is None
+    only_gone = MeasuredConditions(node_utilization={"gone": 0.2})  # matches no listed node: unavailable, not None
+    with pytest.raises(MeasurementUnavailable, match=r"node_utilization_query.*gone"):
+        build_request(snap, RULES, only_gone)
