@@ -157,11 +157,7 @@ def new_run_dir(run_dir: str | None) -> Path:
     """
     if run_dir:
         folder = Path(run_dir)
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise ValueError(
-                f"run_dir {folder} already exists and is not an empty folder (another run's outputs?); pass a new "
-                "or empty folder, or leave run_dir null for a new out/runs/<time> folder"
-            )
+        check_run_dir(run_dir)  # again: another run may have written there since check_run
         folder.mkdir(parents=True, exist_ok=True)
         return folder
     root = out_dir() / "runs"
@@ -176,6 +172,18 @@ def new_run_dir(run_dir: str | None) -> Path:
             n += 1
             continue
         return folder
+
+
+def check_run_dir(run_dir: str | None) -> None:
+    """Refuse an explicit ``run_dir`` that is not a new or empty folder (``ValueError`` naming it and the fix)."""
+    if not run_dir:
+        return
+    folder = Path(run_dir)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ValueError(
+            f"run_dir {folder} already exists and is not an empty folder (another run's outputs?); pass a new "
+            "or empty folder, or leave run_dir null for a new out/runs/<time> folder"
+        )
 
 
 @task
@@ -226,13 +234,14 @@ def check_run(params: PipelineParams, scenario_dir: Path, workload_file: Path) -
     The scenario and workload files (every problem: :func:`check_files`), the
     evaluation settings (a family this cluster and application cannot have, bad seeds), the training
     config (or the ``policy_from`` artefact's metadata), planning (``plan_k`` > 0) of a policy that is not
-    general (observation version 4), and the gate rules; each error is a ``ValueError`` naming the problem
-    and the fix.
+    general (observation version 4), the gate rules, and an explicit ``run_dir`` holding files already
+    (:func:`check_run_dir`); each error is a ``ValueError`` naming the problem and the fix.
     """
     from flows.evaluation.gate import load_gate_rules
     from flows.evaluation.units import check_evaluation
     from flows.training.config import load_train_config
 
+    check_run_dir(params.run_dir)
     check_files(scenario_dir, workload_file)
     check_evaluation(scenario_dir, [workload_file], params.families, params.eval_seeds, params.eval_episodes)
     if params.policy_from is None:

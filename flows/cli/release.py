@@ -111,18 +111,23 @@ def retrain_schedule(
 ) -> None:
     """Set the retraining schedule (UTC) of `reach up`'s runner; it applies after `reach down && reach up`.
 
-    A retrain retrains the cluster being served, with the planning it serves with (nothing serving: the
+    A retrain retrains the cluster being served, with the planning it serves with (none deployed: the
     pipeline's defaults), and never switches the endpoint to another cluster. Work pools
     (deploy/prefect/*.yaml) keep their own cron and ignore this one.
     """
-    from flows.release.deployments import save_retrain_cron
+    from flows.release.deployments import next_fire_time, save_retrain_cron
 
     try:
         save_retrain_cron(cron)
     except ValueError as err:
         errors.print(f"[bold red]error:[/] {err}", highlight=False)
         raise typer.Exit(2) from None
-    console.print(f"retraining scheduled: {cron!r} UTC (restart the runner with `reach down && reach up` to apply)")
+    fire = next_fire_time(cron)
+    next_run = f", next at {fire:%Y-%m-%d %H:%M} UTC" if fire is not None else ""
+    console.print(
+        f"retraining scheduled: {cron!r} UTC{next_run} (restart the runner with `reach down && reach up` to apply)",
+        highlight=False,
+    )
 
 
 def _analysis_params(
@@ -186,7 +191,7 @@ def deploy(
         errors.print(f"[bold red]rolled back:[/] {err}", highlight=False)
         raise typer.Exit(1) from None
     except RollbackFailed as err:
-        errors.print(f"[bold red]rollback failed, the new service is still serving:[/] {err}", highlight=False)
+        errors.print(f"[bold red]rollback failed:[/] {err}", highlight=False)  # it says what serves now
         raise typer.Exit(1) from None
     except RedeployError as err:
         errors.print(f"[bold red]deploy failed, the previous service keeps serving:[/] {err}", highlight=False)
@@ -287,7 +292,7 @@ def serve(
     starts, one line says what it will serve: the cluster, how it decides (raw or planning) and what it was
     trained on, with a warning when its planning differs from the evaluation its gate judged.
     """
-    from flows.release.packaging import bento_labels, gated_bento_for
+    from flows.release.packaging import bento_labels, gated_bento_for, rejected_for
     from flows.release.selection import check_servable, cluster_of, serve_arguments
 
     arguments: dict[str, str] = {}
@@ -302,9 +307,11 @@ def serve(
         errors.print(f"[bold red]error:[/] {err}", highlight=False)
         raise typer.Exit(2) from None
     if tag is None:
+        skipped = rejected_for(cluster)
         errors.print(
             f"[bold red]error:[/] no gated bento for {cluster} in the BentoML store; run "
-            f"`reach pipeline run` for it first (or pass --scenario/--workload of one you have)",
+            f"`reach pipeline run` for it first (or pass --scenario/--workload of one you have)"
+            + (f"; {skipped}" if skipped else ""),
             highlight=False,
         )
         raise typer.Exit(2)

@@ -3,15 +3,20 @@
 ``reach-pipeline`` (on demand), ``reach-retrain`` (pipeline then redeploy of the cluster being served,
 on a cron schedule) and ``reach-redeploy`` (on demand). The retraining cron (UTC) comes from
 ``$REACH_HOME/schedule.json`` (written by ``reach retrain schedule``) or defaults to Sunday 03:00 UTC.
-The two deployments that switch the service run one at a time (``concurrency_limit=1``: a second run
-waits for the first) and read the analysis and the live cluster from the settings ``reach deploy``
-reads (``from_settings``). Run as ``python -m flows.release.deployments``; ``deploy/prefect/prefect.yaml``
+The two deployments that switch the service each run one at a time (``concurrency_limit=1`` per
+deployment: a second run of the same deployment waits for the first); a retrain and a redeploy may run
+at once (the retrain's redeploy is a subflow, outside the other deployment's limit), and the switch
+lock of :mod:`.serving` serialises their switches: a switch that waits more than 180 s behind another
+fails with ``SwitchBusy``, having changed nothing. Both read the analysis and the live cluster from the
+settings ``reach deploy`` reads (``from_settings``). A schedule is refused unless it fires
+(:func:`next_fire_time`: ``0 0 30 2 *`` never does). Run as ``python -m flows.release.deployments``; ``deploy/prefect/prefect.yaml``
 declares the same deployments for a process work pool, for users who prefer workers to a serving
 process (with its own cron: the schedule file is this runner's).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -35,7 +40,7 @@ def retrain_cron() -> str:
     try:
         cron = json.loads(path.read_text())["cron"]
         if not isinstance(cron, str) or not valid_cron(cron):
-            raise ValueError(f"{cron!r} is not a 5-field cron expression")
+            raise ValueError(f"{cron!r} is not a 5-field cron expression that ever fires")
         return cron
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(
@@ -45,7 +50,8 @@ def retrain_cron() -> str:
 
 
 def valid_cron(cron: str) -> bool:
-    """Whether ``cron`` is a 5-field expression Prefect's cron grammar accepts."""
+    """Whether ``cron`` is a 5-field expression Prefect's cron grammar accepts and that fires at some time
+    (``0 0 30 2 *``, February 30th, is well formed but never fires: :func:`next_fire_time`)."""
     from prefect.client.schemas.schedules import CronSchedule
     from pydantic import ValidationError
 
@@ -53,13 +59,32 @@ def valid_cron(cron: str) -> bool:
         CronSchedule(cron=cron)
     except ValidationError:
         return False
-    return len(cron.split()) == 5
+    return len(cron.split()) == 5 and next_fire_time(cron) is not None
+
+
+def next_fire_time(cron: str, after: datetime.datetime | None = None) -> datetime.datetime | None:
+    """The first time (UTC) after ``after`` (default: now) that ``cron`` fires, or None when it never does.
+
+    Computed by the croniter Prefect's scheduler uses (``prefect._vendor.croniter``, as Prefect calls it: a naive
+    start, day of month OR day of week), so a cron it cannot schedule is refused here, not in the runner."""
+    from prefect._vendor.croniter.croniter import CroniterError, croniter
+
+    start = (after or datetime.datetime.now(datetime.UTC)).astimezone(datetime.UTC)
+    try:
+        schedule = croniter(cron, start.replace(tzinfo=None), day_or=True)  # type: ignore[no-untyped-call]
+        fire: datetime.datetime = schedule.get_next(datetime.datetime)  # type: ignore[no-untyped-call]
+    except (CroniterError, ValueError, KeyError):
+        return None
+    return fire.replace(tzinfo=datetime.UTC)
 
 
 def save_retrain_cron(cron: str) -> None:
-    """Validate a cron expression (Prefect's own cron grammar, 5 fields) and save it for the runner."""
+    """Validate a cron expression (Prefect's own cron grammar, 5 fields, one that fires) and save it for the runner."""
     if not valid_cron(cron):
-        raise ValueError(f"not a valid 5-field cron expression: {cron!r} (example: '0 3 * * 0' = Sundays at 03:00 UTC)")
+        raise ValueError(
+            f"not a 5-field cron expression that ever fires: {cron!r} (a date that does not exist, such as February "
+            f"30th, never fires); example: '{DEFAULT_RETRAIN_CRON}' = Sundays at 03:00 UTC"
+        )
     path = schedule_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -81,7 +106,8 @@ def deployments() -> list[Any]:
         reach_retrain.to_deployment(
             name="scheduled",
             schedule=Cron(retrain_cron(), timezone=RETRAIN_TIMEZONE),
-            description="Retrain the cluster being served (its files and planning; nothing serving: the defaults) "
+            description="Retrain the cluster being served (the endpoint file's, also while its server is down: its files "
+            "and planning; none recorded: the defaults) "
             "on a schedule (UTC), then redeploy it; never switches to another cluster unless switch_cluster.",
             tags=["reach"],
             concurrency_limit=SWITCHING_RUNS,

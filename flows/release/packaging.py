@@ -5,7 +5,8 @@ evaluation report and the gate verdict) plus a bento built from ``bento/bentofil
 references it, labelled ``gate=passed|refused``, ``model``, ``scenario`` and ``workload`` (``*`` and
 ``max_nodes``/``max_slots`` for a general policy: :mod:`.selection`; ``plan_k`` when it is built to
 decide with planning, which its stored evaluation must have played: :func:`check_gated_as_served`). The redeploy flow serves only
-bentos labelled ``gate=passed`` that can serve the cluster asked for. Used by the pipeline and redeploy
+bentos labelled ``gate=passed`` that can serve the cluster asked for, and of those chooses none that a deploy
+rejected (:mod:`.rejections`) unless it is named. Used by the pipeline and redeploy
 flows, and by ``reach package`` (:func:`release_artefact`: gate and package an artefact trained outside
 the pipeline).
 """
@@ -198,10 +199,31 @@ def bento_labels(tag: str) -> dict[str, str]:
 
 
 def gated_bento_for(cluster: Cluster, exclude: str | None = None) -> str | None:
-    """The newest gated bento that can serve ``cluster`` (:mod:`.selection`), other than ``exclude``; or None."""
+    """The newest gated bento that can serve ``cluster`` (:mod:`.selection`), other than ``exclude`` and other than
+    one a deploy rejected (:mod:`.rejections`: a failed canary, a rollback); or None."""
+    from flows.release.rejections import rejected
     from flows.release.selection import choose
 
-    return choose(((str(b.tag), b.info.labels) for b in gated_bentos()), cluster, exclude)
+    skipped = rejected()
+    eligible = ((str(b.tag), b.info.labels) for b in gated_bentos() if str(b.tag) not in skipped)
+    return choose(eligible, cluster, exclude)
+
+
+def rejected_for(cluster: Cluster) -> str:
+    """What :func:`gated_bento_for` skipped for ``cluster`` (rejected bentos that could serve it, each with its
+    reason) and how to deploy one again; "" when it skipped none."""
+    from flows.release.rejections import rejected
+    from flows.release.selection import ranked
+
+    entries = rejected()
+    skipped = [tag for tag in ranked(((str(b.tag), b.info.labels) for b in gated_bentos()), cluster) if tag in entries]
+    if not skipped:
+        return ""
+    return (
+        "skipped as rejected by an earlier deploy ("
+        + "; ".join(f"{tag}, {entries[tag].describe()}" for tag in skipped)
+        + f"); `reach deploy --bento {skipped[0]}` deploys one of them again and re-admits it"
+    )
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Redeploy serves one cluster, named by (scenario, workload): the ones asked for, 
 serving deployment was made for, else the one an explicitly named bento was trained for. It picks
 the bento asked for (refused with :class:`flows.release.selection.NotServable` when it cannot serve
 that cluster) or the newest gated bento that can (:mod:`.selection`: a specific bento of that
-scenario and workload, or a general one within its limits), starts it beside the running one, checks
+scenario and workload, or a general one within its limits) and that no earlier deploy rejected
+(:mod:`.rejections`: a failed canary, a rollback), starts it beside the running one, checks
 it with a canary batch of requests *of the served cluster* (:mod:`.canary`: the simulator's REACH
 payloads from that scenario and workload, led by the live cluster's own request when a kubeconfig
 is given), switches the endpoint and stops the old server
@@ -14,30 +15,30 @@ With :class:`flows.release.analysis.AnalysisParams` the old server stays up, idl
 analysis period: the latency Prometheus measured under the new policy is compared with the
 incumbent's last period (:func:`flows.release.analysis.decide`); when it is worse beyond the
 tolerance (or unmeasured) the previous bento serves again at once (blue/green back), the run
-publishes a ``redeploy-analysis`` artifact and fails with :class:`RolledBack`. Unattended runs
-(``from_settings``: the deployments, the retrain) take the analysis and the live cluster from the
-settings ``reach deploy`` reads (:func:`settings_release`).
+publishes a ``redeploy-analysis`` artifact and fails with :class:`RolledBack` (the rolled-back bento
+is recorded as rejected). Unattended runs (``from_settings``: the deployments, the retrain) take the
+analysis and the live cluster from the settings ``reach deploy`` reads (:func:`settings_release`).
 
 Retrain retrains the cluster being served (the files its deployment recorded, and the planning its
-bento serves with; the defaults when nothing serves), runs the pipeline, then redeploys the files the
-pipeline trained on (the ingested workload when profiles were given) when the gate passed. It never
-switches the endpoint to another cluster unless asked (``switch_cluster``).
+bento serves with, also while its server is down; the defaults when none is recorded), runs the
+pipeline, then redeploys the files the pipeline trained on (the ingested workload when profiles were
+given) when the gate passed. It never switches the endpoint to another cluster unless asked
+(``switch_cluster``).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from bento.planning_settings import PLANNING_KEYS
 from flows.pipeline import PipelineParams, reach_pipeline
 from flows.release.analysis import AnalysisParams, AnalysisVerdict, decide
 from flows.release.canary import canary_requests
+from flows.release.retraining import cluster_switch, recorded_file_exists, retrain_params, retrained_cluster
 from flows.release.serving import RedeployError
 
 if TYPE_CHECKING:
@@ -50,22 +51,23 @@ class RolledBack(RedeployError):
 
 
 class RollbackFailed(RuntimeError):
-    """The analysis asked for a rollback and it failed: the *new* bento still serves (the message says which)."""
+    """The analysis asked for a rollback and it failed: the message says what the endpoint file names now (the new
+    bento, or another deploy's that replaced it meanwhile)."""
 
 
 @task
 def target_cluster(bento: str | None, scenario: str | None, workload: str | None) -> Cluster:
-    """The cluster to serve: as asked, else the serving deployment's (the files it recorded, while they exist),
-    else a named specific bento's own."""
+    """The cluster to serve: as asked, else the serving deployment's (the files it recorded, while they exist;
+    also when its server is down, e.g. after ``reach down && reach up``), else a named specific bento's own."""
     from flows.release.packaging import bento_labels
     from flows.release.selection import ANY, cluster_of
-    from flows.release.serving import current_endpoint
+    from flows.release.serving import recorded_endpoint
 
-    serving = current_endpoint()
+    serving = recorded_endpoint()  # the cluster it was made for, alive or not: a restart must not switch clusters
     if serving is not None and serving.scenario and not scenario and not workload:
         # the files it serves, when they are still there: a name may stand for another folder under data/
-        scenario = serving.scenario_dir if _exists(serving.scenario_dir) else serving.scenario
-        workload = serving.workload_file if _exists(serving.workload_file) else serving.workload
+        scenario = serving.scenario_dir if recorded_file_exists(serving.scenario_dir) else serving.scenario
+        workload = serving.workload_file if recorded_file_exists(serving.workload_file) else serving.workload
     elif serving is not None and serving.scenario:
         scenario, workload = scenario or serving.scenario, workload or serving.workload
     elif bento is not None:
@@ -82,13 +84,10 @@ def target_cluster(bento: str | None, scenario: str | None, workload: str | None
     return cluster_of(scenario, workload)
 
 
-def _exists(path: str) -> bool:
-    return bool(path) and Path(path).exists()
-
-
 @task
 def choose_bento(requested: str | None, cluster: Cluster) -> str | None:
-    """The bento to deploy for ``cluster``: the one asked for (if it can serve it), else the newest eligible gated one.
+    """The bento to deploy for ``cluster``: the one asked for (if it can serve it), else the newest eligible gated one
+    that no deploy rejected (:mod:`flows.release.rejections`).
 
     None when the newest eligible bento already serves this cluster (nothing to do) or there is none.
     "Serves this cluster" compares the files' hashes too (:meth:`flows.release.serving.Endpoint.serves`):
@@ -209,8 +208,8 @@ def analyse_release(result: RedeployResult, params: AnalysisParams, ready_timeou
             return roll_back(result, ready_timeout_s)
         except Exception as exc:
             raise RollbackFailed(
-                f"{why}; rolling back to {previous.bento} failed ({exc}): {result.endpoint.bento} still serves "
-                f"at {result.endpoint.url}; `reach deploy --bento {previous.bento}` redeploys the previous one"
+                f"{why}; rolling back to {previous.bento} failed ({exc}): {_serving_now(result.endpoint)}; "
+                f"`reach deploy --bento {previous.bento}` redeploys the previous one"
             ) from exc
 
     try:
@@ -230,8 +229,36 @@ def analyse_release(result: RedeployResult, params: AnalysisParams, ready_timeou
     if not verdict.roll_back:
         retire(previous)
         return verdict
+    _reject(result.endpoint.bento, f"rolled back: {verdict.summary()}")  # else the next deploy picks it again
     restored = back(verdict.summary())
     raise RolledBack(f"{verdict.summary()}; {restored.bento} serves again at {restored.url} (blue/green back)")
+
+
+def _serving_now(switched: Endpoint) -> str:
+    """What the endpoint file names now: the bento ``switched`` in, or what another deploy replaced it with (a
+    rollback is refused then), or nothing."""
+    from flows.release.serving import EndpointFileError, recorded_endpoint
+
+    try:
+        now = recorded_endpoint()
+    except EndpointFileError as exc:
+        return f"what serves is unknown ({exc})"
+    if now is None:
+        return "the endpoint file names nothing"
+    if now == switched:
+        return f"{now.bento} still serves at {now.url}"
+    return f"{now.bento} serves at {now.url} (another deploy replaced {switched.bento} meanwhile)"
+
+
+def _reject(bento: str, reason: str) -> None:
+    """Record ``bento`` as rejected (:mod:`flows.release.rejections`); a failure to record is logged, not raised."""
+    from flows.local.locks import LockTimeout
+    from flows.release.rejections import reject
+
+    try:
+        reject(bento, reason)
+    except (OSError, ValueError, LockTimeout) as exc:
+        print(f"warning: could not record {bento} as rejected ({exc}); the next automatic deploy may choose it")
 
 
 def analysis_from_settings(
@@ -293,13 +320,24 @@ def reach_redeploy(
     ``from_settings`` (the deployment's default: an unattended run) fills ``analysis`` and ``kubeconfig`` left
     null from the settings ``reach deploy`` reads (:func:`settings_release`); without it, null means none.
     """
+    if canary_size < 1:  # bad input, refused before any work: a switch without a canary checks nothing
+        raise ValueError(
+            f"canary_size={canary_size}: a redeploy checks the new bento with at least 1 canary request before it "
+            "serves; pass canary_size >= 1 (default 16)"
+        )
     if from_settings:
         analysis, kubeconfig = settings_release(analysis, kubeconfig)
     cluster = target_cluster(bento, scenario, workload)
     chosen = choose_bento(bento, cluster)
     if chosen is None:
-        get_run_logger().info("no gated bento for %s newer than the one serving it: nothing to deploy", cluster)
-        return {"bento": None, "reason": f"nothing to deploy for {cluster}"}
+        from flows.release.packaging import rejected_for
+
+        skipped = rejected_for(cluster)
+        reason = f"nothing to deploy for {cluster}: no gated bento newer than the one serving it" + (
+            f"; {skipped}" if skipped else ""
+        )
+        get_run_logger().info("%s", reason)
+        return {"bento": None, "reason": reason}
     result = switch_service(chosen, cluster, canary_size, ready_timeout_s, analysis is not None, kubeconfig)
     summary = _summary(result)
     if analysis is not None and result.previous is None:
@@ -307,59 +345,6 @@ def reach_redeploy(
     elif analysis is not None:
         summary["analysis"] = analyse_release(result, analysis, ready_timeout_s).summary()
     return summary
-
-
-def served_planning(serving: Endpoint) -> dict[str, Any]:
-    """The planning the serving bento decides with (its build arguments under its serve-time ones), as pipeline
-    parameters ``plan_*``; ``ValueError`` naming the fix when the bento is no longer in the store."""
-    import dataclasses
-
-    import bentoml
-
-    from bento.planning_settings import PlanningSettings
-
-    try:
-        built = dict(bentoml.bentos.get(serving.bento).info.args)
-    except bentoml.exceptions.NotFound:
-        raise ValueError(
-            f"the serving bento {serving.bento} is not in the BentoML store, so the planning it serves with is "
-            "unknown; give the retrain's params.plan_k (0 = the raw policy) and the other plan_* explicitly"
-        ) from None
-    return dataclasses.asdict(PlanningSettings.from_recorded({**built, **serving.arguments}))
-
-
-def retrain_params(params: PipelineParams | None, serving: Endpoint | None) -> PipelineParams:
-    """The pipeline's parameters of a retrain: those set in ``params``; the cluster (``scenario``/``workload``: the
-    files the serving deployment recorded, while they exist) and the planning (``plan_*``) left unset come from
-    what serves now, the defaults when nothing serves."""
-    params = params or PipelineParams()
-    if serving is None or not serving.scenario:
-        return params
-    given = params.model_fields_set
-    served: dict[str, Any] = {}
-    if not given & {"scenario", "workload"}:
-        served["scenario"] = serving.scenario_dir if _exists(serving.scenario_dir) else serving.scenario
-        served["workload"] = serving.workload_file if _exists(serving.workload_file) else serving.workload
-    if not given & set(PLANNING_KEYS):
-        served.update(served_planning(serving))
-    return PipelineParams.model_validate({**params.model_dump(exclude_unset=True), **served})
-
-
-def cluster_switch(serving: Endpoint | None, cluster: Cluster) -> str | None:
-    """Why a retrain for ``cluster`` may not redeploy without ``switch_cluster``; None when nothing serves or it is
-    the cluster serving: the same scenario and workload names and scenario files (the workload file may differ:
-    new profiles re-measure the same workload)."""
-    if serving is None or not serving.scenario:
-        return None
-    recorded, known = serving.scenario_sha256, cluster.scenario_sha256
-    same_files = recorded == known or not (recorded and known)  # a hash unknown on either side: the names decide
-    if (serving.scenario, serving.workload) == (cluster.scenario, cluster.workload) and same_files:
-        return None
-    return (
-        f"{serving.bento} serves {serving.scenario} / {serving.workload}, not {cluster}: a retrain does not switch "
-        "the endpoint to another cluster; leave params.scenario and params.workload unset to retrain the served "
-        "cluster, or pass switch_cluster=true to serve this one instead"
-    )
 
 
 @flow(name="reach-retrain", log_prints=True)
@@ -372,24 +357,30 @@ def reach_retrain(
 ) -> dict[str, Any]:
     """The scheduled job: retrain the cluster being served, then redeploy it if the gate passed.
 
-    What ``params`` leaves unset of the cluster and the planning comes from the serving deployment
-    (:func:`retrain_params`). A retrain never switches the endpoint to another cluster than the one serving
-    unless ``switch_cluster``: refused before any work, or (another deploy switched it during the run) not
-    redeployed, saying why. ``from_settings`` fills ``analysis`` and ``kubeconfig`` as ``reach deploy`` does.
+    What ``params`` leaves unset of the cluster and the planning comes from the deployment the endpoint file
+    records, whether or not its server runs now (:func:`flows.release.retraining.retrain_params`; the redeploy
+    then starts it again).
+    A retrain never switches the endpoint to another cluster than the one recorded unless ``switch_cluster``:
+    refused before any work, or (another deploy switched it during the run) not redeployed, saying why.
+    ``from_settings`` fills ``analysis`` and ``kubeconfig`` as ``reach deploy`` does.
     """
     from flows.release.selection import cluster_of
-    from flows.release.serving import current_endpoint
+    from flows.release.serving import recorded_endpoint
 
-    serving = current_endpoint()
+    # the recorded deployment, not only a live one: after `reach down && reach up` its server is down, and the
+    # retrain must not fall back to the pipeline's default cluster and switch the endpoint to it
+    serving = recorded_endpoint()
+    given = set((params or PipelineParams()).model_fields_set)
     params = retrain_params(params, serving)
-    if not switch_cluster and (refused := cluster_switch(serving, cluster_of(params.scenario, params.workload))):
+    cluster = retrained_cluster(params, serving, given)
+    if not switch_cluster and (refused := cluster_switch(serving, cluster)):
         raise ValueError(refused)  # before any work
     result = reach_pipeline(params)
     if not result["passed"] or not result["bento"]:
         return {"pipeline": result, "redeploy": None}
     # the files the pipeline trained and evaluated on: with profiles, the ingested workload, not params.workload
     scenario, workload = result["scenario_dir"], result["workload_file"]
-    if not switch_cluster and (moved := cluster_switch(current_endpoint(), cluster_of(scenario, workload))):
+    if not switch_cluster and (moved := cluster_switch(recorded_endpoint(), cluster_of(scenario, workload))):
         # another deploy switched the endpoint while the pipeline ran
         print(f"not redeployed: {moved}")
         return {"pipeline": result, "redeploy": None, "reason": f"not redeployed: {moved}"}

@@ -8,7 +8,8 @@ will serve against both servers, switches the endpoint file, lets in-flight requ
 then stops the old server — or, with ``retire_previous=False``, keeps the old server idle so that
 :func:`roll_back` can switch back in an instant (the analysis period of the redeploy flow) and
 :func:`retire` stops it once the new one is trusted. Any failure stops the new server and leaves
-the old one serving and the endpoint file untouched. A switch — choose the free slot, start,
+the old one serving and the endpoint file untouched; a bento that fails its canary is recorded as
+rejected (:mod:`.rejections`), and one switched in is re-admitted. A switch — choose the free slot, start,
 canary, write the endpoint file, stop the old server — and a rollback, a retirement or an undeploy
 each hold one inter-process lock (:func:`switch_lock`): two deploys at once run one after the
 other, the second seeing the first's endpoint, never both in one slot. :func:`served_summary` and
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from bento.arguments import environment as serve_environment
 from flows.local import locks, processes
+from flows.release import rejections
 
 if TYPE_CHECKING:
     from flows.release.selection import Cluster
@@ -46,6 +48,10 @@ SWITCH_LOCK_WAIT_S = 180.0
 
 class RedeployError(RuntimeError):
     """The new bento could not take over; the old one (if any) is still serving."""
+
+
+class CanaryFailed(RedeployError):
+    """The new bento answered part of its canary badly: not switched, and recorded as rejected (:mod:`.rejections`)."""
 
 
 class SwitchBusy(RedeployError, locks.LockTimeout):
@@ -258,10 +264,7 @@ def redeploy(
         try:
             result = canary(record.url, previous.url if previous else None, canary_requests)
             if result.failures:
-                raise RedeployError(
-                    f"bento {bento} failed {len(result.failures)} of {result.requests} canary requests: "
-                    f"{result.failures[0]}"
-                )
+                raise _canary_failed(bento, result)
             endpoint = Endpoint(
                 record.url, bento, slot, record.pid, time.time(), arguments=dict(arguments or {}),
                 pid_start=record.pid_start, **cluster_fields(cluster),
@@ -270,10 +273,31 @@ def redeploy(
         except BaseException:  # not switched: the new server must not be left running beside the old one
             processes.stop(record.name)
             raise
+        _readmit(bento)
         if previous is not None and retire_previous:
             time.sleep(drain_s)
             _stop_server(previous)
     return RedeployResult(endpoint, previous, result)
+
+
+def _canary_failed(bento: str, result: CanaryResult) -> CanaryFailed:
+    """The error of a failed canary, once the bento is recorded as rejected (else, still gated and the newest, it
+    would be chosen again by the next automatic deploy)."""
+    failed = f"failed {len(result.failures)} of {result.requests} canary requests: {result.failures[0]}"
+    try:
+        rejections.reject(bento, failed)
+        skipped = f"the automatic choice skips it from now on (`reach deploy --bento {bento}` tries it again)"
+    except (OSError, ValueError, locks.LockTimeout) as exc:
+        skipped = f"recording it as rejected failed ({exc})"
+    return CanaryFailed(f"bento {bento} {failed}; {skipped}")
+
+
+def _readmit(bento: str) -> None:
+    """A bento in service is eligible again (an explicit deploy of a rejected one); a failure only warns: it serves."""
+    try:
+        rejections.readmit(bento)
+    except (OSError, ValueError, locks.LockTimeout) as exc:
+        print(f"warning: {bento} serves, but re-admitting it failed: {exc}", file=sys.stderr)
 
 
 def _serves(endpoint: Endpoint, cluster: Cluster | None) -> bool:

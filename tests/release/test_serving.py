@@ -183,8 +183,14 @@ def test_a_rollback_that_fails_says_the_new_bento_still_serves(monkeypatch: pyte
 
     monkeypatch.setattr(redeploy, "measure_periods", prometheus_gone)
     monkeypatch.setattr(serving, "roll_back", restart_fails)
-    with pytest.raises(redeploy.RollbackFailed, match=r"reach-policy-service:new still serves at http://127.0.0.1:2"):
-        redeploy.analyse_release(result, AnalysisParams(prometheus_url="http://127.0.0.1:9"), 1.0)
+    serving.switch(new)  # the switch recorded the new bento: the message reports what the endpoint file names
+    try:
+        with pytest.raises(
+            redeploy.RollbackFailed, match=r"reach-policy-service:new still serves at http://127.0.0.1:2"
+        ):
+            redeploy.analyse_release(result, AnalysisParams(prometheus_url="http://127.0.0.1:9"), 1.0)
+    finally:
+        serving.endpoint_file().unlink(missing_ok=True)
 
 
 def test_a_broken_schedule_file_names_itself_and_the_fix(reach_home: Path) -> None:
