@@ -73,8 +73,7 @@ def train_command(
         for k, v in {"total_timesteps": timesteps, "seed": seed, "max_wall_seconds": max_wall_seconds}.items()
         if v is not None
     }
-    if out.exists() and not out.is_dir():
-        raise _fail(f"--out {out} is a file; pass a directory for the run (policy/, tensorboard/, training_curve.csv)")
+    _check_out_dir(out)
     try:  # every input checked before --out is created (ConfigError and ScenarioError are ValueErrors)
         cfg = load_train_config(config or _data("train/default.json"), **overrides)
         _check_training_inputs(cfg, scenario, workload)
@@ -84,8 +83,7 @@ def train_command(
     try:
         result = train(cfg, scenario, workload, out, progress=progress)
     except (PolicyError, ValueError) as err:  # e.g. an init_from network that does not fit the config
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # refused before training wrote anything: leave no empty --out behind
+        _remove_if_empty(out, created)
         raise _fail(str(err)) from None
     state = (
         "interrupted (Ctrl-C)"
@@ -101,19 +99,26 @@ def train_command(
 
 
 def _check_training_inputs(cfg: TrainConfig, scenario: Path, workload: Path) -> None:
-    """Load the scenario, the workload and the config's ``init_from`` artefact as training will; raise
-    ``ScenarioError`` or ``PolicyError`` naming the file and the fix."""
-    from bento.artefact import PolicyError, load_artefact
+    """Load the scenario, the workload and the config's ``init_from`` artefact as training will (and check that
+    the artefact's network fits the config); raise ``ScenarioError`` or ``PolicyError`` naming the file and the fix."""
     from ceenv.scenario import load_scenario
     from ceenv.workload import load_workload
-    from flows.local.paths import repo_path
+    from flows.training.trainer import load_init_from
 
     load_workload(workload, load_scenario(scenario))
     if cfg.init_from is not None:
-        try:
-            load_artefact(repo_path(cfg.init_from))  # as flows.training.trainer resolves it
-        except PolicyError as err:
-            raise PolicyError(f"init_from {cfg.init_from}: {err}") from None
+        load_init_from(cfg)
+
+
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out} is a file; pass a directory for the run (policy/, tensorboard/, training_curve.csv)")
+
+
+def _remove_if_empty(out: Path, created: bool) -> None:
+    """Refused before training wrote anything: leave no empty ``--out`` behind (only one this command created)."""
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
 
 
 def train_general_command(
@@ -121,8 +126,14 @@ def train_general_command(
     config: Annotated[
         Path | None, typer.Option(help="Training config (observation 4, pod_node); default: data/train/general.json.")
     ] = None,
-    generated: Annotated[int, typer.Option(help="Generated training clusters beside the 9 reference cells.")] = 7,
-    validation: Annotated[int, typer.Option(help="Held-out generated clusters in validation.")] = 3,
+    generated: Annotated[
+        int,
+        typer.Option(
+            help="Generated training clusters beside the 9 reference cells; with them at most n_envs clusters.",
+            min=0,
+        ),
+    ] = 7,
+    validation: Annotated[int, typer.Option(help="Held-out generated clusters in validation.", min=0)] = 3,
     max_wall_seconds: Annotated[float | None, typer.Option(help="Override max_wall_seconds.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override seed.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -135,16 +146,25 @@ def train_general_command(
     <out>/training_curve.csv is rewritten after every validation, so a running job can be watched;
     Ctrl-C stops cleanly and keeps the best model so far.
     """
-    from flows.training import ConfigError, load_train_config
-    from flows.training.general import train_general
+    from bento.artefact import PolicyError
+    from flows.training import load_train_config
+    from flows.training.general import REFERENCE_DEFAULT, check_general, reference_files, train_general
 
     overrides = {k: v for k, v in {"max_wall_seconds": max_wall_seconds, "seed": seed}.items() if v is not None}
-    try:
+    _check_out_dir(out)
+    try:  # as reach train: every input checked before --out is created and validation's best-known is computed
         cfg = load_train_config(config or _data("train/general.json"), **overrides)
+        check_general(cfg, generated)
+        _check_training_inputs(cfg, *reference_files(*REFERENCE_DEFAULT))
+    except (PolicyError, ValueError) as err:
+        raise _fail(str(err)) from None
+    created = not out.exists()
+    try:
         result = train_general(
             cfg, out, generated_count=generated, validation_count=validation, progress=progress, tensorboard=tensorboard
         )
-    except (ConfigError, ValueError) as err:
+    except (PolicyError, ValueError) as err:
+        _remove_if_empty(out, created)
         raise _fail(str(err)) from None
     typer.echo(
         f"trained {result.timesteps} steps in {result.wall_seconds:.0f} s; {result.best_text()}; "

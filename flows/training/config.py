@@ -88,7 +88,8 @@ class TrainConfig(BaseModel):
         gt=0,
         le=1e5,
         description="pod_node policy: initial logits per unit of move gain (trained); lower = a softer, more "
-        "exploring prior (the STOP threshold, (stop_logit - move_bias) / gain_scale, grows as it drops).",
+        "exploring prior (the STOP threshold, (stop_logit - move_bias) / gain_scale, grows as it drops). Unused "
+        "with init_from: training starts from the artefact's learned scale (the run records initial_gain_scale).",
     )
     measured_conditions: bool = Field(
         False,
@@ -101,7 +102,9 @@ class TrainConfig(BaseModel):
     init_from: str | None = Field(
         None,
         description="An artefact directory (e.g. data/policies/general-v4) whose weights training starts from "
-        "(fine-tuning); null = a fresh network. Its observation version, limits and policy must match.",
+        "(fine-tuning); null = a fresh network. Its recorded policy and observation_version, and what shapes its "
+        "network (pod_node: hidden, max_nodes, max_slots; the others: net_arch), must equal this config's (refused "
+        "before training otherwise). Its learned gain scale replaces gain_scale; the optimizer starts fresh.",
     )
     learning_rate_schedule: Literal["constant", "linear"] = Field(
         "constant", description="constant (SB3 default) or linear decay to 0 over total_timesteps."

@@ -76,22 +76,35 @@ def env_factory(
 Cluster = tuple[Scenario | str | Path, Workload | str | Path]  # (scenario or its directory, workload or its file)
 
 
+def check_cluster_count(n_envs: int, cluster_count: int, fix: str = "train on fewer clusters") -> None:
+    """Refuse more training clusters than envs: env *i* runs cluster *i* mod K, so the rest would never be trained
+    on (yet be recorded as trained). ``fix`` names the caller's way to pass fewer clusters."""
+    if cluster_count > n_envs:
+        raise ValueError(
+            f"{cluster_count} training clusters but n_envs {n_envs}: each env runs one cluster, so "
+            f"{cluster_count - n_envs} of them would never be trained on; raise n_envs in the config to at least "
+            f"{cluster_count} or {fix}"
+        )
+
+
 def make_vec_env(
     scenario_dir: str | Path, workload_file: str | Path, config: TrainConfig, clusters: list[Cluster] | None = None
 ) -> Any:
     """``config.n_envs`` training envs, seeded ``config.seed + i``.
 
     With ``clusters`` (observation version 4: one padded space for all), env *i* runs cluster
-    ``i mod len(clusters)``, so one rollout mixes every cluster and workload.
+    ``i mod len(clusters)``, so one rollout mixes every cluster and workload; more clusters than
+    envs are refused (:func:`check_cluster_count`).
     """
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
+    check_cluster_count(config.n_envs, len(clusters or ()))
     venv: VecEnv
     if config.vec_env == "batched":
         from ceenv.vector import BatchedCloudEdgeEnv
         from flows.training.vecenv import BatchedVecEnv
 
-        pairs = (clusters or [(scenario_dir, workload_file)])[: config.n_envs]  # as below: copy i runs i mod K
+        pairs = clusters or [(scenario_dir, workload_file)]  # as below: copy i runs i mod K
         parts = [
             BatchedCloudEdgeEnv(
                 len(range(k, config.n_envs, len(pairs))),

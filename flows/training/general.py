@@ -2,11 +2,12 @@
 
 :func:`training_clusters` lists what the general policy trains on — REACH's three reference sizes
 (7-21, 13-29, 19-37) x its three workloads from ``data/`` plus random clusters and applications
-drawn by :func:`ceenv.generator.generate_scenario` within the training sizes (up to 20 nodes);
+drawn by :func:`ceenv.generator.generate_scenario` within the training sizes (up to 20 nodes), no
+more than the config has envs (:func:`check_general`);
 :func:`validation_clusters` lists held-out generated clusters (other generator seeds) that select
 the best model, and :func:`large_clusters` the generated clusters at least twice the largest
 training size (38 nodes) used only for evaluation. :func:`train_general` runs
-:func:`flows.training.train` on them. Used by ``reach train --general``, the benchmark
+:func:`flows.training.train` on them. Used by ``reach train-general``, the benchmark
 ``benchmarks/bench_general.py`` and the learning test.
 """
 
@@ -71,6 +72,24 @@ def large_clusters(count: int) -> list[Cluster]:
     return generated_clusters(count, LARGE_GENERATOR_SEED, "large", nodes=LARGE_NODES, limits=LARGE_LIMITS)
 
 
+def check_general(config: Any, generated_count: int) -> None:
+    """Refuse, before any work, a config that cannot train the general policy on ``generated_count`` generated
+    clusters: not observation version 4, or fewer envs than training clusters (a ``ValueError`` saying the fix)."""
+    from flows.training.envs import check_cluster_count
+
+    if config.observation_version != 4:
+        raise ValueError("the general policy needs observation_version 4 and policy pod_node (data/train/general.json)")
+    if generated_count < 0:
+        raise ValueError(f"--generated {generated_count}: pass a count of generated clusters, 0 or more")
+    reference = len(SIZES) * len(WORKLOADS)
+    fewer = (
+        f"pass --generated {config.n_envs - reference} or fewer"
+        if config.n_envs >= reference
+        else f"pass fewer --generated (the {reference} reference cells alone need {reference} envs)"
+    )
+    check_cluster_count(config.n_envs, reference + generated_count, fewer)
+
+
 def train_general(
     config: Any,
     out_dir: str | Path,
@@ -83,8 +102,7 @@ def train_general(
     """Train the general policy (observation version 4) across clusters; the default cluster is 13-29."""
     from flows.training.trainer import train
 
-    if config.observation_version != 4:
-        raise ValueError("the general policy needs observation_version 4 and policy pod_node (data/train/general.json)")
+    check_general(config, generated_count)
     scenario_dir, workload_file = reference_files(*REFERENCE_DEFAULT)
     return train(
         config,

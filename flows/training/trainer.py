@@ -7,7 +7,9 @@ config's hyperparameters, a progress bar (SB3's rich/tqdm bar), TensorBoard logs
 training cleanly: the best model so far becomes the artefact (``reach train`` reports the interruption;
 the pipeline's training task stops its run on it, :func:`flows.pipeline.train_policy`). The artefact
 (:mod:`bento.artefact`) is written to ``<out>/policy`` and the learning curve to
-``<out>/training_curve.csv``. Used by ``reach train``, the (later) Prefect training flow and the benchmark.
+``<out>/training_curve.csv``. Before anything is written, it refuses more training clusters than envs
+and an ``init_from`` artefact whose network does not fit the config (:func:`load_init_from`). Used by
+``reach train``, ``reach train-general``, the pipeline's training task and the benchmarks.
 """
 
 from __future__ import annotations
@@ -58,8 +60,12 @@ class TrainResult:
         return text
 
 
-def build_model(config: TrainConfig, venv: Any, tensorboard_dir: Path | None) -> Any:
-    """A MaskablePPO with the config's hyperparameters (SB3 names), on CPU."""
+def build_model(config: TrainConfig, venv: Any, tensorboard_dir: Path | None, init_source: Any = None) -> Any:
+    """A MaskablePPO with the config's hyperparameters (SB3 names), on CPU.
+
+    With ``config.init_from``, the weights are those of the artefact (``init_source``: its
+    :func:`load_init_from`, loaded here when not given); the optimizer starts fresh.
+    """
     from sb3_contrib import MaskablePPO
 
     from bento.network import GainBiasedPolicy
@@ -112,16 +118,59 @@ def build_model(config: TrainConfig, venv: Any, tensorboard_dir: Path | None) ->
         # keeps the recorded values in memory (the validation callback records its scores there).
         model.set_logger(Logger(folder=None, output_formats=[]))
     if config.init_from is not None:
-        _init_from(model, config.init_from)
+        _init_from(model, config.init_from, init_source or load_init_from(config))
     return model
 
 
-def _init_from(model: Any, artefact_dir: str) -> None:
-    """Start from an artefact's weights (fine-tuning); refuse one whose network does not fit."""
+def load_init_from(config: TrainConfig) -> Any:
+    """The config's ``init_from`` artefact (a :class:`bento.artefact.LoadedPolicy`), checked against the config.
+
+    Refuses (:class:`bento.artefact.PolicyError`, naming every differing key) an artefact whose recorded
+    training config differs in :func:`init_from_keys`; :func:`flows.local.paths.repo_path` resolves the folder.
+    """
     from bento.artefact import PolicyError, load_artefact
     from flows.local.paths import repo_path
 
-    source = load_artefact(repo_path(artefact_dir))
+    if config.init_from is None:
+        raise ValueError("load_init_from needs a config whose init_from names an artefact")
+    try:
+        source = load_artefact(repo_path(config.init_from))
+    except PolicyError as err:
+        raise PolicyError(f"init_from {config.init_from}: {err}") from None
+    recorded = _recorded_network(source)
+    wanted = config.model_dump(mode="json")
+    differing = [key for key in init_from_keys(config) if key in recorded and recorded[key] != wanted[key]]
+    if differing:
+        pairs = ", ".join(
+            f"{key} {recorded[key]!r} in the artefact but {wanted[key]!r} in the config" for key in differing
+        )
+        raise PolicyError(
+            f"init_from {config.init_from}: its network does not fit this config ({pairs}); set "
+            f"{', '.join(differing)} as the artefact's metadata.json training_config has them, or init_from null"
+        )
+    return source
+
+
+def init_from_keys(config: TrainConfig) -> tuple[str, ...]:
+    """The config keys a fine-tuned artefact must share: its policy and observation, and what shapes the network
+    (``pod_node``: the embedding width and the limits it is padded to; the others: ``net_arch``)."""
+    shaping = ("hidden", "max_nodes", "max_slots") if config.policy == "pod_node" else ("net_arch",)
+    return ("policy", "observation_version", *shaping)
+
+
+def _recorded_network(source: Any) -> dict[str, Any]:
+    """What an artefact records of its network: its training config, its observation version and limits."""
+    recorded = dict(source.metadata.training_config)
+    recorded["observation_version"] = source.metadata.observation_version
+    if source.layout.padded:
+        recorded.update(max_nodes=source.layout.max_nodes, max_slots=source.layout.max_slots)
+    return recorded
+
+
+def _init_from(model: Any, artefact_dir: str, source: Any) -> None:
+    """Start from an artefact's weights (fine-tuning); refuse one whose network does not fit."""
+    from bento.artefact import PolicyError
+
     try:
         model.policy.load_state_dict(source.model.policy.state_dict())
     except RuntimeError as err:
@@ -129,6 +178,12 @@ def _init_from(model: Any, artefact_dir: str) -> None:
             f"init_from {artefact_dir}: its network does not fit this config ({str(err).splitlines()[0]}); use the "
             "same policy, observation_version, limits and hidden width as the artefact, or init_from null"
         ) from None
+
+
+def initial_gain_scale(model: Any) -> float | None:
+    """A ``pod_node`` policy's gain scale (logits per unit of move gain) as it is now; None for other policies."""
+    log_gain_scale = getattr(getattr(model.policy, "net", None), "log_gain_scale", None)
+    return None if log_gain_scale is None else float(log_gain_scale.detach().exp())
 
 
 def _schedule(config: TrainConfig) -> Any:
@@ -167,9 +222,12 @@ def train(
     """
     import torch
 
-    from flows.training.envs import make_env, make_vec_env
+    from flows.training.envs import check_cluster_count, make_env, make_vec_env
     from flows.training.validation import ValidationCallback, Validator
 
+    # Refused before anything is written or computed: too many clusters, an init_from that does not fit.
+    check_cluster_count(config.n_envs, len(clusters or ()))
+    init_source = None if config.init_from is None else load_init_from(config)
     torch.set_num_threads(config.torch_threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +241,8 @@ def train(
     validator = Validator(envs, config.eval_episodes)
     venv = make_vec_env(scenario_dir, workload_file, config, clusters)
     try:
-        model = build_model(config, venv, out / "tensorboard" if tensorboard else None)
+        model = build_model(config, venv, out / "tensorboard" if tensorboard else None, init_source)
+        gain_scale = initial_gain_scale(model)  # with init_from, the artefact's learned one, not config.gain_scale
         best_path = out / "best_model.zip"
         callback = ValidationCallback(
             validator,
@@ -196,8 +255,9 @@ def train(
         )
         callback.init_callback(model)
         interrupted = _learn(model, config, callback, progress)
-        if not callback.state.curve or callback.state.curve[-1].timesteps != model.num_timesteps:
-            callback.validate()  # the final weights may be the best
+        last = callback.state.curve[-1].timesteps if callback.state.curve else None
+        if last != model.num_timesteps or not callback.state.best_key:
+            callback.validate()  # the final weights may be the best (or a Ctrl-C cut the first save short)
     finally:
         _close(venv)
     wall_seconds = time.perf_counter() - started
@@ -208,6 +268,7 @@ def train(
         "best_moves_per_episode": callback.state.best_moves_per_episode,
         "best_within_moves": callback.state.best_within_moves,
     }
+    recorded = {"validation_episodes": validator.episodes, "initial_gain_scale": gain_scale}
     return _finish(
         out,
         model,
@@ -219,6 +280,7 @@ def train(
         workload_file,
         trained_on,
         selection,
+        recorded,
     )
 
 
@@ -233,8 +295,12 @@ def _finish(
     workload_file: str | Path,
     trained_on: list[list[str]],
     selection: dict[str, Any],
+    recorded: dict[str, Any],
 ) -> TrainResult:
-    """Write the learning curve and the artefact (from the best model); build the result."""
+    """Write the learning curve and the artefact (from the best model); build the result.
+
+    ``recorded``: ``validation_episodes`` (the states the validator scores) and ``initial_gain_scale``
+    (``pod_node``: the gain scale training started from; None for other policies)."""
     from flows.training.validation import write_curve
 
     write_curve(out / CURVE_FILE, state.curve)
@@ -247,7 +313,8 @@ def _finish(
         "stopped_by_wall_clock": state.stopped_by_wall_clock,
         "best_timesteps": state.best_timesteps,
         "best_validation_fraction_of_best_known": state.best_fraction,
-        "validation_episodes": config.eval_episodes,
+        "validation_episodes": recorded["validation_episodes"],
+        "initial_gain_scale": recorded["initial_gain_scale"],
         "selection": selection,
         "clusters": trained_on,
     }

@@ -3,17 +3,20 @@
 :class:`Validator` draws ``eval_episodes`` start states from the validation seed range
 (:func:`flows.evaluation.seeds.validation_seed`), computes each state's best-known reduction once,
 and then scores any decision function by the fraction of the best-known reduction it achieves
-(ratio of sums); it also plays greedy on the same states once, for the move budget. :class:`ValidationCallback`
+(ratio of sums); it also plays greedy on the same states once (within the env's ``max_steps``), for
+the move budget. :class:`ValidationCallback`
 is the SB3 callback that scores the model every ``eval_freq_steps``, logs to TensorBoard, records the
 learning curve against wall time (and rewrites it as CSV after every point, when given a file), saves
-the best model (by score, or by score within a move budget, :func:`selection_key`) and stops at the
-wall-time limit. Used by :mod:`flows.training.trainer`.
+the best model (by score, or by score within a move budget, :func:`selection_key`; written whole or not
+at all, :func:`save_model_atomic`) and stops at the wall-time limit. Used by :mod:`flows.training.trainer`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +49,7 @@ class Validator:
 
     With several envs, each gets ``episodes // len(envs)`` states (at least 1) and the fraction of
     the best-known reduction is the mean of the per-env ratios of sums, so a cluster with large
-    latencies does not outweigh the others.
+    latencies does not outweigh the others. ``self.episodes`` is the number of states scored.
     """
 
     def __init__(self, env: CloudEdgeEnv | list[CloudEdgeEnv], episodes: int) -> None:
@@ -63,9 +66,11 @@ class Validator:
             self.best_reduction_ms.append(
                 [best_known(sim, np.random.default_rng(validation_seed(k))).reduction_ms for k, sim in enumerate(sims)]
             )
-            greedy_moves.extend(run_greedy(sim, e.step_cost_ms).moves for sim in sims)
+            # Within the env's episode length, as the policy scored against it is.
+            greedy_moves.extend(run_greedy(sim, e.step_cost_ms, e.max_steps).moves for sim in sims)
         # Greedy sees the true conditions (as in the evaluation), the policy the measured ones.
         self.greedy_moves_per_episode = float(np.mean(greedy_moves))
+        self.episodes = sum(len(states) for states in self.states)  # what is scored, not what was asked for
 
     def score(self, decide: Decide) -> Score:
         fractions, outcomes = [], []
@@ -135,6 +140,22 @@ def selection_key(
     return False, -moves, fraction
 
 
+def save_model_atomic(model: Any, path: Path) -> None:
+    """``model.save(path)`` through a temporary zip in the same folder, renamed over ``path``.
+
+    SB3 truncates the file it saves to first, so an interrupted save in place would leave a zip that no
+    longer loads; here ``path`` holds either the previous model or the new one, whole.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".zip", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def model_decide(model: Any) -> Decide:
     """The deterministic decision of a MaskablePPO model (the same path as the artefact's)."""
 
@@ -188,11 +209,12 @@ class ValidationCallback(BaseCallback):
         self.logger.record("validation/greedy_moves_per_episode", self.validator.greedy_moves_per_episode)
         rank = selection_key(score, self.validator.greedy_moves_per_episode, self.moves_over_greedy)
         if rank > self.state.best_key:
+            # Saved whole before the state names it: a Ctrl-C mid-save leaves the previous best intact.
+            save_model_atomic(self.model, self.best_path)
             self.state.best_key, self.state.best_within_moves = rank, rank[0]
             self.state.best_fraction = score.fraction_of_best_known
             self.state.best_timesteps = self.num_timesteps
             self.state.best_moves_per_episode = score.moves_per_episode
-            self.model.save(str(self.best_path))
 
     def _on_training_start(self) -> None:
         # The untrained policy's score is the curve's first point (and the first best model).
