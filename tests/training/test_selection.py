@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,8 @@ class _Scripted:
 
 
 def _select(points: list[tuple[float, float]], budget: float | None) -> tuple[ValidationCallback, _Model]:
-    callback = ValidationCallback(_Scripted(points), 1, Path("unused.zip"), 0.0, None, moves_over_greedy=budget)  # type: ignore[arg-type]
+    best = Path(tempfile.mkdtemp(prefix="selection-")) / "best_model.zip"  # the scripted model writes nothing there
+    callback = ValidationCallback(_Scripted(points), 1, best, 0.0, None, moves_over_greedy=budget)  # type: ignore[arg-type]
     model = _Model()
     callback.model = model  # type: ignore[assignment]
     for step in range(len(points)):
