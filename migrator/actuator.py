@@ -243,13 +243,14 @@ class Actuator:
         The node's state is read again; if that read fails, the read the migration started from decides
         (a failed read must not undo a replacement that already serves). Right before the deletion (the
         commit point) the replacement, by the name it had when it was bound, is read once more: it must
-        still be Ready on the target, else the migration fails (and rolls back) with the old pod kept.
+        still be Ready on the target, else the migration fails (and rolls back) with the old pod kept; a read
+        that fails says nothing, and the Ready just seen decides (:meth:`_still_ready_on_target`).
         """
         try:
             node = self.ops.snapshot().node(pod.node_name) if pod.node_name else None
         except Exception:
             node = before.node(pod.node_name) if pod.node_name else None
-        if not self._replacement_on_target(replacement, move).ready:
+        if not self._still_ready_on_target(replacement, move):
             raise MigrationFailed(f"replacement {replacement} is no longer Ready on {move.target_node}")
         if node is not None and not node.ready:
             self.ops.force_delete_pod(pod.name)
@@ -294,6 +295,21 @@ class Actuator:
         if pod.node_name != move.target_node:
             raise MigrationFailed(f"replacement {replacement} landed on {pod.node_name or 'no node'}")
         return pod
+
+    def _still_ready_on_target(self, replacement: str, move: Move) -> bool:
+        """Whether the replacement is still Ready on the target, read once more just before the commit point.
+
+        Only a definite answer undoes the migration: the pod gone, terminating, elsewhere or not Ready. A read
+        that fails (a 503, a timeout: likely while a node is failing) says nothing new, so the Ready just seen
+        by :meth:`_wait_until_ready` stands: rolling back on it would delete a serving replacement and, in an
+        evacuation, leave only the pod on the failed node. A refusal (401/403) still fails the migration.
+        """
+        try:
+            return self._replacement_on_target(replacement, move).ready
+        except (MigrationFailed, ClusterAccessDenied):
+            raise
+        except Exception:
+            return True
 
     def _wait_until_ready(self, replacement: str, move: Move, until_s: float) -> None:
         """Wait until the replacement bound to the target (by name: during a scale-up another new pod of the

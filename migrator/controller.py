@@ -296,7 +296,9 @@ class Controller:
             request = build_request(fresh, self.rules, None)
         except Exception as exc:
             return self._unreadable(exc, "cannot read the cluster again before migrating")
-        if only is not None and not is_evacuation(advice, fresh):
+        # A pod gone from the fresh read (evicted, force-deleted) is the guards' to refuse (unknown pod), not
+        # "no longer an evacuation", which would say its node is Ready again.
+        if only is not None and fresh.app_pod(advice.pod_name) is not None and not is_evacuation(advice, fresh):
             return self._not_evacuation(advice, only, " any more (found on a fresh read before migrating)")
         verdict = check_move(
             advice, fresh, request, self.ledger, self.limits, self.rules, asked_at_s, started_this_cycle

@@ -143,7 +143,7 @@ def _stop_cluster_table(state_dir: Path) -> tuple[list[str], list[str]]:
     survived: list[str] = []
     for name in sorted(entries, key=lambda n: _STOP_RANK.get(n, 0)):
         pid, exe = int(str(entries[name]["pid"])), str(entries[name]["exe"])
-        if not is_our_process(pid, exe):
+        if not is_our_process(pid, exe) or not _runs_recorded_argv(pid, entries[name].get("argv")):
             continue
         stop_pid(pid)
         if is_our_process(pid, exe):
@@ -151,6 +151,19 @@ def _stop_cluster_table(state_dir: Path) -> tuple[list[str], list[str]]:
         else:
             stopped.append(f"{CLUSTER_PREFIX}{name}")
     return stopped, survived
+
+
+def _runs_recorded_argv(pid: int, argv: object) -> bool:
+    """Whether ``pid`` runs exactly the recorded command line (which names the cluster's state directory): after a
+    reboot a recorded PID may belong to another etcd or kube-apiserver, which the program name alone would not tell
+    apart. An entry recorded without its command line (an older cluster) is judged by the program name alone."""
+    if not isinstance(argv, list):
+        return True
+    try:
+        running = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return [a.decode(errors="replace") for a in running if a] == [str(a) for a in argv if str(a)]
 
 
 def restart_cluster_component(state_dir: Path, component: str) -> int:
@@ -162,7 +175,7 @@ def restart_cluster_component(state_dir: Path, component: str) -> int:
     pid = int(LocalCluster(state_dir).restart(component))
     name = f"{CLUSTER_PREFIX}{component}"
     record = processes.recorded(name)
-    if record is not None:
+    if record is not None and cluster_state_dir(record).resolve() == state_dir.resolve():  # this cluster's record only
         processes.adopt(name, pid, record.port, record.argv, record.log)
     return pid
 

@@ -239,21 +239,25 @@ def find_incumbent(scenario: str, workload: str) -> Incumbent | None:
     """The incumbent of this scenario and workload, or None.
 
     The incumbent is the policy serving this cluster (the endpoint file records which cluster a
-    deployment serves), else the first gated bento that can serve it in :func:`.selection.ranked`
-    order (with an evaluation report).
+    deployment serves; also while its server is down), else the first gated bento that can serve it in
+    :func:`.selection.ranked` order (with an evaluation report) that no deploy rejected (:mod:`.rejections`).
     A policy serving another cluster is never the incumbent.
     """
     import bentoml
     from pydantic import ValidationError
 
     from flows.evaluation.report import EvaluationReport
+    from flows.release.rejections import rejected
     from flows.release.selection import cluster_of, ranked
-    from flows.release.serving import current_endpoint
+    from flows.release.serving import recorded_endpoint
 
     cluster = cluster_of(scenario, workload, strict=False)
-    endpoint = current_endpoint()
+    endpoint = recorded_endpoint()  # the deployment of this cluster also while its server is down (reach down)
     candidates = [endpoint.bento] if endpoint is not None and endpoint.serves(cluster) else []
-    candidates += ranked(((str(b.tag), b.info.labels) for b in gated_bentos()), cluster)
+    skipped = rejected()  # a bento a deploy rejected is no bar for its successor (gated_bento_for skips it too)
+    candidates += [
+        t for t in ranked(((str(b.tag), b.info.labels) for b in gated_bentos()), cluster) if t not in skipped
+    ]
     for tag in candidates:
         try:
             model = bentoml.models.get(bentoml.bentos.get(tag).info.labels["model"])

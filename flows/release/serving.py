@@ -206,12 +206,15 @@ class CanaryResult:
     requests: int
     agreements: int
     failures: list[str]
+    # Of the failures, those the server answered wrongly (an HTTP error, a malformed answer); the others got no
+    # answer at all (refused, timed out, cut off), which may be the machine's fault rather than the bento's.
+    answered_wrongly: int = 0
 
 
 def canary(new_url: str, old_url: str | None, requests: list[dict[str, Any]]) -> CanaryResult:
     """Replay recorded requests: the new server must answer every one with a well-formed action."""
     failures: list[str] = []
-    agreements = 0
+    agreements = wrong = 0
     for i, body in enumerate(requests):
         try:
             status, answer = post_json(f"{new_url}/get_action", body)
@@ -220,6 +223,7 @@ def canary(new_url: str, old_url: str | None, requests: list[dict[str, Any]]) ->
             continue
         if status != 200 or not isinstance(answer, dict) or not {"pod_name", "target_node", "is_stop"} <= answer.keys():
             failures.append(f"request {i}: HTTP {status}: {str(answer)[:200]}")
+            wrong += 1
             continue
         if old_url is not None:
             try:
@@ -229,7 +233,7 @@ def canary(new_url: str, old_url: str | None, requests: list[dict[str, Any]]) ->
             if old_status == 200 and isinstance(old_answer, dict):
                 keys = ("pod_name", "target_node", "is_stop")
                 agreements += all(old_answer.get(k) == answer.get(k) for k in keys)
-    return CanaryResult(len(requests), agreements, failures)
+    return CanaryResult(len(requests), agreements, failures, wrong)
 
 
 @dataclass(frozen=True)
@@ -282,8 +286,12 @@ def redeploy(
 
 def _canary_failed(bento: str, result: CanaryResult) -> CanaryFailed:
     """The error of a failed canary, once the bento is recorded as rejected (else, still gated and the newest, it
-    would be chosen again by the next automatic deploy)."""
+    would be chosen again by the next automatic deploy). Only a request answered wrongly rejects it: requests
+    that got no answer (refused, timed out) may be the machine's fault, and rejecting the bento for them would
+    make ``reach demo --policy auto`` build a new one every time."""
     failed = f"failed {len(result.failures)} of {result.requests} canary requests: {result.failures[0]}"
+    if not result.answered_wrongly:  # no answer at all (a timeout on a busy machine): not the bento's verdict
+        return CanaryFailed(f"bento {bento} {failed}; no request was answered wrongly, so it stays eligible")
     try:
         rejections.reject(bento, failed)
         skipped = f"the automatic choice skips it from now on (`reach deploy --bento {bento}` tries it again)"

@@ -74,3 +74,34 @@ def test_down_leaves_a_cluster_table_whose_pid_now_runs_something_else(
     entries["kube-controller-manager"] = {"pid": os.getpid(), "exe": "not-this-program", "argv": ["x"], "env": {}}
     cluster_table.pids_path.write_text(json.dumps(entries))
     assert ops.down() == ["cluster-kube-scheduler"]  # and this test process is still alive to check it
+
+
+def test_down_leaves_a_pid_that_runs_the_same_program_with_another_command_line(
+    cluster_table: ProcessTable, isolated_home: Path
+) -> None:
+    """After a reboot a recorded PID may run another `etcd` (same program, other state directory): only the
+    recorded command line is ours."""
+    entries = cluster_table.recorded()
+    pid = int(str(entries["kube-scheduler"]["pid"]))
+    processes.forget("cluster-kube-scheduler")  # only the cluster's table still knows it, as after a restart
+    # a dead record of the same cluster, as a reboot leaves: `down` reads that cluster's table
+    processes.adopt("cluster-etcd", 999_999_999, 0, ["etcd"], str(cluster_table.state_dir / "logs" / "etcd.log"))
+    entries["kube-scheduler"]["argv"] = ["sleep", "301"]  # what the table recorded; the PID now runs `sleep 300`
+    cluster_table.pids_path.write_text(json.dumps(entries))
+    ops.down()
+    assert is_our_process(pid, "sleep"), "a process whose command line is not the recorded one was stopped"
+
+
+def test_a_restart_of_another_clusters_component_leaves_this_clusters_record(
+    cluster_table: ProcessTable, tmp_path: Path
+) -> None:
+    other = ProcessTable(tmp_path / "other-cluster")
+    other.spawn("kube-scheduler", ["sleep", "300"])
+    try:
+        pid = ops.restart_cluster_component(other.state_dir, "kube-scheduler")
+        record = processes.recorded("cluster-kube-scheduler")
+        assert record is not None and record.pid == pid_of(cluster_table) != pid
+    finally:
+        for entry in other.recorded().values():
+            if is_our_process(int(str(entry["pid"])), "sleep"):
+                stop_pid(int(str(entry["pid"])), grace_s=1)

@@ -168,3 +168,30 @@ def test_a_replicaset_that_does_not_exist_ends_the_wait_at_once(world: Any) -> N
     fake.replicaset_replicas = lambda name: None
     cordoned_at, lifted_at = _rollback_times(fake, clock, actuator)
     assert lifted_at == cordoned_at and not fake.cordoned_nodes()
+
+
+def test_a_failed_read_at_the_commit_point_does_not_undo_a_ready_replacement(world: Any) -> None:
+    """An evacuation off a NotReady node: the replacement is Ready, then the read just before the delete fails
+    once (a 503). That read says nothing new, so the migration commits; rolling back on it deleted the only
+    serving pod and left the one on the failed node (found by the review of this session's diff)."""
+    fake, _, actuator = world
+    old = next(iter(fake.pods))
+    fake.nodes["cloud-1"] = replace(fake.nodes["cloud-1"], ready=False)
+    snapshot, get_pod = fake.snapshot, fake.get_pod
+    failing: list[bool] = []
+
+    def node_read_then_flaky_pod_read() -> Any:  # the read of the old pod's node, just before the delete
+        if fake.pods[old].annotations.get(ANNOTATION_REPLACEMENT):
+            failing.append(True)
+        return snapshot()
+
+    def flaky_get_pod(name: str) -> PodInfo | None:
+        if failing and failing.pop():
+            raise RuntimeError("API server said 503")
+        return get_pod(name)
+
+    fake.snapshot, fake.get_pod = node_read_then_flaky_pod_read, flaky_get_pod  # type: ignore[method-assign]
+    result = actuator.migrate(Move(old, "edge-1"), snapshot())
+    assert result.migrated, result.detail
+    serving = [p for p in fake.pods.values() if not p.terminating and p.node_name == "edge-1" and p.ready]
+    assert [p.name for p in serving] == [result.replacement_pod]

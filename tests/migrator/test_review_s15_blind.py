@@ -218,3 +218,33 @@ def test_latency_unknown_is_a_blind_reason_series_from_the_start() -> None:
         )
         == 0.0
     )
+
+
+class PodEvictedWhileAsked:
+    """Moves the db pod to cloud-2; while it is asked, the node controller deletes the pod (its node stays NotReady)."""
+
+    def __init__(self, fake: FakeCluster):
+        self.fake, self.asked = fake, 0
+
+    def ask(self, request: ActionRequest) -> Advice:
+        self.asked += 1
+        if self.asked > 1:
+            return Stop()
+        name = request.cluster_state.services["db"].pods[0].pod_name
+        del self.fake.pods[name]
+        return Move(name, "cloud-2")
+
+
+def test_an_evacuation_whose_pod_is_gone_on_the_fresh_read_is_refused_as_unknown_not_as_a_ready_node(
+    tmp_path: Path,
+) -> None:
+    """Found by the review of this session's diff: the pod gone from the fresh read was reported as "not an
+    evacuation any more", which says its node is Ready again; the guards refuse it as an unknown pod."""
+    fake = small_cluster()
+    fake.nodes["cloud-1"] = replace(fake.nodes["cloud-1"], ready=False)
+    controller, _ = controller_for(fake, PodEvictedWhileAsked(fake), tmp_path)
+    controller.latency = lambda: LatencyReading(None, "prometheus-unreachable", "Prometheus down")
+    outcomes = controller.monitoring_step()
+    assert not any("not an evacuation" in o.detail for o in outcomes), outcomes
+    assert any("not one of the application's pods" in o.detail for o in outcomes), outcomes
+    assert "migrating" not in [r["event"] for r in controller.journal.records]
