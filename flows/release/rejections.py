@@ -1,6 +1,6 @@
 """Bentos a deploy rejected, which the automatic choice skips: ``$REACH_HOME/rejected-bentos.json``.
 
-A bento that failed its canary (:func:`flows.release.serving.redeploy`) or that the analysis period
+A bento that answered a canary request wrongly (:func:`flows.release.serving.redeploy`; no answer at all rejects nothing) or that the analysis period
 rolled back (:func:`flows.release.redeploy.analyse_release`) keeps its ``gate=passed`` label and may
 still be the newest for its cluster. Recorded here with the reason and the time, it is no longer
 chosen automatically (:func:`flows.release.packaging.gated_bento_for`: ``reach deploy``, the
