@@ -63,8 +63,12 @@ class NodeBackWhileAsked:
         self.asked += 1
         if self.asked > 1:
             return Stop()
+        name = request.cluster_state.services["db"].pods[0].pod_name
+        self.meanwhile(name)
+        return Move(name, "cloud-2")
+
+    def meanwhile(self, pod_name: str) -> None:
         self.fake.nodes["cloud-1"] = replace(self.fake.nodes["cloud-1"], ready=True)
-        return Move(request.cluster_state.services["db"].pods[0].pod_name, "cloud-2")
 
 
 def test_an_evacuation_that_is_a_regular_move_on_the_fresh_read_is_not_made_while_the_latency_is_unknown(
@@ -220,19 +224,11 @@ def test_latency_unknown_is_a_blind_reason_series_from_the_start() -> None:
     )
 
 
-class PodEvictedWhileAsked:
+class PodEvictedWhileAsked(NodeBackWhileAsked):
     """Moves the db pod to cloud-2; while it is asked, the node controller deletes the pod (its node stays NotReady)."""
 
-    def __init__(self, fake: FakeCluster):
-        self.fake, self.asked = fake, 0
-
-    def ask(self, request: ActionRequest) -> Advice:
-        self.asked += 1
-        if self.asked > 1:
-            return Stop()
-        name = request.cluster_state.services["db"].pods[0].pod_name
-        del self.fake.pods[name]
-        return Move(name, "cloud-2")
+    def meanwhile(self, pod_name: str) -> None:
+        del self.fake.pods[pod_name]
 
 
 def test_an_evacuation_whose_pod_is_gone_on_the_fresh_read_is_refused_as_unknown_not_as_a_ready_node(
