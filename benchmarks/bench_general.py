@@ -195,7 +195,8 @@ def gate_markdown(gates: list[dict[str, Any]], rules_file: str) -> list[str]:
 
 
 def summary_markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[str, Any]) -> str:
-    """One line per setting (the README's table): mean fraction, cells ≥ greedy, cells within greedy's moves + 1."""
+    """One line per setting (the README's table): mean fraction, groups ((cell, family) pairs) ≥ greedy and within
+    greedy's moves + 1."""
     lines = [
         f"_Written by `benchmarks/bench_general.py` on {settings['written_utc']} UTC: `{settings['command']}`._",
         "",
@@ -211,7 +212,7 @@ def summary_markdown(rows: list[dict[str, Any]], timing: dict[str, Any], setting
         ]
         shown = f"{min(p99):.1f}–{max(p99):.1f} ms" if p99 and "REACH" not in label else ""
         lines.append(
-            f"| {label}, {len(mine)} cells | {np.mean([r['policy_fraction'] for r in mine]):.3f} "
+            f"| {label}, {len(mine)} groups | {np.mean([r['policy_fraction'] for r in mine]):.3f} "
             f"({np.mean([r['greedy_fraction'] for r in mine]):.3f}) | {sum(r['ge_greedy'] for r in mine)}/{len(mine)} "
             f"| {sum(r['moves_ok'] for r in mine)}/{len(mine)} | {sum(r['invalid_actions'] for r in mine)} | {shown} |"
         )
@@ -236,7 +237,7 @@ def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[
         "greedy sees the true drawn conditions, the policy the measured ones (the drawn network through 10 % "
         "log-normal noise, the payload's `measured` block); planning (`bento.planning`: a beam search over move "
         "sequences, seeded by the policy's top moves) searches on those measured conditions. How much of the "
-        "best-known reduction any policy can reach within greedy's moves + 1: `bound.md`. Command: "
+        "best-known reduction a beam search on the true network finds within greedy's moves + 1: `bound.md`. Command: "
         f"`{settings['command']}` ({settings['wall_seconds']:.0f} s on this machine).",
         "",
     ]
@@ -251,9 +252,9 @@ def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[
             f"## {label}",
             "",
             f"Mean fraction {mean:.3f} (greedy {greedy_mean:.3f}; target ≥ {TARGET_MEAN_FRACTION}: "
-            f"{'met' if mean >= TARGET_MEAN_FRACTION else 'NOT met'}); ≥ greedy in {cells_ge}/{len(mine)} cells "
-            f"({'met' if cells_ge == len(mine) else 'NOT met'}); moves ≤ greedy + 1 in {moves_ok}/{len(mine)} "
-            f"cells; invalid actions {invalid}.",
+            f"{'met' if mean >= TARGET_MEAN_FRACTION else 'NOT met'}); ≥ greedy in {cells_ge}/{len(mine)} groups "
+            f"((cluster, workload, family); {'met' if cells_ge == len(mine) else 'NOT met'}); moves ≤ greedy + 1 in "
+            f"{moves_ok}/{len(mine)} groups; invalid actions {invalid}.",
             "",
             "| cluster | workload | family | policy fraction (95 % CI) | greedy | policy moves | greedy moves "
             "| invalid | ≥ greedy | moves ≤ greedy + 1 |",
@@ -285,7 +286,7 @@ def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (``argv``, default ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, required=True, help="The general (observation v4) artefact.")
+    parser.add_argument("--model", type=Path, help="The general (observation v4) artefact (required unless --tables).")
     parser.add_argument("--reach-model", type=Path, help="Optional: a REACH-setting artefact (v1, MLP) for its rows.")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--episodes", type=int, default=4)
@@ -301,11 +302,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_planning_options(parser, ("plan_width", "plan_margin", "plan_noise", "plan_confidence"), "")
     parser.add_argument("--gate-rules", type=Path, default=ROOT / "data" / "gate" / "default.json")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "general")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--tables", action="store_true", help="Only rewrite general.md and summary.md from OUT/general.json; no run."
+    )
+    args = parser.parse_args(argv)
+    if args.model is None and not args.tables:
+        parser.error("--model is required (e.g. --model data/policies/general-v4), unless --tables")
+    return args
+
+
+def write_tables(out: Path) -> None:
+    """general.md and summary.md from ``out/general.json`` (what a run recorded)."""
+    recorded = json.loads((out / "general.json").read_text())
+    rows, timing, settings = recorded["rows"], recorded["timing"], recorded["settings"]
+    (out / "general.md").write_text(markdown(rows, timing, settings))
+    (out / "summary.md").write_text(summary_markdown(rows, timing, settings))
 
 
 def main() -> None:
     args = parse_args()
+    if args.tables:
+        write_tables(args.out)
+        print((args.out / "summary.md").read_text())
+        return
     import torch
 
     from ceenv.reference import SIZES, WORKLOADS
@@ -379,8 +398,7 @@ def main() -> None:
         ),
     }
     (args.out / "general.json").write_text(json.dumps({"settings": settings, "rows": rows, "timing": timing}, indent=1))
-    (args.out / "general.md").write_text(markdown(rows, timing, settings))
-    (args.out / "summary.md").write_text(summary_markdown(rows, timing, settings))
+    write_tables(args.out)
     print((args.out / "general.md").read_text())
 
 
