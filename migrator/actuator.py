@@ -244,7 +244,7 @@ class Actuator:
         (a failed read must not undo a replacement that already serves). Right before the deletion (the
         commit point) the replacement, by the name it had when it was bound, is read once more: it must
         still be Ready on the target, else the migration fails (and rolls back) with the old pod kept; a read
-        that fails says nothing, and the Ready just seen decides (:meth:`_still_ready_on_target`).
+        that fails says nothing, and the Ready just seen decides (:meth:`Actuator._still_ready_on_target`).
         """
         try:
             node = self.ops.snapshot().node(pod.node_name) if pod.node_name else None
@@ -301,7 +301,7 @@ class Actuator:
 
         Only a definite answer undoes the migration: the pod gone, terminating, elsewhere or not Ready. A read
         that fails (a 503, a timeout: likely while a node is failing) says nothing new, so the Ready just seen
-        by :meth:`_wait_until_ready` stands: rolling back on it would delete a serving replacement and, in an
+        by :meth:`Actuator._wait_until_ready` stands: rolling back on it would delete a serving replacement and, in an
         evacuation, leave only the pod on the failed node. A refusal (401/403) still fails the migration.
         """
         try:

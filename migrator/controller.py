@@ -410,7 +410,7 @@ class Controller:
         return self._failed_nodes_or_pending()[0]
 
     def _failed_nodes_or_pending(self) -> tuple[list[str], CycleOutcome | None]:
-        """:meth:`failed_nodes_with_pods`, with the blind outcome of a clean-up of leftovers that failed (its
+        """:meth:`Controller.failed_nodes_with_pods`, with the blind outcome of a clean-up of leftovers that failed (its
         record already written): the cycle ends there, it neither resumes nor counts a second blind record."""
         snapshot, pending = self._read_cleaned()
         return _failed_nodes_with_pods(snapshot), pending

@@ -166,16 +166,14 @@ def _runs_recorded_argv(pid: int, argv: object) -> bool:
     return [a.decode(errors="replace") for a in running if a] == [str(a) for a in argv if str(a)]
 
 
-def restart_cluster_component(state_dir: Path, component: str) -> int:
-    """Start one local cluster component again through the cluster's own process table (a hollow node is
-    waited for until Ready) and keep the registry's record of it in step, so that ``reach down`` stops the
-    new process; returns the new PID."""
-    from flows.local.cluster import LocalCluster
-
-    pid = int(LocalCluster(state_dir).restart(component))
+def restart_cluster_component(cluster: Any, component: str) -> int:
+    """Start one component of ``cluster`` (a :class:`flows.local.cluster.LocalCluster`) again through its own process
+    table (a hollow node is waited for until Ready) and keep the registry's record of it in step, so that ``reach
+    down`` stops the new process; returns the new PID."""
+    pid = int(cluster.restart(component))
     name = f"{CLUSTER_PREFIX}{component}"
     record = processes.recorded(name)
-    if record is not None and cluster_state_dir(record).resolve() == state_dir.resolve():  # this cluster's record only
+    if record is not None and cluster_state_dir(record).resolve() == Path(cluster.state_dir).resolve():  # its own
         processes.adopt(name, pid, record.port, record.argv, record.log)
     return pid
 
@@ -193,7 +191,9 @@ def restart(name: str) -> processes.ProcessRecord:
     record = processes.recorded(name)
     if record is None or not name.startswith(CLUSTER_PREFIX):
         return processes.restart(name)
-    restart_cluster_component(cluster_state_dir(record), name.removeprefix(CLUSTER_PREFIX))
+    from flows.local.cluster import LocalCluster
+
+    restart_cluster_component(LocalCluster(cluster_state_dir(record)), name.removeprefix(CLUSTER_PREFIX))
     return processes.recorded(name) or record  # re-adopted under the new PID by restart_cluster_component
 
 

@@ -186,11 +186,12 @@ def restore_nodes(session: Session, nodes: list[str], timeout_s: float = 120.0) 
     the dead kubelet's: only the renewal says the new one runs (else the next arm could see it fail late)."""
     from flows.local.ops import restart_cluster_component
 
+    cluster = local_cluster(session)
     restarted_s: dict[str, float] = {}
     for node in nodes:
         restarted_s[node] = time.time()
         # through ops: the registry's record follows the new PID, so that `reach down` stops the new kubelet
-        restart_cluster_component(local_cluster(session).state_dir, f"node-{node}")
+        restart_cluster_component(cluster, f"node-{node}")
     deadline = time.monotonic() + timeout_s
     waiting, problem = list(nodes), ""
     while waiting and time.monotonic() < deadline:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from flows.local import ops, processes
+from flows.local.cluster import LocalCluster
 from flows.local.cluster.supervisor import ProcessTable, is_our_process, stop_pid
 
 
@@ -58,7 +59,7 @@ def test_down_stops_a_component_restarted_behind_the_registrys_back(cluster_tabl
 
 def test_a_restart_through_ops_moves_the_registry_record_to_the_new_pid(cluster_table: ProcessTable) -> None:
     old = pid_of(cluster_table)
-    pid = ops.restart_cluster_component(cluster_table.state_dir, "kube-scheduler")
+    pid = ops.restart_cluster_component(LocalCluster(cluster_table.state_dir), "kube-scheduler")
     record = processes.recorded("cluster-kube-scheduler")
     assert record is not None and record.pid == pid == pid_of(cluster_table) != old
     assert processes.find("cluster-kube-scheduler") is not None  # alive, and the PID's start time matches
@@ -98,7 +99,7 @@ def test_a_restart_of_another_clusters_component_leaves_this_clusters_record(
     other = ProcessTable(tmp_path / "other-cluster")
     other.spawn("kube-scheduler", ["sleep", "300"])
     try:
-        pid = ops.restart_cluster_component(other.state_dir, "kube-scheduler")
+        pid = ops.restart_cluster_component(LocalCluster(other.state_dir), "kube-scheduler")
         record = processes.recorded("cluster-kube-scheduler")
         assert record is not None and record.pid == pid_of(cluster_table) != pid
     finally:

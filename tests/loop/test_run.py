@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -186,7 +187,7 @@ def test_a_failed_restore_does_not_hide_the_runs_own_error(monkeypatch: pytest.M
 
 
 def test_restoring_a_node_waits_for_the_new_kubelet_to_renew_its_lease_not_for_a_stale_ready(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A node killed shortly before the end was never NotReady: Ready and untainted at once, but dead."""
     restarted: list[str] = []
@@ -199,7 +200,8 @@ def test_restoring_a_node_waits_for_the_new_kubelet_to_renew_its_lease_not_for_a
         return value if value is not None else time.time()
 
     admin = SimpleNamespace(nodes=lambda: [SimpleNamespace(name="edge-1", taints=())], lease_renewed_s=renewed)
-    monkeypatch.setattr(loop_run, "local_cluster", lambda s: SimpleNamespace(restart=restarted.append))
+    cluster = SimpleNamespace(restart=lambda name: restarted.append(name) or 4242, state_dir=tmp_path)
+    monkeypatch.setattr(loop_run, "local_cluster", lambda s: cluster)
     monkeypatch.setattr(loop_run.time, "sleep", lambda s: None)
     loop_run.restore_nodes(SimpleNamespace(admin=admin), ["edge-1"])
     assert restarted == ["node-edge-1"] and len(asked) == 3, "restore returned on the dead kubelet's Ready"
