@@ -130,40 +130,15 @@ def cluster_state_dir(record: processes.ProcessRecord) -> Path:
 
 
 def _stop_cluster_table(state_dir: Path) -> tuple[list[str], list[str]]:
-    """Stop what a cluster's own process table still runs (its stop order: hollow nodes first, etcd last);
-    return the names stopped and those that survived."""
-    from flows.local.cluster.supervisor import _STOP_RANK, ProcessTable, is_our_process, stop_pid
+    """Stop what a cluster's own process table still runs (its stop order, its guard against reused PIDs);
+    return the names stopped and those that survived, as the registry names them."""
+    from flows.local.cluster.supervisor import ProcessTable
 
-    table = ProcessTable(state_dir)
     try:
-        entries = table.recorded()
+        stopped, survived = ProcessTable(state_dir).stop_running()
     except (OSError, ValueError):  # no table any more, or a torn one: nothing more to find there
         return [], []
-    stopped: list[str] = []
-    survived: list[str] = []
-    for name in sorted(entries, key=lambda n: _STOP_RANK.get(n, 0)):
-        pid, exe = int(str(entries[name]["pid"])), str(entries[name]["exe"])
-        if not is_our_process(pid, exe) or not _runs_recorded_argv(pid, entries[name].get("argv")):
-            continue
-        stop_pid(pid)
-        if is_our_process(pid, exe):
-            survived.append(f"{CLUSTER_PREFIX}{name} (pid {pid})")
-        else:
-            stopped.append(f"{CLUSTER_PREFIX}{name}")
-    return stopped, survived
-
-
-def _runs_recorded_argv(pid: int, argv: object) -> bool:
-    """Whether ``pid`` runs exactly the recorded command line (which names the cluster's state directory): after a
-    reboot a recorded PID may belong to another etcd or kube-apiserver, which the program name alone would not tell
-    apart. An entry recorded without its command line (an older cluster) is judged by the program name alone."""
-    if not isinstance(argv, list):
-        return True
-    try:
-        running = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return [a.decode(errors="replace") for a in running if a] == [str(a) for a in argv if str(a)]
+    return [f"{CLUSTER_PREFIX}{n}" for n in stopped], [f"{CLUSTER_PREFIX}{n}" for n in survived]
 
 
 def restart_cluster_component(cluster: Any, component: str) -> int:

@@ -198,6 +198,19 @@ def bento_labels(tag: str) -> dict[str, str]:
         raise ValueError(f"no bento {tag} in the BentoML store (`bentoml list` shows them)") from None
 
 
+def ranked_gated(cluster: Cluster, rejected_too: bool = False) -> list[str]:
+    """The gated bentos that can serve ``cluster`` in :func:`.selection.ranked` order (newest first), without those
+    a deploy rejected (:mod:`.rejections`: a failed canary, a rollback) unless ``rejected_too``."""
+    from flows.release.rejections import rejected
+    from flows.release.selection import ranked
+
+    tags = ranked(((str(b.tag), b.info.labels) for b in gated_bentos()), cluster)
+    if rejected_too:
+        return tags
+    skipped = rejected()
+    return [tag for tag in tags if tag not in skipped]
+
+
 def gated_bento_for(cluster: Cluster, exclude: str | None = None) -> str | None:
     """The newest gated bento that can serve ``cluster`` (:mod:`.selection`), other than ``exclude`` and other than
     one a deploy rejected (:mod:`.rejections`: a failed canary, a rollback); or None."""
@@ -205,18 +218,16 @@ def gated_bento_for(cluster: Cluster, exclude: str | None = None) -> str | None:
     from flows.release.selection import choose
 
     skipped = rejected()
-    eligible = ((str(b.tag), b.info.labels) for b in gated_bentos() if str(b.tag) not in skipped)
-    return choose(eligible, cluster, exclude)
+    return choose(((str(b.tag), b.info.labels) for b in gated_bentos() if str(b.tag) not in skipped), cluster, exclude)
 
 
 def rejected_for(cluster: Cluster) -> str:
     """What :func:`gated_bento_for` skipped for ``cluster`` (rejected bentos that could serve it, each with its
     reason) and how to deploy one again; "" when it skipped none."""
     from flows.release.rejections import rejected
-    from flows.release.selection import ranked
 
     entries = rejected()
-    skipped = [tag for tag in ranked(((str(b.tag), b.info.labels) for b in gated_bentos()), cluster) if tag in entries]
+    skipped = [tag for tag in ranked_gated(cluster, rejected_too=True) if tag in entries]
     if not skipped:
         return ""
     return (
@@ -247,17 +258,13 @@ def find_incumbent(scenario: str, workload: str) -> Incumbent | None:
     from pydantic import ValidationError
 
     from flows.evaluation.report import EvaluationReport
-    from flows.release.rejections import rejected
-    from flows.release.selection import cluster_of, ranked
+    from flows.release.selection import cluster_of
     from flows.release.serving import recorded_endpoint
 
     cluster = cluster_of(scenario, workload, strict=False)
     endpoint = recorded_endpoint()  # the deployment of this cluster also while its server is down (reach down)
     candidates = [endpoint.bento] if endpoint is not None and endpoint.serves(cluster) else []
-    skipped = rejected()  # a bento a deploy rejected is no bar for its successor (gated_bento_for skips it too)
-    candidates += [
-        t for t in ranked(((str(b.tag), b.info.labels) for b in gated_bentos()), cluster) if t not in skipped
-    ]
+    candidates += ranked_gated(cluster)  # a bento a deploy rejected is no bar for its successor
     for tag in candidates:
         try:
             model = bentoml.models.get(bentoml.bentos.get(tag).info.labels["model"])

@@ -61,7 +61,7 @@ class ProcessTable:
 
     def is_alive(self, name: str) -> bool:
         entry = self.recorded().get(name)
-        return entry is not None and is_our_process(int(str(entry["pid"])), str(entry["exe"]))
+        return entry is not None and runs_entry(entry)
 
     def restart(self, name: str) -> subprocess.Popen[bytes]:
         """Start a recorded component again with its recorded command line and environment (stopped first
@@ -80,7 +80,7 @@ class ProcessTable:
 
     def all_running(self) -> bool:
         entries = self.recorded()
-        return bool(entries) and all(is_our_process(int(str(e["pid"])), str(e["exe"])) for e in entries.values())
+        return bool(entries) and all(runs_entry(e) for e in entries.values())
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start one component in its own session, log to logs/<name>.log (rotated by size), record its PID."""
@@ -107,11 +107,42 @@ class ProcessTable:
     def stop_all(self) -> int:
         """Stop every recorded process that still runs (hollow nodes first, etcd last); returns how many were recorded."""
         entries = self.recorded()
-        for name in sorted(entries, key=lambda n: _STOP_RANK.get(n, 0)):
-            pid, exe = int(str(entries[name]["pid"])), str(entries[name]["exe"])
-            if is_our_process(pid, exe):
-                stop_pid(pid)
+        self.stop_running()
         return len(entries)
+
+    def stop_running(self) -> tuple[list[str], list[str]]:
+        """Stop every recorded process that still runs (:func:`runs_entry`; hollow nodes first, etcd last); return
+        the names stopped and, as ``name (pid N)``, those that survived."""
+        entries = self.recorded()
+        stopped: list[str] = []
+        survived: list[str] = []
+        for name in sorted(entries, key=lambda n: _STOP_RANK.get(n, 0)):
+            if not runs_entry(entries[name]):
+                continue
+            pid = int(str(entries[name]["pid"]))
+            stop_pid(pid)
+            if runs_entry(entries[name]):
+                survived.append(f"{name} (pid {pid})")
+            else:
+                stopped.append(name)
+        return stopped, survived
+
+
+def runs_entry(entry: dict[str, object]) -> bool:
+    """Whether a recorded entry's PID still runs the process started: the same program and, when the entry kept
+    it, exactly the recorded command line (which names the cluster's state directory: after a reboot a recorded
+    PID may belong to another etcd or kube-apiserver, which the program name alone would not tell apart)."""
+    pid = int(str(entry["pid"]))
+    if not is_our_process(pid, str(entry["exe"])):
+        return False
+    argv = entry.get("argv")
+    if not isinstance(argv, list):  # recorded by an older reach: the program name alone decides
+        return True
+    try:
+        running = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return [a.decode(errors="replace") for a in running if a] == [str(a) for a in argv if str(a)]
 
 
 def is_our_process(pid: int, exe: str) -> bool:
