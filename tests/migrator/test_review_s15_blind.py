@@ -16,36 +16,16 @@ import pytest
 from pydantic import ValidationError
 
 from ceenv.schema import ActionRequest, MeasuredConditions
-from migrator.controller import Controller
 from migrator.guards import Move
 from migrator.observe import FitRules, build_request
 from migrator.policy import Advice, Stop
 from migrator.settings import MigratorSettings
 from migrator.snapshot import LatencyReading, MeasurementUnavailable
-from migrator.telemetry import MeteredJournal, MigratorTelemetry
+from migrator.telemetry import MigratorTelemetry
 
-from .builders import cluster, node, pod
-from .fake_cluster import FakeClock, FakeCluster
-
-
-def small_cluster() -> FakeCluster:
-    fake = FakeCluster(
-        {n.name: n for n in (node("cloud-1", "cloud"), node("cloud-2", "cloud"), node("edge-1", "edge"))}
-    )
-    fake.add_deployment("db", ["cloud-1"])
-    return fake
-
-
-def controller_for(
-    fake: FakeCluster, policy: object, tmp_path: Path, **settings: object
-) -> tuple[Controller, MigratorTelemetry]:
-    telemetry = MigratorTelemetry()
-    values: dict[str, object] = {"episode_csv": str(tmp_path / "e.csv"), "migration_deadline_s": 5.0, **settings}
-    controller = Controller(
-        MigratorSettings(_env_file=None, **values),  # type: ignore[arg-type]
-        fake, policy, FakeClock(fake), journal=MeteredJournal(telemetry=telemetry),  # type: ignore[arg-type]
-    )  # fmt: skip
-    return controller, telemetry
+from .builders import cluster, pod
+from .fake_cluster import FakeCluster
+from .review_s15_support import controller_for, small_cluster
 
 
 def count(telemetry: MigratorTelemetry, reason: str) -> float:

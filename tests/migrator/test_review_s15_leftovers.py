@@ -24,22 +24,13 @@ from migrator.actuator import LIFT_RETRY_S, Actuator
 from migrator.controller import Controller
 from migrator.guards import Move
 from migrator.policy import Advice, Stop
-from migrator.settings import MigratorSettings
 from migrator.snapshot import TAINT_TEMPORARY_CORDON, LatencyReading, Taint
-from migrator.telemetry import MeteredJournal, MigratorTelemetry
+from migrator.telemetry import MigratorTelemetry
 
-from .builders import node
-from .fake_cluster import FakeClock, FakeCluster
+from .fake_cluster import FakeClock
+from .review_s15_support import controller_for, small_cluster
 
 ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "observability" / "alerts.yml"
-
-
-def small_cluster() -> FakeCluster:
-    cluster = FakeCluster(
-        {n.name: n for n in (node("cloud-1", "cloud"), node("cloud-2", "cloud"), node("edge-1", "edge"))}
-    )
-    cluster.add_deployment("db", ["cloud-1"])
-    return cluster
 
 
 class MoveOnce:
@@ -53,18 +44,6 @@ class MoveOnce:
         if self.asked > 1:
             return Stop()
         return Move(request.cluster_state.services["db"].pods[0].pod_name, self.target)
-
-
-def controller_for(
-    cluster: FakeCluster, policy: object, tmp_path: Path, **settings: object
-) -> tuple[Controller, MigratorTelemetry]:
-    telemetry = MigratorTelemetry()
-    values: dict[str, object] = {"episode_csv": str(tmp_path / "e.csv"), "migration_deadline_s": 5.0, **settings}
-    controller = Controller(
-        MigratorSettings(_env_file=None, **values),  # type: ignore[arg-type]
-        cluster, policy, FakeClock(cluster), journal=MeteredJournal(telemetry=telemetry),  # type: ignore[arg-type]
-    )  # fmt: skip
-    return controller, telemetry
 
 
 def count(telemetry: MigratorTelemetry, name: str, **labels: str) -> float:
