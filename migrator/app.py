@@ -8,6 +8,7 @@ annotations that the next start rolls back (``Controller.clean_up``).
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -16,20 +17,29 @@ from types import FrameType
 
 from migrator.actuator import SystemClock
 from migrator.controller import Controller
-from migrator.kube import KubeOps, make_api_client
+from migrator.kube import KubeLeaseStore, KubeOps, make_api_client
+from migrator.lease import LeaderLease, default_identity
 from migrator.policy import PolicyClient
 from migrator.settings import MigratorSettings
 from migrator.telemetry import InstrumentedController, MeteredJournal, MigratorTelemetry, TimedAdvisor
+
+LEASE_NOT_HELD_EXIT = 3  # ``once`` never got the cluster's migrator Lease: nothing was done
 
 
 def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
 
 
-def build_controller(settings: MigratorSettings, telemetry: MigratorTelemetry | None = None) -> Controller:
+def build_controller(
+    settings: MigratorSettings, telemetry: MigratorTelemetry | None = None, with_lease: bool = False
+) -> Controller:
     """The production wiring of a controller from settings (no network call happens here).
 
-    With ``telemetry`` the controller counts its records and times its questions and cycles.
+    With ``telemetry`` the controller counts its records and times its questions and cycles. With
+    ``with_lease`` (the long-running migrator: :func:`run_migrator`, when ``leader_election`` is on and
+    it is not a dry run) it writes only while it holds the cluster's migrator Lease (:mod:`migrator.lease`).
+    In-process callers that build a controller per run (the demo, the benchmarks) leave it off: a
+    controller they drop without ``run`` returning would keep the Lease until it expires.
     """
     api_client = make_api_client(settings.kubeconfig)
     ops = KubeOps(
@@ -49,6 +59,10 @@ def build_controller(settings: MigratorSettings, telemetry: MigratorTelemetry | 
         advisor = TimedAdvisor(policy, telemetry)
         journal = MeteredJournal(telemetry=telemetry)
         controller = InstrumentedController(settings, ops, advisor, SystemClock(), journal=journal, telemetry=telemetry)
+    if with_lease:
+        store = KubeLeaseStore(api_client, settings.lease_namespace, settings.lease_name, settings.api_timeout_s)
+        identity = settings.lease_identity or default_identity()
+        controller.lease = LeaderLease(store, identity, settings.lease_duration_s)
     if settings.prometheus_url:
         from migrator.metrics import PrometheusMetrics
 
@@ -80,6 +94,13 @@ def run_migrator(settings: MigratorSettings) -> int:
     if settings.metrics_port is not None:
         telemetry = MigratorTelemetry()
         telemetry.serve(settings.metrics_port, settings.metrics_host)
-    controller = build_controller(settings, telemetry)
-    controller.run(should_stop=lambda: stop_requested["flag"])
-    return 0
+    controller = build_controller(settings, telemetry, with_lease=settings.leader_election and not settings.dry_run)
+    if controller.run(should_stop=lambda: stop_requested["flag"], interrupt=lambda: stop_requested["flag"]):
+        return 0
+    lease = controller.lease
+    holder = f" {lease.store.where}" if lease is not None else ""
+    logging.getLogger("reach.migrator").info(
+        json.dumps({"event": "exit", "code": LEASE_NOT_HELD_EXIT, "reason": "--once: another migrator held the Lease"
+                    f"{holder} throughout; nothing was done (run with --dry-run to only look)"})
+    )  # fmt: skip
+    return LEASE_NOT_HELD_EXIT

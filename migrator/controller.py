@@ -18,8 +18,13 @@ and writes one ``blind`` record with its ``reason``; the first cycle that sees a
 on. A move the guards allowed is checked again on a fresh read of the cluster before it is carried
 out, and refused with the guard's reason if it no longer passes. Leftovers of a failed rollback (or
 of a start-up clean-up that failed, or cordons not lifted after a migration) are cleaned up before
-anything else in every mode, and once more before ``run`` returns. One live migrator per cluster
-(:data:`ONE_MIGRATOR_PER_CLUSTER`, said in the ``starting`` log line).
+anything else in every mode, and once more before ``run`` returns. One live migrator per cluster:
+with a ``lease`` (:mod:`migrator.lease`; ``reach migrate`` and the in-cluster Deployment have one unless
+``leader_election`` is off) nothing is read for a decision or written unless this migrator holds the
+cluster's Lease, confirmed at every turn, before every decision and right before every migration; one
+that finds another live holder stands by (``standby`` records) and takes over when that one stops
+renewing. Without a lease (``dry_run``, or in-process callers: the demo, the benchmarks) the limit is
+said in the ``starting`` log line (:data:`ONE_MIGRATOR_PER_CLUSTER`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import time
 import traceback
 from collections.abc import Callable
@@ -39,6 +45,7 @@ from ceenv.schema import ActionRequest, MeasuredConditions
 from migrator.actuator import Actuator, Clock, ClusterOps, MigrationResult
 from migrator.aliases import AliasError, from_policy_name, node_aliases, to_policy_names
 from migrator.guards import UNCHECKED_ANSWER, GuardLimits, MigrationLedger, Move, Verdict, check_move, is_evacuation
+from migrator.lease import LeaderLease
 from migrator.observe import FitRules, build_request, pods_per_node
 from migrator.policy import Advice, NoAdvice, Stop
 from migrator.settings import MigratorSettings, Mode
@@ -101,6 +108,15 @@ ONE_MIGRATOR_PER_CLUSTER = (
     "included; run others with dry_run (they only report leftovers)"
 )
 
+# Said instead when the controller holds the cluster's Lease before it writes (migrator.lease).
+ONE_MIGRATOR_BY_LEASE = (
+    "one live migrator per cluster: this migrator writes only while it holds the Lease {where}; another migrator "
+    "holding it makes this one stand by"
+)
+
+# The wait between turns checks for a stop signal this often (seconds).
+STOP_CHECK_S = 1.0
+
 # Evacuations in one cycle never exceed this (a bound on the loop; the window limit usually comes first).
 MAX_EVACUATIONS_PER_CYCLE = 64
 
@@ -141,6 +157,9 @@ class Controller:
     ledger: MigrationLedger = field(default_factory=MigrationLedger)
     blind_since_s: float | None = None
     cleanup_due: bool = False  # leftovers of a failed rollback or start-up clean-up wait for the next cycle
+    lease: LeaderLease | None = None  # the cluster's migrator Lease; None: no leader election (see the module doc)
+    leading: bool = False  # the last check of the Lease found it held by this migrator
+    started_up: bool = False  # the start-up clean-up ran (it waits until this migrator leads)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -231,6 +250,9 @@ class Controller:
         return outcomes
 
     def _decide_and_act(self, started_this_cycle: int, only: EvacuationsOnly | None = None) -> CycleOutcome:
+        not_leading = self._lead()
+        if not_leading is not None:
+            return not_leading
         try:
             snapshot, pending = self._read_cleaned()
             if pending is not None:
@@ -308,6 +330,41 @@ class Controller:
             return self._refuse(changed, fresh.app_pod(advice.pod_name) is not None)
         return self._act(advice, fresh, asked_at_s)
 
+    def _lead(self) -> CycleOutcome | None:
+        """None when this migrator may read for a decision and write now: it holds the Lease, just renewed (or has
+        no Lease: see the module doc); else the outcome of a turn that does nothing.
+
+        Held by another live migrator: a ``standby`` record (holder, seconds until a takeover), not blind. The
+        Lease cannot be read or written (the API server away, a 403): blind, as a cluster that cannot be read.
+        """
+        lease = self.lease
+        if lease is None or self.settings.dry_run:
+            return None
+        was_leading, self.leading = self.leading, False
+        try:
+            status = lease.hold()
+        except Exception as exc:
+            if was_leading:
+                self.journal.record("leadership-lost", lease=lease.store.where, reason=f"cannot renew: {exc}")
+            return self._unreadable(exc, f"cannot confirm the migrators' Lease {lease.store.where}")
+        if status.held:
+            self.leading = True
+            if not was_leading:
+                self.journal.record(
+                    "leading", lease=lease.store.where, identity=lease.identity, took_over_from=status.took_over_from
+                )
+            return None
+        if was_leading:
+            self.journal.record("leadership-lost", lease=lease.store.where, reason=f"held by {status.holder}")
+        detail = (
+            f"the migrators' Lease {lease.store.where} is held by {status.holder}; this migrator ({lease.identity}) "
+            f"stands by and takes over if it is not renewed within {status.wait_s:.0f} s"
+        )
+        self.journal.record(
+            "standby", lease=lease.store.where, holder=status.holder, wait_s=status.wait_s, action="none"
+        )
+        return CycleOutcome("standby", detail)
+
     def _blind(self, reason: str, detail: str, **extra: object) -> CycleOutcome:
         """No action this cycle because something could not be observed or checked: one record, with why."""
         now_s = self.clock.now_s()
@@ -358,6 +415,9 @@ class Controller:
         return CycleOutcome("refused", verdict.detail, verdict=verdict)
 
     def _act(self, move: Move, snapshot: ClusterSnapshot, now_s: float) -> CycleOutcome:
+        not_leading = self._lead()  # the Lease, renewed right now, outlasts the migration (MigratorSettings' check)
+        if not_leading is not None:
+            return not_leading
         source = snapshot.app_pod(move.pod_name)
         source_node = source.node_name if source else ""
         self.journal.record(
@@ -514,37 +574,94 @@ class Controller:
         else:
             self.monitoring_step()
 
-    def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+    def run(self, should_stop: Callable[[], bool] = lambda: False, interrupt: Callable[[], bool] | None = None) -> bool:
         """Clean up, then run the configured mode once or every ``interval_s`` until told to stop.
 
         Nothing ends the loop but the stop signal (or ``once``): a start-up clean-up that cannot
         reach the cluster is retried before the next migration, and an unexpected error in a step
-        is a ``cycle-failed`` blind cycle, logged and counted.
+        is a ``cycle-failed`` blind cycle, logged and counted. With a ``lease``, a turn runs only while
+        this migrator holds it (the start-up clean-up too: another live migrator's cordons are not
+        leftovers); between turns the Lease is renewed, and a standby asks again every
+        :meth:`Controller.standby_poll_s`. ``once`` waits for the Lease up to twice its duration (a
+        holder that stopped renewing lets go by then). The Lease is released on return.
+
+        ``should_stop`` is asked once after every turn; ``interrupt`` (the stop signal's flag in
+        :func:`migrator.app.run_migrator`) is also asked every :data:`STOP_CHECK_S` of the wait between turns,
+        so a stop ends the wait (and releases the Lease) before a supervisor's SIGKILL.
+        Returns False when no turn ran (``once`` and another migrator kept the Lease), else True.
         """
         self._say_starting()
+        waited_s = 0.0
+        try:
+            while True:
+                ran = False
+                try:
+                    if self._lead() is None:
+                        ran = True
+                        if not self.started_up:
+                            self._start_up()
+                        if self._clean_up_if_due() is None:  # leftovers left: no mode step (the cycle is blind)
+                            self._mode_step()
+                except Exception as exc:  # never let one bad cycle end the controller
+                    self._blind(CYCLE_FAILED, f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+                self._cycle_ended()
+                gave_up = not ran and waited_s >= self._once_wait_s()
+                if should_stop() or (self.settings.once and (ran or gave_up)):
+                    self._clean_up_before_exit()
+                    return ran
+                pause_s = self.settings.interval_s if ran else self.standby_poll_s()
+                waited_s = 0.0 if ran else waited_s + pause_s
+                self._pause(pause_s, interrupt or (lambda: False))
+        finally:
+            self._release_lease()
+
+    def _start_up(self) -> None:
+        """The start-up clean-up (:meth:`Controller.clean_up`); one that fails is retried before the next migration."""
+        self.started_up = True
         try:
             self.clean_up()
         except Exception as exc:
             self.cleanup_due = True
             self._blind(LEFTOVERS_NOT_CLEANED, f"start-up clean-up failed, retried before the next migration: {exc}")
-        while True:
-            try:
-                if self._clean_up_if_due() is None:  # leftovers left: no mode step (the cycle is blind)
-                    self._mode_step()
-            except Exception as exc:  # never let one bad cycle end the controller
-                self._blind(CYCLE_FAILED, f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-            self._cycle_ended()
-            if self.settings.once or should_stop():
-                self._clean_up_before_exit()
-                return
-            self.clock.sleep(self.settings.interval_s)
+
+    def standby_poll_s(self) -> float:
+        """How often a standby asks for the Lease again: every turn, or a quarter of the Lease's duration if sooner."""
+        if self.lease is None:
+            return self.settings.interval_s
+        return min(self.settings.interval_s, self.lease.duration_s / 4)
+
+    def _once_wait_s(self) -> float:
+        return 0.0 if self.lease is None else 2 * self.lease.duration_s
+
+    def _pause(self, seconds: float, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Sleep between turns, in steps of at most :data:`STOP_CHECK_S` so that a stop signal ends the wait (the
+        Lease is released before a supervisor's SIGKILL); a leader renews its Lease every third of its duration."""
+        renew_every_s = self.lease.duration_s / 3 if self.lease is not None and self.leading else math.inf
+        since_renewal_s, left = 0.0, seconds
+        while left > 0 and not should_stop():
+            chunk = min(left, STOP_CHECK_S, renew_every_s - since_renewal_s)
+            self.clock.sleep(chunk)
+            left -= chunk
+            since_renewal_s += chunk
+            if since_renewal_s >= renew_every_s and left > 0:
+                since_renewal_s = 0.0
+                self._lead()
+
+    def _release_lease(self) -> None:
+        """Give the Lease up on the way out (best effort: otherwise it expires by itself), so a standby takes over."""
+        if self.lease is not None and self.lease.release():
+            self.journal.record("lease-released", lease=self.lease.store.where, identity=self.lease.identity)
+        self.leading = False
 
     def _say_starting(self) -> None:
-        """One log line at start with the limit an operator must know: one live migrator per cluster (a log line
-        only, not a journal record: nothing happened yet)."""
+        """One log line at start with the limit an operator must know: one live migrator per cluster, by the Lease or
+        by the operator's care (a log line only, not a journal record: nothing happened yet)."""
         s = self.settings
         starting = {"event": "starting", "time": round(time.time(), 3), "mode": str(s.mode), "dry_run": s.dry_run}
-        LOGGER.info(json.dumps({**starting, "namespace": s.namespace, "limit": ONE_MIGRATOR_PER_CLUSTER}))
+        limit = ONE_MIGRATOR_PER_CLUSTER
+        if self.lease is not None and not s.dry_run:
+            limit = ONE_MIGRATOR_BY_LEASE.format(where=self.lease.store.where)
+        LOGGER.info(json.dumps({**starting, "namespace": s.namespace, "limit": limit}))
 
     def _clean_up_before_exit(self) -> None:
         """The last turn left leftovers (cordons that could not be lifted, a rollback's marks): try once more now,

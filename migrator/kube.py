@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.utils import parse_quantity
 
+from migrator.lease import LeaseConflict, LeaseRecord
 from migrator.snapshot import (
     ANNOTATION_TEMPORARY_CORDON,
     TAINT_TEMPORARY_CORDON,
@@ -620,3 +622,128 @@ class ClusterAdmin:
     def delete_pods_now(self, namespace: str, selector: str) -> None:
         """Delete the selected pods without grace (hollow nodes run nothing to stop)."""
         self.core.delete_collection_namespaced_pod(namespace, label_selector=selector, grace_period_seconds=0)
+
+
+def _micro_time(unix_s: float) -> str:
+    """A Kubernetes ``MicroTime`` (RFC 3339 with exactly six fractional digits, UTC), as the API server parses it."""
+    return dt.datetime.fromtimestamp(unix_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _lease_record(document: Mapping[str, Any]) -> LeaseRecord:
+    spec = document.get("spec") or {}
+    renewed = spec.get("renewTime")
+    return LeaseRecord(
+        holder=str(spec.get("holderIdentity") or ""),
+        duration_s=float(spec.get("leaseDurationSeconds") or 0),
+        version=str((document.get("metadata") or {}).get("resourceVersion") or ""),
+        renewed_at_s=dt.datetime.fromisoformat(str(renewed).replace("Z", "+00:00")).timestamp() if renewed else None,
+        transitions=int(spec.get("leaseTransitions") or 0),
+    )
+
+
+class KubeLeaseStore:
+    """The migrators' Lease (:mod:`migrator.lease`) in ``coordination.k8s.io/v1``, written as JSON.
+
+    Raw requests, not the typed client: the client writes a ``datetime`` with ``isoformat()``, which drops the
+    fraction at a whole second, and the API server's ``MicroTime`` then refuses the Lease.
+    """
+
+    def __init__(
+        self, api_client: client.ApiClient, namespace: str, name: str, timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        wall_s: Callable[[], float] = time.time,
+    ) -> None:  # fmt: skip
+        self.api_client = api_client
+        self.namespace = namespace
+        self.name = name
+        self.timeout_s = timeout_s
+        self.wall_s = wall_s
+        self.where = f"{namespace}/{name}"
+
+    def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"} if body is not None else None
+        serialized = self.api_client.param_serialize(
+            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        request_method, url, header_params, request_body, post = serialized
+        try:
+            response = self.api_client.call_api(
+                request_method, url, header_params, request_body, post, _request_timeout=self.timeout_s
+            )
+        except ApiException as exc:
+            return int(exc.status or 0), json.loads(exc.body or "{}") if exc.body else {}
+        raw = response.read()  # type: ignore[no-untyped-call]
+        return int(response.status), json.loads(raw or b"{}")
+
+    def _checked(self, what: str, status: int, document: Mapping[str, Any]) -> None:
+        """A refusal that will not pass by itself names the fix; any other failure is left to the next turn."""
+        if status in ACCESS_DENIED_STATUSES:
+            said = str(document.get("message") or "")
+            raise ClusterAccessDenied(
+                f"the API server refused to {what} the migrators' Lease {self.where} ({status}"
+                + (f": {said}" if said else "")
+                + "): grant the migrator's ServiceAccount get, create and update on leases (coordination.k8s.io) in "
+                f"namespace {self.namespace} (deploy/k8s/rbac.yaml's Role reach-migrator-lease), or set "
+                "REACH_MIGRATOR_LEASE_NAMESPACE to a namespace where it may; only with no other migrator on the "
+                "cluster, REACH_MIGRATOR_LEADER_ELECTION=false"
+            )
+        raise RuntimeError(
+            f"could not {what} the migrators' Lease {self.where}: HTTP {status} {document.get('message') or ''}".strip()
+        )
+
+    def _spec(self, holder: str, duration_s: float, acquired: bool, transitions: int) -> dict[str, Any]:
+        now = _micro_time(self.wall_s())
+        spec: dict[str, Any] = {
+            "holderIdentity": holder or None,
+            "leaseDurationSeconds": max(1, round(duration_s)),
+            "renewTime": now,
+            "leaseTransitions": transitions,
+        }
+        if acquired:
+            spec["acquireTime"] = now
+        return spec
+
+    @property
+    def _path(self) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{self.name}"
+
+    def read(self) -> LeaseRecord | None:
+        status, document = self._call("GET", self._path)
+        if status == 404:
+            return None
+        if status != 200:
+            self._checked("read", status, document)
+        return _lease_record(document)
+
+    def create(self, holder: str, duration_s: float) -> LeaseRecord:
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": {"app.kubernetes.io/name": "reach-migrator"},
+            },
+            "spec": self._spec(holder, duration_s, acquired=True, transitions=0),
+        }
+        status, document = self._call("POST", f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases", body)
+        if status == 409:
+            raise LeaseConflict(f"the Lease {self.where} was created by another migrator first")
+        if status not in (200, 201):
+            self._checked("create", status, document)
+        return _lease_record(document)
+
+    def write(self, current: LeaseRecord, holder: str, duration_s: float) -> LeaseRecord:
+        changed_hands = holder != current.holder
+        transitions = current.transitions + (1 if changed_hands and holder else 0)
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.namespace, "resourceVersion": current.version},
+            "spec": self._spec(holder, duration_s, acquired=changed_hands and bool(holder), transitions=transitions),
+        }
+        status, document = self._call("PUT", self._path, body)
+        if status in (404, 409):  # written (or deleted) by someone else since our read
+            raise LeaseConflict(f"the Lease {self.where} changed since it was read")
+        if status != 200:
+            self._checked("write", status, document)
+        return _lease_record(document)

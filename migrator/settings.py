@@ -9,10 +9,13 @@ override them. Used by the controller, the CLI and the tests.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_RFC1123_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 
 class Mode(StrEnum):
@@ -144,6 +147,29 @@ class MigratorSettings(BaseSettings):
         description="PromQL returning each node's NIC bandwidth utilisation by background traffic as a fraction "
         "in [0, 1], label `node`; sent in the request's `measured` block like measured_delay_query.",
     )
+    leader_election: bool = Field(
+        default=True,
+        description="Write only while holding the cluster's migrator Lease (lease_namespace/lease_name), so that "
+        "a second live migrator stands by instead of lifting this one's cordons; dry_run never takes it. Off only "
+        "where no other migrator can run against the cluster.",
+    )
+    lease_namespace: str = Field(
+        default="kube-system",
+        description="Namespace of the migrators' Lease: one per cluster (every migrator of a cluster must name the "
+        "same one), whatever namespace the application is in.",
+    )
+    lease_name: str = Field(default="reach-migrator", description="Name of the migrators' Lease.")
+    lease_duration_s: float = Field(
+        default=120.0,
+        description="Seconds the Lease stays this migrator's without a renewal: a standby takes over this long "
+        "after the holder stops renewing (at once when it stops cleanly). Must outlast one migration: at least "
+        "migration_deadline_s + cordon_cap_s + 2 x api_timeout_s + 2.",
+    )
+    lease_identity: str | None = Field(
+        default=None,
+        description="This migrator's name in the Lease; empty means <hostname>/<pid> (in a pod: its name and PID, "
+        "so a container restarted in place takes its Lease back at once).",
+    )
     event_component: str = Field(default="reach-migrator", description="Source component of Kubernetes Events.")
     metrics_port: int | None = Field(
         default=None,
@@ -164,6 +190,35 @@ class MigratorSettings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"policy_url {value!r} must start with http:// or https://, e.g. http://127.0.0.1:3000")
         return value.rstrip("/")
+
+    @field_validator("lease_name", "lease_namespace")
+    @classmethod
+    def _kubernetes_name(cls, value: str) -> str:
+        """A Lease's name and namespace as the API server accepts them (RFC 1123), checked before anything runs."""
+        if not _RFC1123_NAME.fullmatch(value) or len(value) > 63:
+            raise ValueError(
+                f"{value!r} is not a Kubernetes name: at most 63 lower-case letters, digits, '-' and '.', starting and "
+                "ending with a letter or digit (e.g. reach-migrator)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_migration(self) -> MigratorSettings:
+        """The holder renews right before a migration; the Lease must not expire while the migration's cordons stand."""
+        needed = self.lease_migration_bound_s()
+        if self.leader_election and self.lease_duration_s < needed:
+            raise ValueError(
+                f"lease_duration_s {self.lease_duration_s:g} is shorter than one migration may take "
+                f"(migration_deadline_s {self.migration_deadline_s:g} + cordon_cap_s {self.cordon_cap_s:g} + "
+                f"2 x api_timeout_s {self.api_timeout_s:g} + 2 = {needed:g} s): another migrator could take the Lease "
+                f"while this one's cordons stand; set REACH_MIGRATOR_LEASE_DURATION_S to at least {needed:g}, or "
+                "shorten the migration's deadline"
+            )
+        return self
+
+    def lease_migration_bound_s(self) -> float:
+        """The longest a migration keeps its cordons, renewed-Lease to lifted-cordons (rollback included)."""
+        return self.migration_deadline_s + self.cordon_cap_s + 2 * self.api_timeout_s + 2.0
 
     @model_validator(mode="after")
     def _measurements_need_prometheus(self) -> MigratorSettings:

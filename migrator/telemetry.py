@@ -26,6 +26,8 @@ LOOPBACK = "127.0.0.1"
 RESULT_EVENTS = {"migrated": "migrated", "rolled-back": "rolled-back"}
 # Every value of reach_migrator_migrations_total{result}: "-incomplete" when the migration left leftovers.
 MIGRATION_RESULTS = ("migrated", "migrated-incomplete", "rolled-back", "rolled-back-incomplete")
+# Records after which this migrator does not hold the cluster's Lease (reach_migrator_lease_held 0).
+LEASE_GONE_EVENTS = ("standby", "leadership-lost", "lease-released")
 T = TypeVar("T")
 
 
@@ -66,6 +68,16 @@ class MigratorTelemetry:
             registry=self.registry,
         )  # fmt: skip
 
+        self.lease_held = Gauge(
+            "reach_migrator_lease_held", "1 while this migrator holds the cluster's migrator Lease and may write; 0 "
+            "while it stands by, lost it, or runs without leader election (dry run, leader_election off).",
+            registry=self.registry,
+        )  # fmt: skip
+        self.standby_turns = Counter(
+            "reach_migrator_standby_turns", "Turns that did nothing because another migrator held the cluster's Lease.",
+            registry=self.registry,
+        )  # fmt: skip
+
         for reason in Refusal:  # every reason is a series from the start (0 until it happens)
             self.refusals.labels(reason=reason.value)
         for blind_reason in BLIND_REASONS:
@@ -87,6 +99,12 @@ class MigratorTelemetry:
             self.refusals.labels(reason=str(entry.get("reason") or "unknown")).inc()
         elif event == "blind":
             self.blind_cycles.labels(reason=str(entry.get("reason") or "unknown")).inc()
+        elif event == "leading":
+            self.lease_held.set(1)
+        elif event in LEASE_GONE_EVENTS:
+            self.lease_held.set(0)
+            if event == "standby":
+                self.standby_turns.inc()
 
 
 @dataclass

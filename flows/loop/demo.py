@@ -23,6 +23,7 @@ from flows.local.paths import repo_root
 from flows.loop.settings import EXPORTER, MIGRATOR, PROMETHEUS, STANDIN_LABEL, DemoSettings
 
 ALERT_RULES = repo_root() / "deploy" / "observability" / "alerts.yml"
+DEMO_LEASE_IDENTITY = "reach-demo/background-migrator"  # its name in the cluster's migrator Lease (migrator.lease)
 
 
 @dataclass
@@ -145,12 +146,16 @@ def start_prometheus(settings: DemoSettings) -> processes.ProcessRecord:
 
 
 def open_session(settings: DemoSettings) -> Session:
-    """Cluster, exporter and Prometheus up; the migrator's metrics served; nothing deployed yet."""
+    """Cluster, exporter and Prometheus up; the migrator's metrics served; nothing deployed yet (a background
+    migrator of an earlier demo is stopped: this session's migrator is the cluster's only one)."""
     from flows.local.paths import resolve_scenario
     from migrator.kube import ClusterAdmin, make_api_client
     from migrator.telemetry import MigratorTelemetry
 
     scenario_dir = resolve_scenario(settings.scenario)
+    # The background migrator an earlier `reach demo` left running (keep_migrating) would migrate beside this
+    # session's own migrator (two live migrators on one cluster) and publishes on its metrics port: stop it first.
+    processes.stop(MIGRATOR)
     kubeconfig = start_cluster(scenario_dir, settings.cluster_state)
     prometheus = start_prometheus(settings)
     telemetry = MigratorTelemetry()
@@ -188,6 +193,9 @@ def keep_migrating(session: Session, url: str, policy: str) -> processes.Process
     if not policy.startswith(STANDIN_LABEL):
         env["REACH_MIGRATOR_POLICY_ENDPOINT_FILE"] = str(endpoint_file())
     env["REACH_MIGRATOR_METRICS_PORT"] = str(session.settings.migrator_metrics_port)
+    # One background migrator at a time (the previous one is stopped first): a stable name in the cluster's migrator
+    # Lease lets a restarted one take its predecessor's Lease back at once, even after a SIGKILL.
+    env["REACH_MIGRATOR_LEASE_IDENTITY"] = DEMO_LEASE_IDENTITY
     close_metrics(session)  # the background migrator publishes on the same port from now on
     processes.stop(MIGRATOR)
     return processes.start(MIGRATOR, [sys.executable, "-m", "migrator"], session.settings.migrator_metrics_port, env)

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,9 @@ def test_a_migrator_killed_mid_way_is_cleaned_up_by_the_next_start(
         "REACH_MIGRATOR_ONCE": "true", "REACH_MIGRATOR_POD_COOLDOWN_S": "0",
         "REACH_MIGRATOR_EPISODE_CSV": str(tmp_path / "episode.csv"),
         "REACH_MIGRATOR_DISTRIBUTION_CSV": str(tmp_path / "distribution.csv"),
+        # The restart as in a pod (same name, same PID 1): it takes the killed one's Lease back at once. A Lease of
+        # this test's own, so a killed holder never makes another test's migrator stand by.
+        "REACH_MIGRATOR_LEASE_IDENTITY": "killed-and-restarted/1", "REACH_MIGRATOR_LEASE_NAME": f"reach-test-{uuid.uuid4().hex[:8]}",
     }  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "migrator"], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
     try:

@@ -1,0 +1,154 @@
+"""One live migrator per cluster: a ``coordination.k8s.io`` Lease held before anything is written.
+
+The temporary cordon is one taint per node, and a cordon of reach found between cycles is cleaned up as
+a leftover, so two live migrators on one cluster would lift each other's cordons in flight. A migrator
+that writes (not ``dry_run``) therefore holds the Lease ``lease_namespace/lease_name`` (default
+``kube-system/reach-migrator``: one per cluster, whatever namespace the application is in) and renews
+it before every turn, before every migration and while it waits between turns. One that finds it held
+by a live migrator stands by: it reads nothing and writes nothing, and takes the Lease over once the
+holder stops renewing it. This is the scheme of Kubernetes' own controllers (client-go's leader
+election), which this module follows:
+
+- a holder's Lease counts as live until ``leaseDurationSeconds`` have passed *on this migrator's
+  clock* since this migrator last saw the Lease change (its ``resourceVersion``), so the two clocks
+  need not agree. A Lease whose ``renewTime`` is older than twice its duration on this migrator's
+  wall clock is taken at once (a migrator killed long ago; the second duration is room for clock skew);
+- every write carries the ``resourceVersion`` that was read, so of two migrators taking one Lease at
+  the same time the API server lets exactly one through (409 Conflict for the other);
+- a migrator that stops cleanly releases the Lease (empty holder), so a standby takes over at once.
+
+The holder renews right before each migration, and the settings make the Lease outlast the longest
+migration (the check in :class:`migrator.settings.MigratorSettings`), so a migration in flight never runs
+under a Lease another migrator could take. The identity is ``<hostname>/<pid>``: a migrator container
+restarted in place (same pod name, same PID) takes its own Lease back at once; two processes on one
+machine differ. The cluster calls sit behind :class:`LeaseStore` (implemented by :mod:`migrator.kube`),
+so this module is pure logic.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class LeaseConflict(Exception):
+    """Someone else wrote the Lease between this migrator's read and its write (409), or created it first."""
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """What the Lease says: ``holder`` is empty when released; ``version`` is its ``resourceVersion``."""
+
+    holder: str
+    duration_s: float
+    version: str
+    renewed_at_s: float | None = None  # renewTime, unix seconds on the holder's clock
+    transitions: int = 0
+
+
+class LeaseStore(Protocol):
+    """The Lease in the cluster (:class:`migrator.kube.KubeLeaseStore`)."""
+
+    where: str  # "namespace/name", for messages
+
+    def read(self) -> LeaseRecord | None:
+        """The Lease, or None when it does not exist."""
+        ...
+
+    def create(self, holder: str, duration_s: float) -> LeaseRecord:
+        """Create the Lease held by ``holder``; :class:`LeaseConflict` when it exists already."""
+        ...
+
+    def write(self, current: LeaseRecord, holder: str, duration_s: float) -> LeaseRecord:
+        """Replace ``current`` (its version) with ``holder`` renewed now; :class:`LeaseConflict` on a newer version."""
+        ...
+
+
+@dataclass(frozen=True)
+class LeaseStatus:
+    """The answer of :meth:`LeaderLease.hold`: ``held`` by this migrator, or by ``holder`` for about ``wait_s`` more."""
+
+    held: bool
+    holder: str
+    wait_s: float = 0.0  # held by another: seconds until this migrator may take it over, unless it is renewed
+    took_over_from: str = ""  # held: the live-looking holder this migrator replaced (expired), if any
+
+
+def default_identity() -> str:
+    """``<hostname>/<pid>``: the pod's name and the container's PID in a cluster."""
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+@dataclass
+class LeaderLease:
+    """This migrator's side of the Lease: :meth:`LeaderLease.hold` takes or renews it, :meth:`LeaderLease.release` gives it up."""
+
+    store: LeaseStore
+    identity: str
+    duration_s: float
+    monotonic_s: Callable[[], float] = time.monotonic
+    wall_s: Callable[[], float] = time.time
+    _seen_version: str = ""
+    _seen_at_s: float = 0.0
+    _held: bool = False
+
+    @property
+    def held(self) -> bool:
+        """Whether the last :meth:`LeaderLease.hold` took or renewed the Lease (and nothing released it since)."""
+        return self._held
+
+    def hold(self) -> LeaseStatus:
+        """Take the Lease, or renew it when this migrator holds it; say who holds it otherwise.
+
+        An API error (the server away, 403) propagates and leaves :attr:`LeaderLease.held` False: no write without a
+        Lease just confirmed.
+        """
+        self._held = False
+        record = self.store.read()
+        now = self.monotonic_s()
+        if record is None:
+            try:
+                self._took(self.store.create(self.identity, self.duration_s), now)
+            except LeaseConflict:
+                return LeaseStatus(False, "another migrator (it created the Lease just now)", self.duration_s)
+            return LeaseStatus(True, self.identity)
+        if record.version != self._seen_version:  # it changed: its holder is alive as of now, on our clock
+            self._seen_version, self._seen_at_s = record.version, now
+        previous = ""
+        if record.holder and record.holder != self.identity:
+            wait_s = self._seen_at_s + record.duration_s - now
+            if wait_s > 0 and not self._stale(record):
+                return LeaseStatus(False, record.holder, round(wait_s, 3))
+            previous = record.holder
+        try:
+            self._took(self.store.write(record, self.identity, self.duration_s), now)
+        except LeaseConflict:  # another migrator wrote it first: it holds it now
+            return LeaseStatus(False, "another migrator (it wrote the Lease just now)", self.duration_s)
+        return LeaseStatus(True, self.identity, took_over_from=previous)
+
+    def release(self) -> bool:
+        """Give the Lease up (empty holder) when this migrator holds it, so a standby takes over at once.
+
+        Best effort: False when it was not held or the write failed (the Lease then expires by itself)."""
+        if not self._held:
+            return False
+        self._held = False
+        try:
+            record = self.store.read()
+            if record is None or record.holder != self.identity:
+                return False
+            self.store.write(record, "", self.duration_s)
+        except Exception:
+            return False
+        return True
+
+    def _took(self, record: LeaseRecord, now: float) -> None:
+        self._seen_version, self._seen_at_s, self._held = record.version, now, True
+
+    def _stale(self, record: LeaseRecord) -> bool:
+        """Not renewed for twice its duration by this migrator's wall clock: its holder is long gone."""
+        return record.renewed_at_s is not None and self.wall_s() > record.renewed_at_s + 2 * record.duration_s

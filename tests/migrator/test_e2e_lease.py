@@ -1,0 +1,114 @@
+"""The migrators' Lease on the real 1.20 API server: its optimistic concurrency, its MicroTime, its RBAC, and two
+live migrators of which only one migrates.
+
+Each test uses a Lease of its own name, deleted afterwards, except the RBAC test, which must use the name
+``deploy/k8s/rbac.yaml`` grants (``kube-system/reach-migrator``) and deletes it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .e2e_support import ROOT
+from .test_e2e_migration import choose_move, placement, reach_marks
+
+pytestmark = pytest.mark.e2e
+SERVICE_ACCOUNT_USER = "system:serviceaccount:reach-system:reach-migrator"
+
+
+def delete_lease(api_client: Any, name: str) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        client.CoordinationV1Api(api_client).delete_namespaced_lease(name, "kube-system")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+@pytest.fixture
+def lease_name(api_client: Any) -> Iterator[str]:
+    name = f"reach-migrator-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    delete_lease(api_client, name)
+
+
+def test_the_api_server_keeps_the_lease_s_versions_and_times(api_client: Any, lease_name: str) -> None:
+    from migrator.kube import KubeLeaseStore
+    from migrator.lease import LeaseConflict
+
+    whole_second = 1_790_000_000.0  # a MicroTime at a whole second: isoformat() would drop its fraction
+    store = KubeLeaseStore(api_client, "kube-system", lease_name, wall_s=lambda: whole_second)
+    assert store.read() is None
+    created = store.create("pod-a/1", 120)
+    assert created.holder == "pod-a/1" and created.duration_s == 120 and created.renewed_at_s == whole_second
+    with pytest.raises(LeaseConflict):
+        store.create("pod-b/1", 120)
+    renewed = store.write(created, "pod-a/1", 120)
+    assert renewed.version != created.version and store.read() == renewed
+    with pytest.raises(LeaseConflict):  # the version read before the renewal is stale now
+        store.write(created, "pod-b/1", 120)
+    taken = store.write(renewed, "pod-b/1", 120)
+    assert taken.holder == "pod-b/1" and taken.transitions == 1
+    released = store.write(taken, "", 120)
+    assert released.holder == "" and released.transitions == 1
+
+
+def test_of_two_live_migrators_only_the_lease_holder_migrates_and_the_other_takes_over_when_it_stops(
+    core: Any, demo_app: Any, fake_policy: Any, settings_for: Any, lease_name: str
+) -> None:
+    from migrator.app import build_controller
+
+    def migrator(identity: str) -> Any:
+        settings = settings_for(fake_policy.url, once=True, lease_name=lease_name, lease_identity=identity)
+        return build_controller(settings, with_lease=True)
+
+    first, second = migrator("first/1"), migrator("second/1")
+    assert first._lead() is None and first.leading
+    pod, target = choose_move(second, "aggregator")
+    fake_policy.answer = {"pod_name": pod, "target_node": target, "is_stop": False}
+    before, asked = placement(core), len(fake_policy.requests)
+    [outcome] = second.run_cycle()
+    assert outcome.kind == "standby" and "held by first/1" in outcome.detail, outcome.detail
+    assert placement(core) == before and len(fake_policy.requests) == asked and reach_marks(core) == []
+    first._release_lease()
+    [outcome] = second.run_cycle()
+    assert outcome.kind == "migrated", outcome.detail
+    events = [r["event"] for r in second.journal.records]
+    assert events.index("leading") < events.index("migrating"), events
+    assert first._lead() is not None and not first.leading  # the first one now stands by
+    second._release_lease()
+
+
+def test_the_service_account_may_hold_the_lease_rbac_yaml_names_and_no_other(api_client: Any) -> None:
+    import yaml
+    from kubernetes.dynamic import DynamicClient
+
+    from migrator.kube import KubeLeaseStore
+    from migrator.lease import LeaderLease
+    from migrator.snapshot import ClusterAccessDenied
+
+    from .test_e2e_manifests import create
+
+    dynamic = DynamicClient(api_client)
+    for name in ("namespace.yaml", "rbac.yaml"):
+        for doc in yaml.safe_load_all((ROOT / "deploy" / "k8s" / name).read_text()):
+            if doc:
+                create(dynamic, doc, dry_run=False)
+    from kubernetes import client
+
+    impersonating = client.ApiClient(api_client.configuration)
+    impersonating.set_default_header("Impersonate-User", SERVICE_ACCOUNT_USER)
+    try:
+        lease = LeaderLease(KubeLeaseStore(impersonating, "kube-system", "reach-migrator"), "sa/1", 120)
+        assert lease.hold().held and lease.hold().held and lease.release()  # create, get + update, release
+        other = KubeLeaseStore(impersonating, "kube-system", "someone-elses-lease")
+        with pytest.raises(ClusterAccessDenied, match=r"rbac\.yaml's Role reach-migrator-lease"):
+            other.read()
+    finally:
+        delete_lease(api_client, "reach-migrator")

@@ -1,0 +1,295 @@
+"""One live migrator per cluster (migrator/lease.py): the Lease's rules, and a controller that writes only while it holds it.
+
+The Lease lives in an in-memory store with the API server's optimistic concurrency (a write must carry
+the version it read); the real API server's side is in ``test_e2e_lease.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from ceenv.schema import ActionRequest
+from migrator.controller import Controller
+from migrator.guards import Move
+from migrator.lease import LeaderLease, LeaseConflict, LeaseRecord
+from migrator.policy import Advice, Stop
+from migrator.settings import MigratorSettings
+from migrator.telemetry import MigratorTelemetry
+
+from .fake_cluster import FakeCluster
+from .review_s15_support import controller_for, small_cluster
+
+
+@dataclass
+class MemoryLeaseStore:
+    """A Lease with resourceVersions: a write with an older version is a conflict, as on the API server."""
+
+    where: str = "kube-system/reach-migrator"
+    record: LeaseRecord | None = None
+    wall_s: float = 1_000_000.0
+    writes: int = 0
+    fail_with: Exception | None = None
+    before_write: list[object] = field(default_factory=list)  # callables run once before the next write
+
+    def read(self) -> LeaseRecord | None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        return self.record
+
+    def create(self, holder: str, duration_s: float) -> LeaseRecord:
+        if self.record is not None:
+            raise LeaseConflict("exists")
+        return self._put(holder, duration_s, 0)
+
+    def write(self, current: LeaseRecord, holder: str, duration_s: float) -> LeaseRecord:
+        while self.before_write:
+            self.before_write.pop(0)()  # type: ignore[operator]
+        if self.record is None or self.record.version != current.version:
+            raise LeaseConflict("changed")
+        return self._put(holder, duration_s, current.transitions + (holder != current.holder))
+
+    def _put(self, holder: str, duration_s: float, transitions: int) -> LeaseRecord:
+        self.writes += 1
+        self.record = LeaseRecord(holder, duration_s, str(self.writes), self.wall_s, transitions)
+        return self.record
+
+
+@dataclass
+class Ticker:
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def lease(store: MemoryLeaseStore, identity: str, ticker: Ticker, duration_s: float = 120.0) -> LeaderLease:
+    return LeaderLease(store, identity, duration_s, monotonic_s=ticker, wall_s=lambda: store.wall_s)
+
+
+# ---- the Lease's rules ---------------------------------------------------------------------------------
+def test_the_first_migrator_takes_the_lease_and_a_second_stands_by_until_it_expires_on_its_own_clock() -> None:
+    store, ticker = MemoryLeaseStore(), Ticker()
+    first, second = lease(store, "pod-a/1", ticker), lease(store, "pod-b/1", ticker)
+    assert first.hold().held and first.held
+    status = second.hold()
+    assert not status.held and status.holder == "pod-a/1" and status.wait_s == pytest.approx(120.0)
+    ticker.now = 119.0
+    assert not second.hold().held  # not renewed, but not expired on the second's clock either
+    ticker.now = 120.5
+    taken = second.hold()
+    assert taken.held and taken.took_over_from == "pod-a/1"
+    assert store.record is not None and store.record.holder == "pod-b/1" and store.record.transitions == 1
+    assert not first.hold().held  # the old holder finds it gone and stops writing
+
+
+def test_a_renewal_restarts_the_standby_s_wait() -> None:
+    store, ticker = MemoryLeaseStore(), Ticker()
+    first, second = lease(store, "pod-a/1", ticker), lease(store, "pod-b/1", ticker)
+    first.hold()
+    second.hold()
+    ticker.now = 100.0
+    assert first.hold().held  # renewed: a new version, seen by the standby at its next read
+    ticker.now = 150.0
+    status = second.hold()
+    assert not status.held and status.wait_s == pytest.approx(120.0)  # seen changed at 150: 120 s from now
+    ticker.now = 219.0
+    assert not second.hold().held
+
+
+def test_a_lease_not_renewed_for_twice_its_duration_by_the_wall_clock_is_taken_at_once() -> None:
+    store, ticker = MemoryLeaseStore(), Ticker()
+    lease(store, "killed-long-ago/7", ticker).hold()
+    store.wall_s += 241.0  # renewTime older than 2 x 120 s
+    assert lease(store, "pod-b/1", ticker).hold().held
+
+
+def test_a_released_lease_is_taken_at_once_and_release_is_only_the_holder_s() -> None:
+    store, ticker = MemoryLeaseStore(), Ticker()
+    first, second = lease(store, "pod-a/1", ticker), lease(store, "pod-b/1", ticker)
+    first.hold()
+    assert not second.hold().held
+    assert not second.release()  # not its to give up
+    assert first.release() and store.record is not None and store.record.holder == ""
+    assert second.hold().held
+
+
+def test_the_same_identity_takes_its_own_lease_back_at_once() -> None:
+    """A container restarted in place (same pod name, same PID): no wait for its own dead instance."""
+    store, ticker = MemoryLeaseStore(), Ticker()
+    lease(store, "reach-migrator-abc/1", ticker).hold()
+    assert lease(store, "reach-migrator-abc/1", ticker).hold().held
+
+
+def test_of_two_migrators_writing_at_once_only_one_holds_it() -> None:
+    store, ticker = MemoryLeaseStore(), Ticker()
+    lease(store, "old/1", ticker, duration_s=120).hold()
+    ticker.now = 500.0
+    first, second = lease(store, "pod-a/1", ticker), lease(store, "pod-b/1", ticker)
+    first.hold(), second.hold()  # both see it; neither may take it yet
+    ticker.now = 700.0
+    store.before_write.append(second.hold)  # the other takes it between this one's read and its write
+    status = first.hold()
+    assert not status.held and not first.held
+    assert store.record is not None and store.record.holder == "pod-b/1" and second.held
+
+
+# ---- the controller ------------------------------------------------------------------------------------
+class MoveDb:
+    """Moves the db pod to cloud-2, then says stop."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def ask(self, request: ActionRequest) -> Advice:
+        self.asked += 1
+        if self.asked > 1:
+            return Stop()
+        return Move(request.cluster_state.services["db"].pods[0].pod_name, "cloud-2")
+
+
+def state(cluster: FakeCluster) -> tuple[object, ...]:
+    """Everything a migrator could write: pods (placement, labels, annotations), nodes (taints), events."""
+    return (dict(cluster.pods), dict(cluster.nodes), list(cluster.events))
+
+
+def with_lease(controller: Controller, store: MemoryLeaseStore, identity: str = "me/1") -> Controller:
+    clock = controller.clock
+    controller.lease = LeaderLease(store, identity, 120.0, monotonic_s=clock.now_s, wall_s=lambda: store.wall_s)
+    return controller
+
+
+def test_a_standby_reads_asks_and_writes_nothing_and_once_gives_up_after_twice_the_lease(tmp_path: Path) -> None:
+    cluster, policy = small_cluster(), MoveDb()
+    store, ticker = MemoryLeaseStore(), Ticker()
+    lease(store, "other/1", ticker).hold()
+    store.before_write.clear()
+    controller, telemetry = controller_for(cluster, policy, tmp_path, once=True, interval_s=30.0)
+    with_lease(controller, store)
+    # The other migrator keeps renewing: every read by the standby sees a new version.
+    renewals = 0
+    original_read = store.read
+
+    def read_renewed() -> LeaseRecord | None:
+        nonlocal renewals
+        record = original_read()
+        if record is not None and record.holder == "other/1":
+            renewals += 1
+            store.record = replace(record, version=f"r{renewals}")
+        return store.record
+
+    store.read = read_renewed  # type: ignore[method-assign]
+    before = state(cluster)
+    assert controller.run() is False
+    events = [r["event"] for r in controller.journal.records]
+    assert set(events) == {"standby"} and len(events) >= 2, events
+    assert policy.asked == 0 and state(cluster) == before
+    assert controller.clock.now_s() >= 240.0  # waited twice the Lease's duration, polling every 30 s
+    assert telemetry.registry.get_sample_value("reach_migrator_lease_held") == 0
+    assert telemetry.registry.get_sample_value("reach_migrator_standby_turns_total") == len(events)
+
+
+def test_once_takes_over_a_lease_its_holder_stopped_renewing_then_migrates_and_releases(tmp_path: Path) -> None:
+    cluster, policy = small_cluster(), MoveDb()
+    store, ticker = MemoryLeaseStore(), Ticker()
+    lease(store, "killed/9", ticker).hold()
+    controller, _ = controller_for(cluster, policy, tmp_path, once=True, interval_s=30.0)
+    with_lease(controller, store)
+    assert controller.run() is True
+    events = [r["event"] for r in controller.journal.records]
+    assert events[0] == "standby" and "leading" in events and "migrated" in events, events
+    assert events.index("leading") < events.index("cleanup") < events.index("migrated")  # start-up clean-up waits
+    assert next(r for r in controller.journal.records if r["event"] == "leading")["took_over_from"] == "killed/9"
+    assert events[-1] == "lease-released" and store.record is not None and store.record.holder == ""
+    assert 120.0 <= controller.clock.now_s() < 240.0
+
+
+def test_a_lease_lost_between_the_question_and_the_migration_stops_the_migration(tmp_path: Path) -> None:
+    cluster = small_cluster()
+    store = MemoryLeaseStore()
+
+    class LoseLeaseWhileAsked(MoveDb):
+        def ask(self, request: ActionRequest) -> Advice:
+            assert store.record is not None
+            # Another migrator took it over meanwhile (e.g. this one stalled longer than the Lease).
+            store.record = replace(store.record, holder="other/2", version="taken")
+            return super().ask(request)
+
+    policy = LoseLeaseWhileAsked()
+    controller, _ = controller_for(cluster, policy, tmp_path, once=True)
+    with_lease(controller, store)
+    before = state(cluster)
+    controller.run()
+    events = [r["event"] for r in controller.journal.records]
+    assert policy.asked == 1 and "migrating" not in events and state(cluster) == before, events
+    assert "leadership-lost" in events and events[events.index("leadership-lost") + 1] == "standby"
+
+
+def test_a_lease_that_cannot_be_read_is_a_blind_turn(tmp_path: Path) -> None:
+    cluster, policy = small_cluster(), MoveDb()
+    store = MemoryLeaseStore(fail_with=ConnectionError("connection refused"))
+    controller, _ = controller_for(cluster, policy, tmp_path, once=True)
+    with_lease(controller, store)
+    before = state(cluster)
+    controller.run(should_stop=lambda: True)
+    [record] = [r for r in controller.journal.records if r["event"] == "blind"]
+    assert record["reason"] == "cluster-unreadable" and "Lease kube-system/reach-migrator" in str(record["detail"])
+    assert policy.asked == 0 and state(cluster) == before
+
+
+def test_a_leader_renews_while_it_waits_between_turns(tmp_path: Path) -> None:
+    cluster, policy = small_cluster(), MoveDb()
+    store = MemoryLeaseStore()
+    controller, _ = controller_for(cluster, policy, tmp_path, interval_s=300.0)
+    with_lease(controller, store)
+    controller.run(should_stop=lambda: controller.clock.now_s() >= 300.0)  # two turns, 300 s apart
+    # 300 s between turns with a 120 s Lease: renewed at 40-s steps in between, never lost.
+    events = [r["event"] for r in controller.journal.records]
+    assert "leadership-lost" not in events and "standby" not in events, events
+    assert store.writes >= 300 // 40 and policy.asked == 2  # a move in the first turn, stop in the second
+
+
+def test_a_stop_signal_ends_the_wait_between_turns_and_releases_the_lease(tmp_path: Path) -> None:
+    cluster, policy = small_cluster(), MoveDb()
+    store = MemoryLeaseStore()
+    controller, _ = controller_for(cluster, policy, tmp_path, interval_s=600.0)
+    with_lease(controller, store)
+    signalled = lambda: controller.clock.now_s() >= 5.0  # noqa: E731 (SIGTERM 5 s into the wait)
+    controller.run(should_stop=signalled, interrupt=signalled)
+    assert controller.clock.now_s() < 6.0
+    assert store.record is not None and store.record.holder == ""
+
+
+def test_a_dry_run_never_takes_the_lease(tmp_path: Path) -> None:
+    cluster, policy = small_cluster(), MoveDb()
+    store = MemoryLeaseStore()
+    controller, _ = controller_for(cluster, policy, tmp_path, once=True, dry_run=True)
+    with_lease(controller, store)
+    controller.run()
+    assert store.record is None and policy.asked == 1
+
+
+def test_the_lease_must_outlast_one_migration() -> None:
+    with pytest.raises(ValidationError, match="REACH_MIGRATOR_LEASE_DURATION_S to at least 102"):
+        MigratorSettings(_env_file=None, lease_duration_s=60)  # type: ignore[call-arg]
+    MigratorSettings(_env_file=None, lease_duration_s=60, leader_election=False)  # type: ignore[call-arg]
+    assert (
+        MigratorSettings(_env_file=None).lease_duration_s >= MigratorSettings(_env_file=None).lease_migration_bound_s()
+    )  # type: ignore[call-arg]
+
+
+def test_the_lease_gauge_follows_the_records() -> None:
+    telemetry = MigratorTelemetry()
+    for event, held in (("leading", 1), ("standby", 0), ("leading", 1), ("leadership-lost", 0), ("leading", 1),
+                        ("lease-released", 0)):  # fmt: skip
+        telemetry.observe_record({"event": event})
+        assert telemetry.registry.get_sample_value("reach_migrator_lease_held") == held
+
+
+@pytest.mark.parametrize("field", ["lease_name", "lease_namespace"])
+def test_a_lease_name_the_api_server_would_refuse_is_refused_when_the_settings_are_read(field: str) -> None:
+    with pytest.raises(ValidationError, match="is not a Kubernetes name"):
+        MigratorSettings(_env_file=None, **{field: "reach_test"})  # type: ignore[arg-type]
