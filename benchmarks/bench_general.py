@@ -10,7 +10,12 @@ the best-known reduction (mean and 95 % CI over seeds), moves per episode and in
 whether the issue's targets hold (fraction ≥ greedy's, moves ≤ greedy's + 1, 0 invalid; ≥ 0.95 on
 average). ``--reach-model`` adds REACH's own setting (observation v1, plain MLP) as rows. The
 in-process decision time (``bento.policy.Policy.decide`` on REACH requests, p50/p99) is measured
-too, on every reference size and on the first generated cluster. ``--plan-k`` adds the policy with decision-time planning (:mod:`bento.planning`), evaluated
+too, on every reference size and on the first generated cluster: ``--timing-warmup`` untimed calls
+(lazy initialisation, allocator warm-up), then ``--timing-samples`` timed ones (default 1000, so the
+p99 is the 10th-slowest of them, not the 2nd of 200); both counts are recorded. ``--timing-only``
+re-measures only those times for the run recorded in ``<out>/general.json`` (its model, planning
+settings and clusters, from its recorded command), rewrites the JSON's timing entries and then the
+tables, without re-running the evaluation. ``--plan-k`` adds the policy with decision-time planning (:mod:`bento.planning`), evaluated
 through the evaluation itself (``reach evaluate --plan-k``), as the bento decides. The default gate
 (``--gate-rules``) is applied to every reference cell's report, raw and with planning. Writes
 ``<out>/general.md``, ``<out>/summary.md`` (the README's table) and ``<out>/general.json``. Heavy: run it under
@@ -22,19 +27,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from planning_options import add_planning_options
 
 from bento.planning_settings import PlanningSettings
 
+if TYPE_CHECKING:
+    from flows.evaluation.episodes import Family
+
 ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = ["steady", "node_failure", "traffic_surge"]
+FAMILIES: list[Family] = ["steady", "node_failure", "traffic_surge"]
 TARGET_MEAN_FRACTION = 0.95
+DECISION_SAMPLES = 1000  # timed Policy.decide calls per (cluster, setting): the p99 is the 10th-slowest
+DECISION_WARMUP = 100  # untimed calls first: lazy initialisation, allocator and cache warm-up
 
 
 def write_large_clusters(out: Path, count: int) -> list[tuple[Path, Path]]:
@@ -60,7 +73,7 @@ def evaluate_cells(
     cells: list[tuple[Path, Path]],
     seeds: list[int],
     episodes: int,
-    families: list[str] = FAMILIES,
+    families: list[Family] = FAMILIES,
     gate_label: str | None = None,
     **planning: Any,
 ) -> list[Any]:
@@ -116,10 +129,41 @@ def gate_rows(rules_file: Path) -> list[dict[str, Any]]:
     return out
 
 
+def time_decisions(policy: Any, bodies: Sequence[Any], samples: int, warmup: int) -> dict[str, Any]:
+    """``warmup`` untimed ``policy.decide`` calls, then ``samples`` timed ones, cycling through ``bodies``.
+
+    p50 and p99 (ms) of the timed calls, with the counts used (``samples``, ``warmup``).
+    """
+    if samples < 1 or warmup < 0 or not bodies:
+        raise ValueError(f"need samples >= 1, warmup >= 0 and a body (samples {samples}, warmup {warmup})")
+    for i in range(warmup):
+        policy.decide(bodies[i % len(bodies)])
+    times = []
+    for i in range(samples):
+        body = bodies[i % len(bodies)]
+        began = time.perf_counter()
+        policy.decide(body)
+        times.append(1000 * (time.perf_counter() - began))
+    return {
+        "p50_ms": float(np.percentile(times, 50)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "samples": samples,
+        "warmup": warmup,
+    }
+
+
 def decision_times_ms(
-    model: Path, scenario_dir: Path, workload_file: Path, requests: int = 200, **planning: Any
-) -> dict[str, float]:
-    """``Policy.decide`` (encode + network + answer) on REACH requests of this cluster: p50 and p99, ms."""
+    model: Path,
+    scenario_dir: Path,
+    workload_file: Path,
+    samples: int = DECISION_SAMPLES,
+    warmup: int = DECISION_WARMUP,
+    **planning: Any,
+) -> dict[str, Any]:
+    """``Policy.decide`` (encode + network + answer) on REACH requests of this cluster: p50 and p99, ms.
+
+    ``samples`` start states (seeds 0, 1, ...), each decided once timed, after ``warmup`` untimed decisions.
+    """
     from bento.artefact import load_artefact
     from bento.policy import GateVerdict, NominalLatency, Policy, PolicyCard
     from ceenv.env import CloudEdgeEnv
@@ -133,19 +177,71 @@ def decision_times_ms(
     latency = NominalLatency.from_files(str(scenario_dir), str(workload_file))
     policy = Policy(loaded, card, loaded.layout, "benchmark", latency, PlanningSettings.from_mapping(planning))
     bodies = []
-    for seed in range(requests):
+    for seed in range(samples):
         env.reset(seed=seed)
         sim = env.simulator
         raw = request_from_state(
             env.layout, sim.free_cpu_millicores, sim.free_memory_bytes, sim.slot_node, sim.target_ok()
         )
         bodies.append(ActionRequest.model_validate(raw))
-    times = []
-    for body in bodies:
-        began = time.perf_counter()
-        policy.decide(body)
-        times.append(1000 * (time.perf_counter() - began))
-    return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
+    return time_decisions(policy, bodies, samples, warmup)
+
+
+def planning_of(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The planning arguments of a run (``args``) and how the tables name them."""
+    planning = {
+        "plan_k": args.plan_k,
+        "plan_horizon": args.horizon,
+        "plan_width": args.plan_width,
+        "plan_margin": args.plan_margin,
+        "plan_noise": args.plan_noise,
+        "plan_confidence": args.plan_confidence,
+    }
+    what = (
+        f"top-{args.plan_k} + width {args.plan_width}, {args.horizon} moves deep, margin {args.plan_margin:g}, "
+        f"noise {args.plan_noise:g}, confidence {args.plan_confidence:g}"
+    )
+    return planning, what
+
+
+def timed_cells(
+    args: argparse.Namespace, large: list[tuple[Path, Path]]
+) -> dict[str, tuple[tuple[Path, Path], dict[str, Any]]]:
+    """What the decision time is measured on: timing key → ((scenario dir, workload file), planning arguments).
+
+    Every reference size (aggregator_sequential) and the first generated cluster, raw and (``--plan-k`` > 0)
+    with planning.
+    """
+    from ceenv.reference import SIZES
+    from flows.training.general import LARGE_NODES, reference_files
+
+    clusters = {size: reference_files(size, "aggregator_sequential") for size in SIZES}
+    if large:
+        clusters[f"generated {large[0][0].name} ({LARGE_NODES} nodes)"] = large[0]
+    cells: dict[str, tuple[tuple[Path, Path], dict[str, Any]]] = {
+        f"{what}, raw policy": (files, {}) for what, files in clusters.items()
+    }
+    if args.plan_k > 0:
+        planning, what = planning_of(args)
+        for size, files in clusters.items():
+            cells[f"{size}, with planning ({what})"] = (files, planning)
+    return cells
+
+
+def measure_timing(
+    model: Path, cells: dict[str, tuple[tuple[Path, Path], dict[str, Any]]], samples: int, warmup: int
+) -> dict[str, Any]:
+    """:func:`decision_times_ms` of every cell of :func:`timed_cells`."""
+    return {
+        key: decision_times_ms(model, *files, samples=samples, warmup=warmup, **planning)
+        for key, (files, planning) in cells.items()
+    }
+
+
+def timing_note(settings: dict[str, Any]) -> dict[str, Any] | None:
+    """How the recorded decision times were measured (``settings["timing"]``: samples, warm-up and, after
+    ``--timing-only``, when and by which command), or None for a run recorded before the counts were kept."""
+    return settings.get("timing")
 
 
 def row(group: Any, label: str) -> dict[str, Any]:
@@ -197,10 +293,17 @@ def gate_markdown(gates: list[dict[str, Any]], rules_file: str) -> list[str]:
 def summary_markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[str, Any]) -> str:
     """One line per setting (the README's table): mean fraction, groups ((cell, family) pairs) ≥ greedy and within
     greedy's moves + 1."""
+    note = timing_note(settings)
+    caption = f"_Written by `benchmarks/bench_general.py` on {settings['written_utc']} UTC: `{settings['command']}`"
+    if note is not None and note.get("command"):
+        caption += f"; decision times re-measured on {note['written_utc']} UTC: `{note['command']}`"
+    p99_header = "decision p99"
+    if note is not None:
+        p99_header += f" ({note['samples']} timed calls after {note['warmup']} warm-up)"
     lines = [
-        f"_Written by `benchmarks/bench_general.py` on {settings['written_utc']} UTC: `{settings['command']}`._",
+        caption + "._",
         "",
-        "| setting | mean fraction of best-known (greedy) | ≥ greedy | moves ≤ greedy + 1 | invalid | decision p99 |",
+        f"| setting | mean fraction of best-known (greedy) | ≥ greedy | moves ≤ greedy + 1 | invalid | {p99_header} |",
         "|---|---|---|---|---|---|",
     ]
     for label in dict.fromkeys(r["setting"] for r in rows):
@@ -268,12 +371,23 @@ def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[
                 f"| {r['invalid_actions']} | {'yes' if r['ge_greedy'] else 'no'} | {'yes' if r['moves_ok'] else 'no'} |"
             )
         lines.append("")
+    note = timing_note(settings)
+    if note is None:  # a run recorded before the counts were kept: 200 timed calls, no warm-up
+        measured = "on 200 start states per cluster"
+    else:
+        measured = (
+            f"on {note['samples']} start states per cluster, each timed once, after {note['warmup']} untimed "
+            "warm-up calls"
+        )
+    remeasured = ""
+    if note is not None and note.get("command"):
+        remeasured = f" Re-measured alone on {note['written_utc']} UTC: `{note['command']}`."
     lines += [
         "## Decision time",
         "",
         "In-process `bento.policy.Policy.decide` (decode the REACH request, encode, network or planning, answer) "
-        "on 200 start states per cluster (`/get_action` adds HTTP); planning = bento arguments `plan_k`, "
-        "`plan_horizon`, `plan_width`, `plan_margin`, `plan_noise`, `plan_confidence`.",
+        f"{measured} (`/get_action` adds HTTP); planning = bento arguments `plan_k`, "
+        f"`plan_horizon`, `plan_width`, `plan_margin`, `plan_noise`, `plan_confidence`.{remeasured}",
         "",
     ]
     lines += ["| what | p50 ms | p99 ms |", "|---|---|---|"]
@@ -305,9 +419,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--tables", action="store_true", help="Only rewrite general.md and summary.md from OUT/general.json; no run."
     )
+    parser.add_argument(
+        "--timing-samples",
+        type=int,
+        default=DECISION_SAMPLES,
+        help="Timed Policy.decide calls (start states) per cluster and setting.",
+    )
+    parser.add_argument(
+        "--timing-warmup", type=int, default=DECISION_WARMUP, help="Untimed Policy.decide calls before the timed ones."
+    )
+    parser.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="Only re-measure the decision times of the run recorded in OUT/general.json (its model, planning "
+        "and clusters), rewrite its timing entries and the tables; no evaluation.",
+    )
     args = parser.parse_args(argv)
-    if args.model is None and not args.tables:
-        parser.error("--model is required (e.g. --model data/policies/general-v4), unless --tables")
+    if args.tables and args.timing_only:
+        parser.error("--tables and --timing-only exclude each other")
+    if args.timing_only and args.model is not None:
+        parser.error("--timing-only takes the model (and every setting) from OUT/general.json's recorded command")
+    if args.model is None and not (args.tables or args.timing_only):
+        parser.error("--model is required (e.g. --model data/policies/general-v4), unless --tables or --timing-only")
+    if args.timing_samples < 1 or args.timing_warmup < 0:
+        parser.error("--timing-samples must be >= 1 and --timing-warmup >= 0")
     return args
 
 
@@ -319,16 +454,74 @@ def write_tables(out: Path) -> None:
     (out / "summary.md").write_text(summary_markdown(rows, timing, settings))
 
 
-def main() -> None:
-    args = parse_args()
+def recorded_args(command: str) -> argparse.Namespace:
+    """The arguments of a recorded run's command (``settings["command"]``: ``python benchmarks/bench_general.py ...``)."""
+    words = shlex.split(command)
+    script = next(i for i, word in enumerate(words) if word.endswith("bench_general.py"))
+    return parse_args(words[script + 1 :])
+
+
+def recorded_large(out: Path, count: int) -> list[tuple[Path, Path]]:
+    """The generated clusters a recorded run wrote under ``out/clusters`` (the first ``count`` of them)."""
+    from flows.training.general import LARGE_GENERATOR_SEED
+
+    cells = []
+    for k in range(count):
+        directory = out / "clusters" / f"large-{LARGE_GENERATOR_SEED + k}"
+        workloads = sorted(directory.glob("*_call_patterns.json"))
+        if not (directory / "nodes.json").is_file() or len(workloads) != 1:
+            raise SystemExit(
+                f"{directory}: not the generated cluster the recorded run wrote (nodes.json, one workload)"
+            )
+        cells.append((directory, workloads[0]))
+    return cells
+
+
+def refresh_timing(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """``--timing-only``: re-measure the decision times of the run in ``args.out/general.json``; rewrite the tables."""
+    import torch
+
+    torch.set_num_threads(1)
+    path = args.out / "general.json"
+    recorded = json.loads(path.read_text())
+    settings = recorded["settings"]
+    original = recorded_args(settings["command"])
+    model = Path(settings["model"])
+    model = model if model.is_absolute() else ROOT / model  # recorded relative to the repository
+    large = recorded_large(args.out, min(original.large, 1))  # the first generated cluster is the one timed
+    cells = timed_cells(original, large)
+    if set(cells) != set(recorded["timing"]):
+        raise SystemExit(
+            f"{path}: its timing entries {sorted(recorded['timing'])} are not the ones its command measures "
+            f"{sorted(cells)}; re-run the benchmark instead"
+        )
+    timing = measure_timing(model, cells, args.timing_samples, args.timing_warmup)
+    recorded["timing"] = {key: timing[key] for key in recorded["timing"]}  # the recorded order
+    settings["timing"] = {
+        "samples": args.timing_samples,
+        "warmup": args.timing_warmup,
+        "written_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+        "command": "python benchmarks/bench_general.py " + " ".join(shlex.quote(a) for a in argv),
+    }
+    path.write_text(json.dumps(recorded, indent=1))
+    write_tables(args.out)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
     if args.tables:
         write_tables(args.out)
+        print((args.out / "summary.md").read_text())
+        return
+    if args.timing_only:
+        refresh_timing(args, argv)
         print((args.out / "summary.md").read_text())
         return
     import torch
 
     from ceenv.reference import SIZES, WORKLOADS
-    from flows.training.general import LARGE_NODES, reference_files
+    from flows.training.general import reference_files
 
     torch.set_num_threads(1)
     began = time.perf_counter()
@@ -354,25 +547,9 @@ def main() -> None:
             row(g, "REACH's setting (observation v1, MLP)")
             for g in evaluate_cells(args.reach_model, cell, seeds, args.episodes)
         ]
-    timed = {size: reference_files(size, "aggregator_sequential") for size in SIZES}
-    if large:
-        timed[f"generated {large[0][0].name} ({LARGE_NODES} nodes)"] = large[0]
-    timing = {f"{what}, raw policy": decision_times_ms(args.model, *files) for what, files in timed.items()}
+    timing = measure_timing(args.model, timed_cells(args, large), args.timing_samples, args.timing_warmup)
     if args.plan_k > 0:
-        planning = {
-            "plan_k": args.plan_k,
-            "plan_horizon": args.horizon,
-            "plan_width": args.plan_width,
-            "plan_margin": args.plan_margin,
-            "plan_noise": args.plan_noise,
-            "plan_confidence": args.plan_confidence,
-        }
-        what = (
-            f"top-{args.plan_k} + width {args.plan_width}, {args.horizon} moves deep, margin {args.plan_margin:g}, "
-            f"noise {args.plan_noise:g}, confidence {args.plan_confidence:g}"
-        )
-        for size, files in timed.items():
-            timing[f"{size}, with planning ({what})"] = decision_times_ms(args.model, *files, **planning)
+        planning, what = planning_of(args)
         rows += [
             row(g, f"general policy + planning (beam search on the twin: {what})")
             for g in evaluate_cells(args.model, reference, seeds, args.episodes, gate_label="planning", **planning)
@@ -390,12 +567,13 @@ def main() -> None:
         "command": f"python benchmarks/bench_general.py --model {args.model} --seeds {args.seeds} "
         f"--episodes {args.episodes} --large {args.large} --plan-k {args.plan_k} --horizon {args.horizon} "
         f"--plan-width {args.plan_width} --plan-margin {args.plan_margin:g} --plan-noise {args.plan_noise:g} "
-        f"--plan-confidence {args.plan_confidence:g}"
-        + (f" --reach-model {args.reach_model}" if args.reach_model else ""),
+        f"--plan-confidence {args.plan_confidence:g} --timing-samples {args.timing_samples} "
+        f"--timing-warmup {args.timing_warmup}" + (f" --reach-model {args.reach_model}" if args.reach_model else ""),
         "gate": gate_rows(args.gate_rules),
         "gate_rules": str(
             args.gate_rules.relative_to(ROOT) if args.gate_rules.is_relative_to(ROOT) else args.gate_rules
         ),
+        "timing": {"samples": args.timing_samples, "warmup": args.timing_warmup},
     }
     (args.out / "general.json").write_text(json.dumps({"settings": settings, "rows": rows, "timing": timing}, indent=1))
     write_tables(args.out)

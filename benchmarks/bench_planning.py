@@ -8,8 +8,9 @@ traffic_surge), once per planning setting ``horizon/width/margin[/noise/confiden
 row of the defaults of :mod:`bento.planning_settings` is marked). Per setting: the mean fraction
 of the best-known reduction over the 27 (cell, family) groups, the cells whose every family is ≥
 greedy's fraction, the cells (and groups) within greedy's moves + 1, the cells the default gate
-passes, and the in-process decision time (``bento.policy.Policy.decide`` on 200 REACH requests of
-19-37, the largest reference cluster: p50 and p99), and the mean fraction on bench_general's two
+passes, and the in-process decision time (``bento.policy.Policy.decide`` on REACH requests of
+19-37, the largest reference cluster, as ``bench_general.decision_times_ms`` takes them: 1000 timed after 100
+warm-up calls since 2026-12-01, 200 with no warm-up in the table written before: p50 and p99), and the mean fraction on bench_general's two
 generated 38-node clusters (never trained on; a fixed margin is in step costs, so it weighs more on
 an application whose moves gain a few ms; the noise charge is in the application's own scale). Writes ``<out>/planning.md`` (the README's
 table) and ``<out>/planning.json``; ``--tables`` rewrites the table from ``planning.json``. Heavy (about
