@@ -8,6 +8,7 @@ annotations that the next start rolls back (``Controller.clean_up``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -18,7 +19,7 @@ from types import FrameType
 from migrator.actuator import SystemClock
 from migrator.controller import Controller
 from migrator.kube import KubeLeaseStore, KubeOps, make_api_client
-from migrator.lease import LeaderLease, default_identity
+from migrator.lease import LeaderLease, LeaseRenewer, default_identity
 from migrator.policy import PolicyClient
 from migrator.settings import MigratorSettings
 from migrator.telemetry import InstrumentedController, MeteredJournal, MigratorTelemetry, TimedAdvisor
@@ -95,7 +96,12 @@ def run_migrator(settings: MigratorSettings) -> int:
         telemetry = MigratorTelemetry()
         telemetry.serve(settings.metrics_port, settings.metrics_host)
     controller = build_controller(settings, telemetry, with_lease=settings.leader_election and not settings.dry_run)
-    if controller.run(should_stop=lambda: stop_requested["flag"], interrupt=lambda: stop_requested["flag"]):
+    stopping = lambda: stop_requested["flag"]  # noqa: E731
+    with contextlib.ExitStack() as stack:
+        if controller.lease is not None:  # renewed from its own thread too: migrations and rollbacks included
+            stack.enter_context(LeaseRenewer(controller.lease))
+        ran = controller.run(should_stop=stopping, interrupt=stopping)
+    if ran:
         return 0
     lease = controller.lease
     holder = f" {lease.store.where}" if lease is not None else ""

@@ -235,7 +235,7 @@ class Controller:
         moved, so they go one after another in the same cycle instead of one per cycle. The per-window
         limit still bounds them (guards.check_rate), and :data:`MAX_EVACUATIONS_PER_CYCLE` bounds the loop.
         """
-        pending = self._clean_up_if_due()
+        pending = self._lead() or self._clean_up_if_due()
         if pending is not None:
             return [pending]
         outcomes: list[CycleOutcome] = []
@@ -539,7 +539,7 @@ class Controller:
                 if reading is not None and before is None:
                     outcome = self._blind(reading.problem or LATENCY_UNKNOWN, f"episode step {step}: {reading.detail}")
                 else:
-                    outcome = self._clean_up_if_due() or self._decide_and_act(0)
+                    outcome = self._lead() or self._clean_up_if_due() or self._decide_and_act(0)
                 after = self.latency_ms()
                 move = outcome.verdict.move if outcome.verdict else (outcome.result.move if outcome.result else None)
                 writer.writerow([
@@ -596,8 +596,9 @@ class Controller:
             while True:
                 ran = False
                 try:
-                    if self._lead() is None:
-                        ran = True
+                    not_leading = self._lead()
+                    ran = not_leading is None or not_leading.kind != "standby"  # a blind turn is a turn, as before
+                    if not_leading is None:
                         if not self.started_up:
                             self._start_up()
                         if self._clean_up_if_due() is None:  # leftovers left: no mode step (the cycle is blind)
@@ -668,6 +669,13 @@ class Controller:
         since no next cycle will. That turn already wrote its ``blind`` record (and count); a failure here is
         logged as ``leftovers-left`` so the log says what stays behind."""
         if not self.cleanup_due:
+            return
+        if self._lead() is not None:  # another migrator holds the Lease now: the marks may be its migration's
+            self.journal.record(
+                "leftovers-left", reason=LEFTOVERS_NOT_CLEANED, action="none",
+                detail="exiting with leftovers, not cleaned up: this migrator does not hold the Lease (the holder "
+                "cleans them up)",
+            )  # fmt: skip
             return
         try:
             self.clean_up()

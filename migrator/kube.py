@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -624,6 +625,18 @@ class ClusterAdmin:
         self.core.delete_collection_namespaced_pod(namespace, label_selector=selector, grace_period_seconds=0)
 
 
+def _json_or_message(raw: bytes | str | None) -> dict[str, Any]:
+    """A response body as JSON, or (a proxy's HTML page, an empty body) as a ``message`` naming what came back."""
+    if not raw:
+        return {}
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        return {"message": f"a body that is not JSON: {text[:200]!r}"}
+    return document if isinstance(document, dict) else {"message": str(document)[:200]}
+
+
 def _micro_time(unix_s: float) -> str:
     """A Kubernetes ``MicroTime`` (RFC 3339 with exactly six fractional digits, UTC), as the API server parses it."""
     return dt.datetime.fromtimestamp(unix_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -638,6 +651,7 @@ def _lease_record(document: Mapping[str, Any]) -> LeaseRecord:
         version=str((document.get("metadata") or {}).get("resourceVersion") or ""),
         renewed_at_s=dt.datetime.fromisoformat(str(renewed).replace("Z", "+00:00")).timestamp() if renewed else None,
         transitions=int(spec.get("leaseTransitions") or 0),
+        acquired=str(spec.get("acquireTime") or ""),
     )
 
 
@@ -670,9 +684,8 @@ class KubeLeaseStore:
                 request_method, url, header_params, request_body, post, _request_timeout=self.timeout_s
             )
         except ApiException as exc:
-            return int(exc.status or 0), json.loads(exc.body or "{}") if exc.body else {}
-        raw = response.read()  # type: ignore[no-untyped-call]
-        return int(response.status), json.loads(raw or b"{}")
+            return int(exc.status or 0), _json_or_message(exc.body)
+        return int(response.status), _json_or_message(response.read())  # type: ignore[no-untyped-call]
 
     def _checked(self, what: str, status: int, document: Mapping[str, Any]) -> None:
         """A refusal that will not pass by itself names the fix; any other failure is left to the next turn."""
@@ -690,17 +703,26 @@ class KubeLeaseStore:
             f"could not {what} the migrators' Lease {self.where}: HTTP {status} {document.get('message') or ''}".strip()
         )
 
-    def _spec(self, holder: str, duration_s: float, acquired: bool, transitions: int) -> dict[str, Any]:
+    def _spec(self, holder: str, duration_s: float, acquired: str | None, transitions: int) -> dict[str, Any]:
+        """The Lease's spec renewed now; ``acquired`` None: acquired now, else the acquireTime to keep."""
         now = _micro_time(self.wall_s())
         spec: dict[str, Any] = {
             "holderIdentity": holder or None,
-            "leaseDurationSeconds": max(1, round(duration_s)),
+            "leaseDurationSeconds": max(1, math.ceil(duration_s)),  # never shorter than the settings ask
             "renewTime": now,
             "leaseTransitions": transitions,
         }
-        if acquired:
-            spec["acquireTime"] = now
+        if acquired is None or acquired:
+            spec["acquireTime"] = now if acquired is None else acquired
         return spec
+
+    def _metadata(self, version: str | None = None) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "name": self.name, "namespace": self.namespace, "labels": {"app.kubernetes.io/name": "reach-migrator"}
+        }  # fmt: skip
+        if version is not None:
+            metadata["resourceVersion"] = version
+        return metadata
 
     @property
     def _path(self) -> str:
@@ -718,12 +740,8 @@ class KubeLeaseStore:
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "labels": {"app.kubernetes.io/name": "reach-migrator"},
-            },
-            "spec": self._spec(holder, duration_s, acquired=True, transitions=0),
+            "metadata": self._metadata(),
+            "spec": self._spec(holder, duration_s, acquired=None, transitions=0),
         }
         status, document = self._call("POST", f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases", body)
         if status == 409:
@@ -733,13 +751,17 @@ class KubeLeaseStore:
         return _lease_record(document)
 
     def write(self, current: LeaseRecord, holder: str, duration_s: float) -> LeaseRecord:
-        changed_hands = holder != current.holder
-        transitions = current.transitions + (1 if changed_hands and holder else 0)
-        body = {
+        taken = holder != current.holder and bool(holder)
+        body = {  # a PUT replaces the whole object: what is not changed is written as it was
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {"name": self.name, "namespace": self.namespace, "resourceVersion": current.version},
-            "spec": self._spec(holder, duration_s, acquired=changed_hands and bool(holder), transitions=transitions),
+            "metadata": self._metadata(current.version),
+            "spec": self._spec(
+                holder,
+                duration_s,
+                acquired=None if taken else current.acquired,
+                transitions=current.transitions + taken,
+            ),
         }
         status, document = self._call("PUT", self._path, body)
         if status in (404, 409):  # written (or deleted) by someone else since our read

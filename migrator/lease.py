@@ -11,27 +11,27 @@ election), which this module follows:
 
 - a holder's Lease counts as live until ``leaseDurationSeconds`` have passed *on this migrator's
   clock* since this migrator last saw the Lease change (its ``resourceVersion``), so the two clocks
-  need not agree. A Lease whose ``renewTime`` is older than twice its duration on this migrator's
-  wall clock is taken at once (a migrator killed long ago; the second duration is room for clock skew);
+  need not agree (the holder's ``renewTime`` is never compared with this migrator's clock);
 - every write carries the ``resourceVersion`` that was read, so of two migrators taking one Lease at
   the same time the API server lets exactly one through (409 Conflict for the other);
+- while it holds the Lease, the long-running migrator renews it from a thread of its own
+  (:class:`LeaseRenewer`, every third of its duration), so a migration, however many API calls its
+  rollback takes, never outlives the Lease while the process runs and reaches the API server;
 - a migrator that stops cleanly releases the Lease (empty holder), so a standby takes over at once.
 
-The holder renews right before each migration, and the settings make the Lease outlast the longest
-migration (the check in :class:`migrator.settings.MigratorSettings`), so a migration in flight never runs
-under a Lease another migrator could take. The identity is ``<hostname>/<pid>``: a migrator container
-restarted in place (same pod name, same PID) takes its own Lease back at once; two processes on one
-machine differ. The cluster calls sit behind :class:`LeaseStore` (implemented by :mod:`migrator.kube`),
-so this module is pure logic.
+The identity is ``<hostname>/<pid>``: a migrator container restarted in place (same pod name, same PID)
+takes its own Lease back at once; two processes on one machine differ. The cluster calls sit behind
+:class:`LeaseStore` (implemented by :mod:`migrator.kube`), so this module is pure logic.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -46,8 +46,9 @@ class LeaseRecord:
     holder: str
     duration_s: float
     version: str
-    renewed_at_s: float | None = None  # renewTime, unix seconds on the holder's clock
+    renewed_at_s: float | None = None  # renewTime, unix seconds on the holder's clock (shown, never compared)
     transitions: int = 0
+    acquired: str = ""  # acquireTime as the API server wrote it, kept by a renewal
 
 
 class LeaseStore(Protocol):
@@ -91,10 +92,10 @@ class LeaderLease:
     identity: str
     duration_s: float
     monotonic_s: Callable[[], float] = time.monotonic
-    wall_s: Callable[[], float] = time.time
     _seen_version: str = ""
     _seen_at_s: float = 0.0
     _held: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # the renewer's thread and the loop
 
     @property
     def held(self) -> bool:
@@ -107,6 +108,21 @@ class LeaderLease:
         An API error (the server away, 403) propagates and leaves :attr:`LeaderLease.held` False: no write without a
         Lease just confirmed.
         """
+        with self._lock:
+            return self._hold()
+
+    def renew_if_held(self) -> bool:
+        """Renew the Lease only if this migrator holds it (the renewer's turn: it never takes a Lease); whether it
+        still holds it. An API error counts as not held: the loop's next confirmation says why."""
+        with self._lock:
+            if not self._held:
+                return False
+            try:
+                return self._hold().held
+            except Exception:
+                return False
+
+    def _hold(self) -> LeaseStatus:
         self._held = False
         record = self.store.read()
         now = self.monotonic_s()
@@ -121,7 +137,7 @@ class LeaderLease:
         previous = ""
         if record.holder and record.holder != self.identity:
             wait_s = self._seen_at_s + record.duration_s - now
-            if wait_s > 0 and not self._stale(record):
+            if wait_s > 0:
                 return LeaseStatus(False, record.holder, round(wait_s, 3))
             previous = record.holder
         try:
@@ -134,6 +150,10 @@ class LeaderLease:
         """Give the Lease up (empty holder) when this migrator holds it, so a standby takes over at once.
 
         Best effort: False when it was not held or the write failed (the Lease then expires by itself)."""
+        with self._lock:
+            return self._release()
+
+    def _release(self) -> bool:
         if not self._held:
             return False
         self._held = False
@@ -149,6 +169,31 @@ class LeaderLease:
     def _took(self, record: LeaseRecord, now: float) -> None:
         self._seen_version, self._seen_at_s, self._held = record.version, now, True
 
-    def _stale(self, record: LeaseRecord) -> bool:
-        """Not renewed for twice its duration by this migrator's wall clock: its holder is long gone."""
-        return record.renewed_at_s is not None and self.wall_s() > record.renewed_at_s + 2 * record.duration_s
+
+class LeaseRenewer:
+    """Renews a held Lease every third of its duration from a daemon thread, whatever the control loop is doing
+    (a migration, a rollback's API calls, the wait between turns); it never takes a Lease it does not hold.
+
+    Used as a context manager around :meth:`migrator.controller.Controller.run`. A renewal that finds the Lease
+    lost leaves :attr:`LeaderLease.held` False; the loop's next confirmation records the loss.
+    """
+
+    def __init__(self, lease: LeaderLease, period_s: float | None = None) -> None:
+        self.lease = lease
+        self.period_s = lease.duration_s / 3 if period_s is None else period_s
+        self.renewals = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reach-lease-renewer", daemon=True)
+
+    def __enter__(self) -> LeaseRenewer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            if self.lease.renew_if_held():
+                self.renewals += 1

@@ -160,10 +160,10 @@ class MigratorSettings(BaseSettings):
     )
     lease_name: str = Field(default="reach-migrator", description="Name of the migrators' Lease.")
     lease_duration_s: float = Field(
-        default=120.0,
-        description="Seconds the Lease stays this migrator's without a renewal: a standby takes over this long "
-        "after the holder stops renewing (at once when it stops cleanly). Must outlast one migration: at least "
-        "migration_deadline_s + cordon_cap_s + 2 x api_timeout_s + 2.",
+        default=60.0,
+        description="Seconds the Lease stays this migrator's without a renewal (renewed every third of it, "
+        "migrations included): a standby takes over this long after the holder stops renewing (at once when it "
+        "stops cleanly). At least 15 and 4 x api_timeout_s, so a renewal that times out can be tried again.",
     )
     lease_identity: str | None = Field(
         default=None,
@@ -203,22 +203,20 @@ class MigratorSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _lease_outlasts_a_migration(self) -> MigratorSettings:
-        """The holder renews right before a migration; the Lease must not expire while the migration's cordons stand."""
-        needed = self.lease_migration_bound_s()
-        if self.leader_election and self.lease_duration_s < needed:
+    def _lease_survives_a_failed_renewal(self) -> MigratorSettings:
+        """The holder renews every third of the Lease; a renewal that times out must leave time for the next ones."""
+        needed = self.lease_minimum_s()
+        if self.leader_election and not self.dry_run and self.lease_duration_s < needed:
             raise ValueError(
-                f"lease_duration_s {self.lease_duration_s:g} is shorter than one migration may take "
-                f"(migration_deadline_s {self.migration_deadline_s:g} + cordon_cap_s {self.cordon_cap_s:g} + "
-                f"2 x api_timeout_s {self.api_timeout_s:g} + 2 = {needed:g} s): another migrator could take the Lease "
-                f"while this one's cordons stand; set REACH_MIGRATOR_LEASE_DURATION_S to at least {needed:g}, or "
-                "shorten the migration's deadline"
+                f"lease_duration_s {self.lease_duration_s:g} is too short: the Lease is renewed every third of it and "
+                f"one renewal may take api_timeout_s {self.api_timeout_s:g}, so it must be at least {needed:g} s "
+                f"(15 s and 4 x api_timeout_s); set REACH_MIGRATOR_LEASE_DURATION_S to at least {needed:g}"
             )
         return self
 
-    def lease_migration_bound_s(self) -> float:
-        """The longest a migration keeps its cordons, renewed-Lease to lifted-cordons (rollback included)."""
-        return self.migration_deadline_s + self.cordon_cap_s + 2 * self.api_timeout_s + 2.0
+    def lease_minimum_s(self) -> float:
+        """The shortest Lease the settings accept: 15 s, and 4 × ``api_timeout_s``."""
+        return max(15.0, 4 * self.api_timeout_s)
 
     @model_validator(mode="after")
     def _measurements_need_prometheus(self) -> MigratorSettings:

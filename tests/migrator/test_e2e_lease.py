@@ -49,12 +49,15 @@ def test_the_api_server_keeps_the_lease_s_versions_and_times(api_client: Any, le
     assert created.holder == "pod-a/1" and created.duration_s == 120 and created.renewed_at_s == whole_second
     with pytest.raises(LeaseConflict):
         store.create("pod-b/1", 120)
+    whole_second += 1  # a renewal writes a new renewTime (an update that changes nothing keeps the version)
     renewed = store.write(created, "pod-a/1", 120)
     assert renewed.version != created.version and store.read() == renewed
+    assert renewed.acquired == created.acquired != ""  # a PUT replaces the object: a renewal keeps acquireTime
     with pytest.raises(LeaseConflict):  # the version read before the renewal is stale now
         store.write(created, "pod-b/1", 120)
+    whole_second += 5
     taken = store.write(renewed, "pod-b/1", 120)
-    assert taken.holder == "pod-b/1" and taken.transitions == 1
+    assert taken.holder == "pod-b/1" and taken.transitions == 1 and taken.acquired != created.acquired
     released = store.write(taken, "", 120)
     assert released.holder == "" and released.transitions == 1
 
