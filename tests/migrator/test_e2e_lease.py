@@ -115,3 +115,70 @@ def test_the_service_account_may_hold_the_lease_rbac_yaml_names_and_no_other(api
             other.read()
     finally:
         delete_lease(api_client, "reach-migrator")
+
+
+def test_two_migrator_processes_one_stands_by_and_takes_over_when_the_other_gets_sigterm(
+    kubeconfig: str, demo_app: Any, fake_policy: Any, lease_name: str, tmp_path: Any
+) -> None:
+    """``python -m migrator`` twice on one cluster: the second stands by; SIGTERM ends the first one's wait between
+    turns, it releases the Lease, and the second leads within a turn, not after the Lease's 60 s."""
+    import contextlib
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    fake_policy.answer = {"pod_name": "", "target_node": "", "is_stop": True}
+    env = {
+        **os.environ, "REACH_MIGRATOR_KUBECONFIG": kubeconfig, "REACH_MIGRATOR_POLICY_URL": fake_policy.url,
+        "REACH_MIGRATOR_INTERVAL_S": "60", "REACH_MIGRATOR_LEASE_NAME": lease_name,
+        "REACH_MIGRATOR_EPISODE_CSV": str(tmp_path / "e.csv"), "REACH_MIGRATOR_DISTRIBUTION_CSV": str(tmp_path / "d.csv"),
+    }  # fmt: skip
+    records: dict[str, list[dict[str, Any]]] = {"first": [], "second": []}
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-m", "migrator"], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+
+        def read() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                with contextlib.suppress(ValueError):  # a line that is not a record
+                    records[name].append(json.loads(line))
+
+        threading.Thread(target=read, daemon=True).start()
+        return proc
+
+    def wait_for(name: str, event: str, timeout_s: float) -> float:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(r.get("event") == event for r in records[name]):
+                return time.monotonic()
+            time.sleep(0.1)
+        raise AssertionError(f"{name}: no {event!r} record within {timeout_s} s: {records[name][-5:]}")
+
+    first = start("first")
+    second = None
+    try:
+        wait_for("first", "leading", 30)
+        second = start("second")
+        wait_for("second", "standby", 30)
+        signalled = time.monotonic()
+        os.kill(first.pid, signal.SIGTERM)
+        assert first.wait(20) == 0  # the 60-s wait between turns ended at the signal
+        assert any(r.get("event") == "lease-released" for r in records["first"])
+        took_over = wait_for("second", "leading", 30)
+        assert took_over - signalled < 20, "the standby waited for the Lease to expire instead of its release"
+        led = next(r for r in records["second"] if r.get("event") == "leading")
+        assert led["took_over_from"] == ""  # released, not expired
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
