@@ -23,6 +23,7 @@ KNOWN_METRICS = {
     "reach_migrator_migrations_total", "reach_migrator_refusals_total", "reach_migrator_decisions_total",
     "reach_migrator_decision_seconds_bucket", "reach_migrator_loop_seconds_bucket",
     "reach_migrator_last_cycle_timestamp_seconds", "reach_migrator_blind_cycles_total",
+    "reach_migrator_lease_held", "reach_migrator_standby_turns_total",
 }  # fmt: skip
 
 
