@@ -252,22 +252,33 @@ def calibration_points(trials: list[Trial]) -> list[dict[str, Any]]:
 
 def calibration_summary(points: list[dict[str, Any]]) -> str:
     """Moves with a prediction, the mean predicted and measured gain, the sign agreement and the correlation
-    (moves whose windows held the event are only counted, and drawn apart)."""
+    (moves whose windows held the event are only counted, and drawn apart; moves whose windows overlap another
+    move of the arm are only counted)."""
     evacuations = sum(1 for p in points if p.get("evacuation"))
     points = [p for p in points if not p.get("evacuation")]
+    crowded = [p for p in points if p.get("other_move_in_window") and not p.get("event_in_window")]
     held = [p for p in points if p.get("event_in_window")]
-    points = [p for p in points if not p.get("event_in_window")]
+    points = [p for p in points if not p.get("event_in_window") and not p.get("other_move_in_window")]
     predicted_held = ", ".join(f"{float(p['predicted_gain_ms']):.1f}" for p in held)
     measured_held = ", ".join(f"{float(p['measured_gain_ms']):.0f}" for p in held)
     note = (
-        f" {len(held)} more moves had windows that held the event (drawn apart, not counted: predicted "
-        f"{predicted_held} ms; measured {measured_held} ms)."
-        if held
-        else ""
-    ) + (
-        f" {evacuations} evacuations (moves off a failed node) are left out: their gain is the outage ending."
-        if evacuations
-        else ""
+        (
+            f" {len(held)} more moves had windows that held the event (drawn apart, not counted: predicted "
+            f"{predicted_held} ms; measured {measured_held} ms)."
+            if held
+            else ""
+        )
+        + (
+            f" {evacuations} evacuations (moves off a failed node) are left out: their gain is the outage ending."
+            if evacuations
+            else ""
+        )
+        + (
+            f" {len(crowded)} more moves are left out because their windows overlap another move of the arm (the "
+            "difference would hold that move's gain too)."
+            if crowded
+            else ""
+        )
     )
     if not points:
         return "No move with a predicted gain and clean windows (none made, or none with a prediction)." + note
@@ -296,6 +307,6 @@ def write_figures(trials: list[Trial], out: Path) -> list[Path]:
         paths.append(write_arms_plot({k: v for k, v in series.items() if v}, group[0].event_at_s,
                                      out / f"{experiment}-{workload}.png", title,
                                      {k: v for k, v in failed.items() if any(v)}))  # fmt: skip
-    points = [p for p in calibration_points(trials) if not p.get("evacuation")]
+    points = [p for p in calibration_points(trials) if not p.get("evacuation") and not p.get("other_move_in_window")]
     paths.append(write_calibration_plot(points, out / "calibration.png", "Per move: predicted vs world-measured gain"))
     return paths

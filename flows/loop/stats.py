@@ -24,7 +24,9 @@ Pure functions on numbers that the experiments read from Prometheus (:mod:`flows
   the world's: the successful requests' 5 s-window mean sampled in the ``window_s`` seconds up to
   the move's start minus the one sampled from 5 s to 5 + ``window_s`` s after its end (the 5 s
   rate windows then hold only requests before, resp. after, the move); moves whose span, windows
-  included, holds the event are left out (the event would make the difference, not the move).
+  included, holds the event are left out (the event would make the difference, not the move), and so
+  are moves whose span overlaps another move's (its start to its end: that move's gain would be
+  measured too, or the other's windows would hold this one).
 """
 
 from __future__ import annotations
@@ -232,17 +234,28 @@ def move_gains(
 ) -> list[dict[str, Any]]:
     """Per move (``started_s``, ``done_s``, ``predicted_gain_ms``; times as in ``series``) with a prediction and
     samples on both sides: the move with ``measured_gain_ms`` added (see the module docstring). With
-    ``keep_event`` the moves whose windows hold the event are kept too, marked ``"event_in_window": True``."""
+    ``keep_event`` the moves whose windows hold the event, or overlap another move, are kept too, marked
+    ``"event_in_window": True`` resp. ``"other_move_in_window": True``."""
+    spans = [(float(m["started_s"]), float(m["done_s"])) for m in moves]
     points = []
-    for move in moves:
+    for index, move in enumerate(moves):
         start, done, predicted = float(move["started_s"]), float(move["done_s"]), move.get("predicted_gain_ms")
         first, last = start - window_s - RATE_WINDOW_S, done + RATE_WINDOW_S + window_s
         held = event_s is not None and first <= event_s <= last
-        if predicted is None or (held and not keep_event):
+        crowded = any(
+            other_start <= last and other_done >= first
+            for other, (other_start, other_done) in enumerate(spans)
+            if other != index
+        )
+        if predicted is None or ((held or crowded) and not keep_event):
             continue
         before = [v for t, v in series if start - window_s <= t <= start and math.isfinite(v)]
         after = [v for t, v in series if done + RATE_WINDOW_S <= t <= last and math.isfinite(v)]
         if before and after:
             gain = statistics.fmean(before) - statistics.fmean(after)
-            points.append({**move, "measured_gain_ms": gain, **({"event_in_window": True} if held else {})})
+            marks = {
+                **({"event_in_window": True} if held else {}),
+                **({"other_move_in_window": True} if crowded else {}),
+            }
+            points.append({**move, "measured_gain_ms": gain, **marks})
     return points
