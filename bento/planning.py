@@ -166,7 +166,12 @@ def plan_action(
     top = float(scores.max())
     if top <= 0.0:
         return int(layout.stop_action)
-    chosen = next(d for d, score in zip(depths, scores, strict=True) if score >= top - shorter_within * step_cost_ms)
+    # A shorter sequence within shorter_within step costs of the best, but only one worth playing (score > 0).
+    chosen = next(
+        d
+        for d, score in zip(depths, scores, strict=True)
+        if score > 0.0 and score >= top - shorter_within * step_cost_ms
+    )
     return encode_action(layout, *roots[best[chosen].root])
 
 
