@@ -88,7 +88,10 @@ def calibration(run: LoopRun, event_s: float | None = None) -> list[dict[str, An
 
 def arm_order(seed: int, arms: tuple[str, ...] = ARMS) -> list[str]:
     """The order the arms run in for ``seed``: :data:`ARMS` turned by ``seed`` (seeds 0, 1, 2 start with each arm
-    once), so that no arm always runs right after another (each arm's cluster comes out of the arm before it)."""
+    once), so that no arm always runs first. A rotation keeps the cycle, though: each arm always follows the same
+    arm (learned after default, greedy after learned, default after greedy), so what an arm inherits from the arm
+    before it (each arm's cluster comes out of that arm) is tied to the arm; a balanced order would take the six
+    permutations in turn, a protocol change (trials of the two are not to be pooled) not made yet."""
     shift = seed % len(arms)
     return [*arms[shift:], *arms[:shift]]
 
