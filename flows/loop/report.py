@@ -212,6 +212,23 @@ def with_gaps(points: list[tuple[float, float]], gap_s: float = 2.0) -> tuple[li
     return xs, ys
 
 
+def seed_mean(runs: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """Per 1-s bin (time rounded), the mean over *all* runs of each run's mean in the bin; NaN in a bin where
+    some run has no sample (no request of that seed succeeded), so an outage is not hidden by the seeds that
+    survived it. Bins where no run has a sample are left out (:func:`with_gaps` breaks the line there)."""
+    per_run: list[dict[int, float]] = []
+    for run in runs:
+        bins: dict[int, list[float]] = {}
+        for t, v in run:
+            bins.setdefault(round(t), []).append(v)
+        per_run.append({b: statistics.fmean(values) for b, values in bins.items()})
+    keys = sorted(set().union(*per_run)) if per_run else []
+    return [
+        (float(k), statistics.fmean(r[k] for r in per_run) if all(k in r for r in per_run) else float("nan"))
+        for k in keys
+    ]
+
+
 def write_arms_plot(
     series: dict[str, list[list[tuple[float, float]]]],
     event_s: float,
@@ -219,8 +236,8 @@ def write_arms_plot(
     title: str,
     failed: dict[str, list[list[tuple[float, float]]]] | None = None,
 ) -> Path:
-    """Latency over time per arm (every seed thin, the mean over seeds bold; gaps where no request succeeded)
-    and, below, the share of requests that failed."""
+    """Latency over time per arm (every seed thin; bold, the mean over all seeds, only where every seed has a
+    sample: :func:`seed_mean`) and, below, the share of requests that failed, drawn the same way."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,16 +247,16 @@ def write_arms_plot(
     for axis, data in ((ax, series), (low, failed or {})):
         for arm, runs in data.items():
             colour = ARM_COLOURS.get(arm)
-            bins: dict[int, list[float]] = {}
             for run in runs:
                 axis.plot(*with_gaps(run), color=colour, alpha=0.25, linewidth=0.8)
-                for t, v in run:
-                    bins.setdefault(round(t), []).append(v)
-            mean = [(float(t), statistics.fmean(bins[t])) for t in sorted(bins)]
-            axis.plot(*with_gaps(mean), color=colour, linewidth=2, label=f"{arm} (mean of {len(runs)} seeds)")
+            label = f"{arm}: mean of all {len(runs)} seeds (thin: each seed)"
+            axis.plot(*with_gaps(seed_mean(runs)), color=colour, linewidth=2, label=label)
         axis.axvline(event_s, linestyle="--", color="tab:red", alpha=0.7, linewidth=1)
         axis.grid(alpha=0.3)
-    low.set_xlabel("time since the start of the run (s); dashed red: the event; gaps: no request succeeded")
+    low.set_xlabel(
+        "time since the start of the run (s); dashed red: the event; thin gaps: that seed had no successful request;"
+        "\nbold gaps: some seed had none (the mean is drawn only where every seed has a value, never over survivors)"
+    )
     ax.set_ylabel("successful requests' mean,\n5 s window (ms)")
     low.set_ylabel("share failed")
     ax.set_title(f"{title}\n({WORLD_NOTE})", fontsize=10)

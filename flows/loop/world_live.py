@@ -15,7 +15,8 @@ scrapes it; the migrator's latency query is the same PromQL as on an Istio clust
 calls has a Ready pod; afterwards a service without pods answers 503, as behind a mesh. The same
 loopback port takes the experiments' events (:class:`ControlServer`): ``POST /control/fail-node``
 ``{"node": N}`` fails node N in the world the moment its hollow kubelet is killed (a node is a
-machine: its pods stop serving at once, while Kubernetes only notices ~40 s later), and ``POST
+machine: its pods stop serving at once, while Kubernetes only notices ~40 s later; after the world's
+``endpoint_grace_s`` they leave its endpoints and the re-reads of the pods keep them out), and ``POST
 /control/surge`` ``{"multiplier": M}`` steps every endpoint's rate to ``rps × M``. Used by
 ``reach demo`` (as ``python -m flows.loop.world_live``), its experiments and the closed-loop e2e tests.
 """

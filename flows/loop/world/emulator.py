@@ -22,8 +22,10 @@ of a maximum exceeds the maximum of the means, and queues add on top.
 
 Events: :meth:`World.fail_node` (its pods stop serving; a call that reaches one costs
 ``connect_timeout_ms`` and is retried on a random replica, up to ``retries`` times, as Istio's
-default retry policy does on connect failures, else the call answers 503; after
-``endpoint_grace_s`` the node's pods leave the endpoints; calls already inside a pod finish) and
+default retry policy does on connect failures, else the call answers 503 with response flags ``UF,URX``;
+a call to a service with no endpoint answers 503 ``UH`` at once; after ``endpoint_grace_s`` the
+node's pods leave the endpoints, and a later :meth:`World.set_placement` (the live world's re-read of
+the API server, where they may still be Ready) keeps them out; calls already inside a pod finish) and
 :meth:`World.surge` (the rps multiplier steps). Every ``drift_period_s`` the link delays, NIC
 utilisation and background CPU load take a random step within the scenario's ranges, pulled back
 towards their start values (a discretised Ornstein-Uhlenbeck walk).
@@ -43,7 +45,7 @@ import simpy
 from ceenv.scenario import Scenario
 from ceenv.workload import Call, Workload
 from flows.loop.world.draws import Draws
-from flows.loop.world.metrics import MeshMetrics
+from flows.loop.world.metrics import CONNECT_FAILED_RETRIES_EXHAUSTED, NO_HEALTHY_UPSTREAM, MeshMetrics
 from flows.loop.world.model import Cluster, PodSpec, State, WorldError, WorldOptions, check_pods, pod_concurrency
 from flows.loop.world.traces import SpanRecord, TraceLog
 
@@ -113,6 +115,7 @@ class World:
         self._cores = {s.name: s.cpu_cores for s in scenario.services}
         self.pods: dict[str, Pod] = {}
         self.endpoints: dict[str, list[Pod]] = {}
+        self.left_endpoints: set[int] = set()  # failed nodes past endpoint_grace_s: their pods stay out
         self.set_placement(pods)
         self.arrival_processes = [
             self.env.process(self._arrivals(e, endpoint.rps / 1000.0)) for e, endpoint in enumerate(workload.endpoints)
@@ -127,6 +130,8 @@ class World:
         """Make ``pods`` the endpoints; pods that keep their name keep their queue (a live re-read).
 
         With ``require_all=False`` a called service may have no pod: its calls answer 503, as a mesh does.
+        Pods on a node failed for ``endpoint_grace_s`` or longer stay out of the endpoints (a re-read of
+        the API server, where they may still show Ready, does not bring them back).
         """
         if require_all:
             check_pods(self.workload, pods)
@@ -142,7 +147,12 @@ class World:
         self.pods = current
         self.endpoints = {}
         for pod in current.values():
-            self.endpoints.setdefault(pod.service, []).append(pod)
+            if not self._left_endpoints(pod.node):
+                self.endpoints.setdefault(pod.service, []).append(pod)
+
+    def _left_endpoints(self, node: int) -> bool:
+        """True when ``node`` is down and its grace period has passed: its pods are no endpoints."""
+        return node in self.left_endpoints and not self.node_up[node]
 
     def fail_node(self, node: str) -> None:
         """The node stops: its pods stop serving now and leave the endpoints after the grace period."""
@@ -163,6 +173,9 @@ class World:
 
     def _remove_endpoints(self, node: int) -> Proc:
         yield self.env.timeout(self.options.endpoint_grace_s * 1000.0)
+        if self.node_up[node]:
+            return
+        self.left_endpoints.add(node)  # remembered: set_placement keeps them out on every re-read
         for service, pods in self.endpoints.items():
             self.endpoints[service] = [p for p in pods if p.node != node]
 
@@ -235,9 +248,11 @@ class World:
         """One call with Istio-like retries on connect failure; records metrics and spans."""
         env = self.env
         sent = env.now
+        flags = CONNECT_FAILED_RETRIES_EXHAUSTED  # unless an attempt finds no endpoint at all (below)
         for _attempt in range(self.options.retries + 1):
             pods = self.endpoints.get(call.service)
             if not pods:
+                flags = NO_HEALTHY_UPSTREAM  # Envoy answers 503 UH at once, on the first try or a retry
                 break
             pod = pods[self.draws.choice(len(pods))]
             if not pod.serving:
@@ -253,7 +268,7 @@ class World:
             code = 200 if ok else 500
             self._record(caller, pod, call, code, sent, arrived, trace, parent, span)
             return ok
-        self._record(caller, None, call, 503, sent, None, trace, parent, None)
+        self._record(caller, None, call, 503, sent, None, trace, parent, None, flags)
         return False
 
     def _record(
@@ -267,11 +282,12 @@ class World:
         trace: list[SpanRecord] | None,
         parent: int | None,
         span: int | None,
+        flags: str = "-",
     ) -> None:
         now = self.env.now
         if self.metrics is not None:
             self.metrics.observe_call(
-                caller.service, call.service, code, now - sent, None if arrived is None else now - arrived
+                caller.service, call.service, code, now - sent, None if arrived is None else now - arrived, flags
             )
         if trace is not None and self.traces is not None:
             client_span = self.traces.span_id()

@@ -5,7 +5,8 @@
 *source* proxy sees a call from sending the request to getting the answer (network included), the
 *destination* proxy from the request's arrival to the answer. Labels are Istio's
 (``reporter``, ``source_workload``, ``destination_workload``, ``response_code``, namespaces,
-``destination_service_name``, ``request_protocol``, ``response_flags``). It also keeps Goldpinger's
+``destination_service_name``, ``request_protocol``, ``response_flags``: ``UH`` for a 503 with no
+endpoint, ``UF,URX`` for one whose every attempt failed to connect, ``-`` otherwise). It also keeps Goldpinger's
 ``goldpinger_peers_response_time_s`` histogram of node-to-node pings (labels ``goldpinger_instance``
 = the probing node, ``call_type="ping"``, ``host_ip`` and ``pod_ip`` = the probed node's name: the
 world's nodes have no addresses). :meth:`MeshMetrics.exposition` renders Prometheus' text format;
@@ -35,6 +36,9 @@ REQUEST_LABELS = (
     "response_flags",
 )  # fmt: skip
 PING_LABELS = ("goldpinger_instance", "call_type", "host_ip", "pod_ip")
+# Envoy's response flags (``response_flags``) of the world's two kinds of 503; "-" for every other answer
+NO_HEALTHY_UPSTREAM = "UH"  # the service had no endpoint when the call (or its retry) was routed
+CONNECT_FAILED_RETRIES_EXHAUSTED = "UF,URX"  # every attempt failed to connect and the retries ran out
 
 
 @dataclass
@@ -72,8 +76,7 @@ class MeshMetrics:
         self.requests: dict[tuple[str, ...], Histogram] = {}
         self.pings: dict[tuple[str, ...], Histogram] = {}
 
-    def _series(self, reporter: str, source: str, destination: str, code: int) -> Histogram:
-        flags = "-" if code < 500 else "UF" if code == 503 else "-"
+    def _series(self, reporter: str, source: str, destination: str, code: int, flags: str) -> Histogram:
         key = (reporter, source, self.namespace, destination, self.namespace, destination, "http", str(code), flags)
         hist = self.requests.get(key)
         if hist is None:
@@ -81,12 +84,22 @@ class MeshMetrics:
         return hist
 
     def observe_call(
-        self, source: str, destination: str, code: int, source_ms: float, destination_ms: float | None
+        self,
+        source: str,
+        destination: str,
+        code: int,
+        source_ms: float,
+        destination_ms: float | None,
+        flags: str = "-",
     ) -> None:
-        """One call as both proxies report it; ``destination_ms`` is None when it never reached a pod."""
-        self._series("source", source, destination, code).observe(source_ms)
+        """One call as both proxies report it; ``destination_ms`` is None when it never reached a pod.
+
+        ``flags`` is Envoy's ``response_flags``: :data:`NO_HEALTHY_UPSTREAM` or
+        :data:`CONNECT_FAILED_RETRIES_EXHAUSTED` for the proxy's own 503s, "-" when a pod answered.
+        """
+        self._series("source", source, destination, code, flags).observe(source_ms)
         if destination_ms is not None:
-            self._series("destination", source, destination, code).observe(destination_ms)
+            self._series("destination", source, destination, code, flags).observe(destination_ms)
 
     def observe_ping(self, source_node: str, target_node: str, seconds: float) -> None:
         key = (source_node, "ping", target_node, target_node)
