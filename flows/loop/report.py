@@ -13,8 +13,10 @@ figures. Used by :mod:`flows.loop.demo`, :mod:`flows.loop.experiments` and the c
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,21 +214,38 @@ def with_gaps(points: list[tuple[float, float]], gap_s: float = 2.0) -> tuple[li
     return xs, ys
 
 
-def seed_mean(runs: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
-    """Per 1-s bin (time rounded), the mean over *all* runs of each run's mean in the bin; NaN in a bin where
-    some run has no sample (no request of that seed succeeded), so an outage is not hidden by the seeds that
-    survived it. Bins where no run has a sample are left out (:func:`with_gaps` breaks the line there)."""
-    per_run: list[dict[int, float]] = []
-    for run in runs:
-        bins: dict[int, list[float]] = {}
-        for t, v in run:
-            bins.setdefault(round(t), []).append(v)
-        per_run.append({b: statistics.fmean(values) for b, values in bins.items()})
-    keys = sorted(set().union(*per_run)) if per_run else []
+def seed_mean(runs: list[list[tuple[float, float]]], gap_s: float = 2.0) -> list[tuple[float, float]]:
+    """On a 1-s grid, the mean over *all* runs of each run's value there: its sample at that time, or the line
+    between its two samples around it when they are at most ``gap_s`` apart (as :func:`with_gaps` draws the
+    run). NaN where some run has no value (no request of that seed succeeded for longer than ``gap_s``), so an
+    outage is not hidden by the seeds that survived it; grid times where no run has a value are left out."""
+    ordered = [sorted(run) for run in runs if run]
+    if not ordered or len(ordered) < len(runs):
+        return [] if not ordered else [(float(t), float("nan")) for t in _grid(ordered)]
+    values = [[_value_at(run, float(t), gap_s) for run in ordered] for t in _grid(ordered)]
     return [
-        (float(k), statistics.fmean(r[k] for r in per_run) if all(k in r for r in per_run) else float("nan"))
-        for k in keys
+        (float(t), statistics.fmean(v for v in at if v is not None) if all(v is not None for v in at) else float("nan"))
+        for t, at in zip(_grid(ordered), values, strict=True)
+        if any(v is not None for v in at)
     ]
+
+
+def _grid(runs: list[list[tuple[float, float]]]) -> range:
+    return range(math.floor(min(run[0][0] for run in runs)), math.ceil(max(run[-1][0] for run in runs)) + 1)
+
+
+def _value_at(run: list[tuple[float, float]], t: float, gap_s: float) -> float | None:
+    """The run's value at ``t`` (sorted samples): a sample there, or between two samples at most ``gap_s`` apart."""
+    times = [sample[0] for sample in run]
+    i = bisect.bisect_left(times, t)
+    if i < len(run) and times[i] == t:
+        return run[i][1]
+    if i == 0 or i == len(run):
+        return None
+    (t0, v0), (t1, v1) = run[i - 1], run[i]
+    if t1 - t0 > gap_s:
+        return None
+    return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
 
 
 def write_arms_plot(

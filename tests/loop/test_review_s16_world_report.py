@@ -31,10 +31,17 @@ def test_the_mean_is_over_every_seed_and_nan_where_one_has_no_sample() -> None:
     assert mean[6.0] == pytest.approx(200.0)
 
 
-def test_two_samples_of_one_seed_in_a_bin_count_once() -> None:
+def test_a_seed_between_two_close_samples_has_the_value_on_the_line_between_them() -> None:
     mean = _by_time(seed_mean([[(0.6, 10.0), (1.4, 30.0)], [(1.0, 40.0)]]))
-    assert mean == {1.0: pytest.approx(30.0)}  # seed 1's bin mean 20, seed 2's 40
+    assert mean == {1.0: pytest.approx(30.0)}  # seed 1 at 1.0 s: 20 (on its line), seed 2: 40
     assert seed_mean([]) == []
+
+
+def test_samples_that_miss_a_whole_second_do_not_break_the_mean() -> None:
+    """Samples 1.2 s apart leave some 1-s bins empty; the seeds still serve there, so the mean is drawn."""
+    steady = [[(0.3 + 1.2 * i, 100.0 + k) for i in range(10)] for k in (0.0, 50.0)]
+    mean = seed_mean(steady)
+    assert mean and all(v == pytest.approx(125.0) for _, v in mean)
 
 
 def test_the_bold_line_drawn_is_that_mean_and_its_legend_says_so(tmp_path: Path, monkeypatch: Any) -> None:
