@@ -159,7 +159,8 @@ class Controller:
     cleanup_due: bool = False  # leftovers of a failed rollback or start-up clean-up wait for the next cycle
     lease: LeaderLease | None = None  # the cluster's migrator Lease; None: no leader election (see the module doc)
     leading: bool = False  # the last check of the Lease found it held by this migrator
-    started_up: bool = False  # the start-up clean-up ran (it waits until this migrator leads)
+    started_up: bool = False  # the start-up clean-up ran (once, when it first leads; after a later takeover
+    # the cycles' own reads find leftovers and clean them up first)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -588,7 +589,8 @@ class Controller:
         ``should_stop`` is asked once after every turn; ``interrupt`` (the stop signal's flag in
         :func:`migrator.app.run_migrator`) is also asked every :data:`STOP_CHECK_S` of the wait between turns,
         so a stop ends the wait (and releases the Lease) before a supervisor's SIGKILL.
-        Returns False when no turn ran (``once`` and another migrator kept the Lease), else True.
+        Returns False only for ``once`` when no turn ran (another migrator kept the Lease), else True (a
+        long-running standby that is told to stop included).
         """
         self._say_starting()
         waited_s = 0.0
@@ -609,7 +611,7 @@ class Controller:
                 gave_up = not ran and waited_s >= self._once_wait_s()
                 if should_stop() or (self.settings.once and (ran or gave_up)):
                     self._clean_up_before_exit()
-                    return ran
+                    return ran or not self.settings.once  # a standby told to stop did what it should
                 pause_s = self.settings.interval_s if ran else self.standby_poll_s()
                 waited_s = 0.0 if ran else waited_s + pause_s
                 self._pause(pause_s, interrupt or (lambda: False))

@@ -26,6 +26,7 @@ takes its own Lease back at once; two processes on one machine differ. The clust
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -95,6 +96,7 @@ class LeaderLease:
     _seen_version: str = ""
     _seen_at_s: float = 0.0
     _held: bool = False
+    _renewed_at_s: float = -math.inf
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # the renewer's thread and the loop
 
     @property
@@ -111,16 +113,28 @@ class LeaderLease:
         with self._lock:
             return self._hold()
 
-    def renew_if_held(self) -> bool:
-        """Renew the Lease only if this migrator holds it (the renewer's turn: it never takes a Lease); whether it
-        still holds it. An API error counts as not held: the loop's next confirmation says why."""
+    def renew_if_held(self) -> str:
+        """Renew the Lease only if this migrator holds it (the renewer's turn: it never takes a Lease).
+
+        Returns ``"renewed"``, ``"not-held"`` (never taken, released, or found taken by another), or ``"failed"``:
+        the renewal did not get through (a timeout, a 5xx) but the Lease is still this migrator's, since no
+        other migrator may take it before ``duration_s`` after the last renewal that did; past
+        :meth:`LeaderLease.safe_for_s` it is no longer counted as held.
+        """
         with self._lock:
             if not self._held:
-                return False
+                return "not-held"
             try:
-                return self._hold().held
+                return "renewed" if self._hold().held else "not-held"
             except Exception:
-                return False
+                self._held = self._safe_for_s() > 0
+                return "failed" if self._held else "not-held"
+
+    def _safe_for_s(self) -> float:
+        """Seconds this migrator may still count on the Lease without a renewal: no standby takes it before
+        ``duration_s`` after it saw the last renewal, which came after ours; a margin for clock rates."""
+        margin_s = max(2.0, 0.1 * self.duration_s)
+        return self._renewed_at_s + self.duration_s - margin_s - self.monotonic_s()
 
     def _hold(self) -> LeaseStatus:
         self._held = False
@@ -167,7 +181,11 @@ class LeaderLease:
         return True
 
     def _took(self, record: LeaseRecord, now: float) -> None:
-        self._seen_version, self._seen_at_s, self._held = record.version, now, True
+        """Taken or renewed: ``now`` is when the read before the write began (the renewal is no older)."""
+        self._seen_version, self._seen_at_s, self._held, self._renewed_at_s = record.version, now, True, now
+
+
+RENEW_RETRY_S = 2.0  # a failed renewal is tried again this soon (client-go's retry period)
 
 
 class LeaseRenewer:
@@ -175,13 +193,15 @@ class LeaseRenewer:
     (a migration, a rollback's API calls, the wait between turns); it never takes a Lease it does not hold.
 
     Used as a context manager around :meth:`migrator.controller.Controller.run`. A renewal that finds the Lease
-    lost leaves :attr:`LeaderLease.held` False; the loop's next confirmation records the loss.
+    lost leaves :attr:`LeaderLease.held` False; the loop's next confirmation records the loss. A renewal that
+    fails (the API server slow or away) is tried again after :data:`RENEW_RETRY_S`, not a whole period later.
     """
 
     def __init__(self, lease: LeaderLease, period_s: float | None = None) -> None:
         self.lease = lease
         self.period_s = lease.duration_s / 3 if period_s is None else period_s
         self.renewals = 0
+        self.failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reach-lease-renewer", daemon=True)
 
@@ -194,6 +214,9 @@ class LeaseRenewer:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.period_s):
-            if self.lease.renew_if_held():
-                self.renewals += 1
+        wait_s = self.period_s
+        while not self._stop.wait(wait_s):
+            result = self.lease.renew_if_held()
+            self.renewals += result == "renewed"
+            self.failures += result == "failed"
+            wait_s = min(RENEW_RETRY_S, self.period_s) if result == "failed" else self.period_s

@@ -248,11 +248,22 @@ def test_a_leader_renews_while_it_waits_between_turns(tmp_path: Path) -> None:
     store = MemoryLeaseStore()
     controller, _ = controller_for(cluster, policy, tmp_path, interval_s=300.0)
     with_lease(controller, store)
+    written_at: list[float] = []
+    put = store._put
+
+    def timed_put(holder: str, duration_s: float, transitions: int) -> LeaseRecord:
+        written_at.append(controller.clock.now_s())
+        return put(holder, duration_s, transitions)
+
+    store._put = timed_put  # type: ignore[method-assign]
     controller.run(should_stop=lambda: controller.clock.now_s() >= 300.0)  # two turns, 300 s apart
-    # 300 s between turns with a 120 s Lease: renewed at 40-s steps in between, never lost.
+    # 300 s between turns with a 120 s Lease: renewed every 40 s in between, so a standby never sees it expire.
     events = [r["event"] for r in controller.journal.records]
     assert "leadership-lost" not in events and "standby" not in events, events
-    assert store.writes >= 300 // 40 and policy.asked == 2  # a move in the first turn, stop in the second
+    within = [*sorted(t for t in written_at if t <= 300.0), 300.0]  # up to the second turn
+    gaps = [b - a for a, b in zip([0.0, *within], within, strict=False)]
+    assert max(gaps) <= 41.0, written_at  # every 40 s of the wait (it began after the first turn's 0.4 s)
+    assert policy.asked == 2  # a move in the first turn, stop in the second
 
 
 def test_a_stop_signal_ends_the_wait_between_turns_and_releases_the_lease(tmp_path: Path) -> None:
@@ -377,3 +388,46 @@ def test_the_kube_store_writes_what_the_api_server_accepts_and_reads_what_a_prox
     assert store._spec("me/1", 60, "2026-01-01T00:00:00.000001Z", 1)["acquireTime"] == "2026-01-01T00:00:00.000001Z"
     assert "not JSON" in _json_or_message(b"<html>502 Bad Gateway</html>")["message"]
     assert _json_or_message(b"") == {}
+
+
+def test_a_failed_renewal_is_tried_again_soon_and_the_lease_stays_held_meanwhile() -> None:
+    """One timeout used to stop every later renewal (held turned False), so the Lease lapsed mid-migration."""
+    import time
+
+    store = MemoryLeaseStore()
+    clock = {"now": 0.0}
+    held = LeaderLease(store, "busy/1", 60.0, monotonic_s=lambda: clock["now"])
+    assert held.hold().held
+    failing = {"left": 1}
+    read = store.read
+
+    def flaky_read() -> LeaseRecord | None:
+        if failing["left"]:
+            failing["left"] -= 1
+            raise TimeoutError("read timed out")
+        return read()
+
+    store.read = flaky_read  # type: ignore[method-assign]
+    assert held.renew_if_held() == "failed" and held.held  # still within the Lease: ours
+    assert held.renew_if_held() == "renewed" and held.held
+    failing["left"] = 1
+    clock["now"] = 55.0  # no renewal got through for most of the Lease: not counted on any more
+    assert held.renew_if_held() == "not-held" and not held.held
+    # The renewer retries a failed renewal after RENEW_RETRY_S, not a whole period later.
+    clock["now"] = 0.0
+    assert held.hold().held
+    failing["left"] = 2
+    with LeaseRenewer(held, period_s=0.05) as renewer:
+        deadline = time.monotonic() + 2
+        while renewer.renewals == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert renewer.failures >= 1 and renewer.renewals >= 1 and held.held
+
+
+def test_a_long_running_standby_told_to_stop_exits_as_done(tmp_path: Path) -> None:
+    cluster, policy = small_cluster(), MoveDb()
+    store, ticker = MemoryLeaseStore(), Ticker()
+    lease(store, "holder/1", ticker).hold()
+    controller, _ = controller_for(cluster, policy, tmp_path, interval_s=30.0)
+    with_lease(controller, store)
+    assert controller.run(should_stop=lambda: True) is True  # not once: exit 0, not "--once: held throughout"
