@@ -119,7 +119,7 @@ class LeaderLease:
         Returns ``"renewed"``, ``"not-held"`` (never taken, released, or found taken by another), or ``"failed"``:
         the renewal did not get through (a timeout, a 5xx) but the Lease is still this migrator's, since no
         other migrator may take it before ``duration_s`` after the last renewal that did; past
-        :meth:`LeaderLease.safe_for_s` it is no longer counted as held.
+        ``_safe_for_s`` (most of a duration without one) it is no longer counted as held.
         """
         with self._lock:
             if not self._held:
