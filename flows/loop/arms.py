@@ -97,10 +97,15 @@ class Trial:
     arm_order: list[str] = field(default_factory=list)  # the order the arms ran in ([]: protocol 1, ARMS' order)
 
     def protocol_key(self) -> tuple[Any, ...]:
-        """What must be equal for seeds to be pooled into one cell (:func:`flows.loop.cells.cells`)."""
+        """What must be equal for seeds to be pooled into one cell (:func:`flows.loop.cells.cells`): the measurement
+        and the policy the learned arm served (a cell run in chunks under ``--policy auto`` may meet a newer bento)."""
         detection = tuple(sorted((self.failure_detection or {}).items()))
         return (self.protocol, self.scenario, self.duration_s, self.event_at_s, self.qos_threshold_ms,
-                self.world_rps, self.surge_multiplier, detection)  # fmt: skip
+                self.world_rps, self.surge_multiplier, detection, self.learned_policy())  # fmt: skip
+
+    def learned_policy(self) -> str | None:
+        """The policy the learned arm served (its bento tag), or None when the trial has no learned arm."""
+        return next((a.policy for a in self.arms if a.arm == LEARNED_ARM), None)
 
     def protocol_text(self) -> str:
         def num(value: float | None, unit: str = "") -> str:
@@ -112,6 +117,7 @@ class Trial:
             f"{self.event_at_s:g} s, QoS {num(self.qos_threshold_ms, ' ms')}, world rps x{num(self.world_rps)}, "
             f"surge x{num(self.surge_multiplier)}, failure detection "
             + ("unrecorded" if detection is None else " ".join(f"{k} {v:g}" for k, v in sorted(detection.items())))
+            + (f", learned policy {self.learned_policy()}" if self.learned_policy() else "")
         )
 
     def arm(self, name: str) -> ArmResult:

@@ -93,3 +93,16 @@ def test_an_upper_bound_above_100_percent_is_shown_clipped_with_the_reason_and_t
     assert "CI not above 0" in text  # the goal reads the lower bound, as computed
     unclipped = [trial(0, 170.0, 50.0), trial(1, 180.0, 50.0)]
     assert CLIPPED_NOTE not in markdown(unclipped, 100.0)
+
+
+def test_a_cell_refuses_to_pool_seeds_whose_learned_arm_served_another_policy() -> None:
+    """A cell run in chunks under --policy auto can meet a newer gated bento; one interval over both is no cell."""
+    newer = replace(
+        a_new_trial(1),
+        arms=[
+            replace(a, policy="reach-policy-service:newer") if a.arm == LEARNED_ARM else a for a in a_new_trial(1).arms
+        ],
+    )
+    with pytest.raises(ValueError, match=r"mix protocols.*learned policy reach-policy-service:newer.*--out"):
+        cells([a_new_trial(0), newer])
+    assert len(cells([a_new_trial(0), a_new_trial(1)])[("node-failure", "chain")]) == 2
