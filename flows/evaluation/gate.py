@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.evaluation.episodes import fraction_of_best_known
-from flows.evaluation.report import EvaluationReport, GroupReport, MethodStats
+from flows.evaluation.report import EvaluationReport, GroupReport, MethodStats, episode_settings
 from flows.training.config import read_config
 
 
@@ -196,8 +196,14 @@ def _not_like_for_like(ours: GroupReport, theirs: GroupReport) -> str:
 
 def not_comparable(report: EvaluationReport, incumbent: EvaluationReport) -> list[str]:
     """Per group both reports share, why the incumbent's numbers did not come from the candidate's start
-    states ([] when every shared group is like for like, or none is shared)."""
+    states ([] when every shared group is like for like, or none is shared); first, when the two played their
+    episodes differently (another ``max_steps`` or ``step_cost_ms``), that, for every group."""
+    ours, other = episode_settings(report.settings), episode_settings(incumbent.settings)
+    played = [f"{name} {ours[name]:g} for the candidate, {other[name]:g} for the incumbent" for name in ours
+              if float(ours[name]) != float(other[name])]  # fmt: skip
     theirs = {g.key: g for g in incumbent.groups if "policy" in g.methods}
+    if played and any(g.key in theirs for g in report.groups):
+        return [f"every group: episodes played with {'; '.join(played)}"]
     return [
         f"{_name(g)}: {apart}"
         for g in report.groups

@@ -17,10 +17,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from ceenv.simulator import DEFAULT_STEP_COST_MS
 from flows.evaluation.episodes import EpisodeRecord, fraction_of_best_known
 from flows.loop.stats import t_quantile_975
 
 REPORT_FORMAT = 1
+# How an episode is played (flows.evaluation.units.EvalUnit): a report that names neither played these.
+EPISODE_DEFAULTS: dict[str, float] = {"max_steps": 100, "step_cost_ms": DEFAULT_STEP_COST_MS}
 CI_LEVEL = 0.95
 
 
@@ -142,3 +145,8 @@ def summarize(records: list[EpisodeRecord]) -> list[GroupReport]:
         stats = {m: _method_stats(m, rs, best) for m, rs in methods.items()}
         reports.append(GroupReport(scenario=scenario, workload=workload, family=family, methods=stats))
     return reports
+
+
+def episode_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """How a report's episodes were played: ``max_steps`` and ``step_cost_ms`` from its settings, else the defaults."""
+    return {name: settings.get(name, default) for name, default in EPISODE_DEFAULTS.items()}

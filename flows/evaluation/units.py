@@ -36,6 +36,7 @@ from flows.evaluation.episodes import (
     run_policy,
     start_state,
 )
+from flows.evaluation.report import EPISODE_DEFAULTS
 from flows.evaluation.seeds import EPISODE_STRIDE, MAX_TEST_SEED, evaluation_seed
 
 
@@ -50,7 +51,7 @@ class EvalUnit:
     episodes: int
     model_dir: str | None = None  # None: baselines only
     step_cost_ms: float = DEFAULT_STEP_COST_MS
-    max_steps: int = 100
+    max_steps: int = int(EPISODE_DEFAULTS["max_steps"])
     baselines: tuple[str, ...] = BASELINES
     # Decision-time planning as the bento serves it (bento arguments plan_k, plan_horizon, plan_width,
     # plan_margin, plan_noise, plan_confidence; defaults from bento.planning_settings); plan_k = 0 evaluates

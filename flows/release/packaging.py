@@ -296,6 +296,7 @@ def incumbent_like_for_like(
     """
     from flows.evaluation import report_from_records
     from flows.evaluation.gate import not_comparable
+    from flows.evaluation.report import episode_settings
     from flows.evaluation.units import evaluate_unit, plan_units
 
     if found is None:
@@ -303,7 +304,8 @@ def incumbent_like_for_like(
     apart = not_comparable(report, found.report)
     if not apart:
         return found.report, ""
-    planning = evaluated_planning(found.report.settings)
+    # The incumbent plays its own planning, in episodes played as the candidate's were (max_steps, step cost).
+    planning = {**evaluated_planning(found.report.settings), **episode_settings(report.settings)}
     seeds, episodes = list(report.settings["seeds"]), int(report.settings["episodes"])
     families = list(report.settings.get("families") or sorted({g.family for g in report.groups}))
     # A family the incumbent was judged on for these clusters is evaluated again too, so that a candidate
