@@ -194,16 +194,22 @@ def _not_like_for_like(ours: GroupReport, theirs: GroupReport) -> str:
     return ""
 
 
+def _played_apart(report: EvaluationReport, incumbent: EvaluationReport) -> str:
+    """How the two reports played their episodes differently (``max_steps``, ``step_cost_ms``; '' when alike)."""
+    ours, other = episode_settings(report.settings), episode_settings(incumbent.settings)
+    played = [f"{name} {ours[name]:g} for the candidate, {other[name]:g} for the incumbent" for name in ours
+              if float(ours[name]) != float(other[name])]  # fmt: skip
+    return f"episodes played with {'; '.join(played)}" if played else ""
+
+
 def not_comparable(report: EvaluationReport, incumbent: EvaluationReport) -> list[str]:
     """Per group both reports share, why the incumbent's numbers did not come from the candidate's start
     states ([] when every shared group is like for like, or none is shared); first, when the two played their
     episodes differently (another ``max_steps`` or ``step_cost_ms``), that, for every group."""
-    ours, other = episode_settings(report.settings), episode_settings(incumbent.settings)
-    played = [f"{name} {ours[name]:g} for the candidate, {other[name]:g} for the incumbent" for name in ours
-              if float(ours[name]) != float(other[name])]  # fmt: skip
     theirs = {g.key: g for g in incumbent.groups if "policy" in g.methods}
+    played = _played_apart(report, incumbent)
     if played and any(g.key in theirs for g in report.groups):
-        return [f"every group: episodes played with {'; '.join(played)}"]
+        return [f"every group: {played}"]
     return [
         f"{_name(g)}: {apart}"
         for g in report.groups
@@ -231,8 +237,9 @@ def _incumbent_checks(report: EvaluationReport, incumbent: EvaluationReport | No
             ),
             *checks,
         ]
+    played = _played_apart(report, incumbent)
     for group in shared:
-        apart = _not_like_for_like(group, theirs[group.key])
+        apart = played or _not_like_for_like(group, theirs[group.key])
         if apart:
             checks.append(
                 Check(
