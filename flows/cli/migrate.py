@@ -70,6 +70,10 @@ def migrate(
     REACH_MIGRATOR_QOS_THRESHOLD_MS), else from .env, else the default: --qos 250, --interval 30,
     --deadline 60, --min-gain 1, --return-hold-down 600, --latency-max-age 90 (every setting:
     docs/migrator.md).
+
+    One live migrator per cluster: unless --dry-run, it writes only while it holds the Lease
+    kube-system/reach-migrator (REACH_MIGRATOR_LEASE_*), and stands by while another migrator holds
+    it; --once then waits up to twice the Lease's duration and exits 3 if it never got it.
     """
     from pydantic import ValidationError
 
