@@ -416,7 +416,7 @@ class Controller:
         return CycleOutcome("refused", verdict.detail, verdict=verdict)
 
     def _act(self, move: Move, snapshot: ClusterSnapshot, now_s: float) -> CycleOutcome:
-        not_leading = self._lead()  # the Lease, renewed right now, outlasts the migration (MigratorSettings' check)
+        not_leading = self._lead()  # confirmed right now; the renewer thread keeps it through the migration
         if not_leading is not None:
             return not_leading
         source = snapshot.app_pod(move.pod_name)

@@ -538,14 +538,8 @@ class ClusterAdmin:
 
         The node's Ready condition lags a restarted kubelet (a node killed and restarted before it was
         declared NotReady still reads Ready from the dead one); a renewal after the restart does not."""
-        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node_name}"
-        method, url, headers, body, post = self.api_client.param_serialize("GET", path, auth_settings=["BearerToken"])
-        response = self.api_client.call_api(method, url, headers, body, post, _request_timeout=5)
-        if response.status != 200:
-            return None
-        document = json.loads(response.read() or b"{}")  # type: ignore[no-untyped-call]
-        renewed = document.get("spec", {}).get("renewTime")
-        return dt.datetime.fromisoformat(str(renewed)).timestamp() if renewed else None
+        status, document = _raw_json(self.api_client, "GET", _lease_path("kube-node-lease", node_name), timeout_s=5)
+        return _lease_record(document).renewed_at_s if status == 200 else None
 
     def ready_node_names(self) -> set[str]:
         return {n.name for n in self.nodes() if n.ready}
@@ -642,6 +636,29 @@ def _micro_time(unix_s: float) -> str:
     return dt.datetime.fromtimestamp(unix_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _raw_json(
+    api_client: client.ApiClient, method: str, path: str, body: Mapping[str, Any] | None = None, timeout_s: float = 5
+) -> tuple[int, dict[str, Any]]:
+    """One request by path with a JSON body, bypassing the typed client: the status and the body (never raises for
+    an HTTP status; a body that is not JSON comes back as a ``message``)."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json"} if body is not None else None
+    serialized = api_client.param_serialize(
+        method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
+    )
+    request_method, url, header_params, request_body, post = serialized
+    try:
+        response = api_client.call_api(
+            request_method, url, header_params, request_body, post, _request_timeout=timeout_s
+        )
+    except ApiException as exc:
+        return int(exc.status or 0), _json_or_message(exc.body)
+    return int(response.status), _json_or_message(response.read())  # type: ignore[no-untyped-call]
+
+
+def _lease_path(namespace: str, name: str = "") -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases" + (f"/{name}" if name else "")
+
+
 def _lease_record(document: Mapping[str, Any]) -> LeaseRecord:
     spec = document.get("spec") or {}
     renewed = spec.get("renewTime")
@@ -649,7 +666,7 @@ def _lease_record(document: Mapping[str, Any]) -> LeaseRecord:
         holder=str(spec.get("holderIdentity") or ""),
         duration_s=float(spec.get("leaseDurationSeconds") or 0),
         version=str((document.get("metadata") or {}).get("resourceVersion") or ""),
-        renewed_at_s=dt.datetime.fromisoformat(str(renewed).replace("Z", "+00:00")).timestamp() if renewed else None,
+        renewed_at_s=dt.datetime.fromisoformat(str(renewed)).timestamp() if renewed else None,
         transitions=int(spec.get("leaseTransitions") or 0),
         acquired=str(spec.get("acquireTime") or ""),
     )
@@ -674,18 +691,7 @@ class KubeLeaseStore:
         self.where = f"{namespace}/{name}"
 
     def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"} if body is not None else None
-        serialized = self.api_client.param_serialize(
-            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
-        )
-        request_method, url, header_params, request_body, post = serialized
-        try:
-            response = self.api_client.call_api(
-                request_method, url, header_params, request_body, post, _request_timeout=self.timeout_s
-            )
-        except ApiException as exc:
-            return int(exc.status or 0), _json_or_message(exc.body)
-        return int(response.status), _json_or_message(response.read())  # type: ignore[no-untyped-call]
+        return _raw_json(self.api_client, method, path, body, self.timeout_s)
 
     def _checked(self, what: str, status: int, document: Mapping[str, Any]) -> None:
         """A refusal that will not pass by itself names the fix; any other failure is left to the next turn."""
@@ -726,7 +732,7 @@ class KubeLeaseStore:
 
     @property
     def _path(self) -> str:
-        return f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{self.name}"
+        return _lease_path(self.namespace, self.name)
 
     def read(self) -> LeaseRecord | None:
         status, document = self._call("GET", self._path)
@@ -743,7 +749,7 @@ class KubeLeaseStore:
             "metadata": self._metadata(),
             "spec": self._spec(holder, duration_s, acquired=None, transitions=0),
         }
-        status, document = self._call("POST", f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases", body)
+        status, document = self._call("POST", _lease_path(self.namespace), body)
         if status == 409:
             raise LeaseConflict(f"the Lease {self.where} was created by another migrator first")
         if status not in (200, 201):

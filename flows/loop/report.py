@@ -201,7 +201,10 @@ def write_plot(runs: list[LoopRun], path: Path, title: str, note: str = SIMULATE
 ARM_COLOURS = {"default-scheduler": "tab:gray", "learned": "tab:blue", "greedy": "tab:orange"}
 
 
-def with_gaps(points: list[tuple[float, float]], gap_s: float = 2.0) -> tuple[list[float], list[float]]:
+GAP_S = 2.0  # samples further apart than this are not joined: the seed had no successful request in between
+
+
+def with_gaps(points: list[tuple[float, float]], gap_s: float = GAP_S) -> tuple[list[float], list[float]]:
     """x and y of a series with NaN where samples are more than ``gap_s`` apart (the line breaks there)."""
     xs: list[float] = []
     ys: list[float] = []
@@ -214,18 +217,21 @@ def with_gaps(points: list[tuple[float, float]], gap_s: float = 2.0) -> tuple[li
     return xs, ys
 
 
-def seed_mean(runs: list[list[tuple[float, float]]], gap_s: float = 2.0) -> list[tuple[float, float]]:
+def seed_mean(runs: list[list[tuple[float, float]]], gap_s: float = GAP_S) -> list[tuple[float, float]]:
     """On a 1-s grid, the mean over *all* runs of each run's value there: its sample at that time, or the line
     between its two samples around it when they are at most ``gap_s`` apart (as :func:`with_gaps` draws the
     run). NaN where some run has no value (no request of that seed succeeded for longer than ``gap_s``), so an
     outage is not hidden by the seeds that survived it; grid times where no run has a value are left out."""
     ordered = [sorted(run) for run in runs if run]
-    if not ordered or len(ordered) < len(runs):
-        return [] if not ordered else [(float(t), float("nan")) for t in _grid(ordered)]
-    values = [[_value_at(run, float(t), gap_s) for run in ordered] for t in _grid(ordered)]
+    if not ordered:
+        return []
+    grid = _grid(ordered)
+    if len(ordered) < len(runs):  # a seed with no sample at all: no mean anywhere
+        return [(float(t), float("nan")) for t in grid]
+    values = [[_value_at(run, float(t), gap_s) for run in ordered] for t in grid]
     return [
         (float(t), statistics.fmean(v for v in at if v is not None) if all(v is not None for v in at) else float("nan"))
-        for t, at in zip(_grid(ordered), values, strict=True)
+        for t, at in zip(grid, values, strict=True)
         if any(v is not None for v in at)
     ]
 
