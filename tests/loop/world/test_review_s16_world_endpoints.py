@@ -9,33 +9,18 @@ from flows.loop.world.emulator import World
 from flows.loop.world.metrics import CONNECT_FAILED_RETRIES_EXHAUSTED, NO_HEALTHY_UPSTREAM, MeshMetrics
 from flows.loop.world.model import PodSpec, WorldOptions
 from flows.loop.world_live import LiveWorld
-from migrator.snapshot import PodInfo
 from tests.loop.world.conftest import ALL_ON_CLOUD_1
+from tests.loop.world.test_live import FakeClock
+from tests.loop.world.test_live import _pods as _infos
 
 FAILED = "tb-cloud-vm-8-1"
 # every service but the client has a replica on the node that fails and one on another cloud node
 TWO_EACH = {s: nodes if s == "client" else [FAILED, "tb-cloud-vm-8-2"] for s, nodes in ALL_ON_CLOUD_1.items()}
 
 
-def _infos(placement: dict[str, list[str]]) -> list[PodInfo]:
-    return [
-        PodInfo(f"{s}-{i}", "default", node, {"app": s})
-        for s, nodes in placement.items()
-        for i, node in enumerate(nodes)
-    ]
-
-
 def _specs(scenario: Scenario, placement: dict[str, list[str]]) -> list[PodSpec]:
     names = [n.name for n in scenario.nodes]
     return [PodSpec(f"{s}-{i}", s, names.index(node)) for s, nodes in placement.items() for i, node in enumerate(nodes)]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _endpoint_nodes(world: World) -> set[int]:
