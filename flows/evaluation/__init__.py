@@ -66,6 +66,7 @@ def report_from_records(
     before the noise charge existed, ``bento.planning_settings.settings_planning``).
     """
     from bento.planning_settings import PlanningSettings
+    from ceenv.search import CEILING
 
     if int(float(settings.get("plan_k") or 0)) > 0:
         settings = {**settings, **PlanningSettings.from_mapping(settings).to_dict()}
@@ -90,6 +91,7 @@ def report_from_records(
             "seed_range": f"{TEST_SEED_BASE} + seed × {EPISODE_STRIDE} + episode",
             "min_seeds_met": len(seeds) >= MIN_SEEDS,
             **settings,
+            "best_known": CEILING,  # the records' ceiling: the one this code computes
         },
         groups=summarize(records),
     )
