@@ -1,7 +1,7 @@
 """Benchmark: how much of the best-known reduction a beam search finds within greedy's moves + 1.
 
-``best_known`` (:func:`ceenv.search.best_known`) climbs with free moves from random restarts, so
-its placement may lie many migrations away. This script measures, on the evaluation's held-out
+``best_known`` (:func:`ceenv.search.best_known`) climbs with free moves from random walks of valid
+moves, so its placement is reachable by migrations but may lie many of them away. This script measures, on the evaluation's held-out
 start states (the same seeds, episodes and families as ``bench_general.py`` and ``reach evaluate``),
 the best reduction a beam search over move sequences on the true conditions
 (:func:`ceenv.search.beam_search`, no step cost) finds within ``k = greedy's moves + 1`` moves of
@@ -11,8 +11,8 @@ bound* of the k-move optimum, not an upper bound of what a policy reaches: the p
 raw policy beat it in some groups. Two widths are run (a wider beam is not always better). Per
 (cluster, workload, family): best-known moves (migrations needed), greedy's moves and fraction, and
 the k-move fractions. A second beam (the widest width, up to ``--deep`` moves) shows what a
-latency-guided search finds with more moves: ``best_known`` builds placements from scratch, and in a
-full cluster some of them need migrations through worse placements, which such a search prunes.
+latency-guided search finds with more moves: ``best_known`` also walks through worse placements at
+random, and in a full cluster some of its placements need such detours, which a beam prunes.
 Writes ``<out>/bound.md`` and ``<out>/bound.json``; ``--tables`` rewrites ``bound.md`` from
 ``bound.json``. Heavy: run it under ``flock /tmp/reach-heavy.lock``. Usage: ``python
 benchmarks/bench_bound.py --seeds 5 --episodes 4 --widths 16,64 --deep 12``.

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from flows.evaluation.episodes import EpisodeRecord
 from flows.evaluation.report import Estimate, EvaluationReport, GroupReport
@@ -65,12 +66,21 @@ def _what(report: EvaluationReport) -> str:
     return f"`{model.get('directory')}`{trained}, {how}"
 
 
+def _ceiling(settings: dict[str, Any]) -> str:
+    """The best-known search the fractions divide by, as the report names it."""
+    named = settings.get("best_known")
+    if named:
+        return str(named)
+    return "a search that also restarted from random placements of all pods, reachable by migrations or not"
+
+
 def markdown(report: EvaluationReport) -> str:
     s = report.settings
     header = (
         f"Evaluation of {_what(report)}: {s.get('episodes')} episodes × "
         f"seeds {s.get('seeds')} per group (start-state seeds {s.get('seed_range')}, never used in training); "
-        "± is the half-width of the 95 % confidence interval over seeds."
+        "± is the half-width of the 95 % confidence interval over seeds. "
+        f"Fractions are of the best-known reduction ({_ceiling(s)})."
     )
     return "\n\n".join([header, *(group_table(g) for g in report.groups)]) + "\n"
 
