@@ -159,6 +159,7 @@ def rewrite_tables(args: argparse.Namespace) -> None:
 
 
 def run_training(args: argparse.Namespace) -> None:
+    from ceenv.search import CEILING
     from flows.evaluation import evaluate
     from flows.evaluation.output import write_report
     from flows.training import load_train_config, train
@@ -180,6 +181,7 @@ def run_training(args: argparse.Namespace) -> None:
         "best_at_timesteps": result.best_timesteps,
         "target_reached_at_seconds": reached[0]["wall_seconds"] if reached else None,
         "greedy_validation_fraction": greedy,
+        "best_known": CEILING,  # the ceiling of every fraction above
     }
     started = time.perf_counter()
     report, records = evaluate(
@@ -200,10 +202,23 @@ def run_training(args: argparse.Namespace) -> None:
 
 
 def replot(args: argparse.Namespace) -> None:
-    """Redraw the curve of an earlier run from its curve.csv; record greedy's level in summary.json."""
+    """Redraw the curve of an earlier run from its curve.csv; record greedy's level in summary.json.
+
+    Greedy's level is computed now, against today's best-known ceiling: a run whose summary names
+    another ceiling (or none: before 2026-12-01) is refused, since its curve divides by the other one.
+    """
+    from ceenv.search import CEILING
     from flows.training import load_train_config
 
     out = Path(args.out)
+    summary_file = out / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    if summary.get("best_known") != CEILING:
+        raise SystemExit(
+            f"{out}/curve.csv divides by another best-known ceiling "
+            f"({summary.get('best_known') or 'the search before 2026-12-01'}) than greedy's level would now "
+            f"({CEILING}); run the benchmark again (without --replot) to draw both against one ceiling"
+        )
     with (out / "curve.csv").open() as handle:
         curve = [
             {k: int(v) if k == "timesteps" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)
@@ -213,8 +228,6 @@ def replot(args: argparse.Namespace) -> None:
     workload = ROOT / "data" / "workloads" / "aggregator_sequential_call_patterns.json"
     greedy = greedy_reference(config, scenario, workload)
     write_curve(curve, out, args.minutes, greedy, f", redrawn from {out.name}/curve.csv of an earlier run")
-    summary_file = out / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     summary["greedy_validation_fraction"] = greedy
     summary_file.write_text(json.dumps(summary, indent=1))
     print(f"greedy on the validation states: {greedy:.3f}; redrew {out / 'curve.png'}")

@@ -1,15 +1,18 @@
 """Best-known placement: local search with restarts, the ceiling every evaluation compares with.
 
-Starting from the given placement and from random placements that single-pod migrations reach from
-it (random walks of valid moves), :func:`best_known` climbs by the best single-pod move (all
+Starting from the given placement, from where a beam over move sequences ends, and from random
+placements that single-pod migrations reach from it (random walks of valid moves),
+:func:`best_known` climbs by the best single-pod move (all
 distinct moves evaluated in one batch) until no move improves the latency, then perturbs the best
 placement found by random valid moves and climbs again. Every placement it visits is reached from
 the start by valid moves, so its result is a placement some sequence of migrations can reach:
 the ceiling of what a rescheduler can do. Moves are free here (no step cost); the outcome's
 ``moves`` is :func:`migrations_needed`, a lower bound on the migrations to get there, counted per
 service and node. ``reachable=False`` restarts from random placements of all pods at once instead
-(:func:`random_placement`, the ceiling before 2026-12-01): on a full cluster those can be
-placements no migration reaches, which only a swap or a redeployment could. Used by the
+(:func:`random_placement`; the ceiling before 2026-12-01 was that with 4 restarts and 4 kicks): on a
+full cluster those can be placements no migration reaches, which only a swap or a redeployment
+could. "Reachable" means by some sequence of valid migrations, not within an episode's
+``max_steps``. Used by the
 evaluation, the gate's "fraction of the best-known reduction" and ``reach sim demo``.
 :func:`beam_search` is the other question: the best reduction within a given number of moves (a
 beam over move sequences; ``benchmarks/bench_bound.py``), and :func:`expand` its step, which
@@ -29,9 +32,15 @@ from ceenv.layout import FloatArray
 from ceenv.simulator import Simulator
 
 _MIN_GAIN_MS = 1e-9
+RESTARTS = 8  # best_known's random walks from the start (4 random placements before 2026-12-01)
+KICKS = 8  # perturbations per restart (4 before)
+SEED_DEPTH, SEED_WIDTH = 12, 16  # best_known also climbs from the end of a beam over move sequences
 # What an evaluation report's fractions are fractions of (its settings' "best_known"; reports written
-# before 2026-12-01 name none and used random placements of all pods, reachable or not).
-CEILING = "reachable by migrations: climbs from 8 random walks of valid moves, 8 kicks each"
+# before 2026-12-01 name none: best_known(..., restarts=4, kicks=4, reachable=False)).
+CEILING = (
+    f"reachable by migrations: climbs from the start, a {SEED_DEPTH}-move beam (width {SEED_WIDTH}) and "
+    f"{RESTARTS} random walks of valid moves, {KICKS} kicks each"
+)
 TIE_DECIMALS = 9  # latencies equal to 1e-9 ms are ties (the same placement, summed in another order)
 
 
@@ -92,12 +101,17 @@ def wander(start: Simulator, rng: np.random.Generator, moves: int | None = None)
 
 
 def best_known(
-    start: Simulator, rng: np.random.Generator, restarts: int = 8, kicks: int = 8, reachable: bool = True
+    start: Simulator,
+    rng: np.random.Generator,
+    restarts: int = RESTARTS,
+    kicks: int = KICKS,
+    reachable: bool = True,
 ) -> Outcome:
     """The lowest latency found from the start placement, ``restarts`` random starts and ``kicks`` perturbations each.
 
-    The random starts are random walks of valid moves from ``start`` (:func:`wander`), so the result is
-    reachable by migrations; with ``reachable=False`` they are random placements of all pods at once
+    The other starts are where a beam over move sequences ends (:func:`beam_search`, ``SEED_DEPTH``
+    moves, width ``SEED_WIDTH``) and random walks of valid moves from ``start`` (:func:`wander`), so
+    the result is reachable by migrations; with ``reachable=False`` they are random placements of all pods at once
     (:func:`random_placement`), which a full cluster may not reach. ``moves`` in the outcome is
     :func:`migrations_needed` from the start to that placement: a lower bound on the migrations needed
     to reach it.
@@ -106,7 +120,10 @@ def best_known(
     best = start.copy()
     climb(best)
     if reachable:
-        starts = [start.copy()] + [wander(start, rng) for _ in range(restarts)]
+        seeded = start.copy()  # where a beam over move sequences ends: it finds detours a single climb misses
+        for move in beam_search(start, SEED_DEPTH, SEED_WIDTH)[1]:
+            seeded.move(*move)
+        starts = [start.copy(), seeded] + [wander(start, rng) for _ in range(restarts)]
     else:
         starts = [start.copy()] + [s for s in (random_placement(start, rng) for _ in range(restarts)) if s is not None]
     for candidate in starts:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ceenv.scenario import load_scenario
+from ceenv.search import CEILING
 from ceenv.workload import load_workload
 from flows.training.config import TrainConfig
 
@@ -313,6 +314,7 @@ def _finish(
         "stopped_by_wall_clock": state.stopped_by_wall_clock,
         "best_timesteps": state.best_timesteps,
         "best_validation_fraction_of_best_known": state.best_fraction,
+        "best_known": CEILING,  # the ceiling those fractions divide by (none named: the search before 2026-12-01)
         "validation_episodes": recorded["validation_episodes"],
         "initial_gain_scale": recorded["initial_gain_scale"],
         "selection": selection,

@@ -27,7 +27,7 @@ def _stuck_start() -> Simulator:
         for episode in range(4):
             sim = Simulator(env.model, env.layout, *start_state(env, "node_failure", evaluation_seed(seed, episode)))
             if not sim.action_mask()[:-1].any():
-                unconstrained = best_known(sim, np.random.default_rng(0), reachable=False)
+                unconstrained = best_known(sim, np.random.default_rng(0), restarts=4, kicks=4, reachable=False)
                 if unconstrained.reduction_ms > 1.0:
                     return sim
     raise AssertionError("the 7-21 node-failure states no longer include a full cluster; pick another case")
@@ -39,7 +39,7 @@ def test_a_full_cluster_has_nothing_to_gain_by_migrations() -> None:
     assert best.reduction_ms == pytest.approx(0.0, abs=1e-9)
     assert best.moves == 0
     # The ceiling before the fix: lower, and "reached" by migrations that the cluster does not allow.
-    unconstrained = best_known(sim, np.random.default_rng(0), reachable=False)
+    unconstrained = best_known(sim, np.random.default_rng(0), restarts=4, kicks=4, reachable=False)
     assert unconstrained.end_latency_ms < sim.latency_ms - 1.0
     assert unconstrained.moves > 0
 
@@ -56,13 +56,15 @@ def test_a_random_walk_moves_only_where_pods_fit_and_stays_put_when_nothing_fits
     np.testing.assert_array_equal(walked.counts.sum(axis=1), roomy.counts.sum(axis=1))  # replica counts kept
 
 
-def test_on_a_roomy_cluster_the_reachable_ceiling_is_as_high_as_the_unconstrained_one() -> None:
-    """Where capacity does not bind, walking there costs the search nothing: both ceilings agree within
-    the search's own spread (a few per cent), so the fix does not inflate fractions on roomy clusters."""
+def test_on_a_roomy_cluster_the_reachable_ceiling_is_at_least_as_high_as_the_one_before() -> None:
+    """Where capacity does not bind, walking there costs the search nothing: the reachable ceiling (8 walks
+    x 8 kicks) is no lower than the one before the fix (4 random placements x 4 kicks) beyond the
+    search's own spread, so the fix does not inflate fractions on roomy clusters."""
     env = CloudEdgeEnv(scenario_dir("13-29"), workload_file("aggregator_sequential"))
     reachable, unconstrained = 0.0, 0.0
     for seed in range(4):
         env.reset(seed=seed)
         reachable += best_known(env.simulator, np.random.default_rng(seed)).reduction_ms
-        unconstrained += best_known(env.simulator, np.random.default_rng(seed), reachable=False).reduction_ms
-    assert reachable == pytest.approx(unconstrained, rel=0.03)
+        before = best_known(env.simulator, np.random.default_rng(seed), restarts=4, kicks=4, reachable=False)
+        unconstrained += before.reduction_ms
+    assert reachable >= 0.97 * unconstrained
