@@ -141,6 +141,8 @@ def _below_gate(table: list[dict[str, Any]], fraction: float) -> list[str]:
 
 
 def markdown(table: list[dict[str, Any]], widths: list[int], settings: dict[str, Any]) -> str:
+    from ceenv.search import CEILING_BEFORE
+
     wide = f"k_fraction_w{max(widths)}"
     gate = gate_fraction()
     mean = float(np.mean([r[wide] for r in table]))
@@ -154,10 +156,9 @@ def markdown(table: list[dict[str, Any]], widths: list[int], settings: dict[str,
         "the true conditions (`ceenv.search.beam_search`, widths "
         + " and ".join(str(w) for w in widths)
         + "): a lower bound of the k-move optimum. Fractions: per seed, sum of reductions / sum of best-known "
-        f"reductions, mean over seeds (the evaluation's formula). Best-known: {settings.get('best_known', 'the search before 2026-12-01')}; "
-        "the last column is the best-known reduction of the search before 2026-12-01 (4 random placements of all pods "
-        "x 4 kicks, reachable by migrations or not) as a fraction of this one: above 1 where it counted placements no "
-        "migration reaches (or by the searches' spread, a few per cent). "
+        f"reductions, mean over seeds (the evaluation's formula). Best-known: {settings.get('best_known', CEILING_BEFORE)}; "
+        f"the last column is the best-known reduction of {CEILING_BEFORE} as a fraction of this one: above 1 where "
+        "it counted placements no migration reaches (or by the searches' spread, a few per cent). "
         f"Command: `{settings['command']}` "
         f"({settings['wall_seconds']:.0f} s on this machine).",
         "",

@@ -207,7 +207,7 @@ def replot(args: argparse.Namespace) -> None:
     Greedy's level is computed now, against today's best-known ceiling: a run whose summary names
     another ceiling (or none: before 2026-12-01) is refused, since its curve divides by the other one.
     """
-    from ceenv.search import CEILING
+    from ceenv.search import CEILING, CEILING_BEFORE
     from flows.training import load_train_config
 
     out = Path(args.out)
@@ -216,7 +216,7 @@ def replot(args: argparse.Namespace) -> None:
     if summary.get("best_known") != CEILING:
         raise SystemExit(
             f"{out}/curve.csv divides by another best-known ceiling "
-            f"({summary.get('best_known') or 'the search before 2026-12-01'}) than greedy's level would now "
+            f"({summary.get('best_known') or CEILING_BEFORE}) than greedy's level would now "
             f"({CEILING}); run the benchmark again (without --replot) to draw both against one ceiling"
         )
     with (out / "curve.csv").open() as handle:

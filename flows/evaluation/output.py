@@ -68,10 +68,9 @@ def _what(report: EvaluationReport) -> str:
 
 def _ceiling(settings: dict[str, Any]) -> str:
     """The best-known search the fractions divide by, as the report names it."""
-    named = settings.get("best_known")
-    if named:
-        return str(named)
-    return "a search that also restarted from random placements of all pods, reachable by migrations or not"
+    from ceenv.search import CEILING_BEFORE
+
+    return str(settings.get("best_known") or CEILING_BEFORE)
 
 
 def markdown(report: EvaluationReport) -> str:
