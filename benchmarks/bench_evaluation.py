@@ -10,7 +10,9 @@ scheduler, its workers warmed by one untimed run: the set-up of a shared Dask cl
 every runner gives the plain loop's records, and
 writes ``benchmarks/results/evaluation/bench.md`` (+ ``bench.json``). Each runner is measured
 ``--repeats`` times; the table shows the median. Prefect runs against a temporary server (its test
-harness), with PREFECT_HOME in a temporary folder. Heavy: run it under ``flock /tmp/reach-heavy.lock``.
+harness), with PREFECT_HOME in a temporary folder. The best-known memo
+(:mod:`flows.evaluation.ceilings`) is off in this process and its workers (``REACH_CEILING_MEMO=0``):
+every runner searches every state, as the first evaluation of new states does. Heavy: run it under ``flock /tmp/reach-heavy.lock``.
 
     .venv/bin/python benchmarks/bench_evaluation.py [--seeds 4] [--episodes 2] [--repeats 3]
 """
@@ -50,6 +52,9 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
+    from flows.evaluation.ceilings import MEMO_ENV
+
+    os.environ[MEMO_ENV] = "0"  # the runners compare the same work: no state's ceiling comes from an earlier run
     from flows.evaluation.runner import evaluate_on
     from flows.evaluation.units import evaluate_unit, plan_units
     from flows.training import TrainConfig, train
@@ -103,7 +108,8 @@ def main() -> None:
     lines = [
         f"Evaluation fan-out on this machine ({os.cpu_count()} cores visible): {len(units)} units "
         f"({args.scenario}; {args.workload}; steady + node_failure; {args.seeds} seeds x "
-        f"{args.episodes} episodes; a small trained policy and every baseline incl. best-known; "
+        f"{args.episodes} episodes; a small trained policy and every baseline incl. best-known, searched on "
+        "every run (the memo off); "
         f"{len(reference)} records). "
         f"Median of {args.repeats} runs. "
         f"Measured by `{' '.join(['python benchmarks/bench_evaluation.py', *sys.argv[1:]])}`.",

@@ -101,6 +101,20 @@ def evaluate_cells(
     return groups
 
 
+def memo_counts() -> dict[str, int]:
+    from flows.evaluation.ceilings import memo_counts as counts
+
+    return counts()
+
+
+def memo_note(run: dict[str, Any]) -> str:
+    """How often the best-known search ran and was reused (runs before the memo recorded nothing)."""
+    counts = run.get("ceilings")
+    if not counts:
+        return ""
+    return f"; the best-known search ran on {counts['misses']} states, its result was reused {counts['hits']} times"
+
+
 REPORTS: list[tuple[str, Any]] = []  # (what was evaluated, one cell's evaluation report), for the gate section
 
 
@@ -341,7 +355,7 @@ def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[
         "log-normal noise, the payload's `measured` block); planning (`bento.planning`: a beam search over move "
         "sequences, seeded by the policy's top moves) searches on those measured conditions. How much of the "
         "best-known reduction a beam search on the true network finds within greedy's moves + 1: `bound.md`. Command: "
-        f"`{settings['command']}` ({settings['wall_seconds']:.0f} s on this machine).",
+        f"`{settings['command']}` ({settings['wall_seconds']:.0f} s on this machine{memo_note(settings)}).",
         "",
     ]
     for label in dict.fromkeys(r["setting"] for r in rows):
@@ -564,6 +578,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "seeds": seeds,
         "episodes": args.episodes,
         "wall_seconds": time.perf_counter() - began,
+        "ceilings": memo_counts(),
         "command": f"python benchmarks/bench_general.py --model {args.model} --seeds {args.seeds} "
         f"--episodes {args.episodes} --large {args.large} --plan-k {args.plan_k} --horizon {args.horizon} "
         f"--plan-width {args.plan_width} --plan-margin {args.plan_margin:g} --plan-noise {args.plan_noise:g} "

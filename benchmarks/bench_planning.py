@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_finetune import cell_summary  # noqa: E402
-from bench_general import REPORTS, decision_times_ms, evaluate_cells, gate_rows, row  # noqa: E402
+from bench_general import REPORTS, decision_times_ms, evaluate_cells, gate_rows, memo_counts, memo_note, row  # noqa: E402
 from bench_tables import table, write_tables  # noqa: E402
 
 GENERAL = ROOT / "data" / "policies" / "general-v4"
@@ -170,7 +170,7 @@ def write(args: argparse.Namespace, run: dict[str, Any], how: str = "") -> None:
     """planning.md from a run's record (``planning.json``)."""
     results, seeds = run["results"], run.get("seeds", list(range(args.seeds)))
     note = (
-        f" ({run['wall_seconds']:.0f} s in all{how}). The general policy `data/policies/general-v4` with planning "
+        f" ({run['wall_seconds']:.0f} s in all{memo_note(run)}{how}). The general policy `data/policies/general-v4` with planning "
         f"(plan_k {results[0]['planning']['plan_k']}), every reference cell, seeds {seeds} x "
         f"{run.get('episodes', args.episodes)} episodes "
         "per family (steady, node failure, surge); cells count (size, workload) pairs whose every family meets the "
@@ -211,7 +211,13 @@ def main() -> None:
         print(f"planning {text} …", flush=True)
         results.append(measure(planning, seeds, args.episodes, args.gate_rules, large))
         print(f"  mean fraction {results[-1]['mean_fraction']:.3f}", flush=True)
-    run = {"wall_seconds": time.perf_counter() - began, "seeds": seeds, "episodes": args.episodes, "results": results}
+    run = {
+        "wall_seconds": time.perf_counter() - began,
+        "ceilings": memo_counts(),
+        "seeds": seeds,
+        "episodes": args.episodes,
+        "results": results,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "planning.json").write_text(json.dumps(run, indent=1))
     write(args, run)

@@ -23,9 +23,9 @@ from ceenv.baselines import Outcome, run_balancer, run_greedy, run_noop, run_ran
 from ceenv.env import CloudEdgeEnv
 from ceenv.events import EventError, draw_failed_nodes, fail_nodes, surge_service
 from ceenv.scenario import Scenario
-from ceenv.search import best_known
 from ceenv.simulator import Simulator
 from ceenv.workload import Workload
+from flows.evaluation.ceilings import cached_best_known
 from flows.evaluation.seeds import TEST_SEED_BASE
 
 Family = Literal["steady", "node_failure", "traffic_surge"]
@@ -164,15 +164,19 @@ def run_policy(env: CloudEdgeEnv, state: State, decide: Decide, seed: int | None
 
 
 def run_baselines(
-    sim: Simulator, seed: int, step_cost_ms: float, methods: tuple[str, ...] = BASELINES
+    sim: Simulator, seed: int, step_cost_ms: float, methods: tuple[str, ...] = BASELINES, model: bytes | None = None
 ) -> list[Outcome]:
-    """Every baseline in ``methods`` on the same start (random and best_known seeded by ``seed``)."""
+    """Every baseline in ``methods`` on the same start (random and best_known seeded by ``seed``).
+
+    best_known comes from this process's memo when the same state was searched before
+    (:mod:`flows.evaluation.ceilings`; ``model`` is its :func:`~flows.evaluation.ceilings.model_digest`).
+    """
     runners: dict[str, Callable[[], Outcome]] = {
         "noop": lambda: run_noop(sim),
         "random": lambda: run_random(sim, np.random.default_rng(seed)),
         "greedy": lambda: run_greedy(sim, step_cost_ms),
         "balancer": lambda: run_balancer(sim),
-        "best_known": lambda: best_known(sim, np.random.default_rng(seed)),
+        "best_known": lambda: cached_best_known(sim, seed, model),
     }
     unknown = set(methods) - set(runners)
     if unknown:

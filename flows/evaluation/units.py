@@ -25,6 +25,7 @@ from ceenv.layout import OBSERVATION_VERSION, layout_from_scenario
 from ceenv.scenario import load_scenario
 from ceenv.simulator import DEFAULT_STEP_COST_MS, Simulator
 from ceenv.workload import load_workload, workload_name
+from flows.evaluation.ceilings import model_digest
 from flows.evaluation.episodes import (
     BASELINES,
     Decide,
@@ -153,6 +154,7 @@ def evaluate_unit(unit: EvalUnit, policy: Any = None) -> list[EpisodeRecord]:
         "workload": workload_name(Path(unit.workload_file)),
         "family": unit.family,
     }
+    model: bytes | None = None  # the ceiling memo's digest of scenario, workload and layout (once per unit)
     with _one_torch_thread(policy is not None):
         for episode in range(unit.episodes):
             seed = evaluation_seed(unit.seed, episode)
@@ -161,7 +163,10 @@ def evaluate_unit(unit: EvalUnit, policy: Any = None) -> list[EpisodeRecord]:
             if policy is not None:
                 records.append(record(run_policy(env, state, _decider(unit, policy, env)), labels))
             sim = Simulator(env.model, env.layout, *state)
-            records.extend(record(o, labels) for o in run_baselines(sim, seed, unit.step_cost_ms, unit.baselines))
+            if model is None and "best_known" in unit.baselines:
+                model = model_digest(sim)
+            outcomes = run_baselines(sim, seed, unit.step_cost_ms, unit.baselines, model)
+            records.extend(record(o, labels) for o in outcomes)
     return records
 
 
