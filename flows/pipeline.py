@@ -91,8 +91,8 @@ class PipelineParams(BaseModel):
     )
     task_runner: str = Field(
         "default",
-        description="Where the evaluation fan-out runs: default (Prefect's thread pool), dask (a local Dask "
-        "cluster, one worker process per core) or dask://HOST:PORT (a Dask scheduler; deploy/README.md).",
+        description="Where the evaluation fan-out runs: default (in this process, one unit after another), dask "
+        "(a local Dask cluster, one worker process per core) or dask://HOST:PORT (a Dask scheduler; deploy/README.md).",
     )
     # Defaults and bounds of the planning settings: bento.planning_settings (one source).
     plan_k: int = pydantic_field(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,9 @@ WORKLOAD = DATA / "workloads" / "aggregator_sequential_call_patterns.json"
 
 
 @pytest.fixture(autouse=True)
-def _empty_memo() -> None:
+def _empty_memo() -> Iterator[None]:
+    ceilings.clear_memo()
+    yield
     ceilings.clear_memo()
 
 
@@ -39,7 +43,7 @@ def test_memo_returns_the_searchs_outcome_and_searches_once() -> None:
     direct = best_known(_sim(seed), np.random.default_rng(seed))
     assert first.end_latency_ms == direct.end_latency_ms and first.moves == direct.moves
     assert first.placement == direct.placement
-    assert again is first
+    assert again == first and again.placement is not first.placement  # the caller's own copy
     assert ceilings.memo_counts() == {"hits": 1, "misses": 1, "entries": 1}
 
 
@@ -86,20 +90,50 @@ def test_a_second_evaluation_of_the_same_states_reuses_every_ceiling() -> None:
     assert fractions(report1) == fractions(report2)
 
 
-def test_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_memo_is_bounded_and_keeps_the_recently_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ceilings, "MAX_ENTRIES", 2)
-    for seed in (1_000_001, 1_000_002, 1_000_003):
+    for seed in (1_000_001, 1_000_002, 1_000_001, 1_000_003):  # 1_000_001 used again before the third
         ceilings.cached_best_known(_sim(seed), seed)
-    assert ceilings.memo_counts()["entries"] == 2
-    ceilings.cached_best_known(_sim(1_000_001), 1_000_001)  # the oldest went first: searched again
+    assert ceilings.memo_counts() == {"hits": 1, "misses": 3, "entries": 2}
+    ceilings.cached_best_known(_sim(1_000_001), 1_000_001)  # kept: the least recently used (…002) went
+    assert ceilings.memo_counts()["hits"] == 2
+    ceilings.cached_best_known(_sim(1_000_002), 1_000_002)
     assert ceilings.memo_counts()["misses"] == 4
 
 
-def test_an_unknown_type_is_refused_not_hashed_by_identity() -> None:
-    import hashlib
+class _Slotted:
+    __slots__ = ("value",)
 
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+@pytest.mark.parametrize(
+    "opaque",
+    [_Slotted(1), lambda: 1, np.array([object()], dtype=object), _Slotted],
+    ids=["slots", "callable", "object-array", "class"],
+)
+def test_what_has_no_readable_content_is_refused_not_hashed_by_identity(opaque: object) -> None:
     with pytest.raises(TypeError, match="cannot fingerprint"):
-        ceilings._feed(hashlib.sha256(), object.__new__(type("Opaque", (), {"__slots__": ()})))
+        ceilings._feed(hashlib.sha256(), opaque)
+
+
+def test_the_family_the_padding_and_the_costs_are_in_the_key() -> None:
+    seed = 1_000_011
+    steady, failed = _sim(seed), _sim(seed, "node_failure")
+    model = ceilings.model_digest(steady)
+    assert ceilings.state_key(model, steady, seed) != ceilings.state_key(model, failed, seed)
+    # the general policy's padded layout (observation v4) orders the search's moves otherwise
+    scenario = load_scenario(SCENARIO)
+    padded = CloudEdgeEnv(
+        scenario, load_workload(WORKLOAD, scenario), dynamic=True, observation_version=4, max_nodes=40, max_slots=80
+    )
+    padded_sim = Simulator(padded.model, padded.layout, steady.conditions, steady.slot_node)
+    assert ceilings.model_digest(padded_sim) != model
+    # the same conditions on known (nominal) costs, as bento.planning's twin: another problem
+    twin = steady.copy()
+    twin.costs = steady.known_costs
+    assert ceilings.state_key(model, twin, seed) != ceilings.state_key(model, steady, seed)
 
 
 def test_the_memo_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:

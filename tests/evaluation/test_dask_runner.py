@@ -73,3 +73,41 @@ def test_specs_map_to_prefect_task_runners() -> None:
     assert isinstance(local, DaskTaskRunner) and local.cluster_kwargs["n_workers"] == 3
     remote = make_task_runner("dask://10.0.0.5:8786")
     assert remote.address == "tcp://10.0.0.5:8786"
+
+
+def test_the_default_runner_runs_one_unit_at_a_time(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads only contend for the GIL on these CPU-bound units (bench_evaluation): one at a time, in order."""
+    import threading
+    import time
+
+    import flows.evaluation.units as units_module
+
+    lock = threading.Lock()
+    seen = {"active": 0, "most": 0}
+    order: list[int] = []
+
+    def one(unit: Any, policy: Any = None) -> list[Any]:
+        with lock:
+            seen["active"] += 1
+            seen["most"] = max(seen["most"], seen["active"])
+            order.append(unit.seed)
+        time.sleep(0.05)  # long enough for a second thread to start meanwhile, were there one
+        with lock:
+            seen["active"] -= 1
+        return [unit.seed]
+
+    monkeypatch.setattr(units_module, "evaluate_unit", one)
+    units = _units()[:4]
+    assert evaluate_on("default", units) == [u.seed for u in units]
+    assert seen["most"] == 1
+
+
+def test_units_whose_worker_runs_another_ceiling_are_refused(
+    prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A standing worker started before the search changed: its records must not be labelled with ours."""
+    import flows.evaluation.runner as runner
+
+    monkeypatch.setattr(runner, "_worker_ceiling", lambda: "the search of an older reach")
+    with pytest.raises(RuntimeError, match="restart the task runner's workers"):
+        evaluate_on("default", _units()[:2])
