@@ -101,12 +101,6 @@ def evaluate_cells(
     return groups
 
 
-def memo_counts() -> dict[str, int]:
-    from flows.evaluation.ceilings import memo_counts as counts
-
-    return counts()
-
-
 def memo_note(run: dict[str, Any]) -> str:
     """How often the best-known search ran and was reused (runs before the memo recorded nothing)."""
     counts = run.get("ceilings")
@@ -535,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import torch
 
     from ceenv.reference import SIZES, WORKLOADS
+    from flows.evaluation import ceilings
     from flows.training.general import reference_files
 
     torch.set_num_threads(1)
@@ -578,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "seeds": seeds,
         "episodes": args.episodes,
         "wall_seconds": time.perf_counter() - began,
-        "ceilings": memo_counts(),
+        "ceilings": ceilings.memo_counts(),
         "command": f"python benchmarks/bench_general.py --model {args.model} --seeds {args.seeds} "
         f"--episodes {args.episodes} --large {args.large} --plan-k {args.plan_k} --horizon {args.horizon} "
         f"--plan-width {args.plan_width} --plan-margin {args.plan_margin:g} --plan-noise {args.plan_noise:g} "

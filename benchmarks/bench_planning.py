@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_finetune import cell_summary  # noqa: E402
-from bench_general import REPORTS, decision_times_ms, evaluate_cells, gate_rows, memo_counts, memo_note, row  # noqa: E402
+from bench_general import REPORTS, decision_times_ms, evaluate_cells, gate_rows, memo_note, row  # noqa: E402
 from bench_tables import table, write_tables  # noqa: E402
 
 GENERAL = ROOT / "data" / "policies" / "general-v4"
@@ -199,6 +199,8 @@ def main() -> None:
         return
     import torch
 
+    from flows.evaluation import ceilings
+
     torch.set_num_threads(1)
     began = time.perf_counter()
     seeds = list(range(args.seeds))
@@ -213,7 +215,7 @@ def main() -> None:
         print(f"  mean fraction {results[-1]['mean_fraction']:.3f}", flush=True)
     run = {
         "wall_seconds": time.perf_counter() - began,
-        "ceilings": memo_counts(),
+        "ceilings": ceilings.memo_counts(),
         "seeds": seeds,
         "episodes": args.episodes,
         "results": results,

@@ -7,7 +7,7 @@ this process: one unit after another), ``dask``
 and closed after it) or ``dask://HOST:PORT`` / ``tcp://HOST:PORT`` (an existing Dask scheduler: its
 workers, on any machines, run the units; deploy/README.md says how to start one). Evaluation units
 are CPU-bound Python, so threads share one core; Dask's worker processes use them all. More threads
-are slower than one: the units' many small numpy operations contend for the GIL (Prefect's own
+are slower than one, most likely because the units' many small numpy operations contend for the GIL (Prefect's own
 default pool, one thread per unit, took 50.1 s for 12 units where one thread took 16.1 s,
 ``benchmarks/results/evaluation/bench.md``).
 :func:`evaluate_on` is the Prefect subflow that maps :func:`flows.evaluation.units.evaluate_unit`
