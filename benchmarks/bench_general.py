@@ -15,7 +15,9 @@ too, on every reference size and on the first generated cluster: ``--timing-warm
 p99 is the 10th-slowest of them, not the 2nd of 200); both counts are recorded. ``--timing-only``
 re-measures only those times for the run recorded in ``<out>/general.json`` (its model, planning
 settings and clusters, from its recorded command), rewrites the JSON's timing entries and then the
-tables, without re-running the evaluation. ``--plan-k`` adds the policy with decision-time planning (:mod:`bento.planning`), evaluated
+tables, without re-running the evaluation. ``--planning-only`` re-runs only the planning rows and their
+gate verdicts of that recorded run (its model, seeds, planning settings and clusters), keeping its raw
+and REACH rows and decision times, e.g. after a change to the planner alone. ``--plan-k`` adds the policy with decision-time planning (:mod:`bento.planning`), evaluated
 through the evaluation itself (``reach evaluate --plan-k``), as the bento decides. The default gate
 (``--gate-rules``) is applied to every reference cell's report, raw and with planning. Writes
 ``<out>/general.md``, ``<out>/summary.md`` (the README's table) and ``<out>/general.json``. Heavy: run it under
@@ -303,6 +305,7 @@ def summary_markdown(rows: list[dict[str, Any]], timing: dict[str, Any], setting
     greedy's moves + 1."""
     note = timing_note(settings)
     caption = f"_Written by `benchmarks/bench_general.py` on {settings['written_utc']} UTC: `{settings['command']}`"
+    caption += planning_note(settings)
     if note is not None and note.get("command"):
         caption += f"; decision times re-measured on {note['written_utc']} UTC: `{note['command']}`"
     p99_header = "decision p99"
@@ -349,7 +352,8 @@ def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[
         "log-normal noise, the payload's `measured` block); planning (`bento.planning`: a beam search over move "
         "sequences, seeded by the policy's top moves) searches on those measured conditions. How much of the "
         "best-known reduction a beam search on the true network finds within greedy's moves + 1: `bound.md`. Command: "
-        f"`{settings['command']}` ({settings['wall_seconds']:.0f} s on this machine{memo_note(settings)}).",
+        f"`{settings['command']}` ({settings['wall_seconds']:.0f} s on this machine{memo_note(settings)}"
+        f"{planning_note(settings)}).",
         "",
     ]
     for label in dict.fromkeys(r["setting"] for r in rows):
@@ -442,13 +446,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Only re-measure the decision times of the run recorded in OUT/general.json (its model, planning "
         "and clusters), rewrite its timing entries and the tables; no evaluation.",
     )
+    parser.add_argument(
+        "--planning-only",
+        action="store_true",
+        help="Only re-run the planning rows (and their gate verdicts) of the run recorded in OUT/general.json, with "
+        "its model, seeds and planning settings; the raw, REACH and timing entries are kept as recorded.",
+    )
     args = parser.parse_args(argv)
-    if args.tables and args.timing_only:
-        parser.error("--tables and --timing-only exclude each other")
-    if args.timing_only and args.model is not None:
-        parser.error("--timing-only takes the model (and every setting) from OUT/general.json's recorded command")
-    if args.model is None and not (args.tables or args.timing_only):
-        parser.error("--model is required (e.g. --model data/policies/general-v4), unless --tables or --timing-only")
+    if sum((args.tables, args.timing_only, args.planning_only)) > 1:
+        parser.error("--tables, --timing-only and --planning-only exclude each other")
+    again = "--timing-only" if args.timing_only else "--planning-only" if args.planning_only else None
+    if again is not None and args.model is not None:
+        parser.error(f"{again} takes the model (and every setting) from OUT/general.json's recorded command")
+    if args.model is None and not (args.tables or again):
+        parser.error(
+            "--model is required (e.g. --model data/policies/general-v4), unless --tables, --timing-only or "
+            "--planning-only"
+        )
     if args.timing_samples < 1 or args.timing_warmup < 0:
         parser.error("--timing-samples must be >= 1 and --timing-warmup >= 0")
     return args
@@ -515,6 +529,65 @@ def refresh_timing(args: argparse.Namespace, argv: Sequence[str]) -> None:
     write_tables(args.out)
 
 
+def refresh_planning(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """``--planning-only``: re-run the planning rows and gate verdicts of the run in ``args.out/general.json``.
+
+    The model, seeds, episodes, planning settings and generated clusters are the recorded run's; its raw
+    and REACH rows, their gate verdicts and the decision times stay as recorded. The tables say when and
+    by which command the planning rows were re-run.
+    """
+    import torch
+
+    from ceenv.reference import SIZES, WORKLOADS
+    from flows.evaluation import ceilings
+    from flows.training.general import reference_files
+
+    torch.set_num_threads(1)
+    began = time.perf_counter()
+    path = args.out / "general.json"
+    recorded = json.loads(path.read_text())
+    settings = recorded["settings"]
+    original = recorded_args(settings["command"])
+    if original.plan_k <= 0:
+        raise SystemExit(f"{path}: its run played no planning (--plan-k 0); re-run the benchmark instead")
+    model = Path(settings["model"])
+    model = model if model.is_absolute() else ROOT / model
+    planning, what = planning_of(original)
+    reference = [reference_files(size, workload) for size in SIZES for workload in WORKLOADS]
+    large = recorded_large(args.out, original.large)
+    REPORTS.clear()
+    seeds, episodes = settings["seeds"], settings["episodes"]
+    rows = [
+        row(g, f"general policy + planning (beam search on the twin: {what})")
+        for g in evaluate_cells(model, reference, seeds, episodes, gate_label="planning", **planning)
+    ]
+    rows += [
+        row(g, "general policy + planning, generated 38-node clusters")
+        for g in evaluate_cells(model, large, seeds, episodes, **planning)
+    ]
+    recorded["rows"] = [r for r in recorded["rows"] if not r["setting"].startswith("general policy + planning")] + rows
+    settings["gate"] = [g for g in settings["gate"] if g["policy"] != "planning"] + gate_rows(args.gate_rules)
+    settings["planning_rows"] = {
+        "written_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+        "command": "python benchmarks/bench_general.py " + " ".join(shlex.quote(a) for a in argv),
+        "wall_seconds": time.perf_counter() - began,
+        "ceilings": ceilings.memo_counts(),
+    }
+    path.write_text(json.dumps(recorded, indent=1))
+    write_tables(args.out)
+
+
+def planning_note(settings: dict[str, Any]) -> str:
+    """How the planning rows were re-run after the recorded run (``--planning-only``), or ``""``."""
+    again = settings.get("planning_rows")
+    if not again:
+        return ""
+    return (
+        f"; planning rows and their gate verdicts re-run on {again['written_utc']} UTC: `{again['command']}` "
+        f"({again['wall_seconds']:.0f} s{memo_note(again)})"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -524,6 +597,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.timing_only:
         refresh_timing(args, argv)
+        print((args.out / "summary.md").read_text())
+        return
+    if args.planning_only:
+        refresh_planning(args, argv)
         print((args.out / "summary.md").read_text())
         return
     import torch

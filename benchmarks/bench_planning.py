@@ -13,7 +13,9 @@ passes, and the in-process decision time (``bento.policy.Policy.decide`` on REAC
 warm-up calls since 2026-12-01, 200 with no warm-up in the table written before: p50 and p99), and the mean fraction on bench_general's two
 generated 38-node clusters (never trained on; a fixed margin is in step costs, so it weighs more on
 an application whose moves gain a few ms; the noise charge is in the application's own scale). Writes ``<out>/planning.md`` (the README's
-table) and ``<out>/planning.json``; ``--tables`` rewrites the table from ``planning.json``. Heavy (about
+table) and ``<out>/planning.json``; ``--tables`` rewrites the table from ``planning.json``; ``--replace --setting …``
+measures only the given settings and puts their rows in place of the same settings' rows of
+``planning.json`` (same seeds and episodes; the table names the re-measured rows and when). Heavy (about
 70 s per setting): run it under ``flock /tmp/reach-heavy.lock``. Usage:
 ``python benchmarks/bench_planning.py [--setting 8/12/1/0.1/1 ...]``.
 """
@@ -26,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -166,17 +169,52 @@ def _generated_cell(rows: list[dict[str, Any]]) -> str:
     return f"{mean:.3f} ({sum(r['ge_greedy'] for r in rows)}/{len(rows)})"
 
 
+def replaced(recorded: dict[str, Any], run: dict[str, Any], arguments: str) -> dict[str, Any]:
+    """``recorded`` (a planning.json) with ``run``'s rows in place of the same settings' rows (or added).
+
+    The seeds and episodes must be the recorded ones (rows of one table compare like with like); the
+    record keeps, per re-measurement, when, by which arguments and which rows (``replaced``).
+    """
+    if (run["seeds"], run["episodes"]) != (recorded.get("seeds"), recorded.get("episodes")):
+        raise SystemExit(
+            f"--replace: planning.json was measured on seeds {recorded.get('seeds')} x {recorded.get('episodes')} "
+            f"episodes, this run on {run['seeds']} x {run['episodes']}; give the same --seeds and --episodes"
+        )
+    new = {label(r["planning"]): r for r in run["results"]}
+    results = [new.pop(label(r["planning"]), r) for r in recorded["results"]] + list(new.values())
+    history = [
+        *recorded.get("replaced", []),
+        {
+            "written_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+            "arguments": arguments,
+            "rows": [label(r["planning"]) for r in run["results"]],
+            "wall_seconds": run["wall_seconds"],
+        },
+    ]
+    return {**recorded, "results": results, "replaced": history}
+
+
 def write(args: argparse.Namespace, run: dict[str, Any], how: str = "") -> None:
     """planning.md from a run's record (``planning.json``)."""
     results, seeds = run["results"], run.get("seeds", list(range(args.seeds)))
+    whole = f"{run['wall_seconds']:.0f} s in all{memo_note(run)}{how}"
+    if run.get("replaced"):
+        whole = f"rows re-measured as said below; the other rows from the full sweep, `python benchmarks/bench_planning.py`, {whole}"
     note = (
-        f" ({run['wall_seconds']:.0f} s in all{memo_note(run)}{how}). The general policy `data/policies/general-v4` with planning "
+        f" ({whole}). The general policy `data/policies/general-v4` with planning "
         f"(plan_k {results[0]['planning']['plan_k']}), every reference cell, seeds {seeds} x "
         f"{run.get('episodes', args.episodes)} episodes "
         "per family (steady, node failure, surge); cells count (size, workload) pairs whose every family meets the "
         "target, groups count (cell, family) pairs; the last column: the same seeds on bench_general's 2 generated "
         "38-node clusters and applications (6 groups, never trained on)"
     )
+    for again in run.get("replaced", []):
+        note += (
+            f". Re-measured on {again['written_utc']} UTC (`python benchmarks/bench_planning.py {again['arguments']}`, "
+            f"{again['wall_seconds']:.0f} s): {'; '.join(again['rows'])}"
+        )
+    if run.get("replaced"):
+        note += ". Rows named in no re-measurement are as the full sweep measured them"
     write_tables(args.out / "planning.md", "bench_planning.py", markdown_blocks(results), note=note)
     print((args.out / "planning.md").read_text())
 
@@ -193,7 +231,15 @@ def main() -> None:
     parser.add_argument("--gate-rules", type=Path, default=ROOT / "data" / "gate" / "default.json")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "planning")
     parser.add_argument("--tables", action="store_true", help="Rewrite planning.md from planning.json; no run.")
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="Measure only the --setting rows and put them in place of the same settings' rows of "
+        "OUT/planning.json (the other rows kept as measured; the table says which rows were re-measured when).",
+    )
     args = parser.parse_args()
+    if args.replace and not args.setting:
+        raise SystemExit("--replace needs the --setting rows to re-measure, e.g. --replace --setting 8/12/1/0.1/1")
     if args.tables:
         write(args, json.loads((args.out / "planning.json").read_text()), ", rewritten from planning.json")
         return
@@ -220,6 +266,8 @@ def main() -> None:
         "episodes": args.episodes,
         "results": results,
     }
+    if args.replace:
+        run = replaced(json.loads((args.out / "planning.json").read_text()), run, " ".join(sys.argv[1:]))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "planning.json").write_text(json.dumps(run, indent=1))
     write(args, run)

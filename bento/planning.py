@@ -5,10 +5,12 @@ moves that gain most on a copy of the simulator whose costs are the *known* ones
 may know: the measured network, or the nominal one), and searches ``horizon`` moves deep from
 them (a beam of ``width`` placements per depth, :func:`ceenv.search.expand`). Each sequence is
 valued at its known latency plus ``margin × step_cost_ms`` per move. Each depth's best sequence
-is then scored (:func:`sequence_scores`): its known gain less ``margin`` step costs and
-``confidence`` standard deviations of that gain per move, the spread coming from networks the
-known one may stand for (relative ``noise``, the measurement noise). The first move of the best
-positive score is the answer, STOP when none is positive. The charge guards against moves whose
+is then weighed (:func:`choose_sequence`): against staying put, its known gain less ``margin``
+step costs and ``confidence`` standard deviations of that gain per move (:func:`sequence_scores`),
+the spread coming from networks the known one may stand for (relative ``noise``, the measurement
+noise); a longer sequence must also beat the best shorter one by the same charge on the difference
+of their ends per extra move. The chosen sequence's first move is the answer, STOP when none beats
+staying put. The charge guards against moves whose
 gain is within the measurement noise, in the application's own scale: a fixed charge per move
 (``margin`` alone, as planning had before) either lets noise through on an application whose
 network dominates or stops early on one whose moves gain a few ms each. Nothing here sees the
@@ -126,10 +128,10 @@ def plan_action(
 
     ``mask`` (the policy's action index) restricts the first move, e.g. to a request's
     ``pod_deployable``; later moves of a sequence are the twin's own valid moves. Each depth's best
-    sequence is scored by :func:`sequence_scores` (its known gain less ``margin`` step costs and
-    ``confidence`` standard deviations of its gain under ``noise`` per move); the best positive
-    score's first move is the answer. Among sequences scored within ``shorter_within`` step costs
-    of the best, the shortest one's first move is the answer. With ``greedy_slack``, no sequence is
+    sequence is weighed by :func:`choose_sequence` (its known gain less ``margin`` step costs and
+    ``confidence`` standard deviations of its gain under ``noise`` per move, against staying put
+    and against the best shorter sequence); the chosen one's first move is the answer. A longer
+    sequence must beat a shorter one worth playing by more than ``shorter_within`` step costs. With ``greedy_slack``, no sequence is
     longer than the moves greedy would make from here on the twin (single moves gaining more than
     a step cost) plus ``greedy_slack``. ``observation`` is the policy's observation of ``sim``
     when the caller has encoded it already (a served request: the one the raw policy would see).
@@ -162,17 +164,56 @@ def plan_action(
     if not best:
         return int(layout.stop_action)
     depths = sorted(best)
-    scores = sequence_scores(twin, [best[d] for d in depths], noise, confidence)
-    top = float(scores.max())
-    if top <= 0.0:
+    chosen = choose_sequence(twin, [best[d] for d in depths], noise, confidence, shorter_within * step_cost_ms)
+    if chosen is None:
         return int(layout.stop_action)
-    # A shorter sequence within shorter_within step costs of the best, but only one worth playing (score > 0).
-    chosen = next(
-        d
-        for d, score in zip(depths, scores, strict=True)
-        if score > 0.0 and score >= top - shorter_within * step_cost_ms
-    )
-    return encode_action(layout, *roots[best[chosen].root])
+    return encode_action(layout, *roots[best[depths[chosen]].root])
+
+
+def choose_sequence(
+    twin: Simulator, sequences: list[PlannedSequence], noise: float, confidence: float, prefer_shorter_ms: float = 0.0
+) -> int | None:
+    """The index of the sequence to play (``sequences`` in ascending moves), or None for STOP.
+
+    A champion–challenger pass: staying put is the first champion; each longer sequence replaces
+    the champion when it is valued lower by more than ``confidence`` standard deviations (under
+    ``noise``) of the difference between their end latencies per extra move (and, against a
+    sequence already worth playing, by more than ``prefer_shorter_ms``). Against staying put that
+    is :func:`sequence_scores`' score > 0. Comparing each sequence with the best one so far, not
+    every one with staying put, keeps the choice consistent from one decision to the next: a plan
+    that parks a pod on a poor node for a move (a swap through a third node) is seen again after
+    that move as the better end, where scoring both against the poor placement charged the longer
+    one for the noise of the parking move's large gain and undid it (7-21 ``aggregator_sequential``,
+    a surge start: a pod moved to and fro until the episode's step limit).
+    """
+    if not sequences:
+        return None
+    values = np.array([twin.latency_ms, *(s.value_ms for s in sequences)])
+    moves = np.array([0, *(s.moves for s in sequences)])
+    sampled = _sampled_latencies(twin, [s.counts for s in sequences], noise, confidence)
+    champion = 0
+    for challenger in range(1, len(values)):
+        spread = 0.0 if sampled is None else float((sampled[:, champion] - sampled[:, challenger]).std())
+        advantage = values[champion] - values[challenger] - (moves[challenger] - moves[champion]) * confidence * spread
+        if advantage > (0.0 if champion == 0 else prefer_shorter_ms):
+            champion = challenger
+    return None if champion == 0 else champion - 1
+
+
+def _sampled_latencies(twin: Simulator, ends: list[FloatArray], noise: float, confidence: float) -> FloatArray | None:
+    """Latency of the twin's placement and of each end placement on :data:`NOISE_SAMPLES` perturbed networks.
+
+    Shape ``(NOISE_SAMPLES, 1 + len(ends))``, column 0 the twin's placement now; None when no charge
+    applies (``noise == 0`` or ``confidence == 0``).
+    """
+    if noise == 0.0 or confidence == 0.0:
+        return None
+    counts = np.stack([twin.counts, *ends])
+    rng = np.random.default_rng(NOISE_SEED)
+    network = twin.costs.network
+    networks = [twin.model.prepare(perturbed_network(network, rng, noise)) for _ in range(NOISE_SAMPLES)]
+    sampled: FloatArray = twin.model.latency_per_network(counts, networks)
+    return sampled
 
 
 def sequence_scores(twin: Simulator, sequences: list[PlannedSequence], noise: float, confidence: float) -> FloatArray:
@@ -188,13 +229,9 @@ def sequence_scores(twin: Simulator, sequences: list[PlannedSequence], noise: fl
     leaves the known gain less the move costs.
     """
     scores: FloatArray = twin.latency_ms - np.array([s.value_ms for s in sequences])
-    if noise == 0.0 or confidence == 0.0:
+    sampled = _sampled_latencies(twin, [s.counts for s in sequences], noise, confidence)
+    if sampled is None:
         return scores
-    counts = np.stack([twin.counts, *(s.counts for s in sequences)])
-    rng = np.random.default_rng(NOISE_SEED)
-    network = twin.costs.network
-    networks = [twin.model.prepare(perturbed_network(network, rng, noise)) for _ in range(NOISE_SAMPLES)]
-    sampled = twin.model.latency_per_network(counts, networks)
     spread = (sampled[:, :1] - sampled[:, 1:]).std(axis=0)
     result: FloatArray = scores - np.array([s.moves for s in sequences]) * confidence * spread
     return result

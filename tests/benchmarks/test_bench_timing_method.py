@@ -141,3 +141,48 @@ def test_sequential_throughput_is_requests_over_the_runs_wall_time_and_the_table
     assert keepalive_row.split(" | ")[5] == f"{keepalive['throughput_rps']:.0f}"
     assert fresh_row.split(" | ")[5] == f"{fresh['throughput_rps']:.0f}"
     assert "| 1000 |" not in keepalive_row + fresh_row
+
+
+def test_planning_only_re_runs_the_planning_rows_and_their_gate_and_keeps_everything_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shipped = _recorded(tmp_path)
+    calls: list[dict[str, Any]] = []
+
+    def fake_evaluate(model: Path, cells: list[Any], seeds: list[int], episodes: int, **kwargs: Any) -> list[Any]:
+        calls.append({"model": model, "cells": cells, "seeds": seeds, "episodes": episodes, **kwargs})
+        if kwargs.get("gate_label"):
+            bench_general.REPORTS.append((kwargs["gate_label"], None))
+        return [f"group of {cell[0].name}" for cell in cells]
+
+    template = shipped["rows"][0]
+
+    def fake_row(group: str, label: str) -> dict[str, Any]:
+        return {**template, "setting": label, "policy_fraction": 0.5}
+
+    gate = [{"scenario": "s", "workload": "w", "policy": "planning", "steady_passed": False, "all_passed": False,
+             "fractions": {}, "failed": ["x"]}]  # fmt: skip
+    monkeypatch.setattr(bench_general, "evaluate_cells", fake_evaluate)
+    monkeypatch.setattr(bench_general, "row", fake_row)
+    monkeypatch.setattr(bench_general, "gate_rows", lambda rules: gate)
+    bench_general.main(["--planning-only", "--out", str(tmp_path)])
+    written = json.loads((tmp_path / "general.json").read_text())
+    planned = [r for r in written["rows"] if r["setting"].startswith("general policy + planning")]
+    kept = [r for r in shipped["rows"] if not r["setting"].startswith("general policy + planning")]
+    assert written["rows"][: len(kept)] == kept, "the raw and REACH rows are kept as recorded"
+    assert len(planned) == 9 + 2 and all(r["policy_fraction"] == 0.5 for r in planned)
+    assert written["timing"] == shipped["timing"], "the decision times are kept as recorded"
+    assert [g for g in written["settings"]["gate"] if g["policy"] == "raw"] == [
+        g for g in shipped["settings"]["gate"] if g["policy"] == "raw"
+    ]
+    assert [g for g in written["settings"]["gate"] if g["policy"] == "planning"] == gate
+    reference, large = calls
+    assert reference["plan_k"] == 4 and reference["plan_horizon"] == 8 and reference["gate_label"] == "planning"
+    assert reference["seeds"] == shipped["settings"]["seeds"] and len(reference["cells"]) == 9
+    assert [c[0].name for c in large["cells"]] == ["large-3000", "large-3001"]  # the recorded clusters
+    summary = (tmp_path / "summary.md").read_text()
+    assert "planning rows and their gate verdicts re-run on" in summary.splitlines()[0]
+    assert "--planning-only" in summary.splitlines()[0]
+    with pytest.raises(SystemExit):
+        bench_general.parse_args(["--planning-only", "--model", "elsewhere"])
+    assert "--planning-only takes the model" in capsys.readouterr().err
