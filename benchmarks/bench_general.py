@@ -458,6 +458,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     again = "--timing-only" if args.timing_only else "--planning-only" if args.planning_only else None
     if again is not None and args.model is not None:
         parser.error(f"{again} takes the model (and every setting) from OUT/general.json's recorded command")
+    recorded = ("reach_model", "seeds", "episodes", "large", "plan_k", "horizon", "plan_width", "plan_margin",
+                "plan_noise", "plan_confidence", "gate_rules")  # fmt: skip
+    changed = [name for name in recorded if getattr(args, name) != parser.get_default(name)]
+    if again is not None and changed:
+        options = ", ".join("--" + name.replace("_", "-") for name in changed)
+        parser.error(f"{again} takes {options} from OUT/general.json's recorded command; leave them out")
     if args.model is None and not (args.tables or again):
         parser.error(
             "--model is required (e.g. --model data/policies/general-v4), unless --tables, --timing-only or "
@@ -566,7 +572,9 @@ def refresh_planning(args: argparse.Namespace, argv: Sequence[str]) -> None:
         for g in evaluate_cells(model, large, seeds, episodes, **planning)
     ]
     recorded["rows"] = [r for r in recorded["rows"] if not r["setting"].startswith("general policy + planning")] + rows
-    settings["gate"] = [g for g in settings["gate"] if g["policy"] != "planning"] + gate_rows(args.gate_rules)
+    rules = Path(settings["gate_rules"])  # the rules the recorded raw verdicts were judged by
+    rules = rules if rules.is_absolute() else ROOT / rules
+    settings["gate"] = [g for g in settings["gate"] if g["policy"] != "planning"] + gate_rows(rules)
     settings["planning_rows"] = {
         "written_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "command": "python benchmarks/bench_general.py " + " ".join(shlex.quote(a) for a in argv),

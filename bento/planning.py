@@ -45,7 +45,7 @@ DEFAULT_NOISE = DEFAULTS.plan_noise
 DEFAULT_CONFIDENCE = DEFAULTS.plan_confidence
 NOISE_SAMPLES = 16  # networks drawn to estimate a sequence's gain spread (more: steadier, slower)
 NOISE_SEED = 0
-DEFAULT_SHORTER_WITHIN = 0.0  # step costs: prefer a shorter sequence valued this close to the best
+DEFAULT_SHORTER_WITHIN = 0.0  # step costs a longer sequence must beat the best shorter one by (choose_sequence)
 DEFAULT_GREEDY_SLACK: int | None = None  # None: the horizon alone bounds a sequence's length
 _EPSILON_MS = 1e-9
 
@@ -101,7 +101,7 @@ def _root_moves(
 
 @dataclass(frozen=True)
 class PlannedSequence:
-    """One depth's best sequence in the beam: what :func:`sequence_scores` scores."""
+    """One depth's best sequence in the beam: what :func:`choose_sequence` weighs."""
 
     value_ms: float  # latency at the end plus the move cost per move, on the twin
     root: int  # index of its first move in the roots
@@ -130,10 +130,10 @@ def plan_action(
     ``pod_deployable``; later moves of a sequence are the twin's own valid moves. Each depth's best
     sequence is weighed by :func:`choose_sequence` (its known gain less ``margin`` step costs and
     ``confidence`` standard deviations of its gain under ``noise`` per move, against staying put
-    and against the best shorter sequence); the chosen one's first move is the answer. A longer
-    sequence must beat a shorter one worth playing by more than ``shorter_within`` step costs. With ``greedy_slack``, no sequence is
-    longer than the moves greedy would make from here on the twin (single moves gaining more than
-    a step cost) plus ``greedy_slack``. ``observation`` is the policy's observation of ``sim``
+    and against the best shorter sequence so far); the chosen one's first move is the answer. A
+    longer sequence must beat the best shorter one so far by more than ``shorter_within`` step
+    costs. With ``greedy_slack``, no sequence is longer than the moves greedy would make from here
+    on the twin (single moves gaining more than a step cost) plus ``greedy_slack``. ``observation`` is the policy's observation of ``sim``
     when the caller has encoded it already (a served request: the one the raw policy would see).
     """
     if (
@@ -175,27 +175,35 @@ def choose_sequence(
 ) -> int | None:
     """The index of the sequence to play (``sequences`` in ascending moves), or None for STOP.
 
-    A champion–challenger pass: staying put is the first champion; each longer sequence replaces
-    the champion when it is valued lower by more than ``confidence`` standard deviations (under
-    ``noise``) of the difference between their end latencies per extra move (and, against a
-    sequence already worth playing, by more than ``prefer_shorter_ms``). Against staying put that
-    is :func:`sequence_scores`' score > 0. Comparing each sequence with the best one so far, not
-    every one with staying put, keeps the choice consistent from one decision to the next: a plan
-    that parks a pod on a poor node for a move (a swap through a third node) is seen again after
-    that move as the better end, where scoring both against the poor placement charged the longer
-    one for the noise of the parking move's large gain and undid it (7-21 ``aggregator_sequential``,
-    a surge start: a pod moved to and fro until the episode's step limit).
+    A champion–challenger pass: staying put is the first champion. A sequence worth playing at all
+    (against staying put: valued lower by more than ``confidence`` standard deviations, under
+    ``noise``, of its gain per move; :func:`sequence_scores`' score > 0) replaces the champion when
+    it is also valued lower than the champion by more than ``confidence`` standard deviations of the
+    difference between their end latencies per extra move, plus ``prefer_shorter_ms`` when the
+    champion is a sequence (so a longer one must beat the best shorter one so far by that much).
+    Comparing each sequence with the best one so far, not only with staying put, keeps the choice
+    consistent from one decision to the next: a plan that parks a pod on a poor node for a move (a
+    swap through a third node) is seen again after that move as the better end, where scoring both
+    against the poor placement charged the longer one for the noise of the parking move's large gain
+    and undid it (7-21 ``aggregator_sequential``, a surge start: a pod moved to and fro until the
+    episode's step limit).
     """
     if not sequences:
         return None
     values = np.array([twin.latency_ms, *(s.value_ms for s in sequences)])
     moves = np.array([0, *(s.moves for s in sequences)])
     sampled = _sampled_latencies(twin, [s.counts for s in sequences], noise, confidence)
+
+    def advantage(champion: int, challenger: int) -> float:
+        spread = 0.0 if sampled is None else float((sampled[:, champion] - sampled[:, challenger]).std())
+        extra = moves[challenger] - moves[champion]
+        return float(values[champion] - values[challenger] - extra * confidence * spread)
+
     champion = 0
     for challenger in range(1, len(values)):
-        spread = 0.0 if sampled is None else float((sampled[:, champion] - sampled[:, challenger]).std())
-        advantage = values[champion] - values[challenger] - (moves[challenger] - moves[champion]) * confidence * spread
-        if advantage > (0.0 if champion == 0 else prefer_shorter_ms):
+        if advantage(0, challenger) <= 0.0:
+            continue  # not worth playing: within its noise charge of staying put
+        if champion == 0 or advantage(champion, challenger) > prefer_shorter_ms:
             champion = challenger
     return None if champion == 0 else champion - 1
 

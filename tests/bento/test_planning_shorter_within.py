@@ -1,11 +1,12 @@
-"""``shorter_within`` prefers a shorter sequence near the best one's score, but never one not worth playing
-(review s16: a depth scored ≤ 0 within ``shorter_within`` step costs of the best used to be chosen), and
-:func:`bento.planning.choose_sequence` compares each sequence with the best one before it."""
+"""How planning chooses among each depth's best sequence (:func:`bento.planning.choose_sequence`): never one
+not worth playing against staying put (review s16: a depth scored ≤ 0 used to be chosen), and a longer one
+only when it beats the best shorter one so far (by ``shorter_within`` step costs more, when set)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 import bento.planning as planning
@@ -52,6 +53,42 @@ def test_a_longer_sequence_is_chosen_only_when_it_beats_the_best_shorter_one() -
     assert planning.choose_sequence(twin, sequences(10.0, 9.0, 12.0), 0.0, 0.0) == 2
     assert planning.choose_sequence(twin, sequences(10.0, 9.0, 12.0), 0.0, 0.0, prefer_shorter_ms=5.0) == 0
     assert planning.choose_sequence(twin, sequences(-1.0, 0.0), 0.0, 0.0) is None, "no sequence beats staying put"
+    # 1 / 1.8 / 2.6 ms with 1 ms asked: depth 3 beats the champion (depth 1) by 1.6, so it is played.
+    assert planning.choose_sequence(twin, sequences(1.0, 1.8, 2.6), 0.0, 0.0, prefer_shorter_ms=1.0) == 2
+
+
+def test_a_sequence_that_does_not_beat_staying_put_is_never_played_even_when_it_beats_the_champion() -> None:
+    env = _env("13-29", "chain")
+    env.reset(seed=5)
+    twin = planning._twin(env.simulator)
+    first_end = twin.copy()
+    first_end.move(*twin.distinct_moves()[0])
+    # Depth 2 extends depth 1 by the move whose end differs least from depth 1's under noise.
+    candidates = []
+    for move in first_end.distinct_moves():
+        end = first_end.copy()
+        end.move(*move)
+        candidates.append(end.counts.copy())
+    sampled = planning._sampled_latencies(twin, [first_end.counts, *candidates], 0.1, 1.0)
+    assert sampled is not None
+    closest = 2 + int(np.argmin((sampled[:, 1:2] - sampled[:, 2:]).std(axis=0)))
+    ends = [first_end.counts.copy(), [first_end.counts, *candidates][closest - 1]]
+    # Depth 1 gains 5 ms clear of its charge; depth 2 is valued 3 ms lower still but charged (against staying
+    # put) more than its whole gain: the pairwise test alone would play it.
+    first = planning.PlannedSequence(twin.latency_ms - 5.0, 0, 1, ends[0])
+    second = planning.PlannedSequence(twin.latency_ms - 8.0, 1, 2, ends[1])
+    sampled = planning._sampled_latencies(twin, [first.counts, second.counts], 0.1, 1.0)
+    assert sampled is not None
+    spread_first = float((sampled[:, 0] - sampled[:, 1]).std())
+    spread_second = float((sampled[:, 0] - sampled[:, 2]).std())
+    confidence = 7.9 / (2 * spread_second)  # depth 2's score against staying put: 8 - 2 x 3.95 > 0 ...
+    assert 5.0 - confidence * spread_first > 0, "depth 1 must stay worth playing for the check to mean anything"
+    assert planning.choose_sequence(twin, [first, second], 0.1, confidence) in (0, 1)
+    confidence = 8.1 / (2 * spread_second)  # ... and now < 0: never played, whatever it does against depth 1
+    spread_pair = float((sampled[:, 1] - sampled[:, 2]).std())
+    assert 3.0 - confidence * spread_pair > 0, "depth 2 must beat depth 1 pairwise for the check to mean anything"
+    expected = 0 if 5.0 - confidence * spread_first > 0 else None
+    assert planning.choose_sequence(twin, [first, second], 0.1, confidence) == expected
 
 
 def test_planning_finishes_a_swap_through_a_third_node_instead_of_undoing_it(general: Any) -> None:  # noqa: F811
