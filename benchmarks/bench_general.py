@@ -535,6 +535,30 @@ def refresh_timing(args: argparse.Namespace, argv: Sequence[str]) -> None:
     write_tables(args.out)
 
 
+PLANNING_LABEL = "general policy + planning"  # how every planning row's setting begins
+
+
+def planning_rows(
+    model: Path,
+    args: argparse.Namespace,
+    reference: list[tuple[Path, Path]],
+    large: list[tuple[Path, Path]],
+    seeds: list[int],
+    episodes: int,
+) -> list[dict[str, Any]]:
+    """The planning rows (``args``' planning) on the reference cells (kept for the gate section) and ``large``."""
+    planning, what = planning_of(args)
+    rows = [
+        row(g, f"{PLANNING_LABEL} (beam search on the twin: {what})")
+        for g in evaluate_cells(model, reference, seeds, episodes, gate_label="planning", **planning)
+    ]
+    rows += [
+        row(g, f"{PLANNING_LABEL}, generated 38-node clusters")
+        for g in evaluate_cells(model, large, seeds, episodes, **planning)
+    ]
+    return rows
+
+
 def refresh_planning(args: argparse.Namespace, argv: Sequence[str]) -> None:
     """``--planning-only``: re-run the planning rows and gate verdicts of the run in ``args.out/general.json``.
 
@@ -558,20 +582,11 @@ def refresh_planning(args: argparse.Namespace, argv: Sequence[str]) -> None:
         raise SystemExit(f"{path}: its run played no planning (--plan-k 0); re-run the benchmark instead")
     model = Path(settings["model"])
     model = model if model.is_absolute() else ROOT / model
-    planning, what = planning_of(original)
     reference = [reference_files(size, workload) for size in SIZES for workload in WORKLOADS]
     large = recorded_large(args.out, original.large)
     REPORTS.clear()
-    seeds, episodes = settings["seeds"], settings["episodes"]
-    rows = [
-        row(g, f"general policy + planning (beam search on the twin: {what})")
-        for g in evaluate_cells(model, reference, seeds, episodes, gate_label="planning", **planning)
-    ]
-    rows += [
-        row(g, "general policy + planning, generated 38-node clusters")
-        for g in evaluate_cells(model, large, seeds, episodes, **planning)
-    ]
-    recorded["rows"] = [r for r in recorded["rows"] if not r["setting"].startswith("general policy + planning")] + rows
+    rows = planning_rows(model, original, reference, large, settings["seeds"], settings["episodes"])
+    recorded["rows"] = [r for r in recorded["rows"] if not r["setting"].startswith(PLANNING_LABEL)] + rows
     rules = Path(settings["gate_rules"])  # the rules the recorded raw verdicts were judged by
     rules = rules if rules.is_absolute() else ROOT / rules
     settings["gate"] = [g for g in settings["gate"] if g["policy"] != "planning"] + gate_rows(rules)
@@ -643,15 +658,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ]
     timing = measure_timing(args.model, timed_cells(args, large), args.timing_samples, args.timing_warmup)
     if args.plan_k > 0:
-        planning, what = planning_of(args)
-        rows += [
-            row(g, f"general policy + planning (beam search on the twin: {what})")
-            for g in evaluate_cells(args.model, reference, seeds, args.episodes, gate_label="planning", **planning)
-        ]
-        rows += [
-            row(g, "general policy + planning, generated 38-node clusters")
-            for g in evaluate_cells(args.model, large, seeds, args.episodes, **planning)
-        ]
+        rows += planning_rows(args.model, args, reference, large, seeds, args.episodes)
     settings = {
         "written_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "model": str(args.model),
