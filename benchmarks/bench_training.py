@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -262,76 +263,111 @@ def _throughput_config(name: str, overrides: dict[str, Any]) -> tuple[Any, Any]:
     return TrainConfig(**{**base, **overrides}), training_clusters(7)
 
 
+def _setting_config(setting: tuple[Any, ...]) -> tuple[Any, Any]:
+    """The TrainConfig and training clusters of one :data:`THROUGHPUT_SETTINGS` entry."""
+    name, vec_env, n_envs, threads, n_steps, batch_size, grouped = setting
+    overrides = {
+        "vec_env": vec_env,
+        "n_envs": n_envs,
+        "torch_threads": threads,
+        "n_steps": n_steps,
+        "batch_size": batch_size,
+        "group_minibatches": grouped,
+    }
+    return _throughput_config(name, overrides)
+
+
+def _measure_throughput(setting: tuple[Any, ...], steps: int) -> float:
+    """Env steps per second of one throughput setting: 4 096 warm-up steps, then ``steps`` timed ones."""
+    import torch
+
+    from flows.training.envs import make_vec_env
+    from flows.training.trainer import build_model
+
+    config, clusters = _setting_config(setting)
+    torch.set_num_threads(config.torch_threads)
+    scenario = ROOT / "data" / "scenarios" / "13-29"
+    workload = ROOT / "data" / "workloads" / "aggregator_sequential_call_patterns.json"
+    venv = make_vec_env(scenario, workload, config, clusters)
+    model = build_model(config, venv, None)
+    model.learn(4096)
+    began = time.perf_counter()
+    model.learn(steps, reset_num_timesteps=False)
+    rate = steps / (time.perf_counter() - began)
+    venv.close()
+    return rate
+
+
+def throughput_rows(rates: list[list[float]]) -> list[dict[str, Any]]:
+    """One row per setting of :data:`THROUGHPUT_SETTINGS` from its rates over the rounds (median, min, max)."""
+    rows = []
+    for setting, measured in zip(THROUGHPUT_SETTINGS, rates, strict=True):
+        config, _ = _setting_config(setting)
+        rows.append(
+            {
+                "config": setting[0],
+                "policy": config.policy,
+                "observation_version": config.observation_version,
+                "n_epochs": config.n_epochs,
+                "vec_env": config.vec_env,
+                "n_envs": config.n_envs,
+                "torch_threads": config.torch_threads,
+                "n_steps": config.n_steps,
+                "batch_size": config.batch_size,
+                "group_minibatches": config.group_minibatches,
+                "steps_per_second": round(statistics.median(measured)),
+                "rounds": [round(r) for r in measured],
+            }
+        )
+    return rows
+
+
+def throughput_markdown(rows: list[dict[str, Any]], steps: int, rounds: int, when: str) -> str:
+    """``throughput.md``: the settings and their median steps/s over the rounds, with the range."""
+    lines = [
+        f"Training throughput, MaskablePPO with PPO updates included ({steps} measured steps after "
+        "4096 warm-up, 2 cores): `fast` = 13-29 aggregator_sequential, observation 3, gain-biased network; "
+        "`general` = `data/train/general.json` across its 16 training clusters (observation 4, pod_node network, "
+        f"measured conditions). Median of {rounds} round{'s' if rounds > 1 else ''} (every setting once per round, "
+        "in table order; the range is the slowest and fastest round: this shared machine's speed drifts). "
+        f"Measured by `python benchmarks/bench_training.py --throughput --rounds {rounds}` on {when}.",
+        "",
+        "| config | policy | obs | epochs | vec env | envs | torch threads | n_steps per env | batch size | "
+        "minibatches grouped by size | env steps/s | range |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['config']} | {r['policy']} | v{r['observation_version']} | {r['n_epochs']} | {r['vec_env']} | "
+        f"{r['n_envs']} | {r['torch_threads']} | {r['n_steps']} | {r['batch_size']} | "
+        f"{'yes' if r.get('group_minibatches') else 'no'} | {r['steps_per_second']:,} | "
+        f"{min(r['rounds']):,}–{max(r['rounds']):,} |"
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def run_throughput(args: argparse.Namespace) -> None:
     """Env steps per second of MaskablePPO training, PPO updates included, per config, vec env and batch setting.
 
     Each setting trains 4 096 warm-up steps, then measures ``--throughput-steps`` more: ``fast`` on
     13-29 ``aggregator_sequential`` (observation 3, gain-biased policy, 10 epochs per rollout),
     ``general`` with ``data/train/general.json`` across its 16 clusters (observation 4, pod_node,
-    4 epochs); writes ``throughput.json`` and ``throughput.md`` under ``--out``.
+    4 epochs). ``--rounds`` measures every setting that many times, round after round, and reports
+    the median; writes ``throughput.json`` and ``throughput.md`` under ``--out``.
     """
-    import torch
-
-    from flows.training.envs import make_vec_env
-    from flows.training.trainer import build_model
-
-    scenario = ROOT / "data" / "scenarios" / "13-29"
-    workload = ROOT / "data" / "workloads" / "aggregator_sequential_call_patterns.json"
-    rows = []
-    for name, vec_env, n_envs, threads, n_steps, batch_size, grouped in THROUGHPUT_SETTINGS:
-        torch.set_num_threads(threads)
-        overrides = {
-            "vec_env": vec_env,
-            "n_envs": n_envs,
-            "torch_threads": threads,
-            "n_steps": n_steps,
-            "batch_size": batch_size,
-            "group_minibatches": grouped,
-        }
-        config, clusters = _throughput_config(name, overrides)
-        venv = make_vec_env(scenario, workload, config, clusters)
-        model = build_model(config, venv, None)
-        model.learn(4096)
-        began = time.perf_counter()
-        model.learn(args.throughput_steps, reset_num_timesteps=False)
-        rows.append(
-            {
-                "config": name,
-                "policy": config.policy,
-                "observation_version": config.observation_version,
-                "n_epochs": config.n_epochs,
-                "vec_env": vec_env,
-                "n_envs": n_envs,
-                "torch_threads": threads,
-                "n_steps": n_steps,
-                "batch_size": batch_size,
-                "group_minibatches": grouped,
-                "steps_per_second": round(args.throughput_steps / (time.perf_counter() - began)),
-            }
-        )
-        venv.close()
-        print(rows[-1], flush=True)
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds must be at least 1, not {args.rounds}")
+    rates: list[list[float]] = [[] for _ in THROUGHPUT_SETTINGS]
+    for round_index in range(args.rounds):
+        for k, setting in enumerate(THROUGHPUT_SETTINGS):
+            rates[k].append(_measure_throughput(setting, args.throughput_steps))
+            print(f"round {round_index + 1}/{args.rounds}: {setting}: {rates[k][-1]:,.0f} steps/s", flush=True)
+    rows = throughput_rows(rates)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.json").write_text(json.dumps(rows, indent=1))
-    lines = [
-        f"Training throughput, MaskablePPO with PPO updates included ({args.throughput_steps} measured steps after "
-        "4096 warm-up, 2 cores): `fast` = 13-29 aggregator_sequential, observation 3, gain-biased network; "
-        "`general` = `data/train/general.json` across its 16 training clusters (observation 4, pod_node network, "
-        "measured conditions). Measured by `python benchmarks/bench_training.py --throughput` on "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-        "",
-        "| config | policy | obs | epochs | vec env | envs | torch threads | n_steps per env | batch size | "
-        "minibatches grouped by size | env steps/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['config']} | {r['policy']} | v{r['observation_version']} | {r['n_epochs']} | {r['vec_env']} | "
-        f"{r['n_envs']} | {r['torch_threads']} | {r['n_steps']} | {r['batch_size']} | "
-        f"{'yes' if r.get('group_minibatches') else 'no'} | {r['steps_per_second']:,} |"
-        for r in rows
-    ]
-    (out / "throughput.md").write_text("\n".join(lines) + "\n")
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    (out / "throughput.md").write_text(throughput_markdown(rows, args.throughput_steps, args.rounds, when))
 
 
 def main() -> None:
@@ -346,6 +382,12 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20, help="Evaluation episodes per seed and family.")
     parser.add_argument("--throughput", action="store_true", help="Only measure training throughput.")
     parser.add_argument("--throughput-steps", type=int, default=16384, help="Measured steps per throughput setting.")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="Throughput: measure every setting this many times; the table shows the median.",
+    )
     parser.add_argument(
         "--tables", action="store_true", help="Only rewrite curve.md and bench.md from OUT's files of an earlier run."
     )

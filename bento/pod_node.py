@@ -6,7 +6,9 @@ of nodes or pods. It reads the three padded blocks of observation version 4
 embeddings; a DeepSets context (masked mean and max over the present nodes and pods) summarises
 the cluster; every (node, slot) pair is scored by one shared MLP on
 ``[node embedding, pod embedding, pair features, context]`` (the first layer is split per input,
-so the N x P x H hidden tensor is one broadcast sum). As in :mod:`bento.network`, each move's logit
+so a pair's hidden row is a sum of rows of per-node, per-pod and per-pair projections). Only the
+pairs that are moves (pair feature 1, the env's move mask) are scored, packed into one row each;
+the other pairs' logits are :data:`MASKED_LOGIT`. As in :mod:`bento.network`, each move's logit
 starts from ``gain_scale * gain`` (the pair's latency gain under the known costs) and STOP's from a
 learned threshold (``stop_logit`` against a learned ``move_bias``), with the learned parts
 initialised near zero: the untrained policy is a soft greedy that stops when no move saves more
@@ -32,6 +34,7 @@ from sb3_contrib.common.maskable.distributions import (
 )
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from torch import nn
+from torch.distributions import Distribution
 
 from ceenv.layout import NODE_FEATURES, PAIR_FEATURES, SLOT_FEATURES
 
@@ -43,6 +46,9 @@ INITIAL_GAIN_SCALE = 2000.0
 INITIAL_MOVE_BIAS = -5.0
 INITIAL_STOP_LOGIT = 5.0
 DEFAULT_HIDDEN = 32
+# The logit of a pair that is not a move (the observation's "fits" flag is 0): never sampled, even
+# unmasked. MaskableCategorical gives masked actions the same value.
+MASKED_LOGIT = -1e8
 
 
 def _mlp(inputs: int, hidden: int) -> nn.Sequential:
@@ -65,20 +71,24 @@ def _pool(rows: th.Tensor, present: th.Tensor) -> th.Tensor:
     return th.cat([mean, top], dim=-1)
 
 
+def _pool_pairs(hidden: th.Tensor, sample: th.Tensor, batch: int) -> th.Tensor:
+    """Mean and max of the packed pair rows ``(K, H)`` per observation (``sample``: each row's) → ``(batch, 2H)``.
+
+    The pair rows are ReLU outputs (never negative), so a max that starts from 0 is the max over
+    the observation's rows; an observation with no row gets -1, as :func:`_pool` gives.
+    """
+    count = th.bincount(sample, minlength=batch).unsqueeze(-1).to(hidden.dtype)
+    mean = hidden.new_zeros(batch, hidden.shape[1]).index_add(0, sample, hidden) / count.clamp(min=1.0)
+    top = hidden.new_zeros(batch, hidden.shape[1]).scatter_reduce(
+        0, sample.unsqueeze(-1).expand_as(hidden), hidden, "amax", include_self=True
+    )
+    return th.cat([mean, th.where(count > 0, top, -1.0)], dim=-1)
+
+
 def _used(present: th.Tensor) -> int:
     """1 + the last row index present in any observation of the batch ``(B, R)`` (at least 1)."""
     rows = present.amax(0).nonzero()
     return int(rows.max().item()) + 1 if rows.numel() else 1
-
-
-def _present_first(present: th.Tensor) -> th.Tensor:
-    """Row indices ``(B, W)`` that list each observation's present rows first, in order; W = the most present.
-
-    An empty slot has no moves and is masked out of every pooling, so computing on the present
-    slots alone gives the same logits on every valid move and the same value.
-    """
-    width = max(int((present > 0).sum(1).max().item()), 1) if present.numel() else 1
-    return th.argsort((present > 0).to(th.uint8), dim=1, descending=True, stable=True)[:, :width]
 
 
 class PodNodeNet(nn.Module):
@@ -121,35 +131,60 @@ class PodNodeNet(nn.Module):
 
     def forward(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         nodes, slots, pairs = self.split(obs.float())
-        # Padding node rows come last: compute on the nodes some observation of the batch uses (a
-        # 13-node cluster costs 13/40 of the node axis) and on the present slots only, gathered to
-        # the front (a 19-37 state holds about 21 pods in 37 slots), then scatter and pad the
-        # logits back (the rest is masked anyway).
-        used_nodes, order = _used(nodes[..., 0]), _present_first(slots[..., 0])
-        batch, width = order.shape
-        nodes = nodes[:, :used_nodes]
-        slots = slots.gather(1, order[..., None].expand(batch, width, slots.shape[-1]))
-        pairs = pairs[:, :used_nodes].gather(
-            2, order[:, None, :, None].expand(batch, used_nodes, width, pairs.shape[-1])
-        )
-        node_present, slot_present = nodes[..., 0], slots[..., 0]
+        batch = nodes.shape[0]
+        # Only the pairs that are moves (pair feature 1, "it fits": the env's move mask) are scored:
+        # they are packed into K rows (a 13-29 state has about 100 moves among 13 x 29 pairs, and a
+        # batch padded to its largest cluster several times more), the logits of the other pairs are
+        # MASKED_LOGIT (masked anyway), and the value pools over the moves alone, as before. Node
+        # and slot rows past the last one some observation of the batch uses are left out.
+        used_nodes, used_slots = _used(nodes[..., 0]), _used(slots[..., 0])
+        nodes, slots = nodes[:, :used_nodes], slots[:, :used_slots]
+        pairs = pairs[:, :used_nodes, :used_slots]
+        sample, node, slot = (pairs[..., 1] > 0).nonzero(as_tuple=True)
+        features = pairs[sample, node, slot]  # (K, PAIR_FEATURES)
         node_emb, pod_emb = self.node_net(nodes), self.pod_net(slots)
-        context = th.cat([_pool(node_emb, node_present), _pool(pod_emb, slot_present)], dim=-1)  # (B, 4H)
-        # The context enters through the node term (B, N, H) before it is broadcast to the pairs.
-        node_term = self.pair_node(node_emb) + self.pair_context(context).unsqueeze(1)
-        # Summed in place into the one (B, N, P, H) tensor the pair features' projection allocates.
-        hidden = self.pair_feat(pairs)
-        hidden += node_term.unsqueeze(2)
-        hidden += self.pair_pod(pod_emb).unsqueeze(1)
+        context = th.cat([_pool(node_emb, nodes[..., 0]), _pool(pod_emb, slots[..., 0])], dim=-1)  # (B, 4H)
+        # The context enters through the node term (B, N, H) before the pairs pick their rows.
+        node_term = (self.pair_node(node_emb) + self.pair_context(context).unsqueeze(1)).flatten(0, 1)
+        pod_term = self.pair_pod(pod_emb).flatten(0, 1)
+        hidden = self.pair_feat(features)  # summed in place into the one (K, H) tensor
+        hidden += node_term.index_select(0, sample * used_nodes + node)
+        hidden += pod_term.index_select(0, sample * used_slots + slot)
         hidden = hidden.relu_()
-        valid = pairs[..., 1].flatten(1)
-        flat_hidden = hidden.flatten(1, 2)
-        summary = th.cat([context, _pool(flat_hidden, valid)], dim=-1)
-        used = self.pair_out(hidden).squeeze(-1) + self.log_gain_scale.exp() * pairs[..., 0] + self.move_bias
-        logits = used.new_zeros(batch, used_nodes, self.max_slots).scatter(2, order[:, None].expand_as(used), used)
-        move_logits = nn.functional.pad(logits, (0, 0, 0, self.max_nodes - used_nodes))
+        summary = th.cat([context, _pool_pairs(hidden, sample, batch)], dim=-1)
+        moves = self.pair_out(hidden).squeeze(-1) + self.log_gain_scale.exp() * features[:, 0] + self.move_bias
+        logits = moves.new_full((batch, self.max_nodes * self.max_slots), MASKED_LOGIT)
+        logits = logits.index_put((sample, node * self.max_slots + slot), moves)
         stop = self.stop_logit + self.stop_net(summary)
-        return th.cat([move_logits.flatten(1), stop], dim=-1), self.value_net(summary)
+        return th.cat([logits, stop], dim=-1), self.value_net(summary)
+
+
+class MovesCategorical(MaskableCategorical):
+    """``MaskableCategorical(logits=logits, masks=masks)`` computed without exponentiating a masked logit.
+
+    The same normalised logits on the allowed actions (masked ones: -1e8), the same probabilities
+    (masked ones: exactly 0), log-probs, entropy and gradients. MaskableCategorical normalises the
+    logits twice and computes the probabilities, each time taking ``exp`` of every entry, and
+    ``exp`` of a value under about -88 (a masked logit, whose result underflows) takes 10 to 15
+    times as long on this machine's CPU as of an ordinary one; most of a padded pod×node action
+    range is masked. Here the masked entries are exponentiated as 0 and then dropped.
+    """
+
+    def __init__(self, logits: th.Tensor, masks: Any) -> None:
+        # Categorical's own __init__ would normalise every entry; the attributes it sets are set here.
+        masks = th.as_tensor(masks, dtype=th.bool, device=logits.device).reshape(logits.shape)
+        top = th.where(masks, logits, -th.inf).amax(-1, keepdim=True).detach()
+        shifted = th.where(masks, logits - top, 0.0)
+        weights = th.where(masks, shifted.exp(), 0.0)
+        total = weights.sum(-1, keepdim=True)
+        normalised = th.where(masks, shifted - total.log(), MASKED_LOGIT)
+        self.masks = masks
+        self._original_logits = logits
+        self.logits = normalised
+        self.probs = weights / total
+        self._param = normalised
+        self._num_events = normalised.shape[-1]
+        Distribution.__init__(self, normalised.shape[:-1], validate_args=False)
 
 
 class PodNodePolicy(MaskableActorCriticPolicy):
@@ -193,7 +228,10 @@ class PodNodePolicy(MaskableActorCriticPolicy):
         # One masked Categorical built directly: proba_distribution() then apply_masking() normalise the
         # 3,201 logits three times and validate them each time (14 % of a training run's time).
         distribution = cast(MaskableCategoricalDistribution, self.action_dist)
-        distribution.distribution = MaskableCategorical(logits=logits, masks=action_masks, validate_args=False)
+        if action_masks is None:
+            distribution.distribution = MaskableCategorical(logits=logits, validate_args=False)
+        else:
+            distribution.distribution = MovesCategorical(logits, action_masks)
         return distribution
 
     def _cropped(self, logits: th.Tensor, action_masks: Any) -> tuple[MaskableDistribution, int]:

@@ -12,7 +12,6 @@ the way the bento decides with those arguments, so the gate judges what serves. 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -170,34 +169,26 @@ def evaluate_unit(unit: EvalUnit, policy: Any = None) -> list[EpisodeRecord]:
     return records
 
 
-_THREADS_LOCK = threading.Lock()
-_threads_state = {"units": 0, "before": 0}  # units deciding now, and torch's thread count before the first
-
-
 @contextmanager
 def _one_torch_thread(active: bool) -> Iterator[None]:
     """Decide on one torch thread, as the service does (``torch_threads`` 1), so "decision ms" means what serves.
 
-    The thread count is process-wide and units may run concurrently (Prefect's thread pool): the
-    first unit in sets it, the last one out restores what it was.
+    Units may run concurrently (Prefect's thread pool). torch's OpenMP backend (the CPU wheel this
+    project pins) keeps the thread count per OS thread, so each unit sets it in its own thread and
+    puts that thread's count back when it is done; a count set by the first unit alone did not reach
+    pool threads that had already run torch code.
     """
     if not active:
         yield
         return
     import torch
 
-    with _THREADS_LOCK:
-        if _threads_state["units"] == 0:
-            _threads_state["before"] = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _threads_state["units"] += 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         yield
     finally:
-        with _THREADS_LOCK:
-            _threads_state["units"] -= 1
-            if _threads_state["units"] == 0:
-                torch.set_num_threads(_threads_state["before"])
+        torch.set_num_threads(before)
 
 
 def _decider(unit: EvalUnit, policy: Any, env: CloudEdgeEnv) -> Decide:

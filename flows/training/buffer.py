@@ -90,3 +90,20 @@ class SizeGroupedRolloutBuffer(MaskableRolloutBuffer):
         total = self.buffer_size * self.n_envs
         for indices in order_minibatches(self.sizes, total if batch_size is None else batch_size):
             yield self._get_samples(indices)
+
+    def _get_samples(self, batch_inds: np.ndarray, env: Any = None) -> MaskableRolloutBufferSamples:  # type: ignore[override]
+        """The minibatch ``batch_inds`` as tensors that share the memory of the arrays indexing made.
+
+        Indexing with an index array copies already; SB3's ``to_torch`` copied each array again
+        (a minibatch of 256 version-4 observations is about 17 MB).
+        """
+        data = (
+            self.observations[batch_inds],
+            self.actions[batch_inds],
+            self.values[batch_inds].flatten(),
+            self.log_probs[batch_inds].flatten(),
+            self.advantages[batch_inds].flatten(),
+            self.returns[batch_inds].flatten(),
+            self.action_masks[batch_inds].reshape(-1, self.mask_dims),
+        )
+        return MaskableRolloutBufferSamples(*(self.to_torch(array, copy=False) for array in data))

@@ -37,3 +37,18 @@ def test_greedys_level_is_its_fraction_of_the_best_known_reduction_on_the_valida
     assert len(states) == 3
     assert np.isclose(level, fraction_of_best_known(sum(gained), sum(max(b, 0.0) for b in best_ms)))
     assert 0.0 < level <= 1.0 + 1e-9
+
+
+def test_the_throughput_table_shows_each_settings_median_over_the_rounds_and_their_range() -> None:
+    """The machine's speed drifts; one round per setting made the table's comparisons read noise as speed-ups."""
+    from bench_training import THROUGHPUT_SETTINGS, throughput_markdown, throughput_rows
+
+    rates = [[900.0 + k, 1300.0 + k, 1100.0 + k] for k in range(len(THROUGHPUT_SETTINGS))]
+    rows = throughput_rows(rates)
+    assert [r["steps_per_second"] for r in rows] == [1100 + k for k in range(len(rows))]
+    assert rows[0]["rounds"] == [900, 1300, 1100] and rows[-1]["n_envs"] == THROUGHPUT_SETTINGS[-1][2]
+    general = [r for r in rows if r["config"] == "general"]
+    assert general and all(r["policy"] == "pod_node" and r["observation_version"] == 4 for r in general)
+    table = throughput_markdown(rows, 16384, 3, "today").splitlines()
+    assert "Median of 3 rounds" in table[0] and "--rounds 3" in table[0]
+    assert table[5].endswith("| 1,101 | 901–1,301 |"), table[5]

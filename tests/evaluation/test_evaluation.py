@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -258,9 +259,15 @@ def test_policies_decide_on_one_torch_thread_and_the_count_is_restored_after_con
     from flows.evaluation import evaluate_unit
 
     seen: list[int] = []
+    together = threading.Barrier(4, timeout=60)  # all four units are deciding at once
 
     class Recording(FirstValidMove):
+        waited = False
+
         def decide(self, obs: np.ndarray, mask: np.ndarray) -> int:
+            if not self.waited:  # one instance per unit: each unit's first decision waits for the others
+                self.waited = True
+                together.wait()
             seen.append(torch.get_num_threads())
             return super().decide(obs, mask)
 
@@ -269,6 +276,9 @@ def test_policies_decide_on_one_torch_thread_and_the_count_is_restored_after_con
     try:
         units = plan_units(scenario_dir("7-21"), [workload_file("chain")], ["steady"], [0, 1, 2, 3], 1, None)
         with ThreadPoolExecutor(max_workers=4) as pool:
+            # The pool's threads have run torch code before (torch's OpenMP backend then keeps a
+            # thread count per thread): a count set in one thread alone does not reach the others.
+            list(pool.map(lambda _: torch.get_num_threads(), range(16)))
             list(pool.map(lambda unit: evaluate_unit(unit, Recording()), units))
         assert seen and set(seen) == {1}
         assert torch.get_num_threads() == 2

@@ -251,3 +251,34 @@ def test_training_uses_the_same_distribution_over_a_cropped_action_range() -> No
         assert torch.allclose(evaluated, full.log_prob(actions), atol=1e-5)
         assert torch.allclose(stop_log_prob, full.log_prob(stop), atol=1e-5)
         assert torch.allclose(entropy, full.entropy(), atol=1e-5)
+
+
+def test_moves_categorical_is_maskable_categorical_without_exponentiating_masked_logits() -> None:
+    """Same log-probs, entropy, probabilities (masked: exactly 0), modes and gradients as sb3-contrib's class."""
+    from sb3_contrib.common.maskable.distributions import MaskableCategorical
+
+    from bento.pod_node import MASKED_LOGIT, MovesCategorical
+
+    generator = torch.Generator().manual_seed(7)
+    raw = torch.randn(6, 300, generator=generator) * 4.0
+    raw[:, ::3] = MASKED_LOGIT  # as the network fills pairs that are not moves
+    masks = torch.rand(6, 300, generator=generator) < 0.3
+    masks[:, -1] = True  # STOP
+    masks[0] = False
+    masks[0, -1] = True  # a state with STOP alone
+    masks[1, ::3] = True  # a mask that allows some MASKED_LOGIT entries: they get (almost) no probability
+    actions = torch.stack([torch.multinomial(m.float(), 1)[0] for m in masks])
+    results = []
+    for build in (lambda x: MaskableCategorical(logits=x, masks=masks), lambda x: MovesCategorical(x, masks)):
+        logits = raw.clone().requires_grad_(True)
+        distribution = build(logits)
+        (distribution.log_prob(actions).sum() + distribution.entropy().sum()).backward()
+        results.append((distribution, logits.grad))
+    (reference, reference_grad), (fast, fast_grad) = results
+    assert torch.allclose(fast.log_prob(actions), reference.log_prob(actions), atol=1e-5)
+    assert torch.allclose(fast.entropy(), reference.entropy(), atol=1e-5)
+    assert torch.allclose(fast.probs, reference.probs, atol=1e-6)
+    assert (fast.probs[~masks] == 0).all() and torch.allclose(fast.probs.sum(-1), torch.ones(6))
+    assert torch.equal(fast.probs.argmax(-1), reference.probs.argmax(-1))
+    assert torch.allclose(fast_grad, reference_grad, atol=1e-5)
+    assert fast.sample((200,)).shape == (200, 6) and masks[torch.arange(6), fast.sample()].all()
