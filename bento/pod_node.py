@@ -173,6 +173,8 @@ class MovesCategorical(MaskableCategorical):
     def __init__(self, logits: th.Tensor, masks: Any) -> None:
         # Categorical's own __init__ would normalise every entry; the attributes it sets are set here.
         masks = th.as_tensor(masks, dtype=th.bool, device=logits.device).reshape(logits.shape)
+        if not bool(masks.any(-1).all()):
+            raise ValueError("an action mask allows no action (STOP is always allowed): check the env's action_masks")
         top = th.where(masks, logits, -th.inf).amax(-1, keepdim=True).detach()
         shifted = th.where(masks, logits - top, 0.0)
         weights = th.where(masks, shifted.exp(), 0.0)

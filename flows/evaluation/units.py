@@ -12,6 +12,7 @@ the way the bento decides with those arguments, so the gate judges what serves. 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -169,26 +170,40 @@ def evaluate_unit(unit: EvalUnit, policy: Any = None) -> list[EpisodeRecord]:
     return records
 
 
+_THREADS_LOCK = threading.Lock()
+_threads_state = {"units": 0, "before": 0}  # units deciding now, and torch's thread count before the first
+
+
 @contextmanager
 def _one_torch_thread(active: bool) -> Iterator[None]:
     """Decide on one torch thread, as the service does (``torch_threads`` 1), so "decision ms" means what serves.
 
     Units may run concurrently (Prefect's thread pool). torch's OpenMP backend (the CPU wheel this
-    project pins) keeps the thread count per OS thread, so each unit sets it in its own thread and
-    puts that thread's count back when it is done; a count set by the first unit alone did not reach
-    pool threads that had already run torch code.
+    project pins) keeps a thread count per OS thread, and a thread takes the process's count when it
+    first runs torch code. So each unit sets 1 in its own thread (a count set by the first unit alone
+    did not reach pool threads that had run torch before), and each puts its thread back to the
+    count from before the first unit came in, not to what its thread read on entry (a thread that
+    starts while another unit holds 1 reads 1: later threads would then start on 1).
     """
     if not active:
         yield
         return
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    with _THREADS_LOCK:
+        # Read in every unit's thread: torch sets a thread's count from the process's on its first
+        # read, and a count set before that read would be overwritten by it.
+        current = torch.get_num_threads()
+        if _threads_state["units"] == 0:
+            _threads_state["before"] = current
+        _threads_state["units"] += 1
+        torch.set_num_threads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _THREADS_LOCK:
+            _threads_state["units"] -= 1
+            torch.set_num_threads(_threads_state["before"])
 
 
 def _decider(unit: EvalUnit, policy: Any, env: CloudEdgeEnv) -> Decide:

@@ -1,10 +1,11 @@
 """A MaskablePPO rollout buffer whose minibatches hold observations of similar cluster size.
 
-Observation version 4 pads every cluster to the same limits, and :class:`bento.pod_node.PodNodeNet`
-computes only on the node rows that some observation of its batch uses and on as many slots as the
-fullest observation of the batch holds pods. SB3 draws
-minibatches uniformly from the whole rollout, so across clusters every minibatch holds at least one
-large cluster and pays the largest cluster's N x P pair tensor for every sample in it.
+Observation version 4 pads every cluster to the same limits. :class:`bento.pod_node.PodNodeNet`
+scores only each observation's moves, but its node and pod rows run up to the last one some
+observation of the batch uses, and the masked distribution spans the moves up to the batch's last
+valid one (node-major). SB3 draws minibatches uniformly from the whole rollout, so across clusters
+every minibatch holds at least one large cluster and pays the largest cluster's rows and action
+range for every sample in it.
 :class:`SizeGroupedRolloutBuffer` keeps each epoch a random permutation of the rollout (every
 sample once, as SB3 does) but orders it by the sample's used size (used node rows, then pods; ties
 in random order) before cutting it into minibatches, then shuffles the minibatches: a
@@ -95,8 +96,13 @@ class SizeGroupedRolloutBuffer(MaskableRolloutBuffer):
         """The minibatch ``batch_inds`` as tensors that share the memory of the arrays indexing made.
 
         Indexing with an index array copies already; SB3's ``to_torch`` copied each array again
-        (a minibatch of 256 version-4 observations is about 17 MB).
+        (a minibatch of 256 version-4 observations is about 17 MB). A slice would index views of
+        the buffer, so only index arrays are taken.
         """
+        if not isinstance(batch_inds, np.ndarray):
+            raise TypeError(
+                f"SizeGroupedRolloutBuffer draws minibatches by index array, not {type(batch_inds).__name__}"
+            )
         data = (
             self.observations[batch_inds],
             self.actions[batch_inds],

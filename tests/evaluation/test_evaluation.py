@@ -250,38 +250,59 @@ def test_an_evaluation_that_cannot_run_whole_is_refused_before_any_work(tmp_path
             plan_units(scenario_dir("7-21"), [workload_file("chain")], ["steady"], seeds, 1, None)
 
 
+class Recording(FirstValidMove):
+    """Records torch's thread count at each decision; a unit's first decision waits for the others'."""
+
+    def __init__(self, seen: list[int], together: threading.Barrier) -> None:
+        super().__init__()
+        self.seen, self.together, self.waited = seen, together, False
+
+    def decide(self, obs: np.ndarray, mask: np.ndarray) -> int:
+        import torch
+
+        if not self.waited:
+            self.waited = True
+            self.together.wait()
+        self.seen.append(torch.get_num_threads())
+        return super().decide(obs, mask)
+
+
 def test_policies_decide_on_one_torch_thread_and_the_count_is_restored_after_concurrent_units() -> None:
-    """As the service decides (torch_threads 1); units run concurrently in Prefect's thread pool."""
+    """As the service decides (torch_threads 1); units run concurrently in Prefect's thread pool.
+
+    torch's OpenMP backend keeps a thread count per OS thread, and a thread takes the process's
+    count when it first runs torch code: a count set in one thread alone does not reach pool threads
+    that ran torch before (the warm pool), and a unit whose thread starts while another unit holds 1
+    must not put 1 back as "what it was" (the fresh pool: later threads would then start on 1).
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
     from flows.evaluation import evaluate_unit
 
-    seen: list[int] = []
-    together = threading.Barrier(4, timeout=60)  # all four units are deciding at once
-
-    class Recording(FirstValidMove):
-        waited = False
-
-        def decide(self, obs: np.ndarray, mask: np.ndarray) -> int:
-            if not self.waited:  # one instance per unit: each unit's first decision waits for the others
-                self.waited = True
-                together.wait()
-            seen.append(torch.get_num_threads())
-            return super().decide(obs, mask)
+    def new_thread_count() -> int:
+        counts: list[int] = []
+        thread = threading.Thread(target=lambda: counts.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        return counts[0]
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         units = plan_units(scenario_dir("7-21"), [workload_file("chain")], ["steady"], [0, 1, 2, 3], 1, None)
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            # The pool's threads have run torch code before (torch's OpenMP backend then keeps a
-            # thread count per thread): a count set in one thread alone does not reach the others.
-            list(pool.map(lambda _: torch.get_num_threads(), range(16)))
-            list(pool.map(lambda unit: evaluate_unit(unit, Recording()), units))
-        assert seen and set(seen) == {1}
-        assert torch.get_num_threads() == 2
+        for warm in (True, False):
+            seen: list[int] = []
+            together = threading.Barrier(4, timeout=60)  # all four units are deciding at once
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                if warm:
+                    list(pool.map(lambda _: torch.get_num_threads(), range(16)))
+                list(pool.map(lambda unit: evaluate_unit(unit, Recording(seen, together)), units))  # noqa: B023
+                after = list(pool.map(lambda _: torch.get_num_threads(), range(16)))
+            assert seen and set(seen) == {1}, (warm, seen)
+            assert set(after) == {2}, (warm, after)
+            assert torch.get_num_threads() == 2 and new_thread_count() == 2, warm
     finally:
         torch.set_num_threads(before)
 

@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from flows.training.buffer import SizeGroupedRolloutBuffer, count_used_rows, key_by_size, order_minibatches
 from tests.conftest import scenario_dir, workload_file
@@ -68,3 +69,25 @@ def test_a_mixed_rollout_trains_each_cluster_size_in_its_own_minibatches(tmp_pat
     model.save(str(tmp_path / "policy.zip"), exclude=list(TRAINING_STATE))
     with zipfile.ZipFile(tmp_path / "policy.zip") as archive:
         assert b"flows.training" not in archive.read("data"), "a bento could not unpickle a training-side class"
+
+
+def test_minibatches_are_copies_of_the_rollout_and_a_slice_is_refused() -> None:
+    """The buffer hands numpy's indexed copies to torch without copying again: no tensor may alias the rollout."""
+    from flows.training.config import load_train_config
+    from flows.training.envs import make_vec_env
+    from flows.training.trainer import build_model
+
+    clusters = [(scenario_dir("7-21"), workload_file("chain"))]
+    config = load_train_config(
+        ROOT / "data" / "train" / "general.json", n_envs=2, n_steps=32, batch_size=32, group_minibatches=True
+    )
+    model = build_model(config, make_vec_env(*clusters[0], config, clusters), None)
+    model.learn(64)
+    buffer = model.rollout_buffer
+    kept = buffer.observations.copy(), buffer.action_masks.copy()
+    for batch in buffer.get(config.batch_size):
+        batch.observations.add_(1.0)
+        batch.action_masks.add_(1)
+    assert np.array_equal(buffer.observations, kept[0]) and np.array_equal(buffer.action_masks, kept[1])
+    with pytest.raises(TypeError, match="index array"):
+        buffer._get_samples(slice(0, 4))

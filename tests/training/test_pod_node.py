@@ -282,3 +282,7 @@ def test_moves_categorical_is_maskable_categorical_without_exponentiating_masked
     assert torch.equal(fast.probs.argmax(-1), reference.probs.argmax(-1))
     assert torch.allclose(fast_grad, reference_grad, atol=1e-5)
     assert fast.sample((200,)).shape == (200, 6) and masks[torch.arange(6), fast.sample()].all()
+    nothing = masks.clone()
+    nothing[2] = False  # sb3-contrib's class would make this row uniform over masked actions
+    with pytest.raises(ValueError, match="allows no action"):
+        MovesCategorical(raw, nothing)
