@@ -252,19 +252,10 @@ THROUGHPUT_SETTINGS = [
 ]
 
 
-def _throughput_config(name: str, overrides: dict[str, Any]) -> tuple[Any, Any]:
-    """The TrainConfig of a throughput setting and its training clusters (None: 13-29 only)."""
+def _setting_config(setting: tuple[Any, ...]) -> Any:
+    """The TrainConfig of one :data:`THROUGHPUT_SETTINGS` entry (``general``: general.json's, overridden)."""
     from flows.training import TrainConfig
-    from flows.training.general import training_clusters
 
-    if name == "fast":
-        return TrainConfig(**overrides), None
-    base = json.loads((ROOT / "data" / "train" / "general.json").read_text())
-    return TrainConfig(**{**base, **overrides}), training_clusters(7)
-
-
-def _setting_config(setting: tuple[Any, ...]) -> tuple[Any, Any]:
-    """The TrainConfig and training clusters of one :data:`THROUGHPUT_SETTINGS` entry."""
     name, vec_env, n_envs, threads, n_steps, batch_size, grouped = setting
     overrides = {
         "vec_env": vec_env,
@@ -274,7 +265,8 @@ def _setting_config(setting: tuple[Any, ...]) -> tuple[Any, Any]:
         "batch_size": batch_size,
         "group_minibatches": grouped,
     }
-    return _throughput_config(name, overrides)
+    base = json.loads((ROOT / "data" / "train" / "general.json").read_text()) if name == "general" else {}
+    return TrainConfig(**{**base, **overrides})
 
 
 def _measure_throughput(setting: tuple[Any, ...], steps: int) -> float:
@@ -282,9 +274,11 @@ def _measure_throughput(setting: tuple[Any, ...], steps: int) -> float:
     import torch
 
     from flows.training.envs import make_vec_env
+    from flows.training.general import training_clusters
     from flows.training.trainer import build_model
 
-    config, clusters = _setting_config(setting)
+    config = _setting_config(setting)
+    clusters = training_clusters(7) if setting[0] == "general" else None  # fast: 13-29 only
     torch.set_num_threads(config.torch_threads)
     scenario = ROOT / "data" / "scenarios" / "13-29"
     workload = ROOT / "data" / "workloads" / "aggregator_sequential_call_patterns.json"
@@ -302,7 +296,7 @@ def throughput_rows(rates: list[list[float]]) -> list[dict[str, Any]]:
     """One row per setting of :data:`THROUGHPUT_SETTINGS` from its rates over the rounds (median, min, max)."""
     rows = []
     for setting, measured in zip(THROUGHPUT_SETTINGS, rates, strict=True):
-        config, _ = _setting_config(setting)
+        config = _setting_config(setting)
         rows.append(
             {
                 "config": setting[0],
