@@ -217,11 +217,23 @@ def _sampled_latencies(twin: Simulator, ends: list[FloatArray], noise: float, co
     if noise == 0.0 or confidence == 0.0:
         return None
     counts = np.stack([twin.counts, *ends])
-    rng = np.random.default_rng(NOISE_SEED)
-    network = twin.costs.network
-    networks = [twin.model.prepare(perturbed_network(network, rng, noise)) for _ in range(NOISE_SAMPLES)]
-    sampled: FloatArray = twin.model.latency_per_network(counts, networks)
+    sampled: FloatArray = twin.model.latency_per_network(counts, _perturbed_costs(twin.model, twin.costs, noise))
     return sampled
+
+
+def _perturbed_costs(model: LatencyModel, costs: CallCosts, noise: float) -> list[CallCosts]:
+    """The :data:`NOISE_SAMPLES` networks that ``costs`` may stand for under ``noise``, prepared for ``model``.
+
+    Drawn from :data:`NOISE_SEED`, so they depend on the network and ``noise`` only: cached on the
+    costs object (like :func:`ceenv.gains.costs_form`), so that a server answering many requests
+    with one known network (the nominal one, or an unchanged measurement) draws and prepares them
+    once; preparing them per request was a fifth of a planned decision at the limits (40 nodes).
+    """
+    cache: dict[float, list[CallCosts]] = costs.__dict__.setdefault("_perturbed", {})
+    if noise not in cache:  # costs belong to the model that prepared them (as costs_form assumes)
+        rng = np.random.default_rng(NOISE_SEED)
+        cache[noise] = [model.prepare(perturbed_network(costs.network, rng, noise)) for _ in range(NOISE_SAMPLES)]
+    return cache[noise]
 
 
 def sequence_scores(twin: Simulator, sequences: list[PlannedSequence], noise: float, confidence: float) -> FloatArray:

@@ -183,6 +183,19 @@ def latency_after_selected(
     ``(S, N, N)`` table, and it needs no linear tree. ``counts`` is ``(B, S, N)``; ``matrices``
     ``(C, N, N)`` or ``(B, C, N, N)``.
     """
+    return latency_now_and_after_selected(model, counts, matrices, state, service, source, target)[1]
+
+
+def latency_now_and_after_selected(
+    model: LatencyModel,
+    counts: FloatArray,
+    matrices: FloatArray,
+    state: IntArray,
+    service: IntArray,
+    source: IntArray,
+    target: IntArray,
+) -> tuple[FloatArray, FloatArray]:
+    """Latency of each state now ``(B,)`` and :func:`latency_after_selected` of the moves ``(M,)``, from one pass."""
     own, g, h = call_terms(model, counts, matrices)
     batch, nodes = counts.shape[0], counts.shape[2]
     calls = own.shape[1]
@@ -226,7 +239,8 @@ def latency_after_selected(
         for w, root, changed in plan.roots:
             latency = latency + w * (totals[root] if changed else before[root].take(b))
         result[index] = latency
-    return result
+    now = np.asarray(application_latency(model, cast("list[FloatArray | float]", before)), dtype=np.float64)
+    return now, result
 
 
 def _round_trip(matrices: FloatArray, call: int, b: IntArray, a: IntArray, t: IntArray) -> FloatArray:
@@ -311,11 +325,16 @@ def call_weights(model: LatencyModel) -> FloatArray:
     return weights
 
 
+def linear_tree(model: LatencyModel) -> bool:
+    """Whether the workload's call tree has no parallel groups (its latency is linear in the own costs)."""
+    return all(len(groups) <= 1 for groups in model.call_groups)
+
+
 def _table_plan(model: LatencyModel, services: int) -> _TablePlan:
     cached: _TablePlan | None = model.__dict__.get("_table_plan")
     if cached is not None:
         return cached
-    linear = all(len(groups) <= 1 for groups in model.call_groups)
+    linear = linear_tree(model)
     coefficients = call_weights(model)
     calls = np.arange(len(coefficients))
     to_weights = np.zeros((services, len(coefficients)))

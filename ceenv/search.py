@@ -29,7 +29,7 @@ from ceenv.baselines import Outcome
 from ceenv.baselines import climb as improve
 from ceenv.gains import latency_after_selected
 from ceenv.layout import FloatArray
-from ceenv.simulator import Simulator
+from ceenv.simulator import Simulator, distinct_move_arrays
 
 _MIN_GAIN_MS = 1e-9
 RESTARTS = 8  # best_known's random walks from the start (4 random placements before 2026-12-01)
@@ -220,10 +220,11 @@ def expand(
     are merged.
     """
     scored: list[tuple[float, int, tuple[int, int]]] = []
-    moves_per_parent = [
-        sim.distinct_move_array() if candidates is None else np.array(candidates[i], dtype=np.int64).reshape(-1, 2)
-        for i, sim in enumerate(beam)
-    ]
+    moves_per_parent = (
+        distinct_move_arrays(beam)
+        if candidates is None
+        else [np.array(chosen, dtype=np.int64).reshape(-1, 2) for chosen in candidates]
+    )
     for index, (moves, after) in enumerate(zip(moves_per_parent, latencies_after(beam, moves_per_parent), strict=True)):
         if not len(moves):
             continue

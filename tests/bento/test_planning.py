@@ -224,3 +224,38 @@ def test_a_served_planner_asks_the_policy_about_the_observation_the_raw_policy_s
     np.testing.assert_array_equal(recording.observations[0][0], expected)
     own_view = _twin(sim).observation()
     assert not np.array_equal(own_view, expected), "the request's stricter rules should show in the observation"
+
+
+def test_the_networks_a_known_one_may_stand_for_are_drawn_once_per_network_and_noise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The noise samples are cached on the known costs: the same scores as drawing them afresh, drawn once per noise."""
+    from bento import planning
+
+    env = _env("19-37", "aggregator_parallel")
+    env.reset(options={"state": start_state(env, "steady", 11)})
+    twin = _twin(env.simulator)
+    end = twin.copy()
+    end.move(*twin.distinct_moves()[0])
+    sequences = [PlannedSequence(end.latency_ms + 1.25, 0, 1, end.counts.copy())]
+
+    def fresh(noise: float) -> np.ndarray:
+        rng = np.random.default_rng(planning.NOISE_SEED)
+        networks = [twin.model.prepare(perturbed_network(twin.costs.network, rng, noise)) for _ in range(NOISE_SAMPLES)]
+        sampled = twin.model.latency_per_network(np.stack([twin.counts, end.counts]), networks)
+        scores: np.ndarray = twin.latency_ms - sequences[0].value_ms - (sampled[:, 0] - sampled[:, 1]).std()
+        return scores
+
+    expected = {noise: fresh(noise) for noise in (0.1, 0.2)}
+    prepared: list[int] = []
+    original = type(twin.model).prepare
+    monkeypatch.setattr(
+        type(twin.model), "prepare", lambda self, network: prepared.append(1) or original(self, network)
+    )
+    for noise in (0.1, 0.2, 0.1, 0.2):
+        np.testing.assert_array_equal(sequence_scores(twin, sequences, noise, 1.0), expected[noise])
+    assert len(prepared) == 2 * NOISE_SAMPLES, "each noise's networks are prepared once for one known network"
+    other = _twin(env.simulator)
+    other.costs = twin.model.prepare(perturbed_network(twin.costs.network, np.random.default_rng(1), 0.3))
+    sequence_scores(other, sequences, 0.1, 1.0)
+    assert len(prepared) == 3 * NOISE_SAMPLES + 1, "another known network (a new measurement) draws its own"

@@ -215,3 +215,73 @@ def test_a_state_missing_a_called_service_gets_zero_gains() -> None:
     mask = sim.action_mask()
     gains = move_gain_features(layout, LatencyModel(scenario, env.workload), env.model.nominal_costs(), slot_node, mask)
     assert not gains.any()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [e for e in _envs() if any(len(g) > 1 for g in e.model.call_groups)],
+    ids=lambda e: f"{e.scenario.name}-{e.workload.name}",
+)
+def test_gains_of_the_valid_moves_only_equal_the_full_table_bit_for_bit(
+    env: CloudEdgeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trees with parallel groups: above SELECTED_GAINS_FROM only the valid moves are evaluated, with the table's arithmetic.
+
+    Per-state networks (the batched env's measured ones) and masks narrower than the simulator's (a
+    served request's ``pod_deployable``) included: the result must not depend on which path ran.
+    """
+    from ceenv import observation
+
+    layout, model = env.layout, env.model
+    sims = _random_states(env, seed=5, count=6)
+    rng = np.random.default_rng(4)
+    slot_node = np.stack([s.slot_node for s in sims])
+    mask = np.stack([s.action_mask() for s in sims])
+    mask[:, :-1] &= rng.random(mask[:, :-1].shape) < 0.7
+    shared = model.nominal_costs().matrices
+    per_state = np.stack(
+        [model.prepare(build_network(env.scenario, draw_conditions(env.scenario, rng))).matrices for _ in sims]
+    )
+    for matrices in (shared, per_state):
+        monkeypatch.setattr(observation, "SELECTED_GAINS_FROM", 10**12)
+        table = move_gain_features_batch(layout, model, matrices, slot_node, mask)
+        monkeypatch.setattr(observation, "SELECTED_GAINS_FROM", 0)
+        selected = move_gain_features_batch(layout, model, matrices, slot_node, mask)
+        assert table.any() and np.array_equal(table, selected)
+        assert not selected[~mask[:, :-1]].any()
+
+
+class _NoNodeZero(Simulator):
+    """A simulator whose own rules also keep every pod off node 0 (as a served twin keeps them off a failed node)."""
+
+    def target_ok(self) -> np.ndarray:
+        result: np.ndarray = super().target_ok()
+        result[:, 0] = False
+        return result
+
+
+@pytest.mark.parametrize("env", _envs(), ids=lambda e: f"{e.scenario.name}-{e.workload.name}")
+def test_a_beams_distinct_moves_from_one_batched_pass_equal_each_states_own(env: CloudEdgeEnv) -> None:
+    """distinct_move_arrays: the same moves, in the same order, as each simulator's distinct_move_array."""
+    from ceenv.simulator import distinct_move_arrays
+
+    beam = _random_states(env, seed=13, count=6)
+    restricted = beam[1].copy()
+    restricted.__class__ = _NoNodeZero
+    restricted._mask = None
+    beam = [*beam, restricted]
+    beam[0].action_mask()  # one mask cached already, the others computed in the batch
+
+    def fresh(sim: Simulator) -> Simulator:
+        clone = sim.copy()
+        clone._mask = None
+        return clone
+
+    expected = [fresh(sim).distinct_move_array() for sim in beam]
+    got = distinct_move_arrays(beam)
+    assert len(got) == len(expected)
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs)
+    assert not (got[-1][:, 1] == 0).any() and (got[1][:, 1] == 0).any() == bool((expected[1][:, 1] == 0).any())
+    for sim in beam:  # the masks cached by the batch are each simulator's own
+        np.testing.assert_array_equal(sim.action_mask(), fresh(sim).action_mask())
