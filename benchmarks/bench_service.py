@@ -86,6 +86,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="7-21,13-29,19-37,limits",
         help="--planning: the clusters served, comma-separated; 'limits' is a generated 40-node, 76-slot cluster.",
     )
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=640,
+        help="--planning: also time Policy.decide in this process (one torch thread, no HTTP) on this many start "
+        "states of each cluster, raw and with planning, beside the HTTP figures (0: skip).",
+    )
     chosen = PlanningSettings.chosen()  # the chosen planning (bento.planning_settings): `reach serve --plan-k 4`
     parser.add_argument("--plan-k", type=int, default=chosen.plan_k, help="--planning: bento argument plan_k (> 0).")
     keys = ("plan_horizon", "plan_width", "plan_margin", "plan_noise", "plan_confidence")
@@ -93,6 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.planning and (args.artefact is None or args.plan_k < 1):
         parser.error("--planning needs --artefact (a general, observation version 4 policy) and --plan-k >= 1")
+    if args.in_process < 0:
+        parser.error(f"--in-process must be 0 (skip) or a number of start states, not {args.in_process}")
     if args.markdown is None:
         args.markdown = RESULTS / ("planning.md" if args.planning else "bench.md")
     return args

@@ -7,7 +7,9 @@ twice by a real ``bentoml serve`` on 127.0.0.1: with the serve-time arguments ``
 ``plan_margin``, ``plan_noise`` and ``plan_confidence`` too (decision-time planning, :mod:`bento.planning`), which is what ``reach serve
 --scenario … --workload … --plan-k K`` passes. Each server gets a warm-up, then ``--sequential``
 keep-alive requests (httpx, one at a time) of 64 start states of that cluster; p50/p95/p99/max are
-reported beside the targets (p99 ≤ 15 ms raw, ≤ 50 ms with planning). The answers to the 64 states
+reported beside the targets (p99 ≤ 15 ms raw, ≤ 50 ms with planning), and beside them the same
+decisions in-process (``--in-process`` start states, ``Policy.decide`` with one torch thread, no
+HTTP: what the decision costs on this machine and what serving adds). The answers to the 64 states
 are compared between the two settings (how many differ) so the table shows planning was on.
 Written as ``benchmarks/results/service/planning.md`` (the README includes it). Imported by
 ``benchmarks/bench_service.py`` (run as a script, so this module sits on its path).
@@ -43,7 +45,10 @@ HEADER = [
     "failed",
     "p99 target ms",
     "answers differing from raw",
+    "in-process p50 ms",
+    "in-process p99 ms",
 ]
+IN_PROCESS_WARMUP = 64  # untimed Policy.decide calls before the timed ones (--in-process)
 
 
 def answers(url: str, bodies: list[bytes]) -> list[tuple[Any, Any, Any]]:
@@ -96,6 +101,9 @@ def measure_planning(args: argparse.Namespace, home: Path, tag: str, description
             home, tag, scratch / f"serve-{size}-planning.log", {**cluster, **planning}, bodies, args.sequential
         )
         differ = sum(a != b for a, b in zip(raw["answers"], planned["answers"], strict=True))
+        if args.in_process:
+            raw["in_process"] = in_process_times(args, scenario_dir, workload_file, {})
+            planned["in_process"] = in_process_times(args, scenario_dir, workload_file, planning_values(args))
         for setting, result in (("raw policy", raw), ("planning", planned)):
             target = TARGET_PLANNING_P99_MS if setting == "planning" else TARGET_P99_MS
             rows.append({"size": size, "setting": setting, "target_p99_ms": target, "answers_differ": differ, **result})
@@ -109,6 +117,39 @@ def measure_planning(args: argparse.Namespace, home: Path, tag: str, description
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"model": tag, "description": description, "rows": rows}, indent=1))
     write_planning_markdown(rows, args, description)
+
+
+def planning_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The planning settings of a run as :class:`bento.planning_settings.PlanningSettings` reads them."""
+    keys = ("plan_k", "plan_horizon", "plan_width", "plan_margin", "plan_noise", "plan_confidence")
+    return {key: getattr(args, key) for key in keys}
+
+
+def in_process_times(
+    args: argparse.Namespace, scenario_dir: Path, workload_file: Path, planning: dict[str, Any]
+) -> dict[str, Any]:
+    """``Policy.decide`` in this process, one torch thread (the service's), no HTTP: p50 and p99 in ms.
+
+    ``args.in_process`` start states of the cluster (seeds 0, 1, ...), each decided once, after
+    :data:`IN_PROCESS_WARMUP` untimed decisions (``bench_general.decision_times_ms``). Beside the
+    HTTP figures it shows what the decision costs and what serving adds on the same machine.
+    """
+    import torch
+    from bench_general import decision_times_ms
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return decision_times_ms(
+            args.artefact, scenario_dir, workload_file, samples=args.in_process, warmup=IN_PROCESS_WARMUP, **planning
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _in_process_cells(row: dict[str, Any]) -> list[str]:
+    timing = row.get("in_process")
+    return [f"{timing['p50_ms']:.2f}", f"{timing['p99_ms']:.2f}"] if timing else ["not measured", "not measured"]
 
 
 def write_planning_markdown(rows: list[dict[str, Any]], args: argparse.Namespace, description: str) -> None:
@@ -131,6 +172,7 @@ def write_planning_markdown(rows: list[dict[str, Any]], args: argparse.Namespace
             r["failed"],
             f"≤ {r['target_p99_ms']:g}: {'met' if r['p99_ms'] <= r['target_p99_ms'] else '**missed**'}",
             f"{r['answers_differ']}/64",
+            *_in_process_cells(r),
         ]
         for r in rows
     ]
@@ -141,8 +183,10 @@ def write_planning_markdown(rows: list[dict[str, Any]], args: argparse.Namespace
         "`bentoml serve`, one worker, 127.0.0.1, serve-time "
         f"arguments `scenario`/`workload` of each cluster, planning with {what} (what `reach serve --plan-k "
         f"{args.plan_k}` serves); {WARMUP_REQUESTS} warm-up requests, then sequential keep-alive requests (httpx) "
-        "of 64 start states of the cluster.",
-        table(HEADER, body, "llrrrrrrll"),
+        "of 64 start states of the cluster. In-process: `Policy.decide` in the benchmark's process, one torch "
+        f"thread, no HTTP, {args.in_process} start states after {IN_PROCESS_WARMUP} untimed decisions "
+        "(`--in-process`; 0 skips it).",
+        table(HEADER, body, "llrrrrrrllrr"),
         f"Targets p99 ≤ {TARGET_P99_MS:g} ms raw, ≤ {TARGET_PLANNING_P99_MS:g} ms with planning: "
         f"**{'met on every cluster' if met else 'missed on at least one cluster'}**.",
     ]

@@ -225,9 +225,10 @@ def _perturbed_costs(model: LatencyModel, costs: CallCosts, noise: float) -> lis
     """The :data:`NOISE_SAMPLES` networks that ``costs`` may stand for under ``noise``, prepared for ``model``.
 
     Drawn from :data:`NOISE_SEED`, so they depend on the network and ``noise`` only: cached on the
-    costs object (like :func:`ceenv.gains.costs_form`), so that a server answering many requests
-    with one known network (the nominal one, or an unchanged measurement) draws and prepares them
-    once; preparing them per request was a fifth of a planned decision at the limits (40 nodes).
+    costs object (like :func:`ceenv.gains.costs_form`), so that a server answering requests with
+    the nominal network draws and prepares them once; preparing them per request was a fifth of a
+    planned decision at the limits (40 nodes). A request with a ``measured`` block brings its own
+    costs object (:meth:`bento.policy.Policy.known_costs`), so it still draws its own.
     """
     cache: dict[float, list[CallCosts]] = costs.__dict__.setdefault("_perturbed", {})
     if noise not in cache:  # costs belong to the model that prepared them (as costs_form assumes)

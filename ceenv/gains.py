@@ -222,11 +222,11 @@ def latency_now_and_after_selected(
             if step.to_service:
                 row = g_flat[step.call]
                 value += (row.take(to_target) - row.take(to_source)) * weight
-                if step.self_call:
-                    value -= _round_trip(matrices, step.call, b, a, t) * weight**2
             if step.by_service:
                 row = h_flat[step.call]
                 value += (row.take(to_target) - row.take(to_source)) * weight
+            if step.self_call:  # after both terms, in the table's order (_tree_table): the same sums bit for bit
+                value -= _round_trip(matrices, step.call, b, a, t) * weight**2
             slowest: FloatArray | float = 0.0
             for i, group in enumerate(step.groups):
                 parts = [totals[callee] if changed else before[callee].take(b) for callee, changed in group]

@@ -127,7 +127,8 @@ def move_gain_features(
     """Per move action: (latency now - latency after the move) / latency now under ``costs``, in [-1, 1].
 
     Invalid moves get 0. Only the terms of the moved service change, so every move is evaluated
-    incrementally from one pass over the state (:func:`ceenv.gains.move_delta_table`).
+    incrementally from one pass over the state (:func:`ceenv.gains.move_delta_table`; for a large
+    table of a tree with parallel groups, the valid moves only: :data:`SELECTED_GAINS_FROM`).
     """
     gains: npt.NDArray[np.float32] = move_gain_features_batch(
         layout, model, costs.matrices, slot_node[None], mask[None], form=costs_form(model, costs)
@@ -208,7 +209,8 @@ def _selected_gain_fractions(
     state, target, slot = np.nonzero(mask[:, :-1].reshape(batch, n, slots))
     if not len(state):
         return gains.reshape(batch, -1)
-    service, source = layout.slot_service[slot], slot_node[state, slot]
+    # An empty slot's move (a mask not built by move_mask) gets the table's value: source node 0.
+    service, source = layout.slot_service[slot], np.maximum(slot_node[state, slot], 0)
     key = ((state * services + service) * n + source) * n + target
     distinct, inverse = np.unique(key, return_inverse=True)
     rest, t = np.divmod(distinct, n)
