@@ -114,11 +114,12 @@ def observe_batch(
 
 # Table entries (B·S·N²) from which a tree with parallel groups evaluates only the valid moves
 # (_selected_gain_fractions): below it the table's few array operations cost less than the moves'
-# Python loop over services (measured 2026-12-02: 19-37 aggregator_parallel, one state, 1,805
-# entries: table 0.18 ms, moves 0.28 ms; 64 states of 7-21, 15,680 entries: 0.48 ms each; 64 of
-# 13-29, 54,080 entries: 4.0 ms against 1.1 ms; the limits' 40 nodes and 25 services, one state,
-# 40,000 entries: 24 ms against 2.2 ms).
-SELECTED_GAINS_FROM = 16_384
+# Python loop over services. Measured 2026-12-02, median ms by table / by moves: one state of 19-37
+# aggregator_parallel, 1,805 entries, 0.18 / 0.28; bench_general's generated large-3001, one state,
+# 10,108 entries, 0.46 / 0.55, and large-3000, 12,996 entries, 1.40 / 0.41; 64 states of 7-21, 15,680
+# entries, 0.48 / 0.47; 64 of 13-29, 54,080 entries, 4.0 / 1.1; the limits' 40 nodes and 25
+# services, one state, 40,000 entries, 24 / 2.2. The crossover depends on the calls too.
+SELECTED_GAINS_FROM = 12_000
 
 
 def move_gain_features(
