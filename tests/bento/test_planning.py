@@ -165,13 +165,18 @@ def test_planning_stops_for_a_move_whose_gain_is_within_its_noise_charge(general
         assert decode_action(env.layout, action) is not None, "a move that pays its noise charge was not played"
 
 
-def test_planning_gives_one_request_one_answer_and_draws_from_no_shared_generator(general: Any) -> None:
+def _one_move_sequence() -> tuple[CloudEdgeEnv, Any, Any, list[PlannedSequence]]:
+    """19-37 aggregator_parallel at a steady start: the twin, the end of its first distinct move, and that one-move sequence."""
     env = _env("19-37", "aggregator_parallel")
     env.reset(options={"state": start_state(env, "steady", 11)})
     twin = _twin(env.simulator)
     end = twin.copy()
     end.move(*twin.distinct_moves()[0])
-    sequences = [PlannedSequence(end.latency_ms + 1.25, 0, 1, end.counts.copy())]
+    return env, twin, end, [PlannedSequence(end.latency_ms + 1.25, 0, 1, end.counts.copy())]
+
+
+def test_planning_gives_one_request_one_answer_and_draws_from_no_shared_generator(general: Any) -> None:
+    env, twin, _end, sequences = _one_move_sequence()
     first, second = sequence_scores(twin, sequences, 0.1, 1.0), sequence_scores(twin, sequences, 0.1, 1.0)
     assert first.tobytes() == second.tobytes(), "the noise samples must come from a fixed seed"
     env_state = env.np_random.bit_generator.state
@@ -232,12 +237,7 @@ def test_the_networks_a_known_one_may_stand_for_are_drawn_once_per_network_and_n
     """The noise samples are cached on the known costs: the same scores as drawing them afresh, drawn once per noise."""
     from bento import planning
 
-    env = _env("19-37", "aggregator_parallel")
-    env.reset(options={"state": start_state(env, "steady", 11)})
-    twin = _twin(env.simulator)
-    end = twin.copy()
-    end.move(*twin.distinct_moves()[0])
-    sequences = [PlannedSequence(end.latency_ms + 1.25, 0, 1, end.counts.copy())]
+    env, twin, end, sequences = _one_move_sequence()
 
     def fresh(noise: float) -> np.ndarray:
         rng = np.random.default_rng(planning.NOISE_SEED)
