@@ -35,9 +35,11 @@ start states give p50/p95/p99 (targets p99 ≤ 15 ms raw, ≤ 50 ms with plannin
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -178,8 +180,8 @@ def cluster_files(scenario: str, workload: str) -> tuple[Path, Path]:
     """The scenario directory and call-pattern file of a reference cluster, by name.
 
     ``limits`` is a generated cluster and application (``ceenv.generator``, seed 5: 40 nodes, 25
-    services, 76 pod slots), written once per process into a temporary folder; ``workload`` is
-    ignored for it (it brings its own).
+    services, 76 pod slots), written once per process into a temporary folder that is removed when
+    the process exits; ``workload`` is ignored for it (it brings its own).
     """
     if scenario == LIMITS_CLUSTER:
         if scenario not in _GENERATED:
@@ -194,6 +196,7 @@ def cluster_files(scenario: str, workload: str) -> tuple[Path, Path]:
                 services=LIMITS_SIZES["services"],
             )
             folder = Path(tempfile.mkdtemp(prefix="reach-bench-limits-")) / drawn.name
+            atexit.register(shutil.rmtree, folder.parent, True)  # the files outlive every server of this process
             folder.mkdir()
             names = ("nodes.json", "services.json", drawn.workload_file)
             for name, document in zip(names, drawn.documents(), strict=True):
