@@ -83,13 +83,9 @@ def serve_and_measure(
 
 def measure_planning(args: argparse.Namespace, home: Path, tag: str, description: str, scratch: Path) -> None:
     """Every size × (raw, planning): measure, print, and write the Markdown table (and ``--json``)."""
+    # The bento arguments (--arg key=value): integers as they are, floats in their shortest form.
     planning = {
-        "plan_k": str(args.plan_k),
-        "plan_horizon": str(args.plan_horizon),
-        "plan_width": str(args.plan_width),
-        "plan_margin": f"{args.plan_margin:g}",
-        "plan_noise": f"{args.plan_noise:g}",
-        "plan_confidence": f"{args.plan_confidence:g}",
+        key: f"{value:g}" if isinstance(value, float) else str(value) for key, value in planning_values(args).items()
     }
     rows: list[dict[str, Any]] = []
     for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ceenv.env import CloudEdgeEnv
-from ceenv.gains import latency_after_moves
+from ceenv.gains import latency_after_moves, linear_tree
 from ceenv.generator import generate_scenario
 from ceenv.latency import LatencyModel, build_network, draw_conditions
 from ceenv.layout import layout_from_scenario
@@ -217,9 +217,22 @@ def test_a_state_missing_a_called_service_gets_zero_gains() -> None:
     assert not gains.any()
 
 
+def _by_table_and_by_moves(
+    monkeypatch: pytest.MonkeyPatch, env: CloudEdgeEnv, matrices: np.ndarray, slot_node: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """move_gain_features_batch of the same states by the full table, then by the valid moves only."""
+    from ceenv import observation
+
+    monkeypatch.setattr(observation, "SELECTED_GAINS_FROM", 10**12)
+    table = move_gain_features_batch(env.layout, env.model, matrices, slot_node, mask)
+    monkeypatch.setattr(observation, "SELECTED_GAINS_FROM", 0)
+    selected = move_gain_features_batch(env.layout, env.model, matrices, slot_node, mask)
+    return table, selected
+
+
 @pytest.mark.parametrize(
     "env",
-    [e for e in _envs() if any(len(g) > 1 for g in e.model.call_groups)],
+    [e for e in _envs() if not linear_tree(e.model)],
     ids=lambda e: f"{e.scenario.name}-{e.workload.name}",
 )
 def test_gains_of_the_valid_moves_only_equal_the_full_table_bit_for_bit(
@@ -230,9 +243,7 @@ def test_gains_of_the_valid_moves_only_equal_the_full_table_bit_for_bit(
     Per-state networks (the batched env's measured ones) and masks narrower than the simulator's (a
     served request's ``pod_deployable``) included: the result must not depend on which path ran.
     """
-    from ceenv import observation
-
-    layout, model = env.layout, env.model
+    model = env.model
     sims = _random_states(env, seed=5, count=6)
     rng = np.random.default_rng(4)
     slot_node = np.stack([s.slot_node for s in sims])
@@ -243,10 +254,7 @@ def test_gains_of_the_valid_moves_only_equal_the_full_table_bit_for_bit(
         [model.prepare(build_network(env.scenario, draw_conditions(env.scenario, rng))).matrices for _ in sims]
     )
     for matrices in (shared, per_state):
-        monkeypatch.setattr(observation, "SELECTED_GAINS_FROM", 10**12)
-        table = move_gain_features_batch(layout, model, matrices, slot_node, mask)
-        monkeypatch.setattr(observation, "SELECTED_GAINS_FROM", 0)
-        selected = move_gain_features_batch(layout, model, matrices, slot_node, mask)
+        table, selected = _by_table_and_by_moves(monkeypatch, env, matrices, slot_node, mask)
         assert table.any() and np.array_equal(table, selected)
         assert not selected[~mask[:, :-1]].any()
 
@@ -254,27 +262,19 @@ def test_gains_of_the_valid_moves_only_equal_the_full_table_bit_for_bit(
 def test_gains_of_the_valid_moves_only_sum_a_self_call_in_the_tables_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """A service calling itself changes its call's own cost by G, H and the round trip: summed in one order, the
     last bit agrees on every state (found in review: 8 of 400 batches differed when the round trip came first)."""
-    from ceenv import observation
-
     env = _self_calling_env()
-    layout, model = env.layout, env.model
-    matrices = model.nominal_costs().matrices
+    matrices = env.model.nominal_costs().matrices
     for seed in range(120):
         sims = _random_states(env, seed=seed, count=8)
         slot_node = np.stack([s.slot_node for s in sims])
         mask = np.stack([s.action_mask() for s in sims])
-        monkeypatch.setattr(observation, "SELECTED_GAINS_FROM", 10**12)
-        table = move_gain_features_batch(layout, model, matrices, slot_node, mask)
-        monkeypatch.setattr(observation, "SELECTED_GAINS_FROM", 0)
-        selected = move_gain_features_batch(layout, model, matrices, slot_node, mask)
+        table, selected = _by_table_and_by_moves(monkeypatch, env, matrices, slot_node, mask)
         assert table.tobytes() == selected.tobytes(), f"seed {seed}"
 
 
 def test_a_mask_allowing_an_empty_slots_moves_gets_the_tables_values(monkeypatch: pytest.MonkeyPatch) -> None:
     """A mask not built by move_mask may allow moves of an empty slot: both paths value them from node 0."""
-    from ceenv import observation
-
-    env = next(e for e in _envs() if any(len(g) > 1 for g in e.model.call_groups) and e.scenario.name != "7-21")
+    env = next(e for e in _envs() if not linear_tree(e.model) and e.scenario.name != "7-21")
     layout, model = env.layout, env.model
     (sim,) = _random_states(env, seed=2, count=1)
     slot_node = sim.slot_node.copy()
@@ -285,10 +285,7 @@ def test_a_mask_allowing_an_empty_slots_moves_gets_the_tables_values(monkeypatch
     slot_node[emptied] = -1
     mask = np.ones((1, layout.action_count), dtype=bool)
     matrices = model.nominal_costs().matrices
-    monkeypatch.setattr(observation, "SELECTED_GAINS_FROM", 10**12)
-    table = move_gain_features_batch(layout, model, matrices, slot_node[None], mask)
-    monkeypatch.setattr(observation, "SELECTED_GAINS_FROM", 0)
-    selected = move_gain_features_batch(layout, model, matrices, slot_node[None], mask)
+    table, selected = _by_table_and_by_moves(monkeypatch, env, matrices, slot_node[None], mask)
     assert table.tobytes() == selected.tobytes()
 
 
