@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from http import HTTPStatus
 from typing import Any
 
@@ -34,6 +35,7 @@ from bento.served import describe
 from bento.store import MODEL_NAME, load_policy
 from ceenv.payload import PayloadError
 from ceenv.schema import ActionRequest, ActionResponse, ClusterState, MeasuredConditions, Name
+from ceenv.selected_kernel import warm_up
 
 logger = logging.getLogger("bentoml.service.reach")
 
@@ -118,6 +120,9 @@ class PolicyService:
 
         torch.set_num_threads(ARGUMENTS.torch_threads)
         self.policy: Policy = load_policy(self.model_ref, ARGUMENTS.scenario, ARGUMENTS.workload, ARGUMENTS.planning())
+        began = time.perf_counter()
+        warm_up()  # the compiled move-latency loop (planning, large clusters' gains): no request waits for numba
+        logger.info("compiled move-latency loop ready in %.1f s", time.perf_counter() - began)
         if not self.policy.card.gate.passed:
             logger.warning("serving %s although its gate refused it: %s", self.policy.tag, self.policy.card.gate.reason)
         summary = self.policy.summary()

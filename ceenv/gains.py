@@ -32,6 +32,7 @@ from typing import cast
 import numpy as np
 
 from ceenv.latency import CallCosts, FloatArray, IntArray, LatencyModel
+from ceenv.selected_kernel import BY_SERVICE, SELF_CALL, TO_SERVICE, after_moves
 
 
 def _weights(counts: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -202,54 +203,75 @@ def latency_now_and_after_selected(
     if len(state) and (min(source.min(), target.min()) < 0 or max(source.max(), target.max()) >= nodes):
         raise ValueError(f"a selected move's source or target is not a node index in 0..{nodes - 1}")
     inv = 1.0 / np.maximum(counts.sum(axis=-1), 1.0)  # (B, S)
-    own_by_call = np.ascontiguousarray(own.T)  # (C, B): flat rows make gathers cheap
+    own_by_call = np.ascontiguousarray(own.T)  # (C, B)
     before = cast("list[FloatArray]", tree_totals(model, list(own_by_call)))  # each call's total per state
-    g_flat, h_flat = g.reshape(calls, batch * nodes), h.reshape(calls, batch * nodes)
     result = np.empty(len(state))
-    steps_of = _service_steps(model)
-    order = np.argsort(service, kind="stable")
-    for index in np.split(order, np.flatnonzero(np.diff(service[order])) + 1):
-        if not index.size:
-            continue
-        s = int(service[index[0]])
-        b, a, t = state[index], source[index], target[index]
-        weight = inv[b, s]
-        to_target, to_source = b * nodes + t, b * nodes + a
-        plan = steps_of[s]
-        totals: dict[int, FloatArray] = {}
-        for step in plan.steps:
-            value = own_by_call[step.call].take(b)
-            if step.to_service:
-                row = g_flat[step.call]
-                value += (row.take(to_target) - row.take(to_source)) * weight
-            if step.by_service:
-                row = h_flat[step.call]
-                value += (row.take(to_target) - row.take(to_source)) * weight
-            if step.self_call:  # after both terms, in the table's order (_tree_table): the same sums bit for bit
-                value -= _round_trip(matrices, step.call, b, a, t) * weight**2
-            slowest: FloatArray | float = 0.0
-            for i, group in enumerate(step.groups):
-                parts = [totals[callee] if changed else before[callee].take(b) for callee, changed in group]
-                elapsed = parts[0]
-                for part in parts[1:]:
-                    elapsed = elapsed + part
-                slowest = elapsed if i == 0 else np.maximum(slowest, elapsed)
-            totals[step.call] = value + slowest
-        latency: FloatArray | float = 0.0
-        for w, root, changed in plan.roots:
-            latency = latency + w * (totals[root] if changed else before[root].take(b))
-        result[index] = latency
+    if len(state):
+        after_moves(
+            own_by_call,
+            np.ascontiguousarray(np.stack(before)),
+            np.ascontiguousarray(g.reshape(calls, batch * nodes)),
+            np.ascontiguousarray(h.reshape(calls, batch * nodes)),
+            np.ascontiguousarray(matrices if matrices.ndim == 4 else matrices[None]),
+            inv,
+            *(np.ascontiguousarray(x, dtype=np.int64) for x in (state, service, source, target)),
+            nodes,
+            *service_program(model),
+            result,
+        )
     now = np.asarray(application_latency(model, cast("list[FloatArray | float]", before)), dtype=np.float64)
     return now, result
 
 
-def _round_trip(matrices: FloatArray, call: int, b: IntArray, a: IntArray, t: IntArray) -> FloatArray:
-    """``M_c[a, t] + M_c[t, a]`` per move (the self-call correction), shared or per-state matrices."""
-    if matrices.ndim == 3:
-        result: FloatArray = matrices[call, a, t] + matrices[call, t, a]
-    else:
-        result = matrices[b, call, a, t] + matrices[b, call, t, a]
-    return result
+def service_program(model: LatencyModel) -> tuple[IntArray | FloatArray, ...]:
+    """:func:`_service_steps` as the flat arrays :func:`ceenv.selected_kernel.after_moves` reads (once per model).
+
+    Per service its steps (call, flags: :data:`~ceenv.selected_kernel.TO_SERVICE` |
+    :data:`~ceenv.selected_kernel.SELF_CALL` | :data:`~ceenv.selected_kernel.BY_SERVICE`), per step
+    its parallel groups, per group its callees and whether the move changes their totals, and per
+    service its endpoints (weight, root call, changed); each level indexed by start offsets.
+    """
+    cached: tuple[IntArray | FloatArray, ...] | None = model.__dict__.get("_service_program")
+    if cached is not None:
+        return cached
+    table = _service_steps(model)
+    step_start, step_call, step_flags, group_start = [0], [], [], [0]
+    member_start, member_call, member_changed = [0], [], []
+    root_start, root_weight, root_call, root_changed = [0], [], [], []
+    for s in range(len(table)):
+        for step in table[s].steps:
+            step_call.append(step.call)
+            step_flags.append(TO_SERVICE * step.to_service + SELF_CALL * step.self_call + BY_SERVICE * step.by_service)
+            for group in step.groups:
+                member_call += [callee for callee, _ in group]
+                member_changed += [int(changed) for _, changed in group]
+                member_start.append(len(member_call))
+            group_start.append(len(member_start) - 1)
+        step_start.append(len(step_call))
+        for weight, root, changed in table[s].roots:
+            root_weight.append(weight)
+            root_call.append(root)
+            root_changed.append(int(changed))
+        root_start.append(len(root_call))
+
+    def ints(values: list[int]) -> IntArray:
+        return np.array(values, dtype=np.int64)
+
+    program = (
+        ints(step_start),
+        ints(step_call),
+        ints(step_flags),
+        ints(group_start),
+        ints(member_start),
+        ints(member_call),
+        ints(member_changed),
+        ints(root_start),
+        np.array(root_weight, dtype=np.float64),
+        ints(root_call),
+        ints(root_changed),
+    )
+    model.__dict__["_service_program"] = program
+    return program
 
 
 def gather_moves(delta: FloatArray, slot_service: IntArray, slot_node: IntArray) -> FloatArray:
