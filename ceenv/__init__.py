@@ -1,4 +1,4 @@
-"""ceenv: the pure cloud-edge simulator core of reach (numpy, gymnasium and pydantic only).
+"""ceenv: the pure cloud-edge simulator core of reach (numpy, numba, gymnasium and pydantic only).
 
 Importing the package registers the Gymnasium environments ``ceenv/CloudEdge-v1`` (observation
 version 3, the default), ``ceenv/CloudEdge-v2`` (observation version 4: size-agnostic node, pod

@@ -19,9 +19,10 @@ the whole table. :func:`latency_after_moves` does this for a batch of states at 
 (:meth:`ceenv.latency.LatencyModel.latency_batch`) to floating-point rounding (tests: 1e-9 ms).
 :func:`latency_after_selected` evaluates the same terms for a list of moves only, over several
 states at once (a planner's beam: :func:`ceenv.search.latencies_after`), re-running for each moved
-service only the calls it changes and their ancestors. Used by
+service only the calls it changes and their ancestors, in one compiled loop over the moves
+(:mod:`ceenv.selected_kernel`, numba). Used by
 :func:`ceenv.observation.move_gain_features`, the batched env (:mod:`ceenv.vector`), the search
-and the simulator. Pure numpy.
+and the simulator. Pure: numpy, and numba for that loop.
 """
 
 from __future__ import annotations

@@ -113,13 +113,14 @@ def observe_batch(
 
 
 # Table entries (B·S·N²) from which a tree with parallel groups evaluates only the valid moves
-# (_selected_gain_fractions): below it the table's few array operations cost less than the moves'
-# Python loop over services. Measured 2026-12-02, median ms by table / by moves: one state of 19-37
-# aggregator_parallel, 1,805 entries, 0.18 / 0.28; bench_general's generated large-3001, one state,
-# 10,108 entries, 0.46 / 0.55, and large-3000, 12,996 entries, 1.40 / 0.41; 64 states of 7-21, 15,680
-# entries, 0.48 / 0.47; 64 of 13-29, 54,080 entries, 4.0 / 1.1; the limits' 40 nodes and 25
-# services, one state, 40,000 entries, 24 / 2.2. The crossover depends on the calls too.
-SELECTED_GAINS_FROM = 12_000
+# (_selected_gain_fractions, the compiled loop of ceenv.selected_kernel). Measured 2026-12-02 (session
+# 22, /tmp ad-hoc script, best of 30), ms by table / by moves: one state of 7-21 aggregator_parallel,
+# 245 entries, 0.20 / 0.20; one of 13-29, 845, 0.29 / 0.26; two of 13-29, 1,690, 0.38 / 0.25; one of
+# 19-37, 1,805, 0.35 / 0.30; 64 of 13-29, 54,080, 4.6 / 0.90; bench_general's large-3001, 10,108, 0.79 /
+# 0.50, and large-3000, 12,996, 1.74 / 0.55; the limits (40 nodes, 25 services), 41,600, 36 / 0.71.
+# Below 1,000 the two are within a tenth, and the table spares a small process loading numba.
+# (With the numpy loop over services that the compiled one replaced, the crossover was near 12,000.)
+SELECTED_GAINS_FROM = 1_000
 
 
 def move_gain_features(
