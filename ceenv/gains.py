@@ -201,8 +201,15 @@ def latency_now_and_after_selected(
     own, g, h = call_terms(model, counts, matrices)
     batch, nodes = counts.shape[0], counts.shape[2]
     calls = own.shape[1]
-    if len(state) and (min(source.min(), target.min()) < 0 or max(source.max(), target.max()) >= nodes):
-        raise ValueError(f"a selected move's source or target is not a node index in 0..{nodes - 1}")
+    program = service_program(model)
+    services = min(counts.shape[1], len(program[0]) - 1)
+    if len(state):  # the compiled loop checks no bounds: a bad index would read or write past an array
+        if min(source.min(), target.min()) < 0 or max(source.max(), target.max()) >= nodes:
+            raise ValueError(f"a selected move's source or target is not a node index in 0..{nodes - 1}")
+        if state.min() < 0 or state.max() >= batch or service.min() < 0 or service.max() >= services:
+            raise ValueError(
+                f"a selected move's state or service is out of range (states 0..{batch - 1}, services 0..{services - 1})"
+            )
     inv = 1.0 / np.maximum(counts.sum(axis=-1), 1.0)  # (B, S)
     own_by_call = np.ascontiguousarray(own.T)  # (C, B)
     before = cast("list[FloatArray]", tree_totals(model, list(own_by_call)))  # each call's total per state
@@ -215,9 +222,9 @@ def latency_now_and_after_selected(
             np.ascontiguousarray(h.reshape(calls, batch * nodes)),
             np.ascontiguousarray(matrices if matrices.ndim == 4 else matrices[None]),
             inv,
-            *(np.ascontiguousarray(x, dtype=np.int64) for x in (state, service, source, target)),
-            nodes,
-            *service_program(model),
+            *(np.require(x, np.int64, ["C", "W"]) for x in (state, service, source, target)),  # W: numba types
+            nodes,  # read-only arrays apart, and would compile the loop again for them
+            *program,
             result,
         )
     now = np.asarray(application_latency(model, cast("list[FloatArray | float]", before)), dtype=np.float64)

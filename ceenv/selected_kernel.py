@@ -7,11 +7,12 @@ Done with numpy, service by service, that is a few thousand small array operatio
 moves (about 220 re-run calls over 25 services at the policy's limits), and their fixed cost was
 most of a planned decision there (``docs/training.md``). Here one compiled loop runs over the
 moves, each re-running its service's calls with scalars, in the same order of operations as the
-full tree (:meth:`ceenv.latency.LatencyModel.latency_batch`) and the numpy version it replaces,
-so the values are the same bit for bit (``tests/ceenv/test_gains.py``). No fast-math: the sums
-are the IEEE ones numpy does.
+move table's tree (``ceenv.gains._tree_table``) and the numpy loop it replaced, so the values are
+the same bit for bit (``tests/ceenv/test_selected_kernel.py`` keeps that loop as the reference), and
+equal to the full evaluation (:meth:`ceenv.latency.LatencyModel.latency_batch`) to rounding. No
+fast-math: the sums are the IEEE ones numpy does.
 
-Compiled with numba on first use (a second or two, once per process; cached on disk beside this
+Compiled with numba on first use (about 4 s here, once; cached on disk beside this
 file, or in numba's user cache where that is not writable), so importing :mod:`ceenv` stays cheap.
 Pure: arrays in, an array out.
 """
@@ -127,8 +128,19 @@ def _after_moves(
 
 
 def after_moves(*arrays: Any) -> None:
-    """:func:`_after_moves`, compiled with numba on the first call of the process (:func:`compiled`)."""
-    compiled()(*arrays)
+    """:func:`_after_moves`, compiled with numba on the first call of the process (:func:`compiled`).
+
+    A cache that cannot be written or read after all (numba raises OSError then, on the first call)
+    leaves the loop compiled without one.
+    """
+    global _compiled
+    try:
+        compiled()(*arrays)
+    except OSError:
+        from numba import njit
+
+        _compiled = njit(nogil=True)(_after_moves)
+        _compiled(*arrays)
 
 
 def compiled() -> Callable[..., None]:
@@ -154,7 +166,7 @@ def warm_up() -> None:
     """Compile (or load) the loop for the argument types :func:`ceenv.gains.latency_now_and_after_selected` passes."""
     floats1, floats2, ints = np.zeros(1), np.zeros((1, 1)), np.zeros(1, dtype=np.int64)
     none = np.zeros(0, dtype=np.int64)
-    compiled()(
+    after_moves(
         floats2, floats2, floats2, floats2, np.zeros((1, 1, 1, 1)), floats2,
         none, none, none, none, 1, ints, none, none, ints, ints, none, none, ints, floats1, none, none, np.zeros(0),
     )  # fmt: skip

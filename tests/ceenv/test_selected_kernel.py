@@ -7,9 +7,11 @@ import pytest
 
 from ceenv import selected_kernel
 from ceenv.env import CloudEdgeEnv
-from ceenv.gains import latency_after_selected
+from ceenv.gains import _service_steps, call_terms, latency_after_selected, tree_totals
 from ceenv.generator import generate_scenario
+from ceenv.latency import LatencyModel, build_network, draw_conditions
 from ceenv.simulator import Simulator
+from tests.ceenv.test_gains import _self_calling_env
 
 
 def _beam_and_moves(seed: int = 3) -> tuple[CloudEdgeEnv, list[Simulator], list[np.ndarray]]:
@@ -48,28 +50,119 @@ def test_the_warm_up_compiles_the_signature_that_the_gains_call() -> None:
     assert after.shape == (sum(len(m) for m in moves),) and np.isfinite(after).all()
 
 
-def test_without_a_writable_cache_the_loop_is_compiled_uncached_with_the_same_values(
+def test_without_a_writable_cache_folder_the_loop_is_compiled_uncached_with_the_same_values(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """numba refuses cache=True where no cache folder is writable; the loop is then compiled without one."""
-    import numba
+    """numba's real njit(cache=True) refuses where no cache folder is writable; the loop then compiles without one."""
+    from numba.core import caching
 
     env, beam, moves = _beam_and_moves(seed=5)
     cached = _selected(env, beam, moves)
-    real_njit = numba.njit
-    asked: list[bool] = []
 
-    def njit(*args: object, cache: bool = False, **kwargs: object) -> object:
-        asked.append(cache)
-        if cache:
-            raise RuntimeError("cannot cache function '_after_moves': no locator available for file")
-        return real_njit(*args, **kwargs)
+    def unwritable(self: object) -> None:
+        raise PermissionError(13, "Permission denied", "__pycache__")
 
-    monkeypatch.setattr(numba, "njit", njit)
+    monkeypatch.setattr(caching._CacheLocator, "ensure_cache_path", unwritable)  # every folder numba would try
     monkeypatch.setattr(selected_kernel, "_compiled", None)
     uncached = _selected(env, beam, moves)
-    assert asked == [True, False]
+    dispatcher = selected_kernel.compiled()
+    assert dispatcher is not None and not dispatcher._cache_hits and type(dispatcher._cache).__name__ == "NullCache"
     assert np.array_equal(cached, uncached)
+
+
+def _numpy_loop(
+    model: LatencyModel, counts: np.ndarray, matrices: np.ndarray, state: np.ndarray, service: np.ndarray,
+    source: np.ndarray, target: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """The reference: the numpy loop over services that the compiled loop replaced (ceenv/gains.py before 2026-12-02)."""
+    own, g, h = call_terms(model, counts, matrices)
+    batch, nodes = counts.shape[0], counts.shape[2]
+    calls = own.shape[1]
+    inv = 1.0 / np.maximum(counts.sum(axis=-1), 1.0)
+    own_by_call = np.ascontiguousarray(own.T)
+    before = tree_totals(model, list(own_by_call))
+    g_flat, h_flat = g.reshape(calls, batch * nodes), h.reshape(calls, batch * nodes)
+    result = np.empty(len(state))
+    order = np.argsort(service, kind="stable")
+    for index in np.split(order, np.flatnonzero(np.diff(service[order])) + 1):
+        s = int(service[index[0]])
+        b, a, t = state[index], source[index], target[index]
+        weight = inv[b, s]
+        to_target, to_source = b * nodes + t, b * nodes + a
+        plan = _service_steps(model)[s]
+        totals: dict = {}
+        for step in plan.steps:
+            value = own_by_call[step.call].take(b)
+            if step.to_service:
+                value += (g_flat[step.call].take(to_target) - g_flat[step.call].take(to_source)) * weight
+            if step.by_service:
+                value += (h_flat[step.call].take(to_target) - h_flat[step.call].take(to_source)) * weight
+            if step.self_call:
+                if matrices.ndim == 3:
+                    trip = matrices[step.call, a, t] + matrices[step.call, t, a]
+                else:
+                    trip = matrices[b, step.call, a, t] + matrices[b, step.call, t, a]
+                value -= trip * weight**2
+            slowest = 0.0
+            for i, group in enumerate(step.groups):
+                parts = [totals[callee] if changed else before[callee].take(b) for callee, changed in group]
+                elapsed = parts[0]
+                for part in parts[1:]:
+                    elapsed = elapsed + part
+                slowest = elapsed if i == 0 else np.maximum(slowest, elapsed)
+            totals[step.call] = value + slowest
+        latency = 0.0
+        for w, root, changed in plan.roots:
+            latency = latency + w * (totals[root] if changed else before[root].take(b))
+        result[index] = latency
+    return result
+
+
+def _every_move(beam: list[Simulator]) -> tuple[np.ndarray, ...]:
+    moves = [sim.distinct_move_array() for sim in beam]
+    every = np.concatenate(moves)
+    state = np.repeat(np.arange(len(beam)), [len(m) for m in moves])
+    source = np.concatenate([sim.slot_node[m[:, 0]] for sim, m in zip(beam, moves, strict=True)])
+    return state, beam[0].layout.slot_service[every[:, 0]], source, every[:, 1]
+
+
+@pytest.mark.parametrize("which", ["self-calling", "generated-3", "generated-9"])
+def test_the_loop_gives_the_numpy_loops_values_bit_for_bit(which: str) -> None:
+    """Float64 bytes equal to the replaced numpy loop: a self-call and parallel groups, shared and per-state networks."""
+    if which == "self-calling":
+        env = _self_calling_env()
+        env.reset(seed=2)
+        rng = np.random.default_rng(2)
+        beam = []
+        for _ in range(4):
+            child = env.simulator.copy()
+            valid = np.flatnonzero(child.action_mask()[:-1])
+            action = int(valid[rng.integers(valid.size)])
+            child.move(action % child.layout.slot_count, action // child.layout.slot_count)
+            beam.append(child)
+    else:
+        env, beam, _ = _beam_and_moves(seed=int(which.rsplit("-", 1)[1]))
+    model, counts = env.model, np.stack([s.counts for s in beam])
+    state, service, source, target = _every_move(beam)
+    rng = np.random.default_rng(1)
+    per_state = np.stack(
+        [model.prepare(build_network(env.scenario, draw_conditions(env.scenario, rng))).matrices for _ in beam]
+    )
+    for matrices in (beam[0].costs.matrices, per_state):
+        mine = latency_after_selected(model, counts, matrices, state, service, source, target)
+        reference = _numpy_loop(model, counts, matrices, state, service, source, target)
+        assert mine.tobytes() == reference.tobytes()
+
+
+def test_indices_out_of_range_are_refused_before_the_loop_reads_them() -> None:
+    """The compiled loop checks no bounds: a state or service past the arrays is a ValueError, not a stray read."""
+    env, beam, _ = _beam_and_moves(seed=3)
+    counts, matrices = np.stack([s.counts for s in beam]), beam[0].costs.matrices
+    state, service, source, target = _every_move(beam)
+    with pytest.raises(ValueError, match="state or service is out of range"):
+        latency_after_selected(env.model, counts, matrices, state + len(beam), service, source, target)
+    with pytest.raises(ValueError, match="state or service is out of range"):
+        latency_after_selected(env.model, counts, matrices, state, service + counts.shape[1], source, target)
 
 
 def test_moves_given_in_any_order_get_the_same_values() -> None:
