@@ -14,18 +14,24 @@ from ceenv.simulator import Simulator
 from tests.ceenv.test_gains import _self_calling_env
 
 
-def _beam_and_moves(seed: int = 3) -> tuple[CloudEdgeEnv, list[Simulator], list[np.ndarray]]:
-    """A generated cluster with parallel call groups, and a small beam of its placements (copies of one twin)."""
-    env = CloudEdgeEnv(*generate_scenario(np.random.default_rng(seed), nodes=12, services=8).parse())
+def _beam(env: CloudEdgeEnv, seed: int, size: int = 4) -> list[Simulator]:
+    """``size`` copies of one start state (one network: a planner's beam), each one random valid move on."""
     env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     beam = []
-    for _ in range(4):
+    for _ in range(size):
         child = env.simulator.copy()
         valid = np.flatnonzero(child.action_mask()[:-1])
         action = int(valid[rng.integers(valid.size)])
         child.move(action % child.layout.slot_count, action // child.layout.slot_count)
         beam.append(child)
+    return beam
+
+
+def _beam_and_moves(seed: int = 3) -> tuple[CloudEdgeEnv, list[Simulator], list[np.ndarray]]:
+    """A generated cluster with parallel call groups, and a small beam of its placements (copies of one twin)."""
+    env = CloudEdgeEnv(*generate_scenario(np.random.default_rng(seed), nodes=12, services=8).parse())
+    beam = _beam(env, seed)
     return env, beam, [sim.distinct_move_array() for sim in beam]
 
 
@@ -131,15 +137,7 @@ def test_the_loop_gives_the_numpy_loops_values_bit_for_bit(which: str) -> None:
     """Float64 bytes equal to the replaced numpy loop: a self-call and parallel groups, shared and per-state networks."""
     if which == "self-calling":
         env = _self_calling_env()
-        env.reset(seed=2)
-        rng = np.random.default_rng(2)
-        beam = []
-        for _ in range(4):
-            child = env.simulator.copy()
-            valid = np.flatnonzero(child.action_mask()[:-1])
-            action = int(valid[rng.integers(valid.size)])
-            child.move(action % child.layout.slot_count, action // child.layout.slot_count)
-            beam.append(child)
+        beam = _beam(env, seed=2)
     else:
         env, beam, _ = _beam_and_moves(seed=int(which.rsplit("-", 1)[1]))
     model, counts = env.model, np.stack([s.counts for s in beam])
