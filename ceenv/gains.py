@@ -217,7 +217,7 @@ def latency_now_and_after_selected(
     if len(state):
         after_moves(
             own_by_call,
-            np.ascontiguousarray(np.stack(before)),
+            np.stack(before),  # (C, B), contiguous
             np.ascontiguousarray(g.reshape(calls, batch * nodes)),
             np.ascontiguousarray(h.reshape(calls, batch * nodes)),
             np.ascontiguousarray(matrices if matrices.ndim == 4 else matrices[None]),

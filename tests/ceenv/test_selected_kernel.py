@@ -28,21 +28,24 @@ def _beam(env: CloudEdgeEnv, seed: int, size: int = 4) -> list[Simulator]:
     return beam
 
 
-def _beam_and_moves(seed: int = 3) -> tuple[CloudEdgeEnv, list[Simulator], list[np.ndarray]]:
+def _generated_beam(seed: int = 3) -> tuple[CloudEdgeEnv, list[Simulator]]:
     """A generated cluster with parallel call groups, and a small beam of its placements (copies of one twin)."""
     env = CloudEdgeEnv(*generate_scenario(np.random.default_rng(seed), nodes=12, services=8).parse())
-    beam = _beam(env, seed)
-    return env, beam, [sim.distinct_move_array() for sim in beam]
+    return env, _beam(env, seed)
 
 
-def _selected(env: CloudEdgeEnv, beam: list[Simulator], moves: list[np.ndarray]) -> np.ndarray:
-    state = np.repeat(np.arange(len(beam)), [len(m) for m in moves])
+def _every_move(beam: list[Simulator]) -> tuple[np.ndarray, ...]:
+    """Every distinct move of each beam state as the gains take them: state, service, source node, target node."""
+    moves = [sim.distinct_move_array() for sim in beam]
     every = np.concatenate(moves)
+    state = np.repeat(np.arange(len(beam)), [len(m) for m in moves])
     source = np.concatenate([sim.slot_node[m[:, 0]] for sim, m in zip(beam, moves, strict=True)])
-    return latency_after_selected(
-        env.model, np.stack([s.counts for s in beam]), beam[0].costs.matrices, state,
-        env.layout.slot_service[every[:, 0]], source, every[:, 1],
-    )  # fmt: skip
+    return state, beam[0].layout.slot_service[every[:, 0]], source, every[:, 1]
+
+
+def _selected(env: CloudEdgeEnv, beam: list[Simulator]) -> np.ndarray:
+    counts, matrices = np.stack([s.counts for s in beam]), beam[0].costs.matrices
+    return latency_after_selected(env.model, counts, matrices, *_every_move(beam))
 
 
 def test_the_warm_up_compiles_the_signature_that_the_gains_call() -> None:
@@ -50,10 +53,10 @@ def test_the_warm_up_compiles_the_signature_that_the_gains_call() -> None:
     selected_kernel.warm_up()
     dispatcher = selected_kernel.compiled()
     before = list(dispatcher.signatures)
-    env, beam, moves = _beam_and_moves()
-    after = _selected(env, beam, moves)
+    env, beam = _generated_beam()
+    after = _selected(env, beam)
     assert len(before) == 1 and list(dispatcher.signatures) == before
-    assert after.shape == (sum(len(m) for m in moves),) and np.isfinite(after).all()
+    assert after.shape == (len(_every_move(beam)[0]),) and np.isfinite(after).all()
 
 
 def test_without_a_writable_cache_folder_the_loop_is_compiled_uncached_with_the_same_values(
@@ -62,15 +65,15 @@ def test_without_a_writable_cache_folder_the_loop_is_compiled_uncached_with_the_
     """numba's real njit(cache=True) refuses where no cache folder is writable; the loop then compiles without one."""
     from numba.core import caching
 
-    env, beam, moves = _beam_and_moves(seed=5)
-    cached = _selected(env, beam, moves)
+    env, beam = _generated_beam(seed=5)
+    cached = _selected(env, beam)
 
     def unwritable(self: object) -> None:
         raise PermissionError(13, "Permission denied", "__pycache__")
 
     monkeypatch.setattr(caching._CacheLocator, "ensure_cache_path", unwritable)  # every folder numba would try
     monkeypatch.setattr(selected_kernel, "_compiled", None)
-    uncached = _selected(env, beam, moves)
+    uncached = _selected(env, beam)
     dispatcher = selected_kernel.compiled()
     assert dispatcher is not None and not dispatcher._cache_hits and type(dispatcher._cache).__name__ == "NullCache"
     assert np.array_equal(cached, uncached)
@@ -124,14 +127,6 @@ def _numpy_loop(
     return result
 
 
-def _every_move(beam: list[Simulator]) -> tuple[np.ndarray, ...]:
-    moves = [sim.distinct_move_array() for sim in beam]
-    every = np.concatenate(moves)
-    state = np.repeat(np.arange(len(beam)), [len(m) for m in moves])
-    source = np.concatenate([sim.slot_node[m[:, 0]] for sim, m in zip(beam, moves, strict=True)])
-    return state, beam[0].layout.slot_service[every[:, 0]], source, every[:, 1]
-
-
 @pytest.mark.parametrize("which", ["self-calling", "generated-3", "generated-9"])
 def test_the_loop_gives_the_numpy_loops_values_bit_for_bit(which: str) -> None:
     """Float64 bytes equal to the replaced numpy loop: a self-call and parallel groups, shared and per-state networks."""
@@ -139,7 +134,7 @@ def test_the_loop_gives_the_numpy_loops_values_bit_for_bit(which: str) -> None:
         env = _self_calling_env()
         beam = _beam(env, seed=2)
     else:
-        env, beam, _ = _beam_and_moves(seed=int(which.rsplit("-", 1)[1]))
+        env, beam = _generated_beam(seed=int(which.rsplit("-", 1)[1]))
     model, counts = env.model, np.stack([s.counts for s in beam])
     state, service, source, target = _every_move(beam)
     rng = np.random.default_rng(1)
@@ -154,7 +149,7 @@ def test_the_loop_gives_the_numpy_loops_values_bit_for_bit(which: str) -> None:
 
 def test_indices_out_of_range_are_refused_before_the_loop_reads_them() -> None:
     """The compiled loop checks no bounds: a state or service past the arrays is a ValueError, not a stray read."""
-    env, beam, _ = _beam_and_moves(seed=3)
+    env, beam = _generated_beam(seed=3)
     counts, matrices = np.stack([s.counts for s in beam]), beam[0].costs.matrices
     state, service, source, target = _every_move(beam)
     with pytest.raises(ValueError, match="state or service is out of range"):
@@ -165,15 +160,12 @@ def test_indices_out_of_range_are_refused_before_the_loop_reads_them() -> None:
 
 def test_moves_given_in_any_order_get_the_same_values() -> None:
     """The loop sorts the moves by service itself: shuffling them only shuffles the answers."""
-    env, beam, moves = _beam_and_moves(seed=7)
-    state = np.repeat(np.arange(len(beam)), [len(m) for m in moves])
-    every = np.concatenate(moves)
-    source = np.concatenate([sim.slot_node[m[:, 0]] for sim, m in zip(beam, moves, strict=True)])
-    service = env.layout.slot_service[every[:, 0]]
+    env, beam = _generated_beam(seed=7)
+    state, service, source, target = _every_move(beam)
     counts, matrices = np.stack([s.counts for s in beam]), beam[0].costs.matrices
-    straight = latency_after_selected(env.model, counts, matrices, state, service, source, every[:, 1])
+    straight = latency_after_selected(env.model, counts, matrices, state, service, source, target)
     order = np.random.default_rng(0).permutation(len(state))
     shuffled = latency_after_selected(
-        env.model, counts, matrices, state[order], service[order], source[order], every[order, 1]
+        env.model, counts, matrices, state[order], service[order], source[order], target[order]
     )
     assert len(np.unique(service)) > 1 and np.array_equal(shuffled, straight[order])
