@@ -29,6 +29,7 @@ from ceenv.baselines import Outcome
 from ceenv.baselines import climb as improve
 from ceenv.gains import latency_after_selected
 from ceenv.layout import FloatArray
+from ceenv.selected_kernel import lowest_per_segment
 from ceenv.simulator import Simulator, distinct_move_arrays
 
 _MIN_GAIN_MS = 1e-9
@@ -225,10 +226,11 @@ def expand(
         if candidates is None
         else [np.array(chosen, dtype=np.int64).reshape(-1, 2) for chosen in candidates]
     )
-    for index, (moves, after) in enumerate(zip(moves_per_parent, latencies_after(beam, moves_per_parent), strict=True)):
-        if not len(moves):
-            continue
-        keep = best_first(after, per_state)
+    afters = latencies_after(beam, moves_per_parent)
+    sizes = np.array([len(after) for after in afters], dtype=np.int64)
+    rounded = np.round(np.concatenate(afters), TIE_DECIMALS) if afters else np.zeros(0)
+    best = lowest_per_segment(rounded, sizes, per_state)  # best_first of each parent's moves, one compiled pass
+    for index, (moves, after, keep) in enumerate(zip(moves_per_parent, afters, best, strict=True)):
         scored.extend((float(after[j]), index, (int(moves[j, 0]), int(moves[j, 1]))) for j in keep)
     # Equal placements reached by different paths differ by rounding only: compare values to 1e-9 ms
     # and break ties by parent and move, so that the search does not depend on summation order.

@@ -12,9 +12,15 @@ the same bit for bit (``tests/ceenv/test_selected_kernel.py`` keeps that loop as
 equal to the full evaluation (:meth:`ceenv.latency.LatencyModel.latency_batch`) to rounding. No
 fast-math: the sums are the IEEE ones numpy does.
 
-Compiled with numba on first use (about 4 s here, once; cached on disk beside this
+Two smaller loops of the same beam step live here too, because numpy paid more in fixed costs
+than in work for them: :func:`distinct_moves` (each beam state's distinct valid moves, one pass
+over slots and nodes, for :func:`ceenv.simulator.distinct_move_arrays`) and :func:`lowest_per_segment`
+(each state's ``count`` best moves, for :func:`ceenv.search.expand`). Both return exactly what the
+numpy code they replaced returned (the tests compare them with it).
+
+Compiled with numba on first use (about 4 s here for the move loop, once; cached on disk beside this
 file, or in numba's user cache where that is not writable), so importing :mod:`ceenv` stays cheap.
-Pure: arrays in, an array out.
+Pure: arrays in, arrays out.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ from typing import Any
 import numpy as np
 
 from ceenv.latency import FloatArray, IntArray
+from ceenv.layout import BoolArray
 
 TO_SERVICE, SELF_CALL, BY_SERVICE = 1, 2, 4  # bits of a step's flags (ceenv.gains.service_program)
 
-_compiled: Any = None  # the numba dispatcher, once compiled() ran
+_compiled: dict[str, Any] = {}  # function name -> its numba dispatcher, once compiled() ran for it
 
 
 def _after_moves(
@@ -127,46 +134,164 @@ def _after_moves(
             out[block[i]] = latency
 
 
-def after_moves(*arrays: Any) -> None:
-    """:func:`_after_moves`, compiled with numba on the first call of the process (:func:`compiled`).
+def _distinct_moves(
+    slot_node: IntArray,  # (B, P) node of each slot per state, -1 empty
+    slot_service: IntArray,  # (P,)
+    slot_movable: BoolArray,  # (P,)
+    target_ok: BoolArray,  # (B, P, N) each state's capacity, layer (and request) rules per slot
+    services: int,
+    out: IntArray,  # (B * N * P, 2) rows of slot and target node
+    sizes: IntArray,  # (B,) moves per state
+) -> None:
+    """Each state's distinct valid moves into ``out`` (state after state), in mask order (node, then slot).
+
+    A move is valid as :func:`ceenv.observation.move_mask` says: the slot holds a movable pod, the
+    target passes ``target_ok`` and differs from the pod's node. The first slot of each (service,
+    node) stands for its pods (they are interchangeable).
+    """
+    batch, slots = slot_node.shape
+    nodes = target_ok.shape[2]
+    first = np.zeros(slots, dtype=np.bool_)
+    seen = np.full(services * nodes, -1, dtype=np.int64)  # the last state in which a (service, node) was met
+    m = 0
+    for b in range(batch):
+        for p in range(slots):
+            first[p] = False
+            node = slot_node[b, p]
+            if node >= 0:
+                key = slot_service[p] * nodes + node
+                if seen[key] != b:
+                    seen[key] = b
+                    first[p] = slot_movable[p]
+        start = m
+        for n in range(nodes):
+            for p in range(slots):
+                if first[p] and target_ok[b, p, n] and slot_node[b, p] != n:
+                    out[m, 0] = p
+                    out[m, 1] = n
+                    m += 1
+        sizes[b] = m - start
+
+
+def _lowest_per_segment(
+    values: FloatArray,  # rounded, segment after segment
+    sizes: IntArray,  # (K,) segment lengths
+    count: int,
+    out: IntArray,  # (K * count,) indices within their segment
+    kept: IntArray,  # (K,) indices kept per segment
+) -> None:
+    """The first ``count`` indices of each segment's stable ascending sort (NaN last): an insertion into ``count`` slots."""
+    best_value = np.empty(count)  # count >= 1
+    best_index = np.empty(count, dtype=np.int64)
+    start = 0
+    m = 0
+    for segment in range(sizes.shape[0]):
+        held = 0
+        for j in range(sizes[segment]):
+            value = values[start + j]
+            if held == count:  # full: only a value that sorts before the last one held enters
+                last = best_value[held - 1]
+                if value != value or not (value < last or last != last):
+                    continue
+                held -= 1
+            k = held
+            while k > 0:  # shift past the held values that it sorts before (equal ones stay first)
+                previous = best_value[k - 1]
+                if value == value and (value < previous or previous != previous):
+                    best_value[k] = previous
+                    best_index[k] = best_index[k - 1]
+                    k -= 1
+                else:
+                    break
+            best_value[k] = value
+            best_index[k] = j
+            held += 1
+        for k in range(held):
+            out[m] = best_index[k]
+            m += 1
+        kept[segment] = held
+        start += sizes[segment]
+
+
+def _run(function: Callable[..., None], *arrays: Any) -> None:
+    """``function`` compiled (:func:`compiled`), called with ``arrays``.
 
     A cache that cannot be written or read after all (numba raises OSError then, on the first call)
-    leaves the loop compiled without one.
+    leaves the function compiled without one.
     """
-    global _compiled
     try:
-        compiled()(*arrays)
+        compiled(function)(*arrays)
     except OSError:
         from numba import njit
 
-        _compiled = njit(nogil=True)(_after_moves)
-        _compiled(*arrays)
+        _compiled[function.__name__] = njit(nogil=True)(function)
+        _compiled[function.__name__](*arrays)
 
 
-def compiled() -> Callable[..., None]:
-    """The compiled loop: loaded from numba's cache or compiled now, once per process.
+def after_moves(*arrays: Any) -> None:
+    """:func:`_after_moves`, compiled with numba on the first call of the process (:func:`compiled`)."""
+    _run(_after_moves, *arrays)
+
+
+def distinct_moves(
+    slot_node: IntArray, slot_service: IntArray, slot_movable: BoolArray, target_ok: BoolArray, services: int
+) -> list[IntArray]:
+    """Each state's distinct valid moves, ``(K, 2)`` rows of slot and target node (:func:`_distinct_moves`)."""
+    batch, slots = slot_node.shape
+    out = np.empty((batch * slots * target_ok.shape[2], 2), dtype=np.int64)
+    sizes = np.empty(batch, dtype=np.int64)
+    _run(
+        _distinct_moves,
+        *(np.require(x, np.int64, ["C", "W"]) for x in (slot_node, slot_service)),
+        *(np.require(x, np.bool_, ["C", "W"]) for x in (slot_movable, target_ok)),
+        services, out, sizes,
+    )  # fmt: skip
+    return np.split(out[: sizes.sum()], np.cumsum(sizes)[:-1])
+
+
+def lowest_per_segment(values: FloatArray, sizes: IntArray, count: int) -> list[IntArray]:
+    """For each segment of ``values`` (``sizes`` long, one after another), the indices within it of its
+    ``count`` lowest values, lowest first, ties by index, NaN last: the first ``count`` of a stable
+    ``argsort`` of each segment (:func:`_lowest_per_segment`).
+    """
+    sizes = np.require(sizes, np.int64, ["C", "W"])
+    if count < 1 or not len(sizes):
+        return [np.zeros(0, dtype=np.int64) for _ in range(len(sizes))]
+    out = np.empty(count * len(sizes), dtype=np.int64)
+    kept = np.empty(len(sizes), dtype=np.int64)
+    _run(_lowest_per_segment, np.require(values, np.float64, ["C", "W"]), sizes, count, out, kept)
+    return np.split(out[: kept.sum()], np.cumsum(kept)[:-1])
+
+
+def compiled(function: Callable[..., None] = _after_moves) -> Callable[..., None]:
+    """``function`` compiled: loaded from numba's cache or compiled now, once per process.
 
     Where no cache folder is writable (the package installed read-only, and no writable home or
     ``NUMBA_CACHE_DIR``), it is compiled without a cache. A server calls :func:`warm_up` at start,
     so that no request waits for the compiler.
     """
-    global _compiled
-    if _compiled is None:
+    name = function.__name__
+    if name not in _compiled:
         from numba import njit
 
         try:
-            _compiled = njit(cache=True, nogil=True)(_after_moves)
+            _compiled[name] = njit(cache=True, nogil=True)(function)
         except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-            _compiled = njit(nogil=True)(_after_moves)
-    dispatcher: Callable[..., None] = _compiled
+            _compiled[name] = njit(nogil=True)(function)
+    dispatcher: Callable[..., None] = _compiled[name]
     return dispatcher
 
 
 def warm_up() -> None:
-    """Compile (or load) the loop for the argument types :func:`ceenv.gains.latency_now_and_after_selected` passes."""
+    """Compile (or load) the loops for the argument types their callers pass (:data:`KERNELS`)."""
     floats1, floats2, ints = np.zeros(1), np.zeros((1, 1)), np.zeros(1, dtype=np.int64)
     none = np.zeros(0, dtype=np.int64)
     after_moves(
         floats2, floats2, floats2, floats2, np.zeros((1, 1, 1, 1)), floats2,
         none, none, none, none, 1, ints, none, none, ints, ints, none, none, ints, floats1, none, none, np.zeros(0),
     )  # fmt: skip
+    distinct_moves(np.zeros((1, 1), dtype=np.int64), ints, np.ones(1, dtype=bool), np.ones((1, 1, 1), dtype=bool), 1)
+    lowest_per_segment(np.zeros(1), ints, 1)
+
+
+KERNELS = (_after_moves, _distinct_moves, _lowest_per_segment)  # what warm_up compiles

@@ -15,8 +15,9 @@ import numpy.typing as npt
 from ceenv.gains import costs_form
 from ceenv.latency import Conditions, LatencyModel, build_network
 from ceenv.layout import BoolArray, FloatArray, IntArray, Layout, canonical_slots
-from ceenv.observation import encode_state, move_mask, move_mask_batch
+from ceenv.observation import encode_state, move_mask
 from ceenv.observation_v4 import observe_v4_batch
+from ceenv.selected_kernel import distinct_moves
 
 # The rescheduling cost λ of one migration (MODEL.md §3): the env's step cost, greedy's minimum
 # gain and the training default all use this one value.
@@ -194,32 +195,21 @@ class Simulator:
 
 
 def distinct_move_arrays(sims: list[Simulator]) -> list[IntArray]:
-    """``[sim.distinct_move_array() for sim in sims]`` of simulators sharing one layout, from one batched pass.
+    """``[sim.distinct_move_array() for sim in sims]`` of simulators sharing one layout, from one compiled pass.
 
     A planner's beam (:func:`ceenv.search.expand`) asks this of a dozen placements per depth; one
-    at a time, the masks, the first slot of each kind and the nonzero scan cost more than the
-    moves' latencies on a large cluster. Each simulator's own rules decide its mask
-    (:meth:`Simulator.target_ok`, a subclass's included), and the masks computed here are cached
-    on the simulators as :meth:`Simulator.action_mask` would.
+    at a time, or as one batch of numpy operations (until 2026-12-02), the masks, the first slot of
+    each kind and the nonzero scan cost more than the moves' latencies on a large cluster. Each
+    simulator's own rules decide its moves (:meth:`Simulator.target_ok`, a subclass's included), in
+    :func:`ceenv.observation.move_mask`'s way (:func:`ceenv.selected_kernel.distinct_moves`).
     """
     if len(sims) < 2 or any(sim.layout is not sims[0].layout for sim in sims):
         return [sim.distinct_move_array() for sim in sims]
     layout = sims[0].layout
-    n, slots, batch = layout.node_count, layout.slot_count, len(sims)
-    slot_node = np.stack([sim.slot_node for sim in sims])
-    missing = [i for i, sim in enumerate(sims) if sim._mask is None]
-    if missing:
-        computed = move_mask_batch(layout, slot_node[missing], np.stack([sims[i].target_ok() for i in missing]))
-        for row, i in enumerate(missing):
-            sims[i]._mask = computed[row]
-    masks = np.stack([sim.action_mask() for sim in sims])[:, :-1].reshape(batch, n, slots)
-    # The first slot of each (service, node) kind of each state stands for its kind (as distinct_move_array).
-    state, slot = np.nonzero(slot_node >= 0)
-    kinds = (state * len(layout.service_names) + layout.slot_service[slot]) * n + slot_node[state, slot]
-    first = np.unique(kinds, return_index=True)[1]
-    first_slots = np.zeros((batch, slots), dtype=bool)
-    first_slots[state[first], slot[first]] = True
-    rows, nodes, chosen = np.nonzero(masks & first_slots[:, None, :])
-    moves = np.stack([chosen, nodes], axis=1).astype(np.int64)
-    result: list[IntArray] = np.split(moves, np.cumsum(np.bincount(rows, minlength=batch))[:-1])
-    return result
+    return distinct_moves(
+        np.stack([sim.slot_node for sim in sims]),
+        layout.slot_service,
+        layout.slot_movable,
+        np.stack([sim.target_ok() for sim in sims]),
+        len(layout.service_names),
+    )

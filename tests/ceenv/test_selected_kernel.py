@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,8 @@ from ceenv.env import CloudEdgeEnv
 from ceenv.gains import _service_steps, call_terms, latency_after_selected, tree_totals
 from ceenv.generator import generate_scenario
 from ceenv.latency import LatencyModel, build_network, draw_conditions
-from ceenv.simulator import Simulator
+from ceenv.search import TIE_DECIMALS, best_first, expand, latencies_after
+from ceenv.simulator import Simulator, distinct_move_arrays
 from tests.ceenv.test_gains import _self_calling_env
 
 
@@ -48,15 +51,20 @@ def _selected(env: CloudEdgeEnv, beam: list[Simulator]) -> np.ndarray:
     return latency_after_selected(env.model, counts, matrices, *_every_move(beam))
 
 
-def test_the_warm_up_compiles_the_signature_that_the_gains_call() -> None:
-    """After warm_up, evaluating moves compiles nothing more: a server's first request does not wait for numba."""
+def test_the_warm_up_compiles_the_signatures_that_the_beam_step_calls() -> None:
+    """After warm_up, a beam step (moves, their latencies, the best per state) compiles nothing more.
+
+    A server's first request does not wait for numba.
+    """
     selected_kernel.warm_up()
-    dispatcher = selected_kernel.compiled()
-    before = list(dispatcher.signatures)
+    dispatchers = [selected_kernel.compiled(kernel) for kernel in selected_kernel.KERNELS]
+    before = [list(d.signatures) for d in dispatchers]
     env, beam = _generated_beam()
+    children = expand(beam, width=4, per_state=4)
     after = _selected(env, beam)
-    assert len(before) == 1 and list(dispatcher.signatures) == before
-    assert after.shape == (len(_every_move(beam)[0]),) and np.isfinite(after).all()
+    assert all(len(signatures) == 1 for signatures in before)
+    assert [list(d.signatures) for d in dispatchers] == before
+    assert len(children) == 4 and after.shape == (len(_every_move(beam)[0]),) and np.isfinite(after).all()
 
 
 def test_without_a_writable_cache_folder_the_loop_is_compiled_uncached_with_the_same_values(
@@ -72,7 +80,7 @@ def test_without_a_writable_cache_folder_the_loop_is_compiled_uncached_with_the_
         raise PermissionError(13, "Permission denied", "__pycache__")
 
     monkeypatch.setattr(caching._CacheLocator, "ensure_cache_path", unwritable)  # every folder numba would try
-    monkeypatch.setattr(selected_kernel, "_compiled", None)
+    monkeypatch.setattr(selected_kernel, "_compiled", {})
     uncached = _selected(env, beam)
     dispatcher = selected_kernel.compiled()
     assert dispatcher is not None and not dispatcher._cache_hits and type(dispatcher._cache).__name__ == "NullCache"
@@ -169,3 +177,67 @@ def test_moves_given_in_any_order_get_the_same_values() -> None:
         env.model, counts, matrices, state[order], service[order], source[order], target[order]
     )
     assert len(np.unique(service)) > 1 and np.array_equal(shuffled, straight[order])
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 12, 40])
+def test_the_lowest_per_segment_are_best_firsts_indices(count: int) -> None:
+    """Each segment's kept indices are best_first's: lowest first, ties by index, NaN last, short segments whole."""
+    rng = np.random.default_rng(count)
+    for _ in range(300):
+        segments = [
+            np.round(rng.integers(0, 5, int(rng.integers(0, 30))) + rng.choice([0.0, 1e-12, 0.5]), TIE_DECIMALS)
+            for _ in range(int(rng.integers(1, 5)))
+        ]
+        for values in segments:
+            if len(values) and rng.random() < 0.3:
+                values[rng.integers(len(values), size=2)] = np.nan
+        sizes = np.array([len(v) for v in segments])
+        flat = np.concatenate(segments)
+        kept = selected_kernel.lowest_per_segment(flat, sizes, count)
+        assert len(kept) == len(segments)
+        for values, mine in zip(segments, kept, strict=True):
+            assert mine.dtype == np.int64 and np.array_equal(mine, best_first(values, count))
+
+
+def _expand_with_best_first(
+    beam: list[Simulator], width: int, per_state: int
+) -> list[tuple[int, tuple[int, int], float]]:
+    """The reference: expand as it was before the compiled passes (per-state masks and best_first)."""
+    scored = []
+    moves = [sim.copy().distinct_move_array() for sim in beam]
+    for index, (rows, after) in enumerate(zip(moves, latencies_after(beam, moves), strict=True)):
+        if len(rows):
+            scored += [
+                (float(after[j]), index, (int(rows[j, 0]), int(rows[j, 1]))) for j in best_first(after, per_state)
+            ]
+    scored.sort(key=lambda item: (round(item[0], TIE_DECIMALS), item[1], item[2]))
+    children, seen = [], set()
+    for latency_ms, index, (slot, node) in scored:
+        counts = beam[index].counts.copy()
+        service = beam[index].layout.slot_service[slot]
+        counts[service, beam[index].slot_node[slot]] -= 1.0
+        counts[service, node] += 1.0
+        if counts.tobytes() not in seen:
+            seen.add(counts.tobytes())
+            children.append((index, (slot, node), latency_ms))
+    return children[:width]
+
+
+@pytest.mark.parametrize("seed", [3, 9, 11])
+@pytest.mark.parametrize("pinned", [False, True], ids=["all-movable", "one-service-pinned"])
+def test_a_beam_step_picks_the_children_that_per_state_masks_and_best_first_pick(seed: int, pinned: bool) -> None:
+    """expand (compiled distinct moves and best per state) equals the numpy way, on a generated cluster's beams.
+
+    ``pinned``: the layout marks the busiest service not movable (its pods are never moved).
+    """
+    env, beam = _generated_beam(seed)
+    beam = beam + _beam(env, seed + 100, size=8)
+    if pinned:
+        busiest = int(np.argmax(beam[0].counts.sum(axis=1)))
+        movable = tuple(s != busiest for s in range(len(beam[0].layout.service_movable)))
+        layout = dataclasses.replace(beam[0].layout, service_movable=movable)
+        for sim in beam:
+            sim.layout, sim._mask = layout, None
+        assert not any((layout.slot_service[m[:, 0]] == busiest).any() for m in distinct_move_arrays(beam))
+    for width, per_state in ((4, 4), (12, 3), (32, 32)):
+        assert expand(beam, width, per_state) == _expand_with_best_first(beam, width, per_state)
