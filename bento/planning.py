@@ -221,19 +221,20 @@ def _sampled_latencies(twin: Simulator, ends: list[FloatArray], noise: float, co
     return sampled
 
 
-def _perturbed_costs(model: LatencyModel, costs: CallCosts, noise: float) -> list[CallCosts]:
-    """The :data:`NOISE_SAMPLES` networks that ``costs`` may stand for under ``noise``, prepared for ``model``.
+def _perturbed_costs(model: LatencyModel, costs: CallCosts, noise: float) -> FloatArray:
+    """The per-call matrices ``(R, C, N, N)`` of the :data:`NOISE_SAMPLES` networks that ``costs`` may stand for under ``noise``.
 
     Drawn from :data:`NOISE_SEED`, so they depend on the network and ``noise`` only: cached on the
     costs object (like :func:`ceenv.gains.costs_form`), so that a server answering requests with
-    the nominal network draws and prepares them once; preparing them per request was a fifth of a
-    planned decision at the limits (40 nodes). A request with a ``measured`` block brings its own
-    costs object (:meth:`bento.policy.Policy.known_costs`), so it still draws its own.
+    the nominal network draws, prepares and stacks them once; preparing them per request was a
+    fifth of a planned decision at the limits (40 nodes). A request with a ``measured`` block brings
+    its own costs object (:meth:`bento.policy.Policy.known_costs`), so it still draws its own.
     """
-    cache: dict[float, list[CallCosts]] = costs.__dict__.setdefault("_perturbed", {})
+    cache: dict[float, FloatArray] = costs.__dict__.setdefault("_perturbed", {})
     if noise not in cache:  # costs belong to the model that prepared them (as costs_form assumes)
         rng = np.random.default_rng(NOISE_SEED)
-        cache[noise] = [model.prepare(perturbed_network(costs.network, rng, noise)) for _ in range(NOISE_SAMPLES)]
+        networks = [model.prepare(perturbed_network(costs.network, rng, noise)) for _ in range(NOISE_SAMPLES)]
+        cache[noise] = np.stack([one.matrices for one in networks])
     return cache[noise]
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ceenv.scenario import Scenario
+from ceenv.selected_kernel import own_costs_per_network
 from ceenv.units import cpu_millicores
 from ceenv.workload import Call, Workload
 
@@ -274,13 +275,19 @@ class LatencyModel:
         """Application latency of a batch of placements ``(K, S, N)`` → ``(K,)``, ms."""
         return self._tree_batch(self._own_costs(counts, costs))
 
-    def latency_per_network(self, counts: FloatArray, costs: list[CallCosts]) -> FloatArray:
+    def latency_per_network(self, counts: FloatArray, costs: list[CallCosts] | FloatArray) -> FloatArray:
         """:meth:`LatencyModel.latency_batch` of one batch of placements ``(K, S, N)`` under each network: ``(R, K)``, ms.
 
-        The same values as ``R`` calls, with one pass over the call tree for all of them.
+        ``costs``: the ``R`` networks, or their matrices stacked ``(R, C, N, N)`` (a caller that asks
+        again keeps the stack). The same values as ``R`` calls to rounding, with one pass over the
+        call tree for all of them; each own cost is summed over the nodes that hold pods only
+        (:func:`ceenv.selected_kernel.own_costs_per_network`), where the matrix products of
+        :meth:`latency_batch` read every entry: a tenth of the time on a 40-node cluster.
         """
-        own = np.concatenate([self._own_costs(counts, one) for one in costs])
-        result: FloatArray = self._tree_batch(own).reshape(len(costs), counts.shape[0])
+        matrices = np.stack([one.matrices for one in costs]) if isinstance(costs, list) else costs
+        weights = counts / np.maximum(counts.sum(axis=-1, keepdims=True), 1.0)
+        own = own_costs_per_network(weights, self.call_service, self.call_parent_service, self.call_exec_ms, matrices)
+        result: FloatArray = self._tree_batch(own.reshape(-1, own.shape[2])).reshape(own.shape[0], counts.shape[0])
         return result
 
     def _tree_batch(self, own: FloatArray) -> FloatArray:

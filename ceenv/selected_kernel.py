@@ -16,7 +16,12 @@ Two smaller loops of the same beam step live here too, because numpy paid more i
 than in work for them: :func:`distinct_moves` (each beam state's distinct valid moves, one pass
 over slots and nodes, for :func:`ceenv.simulator.distinct_move_arrays`) and :func:`lowest_per_segment`
 (each state's ``count`` best moves, for :func:`ceenv.search.expand`). Both return exactly what the
-numpy code they replaced returned (the tests compare them with it).
+numpy code they replaced returned (the tests compare them with it). :func:`own_costs_per_network`
+gives the own cost of every call of a few placements under many networks (the planner's noise
+charge, :meth:`ceenv.latency.LatencyModel.latency_per_network`) from the nodes that hold pods only:
+a placement puts each service on a few of the nodes, so ``W_p · M_c · W_q`` needs a few entries of
+``M_c``, where the matrix products read all of them. It sums the same products in another order, so
+its values equal the products' to rounding (1 ulp here), not bit for bit.
 
 Compiled with numba on first use (about 4 s here for the move loop, once; cached on disk beside this
 file, or in numba's user cache where that is not writable), so importing :mod:`ceenv` stays cheap.
@@ -29,9 +34,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from ceenv.latency import FloatArray, IntArray
-from ceenv.layout import BoolArray
+FloatArray = npt.NDArray[np.float64]  # as ceenv.latency's: this module imports no other of ceenv's
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 TO_SERVICE, SELF_CALL, BY_SERVICE = 1, 2, 4  # bits of a step's flags (ceenv.gains.service_program)
 
@@ -213,6 +220,41 @@ def _lowest_per_segment(
         start += sizes[segment]
 
 
+def _own_costs_per_network(
+    weights: FloatArray,  # (K, S, N) each placement's pods per node / replicas
+    call_service: IntArray,  # (C,)
+    call_parent: IntArray,  # (C,)
+    call_exec: FloatArray,  # (C, N)
+    matrices: FloatArray,  # (R, C, N, N) each network's per-call matrices
+    out: FloatArray,  # (R, K, C)
+) -> None:
+    """``out[r, k, c] = Σ_m W_q[m] (Σ_n W_p[n] M_c[n, m] + exec_c[m])`` over the nodes holding pods of ``p`` and ``q``."""
+    placements, services, nodes = weights.shape
+    networks, calls = matrices.shape[0], matrices.shape[1]
+    support = np.empty((services, nodes), dtype=np.int64)
+    held = np.empty(services, dtype=np.int64)
+    for k in range(placements):
+        for s in range(services):
+            h = 0
+            for n in range(nodes):
+                if weights[k, s, n] != 0.0:
+                    support[s, h] = n
+                    h += 1
+            held[s] = h
+        for r in range(networks):
+            for c in range(calls):
+                p, q = call_parent[c], call_service[c]
+                total = 0.0
+                for i in range(held[q]):
+                    m = support[q, i]
+                    reach = 0.0
+                    for j in range(held[p]):
+                        n = support[p, j]
+                        reach += weights[k, p, n] * matrices[r, c, n, m]
+                    total += weights[k, q, m] * (reach + call_exec[c, m])
+                out[r, k, c] = total
+
+
 def _run(function: Callable[..., None], *arrays: Any) -> None:
     """``function`` compiled (:func:`compiled`), called with ``arrays``.
 
@@ -263,6 +305,24 @@ def lowest_per_segment(values: FloatArray, sizes: IntArray, count: int) -> list[
     return np.split(out[: kept.sum()], np.cumsum(kept)[:-1])
 
 
+def own_costs_per_network(
+    weights: FloatArray, call_service: IntArray, call_parent: IntArray, call_exec: FloatArray, matrices: FloatArray
+) -> FloatArray:
+    """Own cost of each call ``(R, K, C)`` of placements ``weights`` ``(K, S, N)`` under networks ``matrices`` ``(R, C, N, N)``.
+
+    :func:`_own_costs_per_network`: ``W_c · (exec_c + W_caller · M_c)`` from the nodes that hold pods.
+    """
+    out = np.empty((matrices.shape[0], weights.shape[0], matrices.shape[1]))
+    _run(
+        _own_costs_per_network,
+        *(np.require(x, np.float64, ["C", "W"]) for x in (weights,)),
+        *(np.require(x, np.int64, ["C", "W"]) for x in (call_service, call_parent)),
+        *(np.require(x, np.float64, ["C", "W"]) for x in (call_exec, matrices)),
+        out,
+    )
+    return out
+
+
 def compiled(function: Callable[..., None] = _after_moves) -> Callable[..., None]:
     """``function`` compiled: loaded from numba's cache or compiled now, once per process.
 
@@ -292,6 +352,7 @@ def warm_up() -> None:
     )  # fmt: skip
     distinct_moves(np.zeros((1, 1), dtype=np.int64), ints, np.ones(1, dtype=bool), np.ones((1, 1, 1), dtype=bool), 1)
     lowest_per_segment(np.zeros(1), ints, 1)
+    own_costs_per_network(np.zeros((1, 1, 1)), ints, ints, floats2, np.zeros((1, 1, 1, 1)))
 
 
-KERNELS = (_after_moves, _distinct_moves, _lowest_per_segment)  # what warm_up compiles
+KERNELS = (_after_moves, _distinct_moves, _lowest_per_segment, _own_costs_per_network)  # what warm_up compiles

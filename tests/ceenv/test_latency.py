@@ -119,9 +119,30 @@ def test_latency_under_several_networks_equals_one_batch_per_network() -> None:
     networks = [model.prepare(build_network(scenario, draw_conditions(scenario, rng))) for _ in range(3)]
     together = model.latency_per_network(batch, networks)
     assert together.shape == (3, 2)
-    for row, costs in zip(together, networks, strict=True):
-        np.testing.assert_array_equal(row, model.latency_batch(batch, costs))
+    for row, costs in zip(together, networks, strict=True):  # summed over the pods' nodes only: equal to rounding
+        np.testing.assert_allclose(row, model.latency_batch(batch, costs), rtol=1e-13, atol=0)
     assert len({tuple(row) for row in together}) == 3, "the networks should give different latencies"
+    stacked = model.latency_per_network(batch, np.stack([costs.matrices for costs in networks]))
+    np.testing.assert_array_equal(stacked, together)
+
+
+def test_latency_under_several_networks_on_a_large_generated_cluster_equals_the_matrix_products() -> None:
+    """Many services with pods on several nodes, parallel groups: the sparse sums equal latency_batch to rounding."""
+    from ceenv.env import CloudEdgeEnv
+    from ceenv.generator import generate_scenario
+
+    env = CloudEdgeEnv(*generate_scenario(np.random.default_rng(21), nodes=30, services=20).parse())
+    rng = np.random.default_rng(5)
+    batch = []
+    for seed in range(6):
+        env.reset(seed=seed)
+        batch.append(env.simulator.counts)
+    counts = np.stack(batch)
+    assert (np.count_nonzero(counts, axis=-1) > 1).any(), "some service should have pods on several nodes"
+    networks = [env.model.prepare(build_network(env.scenario, draw_conditions(env.scenario, rng))) for _ in range(4)]
+    together = env.model.latency_per_network(counts, networks)
+    for row, costs in zip(together, networks, strict=True):
+        np.testing.assert_allclose(row, env.model.latency_batch(counts, costs), rtol=1e-13, atol=0)
 
 
 def test_dynamic_conditions_stay_within_the_file_ranges() -> None:
