@@ -121,8 +121,8 @@ class PolicyService:
         torch.set_num_threads(ARGUMENTS.torch_threads)
         self.policy: Policy = load_policy(self.model_ref, ARGUMENTS.scenario, ARGUMENTS.workload, ARGUMENTS.planning())
         began = time.perf_counter()
-        warm_up()  # the compiled move-latency loop (planning, large clusters' gains): no request waits for numba
-        logger.info("compiled move-latency loop ready in %.1f s", time.perf_counter() - began)
+        warm_up()  # the compiled loops (planning's beam and noise charge, large clusters' gains): no request waits for numba
+        logger.info("compiled planning loops ready in %.1f s", time.perf_counter() - began)
         if not self.policy.card.gate.passed:
             logger.warning("serving %s although its gate refused it: %s", self.policy.tag, self.policy.card.gate.reason)
         summary = self.policy.summary()

@@ -52,7 +52,7 @@ def _selected(env: CloudEdgeEnv, beam: list[Simulator]) -> np.ndarray:
 
 
 def test_the_warm_up_compiles_the_signatures_that_the_beam_step_calls() -> None:
-    """After warm_up, a beam step (moves, their latencies, the best per state) compiles nothing more.
+    """After warm_up, a beam step (moves, their latencies, the best per state) and a noise charge compile nothing more.
 
     A server's first request does not wait for numba.
     """
@@ -62,6 +62,7 @@ def test_the_warm_up_compiles_the_signatures_that_the_beam_step_calls() -> None:
     env, beam = _generated_beam()
     children = expand(beam, width=4, per_state=4)
     after = _selected(env, beam)
+    env.model.latency_per_network(np.stack([s.counts for s in beam]), [beam[0].costs, beam[0].costs])
     assert all(len(signatures) == 1 for signatures in before)
     assert [list(d.signatures) for d in dispatchers] == before
     assert len(children) == 4 and after.shape == (len(_every_move(beam)[0]),) and np.isfinite(after).all()
