@@ -12,6 +12,7 @@ baselines, the search and ``reach sim latency``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -275,7 +276,7 @@ class LatencyModel:
         """Application latency of a batch of placements ``(K, S, N)`` → ``(K,)``, ms."""
         return self._tree_batch(self._own_costs(counts, costs))
 
-    def latency_per_network(self, counts: FloatArray, costs: list[CallCosts] | FloatArray) -> FloatArray:
+    def latency_per_network(self, counts: FloatArray, costs: Sequence[CallCosts] | FloatArray) -> FloatArray:
         """:meth:`LatencyModel.latency_batch` of one batch of placements ``(K, S, N)`` under each network: ``(R, K)``, ms.
 
         ``costs``: the ``R`` networks, or their matrices stacked ``(R, C, N, N)`` (a caller that asks
@@ -284,7 +285,7 @@ class LatencyModel:
         (:func:`ceenv.selected_kernel.own_costs_per_network`), where the matrix products of
         :meth:`latency_batch` read every entry: a tenth of the time on a 40-node cluster.
         """
-        matrices = np.stack([one.matrices for one in costs]) if isinstance(costs, list) else costs
+        matrices = costs if isinstance(costs, np.ndarray) else np.stack([one.matrices for one in costs])
         weights = counts / np.maximum(counts.sum(axis=-1, keepdims=True), 1.0)
         own = own_costs_per_network(weights, self.call_service, self.call_parent_service, self.call_exec_ms, matrices)
         result: FloatArray = self._tree_batch(own.reshape(-1, own.shape[2])).reshape(own.shape[0], counts.shape[0])

@@ -21,7 +21,8 @@ gives the own cost of every call of a few placements under many networks (the pl
 charge, :meth:`ceenv.latency.LatencyModel.latency_per_network`) from the nodes that hold pods only:
 a placement puts each service on a few of the nodes, so ``W_p · M_c · W_q`` needs a few entries of
 ``M_c``, where the matrix products read all of them. It sums the same products in another order, so
-its values equal the products' to rounding (1 ulp here), not bit for bit.
+its values equal the products' to rounding (1 ulp here), not bit for bit, for finite matrices (where
+a node has no bandwidth left, ``0 × inf`` makes the products NaN; the loop skips empty nodes).
 
 Compiled with numba on first use (about 4 s here for the move loop, once; cached on disk beside this
 file, or in numba's user cache where that is not writable), so importing :mod:`ceenv` stays cheap.
@@ -297,7 +298,8 @@ def lowest_per_segment(values: FloatArray, sizes: IntArray, count: int) -> list[
     ``argsort`` of each segment (:func:`_lowest_per_segment`).
     """
     sizes = np.require(sizes, np.int64, ["C", "W"])
-    if count < 1 or not len(sizes):
+    count = min(count, int(sizes.max(initial=0)))  # no more room than the longest segment needs
+    if count < 1:
         return [np.zeros(0, dtype=np.int64) for _ in range(len(sizes))]
     out = np.empty(count * len(sizes), dtype=np.int64)
     kept = np.empty(len(sizes), dtype=np.int64)
@@ -351,7 +353,7 @@ def warm_up() -> None:
         none, none, none, none, 1, ints, none, none, ints, ints, none, none, ints, floats1, none, none, np.zeros(0),
     )  # fmt: skip
     distinct_moves(np.zeros((1, 1), dtype=np.int64), ints, np.ones(1, dtype=bool), np.ones((1, 1, 1), dtype=bool), 1)
-    lowest_per_segment(np.zeros(1), ints, 1)
+    lowest_per_segment(np.zeros(1), np.ones(1, dtype=np.int64), 1)  # one value in one segment: compiles
     own_costs_per_network(np.zeros((1, 1, 1)), ints, ints, floats2, np.zeros((1, 1, 1, 1)))
 
 

@@ -308,7 +308,7 @@ def test_a_beams_distinct_moves_from_one_batched_pass_equal_each_states_own(env:
     restricted.__class__ = _NoNodeZero
     restricted._mask = None
     beam = [*beam, restricted]
-    beam[0].action_mask()  # one mask cached already, the others computed in the batch
+    beam[0].action_mask()  # one mask cached already: the compiled pass neither uses nor changes it
 
     def fresh(sim: Simulator) -> Simulator:
         clone = sim.copy()
@@ -321,5 +321,5 @@ def test_a_beams_distinct_moves_from_one_batched_pass_equal_each_states_own(env:
     for mine, theirs in zip(got, expected, strict=True):
         assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs)
     assert not (got[-1][:, 1] == 0).any() and (got[1][:, 1] == 0).any() == bool((expected[1][:, 1] == 0).any())
-    for sim in beam:  # the masks cached by the batch are each simulator's own
+    for sim in beam:  # the pass left every simulator's mask (cached or not) its own
         np.testing.assert_array_equal(sim.action_mask(), fresh(sim).action_mask())

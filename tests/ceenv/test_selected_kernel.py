@@ -235,6 +235,7 @@ def test_a_beam_step_picks_the_children_that_per_state_masks_and_best_first_pick
     beam = beam + _beam(env, seed + 100, size=8)
     if pinned:
         busiest = int(np.argmax(beam[0].counts.sum(axis=1)))
+        assert any((beam[0].layout.slot_service[m[:, 0]] == busiest).any() for m in distinct_move_arrays(beam))
         movable = tuple(s != busiest for s in range(len(beam[0].layout.service_movable)))
         layout = dataclasses.replace(beam[0].layout, service_movable=movable)
         for sim in beam:
