@@ -283,7 +283,7 @@ class LatencyModel:
         again keeps the stack). The same values as ``R`` calls to rounding, with one pass over the
         call tree for all of them; each own cost is summed over the nodes that hold pods only
         (:func:`ceenv.selected_kernel.own_costs_per_network`), where the matrix products of
-        :meth:`latency_batch` read every entry: a tenth of the time on a 40-node cluster.
+        :meth:`LatencyModel.latency_batch` read every entry: a sixth of the time on a 40-node cluster.
         """
         matrices = costs if isinstance(costs, np.ndarray) else np.stack([one.matrices for one in costs])
         weights = counts / np.maximum(counts.sum(axis=-1, keepdims=True), 1.0)
