@@ -217,11 +217,11 @@ def _sampled_latencies(twin: Simulator, ends: list[FloatArray], noise: float, co
     if noise == 0.0 or confidence == 0.0:
         return None
     counts = np.stack([twin.counts, *ends])
-    sampled: FloatArray = twin.model.latency_per_network(counts, _perturbed_costs(twin.model, twin.costs, noise))
+    sampled: FloatArray = twin.model.latency_per_network(counts, _perturbed_matrices(twin.model, twin.costs, noise))
     return sampled
 
 
-def _perturbed_costs(model: LatencyModel, costs: CallCosts, noise: float) -> FloatArray:
+def _perturbed_matrices(model: LatencyModel, costs: CallCosts, noise: float) -> FloatArray:
     """The per-call matrices ``(R, C, N, N)`` of the :data:`NOISE_SAMPLES` networks that ``costs`` may stand for under ``noise``.
 
     Drawn from :data:`NOISE_SEED`, so they depend on the network and ``noise`` only: cached on the

@@ -35,11 +35,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]  # as ceenv.latency's: this module imports no other of ceenv's
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
+from ceenv.layout import BoolArray, FloatArray, IntArray  # not ceenv.latency's: it imports this module
 
 TO_SERVICE, SELF_CALL, BY_SERVICE = 1, 2, 4  # bits of a step's flags (ceenv.gains.service_program)
 
@@ -317,7 +314,7 @@ def own_costs_per_network(
     out = np.empty((matrices.shape[0], weights.shape[0], matrices.shape[1]))
     _run(
         _own_costs_per_network,
-        *(np.require(x, np.float64, ["C", "W"]) for x in (weights,)),
+        np.require(weights, np.float64, ["C", "W"]),
         *(np.require(x, np.int64, ["C", "W"]) for x in (call_service, call_parent)),
         *(np.require(x, np.float64, ["C", "W"]) for x in (call_exec, matrices)),
         out,
