@@ -25,8 +25,9 @@ arguments ``plan_k``, ``plan_horizon``, ``plan_width``, ``plan_margin``, ``plan_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -271,9 +272,10 @@ def _best_per_depth(
     best: dict[int, PlannedSequence] = {}
     beam: list[Simulator] = []
     origin: list[int] = []  # the root move each beam state descends from
+    first_after = latencies_after([twin], [np.array(roots, dtype=np.int64)])[0]  # the roots' latencies, together
     for index, move in enumerate(roots):
         child = twin.copy()
-        child.move(*move)
+        child.move(*move, latency_ms=float(first_after[index]))
         beam.append(child)
         origin.append(index)
         value = child.latency_ms + move_cost_ms
@@ -312,13 +314,27 @@ class ServedTwin(Simulator):
 
     def target_ok(self) -> BoolArray:
         """:meth:`Simulator.target_ok` less unavailable targets, pods on unavailable nodes and blocked services."""
-        layout = self.layout
-        result: BoolArray = (self.fits() & ~self.blocked)[layout.slot_service] & ~self.unavailable[None, :]
-        on_node = self.slot_node >= 0
-        stuck = np.zeros(layout.slot_count, dtype=bool)
-        stuck[on_node] = self.unavailable[self.slot_node[on_node]]
-        result[stuck] = False
+        services, slots = type(self).move_rules([self])
+        result: BoolArray = services[0][self.layout.slot_service]
+        result[~slots[0]] = False
         return result
+
+    @classmethod
+    def move_rules(cls, sims: Sequence[Simulator]) -> tuple[BoolArray, BoolArray]:
+        """:meth:`Simulator.move_rules` less unavailable targets and blocked services; pods on unavailable nodes stay."""
+        services, slots = super().move_rules(sims)
+        twins = [cast("ServedTwin", sim) for sim in sims]
+        first = twins[0]
+        slot_node = np.stack([twin.slot_node for twin in twins])
+        if all(twin.blocked is first.blocked and twin.unavailable is first.unavailable for twin in twins):
+            services &= ~first.blocked & ~first.unavailable  # copies of one twin share both
+            stuck = first.unavailable[slot_node]
+        else:
+            unavailable = np.stack([twin.unavailable for twin in twins])
+            services &= ~np.stack([twin.blocked for twin in twins]) & ~unavailable[:, None, :]
+            stuck = np.take_along_axis(unavailable, slot_node, axis=1)
+        slots &= ~(stuck & (slot_node >= 0))  # an empty slot (-1) read the last node: not stuck
+        return services, slots
 
 
 def twin_from_state(

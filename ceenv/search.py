@@ -29,8 +29,8 @@ from ceenv.baselines import Outcome
 from ceenv.baselines import climb as improve
 from ceenv.gains import latency_after_selected
 from ceenv.layout import FloatArray
-from ceenv.selected_kernel import lowest_per_segment
-from ceenv.simulator import Simulator, distinct_move_arrays
+from ceenv.selected_kernel import lowest_per_segment_together
+from ceenv.simulator import Simulator, distinct_moves_together
 
 _MIN_GAIN_MS = 1e-9
 RESTARTS = 8  # best_known's random walks from the start (4 random placements before 2026-12-01)
@@ -173,16 +173,28 @@ def latencies_after(beam: list[Simulator], moves: list[np.ndarray]) -> list[np.n
     """
     if not beam:
         return []
-    first = beam[0]
     pairs = [np.asarray(chosen, dtype=np.int64).reshape(-1, 2) for chosen in moves]  # (slot, target) rows
+    sizes = np.array([len(rows) for rows in pairs], dtype=np.int64)
+    after = _latencies_after_together(beam, np.concatenate(pairs), sizes)
+    return np.split(after, np.cumsum(sizes)[:-1])
+
+
+def _latencies_after_together(beam: list[Simulator], every: np.ndarray, sizes: np.ndarray) -> FloatArray:
+    """:func:`latencies_after` of moves given one state after another (``sizes[i]`` rows for ``beam[i]``), as one array."""
+    first = beam[0]
     if any(sim.model is not first.model or sim.costs is not first.costs for sim in beam):
-        return [sim.latency_after([(int(a), int(b)) for a, b in rows]) for sim, rows in zip(beam, pairs, strict=True)]
-    sizes = [len(rows) for rows in pairs]
-    every = np.concatenate(pairs)
+        parts = np.split(every, np.cumsum(sizes)[:-1])
+        return np.concatenate(
+            [sim.latency_after([(int(a), int(b)) for a, b in rows]) for sim, rows in zip(beam, parts, strict=True)]
+        )
     state = np.repeat(np.arange(len(beam)), sizes)
     slots = every[:, 0]
-    sources = np.concatenate([sim.slot_node[rows[:, 0]] for sim, rows in zip(beam, pairs, strict=True)])
-    after = latency_after_selected(
+    if all(sim.layout is first.layout for sim in beam):
+        sources = np.stack([sim.slot_node for sim in beam])[state, slots]
+    else:
+        parts = np.split(slots, np.cumsum(sizes)[:-1])
+        sources = np.concatenate([sim.slot_node[part] for sim, part in zip(beam, parts, strict=True)])
+    return latency_after_selected(
         first.model,
         np.stack([sim.counts for sim in beam]),
         first.costs.matrices,
@@ -191,7 +203,6 @@ def latencies_after(beam: list[Simulator], moves: list[np.ndarray]) -> list[np.n
         sources,
         every[:, 1],
     )
-    return np.split(after, np.cumsum(sizes)[:-1])
 
 
 def best_first(latencies_ms: np.ndarray, count: int) -> np.ndarray:
@@ -218,26 +229,29 @@ def expand(
 
     Each parent contributes its ``per_state`` best single moves (from ``candidates[i]`` when given,
     else every distinct valid move); children that reach the same placement (service × node counts)
-    are merged.
+    are merged. Latencies equal to 1e-9 ms are ties, broken by parent and then by move.
     """
-    scored: list[tuple[float, int, tuple[int, int]]] = []
-    moves_per_parent = (
-        distinct_move_arrays(beam)
-        if candidates is None
-        else [np.array(chosen, dtype=np.int64).reshape(-1, 2) for chosen in candidates]
-    )
-    afters = latencies_after(beam, moves_per_parent)
-    sizes = np.array([len(after) for after in afters], dtype=np.int64)
-    rounded = np.round(np.concatenate(afters), TIE_DECIMALS) if afters else np.zeros(0)
-    best = lowest_per_segment(rounded, sizes, per_state)  # best_first of each parent's moves, one compiled pass
-    for index, (moves, after, keep) in enumerate(zip(moves_per_parent, afters, best, strict=True)):
-        scored.extend((float(after[j]), index, (int(moves[j, 0]), int(moves[j, 1]))) for j in keep)
+    if not beam:
+        return []
+    if candidates is None:
+        every, sizes = distinct_moves_together(beam)
+    else:
+        pairs = [np.array(chosen, dtype=np.int64).reshape(-1, 2) for chosen in candidates]
+        every, sizes = np.concatenate(pairs), np.array([len(rows) for rows in pairs], dtype=np.int64)
+    after = _latencies_after_together(beam, every, sizes)
+    rounded = np.round(after, TIE_DECIMALS)
+    within, kept = lowest_per_segment_together(rounded, sizes, per_state)  # each parent's best, one compiled pass
+    picked = np.repeat(np.cumsum(sizes) - sizes, kept) + within
+    parents = np.repeat(np.arange(len(beam)), kept)
+    slots, nodes = every[picked, 0], every[picked, 1]
     # Equal placements reached by different paths differ by rounding only: compare values to 1e-9 ms
     # and break ties by parent and move, so that the search does not depend on summation order.
-    scored.sort(key=lambda item: (round(item[0], TIE_DECIMALS), item[1], item[2]))
+    order = np.lexsort((nodes, slots, parents, rounded[picked])).tolist()
+    value_of, parent_of, slot_of, node_of = (x.tolist() for x in (after[picked], parents, slots, nodes))
     children: list[tuple[int, tuple[int, int], float]] = []
     seen: set[bytes] = set()
-    for latency_ms, index, (slot, node) in scored:
+    for i in order:
+        index, slot, node = parent_of[i], slot_of[i], node_of[i]
         parent = beam[index]
         counts = parent.counts.copy()
         service = parent.layout.slot_service[slot]
@@ -247,7 +261,7 @@ def expand(
         if key in seen:
             continue
         seen.add(key)
-        children.append((index, (slot, node), latency_ms))
+        children.append((index, (slot, node), value_of[i]))
         if len(children) == width:
             break
     return children

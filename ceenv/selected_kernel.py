@@ -143,19 +143,22 @@ def _distinct_moves(
     slot_node: IntArray,  # (B, P) node of each slot per state, -1 empty
     slot_service: IntArray,  # (P,)
     slot_movable: BoolArray,  # (P,)
-    target_ok: BoolArray,  # (B, P, N) each state's capacity, layer (and request) rules per slot
+    rule_of_slot: IntArray,  # (P,) the row of ``rules`` that a slot's pod follows
+    rules: BoolArray,  # (B, R, N) each state's capacity, layer (and request) rules: per service or per slot
+    slot_ok: BoolArray,  # (B, P) False: the slot's pod may not move at all in that state
     services: int,
     out: IntArray,  # (B * N * P, 2) rows of slot and target node
     sizes: IntArray,  # (B,) moves per state
 ) -> None:
     """Each state's distinct valid moves into ``out`` (state after state), in mask order (node, then slot).
 
-    A move is valid as :func:`ceenv.observation.move_mask` says: the slot holds a movable pod, the
-    target passes ``target_ok`` and differs from the pod's node. The first slot of each (service,
-    node) stands for its pods (they are interchangeable).
+    A move is valid as :func:`ceenv.observation.move_mask` says of ``target_ok[p] = rules[rule_of_slot[p]]``
+    (cleared where ``slot_ok`` is False): the slot holds a movable pod, the target passes ``target_ok``
+    and differs from the pod's node. The first slot of each (service, node) stands for its pods
+    (they are interchangeable).
     """
     batch, slots = slot_node.shape
-    nodes = target_ok.shape[2]
+    nodes = rules.shape[2]
     first = np.zeros(slots, dtype=np.bool_)
     seen = np.full(services * nodes, -1, dtype=np.int64)  # the last state in which a (service, node) was met
     m = 0
@@ -167,11 +170,11 @@ def _distinct_moves(
                 key = slot_service[p] * nodes + node
                 if seen[key] != b:
                     seen[key] = b
-                    first[p] = slot_movable[p]
+                    first[p] = slot_movable[p] and slot_ok[b, p]
         start = m
         for n in range(nodes):
             for p in range(slots):
-                if first[p] and target_ok[b, p, n] and slot_node[b, p] != n:
+                if first[p] and rules[b, rule_of_slot[p], n] and slot_node[b, p] != n:
                     out[m, 0] = p
                     out[m, 1] = n
                     m += 1
@@ -274,19 +277,28 @@ def after_moves(*arrays: Any) -> None:
 
 
 def distinct_moves(
-    slot_node: IntArray, slot_service: IntArray, slot_movable: BoolArray, target_ok: BoolArray, services: int
-) -> list[IntArray]:
-    """Each state's distinct valid moves, ``(K, 2)`` rows of slot and target node (:func:`_distinct_moves`)."""
+    slot_node: IntArray,
+    slot_service: IntArray,
+    slot_movable: BoolArray,
+    rule_of_slot: IntArray,
+    rules: BoolArray,
+    slot_ok: BoolArray,
+    services: int,
+) -> tuple[IntArray, IntArray]:
+    """Each state's distinct valid moves, one state after another: ``(M, 2)`` rows of slot and target node,
+    and ``(B,)`` moves per state (:func:`_distinct_moves`)."""
     batch, slots = slot_node.shape
-    out = np.empty((batch * slots * target_ok.shape[2], 2), dtype=np.int64)
+    out = np.empty((batch * slots * rules.shape[2], 2), dtype=np.int64)
     sizes = np.empty(batch, dtype=np.int64)
     _run(
         _distinct_moves,
         *(np.require(x, np.int64, ["C", "W"]) for x in (slot_node, slot_service)),
-        *(np.require(x, np.bool_, ["C", "W"]) for x in (slot_movable, target_ok)),
+        np.require(slot_movable, np.bool_, ["C", "W"]),
+        np.require(rule_of_slot, np.int64, ["C", "W"]),
+        *(np.require(x, np.bool_, ["C", "W"]) for x in (rules, slot_ok)),
         services, out, sizes,
     )  # fmt: skip
-    return np.split(out[: sizes.sum()], np.cumsum(sizes)[:-1])
+    return out[: sizes.sum()], sizes
 
 
 def lowest_per_segment(values: FloatArray, sizes: IntArray, count: int) -> list[IntArray]:
@@ -294,14 +306,20 @@ def lowest_per_segment(values: FloatArray, sizes: IntArray, count: int) -> list[
     ``count`` lowest values, lowest first, ties by index, NaN last: the first ``count`` of a stable
     ``argsort`` of each segment (:func:`_lowest_per_segment`).
     """
+    indices, kept = lowest_per_segment_together(values, sizes, count)
+    return np.split(indices, np.cumsum(kept)[:-1])
+
+
+def lowest_per_segment_together(values: FloatArray, sizes: IntArray, count: int) -> tuple[IntArray, IntArray]:
+    """:func:`lowest_per_segment` one segment after another: the indices within their segments, and how many each kept."""
     sizes = np.require(sizes, np.int64, ["C", "W"])
     count = min(count, int(sizes.max(initial=0)))  # no more room than the longest segment needs
     if count < 1:
-        return [np.zeros(0, dtype=np.int64) for _ in range(len(sizes))]
+        return np.zeros(0, dtype=np.int64), np.zeros(len(sizes), dtype=np.int64)
     out = np.empty(count * len(sizes), dtype=np.int64)
     kept = np.empty(len(sizes), dtype=np.int64)
     _run(_lowest_per_segment, np.require(values, np.float64, ["C", "W"]), sizes, count, out, kept)
-    return np.split(out[: kept.sum()], np.cumsum(kept)[:-1])
+    return out[: kept.sum()], kept
 
 
 def own_costs_per_network(
@@ -349,7 +367,10 @@ def warm_up() -> None:
         floats2, floats2, floats2, floats2, np.zeros((1, 1, 1, 1)), floats2,
         none, none, none, none, 1, ints, none, none, ints, ints, none, none, ints, floats1, none, none, np.zeros(0),
     )  # fmt: skip
-    distinct_moves(np.zeros((1, 1), dtype=np.int64), ints, np.ones(1, dtype=bool), np.ones((1, 1, 1), dtype=bool), 1)
+    yes = np.ones((1, 1), dtype=bool)
+    distinct_moves(
+        np.zeros((1, 1), dtype=np.int64), ints, np.ones(1, dtype=bool), ints, np.ones((1, 1, 1), dtype=bool), yes, 1
+    )
     lowest_per_segment(np.zeros(1), np.ones(1, dtype=np.int64), 1)  # one value in one segment: compiles
     own_costs_per_network(np.zeros((1, 1, 1)), ints, ints, floats2, np.zeros((1, 1, 1, 1)))
 

@@ -293,3 +293,52 @@ def test_golden_version_4_env_observation_equals_the_services(general_tag: str, 
             if not len(valid):
                 break
             obs, *_ = env.step(int(rng.choice(valid)))
+
+
+def _own_target_ok(twin: Any) -> np.ndarray:
+    """The served twin's rules slot by slot, as ``ServedTwin.target_ok`` computed them before the batched rules."""
+    layout = twin.layout
+    result: np.ndarray = (twin.fits() & ~twin.blocked)[layout.slot_service] & ~twin.unavailable[None, :]
+    on_node = twin.slot_node >= 0
+    stuck = np.zeros(layout.slot_count, dtype=bool)
+    stuck[on_node] = twin.unavailable[twin.slot_node[on_node]]
+    result[stuck] = False
+    return result
+
+
+def test_a_beam_of_served_twins_gets_each_twins_own_rules_from_one_batched_pass(planner: Policy) -> None:
+    """``ServedTwin.move_rules`` over a beam equals each twin's rules slot by slot, and so do the beam's moves.
+
+    Copies of one twin (sharing its failed node and blocked services) a few moves apart, and twins of two
+    requests with different failed nodes in one beam.
+    """
+    from ceenv.simulator import distinct_moves_together
+
+    body = copy.deepcopy(REQUEST)
+    for pod in body["pod_deployable"]:
+        if pod.startswith("db-"):
+            body["pod_deployable"][pod] = [n for n in body["pod_deployable"][pod] if n != "tb-edge-vm-4-1"]
+    first = _served_twin(planner, _failed_request(stuck=True))
+    other = _served_twin(planner, ActionRequest.model_validate(body))
+    assert first.unavailable.any() and other.blocked.any() and not other.unavailable.any()
+    rng = np.random.default_rng(0)
+    beam = [first]
+    for _ in range(7):
+        twin = beam[-1].copy()
+        valid = np.flatnonzero(twin.action_mask()[:-1])
+        action = int(valid[rng.integers(len(valid))])
+        twin.move(action % twin.layout.slot_count, action // twin.layout.slot_count)
+        beam.append(twin)
+    layout = first.layout
+    for group in (beam, [*beam[:4], other, other.copy()]):
+        services, slots = type(first).move_rules(group)
+        assert services.shape == (len(group), len(layout.service_names), layout.node_count)
+        for b, twin in enumerate(group):
+            batched = services[b][layout.slot_service] & slots[b][:, None]
+            np.testing.assert_array_equal(batched, _own_target_ok(twin))
+            np.testing.assert_array_equal(twin.target_ok(), _own_target_ok(twin))
+        moves, sizes = distinct_moves_together(group)
+        expected = [twin.copy().distinct_move_array() for twin in group]
+        assert sizes.tolist() == [len(rows) for rows in expected]
+        np.testing.assert_array_equal(moves, np.concatenate(expected))
+        assert not slots[0].all(), "the failed node's pods are stuck"

@@ -323,3 +323,14 @@ def test_a_beams_distinct_moves_from_one_batched_pass_equal_each_states_own(env:
     assert not (got[-1][:, 1] == 0).any() and (got[1][:, 1] == 0).any() == bool((expected[1][:, 1] == 0).any())
     for sim in beam:  # the pass left every simulator's mask (cached or not) its own
         np.testing.assert_array_equal(sim.action_mask(), fresh(sim).action_mask())
+
+
+@pytest.mark.parametrize("env", _envs(), ids=lambda e: f"{e.scenario.name}-{e.workload.name}")
+def test_the_batched_move_rules_are_each_simulators_target_ok(env: CloudEdgeEnv) -> None:
+    """Simulator.move_rules of a beam, spread back to slots, is each state's own target_ok (full nodes included)."""
+    beam = _random_states(env, seed=17, count=6)
+    services, slots = Simulator.move_rules(beam)
+    assert slots.all()
+    for b, sim in enumerate(beam):
+        np.testing.assert_array_equal(services[b][sim.layout.slot_service], sim.target_ok())
+    assert not services.all(), "some service fits nowhere on some node: the rule has something to say"
