@@ -33,7 +33,7 @@ from typing import cast
 import numpy as np
 
 from ceenv.latency import CallCosts, FloatArray, IntArray, LatencyModel
-from ceenv.selected_kernel import BY_SERVICE, SELF_CALL, TO_SERVICE, after_moves
+from ceenv.selected_kernel import BY_SERVICE, SELF_CALL, TO_SERVICE, after_moves, compiled_tree_totals
 
 
 def _weights(counts: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -212,12 +212,12 @@ def latency_now_and_after_selected(
             )
     inv = 1.0 / np.maximum(counts.sum(axis=-1), 1.0)  # (B, S)
     own_by_call = np.ascontiguousarray(own.T)  # (C, B)
-    before = cast("list[FloatArray]", tree_totals(model, list(own_by_call)))  # each call's total per state
+    before = compiled_tree_totals(own_by_call, *tree_program(model))  # each call's total per state, (C, B)
     result = np.empty(len(state))
     if len(state):
         after_moves(
             own_by_call,
-            np.stack(before),  # (C, B), contiguous
+            before,
             np.ascontiguousarray(g.reshape(calls, batch * nodes)),
             np.ascontiguousarray(h.reshape(calls, batch * nodes)),
             np.ascontiguousarray(matrices if matrices.ndim == 4 else matrices[None]),
@@ -227,8 +227,28 @@ def latency_now_and_after_selected(
             *program,
             result,
         )
-    now = np.asarray(application_latency(model, cast("list[FloatArray | float]", before)), dtype=np.float64)
+    now = np.asarray(application_latency(model, cast("list[FloatArray | float]", list(before))), dtype=np.float64)
     return now, result
+
+
+def tree_program(model: LatencyModel) -> tuple[IntArray, IntArray, IntArray]:
+    """The call tree (``model.call_groups``) as the flat arrays :func:`ceenv.selected_kernel.compiled_tree_totals` reads.
+
+    Per call the start of its parallel groups, per group the start of its callees, and the callees;
+    derived once per model (kept in its ``__dict__``).
+    """
+    cached: tuple[IntArray, IntArray, IntArray] | None = model.__dict__.get("_tree_program")
+    if cached is not None:
+        return cached
+    group_start, member_start, member_call = [0], [0], []
+    for groups in model.call_groups:
+        for group in groups:
+            member_call += list(group)
+            member_start.append(len(member_call))
+        group_start.append(len(member_start) - 1)
+    program = tuple(np.array(values, dtype=np.int64) for values in (group_start, member_start, member_call))
+    model.__dict__["_tree_program"] = program
+    return cast("tuple[IntArray, IntArray, IntArray]", program)
 
 
 def service_program(model: LatencyModel) -> tuple[IntArray | FloatArray, ...]:

@@ -139,6 +139,27 @@ def _after_moves(
             out[block[i]] = latency
 
 
+def _tree_totals(
+    own: FloatArray,  # (C, B) own cost per call and state
+    group_start: IntArray,  # (C + 1,) each call's parallel groups
+    member_start: IntArray,  # (groups + 1,) each group's callees
+    member_call: IntArray,
+    out: FloatArray,  # (C, B) each call's total
+) -> None:
+    """:func:`ceenv.gains.tree_totals` of every state: the same sums and maxima in the same order, bit for bit."""
+    batch = own.shape[1]
+    for c in range(own.shape[0]):  # children precede parents
+        for i in range(batch):
+            slowest = 0.0
+            for group in range(group_start[c], group_start[c + 1]):
+                elapsed = out[member_call[member_start[group]], i]
+                for j in range(member_start[group] + 1, member_start[group + 1]):
+                    elapsed = elapsed + out[member_call[j], i]
+                if group == group_start[c] or elapsed > slowest or elapsed != elapsed:  # np.maximum: NaN wins
+                    slowest = elapsed
+            out[c, i] = own[c, i] + slowest
+
+
 def _distinct_moves(
     slot_node: IntArray,  # (B, P) node of each slot per state, -1 empty
     slot_service: IntArray,  # (P,)
@@ -276,6 +297,20 @@ def after_moves(*arrays: Any) -> None:
     _run(_after_moves, *arrays)
 
 
+def compiled_tree_totals(
+    own: FloatArray, group_start: IntArray, member_start: IntArray, member_call: IntArray
+) -> FloatArray:
+    """Each call's total per state ``(C, B)`` from the own costs ``(C, B)`` (:func:`_tree_totals`)."""
+    out = np.empty(own.shape)
+    _run(
+        _tree_totals,
+        np.require(own, np.float64, ["C", "W"]),
+        *(np.require(x, np.int64, ["C", "W"]) for x in (group_start, member_start, member_call)),
+        out,
+    )
+    return out
+
+
 def distinct_moves(
     slot_node: IntArray,
     slot_service: IntArray,
@@ -367,6 +402,7 @@ def warm_up() -> None:
         floats2, floats2, floats2, floats2, np.zeros((1, 1, 1, 1)), floats2,
         none, none, none, none, 1, ints, none, none, ints, ints, none, none, ints, floats1, none, none, np.zeros(0),
     )  # fmt: skip
+    compiled_tree_totals(floats2, np.zeros(2, dtype=np.int64), ints, none)  # one call without children
     yes = np.ones((1, 1), dtype=bool)
     distinct_moves(
         np.zeros((1, 1), dtype=np.int64), ints, np.ones(1, dtype=bool), ints, np.ones((1, 1, 1), dtype=bool), yes, 1
@@ -375,4 +411,10 @@ def warm_up() -> None:
     own_costs_per_network(np.zeros((1, 1, 1)), ints, ints, floats2, np.zeros((1, 1, 1, 1)))
 
 
-KERNELS = (_after_moves, _distinct_moves, _lowest_per_segment, _own_costs_per_network)  # what warm_up compiles
+KERNELS = (
+    _after_moves,
+    _tree_totals,
+    _distinct_moves,
+    _lowest_per_segment,
+    _own_costs_per_network,
+)  # what warm_up compiles

@@ -243,3 +243,22 @@ def test_a_beam_step_picks_the_children_that_per_state_masks_and_best_first_pick
         assert not any((layout.slot_service[m[:, 0]] == busiest).any() for m in distinct_move_arrays(beam))
     for width, per_state in ((4, 4), (12, 3), (32, 32)):
         assert expand(beam, width, per_state) == _expand_with_best_first(beam, width, per_state)
+
+
+@pytest.mark.parametrize("seed", [3, 9])
+def test_the_compiled_tree_gives_the_numpy_trees_totals_bit_for_bit(seed: int) -> None:
+    """compiled_tree_totals (every call, every state) equals gains.tree_totals byte for byte, NaN where numpy has it."""
+    from ceenv.gains import tree_program
+
+    env, beam = _generated_beam(seed)
+    model = env.model
+    assert any(len(groups) > 1 for groups in model.call_groups), "the tree has parallel groups to take maxima of"
+    own, _, _ = call_terms(model, np.stack([s.counts for s in beam]), beam[0].costs.matrices)
+    own_by_call = np.ascontiguousarray(own.T)
+    rng = np.random.default_rng(seed)
+    own_by_call *= rng.uniform(0.5, 2.0, own_by_call.shape)  # totals whose maxima change hands between groups
+    own_by_call[rng.integers(own_by_call.shape[0]), 0] = np.nan
+    mine = selected_kernel.compiled_tree_totals(own_by_call, *tree_program(model))
+    reference = np.stack(tree_totals(model, list(own_by_call)))
+    assert np.isnan(mine[:, 0]).any() and not np.isnan(mine[:, 1:]).all()
+    assert mine.tobytes() == reference.tobytes()
