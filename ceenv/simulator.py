@@ -89,10 +89,10 @@ class Simulator:
 
     @classmethod
     def move_rules(cls, sims: Sequence[Simulator]) -> tuple[BoolArray, BoolArray]:
-        """:meth:`target_ok` of several simulators of this class at once, per service: ``(B, S, N)`` and ``(B, P)``.
+        """:meth:`Simulator.target_ok` of several simulators of this class at once, per service: ``(B, S, N)`` and ``(B, P)``.
 
         ``target_ok`` of ``sims[b]`` is ``services[b][slot_service]`` with the rows of slots where
-        ``slots[b]`` is False cleared. A class that overrides :meth:`target_ok` overrides this too
+        ``slots[b]`` is False cleared. A class that overrides :meth:`Simulator.target_ok` overrides this too
         (:class:`bento.planning.ServedTwin`); one that overrides only ``target_ok`` is asked slot by
         slot (:func:`distinct_move_arrays`). One batched pass of the capacity rule for a planner's
         beam, where a dozen per-slot ``(P, N)`` tables were a tenth of a decision at the limits.
