@@ -45,7 +45,6 @@ import numpy.typing as npt
 from ceenv.gains import (
     LatencyForm,
     costs_form,
-    gather_moves,
     latency_now_and_after_selected,
     linear_tree,
     move_delta_table,
@@ -57,6 +56,7 @@ from ceenv.layout import (
     IntArray,
     Layout,
 )
+from ceenv.selected_kernel import table_gain_fractions
 
 # Observation versions up to this one compute their move gains under the scenario's nominal
 # network, in the env and in the service alike, because they were trained on it; a request's
@@ -184,13 +184,9 @@ def _gain_fractions(
     if form is None and counts.size * layout.node_count >= SELECTED_GAINS_FROM and not linear_tree(model):
         return _selected_gain_fractions(layout, model, matrices, slot_node, mask, counts)
     now, delta = move_delta_table(model, counts, matrices, form)
-    saved = gather_moves(delta, layout.slot_service, slot_node).transpose(0, 2, 1)  # (B, N, P) latency change
-    fractions = saved / -np.maximum(now, 1e-9)[:, None, None]
-    np.minimum(fractions, 1.0, out=fractions)
-    np.maximum(fractions, -1.0, out=fractions)
-    valid = mask[:, :-1].reshape(fractions.shape)
-    gains: npt.NDArray[np.float32] = np.where(valid, fractions, 0.0).astype(np.float32).reshape(len(now), -1)
-    return gains
+    # Each valid move's entry of the table as a fraction of the latency now, clipped: one compiled
+    # pass (numpy's gather, division, clip and where were a third of the features' time on 13-29).
+    return table_gain_fractions(now, delta, layout.slot_service, slot_node, mask)
 
 
 def _selected_gain_fractions(

@@ -8,7 +8,9 @@ slots last), the *dynamic* ones on the placement and free resources. :func:`obse
 writes both into a fresh array, or only the dynamic ones into an array it wrote before, which is
 how the simulator (:mod:`ceenv.simulator`) and the batched env (:mod:`ceenv.vector`) avoid
 re-allocating and re-filling 17,040 floats per step; a test checks the reused array against a
-fresh one after random moves. Used by the env, the batched env and the policy service.
+fresh one after random moves. The dynamic entries are written by one compiled loop
+(:func:`ceenv.selected_kernel.observe_v4_dynamic`, since 2026-12-03; the numpy code it replaced is
+its test's reference). Used by the env, the batched env and the policy service.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ceenv.gains import LatencyForm, call_weights, costs_form
 from ceenv.latency import CallCosts, LatencyModel
 from ceenv.layout import NODE_FEATURES, PAIR_FEATURES, SLOT_FEATURES, BoolArray, FloatArray, IntArray, Layout
 from ceenv.observation import move_gain_features_batch, placement_counts_batch
+from ceenv.selected_kernel import observe_v4_dynamic
 
 # Scales of observation version 4: logarithms keep clusters of any size and speed in a few units.
 _LOG_CORES, _LOG_GIB, _LOG_MS, _LOG_CALLS, _LOG_BYTES = np.log1p([128.0, 512.0, 1000.0, 32.0, 1e8])
@@ -106,24 +109,24 @@ def observe_v4_batch(
         write_static_v4(layout, model, slot_node, out)
     if counts is None:
         counts = placement_counts_batch(layout, slot_node)
-    nodes, slot_rows, pairs = _blocks(layout, out)
-    n, slots = layout.node_count, layout.slot_count
-    cpu = nodes[:, :n, 3]
-    np.clip(free_cpu_millicores / layout._cpu_scale, 0.0, 1.0, out=cpu, casting="unsafe")
-    np.clip(free_memory_bytes / layout._memory_scale, 0.0, 1.0, out=nodes[:, :n, 4], casting="unsafe")
-    np.subtract(1.0, cpu, out=nodes[:, :n, 5])
-    pods = counts.sum(axis=1)  # (B, N)
-    nodes[:, :n, 9] = pods / np.maximum(pods.sum(axis=1, keepdims=True), 1.0)
-    occupied = slot_node >= 0
-    service = layout.slot_service
-    log_exec = _log_exec(layout, model)
-    slot_rows[:, :slots, 7] = occupied * log_exec[service[None, :], np.maximum(slot_node, 0)]
     gains = move_gain_features_batch(layout, model, matrices, slot_node, mask, counts, form)
-    pairs[:, :n, :slots, 0] = gains.reshape(-1, n, slots)
-    pairs[:, :n, :slots, 1] = mask[:, :-1].reshape(-1, n, slots)
-    pairs[:, :n, :slots, 2] = slot_node[:, None, :] == np.arange(n)[None, :, None]
-    fraction = counts / np.maximum(counts.sum(axis=2), 1.0)[:, :, None]  # (B, S, N)
-    pairs[:, :n, :slots, 4] = fraction[:, service, :].transpose(0, 2, 1) * occupied[:, None, :]
+    # The rest of the dynamic entries (free and used resources, pods per node, the slots' execution
+    # times, the pairs' gain, validity, position and share) in one compiled pass: numpy's some 20
+    # small operations on strided views were a quarter of an env step on 13-29 (docs/training.md).
+    observe_v4_dynamic(
+        out,
+        free_cpu_millicores,
+        free_memory_bytes,
+        layout._cpu_scale,
+        layout._memory_scale,
+        counts,
+        slot_node,
+        layout.slot_service,
+        _log_exec(layout, model),
+        gains,
+        mask,
+        (layout.max_nodes, layout.max_slots, NODE_FEATURES, SLOT_FEATURES, PAIR_FEATURES),
+    )
     return out
 
 

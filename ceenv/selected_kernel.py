@@ -24,6 +24,17 @@ a placement puts each service on a few of the nodes, so ``W_p · M_c · W_q`` ne
 its values equal the products' to rounding (1 ulp here), not bit for bit, for finite matrices (where
 a node has no bandwidth left, ``0 × inf`` makes the products NaN; the loop skips empty nodes).
 
+Two more loops serve the env's step rather than the planner, for the same reason: an env step of
+observation version 4 on 13-29 ran some 20 numpy operations on strided views of its 17,040-float
+observation (:func:`_observe_v4_dynamic`, the dynamic entries, for
+:func:`ceenv.observation_v4.observe_v4_batch`) and five more to turn a move table into features
+(:func:`_table_gain_fractions`, for :func:`ceenv.observation.move_gain_features_batch`). Both compute
+each value as numpy did, in float64, rounded to float32 once, with numpy's division by zero and NaN
+(``error_model="numpy"``), so the observations are the same bit for bit
+(``tests/ceenv/test_observation_v4_kernel.py`` keeps the numpy code as the reference); they check
+their shapes and indices themselves and return a status, because a dozen checks in Python cost more
+than the loops.
+
 Compiled with numba on first use (about 4 s here for the move loop, once; cached on disk beside this
 file, or in numba's user cache where that is not writable), so importing :mod:`ceenv` stays cheap.
 Pure: arrays in, arrays out.
@@ -35,12 +46,21 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ceenv.layout import BoolArray, FloatArray, IntArray  # not ceenv.latency's: it imports this module
+
+Float32Array = npt.NDArray[np.float32]
 
 TO_SERVICE, SELF_CALL, BY_SERVICE = 1, 2, 4  # bits of a step's flags (ceenv.gains.service_program)
 
 _compiled: dict[str, Any] = {}  # function name -> its numba dispatcher, once compiled() ran for it
+# numba's options beyond cache and nogil, per function: the observation divides as numpy does (a zero
+# divisor gives inf or NaN, not ZeroDivisionError), so that its values are numpy's in every case.
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "_observe_v4_dynamic": {"error_model": "numpy"},
+    "_table_gain_fractions": {"error_model": "numpy"},
+}
 
 
 def _after_moves(
@@ -242,6 +262,164 @@ def _lowest_per_segment(
         start += sizes[segment]
 
 
+def _table_gain_fractions(
+    now: FloatArray,  # (B,) latency now
+    delta: FloatArray,  # (B, S, N, N) latency change of moving one pod of s from a to t
+    slot_service: IntArray,  # (P,)
+    slot_node: IntArray,  # (B, P), -1 for an empty slot (read as node 0, as the table's gather does)
+    mask: BoolArray,  # (B, >= N * P) valid moves, node-major
+    out: Float32Array,  # (B, N * P) the move-gain features
+) -> int:
+    """Each valid move's latency change as a fraction of the latency now, clipped to ``[-1, 1]``, 0 elsewhere.
+
+    ``delta[b, s(p), node(p), n] / -max(now[b], 1e-9)`` as numpy computes it (NaN kept through the
+    maximum and the clip), rounded to float32 once. Returns 0, or before writing anything 1 when the
+    shapes do not fit together, 2 when a slot's node or service is out of range.
+    """
+    batch, services, nodes = delta.shape[0], delta.shape[1], delta.shape[2]
+    slots = slot_node.shape[1]
+    if (
+        delta.shape[3] != nodes
+        or now.shape[0] != batch
+        or slot_node.shape[0] != batch
+        or slot_service.shape[0] != slots
+        or mask.shape[0] != batch
+        or mask.shape[1] < nodes * slots
+        or out.shape[0] != batch
+        or out.shape[1] != nodes * slots
+    ):
+        return 1
+    for p in range(slots):
+        if slot_service[p] < 0 or slot_service[p] >= services:
+            return 2
+        for b in range(batch):
+            if slot_node[b, p] >= nodes:
+                return 2
+    for b in range(batch):
+        floor = now[b]
+        if floor < 1e-9:  # np.maximum(now, 1e-9); NaN stays NaN
+            floor = 1e-9
+        negative = -floor
+        for n in range(nodes):
+            for p in range(slots):
+                entry = n * slots + p
+                if not mask[b, entry]:
+                    out[b, entry] = 0.0
+                    continue
+                fraction = delta[b, slot_service[p], max(slot_node[b, p], 0), n] / negative
+                if fraction > 1.0:
+                    fraction = 1.0
+                if fraction < -1.0:
+                    fraction = -1.0
+                out[b, entry] = fraction
+    return 0
+
+
+def _observe_v4_dynamic(
+    out: Float32Array,  # (B, size) observation version 4, its static entries written: rewritten in place
+    free_cpu: FloatArray,  # (B, N) millicores
+    free_memory: FloatArray,  # (B, N) bytes
+    cpu_scale: FloatArray,  # (N,)
+    memory_scale: FloatArray,  # (N,)
+    counts: FloatArray,  # (B, S, N) pods per service and node
+    slot_node: IntArray,  # (B, P), -1 for an empty slot
+    slot_service: IntArray,  # (P,)
+    log_exec: FloatArray,  # (S, N)
+    gains: Float32Array,  # (B, N * P) move-gain features, node-major
+    mask: BoolArray,  # (B, >= N * P) valid moves, node-major (the STOP entry after them is not read)
+    max_nodes: int,
+    max_slots: int,
+    node_features: int,
+    slot_features: int,
+    pair_features: int,
+) -> int:
+    """The dynamic entries of observation version 4 (``ceenv.observation_v4``), one state after another.
+
+    Returns 0, or before writing anything 1 when the shapes do not fit together or the limits, 2 when
+    a slot's node or service is out of range (the loop checks no bounds otherwise).
+
+    Each value is computed in float64 as numpy computes it (the same divisions and products; the
+    sums here add integer pod counts, exact in any order) and rounded to float32 once on storing, as
+    numpy's assignment into the float32 array does; the free-resource fraction is clipped to
+    ``[0, 1]`` with NaN kept, as ``np.clip`` does, and the used fraction is ``1 - free`` in float32.
+    """
+    batch, services, nodes = counts.shape
+    slots = slot_node.shape[1]
+    slot_start = max_nodes * node_features
+    pair_start = slot_start + max_slots * slot_features
+    if (
+        out.shape[0] != batch
+        or out.shape[1] != pair_start + max_nodes * max_slots * pair_features
+        or free_cpu.shape[0] != batch
+        or free_cpu.shape[1] != nodes
+        or free_memory.shape[0] != batch
+        or free_memory.shape[1] != nodes
+        or cpu_scale.shape[0] != nodes
+        or memory_scale.shape[0] != nodes
+        or slot_node.shape[0] != batch
+        or slot_service.shape[0] != slots
+        or log_exec.shape[0] != services
+        or log_exec.shape[1] != nodes
+        or gains.shape[0] != batch
+        or gains.shape[1] != nodes * slots
+        or mask.shape[0] != batch
+        or mask.shape[1] < nodes * slots
+        or nodes > max_nodes
+        or slots > max_slots
+    ):
+        return 1
+    for p in range(slots):
+        if slot_service[p] < 0 or slot_service[p] >= services:
+            return 2
+        for b in range(batch):
+            if slot_node[b, p] >= nodes:
+                return 2
+    replicas = np.empty(services)
+    for b in range(batch):
+        total = 0.0
+        for n in range(nodes):
+            for s in range(services):
+                total += counts[b, s, n]
+        share = max(total, 1.0)
+        for n in range(nodes):
+            row = n * node_features
+            cpu = free_cpu[b, n] / cpu_scale[n]
+            if cpu < 0.0:
+                cpu = 0.0
+            elif cpu > 1.0:
+                cpu = 1.0
+            stored = np.float32(cpu)
+            out[b, row + 3] = stored
+            memory = free_memory[b, n] / memory_scale[n]
+            if memory < 0.0:
+                memory = 0.0
+            elif memory > 1.0:
+                memory = 1.0
+            out[b, row + 4] = memory
+            out[b, row + 5] = np.float32(1.0) - stored
+            pods = 0.0
+            for s in range(services):
+                pods += counts[b, s, n]
+            out[b, row + 9] = pods / share
+        for s in range(services):
+            held = 0.0
+            for n in range(nodes):
+                held += counts[b, s, n]
+            replicas[s] = max(held, 1.0)
+        for p in range(slots):
+            node = slot_node[b, p]
+            s = slot_service[p]
+            occupied = 1.0 if node >= 0 else 0.0
+            out[b, slot_start + p * slot_features + 7] = occupied * log_exec[s, max(node, 0)]
+            for n in range(nodes):
+                entry = pair_start + (n * max_slots + p) * pair_features
+                out[b, entry] = gains[b, n * slots + p]
+                out[b, entry + 1] = 1.0 if mask[b, n * slots + p] else 0.0
+                out[b, entry + 2] = 1.0 if node == n else 0.0
+                out[b, entry + 4] = counts[b, s, n] / replicas[s] * occupied
+    return 0
+
+
 def _own_costs_per_network(
     weights: FloatArray,  # (K, S, N) each placement's pods per node / replicas
     call_service: IntArray,  # (C,)
@@ -277,19 +455,19 @@ def _own_costs_per_network(
                 out[r, k, c] = total
 
 
-def _run(function: Callable[..., None], *arrays: Any) -> None:
-    """``function`` compiled (:func:`compiled`), called with ``arrays``.
+def _run(function: Callable[..., Any], *arrays: Any) -> Any:
+    """``function`` compiled (:func:`compiled`), called with ``arrays``; what it returns.
 
     A cache that cannot be written or read after all (numba raises OSError then, on the first call)
     leaves the function compiled without one.
     """
     try:
-        compiled(function)(*arrays)
+        return compiled(function)(*arrays)
     except OSError:
         from numba import njit
 
-        _compiled[function.__name__] = njit(nogil=True)(function)
-        _compiled[function.__name__](*arrays)
+        _compiled[function.__name__] = njit(nogil=True, **_OPTIONS.get(function.__name__, {}))(function)
+        return _compiled[function.__name__](*arrays)
 
 
 def after_moves(*arrays: Any) -> None:
@@ -375,6 +553,67 @@ def own_costs_per_network(
     return out
 
 
+def table_gain_fractions(
+    now: FloatArray, delta: FloatArray, slot_service: IntArray, slot_node: IntArray, mask: BoolArray
+) -> Float32Array:
+    """The move-gain features ``(B, N * P)`` of a move table (:func:`_table_gain_fractions`; the table:
+    :func:`ceenv.gains.move_delta_table`)."""
+    batch, nodes, slots = delta.shape[0], delta.shape[2], slot_node.shape[-1]
+    out = np.empty((batch, nodes * slots), dtype=np.float32)
+    status = _run(_table_gain_fractions, now, delta, slot_service, slot_node, mask, out)
+    if status == 1:
+        raise ValueError(
+            f"table_gain_fractions: shapes that do not fit together: now {now.shape}, delta {delta.shape}, "
+            f"slot_service {slot_service.shape}, slot_node {slot_node.shape}, mask {mask.shape} "
+            "(expected now (B,), delta (B, S, N, N), slot_service (P,), slot_node (B, P), mask (B, >= N*P))"
+        )
+    if status == 2:
+        raise ValueError(
+            "table_gain_fractions: a slot's node or service is out of range (nodes < N, 0 <= services < S)"
+        )
+    return out
+
+
+def observe_v4_dynamic(
+    out: Float32Array,
+    free_cpu: FloatArray,
+    free_memory: FloatArray,
+    cpu_scale: FloatArray,
+    memory_scale: FloatArray,
+    counts: FloatArray,
+    slot_node: IntArray,
+    slot_service: IntArray,
+    log_exec: FloatArray,
+    gains: Float32Array,
+    mask: BoolArray,
+    shape: tuple[int, int, int, int, int],
+) -> None:
+    """Rewrite the dynamic entries of observation version 4 in ``out`` ``(B, size)``, in place (:func:`_observe_v4_dynamic`).
+
+    ``shape`` is ``(max_nodes, max_slots, node_features, slot_features, pair_features)``; ``counts``
+    ``(B, S, N)``, ``free_*`` ``(B, N)``, ``slot_node`` ``(B, P)``, ``log_exec`` ``(S, N)``, ``gains``
+    ``(B, N * P)``, ``mask`` ``(B, >= N * P)``. The loop checks the shapes and indices itself (an env
+    step calls this once, and a dozen checks here cost more than the loop); arrays of other dtypes
+    or memory layouts than the env's compile another version of it once.
+    """
+    status = _run(_observe_v4_dynamic, out, free_cpu, free_memory, cpu_scale, memory_scale, counts, slot_node,
+                  slot_service, log_exec, gains, mask, *shape)  # fmt: skip
+    if status == 1:
+        given = {
+            "out": out.shape, "free_cpu": free_cpu.shape, "free_memory": free_memory.shape, "counts": counts.shape,
+            "slot_node": slot_node.shape, "slot_service": slot_service.shape, "log_exec": log_exec.shape,
+            "gains": gains.shape, "mask": mask.shape,
+        }  # fmt: skip
+        raise ValueError(
+            f"observe_v4_dynamic: shapes that do not fit together or the limits {shape}: "
+            + ", ".join(f"{name} {value}" for name, value in given.items())
+            + " (expected out (B, size), free_* (B, N), counts (B, S, N), slot_node (B, P), slot_service (P,), "
+            "log_exec (S, N), gains (B, N*P), mask (B, >= N*P))"
+        )
+    if status == 2:
+        raise ValueError("observe_v4_dynamic: a slot's node or service is out of range (nodes < N, 0 <= services < S)")
+
+
 def compiled(function: Callable[..., None] = _after_moves) -> Callable[..., None]:
     """``function`` compiled: loaded from numba's cache or compiled now, once per process.
 
@@ -387,9 +626,9 @@ def compiled(function: Callable[..., None] = _after_moves) -> Callable[..., None
         from numba import njit
 
         try:
-            _compiled[name] = njit(cache=True, nogil=True)(function)
+            _compiled[name] = njit(cache=True, nogil=True, **_OPTIONS.get(name, {}))(function)
         except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-            _compiled[name] = njit(nogil=True)(function)
+            _compiled[name] = njit(nogil=True, **_OPTIONS.get(name, {}))(function)
     dispatcher: Callable[..., None] = _compiled[name]
     return dispatcher
 
@@ -409,6 +648,11 @@ def warm_up() -> None:
     )
     lowest_per_segment(np.zeros(1), np.ones(1, dtype=np.int64), 1)  # one value in one segment: compiles
     own_costs_per_network(np.zeros((1, 1, 1)), ints, ints, floats2, np.zeros((1, 1, 1, 1)))
+    observe_v4_dynamic(
+        np.zeros((1, 10 + 8 + 5), dtype=np.float32), floats2, floats2, np.ones(1), np.ones(1), np.zeros((1, 1, 1)),
+        np.zeros((1, 1), dtype=np.int64), ints, floats2, np.zeros((1, 1), dtype=np.float32), yes, (1, 1, 10, 8, 5),
+    )  # fmt: skip
+    table_gain_fractions(floats1, np.zeros((1, 1, 1, 1)), ints, np.zeros((1, 1), dtype=np.int64), yes)
 
 
 KERNELS = (
@@ -417,4 +661,6 @@ KERNELS = (
     _distinct_moves,
     _lowest_per_segment,
     _own_costs_per_network,
+    _observe_v4_dynamic,
+    _table_gain_fractions,
 )  # what warm_up compiles

@@ -52,7 +52,8 @@ def _selected(env: CloudEdgeEnv, beam: list[Simulator]) -> np.ndarray:
 
 
 def test_the_warm_up_compiles_the_signatures_that_the_beam_step_calls() -> None:
-    """After warm_up, a beam step (moves, their latencies, the best per state) and a noise charge compile nothing more.
+    """After warm_up, a beam step (moves, their latencies, the best per state), a noise charge and an observation
+    of version 4 compile nothing more.
 
     A server's first request does not wait for numba.
     """
@@ -63,7 +64,12 @@ def test_the_warm_up_compiles_the_signatures_that_the_beam_step_calls() -> None:
     children = expand(beam, width=4, per_state=4)
     after = _selected(env, beam)
     env.model.latency_per_network(np.stack([s.counts for s in beam]), [beam[0].costs, beam[0].costs])
-    assert all(len(signatures) == 1 for signatures in before)
+    v4 = CloudEdgeEnv(
+        *generate_scenario(np.random.default_rng(2)).parse(), observation_version=4, measured_conditions=True
+    )
+    v4.reset(seed=2)
+    v4.step(int(np.flatnonzero(v4.action_masks())[0]))  # an env step of observation version 4, and a served twin's
+    assert all(signatures for signatures in before)  # other tests may have compiled other argument types before
     assert [list(d.signatures) for d in dispatchers] == before
     assert len(children) == 4 and after.shape == (len(_every_move(beam)[0]),) and np.isfinite(after).all()
 
