@@ -262,6 +262,57 @@ def _lowest_per_segment(
         start += sizes[segment]
 
 
+def _fitting_move_mask(
+    slot_node: IntArray,  # (P,) -1 for an empty slot
+    slot_service: IntArray,  # (P,)
+    slot_movable: BoolArray,  # (P,)
+    allowed: BoolArray,  # (S, N) the layer rule
+    free_cpu: FloatArray,  # (N,)
+    free_memory: FloatArray,  # (N,)
+    request_cpu: FloatArray,  # (S,)
+    request_memory: FloatArray,  # (S,)
+    tolerance: float,
+    out: BoolArray,  # (N * P + 1,) node-major moves, then STOP
+) -> int:
+    """A simulator's valid actions: a movable pod, another node, the layer rule, and room (free + tolerance >= request).
+
+    What :func:`ceenv.observation.move_mask` gives with a simulator's own ``target_ok``, the same
+    comparisons in the same float64 arithmetic. Returns 0, or before writing anything 1 when the
+    shapes do not fit together, 2 when a slot's node or service is out of range.
+    """
+    services, nodes = allowed.shape[0], allowed.shape[1]
+    slots = slot_node.shape[0]
+    if (
+        slot_service.shape[0] != slots
+        or slot_movable.shape[0] != slots
+        or free_cpu.shape[0] != nodes
+        or free_memory.shape[0] != nodes
+        or request_cpu.shape[0] != services
+        or request_memory.shape[0] != services
+        or out.shape[0] != nodes * slots + 1
+    ):
+        return 1
+    for p in range(slots):
+        if slot_service[p] < 0 or slot_service[p] >= services or slot_node[p] >= nodes:
+            return 2
+    for n in range(nodes):
+        cpu = free_cpu[n] + tolerance
+        memory = free_memory[n] + tolerance
+        for p in range(slots):
+            s = slot_service[p]
+            node = slot_node[p]
+            out[n * slots + p] = (
+                node >= 0
+                and node != n
+                and slot_movable[p]
+                and allowed[s, n]
+                and cpu >= request_cpu[s]
+                and memory >= request_memory[s]
+            )
+    out[nodes * slots] = True
+    return 0
+
+
 def _table_gain_fractions(
     now: FloatArray,  # (B,) latency now
     delta: FloatArray,  # (B, S, N, N) latency change of moving one pod of s from a to t
@@ -553,6 +604,35 @@ def own_costs_per_network(
     return out
 
 
+def fitting_move_mask(
+    slot_node: IntArray,
+    slot_service: IntArray,
+    slot_movable: BoolArray,
+    allowed: BoolArray,
+    free_cpu: FloatArray,
+    free_memory: FloatArray,
+    request_cpu: FloatArray,
+    request_memory: FloatArray,
+    tolerance: float,
+) -> BoolArray:
+    """A simulator's action mask ``(N * P + 1,)`` from its placement and free resources (:func:`_fitting_move_mask`)."""
+    out = np.empty(allowed.shape[1] * slot_node.shape[0] + 1, dtype=np.bool_)
+    status = _run(
+        _fitting_move_mask, slot_node, slot_service, slot_movable, allowed, free_cpu, free_memory,
+        request_cpu, request_memory, float(tolerance), out,
+    )  # fmt: skip
+    if status == 1:
+        raise ValueError(
+            f"fitting_move_mask: shapes that do not fit together: slot_node {slot_node.shape}, slot_service "
+            f"{slot_service.shape}, slot_movable {slot_movable.shape}, allowed {allowed.shape}, free_cpu "
+            f"{free_cpu.shape}, free_memory {free_memory.shape}, request_cpu {request_cpu.shape}, request_memory "
+            f"{request_memory.shape} (expected P slots, (S, N) allowed, N free, S requests)"
+        )
+    if status == 2:
+        raise ValueError("fitting_move_mask: a slot's node or service is out of range (nodes < N, 0 <= services < S)")
+    return out
+
+
 def table_gain_fractions(
     now: FloatArray, delta: FloatArray, slot_service: IntArray, slot_node: IntArray, mask: BoolArray
 ) -> Float32Array:
@@ -653,6 +733,7 @@ def warm_up() -> None:
         np.zeros((1, 1), dtype=np.int64), ints, floats2, np.zeros((1, 1), dtype=np.float32), yes, (1, 1, 10, 8, 5),
     )  # fmt: skip
     table_gain_fractions(floats1, np.zeros((1, 1, 1, 1)), ints, np.zeros((1, 1), dtype=np.int64), yes)
+    fitting_move_mask(ints, ints, np.ones(1, dtype=bool), yes, floats1, floats1, floats1, floats1, 1e-6)
 
 
 KERNELS = (
@@ -663,4 +744,5 @@ KERNELS = (
     _own_costs_per_network,
     _observe_v4_dynamic,
     _table_gain_fractions,
+    _fitting_move_mask,
 )  # what warm_up compiles

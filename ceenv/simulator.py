@@ -19,7 +19,7 @@ from ceenv.latency import Conditions, LatencyModel, build_network
 from ceenv.layout import BoolArray, FloatArray, IntArray, Layout, canonical_slots
 from ceenv.observation import encode_state, move_mask
 from ceenv.observation_v4 import observe_v4_batch
-from ceenv.selected_kernel import distinct_moves
+from ceenv.selected_kernel import distinct_moves, fitting_move_mask
 
 # The rescheduling cost λ of one migration (MODEL.md §3): the env's step cost, greedy's minimum
 # gain and the training default all use this one value.
@@ -110,7 +110,15 @@ class Simulator:
     def action_mask(self) -> BoolArray:
         """Valid actions now (cached until the placement changes; do not modify the result)."""
         if self._mask is None:
-            self._mask = move_mask(self.layout, self.slot_node, self.target_ok())
+            if type(self).target_ok is Simulator.target_ok:  # the capacity and layer rule: one compiled pass
+                layout = self.layout
+                self._mask = fitting_move_mask(
+                    self.slot_node, layout.slot_service, layout.slot_movable, layout.allowed,
+                    self.free_cpu_millicores, self.free_memory_bytes, self.request_cpu_millicores,
+                    self.request_memory_bytes, _FIT_TOLERANCE,
+                )  # fmt: skip
+            else:  # a subclass's own rules (bento.planning.ServedTwin)
+                self._mask = move_mask(self.layout, self.slot_node, self.target_ok())
         return self._mask
 
     def observation(self) -> npt.NDArray[np.float32]:

@@ -1,4 +1,4 @@
-"""Observation version 4's dynamic entries and the move-gain features come from compiled loops.
+"""Observation version 4's dynamic entries, the move-gain features and a simulator's mask come from compiled loops.
 
 ``ceenv.selected_kernel._observe_v4_dynamic`` replaced some 20 numpy operations on strided views of
 the observation (a quarter of an env step on 13-29), and ``_table_gain_fractions`` the gather,
@@ -7,11 +7,16 @@ is kept here as the reference, and the loops must write the same float32 values:
 moves, STOPs, node failures and surges on every reference cluster × workload and a generated
 cluster, in the batched env with one network per copy, and on synthetic inputs with free resources
 below zero, above capacity, NaN and a zero scale, latencies of zero, below zero and NaN, and table
-entries past ±1 and NaN. The loops check no bounds, so shapes that do not fit and indices out of
-range are refused before they write.
+entries past ±1 and NaN. ``_fitting_move_mask`` replaced ``Simulator.fits``, ``target_ok`` and
+``move_mask`` for a simulator's own rules; it must give ``move_mask``'s answer with ``target_ok`` in
+every state above and at the edges of the fit (free + tolerance exactly the request, NaN). The
+loops check no bounds, so shapes that do not fit and indices out of range are refused before they
+write.
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -21,8 +26,10 @@ from ceenv.env import CloudEdgeEnv
 from ceenv.gains import gather_moves, latency_form, move_delta_table
 from ceenv.latency import LatencyModel
 from ceenv.layout import NODE_FEATURES, PAIR_FEATURES, SLOT_FEATURES, Layout
+from ceenv.observation import move_mask
 from ceenv.observation_v4 import _log_exec, write_static_v4
 from ceenv.reference import reference_scenario, reference_workload
+from ceenv.simulator import _FIT_TOLERANCE, Simulator
 from ceenv.vector import BatchedCloudEdgeEnv
 from tests.ceenv.test_incremental import _clusters, _event
 
@@ -112,6 +119,8 @@ def test_the_env_observation_is_what_the_numpy_code_wrote(name: str, scenario, w
     rng = np.random.default_rng(7)
     for step in range(60):
         np.testing.assert_array_equal(obs, _reference_observation(env))
+        sim = env.simulator
+        np.testing.assert_array_equal(sim.action_mask(), move_mask(env.layout, sim.slot_node, sim.target_ok()))
         if step % 20 == 19:
             _event(env, rng)
             obs = env.simulator.observation()
@@ -229,3 +238,42 @@ def test_a_table_that_does_not_fit_the_slots_is_refused() -> None:
     slot_node[1, 3] = 4
     with pytest.raises(ValueError, match="out of range"):
         selected_kernel.table_gain_fractions(now, delta, slot_service, slot_node, mask)
+
+
+def test_the_compiled_mask_is_move_masks_at_the_edges_of_the_fit() -> None:
+    """Free resources exactly at request − tolerance, just below it, negative and NaN; empty slots, and pinned slots
+    whose layer rule would allow other nodes (in the reference clusters a pinned service is allowed on its node only)."""
+    scenario = reference_scenario("7-21")
+    env = CloudEdgeEnv(scenario, reference_workload(scenario, "chain"), observation_version=4)
+    env.reset(seed=1)
+    rng = np.random.default_rng(1)
+    layout = env.layout
+    for _ in range(40):
+        sim: Simulator = env.simulator.copy()
+        service = rng.integers(len(layout.service_names), size=layout.node_count)
+        sim.free_cpu_millicores = sim.request_cpu_millicores[service] - _FIT_TOLERANCE  # exactly fits
+        sim.free_memory_bytes = sim.request_memory_bytes[service] - _FIT_TOLERANCE * rng.choice(
+            [1.0, 1.5], layout.node_count
+        )
+        sim.free_cpu_millicores[rng.integers(layout.node_count)] = np.nan
+        sim.free_memory_bytes[rng.integers(layout.node_count)] = -1.0
+        sim.slot_node = sim.slot_node.copy()
+        sim.slot_node[rng.integers(layout.slot_count)] = -1  # an empty slot
+        pinned = copy.copy(layout)  # a layout whose pinned slots may be placed elsewhere by the layer rule
+        object.__setattr__(pinned, "slot_movable", rng.random(layout.slot_count) < 0.7)
+        sim.layout = pinned
+        sim._mask = None
+        mask = sim.action_mask()
+        assert mask[-1] and mask.dtype == np.bool_ and mask.shape == (layout.node_count * layout.slot_count + 1,)
+        np.testing.assert_array_equal(mask, move_mask(pinned, sim.slot_node, sim.target_ok()))
+
+
+def test_a_mask_that_does_not_fit_the_layout_is_refused() -> None:
+    allowed = np.ones((2, 3), dtype=bool)
+    free, requests = np.ones(3), np.ones(2)
+    slots = np.zeros(4, dtype=np.int64)
+    movable = np.ones(4, dtype=bool)
+    with pytest.raises(ValueError, match="shapes that do not fit"):
+        selected_kernel.fitting_move_mask(slots, slots, movable, allowed, free, free, np.ones(3), requests, 1e-6)
+    with pytest.raises(ValueError, match="out of range"):
+        selected_kernel.fitting_move_mask(slots + 3, slots, movable, allowed, free, free, requests, requests, 1e-6)
