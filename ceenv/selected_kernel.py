@@ -24,16 +24,18 @@ a placement puts each service on a few of the nodes, so ``W_p · M_c · W_q`` ne
 its values equal the products' to rounding (1 ulp here), not bit for bit, for finite matrices (where
 a node has no bandwidth left, ``0 × inf`` makes the products NaN; the loop skips empty nodes).
 
-Two more loops serve the env's step rather than the planner, for the same reason: an env step of
+More loops serve the env's step rather than the planner, for the same reason: an env step of
 observation version 4 on 13-29 ran some 20 numpy operations on strided views of its 17,040-float
 observation (:func:`_observe_v4_dynamic`, the dynamic entries, for
 :func:`ceenv.observation_v4.observe_v4_batch`) and five more to turn a move table into features
 (:func:`_table_gain_fractions`, for :func:`ceenv.observation.move_gain_features_batch`). Both compute
 each value as numpy did, in float64, rounded to float32 once, with numpy's division by zero and NaN
 (``error_model="numpy"``), so the observations are the same bit for bit
-(``tests/ceenv/test_observation_v4_kernel.py`` keeps the numpy code as the reference); they check
-their shapes and indices themselves and return a status, because a dozen checks in Python cost more
-than the loops.
+(``tests/ceenv/test_observation_v4_kernel.py`` keeps the numpy code as the reference). A third,
+:func:`_fitting_move_mask`, gives a simulator's own action mask (the fit, layer and move rules, for
+:meth:`ceenv.simulator.Simulator.action_mask`) with the same comparisons as
+:func:`ceenv.observation.move_mask`. All three check their shapes and indices themselves and return
+a status, because a dozen checks in Python cost more than the loops.
 
 Compiled with numba on first use (about 4 s here for the move loop, once; cached on disk beside this
 file, or in numba's user cache where that is not writable), so importing :mod:`ceenv` stays cheap.
