@@ -50,7 +50,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ceenv.layout import BoolArray, FloatArray, IntArray  # not ceenv.latency's: it imports this module
+from ceenv.layout import (  # not ceenv.latency's: it imports this module
+    NODE_FEATURES,
+    PAIR_FEATURES,
+    SLOT_FEATURES,
+    BoolArray,
+    FloatArray,
+    IntArray,
+)
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -623,15 +630,12 @@ def fitting_move_mask(
         _fitting_move_mask, slot_node, slot_service, slot_movable, allowed, free_cpu, free_memory,
         request_cpu, request_memory, float(tolerance), out,
     )  # fmt: skip
-    if status == 1:
-        raise ValueError(
-            f"fitting_move_mask: shapes that do not fit together: slot_node {slot_node.shape}, slot_service "
-            f"{slot_service.shape}, slot_movable {slot_movable.shape}, allowed {allowed.shape}, free_cpu "
-            f"{free_cpu.shape}, free_memory {free_memory.shape}, request_cpu {request_cpu.shape}, request_memory "
-            f"{request_memory.shape} (expected P slots, (S, N) allowed, N free, S requests)"
-        )
-    if status == 2:
-        raise ValueError("fitting_move_mask: a slot's node or service is out of range (nodes < N, 0 <= services < S)")
+    _refuse(
+        "fitting_move_mask", status,
+        {"slot_node": slot_node, "slot_service": slot_service, "slot_movable": slot_movable, "allowed": allowed,
+         "free_cpu": free_cpu, "free_memory": free_memory, "request_cpu": request_cpu, "request_memory": request_memory},
+        "P slots, (S, N) allowed, N free, S requests",
+    )  # fmt: skip
     return out
 
 
@@ -643,16 +647,11 @@ def table_gain_fractions(
     batch, nodes, slots = delta.shape[0], delta.shape[2], slot_node.shape[-1]
     out = np.empty((batch, nodes * slots), dtype=np.float32)
     status = _run(_table_gain_fractions, now, delta, slot_service, slot_node, mask, out)
-    if status == 1:
-        raise ValueError(
-            f"table_gain_fractions: shapes that do not fit together: now {now.shape}, delta {delta.shape}, "
-            f"slot_service {slot_service.shape}, slot_node {slot_node.shape}, mask {mask.shape} "
-            "(expected now (B,), delta (B, S, N, N), slot_service (P,), slot_node (B, P), mask (B, >= N*P))"
-        )
-    if status == 2:
-        raise ValueError(
-            "table_gain_fractions: a slot's node or service is out of range (nodes < N, 0 <= services < S)"
-        )
+    _refuse(
+        "table_gain_fractions", status,
+        {"now": now, "delta": delta, "slot_service": slot_service, "slot_node": slot_node, "mask": mask},
+        "now (B,), delta (B, S, N, N), slot_service (P,), slot_node (B, P), mask (B, >= N*P)",
+    )  # fmt: skip
     return out
 
 
@@ -680,23 +679,25 @@ def observe_v4_dynamic(
     """
     status = _run(_observe_v4_dynamic, out, free_cpu, free_memory, cpu_scale, memory_scale, counts, slot_node,
                   slot_service, log_exec, gains, mask, *shape)  # fmt: skip
+    _refuse(
+        f"observe_v4_dynamic (limits and feature counts {shape})", status,
+        {"out": out, "free_cpu": free_cpu, "free_memory": free_memory, "counts": counts, "slot_node": slot_node,
+         "slot_service": slot_service, "log_exec": log_exec, "gains": gains, "mask": mask},
+        "out (B, size), free_* (B, N), counts (B, S, N), slot_node (B, P), slot_service (P,), log_exec (S, N), "
+        "gains (B, N*P), mask (B, >= N*P)",
+    )  # fmt: skip
+
+
+def _refuse(function: str, status: int, given: dict[str, np.ndarray], expected: str) -> None:
+    """The error for a loop's status (1: shapes, 2: indices; 0: none), naming the arrays' shapes."""
     if status == 1:
-        given = {
-            "out": out.shape, "free_cpu": free_cpu.shape, "free_memory": free_memory.shape, "counts": counts.shape,
-            "slot_node": slot_node.shape, "slot_service": slot_service.shape, "log_exec": log_exec.shape,
-            "gains": gains.shape, "mask": mask.shape,
-        }  # fmt: skip
-        raise ValueError(
-            f"observe_v4_dynamic: shapes that do not fit together or the limits {shape}: "
-            + ", ".join(f"{name} {value}" for name, value in given.items())
-            + " (expected out (B, size), free_* (B, N), counts (B, S, N), slot_node (B, P), slot_service (P,), "
-            "log_exec (S, N), gains (B, N*P), mask (B, >= N*P))"
-        )
+        shapes = ", ".join(f"{name} {array.shape}" for name, array in given.items())
+        raise ValueError(f"{function}: shapes that do not fit together: {shapes} (expected {expected})")
     if status == 2:
-        raise ValueError("observe_v4_dynamic: a slot's node or service is out of range (nodes < N, 0 <= services < S)")
+        raise ValueError(f"{function}: a slot's node or service is out of range (nodes < N, 0 <= services < S)")
 
 
-def compiled(function: Callable[..., None] = _after_moves) -> Callable[..., None]:
+def compiled(function: Callable[..., Any] = _after_moves) -> Callable[..., Any]:
     """``function`` compiled: loaded from numba's cache or compiled now, once per process.
 
     Where no cache folder is writable (the package installed read-only, and no writable home or
@@ -711,7 +712,7 @@ def compiled(function: Callable[..., None] = _after_moves) -> Callable[..., None
             _compiled[name] = njit(cache=True, nogil=True, **_OPTIONS.get(name, {}))(function)
         except RuntimeError:  # numba: "cannot cache function ...: no locator available"
             _compiled[name] = njit(nogil=True, **_OPTIONS.get(name, {}))(function)
-    dispatcher: Callable[..., None] = _compiled[name]
+    dispatcher: Callable[..., Any] = _compiled[name]
     return dispatcher
 
 
@@ -730,9 +731,10 @@ def warm_up() -> None:
     )
     lowest_per_segment(np.zeros(1), np.ones(1, dtype=np.int64), 1)  # one value in one segment: compiles
     own_costs_per_network(np.zeros((1, 1, 1)), ints, ints, floats2, np.zeros((1, 1, 1, 1)))
+    features = (NODE_FEATURES, SLOT_FEATURES, PAIR_FEATURES)  # one node and one slot
     observe_v4_dynamic(
-        np.zeros((1, 10 + 8 + 5), dtype=np.float32), floats2, floats2, np.ones(1), np.ones(1), np.zeros((1, 1, 1)),
-        np.zeros((1, 1), dtype=np.int64), ints, floats2, np.zeros((1, 1), dtype=np.float32), yes, (1, 1, 10, 8, 5),
+        np.zeros((1, sum(features)), dtype=np.float32), floats2, floats2, np.ones(1), np.ones(1), np.zeros((1, 1, 1)),
+        np.zeros((1, 1), dtype=np.int64), ints, floats2, np.zeros((1, 1), dtype=np.float32), yes, (1, 1, *features),
     )  # fmt: skip
     table_gain_fractions(floats1, np.zeros((1, 1, 1, 1)), ints, np.zeros((1, 1), dtype=np.int64), yes)
     fitting_move_mask(ints, ints, np.ones(1, dtype=bool), yes, floats1, floats1, floats1, floats1, 1e-6)

@@ -13,6 +13,8 @@ quadratic form of a linear call tree), and the reused observation must equal one
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -87,13 +89,30 @@ def _event(env: CloudEdgeEnv, rng: np.random.Generator) -> None:
     env.simulator.known_costs = known  # the monitoring system's view stays until it is measured again
 
 
+def random_walk(
+    env: CloudEdgeEnv, rng: np.random.Generator, obs: np.ndarray, steps: int, event_every: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(step, observation)`` before each action of a random walk from ``obs``: a random valid action (STOP
+    included), or on every ``event_every``-th step a node failure or a surge (:func:`_event`); a finished
+    episode resets."""
+    for step in range(steps):
+        yield step, obs
+        if step % event_every == event_every - 1:
+            _event(env, rng)
+            obs = env.simulator.observation()
+            continue
+        valid = np.flatnonzero(env.action_masks())
+        obs, _, terminated, truncated, _ = env.step(int(valid[rng.integers(valid.size)]))
+        if terminated or truncated:
+            obs, _ = env.reset()
+
+
 @pytest.mark.parametrize("name,scenario,workload", _clusters(), ids=lambda v: v if isinstance(v, str) else "")
 def test_move_table_and_reused_observation_equal_the_full_recomputation(name: str, scenario, workload) -> None:
     env = CloudEdgeEnv(scenario, workload, observation_version=4, measured_conditions=True, max_steps=30)
-    obs, _ = env.reset(seed=5)
-    rng = np.random.default_rng(5)
+    start, _ = env.reset(seed=5)
     checked = events = 0
-    for step in range(150):
+    for step, obs in random_walk(env, np.random.default_rng(5), start, 150, 25):
         sim = env.simulator
         fresh = encode_state(
             env.layout,
@@ -106,13 +125,5 @@ def test_move_table_and_reused_observation_equal_the_full_recomputation(name: st
         )
         np.testing.assert_array_equal(obs, fresh)
         checked += _check_every_move(sim, sim.costs) + _check_every_move(sim, sim.known_costs)
-        if step % 25 == 24:
-            _event(env, rng)
-            events += 1
-            obs = env.simulator.observation()
-            continue
-        valid = np.flatnonzero(env.action_masks())
-        obs, _, terminated, truncated, _ = env.step(int(valid[rng.integers(valid.size)]))
-        if terminated or truncated:
-            obs, _ = env.reset()
+        events += step % 25 == 24  # the walk applies an event after this step's checks
     assert checked > 1000 and events == 6

@@ -31,7 +31,7 @@ from ceenv.observation_v4 import _log_exec, write_static_v4
 from ceenv.reference import reference_scenario, reference_workload
 from ceenv.simulator import _FIT_TOLERANCE, Simulator
 from ceenv.vector import BatchedCloudEdgeEnv
-from tests.ceenv.test_incremental import _clusters, _event
+from tests.ceenv.test_incremental import _clusters, random_walk
 
 Shape = tuple[int, int, int, int, int]
 
@@ -115,20 +115,11 @@ def _shape(env: CloudEdgeEnv | BatchedCloudEdgeEnv) -> Shape:
 def test_the_env_observation_is_what_the_numpy_code_wrote(name: str, scenario, workload) -> None:
     """Random moves and STOPs, a node failure or a surge every 20 steps: every observation equal to the numpy one."""
     env = CloudEdgeEnv(scenario, workload, observation_version=4, measured_conditions=True, max_steps=30)
-    obs, _ = env.reset(seed=7)
-    rng = np.random.default_rng(7)
-    for step in range(60):
+    start, _ = env.reset(seed=7)
+    for _, obs in random_walk(env, np.random.default_rng(7), start, 60, 20):
         np.testing.assert_array_equal(obs, _reference_observation(env))
         sim = env.simulator
         np.testing.assert_array_equal(sim.action_mask(), move_mask(env.layout, sim.slot_node, sim.target_ok()))
-        if step % 20 == 19:
-            _event(env, rng)
-            obs = env.simulator.observation()
-            continue
-        valid = np.flatnonzero(env.action_masks())
-        obs, _, terminated, truncated, _ = env.step(int(valid[rng.integers(valid.size)]))
-        if terminated or truncated:
-            obs, _ = env.reset()
 
 
 def test_the_batched_env_with_a_network_per_copy_writes_what_the_numpy_code_wrote() -> None:

@@ -68,7 +68,7 @@ def test_the_warm_up_compiles_the_signatures_that_the_beam_step_calls() -> None:
         *generate_scenario(np.random.default_rng(2)).parse(), observation_version=4, measured_conditions=True
     )
     v4.reset(seed=2)
-    v4.step(int(np.flatnonzero(v4.action_masks())[0]))  # an env step of observation version 4, and a served twin's
+    v4.step(int(np.flatnonzero(v4.action_masks())[0]))  # version 4's observation, gain features and mask
     assert all(signatures for signatures in before)  # other tests may have compiled other argument types before
     assert [list(d.signatures) for d in dispatchers] == before
     assert len(children) == 4 and after.shape == (len(_every_move(beam)[0]),) and np.isfinite(after).all()
