@@ -206,11 +206,14 @@ def planning_of(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         "plan_margin": args.plan_margin,
         "plan_noise": args.plan_noise,
         "plan_confidence": args.plan_confidence,
+        "plan_slack": args.plan_slack,
     }
     what = (
         f"top-{args.plan_k} + width {args.plan_width}, {args.horizon} moves deep, margin {args.plan_margin:g}, "
         f"noise {args.plan_noise:g}, confidence {args.plan_confidence:g}"
     )
+    if args.plan_slack < args.horizon:
+        what += f", at most greedy's moves + {args.plan_slack} per plan"
     return planning, what
 
 
@@ -399,7 +402,7 @@ def markdown(rows: list[dict[str, Any]], timing: dict[str, Any], settings: dict[
         "",
         "In-process `bento.policy.Policy.decide` (decode the REACH request, encode, network or planning, answer) "
         f"{measured} (`/get_action` adds HTTP); planning = bento arguments `plan_k`, "
-        f"`plan_horizon`, `plan_width`, `plan_margin`, `plan_noise`, `plan_confidence`.{remeasured}",
+        f"`plan_horizon`, `plan_width`, `plan_margin`, `plan_noise`, `plan_confidence`, `plan_slack`.{remeasured}",
         "",
     ]
     lines += ["| what | p50 ms | p99 ms |", "|---|---|---|"]
@@ -425,7 +428,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--horizon", type=int, default=chosen.plan_horizon, help="Planning: moves per searched sequence."
     )
-    add_planning_options(parser, ("plan_width", "plan_margin", "plan_noise", "plan_confidence"), "")
+    add_planning_options(parser, ("plan_width", "plan_margin", "plan_noise", "plan_confidence", "plan_slack"), "")
     parser.add_argument("--gate-rules", type=Path, default=ROOT / "data" / "gate" / "default.json")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "general")
     parser.add_argument(
@@ -459,7 +462,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if again is not None and args.model is not None:
         parser.error(f"{again} takes the model (and every setting) from OUT/general.json's recorded command")
     recorded = ("reach_model", "seeds", "episodes", "large", "plan_k", "horizon", "plan_width", "plan_margin",
-                "plan_noise", "plan_confidence", "gate_rules")  # fmt: skip
+                "plan_noise", "plan_confidence", "plan_slack", "gate_rules")  # fmt: skip
     changed = [name for name in recorded if getattr(args, name) != parser.get_default(name)]
     if again is not None and changed:
         options = ", ".join("--" + name.replace("_", "-") for name in changed)
@@ -670,7 +673,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"--episodes {args.episodes} --large {args.large} --plan-k {args.plan_k} --horizon {args.horizon} "
         f"--plan-width {args.plan_width} --plan-margin {args.plan_margin:g} --plan-noise {args.plan_noise:g} "
         f"--plan-confidence {args.plan_confidence:g} --timing-samples {args.timing_samples} "
-        f"--timing-warmup {args.timing_warmup}" + (f" --reach-model {args.reach_model}" if args.reach_model else ""),
+        f"--timing-warmup {args.timing_warmup}"
+        + (f" --plan-slack {args.plan_slack}" if args.plan_slack != PlanningSettings.chosen().plan_slack else "")
+        + (f" --reach-model {args.reach_model}" if args.reach_model else ""),
         "gate": gate_rows(args.gate_rules),
         "gate_rules": str(
             args.gate_rules.relative_to(ROOT) if args.gate_rules.is_relative_to(ROOT) else args.gate_rules

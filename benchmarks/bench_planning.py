@@ -51,21 +51,26 @@ DEFAULT_SETTINGS = [
     "8/12/1/0.1/1.5",
     "8/12/1/0.1/2",
     "10/16/1/0.1/1",
-]  # horizon/width/margin[/noise/confidence]; 8/12/8: the previous default (a fixed margin, no noise charge)
+    "8/12/1/0.1/1/2",
+    "8/12/1/0.1/1/1",
+    "8/12/1/0.1/1/0",
+]  # horizon/width/margin[/noise/confidence[/slack]]; 8/12/8: the previous default (a fixed margin, no noise charge)
 LARGE = 2  # generated 38-node clusters (bench_general's, never trained on) also measured per setting
 
 
 def parse_setting(text: str) -> dict[str, Any]:
     """``"10/16/1/0.1/1"`` → the planning arguments (``plan_k`` chosen, horizon 10, width 16, margin 1, noise 0.1,
-    confidence 1); ``"8/12/8"`` (no noise and confidence) is a fixed margin, the planner before the noise charge."""
-    from bento.planning_settings import CHOSEN_PLAN_K, PlanningSettings
+    confidence 1); ``"8/12/8"`` (no noise and confidence) is a fixed margin, the planner before the noise charge;
+    ``"8/12/1/0.1/1/1"`` adds ``plan_slack`` 1 (no plan longer than greedy's moves from here + 1)."""
+    from bento.planning_settings import CHOSEN_PLAN_K, NO_MOVE_CAP, PlanningSettings
 
     try:
         parts = text.split("/")
-        if len(parts) not in (3, 5):
-            raise ValueError("3 or 5 numbers")
+        if len(parts) not in (3, 5, 6):
+            raise ValueError("3, 5 or 6 numbers")
         horizon, width, margin = parts[:3]
-        noise, confidence = parts[3:] if len(parts) == 5 else ("0", "0")
+        noise, confidence = parts[3:5] if len(parts) >= 5 else ("0", "0")
+        slack = parts[5] if len(parts) == 6 else str(NO_MOVE_CAP)
         settings = PlanningSettings(
             plan_k=CHOSEN_PLAN_K,
             plan_horizon=int(horizon),
@@ -73,19 +78,25 @@ def parse_setting(text: str) -> dict[str, Any]:
             plan_margin=float(margin),
             plan_noise=float(noise),
             plan_confidence=float(confidence),
+            plan_slack=int(slack),
         )
     except ValueError as err:
         raise SystemExit(
-            f"--setting {text!r}: give horizon/width/margin[/noise/confidence], e.g. 8/12/1/0.1/1 ({err})"
+            f"--setting {text!r}: give horizon/width/margin[/noise/confidence[/slack]], e.g. 8/12/1/0.1/1 ({err})"
         ) from None
     return settings.to_dict()
 
 
 def label(planning: dict[str, Any]) -> str:
-    """``8 / 12 / 8`` (a fixed margin) or ``8 / 12 / 1, noise 0.1 × 1`` (with the noise charge)."""
+    """``8 / 12 / 8`` (a fixed margin), ``8 / 12 / 1, noise 0.1 × 1`` (with the noise charge), plus ``, slack 1``
+    with a move cap (``plan_slack`` below the horizon; a row recorded before the setting has none)."""
+    from bento.planning_settings import NO_MOVE_CAP
+
     text = f"{planning['plan_horizon']} / {planning['plan_width']} / {planning['plan_margin']:g}"
     if planning.get("plan_noise", 0) and planning.get("plan_confidence", 0):
         text += f", noise {planning['plan_noise']:g} × {planning['plan_confidence']:g}"
+    if planning.get("plan_slack", NO_MOVE_CAP) < planning["plan_horizon"]:
+        text += f", slack {planning['plan_slack']}"
     return text
 
 
@@ -129,11 +140,11 @@ def measure(
 def markdown_blocks(results: list[dict[str, Any]]) -> list[str]:
     from bento.planning_settings import PlanningSettings
 
-    chosen = PlanningSettings.chosen().to_dict()
+    chosen = PlanningSettings.chosen()
     rows = []
     for r in results:
         p = r["planning"]
-        name = label(p) + (" (default)" if p == chosen else "")
+        name = label(p) + (" (default)" if PlanningSettings.from_recorded(p).same_decisions(chosen) else "")
         groups = sum(policy <= greedy + 1 for c in r["cells"] for policy, greedy in c["moves"].values())
         rows.append(
             [
@@ -149,7 +160,7 @@ def markdown_blocks(results: list[dict[str, Any]]) -> list[str]:
             ]
         )
     header = [
-        "horizon / width / margin, noise × confidence",
+        "horizon / width / margin, noise × confidence, slack",
         "mean fraction of best-known (27 groups)",
         "cells ≥ greedy",
         "cells (groups) with moves ≤ greedy + 1",
@@ -225,7 +236,7 @@ def main() -> None:
     parser.add_argument(
         "--setting",
         action="append",
-        help=f"horizon/width/margin[/noise/confidence] (repeatable; default: {' '.join(DEFAULT_SETTINGS)}).",
+        help=f"horizon/width/margin[/noise/confidence[/slack]] (repeatable; default: {' '.join(DEFAULT_SETTINGS)}).",
     )
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--episodes", type=int, default=4)

@@ -54,7 +54,7 @@ from typing import Any
 
 from planning_options import add_planning_options
 
-from bento.planning_settings import PlanningSettings
+from bento.planning_settings import PLANNING_KEYS, PlanningSettings
 
 REPO = Path(__file__).resolve().parents[1]
 BENTOML = Path(sys.executable).with_name("bentoml")
@@ -97,8 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     chosen = PlanningSettings.chosen()  # the chosen planning (bento.planning_settings): `reach serve --plan-k 4`
     parser.add_argument("--plan-k", type=int, default=chosen.plan_k, help="--planning: bento argument plan_k (> 0).")
-    keys = ("plan_horizon", "plan_width", "plan_margin", "plan_noise", "plan_confidence")
-    add_planning_options(parser, keys, "--planning: ")
+    add_planning_options(parser, PLANNING_KEYS[1:], "--planning: ")
     args = parser.parse_args(argv)
     if args.planning and (args.artefact is None or args.plan_k < 1):
         parser.error("--planning needs --artefact (a general, observation version 4 policy) and --plan-k >= 1")

@@ -33,6 +33,8 @@ from bench_service import (
     summarise,
 )
 
+from bento.planning_settings import PLANNING_KEYS
+
 WARMUP_REQUESTS = 100
 HEADER = [
     "cluster",
@@ -117,8 +119,7 @@ def measure_planning(args: argparse.Namespace, home: Path, tag: str, description
 
 def planning_values(args: argparse.Namespace) -> dict[str, Any]:
     """The planning settings of a run as :class:`bento.planning_settings.PlanningSettings` reads them."""
-    keys = ("plan_k", "plan_horizon", "plan_width", "plan_margin", "plan_noise", "plan_confidence")
-    return {key: getattr(args, key) for key in keys}
+    return {key: getattr(args, key) for key in PLANNING_KEYS}
 
 
 def in_process_times(
@@ -155,6 +156,7 @@ def write_planning_markdown(rows: list[dict[str, Any]], args: argparse.Namespace
         f"`plan_k={args.plan_k}`, `plan_horizon={args.plan_horizon}`, `plan_width={args.plan_width}`, "
         f"`plan_margin={args.plan_margin:g}`, `plan_noise={args.plan_noise:g}`, "
         f"`plan_confidence={args.plan_confidence:g}`"
+        + (f", `plan_slack={args.plan_slack}`" if args.plan_slack < args.plan_horizon else "")
     )
     body = [
         [

@@ -18,7 +18,7 @@ true drawn network. The answer is always STOP or a move that ``mask`` allows. :f
 the simulator from a served request's state (a :class:`ServedTwin`: later moves never touch a node the
 request marks failed, nor send a service where ``pod_deployable`` never lets its pods go). Used by :class:`bento.policy.Policy` (bento
 arguments ``plan_k``, ``plan_horizon``, ``plan_width``, ``plan_margin``, ``plan_noise``,
-``plan_confidence``; their defaults:
+``plan_confidence`` and ``plan_slack``, the ``greedy_slack`` of :func:`plan_action`; their defaults:
 :mod:`bento.planning_settings`), the evaluation
 (:mod:`flows.evaluation.units`, so the gate judges what serves) and ``benchmarks/bench_general.py``.
 """
@@ -47,7 +47,7 @@ DEFAULT_CONFIDENCE = DEFAULTS.plan_confidence
 NOISE_SAMPLES = 16  # networks drawn to estimate a sequence's gain spread (more: steadier, slower)
 NOISE_SEED = 0
 DEFAULT_SHORTER_WITHIN = 0.0  # step costs a longer sequence must beat the best shorter one by (choose_sequence)
-DEFAULT_GREEDY_SLACK: int | None = None  # None: the horizon alone bounds a sequence's length
+DEFAULT_GREEDY_SLACK = DEFAULTS.move_cap_slack  # None: the horizon alone bounds a sequence's length (plan_slack)
 _EPSILON_MS = 1e-9
 
 

@@ -1,7 +1,7 @@
 """Decision-time planning settings: the one place that says their defaults, bounds and meaning.
 
 :class:`PlanningSettings` holds the bento arguments ``plan_k``, ``plan_horizon``, ``plan_width``,
-``plan_margin``, ``plan_noise`` and ``plan_confidence`` (:mod:`bento.planning` plays them) as one typed, frozen object with a description
+``plan_margin``, ``plan_noise``, ``plan_confidence`` and ``plan_slack`` (:mod:`bento.planning` plays them) as one typed, frozen object with a description
 and bounds per field; ``PlanningSettings()`` is the raw policy with the planner's defaults, and
 :data:`CHOSEN_PLAN_K` is the ``plan_k`` chosen for the general policy (docs/training.md, planning).
 Every place that offers these settings takes its defaults, bounds and help from here: the
@@ -21,10 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PLANNING_KEYS = ("plan_k", "plan_horizon", "plan_width", "plan_margin", "plan_noise", "plan_confidence")
+PLANNING_KEYS = ("plan_k", "plan_horizon", "plan_width", "plan_margin", "plan_noise", "plan_confidence", "plan_slack")
 # What a report written before a key existed played: planning then charged a fixed margin per move.
 LEGACY_VALUES = {"plan_noise": 0.0, "plan_confidence": 0.0}
 CHOSEN_PLAN_K = 4  # the plan_k of the shipped general policy's planning rows (docs/training.md, README)
+# plan_slack at or above the deepest horizon caps nothing: what a record written before the setting played.
+NO_MOVE_CAP = 16
 
 
 def _spec(default: float, low: float, high: float, description: str) -> Any:
@@ -68,6 +70,14 @@ class PlanningSettings:
         "Planning: standard deviations of a sequence's gain under plan_noise charged per move (guards against "
         "moves whose gain is within the measurement noise, in the application's own scale). 0: none.",
     )
+    plan_slack: int = _spec(
+        NO_MOVE_CAP,
+        0,
+        NO_MOVE_CAP,
+        "Planning, fewer migrations: no searched sequence is longer than the moves greedy would make from here "
+        "on the twin plus plan_slack (1: about greedy's moves + 1, for less of the latency reduction). "
+        f"{NO_MOVE_CAP} (the default, at least plan_horizon): no cap.",
+    )
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
@@ -97,20 +107,31 @@ class PlanningSettings:
         return {key: _exact_text(value) for key, value in self.to_dict().items()}
 
     def describe(self) -> str:
-        """One phrase: ``the raw policy`` or ``planning (plan_k=4, plan_horizon=8, …, plan_confidence=1)``."""
+        """One phrase: ``the raw policy`` or ``planning (plan_k=4, plan_horizon=8, …, plan_confidence=1)``, with
+        ``plan_slack=1`` last when it caps the plans."""
         if not self.active:
             return "the raw policy"
-        return "planning (" + ", ".join(f"{key}={value:g}" for key, value in dataclasses.asdict(self).items()) + ")"
+        values = dataclasses.asdict(self)
+        if self.move_cap_slack is None:
+            values.pop("plan_slack")
+        return "planning (" + ", ".join(f"{key}={value:g}" for key, value in values.items()) + ")"
 
     def same_decisions(self, other: PlanningSettings) -> bool:
         """Whether both decide alike: both raw, or planning with equal values (no noise charge, however it is
         switched off: ``plan_noise`` 0 or ``plan_confidence`` 0, counts as one)."""
         return self._decisions() == other._decisions()
 
+    @property
+    def move_cap_slack(self) -> int | None:
+        """``plan_slack`` as :func:`bento.planning.plan_action` takes it: None when it caps nothing."""
+        return None if self.plan_slack >= self.plan_horizon else self.plan_slack
+
     def _decisions(self) -> dict[str, Any]:
         values = self.to_dict()
         if values and (self.plan_noise == 0 or self.plan_confidence == 0):
             values.update(LEGACY_VALUES)
+        if values and self.move_cap_slack is None:
+            values["plan_slack"] = NO_MOVE_CAP
         return values
 
     @classmethod
@@ -142,8 +163,11 @@ class PlanningSettings:
         A planning record that names ``plan_horizon``, ``plan_width`` and ``plan_margin`` but neither
         ``plan_noise`` nor ``plan_confidence`` was written before the noise charge existed and played the
         fixed margin: it reads as :data:`LEGACY_VALUES`, not as today's defaults. One of the two without the
-        other raises ``ValueError``.
+        other raises ``ValueError``. A planning record without ``plan_slack`` was written before the move cap
+        existed and capped nothing: it reads as :data:`NO_MOVE_CAP`, whatever today's default.
         """
+        if values.get("plan_slack") in (None, ""):
+            values = {**values, "plan_slack": NO_MOVE_CAP}
         new = [key for key in LEGACY_VALUES if values.get(key) not in (None, "")]
         if len(new) == 1:
             raise ValueError(f"the planning names {new[0]} but not {set(LEGACY_VALUES) - set(new)}: give both")
@@ -224,7 +248,7 @@ def settings_planning(settings: Mapping[str, Any]) -> PlanningSettings:
     """
     if _plan_k(settings) <= 0:
         return PlanningSettings()
-    missing = [key for key in PLANNING_KEYS if key not in settings and key not in LEGACY_VALUES]
+    missing = [key for key in PLANNING_KEYS if key not in settings and key not in (*LEGACY_VALUES, "plan_slack")]
     if missing:
         raise ValueError(f"the evaluation report says plan_k={settings['plan_k']} but not {', '.join(missing)}")
     return PlanningSettings.from_recorded(settings)

@@ -396,6 +396,7 @@ class Policy:
             plan.plan_margin,
             noise=plan.plan_noise,
             confidence=plan.plan_confidence,
+            greedy_slack=plan.move_cap_slack,
             observation=encoded.observation,
         )
 

@@ -65,6 +65,7 @@ class ServiceArguments(BaseModel):
     plan_margin: float = pydantic_field("plan_margin")
     plan_noise: float = pydantic_field("plan_noise")
     plan_confidence: float = pydantic_field("plan_confidence")
+    plan_slack: int = pydantic_field("plan_slack")  # plan_action's greedy_slack (PlanningSettings.move_cap_slack)
 
     def planning(self) -> PlanningSettings:
         """The planning these arguments serve with (``plan_k == 0``: the raw policy)."""

@@ -105,6 +105,7 @@ class PipelineParams(BaseModel):
     plan_margin: float = pydantic_field("plan_margin")
     plan_noise: float = pydantic_field("plan_noise")
     plan_confidence: float = pydantic_field("plan_confidence")
+    plan_slack: int = pydantic_field("plan_slack")
 
     @field_validator("task_runner")
     @classmethod

@@ -63,6 +63,7 @@ NON_DEFAULT_PLANNING = {
     "plan_margin": 2.0,
     "plan_noise": 0.2,
     "plan_confidence": 1.5,
+    "plan_slack": 1,  # below plan_horizon: caps the plans
 }
 
 

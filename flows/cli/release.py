@@ -285,6 +285,17 @@ def serve(
             max=planning.bounds("plan_k")[1],
         ),
     ] = None,
+    plan_slack: Annotated[
+        int | None,
+        typer.Option(
+            help="Fewer migrations when planning (bento argument plan_slack): no planned sequence longer than the "
+            "moves greedy would make from here plus this many; "
+            f"{planning.NO_MOVE_CAP}: no cap. Default: as the bento was built; anything else serves decisions the "
+            "gate did not judge, and the start-up line and /metadata say so.",
+            min=planning.bounds("plan_slack")[0],
+            max=planning.bounds("plan_slack")[1],
+        ),
+    ] = None,
 ) -> None:
     """Serve a bento for a cluster in the foreground on 127.0.0.1:3000 (development; `reach deploy` for blue/green).
 
@@ -318,6 +329,8 @@ def serve(
     bentoml = os.path.join(os.path.dirname(sys.executable), "bentoml")
     if plan_k is not None:
         arguments["plan_k"] = str(plan_k)
+    if plan_slack is not None:
+        arguments["plan_slack"] = str(plan_slack)
     _print_served(tag, cluster, arguments)
     cluster_args = [part for key, value in arguments.items() for part in ("--arg", f"{key}={value}")]
     from bento.arguments import environment

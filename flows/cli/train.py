@@ -215,6 +215,7 @@ def evaluate_command(
     plan_margin: Annotated[float, _planning_option("plan_margin")] = planning.default("plan_margin"),
     plan_noise: Annotated[float, _planning_option("plan_noise")] = planning.default("plan_noise"),
     plan_confidence: Annotated[float, _planning_option("plan_confidence")] = planning.default("plan_confidence"),
+    plan_slack: Annotated[int, _planning_option("plan_slack")] = planning.default("plan_slack"),
 ) -> None:
     """Evaluate a policy and every baseline on held-out start states; write JSON, Markdown and PNGs."""
     from bento.artefact import PolicyError
@@ -229,7 +230,7 @@ def evaluate_command(
     if model is None and (scenario is None or not workload):
         raise _fail("without --model, pass --scenario and at least one --workload")
     plan = planning.PlanningSettings(
-        plan_k, plan_horizon, plan_width, plan_margin, plan_noise, plan_confidence
+        plan_k, plan_horizon, plan_width, plan_margin, plan_noise, plan_confidence, plan_slack
     ).to_dict()
     if plan and model is None:
         raise _fail("--plan-k needs --model (planning plays the policy)")

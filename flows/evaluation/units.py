@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bento.planning_settings import DEFAULTS as PLANNING_DEFAULTS
+from bento.planning_settings import PLANNING_KEYS, PlanningSettings
 from ceenv.env import CloudEdgeEnv
 from ceenv.layout import OBSERVATION_VERSION, layout_from_scenario
 from ceenv.scenario import load_scenario
@@ -55,7 +56,7 @@ class EvalUnit:
     max_steps: int = int(EPISODE_DEFAULTS["max_steps"])
     baselines: tuple[str, ...] = BASELINES
     # Decision-time planning as the bento serves it (bento arguments plan_k, plan_horizon, plan_width,
-    # plan_margin, plan_noise, plan_confidence; defaults from bento.planning_settings); plan_k = 0 evaluates
+    # plan_margin, plan_noise, plan_confidence, plan_slack; defaults from bento.planning_settings); plan_k = 0 evaluates
     # the raw policy.
     plan_k: int = PLANNING_DEFAULTS.plan_k
     plan_horizon: int = PLANNING_DEFAULTS.plan_horizon
@@ -63,6 +64,7 @@ class EvalUnit:
     plan_margin: float = PLANNING_DEFAULTS.plan_margin
     plan_noise: float = PLANNING_DEFAULTS.plan_noise
     plan_confidence: float = PLANNING_DEFAULTS.plan_confidence
+    plan_slack: int = PLANNING_DEFAULTS.plan_slack
 
 
 def plan_units(
@@ -219,10 +221,13 @@ def _decider(unit: EvalUnit, policy: Any, env: CloudEdgeEnv) -> Decide:
         )
     from bento.planning import plan_action
 
+    slack = PlanningSettings(**{key: getattr(unit, key) for key in PLANNING_KEYS}).move_cap_slack
+
     def planned(obs: Any, mask: Any) -> int:
         return plan_action(
             model, env.simulator, unit.plan_k, unit.plan_horizon, env.step_cost_ms, mask, unit.plan_width,
-            unit.plan_margin, noise=unit.plan_noise, confidence=unit.plan_confidence, observation=obs,
+            unit.plan_margin, noise=unit.plan_noise, confidence=unit.plan_confidence, greedy_slack=slack,
+            observation=obs,
         )  # fmt: skip
 
     return planned

@@ -35,6 +35,7 @@ OPTIONS = {
     "plan_margin": "--plan-margin",
     "plan_noise": "--plan-noise",
     "plan_confidence": "--plan-confidence",
+    "plan_slack": "--plan-slack",
 }
 
 
@@ -53,9 +54,10 @@ def _help_defaults(help_text: str) -> dict[str, float]:
 
 def test_the_shipped_defaults_are_the_chosen_ones() -> None:
     """docs/training.md's planning table: raw by default; planning is plan_k 4, 8 deep, width 12, margin 1, and a
-    charge of 1 standard deviation of the gain under 10 % noise per move."""
-    assert PlanningSettings(0, 8, 12, 1.0, 0.1, 1.0) == DEFAULTS
-    assert PlanningSettings.chosen() == PlanningSettings(CHOSEN_PLAN_K, 8, 12, 1.0, 0.1, 1.0) and CHOSEN_PLAN_K == 4
+    charge of 1 standard deviation of the gain under 10 % noise per move; no move cap (plan_slack 16)."""
+    assert PlanningSettings(0, 8, 12, 1.0, 0.1, 1.0, 16) == DEFAULTS
+    assert PlanningSettings.chosen() == PlanningSettings(CHOSEN_PLAN_K, 8, 12, 1.0, 0.1, 1.0, 16) and CHOSEN_PLAN_K == 4
+    assert DEFAULTS.move_cap_slack is None
 
 
 def test_reach_evaluate_help_and_the_service_arguments_show_the_one_source() -> None:
@@ -79,7 +81,7 @@ PROBE = """
 import json, os, sys, inspect, dataclasses
 import bento.planning_settings as source
 source.DEFAULTS = source.PlanningSettings(plan_k=3, plan_horizon=5, plan_width=7, plan_margin=9.5, plan_noise=0.25,
-                                         plan_confidence=2.5)
+                                         plan_confidence=2.5, plan_slack=3)
 source.CHOSEN_PLAN_K = 2
 keys = source.PLANNING_KEYS
 out = {}
@@ -93,7 +95,7 @@ from bento.planning import plan_action
 signature = inspect.signature(plan_action).parameters
 out["plan_action"] = {"plan_horizon": signature["horizon"].default, "plan_width": signature["width"].default,
                       "plan_margin": signature["margin"].default, "plan_noise": signature["noise"].default,
-                      "plan_confidence": signature["confidence"].default}
+                      "plan_confidence": signature["confidence"].default, "plan_slack": signature["greedy_slack"].default}
 from typer.testing import CliRunner
 from flows.cli import app
 out["reach evaluate --help"] = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"}).output
@@ -105,7 +107,7 @@ import bench_general, bench_service
 general = bench_general.parse_args(["--model", "m"])
 out["bench_general"] = {"plan_k": general.plan_k, "plan_horizon": general.horizon, "plan_width": general.plan_width,
                         "plan_margin": general.plan_margin, "plan_noise": general.plan_noise,
-                        "plan_confidence": general.plan_confidence}
+                        "plan_confidence": general.plan_confidence, "plan_slack": general.plan_slack}
 service = bench_service.parse_args([])
 out["bench_service"] = {k: getattr(service, k) for k in keys}
 print(json.dumps(out))
@@ -122,7 +124,7 @@ def test_changing_the_source_changes_every_place_that_offers_planning(tmp_path: 
     assert done.returncode == 0, done.stderr[-3000:]
     seen: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     changed = {"plan_k": 3, "plan_horizon": 5, "plan_width": 7, "plan_margin": 9.5, "plan_noise": 0.25,
-               "plan_confidence": 2.5}  # fmt: skip
+               "plan_confidence": 2.5, "plan_slack": 3}  # fmt: skip
     chosen = {**changed, "plan_k": 2}  # the benchmarks measure the chosen planning
     assert _help_defaults(seen.pop("reach evaluate --help")) == changed
     assert _help_default(seen.pop("reach demo --help"), "--plan-k") == seen.pop("demo stage options") == 2  # chosen
@@ -182,3 +184,22 @@ def test_a_fractional_count_is_refused_not_truncated() -> None:
     with pytest.raises(ValueError, match=r"plan_horizon=2\.5 is out of range"):
         PlanningSettings(plan_horizon=2.5)  # type: ignore[arg-type]
     assert PlanningSettings.from_mapping({"plan_k": "4", "plan_margin": "6.5"}).plan_margin == 6.5
+
+
+def test_a_move_cap_at_or_past_the_horizon_caps_nothing_and_a_record_without_one_had_none() -> None:
+    """plan_slack >= plan_horizon plays as no cap (plan_action's None); a record written before plan_slack existed
+    (a bento's build arguments, a report's settings) played no cap, whatever today's default says."""
+    assert PlanningSettings(4, 8, 12, 1.0, 0.1, 1.0, 8).move_cap_slack is None
+    assert PlanningSettings(4, 8, 12, 1.0, 0.1, 1.0, 7).move_cap_slack == 7
+    assert PlanningSettings(4, 8, 12, 1.0, 0.1, 1.0, 0).move_cap_slack == 0
+    assert PlanningSettings(4, 8, 12, 1.0, 0.1, 1.0, 8).same_decisions(PlanningSettings.chosen())
+    assert not PlanningSettings(4, 8, 12, 1.0, 0.1, 1.0, 1).same_decisions(PlanningSettings.chosen())
+    assert PlanningSettings(0, plan_slack=1).same_decisions(PlanningSettings())  # both raw: the cap plays no part
+    named = {"plan_k": "4", "plan_horizon": "8", "plan_width": "12", "plan_margin": "1", "plan_noise": "0.1",
+             "plan_confidence": "1"}  # fmt: skip
+    assert PlanningSettings.from_recorded(named).plan_slack == 16
+    assert PlanningSettings.from_recorded({**named, "plan_slack": "1"}).plan_slack == 1
+    report = {"groups": [{}], "settings": {"seeds": [0], **{k: float(v) for k, v in named.items()}}}
+    assert gated_planning(report) == PlanningSettings.chosen()
+    with pytest.raises(ValueError, match=r"plan_slack=17 is out of range; give a number in \[0, 16\]"):
+        PlanningSettings(plan_k=4, plan_slack=17)

@@ -154,7 +154,7 @@ def test_an_evaluation_with_plan_k_plays_the_planner_the_bento_serves() -> None:
         baselines=("best_known",), **planning,
     )  # fmt: skip
     units = plan_units(scenario_dir("7-21"), [workload_file("chain")], ["traffic_surge"], [0], 4, GENERAL, **planning)
-    assert {(u.plan_noise, u.plan_confidence) for u in units} == {(0.2, 1.5)}
+    assert {(u.plan_noise, u.plan_confidence, u.plan_slack) for u in units} == {(0.2, 1.5, 1)}
     played = [r for r in records if r.method == "policy"]
     loaded = load_artefact(
         GENERAL, layout_from_scenario(CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain")).scenario)
@@ -165,7 +165,9 @@ def test_an_evaluation_with_plan_k_plays_the_planner_the_bento_serves() -> None:
     )  # fmt: skip
 
     def planned(obs: np.ndarray, mask: np.ndarray) -> int:
-        return plan_action(loaded.model, env.simulator, 2, 2, env.step_cost_ms, mask, 4, 2.0, noise=0.2, confidence=1.5)
+        return plan_action(
+            loaded.model, env.simulator, 2, 2, env.step_cost_ms, mask, 4, 2.0, noise=0.2, confidence=1.5, greedy_slack=1
+        )
 
     for r in played:
         expected = run_policy(env, start_state(env, "traffic_surge", evaluation_seed(0, r.episode)), planned)

@@ -128,7 +128,7 @@ def test_a_report_of_the_planner_packages_a_bento_that_serves_that_planner(
     built = {key: bento.info.args[key] for key in PLANNING_KEYS}
     assert built == {
         "plan_k": "2", "plan_horizon": "2", "plan_width": "4", "plan_margin": "2", "plan_noise": "0.2",
-        "plan_confidence": "1",  # the default, which the evaluation played and records
+        "plan_confidence": "1", "plan_slack": "16",  # the defaults, which the evaluation played and records
     }  # fmt: skip
 
 

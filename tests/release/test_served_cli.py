@@ -92,6 +92,27 @@ def test_reach_serve_plan_k_other_than_gated_serves_but_warns(
     assert PLANNING_DIFFERS in result.output and "the gate judged planning (plan_k=2" in result.output
 
 
+def test_reach_serve_plan_slack_caps_the_built_planning_and_warns(
+    planned_bento: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--plan-slack 1`` on a bento built to plan without a cap: it plans with the cap, and says the gate did not
+    judge that; a slack at or past the built horizon (2) caps nothing and decides as gated."""
+    result, executed, arguments = _serve(
+        monkeypatch, "--bento", planned_bento, "--scenario", "7-21", "--workload", "chain", "--plan-slack", "1"
+    )
+    assert result.exit_code == 0, result.output
+    assert arguments["plan_slack"] == "1" and "plan_slack=1" in executed and "plan_k" not in arguments
+    assert "with planning (plan_k=2, plan_horizon=2, plan_width=4, plan_margin=2" in result.output
+    assert "plan_slack=1)" in result.output and PLANNING_DIFFERS in result.output
+    result, _, arguments = _serve(
+        monkeypatch, "--bento", planned_bento, "--scenario", "7-21", "--workload", "chain", "--plan-slack", "2"
+    )
+    assert result.exit_code == 0, result.output
+    assert arguments["plan_slack"] == "2" and PLANNING_DIFFERS not in result.output
+    refused = CliRunner().invoke(app, ["serve", "--bento", planned_bento, "--plan-slack", "17"])
+    assert refused.exit_code == 2 and "less than or equal to 16" in refused.output
+
+
 class _Metadata(BaseHTTPRequestHandler):
     body: dict[str, Any] = {}  # noqa: RUF012
 
