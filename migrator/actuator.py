@@ -23,6 +23,12 @@ Mechanism (works on Kubernetes 1.20, which lacks ``pod-deletion-cost``, and on c
    only now, after its replacement is Ready: its kubelet cannot confirm a normal deletion, which
    would leave it Terminating until the node returns (docs/migrator.md, node failure).
 
+Right before the commit point the actuator asks ``may_commit`` (the controller's: does this migrator
+still count on the cluster's Lease, :meth:`migrator.lease.LeaderLease.may_write`). When it may not, the
+migration is *abandoned* as it stands: nothing more is written, no rollback either, since another
+migrator may hold the Lease by now and roll it back as a leftover (``clean_up_leftovers``, as after a
+killed migrator); the replacement and the old pod both serve meanwhile (Ready N+1).
+
 On timeout or error the migration rolls back: cordon the remaining nodes, delete the replacement,
 hand the old pod back to its ReplicaSet (restore the label) — the ReplicaSet then removes its
 surplus pod, an unscheduled one first — and lift every cordon of this migration, at the latest
@@ -136,6 +142,10 @@ class MigrationFailed(Exception):
     """The migration could not complete; the actuator rolls it back."""
 
 
+class CommitWithdrawn(Exception):
+    """This migrator may no longer write (the Lease is no longer its own): the migration is left as it stands."""
+
+
 @dataclass(frozen=True)
 class MigrationResult:
     move: Move
@@ -150,6 +160,7 @@ class MigrationResult:
     leftovers: bool = False  # the rollback was incomplete: marks are left for Controller's clean-up
     started: bool = True  # False: the ReplicaSet could not be read, nothing was changed
     access_denied: bool = False  # the API server refused a read or a write (401/403): needs a fix, not a retry
+    abandoned: bool = False  # may_commit said no before the commit point: left as it stands for the clean-up
 
 
 @dataclass
@@ -162,6 +173,8 @@ class Actuator:
     poll_s: float = 0.2
     settle_s: float = 30.0
     cordon_cap_s: float = 10.0
+    # Asked right before the commit point (the old pod's deletion): may this migrator still write? None: always.
+    may_commit: Callable[[], bool] | None = None
 
     def migrate(self, move: Move, snapshot: ClusterSnapshot) -> MigrationResult:
         started_s = self.clock.now_s()
@@ -197,7 +210,18 @@ class Actuator:
             window_s = self.clock.now_s() - cordoned_s
             self._wait_until_ready(replacement, move, started_s + self.deadline_s)
             ready_s = self.clock.now_s() - started_s
+            if self.may_commit is not None and not self.may_commit():
+                raise CommitWithdrawn(
+                    f"abandoned before the commit point: this migrator no longer holds the cluster's Lease, so it "
+                    f"writes nothing more (no deletion of {pod.name}, no rollback); {replacement} and {pod.name} both "
+                    "serve until the Lease holder's clean-up rolls the migration back"
+                )
             forced = self._remove_old_pod(pod, snapshot, replacement, move)
+        except CommitWithdrawn as exc:  # no write at all: the Lease may be another migrator's by now
+            return MigrationResult(
+                move, migration_id, False, str(exc) + lift_error, replacement,
+                cordon_window_s=window_s or 0.0, leftovers=True, abandoned=True,
+            )  # fmt: skip
         except Exception as exc:  # any failure, API errors included, must end in a rollback
             errors = self.roll_back(migration_id, pod.name, pod.owner_name, replacement, cordoned_s)
             detail = f"rolled back: {exc}"

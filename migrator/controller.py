@@ -175,7 +175,10 @@ class Controller:
             require_predicted_gain=s.require_predicted_gain,
             return_hold_down_s=s.return_hold_down_s,
         )
-        self.actuator = Actuator(self.ops, self.clock, deadline_s=s.migration_deadline_s, cordon_cap_s=s.cordon_cap_s)
+        self.actuator = Actuator(
+            self.ops, self.clock, deadline_s=s.migration_deadline_s, cordon_cap_s=s.cordon_cap_s,
+            may_commit=self._may_commit,
+        )  # fmt: skip
 
     # ---- start --------------------------------------------------------------------------------
     def clean_up(self) -> list[str]:
@@ -415,6 +418,12 @@ class Controller:
             self.ops.emit_event(move.pod_name, "MigrationRefused", message, warning=reason != "dry-run")
         return CycleOutcome("refused", verdict.detail, verdict=verdict)
 
+    def _may_commit(self) -> bool:
+        """Whether a migration in flight may reach its commit point: no Lease to keep (see the module doc), or this
+        migrator still counts on it (:meth:`migrator.lease.LeaderLease.may_write`)."""
+        lease = self.lease
+        return lease is None or self.settings.dry_run or lease.may_write()
+
     def _act(self, move: Move, snapshot: ClusterSnapshot, now_s: float) -> CycleOutcome:
         not_leading = self._lead()  # confirmed right now; the renewer thread keeps it through the migration
         if not_leading is not None:
@@ -432,7 +441,7 @@ class Controller:
         self.ledger.record(now_s, lineage, self.limits.pod_cooldown_s)
         if result.migrated and source_node:
             self.ledger.record_departure(now_s, lineage, source_node, self.limits.return_hold_down_s)
-        kind = "migrated" if result.migrated else "rolled-back"
+        kind = "migrated" if result.migrated else "abandoned" if result.abandoned else "rolled-back"
         if result.leftovers:
             self.cleanup_due = True
         self.journal.record(
@@ -448,7 +457,7 @@ class Controller:
             leftovers=result.leftovers,
             detail=result.detail,
         )
-        reason = "Migrated" if result.migrated else "MigrationRolledBack"
+        reason = "Migrated" if result.migrated else "MigrationAbandoned" if result.abandoned else "MigrationRolledBack"
         self.ops.emit_event(move.pod_name, reason, result.detail, warning=not result.migrated)
         if result.migrated and result.replacement_pod:
             self.ops.emit_event(result.replacement_pod, "MigrationReplacement", f"replaces {move.pod_name}")

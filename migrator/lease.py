@@ -104,6 +104,16 @@ class LeaderLease:
         """Whether the last :meth:`LeaderLease.hold` took or renewed the Lease (and nothing released it since)."""
         return self._held
 
+    def may_write(self) -> bool:
+        """Whether this migrator may still write now: it holds the Lease and is within the time no standby may take
+        it (a renewal got through less than most of a duration ago, :meth:`LeaderLease._safe_for_s`).
+
+        Asked mid-migration, right before the commit point (:attr:`migrator.actuator.Actuator.may_commit`): the
+        renewer thread may be failing to renew while the loop waits for a pod. No API call and no lock (a renewal
+        that hangs on the API server must not hold the migration up); it reads what the last renewal left.
+        """
+        return self._held and self._safe_for_s() > 0
+
     def hold(self) -> LeaseStatus:
         """Take the Lease, or renew it when this migrator holds it; say who holds it otherwise.
 

@@ -23,9 +23,10 @@ from migrator.guards import Refusal
 from migrator.policy import Advice, NoAdvice, Stop
 
 LOOPBACK = "127.0.0.1"
-RESULT_EVENTS = {"migrated": "migrated", "rolled-back": "rolled-back"}
-# Every value of reach_migrator_migrations_total{result}: "-incomplete" when the migration left leftovers.
-MIGRATION_RESULTS = ("migrated", "migrated-incomplete", "rolled-back", "rolled-back-incomplete")
+RESULT_EVENTS = {"migrated": "migrated", "rolled-back": "rolled-back", "abandoned": "abandoned"}
+# Every value of reach_migrator_migrations_total{result}: "-incomplete" when the migration left leftovers (an
+# abandoned one always leaves its marks for the clean-up, and is counted as "abandoned").
+MIGRATION_RESULTS = ("migrated", "migrated-incomplete", "rolled-back", "rolled-back-incomplete", "abandoned")
 # Records after which this migrator does not hold the cluster's Lease (reach_migrator_lease_held 0).
 LEASE_GONE_EVENTS = ("standby", "leadership-lost", "lease-released")
 T = TypeVar("T")
@@ -39,7 +40,8 @@ class MigratorTelemetry:
         self.migrations = Counter(
             "reach_migrator_migrations", "Migrations carried out, by result (migrated, rolled-back, "
             "rolled-back-incomplete: a rollback left marks that the next cycle cleans up, migrated-incomplete: "
-            "moved, but cordons that could not be lifted were left for the clean-up).",
+            "moved, but cordons that could not be lifted were left for the clean-up, abandoned: the Lease was lost "
+            "before the commit point, so nothing more was written and the Lease holder's clean-up rolls it back).",
             ["result"], registry=self.registry,
         )  # fmt: skip
         self.refusals = Counter(
@@ -93,7 +95,7 @@ class MigratorTelemetry:
     def observe_record(self, entry: dict[str, object]) -> None:
         event = str(entry.get("event", ""))
         if event in RESULT_EVENTS:
-            result = RESULT_EVENTS[event] + ("-incomplete" if entry.get("leftovers") else "")
+            result = RESULT_EVENTS[event] + ("-incomplete" if entry.get("leftovers") and event != "abandoned" else "")
             self.migrations.labels(result=result).inc()
         elif event == "refused":
             self.refusals.labels(reason=str(entry.get("reason") or "unknown")).inc()

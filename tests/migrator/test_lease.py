@@ -431,3 +431,62 @@ def test_a_long_running_standby_told_to_stop_exits_as_done(tmp_path: Path) -> No
     controller, _ = controller_for(cluster, policy, tmp_path, interval_s=30.0)
     with_lease(controller, store)
     assert controller.run(should_stop=lambda: True) is True  # not once: exit 0, not "--once: held throughout"
+
+
+# ---- a migration in flight when the Lease is lost ------------------------------------------------------
+def test_a_migrator_paused_past_its_lease_mid_migration_abandons_it_and_the_holder_rolls_it_back(
+    tmp_path: Path,
+) -> None:
+    """The process stops for longer than the Lease (a frozen VM, a long pause) right after the replacement got Ready:
+    another migrator may hold the Lease by then. It used to delete the old pod anyway; now it writes nothing more, says
+    so (record, Event, metric), and the new holder's clean-up rolls the migration back with Ready pods never short."""
+    cluster, policy = small_cluster(), MoveDb()
+    store = MemoryLeaseStore()
+    controller, telemetry = controller_for(cluster, policy, tmp_path, once=True)
+    with_lease(controller, store)
+    old = next(name for name, pod in cluster.pods.items() if pod.labels["app"] == "db")
+    original_wait = controller.actuator._wait_until_ready
+    standby = LeaderLease(store, "other/2", 120.0, monotonic_s=controller.clock.now_s)
+
+    def ready_then_paused(*args: object) -> None:
+        original_wait(*args)  # type: ignore[arg-type]
+        controller.clock.now += 121.0  # paused past the Lease: no renewal got through meanwhile
+        status = standby.hold()  # seen unrenewed for a whole duration on its own clock: it takes over
+        assert status.held or status.wait_s > 0
+
+    controller.actuator._wait_until_ready = ready_then_paused  # type: ignore[method-assign]
+    assert controller.lease is not None and controller._lead() is None
+    outcomes = controller.run_cycle()
+    outcome = next((o for o in outcomes if o.result is not None), None)
+    assert outcome is not None and outcome.kind == "abandoned", outcomes
+    assert outcome.result is not None and outcome.result.abandoned and not outcome.result.migrated
+    assert old in cluster.pods, "the old pod was deleted after the Lease was lost"
+    replacement = outcome.result.replacement_pod
+    assert cluster.pods[replacement].node_name == "cloud-2" and cluster.pods[old].labels["pod-template-hash"] != "abc"
+    records = [r for r in controller.journal.records if r["event"] == "abandoned"]
+    assert len(records) == 1 and records[0]["leftovers"] is True and "Lease" in str(records[0]["detail"])
+    assert (old, "MigrationAbandoned") in cluster.events
+    assert telemetry.registry.get_sample_value("reach_migrator_migrations_total", {"result": "abandoned"}) == 1.0
+    # The new holder cleans the migration up: the old pod back in its ReplicaSet, no replacement, no marks.
+    from migrator.actuator import Actuator
+
+    Actuator(cluster, controller.clock, deadline_s=5.0, poll_s=0.1, settle_s=5.0).clean_up_leftovers()
+    db = {name: pod for name, pod in cluster.pods.items() if pod.labels["app"] == "db"}
+    assert list(db) == [old] and db[old].labels["pod-template-hash"] == "abc" and not cluster.cordoned_nodes()
+    assert min(h.get("db", 0) for h in cluster.ready_history) >= 1
+
+
+def test_may_write_is_the_renewal_window_and_asks_nothing_of_the_api_server() -> None:
+    store, ticker = MemoryLeaseStore(), Ticker()
+    held = lease(store, "me/1", ticker)
+    assert not held.may_write()  # never taken
+    assert held.hold().held and held.may_write()
+    store.fail_with = TimeoutError("the API server is away")
+    ticker.now = 100.0  # within 120 s less the 12 s margin of the last renewal: still ours
+    assert held.may_write()
+    ticker.now = 109.0
+    assert not held.may_write(), "past most of the Lease without a renewal, a standby may take it soon"
+    store.fail_with = None
+    assert held.hold().held and held.may_write()
+    held.release()
+    assert not held.may_write()
