@@ -1,5 +1,9 @@
 """Prometheus reads of the migrator (application latency, node usage, measured network): the only module that imports prometheus_api_client.
 
+The latency and the age of its sample come from one query (:func:`paired_query`: the value and its
+``timestamp()``, told apart by a label), so both are read from one evaluation of Prometheus' head:
+two queries could straddle a scrape and pair a sample's value with the next sample's age.
+
 Every failure mode is an answer, never a crash: an unreachable Prometheus, a query error, an empty
 result (right after Prometheus starts, before the first scrape), a non-numeric sample or a stale
 one (its newest sample, read with PromQL's ``timestamp()``, older than ``max_age_s``) all give an
@@ -26,6 +30,20 @@ UNREACHABLE, EMPTY, NOT_A_NUMBER, STALE = (
     "latency-not-a-number",
     "latency-stale",
 )  # the same strings as migrator.controller.LATENCY_PROBLEMS (this module stays out of the controller's imports)
+
+
+PART_LABEL = "reach_read_part"  # tells a sample's value from its timestamp() in paired_query's answer
+VALUE_PART, TIMESTAMP_PART = "value", "timestamp"
+
+
+def paired_query(promql: str) -> str:
+    """One PromQL query answering every series of ``promql`` twice: its value, and its sample's ``timestamp()``,
+    labelled ``reach_read_part="value"`` / ``"timestamp"``. One evaluation reads both from the same samples;
+    ``or`` keeps both halves, whose label sets differ in that label."""
+    return (
+        f'label_replace(({promql}), "{PART_LABEL}", "{VALUE_PART}", "", "") or '
+        f'label_replace(timestamp(({promql})), "{PART_LABEL}", "{TIMESTAMP_PART}", "", "")'
+    )
 
 
 @dataclass
@@ -89,21 +107,28 @@ class PrometheusMetrics:
         """The first series of the latency query whose sample is finite *and* fresh, in ms; else why not.
 
         Each value is paired with the age of its own series (``timestamp()`` keeps the labels), so a
-        stale series is never read as current because another series (even a NaN one) is fresh.
+        stale series is never read as current because another series (even a NaN one) is fresh; and
+        both come from one query (:func:`paired_query`), so a value is never paired with the age of a
+        sample scraped after it was read.
         """
-        values = [(_series_key(s), v) for s in self._query(self.latency_query) if (v := _sample_value(s)) is not None]
+        answer = self._query(paired_query(self.latency_query))
+        parts: dict[str, list[dict[str, object]]] = {VALUE_PART: [], TIMESTAMP_PART: []}
+        for sample in answer:
+            metric = sample.get("metric")
+            part = metric.get(PART_LABEL) if isinstance(metric, dict) else None
+            parts.setdefault(str(part), []).append(sample)
+        values = [(_series_key(s), v) for s in parts[VALUE_PART] if (v := _sample_value(s)) is not None]
         if not values:
             if not self.last_problem:
                 self.last_error = f"Prometheus query {self.latency_query!r} gave no finite number"
                 self.last_problem = NOT_A_NUMBER
             return LatencyReading(None, self.last_problem, self.last_error)
-        ages_s = {_series_key(s): _sample_age_s(s) for s in self._query(f"timestamp({self.latency_query})")}
-        if self.last_problem:
-            return LatencyReading(None, self.last_problem, self.last_error)
+        stamps = {_series_key(s): s for s in parts[TIMESTAMP_PART]}
+        ages_s = {key: _sample_age_s(s) for key, s in stamps.items()}
         for key, value in values:
             age_s = ages_s.get(key)
             if age_s is not None and age_s <= self.max_age_s:
-                return LatencyReading(value)
+                return LatencyReading(value, sampled_at_s=_sample_value(stamps[key]))
         known_ages = [a for a in (ages_s.get(key) for key, _ in values) if a is not None]
         newest = f"{min(known_ages):.0f} s old" if known_ages else "of unknown age"
         self.last_error = f"the newest finite sample of {self.latency_query!r} is {newest} (> {self.max_age_s:.0f} s)"
@@ -177,11 +202,12 @@ class PrometheusMetrics:
 
 
 def _series_key(sample: dict[str, object]) -> tuple[tuple[str, str], ...]:
-    """A series' labels without its name (``timestamp()`` drops the name and keeps the rest)."""
+    """A series' labels without its name (``timestamp()`` drops the name and keeps the rest) and without
+    :func:`paired_query`'s part label."""
     metric = sample.get("metric")
     if not isinstance(metric, dict):
         return ()
-    return tuple(sorted((str(k), str(v)) for k, v in metric.items() if k != "__name__"))
+    return tuple(sorted((str(k), str(v)) for k, v in metric.items() if k not in ("__name__", PART_LABEL)))
 
 
 def _sample_age_s(sample: dict[str, object]) -> float | None:

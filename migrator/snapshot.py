@@ -138,11 +138,13 @@ class LatencyReading:
 
     ``problem`` is one of ``prometheus-unreachable``, ``latency-empty``, ``latency-not-a-number``,
     ``latency-stale`` (the newest sample is older than ``latency_max_age_s``); ``detail`` is for the log.
+    ``sampled_at_s`` is the read sample's own timestamp (Unix seconds, Prometheus' clock) when known.
     """
 
     value_ms: float | None
     problem: str = ""
     detail: str = ""
+    sampled_at_s: float | None = None
 
 
 def _requirement_holds(req: SelectorRequirement, labels: Mapping[str, str]) -> bool:

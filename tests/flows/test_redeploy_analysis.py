@@ -11,19 +11,15 @@ stand-in measures under it, exactly as a worse placement would show in the app's
 
 from __future__ import annotations
 
-import os
-import shutil
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from tests.bento.conftest import train_briefly
 from tests.conftest import scenario_dir, workload_file
-from tests.migrator.e2e_support import running_prometheus
+from tests.migrator.e2e_support import prometheus_binary, running_prometheus, serving_metrics
 from tests.release.conftest import remove_bentos, stored_models
 
 SCENARIO, WORKLOAD = "7-21", "aggregator_sequential"
@@ -54,37 +50,21 @@ def latency_standin(bentos: dict[str, str]) -> Iterator[str]:
     """``/metrics`` with the latency under the serving bento (none while nothing serves); yields host:port."""
     from flows.release.serving import current_endpoint
 
-    class Metrics(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            endpoint = current_endpoint()
-            lines = ["# TYPE reach_app_latency_ms gauge"]
-            if endpoint is not None:
-                latency_ms = BAD_MS if endpoint.bento == bentos["bad"] else GOOD_MS
-                lines.append(f"reach_app_latency_ms {latency_ms}")
-            body = ("\n".join(lines) + "\n").encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.end_headers()
-            self.wfile.write(body)
+    def lines() -> list[str]:
+        endpoint = current_endpoint()
+        if endpoint is None:
+            return ["# TYPE reach_app_latency_ms gauge"]
+        latency_ms = BAD_MS if endpoint.bento == bentos["bad"] else GOOD_MS
+        return ["# TYPE reach_app_latency_ms gauge", f"reach_app_latency_ms {latency_ms}"]
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving_metrics(lines) as target:
+        yield target
 
 
 @pytest.fixture(scope="module")
 def prometheus(latency_standin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prometheus on 127.0.0.1 scraping the stand-in every second; stopped by its PID."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("REACH_REQUIRE_CLUSTER"):
-            raise RuntimeError("REACH_REQUIRE_CLUSTER is set but prometheus is not installed (deploy/local/install.sh)")
-        pytest.skip("prometheus is not installed: run deploy/local/install.sh")
+    binary = prometheus_binary()
     folder = tmp_path_factory.mktemp("prometheus")
     with running_prometheus(binary, folder, "reach-app-standin", latency_standin) as url:
         yield url

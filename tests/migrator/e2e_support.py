@@ -169,13 +169,13 @@ def _is_ready(pod: Any) -> bool:
 
 
 @contextlib.contextmanager
-def running_prometheus(binary: str, folder: Path, job: str, target: str) -> Iterator[str]:
-    """A real Prometheus on 127.0.0.1 scraping ``target`` every second as ``job``; its URL; stopped by PID."""
+def running_prometheus(binary: str, folder: Path, job: str, target: str, interval: str = "1s") -> Iterator[str]:
+    """A real Prometheus on 127.0.0.1 scraping ``target`` every ``interval`` as ``job``; its URL; stopped by PID."""
     from flows.local.processes import free_port, wait_http
 
     config = folder / "prometheus.yml"
     config.write_text(
-        f"global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: {job}\n"
+        f"global:\n  scrape_interval: {interval}\nscrape_configs:\n  - job_name: {job}\n"
         f"    static_configs:\n      - targets: ['{target}']\n"
     )
     port = free_port()
@@ -189,3 +189,41 @@ def running_prometheus(binary: str, folder: Path, job: str, target: str) -> Iter
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+def prometheus_binary() -> str:
+    """The ``prometheus`` binary; skips the test when it is absent (fails under ``REACH_REQUIRE_CLUSTER``: CI)."""
+    import shutil
+
+    import pytest
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("REACH_REQUIRE_CLUSTER"):
+            raise RuntimeError("REACH_REQUIRE_CLUSTER is set but prometheus is not installed (deploy/local/install.sh)")
+        pytest.skip("prometheus is not installed: run deploy/local/install.sh")
+    return binary
+
+
+@contextlib.contextmanager
+def serving_metrics(lines: Callable[[], list[str]]) -> Iterator[str]:
+    """A ``/metrics`` exporter on 127.0.0.1 answering each scrape with ``lines()`` (exposition format); its host:port."""
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = ("\n".join(lines()) + "\n").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

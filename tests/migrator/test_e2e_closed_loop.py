@@ -15,8 +15,6 @@ checks that the loop then moves pods again, never onto the drained nodes.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 import pytest
 
 from .e2e_support import SCENARIO, ReadyWatcher, running_prometheus
+from .e2e_support import prometheus_binary as find_prometheus
 
 pytestmark = pytest.mark.e2e
 NS = "default"
@@ -34,12 +33,7 @@ MOVABLE = ("aggregator", "machine-learning", "detection", "db")
 
 @pytest.fixture
 def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        if os.environ.get("REACH_REQUIRE_CLUSTER"):
-            raise RuntimeError("REACH_REQUIRE_CLUSTER is set but prometheus is not installed (deploy/local/install.sh)")
-        pytest.skip("prometheus is not installed: run deploy/local/install.sh")
-    return found
+    return find_prometheus()
 
 
 @pytest.fixture

@@ -6,14 +6,27 @@ from typing import Any
 
 import pytest
 
-from migrator.metrics import EMPTY, NOT_A_NUMBER, STALE, UNREACHABLE, PrometheusMetrics
+from migrator.metrics import EMPTY, NOT_A_NUMBER, PART_LABEL, STALE, UNREACHABLE, PrometheusMetrics, paired_query
 from migrator.snapshot import MeasurementUnavailable
 
 NOW = 1_700_000_000.0
 
 
+def paired_answer(answer: list[dict[str, Any]], ages_s: list[float]) -> list[dict[str, Any]]:
+    """What Prometheus answers :func:`migrator.metrics.paired_query` with: each series of ``answer`` once with its
+    value (``reach_read_part="value"``, its name kept) and once with its sample's timestamp, ``ages_s`` before
+    the evaluation (``"timestamp"``, its name dropped, as ``timestamp()`` does)."""
+    values = [{**s, "metric": {**s.get("metric", {}), PART_LABEL: "value"}} for s in answer]
+    stamps = [
+        {"metric": {**{k: v for k, v in s.get("metric", {}).items() if k != "__name__"}, PART_LABEL: "timestamp"},
+         "value": [NOW, str(NOW - age)]}
+        for s, age in zip(answer, ages_s, strict=True)
+    ]  # fmt: skip
+    return values + stamps
+
+
 class FakePrometheus:
-    """Answers the latency query with ``answer`` and its ``timestamp()`` with samples ``age_s`` old."""
+    """Answers the paired latency query with ``answer``, each sample ``age_s`` old."""
 
     def __init__(self, answer: Any, age_s: float = 2.0):
         self.answer = answer
@@ -24,8 +37,8 @@ class FakePrometheus:
         self.queries.append(query)
         if isinstance(self.answer, Exception):
             raise self.answer
-        if query.startswith("timestamp("):
-            return [{"metric": s.get("metric", {}), "value": [NOW, str(NOW - self.age_s)]} for s in self.answer]
+        if query.startswith("label_replace("):
+            return paired_answer(self.answer, [self.age_s] * len(self.answer))
         return self.answer
 
 
@@ -39,8 +52,10 @@ def metrics_answering(answer: Any, age_s: float = 2.0, max_age_s: float = 90.0) 
 
 def test_a_fresh_sample_is_read_in_milliseconds() -> None:
     metrics = metrics_answering([{"metric": {}, "value": [NOW, "123.5"]}])
-    assert metrics.latency_ms() == 123.5
-    assert metrics._connection.queries == ["reach_app_latency_ms", "timestamp(reach_app_latency_ms)"]  # type: ignore[union-attr]
+    reading = metrics.read_latency()
+    assert reading.value_ms == 123.5 and reading.sampled_at_s == NOW - 2.0
+    # One query: the value and its sample's timestamp from one evaluation, never two that a scrape could split.
+    assert metrics._connection.queries == [paired_query("reach_app_latency_ms")]  # type: ignore[union-attr]
 
 
 def test_an_empty_result_right_after_start_is_unknown() -> None:
@@ -133,12 +148,8 @@ class SeriesPrometheus:
         self.series = series
 
     def custom_query(self, query: str) -> Any:
-        if query.startswith("timestamp("):  # timestamp() keeps the labels and drops the name
-            return [
-                {"metric": {k: v for k, v in m.items() if k != "__name__"}, "value": [NOW, str(NOW - age)]}
-                for m, _, age in self.series
-            ]
-        return [{"metric": m, "value": [NOW, value]} for m, value, _ in self.series]
+        answer = [{"metric": m, "value": [NOW, value]} for m, value, _ in self.series]
+        return paired_answer(answer, [age for _, _, age in self.series])
 
 
 def test_a_stale_series_is_not_read_as_current_because_another_series_is_fresh() -> None:
