@@ -174,7 +174,9 @@ def test_gate_is_pure_and_deterministic() -> None:
 
 
 def test_default_rules_file_is_valid_and_matches_the_documented_defaults() -> None:
-    assert load_gate_rules(DATA / "gate" / "default.json") == GateRules()
+    """The model's defaults, except that the default file asks for 5 evaluation seeds (a gate that passes a policy
+    played on one seed says little; the pipeline and ``reach evaluate`` play 5 by default)."""
+    assert load_gate_rules(DATA / "gate" / "default.json") == GateRules(min_seeds=5)
 
 
 def test_bad_rules_file_names_the_file_field_and_value(tmp_path: Path) -> None:
