@@ -24,6 +24,8 @@ from typing import Any
 PLANNING_KEYS = ("plan_k", "plan_horizon", "plan_width", "plan_margin", "plan_noise", "plan_confidence", "plan_slack")
 # What a report written before a key existed played: planning then charged a fixed margin per move.
 LEGACY_VALUES = {"plan_noise": 0.0, "plan_confidence": 0.0}
+# Keys a planning record may lack: those of LEGACY_VALUES, and plan_slack (read as NO_MOVE_CAP).
+RECORD_MAY_LACK = (*LEGACY_VALUES, "plan_slack")
 CHOSEN_PLAN_K = 4  # the plan_k of the shipped general policy's planning rows (docs/training.md, README)
 # plan_slack at or above the deepest horizon caps nothing: what a record written before the setting played.
 NO_MOVE_CAP = 16
@@ -157,6 +159,12 @@ class PlanningSettings:
         return dataclasses.replace(DEFAULTS, **chosen)
 
     @classmethod
+    def of(cls, holder: Any) -> PlanningSettings:
+        """The settings held as attributes ``plan_k`` … ``plan_slack`` of ``holder`` (service arguments, pipeline
+        parameters, an evaluation unit)."""
+        return cls(**{key: getattr(holder, key) for key in PLANNING_KEYS})
+
+    @classmethod
     def from_recorded(cls, values: Mapping[str, Any]) -> PlanningSettings:
         """The planning a record names (a bento's build arguments, a server's ``/metadata``, a report's settings).
 
@@ -248,7 +256,7 @@ def settings_planning(settings: Mapping[str, Any]) -> PlanningSettings:
     """
     if _plan_k(settings) <= 0:
         return PlanningSettings()
-    missing = [key for key in PLANNING_KEYS if key not in settings and key not in (*LEGACY_VALUES, "plan_slack")]
+    missing = [key for key in PLANNING_KEYS if key not in settings and key not in RECORD_MAY_LACK]
     if missing:
         raise ValueError(f"the evaluation report says plan_k={settings['plan_k']} but not {', '.join(missing)}")
     return PlanningSettings.from_recorded(settings)

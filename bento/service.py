@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bento.arguments import overlay
 from bento.guard import MAX_QUOTED_CHARS, RequestGuard, bounded
-from bento.planning_settings import PLANNING_KEYS, PlanningSettings, pydantic_field
+from bento.planning_settings import PlanningSettings, pydantic_field
 from bento.policy import Policy
 from bento.served import describe
 from bento.store import MODEL_NAME, load_policy
@@ -69,7 +69,7 @@ class ServiceArguments(BaseModel):
 
     def planning(self) -> PlanningSettings:
         """The planning these arguments serve with (``plan_k == 0``: the raw policy)."""
-        return PlanningSettings(**{key: getattr(self, key) for key in PLANNING_KEYS})
+        return PlanningSettings.of(self)
 
     torch_threads: int = Field(
         default=1, ge=1, description="Torch intra-op threads per worker; 1 is fastest for this MLP."

@@ -28,7 +28,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bento.planning_settings import PLANNING_KEYS, PlanningSettings, pydantic_field
+from bento.planning_settings import PlanningSettings, pydantic_field
 from flows.evaluation.episodes import Family
 from flows.local.paths import data_dir, out_dir, repo_path, resolve_scenario, resolve_workload, write_text_atomic
 
@@ -133,7 +133,7 @@ class PipelineParams(BaseModel):
 
     def planning(self) -> dict[str, Any]:
         """The planning the bento serves with and the evaluation plays: ``plan_*`` fields, or {} (raw policy)."""
-        return PlanningSettings(**{key: getattr(self, key) for key in PLANNING_KEYS}).to_dict()
+        return PlanningSettings.of(self).to_dict()
 
 
 def _config_path(value: str, folder: str) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bento.planning_settings import DEFAULTS as PLANNING_DEFAULTS
-from bento.planning_settings import PLANNING_KEYS, PlanningSettings
+from bento.planning_settings import PlanningSettings
 from ceenv.env import CloudEdgeEnv
 from ceenv.layout import OBSERVATION_VERSION, layout_from_scenario
 from ceenv.scenario import load_scenario
@@ -221,7 +221,7 @@ def _decider(unit: EvalUnit, policy: Any, env: CloudEdgeEnv) -> Decide:
         )
     from bento.planning import plan_action
 
-    slack = PlanningSettings(**{key: getattr(unit, key) for key in PLANNING_KEYS}).move_cap_slack
+    slack = PlanningSettings.of(unit).move_cap_slack
 
     def planned(obs: Any, mask: Any) -> int:
         return plan_action(
