@@ -50,19 +50,34 @@ def call_terms(
     ``counts`` is ``(B, S, N)``; ``matrices`` is ``(C, N, N)`` (one network for all states) or
     ``(B, C, N, N)`` (one per state).
     """
+    own, g, w_callee = _own_terms(model, counts, matrices)
+    if matrices.ndim == 3:
+        h = (matrices @ w_callee.transpose(0, 2, 1)).transpose(0, 2, 1)  # (C, B, N): M_c · W_q
+    else:
+        h = (matrices.transpose(1, 0, 2, 3) @ w_callee[:, :, :, None])[:, :, :, 0]
+    return own, g, h
+
+
+def call_own_costs(model: LatencyModel, counts: FloatArray, matrices: FloatArray) -> FloatArray:
+    """The own cost per call ``(B, C)`` of :func:`call_terms`, without ``H`` (a latency needs no move's terms)."""
+    return _own_terms(model, counts, matrices)[0]
+
+
+def _own_terms(
+    model: LatencyModel, counts: FloatArray, matrices: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Own cost per call ``(B, C)``, ``G`` ``(C, B, N)`` and the callees' weights ``(C, B, N)``."""
     weights, _ = _weights(counts)
     w_callee = weights[:, model.call_service, :].transpose(1, 0, 2)  # (C, B, N)
     w_caller = weights[:, model.call_parent_service, :].transpose(1, 0, 2)
     if matrices.ndim == 3:
         g = w_caller @ matrices  # (C, B, N): W_p · M_c
-        h = (matrices @ w_callee.transpose(0, 2, 1)).transpose(0, 2, 1)  # (C, B, N): M_c · W_q
     else:
         per_state = matrices.transpose(1, 0, 2, 3)  # (C, B, N, N)
         g = (w_caller[:, :, None, :] @ per_state)[:, :, 0, :]
-        h = (per_state @ w_callee[:, :, :, None])[:, :, :, 0]
     g += model.call_exec_ms[:, None, :]
     own: FloatArray = (w_callee * g).sum(axis=2).T  # (B, C)
-    return own, g, h
+    return own, g, w_callee
 
 
 def tree_totals(model: LatencyModel, own: list[FloatArray | float]) -> list[FloatArray | float]:
@@ -468,12 +483,25 @@ def costs_form(model: LatencyModel, costs: CallCosts) -> LatencyForm | None:
     return form
 
 
-def _delta_from_form(form: LatencyForm, counts: FloatArray) -> tuple[FloatArray, FloatArray]:
-    batch, services, nodes = counts.shape
-    inv = 1.0 / np.maximum(counts.sum(axis=-1), 1.0)  # (B, S)
+def form_terms(form: LatencyForm, counts: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The matrix products of :func:`move_delta_table` by the form, for states ``counts`` ``(B, S, N)``.
+
+    Returns the latency now ``(B,)``, ``w K`` ``(B, S·N)`` and ``1 / r_s`` ``(B, S)``; the rest of the
+    table is elementwise (:func:`_delta_from_form`, or :func:`ceenv.selected_kernel.form_gain_fractions`
+    for the valid moves alone).
+    """
+    batch = counts.shape[0]
+    inv: FloatArray = 1.0 / np.maximum(counts.sum(axis=-1), 1.0)  # (B, S)
     w = (counts * inv[:, :, None]).reshape(batch, -1)
     now: FloatArray = w @ form.exec_weights + np.einsum("bi,bi->b", w, w @ form.cross.T)
-    u = (form.exec_weights + w @ form.symmetric).reshape(batch, services, nodes) * inv[:, :, None]
+    coupled: FloatArray = w @ form.symmetric
+    return now, coupled, inv
+
+
+def _delta_from_form(form: LatencyForm, counts: FloatArray) -> tuple[FloatArray, FloatArray]:
+    batch, services, nodes = counts.shape
+    now, coupled, inv = form_terms(form, counts)
+    u = (form.exec_weights + coupled).reshape(batch, services, nodes) * inv[:, :, None]
     delta: FloatArray = u[:, :, None, :] - u[:, :, :, None]
     delta -= form.self_blocks * (inv * inv)[:, :, None, None]
     return now, delta

@@ -126,9 +126,8 @@ def _draw_table(scenario: Scenario) -> _DrawTable:
 
 def build_network(scenario: Scenario, conditions: Conditions) -> Network:
     """The node-pair matrices ``D`` and ``T`` of MODEL.md §2 for these conditions."""
-    layer_index = {layer: i for i, layer in enumerate(scenario.layers)}
-    node_layer = np.array([layer_index[n.layer] for n in scenario.nodes])
-    delay = conditions.delay_ms[np.ix_(node_layer, node_layer)]
+    node_layer, _ = _node_table(scenario)
+    delay = conditions.delay_ms[node_layer[:, None], node_layer[None, :]]
     return network_from_parts(delay, available_bits_per_s(scenario, conditions.utilization))
 
 
@@ -136,15 +135,32 @@ def network_from_parts(delay_ms: FloatArray, bits_per_s: FloatArray) -> Network:
     """``D`` and ``T`` from a node-pair delay matrix (ms) and each node's available bandwidth (bit/s)."""
     delay = np.array(delay_ms, dtype=np.float64)
     ms_per_byte = 8.0 * 1e3 / np.minimum.outer(bits_per_s, bits_per_s)
-    np.fill_diagonal(delay, 0.0)
-    np.fill_diagonal(ms_per_byte, 0.0)
+    diagonal = slice(
+        None, None, len(delay) + 1
+    )  # np.fill_diagonal's stride, without its checks (every reset pays them)
+    delay.flat[diagonal] = 0.0
+    ms_per_byte.flat[diagonal] = 0.0
     return Network(delay, ms_per_byte, np.array(bits_per_s, dtype=np.float64))
 
 
 def available_bits_per_s(scenario: Scenario, utilization: FloatArray) -> FloatArray:
     """``B(n)`` of MODEL.md §2: NIC bandwidth times the share background traffic leaves free."""
-    result: FloatArray = np.array([n.bandwidth_mbps * 1e6 for n in scenario.nodes]) * (1.0 - utilization)
+    result: FloatArray = _node_table(scenario)[1] * (1.0 - utilization)
     return result
+
+
+def _node_table(scenario: Scenario) -> tuple[IntArray, FloatArray]:
+    """Each node's layer index (scenario layer order) and NIC bandwidth in bit/s, built once per scenario."""
+    cached: tuple[IntArray, FloatArray] | None = scenario.__dict__.get("_node_table")
+    if cached is None:
+        layer_index = {layer: i for i, layer in enumerate(scenario.layers)}
+        node_layer = np.array([layer_index[n.layer] for n in scenario.nodes], dtype=np.int64)
+        nic_bits = np.array([n.bandwidth_mbps * 1e6 for n in scenario.nodes])
+        node_layer.setflags(write=False)
+        nic_bits.setflags(write=False)
+        cached = (node_layer, nic_bits)
+        scenario.__dict__["_node_table"] = cached
+    return cached
 
 
 def measured_network(

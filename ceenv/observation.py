@@ -45,6 +45,7 @@ import numpy.typing as npt
 from ceenv.gains import (
     LatencyForm,
     costs_form,
+    form_terms,
     latency_now_and_after_selected,
     linear_tree,
     move_delta_table,
@@ -56,7 +57,7 @@ from ceenv.layout import (
     IntArray,
     Layout,
 )
-from ceenv.selected_kernel import table_gain_fractions
+from ceenv.selected_kernel import form_gain_fractions, table_gain_fractions
 
 # Observation versions up to this one compute their move gains under the scenario's nominal
 # network, in the env and in the service alike, because they were trained on it; a request's
@@ -183,7 +184,12 @@ def _gain_fractions(
     """The gains of states that have a pod of every called service, ``(B, N * P)``."""
     if form is None and counts.size * layout.node_count >= SELECTED_GAINS_FROM and not linear_tree(model):
         return _selected_gain_fractions(layout, model, matrices, slot_node, mask, counts)
-    now, delta = move_delta_table(model, counts, matrices, form)
+    if form is not None:  # the form's products by numpy, each valid move's entry in one compiled pass
+        now, coupled, inv = form_terms(form, counts)
+        return form_gain_fractions(
+            now, coupled, form.exec_weights, inv, form.self_blocks, layout.slot_service, slot_node, mask
+        )
+    now, delta = move_delta_table(model, counts, matrices)
     # Each valid move's entry of the table as a fraction of the latency now, clipped: one compiled
     # pass (numpy's gather, division, clip and where were a third of the features' time on 13-29).
     return table_gain_fractions(now, delta, layout.slot_service, slot_node, mask)

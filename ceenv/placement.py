@@ -96,30 +96,37 @@ def draw_start(
     an error, not a hang.
     """
     scenario = model.scenario
+    # Plain Python over each service's allowed nodes: the same generator calls and the same float
+    # arithmetic as numpy's arrays (IEEE doubles either way), at a third of the time per draw, which
+    # every episode's reset pays (a 13-node cluster's arrays are too small for numpy to pay off).
+    allowed: list[list[int]] | None = layout.__dict__.get("_allowed_node_lists")
+    if allowed is None:  # derived once per layout, like the model's cached tables
+        allowed = [[int(n) for n in np.flatnonzero(row)] for row in layout.allowed]
+        layout.__dict__["_allowed_node_lists"] = allowed
+    requests = [(s.cpu_millicores, round(s.memory_bytes), s.max_replica) for s in scenario.services]
     for _ in range(attempts):
         conditions = draw_conditions(scenario, rng) if dynamic else nominal_conditions(scenario)
-        cpu_left = conditions.cpu_millicores.copy()
-        memory_left = conditions.memory_bytes.copy()
-        slot_node = np.full(layout.slot_count, -1, dtype=np.int64)
+        cpu_left = conditions.cpu_millicores.tolist()
+        memory_left = conditions.memory_bytes.tolist()
+        slot_node = [-1] * layout.slot_count
         slot = 0
         feasible = True
-        for s, service in enumerate(scenario.services):
-            replicas = int(rng.integers(1, service.max_replica + 1))
-            cpu, memory = service.cpu_millicores, round(service.memory_bytes)
+        for s, (cpu, memory, max_replica) in enumerate(requests):
+            replicas = int(rng.integers(1, max_replica + 1))
             for r in range(replicas):
-                room = np.flatnonzero(layout.allowed[s] & (cpu_left >= cpu) & (memory_left >= memory))
-                if room.size == 0:
+                room = [n for n in allowed[s] if cpu_left[n] >= cpu and memory_left[n] >= memory]
+                if not room:
                     feasible = False
                     break
-                n = int(room[rng.integers(room.size)])
+                n = room[int(rng.integers(len(room)))]
                 cpu_left[n] -= cpu
                 memory_left[n] -= memory
                 slot_node[slot + r] = n
             if not feasible:
                 break
-            slot += service.max_replica
+            slot += max_replica
         if feasible:
-            return conditions, slot_node
+            return conditions, np.array(slot_node, dtype=np.int64)
     raise ScenarioError(
         scenario.name,
         "$",

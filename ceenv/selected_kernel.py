@@ -28,13 +28,15 @@ More loops serve the env's step rather than the planner, for the same reason: an
 observation version 4 on 13-29 ran some 20 numpy operations on strided views of its 17,040-float
 observation (:func:`_observe_v4_dynamic`, the dynamic entries, for
 :func:`ceenv.observation_v4.observe_v4_batch`) and five more to turn a move table into features
-(:func:`_table_gain_fractions`, for :func:`ceenv.observation.move_gain_features_batch`). Both compute
+(:func:`_table_gain_fractions`, for :func:`ceenv.observation.move_gain_features_batch`; where a
+latency form serves, :func:`_form_gain_fractions` computes each valid move's entry from the form's
+products without building the table, since 2026-12-03). They compute
 each value as numpy did, in float64, rounded to float32 once, with numpy's division by zero and NaN
 (``error_model="numpy"``), so the observations are the same bit for bit
-(``tests/ceenv/test_observation_v4_kernel.py`` keeps the numpy code as the reference). A third,
+(``tests/ceenv/test_observation_v4_kernel.py`` keeps the numpy code as the reference). Another,
 :func:`_fitting_move_mask`, gives a simulator's own action mask (the fit, layer and move rules, for
 :meth:`ceenv.simulator.Simulator.action_mask`) with the same comparisons as
-:func:`ceenv.observation.move_mask`. All three check their shapes and indices themselves and return
+:func:`ceenv.observation.move_mask`. All four check their shapes and indices themselves and return
 a status, because a dozen checks in Python cost more than the loops.
 
 Compiled with numba on first use (about 4 s here for the move loop, once; cached on disk beside this
@@ -69,6 +71,7 @@ _compiled: dict[str, Any] = {}  # function name -> its numba dispatcher, once co
 _OPTIONS: dict[str, dict[str, Any]] = {
     "_observe_v4_dynamic": {"error_model": "numpy"},
     "_table_gain_fractions": {"error_model": "numpy"},
+    "_form_gain_fractions": {"error_model": "numpy"},
 }
 
 
@@ -375,6 +378,75 @@ def _table_gain_fractions(
     return 0
 
 
+def _form_gain_fractions(
+    now: FloatArray,  # (B,) latency now
+    coupled: FloatArray,  # (B, S * N) w K, numpy's product (ceenv.gains.form_terms)
+    exec_weights: FloatArray,  # (S * N,) E of the form
+    inv: FloatArray,  # (B, S) 1 / max(replicas, 1)
+    self_blocks: FloatArray,  # (S, N, N) K's diagonal blocks
+    slot_service: IntArray,  # (P,)
+    slot_node: IntArray,  # (B, P), -1 for an empty slot (read as node 0, as the table's gather does)
+    mask: BoolArray,  # (B, >= N * P) valid moves, node-major
+    out: Float32Array,  # (B, N * P) the move-gain features
+) -> int:
+    """:func:`_table_gain_fractions` of the table that :func:`ceenv.gains._delta_from_form` builds, without building it.
+
+    Each valid move's entry ``Δ[s, a, t] = (u[s, t] - u[s, a]) - K_s[a, t] · (1 / r_s)²`` with
+    ``u[s, n] = (E[s, n] + (w K)[s, n]) / r_s`` is computed with the operations numpy applies to the
+    whole table, in the same order, so the features are the same bit for bit; the matrix products
+    stay numpy's. Returns 0, or before writing anything 1 when the shapes do not fit together, 2
+    when a slot's node or service is out of range.
+    """
+    batch, services, nodes = coupled.shape[0], self_blocks.shape[0], self_blocks.shape[1]
+    slots = slot_node.shape[1]
+    if (
+        self_blocks.shape[2] != nodes
+        or coupled.shape[1] != services * nodes
+        or exec_weights.shape[0] != services * nodes
+        or now.shape[0] != batch
+        or inv.shape[0] != batch
+        or inv.shape[1] != services
+        or slot_node.shape[0] != batch
+        or slot_service.shape[0] != slots
+        or mask.shape[0] != batch
+        or mask.shape[1] < nodes * slots
+        or out.shape[0] != batch
+        or out.shape[1] != nodes * slots
+    ):
+        return 1
+    for p in range(slots):
+        if slot_service[p] < 0 or slot_service[p] >= services:
+            return 2
+        for b in range(batch):
+            if slot_node[b, p] >= nodes:
+                return 2
+    for b in range(batch):
+        floor = now[b]
+        if floor < 1e-9:  # np.maximum(now, 1e-9); NaN stays NaN
+            floor = 1e-9
+        negative = -floor
+        for n in range(nodes):
+            for p in range(slots):
+                entry = n * slots + p
+                if not mask[b, entry]:
+                    out[b, entry] = 0.0
+                    continue
+                s = slot_service[p]
+                a = max(slot_node[b, p], 0)
+                scale = inv[b, s]
+                target = (exec_weights[s * nodes + n] + coupled[b, s * nodes + n]) * scale
+                source = (exec_weights[s * nodes + a] + coupled[b, s * nodes + a]) * scale
+                delta = target - source
+                delta -= self_blocks[s, a, n] * (scale * scale)
+                fraction = delta / negative
+                if fraction > 1.0:
+                    fraction = 1.0
+                if fraction < -1.0:
+                    fraction = -1.0
+                out[b, entry] = fraction
+    return 0
+
+
 def _observe_v4_dynamic(
     out: Float32Array,  # (B, size) observation version 4, its static entries written: rewritten in place
     free_cpu: FloatArray,  # (B, N) millicores
@@ -655,6 +727,33 @@ def table_gain_fractions(
     return out
 
 
+def form_gain_fractions(
+    now: FloatArray,
+    coupled: FloatArray,
+    exec_weights: FloatArray,
+    inv: FloatArray,
+    self_blocks: FloatArray,
+    slot_service: IntArray,
+    slot_node: IntArray,
+    mask: BoolArray,
+) -> Float32Array:
+    """The move-gain features ``(B, N * P)`` from a latency form's products (:func:`_form_gain_fractions`;
+    the products: :func:`ceenv.gains.form_terms`)."""
+    batch, nodes, slots = coupled.shape[0], self_blocks.shape[1], slot_node.shape[-1]
+    out = np.empty((batch, nodes * slots), dtype=np.float32)
+    status = _run(
+        _form_gain_fractions, now, coupled, exec_weights, inv, self_blocks, slot_service, slot_node, mask, out
+    )
+    _refuse(
+        "form_gain_fractions", status,
+        {"now": now, "coupled": coupled, "exec_weights": exec_weights, "inv": inv, "self_blocks": self_blocks,
+         "slot_service": slot_service, "slot_node": slot_node, "mask": mask},
+        "now (B,), coupled (B, S*N), exec_weights (S*N,), inv (B, S), self_blocks (S, N, N), slot_service (P,), "
+        "slot_node (B, P), mask (B, >= N*P)",
+    )  # fmt: skip
+    return out
+
+
 def observe_v4_dynamic(
     out: Float32Array,
     free_cpu: FloatArray,
@@ -737,6 +836,9 @@ def warm_up() -> None:
         np.zeros((1, 1), dtype=np.int64), ints, floats2, np.zeros((1, 1), dtype=np.float32), yes, (1, 1, *features),
     )  # fmt: skip
     table_gain_fractions(floats1, np.zeros((1, 1, 1, 1)), ints, np.zeros((1, 1), dtype=np.int64), yes)
+    form_gain_fractions(
+        floats1, floats2, floats1, floats2, np.zeros((1, 1, 1)), ints, np.zeros((1, 1), dtype=np.int64), yes
+    )
     fitting_move_mask(ints, ints, np.ones(1, dtype=bool), yes, floats1, floats1, floats1, floats1, 1e-6)
 
 
@@ -748,5 +850,6 @@ KERNELS = (
     _own_costs_per_network,
     _observe_v4_dynamic,
     _table_gain_fractions,
+    _form_gain_fractions,
     _fitting_move_mask,
 )  # what warm_up compiles

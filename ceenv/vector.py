@@ -25,7 +25,7 @@ import numpy.typing as npt
 from gymnasium.utils import seeding
 
 from ceenv.env import DEFAULT_MEASUREMENT_NOISE, CloudEdgeEnv
-from ceenv.gains import application_latency, call_terms, tree_totals
+from ceenv.gains import application_latency, call_own_costs, tree_totals
 from ceenv.latency import Conditions, build_network, measured_network
 from ceenv.layout import (
     DEFAULT_MAX_NODES,
@@ -278,7 +278,7 @@ class BatchedCloudEdgeEnv:
         self.free_memory_bytes[envs, targets] -= memory
         if self.layout.padded:
             self._canonicalise(envs)
-        own, _, _ = call_terms(self.model, self.counts[envs], self.matrices[envs])
+        own = call_own_costs(self.model, self.counts[envs], self.matrices[envs])
         totals = tree_totals(self.model, [own[:, c] for c in range(own.shape[1])])
         after = np.asarray(application_latency(self.model, totals), dtype=np.float64)
         before = self.latency_ms[envs]

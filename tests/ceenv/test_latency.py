@@ -161,3 +161,33 @@ def test_endpoint_latencies_are_weighted_by_rps() -> None:
     model, scenario = _model("aggregator_sequential")
     costs = model.prepare(build_network(scenario, nominal_conditions(scenario)))
     assert model.endpoint_latencies(_counts(ALL_ON_CLOUD1), costs) == {"aggregator_sequential": pytest.approx(121.6)}
+
+
+def _numpy_build_network(scenario: Scenario, conditions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference: build_network as written until 2026-12-03 (layer table, ix_, fill_diagonal, every call)."""
+    layer_index = {layer: i for i, layer in enumerate(scenario.layers)}
+    node_layer = np.array([layer_index[n.layer] for n in scenario.nodes])
+    delay = np.array(conditions.delay_ms[np.ix_(node_layer, node_layer)], dtype=np.float64)
+    bits = np.array([n.bandwidth_mbps * 1e6 for n in scenario.nodes]) * (1.0 - conditions.utilization)
+    ms_per_byte = 8.0 * 1e3 / np.minimum.outer(bits, bits)
+    np.fill_diagonal(delay, 0.0)
+    np.fill_diagonal(ms_per_byte, 0.0)
+    return delay, ms_per_byte, bits
+
+
+def test_the_network_is_what_the_numpy_reference_builds_for_every_draw() -> None:
+    """build_network caches each node's layer and NIC speed per scenario: the same matrices bit for bit."""
+    from ceenv.generator import generate_scenario
+
+    scenarios = [load_scenario(scenario_dir(name)) for name in ("7-21", "13-29", "19-37")]
+    scenarios += [generate_scenario(np.random.default_rng(seed)).parse()[0] for seed in (2, 9)]
+    rng = np.random.default_rng(4)
+    for scenario in scenarios:
+        for conditions in [nominal_conditions(scenario)] + [draw_conditions(scenario, rng) for _ in range(20)]:
+            network = build_network(scenario, conditions)
+            delay, ms_per_byte, bits = _numpy_build_network(scenario, conditions)
+            np.testing.assert_array_equal(network.delay_ms, delay)
+            np.testing.assert_array_equal(network.ms_per_byte, ms_per_byte)
+            np.testing.assert_array_equal(network.bits_per_s, bits)
+            network.delay_ms[0, 1] = -1.0  # each network owns its arrays: the cached tables stay as they were
+            assert build_network(scenario, conditions).delay_ms[0, 1] == delay[0, 1]

@@ -2,8 +2,10 @@
 
 ``ceenv.selected_kernel._observe_v4_dynamic`` replaced some 20 numpy operations on strided views of
 the observation (a quarter of an env step on 13-29), and ``_table_gain_fractions`` the gather,
-division, clip and ``where`` that turned a move table into features. The numpy code they replaced
-is kept here as the reference, and the loops must write the same float32 values: after random
+division, clip and ``where`` that turned a move table into features; ``_form_gain_fractions`` (and
+a template of the static entries) followed on 2026-12-03, the features straight from a latency
+form's products, without the table. The numpy code they replaced is kept here as the reference
+(the static entries' too), and the loops must write the same float32 values: after random
 moves, STOPs, node failures and surges on every reference cluster × workload and a generated
 cluster, in the batched env with one network per copy, and on synthetic inputs with free resources
 below zero, above capacity, NaN and a zero scale, latencies of zero, below zero and NaN, and table
@@ -23,11 +25,21 @@ import pytest
 
 from ceenv import selected_kernel
 from ceenv.env import CloudEdgeEnv
-from ceenv.gains import gather_moves, latency_form, move_delta_table
+from ceenv.gains import LatencyForm, _delta_from_form, form_terms, gather_moves, latency_form, move_delta_table
 from ceenv.latency import LatencyModel
 from ceenv.layout import NODE_FEATURES, PAIR_FEATURES, SLOT_FEATURES, Layout
-from ceenv.observation import move_mask
-from ceenv.observation_v4 import _log_exec, write_static_v4
+from ceenv.observation import move_mask, placement_counts_batch
+from ceenv.observation_v4 import (
+    _LAYER_FLAGS,
+    _LOG_BYTES,
+    _LOG_CALLS,
+    _LOG_CORES,
+    _LOG_GIB,
+    _LOG_MS,
+    _blocks,
+    _log_exec,
+    _service_tables,
+)
 from ceenv.reference import reference_scenario, reference_workload
 from ceenv.simulator import _FIT_TOLERANCE, Simulator
 from ceenv.vector import BatchedCloudEdgeEnv
@@ -93,12 +105,38 @@ def _numpy_gains(
     return gains
 
 
+def _numpy_static(layout: Layout, model: LatencyModel, slot_node: np.ndarray, out: np.ndarray) -> None:
+    """The reference: ceenv.observation_v4.write_static_v4 as numpy computed it anew each time until 2026-12-03."""
+    n, slots = layout.node_count, layout.slot_count
+    nodes, slot_rows, pairs = _blocks(layout, out)
+    exec_ms, calls, data = _service_tables(layout, model)
+    occupied = slot_node >= 0  # (B, P)
+    service = layout.slot_service
+    counts = placement_counts_batch(layout, slot_node)
+    replicas = counts.sum(axis=2)  # (B, S)
+    nodes[:, :n, 0] = 1.0
+    nodes[:, :n, 1] = np.minimum(np.log1p(layout._cpu_scale / 1000.0) / _LOG_CORES, 1.0)
+    nodes[:, :n, 2] = np.minimum(np.log1p(layout._memory_scale / 2**30) / _LOG_GIB, 1.0)
+    for k, flag in enumerate(_LAYER_FLAGS):
+        nodes[:, :n, 6 + k] = np.array(layout.node_layers) == flag
+    mean_exec = exec_ms.mean(axis=1)
+    slot_rows[:, :slots, 0] = occupied
+    slot_rows[:, :slots, 1] = layout.slot_movable & occupied
+    slot_rows[:, :slots, 2] = np.minimum(np.log1p(mean_exec[service]) / _LOG_MS, 1.0)
+    slot_rows[:, :slots, 3] = np.minimum(np.log1p(calls[service]) / _LOG_CALLS, 1.0)
+    slot_rows[:, :slots, 4] = np.minimum(np.log1p(data[service]) / _LOG_BYTES, 1.0)
+    slot_rows[:, :slots, 5] = replicas[:, service] / np.array(layout.service_slots)[service]
+    slot_rows[:, :slots, 6] = occupied / np.maximum(replicas[:, service], 1.0)
+    relative = np.log((exec_ms + 1e-3) / (mean_exec[:, None] + 1e-3))  # (S, N)
+    pairs[:, :n, :slots, 3] = np.clip(relative[service].T, -1.0, 1.0)[None] * occupied[:, None, :]
+
+
 def _reference_observation(env: CloudEdgeEnv) -> np.ndarray:
     """The env's current observation built with the numpy reference: static entries, then the dynamic ones."""
     sim, layout = env.simulator, env.layout
     slot_node, mask, counts = sim.slot_node[None], sim.action_mask()[None], sim.counts[None]
     out = np.zeros((1, layout.observation_size), dtype=np.float32)
-    write_static_v4(layout, env.model, slot_node, out)
+    _numpy_static(layout, env.model, slot_node, out)
     gains = _numpy_gains(layout, env.model, sim.known_costs.matrices, slot_node, mask, counts)
     _numpy_dynamic(
         out, sim.free_cpu_millicores[None], sim.free_memory_bytes[None], layout._cpu_scale, layout._memory_scale,
@@ -138,7 +176,7 @@ def test_the_batched_env_with_a_network_per_copy_writes_what_the_numpy_code_wrot
         native = env._native_masks()
         assert env.known_matrices is not None
         expected = np.zeros_like(obs)
-        write_static_v4(layout, env.model, env.slot_node, expected)
+        _numpy_static(layout, env.model, env.slot_node, expected)
         gains = _numpy_gains(layout, env.model, env.known_matrices, env.slot_node, native, env.counts)
         _numpy_dynamic(
             expected, env.free_cpu_millicores, env.free_memory_bytes, layout._cpu_scale, layout._memory_scale,
@@ -218,6 +256,49 @@ def test_the_gain_fractions_of_a_table_are_numpys_at_every_edge(seed: int) -> No
     assert np.isnan(got).any() and (np.abs(got) == 1.0).any() and (got == 0.0).any()
     np.testing.assert_array_equal(got, expected)
     assert got.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_gain_fractions_from_a_latency_form_are_the_tables_at_every_edge(seed: int) -> None:
+    """form_gain_fractions against _delta_from_form's whole table and numpy's fractions: a random form (self-calls,
+    NaN entries), latencies of zero, below zero and NaN, empty slots, services without a pod, invalid moves."""
+    rng = np.random.default_rng(seed)
+    batch, services, nodes, slots = 5, 4, 6, 11
+    cross = rng.normal(0.0, 30.0, (services * nodes, services * nodes))
+    symmetric = cross + cross.T
+    index = np.arange(services)
+    blocks = symmetric.reshape(services, nodes, services, nodes)[index, :, index, :]
+    form = LatencyForm(rng.normal(20.0, 10.0, services * nodes), cross, symmetric, blocks)
+    slot_service = np.sort(rng.integers(0, services, slots)).astype(np.int64)
+    slot_node = rng.integers(-1, nodes, (batch, slots)).astype(np.int64)
+    counts = np.zeros((batch, services, nodes))
+    for b in range(batch):
+        for p in np.flatnonzero(slot_node[b] >= 0):
+            counts[b, slot_service[p], slot_node[b, p]] += 1.0
+    mask = rng.random((batch, nodes * slots + 1)) < 0.6
+    now, coupled, inv = form_terms(form, counts)
+    now[:4] = 0.0, -3.0, np.nan, 1e-12
+    coupled[4, rng.integers(0, services * nodes, 3)] = np.nan  # NaN entries of the product reach single moves
+    got = selected_kernel.form_gain_fractions(
+        now, coupled, form.exec_weights, inv, form.self_blocks, slot_service, slot_node, mask
+    )
+    u = (form.exec_weights + coupled).reshape(batch, services, nodes) * inv[:, :, None]  # _delta_from_form's table
+    delta = u[:, :, None, :] - u[:, :, :, None]
+    delta -= form.self_blocks * (inv * inv)[:, :, None, None]
+    np.testing.assert_array_equal(_delta_from_form(form, counts)[1][:4], delta[:4])
+    expected = _numpy_fractions(now, delta, slot_service, slot_node, mask)
+    assert np.isnan(got).any() and (np.abs(got) == 1.0).any() and (got == 0.0).any()
+    assert got.tobytes() == expected.tobytes()
+    with pytest.raises(ValueError, match="shapes that do not fit"):
+        selected_kernel.form_gain_fractions(
+            now, coupled[:, :-1], form.exec_weights, inv, form.self_blocks, slot_service, slot_node, mask
+        )
+    far = slot_node.copy()
+    far[0, 0] = nodes
+    with pytest.raises(ValueError, match="out of range"):
+        selected_kernel.form_gain_fractions(
+            now, coupled, form.exec_weights, inv, form.self_blocks, slot_service, far, mask
+        )
 
 
 def test_a_table_that_does_not_fit_the_slots_is_refused() -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ceenv.latency import LatencyModel, nominal_conditions
-from ceenv.layout import layout_from_scenario
+from ceenv.generator import generate_scenario
+from ceenv.latency import LatencyModel, draw_conditions, nominal_conditions
+from ceenv.layout import Layout, layout_from_scenario
 from ceenv.placement import draw_start, load_assignment, slots_from_assignment
 from ceenv.scenario import load_scenario
 from ceenv.validation import ScenarioError
@@ -91,3 +92,65 @@ def test_a_cluster_too_small_for_any_start_is_an_error_not_a_hang(tmp_path: Path
     model = LatencyModel(scenario, load_workload(workload_file("chain"), scenario))
     with pytest.raises(ScenarioError, match="no feasible start placement in 20 random draws"):
         draw_start(model, layout_from_scenario(scenario), np.random.default_rng(0), attempts=20)
+
+
+def _numpy_draw_start(model: LatencyModel, layout: Layout, rng: np.random.Generator, dynamic: bool) -> tuple:
+    """draw_start as it was written with numpy arrays until 2026-12-03 (the reference), plus its attempts."""
+    scenario = model.scenario
+    for attempt in range(1, 201):
+        conditions = draw_conditions(scenario, rng) if dynamic else nominal_conditions(scenario)
+        cpu_left = conditions.cpu_millicores.copy()
+        memory_left = conditions.memory_bytes.copy()
+        slot_node = np.full(layout.slot_count, -1, dtype=np.int64)
+        slot = 0
+        feasible = True
+        for s, service in enumerate(scenario.services):
+            replicas = int(rng.integers(1, service.max_replica + 1))
+            cpu, memory = service.cpu_millicores, round(service.memory_bytes)
+            for r in range(replicas):
+                room = np.flatnonzero(layout.allowed[s] & (cpu_left >= cpu) & (memory_left >= memory))
+                if room.size == 0:
+                    feasible = False
+                    break
+                n = int(room[rng.integers(room.size)])
+                cpu_left[n] -= cpu
+                memory_left[n] -= memory
+                slot_node[slot + r] = n
+            if not feasible:
+                break
+            slot += service.max_replica
+        if feasible:
+            return conditions, slot_node, attempt
+    raise AssertionError("the reference found no start")
+
+
+def _tight_scenario(tmp_path: Path) -> Path:
+    """7-21 with nodes so small that many draws need several attempts (the retry path)."""
+    nodes, services = reference_docs()
+    nodes["cluster_setup"]["cloud"]["tb-cloud-vm-8"]["cpu_availability"] = ["1", "2", "3"]
+    nodes["cluster_setup"]["edge"]["tb-edge-vm-4"]["cpu_availability"] = ["1", "2"]
+    nodes["cluster_setup"]["edge"]["tb-edge-vm-2"]["memory_availability"] = ["0.9G", "1.6G"]
+    return write_scenario(tmp_path, nodes, services)
+
+
+def test_random_starts_draw_what_the_numpy_reference_draws_from_the_same_generator(tmp_path: Path) -> None:
+    clusters = [(scenario_dir(name), workload_file(w)) for name in ("7-21", "13-29", "19-37") for w in ("chain",)]
+    clusters.append((_tight_scenario(tmp_path / "tight"), workload_file("aggregator_parallel")))
+    parsed = [(load_scenario(s), w) for s, w in clusters]
+    models = [LatencyModel(scenario, load_workload(w, scenario)) for scenario, w in parsed]
+    models += [LatencyModel(*generate_scenario(np.random.default_rng(seed)).parse()) for seed in (3, 11, 40)]
+    retried = 0
+    for model in models:
+        layout = layout_from_scenario(model.scenario)
+        for seed in range(40):
+            for dynamic in (True, False):
+                ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+                conditions, slot_node = draw_start(model, layout, ours, dynamic)
+                expected_conditions, expected_slots, attempts = _numpy_draw_start(model, layout, theirs, dynamic)
+                retried += attempts > 1
+                np.testing.assert_array_equal(slot_node, expected_slots)
+                assert slot_node.dtype == expected_slots.dtype
+                for field in ("cpu_millicores", "memory_bytes", "utilization", "delay_ms"):
+                    np.testing.assert_array_equal(getattr(conditions, field), getattr(expected_conditions, field))
+                assert ours.bit_generator.state == theirs.bit_generator.state  # the same draws, no more
+    assert retried > 10, "the tight scenario should exercise the retry path"
