@@ -135,9 +135,8 @@ def network_from_parts(delay_ms: FloatArray, bits_per_s: FloatArray) -> Network:
     """``D`` and ``T`` from a node-pair delay matrix (ms) and each node's available bandwidth (bit/s)."""
     delay = np.array(delay_ms, dtype=np.float64)
     ms_per_byte = 8.0 * 1e3 / np.minimum.outer(bits_per_s, bits_per_s)
-    diagonal = slice(
-        None, None, len(delay) + 1
-    )  # np.fill_diagonal's stride, without its checks (every reset pays them)
+    # np.fill_diagonal's stride, without its checks (every reset pays them)
+    diagonal = slice(None, None, len(delay) + 1)
     delay.flat[diagonal] = 0.0
     ms_per_byte.flat[diagonal] = 0.0
     return Network(delay, ms_per_byte, np.array(bits_per_s, dtype=np.float64))

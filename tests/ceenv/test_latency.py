@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ceenv.generator import generate_scenario
 from ceenv.latency import LatencyModel, build_network, draw_conditions, nominal_conditions
 from ceenv.scenario import Scenario, load_scenario
 from ceenv.workload import load_workload
@@ -177,8 +178,6 @@ def _numpy_build_network(scenario: Scenario, conditions) -> tuple[np.ndarray, np
 
 def test_the_network_is_what_the_numpy_reference_builds_for_every_draw() -> None:
     """build_network caches each node's layer and NIC speed per scenario: the same matrices bit for bit."""
-    from ceenv.generator import generate_scenario
-
     scenarios = [load_scenario(scenario_dir(name)) for name in ("7-21", "13-29", "19-37")]
     scenarios += [generate_scenario(np.random.default_rng(seed)).parse()[0] for seed in (2, 9)]
     rng = np.random.default_rng(4)

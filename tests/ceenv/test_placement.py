@@ -134,10 +134,12 @@ def _tight_scenario(tmp_path: Path) -> Path:
 
 
 def test_random_starts_draw_what_the_numpy_reference_draws_from_the_same_generator(tmp_path: Path) -> None:
-    clusters = [(scenario_dir(name), workload_file(w)) for name in ("7-21", "13-29", "19-37") for w in ("chain",)]
+    clusters = [(scenario_dir(name), workload_file("chain")) for name in ("7-21", "13-29", "19-37")]
     clusters.append((_tight_scenario(tmp_path / "tight"), workload_file("aggregator_parallel")))
-    parsed = [(load_scenario(s), w) for s, w in clusters]
-    models = [LatencyModel(scenario, load_workload(w, scenario)) for scenario, w in parsed]
+    models = [
+        LatencyModel(scenario, load_workload(w, scenario))
+        for scenario, w in ((load_scenario(s), w) for s, w in clusters)
+    ]
     models += [LatencyModel(*generate_scenario(np.random.default_rng(seed)).parse()) for seed in (3, 11, 40)]
     retried = 0
     for model in models:
