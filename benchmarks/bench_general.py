@@ -70,6 +70,11 @@ def write_large_clusters(out: Path, count: int) -> list[tuple[Path, Path]]:
     return cells
 
 
+def progress(line: str) -> None:
+    """One line of progress on stderr (the tables go to stdout and the results folder)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def evaluate_cells(
     model: Path,
     cells: list[tuple[Path, Path]],
@@ -86,7 +91,9 @@ def evaluate_cells(
     from flows.evaluation import evaluate
 
     groups = []
-    for scenario, workload in cells:
+    what = "raw" if int(planning.get("plan_k") or 0) <= 0 else "planning"
+    for done, (scenario, workload) in enumerate(cells, 1):
+        began = time.perf_counter()
         report, _ = evaluate(
             scenario,
             [workload],
@@ -98,6 +105,10 @@ def evaluate_cells(
             **planning,
         )
         groups.extend(report.groups)
+        progress(
+            f"{model} {what}: {scenario.name} / {workload.stem} done in {time.perf_counter() - began:.0f} s "
+            f"({done}/{len(cells)} cells)"
+        )
         if gate_label is not None:
             REPORTS.append((gate_label, report))
     return groups
@@ -245,10 +256,12 @@ def measure_timing(
     model: Path, cells: dict[str, tuple[tuple[Path, Path], dict[str, Any]]], samples: int, warmup: int
 ) -> dict[str, Any]:
     """:func:`decision_times_ms` of every cell of :func:`timed_cells`."""
-    return {
-        key: decision_times_ms(model, *files, samples=samples, warmup=warmup, **planning)
-        for key, (files, planning) in cells.items()
-    }
+    times = {}
+    for key, (files, planning) in cells.items():
+        began = time.perf_counter()
+        times[key] = decision_times_ms(model, *files, samples=samples, warmup=warmup, **planning)
+        progress(f"decision times: {key} done in {time.perf_counter() - began:.0f} s ({len(times)}/{len(cells)})")
+    return times
 
 
 def timing_note(settings: dict[str, Any]) -> dict[str, Any] | None:

@@ -186,3 +186,42 @@ def test_planning_only_re_runs_the_planning_rows_and_their_gate_and_keeps_everyt
     with pytest.raises(SystemExit):
         bench_general.parse_args(["--planning-only", "--model", "elsewhere"])
     assert "--planning-only takes the model" in capsys.readouterr().err
+
+
+def test_bench_general_reports_progress_per_cell_on_stderr_and_keeps_stdout_for_tables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A full run takes minutes per part: each evaluated cell and each timed cluster says so when done."""
+    import flows.evaluation
+
+    calls: list[dict[str, Any]] = []
+
+    class Report:
+        def __init__(self, name: str) -> None:
+            self.groups = [f"{name}-group"]
+
+    def fake_evaluate(scenario: Path, workloads: list[Path], model: Path, *args: Any, **planning: Any) -> Any:
+        calls.append(planning)
+        return Report(scenario.name), []
+
+    monkeypatch.setattr(flows.evaluation, "evaluate", fake_evaluate)
+    cells = [(tmp_path / "7-21", tmp_path / "chain.json"), (tmp_path / "13-29", tmp_path / "fan.json")]
+    groups = bench_general.evaluate_cells(Path("data/policies/p"), cells, [0], 1, plan_k=4)
+    assert groups == ["7-21-group", "13-29-group"]
+    assert calls[0]["plan_k"] == 4
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("data/policies/p planning: 7-21 / chain done in ") and lines[0].endswith("(1/2 cells)")
+    assert lines[1].startswith("data/policies/p planning: 13-29 / fan done in ") and lines[1].endswith("(2/2 cells)")
+    bench_general.evaluate_cells(Path("m"), cells[:1], [0], 1)
+    assert capsys.readouterr().err.startswith("m raw: 7-21 / chain done in ")
+
+    monkeypatch.setattr(bench_general, "decision_times_ms", lambda *a, **k: {"p50": 1.0})
+    timing = bench_general.measure_timing(Path("m"), {"a": (cells[0], {}), "b": (cells[1], {"plan_k": 4})}, 3, 1)
+    assert timing == {"a": {"p50": 1.0}, "b": {"p50": 1.0}}
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert [line.split(" done in ")[0] for line in err.splitlines()] == ["decision times: a", "decision times: b"]
+    assert err.splitlines()[1].endswith("(2/2)")
