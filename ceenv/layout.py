@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -87,39 +88,39 @@ class Layout:
         for name, value in derived.items():
             object.__setattr__(self, name, value)
 
-    @property
+    @cached_property
     def node_count(self) -> int:
         return len(self.node_names)
 
-    @property
+    @cached_property
     def slot_count(self) -> int:
         return len(self.slot_service)
 
-    @property
+    @cached_property
     def padded(self) -> bool:
         """Version 4: observation and actions are padded to ``max_nodes`` x ``max_slots``."""
         return self.version >= 4
 
-    @property
+    @cached_property
     def action_nodes(self) -> int:
         """Nodes in the action index (``max_nodes`` when padded)."""
         return self.max_nodes if self.padded else self.node_count
 
-    @property
+    @cached_property
     def action_slots(self) -> int:
         """Slots in the action index: action ``node * action_slots + slot`` (``max_slots`` when padded)."""
         return self.max_slots if self.padded else self.slot_count
 
-    @property
+    @cached_property
     def action_count(self) -> int:
         """``N * P`` moves plus STOP (padded sizes from version 4)."""
         return self.action_nodes * self.action_slots + 1
 
-    @property
+    @cached_property
     def stop_action(self) -> int:
         return self.action_nodes * self.action_slots
 
-    @property
+    @cached_property
     def observation_size(self) -> int:
         if self.padded:
             return self.max_nodes * NODE_FEATURES + self.max_slots * SLOT_FEATURES + self.stop_action * PAIR_FEATURES

@@ -64,6 +64,27 @@ def test_layout_survives_its_dict_form_and_the_fingerprint_tracks_changes() -> N
     assert other.fingerprint() != layout.fingerprint()
 
 
+def test_a_layouts_cached_sizes_belong_to_its_own_fields() -> None:
+    """The derived sizes (``action_count``, ``padded``...) are computed once per layout (the env asks for
+    them a dozen times per step); a layout made from it with other fields gets its own, and the cache
+    neither enters the dict form nor equality."""
+    import pickle
+
+    layout = CloudEdgeEnv(scenario_dir("13-29"), workload_file("chain")).layout
+    n, p = layout.node_count, layout.slot_count
+    assert (layout.padded, layout.action_count, layout.stop_action) == (False, n * p + 1, n * p)
+    padded = dataclasses.replace(layout, version=4, max_nodes=40, max_slots=80)
+    assert (padded.padded, padded.action_nodes, padded.action_slots) == (True, 40, 80)
+    assert (padded.action_count, padded.stop_action) == (40 * 80 + 1, 40 * 80)
+    assert padded.observation_size == 40 * 10 + 80 * 8 + 40 * 80 * 5
+    wider = dataclasses.replace(padded, max_nodes=60)
+    assert (wider.action_nodes, wider.action_count) == (60, 60 * 80 + 1)
+    assert (layout.padded, layout.action_count) == (False, n * p + 1)  # the first one keeps its own
+    assert Layout.from_dict(padded.to_dict()) == padded and "action_count" not in padded.to_dict()
+    again = pickle.loads(pickle.dumps(padded))
+    assert again == padded and (again.action_count, again.padded) == (padded.action_count, True)
+
+
 def test_version_2_observation_appends_each_services_placement_fractions_and_pod_share() -> None:
     env = CloudEdgeEnv(scenario_dir("7-21"), workload_file("chain"), observation_version=2)
     env.reset(seed=4)
