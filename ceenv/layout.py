@@ -40,7 +40,12 @@ IntArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True)
 class Layout:
-    """Node order, slot order and scales a policy is trained for; saved with the model."""
+    """Node order, slot order and scales a policy is trained for; saved with the model.
+
+    The derived sizes (``node_count`` … ``observation_size``) are computed on first use and kept (every
+    field is frozen; an env step asks for them about 30 times); ``dataclasses.replace`` gives a layout
+    that computes its own.
+    """
 
     node_names: tuple[str, ...]
     node_layers: tuple[str, ...]
