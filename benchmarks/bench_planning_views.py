@@ -113,7 +113,7 @@ def cell_rows(model: Path, cluster: Path, seeds: list[int], episodes: int, step_
             env = CloudEdgeEnv(
                 scenario, workload, dynamic=True, step_cost_ms=step_cost_ms, observation_version=4,
                 max_nodes=policy.layout.max_nodes, max_slots=policy.layout.max_slots, measured_conditions=True,
-                measurement_noise=0.1 if view is None else view.measurement_noise,
+                measurement_noise=DEFAULT_MEASUREMENT_NOISE if view is None else view.measurement_noise,
             )  # fmt: skip
             starts, ends, moves = [], [], 0
             for seed in seeds:
@@ -140,6 +140,8 @@ def cell_rows(model: Path, cluster: Path, seeds: list[int], episodes: int, step_
                 row["greedy_ends"], row["starts"] = ends, starts
                 row["greedy_moves"] = moves / len(ends)
                 continue
+            if starts != row["starts"]:  # the shown network is drawn after the start: every view starts alike
+                raise RuntimeError(f"{scenario.name} {family}: {view.label} started from other states than greedy")
             row["views"][view.label] = {
                 **compare(ends, row["greedy_ends"], row["starts"]),
                 "moves": moves / len(ends),
