@@ -15,7 +15,9 @@ and an ``init_from`` artefact whose network does not fit the config (:func:`load
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +197,19 @@ def _schedule(config: TrainConfig) -> Any:
     return lambda progress_remaining: initial * progress_remaining
 
 
+def _report_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def validation_report(progress: bool) -> Callable[[str], None] | None:
+    """Where each validation's line goes: stderr, unless a progress bar shows the run on a terminal.
+
+    A run written to a log file (a pipeline, ``reach train … > log``) or started with ``--no-progress``
+    otherwise says nothing until it ends; on a terminal the bar shows it.
+    """
+    return None if progress and sys.stderr.isatty() else _report_line
+
+
 def _learn(model: Any, config: TrainConfig, callback: Any, progress: bool) -> bool:
     """Run ``model.learn``; return True when the user interrupted it (Ctrl-C)."""
     try:
@@ -253,6 +268,7 @@ def train(
             config.max_wall_seconds,
             out / CURVE_FILE,
             moves_over_greedy=config.select_moves_over_greedy,
+            report=validation_report(progress),
         )
         callback.init_callback(model)
         interrupted = _learn(model, config, callback, progress)

@@ -18,6 +18,7 @@ import io
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,9 +179,11 @@ class ValidationCallback(BaseCallback):
         max_wall_seconds: float | None,
         curve_file: Path | None = None,
         moves_over_greedy: float | None = None,
+        report: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
         self.curve_file = curve_file
+        self.report = report  # one line per validation (where no progress bar shows the run)
         self.moves_over_greedy = moves_over_greedy
         self.validator = validator
         self.eval_freq_steps = eval_freq_steps
@@ -215,6 +218,13 @@ class ValidationCallback(BaseCallback):
             self.state.best_fraction = score.fraction_of_best_known
             self.state.best_timesteps = self.num_timesteps
             self.state.best_moves_per_episode = score.moves_per_episode
+        if self.report is not None:
+            self.report(
+                f"validation at {point.timesteps:,} steps ({point.wall_seconds:.0f} s): "
+                f"{point.fraction_of_best_known:.3f} of the best-known reduction, {point.moves_per_episode:.1f} moves "
+                f"per episode (greedy {self.validator.greedy_moves_per_episode:.1f}); the model kept so far: "
+                f"{self.state.best_fraction:.3f} at {self.state.best_timesteps:,} steps"
+            )
 
     def _on_training_start(self) -> None:
         # The untrained policy's score is the curve's first point (and the first best model).

@@ -177,3 +177,40 @@ def test_the_learning_curve_file_grows_while_training_runs(tmp_path: Path, monke
     config = TINY.model_copy(update={"total_timesteps": 6144, "eval_freq_steps": 2048})
     train(config, scenario_dir("7-21"), workload_file("chain"), tmp_path, progress=False, tensorboard=False)
     assert rows_seen == list(range(1, len(rows_seen) + 1)) and len(rows_seen) >= 3
+
+
+def test_each_validation_says_its_score_on_stderr_when_no_progress_bar_shows_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run written to a log (or --no-progress) says how it goes at every validation, as its curve file does."""
+    import csv
+    import sys
+
+    from flows.training import trainer
+
+    config = TINY.model_copy(update={"total_timesteps": 4096, "eval_freq_steps": 2048})
+    train(config, scenario_dir("7-21"), workload_file("chain"), tmp_path, progress=False, tensorboard=False)
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.startswith("validation at ")]
+    with (tmp_path / "training_curve.csv").open() as handle:
+        curve = list(csv.DictReader(handle))
+    assert len(lines) == len(curve) >= 3
+    for line, point in zip(lines, curve, strict=True):
+        assert line.startswith(f"validation at {int(point['timesteps']):,} steps (")
+        assert f"): {float(point['fraction_of_best_known']):.3f} of the best-known reduction, " in line
+        assert f"{float(point['moves_per_episode']):.1f} moves per episode (greedy " in line
+        assert "; the model kept so far: " in line
+    assert "validation at" not in out
+
+    class Terminal:
+        def __init__(self, tty: bool) -> None:
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    monkeypatch.setattr(sys, "stderr", Terminal(True))
+    assert trainer.validation_report(progress=True) is None  # the bar shows the run
+    assert trainer.validation_report(progress=False) is not None
+    monkeypatch.setattr(sys, "stderr", Terminal(False))
+    assert trainer.validation_report(progress=True) is not None  # a log file gets the lines
