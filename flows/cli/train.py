@@ -9,7 +9,9 @@ sb3 and matplotlib are imported inside the library calls, never at module level,
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,6 +20,7 @@ import typer
 from bento import planning_settings as planning
 
 if TYPE_CHECKING:
+    from flows.evaluation.units import EvalUnit
     from flows.training.config import TrainConfig
 
 
@@ -216,6 +219,13 @@ def evaluate_command(
     plan_noise: Annotated[float, _planning_option("plan_noise")] = planning.default("plan_noise"),
     plan_confidence: Annotated[float, _planning_option("plan_confidence")] = planning.default("plan_confidence"),
     plan_slack: Annotated[int, _planning_option("plan_slack")] = planning.default("plan_slack"),
+    progress: Annotated[
+        bool,
+        typer.Option(
+            help="Show progress on stderr: a bar on a terminal, one line per finished unit (workload, family, seed) "
+            "otherwise."
+        ),
+    ] = True,
 ) -> None:
     """Evaluate a policy and every baseline on held-out start states; write JSON, Markdown and PNGs."""
     from bento.artefact import PolicyError
@@ -257,7 +267,11 @@ def evaluate_command(
                 workload = workload or [str(own_workload)]
             scenario_dir = resolve_scenario(scenario)
             workloads = [resolve_workload(w, scenario_dir) for w in workload]
-            report, records = evaluate(scenario_dir, workloads, model, _parse_seeds(seeds), episodes, families, **plan)  # type: ignore[arg-type]
+            with EvaluationProgress(progress) as shown:
+                report, records = evaluate(
+                    scenario_dir, workloads, model, _parse_seeds(seeds), episodes, families,  # type: ignore[arg-type]
+                    progress=shown, **plan,
+                )  # fmt: skip
         except (PolicyError, ScenarioError, ValueError) as err:
             raise _fail(str(err)) from None
         written = write_report(report, records, out)
@@ -265,6 +279,49 @@ def evaluate_command(
             _store_report(model, scenario_dir, workloads, report, explicit=store is True, copied=copied)
     typer.echo((out / "report.md").read_text())
     typer.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+class EvaluationProgress:
+    """``reach evaluate``'s progress on stderr: a bar on a terminal, else one line per finished unit.
+
+    A unit is one workload, family and seed (``--episodes`` episodes); a 38-node cluster's unit can
+    take a minute (its best-known ceilings), so a run with no output looked hung.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.started = time.perf_counter()
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> EvaluationProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, done: int, total: int, unit: EvalUnit | None) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=Console(stderr=True), transient=True,
+            )  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task("evaluating", total=total)
+        if unit is None:
+            return
+        what = f"{Path(unit.workload_file).stem} / {unit.family} / seed {unit.seed}"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, description=f"evaluated {what}")
+        else:
+            elapsed = time.perf_counter() - self.started
+            print(f"evaluated {done}/{total} units ({what}) after {elapsed:.0f} s", file=sys.stderr, flush=True)
 
 
 def _check_artefact_dir(model: Path) -> None:

@@ -11,6 +11,7 @@ bento (to load policies) and flows.training; never flows.release, flows.loop or 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +41,23 @@ def evaluate(
     episodes: int,
     families: list[Family] | None = None,
     policy: Any = None,
+    progress: Callable[[int, int, EvalUnit | None], None] | None = None,
     **settings: Any,
 ) -> tuple[EvaluationReport, list[EpisodeRecord]]:
     """Evaluate the artefact in ``model_dir`` (or ``policy``) and the baselines; return report and records.
 
     Bad settings (no seeds, duplicates, a family this cluster cannot have…) raise ``ValueError`` before any work.
+    ``progress(done, total, unit)`` is called once before the first unit (``unit`` None) and after each one.
     """
     families = families or ["steady"]
     units = plan_units(scenario_dir, workload_files, families, seeds, episodes, model_dir, **settings)
     records: list[EpisodeRecord] = []
-    for unit in units:
+    if progress is not None:
+        progress(0, len(units), None)
+    for done, unit in enumerate(units, 1):
         records.extend(evaluate_unit(unit, policy))
+        if progress is not None:
+            progress(done, len(units), unit)
     settings = {"seeds": seeds, "episodes": episodes, "families": list(families), **settings}
     return report_from_records(model_dir, records, settings), records
 

@@ -277,3 +277,57 @@ def test_evaluate_names_an_unknown_workload_and_the_known_ones(tmp_path: Path) -
         _app(), ["evaluate", "--scenario", "7-21", "--workload", "chian", "--out", str(tmp_path)]
     )  # fmt: skip
     assert result.exit_code != 0 and "chian" in result.output and "aggregator_parallel" in result.output
+
+
+def test_evaluate_shows_each_finished_unit_on_stderr_and_no_progress_silences_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a terminal each unit (workload, family, seed) says it is done; the report stays on stdout."""
+    args = [
+        "evaluate", "--scenario", "7-21", "--workload", "chain", "--seeds", "0,3", "--episodes", "1",
+        "--family", "steady", "--family", "traffic_surge",
+    ]  # fmt: skip
+    result = CliRunner().invoke(_app(), [*args, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    lines = [line.split(" after ")[0] for line in result.stderr.splitlines()]
+    assert lines == [
+        "evaluated 1/4 units (chain_call_patterns / steady / seed 0)",
+        "evaluated 2/4 units (chain_call_patterns / steady / seed 3)",
+        "evaluated 3/4 units (chain_call_patterns / traffic_surge / seed 0)",
+        "evaluated 4/4 units (chain_call_patterns / traffic_surge / seed 3)",
+    ]
+    assert "evaluated" not in result.stdout and "wrote " in result.stdout
+    quiet = CliRunner().invoke(_app(), [*args, "--no-progress", "--out", str(tmp_path / "b")])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == ""
+
+    def scores(folder: str) -> str:  # the report without its timings (decision seconds differ run to run)
+        text = (tmp_path / folder / "report.json").read_text()
+        return "\n".join(line for line in text.splitlines() if "decision" not in line)
+
+    assert scores("a") == scores("b")
+
+
+def test_evaluate_progress_draws_a_bar_on_a_terminal_and_removes_it_when_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from flows.evaluation.units import EvalUnit
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    unit = EvalUnit("7-21", "data/workloads/chain_call_patterns.json", "steady", 0, 1)
+    with cli_train.EvaluationProgress(True) as shown:
+        shown(0, 2, None)
+        assert shown.bar is not None and shown.bar.live.is_started
+        shown(1, 2, unit)
+        assert (
+            shown.bar.tasks[0].completed == 1
+            and "chain_call_patterns / steady / seed 0" in shown.bar.tasks[0].description
+        )
+    assert not shown.bar.live.is_started  # stopped (and, transient, erased) on leaving
+    assert "evaluated 1/2 units" not in terminal.getvalue()  # the bar, not the log lines
