@@ -285,7 +285,7 @@ class EvaluationProgress:
     """``reach evaluate``'s progress on stderr: a bar on a terminal, else one line per finished unit.
 
     A unit is one workload, family and seed (``--episodes`` episodes). On a generated 38-node cluster
-    a unit of 4 episodes took 16 s here (its best-known ceilings), 20 episodes over a minute, and a
+    a unit of 4 episodes took 16 s here (mostly its best-known ceilings, one search per episode), and a
     run with no output until the end looked hung.
     """
 
