@@ -100,9 +100,12 @@ def cell_rows(model: Path, cluster: Path, seeds: list[int], episodes: int, step_
     from ceenv.simulator import Simulator
     from ceenv.workload import load_workload
     from flows.evaluation.episodes import run_baselines, run_policy, start_state
+    from flows.evaluation.report import EPISODE_DEFAULTS
     from flows.evaluation.seeds import evaluation_seed
+    from flows.evaluation.units import evaluation_env
 
     torch.set_num_threads(1)
+    max_steps = int(EPISODE_DEFAULTS["max_steps"])  # as reach evaluate plays its episodes
     scenario = load_scenario(cluster)
     workload = load_workload(workload_of(cluster), scenario)
     policy = load_artefact(model, layout_from_scenario(scenario))
@@ -110,11 +113,8 @@ def cell_rows(model: Path, cluster: Path, seeds: list[int], episodes: int, step_
     for family in FAMILIES:
         row: dict[str, Any] = {"cluster": scenario.name, "family": family, "views": {}}
         for view in (None, *VIEWS):
-            env = CloudEdgeEnv(
-                scenario, workload, dynamic=True, step_cost_ms=step_cost_ms, observation_version=4,
-                max_nodes=policy.layout.max_nodes, max_slots=policy.layout.max_slots, measured_conditions=True,
-                measurement_noise=DEFAULT_MEASUREMENT_NOISE if view is None else view.measurement_noise,
-            )  # fmt: skip
+            noise = DEFAULT_MEASUREMENT_NOISE if view is None else view.measurement_noise
+            env = evaluation_env(scenario, workload, policy, step_cost_ms, max_steps, measurement_noise=noise)
             starts, ends, moves = [], [], 0
             for seed in seeds:
                 for episode in range(episodes):

@@ -23,9 +23,9 @@ from bento.planning_settings import DEFAULTS as PLANNING_DEFAULTS
 from bento.planning_settings import PlanningSettings
 from ceenv.env import CloudEdgeEnv
 from ceenv.layout import OBSERVATION_VERSION, layout_from_scenario
-from ceenv.scenario import load_scenario
+from ceenv.scenario import Scenario, load_scenario
 from ceenv.simulator import DEFAULT_STEP_COST_MS, Simulator
-from ceenv.workload import load_workload, workload_name
+from ceenv.workload import Workload, load_workload, workload_name
 from flows.evaluation.ceilings import model_digest
 from flows.evaluation.episodes import (
     BASELINES,
@@ -130,26 +130,7 @@ def evaluate_unit(unit: EvalUnit, policy: Any = None) -> list[EpisodeRecord]:
         from bento.artefact import load_artefact  # torch only when a policy is evaluated
 
         policy = load_artefact(unit.model_dir, layout_from_scenario(scenario))
-    # The env builds the observations the policy was trained on (its layout's version).
-    version = policy.layout.version if policy is not None and hasattr(policy, "layout") else OBSERVATION_VERSION
-    limits: dict[str, Any] = {}
-    if version >= 4:
-        # A version-4 policy is served the migrator's measured conditions (MODEL.md §4): the env
-        # shows it the drawn network through measurement noise; greedy keeps the true one.
-        limits = {
-            "max_nodes": policy.layout.max_nodes,
-            "max_slots": policy.layout.max_slots,
-            "measured_conditions": True,
-        }
-    env = CloudEdgeEnv(
-        scenario,
-        workload,
-        dynamic=True,
-        step_cost_ms=unit.step_cost_ms,
-        max_steps=unit.max_steps,
-        observation_version=version,
-        **limits,
-    )
+    env = evaluation_env(scenario, workload, policy, unit.step_cost_ms, unit.max_steps)
     records: list[EpisodeRecord] = []
     labels_base = {
         "scenario": scenario.name,
@@ -170,6 +151,35 @@ def evaluate_unit(unit: EvalUnit, policy: Any = None) -> list[EpisodeRecord]:
             outcomes = run_baselines(sim, seed, unit.step_cost_ms, unit.baselines, model)
             records.extend(record(o, labels) for o in outcomes)
     return records
+
+
+def evaluation_env(
+    scenario: Scenario, workload: Workload, policy: Any, step_cost_ms: float, max_steps: int, **measured: Any
+) -> CloudEdgeEnv:
+    """The env an evaluation plays ``policy`` (or, None, the baselines alone) in.
+
+    It builds the observations the policy was trained on (its layout's version). A version-4 policy
+    is served the migrator's measured conditions (MODEL.md §4): the env shows it the drawn network
+    through measurement noise (``measured``: e.g. ``measurement_noise``); greedy keeps the true one.
+    """
+    version = policy.layout.version if policy is not None and hasattr(policy, "layout") else OBSERVATION_VERSION
+    limits: dict[str, Any] = {}
+    if version >= 4:
+        limits = {
+            "max_nodes": policy.layout.max_nodes,
+            "max_slots": policy.layout.max_slots,
+            "measured_conditions": True,
+            **measured,
+        }
+    return CloudEdgeEnv(
+        scenario,
+        workload,
+        dynamic=True,
+        step_cost_ms=step_cost_ms,
+        max_steps=max_steps,
+        observation_version=version,
+        **limits,
+    )
 
 
 _THREADS_LOCK = threading.Lock()
