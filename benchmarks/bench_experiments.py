@@ -11,15 +11,17 @@ cloud/edge node's hollow kubelet is killed by PID and the world fails the node a
 it is restarted after each arm. Surge: the world's request rate doubles and the aggregator gets two
 more replicas. Everything is measured by the world through Prometheus (Istio's histogram).
 
-Each seed's trial is kept as JSON under ``--out``/trials (default ``benchmarks/results/experiments-protocol2``:
-protocol 2, :mod:`flows.loop.arms`; the protocol-1 trials stay in ``benchmarks/results/experiments``), so
+Each seed's trial is kept as JSON under ``--out``/trials (default ``benchmarks/results/experiments-protocol3``:
+protocol 3, :mod:`flows.loop.arms`, whose six seeds run the six orders of the arms once each; the protocol-2
+trials stay in ``benchmarks/results/experiments-protocol2`` and the protocol-1 ones in
+``benchmarks/results/experiments``), so
 cells run in separate chunks (one
 ``--experiment``/``--workload`` at a time, each < 10 min under the lock) make one table; every run
 rewrites ``--out``/experiments.md (the table, the calibration and the runs made), one PNG per cell
 and ``calibration.png`` from all the trials there. ``--table-only`` redraws them without running.
 
     flock /tmp/reach-heavy.lock bash -c '.venv/bin/python benchmarks/bench_experiments.py \\
-        --experiment surge --workload chain --seeds 2 --duration 45; rc=$?; .venv/bin/reach down; exit $rc'
+        --experiment surge --workload chain --seeds 6 --duration 40; rc=$?; .venv/bin/reach down; exit $rc'
 """
 
 from __future__ import annotations
@@ -41,14 +43,17 @@ from flows.loop.cells import (  # noqa: E402
     calibration_summary,
     learned_policies,
     markdown,
+    order_balance,
+    order_effect,
     qos_threshold,
     table_protocol,
     write_figures,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "experiments-protocol2"  # protocol 2 (flows/loop/arms.py); the
-# protocol-1 trials and their table stay in benchmarks/results/experiments (--table-only --out there)
+OUT = ROOT / "benchmarks" / "results" / "experiments-protocol3"  # protocol 3 (flows/loop/arms.py); the
+# protocol-2 and protocol-1 trials and their tables stay in benchmarks/results/experiments-protocol2 and
+# benchmarks/results/experiments (--table-only --out there)
 EXPERIMENTS = ("node-failure", "surge")
 
 
@@ -56,7 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", choices=(*EXPERIMENTS, "all"), default="all")
     parser.add_argument("--workload", action="append", choices=WORKLOADS, help="repeatable; default: all three")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0 … N−1 per cell (three arms each)")
+    parser.add_argument(
+        "--seeds", type=int, default=6,
+        help="seeds --first-seed … +N−1 per cell (three arms each); six from a multiple of six run every order of "
+        "the arms once (protocol 3)",
+    )  # fmt: skip
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per arm")
     parser.add_argument("--event-at", type=float, default=15.0, help="seconds into each arm")
@@ -102,23 +111,33 @@ def run_cells(args: argparse.Namespace) -> list[dict[str, object]]:
     return log
 
 
+PROTOCOL_NOTES = {
+    1: "Protocol 1 (`flows/loop/arms.py`): the trials here were recorded before the protocol was "
+    "versioned; an arm with a migrator was read at its end only once the migrator's step under way had "
+    "finished (up to its 30 s migration deadline past `--duration`), each arm's first rate windows held the "
+    "previous arm's world, and the arms always ran in the order of the table. Trials of later protocols "
+    "(the same end for every arm, a fresh world per arm, the arms' order set by the seed) go to another "
+    "`--out` folder: the two are never pooled.",
+    2: "Protocol 2 (`flows/loop/arms.py`): every arm is measured over the same window (the histogram read at "
+    "the event and exactly `--duration` s after the start), on a fresh world whose series only its own queries "
+    "select, and the arms' order turns with the seed (a rotation: each arm always follows the same arm).",
+    3: "Protocol 3 (`flows/loop/arms.py`): protocol 2's measurement (every arm over the same window, the "
+    "histogram read at the event and exactly `--duration` s after the start, on a fresh world whose series only "
+    "its own queries select) with a balanced order: seeds 0 … 5 run the six orders of the three arms once each, "
+    "so each arm runs first, second and last twice and follows each other arm twice.",
+}
+
+
 def write_report(out: Path, legacy_qos_ms: float) -> Path:
     trials = read_trials(out / "trials")
     if not trials:
         raise SystemExit(f"no trial under {out / 'trials'}: run a cell first (without --table-only)")
     protocol = table_protocol(trials)
     qos_ms, assumed = qos_threshold(trials, legacy_qos_ms)
-    protocol_note = (
-        f"Protocol {protocol} (`flows/loop/arms.py`): the trials here were recorded before the protocol was "
-        "versioned; an arm with a migrator was read at its end only once the migrator's step under way had "
-        "finished (up to its 30 s migration deadline past `--duration`), each arm's first rate windows held the "
-        "previous arm's world, and the arms always ran in the order of the table. Trials of protocol 2 "
-        "(the same end for every arm, a fresh world per arm, the arms' order turned with the seed) go to another "
-        "`--out` folder: the two are never pooled."
-        if protocol == 1
-        else f"Protocol {protocol} (`flows/loop/arms.py`): every arm is measured over the same window (the "
-        "histogram read at the event and exactly `--duration` s after the start), on a fresh world whose series "
-        "only its own queries select, and the arms' order turns with the seed."
+    protocol_note = PROTOCOL_NOTES.get(protocol, f"Protocol {protocol} (`flows/loop/arms.py`).")
+    protocol_note += (
+        f" Arm orders (`Trial.arm_order`): {order_balance(trials)}. The learned arm's reduction minus greedy's, "
+        f"paired by seed, split by which of the two ran first: {order_effect(trials)}."
     )
     log_path = out / "runs.json"
     log = json.loads(log_path.read_text()) if log_path.is_file() else []

@@ -195,7 +195,13 @@ def experiment(
     ] = "auto",
     duration: Duration = 60.0,
     event_at: Annotated[float, typer.Option(help="seconds into each run when the event happens")] = 15.0,
-    runs: Annotated[int, typer.Option(help="seeds per workload (--seed, --seed+1, …), three arms each")] = 3,
+    runs: Annotated[
+        int,
+        typer.Option(
+            help="seeds per workload (--seed, --seed+1, …), three arms each; 6 from a multiple of 6 run every order "
+            "of the arms once (balanced)"
+        ),
+    ] = 3,
     seeds: Annotated[str, typer.Option(help="comma-separated seeds instead of --runs, e.g. 0,1,2")] = "",
     qos: Annotated[float, typer.Option(help="QoS threshold (ms): a bucket bound of Istio's histogram")] = 100.0,
     fail: Annotated[

@@ -21,6 +21,11 @@ Protocol versions (``Trial.protocol``; seeds of different versions are never poo
 2. the end is read exactly ``duration_s`` after the start in every arm (``ArmResult.window_s``),
    every arm gets a fresh world whose series carry its own ``run_id`` (the queries select it), the
    arms' order turns with the seed (``Trial.arm_order``), and the settings above are recorded.
+3. protocol 2's measurement with a balanced order (:func:`flows.loop.experiments.arm_order`): seeds
+   0 … 5 run the six orders of the three arms once each, so over six seeds every arm runs in every
+   position twice and follows each other arm twice. Protocol 2's rotation ran each arm after the
+   same arm every time (learned after default, greedy after learned, default after greedy), and an
+   arm's cluster is what the arm before it left, so that inheritance was tied to the arm.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ ARMS = (DEFAULT_ARM, LEARNED_ARM, GREEDY_ARM)
 GENERAL_POLICY = repo_root() / "data" / "policies" / "general-v4"
 GATE_RULES = repo_root() / "data" / "gate" / "quickstart.json"  # as `reach package --rules quickstart` (docs/demo.md)
 LEGACY_PROTOCOL = 1  # a trial file without "protocol" (see the module docstring)
-PROTOCOL = 2  # what flows.loop.experiments records now
+PROTOCOL = 3  # what flows.loop.experiments records now
 # the name trial_path gives, and only it: `reach demo` writes demo-<scenario>-<workload>-stages.json to the same folder
 TRIAL_NAME = re.compile(rf"({'|'.join(re.escape(e) for e in get_args(Experiment) if e != 'none')})-.+-s-?\d+\.json")
 

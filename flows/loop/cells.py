@@ -14,7 +14,9 @@ and ``reach demo experiment``.
 
 from __future__ import annotations
 
+import itertools
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,16 +133,40 @@ def arm_cell(trials: list[Trial], arm: str) -> ArmCell:
     )  # fmt: skip
 
 
+def learned_minus_greedy(trial: Trial) -> float:
+    """The learned arm's reduction minus greedy's in one seed, percentage points (both against its default arm)."""
+    default_ms = trial.arm(DEFAULT_ARM).mean_ms
+    return reduction_pct(default_ms, trial.arm(LEARNED_ARM).mean_ms) - reduction_pct(
+        default_ms, trial.arm(GREEDY_ARM).mean_ms
+    )
+
+
 def versus_greedy(trials: list[Trial]) -> Interval | None:
     """The learned arm's reduction minus greedy's, paired by seed, with its 95 % t-interval (None without both)."""
     pairs = [t for t in trials if {LEARNED_ARM, GREEDY_ARM} <= {a.arm for a in t.arms}]
-    if not pairs:
-        return None
-    return t_interval([
-        reduction_pct(t.arm(DEFAULT_ARM).mean_ms, t.arm(LEARNED_ARM).mean_ms)
-        - reduction_pct(t.arm(DEFAULT_ARM).mean_ms, t.arm(GREEDY_ARM).mean_ms)
-        for t in pairs
-    ])  # fmt: skip
+    return t_interval([learned_minus_greedy(t) for t in pairs]) if pairs else None
+
+
+def order_effect(trials: list[Trial]) -> str:
+    """Per experiment, the seed-paired learned − greedy difference split by which of the two ran first (from
+    ``Trial.arm_order``), each with its 95 % t-interval. An arm's cluster is what the arm before it left, so a
+    gap between the two splits is what the order adds to the comparison; a balanced order (protocol 3) gives
+    each split half the seeds, and the table's pooled difference averages over it."""
+    splits: dict[str, tuple[list[float], list[float]]] = {}
+    for (experiment, _), group in sorted(cells(trials).items()):
+        for trial in group:
+            if not {LEARNED_ARM, GREEDY_ARM} <= set(trial.arm_order):
+                continue
+            first, then = splits.setdefault(experiment, ([], []))
+            learned_first = trial.arm_order.index(LEARNED_ARM) < trial.arm_order.index(GREEDY_ARM)
+            (first if learned_first else then).append(learned_minus_greedy(trial))
+    parts = [
+        f"{experiment}: {t_interval(first).text('pp')} with learned before greedy, "
+        f"{t_interval(then).text('pp')} with greedy before learned"
+        for experiment, (first, then) in splits.items()
+        if first and then
+    ]
+    return "; ".join(parts) or "-"
 
 
 FAILED_SHARE_TOLERANCE_PP = 1.0  # the learned arm may fail at most this many points more requests than default
@@ -223,6 +249,35 @@ def learned_policies(trials: list[Trial]) -> str:
         for tag in sorted({t.arm(LEARNED_ARM).policy for t in group if LEARNED_ARM in {a.arm for a in t.arms}}):
             used.setdefault(tag, []).append(f"{experiment} × {workload}")
     return "; ".join(f"`{tag}` ({', '.join(where)})" for tag, where in used.items()) or "-"
+
+
+def order_balance(trials: list[Trial]) -> str:
+    """Whether every cell's seeds ran each order of its arms equally often (protocol 3's design,
+    :func:`flows.loop.experiments.arm_order`: six consecutive seeds from a multiple of six), naming the cells
+    that did not and how their orders fell; trials without a recorded order (protocol 1) are said so."""
+    balanced, uneven, unrecorded = [], [], []
+    for (experiment, workload), group in sorted(cells(trials).items()):
+        name = f"{experiment} × {workload}"
+        if any(not t.arm_order for t in group):
+            unrecorded.append(name)
+            continue
+        counts = Counter(tuple(t.arm_order) for t in group)
+        arms = sorted({arm for order in counts for arm in order})
+        orders = set(itertools.permutations(arms))
+        if set(counts) == orders and len(set(counts.values())) == 1:
+            balanced.append(name)
+        else:
+            ran = ", ".join(f"{' → '.join(order)} ×{n}" for order, n in sorted(counts.items()))
+            seeds = f"{len(group)} seed{'s' if len(group) > 1 else ''}"
+            uneven.append(f"{name} ({seeds}, {len(counts)} of {len(orders)} orders: {ran})")
+    parts = []
+    if balanced:
+        parts.append(f"every order of the arms equally often in {len(balanced)} of {len(balanced) + len(uneven)} cells")
+    if uneven:
+        parts.append("not balanced in " + "; ".join(uneven))
+    if unrecorded:
+        parts.append("not recorded in " + ", ".join(unrecorded))
+    return "; ".join(parts) or "-"
 
 
 def evacuated_pods(trial: Trial, arm: ArmResult) -> set[str]:

@@ -7,7 +7,7 @@ placement is the start, and with a node failure it names the node that fails: th
 the default arm at its event), then three **arms** from that start, re-applied with
 ``placement.place_app``, with the same event and the same world seed — the default scheduler
 alone (no migrator), the learned policy (:mod:`flows.loop.arms`) and the greedy stand-in — in an
-order that turns with the seed (:func:`arm_order`: no arm always follows the same one). Each arm
+order set by the seed (:func:`arm_order`: over six seeds every order of the three arms once). Each arm
 gets a fresh world (:func:`flows.loop.run.prepare_run`). Every number is the world's (Istio's
 histogram through Prometheus), never the twin's: :mod:`flows.loop.cells` turns the trials into the
 per-cell table with 95 % intervals.
@@ -87,13 +87,16 @@ def calibration(run: LoopRun, event_s: float | None = None) -> list[dict[str, An
 
 
 def arm_order(seed: int, arms: tuple[str, ...] = ARMS) -> list[str]:
-    """The order the arms run in for ``seed``: :data:`ARMS` turned by ``seed`` (seeds 0, 1, 2 start with each arm
-    once), so that no arm always runs first. A rotation keeps the cycle, though: each arm always follows the same
-    arm (learned after default, greedy after learned, default after greedy), so what an arm inherits from the arm
-    before it (each arm's cluster comes out of that arm) is tied to the arm; a balanced order would take the six
-    permutations in turn, a protocol change (trials of the two are not to be pooled) not made yet."""
-    shift = seed % len(arms)
-    return [*arms[shift:], *arms[:shift]]
+    """The order the arms run in for ``seed`` (protocol 3, :mod:`flows.loop.arms`): a Williams design, the
+    rotations of ``arms`` for seeds 0, 1, 2 and the rotations of its mirror (the first arm kept, the rest
+    reversed) for seeds 3, 4, 5, repeating every six seeds. For three arms these are the six permutations, so in
+    any six consecutive seeds from a multiple of six each arm runs first, second and last twice and follows each
+    other arm twice: what an arm inherits from the arm before it (each arm's cluster comes out of that arm) is
+    spread evenly over the arms. Protocol 2's rotation alone kept the cycle (learned always after default)."""
+    count = len(arms)
+    block, shift = divmod(seed % (2 * count), count)
+    base = list(arms) if block == 0 else [arms[0], *reversed(arms[1:])]
+    return [*base[shift:], *base[:shift]]
 
 
 def nodes_to_fail(session: Session) -> list[str]:

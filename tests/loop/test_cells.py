@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from flows.loop.arms import DEFAULT_ARM, GREEDY_ARM, LEARNED_ARM, PROTOCOL, ArmResult, Trial
-from flows.loop.cells import CLIPPED_NOTE, arm_cell, cells, goal, markdown
+from flows.loop.cells import CLIPPED_NOTE, arm_cell, cells, goal, markdown, order_balance, order_effect
 
 
 def arm(name: str, mean_ms: float, failed: float) -> ArmResult:
@@ -67,10 +67,10 @@ def test_a_cell_refuses_to_pool_seeds_run_with_another_threshold_rate_surge_or_f
 
 def test_trials_of_the_old_protocol_are_never_pooled_with_new_ones() -> None:
     old, new = trial(0, 80.0, 50.0), a_new_trial(1)
-    with pytest.raises(ValueError, match=r"protocol 1, .*protocol 2, .*own output folder \(--out\)"):
+    with pytest.raises(ValueError, match=rf"protocol 1, .*protocol {PROTOCOL}, .*own output folder \(--out\)"):
         cells([old, new])
     other_cell = replace(new, workload="aggregator_parallel")  # not one cell, but one table: refused as well
-    with pytest.raises(ValueError, match=r"mix protocol versions \[1, 2\].*--out"):
+    with pytest.raises(ValueError, match=rf"mix protocol versions \[1, {PROTOCOL}\].*--out"):
         markdown([old, trial(1, 90.0, 50.0), other_cell], 100.0)
 
 
@@ -106,3 +106,37 @@ def test_a_cell_refuses_to_pool_seeds_whose_learned_arm_served_another_policy() 
     with pytest.raises(ValueError, match=r"mix protocols.*learned policy reach-policy-service:newer.*--out"):
         cells([a_new_trial(0), newer])
     assert len(cells([a_new_trial(0), a_new_trial(1)])[("node-failure", "chain")]) == 2
+
+
+def test_the_table_says_which_cells_ran_every_order_of_the_arms_equally_often() -> None:
+    from flows.loop.experiments import arm_order
+
+    def seeds(workload: str, numbers: range) -> list[Trial]:
+        return [replace(a_new_trial(n), workload=workload, arm_order=arm_order(n)) for n in numbers]
+
+    six, five, twelve = seeds("chain", range(6)), seeds("aggregator_parallel", range(5)), seeds("x", range(6, 18))
+    assert order_balance(six + twelve) == "every order of the arms equally often in 2 of 2 cells"
+    text = order_balance(six + five)
+    assert text.startswith("every order of the arms equally often in 1 of 2 cells; not balanced in ")
+    assert "node-failure × aggregator_parallel (5 seeds, 5 of 6 orders: " in text and "×1" in text
+    repeated = [*seeds("chain", range(5)), replace(six[1], seed=5)]  # 6 seeds, one order twice, one missing
+    assert "(6 seeds, 5 of 6 orders: " in order_balance(repeated) and "×2" in order_balance(repeated)
+    assert order_balance([trial(0, 80.0, 50.0)]) == "not recorded in node-failure × chain"
+
+
+def test_the_order_effect_splits_the_paired_difference_by_which_of_learned_and_greedy_ran_first() -> None:
+    from flows.loop.experiments import arm_order
+
+    # default 200 ms, greedy 190 ms (5 % reduction); learned gains 20 ms more when it runs after greedy
+    def seeded(n: int) -> Trial:
+        order = arm_order(n)
+        learned_ms = 160.0 if order.index(LEARNED_ARM) > order.index(GREEDY_ARM) else 180.0
+        return replace(a_new_trial(n, learned_ms), arm_order=order)
+
+    text = order_effect([seeded(n) for n in range(6)])
+    assert (
+        text
+        == "node-failure: 5.0 pp [5.0, 5.0] with learned before greedy, 15.0 pp [15.0, 15.0] with greedy before learned"
+    )
+    assert order_effect([seeded(n) for n in (0, 1)]) == "-"  # learned ran before greedy in both: no split
+    assert order_effect([trial(0, 80.0, 50.0)]) == "-"  # protocol 1: no order recorded

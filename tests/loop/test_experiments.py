@@ -172,16 +172,22 @@ def test_the_successful_requests_mean_is_kept_and_shown_only_when_every_seed_kep
     assert "| node-failure | chain | learned | 2 | 180.0 | 360.0 | - |" in markdown(older, 100.0)
 
 
-def test_the_arms_order_turns_with_the_seed_so_no_arm_always_follows_the_same_one() -> None:
+def test_six_seeds_run_every_order_of_the_arms_once_so_each_position_and_predecessor_is_balanced() -> None:
+    from collections import Counter
+    from itertools import pairwise
+
     from flows.loop.arms import ARMS
     from flows.loop.experiments import arm_order
 
-    orders = [arm_order(seed) for seed in range(3)]
-    assert orders[0] == list(ARMS) and all(sorted(o) == sorted(ARMS) for o in orders)
-    assert {o[0] for o in orders} == set(ARMS)  # each arm runs first once in three seeds
-    assert {(o[0], o[1]) for o in orders} | {(o[1], o[2]) for o in orders} >= {(DEFAULT_ARM, LEARNED_ARM),
-                                                                               (GREEDY_ARM, DEFAULT_ARM)}  # fmt: skip
-    assert arm_order(3) == orders[0] and arm_order(-1) == orders[2]
+    orders = [tuple(arm_order(seed)) for seed in range(6)]
+    assert orders[0] == ARMS and len(set(orders)) == 6 and all(sorted(o) == sorted(ARMS) for o in orders)
+    for position in range(3):  # each arm runs first, second and last twice
+        assert Counter(o[position] for o in orders) == {arm: 2 for arm in ARMS}
+    follows = Counter(pair for o in orders for pair in pairwise(o))
+    assert len(follows) == 6 and set(follows.values()) == {2}  # each arm after each other arm twice
+    assert {o[0] for o in orders[:3]} == set(ARMS)  # three seeds already start with each arm once
+    assert [arm_order(seed) for seed in range(6, 12)] == [list(o) for o in orders]
+    assert arm_order(-1) == list(orders[5])
 
 
 def test_a_trial_runs_its_arms_in_the_seeds_order_each_from_the_start_and_records_order_and_protocol(
@@ -214,8 +220,8 @@ def test_a_trial_runs_its_arms_in_the_seeds_order_each_from_the_start_and_record
     settings = DemoSettings(experiment="node-failure", qos_threshold_ms=250.0, world_rps=3.0, duration_s=40.0)
     session = Session(settings, Path("kubeconfig"), None, Path("7-21"), None, None, "http://127.0.0.1:9090")
     deciders = {LEARNED_ARM: ("http://l", "bento"), GREEDY_ARM: ("http://g", "standin")}
-    trial = experiments.one_trial(session, "chain", 1, deciders)
-    assert [r[0] for r in ran] == [LEARNED_ARM, GREEDY_ARM, DEFAULT_ARM] == trial.arm_order
+    trial = experiments.one_trial(session, "chain", 4, deciders)
+    assert [r[0] for r in ran] == [GREEDY_ARM, LEARNED_ARM, DEFAULT_ARM] == trial.arm_order
     assert all(nodes == ["edge-1"] for _, _, nodes in ran)  # every arm fails the node the start names
     assert [a.arm for a in trial.arms] == [DEFAULT_ARM, LEARNED_ARM, GREEDY_ARM]
     assert (trial.protocol, trial.qos_threshold_ms, trial.world_rps, trial.failed_nodes) == (
