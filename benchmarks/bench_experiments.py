@@ -16,7 +16,7 @@ protocol 3, :mod:`flows.loop.arms`, whose six seeds run the six orders of the ar
 trials stay in ``benchmarks/results/experiments-protocol2`` and the protocol-1 ones in
 ``benchmarks/results/experiments``), so
 cells run in separate chunks (one
-``--experiment``/``--workload`` at a time, each < 10 min under the lock) make one table; every run
+``--experiment``/``--workload`` at a time: 16–18 min for 6 seeds under the lock) make one table; every run
 rewrites ``--out``/experiments.md (the table, the calibration and the runs made), one PNG per cell
 and ``calibration.png`` from all the trials there. ``--table-only`` redraws them without running.
 

@@ -8,7 +8,9 @@ requests pooled). :func:`markdown` writes the table with REACH's published figur
 learned arm meets the goal (≥ REACH's figure, interval above 0, not below greedy, no more failed requests
 than the default scheduler);
 :func:`write_figures` draws the latency over time of the three arms per cell and the calibration
-plot (every move's predicted gain against the world's). Used by ``benchmarks/bench_experiments.py``
+plot (every move's predicted gain against the world's). :func:`order_balance` says whether every cell
+ran each order of the arms equally often, and :func:`order_effect` splits the learned − greedy difference by
+which of the two ran first. Used by ``benchmarks/bench_experiments.py``
 and ``reach demo experiment``.
 """
 
