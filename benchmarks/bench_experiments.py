@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workload", action="append", choices=WORKLOADS, help="repeatable; default: all three")
     parser.add_argument(
         "--seeds", type=int, default=6,
-        help="seeds --first-seed … +N−1 per cell (three arms each); six from a multiple of six run every order of "
+        help="seeds --first-seed … +N−1 per cell (three arms each); any six consecutive ones run every order of "
         "the arms once (protocol 3)",
     )  # fmt: skip
     parser.add_argument("--first-seed", type=int, default=0)

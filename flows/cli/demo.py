@@ -198,7 +198,7 @@ def experiment(
     runs: Annotated[
         int,
         typer.Option(
-            help="seeds per workload (--seed, --seed+1, …), three arms each; 6 from a multiple of 6 run every order "
+            help="seeds per workload (--seed, --seed+1, …), three arms each; any 6 consecutive seeds run every order "
             "of the arms once (balanced)"
         ),
     ] = 3,

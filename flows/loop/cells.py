@@ -255,7 +255,7 @@ def learned_policies(trials: list[Trial]) -> str:
 
 def order_balance(trials: list[Trial]) -> str:
     """Whether every cell's seeds ran each order of its arms equally often (protocol 3's design,
-    :func:`flows.loop.experiments.arm_order`: six consecutive seeds from a multiple of six), naming the cells
+    :func:`flows.loop.experiments.arm_order`: any six consecutive seeds), naming the cells
     that did not and how their orders fell; trials without a recorded order (protocol 1) are said so."""
     balanced, uneven, unrecorded = [], [], []
     for (experiment, workload), group in sorted(cells(trials).items()):

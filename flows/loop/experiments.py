@@ -90,7 +90,7 @@ def arm_order(seed: int, arms: tuple[str, ...] = ARMS) -> list[str]:
     """The order the arms run in for ``seed`` (protocol 3, :mod:`flows.loop.arms`): a Williams design, the
     rotations of ``arms`` for seeds 0, 1, 2 and the rotations of its mirror (the first arm kept, the rest
     reversed) for seeds 3, 4, 5, repeating every six seeds. For three arms these are the six permutations, so in
-    any six consecutive seeds from a multiple of six each arm runs first, second and last twice and follows each
+    any six consecutive seeds each arm runs first, second and last twice and follows each
     other arm twice: what an arm inherits from the arm before it (each arm's cluster comes out of that arm) is
     spread evenly over the arms. Protocol 2's rotation alone kept the cycle (learned always after default)."""
     count = len(arms)

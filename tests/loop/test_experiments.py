@@ -187,6 +187,7 @@ def test_six_seeds_run_every_order_of_the_arms_once_so_each_position_and_predece
     assert len(follows) == 6 and set(follows.values()) == {2}  # each arm after each other arm twice
     assert {o[0] for o in orders[:3]} == set(ARMS)  # three seeds already start with each arm once
     assert [arm_order(seed) for seed in range(6, 12)] == [list(o) for o in orders]
+    assert {tuple(arm_order(seed)) for seed in range(2, 8)} == set(orders)  # any six consecutive seeds
     assert arm_order(-1) == list(orders[5])
 
 
